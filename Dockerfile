@@ -1,0 +1,15 @@
+# Distillery: the same install as the README (scripts/setup.sh), then the pipeline flow.
+# No Docker engine runs on the development machines; CI runs the same script (.ci/run).
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+# A CPU build of torch; without this pip takes the CUDA build of torch==2.13.0.
+ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
+    DVC_NO_ANALYTICS=1 \
+    TOKENIZERS_PARALLELISM=false
+WORKDIR /app
+COPY . .
+RUN bash scripts/setup.sh
+# DVC needs a git repository; a build context without .git gets a fresh one.
+RUN git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && \
+    git -c user.name=distillery -c user.email=distillery@localhost commit -q -m "image")
+CMD [".venv/bin/python", "-m", "flows.pipeline"]

@@ -1,0 +1,237 @@
+"""params.yaml, read once into frozen, validated dataclasses.
+
+Every value is checked at load time. A bad value raises ``ConfigError`` naming the key and the
+allowed range, so a run never fails half-way because of a typo.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from distillery.errors import ConfigError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters shared by every model Distillery trains with the HF ``Trainer``."""
+
+    epochs: float = 2.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # fraction of the training steps
+    logging_steps: int = 50
+    metric_for_best_model: str = "accuracy"  # accuracy | macro_f1 | loss
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "bundled:tweets"
+    hub_config: Union[str, None] = None
+    files: dict = field(default_factory=dict)  # split -> local file, when the source already has splits
+    splits: dict = field(default_factory=lambda: {s: s for s in SPLITS})  # our split -> source split name
+    text_column: str = "text"
+    text_pair_column: Union[str, None] = None
+    label_column: str = "label"
+    labels: Union[list, None] = None
+    on_bad_rows: str = "drop"  # drop | fail
+    encoding_errors: str = "strict"  # strict | replace
+    split_fractions: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    max_samples: dict = field(default_factory=dict)  # split -> row cap, for quick runs
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    model: str = "bundled:minilm-l6"
+    max_length: int = 64
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    source: str = "layers"  # layers: copy layers of a transformer | model: any Hub id or local path
+    init: str = "pretrained"  # pretrained: layers of teacher.model | finetuned: layers of the trained teacher
+    layers: Union[list, str] = field(default_factory=lambda: [0, 5])  # encoder layer indices, or "every_other"
+    model: Union[str, None] = None
+    max_length: int = 64
+
+
+@dataclass(frozen=True)
+class TransferSetConfig:
+    """Unlabelled texts the teacher labels; the students' KD term learns from them, the baseline never sees them."""
+
+    source: str = "none"  # none | remainder | train_texts | a local file or hub:<id>
+    max_rows: int = 20000
+    text_column: Union[str, None] = None  # defaults to data.text_column
+    split: str = "train"  # split name for a hub:<id> source
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    alpha: float = 0.5
+    temperature: float = 2.0
+    loss: str = "kl"  # kl (Hinton et al. 2015) | mse (Tang et al. 2019)
+    transfer_set: TransferSetConfig = field(default_factory=TransferSetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, for logging."""
+        return _flatten(dataclasses.asdict(self))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types by name."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'params'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]}; allowed keys: {', '.join(fields)}")
+    defaults = cls()
+    values = {}
+    for name, value in raw.items():
+        sub_key = f"{key}.{name}" if key else name
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, sub_key)
+        else:
+            values[name] = _coerce(value, default, sub_key)
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, list) and isinstance(value, str):  # e.g. student.layers: every_other
+        return value
+    if isinstance(default, (dict, list)) and not isinstance(value, type(default)):
+        raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed; {allowed}")
+
+
+def _check_train(train: TrainConfig, key: str) -> None:
+    _check(train.epochs > 0, f"{key}.epochs", train.epochs, "it must be > 0")
+    _check(train.batch_size >= 1, f"{key}.batch_size", train.batch_size, "it must be >= 1")
+    _check(train.eval_batch_size >= 1, f"{key}.eval_batch_size", train.eval_batch_size, "it must be >= 1")
+    _check(0 < train.learning_rate < 1, f"{key}.learning_rate", train.learning_rate, "it must be in (0, 1)")
+    _check(train.weight_decay >= 0, f"{key}.weight_decay", train.weight_decay, "it must be >= 0")
+    _check(0 <= train.warmup < 1, f"{key}.warmup", train.warmup, "it is a fraction of the steps, in [0, 1)")
+    _check(train.logging_steps >= 1, f"{key}.logging_steps", train.logging_steps, "it must be >= 1")
+    _check(train.metric_for_best_model in ("accuracy", "macro_f1", "loss"), f"{key}.metric_for_best_model",
+           train.metric_for_best_model, "allowed: accuracy, macro_f1, loss")
+
+
+def validate(params: Params) -> Params:
+    """Range and consistency checks that a type alone cannot express."""
+    data, student, distill = params.data, params.student, params.distill
+    _check(data.on_bad_rows in ("drop", "fail"), "data.on_bad_rows", data.on_bad_rows, "allowed: drop, fail")
+    _check(data.encoding_errors in ("strict", "replace"), "data.encoding_errors", data.encoding_errors,
+           "allowed: strict, replace")
+    _check(bool(data.source), "data.source", data.source, "name a bundled corpus, hub:<id> or a local file")
+    for mapping_key, mapping in (("data.files", data.files), ("data.splits", data.splits),
+                                 ("data.split_fractions", data.split_fractions), ("data.max_samples", data.max_samples)):
+        extra = sorted(set(mapping) - set(SPLITS))
+        _check(not extra, f"{mapping_key}.{extra[0] if extra else ''}", mapping, f"splits are {', '.join(SPLITS)}")
+    fractions = data.split_fractions
+    _check(all(isinstance(v, (int, float)) and 0 <= v < 1 for v in fractions.values()) and
+           abs(sum(fractions.values()) - 1) < 1e-6 and fractions.get("train", 0) > 0,
+           "data.split_fractions", fractions, "fractions must be in [0, 1), sum to 1, and train must be > 0")
+    for split, cap in data.max_samples.items():
+        _check(cap is None or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1),
+               f"data.max_samples.{split}", cap, "it must be a positive integer or null")
+    if data.labels is not None:
+        _check(isinstance(data.labels, list) and len(data.labels) >= 2 and len(set(map(str, data.labels))) ==
+               len(data.labels), "data.labels", data.labels, "list at least two distinct labels, or null to infer")
+    _check(params.teacher.max_length >= 2, "teacher.max_length", params.teacher.max_length, "it must be >= 2")
+    _check(student.max_length >= 2, "student.max_length", student.max_length, "it must be >= 2")
+    _check(student.source in ("layers", "model"), "student.source", student.source, "allowed: layers, model")
+    _check(student.init in ("pretrained", "finetuned"), "student.init", student.init,
+           "allowed: pretrained, finetuned")
+    if student.source == "model":
+        _check(bool(student.model), "student.model", student.model, "student.source: model needs a Hub id or path")
+    else:
+        layers = student.layers
+        ok = layers == "every_other" or (isinstance(layers, list) and layers and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers))
+        _check(ok, "student.layers", layers, "list encoder layer indices (e.g. [0, 5]) or write every_other")
+        if isinstance(layers, list):
+            _check(len(set(layers)) == len(layers), "student.layers", layers, "indices must be distinct")
+    _check(0 <= distill.alpha <= 1, "distill.alpha", distill.alpha, "it must be in [0, 1]")
+    _check(distill.temperature > 0, "distill.temperature", distill.temperature, "it must be > 0")
+    _check(distill.loss in ("kl", "mse"), "distill.loss", distill.loss, "allowed: kl, mse")
+    _check(distill.transfer_set.max_rows >= 0, "distill.transfer_set.max_rows", distill.transfer_set.max_rows,
+           "it must be >= 0")
+    _check_train(params.teacher.train, "teacher.train")
+    _check_train(distill.train, "distill.train")
+    _check(params.evaluate.batch_size >= 1, "evaluate.batch_size", params.evaluate.batch_size, "it must be >= 1")
+    return params
+
+
+def load_params(path: Union[str, Path] = "params.yaml") -> Params:
+    """Read and validate params.yaml. Safe YAML only: no tags that run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return validate(_build(Params, raw, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

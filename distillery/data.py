@@ -1,0 +1,235 @@
+"""The ``prepare`` stage: validate rows, drop duplicates, split, and write Parquet splits.
+
+Outputs (``data/prepared/``): ``{train,validation,test}.parquet`` with columns ``text``
+(, ``text_pair``), ``label`` (int id); ``transfer.parquet`` (unlabelled texts, maybe empty);
+``labels.json``; ``data_report.json``; ``rejected.csv`` (every dropped row and why).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from distillery.config import SPLITS, DataConfig, Params
+from distillery.errors import DataError
+from distillery.files import atomic_dir, read_json, write_json
+from distillery.paths import PREPARED_DIR
+from distillery.sources import read_source, read_texts
+
+TEXT, PAIR, LABEL = "text", "text_pair", "label"
+
+
+def load_labels(prepared_dir: Union[str, Path] = PREPARED_DIR) -> list[str]:
+    """Label names in id order, from ``labels.json``."""
+    return list(read_json(Path(prepared_dir) / "labels.json")["names"])
+
+
+def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.DataFrame:
+    path = Path(prepared_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path}: prepared split not found; run `python -m distillery prepare` first")
+    return pd.read_parquet(path)
+
+
+def _is_blank(series: pd.Series) -> pd.Series:
+    return series.isna() | series.astype(str).str.strip().eq("")
+
+
+def _label_key(value) -> str:
+    """Labels compare as strings, so 1, 1.0 and "1" from different file types agree."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
+    if cfg.labels is not None:
+        return [_label_key(v) for v in cfg.labels]
+    if declared is not None:
+        return list(declared)
+    values = set()
+    for frame in frames.values():
+        column = frame[cfg.label_column]
+        values.update(column[~_is_blank(column)].map(_label_key))
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return sorted(values, key=(lambda v: int(v)) if numeric else None)
+
+
+def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
+    needed = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
+    if cfg.text_pair_column:
+        needed.append(("data.text_pair_column", cfg.text_pair_column))
+    columns = [c for c in frame.columns if c != "_row"]
+    for key, column in needed:
+        if column not in frame.columns:
+            raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
+
+
+def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared_ids: bool,
+          where: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep valid rows as (text, text_pair, label id, _row); return the rejected rows with reasons."""
+    _check_columns(frame, cfg, where)
+    label_ids = {name: i for i, name in enumerate(names)}
+    raw_labels = frame[cfg.label_column]
+    if declared_ids:  # Hub ClassLabel: integers index the declared names; -1 means "no label"
+        keys = raw_labels.map(lambda v: names[int(v)] if pd.notna(v) and 0 <= int(v) < len(names) else None)
+    else:
+        keys = raw_labels.map(_label_key).where(~_is_blank(raw_labels), None)
+    reasons = pd.Series("", index=frame.index)
+    reasons[_is_blank(frame[cfg.text_column])] = "empty text"
+    if cfg.text_pair_column:
+        reasons[(reasons == "") & _is_blank(frame[cfg.text_pair_column])] = "empty text pair"
+    reasons[(reasons == "") & keys.isna()] = "missing label"
+    unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
+    reasons[unknown] = "unknown label " + raw_labels[unknown].astype(str).map(repr)
+    bad = reasons != ""
+    rejected = [{"source": where, "row": int(row), "reason": reason}
+                for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
+    good = frame.loc[~bad]
+    out = pd.DataFrame({TEXT: good[cfg.text_column].astype(str).values})
+    if cfg.text_pair_column:
+        out[PAIR] = good[cfg.text_pair_column].astype(str).values
+    out[LABEL] = keys[~bad].map(label_ids).astype("int64").values
+    out["_row"] = good["_row"].values
+    return out, rejected
+
+
+def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``frame`` into (``size`` rows, the rest), stratified by label where possible."""
+    if size >= len(frame):
+        return frame, frame.iloc[:0]
+    if size <= 0:
+        return frame.iloc[:0], frame
+    labels = frame[LABEL] if stratify else None
+    try:
+        kept, rest = train_test_split(frame, train_size=size, random_state=seed, stratify=labels)
+    except ValueError:  # a class too small to stratify
+        kept, rest = train_test_split(frame, train_size=size, random_state=seed)
+    return kept, rest
+
+
+def split_frames(frames: dict, cfg: DataConfig, seed: int) -> dict:
+    """Carve the splits the source lacks out of its training rows, stratified and seeded."""
+    pool = frames.get("all", frames.get("train"))
+    if pool is None:
+        raise DataError(f"data: the source has no train split; it has {sorted(frames)}")
+    result = {s: frames[s] for s in SPLITS if s in frames}
+    missing = [s for s in ("test", "validation") if s not in result]
+    remaining_fraction = sum(cfg.split_fractions.get(s, 0) for s in ["train", *missing])
+    for split in missing:
+        fraction = cfg.split_fractions.get(split, 0) / remaining_fraction
+        remaining_fraction -= cfg.split_fractions.get(split, 0)
+        taken, pool = _sample(pool, int(round(fraction * len(pool))), seed)
+        result[split] = taken
+    result["train"] = pool
+    for split in SPLITS:
+        if len(result[split]) == 0:
+            raise DataError(f"data: split {split!r} is empty after cleaning and splitting; "
+                            "add rows or raise data.split_fractions")
+    return result
+
+
+def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.DataFrame:
+    """Unlabelled texts for the KD term, minus any text that is in a labelled split."""
+    transfer, cfg = params.distill.transfer_set, params.data
+    columns = [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
+    if transfer.source == "none" or transfer.max_rows == 0:
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
+    if transfer.source == "remainder":
+        frame = leftover[columns]
+    else:
+        column = transfer.text_column or cfg.text_column
+        raw = read_texts(transfer.source, column, transfer.split, cfg.encoding_errors)
+        frame = pd.DataFrame({TEXT: raw[column]})
+        if cfg.text_pair_column:
+            if cfg.text_pair_column not in raw.columns:
+                raise DataError(f"{transfer.source}: text pair column {cfg.text_pair_column!r} not found")
+            frame[PAIR] = raw[cfg.text_pair_column]
+    frame = frame[~_is_blank(frame[TEXT])].astype(str)
+    labelled = pd.concat([s[columns] for s in splits.values()])
+    frame = frame.drop_duplicates(columns)
+    frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]
+    if len(frame) > transfer.max_rows:
+        frame = frame.sample(n=transfer.max_rows, random_state=params.seed)
+    return frame.reset_index(drop=True)
+
+
+def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
+    """Run the whole stage; return the data report."""
+    cfg = params.data
+    frames, declared, description = read_source(cfg.source, cfg.files, cfg.hub_config, cfg.label_column,
+                                                cfg.encoding_errors)
+    if "all" not in frames and not cfg.files:  # a source with its own splits, e.g. a Hub dataset
+        missing = [theirs for theirs in cfg.splits.values() if theirs and theirs not in frames]
+        if cfg.splits.get("train") in missing:
+            raise DataError(f"data.splits.train: {description} has no split {cfg.splits['train']!r}; "
+                            f"it has {sorted(frames)}")
+        frames = {ours: frames[theirs] for ours, theirs in cfg.splits.items() if theirs in frames}
+    for split, frame in frames.items():
+        _check_columns(frame, cfg, f"{description} [{split}]")
+    names = _label_names(frames, cfg, declared)
+    if len(names) < 2:
+        raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
+    cleaned, rejected = {}, []
+    for split, frame in frames.items():
+        cleaned[split], bad = clean(frame, cfg, names, declared is not None and cfg.labels is None,
+                                    f"{description} [{split}]")
+        rejected += bad
+    if rejected and cfg.on_bad_rows == "fail":
+        first = rejected[0]
+        raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
+                        f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+    # Drop duplicate texts; an evaluation split keeps its copy so no test text is trained on.
+    key = [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
+    order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
+    stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
+    duplicated = stacked.duplicated(key, keep="first")
+    duplicates_dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
+    deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
+    splits = split_frames(deduped, cfg, params.seed)
+    leftover = splits["train"].iloc[:0]
+    for split in SPLITS:
+        cap = cfg.max_samples.get(split)
+        if cap is not None:
+            splits[split], rest = _sample(splits[split], cap, params.seed)
+            if split == "train":
+                leftover = rest
+    transfer = _transfer_texts(params, splits, leftover)
+
+    report = {
+        "source": description,
+        "labels": names,
+        "rows_read": {s: int(len(f)) for s, f in frames.items()},
+        "rows_rejected": len(rejected),
+        "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
+        "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},
+        "rows": {s: int(len(f)) for s, f in splits.items()},
+        "transfer_rows": int(len(transfer)),
+        "class_counts": {s: {names[i]: int(n) for i, n in f[LABEL].value_counts().sort_index().items()}
+                         for s, f in splits.items()},
+    }
+    with atomic_dir(out_dir) as scratch:
+        for split, frame in splits.items():
+            frame.drop(columns="_row").sample(frac=1.0, random_state=params.seed).reset_index(drop=True) \
+                .to_parquet(scratch / f"{split}.parquet", index=False)
+        transfer.to_parquet(scratch / "transfer.parquet", index=False)
+        write_json(scratch / "labels.json", {"names": names, "id2label": dict(enumerate(names)),
+                                             "label2id": {n: i for i, n in enumerate(names)}})
+        write_json(scratch / "data_report.json", report)
+        pd.DataFrame(rejected, columns=["source", "row", "reason"]).to_csv(scratch / "rejected.csv", index=False)
+    return report
+
+
+def report_summary(report: dict) -> str:
+    """One line per split: row count and class balance, for the CLI."""
+    lines = []
+    for split, counts in report["class_counts"].items():
+        total = sum(counts.values()) or 1
+        balance = ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
+        lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})")
+    lines.append(f"{'transfer':>10}: {report['transfer_rows']:>6} unlabelled rows")
+    return "\n".join(lines) + f"\nrejected {report['rows_rejected']}, duplicates dropped " \
+                              f"{sum(report['duplicates_dropped'].values())}"
+

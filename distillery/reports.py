@@ -1,0 +1,47 @@
+"""Report files: training curves for DVC plots and the results table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import pandas as pd
+
+from distillery.files import write_text
+
+MODELS = ("teacher", "student", "baseline")
+
+
+def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(training loss per logging step, validation metrics per epoch) rows for DVC plots."""
+    train = [{"step": e["step"], "epoch": round(e["epoch"], 3), "loss": e["loss"]}
+             for e in log_history if "loss" in e and "eval_loss" not in e]
+    evals = [{"epoch": round(e["epoch"], 3), "step": e["step"],
+              **{k[5:]: v for k, v in e.items() if k.startswith("eval_") and isinstance(v, float)
+                 and not k.endswith(("runtime", "per_second"))}}
+             for e in log_history if "eval_loss" in e]
+    return train, evals
+
+
+def write_curves(name: str, log_history: list[dict], curves_dir: Union[str, Path]) -> None:
+    """``<name>_loss.csv`` (loss per logging step) and ``<name>_eval.csv`` (validation metrics per epoch)."""
+    train, evals = curves(log_history)
+    curves_dir = Path(curves_dir)
+    write_text(curves_dir / f"{name}_loss.csv", pd.DataFrame(train, columns=["step", "epoch", "loss"])
+               .to_csv(index=False))
+    write_text(curves_dir / f"{name}_eval.csv", pd.DataFrame(evals).to_csv(index=False))
+
+
+def results_table(results: dict) -> str:
+    """Markdown table: teacher, distilled student and baseline on the test split."""
+    rows = ["| model | accuracy | macro-F1 | ROC AUC | parameters | train seconds |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name in MODELS:
+        r = results[name]
+        auc = f"{r['roc_auc']:.3f}" if r.get("roc_auc") is not None else "n/a"
+        rows.append(f"| {name} | {100 * r['accuracy']:.1f}% | {r['macro_f1']:.3f} | {auc} | "
+                    f"{r['parameters'] / 1e6:.1f}M | {r['train_seconds']:.0f} |")
+    lines = "\n".join(rows)
+    return (f"{lines}\n\nStudent keeps {100 * results['student_accuracy_retention']:.1f}% of the teacher's accuracy; "
+            f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
+            f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
+            f"(test split, {results['test_rows']} rows).\n")

@@ -1,0 +1,33 @@
+"""The ``train_teacher`` stage: fine-tune the teacher on the prepared training split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from distillery.config import Params
+from distillery.data import load_labels, load_split
+from distillery.files import atomic_dir, write_json
+from distillery.modeling import count_parameters, load_classifier, load_tokenizer, resolve_model
+from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
+from distillery.reports import write_curves
+from distillery.training import fit, tokenize
+
+
+def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
+                  out_dir: Union[str, Path] = TEACHER_DIR, curves_dir: Union[str, Path] = CURVES_DIR) -> dict:
+    cfg = params.teacher
+    labels = load_labels(prepared_dir)
+    name = resolve_model(cfg.model, "teacher.model")
+    tokenizer = load_tokenizer(name, "teacher.model")
+    import torch
+
+    torch.manual_seed(params.seed)
+    model = load_classifier(name, "teacher.model", labels)
+    train = tokenize(load_split("train", prepared_dir), tokenizer, cfg.max_length)
+    validation = tokenize(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
+    with atomic_dir(out_dir) as scratch:
+        summary = fit(model, tokenizer, train, validation, cfg.train, params.seed, scratch)
+        summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length)
+        write_json(scratch / "training.json", summary)
+    write_curves("teacher", summary["log_history"], curves_dir)
+    return summary

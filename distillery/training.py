@@ -1,0 +1,167 @@
+"""Training with the Hugging Face ``Trainer``: tokenised datasets, a collator that carries cached
+teacher logits, and :class:`DistillationTrainer`, which reads those logits from the batch so the
+teacher never runs during distillation.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.config import TrainConfig
+from distillery.data import LABEL, PAIR, TEXT
+from distillery.losses import IGNORE_INDEX, distillation_loss
+from distillery.metrics import classification_metrics
+
+TEACHER_LOGITS = "teacher_logits"
+
+
+def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Optional[np.ndarray] = None):
+    """A ``datasets.Dataset`` of token ids (unpadded), labels, lengths and optional teacher logits."""
+    import datasets
+
+    pairs = frame[PAIR].tolist() if PAIR in frame.columns else None
+    encoded = tokenizer(frame[TEXT].tolist(), pairs, truncation=True, max_length=max_length)
+    columns = {key: encoded[key] for key in encoded.keys()}
+    columns["labels"] = frame[LABEL].astype("int64").tolist() if LABEL in frame.columns \
+        else [IGNORE_INDEX] * len(frame)
+    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
+    if teacher_logits is not None:
+        columns[TEACHER_LOGITS] = np.asarray(teacher_logits, dtype=np.float32).tolist()
+    return datasets.Dataset.from_dict(columns)
+
+
+class Collator:
+    """Dynamic padding for the token fields; labels and teacher logits are stacked as they are."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict]) -> dict:
+        extras = {}
+        for key, dtype in (("labels", torch.long), (TEACHER_LOGITS, torch.float32)):
+            if key in features[0]:
+                extras[key] = torch.tensor([f[key] for f in features], dtype=dtype)
+        tokens = [{k: v for k, v in f.items() if k not in ("labels", TEACHER_LOGITS, "length")} for f in features]
+        batch = dict(self.tokenizer.pad(tokens, padding=True, return_tensors="pt"))
+        batch.update(extras)
+        return batch
+
+
+def _trainer_classes():
+    from transformers import Trainer, TrainerCallback
+
+    class EpochTimer(TrainerCallback):
+        """Seconds spent in the training steps of each epoch (evaluation excluded)."""
+
+        def __init__(self):
+            self.epoch_seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+
+    class DistillationTrainer(Trainer):
+        """``Trainer`` whose loss reads cached teacher logits from the batch.
+
+        A batch without ``teacher_logits`` (the baseline, or evaluation) takes plain cross-entropy.
+        """
+
+        def __init__(self, *args, alpha: float = 1.0, temperature: float = 1.0, loss_kind: str = "kl", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.alpha, self.temperature, self.loss_kind = alpha, temperature, loss_kind
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            teacher_logits = inputs.pop(TEACHER_LOGITS, None)
+            outputs = model(**inputs)
+            if teacher_logits is None:
+                loss = torch.nn.functional.cross_entropy(outputs.logits, labels, ignore_index=IGNORE_INDEX)
+            else:
+                loss = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
+                                         self.loss_kind)
+            return (loss, outputs) if return_outputs else loss
+
+    return Trainer, DistillationTrainer, EpochTimer
+
+
+def _compute_metrics(eval_pred) -> dict:
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    metrics = classification_metrics(np.asarray(logits), np.asarray(labels))
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup,  # a float < 1 is a fraction of the training steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=cfg.metric_for_best_model,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        train_sampling_strategy="group_by_length",  # less padding, same examples
+        remove_unused_columns=False,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def fit(model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
+        distill: Optional[dict] = None) -> dict:
+    """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
+
+    ``distill`` (``alpha``, ``temperature``, ``loss_kind``) switches on the KD loss; rows of
+    ``train_dataset`` must then carry ``teacher_logits``.
+    """
+    from transformers import set_seed
+
+    _, DistillationTrainer, EpochTimer = _trainer_classes()
+    set_seed(seed)
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as checkpoints:
+        trainer = DistillationTrainer(
+            model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
+            eval_dataset=eval_dataset, data_collator=Collator(tokenizer), processing_class=tokenizer,
+            compute_metrics=_compute_metrics, callbacks=[timer], **(distill or {}))
+        started = time.perf_counter()
+        result = trainer.train()
+        train_seconds = time.perf_counter() - started
+        best_metric = trainer.state.best_metric
+        trainer.save_model(str(save_dir))
+    tokenizer.save_pretrained(str(save_dir))
+    steps_per_epoch = int(np.ceil(len(train_dataset) / cfg.batch_size))
+    return {
+        "train_seconds": round(train_seconds, 2),
+        "epoch_train_seconds": [round(s, 2) for s in timer.epoch_seconds],
+        "train_examples": len(train_dataset),
+        "steps": int(result.global_step),
+        "steps_per_epoch": steps_per_epoch,
+        "seconds_per_1k_examples": round(1000 * sum(timer.epoch_seconds) /
+                                         max(1.0, len(train_dataset) * cfg.epochs), 4),
+        "best_validation": {cfg.metric_for_best_model: best_metric},
+        "log_history": trainer.state.log_history,
+    }

@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny offline models and data, and a throw-away project repository."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import make_csv, make_tiny_bert  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random 4-layer BERT (hidden 32) with a WordPiece tokenizer, no classifier head."""
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert", num_layers=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_other(tmp_path_factory) -> Path:
+    """A different tiny BERT (2 layers, hidden 16): a student with its own tokenizer and width."""
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert-other", num_layers=2, hidden=16)
+
+
+def tiny_params(model: Path, data: Path, **overrides) -> dict:
+    """Params for a pipeline run in seconds on the tiny model and CSV."""
+    train = {"epochs": 2, "batch_size": 8, "eval_batch_size": 32, "learning_rate": 1e-3, "warmup": 0.0,
+             "logging_steps": 5}
+    params = {
+        "seed": 0,
+        "data": {"source": str(data), "label_column": "sentiment", "max_samples": {"train": 60}},
+        "teacher": {"model": str(model), "max_length": 32, "train": train},
+        "student": {"layers": [0, 3], "max_length": 32},
+        "distill": {"alpha": 0.5, "temperature": 2.0, "transfer_set": {"source": "remainder", "max_rows": 100},
+                    "train": train},
+        "evaluate": {"batch_size": 32},
+    }
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return params
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            and value else value
+    return merged
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_bert) -> Path:
+    """A git + DVC repository holding this project's code, tiny params and a tiny CSV."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("distillery", "tasks", "flows"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    data = make_csv(project / "raw" / "tweets.csv", n=150)
+    write_params(project / "params.yaml", tiny_params(tiny_bert, Path("raw/tweets.csv")))
+    _git("init", "-q", cwd=project)
+    _git("config", "user.email", "ci@example.com", cwd=project)
+    _git("config", "user.name", "CI", cwd=project)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=project, check=True)
+    _git("add", "-A", cwd=project)
+    _git("commit", "-q", "-m", "tiny project", cwd=project)
+    assert data.is_file()
+    return project
+
+
+def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run DVC in ``project`` with this interpreter's ``python`` first on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=900)

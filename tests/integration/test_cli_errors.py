@@ -1,0 +1,87 @@
+"""Bad input through the CLI: one clear line naming the key, file or row; exit code 2; no half-written output."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import tiny_params, write_params
+from distillery.cli import main
+from tiny import make_csv, make_texts
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_bert):
+    monkeypatch.chdir(tmp_path)
+    make_csv(tmp_path / "tweets.csv", n=120)
+    write_params(tmp_path / "params.yaml", tiny_params(tiny_bert, Path("tweets.csv")))
+    return tmp_path
+
+
+def _fails(capsys, stage: str, *fragments: str) -> str:
+    assert main([stage]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err  # one line, no traceback
+    assert err.startswith(f"distillery {stage}: error: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def _set(workdir: Path, tiny_bert, **overrides) -> None:
+    write_params(workdir / "params.yaml", tiny_params(tiny_bert, Path("tweets.csv"), **overrides))
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("distill.alpha", 1.5, "distill.alpha = 1.5 is not allowed; it must be in [0, 1]"),
+    ("distill.temperature", 0, "distill.temperature = 0.0 is not allowed; it must be > 0"),
+])
+def test_bad_params(workdir, capsys, tiny_bert, key, value, fragment):
+    _set(workdir, tiny_bert, **{key: value})
+    _fails(capsys, "prepare", "params.yaml", fragment)
+
+
+def test_missing_data_file(workdir, capsys, tiny_bert):
+    _set(workdir, tiny_bert, **{"data.source": "nowhere/tweets.csv"})
+    _fails(capsys, "prepare", "nowhere/tweets.csv: data file does not exist")
+    assert not (workdir / "data").exists()
+
+
+def test_missing_label_column(workdir, capsys, tiny_bert):
+    _set(workdir, tiny_bert, **{"data.label_column": "stars"})
+    _fails(capsys, "prepare", "data.label_column 'stars' not found")
+
+
+def test_not_utf8_names_the_line(workdir, capsys, tiny_bert):
+    (workdir / "tweets.csv").write_bytes(b"text,sentiment\ngood day,positive\nna\xefve take,neutral\n")
+    _fails(capsys, "prepare", "tweets.csv: line 3 is not valid UTF-8")
+
+
+def test_bad_rows_under_fail(workdir, capsys, tiny_bert):
+    frame = make_texts(60)
+    frame.loc[9, "text"] = ""
+    frame.loc[12, "sentiment"] = "sarcastic"
+    frame.to_csv(workdir / "tweets.csv", index=False)
+    _set(workdir, tiny_bert, **{"data.on_bad_rows": "fail", "data.labels": ["negative", "neutral", "positive"]})
+    _fails(capsys, "prepare", "tweets.csv [all] row 10: empty text", "2 bad row(s)")
+
+
+def test_teacher_path_missing(workdir, capsys, tiny_bert):
+    assert main(["prepare"]) == 0
+    _set(workdir, tiny_bert, **{"teacher.model": str(workdir / "no-such-teacher")})
+    _fails(capsys, "train_teacher", "teacher.model: model path", "no-such-teacher' does not exist")
+    assert not (workdir / "models" / "teacher").exists()
+
+
+def test_unknown_layer_and_stale_cache(workdir, capsys, tiny_bert):
+    for stage in ("prepare", "train_teacher", "teacher_logits"):
+        assert main([stage]) == 0
+    capsys.readouterr()
+    _set(workdir, tiny_bert, **{"student.layers": [0, 9]})
+    _fails(capsys, "distill", "student.layers: index 9 does not exist; the source model has 4 encoder layers")
+    assert not (workdir / "models" / "student").exists()
+
+    _set(workdir, tiny_bert)
+    train = pd.read_parquet(workdir / "data/prepared/train.parquet")
+    train.head(10).to_parquet(workdir / "data/prepared/train.parquet", index=False)
+    _fails(capsys, "distill", "data/teacher_logits is stale", "train.parquet changed", "dvc repro teacher_logits")
+    assert not (workdir / "models" / "student").exists()

@@ -1,0 +1,38 @@
+"""The Prefect flow runs the stages through DVC on the tiny project, with Prefect's test harness."""
+import json
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from conftest import dvc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
+    from flows.pipeline import pipeline
+
+    first = pipeline(project_dir=str(tiny_project))
+    assert first["stages"] == {s: "ran" for s in ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate")}
+    assert "| teacher |" in first["table"] and set(first["accuracy"]) == {"teacher", "student", "baseline"}
+    assert json.loads((tiny_project / "reports/metrics/eval.json").read_text())["test_rows"] > 0
+
+    # The flow and `dvc repro` share one notion of "stale": neither redoes the other's work.
+    status = dvc(tiny_project, "repro")
+    assert status.returncode == 0 and "Running stage" not in status.stdout
+    second = pipeline(project_dir=str(tiny_project))
+    assert set(second["stages"].values()) == {"up to date"}
+
+
+def test_bad_input_fails_the_flow_without_retries(tiny_project):
+    from flows.pipeline import pipeline
+    from tasks.stages import BadInput
+
+    params = tiny_project / "params.yaml"
+    params.write_text(params.read_text().replace("temperature: 2.0", "temperature: 0"))
+    with pytest.raises(BadInput, match=r"distill.temperature = 0.0 is not allowed"):
+        pipeline(project_dir=str(tiny_project), stages=["prepare"])

@@ -1,0 +1,57 @@
+"""Tiny offline fixtures: a WordPiece tokenizer + 2-layer BERT built from a config, and a small CSV
+with a learnable signal. Nothing here touches the network."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+
+POSITIVE = ["good", "great", "love", "happy", "excellent", "nice", "wonderful", "fun"]
+NEGATIVE = ["bad", "awful", "hate", "sad", "terrible", "boring", "worst", "ugly"]
+NEUTRAL = ["the", "car", "drives", "road", "today", "news", "city", "report"]
+FILLER = ["a", "it", "is", "was", "this", "that", "very", "so", "and", "we"]
+
+
+def make_texts(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ["positive", "negative", "neutral"][i % 3]
+        vocab = {"positive": POSITIVE, "negative": NEGATIVE, "neutral": NEUTRAL}[label]
+        words = [rng.choice(vocab) for _ in range(rng.randint(2, 4))] + \
+                [rng.choice(FILLER) for _ in range(rng.randint(1, 6))]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words) + f" {i}", "sentiment": label})
+    return pd.DataFrame(rows)
+
+
+def make_csv(path: Path, n: int = 90, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_texts(n, seed).to_csv(path, index=False)
+    return path
+
+
+def make_tiny_bert(directory: Path, num_layers: int = 2, hidden: int = 32) -> Path:
+    """Save a random tiny BERT (no head) and its tokenizer to ``directory``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [" ".join(POSITIVE + NEGATIVE + NEUTRAL + FILLER)] * 4 + [str(i) for i in range(200)]
+    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = BertConfig(vocab_size=fast.vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
+    directory.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory

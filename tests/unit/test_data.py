@@ -1,0 +1,151 @@
+"""The prepare stage on tiny local files: validation, bad rows, duplicates, splits and outputs."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from distillery.config import DataConfig, Params, TransferSetConfig, DistillConfig
+from distillery.data import load_labels, load_split, prepare
+from distillery.errors import DataError
+from tiny import make_texts
+
+
+def _params(source, **data) -> Params:
+    transfer = data.pop("transfer", TransferSetConfig())
+    return Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", **data),
+                  distill=DistillConfig(transfer_set=transfer))
+
+
+def _csv(tmp_path, frame: pd.DataFrame, name="data.csv") -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_split_sizes_stratified_and_written(tmp_path):
+    source = _csv(tmp_path, make_texts(300))
+    out = tmp_path / "prepared"
+    report = prepare(_params(source), out)
+    assert report["rows"] == {"test": 30, "validation": 30, "train": 240}
+    for split in ("train", "validation", "test"):
+        frame = load_split(split, out)
+        assert list(frame.columns) == ["text", "label"]
+        assert frame["label"].value_counts().max() - frame["label"].value_counts().min() <= 1  # stratified
+    assert load_labels(out) == ["negative", "neutral", "positive"]
+    texts = [set(load_split(s, out)["text"]) for s in ("train", "validation", "test")]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert (out / "data_report.json").is_file() and (out / "rejected.csv").is_file()
+
+
+def test_split_is_seeded(tmp_path):
+    source = _csv(tmp_path, make_texts(120))
+    prepare(_params(source), tmp_path / "a")
+    prepare(_params(source), tmp_path / "b")
+    assert load_split("test", tmp_path / "a").equals(load_split("test", tmp_path / "b"))
+
+
+def test_bad_rows_dropped_and_counted(tmp_path):
+    frame = make_texts(60)
+    frame.loc[3, "text"] = "   "
+    frame.loc[7, "sentiment"] = None
+    frame.loc[11, "sentiment"] = "angry"
+    frame.loc[20, "text"] = frame.loc[21, "text"]  # a duplicate
+    source = _csv(tmp_path, frame)
+    out = tmp_path / "prepared"
+    report = prepare(_params(source, labels=["negative", "neutral", "positive"]), out)
+    assert report["rows_rejected"] == 3
+    assert report["rejected_by_reason"] == {"empty text": 1, "missing label": 1, "unknown label 'angry'": 1}
+    assert sum(report["duplicates_dropped"].values()) == 1
+    rejected = pd.read_csv(out / "rejected.csv")
+    assert sorted(rejected["row"]) == [4, 8, 12]  # 1-based data rows
+
+
+@pytest.mark.parametrize("column, value, reason", [("text", "", "empty text"),
+                                                   ("sentiment", "angry", "unknown label 'angry'")])
+def test_bad_rows_fail_names_the_row(tmp_path, column, value, reason):
+    frame = make_texts(30)
+    frame.loc[4, column] = value
+    source = _csv(tmp_path, frame)
+    out = tmp_path / "prepared"
+    with pytest.raises(DataError) as error:
+        prepare(_params(source, on_bad_rows="fail", labels=["negative", "neutral", "positive"]), out)
+    assert f"row 5: {reason}" in str(error.value) and str(source) in str(error.value)
+    assert not out.exists()  # nothing half-written
+
+
+def test_missing_column_is_named(tmp_path):
+    source = _csv(tmp_path, make_texts(30).rename(columns={"sentiment": "label"}))
+    with pytest.raises(DataError, match=r"data.label_column 'sentiment' not found.*\['text', 'label'\]"):
+        prepare(_params(source), tmp_path / "prepared")
+    with pytest.raises(DataError, match="data.text_column 'body' not found"):
+        prepare(_params(source, text_column="body"), tmp_path / "prepared")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: data file does not exist"):
+        prepare(_params(tmp_path / "nope.csv"), tmp_path / "prepared")
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    source = tmp_path / "latin1.csv"
+    lines = ["text,sentiment"] + [f"row {i} good,positive" for i in range(5)] + ["caf\xe9 bad,negative"]
+    source.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv: line 7 is not valid UTF-8"):
+        prepare(_params(source), tmp_path / "prepared")
+    report = prepare(_params(source, encoding_errors="replace", split_fractions={"train": 0.4, "validation": 0.3,
+                                                                                 "test": 0.3}), tmp_path / "ok")
+    assert sum(report["rows"].values()) == 6
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_other_file_types(tmp_path, suffix):
+    frame = make_texts(60)
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    else:
+        frame.to_parquet(path)
+    report = prepare(_params(path), tmp_path / "prepared")
+    assert sum(report["rows"].values()) == 60
+
+
+def test_existing_splits_and_text_pairs(tmp_path):
+    frame = make_texts(90)
+    frame["hypothesis"] = frame["text"].str.split().str[0]
+    files = {"train": str(_csv(tmp_path, frame.iloc[:60], "train.csv")),
+             "test": str(_csv(tmp_path, frame.iloc[60:], "test.csv"))}
+    out = tmp_path / "prepared"
+    report = prepare(_params("unused", files=files, text_pair_column="hypothesis"), out)
+    assert report["rows"]["test"] == 30  # the source's own test split is kept whole
+    assert report["rows"]["train"] + report["rows"]["validation"] == 60  # validation carved from train
+    assert list(load_split("train", out).columns) == ["text", "text_pair", "label"]
+
+
+def test_max_samples_and_remainder_transfer_set(tmp_path):
+    source = _csv(tmp_path, make_texts(300))
+    out = tmp_path / "prepared"
+    report = prepare(_params(source, max_samples={"train": 100, "test": 20},
+                             transfer=TransferSetConfig(source="remainder", max_rows=50)), out)
+    assert report["rows"]["train"] == 100 and report["rows"]["test"] == 20 and report["transfer_rows"] == 50
+    transfer = set(load_split("transfer", out)["text"])
+    labelled = set().union(*(set(load_split(s, out)["text"]) for s in ("train", "validation", "test")))
+    assert not transfer & labelled
+
+
+def test_transfer_set_from_file_excludes_labelled_texts(tmp_path):
+    frame = make_texts(90)
+    source = _csv(tmp_path, frame)
+    extra = pd.DataFrame({"body": list(frame["text"][:10]) + [f"unlabelled tweet {i}" for i in range(15)]})
+    transfer_file = _csv(tmp_path, extra, "extra.csv")
+    report = prepare(_params(source, transfer=TransferSetConfig(source=str(transfer_file), text_column="body")),
+                     tmp_path / "prepared")
+    assert report["transfer_rows"] == 15
+
+
+def test_single_class_is_refused(tmp_path):
+    frame = make_texts(30)
+    frame["sentiment"] = "positive"
+    with pytest.raises(DataError, match="two or more"):
+        prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared")

@@ -1,0 +1,56 @@
+"""dvc.yaml lists, for each stage, every distillery module the stage imports and only real params keys."""
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distillery.cli import STAGES
+from distillery.config import load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_MODULES = {"prepare": "distillery.data", "train_teacher": "distillery.teacher",
+                 "teacher_logits": "distillery.logits", "distill": "distillery.distill",
+                 "evaluate": "distillery.evaluation"}
+
+
+def _imports(module: str, seen: set) -> set:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.is_file() or path in seen:
+        return seen
+    seen.add(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distillery"):
+            _imports(node.module, seen)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("distillery"):
+                    _imports(alias.name, seen)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def dvc_stages():
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_stage_is_wired(dvc_stages):
+    assert list(dvc_stages) == list(STAGES)
+    for stage, spec in dvc_stages.items():
+        assert spec["cmd"] == f"python -m distillery {stage}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_cover_imported_modules(dvc_stages, stage):
+    deps = set(dvc_stages[stage]["deps"])
+    imported = {str(p.relative_to(ROOT)) for p in _imports(STAGE_MODULES[stage], set())}
+    assert imported - deps == set(), f"{stage}: add these to its deps in dvc.yaml"
+    if "distillery/metrics.py" in imported:
+        assert "distillery/metric_scripts" in deps
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_params_keys_exist(dvc_stages, stage):
+    flat = load_params(ROOT / "params.yaml").flat()
+    for key in dvc_stages[stage].get("params", []):
+        assert any(k == key or k.startswith(key + ".") for k in flat), f"{stage}: unknown params key {key}"

@@ -1,0 +1,77 @@
+"""The teacher-logit cache: its manifest, and distill's refusal of a cache that no longer matches."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from distillery.config import DataConfig, DistillConfig, Params, TeacherConfig, TransferSetConfig
+from distillery.data import prepare
+from distillery.errors import CacheError
+from distillery.logits import load_cached_logits, teacher_logits
+from distillery.modeling import load_classifier, load_tokenizer
+from tiny import make_texts
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture
+def cached(tmp_path, tiny_bert):
+    source = tmp_path / "data.csv"
+    make_texts(120).to_csv(source, index=False)
+    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
+                    teacher=TeacherConfig(model=str(tiny_bert), max_length=32),
+                    distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder")))
+    prepare(params, tmp_path / "prepared")
+    teacher_dir = tmp_path / "teacher"
+    load_classifier(str(tiny_bert), "t", LABELS).save_pretrained(teacher_dir)
+    load_tokenizer(str(tiny_bert), "t").save_pretrained(teacher_dir)
+    manifest = teacher_logits(params, teacher_dir, tmp_path / "prepared", tmp_path / "logits")
+    return params, tmp_path, manifest
+
+
+def test_manifest_and_rows(cached):
+    params, root, manifest = cached
+    assert set(manifest) >= {"teacher_weights", "tokenizer", "data", "rows", "max_length"}
+    assert manifest["rows"]["train"] == 60 and manifest["rows"]["transfer"] > 0
+    logits = load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+    assert logits["train"].shape == (60, 3) and logits["train"].dtype == np.float32
+
+
+def test_cached_logits_equal_a_fresh_teacher_pass(cached):
+    from distillery.inference import predict_logits
+
+    params, root, _ = cached
+    model, tokenizer = load_classifier(str(root / "teacher"), "t"), load_tokenizer(str(root / "teacher"), "t")
+    frame = pd.read_parquet(root / "prepared" / "train.parquet")
+    fresh = predict_logits(model, tokenizer, frame, 32, batch_size=7)
+    assert np.allclose(fresh, np.load(root / "logits" / "train.npy"), atol=1e-5)
+
+
+def test_changed_data_is_refused(cached):
+    _, root, _ = cached
+    frame = pd.read_parquet(root / "prepared" / "train.parquet")
+    frame.iloc[::-1].to_parquet(root / "prepared" / "train.parquet", index=False)
+    with pytest.raises(CacheError, match=r"stale: .*train.parquet changed"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+
+
+def test_changed_transfer_texts_are_refused(cached):
+    _, root, _ = cached
+    pd.DataFrame({"text": ["a brand new unlabelled text"]}).to_parquet(root / "prepared" / "transfer.parquet")
+    with pytest.raises(CacheError, match=r"transfer.parquet changed"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+
+
+def test_changed_teacher_or_tokenizer_settings_are_refused(cached, tiny_bert):
+    _, root, _ = cached
+    with pytest.raises(CacheError, match="tokenizer or teacher.max_length"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 64)
+    import torch
+    torch.manual_seed(1)
+    load_classifier(str(tiny_bert), "t", LABELS).save_pretrained(root / "teacher")  # new random head
+    with pytest.raises(CacheError, match="teacher weights"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+
+
+def test_missing_cache(tmp_path):
+    with pytest.raises(CacheError, match="teacher-logit cache not found"):
+        load_cached_logits(tmp_path / "nothing", tmp_path, tmp_path, 32)

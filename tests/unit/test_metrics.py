@@ -1,0 +1,37 @@
+"""The project's own evaluate metric, loaded by path (offline), against scikit-learn."""
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from distillery.metrics import classification_metrics, confusion_matrix, load_metric
+
+
+def test_loads_offline_by_path():
+    assert load_metric().name == "classification"
+
+
+def test_three_classes_against_sklearn():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(40, 3))
+    references = rng.integers(0, 3, size=40)
+    metrics = classification_metrics(logits, references)
+    predictions = logits.argmax(-1)
+    assert metrics["accuracy"] == pytest.approx((predictions == references).mean())
+    assert metrics["macro_f1"] == pytest.approx(f1_score(references, predictions, average="macro"))
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(references, probabilities, multi_class="ovr"))
+
+
+def test_binary_auc_and_perfect_predictions():
+    logits = np.array([[2.0, -1.0], [0.0, 3.0], [1.0, 0.5], [-2.0, 2.0]])
+    metrics = classification_metrics(logits, np.array([0, 1, 0, 1]))
+    assert metrics["accuracy"] == 1.0 and metrics["macro_f1"] == 1.0 and metrics["roc_auc"] == 1.0
+
+
+def test_auc_undefined_when_a_class_is_absent():
+    metrics = classification_metrics(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([0, 1]))
+    assert metrics["roc_auc"] is None and metrics["accuracy"] == 1.0
+
+
+def test_confusion_matrix_rows_are_gold_labels():
+    assert confusion_matrix(np.array([0, 2, 2]), np.array([0, 1, 2]), 3) == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
