@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -11,25 +12,25 @@ from typing import Callable, Optional
 
 from distillery.errors import DistilleryError
 
-STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate")
+STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark")
+# stage -> (module, function); imported on demand so `--help` stays fast
+STAGE_FUNCTIONS = {
+    "prepare": ("distillery.data", "prepare"),
+    "train_teacher": ("distillery.teacher", "train_teacher"),
+    "teacher_logits": ("distillery.logits", "teacher_logits"),
+    "distill": ("distillery.distill", "distill"),
+    "evaluate": ("distillery.evaluation", "evaluate_models"),
+    "export": ("distillery.export", "export"),
+    "benchmark": ("distillery.benchmark", "benchmark"),
+}
+# Commands outside the DVC pipeline.
+COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain")}
 log = logging.getLogger("distillery")
 
 
 def _stage_function(stage: str) -> Callable:
-    if stage == "prepare":
-        from distillery.data import prepare
-        return prepare
-    if stage == "train_teacher":
-        from distillery.teacher import train_teacher
-        return train_teacher
-    if stage == "teacher_logits":
-        from distillery.logits import teacher_logits
-        return teacher_logits
-    if stage == "distill":
-        from distillery.distill import distill
-        return distill
-    from distillery.evaluation import evaluate_models
-    return evaluate_models
+    module, function = {**STAGE_FUNCTIONS, **COMMANDS}[stage]
+    return getattr(importlib.import_module(module), function)
 
 
 def _describe(stage: str, result: dict) -> str:
@@ -42,6 +43,20 @@ def _describe(stage: str, result: dict) -> str:
         return (f"distilled student {result['student']['train_seconds']:.0f}s, baseline "
                 f"{result['baseline']['train_seconds']:.0f}s; time per example, distilled / baseline: "
                 f"{result['time_ratio_per_example']:.2f}")
+    if stage == "kd_gain":
+        gain = result["accuracy"]
+        return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
+                f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
+                f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
+                f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f})")
+    if stage == "benchmark":
+        return Path("reports/benchmark.md").read_text(encoding="utf-8")
+    if stage == "export":
+        student = result["student"]
+        return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
+                f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
+                f"{student['int8']['label_agreement_vs_fp32']:.4f}, accuracy change "
+                f"{student['int8']['accuracy_change_points']:+.2f} points; deployable: {result['deployable']}")
     if stage == "train_teacher":
         return f"teacher trained in {result['train_seconds']:.0f}s; best validation {result['best_validation']}"
     return f"cached teacher logits for {result['rows']}"
@@ -56,7 +71,8 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
-    parser.add_argument("stage", choices=STAGES, help="pipeline stage to run")
+    parser.add_argument("stage", choices=[*STAGES, *COMMANDS],
+                        help="pipeline stage to run, or kd_gain (multi-seed distilled-vs-baseline evidence)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -85,6 +85,24 @@ class DistillConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = 128
+    seeds: list = field(default_factory=lambda: [1, 2, 3])  # for `python -m distillery kd_gain`
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+    fp32_atol: float = 1e-4  # largest |logit difference| allowed between ONNX fp32 and PyTorch
+    int8_max_accuracy_drop: float = 1.0  # accuracy points below the fp32 student before int8 is not deployable
+    parity_batch_size: int = 32  # test rows per batch, padded to the batch's longest row as when served
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    batch_sizes: list = field(default_factory=lambda: [1, 8, 32])
+    sequence_lengths: list = field(default_factory=lambda: [16, 64, 128])
+    warmup: int = 10
+    runs: int = 100
+    threads: int = 2  # the same for torch and onnxruntime
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,8 @@ class Params:
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, for logging."""
@@ -219,6 +239,23 @@ def validate(params: Params) -> Params:
     _check_train(params.teacher.train, "teacher.train")
     _check_train(distill.train, "distill.train")
     _check(params.evaluate.batch_size >= 1, "evaluate.batch_size", params.evaluate.batch_size, "it must be >= 1")
+    seeds = params.evaluate.seeds
+    _check(bool(seeds) and all(isinstance(v, int) and not isinstance(v, bool) for v in seeds) and
+           len(set(seeds)) == len(seeds), "evaluate.seeds", seeds, "list distinct integer seeds")
+    export, bench = params.export, params.benchmark
+    _check(7 <= export.opset <= 20, "export.opset", export.opset, "use an opset in [7, 20] (17 is tested)")
+    _check(export.fp32_atol > 0, "export.fp32_atol", export.fp32_atol, "it must be > 0")
+    _check(export.int8_max_accuracy_drop >= 0, "export.int8_max_accuracy_drop", export.int8_max_accuracy_drop,
+           "it is in accuracy points and must be >= 0")
+    _check(export.parity_batch_size >= 1, "export.parity_batch_size", export.parity_batch_size, "it must be >= 1")
+    for key, values in (("benchmark.batch_sizes", bench.batch_sizes),
+                        ("benchmark.sequence_lengths", bench.sequence_lengths)):
+        _check(bool(values) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values),
+               key, values, "list positive integers")
+    _check(bench.warmup >= 0, "benchmark.warmup", bench.warmup, "it must be >= 0")
+    _check(bench.runs >= 1, "benchmark.runs", bench.runs, "it must be >= 1")
+    _check(bench.threads >= 1, "benchmark.threads", bench.threads, "it must be >= 1 (the same count is used for "
+           "torch and onnxruntime)")
     return params
 
 

@@ -8,6 +8,7 @@ use unlabelled text. The teacher is never run here.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -25,39 +26,60 @@ from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.training import fit, tokenize
 
 
-def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
-            logits_dir: Union[str, Path] = LOGITS_DIR, student_dir: Union[str, Path] = STUDENT_DIR,
-            baseline_dir: Union[str, Path] = BASELINE_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+@dataclass
+class DistillInputs:
+    """What both students train on: one initialisation, tokenised datasets and the KD settings."""
+
+    student: object
+    tokenizer: object
+    kd_dataset: object  # labelled train rows + transfer rows, each with its cached teacher logits
+    baseline_dataset: object  # labelled train rows only
+    validation_dataset: object
+    kd_options: dict
+    labelled_rows: int
+    transfer_rows: int
+
+
+def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
+                   teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
+                   seed: Union[int, None] = None) -> DistillInputs:
     cfg, student_cfg = params.distill, params.student
     cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length)
     labels = load_labels(prepared_dir)
     pretrained = resolve_model(params.teacher.model, "teacher.model") if student_cfg.source == "layers" else ""
-    student, tokenizer = build_student(student_cfg, pretrained, teacher_dir, labels, params.seed)
-    if student.config.num_labels != len(labels):
-        raise ValueError(f"student has {student.config.num_labels} outputs for {len(labels)} labels")
-    baseline = copy.deepcopy(student)
-
+    student, tokenizer = build_student(student_cfg, pretrained, teacher_dir, labels,
+                                       params.seed if seed is None else seed)
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
-    validation = load_split("validation", prepared_dir)
     kd_rows = pd.concat([train, transfer.assign(**{LABEL: IGNORE_INDEX})], ignore_index=True)
     kd_logits = np.concatenate([cached["train"], cached["transfer"]])
     max_length = student_cfg.max_length
-    kd_dataset = tokenize(kd_rows, tokenizer, max_length, kd_logits)
-    baseline_dataset = tokenize(train, tokenizer, max_length)
-    validation_dataset = tokenize(validation, tokenizer, max_length)
-    kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
-    parameters = count_parameters(student)
+    return DistillInputs(
+        student=student, tokenizer=tokenizer, kd_dataset=tokenize(kd_rows, tokenizer, max_length, kd_logits),
+        baseline_dataset=tokenize(train, tokenizer, max_length),
+        validation_dataset=tokenize(load_split("validation", prepared_dir), tokenizer, max_length),
+        kd_options=dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss),
+        labelled_rows=len(train), transfer_rows=len(transfer))
 
+
+def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
+            logits_dir: Union[str, Path] = LOGITS_DIR, student_dir: Union[str, Path] = STUDENT_DIR,
+            baseline_dir: Union[str, Path] = BASELINE_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir)
+    student = inputs.student
+    baseline = copy.deepcopy(student)  # identical initialisation
+    train_cfg, tokenizer = params.distill.train, inputs.tokenizer
+    parameters = count_parameters(student)
     with atomic_dir(student_dir) as student_scratch, atomic_dir(baseline_dir) as baseline_scratch:
         summaries = {
-            "student": fit(student, tokenizer, kd_dataset, validation_dataset, cfg.train, params.seed,
-                           student_scratch, distill=kd_options),
-            "baseline": fit(baseline, tokenizer, baseline_dataset, validation_dataset, cfg.train, params.seed,
-                            baseline_scratch),
+            "student": fit(student, tokenizer, inputs.kd_dataset, inputs.validation_dataset, train_cfg, params.seed,
+                           student_scratch, distill=inputs.kd_options),
+            "baseline": fit(baseline, tokenizer, inputs.baseline_dataset, inputs.validation_dataset, train_cfg,
+                            params.seed, baseline_scratch),
         }
         for name, scratch in (("student", student_scratch), ("baseline", baseline_scratch)):
-            summaries[name].update(parameters=parameters, max_length=max_length, labelled_rows=len(train),
-                                   transfer_rows=len(transfer) if name == "student" else 0)
+            summaries[name].update(parameters=parameters, max_length=params.student.max_length,
+                                   labelled_rows=inputs.labelled_rows,
+                                   transfer_rows=inputs.transfer_rows if name == "student" else 0)
             write_json(scratch / "training.json", summaries[name])
     for name, summary in summaries.items():
         write_curves(name, summary.pop("log_history"), Path(reports_dir) / "curves")

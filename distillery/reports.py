@@ -45,3 +45,26 @@ def results_table(results: dict) -> str:
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
             f"(test split, {results['test_rows']} rows).\n")
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def benchmark_table(results: dict) -> str:
+    """Markdown: per model, latency at the headline cell, size, parameters, accuracy; then the ratios."""
+    head = results["headline"]
+    cell = head["cell"]
+    fp = results["fingerprint"]
+    rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | peak memory MB | accuracy | macro-F1 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in results["models"].items():
+        c = m["cells"][cell]
+        f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
+        rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
+                    f"{m['parameters'] / 1e6:.1f}M | {m['peak_memory_mb']:.0f} | {_percent(m['accuracy'])} | {f1} |")
+    return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
+            f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
+            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50, "
+            f"{head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; accuracy "
+            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")

@@ -10,6 +10,8 @@ import os
 # Outermost layer: settings for running without a server, before Prefect is imported.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; telemetry only logs errors
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -31,8 +33,10 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None) -> dict
         ran[stage] = "ran" if result["ran"] else "up to date"
         logger.info("%s: %s (%.1fs)", stage, ran[stage], result["seconds"])
     root = Path(project_dir)
-    summary_path, eval_path = root / "reports" / "summary.md", root / "reports" / "metrics" / "eval.json"
-    table = summary_path.read_text(encoding="utf-8") if summary_path.is_file() else ""
+    eval_path = root / "reports" / "metrics" / "eval.json"
+    table = "\n".join(path.read_text(encoding="utf-8") for path in (root / "reports" / "summary.md",
+                                                                    root / "reports" / "benchmark.md")
+                      if path.is_file())
     results = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.is_file() else {}
     stage_lines = "\n".join(f"- `{stage}`: {status}" for stage, status in ran.items())
     create_markdown_artifact(f"## Distillery run\n\n{table}\n### Stages\n{stage_lines}\n", key="distillery-summary",

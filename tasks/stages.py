@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate")
+STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark")
 
 
 class StageFailed(RuntimeError):
@@ -74,5 +74,7 @@ train_teacher = stage_task("train_teacher")
 teacher_logits = stage_task("teacher_logits")
 distill = stage_task("distill")
 evaluate = stage_task("evaluate")
+export = stage_task("export")
+benchmark = stage_task("benchmark")
 STAGE_TASKS = {"prepare": prepare, "train_teacher": train_teacher, "teacher_logits": teacher_logits,
-               "distill": distill, "evaluate": evaluate}
+               "distill": distill, "evaluate": evaluate, "export": export, "benchmark": benchmark}

@@ -44,6 +44,7 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
         "distill": {"alpha": 0.5, "temperature": 2.0, "transfer_set": {"source": "remainder", "max_rows": 100},
                     "train": train},
         "evaluate": {"batch_size": 32},
+        "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
     }
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
     for dotted, value in overrides.items():

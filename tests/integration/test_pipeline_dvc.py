@@ -4,7 +4,7 @@ import re
 
 from conftest import dvc
 
-STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate"]
+STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark"]
 
 
 def _ran(output: str) -> list[str]:
@@ -24,7 +24,9 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project):
     for path in ("data/prepared/train.parquet", "data/prepared/labels.json", "data/prepared/data_report.json",
                  "data/teacher_logits/manifest.json", "models/teacher/config.json", "models/student/config.json",
                  "models/baseline/config.json", "reports/summary.md", "reports/metrics/distill.json",
-                 "reports/plots/confusion/student.csv", "reports/curves/student_loss.csv"):
+                 "reports/plots/confusion/student.csv", "reports/curves/student_loss.csv",
+                 "models/onnx/student.int8.onnx", "models/onnx/deployment.json", "reports/metrics/parity.json",
+                 "reports/metrics/benchmark.json", "reports/plots/benchmark_pareto.png", "reports/benchmark.md"):
         assert (tiny_project / path).is_file(), path
     distill = json.loads((tiny_project / "reports/metrics/distill.json").read_text())
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
@@ -35,7 +37,7 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project):
 
     experiment = dvc(tiny_project, "exp", "run", "-S", "distill.alpha=0.3")
     assert experiment.returncode == 0, experiment.stderr + experiment.stdout
-    assert _ran(experiment.stdout) == ["distill", "evaluate"]
+    assert _ran(experiment.stdout) == ["distill", "evaluate", "export", "benchmark"]
 
 
 def test_bad_params_fail_before_any_output(tiny_project):

@@ -11,7 +11,8 @@ from distillery.config import load_params
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_MODULES = {"prepare": "distillery.data", "train_teacher": "distillery.teacher",
                  "teacher_logits": "distillery.logits", "distill": "distillery.distill",
-                 "evaluate": "distillery.evaluation"}
+                 "evaluate": "distillery.evaluation", "export": "distillery.export",
+                 "benchmark": "distillery.benchmark"}
 
 
 def _imports(module: str, seen: set) -> set:

@@ -1,0 +1,90 @@
+"""Benchmark plots as PNG files: latency vs accuracy (the Pareto front) and latency per grid cell."""
+from __future__ import annotations
+
+from pathlib import Path
+
+COLOURS = {"teacher_pytorch_fp32": "#d62728", "student_pytorch_fp32": "#ff7f0e", "student_onnx_fp32": "#1f77b4",
+           "student_onnx_int8": "#2ca02c", "teacher_onnx_int8": "#9467bd"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    cell = results["headline"]["cell"]
+    models = results["models"]
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = [(m["cells"][cell]["p50_ms"], 100 * (m["accuracy"] or 0), name) for name, m in models.items()]
+    for latency, accuracy, name in points:
+        ax.scatter(latency, accuracy, s=60, color=COLOURS.get(name), zorder=3)
+        ax.annotate(name, (latency, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front, best = [], -1.0
+    for latency, accuracy, _ in sorted(points):
+        if accuracy > best:
+            front.append((latency, accuracy))
+            best = accuracy
+    ax.plot(*zip(*front), "--", color="grey", zorder=2, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms ({cell.replace('_', ', ').replace('b', 'batch ').replace('s', 'seq ')})")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("Latency vs accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    pareto = plots_dir / "benchmark_pareto.png"
+    fig.savefig(pareto, dpi=110)
+    plt.close(fig)
+
+    cells = list(next(iter(models.values()))["cells"])
+    fig, ax = plt.subplots(figsize=(max(8, len(cells) * 1.3), 4.5))
+    width = 0.8 / len(models)
+    for i, (name, m) in enumerate(models.items()):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(cells))]
+        ax.bar(xs, [m["cells"][c]["p50_ms"] for c in cells], width, label=name, color=COLOURS.get(name))
+    ax.set_xticks(range(len(cells)), [c.replace("_", "\n") for c in cells])
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency, ms (log)")
+    ax.set_title(f"Latency per batch size and sequence length ({results['fingerprint']['threads']} threads)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    bars = plots_dir / "benchmark_latency.png"
+    fig.savefig(bars, dpi=110)
+    plt.close(fig)
+    return [pareto, bars]
+
+
+def plot_kd_gain(result: dict, path: Path) -> Path:
+    """Per-seed test accuracy of the distilled student and the baseline, with the teacher as a line."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for x, name, colour in ((0, "baseline", "#ff7f0e"), (1, "student", "#2ca02c")):
+        values = [100 * r[name]["accuracy"] for r in result["per_seed"]]
+        ax.scatter([x] * len(values), values, color=colour, zorder=3)
+        ax.errorbar(x + 0.12, 100 * result["accuracy"][f"{name}_mean"], yerr=100 * result["accuracy"][f"{name}_std"],
+                    fmt="o", color="black", capsize=4)
+    for row in result["per_seed"]:
+        ax.plot([0, 1], [100 * row["baseline"]["accuracy"], 100 * row["student"]["accuracy"]], color="grey", alpha=0.5)
+    if "teacher" in result:
+        ax.axhline(100 * result["teacher"]["accuracy"], color="#d62728", linestyle="--", label="teacher")
+        ax.legend(loc="lower right")
+    ax.set_xticks([0, 1], ["baseline (labels only)", "distilled student"])
+    ax.set_ylabel("test accuracy, %")
+    gain = result["accuracy"]
+    ax.set_title(f"Distillation gain over {len(result['per_seed'])} seeds: {100 * gain['diff_mean']:+.2f} points "
+                 f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f})", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,39 @@
+"""Multi-seed evidence: the paired statistics by hand, and the command on the tiny model."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_params, write_params
+from distillery.cli import main
+from distillery.kd_gain import paired_summary
+from tiny import make_csv
+
+
+def test_paired_summary_by_hand():
+    summary = paired_summary([0.80, 0.82, 0.81], [0.78, 0.79, 0.79])
+    # differences 0.02, 0.03, 0.02: mean 0.02333, sample std 0.005774, t(0.975, 2) = 4.302653
+    assert summary["diff_mean"] == pytest.approx(0.0233333, abs=1e-6)
+    assert summary["diff_std"] == pytest.approx(0.0057735, abs=1e-6)
+    half = 4.302653 * 0.0057735 / 3 ** 0.5
+    assert summary["diff_ci95"] == pytest.approx([0.0233333 - half, 0.0233333 + half], abs=1e-5)
+    assert summary["student_mean"] == pytest.approx(0.81) and summary["baseline_std"] == pytest.approx(0.0057735,
+                                                                                                       abs=1e-6)
+
+
+def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
+    monkeypatch.chdir(tmp_path)
+    make_csv(tmp_path / "tweets.csv", n=120)
+    write_params(tmp_path / "params.yaml", tiny_params(tiny_bert, Path("tweets.csv"), **{"evaluate.seeds": [0, 1]}))
+    for stage in ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate"):
+        assert main([stage]) == 0
+    assert main(["kd_gain"]) == 0
+    result = json.loads((tmp_path / "reports/metrics/kd_gain.json").read_text())
+    assert [row["seed"] for row in result["per_seed"]] == [0, 1]
+    for metric in ("accuracy", "macro_f1"):
+        summary = result[metric]
+        assert summary["diff_ci95"][0] <= summary["diff_mean"] <= summary["diff_ci95"][1]
+        diffs = [r["student"][metric] - r["baseline"][metric] for r in result["per_seed"]]
+        assert summary["diff_mean"] == pytest.approx(sum(diffs) / 2)
+    assert "teacher" in result and (tmp_path / "reports/plots/kd_gain.png").stat().st_size > 0
+    assert "paired gain" in capsys.readouterr().out

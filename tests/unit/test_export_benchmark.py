@@ -1,0 +1,187 @@
+"""ONNX export, parity on real rows, the int8 gate's two branches, and the benchmark's output."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from distillery.benchmark import benchmark
+from distillery.config import BenchmarkConfig, DataConfig, ExportConfig, Params
+from distillery.data import load_labels, load_split, prepare
+from distillery.errors import ConfigError, ModelError
+from distillery.export import ParityError, export, int8_gate
+from distillery.files import write_json
+from distillery.metrics import classification_metrics
+from distillery.modeling import count_parameters, load_classifier, load_tokenizer, select_layers
+from distillery.onnx_runtime import export_onnx, run_session, session
+from tiny import make_texts
+
+
+def _train(model, tokenizer, frame, epochs=12):
+    """A few quick epochs so the tiny model is clearly better than chance."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        for start in range(0, len(frame), 16):
+            rows = frame.iloc[start:start + 16]
+            batch = tokenizer(rows["text"].tolist(), padding=True, return_tensors="pt")
+            loss = model(**batch, labels=torch.tensor(rows["label"].values)).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_bert):
+    root = tmp_path_factory.mktemp("export")
+    make_texts(240).to_csv(root / "data.csv", index=False)
+    params = Params(seed=0, data=DataConfig(source=str(root / "data.csv"), label_column="sentiment"))
+    prepare(params, root / "prepared")
+    labels = load_labels(root / "prepared")
+    tokenizer = load_tokenizer(str(tiny_bert), "t")
+    teacher = _train(load_classifier(str(tiny_bert), "t", labels), tokenizer, load_split("train", root / "prepared"))
+    student = select_layers(teacher, [0, 3])
+    for name, model in (("teacher", teacher), ("student", student)):
+        model.save_pretrained(root / "models" / name)
+        tokenizer.save_pretrained(root / "models" / name)
+        write_json(root / "models" / name / "training.json", {"max_length": 32, "parameters": count_parameters(model)})
+    test = load_split("test", root / "prepared")
+    logits = np.stack([teacher(**tokenizer(t, return_tensors="pt")).logits[0].detach().numpy() for t in test["text"]])
+    assert classification_metrics(logits, test["label"].values)["accuracy"] > 0.6  # the fixture learnt something
+    return root, params
+
+
+def _export(root, params, **export_overrides):
+    params = replace(params, export=replace(ExportConfig(), **export_overrides))
+    return export(params, root / "models", root / "prepared", root / "onnx", root / "reports")
+
+
+@pytest.mark.parametrize("texts", [["good"], ["good great fun", "bad"], ["a", "the car drives on the road today",
+                                                                          "hate", "fun fun fun fun fun"]])
+@pytest.mark.parametrize("max_length", [4, 16, 32])
+def test_fp32_parity_across_shapes_with_padding(workspace, tmp_path, texts, max_length):
+    root, _ = workspace
+    model = load_classifier(str(root / "models" / "student"), "s")
+    tokenizer = load_tokenizer(str(root / "models" / "student"), "s")
+    path = tmp_path / "student.onnx"
+    export_onnx(model, tokenizer, path)
+    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(run_session(session(path), batch), expected, atol=1e-4)
+
+
+def test_export_stage_passes_and_reports(workspace):
+    root, params = workspace
+    report = _export(root, params)
+    parity = json.loads((root / "reports" / "metrics" / "parity.json").read_text())
+    assert parity == json.loads(json.dumps(report))
+    student = report["student"]
+    assert student["rows"] == len(load_split("test", root / "prepared"))
+    assert student["fp32"]["passed"] and student["fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert student["fp32"]["label_agreement_vs_pytorch"] == 1.0
+    assert 0 <= student["int8"]["label_agreement_vs_fp32"] <= 1
+    for name in ("student.onnx", "student.int8.onnx", "teacher.onnx", "teacher.int8.onnx", "deployment.json"):
+        assert (root / "onnx" / name).is_file()
+    assert student["size_mb"]["int8"] < student["size_mb"]["fp32"]
+    deployment = json.loads((root / "onnx" / "deployment.json").read_text())
+    assert deployment["deployable"] == ("student.int8.onnx" if student["int8"]["deployable"] else "student.onnx")
+
+
+def test_fp32_parity_failure_stops_the_stage(workspace, tmp_path):
+    root, params = workspace
+    params = replace(params, export=replace(ExportConfig(), fp32_atol=1e-12))
+    with pytest.raises(ParityError, match=r"fp32 ONNX parity failed .* > export.fp32_atol = 1e-12"):
+        export(params, root / "models", root / "prepared", tmp_path / "onnx", tmp_path / "reports")
+    assert not (tmp_path / "onnx").exists()  # nothing a later stage could register
+    assert json.loads((tmp_path / "reports/metrics/parity.json").read_text())["fp32_parity_passed"] is False
+
+
+def _negated_int8(source, target):
+    """Stand-in for a quantizer that wrecks the model: the same graph with its logits negated."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    graph.output[0].name = "logits"
+    for node in graph.node:
+        node.output[:] = ["raw_logits" if out == "logits" else out for out in node.output]
+    graph.node.append(onnx.helper.make_node("Neg", ["raw_logits"], ["logits"]))
+    onnx.save(model, str(target))
+
+
+def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkeypatch):
+    root, params = workspace
+    monkeypatch.setattr("distillery.export.quantize_int8", _negated_int8)
+    params = replace(params, export=ExportConfig())
+    report = export(params, root / "models", root / "prepared", tmp_path / "onnx", tmp_path / "reports")
+    assert report["student"]["fp32"]["passed"]
+    assert report["student"]["int8"]["deployable"] is False
+    assert "exceeds export.int8_max_accuracy_drop = 1.0" in report["student"]["int8"]["reason"]
+    assert report["deployable"] == "student.onnx"
+    assert json.loads((tmp_path / "onnx" / "deployment.json").read_text())["int8_deployable"] is False
+
+
+def test_int8_gate_function():
+    assert int8_gate(0.80, 0.795, 1.0) == {"accuracy_drop_points": 0.5, "deployable": True, "reason": None}
+    failed = int8_gate(0.80, 0.78, 1.0)
+    assert not failed["deployable"] and failed["accuracy_drop_points"] == pytest.approx(2.0)
+
+
+def test_onnx_file_that_fails_to_load(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    with pytest.raises(ModelError, match=r"broken.onnx: ONNX model failed to load"):
+        session(broken)
+
+
+def test_model_whose_export_fails(workspace, tmp_path):
+    root, _ = workspace
+
+    class NoLogits(torch.nn.Module):
+        def forward(self, **inputs):
+            return inputs["input_ids"].float()  # has no .logits
+
+    with pytest.raises(ModelError, match="ONNX export of NoLogits .* failed"):
+        export_onnx(NoLogits(), load_tokenizer(str(root / "models" / "student"), "s"), tmp_path / "x.onnx")
+
+
+def test_benchmark_structure_on_tiny_models(workspace):
+    root, params = workspace
+    _export(root, params)
+    write_json(root / "reports" / "metrics" / "eval.json", {"teacher": {"accuracy": 0.9, "macro_f1": 0.9},
+                                                            "student": {"accuracy": 0.8, "macro_f1": 0.8}})
+    params = replace(params, benchmark=BenchmarkConfig(batch_sizes=[1, 4], sequence_lengths=[8, 32], warmup=2,
+                                                       runs=12, threads=1))
+    results = benchmark(params, root / "models", root / "onnx", root / "prepared", root / "reports")
+    assert set(results["models"]) == {"teacher_pytorch_fp32", "student_pytorch_fp32", "student_onnx_fp32",
+                                      "student_onnx_int8", "teacher_onnx_int8"}
+    assert set(results["fingerprint"]) >= {"cpu", "cores", "threads", "torch", "onnxruntime"}
+    for name, model in results["models"].items():
+        assert set(model["cells"]) == {"b1_s8", "b1_s32", "b4_s8", "b4_s32"}
+        assert model["size_mb"] > 0 and model["parameters"] > 0 and model["peak_memory_mb"] >= 0
+        for cell in model["cells"].values():
+            assert 0 < cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"]
+            assert cell["throughput_per_s"] > 0 and cell["runs"] == 12
+    assert results["models"]["student_onnx_int8"]["size_mb"] < results["models"]["student_onnx_fp32"]["size_mb"]
+    assert results["headline"]["cell"] == "b1_s32" and results["headline"]["p50_speedup"] > 0
+    for name in ("plots/benchmark_pareto.png", "plots/benchmark_latency.png", "benchmark.md",
+                 "metrics/benchmark.json"):
+        assert (root / "reports" / name).stat().st_size > 0
+    assert "student_onnx_int8" in (root / "reports" / "benchmark.md").read_text()
+
+
+def test_benchmark_rejects_sequences_beyond_the_model(workspace):
+    root, params = workspace
+    params = replace(params, benchmark=BenchmarkConfig(sequence_lengths=[16, 4096]))
+    with pytest.raises(ConfigError, match=r"benchmark.sequence_lengths: 4096 exceeds the teacher's maximum of 128"):
+        benchmark(params, root / "models", root / "onnx", root / "prepared", root / "reports")
+
+
+def test_threads_must_be_positive(tmp_path):
+    from distillery.config import load_params
+    (tmp_path / "p.yaml").write_text("benchmark:\n  threads: 0\n")
+    with pytest.raises(ConfigError, match=r"benchmark.threads = 0 is not allowed"):
+        load_params(tmp_path / "p.yaml")
