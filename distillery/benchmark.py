@@ -20,7 +20,7 @@ import numpy as np
 from distillery.config import Params
 from distillery.data import PAIR, TEXT, load_split
 from distillery.errors import ConfigError, ModelError
-from distillery.files import read_json, write_json
+from distillery.files import read_json, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.reports import benchmark_table
 
@@ -125,7 +125,7 @@ def _runner(runtime: str, model_dir: Path, onnx_path: Union[Path, None], threads
 
 def check_grid(params: Params, models_dir: Path) -> None:
     for model in ("teacher", "student"):
-        config = read_json(models_dir / model / "config.json")
+        config = read_json(models_dir / model / "config.json", "train_teacher" if model == "teacher" else "distill")
         limit = config.get("max_position_embeddings")
         too_long = [n for n in params.benchmark.sequence_lengths if limit and n > limit]
         if too_long:
@@ -160,9 +160,9 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     check_grid(params, models_dir)
     torch.set_num_threads(cfg.threads)
     test = load_split("test", prepared_dir)
-    evaluation = read_json(reports_dir / "metrics" / "eval.json")
-    parity = read_json(reports_dir / "metrics" / "parity.json")
-    deployment = read_json(onnx_dir / "deployment.json")
+    evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")
+    parity = read_json(reports_dir / "metrics" / "parity.json", "export")
+    deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {"batch_sizes": cfg.batch_sizes,
                      "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup, "runs": cfg.runs},
                      "deployable": deployment["deployable"], "models": {}}
@@ -187,11 +187,11 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
                                    "parameters": training["parameters"], "peak_memory_mb": memory.mb,
                                    **_quality(name, evaluation, parity), "cells": cells}
     results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths)
-    write_json(reports_dir / "metrics" / "benchmark.json", results)
     from distillery.plots import plot_benchmark
 
     plot_benchmark(results, reports_dir / "plots")
-    (reports_dir / "benchmark.md").write_text(benchmark_table(results), encoding="utf-8")
+    write_text(reports_dir / "benchmark.md", benchmark_table(results))
+    write_json(reports_dir / "metrics" / "benchmark.json", results)  # last: the stage's record of success
     return results
 
 

@@ -67,10 +67,11 @@ class StudentConfig:
 class TransferSetConfig:
     """Unlabelled texts the teacher labels; the students' KD term learns from them, the baseline never sees them."""
 
-    source: str = "none"  # none | remainder | train_texts | a local file or hub:<id>
+    source: str = "none"  # none | remainder | a local file | hub:<id>
     max_rows: int = 20000
     text_column: Union[str, None] = None  # defaults to data.text_column
     split: str = "train"  # split name for a hub:<id> source
+    hub_config: Union[str, None] = None  # config name for a hub:<id> source
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,10 @@ def _build(cls: type, raw: Any, key: str) -> Any:
     for name, value in raw.items():
         sub_key = f"{key}.{name}" if key else name
         default = getattr(defaults, name)
+        if default is None and value is not None:  # optional fields: check against the declared type
+            wanted = list if "list" in str(fields[name].type) else str
+            if not isinstance(value, wanted):
+                raise ConfigError(f"{sub_key}: expected a {wanted.__name__} or null, got {value!r}")
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, sub_key)
         else:
@@ -234,14 +239,20 @@ def validate(params: Params) -> Params:
     _check(0 <= distill.alpha <= 1, "distill.alpha", distill.alpha, "it must be in [0, 1]")
     _check(distill.temperature > 0, "distill.temperature", distill.temperature, "it must be > 0")
     _check(distill.loss in ("kl", "mse"), "distill.loss", distill.loss, "allowed: kl, mse")
+    transfer_source = distill.transfer_set.source
+    _check(transfer_source in ("none", "remainder") or transfer_source.startswith("hub:") or
+           Path(transfer_source).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq"),
+           "distill.transfer_set.source", transfer_source,
+           "allowed: none, remainder, hub:<dataset id>, or a .csv/.tsv/.json/.jsonl/.parquet file")
     _check(distill.transfer_set.max_rows >= 0, "distill.transfer_set.max_rows", distill.transfer_set.max_rows,
            "it must be >= 0")
     _check_train(params.teacher.train, "teacher.train")
     _check_train(distill.train, "distill.train")
     _check(params.evaluate.batch_size >= 1, "evaluate.batch_size", params.evaluate.batch_size, "it must be >= 1")
     seeds = params.evaluate.seeds
-    _check(bool(seeds) and all(isinstance(v, int) and not isinstance(v, bool) for v in seeds) and
-           len(set(seeds)) == len(seeds), "evaluate.seeds", seeds, "list distinct integer seeds")
+    _check(len(seeds) >= 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in seeds) and
+           len(set(seeds)) == len(seeds), "evaluate.seeds", seeds,
+           "list at least two distinct integer seeds (a spread needs two)")
     export, bench = params.export, params.benchmark
     _check(7 <= export.opset <= 20, "export.opset", export.opset, "use an opset in [7, 20] (17 is tested)")
     _check(export.fp32_atol > 0, "export.fp32_atol", export.fp32_atol, "it must be > 0")

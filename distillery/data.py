@@ -23,7 +23,10 @@ TEXT, PAIR, LABEL = "text", "text_pair", "label"
 
 def load_labels(prepared_dir: Union[str, Path] = PREPARED_DIR) -> list[str]:
     """Label names in id order, from ``labels.json``."""
-    return list(read_json(Path(prepared_dir) / "labels.json")["names"])
+    path = Path(prepared_dir) / "labels.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `python -m distillery prepare` (or `dvc repro prepare`) first")
+    return list(read_json(path)["names"])
 
 
 def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.DataFrame:
@@ -38,17 +41,23 @@ def _is_blank(series: pd.Series) -> pd.Series:
 
 
 def _label_key(value) -> str:
-    """Labels compare as strings, so 1, 1.0 and "1" from different file types agree."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
+    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree."""
+    text = str(value.item() if hasattr(value, "item") else value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
 
 
 def _label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
     if cfg.labels is not None:
-        return [_label_key(v) for v in cfg.labels]
+        names = [_label_key(v) for v in cfg.labels]
+        if len(set(names)) != len(names):
+            raise DataError(f"data.labels: {cfg.labels} names the same label twice")
+        return names
     if declared is not None:
-        return list(declared)
+        return [_label_key(name) for name in declared]
     values = set()
     for frame in frames.values():
         column = frame[cfg.label_column]
@@ -67,14 +76,18 @@ def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
             raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
 
 
-def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared_ids: bool,
+def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: Union[list, None],
           where: str) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep valid rows as (text, text_pair, label id, _row); return the rejected rows with reasons."""
+    """Keep valid rows as (text, text_pair, label id, _row); return the rejected rows with reasons.
+
+    ``source_names``: a Hub ``ClassLabel``'s names; its integers index them and -1 means "no label".
+    """
     _check_columns(frame, cfg, where)
     label_ids = {name: i for i, name in enumerate(names)}
     raw_labels = frame[cfg.label_column]
-    if declared_ids:  # Hub ClassLabel: integers index the declared names; -1 means "no label"
-        keys = raw_labels.map(lambda v: names[int(v)] if pd.notna(v) and 0 <= int(v) < len(names) else None)
+    if source_names is not None:
+        keys = raw_labels.map(lambda v: _label_key(source_names[int(v)])
+                              if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
     else:
         keys = raw_labels.map(_label_key).where(~_is_blank(raw_labels), None)
     reasons = pd.Series("", index=frame.index)
@@ -141,13 +154,14 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.
         frame = leftover[columns]
     else:
         column = transfer.text_column or cfg.text_column
-        raw = read_texts(transfer.source, column, transfer.split, cfg.encoding_errors)
+        raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
         frame = pd.DataFrame({TEXT: raw[column]})
         if cfg.text_pair_column:
             if cfg.text_pair_column not in raw.columns:
                 raise DataError(f"{transfer.source}: text pair column {cfg.text_pair_column!r} not found")
             frame[PAIR] = raw[cfg.text_pair_column]
-    frame = frame[~_is_blank(frame[TEXT])].astype(str)
+    blank = _is_blank(frame[TEXT]) | (_is_blank(frame[PAIR]) if PAIR in frame.columns else False)
+    frame = frame[~blank].astype(str)
     labelled = pd.concat([s[columns] for s in splits.values()])
     frame = frame.drop_duplicates(columns)
     frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]
@@ -172,10 +186,15 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     names = _label_names(frames, cfg, declared)
     if len(names) < 2:
         raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
-    cleaned, rejected = {}, []
+    cleaned, rejected, unlabelled_splits = {}, [], []
     for split, frame in frames.items():
-        cleaned[split], bad = clean(frame, cfg, names, declared is not None and cfg.labels is None,
-                                    f"{description} [{split}]")
+        cleaned[split], bad = clean(frame, cfg, names, declared, f"{description} [{split}]")
+        if split not in ("train", "all") and len(cleaned[split]) == 0 and bad and \
+                all(r["reason"] == "missing label" for r in bad):
+            # e.g. GLUE's test splits: published without labels. Carve a test split from train instead.
+            del cleaned[split]
+            unlabelled_splits.append(split)
+            continue
         rejected += bad
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
@@ -202,6 +221,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "source": description,
         "labels": names,
         "rows_read": {s: int(len(f)) for s, f in frames.items()},
+        "unlabelled_source_splits_replaced": unlabelled_splits,
         "rows_rejected": len(rejected),
         "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
         "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},

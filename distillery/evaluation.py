@@ -26,7 +26,7 @@ def evaluate_models(params: Params, models_dir: Union[str, Path] = "models",
     references = test[LABEL].to_numpy()
     reports_dir = Path(reports_dir)
     results: dict = {"test_rows": int(len(test)), "labels": labels}
-    per_class = {}
+    per_class, confusion_rows = {}, {}
     for name in MODELS:
         model_dir = Path(models_dir) / name
         if not (model_dir / "training.json").is_file():
@@ -43,12 +43,14 @@ def evaluate_models(params: Params, models_dir: Union[str, Path] = "models",
             references, predictions, labels=list(range(len(labels))), zero_division=0)
         per_class[name] = {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                            for label, p, r, f, s in zip(labels, precision, recall, f1, support)}
-        write_text(reports_dir / "plots" / "confusion" / f"{name}.csv", pd.DataFrame(
-            {"actual": np.asarray(labels)[references], "predicted": np.asarray(labels)[predictions]}).to_csv(index=False))
+        confusion_rows[name] = pd.DataFrame({"actual": np.asarray(labels)[references],
+                                             "predicted": np.asarray(labels)[predictions]})
     teacher, student, baseline = (results[m] for m in MODELS)
     results["student_accuracy_retention"] = student["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else 0.0
     results["student_minus_baseline_accuracy"] = student["accuracy"] - baseline["accuracy"]
     results["student_minus_baseline_macro_f1"] = student["macro_f1"] - baseline["macro_f1"]
+    for name, frame in confusion_rows.items():  # written only once every model has been scored
+        write_text(reports_dir / "plots" / "confusion" / f"{name}.csv", frame.to_csv(index=False))
     write_json(reports_dir / "metrics" / "eval.json", results)
     write_json(reports_dir / "per_class.json", per_class)
     write_text(reports_dir / "summary.md", results_table(results))

@@ -97,7 +97,8 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             model_dir = Path(models_dir) / name
             model = load_classifier(str(model_dir), str(model_dir))
             tokenizer = load_tokenizer(str(model_dir), str(model_dir))
-            max_length = read_json(model_dir / "training.json")["max_length"]
+            max_length = read_json(model_dir / "training.json", "train_teacher" if name == "teacher" else "distill")[
+                "max_length"]
             fp32_path, int8_path = scratch / f"{name}.onnx", scratch / f"{name}.int8.onnx"
             export_onnx(model, tokenizer, fp32_path, params.export.opset)
             quantize_int8(fp32_path, int8_path)

@@ -53,8 +53,14 @@ def write_text(path: PathLike, text: str) -> None:
     tmp.replace(path)
 
 
-def read_json(path: PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: PathLike, produced_by: str = "") -> Any:
+    """Read JSON; with ``produced_by`` (a stage name) a missing file is a one-line error naming the stage."""
+    path = Path(path)
+    if produced_by and not path.is_file():
+        from distillery.errors import DistilleryError
+
+        raise DistilleryError(f"{path}: not found; run `dvc repro {produced_by}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _json_default(value: Any) -> Any:

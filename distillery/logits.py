@@ -33,6 +33,11 @@ def _files(directory: Path, patterns) -> list[Path]:
 def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], max_length: int) -> dict:
     """Hashes that identify a set of teacher logits."""
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
+    for path in [prepared_dir / f"{part}.parquet" for part in PARTS]:
+        if not path.is_file():
+            raise CacheError(f"{path}: prepared split not found; run `dvc repro prepare` first")
+    if not _files(teacher_dir, WEIGHT_FILES):
+        raise CacheError(f"{teacher_dir}: no teacher weights found; run `dvc repro train_teacher` first")
     return {
         "teacher_weights": sha256_files(_files(teacher_dir, WEIGHT_FILES)),
         "tokenizer": sha256_files(_files(teacher_dir, TOKENIZER_FILES), extra=f"max_length={max_length}"),

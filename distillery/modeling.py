@@ -73,6 +73,16 @@ def load_classifier(name: str, key: str, labels: Union[list, None] = None) -> nn
             hf_logging.enable_progress_bar()
 
 
+def ensure_padding(model: nn.Module, tokenizer, key: str) -> None:
+    """Batches are padded: give a tokenizer without a pad token its EOS token (GPT-2 style models)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"{key}: the tokenizer has neither a pad nor an EOS token, so batches cannot be padded")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -123,7 +133,9 @@ def build_student(cfg: StudentConfig, pretrained: str, finetuned_dir: Union[str,
     torch.manual_seed(seed)
     if cfg.source == "model":
         name = resolve_model(cfg.model, "student.model")
-        return load_classifier(name, "student.model", labels), load_tokenizer(name, "student.model")
+        model, tokenizer = load_classifier(name, "student.model", labels), load_tokenizer(name, "student.model")
+        ensure_padding(model, tokenizer, "student.model")
+        return model, tokenizer
     if cfg.init == "finetuned":
         source = load_classifier(str(finetuned_dir), "models/teacher")
         tokenizer = load_tokenizer(str(finetuned_dir), "models/teacher")

@@ -123,10 +123,11 @@ def read_source(source: str, files: dict, hub_config: Union[str, None], label_co
     return {"all": read_file(source, encoding_errors)}, None, source
 
 
-def read_texts(source: str, text_column: str, split: str, encoding_errors: str) -> pd.DataFrame:
+def read_texts(source: str, text_column: str, split: str, hub_config: Union[str, None],
+               encoding_errors: str) -> pd.DataFrame:
     """Texts of an unlabelled transfer-set source (a local file or ``hub:<id>``)."""
     if source.startswith("hub:"):
-        frames, _, _ = read_source(source, {}, None, "", encoding_errors)
+        frames, _, _ = read_source(source, {}, hub_config, "", encoding_errors)
         if split not in frames:
             raise DataError(f"distill.transfer_set.split: {source} has no split {split!r}; it has {sorted(frames)}")
         frame = frames[split]

@@ -7,7 +7,7 @@ from typing import Union
 from distillery.config import Params
 from distillery.data import load_labels, load_split
 from distillery.files import atomic_dir, write_json
-from distillery.modeling import count_parameters, load_classifier, load_tokenizer, resolve_model
+from distillery.modeling import count_parameters, ensure_padding, load_classifier, load_tokenizer, resolve_model
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.reports import write_curves
 from distillery.training import fit, tokenize
@@ -23,6 +23,7 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
 
     torch.manual_seed(params.seed)
     model = load_classifier(name, "teacher.model", labels)
+    ensure_padding(model, tokenizer, "teacher.model")
     train = tokenize(load_split("train", prepared_dir), tokenizer, cfg.max_length)
     validation = tokenize(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:

@@ -82,8 +82,8 @@ def tiny_project(tmp_path, tiny_bert) -> Path:
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
-    data = make_csv(project / "raw" / "tweets.csv", n=150)
-    write_params(project / "params.yaml", tiny_params(tiny_bert, Path("raw/tweets.csv")))
+    data = make_csv(project / "data" / "raw" / "tweets.csv", n=150)
+    write_params(project / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
     _git("init", "-q", cwd=project)
     _git("config", "user.email", "ci@example.com", cwd=project)
     _git("config", "user.name", "CI", cwd=project)

@@ -39,6 +39,12 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project):
     assert experiment.returncode == 0, experiment.stderr + experiment.stdout
     assert _ran(experiment.stdout) == ["distill", "evaluate", "export", "benchmark"]
 
+    # Raw data under data/raw is a dependency: editing it makes prepare (and what follows) stale.
+    with open(tiny_project / "data/raw/tweets.csv", "a") as handle:
+        handle.write("a brand new tweet that was not there,positive\n")
+    status = dvc(tiny_project, "status")
+    assert status.returncode == 0 and "prepare:" in status.stdout, status.stdout
+
 
 def test_bad_params_fail_before_any_output(tiny_project):
     params = (tiny_project / "params.yaml").read_text().replace("alpha: 0.5", "alpha: 1.5")

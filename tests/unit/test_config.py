@@ -50,6 +50,9 @@ def test_repository_params_cover_every_key():
     ("data:\n  split_fractions: {train: 0.5, validation: 0.1, test: 0.1}\n", "data.split_fractions", "sum to 1"),
     ("data:\n  max_samples: {train: 0}\n", "data.max_samples.train", "positive"),
     ("data:\n  max_samples: {training: 5}\n", "data.max_samples", "splits are"),
+    ("student:\n  model: 123\n", "student.model", "expected a str or null"),
+    ("distill:\n  transfer_set:\n    source: train_texts\n", "distill.transfer_set.source", "remainder"),
+    ("evaluate:\n  seeds: [1]\n", "evaluate.seeds", "at least two"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key, hint):
     with pytest.raises(ConfigError) as error:

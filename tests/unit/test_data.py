@@ -149,3 +149,30 @@ def test_single_class_is_refused(tmp_path):
     frame["sentiment"] = "positive"
     with pytest.raises(DataError, match="two or more"):
         prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared")
+
+
+def test_numeric_labels_agree_across_spellings(tmp_path):
+    frame = make_texts(60)
+    frame["sentiment"] = frame["sentiment"].map({"negative": "1.0", "neutral": "2", "positive": 3.0})
+    report = prepare(_params(_csv(tmp_path, frame), labels=[1, 2, 3], on_bad_rows="fail"), tmp_path / "prepared")
+    assert report["labels"] == ["1", "2", "3"] and report["rows_rejected"] == 0
+
+
+def test_class_label_ids_map_through_source_names_even_with_declared_labels():
+    from distillery.data import clean
+
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "sentiment": [0, 1, -1, 1], "_row": [1, 2, 3, 4]})
+    cfg = DataConfig(label_column="sentiment", labels=["positive", "negative"])
+    out, rejected = clean(frame, cfg, ["positive", "negative"], ["negative", "positive"], "hub [train]")
+    assert out["label"].tolist() == [1, 0, 0]  # ids 0/1 are the source's negative/positive
+    assert rejected == [{"source": "hub [train]", "row": 3, "reason": "missing label"}]
+
+
+def test_unlabelled_source_test_split_is_replaced(tmp_path):
+    frame = make_texts(90)
+    test = make_texts(20, seed=5)
+    test["sentiment"] = None
+    files = {"train": str(_csv(tmp_path, frame, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
+    report = prepare(_params("unused", files=files, on_bad_rows="fail"), tmp_path / "prepared")
+    assert report["unlabelled_source_splits_replaced"] == ["test"]
+    assert sum(report["rows"].values()) == 90  # test carved from the labelled rows
