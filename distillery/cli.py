@@ -25,7 +25,6 @@ STAGE_FUNCTIONS = {
 }
 # Commands outside the DVC pipeline.
 COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain")}
-log = logging.getLogger("distillery")
 
 
 def _stage_function(stage: str) -> Callable:
