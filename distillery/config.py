@@ -6,6 +6,7 @@ allowed range, so a run never fails half-way because of a typo.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -107,6 +108,25 @@ class BenchmarkConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """What a candidate student must show before it becomes the registry's ``champion``."""
+
+    min_retention: float = 0.97  # candidate accuracy / teacher accuracy, on the test split
+    max_p95_ms: float = 10.0  # p95 latency at batch 1 (benchmark cell b1_s<max_length>), deployable model
+    max_size_mb: float = 100.0  # size of the deployable ONNX file
+    metric: str = "accuracy"  # accuracy | macro_f1: compared with the current champion on the same test split
+    tolerance: float = 0.0  # the candidate may trail the champion by at most this much of ``metric``
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    model_name: str = "distillery-student"
+    experiment: str = "distillery"
+    lock_timeout_s: float = 600.0  # wait this long for another registration of the same model name
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -116,6 +136,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, for logging."""
@@ -267,7 +288,24 @@ def validate(params: Params) -> Params:
     _check(bench.runs >= 1, "benchmark.runs", bench.runs, "it must be >= 1")
     _check(bench.threads >= 1, "benchmark.threads", bench.threads, "it must be >= 1 (the same count is used for "
            "torch and onnxruntime)")
+    _check_register(params.register)
     return params
+
+
+def _check_register(register: RegisterConfig) -> None:
+    # MLflow's reserved and allowed characters for registered model names, kept simple and portable.
+    _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", register.model_name)), "register.model_name",
+           register.model_name, "use letters, digits, '_', '-' and '.', starting with a letter or digit")
+    _check(bool(register.experiment.strip()), "register.experiment", register.experiment, "name an experiment")
+    _check(register.lock_timeout_s >= 0, "register.lock_timeout_s", register.lock_timeout_s, "it must be >= 0")
+    gate = register.gate
+    _check(0 <= gate.min_retention <= 1.5, "register.gate.min_retention", gate.min_retention,
+           "it is a ratio of accuracies, e.g. 0.97")
+    _check(gate.max_p95_ms > 0, "register.gate.max_p95_ms", gate.max_p95_ms, "it must be > 0")
+    _check(gate.max_size_mb > 0, "register.gate.max_size_mb", gate.max_size_mb, "it must be > 0")
+    _check(gate.metric in ("accuracy", "macro_f1"), "register.gate.metric", gate.metric,
+           "allowed: accuracy, macro_f1")
+    _check(0 <= gate.tolerance < 1, "register.gate.tolerance", gate.tolerance, "it must be in [0, 1)")
 
 
 def load_params(path: Union[str, Path] = "params.yaml") -> Params:

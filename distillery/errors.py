@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints them as one line and exits with code 2."""
+"""Errors the CLI prints as one line. Bad input exits with code 2 (never retried); a transient failure
+(``TransientError``) exits with code 3, which the Prefect flow retries."""
 from __future__ import annotations
 
 
@@ -6,6 +7,7 @@ class DistilleryError(Exception):
     """Base class for errors that come from the user's configuration, data or models."""
 
     exit_code = 2
+    label = "error"
 
 
 class ConfigError(DistilleryError):
@@ -22,3 +24,22 @@ class ModelError(DistilleryError):
 
 class CacheError(DistilleryError):
     """The teacher-logit cache does not match the teacher, data or tokenizer in use."""
+
+
+class RegistryError(DistilleryError):
+    """A registry request that cannot be met: an unknown version, no previous champion to roll back to."""
+
+
+class TransientError(DistilleryError):
+    """A failure that may pass on a retry: the CLI exits with code 3, and the Prefect flow retries it."""
+
+    exit_code = 3
+    label = "transient error"
+
+
+class TrackingUnavailable(TransientError):
+    """The MLflow tracking server does not answer."""
+
+
+class LockTimeout(TransientError):
+    """Another registration of the same model holds the registry lock for too long."""

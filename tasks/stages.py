@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark")
+STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark", "register")
 
 
 class StageFailed(RuntimeError):
@@ -76,5 +76,7 @@ distill = stage_task("distill")
 evaluate = stage_task("evaluate")
 export = stage_task("export")
 benchmark = stage_task("benchmark")
+register = stage_task("register")
 STAGE_TASKS = {"prepare": prepare, "train_teacher": train_teacher, "teacher_logits": teacher_logits,
-               "distill": distill, "evaluate": evaluate, "export": export, "benchmark": benchmark}
+               "distill": distill, "evaluate": evaluate, "export": export, "benchmark": benchmark,
+               "register": register}

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their project's SQLite store, or start their own server
+os.environ["DISTILLERY_LOCK_DIR"] = tempfile.mkdtemp(prefix="distillery-locks-")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +49,8 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
                     "train": train},
         "evaluate": {"batch_size": 32},
         "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
+        # Random tiny models: the gate's figures are checked in tests/unit/test_registry.py.
+        "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0}},
     }
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
     for dotted, value in overrides.items():
@@ -95,8 +101,8 @@ def tiny_project(tmp_path, tiny_bert) -> Path:
     return project
 
 
-def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run DVC in ``project`` with this interpreter's ``python`` first on PATH."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+def dvc(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run DVC in ``project`` with this interpreter's ``python`` first on PATH (and ``env`` added)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
                           text=True, timeout=900)

@@ -1,18 +1,26 @@
-"""The whole pipeline on a tiny random BERT and a tiny CSV, through `dvc repro` in a temporary git repo."""
+"""The whole pipeline on a tiny random BERT and a tiny CSV, through `dvc repro` in a temporary git repo,
+tracked on a real `mlflow server` on loopback."""
 import json
 import re
 
 from conftest import dvc
+from servers import mlflow_server
 
-STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark"]
+STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark", "register"]
 
 
 def _ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([a-z_]+)'", output)
 
 
-def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project):
-    first = dvc(tiny_project, "repro")
+def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project, tmp_path):
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        _pipeline_runs(tiny_project, {"MLFLOW_TRACKING_URI": uri})
+        _registry_after_two_runs(uri)
+
+
+def _pipeline_runs(tiny_project, env):
+    first = dvc(tiny_project, "repro", env=env)
     assert first.returncode == 0, first.stderr + first.stdout
     assert _ran(first.stdout) == STAGES
 
@@ -32,18 +40,59 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project):
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
     assert "| student |" in (tiny_project / "reports/summary.md").read_text()
 
-    second = dvc(tiny_project, "repro")
+    register = json.loads((tiny_project / "reports/metrics/register.json").read_text())
+    assert register["decision"] == "promoted" and register["version"] == "1", register
+    assert register["tracking_uri"].startswith("http://127.0.0.1:")
+    assert "# Model card" in (tiny_project / "reports/model_card.md").read_text()
+
+    second = dvc(tiny_project, "repro", env=env)
     assert second.returncode == 0 and _ran(second.stdout) == [], second.stdout
 
-    experiment = dvc(tiny_project, "exp", "run", "-S", "distill.alpha=0.3")
+    experiment = dvc(tiny_project, "exp", "run", "-S", "distill.alpha=0.3", env=env)
     assert experiment.returncode == 0, experiment.stderr + experiment.stdout
-    assert _ran(experiment.stdout) == ["distill", "evaluate", "export", "benchmark"]
+    assert _ran(experiment.stdout) == ["distill", "evaluate", "export", "benchmark", "register"]
 
     # Raw data under data/raw is a dependency: editing it makes prepare (and what follows) stale.
     with open(tiny_project / "data/raw/tweets.csv", "a") as handle:
         handle.write("a brand new tweet that was not there,positive\n")
     status = dvc(tiny_project, "status")
     assert status.returncode == 0 and "prepare:" in status.stdout, status.stdout
+
+
+def _registry_after_two_runs(uri):
+    """Two pipeline executions: two versions, one parent run each, nested model runs, cached stages named."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = sorted(client.search_model_versions("name='distillery-student'"), key=lambda v: int(v.version))
+    assert [str(v.version) for v in versions] == ["1", "2"]
+    second = versions[1]
+    passed = second.tags["distillery.gate"] == "passed"
+    registered = client.get_registered_model("distillery-student")
+    aliases = {alias: str(version) for alias, version in registered.aliases.items()}
+    assert aliases["champion"] == ("2" if passed else "1")
+    if not passed:
+        assert aliases["challenger"] == "2" and any(k.startswith("distillery.gate.failed.") for k in second.tags)
+    else:
+        assert second.tags["distillery.previous_champion"] == "1"
+    experiment = client.get_experiment_by_name("distillery")
+    parents = client.search_runs([experiment.experiment_id], "tags.`distillery.kind` = 'pipeline'",
+                                 order_by=["attributes.start_time ASC"])
+    assert len(parents) == 2
+    first, last = parents
+    assert first.data.tags["distillery.stage.train_teacher"] == "ran"
+    assert last.data.tags["distillery.stage.train_teacher"] == "cached"
+    assert last.data.tags["distillery.stage.distill"] == "ran"
+    assert last.data.params["distill.alpha"] == "0.3" and "eval.student.accuracy" in last.data.metrics
+    assert last.data.tags["git.commit"] and "dvc.models/student" in last.data.tags
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{last.info.run_id}'")
+    assert sorted(run.data.tags["distillery.model"] for run in children) == ["baseline", "student", "teacher"]
+    teacher = next(run for run in children if run.data.tags["distillery.model"] == "teacher")
+    assert teacher.data.tags["distillery.cached"] == "true"
+    history = client.get_metric_history(teacher.info.run_id, "train_loss")
+    assert len(history) >= 2 and len({point.step for point in history}) == len(history)
+    artifacts = {item.path for item in client.list_artifacts(last.info.run_id)}
+    assert {"reports", "data", "model_card.md", "gate_decision.json"} <= artifacts
 
 
 def test_bad_params_fail_before_any_output(tiny_project):

@@ -18,7 +18,8 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
 
     first = pipeline(project_dir=str(tiny_project))
     assert first["stages"] == {s: "ran" for s in ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate",
-                                                  "export", "benchmark")}
+                                                  "export", "benchmark", "register")}
+    assert json.loads((tiny_project / "reports/metrics/register.json").read_text())["decision"] == "promoted"
     assert "| teacher |" in first["table"] and "student_onnx_int8" in first["table"]
     assert "| teacher |" in first["table"] and set(first["accuracy"]) == {"teacher", "student", "baseline"}
     assert json.loads((tiny_project / "reports/metrics/eval.json").read_text())["test_rows"] > 0

@@ -1,0 +1,1 @@
+"""The self-contained model code MLflow logs with the registered student."""

@@ -1,0 +1,283 @@
+"""The register stage, its promotion gate, promote/rollback, and the served pyfunc, on tiny exported models.
+
+Each project gets two tiny classifiers, A and B, exported to ONNX; B is A with its head's rows rolled, so
+it never agrees with A. The test split's labels are one model's own predictions: that model scores 100%
+and the other 0%, which makes "a champion that is better" deterministic.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from conftest import tiny_params, write_params
+from distillery import registry
+from distillery.cli import main
+from distillery.config import load_params
+from distillery.errors import LockTimeout, RegistryError, TrackingUnavailable
+from distillery.locking import registry_lock
+from distillery.tracking import tracking_uri
+from servers import env_with_venv, free_port, running
+from tiny import make_texts
+
+LABELS = ["negative", "neutral", "positive"]
+NAME = "distillery-student"
+
+
+def _classifier(tiny_bert: Path, shift: int):
+    """A fixed random classifier; ``shift`` rolls its head's rows, so its label is (A's label + shift) mod 3."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.roll(model.classifier.weight, shift, dims=0))
+        model.classifier.bias.copy_(torch.roll(model.classifier.bias, shift, dims=0))
+    return model.eval()
+
+
+def _export(project: Path, tiny_bert: Path, shift: int) -> None:
+    from transformers import AutoTokenizer
+
+    from distillery.onnx_runtime import export_onnx
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    tokenizer.save_pretrained(project / "models/student")
+    (project / "models/onnx").mkdir(parents=True, exist_ok=True)
+    export_onnx(_classifier(tiny_bert, shift), tokenizer, project / "models/onnx/student.onnx")
+    (project / "models/onnx/deployment.json").write_text(json.dumps(
+        {"deployable": "student.onnx", "int8_deployable": False, "labels": LABELS, "tokenizer": "models/student",
+         "max_length": 32}))
+
+
+def direct_logits(project: Path, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """Distillery's own ONNX path (transformers tokenizer + onnxruntime), batched as the pyfunc batches."""
+    from transformers import AutoTokenizer
+
+    from distillery.onnx_runtime import run_session, session
+
+    tokenizer = AutoTokenizer.from_pretrained(str(project / "models/student"))
+    sess = session(project / "models/onnx/student.onnx")
+    parts = [run_session(sess, dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=32,
+                                              return_tensors="np"))) for i in range(0, len(texts), batch_size)]
+    return np.concatenate(parts)
+
+
+def _write_test_split(project: Path, texts: list[str]) -> None:
+    """The test split, labelled with the current ONNX model's predictions (so it scores 100%)."""
+    labels = direct_logits(project, texts).argmax(-1)
+    pd.DataFrame({"text": texts, "label": labels}).to_parquet(project / "data/prepared/test.parquet")
+
+
+def _write_reports(project: Path, teacher_accuracy: float = 0.5, p95_ms: float = 2.0) -> None:
+    metrics = project / "reports/metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    model = {"accuracy": 0.5, "macro_f1": 0.5, "parameters": 1000}
+    (metrics / "eval.json").write_text(json.dumps({"labels": LABELS, "teacher": {**model, "accuracy": teacher_accuracy},
+                                                   "student": model, "baseline": model}))
+    (metrics / "parity.json").write_text(json.dumps({"student": {"int8": {"label_agreement_vs_fp32": 0.99}}}))
+    cells = {"b1_s32": {"p50_ms": p95_ms / 2, "p95_ms": p95_ms}}
+    (metrics / "benchmark.json").write_text(json.dumps({"headline": {"cell": "b1_s32"}, "models": {
+        "student_onnx_fp32": {"size_mb": 1.0, "cells": cells}}}))
+    curves = project / "reports/curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    for name in ("teacher", "student", "baseline"):
+        (curves / f"{name}_loss.csv").write_text("step,epoch,loss\n5,0.5,1.1\n10,1.0,0.9\n")
+        (curves / f"{name}_eval.csv").write_text("epoch,step,loss,accuracy\n1.0,10,0.9,0.6\n")
+
+
+@pytest.fixture
+def project(tmp_path, tiny_bert, monkeypatch) -> Path:
+    """A project directory holding what `register` reads, with model A exported."""
+    root = tmp_path / "project"
+    (root / "data/prepared").mkdir(parents=True)
+    write_params(root / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
+    (root / "data/prepared/labels.json").write_text(json.dumps({"names": LABELS}))
+    (root / "data/prepared/data_report.json").write_text(json.dumps({"rows": {"test": 40}}))
+    _export(root, tiny_bert, shift=0)
+    _write_test_split(root, make_texts(40, seed=3)["text"].tolist())
+    _write_reports(root)
+    monkeypatch.chdir(root)
+    return root
+
+
+def _params(root: Path, **gate):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["register"]["gate"].update(gate)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return load_params(root / "params.yaml")
+
+
+def _client(root: Path) -> MlflowClient:
+    uri = tracking_uri(root)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _aliases(root: Path) -> dict:
+    return {a: str(v) for a, v in _client(root).get_registered_model(NAME).aliases.items()}
+
+
+def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, tiny_bert):
+    first = registry.register(_params(project))
+    assert first["decision"] == "promoted" and first["version"] == "1"
+    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 4
+    assert json.loads((project / "reports/metrics/register.json").read_text())["version"] == "1"
+
+    # Same model again: no new version; the gate is re-run on it and it stays champion.
+    again = registry.register(_params(project))
+    assert again["version"] == "1" and again["decision"] == "already champion"
+
+    # Model B: worse than the champion on this split, and each budget check fails on its own.
+    _export(project, tiny_bert, shift=1)
+    for gate, failing in (({"min_retention": 0.99}, "retention"), ({"max_p95_ms": 1.0}, "latency"),
+                          ({"max_size_mb": 0.001}, "size"), ({}, "champion")):
+        if failing == "retention":
+            _write_reports(project, teacher_accuracy=1.0)
+        result = registry.register(_params(project, **{"min_retention": 0.0, "max_p95_ms": 1000.0,
+                                                       "max_size_mb": 1000.0, **gate}))
+        _write_reports(project)
+        failed = [c["name"] for c in result["checks"] if not c["passed"]]
+        assert result["decision"] == "rejected" and failing in failed, (failing, result["checks"])
+        assert _aliases(project) == {"champion": "1", "challenger": "2"}
+        tags = _client(project).get_model_version(NAME, "2").tags
+        assert f"distillery.gate.failed.{failing}" in tags and "threshold" in tags[f"distillery.gate.failed.{failing}"]
+
+    # New data on which B is right: the champion is re-scored on it, B wins and A is recorded to restore.
+    _write_test_split(project, make_texts(40, seed=4)["text"].tolist())
+    promoted = registry.register(_params(project, min_retention=0.0))
+    champion_check = next(c for c in promoted["checks"] if c["name"] == "champion")
+    assert promoted["decision"] == "promoted" and "re-scored" in champion_check["detail"]
+    assert _aliases(project) == {"champion": "2"}
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.previous_champion"] == "1"
+
+    # rollback, then a recorded manual promotion.
+    assert main(["rollback", "--reason", "bad reviews"]) == 0
+    assert _aliases(project)["champion"] == "1"
+    assert main(["promote", "2", "--reason", "reviewed by hand"]) == 0
+    assert _aliases(project)["champion"] == "2"
+    tags = _client(project).get_model_version(NAME, "2").tags
+    assert tags["distillery.promoted"] == "manual" and tags["distillery.promotion_reason"] == "reviewed by hand"
+    listing = registry.list_models(load_params(project / "params.yaml"))
+    assert [row["version"] for row in listing["versions"]] == ["1", "2"]
+    assert listing["versions"][1]["aliases"] == ["champion"]
+
+
+def test_registry_commands_reject_bad_requests(project, capsys):
+    params = _params(project)
+    with pytest.raises(RegistryError, match="no champion to roll back"):
+        registry.rollback(params)
+    registry.register(params)
+    with pytest.raises(RegistryError, match="replaced no earlier champion"):
+        registry.rollback(params)
+    assert main(["promote", "7", "--reason", "x"]) == 2
+    assert "has no version '7'" in capsys.readouterr().err
+    assert main(["promote", "1"]) == 2
+    assert "needs --reason" in capsys.readouterr().err
+    assert main(["models"]) == 0
+    assert "| 1 | champion |" in capsys.readouterr().out
+
+
+def test_a_failure_before_the_decision_leaves_the_champion(project, tiny_bert, monkeypatch):
+    registry.register(_params(project))
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist())  # B would win on this split
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-gate")
+
+    monkeypatch.setattr(registry, "gate_checks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        registry.register(_params(project))
+    assert _aliases(project) == {"champion": "1"}
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == "pending"
+
+
+def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    started = time.perf_counter()
+    with pytest.raises(TrackingUnavailable, match="unreachable after 3 attempts"):
+        registry.register(_params(project))
+    assert time.perf_counter() - started < 30
+    assert main(["register"]) == 3  # transient: the Prefect flow retries it
+    assert "distillery register: transient error: MLflow tracking server" in capsys.readouterr().err
+    assert not (project / "reports/metrics/register.json").exists()
+
+
+def test_registrations_of_one_model_never_overlap(tmp_path):
+    with registry_lock("sqlite:///x.db", NAME, timeout_s=1):
+        started = time.perf_counter()
+        with pytest.raises(LockTimeout, match='"pid"'):
+            with registry_lock("sqlite:///x.db", NAME, timeout_s=0.5):
+                pass
+        assert time.perf_counter() - started >= 0.5
+        with registry_lock("sqlite:///x.db", "another-model", timeout_s=0):
+            pass  # other names are not blocked
+    with registry_lock("sqlite:///x.db", NAME, timeout_s=0):
+        pass  # released
+
+
+def test_pyfunc_on_raw_text_without_distillery(project):
+    registry.register(_params(project))
+    texts = make_texts(40, seed=3)["text"].tolist()
+    expected = direct_logits(project, texts)
+    code = f"""
+import json, sys, mlflow
+mlflow.set_tracking_uri({tracking_uri(project)!r})
+model = mlflow.pyfunc.load_model("models:/{NAME}@champion")
+texts = json.loads(sys.stdin.read())
+out = model.predict(texts)
+as_frame = model.predict(__import__("pandas").DataFrame({{"text": texts}}))
+assert (out["label"] == as_frame["label"]).all()
+assert not [m for m in sys.modules if m.split(".")[0] in ("distillery", "transformers", "torch")], "heavy imports"
+print(out.to_json(orient="records"))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True,
+                          cwd="/", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    _assert_same_answers(rows, expected)
+
+
+def _assert_same_answers(rows: list[dict], logits: np.ndarray) -> None:
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    assert [row["label"] for row in rows] == [LABELS[i] for i in logits.argmax(-1)]
+    served = np.array([[row[f"prob_{label}"] for label in LABELS] for row in rows])
+    np.testing.assert_allclose(served, probabilities, atol=1e-5)
+
+
+def test_mlflow_models_serve_answers_like_direct_onnx(project, tmp_path):
+    registry.register(_params(project))
+    texts = make_texts(50, seed=3)["text"].tolist()
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    env = env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(project))
+    with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env):
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": texts}, timeout=60)
+        assert response.status_code == 200, response.text
+        _assert_same_answers(response.json()["predictions"], direct_logits(project, texts))
+        records = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
+                                json={"dataframe_records": [{"text": t} for t in texts[:3]]})
+        assert [r["label"] for r in records.json()["predictions"]] == \
+            [LABELS[i] for i in direct_logits(project, texts[:3]).argmax(-1)]
+
+
+def test_concurrent_first_use_creates_the_store_once(project):
+    """Three commands at once on a project with no store yet: MLflow's migration must not run twice."""
+    procs = [subprocess.Popen([sys.executable, "-m", "distillery", "models"], cwd=project, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert all("no versions yet" in out for out, _ in outputs)
+    assert (project / "mlruns/mlflow.db").is_file()
