@@ -23,7 +23,7 @@ from distillery.errors import LockTimeout
 
 def lock_path(uri: str, name: str) -> Path:
     base = Path(os.environ.get("DISTILLERY_LOCK_DIR") or Path.home() / ".cache" / "distillery" / "locks")
-    digest = hashlib.sha256(f"{uri}\n{name}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{uri.rstrip('/')}\n{name}".encode()).hexdigest()[:16]
     return base / f"register-{name}-{digest}.lock"
 
 

@@ -28,7 +28,8 @@ from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.locking import registry_lock
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.tracking import (MODELS, PREFECT_FLOW_RUN_ENV, connect, dvc_lock, dvc_tags, experiment_id,
-                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, stage_status)
+                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, stage_status,
+                                 unavailable_as_transient)
 
 MODEL_CODE = Path(__file__).parent / "serving" / "text_classifier.py"
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
@@ -121,7 +122,7 @@ def _check(name: str, passed: bool, value, threshold, detail: str) -> dict:
     return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "detail": detail}
 
 
-def gate_checks(params: Params, candidate: dict, champion: Optional[dict]) -> list[dict]:
+def gate_checks(params: Params, candidate: dict, champion: Optional[dict], is_champion: bool = False) -> list[dict]:
     """The promotion gate: retention vs the teacher, latency and size budgets, and the current champion."""
     gate = params.register.gate
     checks = []
@@ -137,8 +138,14 @@ def gate_checks(params: Params, candidate: dict, champion: Optional[dict]) -> li
     checks.append(_check("size", size <= gate.max_size_mb, round(size, 3), gate.max_size_mb,
                          f"{size:.1f} MB, needs <= {gate.max_size_mb}"))
     metric = gate.metric
-    if champion is None:
+    if is_champion:
+        checks.append(_check("champion", True, None, None, "this version is the champion"))
+    elif champion is None:
         checks.append(_check("champion", True, None, None, "no champion yet"))
+    elif "error" in champion:
+        checks.append(_check("champion", False, None, None,
+                             f"champion v{champion['version']} could not be scored on the current test split "
+                             f"({champion['error']}); choose one with `distillery promote <version> --reason ...`"))
     else:
         ours, theirs = candidate[metric], champion[metric]
         checks.append(_check("champion", ours >= theirs - gate.tolerance, round(ours, 4), round(theirs, 4),
@@ -174,9 +181,16 @@ def versions(client, name: str) -> list:
 
     try:
         found = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if _not_found(exc):
+            return []
+        raise
     return sorted(found, key=lambda v: int(v.version))
+
+
+def _not_found(exc) -> bool:
+    """Only a missing model means "nothing there"; any other error must stop the registration."""
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
 
 def aliases(client, name: str) -> dict[str, str]:
@@ -184,8 +198,10 @@ def aliases(client, name: str) -> dict[str, str]:
 
     try:
         return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
-        return {}
+    except MlflowException as exc:
+        if _not_found(exc):
+            return {}
+        raise
 
 
 def _champion(client, name: str):
@@ -267,7 +283,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
 
     uri = connect(root)
     client = _client()
-    with registry_lock(uri, name, reg.lock_timeout_s), tempfile.TemporaryDirectory() as tmp:
+    with unavailable_as_transient(uri), registry_lock(uri, name, reg.lock_timeout_s), \
+            tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         exp_id = experiment_id(reg.experiment, root, uri)
         lock = dvc_lock(root)
@@ -286,7 +303,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             _log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
                                           **numeric_leaves(benchmark, "benchmark.")})
             children = _nested_runs(client, exp_id, run_id, params, evaluation, status, root)
-            mlflow.log_artifacts(str(root / REPORTS_DIR), "reports")
+            _log_reports(root)
             mlflow.log_artifact(str(data_report_path), "data")
 
             existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
@@ -298,18 +315,30 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                                                                              TAG + "gate": "pending",
                                                                              TAG + "run_id": run_id}).version
                 version = str(version)
-            decision = _gate_and_promote(client, params, name, str(version), test, labels, test_sha, evaluation,
-                                         benchmark, deployment, artifacts, run_id)
-            mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": str(version)})
+            decision = gate(client, params, name, version, test, labels, test_sha, evaluation, benchmark,
+                            deployment, artifacts, run_id)
+            decision.update({"mlflow_run_id": run_id, "nested_runs": children, "tracking_uri": uri,
+                             "experiment_id": exp_id, "stages": status})
+            mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
             _log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
             card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision)
             mlflow.log_text(card, "model_card.md")
             mlflow.log_dict(decision, "gate_decision.json")
-        decision.update({"mlflow_run_id": run_id, "nested_runs": children, "tracking_uri": uri,
-                         "experiment_id": exp_id, "stages": status})
-    write_text(root / MODEL_CARD, card)
+            # Last: everything above succeeded, so moving the alias cannot leave a half-recorded decision.
+            apply_decision(client, decision)
+    write_text(root / MODEL_CARD, card)  # atomic writes; the registry already holds the decision
     write_json(root / REGISTER_JSON, decision)
     return decision
+
+
+def _log_reports(root: Path) -> None:
+    """``reports/`` as artifacts, without this stage's own outputs from an earlier execution."""
+    import mlflow
+
+    own = {(root / REGISTER_JSON).resolve(), (root / MODEL_CARD).resolve()}
+    for path in sorted((root / REPORTS_DIR).rglob("*")):
+        if path.is_file() and path.resolve() not in own:
+            mlflow.log_artifact(str(path), str(Path("reports") / path.parent.relative_to(root / REPORTS_DIR)))
 
 
 def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation: dict, status: dict,
@@ -332,9 +361,11 @@ def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation
     return children
 
 
-def _gate_and_promote(client, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str],
-                      test_sha: str, evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict,
-                      run_id: str) -> dict:
+def gate(client, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
+         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str) -> dict:
+    """Score the candidate through its registered pyfunc, run the checks and tag the version.
+
+    Moves no alias: ``apply_decision`` does that, last."""
     import mlflow
 
     with quiet_mlflow():
@@ -347,15 +378,24 @@ def _gate_and_promote(client, params: Params, name: str, version: str, test: pd.
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
     current = _champion(client, name)
     already = current is not None and str(current.version) == version
-    champion = None if current is None or already else champion_figures(client, name, current, test, labels,
-                                                                         test_sha)
-    checks = gate_checks(params, candidate, champion)
+    champion = None
+    if current is not None and not already:
+        try:
+            champion = champion_figures(client, name, current, test, labels, test_sha)
+        except Exception as exc:  # an unscoreable champion fails the check; it never lets a candidate past
+            champion = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    checks = gate_checks(params, candidate, champion, is_champion=already)
+    rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")
+    if rolled_back and not already:
+        checks.append(_check("not_rolled_back", False, rolled_back, None,
+                             f"rolled back by hand at {rolled_back}; only `distillery promote {version}` restores it"))
     passed = all(c["passed"] for c in checks)
     _set_tags(client, name, version, {
         TAG + "test_sha256": test_sha, TAG + "test_accuracy": round(figures["accuracy"], 6),
         TAG + "test_macro_f1": round(figures["macro_f1"], 6), TAG + "teacher_accuracy": round(teacher_accuracy, 6),
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
+        TAG + "gate": "passed" if passed else "failed",
         **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
     for check in checks:
         key = f"{TAG}gate.failed.{check['name']}"
@@ -363,28 +403,30 @@ def _gate_and_promote(client, params: Params, name: str, version: str, test: pd.
             client.set_model_version_tag(name, version, key, f"value {check['value']} threshold {check['threshold']}")
         elif key in client.get_model_version(name, version).tags:
             client.delete_model_version_tag(name, version, key)
-    # The alias moves last: an error above leaves the champion where it was.
     if already:
-        outcome, alias = "already champion", "champion"
-        client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")
-        if aliases(client, name).get("challenger") == version:
-            client.delete_registered_model_alias(name, "challenger")
+        outcome, alias = ("already champion" if passed else "already champion (fails the gate now; kept)"), "champion"
     elif passed:
-        if current is not None:
-            client.set_model_version_tag(name, version, TAG + "previous_champion", str(current.version))
-        client.set_model_version_tag(name, version, TAG + "gate", "passed")
-        client.set_registered_model_alias(name, "champion", version)
-        if aliases(client, name).get("challenger") == version:
-            client.delete_registered_model_alias(name, "challenger")
         outcome, alias = "promoted", "champion"
     else:
-        client.set_model_version_tag(name, version, TAG + "gate", "failed")
-        client.set_registered_model_alias(name, "challenger", version)
         outcome, alias = "rejected", "challenger"
+    before = None if current is None else str(current.version)
     return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
-            "checks": checks, "candidate": candidate,
-            "champion_before": None if current is None else str(current.version),
-            "champion_after": aliases(client, name).get("champion"), "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "checks": checks, "candidate": candidate, "champion_before": before,
+            "champion_after": version if outcome == "promoted" else before,
+            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def apply_decision(client, decision: dict) -> None:
+    """The only place a pipeline moves an alias; the last registry call of a registration."""
+    name, version = decision["model_name"], decision["version"]
+    if decision["decision"] == "promoted":
+        if decision["champion_before"] is not None:
+            client.set_model_version_tag(name, version, TAG + "previous_champion", decision["champion_before"])
+        client.set_registered_model_alias(name, "champion", version)
+    elif decision["decision"] == "rejected":
+        client.set_registered_model_alias(name, "challenger", version)
+    if decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:
+        client.delete_registered_model_alias(name, "challenger")
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -392,14 +434,16 @@ def _gate_and_promote(client, params: Params, name: str, version: str, test: pd.
 def list_models(params: Params, root: Optional[Path] = None) -> dict:
     """Every registered version with its key metrics, gate result and aliases."""
     root = (root or Path.cwd()).resolve()
-    connect(root)
+    uri = connect(root)
     client = _client()
     name = params.register.model_name
     by_version: dict[str, list[str]] = {}
-    for alias, version in aliases(client, name).items():
-        by_version.setdefault(version, []).append(alias)
+    with unavailable_as_transient(uri):
+        found = versions(client, name)
+        for alias, version in aliases(client, name).items():
+            by_version.setdefault(version, []).append(alias)
     rows = []
-    for v in versions(client, name):
+    for v in found:
         t = v.tags
         rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
                      "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
@@ -438,7 +482,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
     uri = connect(root)
     client = _client()
     name = params.register.model_name
-    with registry_lock(uri, name, params.register.lock_timeout_s):
+    with unavailable_as_transient(uri), registry_lock(uri, name, params.register.lock_timeout_s):
         known = {str(v.version): v for v in versions(client, name)}
         if str(version) not in known:
             raise RegistryError(f"model {name!r} has no version {version!r} (versions: "
@@ -452,6 +496,8 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
         if current:
             tags[TAG + "previous_champion"] = current
         _set_tags(client, name, str(version), tags)
+        if TAG + "rolled_back_at" in known[str(version)].tags:  # a manual promotion restores a rolled-back version
+            client.delete_model_version_tag(name, str(version), TAG + "rolled_back_at")
         client.set_registered_model_alias(name, "champion", str(version))
         if aliases(client, name).get("challenger") == str(version):
             client.delete_registered_model_alias(name, "challenger")
@@ -466,7 +512,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     uri = connect(root)
     client = _client()
     name = params.register.model_name
-    with registry_lock(uri, name, params.register.lock_timeout_s):
+    with unavailable_as_transient(uri), registry_lock(uri, name, params.register.lock_timeout_s):
         current = _champion(client, name)
         if current is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")

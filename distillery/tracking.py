@@ -28,7 +28,7 @@ STORE_DIR = Path("mlruns")
 DB_NAME = "mlflow.db"
 # Bounded retries for every MLflow HTTP call (MLflow's own defaults retry for minutes).
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 PREFECT_FLOW_RUN_ENV = "DISTILLERY_PREFECT_FLOW_RUN_ID"
 MODELS = {"teacher": "train_teacher", "student": "distill", "baseline": "distill"}
 
@@ -91,11 +91,12 @@ def connect(root: Path) -> str:
         os.environ.setdefault(key, value)
     uri = tracking_uri(root)
     check_reachable(uri)
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if before is None:  # set_tracking_uri exports the URI; keep the user's choice (or none) as it was
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for key, value in before.items():  # the setters export the URIs; keep the user's environment as it was
+        if value is None:
+            os.environ.pop(key, None)
     if uri.startswith("sqlite:///"):
         _create_once(uri)
     return uri
@@ -119,10 +120,35 @@ def experiment_id(name: str, root: Path, uri: str) -> str:
     """The experiment's id, created with an explicit artifact location on first use."""
     import mlflow
 
+    from mlflow.exceptions import MlflowException
+
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_location(root, uri))
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location(root, uri))
+    except MlflowException as exc:  # created meanwhile by another pipeline
+        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def unavailable_as_transient(uri: str) -> Iterator[None]:
+    """A tracking server lost mid-way becomes one ``TrackingUnavailable`` line (exit 3, retried), not a traceback."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} stopped answering ({type(exc).__name__}); "
+                                  f"the champion was not moved") from None
+    except MlflowException as exc:
+        if is_remote(uri) and "API request to" in str(exc):
+            raise TrackingUnavailable(f"MLflow tracking server {uri} stopped answering "
+                                      f"({str(exc).splitlines()[0][:160]}); the champion was not moved") from None
+        raise
 
 
 # --- what a run records ---------------------------------------------------------------------------
@@ -139,7 +165,8 @@ def git_tags(root: Path) -> dict[str, str]:
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"git.commit": "none"}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    # Code and params only: the pipeline itself rewrites dvc.lock and reports/ before this runs.
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports")
     return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), "mlflow.source.git.commit": commit}
 
 

@@ -49,8 +49,10 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
                     "train": train},
         "evaluate": {"batch_size": 32},
         "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
-        # Random tiny models: the gate's figures are checked in tests/unit/test_registry.py.
-        "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0}},
+        # Random tiny models pass every gate check, so the pipeline's registry state is deterministic; the
+        # checks themselves are tested in tests/unit/test_gate.py and tests/integration/test_registry.py.
+        "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0,
+                              "tolerance": 0.999}},
     }
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
     for dotted, value in overrides.items():

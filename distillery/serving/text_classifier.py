@@ -31,10 +31,10 @@ def _texts_and_pairs(model_input) -> tuple[list, list | None]:
     if isinstance(model_input, (list, tuple)):
         rows = list(model_input)
         if rows and all(isinstance(row, (list, tuple)) and len(row) == 2 for row in rows):
-            return [str(a) for a, _ in rows], [str(b) for _, b in rows]
+            return [_text(a) for a, _ in rows], [_text(b) for _, b in rows]
         if rows and all(isinstance(row, dict) for row in rows):
             return _texts_and_pairs(pd.DataFrame(rows))
-        return [str(row) for row in rows], None
+        return [_text(row) for row in rows], None
     if not isinstance(model_input, pd.DataFrame):
         raise TypeError(f"expected texts, text pairs or a DataFrame with a {TEXT!r} column, "
                         f"got {type(model_input).__name__}")
@@ -44,10 +44,15 @@ def _texts_and_pairs(model_input) -> tuple[list, list | None]:
             raise ValueError(f"input has columns {list(frame.columns)}; name the text column {TEXT!r} "
                              f"(and the second text {PAIR!r})")
         frame = frame.rename(columns={frame.columns[0]: TEXT})
-    texts = [str(value) for value in frame[TEXT].tolist()]
+    texts = [_text(value) for value in frame[TEXT].tolist()]
     if PAIR in frame.columns and frame[PAIR].notna().any():
-        return texts, ["" if value is None or value != value else str(value) for value in frame[PAIR].tolist()]
+        return texts, [_text(value) for value in frame[PAIR].tolist()]
     return texts, None
+
+
+def _text(value) -> str:
+    """Missing values (None, NaN) are empty texts, not the strings "None" or "nan"."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
