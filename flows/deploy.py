@@ -71,7 +71,7 @@ def main(argv: Optional[list] = None) -> int:
     when.add_argument("--cron", help="cron expression (default: schedule.cron in params.yaml)")
     when.add_argument("--interval", type=float, help="run every this many seconds instead of the cron schedule")
     when.add_argument("--no-schedule", action="store_true", help="no schedule: runs start by trigger or by hand")
-    parser.add_argument("--no-trigger", action="store_true", help=f"no event trigger")
+    parser.add_argument("--no-trigger", action="store_true", help="no event trigger")
     parser.add_argument("--resource-id", help="event resource that triggers a run "
                                               "(default: distillery.data.<repository directory name>)")
     args = parser.parse_args(argv)

@@ -66,23 +66,20 @@ def _flow_run_id() -> Optional[str]:
 
 
 def _kill_tree(pid: int) -> None:
-    """Stop ``dvc repro`` and the stage command it started (they share the process group we made)."""
+    """Stop ``dvc repro`` and the stage command it started: SIGTERM, then SIGKILL what is left."""
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        parent = psutil.Process(pid)
+        processes = [parent, *parent.children(recursive=True)]
     except psutil.NoSuchProcess:
-        children = []
+        return
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        for child in children:  # a child that left the group
+        for process in processes:
             try:
-                child.send_signal(sig)
+                process.send_signal(sig)
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(children, timeout=5)
-        if not alive:
+        _, processes = psutil.wait_procs(processes, timeout=10)
+        if not processes:
             break
 
 
@@ -99,8 +96,7 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
         env[FLOW_RUN_ID_ENV] = str(flow_run_id)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_seconds)
     except subprocess.TimeoutExpired:

@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import dvc, make_project
+from conftest import dvc, make_project, write_params
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "distillery-pipeline/distillery"
@@ -152,6 +153,12 @@ def _deployment(client, name: str, proc: subprocess.Popen, log_path: Path, timeo
 def served(prefect_env, client, receiver, tmp_path_factory, tiny_bert):
     """The tiny project, served by `python -m flows.deploy` (schedule from params: nightly cron)."""
     project = make_project(tmp_path_factory.mktemp("served") / "project", tiny_bert)
+    params = yaml.safe_load((project / "params.yaml").read_text())  # smaller still: the module runs in CI
+    for section in ("teacher", "distill"):
+        params[section]["train"]["epochs"] = 1
+    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    write_params(project / "params.yaml", params)
+    subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)
     env = dict(prefect_env, DISTILLERY_APPRISE_URL=receiver[0])
     log_path = project.parent / "serve.log"
     proc = _serve(env, project, log_path)
@@ -176,6 +183,20 @@ def _wait_final(client, run_id, timeout: float = 240):
             return run
         time.sleep(1)
     raise AssertionError(f"flow run {run_id} did not finish in {timeout} s (state {run.state})")
+
+
+def _find(node, match):
+    """The first dict in a JSON tree that ``match`` accepts."""
+    if isinstance(node, dict):
+        if match(node):
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            found = _find(child, match)
+            if found:
+                return found
+    return None
 
 
 def _run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -219,32 +240,15 @@ def test_deployment_run_completes_the_pipeline(served, client):
         assert "gate decision: not registered" in summary.data
 
 
-def test_second_run_waits_for_the_first(served, client):
-    project, deployment = served["project"], served["deployment"]
-    bare_started = time.perf_counter()
-    bare = dvc(project, "repro")
-    bare_seconds = time.perf_counter() - bare_started
-    assert bare.returncode == 0 and "Running stage" not in bare.stdout
-
-    first = client.create_flow_run_from_deployment(deployment.id)
-    second = client.create_flow_run_from_deployment(deployment.id)
-    first, second = _wait_final(client, first.id), _wait_final(client, second.id)
-    assert first.state.is_completed() and second.state.is_completed(), served["log"].read_text()[-3000:]
-    earlier, later = sorted((first, second), key=lambda r: r.start_time)
-    assert later.start_time >= earlier.end_time, "two pipeline runs overlapped in one repository"
-    states = [s.name for s in client.read_flow_run_states(later.id)]
-    assert "AwaitingConcurrencySlot" in states, states
-    flow_seconds = earlier.total_run_time.total_seconds()
-    print(f"\n[measure] unchanged workspace: bare `dvc repro` {bare_seconds:.1f}s, flow run {flow_seconds:.1f}s "
-          f"(start to end {(earlier.end_time - earlier.start_time).total_seconds():.1f}s); ratio "
-          f"{flow_seconds / bare_seconds:.1f}x. Second run states: {states}")
-
-
 def test_data_event_starts_a_run(served, client):
     project, env, deployment = served["project"], served["env"], served["deployment"]
     state = project / ".distillery" / "watch_state.json"
     state.parent.mkdir(exist_ok=True)
     state.write_text(json.dumps({"sha256": "0" * 64}))  # the watcher last saw other content
+    bare_started = time.perf_counter()
+    bare = dvc(project, "repro")
+    bare_seconds = time.perf_counter() - bare_started
+    assert bare.returncode == 0 and "Running stage" not in bare.stdout, bare.stdout
     before = datetime.now(timezone.utc)
     watch = subprocess.run([sys.executable, "-m", "flows.watch", "--once", "--project-dir", str(project)],
                            cwd=project, env=env, capture_output=True, text=True, timeout=120)
@@ -260,13 +264,78 @@ def test_data_event_starts_a_run(served, client):
     assert run is not None, "no flow run followed the event:\n" + served["log"].read_text()[-3000:]
     run = _wait_final(client, run.id)
     assert run.state.is_completed()
+    flow_seconds = run.total_run_time.total_seconds()
     print(f"\n[measure] event emitted -> triggered run started: {(run.start_time - emitted_at).total_seconds():.1f}s "
-          f"(runner poll {env['PREFECT_RUNNER_POLL_FREQUENCY']}s)")
+          f"(runner poll {env['PREFECT_RUNNER_POLL_FREQUENCY']}s); unchanged workspace: bare `dvc repro` "
+          f"{bare_seconds:.1f}s, flow run {flow_seconds:.1f}s, ratio {flow_seconds / bare_seconds:.1f}x")
 
     # Unchanged data: the watcher stays quiet.
     again = subprocess.run([sys.executable, "-m", "flows.watch", "--once", "--project-dir", str(project)],
                            cwd=project, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "unchanged" in again.stdout
+
+    # The README's hand-emitted event starts a run too; another repository's does not.
+    before = datetime.now(timezone.utc)
+    for resource in ("distillery.data.some-other-repository", f"distillery.data.{project.name}"):
+        emitted = _run_cli(env, "event", "emit", "distillery.data.updated", "--resource-id", resource)
+        assert emitted.returncode == 0, emitted.stdout + emitted.stderr
+    deadline = time.monotonic() + 120
+    runs = []
+    while not runs and time.monotonic() < deadline:
+        runs = [r for r in _runs(client, deployment.id) if not r.auto_scheduled and r.created >= before]
+        time.sleep(1)
+    assert len(runs) == 1, runs
+    assert _wait_final(client, runs[0].id).state.is_completed()
+    time.sleep(3)  # no second run appears for the other repository's event
+    assert len([r for r in _runs(client, deployment.id) if not r.auto_scheduled and r.created >= before]) == 1
+
+
+def test_interval_schedule_makes_the_scheduler_create_a_run(served, client, tmp_path):
+    project, env = served["project"], served["env"]
+    log_path = tmp_path / "serve-interval.log"
+    name = "distillery-every-5s"
+    proc = _serve(env, project, log_path, "--name", name, "--interval", "5", "--no-trigger")
+    try:
+        deployment = _deployment(client, f"distillery-pipeline/{name}", proc, log_path)
+        deadline = time.monotonic() + 90
+        completed = []
+        while not completed and time.monotonic() < deadline:
+            runs = [r for r in _runs(client, deployment.id) if r.auto_scheduled]
+            completed = [r for r in runs if r.state and r.state.is_completed()]
+            time.sleep(1)
+        assert completed, (f"no scheduled run completed: {[(r.name, r.state_name) for r in _runs(client, deployment.id)]}"
+                           + log_path.read_text()[-3000:])
+        client.pause_deployment(deployment.id)  # no more runs; let one that already started finish
+        while time.monotonic() < deadline + 60 and any(
+                r.state_name in ("Running", "Pending", "Submitting")
+                for r in _runs(client, deployment.id)):
+            time.sleep(1)
+    finally:
+        _stop(proc)
+
+
+def test_second_run_waits_for_the_first_and_overrides_become_an_experiment(served, client):
+    project, deployment = served["project"], served["deployment"]
+    params_before = (project / "params.yaml").read_bytes()
+    first = client.create_flow_run_from_deployment(deployment.id, parameters={"overrides": {"benchmark.runs": 5}})
+    second = client.create_flow_run_from_deployment(deployment.id, parameters={"overrides": {"benchmark.runs": 5}})
+    first, second = _wait_final(client, first.id), _wait_final(client, second.id)
+    assert first.state.is_completed() and second.state.is_completed(), served["log"].read_text()[-3000:]
+    earlier, later = sorted((first, second), key=lambda r: r.start_time)
+    assert later.start_time >= earlier.end_time, "two pipeline runs overlapped in one repository"
+    states = [s.name for s in client.read_flow_run_states(later.id)]
+    assert "AwaitingConcurrencySlot" in states, states
+
+    # The overrides held for those runs only, and each run is a DVC experiment with them.
+    assert (project / "params.yaml").read_bytes() == params_before
+    shown = dvc(project, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    for run in (earlier, later):
+        experiment = f"prefect-{run.name}"
+        saved = _find(json.loads(shown.stdout), lambda node: node.get("name") == experiment and "data" in node)
+        assert saved, f"no DVC experiment {experiment}: {shown.stdout[-2000:]}"
+        assert saved["data"]["params"]["params.yaml"]["data"]["benchmark"]["runs"] == 5
+    print(f"\n[measure] second run states: {states}")
 
 
 def test_failing_stage_fails_the_run_notifies_and_keeps_earlier_outputs(served, client, receiver):
@@ -287,22 +356,3 @@ def test_failing_stage_fails_the_run_notifies_and_keeps_earlier_outputs(served, 
     assert "failed at stage benchmark" in received[0]["title"] and "512 exceeds" in received[0]["message"]
     assert {path: _tree_hash(project / path) for path in EARLIER_OUTPUTS} == hashes
     assert (project / "params.yaml").read_bytes() == params_before  # the overrides held for that run only
-
-
-def test_interval_schedule_makes_the_scheduler_create_a_run(served, client, tmp_path):
-    project, env = served["project"], served["env"]
-    log_path = tmp_path / "serve-interval.log"
-    name = "distillery-every-5s"
-    proc = _serve(env, project, log_path, "--name", name, "--interval", "5", "--no-trigger")
-    try:
-        deployment = _deployment(client, f"distillery-pipeline/{name}", proc, log_path)
-        deadline = time.monotonic() + 90
-        completed = []
-        while not completed and time.monotonic() < deadline:
-            runs = [r for r in _runs(client, deployment.id) if r.auto_scheduled]
-            completed = [r for r in runs if r.state and r.state.is_completed()]
-            time.sleep(1)
-        assert completed, (f"no scheduled run completed: {[(r.name, r.state_name, r.auto_scheduled) for r in _runs(client, deployment.id)]}"
-                           f"{client.read_deployment(deployment.id).schedules}" + log_path.read_text()[-3000:])
-    finally:
-        _stop(proc)
