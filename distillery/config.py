@@ -127,6 +127,21 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """How the Prefect deployment runs the pipeline unattended (``python -m flows.deploy``). No stage reads it."""
+
+    cron: Union[str, None] = "0 2 * * *"  # nightly; null = no schedule (runs start by trigger or by hand)
+    timezone: str = "UTC"
+    event: str = "distillery.data.updated"  # a run starts when this event arrives (`python -m flows.watch` emits it)
+    watch_interval_seconds: float = 300.0  # how often `python -m flows.watch` hashes the data source
+    stage_timeout_minutes: float = 120.0  # a stage's `dvc repro` is killed after this long
+    stage_timeouts: dict = field(default_factory=dict)  # stage -> minutes, overriding stage_timeout_minutes
+
+    def timeout_seconds(self, stage: str) -> float:
+        return 60.0 * float(self.stage_timeouts.get(stage, self.stage_timeout_minutes))
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -137,6 +152,7 @@ class Params:
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, for logging."""
@@ -289,6 +305,7 @@ def validate(params: Params) -> Params:
     _check(bench.threads >= 1, "benchmark.threads", bench.threads, "it must be >= 1 (the same count is used for "
            "torch and onnxruntime)")
     _check_register(params.register)
+    validate_schedule(params.schedule)
     return params
 
 
@@ -308,16 +325,47 @@ def _check_register(register: RegisterConfig) -> None:
     _check(0 <= gate.tolerance < 1, "register.gate.tolerance", gate.tolerance, "it must be in [0, 1)")
 
 
-def load_params(path: Union[str, Path] = "params.yaml") -> Params:
-    """Read and validate params.yaml. Safe YAML only: no tags that run code."""
-    path = Path(path)
+def validate_schedule(schedule: ScheduleConfig) -> ScheduleConfig:
+    """Checks of the ``schedule`` section; the flow checks that stage_timeouts names real stages."""
+    if schedule.cron is not None:
+        _check(len(schedule.cron.split()) in (5, 6), "schedule.cron", schedule.cron,
+               "write a cron expression such as '0 2 * * *' (five fields), or null for no schedule")
+    _check(bool(schedule.event.strip()), "schedule.event", schedule.event, "name the event that starts a run")
+    _check(schedule.watch_interval_seconds > 0, "schedule.watch_interval_seconds", schedule.watch_interval_seconds,
+           "it must be > 0")
+    _check(schedule.stage_timeout_minutes > 0, "schedule.stage_timeout_minutes", schedule.stage_timeout_minutes,
+           "it must be > 0")
+    for stage, minutes in schedule.stage_timeouts.items():
+        _check(isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0,
+               f"schedule.stage_timeouts.{stage}", minutes, "minutes, > 0")
+    return schedule
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_params(path: Union[str, Path] = "params.yaml") -> Params:
+    """Read and validate params.yaml. Safe YAML only: no tags that run code."""
+    path = Path(path)
+    raw = _read_yaml(path)
     try:
         return validate(_build(Params, raw, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_schedule(path: Union[str, Path] = "params.yaml") -> ScheduleConfig:
+    """Only the ``schedule`` section: the flow reads it without failing on a bad key a stage will report."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        return validate_schedule(_build(ScheduleConfig, raw.get("schedule") if isinstance(raw, dict) else None,
+                                        "schedule"))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -1,7 +1,8 @@
 """The Distillery pipeline as a Prefect flow: ``python -m flows.pipeline``.
 
 It runs the stages in order through DVC (see tasks/stages.py), then prints and returns the results
-table. It works on Prefect's local ephemeral API: no server, no account.
+table and publishes it as a markdown artifact. It works on Prefect's local ephemeral API (no
+server, no account); ``python -m flows.deploy`` serves it with a schedule and an event trigger.
 """
 from __future__ import annotations
 
@@ -15,34 +16,91 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
+from typing import Any, Optional  # noqa: E402
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
+from distillery.config import load_schedule  # noqa: E402
+from distillery.errors import ConfigError  # noqa: E402
+from flows.operations import notify_failure, repository_lock  # noqa: E402
+from tasks.experiments import restore_params, save_experiment, set_params  # noqa: E402
 from tasks.stages import STAGE_TASKS, STAGES  # noqa: E402
 
+SUMMARY_ARTIFACT_KEY = "distillery-summary"
 
-@flow(name="distillery-pipeline", log_prints=True)
-def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None) -> dict:
-    """Bring every stage up to date, in order, and summarise the run."""
-    logger = get_run_logger()
-    ran = {}
-    for stage in stages or STAGES:
-        result = STAGE_TASKS[stage](project_dir)
-        ran[stage] = "ran" if result["ran"] else "up to date"
-        logger.info("%s: %s (%.1fs)", stage, ran[stage], result["seconds"])
-    root = Path(project_dir)
-    eval_path = root / "reports" / "metrics" / "eval.json"
+
+def _registration(root: Path) -> tuple[str, str]:
+    """(gate decision, MLflow run id) from the register stage's report, if that stage has run."""
+    path = root / "reports" / "metrics" / "register.json"
+    if not path.is_file():
+        return "not registered", "none"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    checks = ", ".join(f"{c.get('name')} {'passed' if c.get('passed') else 'failed'}"
+                       for c in report.get("checks", []))
+    decision = (f"{report.get('decision', 'unknown')}: {report.get('model_name', '?')} version "
+                f"{report.get('version', '?')} as @{report.get('alias', '?')}" + (f" ({checks})" if checks else ""))
+    return decision, str(report.get("mlflow_run_id") or "none")
+
+
+def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Optional[dict]) -> tuple[str, str]:
     table = "\n".join(path.read_text(encoding="utf-8") for path in (root / "reports" / "summary.md",
                                                                     root / "reports" / "benchmark.md")
                       if path.is_file())
-    results = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.is_file() else {}
+    decision, mlflow_run_id = _registration(root)
     stage_lines = "\n".join(f"- `{stage}`: {status}" for stage, status in ran.items())
-    create_markdown_artifact(f"## Distillery run\n\n{table}\n### Stages\n{stage_lines}\n", key="distillery-summary",
-                             description="Teacher vs distilled student vs baseline on the test split")
+    lines = [f"- gate decision: {decision}", f"- MLflow run id: `{mlflow_run_id}`",
+             f"- Prefect flow run: `{current_flow_run.id}`"]
+    if overrides:
+        lines.append(f"- overrides: `{json.dumps(overrides)}`, saved as DVC experiment `{experiment}` "
+                     f"(`dvc exp apply {experiment}` restores it)")
+    markdown = (f"## Distillery run\n\n{table}\n### Registry\n" + "\n".join(lines) +
+                f"\n\n### Stages\n{stage_lines}\n")
+    return table, markdown
+
+
+def _timeouts(root: Path, stages: list[str]) -> dict[str, float]:
+    schedule = load_schedule(root / "params.yaml")
+    unknown = sorted(set(schedule.stage_timeouts) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"params.yaml: schedule.stage_timeouts.{unknown[0]} is not a stage; stages are "
+                          f"{', '.join(STAGES)}")
+    return {stage: schedule.timeout_seconds(stage) for stage in stages}
+
+
+@flow(name="distillery-pipeline", log_prints=True, on_failure=[notify_failure])
+def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
+             overrides: Optional[dict[str, Any]] = None) -> dict:
+    """Bring every stage up to date, in order, and summarise the run.
+
+    ``overrides`` ({"distill.alpha": 0.3, ...}) set params keys for this run only, as
+    ``dvc exp run -S`` does, and the run is saved as a DVC experiment (see tasks/experiments.py).
+    """
+    logger = get_run_logger()
+    root = Path(project_dir)
+    stages = list(stages or STAGES)
+    ran, experiment = {}, None
+    with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
+        original_params = set_params(project_dir, overrides) if overrides else None
+        try:
+            timeouts = _timeouts(root, stages)
+            for stage in stages:
+                result = STAGE_TASKS[stage](project_dir, timeouts[stage])
+                ran[stage] = "ran" if result["ran"] else "up to date"
+                logger.info("%s: %s (%.1fs)", stage, ran[stage], result["seconds"])
+            if overrides:
+                experiment = save_experiment(project_dir, f"prefect-{current_flow_run.name or 'run'}")
+        finally:
+            if original_params is not None:
+                restore_params(project_dir, original_params)
+        table, markdown = _summary(root, ran, experiment, overrides)
+    create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
+                             description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
     print(f"\n{table}")
-    return {"stages": ran, "table": table,
+    results_path = root / "reports" / "metrics" / "eval.json"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    return {"stages": ran, "table": table, "experiment": experiment,
             "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
 
 

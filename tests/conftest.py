@@ -84,7 +84,11 @@ def _git(*args: str, cwd: Path) -> None:
 @pytest.fixture
 def tiny_project(tmp_path, tiny_bert) -> Path:
     """A git + DVC repository holding this project's code, tiny params and a tiny CSV."""
-    project = tmp_path / "project"
+    return make_project(tmp_path / "project", tiny_bert)
+
+
+def make_project(project: Path, tiny_bert: Path) -> Path:
+    """Build the ``tiny_project`` repository at ``project`` (for fixtures of a wider scope)."""
     project.mkdir()
     for name in ("distillery", "tasks", "flows"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -4,6 +4,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "bash scripts/setup.sh && .venv/bin/python -m flows.pipeline"
 TEST = "bash scripts/setup.sh dev && .venv/bin/python -m pytest"
+SERVE = "<image> .venv/bin/python -m flows.deploy"
 
 
 def test_readme_commands_match_ci_and_docker():
@@ -13,6 +14,7 @@ def test_readme_commands_match_ci_and_docker():
     docker = (ROOT / "Dockerfile").read_text()
     assert "RUN bash scripts/setup.sh\n" in docker
     assert 'CMD [".venv/bin/python", "-m", "flows.pipeline"]' in docker
+    assert SERVE in docker and SERVE in readme  # the serve mode: the same image, another command
 
 
 def test_setup_pins_a_cpu_torch():

@@ -1,0 +1,104 @@
+"""Serve the pipeline as a Prefect deployment: ``python -m flows.deploy``.
+
+The deployment ``distillery-pipeline/distillery`` (flow name / deployment name) has
+
+- a schedule: ``schedule.cron`` in params.yaml (in ``schedule.timezone``), or ``--cron`` /
+  ``--interval`` / ``--no-schedule``;
+- an event trigger: a run starts when ``schedule.event`` (``distillery.data.updated``) arrives for
+  this repository's resource, ``distillery.data.<repository directory name>`` (``--resource-id``);
+  ``python -m flows.watch`` emits it when the data source's content changes;
+- a concurrency limit of one run (a second run waits for a slot; two ``dvc repro`` runs in one
+  repository collide);
+- the parameters ``project_dir`` (this repository), ``stages`` and ``overrides`` (params keys for one
+  run, saved as a DVC experiment: ``prefect deployment run distillery-pipeline/distillery
+  --param overrides='{"distill.alpha": 0.3}'``).
+
+Schedules need a Prefect server (``prefect server start``, ``PREFECT_API_URL`` pointing at it);
+the ephemeral API that ``python -m flows.pipeline`` uses does not run them. The process runs the
+flow runs itself, in subprocesses, until it is stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+DEPLOYMENT_NAME = "distillery"
+
+
+def resource_id(project_dir: Path) -> str:
+    """The event resource naming this repository's data: ``distillery.data.<directory name>``."""
+    return f"distillery.data.{Path(project_dir).resolve().name}"
+
+
+def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optional[str] = None,
+                     timezone: str = "UTC", interval: Optional[float] = None, event: Optional[str] = None,
+                     resource: Optional[str] = None):
+    """The RunnerDeployment that ``serve`` registers with the server."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron, Interval
+
+    from flows.pipeline import pipeline
+
+    project_dir = Path(project_dir).resolve()
+    schedules = []
+    if interval:
+        schedules.append(Interval(datetime.timedelta(seconds=interval), timezone=timezone))
+    elif cron:
+        schedules.append(Cron(cron, timezone=timezone))
+    triggers = []
+    if event:
+        triggers.append(DeploymentEventTrigger(
+            name=f"{name}: {event}", expect={event},
+            match={"prefect.resource.id": resource or resource_id(project_dir)}))
+    return pipeline.to_deployment(
+        name=name, schedules=schedules, triggers=triggers, parameters={"project_dir": str(project_dir)},
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        tags=["distillery"], entrypoint_type=EntrypointType.MODULE_PATH,
+        description=f"Distillery pipeline in {project_dir}: every stage through DVC")
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project-dir", default=".", help="the repository (holds dvc.yaml and params.yaml)")
+    parser.add_argument("--name", default=DEPLOYMENT_NAME, help=f"deployment name (default: {DEPLOYMENT_NAME})")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron expression (default: schedule.cron in params.yaml)")
+    when.add_argument("--interval", type=float, help="run every this many seconds instead of the cron schedule")
+    when.add_argument("--no-schedule", action="store_true", help="no schedule: runs start by trigger or by hand")
+    parser.add_argument("--no-trigger", action="store_true", help="no event trigger")
+    parser.add_argument("--resource-id", help="event resource that triggers a run "
+                                              "(default: distillery.data.<repository directory name>)")
+    args = parser.parse_args(argv)
+
+    from distillery.config import load_schedule
+    from distillery.errors import DistilleryError
+
+    project_dir = Path(args.project_dir).resolve()
+    try:
+        schedule = load_schedule(project_dir / "params.yaml")
+    except DistilleryError as exc:
+        print(f"flows.deploy: error: {exc}", file=sys.stderr)
+        return 2
+    if not os.environ.get("PREFECT_API_URL"):
+        print("flows.deploy: warning: PREFECT_API_URL is not set; schedules do not run on the ephemeral API "
+              "(start `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api)",
+              file=sys.stderr)
+    cron = None if args.no_schedule or args.interval else (args.cron or schedule.cron)
+    deployment = build_deployment(project_dir, args.name, cron=cron, timezone=schedule.timezone,
+                                  interval=args.interval, event=None if args.no_trigger else schedule.event,
+                                  resource=args.resource_id)
+
+    from prefect import serve
+
+    serve(deployment)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

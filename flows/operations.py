@@ -1,0 +1,92 @@
+"""Running unattended: one run per repository, and a report when a run fails.
+
+- ``repository_lock``: two ``dvc repro`` runs in one repository collide, so a flow run holds an
+  exclusive lock on ``.dvc/tmp/distillery-flow.lock`` while it runs its stages. The served
+  deployment also has a concurrency limit of one (see flows/deploy.py), so a second run requested
+  through Prefect waits in ``AwaitingConcurrencySlot`` before it starts; the lock covers runs
+  started any other way (a second deployment, ``python -m flows.pipeline`` in a shell).
+- ``notify_failure``: the flow's ``on_failure`` hook. It logs the failed stage and its error and,
+  when ``DISTILLERY_APPRISE_URL`` is set, sends them through Apprise (any of its URL schemes:
+  ``slack://``, ``mailto://``, ``json://`` ...).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+APPRISE_URL_ENV = "DISTILLERY_APPRISE_URL"
+LOCK_PATH = Path(".dvc") / "tmp" / "distillery-flow.lock"
+
+
+@contextlib.contextmanager
+def repository_lock(project_dir: Path, logger: logging.Logger | logging.LoggerAdapter,
+                    poll_seconds: float = 2.0) -> Iterator[None]:
+    """Hold the repository's pipeline lock; wait (and say so) while another run holds it."""
+    path = Path(project_dir) / LOCK_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    logger.info("another pipeline run holds %s; waiting for it to finish", path)
+                    waited = True
+                time.sleep(poll_seconds)
+        try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def failed_stage(state) -> tuple[str, str]:
+    """(stage, error) of a failed flow run's state."""
+    error: object = None
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as exc:  # the result could not be read back; fall back to the state message
+        error = exc
+    text = str(error) if isinstance(error, BaseException) else (state.message or "unknown error")
+    stage = getattr(error, "stage", "") or ""
+    if not stage:
+        match = re.search(r"stage (\w+) failed", text)
+        stage = match.group(1) if match else "flow set-up"
+    return stage, text
+
+
+def send_notification(url: str, title: str, body: str) -> bool:
+    import apprise
+
+    notifier = apprise.Apprise()
+    if not notifier.add(url):
+        return False
+    return bool(notifier.notify(title=title, body=body, notify_type=apprise.NotifyType.FAILURE))
+
+
+def notify_failure(flow, flow_run, state, apprise_url: Optional[str] = None) -> None:
+    """``on_failure`` hook: log the failed stage and its error; notify through Apprise if configured."""
+    from prefect.logging.loggers import flow_run_logger
+
+    logger = flow_run_logger(flow_run, flow)
+    stage, error = failed_stage(state)
+    title = f"Distillery run {flow_run.name} failed at stage {stage}"
+    logger.error("%s: %s", title, error)
+    url = apprise_url or os.environ.get(APPRISE_URL_ENV)
+    if not url:
+        return
+    body = f"{error}\n\nflow run: {flow_run.id}\nstate: {state.name}"
+    if send_notification(url, title, body):
+        logger.info("failure notification sent through Apprise")
+    else:
+        logger.warning("could not send the failure notification through Apprise (%s)", APPRISE_URL_ENV)

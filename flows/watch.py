@@ -1,0 +1,131 @@
+"""Watch the configured data source and emit ``distillery.data.updated`` when its content changes.
+
+``python -m flows.watch --once`` hashes the source named by ``data.source`` (or ``data.files``) in
+params.yaml, compares the hash with the one it saw last (kept in ``.distillery/watch_state.json``,
+git-ignored) and, when it differs, emits the event the served deployment waits for (see
+flows/deploy.py). The first look only records the hash: there is nothing to compare it with.
+Without ``--once`` it looks every ``schedule.watch_interval_seconds`` until stopped.
+
+A ``hub:`` source cannot be hashed offline; point the watcher at a local copy instead.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from distillery.errors import ConfigError, DataError
+
+STATE_PATH = Path(".distillery") / "watch_state.json"
+
+
+def source_files(project_dir: Path, source: str, files: dict) -> list[Path]:
+    """The local files behind a data source, in a stable order."""
+    from distillery.sources import bundled_path
+
+    if files:
+        paths = [project_dir / path for path in files.values()]
+    elif source.startswith("bundled:"):
+        paths = [bundled_path(source.split(":", 1)[1])[0]]
+    elif source.startswith("hub:"):
+        raise DataError(f"data.source: {source} is a Hugging Face Hub dataset; its content cannot be hashed "
+                        "offline. Watch a local copy (data.source: data/raw/<file>) instead")
+    else:
+        path = project_dir / source
+        paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: data file does not exist (data.source in params.yaml)")
+    return paths
+
+
+def content_hash(paths: list[Path], root: Optional[Path] = None) -> str:
+    """SHA-256 over each file's name (relative to ``root``) and bytes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = str(path.relative_to(root)) if root and path.is_relative_to(root) else path.name
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _emit(event: str, resource: dict, payload: dict) -> Optional[str]:
+    from prefect.events import emit_event
+
+    emitted = emit_event(event=event, resource=resource, payload=payload)
+    return str(emitted.id) if emitted else None
+
+
+def check_once(project_dir: Path, resource_id: Optional[str] = None,
+               emit: Callable[[str, dict, dict], Optional[str]] = _emit) -> dict:
+    """Hash the source; emit the event if the hash changed since the last look. Returns what happened."""
+    from distillery.config import load_params
+    from flows.deploy import resource_id as default_resource_id
+
+    project_dir = Path(project_dir).resolve()
+    params = load_params(project_dir / "params.yaml")
+    source = params.data.source
+    new_hash = content_hash(source_files(project_dir, source, params.data.files), project_dir)
+    state_path = project_dir / STATE_PATH
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    previous = state.get("sha256")
+    result = {"source": source, "sha256": new_hash, "previous": previous, "event_id": None}
+    if previous is not None and previous != new_hash:
+        resource = {"prefect.resource.id": resource_id or default_resource_id(project_dir),
+                    "prefect.resource.name": source, "distillery.project": str(project_dir)}
+        result["event_id"] = emit(params.schedule.event, resource,
+                                  {"source": source, "sha256": new_hash, "previous_sha256": previous})
+        if result["event_id"] is None:  # not sent (no Prefect API configured): look again next time
+            return result
+    if previous != new_hash:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"source": source, "sha256": new_hash,
+                                          "seen_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2),
+                              encoding="utf-8")
+    return result
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.watch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project-dir", default=".", help="the repository (holds params.yaml)")
+    parser.add_argument("--once", action="store_true", help="look once and exit")
+    parser.add_argument("--interval", type=float, help="seconds between looks (default: "
+                                                       "schedule.watch_interval_seconds in params.yaml)")
+    parser.add_argument("--resource-id", help="event resource (default: distillery.data.<repository directory name>)")
+    args = parser.parse_args(argv)
+    from distillery.config import load_params
+
+    while True:
+        try:
+            result = check_once(Path(args.project_dir), args.resource_id)
+            interval = args.interval or load_params(Path(args.project_dir) / "params.yaml").schedule \
+                .watch_interval_seconds
+        except (ConfigError, DataError) as exc:
+            print(f"flows.watch: error: {exc}", file=sys.stderr)
+            return 2
+        changed = result["previous"] is not None and result["previous"] != result["sha256"]
+        if changed and not result["event_id"]:
+            print(f"flows.watch: error: {result['source']} changed but the event was not sent; set PREFECT_API_URL "
+                  "to the Prefect server the deployment is served on", file=sys.stderr)
+            if args.once:
+                return 1
+        elif changed:
+            print(f"{result['source']} changed ({result['previous'][:12]} -> {result['sha256'][:12]}); "
+                  f"emitted event {result['event_id']}")
+        elif result["previous"] is None:
+            print(f"{result['source']}: first look, recorded {result['sha256'][:12]}")
+        else:
+            print(f"{result['source']}: unchanged ({result['sha256'][:12]})")
+        if args.once:
+            return 0
+        time.sleep(interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

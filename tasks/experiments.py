@@ -1,0 +1,77 @@
+"""Per-run parameter overrides, recorded as DVC experiments.
+
+A flow run with ``overrides`` does what ``dvc exp run -S key=value ...`` does, split so that each
+stage keeps its own Prefect task (retries, timeout, "ran" or "up to date"):
+
+1. ``set_params`` writes the overrides into params.yaml with DVC's own ``-S`` code (the same Hydra
+   override grammar; comments survive), after checking the result is a valid params file;
+2. the stage tasks run ``dvc repro --single-item <stage>`` as in any run;
+3. ``save_experiment`` records the workspace as a named DVC experiment (``dvc exp save``): its
+   params, ``dvc.lock`` and metrics, with the outputs in the DVC cache;
+4. params.yaml gets its previous text back, so the overrides hold for that run only. The outputs
+   stay as the experiment left them; the next run brings stale stages back (from DVC's run-cache
+   when they ran before). ``dvc exp apply <name>`` makes the experiment the workspace again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.stages import BadInput, StageFailed
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``{"distill.alpha": 0.3}`` -> ``["distill.alpha=0.3"]``, spelled as ``dvc exp run -S`` takes them.
+
+    Strings go through as written (``"0.3"`` is the number 0.3, as on the command line); other
+    values are written as JSON, which the override grammar reads (lists, numbers, true/false, null).
+    """
+    args = []
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise BadInput(f"overrides: {key!r} is not a params key (write dotted keys, e.g. distill.alpha)")
+        args.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return args
+
+
+@task(name="set_params", cache_policy=NO_CACHE)
+def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
+    """Apply ``overrides`` to params.yaml as ``dvc exp run -S`` would; return the file's previous text."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    from distillery.config import load_params
+    from distillery.errors import ConfigError
+
+    params_path = Path(project_dir) / "params.yaml"
+    original = params_path.read_text(encoding="utf-8")
+    try:
+        apply_overrides(params_path, override_args(overrides))
+        load_params(params_path)
+    except (InvalidArgumentError, ConfigError) as exc:
+        params_path.write_text(original, encoding="utf-8")
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise BadInput(f"overrides {overrides}: {exc}{cause}".replace("\n", " ")) from None
+    return original
+
+
+def restore_params(project_dir: str, original: str) -> None:
+    (Path(project_dir) / "params.yaml").write_text(original, encoding="utf-8")
+
+
+@task(name="save_experiment", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def save_experiment(project_dir: str, name: str) -> str:
+    """``dvc exp save --name <name> --force``: the run's params, lock file and metrics as an experiment."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "save", "--name", name, "--force"],
+                          cwd=project_dir, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise StageFailed(f"dvc exp save failed: {(proc.stderr or proc.stdout).strip()}")
+    return name

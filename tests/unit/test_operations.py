@@ -1,0 +1,304 @@
+"""Unattended runs, piece by piece: overrides, the data watcher, stage timeouts, retries, the lock,
+the failure hook, the deployment's settings and the summary. The real-server behaviour is in
+tests/integration/test_prefect_server.py."""
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import yaml
+
+from distillery.config import load_params, load_schedule
+from distillery.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _project(tmp_path: Path, **data) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+def test_override_args_are_spelled_as_dvc_exp_run_takes_them():
+    from tasks.experiments import override_args
+    from tasks.stages import BadInput
+
+    assert override_args({"distill.alpha": 0.3, "student.layers": [0, 3], "distill.loss": "mse",
+                          "data.labels": None}) == \
+        ["distill.alpha=0.3", "student.layers=[0, 3]", "distill.loss=mse", "data.labels=null"]
+    with pytest.raises(BadInput, match="not a params key"):
+        override_args({"distill.alpha=1": 0.3})
+
+
+def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
+    from tasks.experiments import restore_params, set_params
+    from tasks.stages import BadInput
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    original = (tmp_path / "params.yaml").read_text()
+    assert set_params.fn(str(tmp_path), {"distill.alpha": "0.3", "benchmark.runs": 7}) == original
+    changed = (tmp_path / "params.yaml").read_text()
+    assert load_params(tmp_path / "params.yaml").distill.alpha == 0.3
+    assert load_params(tmp_path / "params.yaml").benchmark.runs == 7
+    assert "# weight of the hard-label CE" in changed  # DVC's writer keeps the comments
+    restore_params(str(tmp_path), original)
+    assert (tmp_path / "params.yaml").read_text() == original
+
+    with pytest.raises(BadInput, match="distill.alpha = 1.5 is not allowed"):
+        set_params.fn(str(tmp_path), {"distill.alpha": 1.5})
+    with pytest.raises(BadInput, match="distill.alphaa"):
+        set_params.fn(str(tmp_path), {"distill.alphaa": 0.3})
+    assert (tmp_path / "params.yaml").read_text() == original  # a rejected override leaves the file alone
+
+
+# --- the data watcher ------------------------------------------------------------------------
+
+def test_watcher_emits_only_when_the_content_changes(tmp_path):
+    from flows.watch import STATE_PATH, check_once
+
+    project = _project(tmp_path, source="data/raw/tweets.csv")
+    data = project / "data" / "raw" / "tweets.csv"
+    data.parent.mkdir(parents=True)
+    data.write_text("text,sentiment\ngood,positive\n")
+    sent = []
+
+    def emit(event, resource, payload):
+        sent.append((event, resource, payload))
+        return f"event-{len(sent)}"
+
+    first = check_once(project, emit=emit)
+    assert first["previous"] is None and not sent  # the first look only records the hash
+    assert json.loads((project / STATE_PATH).read_text())["sha256"] == first["sha256"]
+    assert check_once(project, emit=emit)["event_id"] is None and not sent
+    data.write_text("text,sentiment\ngood,positive\nbad,negative\n")
+    changed = check_once(project, emit=emit)
+    assert changed["event_id"] == "event-1" and changed["previous"] == first["sha256"]
+    event, resource, payload = sent[0]
+    assert event == "distillery.data.updated"
+    assert resource["prefect.resource.id"] == f"distillery.data.{project.name}"
+    assert payload == {"source": "data/raw/tweets.csv", "sha256": changed["sha256"], "previous_sha256": first["sha256"]}
+    assert check_once(project, emit=emit)["event_id"] is None and len(sent) == 1
+
+
+def test_watcher_keeps_the_old_hash_when_the_event_was_not_sent(tmp_path):
+    from flows.watch import STATE_PATH, check_once
+
+    project = _project(tmp_path, source="data/raw")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "a.csv").write_text("text,sentiment\nx,positive\n")
+    check_once(project, emit=lambda *a: None)
+    recorded = json.loads((project / STATE_PATH).read_text())["sha256"]
+    (project / "data" / "raw" / "b.csv").write_text("text,sentiment\ny,negative\n")  # a directory source
+    assert check_once(project, emit=lambda *a: None)["sha256"] != recorded
+    assert json.loads((project / STATE_PATH).read_text())["sha256"] == recorded  # retried at the next look
+
+
+def test_watcher_hashes_the_bundled_corpus_and_refuses_hub_sources(tmp_path):
+    from flows.watch import check_once
+
+    assert len(check_once(_project(tmp_path, source="bundled:tweets"), emit=lambda *a: None)["sha256"]) == 64
+    with pytest.raises(DataError, match="cannot be hashed offline"):
+        check_once(_project(tmp_path, source="hub:nyu-mll/glue"), emit=lambda *a: None)
+
+
+# --- stage timeouts, retries, the flow-run id ------------------------------------------------
+
+@pytest.fixture
+def dvc_repo(tmp_path):
+    """A git + DVC repository with a slow stage and a stage that records the flow-run id it sees."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "slow": {"cmd": "python -c \"import os, time; open('pid', 'w').write(str(os.getpid())); time.sleep(120)\"",
+                 "outs": ["slow.txt"]},
+        "fast": {"cmd": "python -c \"import os; open('fast.txt', 'w').write("
+                        "os.environ.get('DISTILLERY_PREFECT_FLOW_RUN_ID', 'none'))\"",
+                 "outs": ["fast.txt"]}}}))
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                 ["git", "config", "user.name", "CI"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path
+
+
+def test_a_stage_past_its_timeout_is_killed_and_the_next_run_is_not_blocked(dvc_repo, monkeypatch):
+    from tasks import stages
+    from tasks.stages import StageTimedOut, repro
+
+    started = time.monotonic()
+    with pytest.raises(StageTimedOut, match="stage slow failed: timed out after 3s"):
+        repro("slow", str(dvc_repo), timeout_seconds=3)
+    assert time.monotonic() - started < 30
+    stage_pid = int((dvc_repo / "pid").read_text())
+    assert not psutil.pid_exists(stage_pid) or psutil.Process(stage_pid).status() == psutil.STATUS_ZOMBIE
+
+    monkeypatch.setattr(stages, "_flow_run_id", lambda: "1234-flow-run")
+    assert repro("fast", str(dvc_repo), timeout_seconds=60)["ran"]  # DVC's lock is not left behind
+    assert (dvc_repo / "fast.txt").read_text() == "1234-flow-run"
+
+
+def test_flow_run_id_is_none_outside_a_flow_run():
+    from tasks.stages import _flow_run_id
+
+    assert _flow_run_id() is None
+
+
+@pytest.mark.parametrize("error, retried", [("StageFailed", True), ("BadInput", False), ("StageTimedOut", False)])
+def test_only_transient_failures_are_retried(error, retried):
+    from tasks import stages
+
+    exc = getattr(stages, error)("stage distill failed: boom", "distill")
+
+    class State:
+        def result(self):
+            raise exc
+
+    assert stages._retry_unless_bad_input(None, None, State()) is retried
+    # The stage survives the pickling Prefect does when it stores the exception.
+    import pickle
+    assert pickle.loads(pickle.dumps(exc)).stage == "distill"
+
+
+# --- one run per repository ------------------------------------------------------------------
+
+def test_repository_lock_makes_a_second_run_wait(tmp_path):
+    import logging
+
+    from flows.operations import repository_lock
+
+    logger = logging.getLogger("test")
+    order = []
+
+    def second():
+        with repository_lock(tmp_path, logger, poll_seconds=0.1):
+            order.append("second")
+
+    with repository_lock(tmp_path, logger):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)
+        order.append("first done")
+    thread.join(timeout=10)
+    assert order == ["first done", "second"]
+
+
+# --- the failure hook ------------------------------------------------------------------------
+
+def _state(exc=None, message="", name="Failed"):
+    def result(raise_on_failure=True):
+        return exc
+    return SimpleNamespace(result=result, message=message, name=name)
+
+
+def test_failed_stage_comes_from_the_exception_or_the_message():
+    from flows.operations import failed_stage
+    from tasks.stages import BadInput
+
+    assert failed_stage(_state(BadInput("stage export failed: parity", "export"))) == \
+        ("export", "stage export failed: parity")
+    assert failed_stage(_state(None, "Flow run encountered an exception: StageFailed: stage distill failed: "
+                                     "oom"))[0] == "distill"
+    assert failed_stage(_state(ConfigError("params.yaml: bad"), ""))[0] == "flow set-up"
+
+
+def test_failure_hook_sends_an_apprise_notification():
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from flows.operations import notify_failure
+    from tasks.stages import StageFailed
+
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from uuid import uuid4
+
+        from prefect.client.schemas.objects import FlowRun
+
+        flow_run = FlowRun(name="calm-fox", flow_id=uuid4())
+        flow = SimpleNamespace(name="distillery-pipeline")
+        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):  # no API in a unit test
+            notify_failure(flow, flow_run, _state(StageFailed("stage evaluate failed: tracking server unreachable",
+                                                              "evaluate")),
+                           apprise_url=f"json://127.0.0.1:{server.server_address[1]}/hook")
+    finally:
+        server.shutdown()
+    assert received and received[0]["title"] == "Distillery run calm-fox failed at stage evaluate"
+    assert "tracking server unreachable" in received[0]["message"]
+
+
+# --- the deployment and the summary ----------------------------------------------------------
+
+def test_deployment_has_schedule_trigger_and_a_concurrency_limit_of_one(tmp_path):
+    from flows.deploy import build_deployment
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    schedule = load_schedule(tmp_path / "params.yaml")
+    deployment = build_deployment(tmp_path, cron=schedule.cron, timezone=schedule.timezone, event=schedule.event)
+    assert deployment.name == "distillery" and deployment.flow_name == "distillery-pipeline"
+    assert deployment.concurrency_limit == 1 and deployment.concurrency_options.collision_strategy == "ENQUEUE"
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+    trigger, = deployment.triggers
+    assert trigger.expect == {"distillery.data.updated"}
+    assert trigger.match.model_dump() == {"prefect.resource.id": f"distillery.data.{tmp_path.name}"}
+    assert deployment.parameters == {"project_dir": str(tmp_path.resolve())}
+    interval = build_deployment(tmp_path, interval=30, event=None)
+    assert interval.schedules[0].schedule.interval.total_seconds() == 30 and not interval.triggers
+
+
+def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
+    from flows.pipeline import _registration
+
+    assert _registration(tmp_path) == ("not registered", "none")
+    (tmp_path / "reports" / "metrics").mkdir(parents=True)
+    (tmp_path / "reports" / "metrics" / "register.json").write_text(json.dumps({
+        "model_name": "distillery-student", "version": "3", "decision": "promoted", "passed": True,
+        "alias": "champion", "checks": [{"name": "retention", "passed": True, "value": 0.99, "threshold": 0.95}],
+        "mlflow_run_id": "abc123", "tracking_uri": "sqlite:///mlflow.db"}))
+    decision, run_id = _registration(tmp_path)
+    assert decision == "promoted: distillery-student version 3 as @champion (retention passed)" and run_id == "abc123"
+
+
+# --- the schedule section of params.yaml -----------------------------------------------------
+
+@pytest.mark.parametrize("key, value, message", [
+    ("cron", "every night", "schedule.cron = 'every night' is not allowed"),
+    ("stage_timeout_minutes", 0, "schedule.stage_timeout_minutes = 0.0 is not allowed"),
+    ("stage_timeouts", {"distill": -1}, "schedule.stage_timeouts.distill = -1 is not allowed"),
+    ("crons", "0 2 * * *", "unknown key schedule.crons"),
+])
+def test_schedule_section_is_validated(tmp_path, key, value, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["schedule"][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=message):
+        load_schedule(tmp_path / "params.yaml")
+
+
+def test_schedule_is_read_even_when_a_stage_section_is_bad(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["distill"]["temperature"] = 0  # the distill stage reports this, with its own message
+    params["schedule"]["stage_timeouts"] = {"benchmark": 30}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert load_schedule(tmp_path / "params.yaml").timeout_seconds("benchmark") == 1800
+    assert load_schedule(tmp_path / "params.yaml").timeout_seconds("distill") == 7200
