@@ -25,7 +25,7 @@ STAGE_FUNCTIONS = {
     "register": ("distillery.registry", "register"),
 }
 # Commands outside the DVC pipeline.
-COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain")}
+COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare")}
 REGISTRY_COMMANDS = ("models", "promote", "rollback")
 
 
@@ -50,6 +50,8 @@ def _describe(stage: str, result: dict) -> str:
                 f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
                 f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
                 f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f})")
+    if stage == "compare":
+        return result["table"]
     if stage == "benchmark":
         return Path("reports/benchmark.md").read_text(encoding="utf-8")
     if stage == "export":
@@ -99,7 +101,8 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
     parser.add_argument("stage", choices=[*STAGES, *COMMANDS, *REGISTRY_COMMANDS],
-                        help="pipeline stage to run; kd_gain (multi-seed distilled-vs-baseline evidence); or a "
+                        help="pipeline stage to run; kd_gain (multi-seed distilled-vs-baseline evidence); compare (the "
+                             "recipes kd_gain measured, side by side); or a "
                              "registry command: models (list versions), promote <version> --reason ..., rollback")
     parser.add_argument("version", nargs="?", help="model version, for promote")
     parser.add_argument("--reason", default="", help="why, for promote (required) and rollback (recorded)")

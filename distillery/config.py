@@ -76,11 +76,34 @@ class TransferSetConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Tang et al. 2019 augmentation: perturbed copies of the training texts join the transfer set."""
+
+    copies: int = 0  # augmented texts drawn per source text; 0 = off
+    p_mask: float = 0.1  # per word: replace with the mask token
+    p_replace: float = 0.1  # per word (if not masked): replace with a random vocabulary word
+    p_ngram: float = 0.25  # per text: cut to a random n-gram
+    ngram_max: int = 5
+    include_transfer: bool = False  # also augment the transfer-set texts, not only the labelled training texts
+    max_rows: int = 20000
+    seed: Union[int, None] = None  # null = the top-level seed
+
+
+@dataclass(frozen=True)
+class HiddenLossConfig:
+    """PKD / TinyBERT-style hidden-state MSE between each student layer and the teacher layer it was copied from."""
+
+    weight: float = 0.0  # 0 = off; > 0 runs the fine-tuned teacher on every training batch (not cached)
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     alpha: float = 0.5
     temperature: float = 2.0
     loss: str = "kl"  # kl (Hinton et al. 2015) | mse (Tang et al. 2019)
     transfer_set: TransferSetConfig = field(default_factory=TransferSetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    hidden_loss: HiddenLossConfig = field(default_factory=HiddenLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -186,10 +209,14 @@ def _build(cls: type, raw: Any, key: str) -> Any:
     for name, value in raw.items():
         sub_key = f"{key}.{name}" if key else name
         default = getattr(defaults, name)
+        declared = str(fields[name].type)
+        if value is None and default is not None and "None" not in declared and not dataclasses.is_dataclass(default):
+            raise ConfigError(f"{sub_key}: a value is required, got null (the default is {default!r})")
         if default is None and value is not None:  # optional fields: check against the declared type
-            wanted = list if "list" in str(fields[name].type) else str
-            if not isinstance(value, wanted):
-                raise ConfigError(f"{sub_key}: expected a {wanted.__name__} or null, got {value!r}")
+            wanted = list if "list" in declared else int if "int" in declared else str
+            if not isinstance(value, wanted) or isinstance(value, bool):
+                raise ConfigError(f"{sub_key}: expected {'an' if wanted is int else 'a'} {wanted.__name__} or null, "
+                                  f"got {value!r}")
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, sub_key)
         else:
@@ -283,6 +310,18 @@ def validate(params: Params) -> Params:
            "allowed: none, remainder, hub:<dataset id>, or a .csv/.tsv/.json/.jsonl/.parquet file")
     _check(distill.transfer_set.max_rows >= 0, "distill.transfer_set.max_rows", distill.transfer_set.max_rows,
            "it must be >= 0")
+    aug = distill.augment
+    _check(aug.copies >= 0, "distill.augment.copies", aug.copies, "it must be >= 0 (0 turns augmentation off)")
+    for name in ("p_mask", "p_replace", "p_ngram"):
+        value = getattr(aug, name)
+        _check(0 <= value <= 1, f"distill.augment.{name}", value, "it is a probability in [0, 1]")
+    _check(aug.ngram_max >= 1, "distill.augment.ngram_max", aug.ngram_max, "it must be >= 1")
+    _check(aug.max_rows >= 0, "distill.augment.max_rows", aug.max_rows, "it must be >= 0")
+    weight = distill.hidden_loss.weight
+    _check(weight >= 0, "distill.hidden_loss.weight", weight, "it must be >= 0 (0 turns it off)")
+    _check(weight == 0 or student.source == "layers", "distill.hidden_loss.weight", weight,
+           "the hidden-state loss maps student layers to the teacher layers they were copied from, so it needs "
+           "student.source: layers; set it to 0")
     _check_train(params.teacher.train, "teacher.train")
     _check_train(distill.train, "distill.train")
     _check(params.evaluate.batch_size >= 1, "evaluate.batch_size", params.evaluate.batch_size, "it must be >= 1")

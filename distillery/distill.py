@@ -2,8 +2,10 @@
 
 Both start from the same weights (one build, deep-copied), with the same seed and
 hyperparameters. The distilled student learns from the cached teacher logits on the labelled
-training rows plus the transfer set; the baseline sees the labelled rows only, because it cannot
-use unlabelled text. The teacher is never run here.
+training rows plus the transfer set (and the augmented texts, when ``distill.augment`` is on); the
+baseline sees the labelled rows only, because it cannot use unlabelled text. The teacher is not run
+here, unless ``distill.hidden_loss.weight > 0``: its hidden states are not cached, so that loss runs
+the fine-tuned teacher on every training batch of the distilled student.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import pandas as pd
 from distillery.config import Params
 from distillery.data import LABEL, load_labels, load_split
 from distillery.files import atomic_dir, write_json
-from distillery.logits import load_cached_logits
+from distillery.logits import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
-from distillery.modeling import build_student, count_parameters, resolve_model
+from distillery.errors import ModelError
+from distillery.modeling import build_student, count_parameters, load_classifier, resolve_layers, resolve_model
 from distillery.reports import write_curves
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
 from distillery.training import fit, tokenize
@@ -38,27 +41,45 @@ class DistillInputs:
     kd_options: dict
     labelled_rows: int
     transfer_rows: int
+    augmented_rows: int
+
+
+def hidden_options(params: Params, student, teacher_dir: Union[str, Path]) -> dict:
+    """The fine-tuned teacher and the student-to-teacher layer map for the hidden-state loss."""
+    teacher = load_classifier(str(teacher_dir), "models/teacher")
+    layers = resolve_layers(params.student.layers, teacher.config.num_hidden_layers)
+    if teacher.config.hidden_size != student.config.hidden_size:
+        raise ModelError(f"distill.hidden_loss.weight: the teacher's hidden size ({teacher.config.hidden_size}) "
+                         f"differs from the student's ({student.config.hidden_size}); set it to 0")
+    return dict(teacher=teacher, hidden_weight=params.distill.hidden_loss.weight,
+                layer_map=[(i, layer) for i, layer in enumerate(layers)])
 
 
 def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
                    teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
                    seed: Union[int, None] = None) -> DistillInputs:
     cfg, student_cfg = params.distill, params.student
-    cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length)
+    cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length,
+                                augment_settings(params))
     labels = load_labels(prepared_dir)
     pretrained = resolve_model(params.teacher.model, "teacher.model") if student_cfg.source == "layers" else ""
     student, tokenizer = build_student(student_cfg, pretrained, teacher_dir, labels,
                                        params.seed if seed is None else seed)
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
-    kd_rows = pd.concat([train, transfer.assign(**{LABEL: IGNORE_INDEX})], ignore_index=True)
-    kd_logits = np.concatenate([cached["train"], cached["transfer"]])
+    augmented = load_augmented(logits_dir)
+    kd_rows = pd.concat([train, transfer.assign(**{LABEL: IGNORE_INDEX}), augmented.assign(**{LABEL: IGNORE_INDEX})],
+                        ignore_index=True)
+    kd_logits = np.concatenate([cached["train"], cached["transfer"], cached["augmented"]])
     max_length = student_cfg.max_length
+    kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
+    if cfg.hidden_loss.weight > 0:
+        kd_options.update(hidden_options(params, student, teacher_dir))
     return DistillInputs(
         student=student, tokenizer=tokenizer, kd_dataset=tokenize(kd_rows, tokenizer, max_length, kd_logits),
         baseline_dataset=tokenize(train, tokenizer, max_length),
         validation_dataset=tokenize(load_split("validation", prepared_dir), tokenizer, max_length),
-        kd_options=dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss),
-        labelled_rows=len(train), transfer_rows=len(transfer))
+        kd_options=kd_options,
+        labelled_rows=len(train), transfer_rows=len(transfer), augmented_rows=len(augmented))
 
 
 def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -79,7 +100,8 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
         for name, scratch in (("student", student_scratch), ("baseline", baseline_scratch)):
             summaries[name].update(parameters=parameters, max_length=params.student.max_length,
                                    labelled_rows=inputs.labelled_rows,
-                                   transfer_rows=inputs.transfer_rows if name == "student" else 0)
+                                   transfer_rows=inputs.transfer_rows if name == "student" else 0,
+                                   augmented_rows=inputs.augmented_rows if name == "student" else 0)
             write_json(scratch / "training.json", summaries[name])
     for name, summary in summaries.items():
         write_curves(name, summary.pop("log_history"), Path(reports_dir) / "curves")

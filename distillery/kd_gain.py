@@ -6,12 +6,17 @@ and scores both on the test split. It reports mean ± standard deviation and the
 difference (distilled − baseline, per seed) with its 95% t-interval. Nothing is tuned on the test
 split: hyperparameters come from params.yaml, and each model keeps its best *validation* epoch.
 
+Each model is also scored on the validation split, and each run is kept under
+``reports/kd_gain_runs/<variant>.json`` (the variant names the distillation settings), so
+``python -m distillery compare`` can set variants side by side and pick one on validation alone.
+
 This is not part of `dvc repro` (it trains 2 × len(seeds) students); run it when the claim must
 be re-established, e.g. after changing the student or the distillation settings.
 """
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -28,6 +33,22 @@ from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.training import fit
 
 METRICS = ("accuracy", "macro_f1")
+RUNS_DIR = "kd_gain_runs"
+
+
+def variant(params: Params) -> dict:
+    """The settings that tell one distillation recipe from another."""
+    d, s = params.distill, params.student
+    return {"student": f"{s.source}:{s.model}" if s.source == "model" else f"layers {s.layers} from {s.init}",
+            "transfer_set": "none" if d.transfer_set.source == "none" or d.transfer_set.max_rows == 0
+            else f"{d.transfer_set.source} (max {d.transfer_set.max_rows})",
+            "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
+            "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature}
+
+
+def variant_name(settings: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in settings.items())
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
 
 
 def paired_summary(student: list[float], baseline: list[float]) -> dict:
@@ -52,8 +73,7 @@ def paired_summary(student: list[float], baseline: list[float]) -> dict:
 
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
-    test = load_split("test", prepared_dir)
-    references = test[LABEL].to_numpy()
+    test, validation = load_split("test", prepared_dir), load_split("validation", prepared_dir)
     per_seed = []
     for seed in params.evaluate.seeds:
         inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir, seed=seed)
@@ -64,20 +84,30 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
             with tempfile.TemporaryDirectory(prefix="distillery-seed-") as scratch:
                 summary = fit(model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                               seed, Path(scratch), distill=options)
-            logits = predict_logits(model, inputs.tokenizer, test, params.student.max_length,
-                                    params.evaluate.batch_size)
-            scores = classification_metrics(logits, references, logits.shape[1])
-            row[name] = {m: scores[m] for m in METRICS} | {"train_seconds": summary["train_seconds"]}
+            scores = {}
+            for split, frame in (("test", test), ("validation", validation)):
+                logits = predict_logits(model, inputs.tokenizer, frame, params.student.max_length,
+                                        params.evaluate.batch_size)
+                scores[split] = classification_metrics(logits, frame[LABEL].to_numpy(), logits.shape[1])
+            row[name] = {m: scores["test"][m] for m in METRICS} | \
+                {f"validation_{m}": scores["validation"][m] for m in METRICS} | \
+                {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}
         per_seed.append(row)
-    result = {"seeds": params.evaluate.seeds, "test_rows": int(len(test)), "per_seed": per_seed,
+    result = {"variant": variant(params), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
+              "validation_rows": int(len(validation)), "per_seed": per_seed,
               **{m: paired_summary([r["student"][m] for r in per_seed], [r["baseline"][m] for r in per_seed])
-                 for m in METRICS}}
+                 for m in METRICS},
+              "validation": {f"{who}_{m}_mean": float(np.mean([r[who][f"validation_{m}"] for r in per_seed]))
+                             for who in ("student", "baseline") for m in METRICS},
+              "train_seconds_mean": {who: float(np.mean([r[who]["train_seconds"] for r in per_seed]))
+                                     for who in ("student", "baseline")}}
     eval_path = Path(reports_dir) / "metrics" / "eval.json"
     if eval_path.is_file():  # the teacher is trained once; quote it alongside
         teacher = read_json(eval_path)["teacher"]
         result["teacher"] = {m: teacher[m] for m in METRICS}
         result["student_accuracy_retention_mean"] = result["accuracy"]["student_mean"] / teacher["accuracy"]
     write_json(Path(reports_dir) / "metrics" / "kd_gain.json", result)
+    write_json(Path(reports_dir) / RUNS_DIR / f"{variant_name(result['variant'])}.json", result)
     from distillery.plots import plot_kd_gain
 
     plot_kd_gain(result, Path(reports_dir) / "plots" / "kd_gain.png")

@@ -1,6 +1,10 @@
 """The ``teacher_logits`` stage: run the teacher once over the training, transfer and validation
 rows, and cache its logits with a manifest of what they were computed from.
 
+With ``distill.augment.copies > 0`` the stage first draws Tang-style augmented texts from the
+training texts (:mod:`distillery.augment`, with the teacher's tokenizer), stores them as
+``augmented.parquet`` and caches the teacher's logits for them too: they join the transfer set.
+
 The manifest holds hashes of the teacher's weights, each data file and the tokenizer settings.
 ``distill`` recomputes them and refuses a cache that no longer matches, so a student is never
 trained on logits from another teacher or other data.
@@ -12,8 +16,13 @@ from typing import Union
 
 import numpy as np
 
+import dataclasses
+
+import pandas as pd
+
+from distillery.augment import augment
 from distillery.config import Params
-from distillery.data import load_split
+from distillery.data import PAIR, TEXT, load_split
 from distillery.errors import CacheError
 from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.inference import predict_logits
@@ -21,6 +30,7 @@ from distillery.modeling import load_classifier, load_tokenizer
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
 
 PARTS = ("train", "transfer", "validation")
+AUGMENTED = "augmented"  # texts drawn by the stage itself, kept beside their logits
 WEIGHT_FILES = ("*.safetensors", "*.bin", "config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
                    "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model")
@@ -45,29 +55,61 @@ def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], m
     }
 
 
+def augment_settings(params: Params) -> dict:
+    """The augmentation settings in force (seed resolved), as recorded in the manifest."""
+    cfg = params.distill.augment
+    if cfg.copies == 0 or cfg.max_rows == 0:
+        return {"copies": 0}  # off: the other settings do not matter
+    return {**dataclasses.asdict(cfg), "seed": params.seed if cfg.seed is None else cfg.seed}
+
+
+def _augmented_texts(params: Params, tokenizer, prepared_dir: Path) -> pd.DataFrame:
+    cfg = params.distill.augment
+    splits = {part: load_split(part, prepared_dir) for part in ("train", "transfer", "validation", "test")}
+    columns = [c for c in (TEXT, PAIR) if c in splits["train"].columns]
+    sources = [splits["train"][columns]] + ([splits["transfer"][columns]] if cfg.include_transfer else [])
+    everything = pd.concat([frame[columns] for frame in splits.values()])  # never re-create a known text
+    seed = params.seed if cfg.seed is None else cfg.seed
+    return augment(pd.concat(sources, ignore_index=True), tokenizer, cfg, seed, everything)
+
+
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                    prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
-    teacher_dir = Path(teacher_dir)
+    teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
     model = load_classifier(str(teacher_dir), "models/teacher")
     tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
     max_length = params.teacher.max_length
     rows = {}
+    frames = {part: load_split(part, prepared_dir) for part in PARTS}
+    frames[AUGMENTED] = _augmented_texts(params, tokenizer, prepared_dir)
     with atomic_dir(out_dir) as scratch:
-        for part in PARTS:
-            frame = load_split(part, prepared_dir)
+        for part, frame in frames.items():
             logits = predict_logits(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
                 else np.zeros((0, model.config.num_labels), dtype=np.float32)
             np.save(scratch / f"{part}.npy", logits)
             rows[part] = int(len(frame))
+        frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
         manifest = {**fingerprint(teacher_dir, prepared_dir, max_length), "rows": rows,
-                    "num_labels": int(model.config.num_labels), "max_length": max_length}
+                    "num_labels": int(model.config.num_labels), "max_length": max_length,
+                    "augment": {"settings": augment_settings(params),
+                                "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)
     return manifest
 
 
+def load_augmented(logits_dir: Union[str, Path]) -> pd.DataFrame:
+    """The augmented texts cached by ``teacher_logits`` (empty when augmentation is off)."""
+    path = Path(logits_dir) / f"{AUGMENTED}.parquet"
+    if not path.is_file():
+        raise CacheError(f"{path}: not found; the cache predates augmentation, run `dvc repro teacher_logits`")
+    return pd.read_parquet(path)
+
+
 def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Path],
-                       prepared_dir: Union[str, Path], max_length: int) -> dict[str, np.ndarray]:
-    """The cached logits per part, after checking the manifest against the current inputs."""
+                       prepared_dir: Union[str, Path], max_length: int,
+                       augment: Union[dict, None] = None) -> dict[str, np.ndarray]:
+    """The cached logits per part (``augmented`` included), after checking the manifest against the
+    current inputs; ``augment`` (from :func:`augment_settings`) also checks the augmentation settings."""
     logits_dir = Path(logits_dir)
     manifest_path = logits_dir / "manifest.json"
     if not manifest_path.is_file():
@@ -82,10 +124,17 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
     for part in PARTS:
         if manifest.get("data", {}).get(part) != current["data"][part]:
             stale.append(f"{Path(prepared_dir) / (part + '.parquet')}")
+    cached_augment = manifest.get("augment", {})
+    augmented_path = logits_dir / f"{AUGMENTED}.parquet"
+    if augment is not None and cached_augment.get("settings") != augment:
+        stale.append("distill.augment")
+    elif augmented_path.is_file() and cached_augment.get("texts") != sha256_files([augmented_path]):
+        stale.append(str(augmented_path))
     if stale:
         raise CacheError(f"{logits_dir} is stale: {', '.join(stale)} changed since the teacher logits were cached; "
                          "run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)")
-    cached = {part: np.load(logits_dir / f"{part}.npy") for part in PARTS}
+    parts = [*PARTS, AUGMENTED] if AUGMENTED in manifest["rows"] else list(PARTS)
+    cached = {part: np.load(logits_dir / f"{part}.npy") for part in parts}
     for part, logits in cached.items():
         if len(logits) != manifest["rows"][part]:
             raise CacheError(f"{logits_dir / (part + '.npy')}: {len(logits)} rows, manifest says "

@@ -19,6 +19,14 @@ Rows without a gold label (``label == -100``: transfer-set text labelled only by
 the distillation term alone, so each row's loss is ``α·CE + (1−α)·KD`` when labelled and ``KD``
 when not, and the batch loss is the mean over rows. With every row labelled this equals the
 formulas above exactly.
+
+Hidden-state MSE (PKD, Sun et al. 2019; TinyBERT, Jiao et al. 2020), optional: each student layer
+``i`` is pulled towards the teacher layer it was copied from, ``layers[i]``::
+
+    L_hidden = mean over mapped layers of MSE(h_s[i], h_t[layers[i]])  (padding positions excluded)
+
+and ``weight · L_hidden`` is added to the loss above. It needs the teacher's hidden states, which
+are not cached, so the teacher runs on every training batch.
 """
 from __future__ import annotations
 
@@ -50,3 +58,18 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     ce = F.cross_entropy(student_logits, labels.clamp(min=0), reduction="none")
     per_row = torch.where(labelled, alpha * ce + (1 - alpha) * kd, kd)
     return per_row.mean()
+
+
+def hidden_state_loss(student_hidden: tuple, teacher_hidden: tuple, layer_map: list[tuple[int, int]],
+                      attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``(student_layer, teacher_layer)`` pairs of the MSE between their outputs.
+
+    ``*_hidden`` are the models' ``hidden_states`` (index 0 is the embeddings, ``k + 1`` the output of
+    encoder layer ``k``). The squared error is averaged over the hidden units and the real tokens
+    (``attention_mask == 1``) of the batch.
+    """
+    mask = attention_mask.unsqueeze(-1).to(student_hidden[0].dtype)
+    denominator = mask.sum() * student_hidden[0].shape[-1]
+    losses = [(((student_hidden[s + 1] - teacher_hidden[t + 1].to(student_hidden[0].dtype)) ** 2) * mask).sum()
+              / denominator for s, t in layer_map]
+    return torch.stack(losses).mean()

@@ -15,7 +15,7 @@ import torch
 
 from distillery.config import TrainConfig
 from distillery.data import LABEL, PAIR, TEXT
-from distillery.losses import IGNORE_INDEX, distillation_loss
+from distillery.losses import IGNORE_INDEX, distillation_loss, hidden_state_loss
 from distillery.metrics import classification_metrics
 
 TEACHER_LOGITS = "teacher_logits"
@@ -75,19 +75,28 @@ def _trainer_classes():
         A batch without ``teacher_logits`` (the baseline, or evaluation) takes plain cross-entropy.
         """
 
-        def __init__(self, *args, alpha: float = 1.0, temperature: float = 1.0, loss_kind: str = "kl", **kwargs):
+        def __init__(self, *args, alpha: float = 1.0, temperature: float = 1.0, loss_kind: str = "kl",
+                     teacher=None, hidden_weight: float = 0.0, layer_map: Optional[list] = None, **kwargs):
             super().__init__(*args, **kwargs)
             self.alpha, self.temperature, self.loss_kind = alpha, temperature, loss_kind
+            self.teacher, self.hidden_weight, self.layer_map = teacher, hidden_weight, layer_map or []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
             teacher_logits = inputs.pop(TEACHER_LOGITS, None)
-            outputs = model(**inputs)
+            hidden = self.hidden_weight > 0 and model.training and teacher_logits is not None
+            outputs = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
             if teacher_logits is None:
                 loss = torch.nn.functional.cross_entropy(outputs.logits, labels, ignore_index=IGNORE_INDEX)
             else:
                 loss = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
                                          self.loss_kind)
+            if hidden:  # the teacher's hidden states are not cached: run it on this batch
+                self.teacher.to(outputs.logits.device).eval()
+                with torch.no_grad():
+                    teacher_out = self.teacher(**inputs, output_hidden_states=True)
+                loss = loss + self.hidden_weight * hidden_state_loss(
+                    outputs.hidden_states, teacher_out.hidden_states, self.layer_map, inputs["attention_mask"])
             return (loss, outputs) if return_outputs else loss
 
     return Trainer, DistillationTrainer, EpochTimer
@@ -134,8 +143,9 @@ def fit(model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: i
         distill: Optional[dict] = None) -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
 
-    ``distill`` (``alpha``, ``temperature``, ``loss_kind``) switches on the KD loss; rows of
-    ``train_dataset`` must then carry ``teacher_logits``.
+    ``distill`` (``alpha``, ``temperature``, ``loss_kind``; optionally ``teacher``, ``hidden_weight``
+    and ``layer_map`` for the hidden-state loss) switches on the KD loss; rows of ``train_dataset``
+    must then carry ``teacher_logits``.
     """
     from transformers import set_seed
 

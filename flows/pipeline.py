@@ -97,7 +97,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
         table, markdown = _summary(root, ran, experiment, overrides)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    print(f"\n{table}")
+    decision, mlflow_run_id = _registration(root)
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}")
     results_path = root / "reports" / "metrics" / "eval.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     return {"stages": ran, "table": table, "experiment": experiment,

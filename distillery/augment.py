@@ -1,0 +1,98 @@
+"""Tang-style data augmentation (Tang et al. 2019, "Distilling Task-Specific Knowledge from BERT into
+Simple Neural Networks", section 3.3): new unlabelled texts for the transfer set.
+
+For each source text, ``copies`` augmented texts are drawn. Word by word (whitespace words), with
+probability ``p_mask`` the word becomes the tokenizer's mask token, else with probability
+``p_replace`` it becomes a random whole word from the teacher's vocabulary (the paper's POS-guided
+replacement, without the POS tagger). Then, with probability ``p_ngram``, the text is cut to a
+random n-gram of it, n drawn uniformly from 1..``ngram_max``. Copies identical to their source or
+to another text are dropped. The teacher labels the augmented texts in ``teacher_logits``; only the
+distilled student learns from them.
+
+Everything is drawn from one ``numpy`` generator seeded with ``distill.augment.seed`` (or the
+top-level seed), so the same inputs, settings and seed give the same texts.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from distillery.config import AugmentConfig
+from distillery.errors import ConfigError
+
+TEXT, PAIR = "text", "text_pair"
+_WORD = re.compile(r"^[A-Za-z][a-z]+$")
+_PREFIXES = ("\u0120", "\u2581")  # GPT-2 / RoBERTa BPE "Ġ" and SentencePiece "▁" word starts
+
+
+def replacement_vocabulary(tokenizer) -> list[str]:
+    """Whole alphabetic words of the tokenizer's vocabulary, sorted (so the draw does not depend on dict order)."""
+    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    words = set()
+    for token in tokenizer.get_vocab():
+        if token in special or token.startswith("##") or token.startswith("[") or token.startswith("<"):
+            continue
+        if token.startswith(_PREFIXES):
+            token = token[1:]
+        if _WORD.match(token):
+            words.add(token)
+    return sorted(words)
+
+
+def _augment_text(text: str, rng: np.random.Generator, cfg: AugmentConfig, mask_token: str,
+                  vocabulary: list[str]) -> str:
+    words = text.split()
+    if not words:
+        return text
+    draws = rng.random((len(words), 2))
+    picks = rng.integers(0, max(1, len(vocabulary)), size=len(words))
+    out = []
+    for word, (u_mask, u_replace), pick in zip(words, draws, picks):
+        if u_mask < cfg.p_mask:
+            out.append(mask_token)
+        elif u_replace < cfg.p_replace and vocabulary:
+            out.append(vocabulary[pick])
+        else:
+            out.append(word)
+    if rng.random() < cfg.p_ngram and len(out) > 1:
+        n = int(rng.integers(1, min(cfg.ngram_max, len(out)) + 1))
+        start = int(rng.integers(0, len(out) - n + 1))
+        out = out[start:start + n]
+    return " ".join(out)
+
+
+def augment(frame: pd.DataFrame, tokenizer, cfg: AugmentConfig, seed: int,
+            exclude: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """``copies`` augmented versions of each row's text (and text pair), deduplicated, at most ``max_rows``.
+
+    ``exclude`` holds texts that must not come back as "new" ones (the labelled splits, the transfer set).
+    """
+    columns = [c for c in (TEXT, PAIR) if c in frame.columns]
+    empty = pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
+    if cfg.copies == 0 or cfg.max_rows == 0 or len(frame) == 0:
+        return empty
+    mask_token = getattr(tokenizer, "mask_token", None)
+    if cfg.p_mask > 0 and not mask_token:
+        raise ConfigError(f"distill.augment.p_mask: {cfg.p_mask} needs a mask token, and the teacher's tokenizer "
+                          f"({type(tokenizer).__name__}) has none; set distill.augment.p_mask: 0")
+    vocabulary = replacement_vocabulary(tokenizer) if cfg.p_replace > 0 else []
+    if cfg.p_replace > 0 and not vocabulary:
+        raise ConfigError("distill.augment.p_replace: the teacher's tokenizer has no whole-word entries to draw "
+                          "replacements from; set distill.augment.p_replace: 0")
+    rng = np.random.default_rng(seed)
+    sources = frame[columns].astype(str).to_dict("records")
+    rows = []
+    for _ in range(cfg.copies):
+        for source in sources:
+            rows.append({c: _augment_text(source[c], rng, cfg, mask_token, vocabulary) for c in columns})
+    out = pd.DataFrame(rows, columns=columns)
+    out = out[out[TEXT].str.strip().ne("")]
+    seen = pd.concat([frame[columns].astype(str)] + ([exclude[columns].astype(str)] if exclude is not None else []))
+    out = out.drop_duplicates(columns)
+    out = out[~out.set_index(columns).index.isin(seen.set_index(columns).index)]
+    if len(out) > cfg.max_rows:
+        out = out.sample(n=cfg.max_rows, random_state=seed).sort_index()
+    return out.reset_index(drop=True)

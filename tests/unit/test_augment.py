@@ -1,0 +1,143 @@
+"""Tang-style augmentation: deterministic for a seed, each operation does what it says, and the
+augmented texts are cached, hashed and fed to the distilled student only."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distillery.augment import _augment_text, augment, replacement_vocabulary
+from distillery.config import (AugmentConfig, DataConfig, DistillConfig, Params, StudentConfig, TeacherConfig,
+                               TransferSetConfig)
+from distillery.data import prepare
+from distillery.errors import CacheError, ConfigError
+from distillery.logits import augment_settings, load_augmented, load_cached_logits, teacher_logits
+from distillery.modeling import load_classifier, load_tokenizer
+from tiny import make_texts
+
+LABELS = ["negative", "neutral", "positive"]
+ON = AugmentConfig(copies=2, p_mask=0.2, p_replace=0.2, p_ngram=0.3, ngram_max=3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_bert):
+    return load_tokenizer(str(tiny_bert), "t")
+
+
+def test_same_seed_same_texts_other_seed_other_texts(tokenizer):
+    frame = make_texts(40)[["text"]]
+    first, again = augment(frame, tokenizer, ON, seed=7), augment(frame, tokenizer, ON, seed=7)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(first) > 40  # two copies per text, minus duplicates
+    assert not first.equals(augment(frame, tokenizer, ON, seed=8))
+
+
+def test_each_operation(tokenizer):
+    rng = np.random.default_rng(0)
+    words = "good car today it was so very nice".split()
+    text = " ".join(words)
+    masked = _augment_text(text, rng, AugmentConfig(p_mask=1.0, p_replace=0.0, p_ngram=0.0), "[MASK]", ["x"])
+    assert masked == " ".join(["[MASK]"] * len(words))
+    vocabulary = replacement_vocabulary(tokenizer)
+    assert vocabulary and all(w.isalpha() and not w.startswith("##") for w in vocabulary)
+    assert "[MASK]" not in vocabulary and "[PAD]" not in vocabulary
+    replaced = _augment_text(text, rng, AugmentConfig(p_mask=0.0, p_replace=1.0, p_ngram=0.0), "[MASK]", vocabulary)
+    assert len(replaced.split()) == len(words) and all(w in vocabulary for w in replaced.split())
+    for _ in range(20):
+        gram = _augment_text(text, rng, AugmentConfig(p_mask=0.0, p_replace=0.0, p_ngram=1.0, ngram_max=3),
+                             "[MASK]", vocabulary).split()
+        assert 1 <= len(gram) <= 3
+        start = words.index(gram[0])
+        assert words[start:start + len(gram)] == gram  # a contiguous piece of the text
+    untouched = _augment_text(text, rng, AugmentConfig(p_mask=0.0, p_replace=0.0, p_ngram=0.0), "[MASK]", vocabulary)
+    assert untouched == text
+
+
+def test_known_texts_are_never_returned_and_rows_are_capped(tokenizer):
+    frame = make_texts(30)[["text"]]
+    out = augment(frame, tokenizer, dataclasses.replace(ON, copies=3), seed=1)
+    assert not set(out["text"]) & set(frame["text"])
+    assert out["text"].is_unique
+    capped = augment(frame, tokenizer, dataclasses.replace(ON, copies=3, max_rows=10), seed=1)
+    assert len(capped) == 10 and set(capped["text"]) <= set(out["text"])
+    exclude = out.iloc[:5]
+    assert not set(augment(frame, tokenizer, dataclasses.replace(ON, copies=3), seed=1, exclude=exclude)["text"]) \
+        & set(exclude["text"])
+    assert augment(frame, tokenizer, AugmentConfig(copies=0), seed=1).empty
+
+
+def test_text_pairs_are_augmented_on_both_sides(tokenizer):
+    frame = pd.DataFrame({"text": ["good car today it was"] * 3, "text_pair": ["so very nice and fun"] * 3})
+    out = augment(frame, tokenizer, dataclasses.replace(ON, p_mask=0.5, p_ngram=0.0), seed=3)
+    assert list(out.columns) == ["text", "text_pair"] and len(out) > 0
+    assert (out["text_pair"] != "so very nice and fun").any() and (out["text"] != "good car today it was").any()
+
+
+def test_a_tokenizer_without_a_mask_token_is_a_clear_error(tokenizer):
+    class NoMask:
+        mask_token = None
+
+    with pytest.raises(ConfigError, match="distill.augment.p_mask"):
+        augment(make_texts(5)[["text"]], NoMask(), ON, seed=0)
+
+
+@pytest.fixture
+def cached(tmp_path, tiny_bert):
+    source = tmp_path / "data.csv"
+    make_texts(120).to_csv(source, index=False)
+    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
+                    teacher=TeacherConfig(model=str(tiny_bert), max_length=32), student=StudentConfig(layers=[0, 3]),
+                    distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder"), augment=ON))
+    prepare(params, tmp_path / "prepared")
+    teacher_dir = tmp_path / "teacher"
+    load_classifier(str(tiny_bert), "t", LABELS).save_pretrained(teacher_dir)
+    load_tokenizer(str(tiny_bert), "t").save_pretrained(teacher_dir)
+    manifest = teacher_logits(params, teacher_dir, tmp_path / "prepared", tmp_path / "logits")
+    return params, tmp_path, manifest
+
+
+def test_augmented_texts_are_cached_with_their_logits(cached):
+    params, root, manifest = cached
+    augmented = load_augmented(root / "logits")
+    assert manifest["rows"]["augmented"] == len(augmented) > 60
+    logits = load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32, augment_settings(params))
+    assert logits["augmented"].shape == (len(augmented), 3)
+    labelled = pd.concat([pd.read_parquet(root / "prepared" / f"{s}.parquet") for s in ("train", "validation", "test")])
+    assert not set(augmented["text"]) & set(labelled["text"])  # no test text leaks in as a "new" one
+
+
+def test_changed_settings_or_texts_invalidate_the_cache(cached):
+    params, root, _ = cached
+    other = dataclasses.replace(params, distill=dataclasses.replace(params.distill,
+                                                                    augment=dataclasses.replace(ON, seed=99)))
+    with pytest.raises(CacheError, match="distill.augment changed"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32, augment_settings(other))
+    pd.DataFrame({"text": ["an edited augmented text"]}).to_parquet(root / "logits" / "augmented.parquet")
+    with pytest.raises(CacheError, match="augmented.parquet changed"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32, augment_settings(params))
+
+
+def test_only_the_distilled_student_sees_augmented_rows(cached):
+    from distillery.distill import distill_inputs
+
+    params, root, manifest = cached
+    inputs = distill_inputs(params, root / "prepared", root / "teacher", root / "logits")
+    assert inputs.augmented_rows == manifest["rows"]["augmented"]
+    kd_labels = np.array(inputs.kd_dataset["labels"])
+    assert len(kd_labels) == 60 + inputs.transfer_rows + inputs.augmented_rows
+    assert (kd_labels[60:] == -100).all() and (kd_labels[:60] >= 0).all()
+    assert len(inputs.baseline_dataset) == 60
+
+
+def test_augment_settings_are_validated(tmp_path):
+    from distillery.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("distill:\n  augment:\n    p_mask: 1.5\n")
+    with pytest.raises(ConfigError, match="distill.augment.p_mask"):
+        load_params(path)
+    path.write_text("distill:\n  augment:\n    copies: null\n")
+    with pytest.raises(ConfigError, match="distill.augment.copies: a value is required"):
+        load_params(path)
+    path.write_text("distill:\n  augment:\n    seed: 3\n")
+    assert load_params(path).distill.augment.seed == 3
