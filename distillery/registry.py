@@ -449,7 +449,9 @@ def list_models(params: Params, root: Optional[Path] = None) -> dict:
                      "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
                      "accuracy": t.get(TAG + "test_accuracy"), "macro_f1": t.get(TAG + "test_macro_f1"),
                      "retention": t.get(TAG + "retention"), "p95_ms": t.get(TAG + "p95_ms"),
-                     "size_mb": t.get(TAG + "size_mb"), "gate": t.get(TAG + "gate"),
+                     "size_mb": t.get(TAG + "size_mb"),
+                     "gate": f"{t.get(TAG + 'gate')}, rolled back {t[TAG + 'rolled_back_at']}"
+                     if TAG + "rolled_back_at" in t else t.get(TAG + "gate"),
                      "previous_champion": t.get(TAG + "previous_champion"), "run_id": v.run_id})
     return {"model_name": name, "versions": rows}
 

@@ -172,6 +172,8 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     # rollback; re-registering the rolled-back model does not undo it; then a recorded manual promotion.
     assert main(["rollback", "--reason", "bad reviews"]) == 0
     assert _aliases(project)["champion"] == "1"
+    rolled = registry.list_models(load_params(project / "params.yaml"))["versions"][1]
+    assert rolled["version"] == "2" and rolled["gate"].startswith("passed, rolled back 20")
     again = registry.register(_params(project, min_retention=0.0))
     assert again["decision"] == "rejected" and [c["name"] for c in again["checks"] if not c["passed"]] == \
         ["not_rolled_back"]
