@@ -55,22 +55,25 @@ def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], m
     }
 
 
+def _augment_seed(params: Params) -> int:
+    return params.seed if params.distill.augment.seed is None else params.distill.augment.seed
+
+
 def augment_settings(params: Params) -> dict:
     """The augmentation settings in force (seed resolved), as recorded in the manifest."""
     cfg = params.distill.augment
     if cfg.copies == 0 or cfg.max_rows == 0:
         return {"copies": 0}  # off: the other settings do not matter
-    return {**dataclasses.asdict(cfg), "seed": params.seed if cfg.seed is None else cfg.seed}
+    return {**dataclasses.asdict(cfg), "seed": _augment_seed(params)}
 
 
-def _augmented_texts(params: Params, tokenizer, prepared_dir: Path) -> pd.DataFrame:
-    cfg = params.distill.augment
-    splits = {part: load_split(part, prepared_dir) for part in ("train", "transfer", "validation", "test")}
-    columns = [c for c in (TEXT, PAIR) if c in splits["train"].columns]
-    sources = [splits["train"][columns]] + ([splits["transfer"][columns]] if cfg.include_transfer else [])
-    everything = pd.concat([frame[columns] for frame in splits.values()])  # never re-create a known text
-    seed = params.seed if cfg.seed is None else cfg.seed
-    return augment(pd.concat(sources, ignore_index=True), tokenizer, cfg, seed, everything)
+def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame) -> pd.DataFrame:
+    """Augmented copies of the training (and, if asked, transfer) texts, none equal to a prepared text."""
+    columns = [c for c in (TEXT, PAIR) if c in frames["train"].columns]
+    sources = [frames["train"]] + ([frames["transfer"]] if params.distill.augment.include_transfer else [])
+    known = pd.concat([frame[columns] for frame in [*frames.values(), test]])
+    return augment(pd.concat([f[columns] for f in sources], ignore_index=True), tokenizer, params.distill.augment,
+                   _augment_seed(params), known)
 
 
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -81,7 +84,7 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     max_length = params.teacher.max_length
     rows = {}
     frames = {part: load_split(part, prepared_dir) for part in PARTS}
-    frames[AUGMENTED] = _augmented_texts(params, tokenizer, prepared_dir)
+    frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
     with atomic_dir(out_dir) as scratch:
         for part, frame in frames.items():
             logits = predict_logits(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \

@@ -55,3 +55,24 @@ def make_tiny_bert(directory: Path, num_layers: int = 2, hidden: int = 32) -> Pa
     BertModel(config).save_pretrained(directory)
     fast.save_pretrained(directory)
     return directory
+
+
+def cache_teacher_logits(root: Path, tiny_bert: Path, **distill):
+    """Prepare 120 tiny rows (60 train, the rest as transfer), save a random teacher and cache its logits.
+
+    ``distill`` adds DistillConfig fields (e.g. ``augment=...``). Returns (params, manifest).
+    """
+    from distillery.config import DataConfig, DistillConfig, Params, StudentConfig, TeacherConfig, TransferSetConfig
+    from distillery.data import prepare
+    from distillery.logits import teacher_logits
+    from distillery.modeling import load_classifier, load_tokenizer
+
+    source = root / "data.csv"
+    make_texts(120).to_csv(source, index=False)
+    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
+                    teacher=TeacherConfig(model=str(tiny_bert), max_length=32), student=StudentConfig(layers=[0, 3]),
+                    distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder"), **distill))
+    prepare(params, root / "prepared")
+    load_classifier(str(tiny_bert), "t", ["negative", "neutral", "positive"]).save_pretrained(root / "teacher")
+    load_tokenizer(str(tiny_bert), "t").save_pretrained(root / "teacher")
+    return params, teacher_logits(params, root / "teacher", root / "prepared", root / "logits")

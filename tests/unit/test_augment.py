@@ -7,13 +7,11 @@ import pandas as pd
 import pytest
 
 from distillery.augment import _augment_text, augment, replacement_vocabulary
-from distillery.config import (AugmentConfig, DataConfig, DistillConfig, Params, StudentConfig, TeacherConfig,
-                               TransferSetConfig)
-from distillery.data import prepare
+from distillery.config import AugmentConfig
 from distillery.errors import CacheError, ConfigError
-from distillery.logits import augment_settings, load_augmented, load_cached_logits, teacher_logits
-from distillery.modeling import load_classifier, load_tokenizer
-from tiny import make_texts
+from distillery.logits import augment_settings, load_augmented, load_cached_logits
+from distillery.modeling import load_tokenizer
+from tiny import cache_teacher_logits, make_texts
 
 LABELS = ["negative", "neutral", "positive"]
 ON = AugmentConfig(copies=2, p_mask=0.2, p_replace=0.2, p_ngram=0.3, ngram_max=3)
@@ -83,16 +81,7 @@ def test_a_tokenizer_without_a_mask_token_is_a_clear_error(tokenizer):
 
 @pytest.fixture
 def cached(tmp_path, tiny_bert):
-    source = tmp_path / "data.csv"
-    make_texts(120).to_csv(source, index=False)
-    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
-                    teacher=TeacherConfig(model=str(tiny_bert), max_length=32), student=StudentConfig(layers=[0, 3]),
-                    distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder"), augment=ON))
-    prepare(params, tmp_path / "prepared")
-    teacher_dir = tmp_path / "teacher"
-    load_classifier(str(tiny_bert), "t", LABELS).save_pretrained(teacher_dir)
-    load_tokenizer(str(tiny_bert), "t").save_pretrained(teacher_dir)
-    manifest = teacher_logits(params, teacher_dir, tmp_path / "prepared", tmp_path / "logits")
+    params, manifest = cache_teacher_logits(tmp_path, tiny_bert, augment=ON)
     return params, tmp_path, manifest
 
 

@@ -3,28 +3,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distillery.config import DataConfig, DistillConfig, Params, TeacherConfig, TransferSetConfig
-from distillery.data import prepare
 from distillery.errors import CacheError
-from distillery.logits import load_cached_logits, teacher_logits
+from distillery.logits import load_cached_logits
 from distillery.modeling import load_classifier, load_tokenizer
-from tiny import make_texts
+from tiny import cache_teacher_logits
 
 LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture
 def cached(tmp_path, tiny_bert):
-    source = tmp_path / "data.csv"
-    make_texts(120).to_csv(source, index=False)
-    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
-                    teacher=TeacherConfig(model=str(tiny_bert), max_length=32),
-                    distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder")))
-    prepare(params, tmp_path / "prepared")
-    teacher_dir = tmp_path / "teacher"
-    load_classifier(str(tiny_bert), "t", LABELS).save_pretrained(teacher_dir)
-    load_tokenizer(str(tiny_bert), "t").save_pretrained(teacher_dir)
-    manifest = teacher_logits(params, teacher_dir, tmp_path / "prepared", tmp_path / "logits")
+    params, manifest = cache_teacher_logits(tmp_path, tiny_bert)
     return params, tmp_path, manifest
 
 
