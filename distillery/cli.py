@@ -7,74 +7,40 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 from distillery.errors import DistilleryError, RegistryError
+from distillery.stages import STAGES, stage_function, stage_summary
 
-STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark", "register")
-# stage -> (module, function); imported on demand so `--help` stays fast
-STAGE_FUNCTIONS = {
-    "prepare": ("distillery.data", "prepare"),
-    "train_teacher": ("distillery.teacher", "train_teacher"),
-    "teacher_logits": ("distillery.logits", "teacher_logits"),
-    "distill": ("distillery.distill", "distill"),
-    "evaluate": ("distillery.evaluation", "evaluate_models"),
-    "export": ("distillery.export", "export"),
-    "benchmark": ("distillery.benchmark", "benchmark"),
-    "register": ("distillery.registry", "register"),
-}
-# Commands outside the DVC pipeline.
+# Commands outside the DVC pipeline: name -> (module, function); imported on demand so `--help` stays fast.
 COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare")}
 REGISTRY_COMMANDS = ("models", "promote", "rollback")
 
 
-def _stage_function(stage: str) -> Callable:
-    module, function = {**STAGE_FUNCTIONS, **COMMANDS}[stage]
+def _command_function(command: str) -> Callable:
+    if command in STAGES:
+        return stage_function(command)
+    module, function = COMMANDS[command]
     return getattr(importlib.import_module(module), function)
 
 
-def _describe(stage: str, result: dict) -> str:
-    if stage == "prepare":
-        from distillery.data import report_summary
-        return report_summary(result)
-    if stage == "evaluate":
-        return Path("reports/summary.md").read_text(encoding="utf-8")
-    if stage == "distill":
-        return (f"distilled student {result['student']['train_seconds']:.0f}s, baseline "
-                f"{result['baseline']['train_seconds']:.0f}s; time per example, distilled / baseline: "
-                f"{result['time_ratio_per_example']:.2f}")
-    if stage == "kd_gain":
+def _describe(command: str, result: dict) -> str:
+    if command in STAGES:
+        return stage_summary(command, result)
+    if command == "kd_gain":
         gain = result["accuracy"]
         return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
                 f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
                 f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
                 f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f})")
-    if stage == "compare":
-        return result["table"]
-    if stage == "benchmark":
-        return Path("reports/benchmark.md").read_text(encoding="utf-8")
-    if stage == "export":
-        student = result["student"]
-        return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
-                f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
-                f"{student['int8']['label_agreement_vs_fp32']:.4f}, accuracy change "
-                f"{student['int8']['accuracy_change_points']:+.2f} points; deployable: {result['deployable']}")
-    if stage == "register":
-        failed = [c["detail"] for c in result["checks"] if not c["passed"]]
-        return (f"{result['model_name']} v{result['version']}: {result['decision']} (alias {result['alias']}); "
-                f"champion is v{result['champion_after']}" + (f"; failed: {'; '.join(failed)}" if failed else "")
-                + f"\nMLflow run {result['mlflow_run_id']} at {result['tracking_uri']}")
-    if stage == "train_teacher":
-        return f"teacher trained in {result['train_seconds']:.0f}s; best validation {result['best_validation']}"
-    return f"cached teacher logits for {result['rows']}"
+    return result["table"]  # compare
 
 
 def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     from distillery.config import load_params
 
     params = load_params(params_path)
-    return _stage_function(stage)(params)
+    return _command_function(stage)(params)
 
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:

@@ -167,6 +167,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class Params:
     seed: int = 42
+    task: str = "text_classification"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -24,12 +24,11 @@ from typing import Union
 import numpy as np
 
 from distillery.config import Params
-from distillery.data import LABEL, load_split
-from distillery.distill import distill_inputs
 from distillery.files import read_json, write_json
-from distillery.inference import predict_logits
-from distillery.metrics import classification_metrics
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
+from distillery.prepared import load_labels, load_split
+from distillery.stages.distill import distill_inputs
+from distillery.students import student_family
 from distillery.training import fit
 
 METRICS = ("accuracy", "macro_f1")
@@ -39,7 +38,7 @@ RUNS_DIR = "kd_gain_runs"
 def variant(params: Params) -> dict:
     """The settings that tell one distillation recipe from another."""
     d, s = params.distill, params.student
-    return {"student": f"{s.source}:{s.model}" if s.source == "model" else f"layers {s.layers} from {s.init}",
+    return {"student": student_family(s.source).describe(params),
             "transfer_set": "none" if d.transfer_set.source == "none" or d.transfer_set.max_rows == 0
             else f"{d.transfer_set.source} (max {d.transfer_set.max_rows})",
             "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
@@ -74,6 +73,7 @@ def paired_summary(student: list[float], baseline: list[float]) -> dict:
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     test, validation = load_split("test", prepared_dir), load_split("validation", prepared_dir)
+    labels = load_labels(prepared_dir)
     per_seed = []
     for seed in params.evaluate.seeds:
         inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir, seed=seed)
@@ -82,13 +82,13 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                 ("student", inputs.student, inputs.kd_dataset, inputs.kd_options),
                 ("baseline", copy.deepcopy(inputs.student), inputs.baseline_dataset, None)):
             with tempfile.TemporaryDirectory(prefix="distillery-seed-") as scratch:
-                summary = fit(model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
+                summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                               seed, Path(scratch), distill=options)
             scores = {}
             for split, frame in (("test", test), ("validation", validation)):
-                logits = predict_logits(model, inputs.tokenizer, frame, params.student.max_length,
-                                        params.evaluate.batch_size)
-                scores[split] = classification_metrics(logits, frame[LABEL].to_numpy(), logits.shape[1])
+                outputs = inputs.task.predict(model, inputs.tokenizer, frame, params.student.max_length,
+                                              params.evaluate.batch_size)
+                scores[split] = inputs.task.metrics(outputs, frame, labels)
             row[name] = {m: scores["test"][m] for m in METRICS} | \
                 {f"validation_{m}": scores["validation"][m] for m in METRICS} | \
                 {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}

@@ -1,4 +1,4 @@
-"""ONNX export, int8 dynamic quantization and ONNX Runtime sessions for sequence classifiers."""
+"""ONNX export, int8 dynamic quantization and ONNX Runtime sessions, for any task type."""
 from __future__ import annotations
 
 import warnings
@@ -13,40 +13,20 @@ from distillery.errors import ModelError
 PathLike = Union[str, Path]
 
 
-class _LogitsOnly(torch.nn.Module):
-    """Positional inputs in, logits out: the shape the legacy ONNX exporter wants."""
-
-    def __init__(self, model: torch.nn.Module, input_names: list[str]):
-        super().__init__()
-        self.model, self.input_names = model, input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs))).logits
-
-
-def input_names(tokenizer) -> list[str]:
-    """The tokenizer's model inputs, in a fixed order (e.g. input_ids, token_type_ids, attention_mask)."""
-    return [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in tokenizer.model_input_names]
-
-
-def export_onnx(model: torch.nn.Module, tokenizer, path: PathLike, opset: int = 17) -> list[str]:
-    """Export to a single-file ONNX model with dynamic batch and sequence axes; return its input names."""
-    names = input_names(tokenizer)
-    sample = tokenizer(["a short example", "a somewhat longer example sentence to pad against"], padding=True,
-                       return_tensors="pt")
-    wrapper = _LogitsOnly(model, names).eval()  # a fresh Module is in training mode; export restores that mode
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes["logits"] = {0: "batch"}
+def export_module(wrapper: torch.nn.Module, sample: tuple, path: PathLike, input_names: list[str],
+                  output_names: list[str], dynamic_axes: dict, opset: int) -> None:
+    """Export a module taking positional tensors to a single-file ONNX model (the legacy exporter,
+    whose output ``quantize_dynamic`` accepts; see STACK-NOTES)."""
+    wrapper.eval()  # a fresh Module is in training mode; export restores that mode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes
-            torch.onnx.export(wrapper, tuple(sample[n] for n in names), str(path), input_names=names,
-                              output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+            torch.onnx.export(wrapper, sample, str(path), input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
     except Exception as exc:
+        model = getattr(wrapper, "model", wrapper)
         raise ModelError(f"ONNX export of {type(model).__name__} to {path} failed: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    model.eval()
-    return names
 
 
 def quantize_int8(source: PathLike, target: PathLike) -> None:
@@ -75,6 +55,18 @@ def session(path: PathLike, threads: int = 0):
 
 
 def run_session(sess, batch: dict) -> np.ndarray:
-    """Logits for one tokenised batch (numpy or torch tensors)."""
-    feed = {i.name: np.asarray(batch[i.name], dtype=np.int64) for i in sess.get_inputs()}
-    return sess.run(["logits"], feed)[0]
+    """The first output for one batch (numpy or torch tensors; integer inputs as int64, others float32)."""
+    feed = {}
+    for i in sess.get_inputs():
+        dtype = np.int64 if "int64" in i.type else np.float32
+        feed[i.name] = np.asarray(batch[i.name], dtype=dtype)
+    return sess.run([sess.get_outputs()[0].name], feed)[0]
+
+
+def int8_gate(fp32_score: float, int8_score: float, max_drop_points: float, metric: str = "accuracy") -> dict:
+    """Is the int8 model deployable? Its drop in ``metric`` (in percentage points) against fp32."""
+    drop = 100 * (fp32_score - int8_score)
+    deployable = drop <= max_drop_points
+    reason = None if deployable else (f"int8 {metric} drop {drop:.2f} points exceeds "
+                                      f"export.int8_max_accuracy_drop = {max_drop_points}")
+    return {f"{metric}_drop_points": round(drop, 4), "deployable": deployable, "reason": reason}

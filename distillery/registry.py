@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.config import Params
-from distillery.data import LABEL, PAIR, TEXT, load_labels, load_split
+from distillery.prepared import LABEL, PAIR, TEXT, load_labels, load_split
 from distillery.errors import RegistryError
 from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.locking import registry_lock

@@ -1,6 +1,7 @@
-"""Training with the Hugging Face ``Trainer``: tokenised datasets, a collator that carries cached
-teacher logits, and :class:`DistillationTrainer`, which reads those logits from the batch so the
-teacher never runs during distillation.
+"""Training with the Hugging Face ``Trainer``: :class:`DistillationTrainer` reads the cached teacher
+outputs from the batch, so the teacher never runs during distillation, and asks the task type for
+the loss terms, the collator and the validation metrics. Every model Distillery trains, teacher,
+student or baseline, goes through :func:`fit`.
 """
 from __future__ import annotations
 
@@ -10,48 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import torch
 
 from distillery.config import TrainConfig
-from distillery.data import LABEL, PAIR, TEXT
-from distillery.losses import IGNORE_INDEX, distillation_loss, hidden_state_loss
-from distillery.metrics import classification_metrics
-
-TEACHER_LOGITS = "teacher_logits"
-
-
-def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Optional[np.ndarray] = None):
-    """A ``datasets.Dataset`` of token ids (unpadded), labels, lengths and optional teacher logits."""
-    import datasets
-
-    pairs = frame[PAIR].tolist() if PAIR in frame.columns else None
-    encoded = tokenizer(frame[TEXT].tolist(), pairs, truncation=True, max_length=max_length)
-    columns = {key: encoded[key] for key in encoded.keys()}
-    columns["labels"] = frame[LABEL].astype("int64").tolist() if LABEL in frame.columns \
-        else [IGNORE_INDEX] * len(frame)
-    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
-    if teacher_logits is not None:
-        columns[TEACHER_LOGITS] = np.asarray(teacher_logits, dtype=np.float32).tolist()
-    return datasets.Dataset.from_dict(columns)
-
-
-class Collator:
-    """Dynamic padding for the token fields; labels and teacher logits are stacked as they are."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, features: list[dict]) -> dict:
-        extras = {}
-        for key, dtype in (("labels", torch.long), (TEACHER_LOGITS, torch.float32)):
-            if key in features[0]:
-                extras[key] = torch.tensor([f[key] for f in features], dtype=dtype)
-        tokens = [{k: v for k, v in f.items() if k not in ("labels", TEACHER_LOGITS, "length")} for f in features]
-        batch = dict(self.tokenizer.pad(tokens, padding=True, return_tensors="pt"))
-        batch.update(extras)
-        return batch
-
+from distillery.losses import hidden_state_loss
 
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
@@ -75,22 +38,24 @@ def _trainer_classes():
         A batch without ``teacher_logits`` (the baseline, or evaluation) takes plain cross-entropy.
         """
 
-        def __init__(self, *args, alpha: float = 1.0, temperature: float = 1.0, loss_kind: str = "kl",
+        def __init__(self, *args, task=None, alpha: float = 1.0, temperature: float = 1.0, loss_kind: str = "kl",
                      teacher=None, hidden_weight: float = 0.0, layer_map: Optional[list] = None, **kwargs):
             super().__init__(*args, **kwargs)
+            self.task = task
             self.alpha, self.temperature, self.loss_kind = alpha, temperature, loss_kind
             self.teacher, self.hidden_weight, self.layer_map = teacher, hidden_weight, layer_map or []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
-            teacher_logits = inputs.pop(TEACHER_LOGITS, None)
-            hidden = self.hidden_weight > 0 and model.training and teacher_logits is not None
+            teacher_outputs = inputs.pop(self.task.teacher_key, None)
+            hidden = self.hidden_weight > 0 and model.training and teacher_outputs is not None
             outputs = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
-            if teacher_logits is None:
-                loss = torch.nn.functional.cross_entropy(outputs.logits, labels, ignore_index=IGNORE_INDEX)
+            student_outputs = self.task.outputs_of(outputs)
+            if teacher_outputs is None:
+                loss = self.task.supervised_loss(student_outputs, labels)
             else:
-                loss = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature,
-                                         self.loss_kind)
+                loss = self.task.distillation_loss(student_outputs, teacher_outputs, labels, self.alpha,
+                                                   self.temperature, self.loss_kind)
             if hidden:  # the teacher's hidden states are not cached: run it on this batch
                 self.teacher.to(outputs.logits.device).eval()
                 with torch.no_grad():
@@ -100,12 +65,6 @@ def _trainer_classes():
             return (loss, outputs) if return_outputs else loss
 
     return Trainer, DistillationTrainer, EpochTimer
-
-
-def _compute_metrics(eval_pred) -> dict:
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    metrics = classification_metrics(np.asarray(logits), np.asarray(labels))
-    return {k: v for k, v in metrics.items() if v is not None}
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
@@ -139,13 +98,13 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
     )
 
 
-def fit(model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
+def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
         distill: Optional[dict] = None) -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
 
     ``distill`` (``alpha``, ``temperature``, ``loss_kind``; optionally ``teacher``, ``hidden_weight``
     and ``layer_map`` for the hidden-state loss) switches on the KD loss; rows of ``train_dataset``
-    must then carry ``teacher_logits``.
+    must then carry the task's cached teacher outputs. ``task`` is the task type.
     """
     from transformers import set_seed
 
@@ -155,8 +114,8 @@ def fit(model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: i
     with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as checkpoints:
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
-            eval_dataset=eval_dataset, data_collator=Collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=_compute_metrics, callbacks=[timer], **(distill or {}))
+            eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
+            compute_metrics=task.trainer_metrics, callbacks=[timer], task=task, **(distill or {}))
         started = time.perf_counter()
         result = trainer.train()
         train_seconds = time.perf_counter() - started

@@ -26,7 +26,8 @@ from distillery.config import load_schedule  # noqa: E402
 from distillery.errors import ConfigError  # noqa: E402
 from flows.operations import notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import restore_params, save_experiment, set_params  # noqa: E402
-from tasks.stages import STAGE_TASKS, STAGES  # noqa: E402
+from distillery.stages import STAGES  # noqa: E402
+from tasks.stages import STAGE_TASKS  # noqa: E402
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
 

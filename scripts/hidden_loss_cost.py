@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from distillery.config import load_params
-from distillery.distill import distill_inputs, hidden_options
+from distillery.stages.distill import distill_inputs, hidden_options
 from distillery.training import fit
 
 
@@ -41,9 +41,9 @@ def main() -> None:
             student = copy.deepcopy(inputs.student)
             options = dict(inputs.kd_options)
             if name != "logits only":
-                options.update(hidden_options(hidden_params, student, "models/teacher"))
+                options.update(hidden_options(hidden_params, inputs.task, student, "models/teacher"))
             with tempfile.TemporaryDirectory() as scratch:
-                summary = fit(student, inputs.tokenizer, train, validation, cfg, params.seed, Path(scratch),
+                summary = fit(inputs.task, student, inputs.tokenizer, train, validation, cfg, params.seed, Path(scratch),
                               distill=options)
             seconds[name].append(summary["seconds_per_1k_examples"])
     result = {"rows": len(train), "repeats": args.repeats, "seconds_per_1k_examples": seconds,

@@ -19,7 +19,7 @@ import psutil
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-STAGES = ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark", "register")
+from distillery.stages import STAGES  # the one list of stages
 
 
 class StageFailed(RuntimeError):

@@ -63,9 +63,9 @@ def cache_teacher_logits(root: Path, tiny_bert: Path, **distill):
     ``distill`` adds DistillConfig fields (e.g. ``augment=...``). Returns (params, manifest).
     """
     from distillery.config import DataConfig, DistillConfig, Params, StudentConfig, TeacherConfig, TransferSetConfig
-    from distillery.data import prepare
-    from distillery.logits import teacher_logits
-    from distillery.modeling import load_classifier, load_tokenizer
+    from distillery.stages.prepare import prepare
+    from distillery.stages.teacher_logits import teacher_logits
+    from distillery.hf import load_tokenizer
 
     source = root / "data.csv"
     make_texts(120).to_csv(source, index=False)
@@ -76,3 +76,21 @@ def cache_teacher_logits(root: Path, tiny_bert: Path, **distill):
     load_classifier(str(tiny_bert), "t", ["negative", "neutral", "positive"]).save_pretrained(root / "teacher")
     load_tokenizer(str(tiny_bert), "t").save_pretrained(root / "teacher")
     return params, teacher_logits(params, root / "teacher", root / "prepared", root / "logits")
+
+
+def load_classifier(name: str, key: str, labels=None):
+    """A sequence classifier through the text-classification task type (as the stages load one)."""
+    from distillery.task_types import task_type
+
+    return task_type("text_classification").load_model(str(name), key, labels)
+
+
+def build_student(student_cfg, teacher_model: str, teacher_dir, labels: list, seed: int):
+    """(student, tokenizer) from the family ``student_cfg.source`` names, as ``distill`` builds it."""
+    from distillery.config import Params, TeacherConfig
+    from distillery.students import student_family
+    from distillery.task_types import task_type
+
+    params = Params(teacher=TeacherConfig(model=teacher_model or "bundled:minilm-l6"), student=student_cfg)
+    return student_family(student_cfg.source).build(params, task_type("text_classification"), labels,
+                                                    Path(teacher_dir), seed)

@@ -6,7 +6,7 @@ import re
 from conftest import dvc
 from servers import mlflow_server
 
-STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export", "benchmark", "register"]
+from distillery.stages import STAGES
 
 
 def _ran(output: str) -> list[str]:
@@ -22,7 +22,7 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project, tmp_path
 def _pipeline_runs(tiny_project, env):
     first = dvc(tiny_project, "repro", env=env)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert _ran(first.stdout) == STAGES
+    assert _ran(first.stdout) == list(STAGES)
 
     results = json.loads((tiny_project / "reports/metrics/eval.json").read_text())
     for model in ("teacher", "student", "baseline"):

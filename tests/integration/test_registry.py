@@ -50,7 +50,7 @@ def _classifier(tiny_bert: Path, shift: int):
 def _export(project: Path, tiny_bert: Path, shift: int) -> None:
     from transformers import AutoTokenizer
 
-    from distillery.onnx_runtime import export_onnx
+    from distillery.task_types.text_classification.onnx import export_onnx
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
     tokenizer.save_pretrained(project / "models/student")

@@ -9,8 +9,8 @@ import pytest
 from distillery.augment import _augment_text, augment, replacement_vocabulary
 from distillery.config import AugmentConfig
 from distillery.errors import CacheError, ConfigError
-from distillery.logits import augment_settings, load_augmented, load_cached_logits
-from distillery.modeling import load_tokenizer
+from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
+from distillery.hf import load_tokenizer
 from tiny import cache_teacher_logits, make_texts
 
 LABELS = ["negative", "neutral", "positive"]
@@ -107,7 +107,7 @@ def test_changed_settings_or_texts_invalidate_the_cache(cached):
 
 
 def test_only_the_distilled_student_sees_augmented_rows(cached):
-    from distillery.distill import distill_inputs
+    from distillery.stages.distill import distill_inputs
 
     params, root, manifest = cached
     inputs = distill_inputs(params, root / "prepared", root / "teacher", root / "logits")

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from distillery.config import DataConfig, Params, TransferSetConfig, DistillConfig
-from distillery.data import load_labels, load_split, prepare
+from distillery.prepared import load_labels, load_split
+from distillery.stages.prepare import prepare
 from distillery.errors import DataError
 from tiny import make_texts
 
@@ -159,7 +160,7 @@ def test_numeric_labels_agree_across_spellings(tmp_path):
 
 
 def test_class_label_ids_map_through_source_names_even_with_declared_labels():
-    from distillery.data import clean
+    from distillery.task_types.text_classification.rows import clean
 
     frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "sentiment": [0, 1, -1, 1], "_row": [1, 2, 3, 4]})
     cfg = DataConfig(label_column="sentiment", labels=["positive", "negative"])

@@ -1,33 +1,61 @@
-"""dvc.yaml lists, for each stage, every distillery module the stage imports and only real params keys."""
+"""dvc.yaml runs every stage of the one list, and lists for each stage every distillery module the stage
+imports (statically, or through the task-type and student-family registries) and only real params keys."""
 import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
-from distillery.cli import STAGES
 from distillery.config import load_params
+from distillery.stages import STAGES
+from distillery.students import FAMILIES
+from distillery.task_types import TASK_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGE_MODULES = {"prepare": "distillery.data", "train_teacher": "distillery.teacher",
-                 "teacher_logits": "distillery.logits", "distill": "distillery.distill",
-                 "evaluate": "distillery.evaluation", "export": "distillery.export",
-                 "benchmark": "distillery.benchmark", "register": "distillery.registry"}
+# A stage that imports a registry may load any of its entries at run time, so it depends on all of them.
+DYNAMIC = {"distillery/task_types/__init__.py": [f"distillery.task_types.{name}" for name in TASK_TYPES],
+           "distillery/students/__init__.py": [f"distillery.students.{name}" for name in FAMILIES]}
+ROWS = [f"distillery.task_types.{name}.rows" for name in TASK_TYPES]  # read through task_rows(), by prepare only
+
+
+def _module_path(module: str):
+    base = ROOT / module.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _imports(module: str, seen: set) -> set:
-    path = ROOT / (module.replace(".", "/") + ".py")
-    if not path.is_file() or path in seen:
+    path = _module_path(module)
+    if path is None or path in seen:
         return seen
     seen.add(path)
+    parts = module.split(".")
+    for index in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+        _imports(".".join(parts[:index]), seen)
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distillery"):
             _imports(node.module, seen)
+            for alias in node.names:  # `from distillery.x import submodule`
+                _imports(f"{node.module}.{alias.name}", seen)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("distillery"):
                     _imports(alias.name, seen)
+    for registry, entries in DYNAMIC.items():
+        if ROOT / registry in seen:
+            for entry in entries:
+                _imports(entry, seen)
     return seen
+
+
+def stage_imports(stage: str) -> set:
+    seen = _imports(f"distillery.stages.{stage}", set())
+    if stage == "prepare":
+        for module in ROWS:
+            _imports(module, seen)
+    return {str(p.relative_to(ROOT)) for p in seen}
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +72,21 @@ def test_every_stage_is_wired(dvc_stages):
 @pytest.mark.parametrize("stage", STAGES)
 def test_deps_cover_imported_modules(dvc_stages, stage):
     deps = set(dvc_stages[stage]["deps"])
-    imported = {str(p.relative_to(ROOT)) for p in _imports(STAGE_MODULES[stage], set())}
+    imported = stage_imports(stage)
     assert imported - deps == set(), f"{stage}: add these to its deps in dvc.yaml"
     if "distillery/metrics.py" in imported:
         assert "distillery/metric_scripts" in deps
-    if "distillery/registry.py" in imported:  # the served model's code is logged by path, not imported
-        assert "distillery/serving/text_classifier.py" in deps
+    logged = {d for d in deps if d.startswith("distillery/serving/")}  # the served model's code, logged by path
+    stale = {d for d in deps if d.startswith("distillery/") and d.endswith(".py")} - imported - logged
+    assert stale == set(), f"{stage}: these deps are not imported by the stage; drop them from dvc.yaml"
+
+
+def test_only_prepare_reads_the_cleaning_rules(dvc_stages):
+    """Editing how rows are checked re-runs prepare, and nothing after it when its outputs are unchanged."""
+    for stage in STAGES:
+        reads_rows = any(d.endswith("/rows.py") for d in dvc_stages[stage]["deps"])
+        assert reads_rows == (stage == "prepare"), stage
+        assert ("distillery/stages/prepare.py" in dvc_stages[stage]["deps"]) == (stage == "prepare"), stage
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -7,16 +7,24 @@ import onnx
 import pytest
 import torch
 
-from distillery.benchmark import benchmark
+from distillery.stages.benchmark import benchmark
 from distillery.config import BenchmarkConfig, DataConfig, ExportConfig, Params
-from distillery.data import load_labels, load_split, prepare
+from distillery.prepared import load_labels, load_split
+from distillery.stages.prepare import prepare
 from distillery.errors import ConfigError, ModelError
-from distillery.export import ParityError, export, int8_gate
+from distillery.onnx_runtime import int8_gate
+from distillery.stages.export import ParityError, export
 from distillery.files import write_json
 from distillery.metrics import classification_metrics
-from distillery.modeling import count_parameters, load_classifier, load_tokenizer, select_layers
-from distillery.onnx_runtime import export_onnx, run_session, session
+from distillery.hf import count_parameters, load_tokenizer
+from distillery.students.layers import select_layers
+from distillery.task_types import task_type
+from tiny import load_classifier
+from distillery.onnx_runtime import run_session, session
+from distillery.task_types.text_classification.onnx import export_onnx
 from tiny import make_texts
+
+TASK = task_type("text_classification")
 
 
 def _train(model, tokenizer, frame, epochs=12):
@@ -44,7 +52,7 @@ def workspace(tmp_path_factory, tiny_bert):
     labels = load_labels(root / "prepared")
     tokenizer = load_tokenizer(str(tiny_bert), "t")
     teacher = _train(load_classifier(str(tiny_bert), "t", labels), tokenizer, load_split("train", root / "prepared"))
-    student = select_layers(teacher, [0, 3])
+    student = select_layers(TASK, teacher, [0, 3])
     for name, model in (("teacher", teacher), ("student", student)):
         model.save_pretrained(root / "models" / name)
         tokenizer.save_pretrained(root / "models" / name)
@@ -114,7 +122,7 @@ def _negated_int8(source, target):
 
 def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkeypatch):
     root, params = workspace
-    monkeypatch.setattr("distillery.export.quantize_int8", _negated_int8)
+    monkeypatch.setattr("distillery.stages.export.quantize_int8", _negated_int8)
     params = replace(params, export=ExportConfig())
     report = export(params, root / "models", root / "prepared", tmp_path / "onnx", tmp_path / "reports")
     assert report["student"]["fp32"]["passed"]

@@ -6,7 +6,12 @@ import torch
 
 from distillery.config import DistillConfig, HiddenLossConfig, Params, StudentConfig, TrainConfig
 from distillery.losses import distillation_loss, hidden_state_loss
-from distillery.modeling import load_classifier, load_tokenizer, select_layers
+from distillery.hf import load_tokenizer
+from distillery.students.layers import select_layers
+from distillery.task_types import task_type
+from tiny import load_classifier
+
+TASK = task_type("text_classification")
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -33,24 +38,25 @@ def teacher_dir(tiny_bert, tmp_path):
 
 
 def _trainer(model, tokenizer, tmp_path, **options):
-    from distillery.training import Collator, _trainer_classes, training_arguments
+    from distillery.task_types.text_classification.features import Collator
+    from distillery.training import _trainer_classes, training_arguments
 
     _, DistillationTrainer, _ = _trainer_classes()
     args = dataclasses.replace(training_arguments(TrainConfig(), str(tmp_path / "ckpt"), 0), eval_strategy="no",
                                save_strategy="no", load_best_model_at_end=False)
     return DistillationTrainer(model=model, args=args, data_collator=Collator(tokenizer), processing_class=tokenizer,
-                               **options)
+                               task=TASK, **options)
 
 
 def test_trainer_adds_the_weighted_hidden_loss(teacher_dir, tmp_path):
-    from distillery.distill import hidden_options
+    from distillery.stages.distill import hidden_options
 
     tokenizer = load_tokenizer(str(teacher_dir), "t")
     teacher = load_classifier(str(teacher_dir), "t")
     params = Params(student=StudentConfig(layers=[0, 3]),
                     distill=DistillConfig(hidden_loss=HiddenLossConfig(weight=0.7)))
-    student = select_layers(teacher, [0, 3]).train()
-    options = hidden_options(params, student, teacher_dir)
+    student = select_layers(TASK, teacher, [0, 3]).train()
+    options = hidden_options(params, TASK, student, teacher_dir)
     assert options["layer_map"] == [(0, 0), (1, 3)] and options["hidden_weight"] == 0.7
     batch = dict(tokenizer(["good day it was", "bad car"], padding=True, return_tensors="pt"))
     batch |= {"labels": torch.tensor([2, -100]), "teacher_logits": torch.tensor([[0.1, 0.2, 0.3], [1.0, 0.0, -1.0]])}
@@ -65,7 +71,7 @@ def test_trainer_adds_the_weighted_hidden_loss(teacher_dir, tmp_path):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert expected.item() > distillation_loss(s_out.logits, batch["teacher_logits"], batch["labels"], 0.5, 2.0)
     # a student holding every teacher layer reproduces its hidden states: the extra term is exactly zero
-    full = select_layers(teacher, [0, 1, 2, 3]).train()
+    full = select_layers(TASK, teacher, [0, 1, 2, 3]).train()
     with torch.no_grad():
         f_out = full(**inputs, output_hidden_states=True)
     zero = hidden_state_loss(f_out.hidden_states, t_out.hidden_states, [(i, i) for i in range(4)],
@@ -74,21 +80,22 @@ def test_trainer_adds_the_weighted_hidden_loss(teacher_dir, tmp_path):
 
 
 def test_distilled_training_with_the_hidden_loss_runs(teacher_dir, tmp_path):
-    from distillery.distill import hidden_options
-    from distillery.training import fit, tokenize
+    from distillery.stages.distill import hidden_options
+    from distillery.task_types.text_classification.features import tokenize
+    from distillery.training import fit
     from tiny import make_texts
 
     tokenizer = load_tokenizer(str(teacher_dir), "t")
     frame = make_texts(24)
     frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(LABELS)})
     teacher = load_classifier(str(teacher_dir), "t")
-    student = select_layers(teacher, [0, 3])
+    student = select_layers(TASK, teacher, [0, 3])
     before = [p.detach().clone() for p in student.parameters()]
     params = Params(student=StudentConfig(layers=[0, 3]), distill=DistillConfig(hidden_loss=HiddenLossConfig(0.5)))
     cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8, logging_steps=1, warmup=0.0)
-    summary = fit(student, tokenizer, tokenize(frame, tokenizer, 32, torch.randn(24, 3).numpy()),
+    summary = fit(TASK, student, tokenizer, tokenize(frame, tokenizer, 32, torch.randn(24, 3).numpy()),
                   tokenize(frame, tokenizer, 32), cfg, 0, tmp_path / "out",
-                  distill=dict(alpha=0.5, temperature=2.0, loss_kind="kl", **hidden_options(params, student,
+                  distill=dict(alpha=0.5, temperature=2.0, loss_kind="kl", **hidden_options(params, TASK, student,
                                                                                             teacher_dir)))
     assert summary["steps"] == 3
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))

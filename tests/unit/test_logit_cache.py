@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from distillery.errors import CacheError
-from distillery.logits import load_cached_logits
-from distillery.modeling import load_classifier, load_tokenizer
+from distillery.logit_cache import load_cached_logits
+from distillery.hf import load_tokenizer
+from tiny import load_classifier
 from tiny import cache_teacher_logits
 
 LABELS = ["negative", "neutral", "positive"]
@@ -26,7 +27,7 @@ def test_manifest_and_rows(cached):
 
 
 def test_cached_logits_equal_a_fresh_teacher_pass(cached):
-    from distillery.inference import predict_logits
+    from distillery.task_types.text_classification.features import predict_logits
 
     params, root, _ = cached
     model, tokenizer = load_classifier(str(root / "teacher"), "t"), load_tokenizer(str(root / "teacher"), "t")

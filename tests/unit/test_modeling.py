@@ -4,8 +4,12 @@ import torch
 
 from distillery.config import StudentConfig
 from distillery.errors import ModelError
-from distillery.modeling import (build_student, layer_list_name, load_classifier, resolve_layers, resolve_model,
-                                 select_layers)
+from distillery.hf import resolve_model
+from distillery.students.layers import layer_list_name, resolve_layers, select_layers
+from distillery.task_types import task_type
+from tiny import build_student, load_classifier
+
+TASK = task_type("text_classification")
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -13,7 +17,7 @@ LABELS = ["negative", "neutral", "positive"]
 @pytest.mark.parametrize("layers", [[0, 3], [1, 2], [3]])
 def test_layer_selection_copies_weights_exactly(tiny_bert, layers):
     source = load_classifier(str(tiny_bert), "teacher.model", LABELS)
-    student = select_layers(source, layers)
+    student = select_layers(TASK, source, layers)
     assert student.config.num_hidden_layers == len(layers)
     source_state, student_state = source.state_dict(), student.state_dict()
     prefix = layer_list_name(source)
@@ -31,7 +35,7 @@ def test_layer_selection_copies_weights_exactly(tiny_bert, layers):
 
 def test_selected_student_matches_source_outputs_when_all_layers_kept(tiny_bert):
     source = load_classifier(str(tiny_bert), "teacher.model", LABELS).eval()
-    student = select_layers(source, [0, 1, 2, 3]).eval()
+    student = select_layers(TASK, source, [0, 1, 2, 3]).eval()
     ids = torch.tensor([[2, 10, 11, 12, 3]])
     assert torch.allclose(source(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6)
 

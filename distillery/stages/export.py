@@ -1,0 +1,78 @@
+"""The ``export`` stage: ONNX fp32 + int8 for the student (and the teacher, for a fair comparison),
+checked against PyTorch on every row of the real test split by the task type's parity check.
+
+Gates:
+- fp32 parity: the largest absolute output difference must be within ``export.fp32_atol``. If not,
+  the stage fails and writes no models, so nothing downstream can ship them.
+- int8: if its quality drops more than ``export.int8_max_accuracy_drop`` points below the fp32
+  student's, it is marked not deployable (with the reason) and the fp32 model stays deployable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from distillery.config import Params
+from distillery.errors import DistilleryError
+from distillery.files import atomic_dir, read_json, write_json
+from distillery.hf import load_tokenizer
+from distillery.onnx_runtime import quantize_int8
+from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
+from distillery.prepared import load_labels, load_split
+from distillery.students import student_family
+from distillery.task_types import task_type
+
+EXPORTED = ("student", "teacher")
+
+
+class ParityError(DistilleryError):
+    """An exported fp32 model does not reproduce its PyTorch outputs."""
+
+
+def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir: Union[str, Path] = PREPARED_DIR,
+           out_dir: Union[str, Path] = ONNX_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    task = task_type(params.task)
+    test = load_split("test", prepared_dir)
+    labels = load_labels(prepared_dir)
+    report: dict = {"labels": labels}
+    parity_path = Path(reports_dir) / "metrics" / "parity.json"
+    with atomic_dir(out_dir) as scratch:
+        for name in EXPORTED:
+            model_dir = Path(models_dir) / name
+            model = task.load_model(str(model_dir), str(model_dir))
+            tokenizer = load_tokenizer(str(model_dir), str(model_dir))
+            training = read_json(model_dir / "training.json", "train_teacher" if name == "teacher" else "distill")
+            fp32_path, int8_path = scratch / f"{name}.onnx", scratch / f"{name}.int8.onnx"
+            if name == "student":
+                student_family(training.get("family", params.student.source)).export_onnx(
+                    task, model, tokenizer, fp32_path, params.export.opset)
+            else:
+                task.export_onnx(model, tokenizer, fp32_path, params.export.opset)
+            quantize_int8(fp32_path, int8_path)
+            report[name] = task.parity(model, tokenizer, fp32_path, int8_path, test, training["max_length"],
+                                       params.export)
+            report[name]["size_mb"] = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
+        failed = [n for n in EXPORTED if not report[n]["fp32"]["passed"]]
+        student_int8 = report["student"]["int8"]
+        report["deployable"] = "student.int8.onnx" if student_int8["deployable"] else "student.onnx"
+        report["int8_not_deployable_reason"] = student_int8["reason"]
+        report["fp32_parity_passed"] = not failed
+        write_json(parity_path, report)
+        if failed:
+            worst = report[failed[0]]["fp32"]
+            raise ParityError(f"fp32 ONNX parity failed for {', '.join(failed)}: largest output difference "
+                              f"{worst['max_abs_logit_diff']:.3g} > export.fp32_atol = {worst['atol']} on the "
+                              f"test split; no ONNX model was written (see {parity_path})")
+        write_json(scratch / "deployment.json", {
+            "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
+            "reason": student_int8["reason"], "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
+            "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"]})
+    return report
+
+
+def summary(result: dict) -> str:
+    student = result["student"]
+    return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
+            f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
+            f"{student['int8']['label_agreement_vs_fp32']:.4f}, accuracy change "
+            f"{student['int8']['accuracy_change_points']:+.2f} points; deployable: {result['deployable']}")

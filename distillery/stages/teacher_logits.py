@@ -1,0 +1,62 @@
+"""The ``teacher_logits`` stage: run the teacher once over the training, transfer and validation
+rows, and cache its outputs (for text classification, its logits) with a manifest of what they were
+computed from (:mod:`distillery.logit_cache`).
+
+With ``distill.augment.copies > 0`` the stage first draws Tang-style augmented texts from the
+training texts (:mod:`distillery.augment`, with the teacher's tokenizer), stores them as
+``augmented.parquet`` and caches the teacher's outputs for them too: they join the transfer set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+
+from distillery.augment import augment
+from distillery.config import Params
+from distillery.files import atomic_dir, sha256_files, write_json
+from distillery.hf import load_tokenizer
+from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
+from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
+from distillery.prepared import PAIR, TEXT, load_split
+from distillery.task_types import task_type
+
+
+def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame) -> pd.DataFrame:
+    """Augmented copies of the training (and, if asked, transfer) texts, none equal to a prepared text."""
+    columns = [c for c in (TEXT, PAIR) if c in frames["train"].columns]
+    sources = [frames["train"]] + ([frames["transfer"]] if params.distill.augment.include_transfer else [])
+    known = pd.concat([frame[columns] for frame in [*frames.values(), test]])
+    return augment(pd.concat([f[columns] for f in sources], ignore_index=True), tokenizer, params.distill.augment,
+                   augment_seed(params), known)
+
+
+def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
+                   prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
+    teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
+    task = task_type(params.task)
+    model = task.load_model(str(teacher_dir), "models/teacher")
+    tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
+    max_length = params.teacher.max_length
+    rows = {}
+    frames = {part: load_split(part, prepared_dir) for part in PARTS}
+    frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
+    with atomic_dir(out_dir) as scratch:
+        for part, frame in frames.items():
+            logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
+                else task.empty_outputs(model.config.num_labels)
+            np.save(scratch / f"{part}.npy", logits)
+            rows[part] = int(len(frame))
+        frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
+        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length), "rows": rows,
+                    "num_labels": int(model.config.num_labels), "max_length": max_length,
+                    "augment": {"settings": augment_settings(params),
+                                "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
+        write_json(scratch / "manifest.json", manifest)
+    return manifest
+
+
+def summary(result: dict) -> str:
+    return f"cached teacher logits for {result['rows']}"

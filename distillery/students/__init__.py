@@ -1,0 +1,24 @@
+"""Student families: how a student is built, how it starts, and how it exports.
+
+``FAMILIES`` is the one table from ``student.source`` in params.yaml to the module that builds it;
+each module defines ``FAMILY``, an instance of :class:`~distillery.students.base.StudentFamily`.
+Adding a family is one module here, its params keys and its tests. A family module is imported
+only when a stage builds a student.
+"""
+from __future__ import annotations
+
+import importlib
+
+from distillery.errors import ConfigError
+
+FAMILIES: dict[str, str] = {
+    "layers": "encoder layers selected from the teacher's pretrained (or fine-tuned) model, DistilBERT-style",
+    "model": "any Hugging Face model (Hub id or local path) with its own tokenizer",
+    "config": "the teacher's architecture built from scratch at the sizes in student.config, teacher's tokenizer",
+}
+
+
+def student_family(name: str):
+    if name not in FAMILIES:
+        raise ConfigError(f"student.source = {name!r} is not allowed; student families: {', '.join(FAMILIES)}")
+    return importlib.import_module(f"{__name__}.{name}").FAMILY

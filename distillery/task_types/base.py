@@ -1,0 +1,102 @@
+"""The interface every task type implements. The stages call these methods and nothing else
+task-specific; a task type is one package under ``distillery/task_types/``.
+
+Row reading and checking (columns, labels, bad rows) lives in the package's ``rows`` module, which
+only ``prepare`` imports: ``key_columns``, ``label_names``, ``check_columns``, ``clean`` and
+``unlabelled_inputs`` (see ``text_classification/rows.py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+
+class TaskType:
+    """One kind of task: how its rows become model inputs, what the teacher outputs, how a student
+    learns from it, how predictions are scored, exported and served."""
+
+    name: str = ""
+    # the test metric the gate, retention and the distillation gain are judged on, and a second one reported beside it
+    primary_metric: str = "accuracy"
+    secondary_metric: str = "macro_f1"
+    # the arrays the teacher-output cache stores per row, e.g. ("logits",); stages never look inside
+    teacher_outputs: tuple[str, ...] = ()
+
+    # --- featurising ---------------------------------------------------------------------------
+    def featurise(self, frame: pd.DataFrame, tokenizer, max_length: int,
+                  teacher_outputs: Optional[np.ndarray] = None):
+        """A ``datasets.Dataset`` the Trainer reads (with the cached teacher outputs, when given)."""
+        raise NotImplementedError
+
+    def collator(self, tokenizer):
+        """Batches featurised rows (dynamic padding; teacher outputs and labels stacked)."""
+        raise NotImplementedError
+
+    # --- the model head ------------------------------------------------------------------------
+    def load_model(self, name: str, key: str, labels: Optional[list] = None):
+        """A model with this task's head; with ``labels`` a fresh head of that size is added when missing."""
+        raise NotImplementedError
+
+    def head_from_config(self, config, labels: list):
+        """A randomly initialised model with this task's head for a transformers config."""
+        raise NotImplementedError
+
+    # --- the teacher's outputs -----------------------------------------------------------------
+    def predict(self, model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int) -> np.ndarray:
+        """The model's raw outputs for every row, in the frame's order (what the cache stores)."""
+        raise NotImplementedError
+
+    def empty_outputs(self, num_labels: int) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- the loss terms --------------------------------------------------------------------------
+    def outputs_of(self, model_output) -> Any:
+        """The tensor(s) the loss compares with the teacher's cached outputs."""
+        raise NotImplementedError
+
+    def supervised_loss(self, student_outputs, labels):
+        raise NotImplementedError
+
+    def distillation_loss(self, student_outputs, teacher_outputs, labels, alpha: float, temperature: float,
+                          kind: str):
+        raise NotImplementedError
+
+    # --- post-processing and metrics -------------------------------------------------------------
+    def metrics(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
+        """Test metrics of raw outputs against the frame's gold answers."""
+        raise NotImplementedError
+
+    def evaluation_report(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
+        """``metrics`` for eval.json, ``per_class`` figures (or {}), and ``plots``: name -> DataFrame, written
+        by ``evaluate`` as ``reports/plots/<name>/<model>.csv``."""
+        raise NotImplementedError
+
+    def trainer_metrics(self, eval_pred) -> dict:
+        """``compute_metrics`` for the Trainer's validation pass."""
+        raise NotImplementedError
+
+    # --- ONNX ------------------------------------------------------------------------------------
+    def export_onnx(self, model, tokenizer, path: Path, opset: int) -> list[str]:
+        """Write a single-file ONNX model with dynamic axes; return its input names."""
+        raise NotImplementedError
+
+    def parity(self, model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFrame, max_length: int,
+               export_cfg) -> dict:
+        """ONNX fp32 and int8 against PyTorch on every row of ``frame``: the export gate's evidence."""
+        raise NotImplementedError
+
+    def benchmark_inputs(self, tokenizer, frame: pd.DataFrame, batch: int, length: int) -> dict:
+        """A numpy batch of ``batch`` real rows padded to ``length``, for latency timing."""
+        raise NotImplementedError
+
+    # --- serving -----------------------------------------------------------------------------------
+    def served_model_code(self) -> Path:
+        """The pyfunc's code file (models-from-code); it must not import Distillery."""
+        raise NotImplementedError
+
+    def served_input(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The served model's input columns for prepared rows (also the signature's input example)."""
+        raise NotImplementedError

@@ -1,0 +1,91 @@
+"""Text classification, ONNX: input and output names, dynamic axes, and the parity check of the
+exported fp32 and int8 models against PyTorch on every row of a real split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.metrics import classification_metrics
+from distillery.onnx_runtime import export_module, int8_gate, run_session, session
+from distillery.prepared import LABEL
+from distillery.task_types.text_classification.features import texts_and_pairs
+
+OUTPUT = "logits"
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Positional inputs in, logits out: the shape the legacy ONNX exporter wants."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str]):
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs))).logits
+
+
+def input_names(tokenizer) -> list[str]:
+    """The tokenizer's model inputs, in a fixed order (e.g. input_ids, token_type_ids, attention_mask)."""
+    return [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in tokenizer.model_input_names]
+
+
+def dynamic_axes(names: list[str]) -> dict:
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes[OUTPUT] = {0: "batch"}
+    return axes
+
+
+def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) -> list[str]:
+    """Export to a single-file ONNX model with dynamic batch and sequence axes; return its input names."""
+    names = input_names(tokenizer)
+    sample = tokenizer(["a short example", "a somewhat longer example sentence to pad against"], padding=True,
+                       return_tensors="pt")
+    export_module(_LogitsOnly(model, names), tuple(sample[n] for n in names), path, names, [OUTPUT],
+                  dynamic_axes(names), opset)
+    model.eval()
+    return names
+
+
+def parity_logits(model, tokenizer, sessions: dict, frame: pd.DataFrame, max_length: int,
+                  batch_size: int) -> dict[str, np.ndarray]:
+    """PyTorch and ONNX logits for every row, in batches padded to their longest row, as served."""
+    outputs: dict[str, list] = {"pytorch": [], **{name: [] for name in sessions}}
+    texts, pairs = texts_and_pairs(frame)
+    model.eval()
+    for start in range(0, len(frame), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], pairs[start:start + batch_size] if pairs else None,
+                          padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        with torch.inference_mode():
+            outputs["pytorch"].append(model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy())
+        for name, sess in sessions.items():
+            outputs[name].append(run_session(sess, batch))
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFrame, max_length: int,
+           cfg) -> dict:
+    """Parity of the fp32 and int8 ONNX models with PyTorch on ``frame`` (``cfg``: the export section)."""
+    logits = parity_logits(model, tokenizer, {"fp32": session(fp32_path), "int8": session(int8_path)}, frame,
+                           max_length, cfg.parity_batch_size)
+    references = frame[LABEL].to_numpy()
+    labels = {name: value.argmax(-1) for name, value in logits.items()}
+    metrics = {name: classification_metrics(value, references, value.shape[1]) for name, value in logits.items()}
+    max_diff = float(np.abs(logits["fp32"] - logits["pytorch"]).max())
+    return {
+        "rows": int(len(frame)),
+        "fp32": {"max_abs_logit_diff": max_diff, "atol": cfg.fp32_atol, "passed": max_diff <= cfg.fp32_atol,
+                 "label_agreement_vs_pytorch": float((labels["fp32"] == labels["pytorch"]).mean())},
+        "int8": {"label_agreement_vs_fp32": float((labels["int8"] == labels["fp32"]).mean()),
+                 "label_agreement_vs_pytorch": float((labels["int8"] == labels["pytorch"]).mean()),
+                 "max_abs_logit_diff_vs_pytorch": float(np.abs(logits["int8"] - logits["pytorch"]).max()),
+                 "accuracy": metrics["int8"]["accuracy"], "macro_f1": metrics["int8"]["macro_f1"],
+                 "accuracy_change_points": 100 * (metrics["int8"]["accuracy"] - metrics["pytorch"]["accuracy"]),
+                 "macro_f1_change": metrics["int8"]["macro_f1"] - metrics["pytorch"]["macro_f1"],
+                 **int8_gate(metrics["pytorch"]["accuracy"], metrics["int8"]["accuracy"],
+                             cfg.int8_max_accuracy_drop)},
+        "pytorch": {"accuracy": metrics["pytorch"]["accuracy"], "macro_f1": metrics["pytorch"]["macro_f1"]},
+        "fp32_onnx": {"accuracy": metrics["fp32"]["accuracy"], "macro_f1": metrics["fp32"]["macro_f1"]},
+    }

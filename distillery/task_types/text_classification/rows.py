@@ -1,0 +1,107 @@
+"""Text classification, reading and checking rows: columns, labels and bad rows (the ``prepare`` stage).
+
+Only ``prepare`` imports this module, so editing the cleaning rules re-runs ``prepare`` and, when
+the prepared splits come out identical, nothing after it.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import pandas as pd
+
+from distillery.config import DataConfig
+from distillery.errors import DataError
+from distillery.prepared import LABEL, PAIR, TEXT
+
+
+def is_blank(series: pd.Series) -> pd.Series:
+    return series.isna() | series.astype(str).str.strip().eq("")
+
+
+def label_key(value) -> str:
+    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree."""
+    text = str(value.item() if hasattr(value, "item") else value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
+def key_columns(cfg: DataConfig) -> list[str]:
+    """The prepared columns that identify a row's input (duplicates are judged on them)."""
+    return [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
+
+
+def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
+    """The label set: ``data.labels`` if declared, else the source's ``ClassLabel`` names, else the values seen."""
+    if cfg.labels is not None:
+        names = [label_key(v) for v in cfg.labels]
+        if len(set(names)) != len(names):
+            raise DataError(f"data.labels: {cfg.labels} names the same label twice")
+        return names
+    if declared is not None:
+        return [label_key(name) for name in declared]
+    values = set()
+    for frame in frames.values():
+        column = frame[cfg.label_column]
+        values.update(column[~is_blank(column)].map(label_key))
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return sorted(values, key=(lambda v: int(v)) if numeric else None)
+
+
+def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
+    needed = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
+    if cfg.text_pair_column:
+        needed.append(("data.text_pair_column", cfg.text_pair_column))
+    columns = [c for c in frame.columns if c != "_row"]
+    for key, column in needed:
+        if column not in frame.columns:
+            raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
+
+
+def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: Union[list, None],
+          where: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep valid rows as (text, text_pair, label id, _row); return the rejected rows with reasons.
+
+    ``source_names``: a Hub ``ClassLabel``'s names; its integers index them and -1 means "no label".
+    """
+    check_columns(frame, cfg, where)
+    label_ids = {name: i for i, name in enumerate(names)}
+    raw_labels = frame[cfg.label_column]
+    if source_names is not None:
+        keys = raw_labels.map(lambda v: label_key(source_names[int(v)])
+                              if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
+    else:
+        keys = raw_labels.map(label_key).where(~is_blank(raw_labels), None)
+    reasons = pd.Series("", index=frame.index)
+    reasons[is_blank(frame[cfg.text_column])] = "empty text"
+    if cfg.text_pair_column:
+        reasons[(reasons == "") & is_blank(frame[cfg.text_pair_column])] = "empty text pair"
+    reasons[(reasons == "") & keys.isna()] = "missing label"
+    unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
+    reasons[unknown] = "unknown label " + raw_labels[unknown].astype(str).map(repr)
+    bad = reasons != ""
+    rejected = [{"source": where, "row": int(row), "reason": reason}
+                for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
+    good = frame.loc[~bad]
+    out = pd.DataFrame({TEXT: good[cfg.text_column].astype(str).values})
+    if cfg.text_pair_column:
+        out[PAIR] = good[cfg.text_pair_column].astype(str).values
+    out[LABEL] = keys[~bad].map(label_ids).astype("int64").values
+    out["_row"] = good["_row"].values
+    return out, rejected
+
+
+def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_column: str,
+                      pair_column: Union[str, None] = None) -> pd.DataFrame:
+    """Transfer-set rows (no labels) in prepared columns, blanks dropped. ``raw`` holds the source's
+    columns (``text_column``, and ``pair_column`` or else ``data.text_pair_column`` for pair tasks)."""
+    frame = pd.DataFrame({TEXT: raw[text_column]})
+    if cfg.text_pair_column:
+        pair_column = pair_column or cfg.text_pair_column
+        if pair_column not in raw.columns:
+            raise DataError(f"{source}: text pair column {pair_column!r} not found")
+        frame[PAIR] = raw[pair_column]
+    blank = is_blank(frame[TEXT]) | (is_blank(frame[PAIR]) if PAIR in frame.columns else False)
+    return frame[~blank].astype(str)
