@@ -37,9 +37,14 @@ def _describe(command: str, result: dict) -> str:
 
 
 def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
+    """Run a stage (or command) as DVC runs it: from the project root, on params.yaml."""
     from distillery.config import load_params
+    from distillery.stages import stage_inputs
+    from distillery.tracked import require_tracked
 
     params = load_params(params_path)
+    if stage in STAGES:  # a local input DVC does not track would be read, but a change to it never seen
+        require_tracked(stage, stage_inputs(stage, params))
     return _command_function(stage)(params)
 
 

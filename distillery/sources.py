@@ -12,7 +12,8 @@ from typing import Union
 
 import pandas as pd
 
-from distillery.errors import DataError
+from distillery.errors import DataError, TransientError
+from distillery.files import sha256_files
 
 BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
@@ -44,6 +45,7 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"{path}: data file does not exist")
+    before = sha256_files([path])
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
@@ -53,10 +55,20 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow parse errors
+        if sha256_files([path]) != before:
+            raise _changed(path) from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
+    if sha256_files([path]) != before:
+        raise _changed(path)
     frame = frame.reset_index(drop=True)
     frame["_row"] = range(1, len(frame) + 1)
     return frame
+
+
+def _changed(path: Path) -> TransientError:
+    """A file still being written: what was read may be a part of it, and DVC would hash the whole."""
+    return TransientError(f"{path}: the file changed while it was read (still being written?); nothing was "
+                          "written, run the stage again once the file is complete")
 
 
 def _decode(path: Path, errors: str) -> str:

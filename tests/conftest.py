@@ -94,8 +94,12 @@ def make_project(project: Path, tiny_bert: Path) -> Path:
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, project / name)
+    for name in ("models/pretrained/README.md", "models/pretrained/.gitignore"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(tiny_bert, project / "models" / "pretrained" / "tiny-bert")  # a tracked local checkpoint
     data = make_csv(project / "data" / "raw" / "tweets.csv", n=150)
-    write_params(project / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
+    write_params(project / "params.yaml", tiny_params(Path("models/pretrained/tiny-bert"), Path("data/raw/tweets.csv")))
     _git("init", "-q", cwd=project)
     _git("config", "user.email", "ci@example.com", cwd=project)
     _git("config", "user.name", "CI", cwd=project)

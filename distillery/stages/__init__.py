@@ -28,3 +28,9 @@ def stage_function(stage: str) -> Callable:
 def stage_summary(stage: str, result: dict) -> str:
     """What the CLI prints after the stage ran."""
     return stage_module(stage).summary(result)
+
+
+def stage_inputs(stage: str, params) -> dict:
+    """The local files and directories ``stage`` reads, by params key (``tracked_inputs`` of its module)."""
+    function = getattr(stage_module(stage), "tracked_inputs", None)
+    return function(params) if function else {}

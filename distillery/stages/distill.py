@@ -129,3 +129,8 @@ def summary(result: dict) -> str:
     return (f"distilled student {result['student']['train_seconds']:.0f}s, baseline "
             f"{result['baseline']['train_seconds']:.0f}s; time per example, distilled / baseline: "
             f"{result['time_ratio_per_example']:.2f}")
+
+
+def tracked_inputs(params: Params) -> dict:
+    """The pretrained weights a student starts from, when they are a local directory."""
+    return {"teacher.model": params.teacher.model, "student.model": params.student.model}

@@ -79,6 +79,16 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.
     return frame.reset_index(drop=True)
 
 
+def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str) -> None:
+    """A refresh that loses most of its rows (labels re-spelled, a column emptied) is a broken refresh."""
+    if not rows_read or len(rejected) / rows_read <= limit:
+        return
+    reasons = pd.Series([r["reason"] for r in rejected]).value_counts()
+    raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.0%}) were "
+                    f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
+                    f"{int(reasons.iloc[0])} rows); fix the data or the declared data.labels")
+
+
 def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     """Run the whole stage; return the data report."""
     cfg = params.data
@@ -110,6 +120,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         first = rejected[0]
         raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+    check_rejected_share(rejected, sum(len(f) for f in frames.values()), getattr(cfg, "max_rejected_fraction", 1.0),
+                         description)
     # Drop duplicate texts; an evaluation split keeps its copy so no test text is trained on.
     key = rows.key_columns(cfg)
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
@@ -125,6 +137,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
+    rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description)
     transfer = _transfer_texts(params, splits, leftover)
 
     report = {
@@ -163,3 +176,11 @@ def summary(report: dict) -> str:
     return "\n".join(lines) + f"\nrejected {report['rows_rejected']}, duplicates dropped " \
                               f"{sum(report['duplicates_dropped'].values())}"
 
+
+
+def tracked_inputs(params: Params) -> dict:
+    """Local data this stage reads, by params key: each must be a dvc.yaml dependency of the stage."""
+    cfg, transfer = params.data, params.distill.transfer_set
+    inputs = {"data.source": None if cfg.files else cfg.source, "distill.transfer_set.source": transfer.source}
+    inputs.update({f"data.files.{split}": path for split, path in cfg.files.items()})
+    return inputs

@@ -38,3 +38,7 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
 
 def summary(result: dict) -> str:
     return f"teacher trained in {result['train_seconds']:.0f}s; best validation {result['best_validation']}"
+
+
+def tracked_inputs(params: Params) -> dict:
+    return {"teacher.model": params.teacher.model}

@@ -17,6 +17,7 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project, tmp_path
     with mlflow_server(tmp_path / "mlflow") as uri:
         _pipeline_runs(tiny_project, {"MLFLOW_TRACKING_URI": uri})
         _registry_after_two_runs(uri)
+        _bad_refreshes_change_nothing(tiny_project, {"MLFLOW_TRACKING_URI": uri}, uri)
 
 
 def _pipeline_runs(tiny_project, env):
@@ -89,6 +90,37 @@ def _registry_after_two_runs(uri):
     assert len(history) >= 2 and len({point.step for point in history}) == len(history)
     artifacts = {item.path for item in client.list_artifacts(last.info.run_id)}
     assert {"reports", "data", "model_card.md", "gate_decision.json"} <= artifacts
+
+
+def _bad_refreshes_change_nothing(project, env, uri):
+    """A refresh with one class, or with 90% of its labels unknown, stops at prepare (exit 2, the problem
+    named); dvc.lock and the champion alias stay as they were."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from tiny import make_texts
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_registered_model("distillery-student").aliases
+    params = (project / "params.yaml").read_text().replace("labels: null", "labels: [negative, neutral, positive]")
+    (project / "params.yaml").write_text(params)
+    lock = (project / "dvc.lock").read_bytes()
+    raw = project / "data/raw/tweets.csv"
+    one_class = make_texts(150)
+    one_class["sentiment"] = "positive"
+    mostly_unknown = make_texts(150)
+    mostly_unknown.loc[mostly_unknown.index % 10 != 0, "sentiment"] = "POS1TIVE"  # re-spelled, then rejected
+    for refresh, expected in ((one_class, r"split '(train|validation|test)' is missing classes: 'negative' has 0"),
+                              (mostly_unknown, r"135 of 150 rows \(90%\) were rejected, more than "
+                                               r"data.max_rejected_fraction")):
+        refresh.to_csv(raw, index=False)
+        result = dvc(project, "repro", "prepare", env=env)
+        assert result.returncode != 0 and _ran(result.stdout) == ["prepare"], result.stdout
+        assert re.search(r"distillery prepare: error: .*" + expected, result.stderr), result.stderr
+        assert "exited with 2" in result.stderr, result.stderr
+        assert (project / "dvc.lock").read_bytes() == lock
+        assert client.get_registered_model("distillery-student").aliases == champion
+    assert pd.read_csv(raw)["sentiment"].nunique() == 2  # the last refresh really was on disk
 
 
 def test_bad_params_fail_before_any_output(tiny_project):

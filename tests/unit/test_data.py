@@ -89,7 +89,8 @@ def test_missing_file(tmp_path):
 
 def test_non_utf8_names_the_line(tmp_path):
     source = tmp_path / "latin1.csv"
-    lines = ["text,sentiment"] + [f"row {i} good,positive" for i in range(5)] + ["caf\xe9 bad,negative"]
+    lines = ["text,sentiment"] + [f"row {i} good,positive" for i in range(3)] + \
+        [f"row {i} bad,negative" for i in range(2)] + ["caf\xe9 bad,negative"]
     source.write_bytes("\n".join(lines).encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1.csv: line 7 is not valid UTF-8"):
         prepare(_params(source), tmp_path / "prepared")

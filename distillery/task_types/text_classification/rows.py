@@ -105,3 +105,16 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
         frame[PAIR] = raw[pair_column]
     blank = is_blank(frame[TEXT]) | (is_blank(frame[PAIR]) if PAIR in frame.columns else False)
     return frame[~blank].astype(str)
+
+
+def check_classes(splits: dict, names: list[str], min_rows: int, description: str) -> None:
+    """Every class, in every split, has at least ``min_rows`` rows: a one-class refresh cannot train a model
+    that then scores 100% on a one-class test split and wins the promotion gate."""
+    for split, frame in splits.items():
+        counts = frame[LABEL].value_counts()
+        short = [(name, int(counts.get(i, 0))) for i, name in enumerate(names) if counts.get(i, 0) < min_rows]
+        if short:
+            listed = ", ".join(f"{name!r} has {n}" for name, n in short[:5])
+            raise DataError(f"{description}: split {split!r} is missing classes: {listed} row(s), fewer than "
+                            f"data.min_rows_per_class = {min_rows} ({len(short)} of {len(names)} classes short); "
+                            "check the data refresh, or declare only the classes it has in data.labels")

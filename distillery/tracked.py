@@ -1,0 +1,50 @@
+"""Inputs DVC must see. A stage run by DVC may read a local file only if it lies under one of that
+stage's ``deps`` in dvc.yaml: otherwise DVC hashes nothing of it, a changed file leaves the stage "up
+to date", and the new data is never trained on. Bundled data and models (versioned with their pip
+package) and Hub ids are not local files and are not checked.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from distillery.errors import ConfigError
+
+DVC_FILE = "dvc.yaml"
+
+
+def local_path(value: Optional[str]) -> Optional[Path]:
+    """``value`` as a local path if it names one (not ``bundled:``, ``hub:``, a keyword or a Hub id)."""
+    if not value or value.startswith(("bundled:", "hub:")) or value in ("none", "remainder"):
+        return None
+    path = Path(value).expanduser()
+    return path if path.exists() or value.startswith((".", "/", "~")) else None
+
+
+def stage_deps(stage: str, root: Union[str, Path]) -> Optional[list[Path]]:
+    """The resolved ``deps`` of ``stage`` in ``root``/dvc.yaml, or None when there is no such stage."""
+    path = Path(root) / DVC_FILE
+    if not path.is_file():
+        return None
+    spec = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
+    if spec is None:
+        return None
+    return [(Path(root) / dep).resolve() for dep in spec.get("deps", [])]
+
+
+def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[str, Path] = ".") -> None:
+    """Refuse, in one line, a local input of ``stage`` that no dvc.yaml dep of the stage covers."""
+    deps = stage_deps(stage, root)
+    if deps is None:
+        return
+    for key, value in inputs.items():
+        path = local_path(value)
+        if path is None:
+            continue
+        resolved = (Path(root) / path).resolve()
+        if not any(resolved == dep or dep in resolved.parents for dep in deps):
+            raise ConfigError(f"{key}: {value} is not under any input of the {stage} stage in {DVC_FILE}, so DVC "
+                              f"would not notice when it changes; move it under data/raw/ (or add it to the deps "
+                              f"of {stage} in {DVC_FILE})")

