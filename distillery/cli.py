@@ -5,6 +5,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Callable, Optional
@@ -69,6 +70,12 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
             f"(recorded in MLflow run {result['run_id']})")
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a stage timeout, a cancelled flow run) unwinds like Ctrl-C, so every scratch directory and
+    checkpoint is cleaned up and the previous outputs stay in place."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
     parser.add_argument("stage", choices=[*STAGES, *COMMANDS, *REGISTRY_COMMANDS],
@@ -84,6 +91,7 @@ def main(argv: Optional[list] = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)
     started = time.perf_counter()
     try:
         if args.stage in REGISTRY_COMMANDS:

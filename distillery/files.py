@@ -5,11 +5,55 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Union
 
 PathLike = Union[str, Path]
+# scratch names: ".<name>.tmp-<pid>" (being written) and ".<name>.old-<pid>" (being replaced); .gitignore'd
+SCRATCH = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_scratch(directory: PathLike) -> list[Path]:
+    """Remove the scratch files and directories in ``directory`` left by processes that no longer run
+    (a SIGKILL skips every clean-up); return what was removed."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        match = SCRATCH.match(path.name)
+        if match and int(match.group(2)) != os.getpid() and not _alive(int(match.group(2))):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(near: PathLike) -> Iterator[str]:
+    """A private scratch directory beside ``near`` (``.<name>.tmp-<pid>``), removed when the block ends, by
+    an exception or SIGTERM too; one a SIGKILLed process left is swept by the next :func:`sweep_scratch`."""
+    near = Path(near)
+    near.parent.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(near.parent)
+    path = near.with_name(f".{near.name}.tmp-{os.getpid()}")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -21,6 +65,7 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(target.parent)
     scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()

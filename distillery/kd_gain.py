@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 
 from distillery.config import Params
-from distillery.files import read_json, write_json
+from distillery.files import read_json, scratch_dir, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.stages.distill import distill_inputs
@@ -81,7 +81,7 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
         for name, model, dataset, options in (
                 ("student", inputs.student, inputs.kd_dataset, inputs.kd_options),
                 ("baseline", copy.deepcopy(inputs.student), inputs.baseline_dataset, None)):
-            with tempfile.TemporaryDirectory(prefix="distillery-seed-") as scratch:
+            with scratch_dir(Path(tempfile.gettempdir()) / f"distillery-seed-{seed}-{name}") as scratch:
                 summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                               seed, Path(scratch), distill=options)
             scores = {}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from distillery.config import TrainConfig
+from distillery.files import scratch_dir
 from distillery.losses import hidden_state_loss
 
 def _trainer_classes():
@@ -111,7 +112,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     _, DistillationTrainer, EpochTimer = _trainer_classes()
     set_seed(seed)
     timer = EpochTimer()
-    with tempfile.TemporaryDirectory(prefix="distillery-ckpt-") as checkpoints:
+    with scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints") as checkpoints:
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,

@@ -25,7 +25,7 @@ from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from distillery.config import load_schedule  # noqa: E402
 from distillery.errors import ConfigError  # noqa: E402
 from flows.operations import notify_failure, repository_lock  # noqa: E402
-from tasks.experiments import restore_params, save_experiment, set_params  # noqa: E402
+from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from tasks.stages import STAGE_TASKS  # noqa: E402
 
@@ -83,6 +83,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     stages = list(stages or STAGES)
     ran, experiment = {}, None
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
+        if recover_params(project_dir):
+            logger.warning("params.yaml restored from %s: an earlier run with overrides was killed before it "
+                           "could restore it", root / ".distillery" / "params.yaml.before-overrides")
         original_params = set_params(project_dir, overrides) if overrides else None
         try:
             timeouts = _timeouts(root, stages)

@@ -8,7 +8,11 @@ stage keeps its own Prefect task (retries, timeout, "ran" or "up to date"):
 2. the stage tasks run ``dvc repro --single-item <stage>`` as in any run;
 3. ``save_experiment`` records the workspace as a named DVC experiment (``dvc exp save``): its
    params, ``dvc.lock`` and metrics, with the outputs in the DVC cache;
-4. params.yaml gets its previous text back, so the overrides hold for that run only. The outputs
+4. params.yaml gets its previous text back, so the overrides hold for that run only. Before the
+   overrides are written, the previous text is saved to ``.distillery/params.yaml.before-overrides``;
+   a run killed before step 4 leaves it there, and the next run puts it back first
+   (:func:`recover_params`), so a killed run's overrides never leak into the next one. Every write
+   of params.yaml is atomic (a scratch file renamed over it). The outputs
    stay as the experiment left them; the next run brings stale stages back (from DVC's run-cache
    when they ran before). ``dvc exp apply <name>`` makes the experiment the workspace again.
 """
@@ -25,6 +29,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.stages import BadInput, StageFailed
+
+BACKUP = Path(".distillery") / "params.yaml.before-overrides"  # params.yaml as it was before a run's overrides
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
@@ -50,20 +56,40 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     from distillery.config import load_params
     from distillery.errors import ConfigError
 
+    from distillery.files import write_text
+
     params_path = Path(project_dir) / "params.yaml"
     original = params_path.read_text(encoding="utf-8")
+    scratch = params_path.with_name(f".params-overrides.tmp-{os.getpid()}.yaml")  # same suffix: same format
+    scratch.write_text(original, encoding="utf-8")
     try:
-        apply_overrides(params_path, override_args(overrides))
-        load_params(params_path)
+        apply_overrides(scratch, override_args(overrides))
+        load_params(scratch)
     except (InvalidArgumentError, ConfigError) as exc:
-        params_path.write_text(original, encoding="utf-8")
+        scratch.unlink(missing_ok=True)
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        raise BadInput(f"overrides {overrides}: {exc}{cause}".replace("\n", " ")) from None
+        raise BadInput(f"overrides {overrides}: {str(exc).replace(str(scratch), 'params.yaml')}{cause}"
+                       .replace("\n", " ")) from None
+    write_text(Path(project_dir) / BACKUP, original)  # first the way back, then the change
+    os.replace(scratch, params_path)
     return original
 
 
 def restore_params(project_dir: str, original: str) -> None:
-    (Path(project_dir) / "params.yaml").write_text(original, encoding="utf-8")
+    """params.yaml as it was before the overrides (atomically), then drop the backup."""
+    from distillery.files import write_text
+
+    write_text(Path(project_dir) / "params.yaml", original)
+    (Path(project_dir) / BACKUP).unlink(missing_ok=True)
+
+
+def recover_params(project_dir: str) -> bool:
+    """Undo the overrides of a run that was killed before it could restore params.yaml; True if it did."""
+    backup = Path(project_dir) / BACKUP
+    if not backup.is_file():
+        return False
+    restore_params(project_dir, backup.read_text(encoding="utf-8"))
+    return True
 
 
 @task(name="save_experiment", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
