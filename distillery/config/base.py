@@ -19,7 +19,7 @@ from distillery.errors import ConfigError
 SPLITS = ("train", "validation", "test")
 
 # strict: no silent str -> int or bool -> int coercion (an int is still accepted where a float is expected).
-CONFIG = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=False)
+CONFIG = ConfigDict(extra="forbid", strict=True)
 
 
 def allowed(text: str) -> dict:

@@ -1,10 +1,9 @@
 """Sections after training: evaluation, export, benchmark, the registry's gate and the schedule."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator
-from typing_extensions import Annotated
 
 from distillery.config.base import allowed, not_allowed, section
 from distillery.stages import STAGES

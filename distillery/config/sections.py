@@ -1,10 +1,9 @@
 """The sections for the data, the teacher and the student, and the training hyperparameters they share."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
-from typing_extensions import Annotated
 
 from distillery.config.base import SPLITS, allowed, not_allowed, section
 

@@ -228,7 +228,8 @@ def test_describe_params_lists_every_key_of_params_yaml():
     lines = text.splitlines()
     for i, line in enumerate(lines):  # each key is followed by its description
         if line in described.values():
-            assert lines[i + 1].startswith("    ") and len(lines[i + 1].strip()) > 10, line
+            description = lines[i + 1].strip()
+            assert lines[i + 1].startswith("    ") and len(description) > 10 and not description.startswith("("), line
     assert described["data.min_rows_per_class"] == "data.min_rows_per_class: 5"
     assert described["distill.train.learning_rate"] == "distill.train.learning_rate: 5.0e-05"
     assert described["student.config.hidden_size"] == "student.config.hidden_size: 128"
