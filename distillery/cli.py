@@ -16,6 +16,7 @@ from distillery.stages import STAGES, stage_function, stage_summary
 # Commands outside the DVC pipeline: name -> (module, function); imported on demand so `--help` stays fast.
 COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare")}
 REGISTRY_COMMANDS = ("models", "promote", "rollback")
+INFO_COMMANDS = ("params",)  # print every params.yaml key with its default and description
 
 
 def _command_function(command: str) -> Callable:
@@ -78,16 +79,21 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
-    parser.add_argument("stage", choices=[*STAGES, *COMMANDS, *REGISTRY_COMMANDS],
+    parser.add_argument("stage", choices=[*STAGES, *COMMANDS, *REGISTRY_COMMANDS, *INFO_COMMANDS],
                         help="pipeline stage to run; kd_gain (multi-seed distilled-vs-baseline evidence); compare (the "
                              "recipes kd_gain measured, side by side); or a "
-                             "registry command: models (list versions), promote <version> --reason ..., rollback")
+                             "registry command: models (list versions), promote <version> --reason ..., rollback; "
+                             "or params (every params.yaml key, its default and description)")
     parser.add_argument("version", nargs="?", help="model version, for promote")
     parser.add_argument("--reason", default="", help="why, for promote (required) and rollback (recorded)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     if args.version is not None and args.stage != "promote":
         parser.error(f"{args.stage} takes no version argument")
+    if args.stage == "params":
+        from distillery.config import describe_params
+        print(describe_params())
+        return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

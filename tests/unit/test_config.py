@@ -1,10 +1,14 @@
 """params.yaml validation: bad values fail at load time, naming the key and the allowed range."""
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from distillery.config import load_params
+from distillery.cli import main
+from distillery.config import (DataConfig, GateConfig, HiddenLossConfig, Params, StudentConfig, TrainConfig,
+                               describe_params, load_params, load_schedule, validate)
 from distillery.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +54,12 @@ def test_repository_params_cover_every_key():
     ("data:\n  split_fractions: {train: 0.5, validation: 0.1, test: 0.1}\n", "data.split_fractions", "sum to 1"),
     ("data:\n  max_samples: {train: 0}\n", "data.max_samples.train", "positive"),
     ("data:\n  max_samples: {training: 5}\n", "data.max_samples", "splits are"),
-    ("student:\n  model: 123\n", "student.model", "expected a str or null"),
+    ("student:\n  model: 123\n", "student.model", "expected a string or null"),
     ("distill:\n  transfer_set:\n    source: train_texts\n", "distill.transfer_set.source", "remainder"),
     ("evaluate:\n  seeds: [1]\n", "evaluate.seeds", "at least two"),
     ("distill:\n  alpha: null\n", "distill.alpha", "a value is required"),
     ("distill:\n  augment:\n    ngram_max: 0\n", "distill.augment.ngram_max", ">= 1"),
-    ("distill:\n  augment:\n    seed: '7'\n", "distill.augment.seed", "expected an int or null"),
+    ("distill:\n  augment:\n    seed: '7'\n", "distill.augment.seed", "expected an integer or null"),
     ("distill:\n  hidden_loss:\n    weight: -1\n", "distill.hidden_loss.weight", ">= 0"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key, hint):
@@ -88,3 +92,150 @@ def test_values_are_typed_and_frozen(tmp_path):
     assert params.student.layers == "every_other"
     with pytest.raises(Exception):
         params.distill.alpha = 0.2  # frozen
+
+
+@pytest.mark.parametrize("text, key, hint", [
+    ("task: Text-Classification\n", "task = 'Text-Classification'", "lowercase identifier"),
+    ("task: 5\n", "task", "expected a string"),
+    ("task: null\n", "task", "a value is required"),
+    ("student:\n  source: scratch\n", "student.source", "layers, model, config"),
+    ("student:\n  config:\n    hidden_size: 100\n    num_heads: 3\n", "student.config.hidden_size = 100",
+     "divisible by num_heads"),
+    ("student:\n  config:\n    num_layers: 0\n", "student.config.num_layers = 0", ">= 1"),
+    ("student:\n  config:\n    num_heads: 2.5\n", "student.config.num_heads", "expected an integer"),
+    ("student:\n  config:\n    layers: 2\n", "unknown key student.config.layers", "num_layers"),
+    ("student:\n  config: 128\n", "student.config", "expected a mapping"),
+    ("student:\n  source: config\ndistill:\n  hidden_loss:\n    weight: 1\n", "distill.hidden_loss.weight",
+     "student.source: layers"),
+    ("data:\n  min_rows_per_class: 0\n", "data.min_rows_per_class = 0", ">= 1"),
+    ("data:\n  min_rows_per_class: true\n", "data.min_rows_per_class", "expected an integer"),
+    ("data:\n  max_rejected_fraction: 1.5\n", "data.max_rejected_fraction = 1.5", "[0, 1]"),
+    ("data:\n  max_rejected_fraction: '0.1'\n", "data.max_rejected_fraction", "expected a number"),
+    ("schedule:\n  stage_timeouts: {bencmark: 30}\n", "schedule.stage_timeouts.bencmark", "train_teacher"),
+    ("schedule:\n  stage_timeouts: {benchmark: 0}\n", "schedule.stage_timeouts.benchmark", "> 0"),
+    ("data:\n  split_fractions: {train: x, validation: 0.1, test: 0.1}\n", "data.split_fractions.train", "sum to 1"),
+])
+def test_new_and_reworked_keys_name_the_key(tmp_path, text, key, hint):
+    with pytest.raises(ConfigError) as error:
+        _load(tmp_path, text)
+    message = str(error.value)
+    assert key in message and hint in message, message
+    assert "\n" not in message and message.startswith(str(tmp_path / "params.yaml") + ": ")
+
+
+def test_schedule_alone_checks_stage_names(tmp_path):
+    (tmp_path / "params.yaml").write_text("distill:\n  alfa: 1\nschedule:\n  stage_timeouts: {benchmark: 30}\n")
+    assert load_schedule(tmp_path / "params.yaml").timeout_seconds("benchmark") == 1800.0
+    (tmp_path / "params.yaml").write_text("schedule:\n  stage_timeouts: {deploy: 30}\n")
+    with pytest.raises(ConfigError, match=r"schedule\.stage_timeouts\.deploy = 30 is not allowed; keys are stages"):
+        load_schedule(tmp_path / "params.yaml")
+
+
+def test_student_from_config(tmp_path):
+    params = _load(tmp_path, "student:\n  source: config\n  config: {hidden_size: 64, num_heads: 4}\n")
+    assert params.student.source == "config"
+    assert dataclasses.astuple(params.student.config) == (64, 2, 4, 512)
+
+
+def test_numbers_are_strict(tmp_path):
+    params = _load(tmp_path, "teacher:\n  train:\n    epochs: 3\nregister:\n  lock_timeout_s: 5\n")
+    assert params.teacher.train.epochs == 3.0 and isinstance(params.teacher.train.epochs, float)
+    assert isinstance(params.register.lock_timeout_s, float)
+    for text, hint in (("seed: true\n", "seed: expected an integer, got True"),
+                       ("distill:\n  alpha: false\n", "distill.alpha: expected a number, got False"),
+                       ("seed: '42'\n", "seed: expected an integer, got '42'"),
+                       ("distill:\n  augment:\n    include_transfer: 1\n", "expected true or false, got 1")):
+        with pytest.raises(ConfigError, match=re.escape(hint)):
+            _load(tmp_path, text)
+
+
+def test_empty_section_takes_the_defaults(tmp_path):
+    assert _load(tmp_path, "distill:\nschedule:\n") == Params()
+
+
+# Values of the repository's params.yaml before the move to pydantic: the default run depends on them.
+REPOSITORY_VALUES = {
+    "task": "text_classification", "seed": 42, "data.label_column": "sentiment", "data.max_samples.train": 8000,
+    "data.max_samples.validation": 1000, "data.max_samples.test": 3000, "data.split_fractions.train": 0.8,
+    "data.min_rows_per_class": 5, "data.max_rejected_fraction": 0.5, "teacher.train.epochs": 2.0,
+    "teacher.train.learning_rate": 5e-05, "distill.train.learning_rate": 0.0001, "distill.alpha": 0.5,
+    "distill.temperature": 2.0, "distill.transfer_set.source": "remainder", "student.source": "layers",
+    "student.layers": [0, 5], "student.config.hidden_size": 128, "student.config.num_layers": 2,
+    "student.config.num_heads": 2, "student.config.intermediate_size": 512, "register.lock_timeout_s": 600.0,
+    "schedule.stage_timeout_minutes": 120.0, "schedule.watch_interval_seconds": 300.0,
+    "benchmark.sequence_lengths": [16, 64, 128],
+}
+
+
+def test_repository_params_keep_their_values():
+    flat = load_params(ROOT / "params.yaml").flat()
+    for key, value in REPOSITORY_VALUES.items():
+        assert flat[key] == value and type(flat[key]) is type(value), (key, flat[key])
+
+
+def test_code_defaults_are_unchanged():
+    params = Params()
+    assert (params.data.label_column, params.data.max_samples, params.distill.train.learning_rate,
+            params.distill.transfer_set.source, params.teacher.train.epochs) == ("label", {}, 5e-05, "none", 2.0)
+    assert params.data.splits == {"train": "train", "validation": "validation", "test": "test"}
+    assert params.data.splits is not Params().data.splits  # a fresh mapping per object
+
+
+def test_sections_stay_dataclasses():
+    train = TrainConfig()
+    assert [f.name for f in dataclasses.fields(train)] == list(vars(train))
+    assert dataclasses.asdict(Params())["distill"]["train"] == vars(train)
+    assert dataclasses.replace(train, epochs=1).epochs == 1.0
+    assert DataConfig(source="x.csv", max_samples={"train": 5}).max_samples == {"train": 5}
+    with pytest.raises(ConfigError, match=r"register\.gate\.metric = 'f1' is not allowed; allowed: accuracy, macro_f1"):
+        GateConfig(metric="f1")
+    with pytest.raises(ConfigError, match=r"^distill\.hidden_loss\.weight = 1\.0 is not allowed"):
+        Params(student=StudentConfig(source="model", model="m"),
+               distill=dataclasses.replace(Params().distill, hidden_loss=HiddenLossConfig(1)))
+
+
+def test_validate_rechecks_an_object_built_in_code():
+    params = Params()
+    assert validate(params) is params
+    object.__setattr__(params.distill, "alpha", 2.0)  # bypasses the checks construction runs
+    with pytest.raises(ConfigError, match=r"^distill\.alpha = 2\.0 is not allowed; it must be in \[0, 1\]$"):
+        validate(params)
+
+
+def _yaml_leaves(tree: dict, prefix: str = "") -> list[str]:
+    leaves = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves += _yaml_leaves(value, f"{prefix}{key}.")
+        else:
+            leaves.append(f"{prefix}{key}")
+    return leaves
+
+
+def test_describe_params_lists_every_key_of_params_yaml():
+    text = describe_params()
+    described = {line.split(": ", 1)[0]: line for line in text.splitlines()
+                 if line and not line.startswith((" ", "#")) and ": " in line}
+    leaves = _yaml_leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert len(leaves) > 80
+    for leaf in leaves:
+        # a mapping value (data.max_samples: {train: ...}) is one key; its YAML leaves are its entries
+        parts = leaf.split(".")
+        owners = [".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in described]
+        assert owners and (owners[0] == leaf or owners[0] in ("data.splits", "data.split_fractions",
+                                                             "data.max_samples", "data.files",
+                                                             "schedule.stage_timeouts")), f"{leaf} is not described"
+    lines = text.splitlines()
+    for i, line in enumerate(lines):  # each key is followed by its description
+        if line in described.values():
+            description = lines[i + 1].strip()
+            assert lines[i + 1].startswith("    ") and len(description) > 10 and not description.startswith("("), line
+    assert described["data.min_rows_per_class"] == "data.min_rows_per_class: 5"
+    assert described["distill.train.learning_rate"] == "distill.train.learning_rate: 5.0e-05"
+    assert described["student.config.hidden_size"] == "student.config.hidden_size: 128"
+
+
+def test_params_command(capsys):
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert out == describe_params() + "\n" and "schedule.stage_timeouts: {}" in out

@@ -1,0 +1,41 @@
+"""``python -m distillery params``: every params.yaml key with its default and description, from the sections."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import yaml
+
+from distillery.config.messages import allowed_text
+from distillery.config.params import Params
+
+
+def _yaml(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    return text[:-len("...")].strip() if text.endswith("\n...") else text
+
+
+def _leaves(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, default, description) of every leaf; a section yields a ``# key: description`` header first."""
+    for name, info in cls.__pydantic_fields__.items():
+        key = f"{prefix}{name}"
+        default = info.get_default(call_default_factory=True)
+        text = info.description or ""
+        if dataclasses.is_dataclass(default):
+            yield f"# {key}", None, text
+            yield from _leaves(type(default), key + ".")
+        else:
+            rule = allowed_text(info, "")
+            yield key, default, f"{text} ({rule})" if rule and rule not in text else text
+
+
+def describe_params() -> str:
+    """Every key, dotted, with its default and description: ``key: default`` then the indented description."""
+    lines = ["Every params.yaml key, its default and what it does. Sections are read as a whole by the stages "
+             "named; a key left out of params.yaml takes its default."]
+    for key, default, text in _leaves(Params):
+        if key.startswith("#"):
+            lines += ["", f"{key}: {text}"]
+        else:
+            lines += [f"{key}: {_yaml(default)}", f"    {text}"]
+    return "\n".join(lines)

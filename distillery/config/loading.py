@@ -1,0 +1,74 @@
+"""Reading params.yaml: safe YAML, each section built (validated) from the inside out, errors as one line."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from distillery.config.base import build
+from distillery.config.messages import unknown_key
+from distillery.config.operations import ScheduleConfig
+from distillery.config.params import Params
+from distillery.errors import ConfigError
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _build_tree(cls: type, raw: Any, key: str) -> Any:
+    """Section ``cls`` at dotted ``key`` from a YAML mapping: nested sections first, then ``cls`` itself.
+
+    A section left empty in YAML (``distill:`` with nothing under it) reads as null and means all defaults.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'params'}: expected a mapping, got {raw!r}")
+    fields = cls.__pydantic_fields__
+    for name in raw:
+        if name not in fields:
+            raise ConfigError(unknown_key(cls, f"{key}.{name}" if key else str(name)))
+    values = {}
+    for name, value in raw.items():
+        sub = fields[name].annotation
+        nested = isinstance(sub, type) and dataclasses.is_dataclass(sub)
+        values[name] = _build_tree(sub, value, f"{key}.{name}" if key else name) if nested else value
+    return build(cls, key, values)
+
+
+def _load(cls: type, raw: Any, key: str, path: Path) -> Any:
+    try:
+        return _build_tree(cls, raw, key)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_params(path: Union[str, Path] = "params.yaml") -> Params:
+    """Read and validate params.yaml. Safe YAML only: no tags that run code."""
+    path = Path(path)
+    return _load(Params, _read_yaml(path), "", path)
+
+
+def load_schedule(path: Union[str, Path] = "params.yaml") -> ScheduleConfig:
+    """Only the ``schedule`` section: the flow reads it without failing on a bad key a stage will report."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    return _load(ScheduleConfig, raw.get("schedule") if isinstance(raw, dict) else None, "schedule", path)
+
+
+def validate(params: Params) -> Params:
+    """Check a ``Params`` assembled in code once more, as a whole, as if it had been read from params.yaml.
+
+    Building a section already validates it (``Params(...)``, ``dataclasses.replace``); this re-runs every
+    check from the values. Returns ``params`` unchanged.
+    """
+    _build_tree(Params, dataclasses.asdict(params), "")
+    return params

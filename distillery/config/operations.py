@@ -1,0 +1,127 @@
+"""Sections after training: evaluation, export, benchmark, the registry's gate and the schedule."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from distillery.config.base import allowed, not_allowed, section
+from distillery.stages import STAGES
+
+Stage = Literal[STAGES]  # type: ignore[valid-type]
+_POSITIVE_INTS = allowed("list positive integers")
+
+
+@section("evaluate")
+class EvaluateConfig:
+    """Read by ``teacher_logits`` and ``evaluate``."""
+
+    batch_size: int = Field(128, ge=1, description="inference batch size")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3],
+                             description="`python -m distillery kd_gain`: distilled vs baseline student, one pair "
+                                         "per seed",
+                             json_schema_extra=allowed("list at least two distinct integer seeds (a spread needs two)"))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+            raise not_allowed("list at least two distinct integer seeds (a spread needs two)")
+        return seeds
+
+
+@section("export")
+class ExportConfig:
+    """Read by ``export``."""
+
+    opset: int = Field(17, ge=7, le=20, description="ONNX opset",
+                       json_schema_extra=allowed("use an opset in [7, 20] (17 is tested)"))
+    fp32_atol: float = Field(1e-4, gt=0, description="largest |logit difference| allowed between ONNX fp32 and "
+                                                     "PyTorch on the test split; above it the stage fails")
+    int8_max_accuracy_drop: float = Field(1.0, ge=0, description="accuracy points below the fp32 student; above it "
+                                                                 "int8 is marked not deployable",
+                                          json_schema_extra=allowed("it is in accuracy points and must be >= 0"))
+    parity_batch_size: int = Field(32, ge=1, description="test rows per batch, padded to the batch's longest row, "
+                                                         "as when served")
+
+
+@section("benchmark")
+class BenchmarkConfig:
+    """Read by ``benchmark``."""
+
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 8, 32], min_length=1, description="batch sizes timed",
+        json_schema_extra=_POSITIVE_INTS)
+    sequence_lengths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [16, 64, 128], min_length=1,
+        description="sequence lengths timed; each must be <= the model's max_position_embeddings",
+        json_schema_extra=_POSITIVE_INTS)
+    warmup: int = Field(10, ge=0, description="untimed runs per cell")
+    runs: int = Field(100, ge=1, description="timed runs per cell (p99 needs >= 100)")
+    threads: int = Field(2, ge=1, description="intra-op threads, the same for torch and onnxruntime",
+                         json_schema_extra=allowed("it must be >= 1 (the same count is used for torch and "
+                                                   "onnxruntime)"))
+
+
+@section("register.gate")
+class GateConfig:
+    """What a candidate student must show before it becomes the registry's ``champion``."""
+
+    min_retention: float = Field(0.97, ge=0, le=1.5, description="candidate accuracy / teacher accuracy, on the "
+                                                                 "test split",
+                                 json_schema_extra=allowed("it is a ratio of accuracies, e.g. 0.97"))
+    max_p95_ms: float = Field(10.0, gt=0, description="p95 latency at batch 1, sequence student.max_length "
+                                                      "(benchmark cell b1_s<max_length>), deployable model")
+    max_size_mb: float = Field(100.0, gt=0, description="size of the deployable ONNX file")
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="compared with the current champion on the same test split")
+    tolerance: float = Field(0.0, ge=0, lt=1, description="the candidate may trail the champion by at most this "
+                                                          "much of metric")
+
+
+@section("register")
+class RegisterConfig:
+    """Read by ``register``: MLflow tracking, the model registry and its promotion gate."""
+
+    # MLflow's reserved and allowed characters for registered model names, kept simple and portable.
+    model_name: str = Field("distillery-student", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$",
+                            description="registered model name; served as models:/<model_name>@champion",
+                            json_schema_extra=allowed("use letters, digits, '_', '-' and '.', starting with a "
+                                                      "letter or digit"))
+    experiment: str = Field("distillery", pattern=r"\S", description="MLflow experiment of the pipeline's runs",
+                            json_schema_extra=allowed("name an experiment"))
+    lock_timeout_s: float = Field(600.0, ge=0, description="wait this long for another registration of the same "
+                                                           "model name, then fail")
+    gate: GateConfig = Field(default_factory=GateConfig, description="the candidate becomes champion only if "
+                                                                     "every check passes; else challenger")
+
+
+@section("schedule")
+class ScheduleConfig:
+    """How the Prefect deployment runs the pipeline unattended (``python -m flows.deploy``). No stage reads it."""
+
+    cron: Optional[str] = Field("0 2 * * *", description="the served deployment's schedule (nightly retrain); "
+                                                         "null = no schedule",
+                                json_schema_extra=allowed("write a cron expression such as '0 2 * * *' (five "
+                                                          "fields), or null for no schedule"))
+    timezone: str = Field("UTC", description="time zone of the cron expression")
+    event: str = Field("distillery.data.updated", pattern=r"\S",
+                       description="a run starts when this event arrives; `python -m flows.watch` emits it",
+                       json_schema_extra=allowed("name the event that starts a run"))
+    watch_interval_seconds: float = Field(300.0, gt=0, description="how often `python -m flows.watch` hashes the "
+                                                                   "data source")
+    stage_timeout_minutes: float = Field(120.0, gt=0, description="each stage's `dvc repro` is killed after this "
+                                                                  "long (the run fails, not retried)")
+    stage_timeouts: dict[Stage, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="per-stage minutes overriding stage_timeout_minutes, e.g. {benchmark: 30}",
+        json_schema_extra=allowed(f"keys are stages ({', '.join(STAGES)}); values are minutes, > 0"))
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: Optional[str]) -> Optional[str]:
+        if cron is not None and len(cron.split()) not in (5, 6):
+            raise not_allowed("write a cron expression such as '0 2 * * *' (five fields), or null for no schedule")
+        return cron
+
+    def timeout_seconds(self, stage: str) -> float:
+        return 60.0 * float(self.stage_timeouts.get(stage, self.stage_timeout_minutes))

