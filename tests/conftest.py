@@ -42,7 +42,7 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
              "logging_steps": 5}
     params = {
         "seed": 0,
-        "data": {"source": str(data), "label_column": "sentiment", "max_samples": {"train": 60}},
+        "data": {"source": str(data), "label_column": "sentiment", "max_samples": {"train": 60}, "min_rows_per_class": 2},
         "teacher": {"model": str(model), "max_length": 32, "train": train},
         "student": {"layers": [0, 3], "max_length": 32},
         "distill": {"alpha": 0.5, "temperature": 2.0, "transfer_set": {"source": "remainder", "max_rows": 100},

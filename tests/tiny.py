@@ -69,7 +69,8 @@ def cache_teacher_logits(root: Path, tiny_bert: Path, **distill):
 
     source = root / "data.csv"
     make_texts(120).to_csv(source, index=False)
-    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60}),
+    params = Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", max_samples={"train": 60},
+                                            min_rows_per_class=1),
                     teacher=TeacherConfig(model=str(tiny_bert), max_length=32), student=StudentConfig(layers=[0, 3]),
                     distill=DistillConfig(transfer_set=TransferSetConfig(source="remainder"), **distill))
     prepare(params, root / "prepared")

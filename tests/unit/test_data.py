@@ -13,6 +13,7 @@ from tiny import make_texts
 
 def _params(source, **data) -> Params:
     transfer = data.pop("transfer", TransferSetConfig())
+    data.setdefault("min_rows_per_class", 1)  # the tiny frames here have a few rows per class in each split
     return Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", **data),
                   distill=DistillConfig(transfer_set=transfer))
 

@@ -47,7 +47,8 @@ def _train(model, tokenizer, frame, epochs=12):
 def workspace(tmp_path_factory, tiny_bert):
     root = tmp_path_factory.mktemp("export")
     make_texts(240).to_csv(root / "data.csv", index=False)
-    params = Params(seed=0, data=DataConfig(source=str(root / "data.csv"), label_column="sentiment"))
+    params = Params(seed=0, data=DataConfig(source=str(root / "data.csv"), label_column="sentiment",
+                                                 min_rows_per_class=1))
     prepare(params, root / "prepared")
     labels = load_labels(root / "prepared")
     tokenizer = load_tokenizer(str(tiny_bert), "t")

@@ -114,7 +114,7 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
         counts = frame[LABEL].value_counts()
         short = [(name, int(counts.get(i, 0))) for i, name in enumerate(names) if counts.get(i, 0) < min_rows]
         if short:
-            listed = ", ".join(f"{name!r} has {n}" for name, n in short[:5])
-            raise DataError(f"{description}: split {split!r} is missing classes: {listed} row(s), fewer than "
-                            f"data.min_rows_per_class = {min_rows} ({len(short)} of {len(names)} classes short); "
-                            "check the data refresh, or declare only the classes it has in data.labels")
+            listed = ", ".join(f"{name!r} {n}" for name, n in short[:5])
+            raise DataError(f"{description}: split {split!r} has too few rows of {len(short)} of {len(names)} "
+                            f"classes ({listed}; data.min_rows_per_class = {min_rows}); check the data refresh, "
+                            "or declare only the classes it has in data.labels")
