@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from distillery.config.base import allowed, not_allowed, section
+from distillery.config.base import not_allowed, section
 from distillery.config.distill import DistillConfig
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, RegisterConfig,
                                           ScheduleConfig)
@@ -17,10 +17,9 @@ from distillery.config.sections import DataConfig, StudentConfig, TeacherConfig
 class Params:
     """Every knob of the pipeline; ``load_params`` reads it from params.yaml."""
 
-    task: str = Field("text_classification", pattern=r"^[a-z_]+$",
-                      description="the task type: what the data's rows are and what the models predict",
-                      json_schema_extra=allowed("name a task type, a lowercase identifier such as "
-                                                "text_classification"))
+    task: str = Field("text_classification",
+                      description="the task type (distillery/task_types/): what the data's rows are and what the "
+                                  "models predict; text_classification covers single texts and text pairs")
     seed: int = Field(42, description="one seed for splits, initialisation, data order")
     data: DataConfig = Field(default_factory=DataConfig, description="the labelled corpus, read by prepare")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="read by train_teacher "
@@ -35,6 +34,14 @@ class Params:
     register: RegisterConfig = Field(default_factory=RegisterConfig, description="read by register")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="read by the Prefect flow and "
                                                                                  "`python -m flows.deploy`")
+
+    @model_validator(mode="after")
+    def _known_task(self) -> "Params":
+        from distillery.task_types import TASK_TYPES  # the task-type table; importing it loads no task type
+
+        if self.task not in TASK_TYPES:
+            raise not_allowed(f"task types: {', '.join(TASK_TYPES)}", "task", self.task)
+        return self
 
     @model_validator(mode="after")
     def _hidden_loss_needs_layers(self) -> "Params":

@@ -113,10 +113,11 @@ class StudentArchConfig:
 class StudentConfig:
     """The student, built and distilled by ``distill``."""
 
-    source: Literal["layers", "model", "config"] = Field(
-        "layers", description="layers: copy embeddings + chosen encoder layers of the teacher's base model "
-                              "(DistilBERT-style) | model: any Hub id / local path | config: the teacher's "
-                              "architecture built from scratch with the sizes in student.config, teacher's tokenizer")
+    source: str = Field(
+        "layers", description="the student family (distillery/students/): layers: copy embeddings + chosen encoder "
+                              "layers of the teacher's base model (DistilBERT-style) | model: any Hub id / local path "
+                              "| config: the teacher's architecture built from scratch with the sizes in "
+                              "student.config, teacher's tokenizer")
     init: Literal["pretrained", "finetuned"] = Field(
         "pretrained", description="with source: layers; pretrained: layers of teacher.model | finetuned: layers "
                                   "(and head) of the fine-tuned teacher")
@@ -131,6 +132,10 @@ class StudentConfig:
 
     @model_validator(mode="after")
     def _source_needs(self) -> "StudentConfig":
+        from distillery.students import FAMILIES  # the family table; importing it loads no family
+
+        if self.source not in FAMILIES:
+            raise not_allowed(f"student families: {', '.join(FAMILIES)}", "source", self.source)
         if self.source == "model" and not self.model:
             raise not_allowed("student.source: model needs a Hub id or path", "model", self.model)
         if self.source == "layers" and isinstance(self.layers, list):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from distillery.errors import ConfigError
 from distillery.hf import from_pretrained, load_tokenizer, resolve_model
 from distillery.students.base import StudentFamily
 
@@ -16,10 +15,7 @@ def student_config(params):
     """The teacher's transformers config with the sizes of ``student.config``."""
     from transformers import AutoConfig
 
-    sizes = params.student.config
-    if sizes.hidden_size % sizes.num_heads:
-        raise ConfigError(f"student.config.hidden_size = {sizes.hidden_size} is not allowed; it must be divisible "
-                          f"by student.config.num_heads ({sizes.num_heads})")
+    sizes = params.student.config  # validated at load: hidden_size is divisible by num_heads
     name = resolve_model(params.teacher.model, "teacher.model")
     config = from_pretrained(AutoConfig, name, "teacher.model")
     config.hidden_size = sizes.hidden_size

@@ -95,7 +95,7 @@ def test_values_are_typed_and_frozen(tmp_path):
 
 
 @pytest.mark.parametrize("text, key, hint", [
-    ("task: Text-Classification\n", "task = 'Text-Classification'", "lowercase identifier"),
+    ("task: Text-Classification\n", "task = 'Text-Classification'", "task types: text_classification"),
     ("task: 5\n", "task", "expected a string"),
     ("task: null\n", "task", "a value is required"),
     ("student:\n  source: scratch\n", "student.source", "layers, model, config"),

@@ -1,0 +1,94 @@
+"""Student families behind one interface: the ``config`` family builds the teacher's architecture from
+scratch at the configured sizes, with the teacher's tokenizer, and exports with parity like any student."""
+import numpy as np
+import pytest
+import torch
+
+from distillery.config import Params, StudentConfig, TeacherConfig
+from distillery.config.sections import StudentArchConfig
+from distillery.errors import ConfigError
+from distillery.students import FAMILIES, student_family
+from distillery.task_types import TASK_TYPES, task_type
+from tiny import load_classifier, make_texts
+
+LABELS = ["negative", "neutral", "positive"]
+TASK = task_type("text_classification")
+
+
+def _params(tiny_bert, **sizes) -> Params:
+    return Params(teacher=TeacherConfig(model=str(tiny_bert)),
+                  student=StudentConfig(source="config", config=StudentArchConfig(**sizes)))
+
+
+def test_config_student_has_the_configured_sizes_and_the_teachers_tokenizer(tiny_bert, tmp_path):
+    params = _params(tiny_bert, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=24)
+    student, tokenizer = student_family("config").build(params, TASK, LABELS, tmp_path, seed=0)
+    config = student.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == \
+        (16, 1, 2, 24)
+    assert config.num_labels == 3 and config.id2label[2] == "positive"
+    teacher = load_classifier(str(tiny_bert), "t", LABELS)
+    assert config.model_type == teacher.config.model_type and config.vocab_size == teacher.config.vocab_size
+    assert tokenizer("good day")["input_ids"] == \
+        __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_bert))("good day")["input_ids"]
+    # the tiny teacher is 32 wide with 4 layers: nothing of it fits, so nothing was copied
+    assert student.bert.embeddings.word_embeddings.weight.shape == (config.vocab_size, 16)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 2
+
+
+def test_config_student_is_deterministic_for_a_seed(tiny_bert, tmp_path):
+    params = _params(tiny_bert, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32)
+    family = student_family("config")
+    a, _ = family.build(params, TASK, LABELS, tmp_path, seed=5)
+    b, _ = family.build(params, TASK, LABELS, tmp_path, seed=5)
+    c, _ = family.build(params, TASK, LABELS, tmp_path, seed=6)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+
+
+def test_config_student_exports_with_parity(tiny_bert, tmp_path):
+    from distillery.config import ExportConfig
+    from distillery.onnx_runtime import quantize_int8
+
+    params = _params(tiny_bert, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=24)
+    family = student_family("config")
+    student, tokenizer = family.build(params, TASK, LABELS, tmp_path, seed=0)
+    frame = make_texts(40)
+    frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(LABELS)})
+    family.export_onnx(TASK, student, tokenizer, tmp_path / "s.onnx", 17)
+    quantize_int8(tmp_path / "s.onnx", tmp_path / "s.int8.onnx")
+    report = TASK.parity(student, tokenizer, tmp_path / "s.onnx", tmp_path / "s.int8.onnx", frame, 32,
+                         ExportConfig(parity_batch_size=8))
+    assert report["rows"] == 40 and report["fp32"]["passed"] and report["fp32"]["max_abs_logit_diff"] < 1e-4
+    assert report["fp32"]["label_agreement_vs_pytorch"] == 1.0
+    assert np.isfinite(report["int8"]["max_abs_logit_diff_vs_pytorch"])
+
+
+def test_config_sizes_are_checked_when_params_load(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("student:\n  source: config\n  config: {hidden_size: 100, num_heads: 3}\n")
+    from distillery.config import load_params
+    with pytest.raises(ConfigError, match=r"student.config.hidden_size = 100 is not allowed; it must be divisible "
+                                          r"by num_heads \(3\)"):
+        load_params(path)
+
+
+def test_unknown_family_and_task_type_name_what_exists(tmp_path):
+    with pytest.raises(ConfigError, match=r"student.source = 'bilstm' is not allowed; student families: layers, "
+                                          r"model, config"):
+        student_family("bilstm")
+    with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification"):
+        task_type("qa")
+
+
+@pytest.mark.parametrize("stage", __import__("distillery.stages", fromlist=["STAGES"]).STAGES)
+def test_stages_never_name_a_task_type_or_a_student_family(stage):
+    """The stages ask the configured task type and family; they never branch on which one it is."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[2] / "distillery" / "stages" / f"{stage}.py")
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    text = source.read_text()
+    named = [name for name in [*TASK_TYPES, *(f'"{f}"' for f in FAMILIES)] if name in text]
+    assert named == [], f"{stage} names {named}"
