@@ -75,3 +75,11 @@ def quiet_from_pretrained(loader, name: str, key: str, **kwargs):
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
+    """Refuse, before any training, a ``max_length`` longer than the model has position embeddings for."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise ModelError(f"{key} = {max_length} is not allowed; the model has {limit} positions "
+                         f"(max_position_embeddings), so use at most {limit}")

@@ -20,7 +20,7 @@ import pandas as pd
 from distillery.config import Params
 from distillery.errors import ModelError
 from distillery.files import atomic_dir, write_json
-from distillery.hf import count_parameters
+from distillery.hf import check_max_length, count_parameters
 from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
@@ -77,6 +77,7 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
                         ignore_index=True)
     kd_logits = np.concatenate([cached["train"], cached["transfer"], cached["augmented"]])
     max_length = student_cfg.max_length
+    check_max_length(student, max_length, "student.max_length")
     kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
     if cfg.hidden_loss.weight > 0:
         kd_options.update(hidden_options(params, task, student, teacher_dir))

@@ -85,3 +85,29 @@ def test_unknown_layer_and_stale_cache(workdir, capsys, tiny_bert):
     train.head(10).to_parquet(workdir / "data/prepared/train.parquet", index=False)
     _fails(capsys, "distill", "data/teacher_logits is stale", "train.parquet changed", "dvc repro teacher_logits")
     assert not (workdir / "models" / "student").exists()
+
+
+def test_max_length_beyond_the_model_positions_fails_before_training(workdir, capsys, tiny_bert):
+    assert main(["prepare"]) == 0
+    _set(workdir, tiny_bert, **{"teacher.max_length": 200})  # the tiny BERT has 128 positions
+    _fails(capsys, "train_teacher", "teacher.max_length = 200 is not allowed; the model has 128 positions")
+    assert not (workdir / "models" / "teacher").exists()
+
+
+@pytest.mark.parametrize("refresh, fragment", [
+    ("one class", "has too few rows of 2 of 3 classes ('negative' 0, 'neutral' 0; data.min_rows_per_class = 2)"),
+    ("mostly unknown", "108 of 120 rows (90%) were rejected, more than data.max_rejected_fraction = 0.5 (mostly "
+                       "unknown label 'upbeat': 108 rows)"),
+])
+def test_a_bad_refresh_with_declared_labels_stops_prepare(workdir, capsys, tiny_bert, refresh, fragment):
+    assert main(["prepare"]) == 0
+    before = {p.name: p.read_bytes() for p in (workdir / "data" / "prepared").iterdir()}
+    frame = make_texts(120)
+    if refresh == "one class":
+        frame["sentiment"] = "positive"
+    else:
+        frame.loc[frame.index % 10 != 0, "sentiment"] = "upbeat"
+    frame.to_csv(workdir / "tweets.csv", index=False)
+    _set(workdir, tiny_bert, **{"data.labels": ["negative", "neutral", "positive"]})
+    _fails(capsys, "prepare", fragment)
+    assert {p.name: p.read_bytes() for p in (workdir / "data" / "prepared").iterdir()} == before
