@@ -22,7 +22,7 @@ STAGE_FUNCTIONS = {
     "evaluate": ("distillery.evaluation", "evaluate_models"),
     "export": ("distillery.export", "export"),
     "benchmark": ("distillery.benchmark", "benchmark"),
-    "register": ("distillery.registry", "register"),
+    "register": ("distillery.stages.register", "register"),
 }
 # Commands outside the DVC pipeline.
 COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare")}
@@ -61,10 +61,8 @@ def _describe(stage: str, result: dict) -> str:
                 f"{student['int8']['label_agreement_vs_fp32']:.4f}, accuracy change "
                 f"{student['int8']['accuracy_change_points']:+.2f} points; deployable: {result['deployable']}")
     if stage == "register":
-        failed = [c["detail"] for c in result["checks"] if not c["passed"]]
-        return (f"{result['model_name']} v{result['version']}: {result['decision']} (alias {result['alias']}); "
-                f"champion is v{result['champion_after']}" + (f"; failed: {'; '.join(failed)}" if failed else "")
-                + f"\nMLflow run {result['mlflow_run_id']} at {result['tracking_uri']}")
+        from distillery.stages import stage_summary
+        return stage_summary(stage, result)
     if stage == "train_teacher":
         return f"teacher trained in {result['train_seconds']:.0f}s; best validation {result['best_validation']}"
     return f"cached teacher logits for {result['rows']}"
@@ -79,8 +77,8 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:
     """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
-    from distillery import registry
     from distillery.config import load_params
+    from distillery.registry import commands as registry
 
     params = load_params(params_path)
     if command == "models":
