@@ -52,8 +52,8 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:
     """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
-    from distillery import registry
     from distillery.config import load_params
+    from distillery.registry import commands as registry
 
     params = load_params(params_path)
     if command == "models":

@@ -28,7 +28,7 @@ from distillery.files import read_json, scratch_dir, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.stages.distill import distill_inputs
-from distillery.students import student_family
+from distillery.students.load import student_family
 from distillery.training import fit
 
 METRICS = ("accuracy", "macro_f1")

@@ -29,7 +29,9 @@ DB_NAME = "mlflow.db"
 # Bounded retries for every MLflow HTTP call (MLflow's own defaults retry for minutes).
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-PREFECT_FLOW_RUN_ENV = "DISTILLERY_PREFECT_FLOW_RUN_ID"
+# Set by whatever orchestrates a pipeline run (tasks/stages.py does for Prefect); the core names no orchestrator.
+ORCHESTRATOR_ENV = "DISTILLERY_ORCHESTRATOR"  # e.g. "prefect"
+ORCHESTRATOR_RUN_ENV = "DISTILLERY_ORCHESTRATOR_RUN_ID"  # the orchestrator's id for this run
 MODELS = {"teacher": "train_teacher", "student": "distill", "baseline": "distill"}
 
 

@@ -41,7 +41,8 @@ class StageTimedOut(StageFailed):
     """A stage ran past its timeout and was killed; a retry would most likely time out again."""
 
 
-FLOW_RUN_ID_ENV = "DISTILLERY_PREFECT_FLOW_RUN_ID"  # the register stage tags its MLflow run with it
+# Read by the core (distillery.tracking): the register stage tags its MLflow run with them.
+ORCHESTRATOR_ENV, FLOW_RUN_ID_ENV = "DISTILLERY_ORCHESTRATOR", "DISTILLERY_ORCHESTRATOR_RUN_ID"
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
@@ -93,6 +94,7 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stage cmds use this python
     flow_run_id = _flow_run_id()
     if flow_run_id:
+        env[ORCHESTRATOR_ENV] = "prefect"
         env[FLOW_RUN_ID_ENV] = str(flow_run_id)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,

@@ -81,7 +81,7 @@ def cache_teacher_logits(root: Path, tiny_bert: Path, **distill):
 
 def load_classifier(name: str, key: str, labels=None):
     """A sequence classifier through the text-classification task type (as the stages load one)."""
-    from distillery.task_types import task_type
+    from distillery.task_types.load import task_type
 
     return task_type("text_classification").load_model(str(name), key, labels)
 
@@ -89,8 +89,8 @@ def load_classifier(name: str, key: str, labels=None):
 def build_student(student_cfg, teacher_model: str, teacher_dir, labels: list, seed: int):
     """(student, tokenizer) from the family ``student_cfg.source`` names, as ``distill`` builds it."""
     from distillery.config import Params, TeacherConfig
-    from distillery.students import student_family
-    from distillery.task_types import task_type
+    from distillery.students.load import student_family
+    from distillery.task_types.load import task_type
 
     params = Params(teacher=TeacherConfig(model=teacher_model or "bundled:minilm-l6"), student=student_cfg)
     return student_family(student_cfg.source).build(params, task_type("text_classification"), labels,

@@ -5,9 +5,16 @@ model, the tokenizer's ``tokenizer.json`` and a small ``classifier.json`` (label
 names, padding). It imports only numpy, pandas, onnxruntime, tokenizers and mlflow, never Distillery,
 so ``mlflow models serve`` can serve it from the registry on a machine without Distillery.
 
-Input: a list of texts, a list of ``[text, text_pair]`` pairs, or a DataFrame with a ``text`` column
-(and ``text_pair`` for sentence-pair tasks; a one-column DataFrame is read as texts).
-Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label.
+Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
+column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists). Columns are
+matched by name; other columns (an ``id``, say) are ignored. Called directly (without MLflow's
+signature check), a list of texts, a list of ``[text, text_pair]`` pairs and a one-column DataFrame
+are read too.
+Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
+one row per input row, in order; no rows in, no rows out.
+Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
+answers with HTTP 400) that says why: a text that is null or not a string, and more rows than
+``max_rows`` (``classifier.json``) in one call.
 """
 from __future__ import annotations
 
@@ -15,13 +22,21 @@ import json
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 TEXT, PAIR = "text", "text_pair"
 
 
-def _texts_and_pairs(model_input) -> tuple[list, list | None]:
+def _refuse(message: str):
+    """A bad request: ``mlflow models serve`` answers it with HTTP 400 and this message."""
+    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _columns(model_input) -> tuple[list, list | None]:
+    """The raw ``text`` values, and the ``text_pair`` values or None, as lists (not yet checked)."""
     if isinstance(model_input, dict):
         model_input = pd.DataFrame(model_input)
     if isinstance(model_input, pd.Series):
@@ -31,28 +46,51 @@ def _texts_and_pairs(model_input) -> tuple[list, list | None]:
     if isinstance(model_input, (list, tuple)):
         rows = list(model_input)
         if rows and all(isinstance(row, (list, tuple)) and len(row) == 2 for row in rows):
-            return [_text(a) for a, _ in rows], [_text(b) for _, b in rows]
+            return [a for a, _ in rows], [b for _, b in rows]
         if rows and all(isinstance(row, dict) for row in rows):
-            return _texts_and_pairs(pd.DataFrame(rows))
-        return [_text(row) for row in rows], None
+            return _columns(pd.DataFrame(rows))
+        return rows, None
     if not isinstance(model_input, pd.DataFrame):
-        raise TypeError(f"expected texts, text pairs or a DataFrame with a {TEXT!r} column, "
-                        f"got {type(model_input).__name__}")
+        _refuse(f"expected texts, text pairs or a DataFrame with a {TEXT!r} column, got {type(model_input).__name__}")
     frame = model_input
     if TEXT not in frame.columns:
         if len(frame.columns) != 1:
-            raise ValueError(f"input has columns {list(frame.columns)}; name the text column {TEXT!r} "
-                             f"(and the second text {PAIR!r})")
+            _refuse(f"input has columns {list(frame.columns)}; name the text column {TEXT!r} "
+                    f"(and the second text {PAIR!r})")
         frame = frame.rename(columns={frame.columns[0]: TEXT})
-    texts = [_text(value) for value in frame[TEXT].tolist()]
+    if len(frame) == 1 and all(_is_sequence(frame[c].iloc[0]) for c in (TEXT, PAIR) if c in frame.columns):
+        # Column-wise input ({"inputs": ["a", "b"]} or {"text": [...]}): MLflow hands it over as one row
+        # holding every text.
+        texts = list(frame[TEXT].iloc[0])
+        pairs = list(frame[PAIR].iloc[0]) if PAIR in frame.columns else None
+        if pairs is not None and len(pairs) != len(texts):
+            _refuse(f"{len(texts)} {TEXT!r} values but {len(pairs)} {PAIR!r} values; give one pair per row")
+        return texts, pairs
+    texts = frame[TEXT].tolist()
     if PAIR in frame.columns and frame[PAIR].notna().any():
-        return texts, [_text(value) for value in frame[PAIR].tolist()]
+        return texts, frame[PAIR].tolist()
     return texts, None
 
 
-def _text(value) -> str:
-    """Missing values (None, NaN) are empty texts, not the strings "None" or "nan"."""
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _strings(values: list, column: str) -> list[str]:
+    """``values`` if every one is a string; else refused, naming the first bad row."""
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            bad = sum(not isinstance(v, str) for v in values)
+            what = "null" if value is None or (isinstance(value, float) and value != value) else \
+                f"not a string ({type(value).__name__} {str(value)[:40]!r})"
+            _refuse(f"{column!r} of row {row} is {what}; every row needs a string {column!r} "
+                    f"({bad} of {len(values)} rows are not strings)")
+    return list(values)
+
+
+def _texts_and_pairs(model_input) -> tuple[list[str], list[str] | None]:
+    texts, pairs = _columns(model_input)
+    return _strings(texts, TEXT), None if pairs is None else _strings(pairs, PAIR)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -73,6 +111,7 @@ class OnnxTextClassifier(PythonModel):
         self.input_names = list(config["input_names"])
         self.batch_size = int(config.get("batch_size", 32))
         self.pair_task = bool(config.get("text_pair", False))
+        self.max_rows = int(config.get("max_rows") or 0)  # 0: no cap (configs written before the cap)
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
         tokenizer.enable_truncation(int(config["max_length"]), strategy="longest_first")
         tokenizer.enable_padding(pad_id=int(config["pad_id"]), pad_token=config["pad_token"],
@@ -91,11 +130,15 @@ class OnnxTextClassifier(PythonModel):
         return {name: np.asarray(arrays[name], dtype=np.int64) for name in self.input_names}
 
     def logits(self, model_input) -> np.ndarray:
-        texts, pairs = _texts_and_pairs(model_input)
-        if self.pair_task and pairs is None:
-            raise ValueError(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
-        if not texts:
+        texts, pairs = _columns(model_input)
+        if self.max_rows and len(texts) > self.max_rows:
+            _refuse(f"{len(texts)} rows in one request; this model takes at most {self.max_rows} rows per request "
+                    f"(max_rows): split the request")
+        texts, pairs = _strings(texts, TEXT), None if pairs is None else _strings(pairs, PAIR)
+        if not texts:  # no rows in, no rows out
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.pair_task and pairs is None:
+            _refuse(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
         parts = []
         for start in range(0, len(texts), self.batch_size):
             batch = self._encode(texts[start:start + self.batch_size],

@@ -19,7 +19,7 @@ from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_split
 from distillery.reports import benchmark_table
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 from distillery.timing import PeakRSS, fingerprint, summarise, time_calls
 
 # name -> (runtime, model dir with tokenizer + training.json, ONNX file or None)

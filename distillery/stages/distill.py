@@ -26,8 +26,8 @@ from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
 from distillery.prepared import LABEL, load_labels, load_split
 from distillery.reports import write_curves
-from distillery.students import student_family
-from distillery.task_types import task_type
+from distillery.students.load import student_family
+from distillery.task_types.load import task_type
 from distillery.training import fit
 
 

@@ -13,7 +13,7 @@ from distillery.hf import load_tokenizer
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.reports import MODELS, results_table
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 
 
 def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_dir: Union[str, Path] = PREPARED_DIR,

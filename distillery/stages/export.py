@@ -19,8 +19,8 @@ from distillery.hf import load_tokenizer
 from distillery.onnx_runtime import quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
-from distillery.students import student_family
-from distillery.task_types import task_type
+from distillery.students.load import student_family
+from distillery.task_types.load import task_type
 
 EXPORTED = ("student", "teacher")
 

@@ -21,7 +21,7 @@ from distillery.hf import load_tokenizer
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import PAIR, TEXT, load_split
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 
 
 def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame) -> pd.DataFrame:

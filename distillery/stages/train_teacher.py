@@ -11,7 +11,7 @@ from distillery.hf import check_max_length, count_parameters, ensure_padding, lo
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.reports import write_curves
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 from distillery.training import fit
 
 

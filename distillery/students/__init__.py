@@ -7,18 +7,9 @@ only when a stage builds a student.
 """
 from __future__ import annotations
 
-import importlib
-
-from distillery.errors import ConfigError
 
 FAMILIES: dict[str, str] = {
     "layers": "encoder layers selected from the teacher's pretrained (or fine-tuned) model, DistilBERT-style",
     "model": "any Hugging Face model (Hub id or local path) with its own tokenizer",
     "config": "the teacher's architecture built from scratch at the sizes in student.config, teacher's tokenizer",
 }
-
-
-def student_family(name: str):
-    if name not in FAMILIES:
-        raise ConfigError(f"student.source = {name!r} is not allowed; student families: {', '.join(FAMILIES)}")
-    return importlib.import_module(f"{__name__}.{name}").FAMILY

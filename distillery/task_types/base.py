@@ -1,9 +1,17 @@
 """The interface every task type implements. The stages call these methods and nothing else
 task-specific; a task type is one package under ``distillery/task_types/``.
 
-Row reading and checking (columns, labels, bad rows) lives in the package's ``rows`` module, which
-only ``prepare`` imports: ``key_columns``, ``label_names``, ``check_columns``, ``clean`` and
-``unlabelled_inputs`` (see ``text_classification/rows.py``).
+Two parts live in modules of their own, each read by one stage (``task_part(task, part)``), so a
+change to them re-runs that stage alone:
+
+- ``rows`` (``prepare``): reading and checking rows: ``key_columns``, ``label_names``,
+  ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``;
+- ``serving`` (``register``): the served model's input and output schema and its artifacts:
+  ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``served_artifacts``,
+  ``load_code_model``, ``model_input``, ``signature_example``, ``signature`` and ``score`` (the gate's
+  figures through the served model).
+
+See ``text_classification/rows.py`` and ``text_classification/serving.py``.
 """
 from __future__ import annotations
 
@@ -90,13 +98,4 @@ class TaskType:
 
     def benchmark_inputs(self, tokenizer, frame: pd.DataFrame, batch: int, length: int) -> dict:
         """A numpy batch of ``batch`` real rows padded to ``length``, for latency timing."""
-        raise NotImplementedError
-
-    # --- serving -----------------------------------------------------------------------------------
-    def served_model_code(self) -> Path:
-        """The pyfunc's code file (models-from-code); it must not import Distillery."""
-        raise NotImplementedError
-
-    def served_input(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The served model's input columns for prepared rows (also the signature's input example)."""
         raise NotImplementedError

@@ -21,11 +21,12 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import tiny_params, write_params
-from distillery import registry
 from distillery.cli import main
 from distillery.config import load_params
 from distillery.errors import LockTimeout, RegistryError, TrackingUnavailable
 from distillery.locking import registry_lock
+from distillery.registry import commands
+from distillery.stages import register as stage
 from distillery.tracking import tracking_uri
 from servers import env_with_venv, free_port, running
 from tiny import make_texts
@@ -130,13 +131,13 @@ def _aliases(root: Path) -> dict:
 
 
 def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, tiny_bert):
-    first = registry.register(_params(project))
+    first = stage.register(_params(project))
     assert first["decision"] == "promoted" and first["version"] == "1"
-    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 4
+    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 5
     assert json.loads((project / "reports/metrics/register.json").read_text())["version"] == "1"
 
     # Same model again: no new version; the gate is re-run on it and it stays champion.
-    again = registry.register(_params(project))
+    again = stage.register(_params(project))
     assert again["version"] == "1" and again["decision"] == "already champion"
 
     # Model B, on data where B is right (A re-scored: 0%): each budget check fails on its own.
@@ -147,7 +148,7 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
                           ({"max_size_mb": 0.001}, "size")):
         if failing == "retention":
             _write_reports(project, teacher_accuracy=1.0 / 0.98)  # B keeps 98% of this teacher
-        result = registry.register(_params(project, **{**loose, **gate}))
+        result = stage.register(_params(project, **{**loose, **gate}))
         _write_reports(project)
         assert result["decision"] == "rejected", result["checks"]
         assert [c["name"] for c in result["checks"] if not c["passed"]] == [failing]
@@ -157,13 +158,13 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
 
     # Back on A's data: the champion is better, and only that check fails.
     _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
-    result = registry.register(_params(project, **loose))
+    result = stage.register(_params(project, **loose))
     assert [c["name"] for c in result["checks"] if not c["passed"]] == ["champion"]
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
 
     # New data on which B is right: the champion is re-scored on it, B wins and A is recorded to restore.
     _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
-    promoted = registry.register(_params(project, min_retention=0.0))
+    promoted = stage.register(_params(project, min_retention=0.0))
     champion_check = next(c for c in promoted["checks"] if c["name"] == "champion")
     assert promoted["decision"] == "promoted" and "re-scored" in champion_check["detail"]
     assert _aliases(project) == {"champion": "2"}
@@ -172,9 +173,9 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     # rollback; re-registering the rolled-back model does not undo it; then a recorded manual promotion.
     assert main(["rollback", "--reason", "bad reviews"]) == 0
     assert _aliases(project)["champion"] == "1"
-    rolled = registry.list_models(load_params(project / "params.yaml"))["versions"][1]
+    rolled = commands.list_models(load_params(project / "params.yaml"))["versions"][1]
     assert rolled["version"] == "2" and rolled["gate"].startswith("passed, rolled back 20")
-    again = registry.register(_params(project, min_retention=0.0))
+    again = stage.register(_params(project, min_retention=0.0))
     assert again["decision"] == "rejected" and [c["name"] for c in again["checks"] if not c["passed"]] == \
         ["not_rolled_back"]
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
@@ -183,18 +184,44 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     tags = _client(project).get_model_version(NAME, "2").tags
     assert tags["distillery.promoted"] == "manual" and tags["distillery.promotion_reason"] == "reviewed by hand"
     assert "distillery.rolled_back_at" not in tags and "challenger" not in _aliases(project)
-    listing = registry.list_models(load_params(project / "params.yaml"))
+    listing = commands.list_models(load_params(project / "params.yaml"))
     assert [row["version"] for row in listing["versions"]] == ["1", "2"]
     assert listing["versions"][1]["aliases"] == ["champion"]
+
+
+def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels_tag(project):
+    first = stage.register(_params(project))
+    assert first["decision"] == "promoted"
+    assert json.loads(_client(project).get_model_version(NAME, "1").tags["distillery.labels"]) == LABELS
+
+    # Same ONNX model, same test split, labels renamed: every other check passes, the labels check does not.
+    (project / "data/prepared/labels.json").write_text(json.dumps({"names": ["neg", "neutral", "pos"]}))
+    renamed = stage.register(_params(project))
+    assert renamed["version"] == "2" and renamed["decision"] == "rejected"
+    assert [c["name"] for c in renamed["checks"] if not c["passed"]] == ["labels"]
+    labels = next(c for c in renamed["checks"] if c["name"] == "labels")
+    assert "missing ['negative', 'positive']" in labels["detail"] and "new ['neg', 'pos']" in labels["detail"]
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.gate.failed.labels"].startswith("value ")
+
+    # A champion registered before labels were tagged: its packaged classifier.json is read instead.
+    _client(project).delete_model_version_tag(NAME, "1", "distillery.labels")
+    again = stage.register(_params(project))
+    assert again["version"] == "2" and [c["name"] for c in again["checks"] if not c["passed"]] == ["labels"]
+    assert "missing ['negative', 'positive']" in next(c for c in again["checks"] if c["name"] == "labels")["detail"]
+
+    # Back to the champion's labels: the same files, so the same version, still the champion.
+    (project / "data/prepared/labels.json").write_text(json.dumps({"names": LABELS}))
+    assert stage.register(_params(project))["decision"] == "already champion"
 
 
 def test_registry_commands_reject_bad_requests(project, capsys):
     params = _params(project)
     with pytest.raises(RegistryError, match="no champion to roll back"):
-        registry.rollback(params)
-    registry.register(params)
+        commands.rollback(params)
+    stage.register(params)
     with pytest.raises(RegistryError, match="replaced no earlier champion"):
-        registry.rollback(params)
+        commands.rollback(params)
     assert main(["promote", "7", "--reason", "x"]) == 2
     assert "has no version '7'" in capsys.readouterr().err
     assert main(["promote", "1"]) == 2
@@ -203,21 +230,21 @@ def test_registry_commands_reject_bad_requests(project, capsys):
     assert "| 1 | champion |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("where", ["gate_checks", "model_card"])
+@pytest.mark.parametrize("where", ["decide", "model_card"])
 def test_a_failure_before_the_alias_move_leaves_the_champion(project, tiny_bert, monkeypatch, where):
-    registry.register(_params(project))
+    stage.register(_params(project))
     _export(project, tiny_bert, shift=1)
     _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)  # B would win on this split
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt(f"killed in {where}")
 
-    monkeypatch.setattr(registry, where, interrupted)  # mid-gate, or after the decision but before the alias
+    monkeypatch.setattr(stage, where, interrupted)  # mid-gate, or after the decision but before the alias
     with pytest.raises(KeyboardInterrupt):
-        registry.register(_params(project, min_retention=0.0))
+        stage.register(_params(project, min_retention=0.0))
     assert _aliases(project) == {"champion": "1"}
     assert json.loads((project / "reports/metrics/register.json").read_text())["version"] == "1"
-    expected = "pending" if where == "gate_checks" else "passed"
+    expected = "pending" if where == "decide" else "passed"
     assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == expected
 
 
@@ -225,7 +252,7 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     started = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match="unreachable after 3 attempts"):
-        registry.register(_params(project))
+        stage.register(_params(project))
     assert time.perf_counter() - started < 30
     assert main(["register"]) == 3  # transient: the Prefect flow retries it
     assert "distillery register: transient error: MLflow tracking server" in capsys.readouterr().err
@@ -246,7 +273,7 @@ def test_registrations_of_one_model_never_overlap(tmp_path):
 
 
 def test_pyfunc_on_raw_text_without_distillery(project):
-    registry.register(_params(project))
+    stage.register(_params(project))
     texts = make_texts(40, seed=3)["text"].tolist()
     expected = direct_logits(project, texts)
     code = f"""
@@ -254,9 +281,9 @@ import json, sys, mlflow
 mlflow.set_tracking_uri({tracking_uri(project)!r})
 model = mlflow.pyfunc.load_model("models:/{NAME}@champion")
 texts = json.loads(sys.stdin.read())
-out = model.predict(texts)
-as_frame = model.predict(__import__("pandas").DataFrame({{"text": texts}}))
-assert (out["label"] == as_frame["label"]).all()
+out = model.predict({{"text": texts}})
+as_frame = model.predict(__import__("pandas").DataFrame({{"id": range(len(texts)), "text": texts}}))
+assert out.equals(as_frame)
 assert not [m for m in sys.modules if m.split(".")[0] in ("distillery", "transformers", "torch")], "heavy imports"
 print(out.to_json(orient="records"))
 """
@@ -267,29 +294,74 @@ print(out.to_json(orient="records"))
     _assert_same_answers(rows, expected)
 
 
-def _assert_same_answers(rows: list[dict], logits: np.ndarray) -> None:
+def _probabilities(logits: np.ndarray) -> np.ndarray:
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    return probabilities / probabilities.sum(-1, keepdims=True)
+
+
+def _assert_same_answers(rows: list[dict], logits: np.ndarray) -> None:
+    probabilities = _probabilities(logits)
     assert [row["label"] for row in rows] == [LABELS[i] for i in logits.argmax(-1)]
     served = np.array([[row[f"prob_{label}"] for label in LABELS] for row in rows])
     np.testing.assert_allclose(served, probabilities, atol=1e-5)
 
 
 def test_mlflow_models_serve_answers_like_direct_onnx(project, tmp_path):
-    registry.register(_params(project))
+    """The request/answer contract of the README's "Serve the champion", over real HTTP."""
+    stage.register(_params(project))
     texts = make_texts(50, seed=3)["text"].tolist()
     port = free_port()
+    url = f"http://127.0.0.1:{port}/invocations"
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     env = env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(project))
     with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env):
-        response = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": texts}, timeout=60)
+        def post(body: dict) -> requests.Response:
+            return requests.post(url, json=body, timeout=120)
+
+        response = post({"inputs": texts})
         assert response.status_code == 200, response.text
         _assert_same_answers(response.json()["predictions"], direct_logits(project, texts))
-        records = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                                json={"dataframe_records": [{"text": t} for t in texts[:3]]})
-        assert [r["label"] for r in records.json()["predictions"]] == \
-            [LABELS[i] for i in direct_logits(project, texts[:3]).argmax(-1)]
+
+        # Records are matched by column name: an id before the text is ignored, never classified.
+        # (The tiny random model's outputs differ little between texts, so compare probabilities closely.)
+        ids, rows = ["u1", "u2"], texts[:2]
+        by_id, by_text = _probabilities(direct_logits(project, ids)), _probabilities(direct_logits(project, rows))
+        assert np.abs(by_id - by_text).max() > 1e-5  # scoring the wrong column would show
+        records = post({"dataframe_records": [{"id": i, "text": t} for i, t in zip(ids, rows)]})
+        split = post({"dataframe_split": {"columns": ["id", "text"], "data": [list(pair) for pair in zip(ids, rows)]}})
+        for answer in (records, split):
+            assert answer.status_code == 200, answer.text
+            served = np.array([[row[f"prob_{label}"] for label in LABELS] for row in answer.json()["predictions"]])
+            np.testing.assert_allclose(served, by_text, atol=1e-6)
+
+        # No rows in, no rows out.
+        empty = post({"inputs": []})
+        assert (empty.status_code, empty.json()) == (200, {"predictions": []}), empty.text
+
+        # Null or non-string texts: 400 saying why.
+        for body, why in (({"inputs": [None]}, "'text' of row 0 is null"),
+                          ({"inputs": ["fine", None]}, "'text' of row 1 is null"),
+                          ({"dataframe_records": [{"id": "u1", "text": None}]}, "'text' of row 0 is null"),
+                          ({"inputs": [1, 2]}, "'text' of row 0 is not a string (int '1')")):
+            refused = post(body)
+            assert refused.status_code == 400, (body, refused.status_code, refused.text[:500])
+            assert refused.json()["error_code"] == "INVALID_PARAMETER_VALUE", refused.text[:500]
+            assert why in refused.json()["message"], (body, refused.json()["message"][-500:])
+
+        # A 1 MB text is answered (truncated to max_length tokens, like direct inference).
+        huge = " ".join(["great"] * 175_000)[:1_000_000]
+        answer = post({"inputs": [huge]})
+        assert answer.status_code == 200, answer.text[:500]
+        _assert_same_answers(answer.json()["predictions"], direct_logits(project, [huge]))
+
+        # Over the row cap: 400 naming the cap.
+        over = post({"inputs": ["ok"] * 10_000})
+        assert over.status_code == 400, over.text[:500]
+        assert "10000 rows in one request" in over.json()["message"]
+        assert "at most 1000 rows per request" in over.json()["message"]
+        at_cap = post({"inputs": ["ok"] * 1000})
+        assert at_cap.status_code == 200 and len(at_cap.json()["predictions"]) == 1000
 
 
 def test_concurrent_first_use_creates_the_store_once(project):

@@ -1,6 +1,7 @@
 """dvc.yaml runs every stage of the one list, and lists for each stage every distillery module the stage
 imports (statically, or through the task-type and student-family registries) and only real params keys."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,15 @@ from distillery.task_types import TASK_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 # A stage that imports a registry may load any of its entries at run time, so it depends on all of them.
-DYNAMIC = {"distillery/task_types/__init__.py": [f"distillery.task_types.{name}" for name in TASK_TYPES],
-           "distillery/students/__init__.py": [f"distillery.students.{name}" for name in FAMILIES]}
-ROWS = [f"distillery.task_types.{name}.rows" for name in TASK_TYPES]  # read through task_rows(), by prepare only
+DYNAMIC = {"distillery/task_types/load.py": [f"distillery.task_types.{name}" for name in TASK_TYPES],
+           "distillery/students/load.py": [f"distillery.students.{name}" for name in FAMILIES]}
+PART_CALL = re.compile(r"task_part\([^,]+,\s*[\"'](\w+)[\"']\)|(task_rows)\(")  # a stage's own part of each task type
+
+
+def task_parts(stage: str) -> list[str]:
+    """``rows``, ``serving``...: the task-type parts the stage loads by name (each task type has them all)."""
+    text = (ROOT / "distillery" / "stages" / f"{stage}.py").read_text()
+    return sorted({part or "rows" for part, rows in PART_CALL.findall(text)})
 
 
 def _module_path(module: str):
@@ -53,9 +60,9 @@ def _imports(module: str, seen: set) -> set:
 def stage_imports(stage: str) -> set:
     """The stage's distillery files; a package whose every module the stage imports appears as its directory."""
     seen = _imports(f"distillery.stages.{stage}", set())
-    if stage == "prepare":
-        for module in ROWS:
-            _imports(module, seen)
+    for part in task_parts(stage):
+        for name in TASK_TYPES:
+            _imports(f"distillery.task_types.{name}.{part}", seen)
     files = {str(p.relative_to(ROOT)) for p in seen}
     for package in {p.parent for p in seen if p.name == "__init__.py" and p.parent != ROOT / "distillery"}:
         modules = {str(p.relative_to(ROOT)) for p in package.glob("*.py")}
@@ -87,12 +94,15 @@ def test_deps_cover_imported_modules(dvc_stages, stage):
     assert stale == set(), f"{stage}: these deps are not imported by the stage; drop them from dvc.yaml"
 
 
-def test_only_prepare_reads_the_cleaning_rules(dvc_stages):
-    """Editing how rows are checked re-runs prepare, and nothing after it when its outputs are unchanged."""
+@pytest.mark.parametrize("part, owner", [("rows", "prepare"), ("serving", "register")])
+def test_a_stage_s_own_task_part_re_runs_that_stage_alone(dvc_stages, part, owner):
+    """Editing how rows are checked re-runs prepare, and nothing after it when its outputs are unchanged;
+    editing the served schema re-runs register alone."""
     for stage in STAGES:
-        reads_rows = any(d.endswith("/rows.py") or (ROOT / d / "rows.py").is_file() for d in dvc_stages[stage]["deps"])
-        assert reads_rows == (stage == "prepare"), stage
-        assert ("distillery/stages/prepare.py" in dvc_stages[stage]["deps"]) == (stage == "prepare"), stage
+        deps = dvc_stages[stage]["deps"]
+        reads = any(d.endswith(f"/{part}.py") or (ROOT / d / f"{part}.py").is_file() for d in deps)
+        assert reads == (stage == owner), stage
+        assert (f"distillery/stages/{owner}.py" in deps) == (stage == owner), stage
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -18,7 +18,7 @@ from distillery.files import write_json
 from distillery.metrics import classification_metrics
 from distillery.hf import count_parameters, load_tokenizer
 from distillery.students.layers import select_layers
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 from tiny import load_classifier
 from distillery.onnx_runtime import run_session, session
 from distillery.task_types.text_classification.onnx import export_onnx

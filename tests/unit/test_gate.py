@@ -1,50 +1,140 @@
-"""The promotion gate's checks and the helpers behind tracking, without MLflow."""
-import importlib.util
+"""The promotion gate's pure decision and the helpers behind tracking, without MLflow."""
+import dataclasses
 import math
-from pathlib import Path
+import subprocess
+import sys
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from distillery.config import Params, validate
 from distillery.errors import ConfigError
-from distillery.registry import MODEL_CODE, gate_checks, latency
+from distillery.registry.gate import GATE_KEYS, decide, latency
 from distillery.tracking import dvc_tags, numeric_leaves, stage_status
 
-
-def _params(**gate) -> Params:
-    from dataclasses import replace
-
-    params = Params()
-    return validate(replace(params, register=replace(params.register, gate=replace(params.register.gate, **gate))))
-
-
+GATE = {"min_retention": 0.98, "max_p95_ms": 2.0, "max_size_mb": 15.0, "metric": "accuracy", "tolerance": 0.0}
+LABELS = ["negative", "neutral", "positive"]
 CANDIDATE = {"accuracy": 0.80, "macro_f1": 0.70, "retention": 0.98, "p95_ms": 2.0, "latency_cell": "b1_s64",
-             "size_mb": 15.0}
+             "size_mb": 15.0, "labels": LABELS}
+CHAMPION = {"version": "3", "accuracy": 0.79, "macro_f1": 0.69, "rescored": False, "labels": LABELS}
 
 
-def _failed(checks):
-    return [c["name"] for c in checks if not c["passed"]]
+def _failed(decision: dict) -> list[str]:
+    return [c["name"] for c in decision["checks"] if not c["passed"]]
 
 
-def test_gate_thresholds_are_inclusive_and_each_check_fails_alone():
-    params = _params(min_retention=0.98, max_p95_ms=2.0, max_size_mb=15.0)
-    assert _failed(gate_checks(params, CANDIDATE, None)) == []
-    assert _failed(gate_checks(params, {**CANDIDATE, "retention": 0.9799}, None)) == ["retention"]
-    assert _failed(gate_checks(params, {**CANDIDATE, "p95_ms": 2.01}, None)) == ["latency"]
-    assert _failed(gate_checks(params, {**CANDIDATE, "p95_ms": None}, None)) == ["latency"]  # no figure, no pass
-    assert _failed(gate_checks(params, {**CANDIDATE, "size_mb": 15.1}, None)) == ["size"]
+def _check(decision: dict, name: str) -> dict:
+    return next(c for c in decision["checks"] if c["name"] == name)
+
+
+def test_a_candidate_at_every_threshold_passes_every_check():
+    decision = decide(CANDIDATE, CHAMPION, GATE)
+    assert [c["name"] for c in decision["checks"]] == ["retention", "latency", "size", "labels", "champion"]
+    assert _failed(decision) == [] and decision["passed"] is True
+
+
+@pytest.mark.parametrize("change, failing", [
+    ({"retention": 0.9799}, "retention"),
+    ({"p95_ms": 2.01}, "latency"),
+    ({"p95_ms": None}, "latency"),  # no figure, no pass
+    ({"size_mb": 15.1}, "size"),
+    ({"accuracy": 0.789}, "champion"),
+    ({"labels": ["negative", "positive"]}, "labels"),
+])
+def test_each_check_fails_alone(change, failing):
+    decision = decide({**CANDIDATE, **change}, CHAMPION, GATE)
+    assert _failed(decision) == [failing] and decision["passed"] is False
+
+
+def test_figures_and_thresholds_are_recorded_in_each_check():
+    decision = decide({**CANDIDATE, "p95_ms": 2.5, "size_mb": 20.0}, CHAMPION, GATE)
+    assert (_check(decision, "latency")["value"], _check(decision, "latency")["threshold"]) == (2.5, 2.0)
+    assert (_check(decision, "size")["value"], _check(decision, "size")["threshold"]) == (20.0, 15.0)
+    assert "p95 2.50 ms at batch 1 (b1_s64)" in _check(decision, "latency")["detail"]
+    assert _check(decide({**CANDIDATE, "p95_ms": None}, None, GATE), "latency")["detail"] == \
+        "no batch-1 benchmark figure"
 
 
 def test_champion_comparison_uses_the_configured_metric_and_tolerance():
-    champion = {"version": "3", "accuracy": 0.81, "macro_f1": 0.69}
-    assert _failed(gate_checks(_params(), CANDIDATE, champion)) == ["champion"]
-    assert _failed(gate_checks(_params(tolerance=0.02), CANDIDATE, champion)) == []
-    assert _failed(gate_checks(_params(metric="macro_f1"), CANDIDATE, champion)) == []
-    unscoreable = gate_checks(_params(), CANDIDATE, {"version": "3", "error": "ValueError: bad schema"})
-    assert _failed(unscoreable) == ["champion"] and "distillery promote" in unscoreable[-1]["detail"]
-    assert _failed(gate_checks(_params(), CANDIDATE, None, is_champion=True)) == []
+    better = {**CHAMPION, "accuracy": 0.81, "macro_f1": 0.69}
+    assert _failed(decide(CANDIDATE, better, GATE)) == ["champion"]
+    assert _failed(decide(CANDIDATE, better, {**GATE, "tolerance": 0.005})) == ["champion"]  # 0.80 < 0.805
+    assert _failed(decide(CANDIDATE, better, {**GATE, "tolerance": 0.02})) == []
+    assert _failed(decide(CANDIDATE, better, {**GATE, "metric": "macro_f1"})) == []  # 0.70 >= 0.69
+    equal = _check(decide(CANDIDATE, {**CHAMPION, "accuracy": 0.80}, GATE), "champion")
+    assert equal["passed"] and (equal["value"], equal["threshold"]) == (0.8, 0.8)
+    rescored = _check(decide(CANDIDATE, {**CHAMPION, "rescored": True}, GATE), "champion")
+    assert "re-scored on the current test split" in rescored["detail"] and "vs champion v3 0.7900" in rescored["detail"]
+
+
+def test_no_champion_or_this_version_is_the_champion_pass_the_champion_and_labels_checks():
+    for decision, detail in ((decide(CANDIDATE, None, GATE), "no champion yet"),
+                             (decide(CANDIDATE, None, GATE, is_champion=True), "this version is the champion")):
+        assert _failed(decision) == []
+        assert _check(decision, "champion")["detail"] == _check(decision, "labels")["detail"] == detail
+
+
+def test_an_unscoreable_champion_fails_and_names_the_manual_promotion():
+    decision = decide(CANDIDATE, {"version": "3", "error": "ValueError: bad schema", "labels": LABELS}, GATE)
+    assert _failed(decision) == ["champion"]
+    assert "ValueError: bad schema" in _check(decision, "champion")["detail"]
+    assert "distillery promote" in _check(decision, "champion")["detail"]
+
+
+def test_labels_check_refuses_a_different_label_set_and_says_which():
+    same_set_other_order = decide({**CANDIDATE, "labels": ["positive", "negative", "neutral"]}, CHAMPION, GATE)
+    assert _failed(same_set_other_order) == []
+
+    renamed = decide({**CANDIDATE, "labels": ["neg", "neutral", "positive"]}, CHAMPION, GATE)
+    check = _check(renamed, "labels")
+    assert not check["passed"] and check["value"] == ["neg", "neutral", "positive"] and check["threshold"] == LABELS
+    assert "missing ['negative']" in check["detail"] and "new ['neg']" in check["detail"]
+
+    more = _check(decide({**CANDIDATE, "labels": LABELS + ["mixed"]}, CHAMPION, GATE), "labels")
+    assert not more["passed"] and "missing none" in more["detail"] and "new ['mixed']" in more["detail"]
+
+    duplicated = decide({**CANDIDATE, "labels": ["negative", "neutral", "positive", "positive"]}, CHAMPION, GATE)
+    assert _failed(duplicated) == ["labels"]
+
+    # A champion that could not be scored is still compared on its labels.
+    unscoreable = decide({**CANDIDATE, "labels": ["a", "b"]}, {"version": "3", "error": "x", "labels": LABELS}, GATE)
+    assert _failed(unscoreable) == ["labels", "champion"]
+
+
+def test_labels_check_never_passes_silently_when_a_label_set_is_unknown():
+    unknown = decide(CANDIDATE, {**CHAMPION, "labels": None}, GATE)
+    assert _failed(unknown) == ["labels"]
+    assert "not recorded" in _check(unknown, "labels")["detail"]
+    assert _failed(decide(CANDIDATE, {k: v for k, v in CHAMPION.items() if k != "labels"}, GATE)) == ["labels"]
+    assert _failed(decide({**CANDIDATE, "labels": []}, CHAMPION, GATE)) == ["labels"]
+
+
+def test_a_rolled_back_version_fails_unless_it_is_the_champion():
+    down = decide(CANDIDATE, CHAMPION, GATE, rolled_back_at="2026-11-30T10:00:00", version="4")
+    assert _failed(down) == ["not_rolled_back"]
+    assert _check(down, "not_rolled_back")["detail"].startswith("rolled back by hand at 2026-11-30T10:00:00")
+    assert "`distillery promote 4`" in _check(down, "not_rolled_back")["detail"]
+    kept = decide(CANDIDATE, None, GATE, is_champion=True, rolled_back_at="2026-11-30T10:00:00")
+    assert [c["name"] for c in kept["checks"]] == ["retention", "latency", "size", "labels", "champion"]
+    assert kept["passed"]
+
+
+def test_gate_settings_are_checked_and_match_the_params():
+    with pytest.raises(KeyError, match="tolerance"):
+        decide(CANDIDATE, None, {k: v for k, v in GATE.items() if k != "tolerance"})
+    assert set(dataclasses.asdict(Params().register.gate)) == set(GATE_KEYS)
+
+
+def test_the_gate_module_does_not_import_mlflow():
+    code = "import sys, distillery.registry.gate; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def _params(**gate) -> Params:
+    params = Params()
+    return validate(dataclasses.replace(params, register=dataclasses.replace(
+        params.register, gate=dataclasses.replace(params.register.gate, **gate))))
 
 
 @pytest.mark.parametrize("key, value", [("min_retention", -0.1), ("max_p95_ms", 0), ("max_size_mb", -1),
@@ -76,17 +166,3 @@ def test_stage_status_and_dvc_tags():
 def test_numeric_leaves_keep_finite_numbers_only():
     flat = numeric_leaves({"a": {"b": 1, "c": [1, 2], "d": "x", "e": True, "f": math.nan, "g/h": 2.5}}, "eval.")
     assert flat == {"eval.a.b": 1.0, "eval.a.e": 1.0, "eval.a.g_h": 2.5}
-
-
-def test_served_model_input_forms():
-    spec = importlib.util.spec_from_file_location("served", Path(MODEL_CODE))
-    served = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(served)
-    parse = served._texts_and_pairs
-    assert parse(["a", None, np.nan]) == (["a", "", ""], None)
-    assert parse([["q", "a"], ("q2", "a2")]) == (["q", "q2"], ["a", "a2"])
-    assert parse(pd.DataFrame({"text": ["x"], "text_pair": ["y"]})) == (["x"], ["y"])
-    assert parse(pd.DataFrame({0: ["only column"]})) == (["only column"], None)
-    assert parse([{"text": "x", "text_pair": "y"}]) == (["x"], ["y"])
-    with pytest.raises(ValueError, match="name the text column 'text'"):
-        parse(pd.DataFrame({"a": ["x"], "b": ["y"]}))

@@ -8,7 +8,7 @@ from distillery.config import DistillConfig, HiddenLossConfig, Params, StudentCo
 from distillery.losses import distillation_loss, hidden_state_loss
 from distillery.hf import load_tokenizer
 from distillery.students.layers import select_layers
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 from tiny import load_classifier
 
 TASK = task_type("text_classification")

@@ -6,7 +6,7 @@ from distillery.config import StudentConfig
 from distillery.errors import ModelError
 from distillery.hf import resolve_model
 from distillery.students.layers import layer_list_name, resolve_layers, select_layers
-from distillery.task_types import task_type
+from distillery.task_types.load import task_type
 from tiny import build_student, load_classifier
 
 TASK = task_type("text_classification")

@@ -123,7 +123,7 @@ def dvc_repo(tmp_path):
         "slow": {"cmd": "python -c \"import os, time; open('pid', 'w').write(str(os.getpid())); time.sleep(120)\"",
                  "outs": ["slow.txt"]},
         "fast": {"cmd": "python -c \"import os; open('fast.txt', 'w').write("
-                        "os.environ.get('DISTILLERY_PREFECT_FLOW_RUN_ID', 'none'))\"",
+                        "os.environ.get('DISTILLERY_ORCHESTRATOR_RUN_ID', 'none'))\"",
                  "outs": ["fast.txt"]}}}))
     for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                  ["git", "config", "user.name", "CI"], [sys.executable, "-m", "dvc", "init", "-q"]):

@@ -4,11 +4,11 @@ them through the KD loss of :mod:`distillery.losses`; scoring is accuracy, macro
 the ONNX model takes the tokenizer's inputs and returns ``logits``; the served model takes ``text``
 (and ``text_pair``) and answers a label with its probabilities.
 
-Rows are read and checked in :mod:`.rows` (the ``prepare`` stage only).
+Rows are read and checked in :mod:`.rows` (the ``prepare`` stage only), and the served model is
+packaged and scored in :mod:`.serving` (the ``register`` stage only).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -18,11 +18,9 @@ import torch.nn.functional as F
 from distillery.hf import quiet_from_pretrained
 from distillery.losses import IGNORE_INDEX, distillation_loss
 from distillery.metrics import classification_metrics
-from distillery.prepared import LABEL, PAIR, TEXT
+from distillery.prepared import LABEL
 from distillery.task_types.base import TaskType
 from distillery.task_types.text_classification import features, onnx, scoring
-
-SERVED_MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
 
 
 def _label_kwargs(labels: Optional[list]) -> dict:
@@ -90,12 +88,6 @@ class TextClassification(TaskType):
 
     def benchmark_inputs(self, tokenizer, frame, batch, length) -> dict:
         return features.padded_batch(tokenizer, frame, batch, length)
-
-    def served_model_code(self) -> Path:
-        return SERVED_MODEL_CODE
-
-    def served_input(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[[TEXT, PAIR]] if PAIR in frame.columns else frame[[TEXT]]
 
 
 TASK_TYPE = TextClassification()

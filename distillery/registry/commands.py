@@ -1,0 +1,111 @@
+"""The registry commands: ``models`` (list versions), ``promote <version> --reason ...`` and ``rollback``."""
+from __future__ import annotations
+
+import getpass
+import time
+from pathlib import Path
+from typing import Optional
+
+from distillery.config import Params
+from distillery.errors import RegistryError
+from distillery.registry.client import TAG, aliases, champion, connected, record_action, set_tags, versions
+from distillery.tracking import tracking_uri
+
+
+def list_models(params: Params, root: Optional[Path] = None) -> dict:
+    """Every registered version with its key metrics, gate result and aliases."""
+    root = (root or Path.cwd()).resolve()
+    name = params.register.model_name
+    by_version: dict[str, list[str]] = {}
+    with connected(root, name, lock_timeout_s=None) as client:  # a listing never waits for a registration
+        found = versions(client, name)
+        for alias, version in aliases(client, name).items():
+            by_version.setdefault(version, []).append(alias)
+    rows = []
+    for v in found:
+        t = v.tags
+        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
+                     "accuracy": t.get(TAG + "test_accuracy"), "macro_f1": t.get(TAG + "test_macro_f1"),
+                     "retention": t.get(TAG + "retention"), "p95_ms": t.get(TAG + "p95_ms"),
+                     "size_mb": t.get(TAG + "size_mb"),
+                     "gate": f"{t.get(TAG + 'gate')}, rolled back {t[TAG + 'rolled_back_at']}"
+                     if TAG + "rolled_back_at" in t else t.get(TAG + "gate"),
+                     "previous_champion": t.get(TAG + "previous_champion"), "run_id": v.run_id})
+    return {"model_name": name, "versions": rows}
+
+
+def models_table(listing: dict) -> str:
+    def cell(value, fmt: str) -> str:
+        try:
+            return format(float(value), fmt)
+        except (TypeError, ValueError):
+            return "-"
+
+    lines = [f"registered model {listing['model_name']}", "",
+             "| version | aliases | created | accuracy | macro-F1 | retention | p95 ms | MB | gate |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for row in listing["versions"]:
+        lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | "
+                     f"{cell(row['accuracy'], '.4f')} | {cell(row['macro_f1'], '.4f')} | "
+                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], '.1f')} "
+                     f"| {row['gate'] or '-'} |")
+    if not listing["versions"]:
+        lines.append("| (no versions yet: run the pipeline) | | | | | | | | |")
+    return "\n".join(lines)
+
+
+def promote(params: Params, version: str, reason: str, root: Optional[Path] = None) -> dict:
+    """Manual override: make ``version`` the champion, recording who, when and why."""
+    root = (root or Path.cwd()).resolve()
+    if not reason or not reason.strip():
+        raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
+    name = params.register.model_name
+    with connected(root, name, params.register.lock_timeout_s) as client:
+        known = {str(v.version): v for v in versions(client, name)}
+        if str(version) not in known:
+            raise RegistryError(f"model {name!r} has no version {version!r} (versions: "
+                                f"{', '.join(known) or 'none'}); see `distillery models`")
+        current = aliases(client, name).get("champion")
+        if current == str(version):
+            return {"model_name": name, "champion": current, "changed": False}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
+                TAG + "promoted_by": getpass.getuser()}
+        if current:
+            tags[TAG + "previous_champion"] = current
+        set_tags(client, name, str(version), tags)
+        if TAG + "rolled_back_at" in known[str(version)].tags:  # a manual promotion restores a rolled-back version
+            client.delete_model_version_tag(name, str(version), TAG + "rolled_back_at")
+        client.set_registered_model_alias(name, "champion", str(version))
+        if aliases(client, name).get("challenger") == str(version):
+            client.delete_registered_model_alias(name, "challenger")
+        run_id = record_action(params.register.experiment, root, tracking_uri(root), "promote",
+                               {"version": version, "from": current or "none", "reason": reason})
+    return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id}
+
+
+def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> dict:
+    """Move ``champion`` back to the version it replaced."""
+    root = (root or Path.cwd()).resolve()
+    name = params.register.model_name
+    with connected(root, name, params.register.lock_timeout_s) as client:
+        current = champion(client, name)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion to roll back")
+        current_version = str(current.version)
+        previous = current.tags.get(TAG + "previous_champion")
+        if not previous:
+            raise RegistryError(f"champion v{current_version} of {name!r} replaced no earlier champion; "
+                                f"use `distillery promote <version> --reason ...` to choose one")
+        known = {str(v.version) for v in versions(client, name)}
+        if previous not in known:
+            raise RegistryError(f"previous champion v{previous} of {name!r} no longer exists; "
+                                f"use `distillery promote <version> --reason ...`")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        set_tags(client, name, current_version, {TAG + "rolled_back_at": stamp,
+                                                 TAG + "rollback_reason": reason or "not given"})
+        client.set_registered_model_alias(name, "champion", previous)
+        run_id = record_action(params.register.experiment, root, tracking_uri(root), "rollback",
+                               {"version": previous, "from": current_version, "reason": reason or "not given"})
+    return {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id}

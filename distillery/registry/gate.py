@@ -1,0 +1,113 @@
+"""The promotion gate as a pure decision: plain dicts in, a decision dict out. No MLflow, no I/O.
+
+``decide(candidate, champion, gate, is_champion=..., rolled_back_at=...)`` returns
+``{"checks": [...], "passed": bool}``, each check ``{"name", "passed", "value", "threshold", "detail"}``:
+
+- ``retention``: candidate accuracy / teacher accuracy >= ``gate["min_retention"]``;
+- ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]`` (no figure, no pass);
+- ``size``: deployable file <= ``gate["max_size_mb"]``;
+- ``labels``: the candidate's label names are the champion's (a different set is never served under
+  the same name; a champion whose labels are unknown fails the check too);
+- ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails);
+- ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
+
+``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``size_mb``, ``labels``, and the metric.
+``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
+``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
+
+
+def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict:
+    return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "detail": detail}
+
+
+def _retention(candidate: dict, gate: dict) -> dict:
+    retention, needed = candidate["retention"], gate["min_retention"]
+    return check("retention", retention >= needed, round(retention, 4), needed,
+                 f"{retention:.4f} of the teacher's accuracy, needs >= {needed}")
+
+
+def _latency(candidate: dict, gate: dict) -> dict:
+    p95, budget = candidate.get("p95_ms"), gate["max_p95_ms"]
+    if p95 is None:
+        return check("latency", False, None, budget, "no batch-1 benchmark figure")
+    return check("latency", p95 <= budget, round(p95, 3), budget,
+                 f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')}), needs <= {budget}")
+
+
+def _size(candidate: dict, gate: dict) -> dict:
+    size, budget = candidate["size_mb"], gate["max_size_mb"]
+    return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}")
+
+
+def _labels(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
+    ours = list(candidate.get("labels") or [])
+    if is_champion:
+        return check("labels", True, ours, None, "this version is the champion")
+    if champion is None:
+        return check("labels", True, ours, None, "no champion yet")
+    theirs = champion.get("labels")
+    if theirs is None:
+        return check("labels", False, ours, None,
+                     f"the label names of champion v{champion['version']} are not recorded, so a different label "
+                     f"set cannot be ruled out; check them and use `distillery promote <version> --reason ...`")
+    theirs = list(theirs)
+    if not ours:
+        return check("labels", False, ours, theirs, "the candidate's label names are not known")
+    if set(ours) == set(theirs) and len(ours) == len(theirs):
+        return check("labels", True, ours, theirs, f"same {len(ours)} labels as champion v{champion['version']}")
+    missing, extra = [x for x in theirs if x not in ours], [x for x in ours if x not in theirs]
+    return check("labels", False, ours, theirs,
+                 f"label set differs from champion v{champion['version']}'s: missing {missing or 'none'}, "
+                 f"new {extra or 'none'}; a different label set is promoted only by hand "
+                 f"(`distillery promote <version> --reason ...`) or under another register.model_name")
+
+
+def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion: bool) -> dict:
+    if is_champion:
+        return check("champion", True, None, None, "this version is the champion")
+    if champion is None:
+        return check("champion", True, None, None, "no champion yet")
+    if "error" in champion:
+        return check("champion", False, None, None,
+                     f"champion v{champion['version']} could not be scored on the current test split "
+                     f"({champion['error']}); choose one with `distillery promote <version> --reason ...`")
+    metric, tolerance = gate["metric"], gate["tolerance"]
+    ours, theirs = candidate[metric], champion[metric]
+    return check("champion", ours >= theirs - tolerance, round(ours, 4), round(theirs, 4),
+                 f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}"
+                 f"{' (re-scored on the current test split)' if champion.get('rescored') else ''}"
+                 f", needs >= champion - {tolerance}")
+
+
+def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: bool = False,
+           rolled_back_at: Optional[str] = None, version: Optional[str] = None) -> dict:
+    """Every check and whether all passed. ``gate`` holds the keys of ``GATE_KEYS``."""
+    missing = [key for key in GATE_KEYS if key not in gate]
+    if missing:
+        raise KeyError(f"gate settings lack {missing}")
+    checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate),
+              _labels(candidate, champion, is_champion), _champion(candidate, champion, gate, is_champion)]
+    if rolled_back_at and not is_champion:
+        checks.append(check("not_rolled_back", False, rolled_back_at, None,
+                            f"rolled back by hand at {rolled_back_at}; only "
+                            f"`distillery promote {version or '<version>'}` restores it"))
+    return {"checks": checks, "passed": all(c["passed"] for c in checks)}
+
+
+def latency(benchmark: dict, deployable: str, max_length: int) -> tuple[Optional[float], Optional[str]]:
+    """p95 at batch 1 for the deployable model: the cell at ``max_length``, else the worst batch-1 cell."""
+    key = "student_onnx_int8" if deployable.endswith(".int8.onnx") else "student_onnx_fp32"
+    cells = benchmark.get("models", {}).get(key, {}).get("cells", {})
+    if f"b1_s{max_length}" in cells:
+        return cells[f"b1_s{max_length}"]["p95_ms"], f"b1_s{max_length}"
+    batch1 = {name: stats for name, stats in cells.items() if name.startswith("b1_")}
+    if not batch1:
+        return None, None
+    name = max(batch1, key=lambda n: batch1[n]["p95_ms"])
+    return batch1[name]["p95_ms"], name

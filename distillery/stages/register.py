@@ -1,0 +1,218 @@
+"""The ``register`` stage: track the pipeline execution in MLflow, register the deployable student as a
+pyfunc, and move the ``champion`` alias only when the promotion gate passes.
+
+Order of work, so that nothing a failure leaves behind can disturb the champion:
+1. one parent run with params, metrics, reports, tags, and a nested run per trained model;
+2. the student logged as a pyfunc and registered (or the identical version found again);
+3. the candidate scored through the registered pyfunc, and the champion on the same test split;
+4. the gate's checks (``distillery.registry.gate.decide``), written to the version's tags and the run;
+5. last, and only on a pass, the alias move. A failed candidate gets ``challenger``.
+All of it runs under a lock per model name, so two registrations never interleave.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from distillery.config import Params
+from distillery.prepared import load_labels, load_split
+from distillery.files import read_json, sha256_files, write_json, write_text
+from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
+from distillery.registry.client import (LABELS_TAG, TAG, aliases, apply_decision, champion, champion_figures,
+                                        connected, set_tags, version_labels, versions)
+from distillery.registry.gate import decide, latency
+from distillery.registry.pyfunc import log_pyfunc
+from distillery.task_types.load import task_part
+from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, dvc_lock, dvc_tags, experiment_id,
+                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, stage_status,
+                                 tracking_uri)
+
+REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
+MODEL_CARD = REPORTS_DIR / "model_card.md"
+PIPELINE_KIND = "pipeline"
+
+
+def register(params: Params, root: Optional[Path] = None) -> dict:
+    """Track this pipeline execution, register the student and apply the promotion gate."""
+    import mlflow
+
+    root = (root or Path.cwd()).resolve()
+    evaluation = read_json(root / REPORTS_DIR / "metrics" / "eval.json", "evaluate")
+    parity = read_json(root / REPORTS_DIR / "metrics" / "parity.json", "export")
+    benchmark = read_json(root / REPORTS_DIR / "metrics" / "benchmark.json", "benchmark")
+    deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
+    data_report_path = root / PREPARED_DIR / "data_report.json"
+    data_report = read_json(data_report_path, "prepare")
+    labels = load_labels(root / PREPARED_DIR)
+    test = load_split("test", root / PREPARED_DIR)
+    test_sha = sha256_files([root / PREPARED_DIR / "test.parquet"])
+    reg = params.register
+    name = reg.model_name
+    serving = task_part(params.task, "serving")
+
+    with connected(root, name, reg.lock_timeout_s) as client, tempfile.TemporaryDirectory() as tmp:
+        uri = tracking_uri(root)
+        exp_id = experiment_id(reg.experiment, root, uri)
+        tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), TAG + "kind": PIPELINE_KIND}
+        status = stage_status(tags, _previous_pipeline_tags(client, exp_id))
+        tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
+        if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
+            tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
+            tags[TAG + "orchestrator_run_id"] = os.environ[ORCHESTRATOR_RUN_ENV]
+        artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test)
+        model_sha = sha256_files(list(artifacts.values()))
+
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}") as run:
+            run_id = run.info.run_id
+            mlflow.set_tags(tags)
+            _log_params(client, run_id, params.flat())
+            _log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
+                                          **numeric_leaves(benchmark, "benchmark.")})
+            children = _nested_runs(client, exp_id, run_id, params, evaluation, status, root)
+            _log_reports(root)
+            mlflow.log_artifact(str(data_report_path), "data")
+
+            existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
+            if existing:
+                version = str(existing[-1].version)
+            else:
+                info = log_pyfunc(serving, artifacts, serving.signature_example(test))
+                version = str(mlflow.register_model(info.model_uri, name, tags={
+                    TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
+                    LABELS_TAG: json.dumps(labels)}).version)
+            decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
+                            deployment, artifacts, run_id)
+            decision.update({"mlflow_run_id": run_id, "nested_runs": children, "tracking_uri": uri,
+                             "experiment_id": exp_id, "stages": status})
+            mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
+            _log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
+            card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision)
+            mlflow.log_text(card, "model_card.md")
+            mlflow.log_dict(decision, "gate_decision.json")
+            # Last: everything above succeeded, so moving the alias cannot leave a half-recorded decision.
+            apply_decision(client, decision)
+    write_text(root / MODEL_CARD, card)  # atomic writes; the registry already holds the decision
+    write_json(root / REGISTER_JSON, decision)
+    return decision
+
+
+def summary(result: dict) -> str:
+    """What the CLI prints after ``register``."""
+    failed = [c["detail"] for c in result["checks"] if not c["passed"]]
+    return (f"{result['model_name']} v{result['version']}: {result['decision']} (alias {result['alias']}); "
+            f"champion is v{result['champion_after']}" + (f"; failed: {'; '.join(failed)}" if failed else "")
+            + f"\nMLflow run {result['mlflow_run_id']} at {result['tracking_uri']}")
+
+
+def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
+         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str) -> dict:
+    """Score the candidate through its registered pyfunc, run the checks and tag the version.
+
+    Moves no alias: ``apply_decision`` does that, last."""
+    import mlflow
+
+    with quiet_mlflow():
+        served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        figures = serving.score(served.predict, test, labels)
+    teacher_accuracy = evaluation["teacher"]["accuracy"]
+    p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
+    candidate = {**figures, "version": version, "retention": figures["accuracy"] / teacher_accuracy if
+                 teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
+                 "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
+    current = champion(client, name)
+    already = current is not None and str(current.version) == version
+    figures_before = None
+    if current is not None and not already:
+        try:
+            figures_before = champion_figures(name, current, test, labels, test_sha, serving.score)
+        except Exception as exc:  # an unscoreable champion fails the check; it never lets a candidate past
+            figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        figures_before["labels"] = version_labels(client, name, current)
+    rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")
+    verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
+                     rolled_back_at=rolled_back, version=version)
+    checks, passed = verdict["checks"], verdict["passed"]
+    set_tags(client, name, version, {
+        TAG + "test_sha256": test_sha, TAG + "test_accuracy": round(figures["accuracy"], 6),
+        TAG + "test_macro_f1": round(figures["macro_f1"], 6), TAG + "teacher_accuracy": round(teacher_accuracy, 6),
+        TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
+        round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
+        LABELS_TAG: json.dumps(list(labels)), TAG + "gate": "passed" if passed else "failed",
+        **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
+    for item in checks:
+        key = f"{TAG}gate.failed.{item['name']}"
+        if not item["passed"]:
+            client.set_model_version_tag(name, version, key, f"value {item['value']} threshold {item['threshold']}")
+        elif key in client.get_model_version(name, version).tags:
+            client.delete_model_version_tag(name, version, key)
+    if already:
+        outcome, alias = ("already champion" if passed else "already champion (fails the gate now; kept)"), "champion"
+    elif passed:
+        outcome, alias = "promoted", "champion"
+    else:
+        outcome, alias = "rejected", "challenger"
+    before = None if current is None else str(current.version)
+    return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
+            "checks": checks, "candidate": candidate, "champion_before": before,
+            "champion_after": version if outcome == "promoted" else before,
+            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def _previous_pipeline_tags(client, exp_id: str) -> Optional[dict]:
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG}kind` = '{PIPELINE_KIND}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].data.tags if runs else None
+
+
+def _log_params(client, run_id: str, flat: dict) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(key, str(value)[:500]) for key, value in flat.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    items = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 900):
+        client.log_batch(run_id, metrics=items[start:start + 900])
+
+
+def _log_reports(root: Path) -> None:
+    """``reports/`` as artifacts, without this stage's own outputs from an earlier execution."""
+    import mlflow
+
+    own = {(root / REGISTER_JSON).resolve(), (root / MODEL_CARD).resolve()}
+    for path in sorted((root / REPORTS_DIR).rglob("*")):
+        if path.is_file() and path.resolve() not in own:
+            mlflow.log_artifact(str(path), str(Path("reports") / path.parent.relative_to(root / REPORTS_DIR)))
+
+
+def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation: dict, status: dict,
+                 root: Path) -> dict[str, str]:
+    """One nested run per trained model, with its Trainer curves and test metrics."""
+    import mlflow
+
+    train_cfg = {"teacher": params.teacher.train, "student": params.distill.train, "baseline": params.distill.train}
+    children = {}
+    for model, stage in MODELS.items():
+        with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True) as child:
+            state = status.get(stage, "ran")
+            mlflow.set_tags({TAG + "kind": "model", TAG + "model": model, TAG + "stage": stage,
+                             TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id})
+            _log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
+            log_curves(client, child.info.run_id, model, root)
+            if model in evaluation:
+                _log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
+            children[model] = child.info.run_id
+    return children

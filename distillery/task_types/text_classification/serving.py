@@ -1,0 +1,105 @@
+"""Text classification, the served model: its artifacts (the deployable ONNX model, ``tokenizer.json``,
+``classifier.json``), its input and output schema, and scoring through it.
+
+The served model's code is ``distillery/serving/text_classifier.py``; MLflow logs that file by path
+("models from code"), so the registered model never imports Distillery. Its input is NAMED ``text``
+(and ``text_pair``) columns; its answer is ``label``, ``score`` and ``prob_<label>`` per row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distillery.errors import RegistryError
+from distillery.files import read_json, write_json
+from distillery.paths import ONNX_DIR, STUDENT_DIR
+from distillery.prepared import LABEL, PAIR, TEXT
+
+MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
+MAX_ROWS = 1000  # rows per predict call (one HTTP request); more is refused with a 400 naming the cap
+
+
+def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: int, frame: pd.DataFrame,
+                     max_rows: int = MAX_ROWS) -> dict[str, str]:
+    """The pyfunc's artifacts: the deployable ONNX model, ``tokenizer.json`` and ``classifier.json``."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
+    onnx_path = root / ONNX_DIR / deployment["deployable"]
+    tokenizer_dir = root / deployment.get("tokenizer", str(STUDENT_DIR))
+    tokenizer_json = tokenizer_dir / "tokenizer.json"
+    if not onnx_path.is_file() or not tokenizer_json.is_file():
+        raise RegistryError(f"{onnx_path if not onnx_path.is_file() else tokenizer_json}: not found; run "
+                            f"`dvc repro export` first (the served model needs a fast tokenizer's tokenizer.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    inputs = [i.name for i in ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
+    config = {"labels": labels, "max_length": max_length, "input_names": inputs, "text_pair": PAIR in frame.columns,
+              "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
+              "pad_type_id": getattr(tokenizer, "pad_token_type_id", 0) or 0, "batch_size": 32, "threads": 0,
+              "max_rows": int(max_rows)}
+    write_json(scratch / "classifier.json", config)
+    return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "classifier.json")}
+
+
+def input_columns(frame: pd.DataFrame) -> list[str]:
+    """``text``, and ``text_pair`` for pair tasks (a split with a ``text_pair`` column)."""
+    return [TEXT, PAIR] if PAIR in frame.columns else [TEXT]
+
+
+def model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[input_columns(frame)]
+
+
+def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """Input example: the first rows' NAMED ``text`` (and ``text_pair``) string columns.
+
+    Named columns matter: with one unnamed column MLflow keeps a request's first column whatever its
+    name, so ``[{"id": "u1", "text": "..."}]`` would be scored on ``"u1"``."""
+    head = frame.head(3)
+    return pd.DataFrame({column: head[column].astype(str).tolist() for column in input_columns(frame)})
+
+
+def signature(example: pd.DataFrame, output: pd.DataFrame):
+    """Named, required columns in (``text``, ``text_pair``); the answer's columns out.
+
+    The columns are typed ``any``, not ``string``: for a string column, MLflow's scoring server turns
+    every value of an ``{"inputs": [...]}`` request into a string before the model sees it (null
+    becomes "None", 1 becomes "1"). Typed ``any``, the values reach the served model as sent, and it
+    refuses what is not a string with a 400."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
+
+
+def load_code_model(artifacts: dict[str, str]):
+    """The pyfunc class from its code file, loaded against local artifacts (to infer the signature)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("_distillery_served_model", MODEL_CODE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.OnnxTextClassifier()
+    model.load_context(SimpleNamespace(artifacts=artifacts))
+    return model
+
+
+def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 of a served model on ``frame``, comparing label *names*.
+
+    Scored in slices of ``MAX_ROWS``, the served model's row cap per call."""
+    from sklearn.metrics import f1_score
+
+    inputs = model_input(frame)
+    parts = [predict(inputs.iloc[start:start + MAX_ROWS].reset_index(drop=True))["label"].astype(str).to_numpy()
+             for start in range(0, len(inputs), MAX_ROWS)]
+    predicted = np.concatenate(parts) if parts else np.asarray([], dtype=str)
+    truth = np.asarray([labels[i] for i in frame[LABEL].to_numpy()])
+    return {"accuracy": float((predicted == truth).mean()),
+            "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))}

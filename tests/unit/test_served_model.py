@@ -1,0 +1,72 @@
+"""The served model's input rules (``distillery/serving/text_classifier.py``), without an ONNX model."""
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from distillery.task_types.text_classification.serving import MODEL_CODE
+
+
+@pytest.fixture(scope="module")
+def served():
+    spec = importlib.util.spec_from_file_location("served", MODEL_CODE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _refused(call, match: str) -> MlflowException:
+    with pytest.raises(MlflowException, match=match) as caught:
+        call()
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # HTTP 400 from `mlflow models serve`
+    assert caught.value.get_http_status_code() == 400
+    return caught.value
+
+
+def test_input_forms(served):
+    parse = served._texts_and_pairs
+    assert parse(["a", "b"]) == (["a", "b"], None)
+    assert parse([["q", "a"], ("q2", "a2")]) == (["q", "q2"], ["a", "a2"])
+    assert parse(pd.DataFrame({"text": ["x"], "text_pair": ["y"]})) == (["x"], ["y"])
+    assert parse(pd.DataFrame({"id": ["u1"], "text": ["x"]})) == (["x"], None)  # matched by name, not position
+    assert parse(pd.DataFrame({0: ["only column"]})) == (["only column"], None)
+    assert parse([{"text": "x", "text_pair": "y"}]) == (["x"], ["y"])
+    assert parse(np.asarray(["a", "b"])) == (["a", "b"], None)
+    assert parse([]) == ([], None)
+    # Column-wise, as MLflow passes {"inputs": [...]} and {"text": [...]}: one row holding the lists.
+    assert parse(pd.DataFrame({"text": [["a", "b"]]})) == (["a", "b"], None)
+    assert parse(pd.DataFrame({"text": [[]]})) == ([], None)
+    assert parse(pd.DataFrame({"text": [["q"]], "text_pair": [["a"]]})) == (["q"], ["a"])
+    _refused(lambda: parse(pd.DataFrame({"text": [["q", "q2"]], "text_pair": [["a"]]})), "2 'text' values but 1")
+    _refused(lambda: parse(pd.DataFrame({"text": [["a", None]]})), "'text' of row 1 is null")
+    _refused(lambda: parse(pd.DataFrame({"a": ["x"], "b": ["y"]})), "name the text column 'text'")
+
+
+@pytest.mark.parametrize("rows, what", [(["a", None], "'text' of row 1 is null"),
+                                        (["a", "b", np.nan], "'text' of row 2 is null"),
+                                        ([1, 2], "'text' of row 0 is not a string \\(int '1'\\)"),
+                                        ([{"text": "x", "text_pair": None}, {"text": "y", "text_pair": "z"}],
+                                         "'text_pair' of row 0 is null")])
+def test_null_or_non_string_texts_are_refused_never_classified_as_empty(served, rows, what):
+    _refused(lambda: served._texts_and_pairs(rows), what)
+
+
+def _model(served, max_rows: int):
+    model = served.OnnxTextClassifier()  # no load_context: these requests are refused before the model runs
+    model.labels, model.max_rows, model.pair_task = ["negative", "positive"], max_rows, False
+    return model
+
+
+def test_more_rows_than_max_rows_are_refused_with_the_cap(served):
+    model = _model(served, max_rows=3)
+    error = _refused(lambda: model.predict(None, ["a", "b", "c", "d"]), "4 rows in one request")
+    assert "at most 3 rows per request" in error.message
+    _refused(lambda: model.predict(None, pd.DataFrame({"text": ["a"] * 4})), "at most 3 rows")
+
+
+def test_no_rows_in_no_rows_out(served):
+    answer = _model(served, max_rows=3).predict(None, [])
+    assert len(answer) == 0
+    assert list(answer.columns) == ["label", "score", "prob_negative", "prob_positive"]
