@@ -40,16 +40,21 @@ def sweep_scratch(directory: PathLike) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def scratch_dir(near: PathLike) -> Iterator[str]:
-    """A private scratch directory beside ``near`` (``.<name>.tmp-<pid>``), removed when the block ends, by
-    an exception or SIGTERM too; one a SIGKILLed process left is swept by the next :func:`sweep_scratch`."""
-    near = Path(near)
+def _fresh_scratch(near: Path) -> Path:
+    """An empty ``.<name>.tmp-<pid>`` beside ``near``, after sweeping what dead processes left there."""
     near.parent.mkdir(parents=True, exist_ok=True)
     sweep_scratch(near.parent)
     path = near.with_name(f".{near.name}.tmp-{os.getpid()}")
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
+    return path
+
+
+@contextlib.contextmanager
+def scratch_dir(near: PathLike) -> Iterator[str]:
+    """A private scratch directory beside ``near`` (``.<name>.tmp-<pid>``), removed when the block ends, by
+    an exception or SIGTERM too; one a SIGKILLed process left is swept by the next :func:`sweep_scratch`."""
+    path = _fresh_scratch(Path(near))
     try:
         yield str(path)
     finally:
@@ -64,11 +69,7 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
     half-written files behind.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_scratch(target.parent)
-    scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    scratch = _fresh_scratch(target)
     try:
         yield scratch
     except BaseException:
