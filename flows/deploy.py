@@ -79,6 +79,9 @@ def main(argv: Optional[list] = None) -> int:
     when.add_argument("--interval", type=float, help="run every this many seconds instead of the cron schedule")
     when.add_argument("--no-schedule", action="store_true", help="no schedule: runs start by trigger or by hand")
     parser.add_argument("--no-trigger", action="store_true", help="no event trigger")
+    parser.add_argument("--debounce-seconds", type=float, help="events within this many seconds of the one that "
+                                                               "started a run start none (default: "
+                                                               "schedule.debounce_seconds in params.yaml)")
     parser.add_argument("--resource-id", help="event resource that triggers a run "
                                               "(default: distillery.data.<repository directory name>)")
     args = parser.parse_args(argv)
@@ -99,7 +102,8 @@ def main(argv: Optional[list] = None) -> int:
     cron = None if args.no_schedule or args.interval else (args.cron or schedule.cron)
     deployment = build_deployment(project_dir, args.name, cron=cron, timezone=schedule.timezone,
                                   interval=args.interval, event=None if args.no_trigger else schedule.event,
-                                  resource=args.resource_id, debounce_seconds=schedule.debounce_seconds)
+                                  resource=args.resource_id, debounce_seconds=schedule.debounce_seconds if args.debounce_seconds is None
+                                  else args.debounce_seconds)
 
     from prefect import serve
 
