@@ -65,6 +65,18 @@ def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == original  # a rejected override leaves the file alone
 
 
+def test_recover_params_removes_the_scratch_of_a_run_killed_while_setting_params(tmp_path):
+    from tasks.experiments import recover_params
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".params-overrides.tmp-{dead.pid}.yaml").write_text("seed: 1\n")
+    alive = tmp_path / f".params-overrides.tmp-{os.getpid()}.yaml"  # a live run's: left alone
+    alive.write_text("seed: 2\n")
+    assert recover_params(str(tmp_path)) is False  # no backup: params.yaml was never changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
 # --- the data watcher ------------------------------------------------------------------------
 
 def test_watcher_emits_only_when_the_content_changes(tmp_path):
