@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from distillery.errors import DistilleryError, RegistryError
@@ -48,6 +49,24 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     if stage in STAGES:  # a local input DVC does not track would be read, but a change to it never seen
         require_tracked(stage, stage_inputs(stage, params))
     return _command_function(stage)(params)
+
+
+def run_locked(stage: str, params_path: str = "params.yaml") -> dict:
+    """:func:`run_stage` under the repository lock (distillery/locking.py), so a stage started by hand or by
+    a ``dvc repro`` in a shell never runs while a pipeline run (which may have overridden params.yaml) holds
+    it: it waits ``$DISTILLERY_REPO_LOCK_WAIT_SECONDS`` (10) and then refuses (exit code 3). The pipeline's
+    own ``dvc repro`` children go through. Outside a DVC repository nothing else can run stages: no lock."""
+    from distillery.locking import repository_lock, stage_lock_wait
+
+    if not Path(".dvc").is_dir():
+        return run_stage(stage, params_path)
+
+    def waiting(path: Path, holder: str) -> None:
+        print(f"distillery {stage}: waiting up to {stage_lock_wait():g}s for the pipeline run holding {path} "
+              f"({holder})", file=sys.stderr, flush=True)
+
+    with repository_lock(".", f"python -m distillery {stage}", timeout_s=stage_lock_wait(), on_wait=waiting):
+        return run_stage(stage, params_path)
 
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:
@@ -103,7 +122,7 @@ def main(argv: Optional[list] = None) -> int:
         if args.stage in REGISTRY_COMMANDS:
             print(run_registry_command(args.stage, args.params, args.version, args.reason))
             return 0
-        result = run_stage(args.stage, args.params)
+        result = run_locked(args.stage, args.params)
     except DistilleryError as exc:
         print(f"distillery {args.stage}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -42,4 +42,5 @@ class TrackingUnavailable(TransientError):
 
 
 class LockTimeout(TransientError):
-    """Another registration of the same model holds the registry lock for too long."""
+    """Another registration of the same model holds the registry lock, or another pipeline run holds the
+    repository lock, for too long."""

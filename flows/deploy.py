@@ -7,6 +7,8 @@ The deployment ``distillery-pipeline/distillery`` (flow name / deployment name) 
 - an event trigger: a run starts when ``schedule.event`` (``distillery.data.updated``) arrives for
   this repository's resource, ``distillery.data.<repository directory name>`` (``--resource-id``);
   ``python -m flows.watch`` emits it when the data source's content changes;
+- a debounce window: once an event has started a run, further events within
+  ``schedule.debounce_seconds`` start none (the trigger's ``within``);
 - a concurrency limit of one run (a second run waits for a slot; two ``dvc repro`` runs in one
   repository collide);
 - the parameters ``project_dir`` (this repository), ``stages`` and ``overrides`` (params keys for one
@@ -36,7 +38,7 @@ def resource_id(project_dir: Path) -> str:
 
 def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optional[str] = None,
                      timezone: str = "UTC", interval: Optional[float] = None, event: Optional[str] = None,
-                     resource: Optional[str] = None):
+                     resource: Optional[str] = None, debounce_seconds: float = 0.0):
     """The RunnerDeployment that ``serve`` registers with the server."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
@@ -53,8 +55,13 @@ def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optio
         schedules.append(Cron(cron, timezone=timezone))
     triggers = []
     if event:
+        # Reactive, threshold 1: the first event fires at once; Prefect then ignores this trigger's events
+        # until ``within`` has passed since that event (its next bucket starts there), so a storm of events
+        # is one run. A change in that window is read by the run it started only if it lands before the
+        # run's prepare stage; otherwise the next event or the schedule picks it up.
         triggers.append(DeploymentEventTrigger(
-            name=f"{name}: {event}", expect={event},
+            name=f"{name}: {event}", expect={event}, posture="Reactive", threshold=1,
+            within=datetime.timedelta(seconds=debounce_seconds),
             match={"prefect.resource.id": resource or resource_id(project_dir)}))
     return pipeline.to_deployment(
         name=name, schedules=schedules, triggers=triggers, parameters={"project_dir": str(project_dir)},
@@ -72,6 +79,9 @@ def main(argv: Optional[list] = None) -> int:
     when.add_argument("--interval", type=float, help="run every this many seconds instead of the cron schedule")
     when.add_argument("--no-schedule", action="store_true", help="no schedule: runs start by trigger or by hand")
     parser.add_argument("--no-trigger", action="store_true", help="no event trigger")
+    parser.add_argument("--debounce-seconds", type=float, help="events within this many seconds of the one that "
+                                                               "started a run start none (default: "
+                                                               "schedule.debounce_seconds in params.yaml)")
     parser.add_argument("--resource-id", help="event resource that triggers a run "
                                               "(default: distillery.data.<repository directory name>)")
     args = parser.parse_args(argv)
@@ -92,7 +102,8 @@ def main(argv: Optional[list] = None) -> int:
     cron = None if args.no_schedule or args.interval else (args.cron or schedule.cron)
     deployment = build_deployment(project_dir, args.name, cron=cron, timezone=schedule.timezone,
                                   interval=args.interval, event=None if args.no_trigger else schedule.event,
-                                  resource=args.resource_id)
+                                  resource=args.resource_id, debounce_seconds=schedule.debounce_seconds if args.debounce_seconds is None
+                                  else args.debounce_seconds)
 
     from prefect import serve
 

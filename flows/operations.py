@@ -1,7 +1,9 @@
 """Running unattended: one run per repository, and a report when a run fails.
 
 - ``repository_lock``: two ``dvc repro`` runs in one repository collide, so a flow run holds an
-  exclusive lock on ``.dvc/tmp/distillery-flow.lock`` while it runs its stages. The served
+  exclusive lock on ``.dvc/tmp/distillery-flow.lock`` while it runs its stages; it is the lock every
+  ``python -m distillery <stage>`` takes (distillery/locking.py), so a stage or ``dvc repro`` started
+  in a shell waits for the run and then refuses, while the flow's own ``dvc repro`` children go through. The served
   deployment also has a concurrency limit of one (see flows/deploy.py), so a second run requested
   through Prefect waits in ``AwaitingConcurrencySlot`` before it starts; the lock covers runs
   started any other way (a second deployment, ``python -m flows.pipeline`` in a shell).
@@ -12,42 +14,32 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
-import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+from distillery import locking as lock
+
 APPRISE_URL_ENV = "DISTILLERY_APPRISE_URL"
-LOCK_PATH = Path(".dvc") / "tmp" / "distillery-flow.lock"
+LOCK_PATH = lock.REPO_LOCK
 
 
 @contextlib.contextmanager
 def repository_lock(project_dir: Path, logger: logging.Logger | logging.LoggerAdapter,
-                    poll_seconds: float = 2.0) -> Iterator[None]:
-    """Hold the repository's pipeline lock; wait (and say so) while another run holds it."""
-    path = Path(project_dir) / LOCK_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited:
-                    logger.info("another pipeline run holds %s; waiting for it to finish", path)
-                    waited = True
-                time.sleep(poll_seconds)
-        try:
-            handle.truncate(0)
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+                    poll_seconds: float = 2.0) -> Iterator[Optional[str]]:
+    """Hold the repository's pipeline lock for the whole run; wait (and say so) while another holds it.
+
+    The lock is distillery.locking's, the one ``python -m distillery <stage>`` takes: the flow's own
+    ``dvc repro`` children inherit its token and go through; a stage or ``dvc repro`` started in a shell
+    meanwhile waits and then refuses."""
+    def waiting(path: Path, holder: str) -> None:
+        logger.info("another pipeline run holds %s (%s); waiting for it to finish", path, holder)
+
+    with lock.repository_lock(project_dir, "a Prefect flow run", timeout_s=None, poll_s=poll_seconds,
+                              on_wait=waiting) as token:
+        yield token
 
 
 def failed_stage(state) -> tuple[str, str]:

@@ -6,6 +6,12 @@ git-ignored) and, when it differs, emits the event the served deployment waits f
 flows/deploy.py). The first look only records the hash: there is nothing to compare it with.
 Without ``--once`` it looks every ``schedule.watch_interval_seconds`` until stopped.
 
+The event goes straight to the Prefect server named by ``PREFECT_API_URL`` (``POST /api/events``),
+and the new hash is recorded only once the server has accepted it: an event that did not arrive is
+sent again at the next look. Without ``PREFECT_API_URL`` Prefect would fall back to a temporary local
+server that no deployment listens to, and the event would be lost; so the watcher refuses to start
+unless ``PREFECT_API_URL`` names a server that answers. Its state file is written atomically.
+
 A ``hub:`` source cannot be hashed offline; point the watcher at a local copy instead.
 """
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from distillery.errors import ConfigError, DataError
+from distillery.files import write_json
 
 STATE_PATH = Path(".distillery") / "watch_state.json"
 
@@ -55,11 +62,54 @@ def content_hash(paths: list[Path], root: Optional[Path] = None) -> str:
     return digest.hexdigest()
 
 
-def _emit(event: str, resource: dict, payload: dict) -> Optional[str]:
-    from prefect.events import emit_event
+class ServerUnavailable(Exception):
+    """No Prefect server to send the event to: ``PREFECT_API_URL`` unset (exit code 2), or the server does not
+    answer (exit code 3: it may pass)."""
 
-    emitted = emit_event(event=event, resource=resource, payload=payload)
-    return str(emitted.id) if emitted else None
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def api_url() -> str:
+    """The Prefect server's API URL (``PREFECT_API_URL``, from the environment or the Prefect profile)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ServerUnavailable("PREFECT_API_URL is not set: the event would go to a temporary local Prefect server "
+                                "that no deployment listens to; export PREFECT_API_URL=http://<server>:4200/api")
+    return str(url).rstrip("/")
+
+
+def require_server(timeout_s: float = 5.0) -> str:
+    """The API URL of a Prefect server that answers its health check; :class:`ServerUnavailable` otherwise."""
+    import httpx
+
+    url = api_url()
+    try:
+        response = httpx.get(f"{url}/health", timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServerUnavailable(f"the Prefect server at {url} does not answer ({type(exc).__name__}: {exc}); "
+                                "start it or fix PREFECT_API_URL", exit_code=3) from None
+    return url
+
+
+def _emit(event: str, resource: dict, payload: dict) -> Optional[str]:
+    """Send the event to the server and return its id once the server has accepted it; None if it did not
+    (unreachable, an error status): then nothing is recorded and the next look sends it again."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+
+    try:
+        api_url()  # never let the client fall back to a temporary local server
+        built = Event(event=event, resource=resource, payload=payload)
+        with get_client(sync_client=True) as client:
+            response = client._client.post("/events", json=[built.model_dump(mode="json")])
+        return str(built.id) if response.status_code in (200, 201, 202, 204) else None
+    except Exception:  # connection refused, timeout, an error status the client raised
+        return None
 
 
 def check_once(project_dir: Path, resource_id: Optional[str] = None,
@@ -81,13 +131,11 @@ def check_once(project_dir: Path, resource_id: Optional[str] = None,
                     "prefect.resource.name": source, "distillery.project": str(project_dir)}
         result["event_id"] = emit(params.schedule.event, resource,
                                   {"source": source, "sha256": new_hash, "previous_sha256": previous})
-        if result["event_id"] is None:  # not sent (no Prefect API configured): look again next time
+        if result["event_id"] is None:  # the server did not accept it: keep the old hash, send again next time
             return result
-    if previous != new_hash:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"source": source, "sha256": new_hash,
-                                          "seen_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2),
-                              encoding="utf-8")
+    if previous != new_hash:  # first look, or the server accepted the event: record the new hash
+        write_json(state_path, {"source": source, "sha256": new_hash,
+                                "seen_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return result
 
 
@@ -101,6 +149,11 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     from distillery.config import load_params
 
+    try:
+        require_server()
+    except ServerUnavailable as exc:
+        print(f"flows.watch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     while True:
         try:
             result = check_once(Path(args.project_dir), args.resource_id)
@@ -111,8 +164,8 @@ def main(argv: Optional[list] = None) -> int:
             return 2
         changed = result["previous"] is not None and result["previous"] != result["sha256"]
         if changed and not result["event_id"]:
-            print(f"flows.watch: error: {result['source']} changed but the event was not sent; set PREFECT_API_URL "
-                  "to the Prefect server the deployment is served on", file=sys.stderr)
+            print(f"flows.watch: error: {result['source']} changed but the Prefect server did not accept the event; "
+                  "kept the previous hash, so the next look sends it again", file=sys.stderr)
             if args.once:
                 return 1
         elif changed:

@@ -84,7 +84,16 @@ def restore_params(project_dir: str, original: str) -> None:
 
 
 def recover_params(project_dir: str) -> bool:
-    """Undo the overrides of a run that was killed before it could restore params.yaml; True if it did."""
+    """Undo the overrides of a run that was killed before it could restore params.yaml; True if it did.
+
+    Also removes the scratch copy (``.params-overrides.tmp-<pid>.yaml``) of a run killed inside
+    :func:`set_params`."""
+    from distillery.files import _alive
+
+    for scratch in Path(project_dir).glob(".params-overrides.tmp-*.yaml"):
+        pid = scratch.name[len(".params-overrides.tmp-"):-len(".yaml")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            scratch.unlink(missing_ok=True)
     backup = Path(project_dir) / BACKUP
     if not backup.is_file():
         return False

@@ -108,6 +108,9 @@ class ScheduleConfig:
     event: str = Field("distillery.data.updated", pattern=r"\S",
                        description="a run starts when this event arrives; `python -m flows.watch` emits it",
                        json_schema_extra=allowed("name the event that starts a run"))
+    debounce_seconds: float = Field(60.0, ge=0, description="after an event starts a run, further events in this "
+                                                           "many seconds start none (a storm of events is one run; "
+                                                           "0 = every event starts one)")
     watch_interval_seconds: float = Field(300.0, gt=0, description="how often `python -m flows.watch` hashes the "
                                                                    "data source")
     stage_timeout_minutes: float = Field(120.0, gt=0, description="each stage's `dvc repro` is killed after this "

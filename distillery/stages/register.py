@@ -23,7 +23,7 @@ import pandas as pd
 
 from distillery.config import Params
 from distillery.prepared import load_labels, load_split
-from distillery.files import read_json, sha256_files, write_json, write_text
+from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.registry.client import (LABELS_TAG, TAG, aliases, apply_decision, champion, champion_figures,
                                         connected, set_tags, version_labels, versions)
@@ -57,7 +57,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     name = reg.model_name
     serving = task_part(params.task, "serving")
 
-    with connected(root, name, reg.lock_timeout_s) as client, tempfile.TemporaryDirectory() as tmp:
+    # scratch_dir, not TemporaryDirectory: one a SIGKILL leaves behind is swept by the next run
+    with connected(root, name, reg.lock_timeout_s) as client, \
+            scratch_dir(Path(tempfile.gettempdir()) / "distillery-register") as tmp:
         uri = tracking_uri(root)
         exp_id = experiment_id(reg.experiment, root, uri)
         tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), TAG + "kind": PIPELINE_KIND}

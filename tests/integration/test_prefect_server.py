@@ -157,6 +157,7 @@ def served(prefect_env, client, receiver, tmp_path_factory, tiny_bert):
     for section in ("teacher", "distill"):
         params[section]["train"]["epochs"] = 1
     params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    params["schedule"]["debounce_seconds"] = 5  # the tests below send events a whole run apart
     write_params(project / "params.yaml", params)
     subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)
     env = dict(prefect_env, DISTILLERY_APPRISE_URL=receiver[0])
@@ -356,3 +357,57 @@ def test_failing_stage_fails_the_run_notifies_and_keeps_earlier_outputs(served, 
     assert "failed at stage benchmark" in received[0]["title"] and "512 exceeds" in received[0]["message"]
     assert {path: _tree_hash(project / path) for path in EARLIER_OUTPUTS} == hashes
     assert (project / "params.yaml").read_bytes() == params_before  # the overrides held for that run only
+
+
+def _post_event(env: dict, resource: str) -> None:
+    import httpx
+    from prefect.events import Event
+
+    event = Event(event="distillery.data.updated", resource={"prefect.resource.id": resource})
+    response = httpx.post(f"{env['PREFECT_API_URL']}/events", json=[event.model_dump(mode="json")], timeout=10)
+    assert response.status_code == 204, response.text
+
+
+@pytest.mark.slow
+def test_a_storm_of_events_is_at_most_one_running_and_one_queued_run(served, client, tmp_path):
+    """10 events in 10 s start at most 2 runs, which never overlap and never hit DVC's lock; a stage started
+    by hand meanwhile refuses with a one-line message instead of running against the run's params."""
+    project, env = served["project"], served["env"]
+    log_path = tmp_path / "serve-storm.log"
+    name, resource = "distillery-storm", "distillery.data.storm-test"
+    proc = _serve(env, project, log_path, "--name", name, "--no-schedule", "--resource-id", resource,
+                  "--debounce-seconds", "30")
+    try:
+        deployment = _deployment(client, f"distillery-pipeline/{name}", proc, log_path)
+        time.sleep(3)  # the trigger is registered with the deployment; let the server's triggers load it
+        for _ in range(10):
+            _post_event(env, resource)
+            time.sleep(1)
+        deadline = time.monotonic() + 60
+        while not _runs(client, deployment.id) and time.monotonic() < deadline:
+            time.sleep(1)
+        runs = _runs(client, deployment.id)
+        assert 1 <= len(runs) <= 2, [(r.name, r.state_name) for r in runs]
+
+        # While a run holds the repository lock, a stage started in a shell refuses (exit 3, one line).
+        deadline = time.monotonic() + 180
+        while not any(r.state_name == "Running" for r in _runs(client, deployment.id)):
+            assert time.monotonic() < deadline, "no run started:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        hand = subprocess.run([sys.executable, "-m", "distillery", "prepare"], cwd=project, capture_output=True,
+                              text=True, timeout=120, env={**{k: v for k, v in env.items()
+                                                             if k != "DISTILLERY_REPO_LOCK_TOKEN"},
+                                                          "DISTILLERY_REPO_LOCK_WAIT_SECONDS": "1"})
+        assert hand.returncode == 3, hand.stderr[-2000:]
+        assert "distillery prepare: transient error: another pipeline run holds" in hand.stderr.strip().splitlines()[-1]
+
+        finished = [_wait_final(client, r.id, timeout=600) for r in _runs(client, deployment.id)]
+        assert len(finished) <= 2 and all(r.state.is_completed() for r in finished), \
+            [(r.name, r.state_name, r.state.message) for r in finished] + [log_path.read_text()[-3000:]]
+        assert "Unable to acquire lock" not in log_path.read_text()
+        ordered = sorted(finished, key=lambda r: r.start_time)
+        for earlier, later in zip(ordered, ordered[1:]):
+            assert later.start_time >= earlier.end_time, "two pipeline runs overlapped in one repository"
+        print(f"\n[measure] 10 events in 10 s -> {len(finished)} run(s)")
+    finally:
+        _stop(proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,18 @@ def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == original  # a rejected override leaves the file alone
 
 
+def test_recover_params_removes_the_scratch_of_a_run_killed_while_setting_params(tmp_path):
+    from tasks.experiments import recover_params
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".params-overrides.tmp-{dead.pid}.yaml").write_text("seed: 1\n")
+    alive = tmp_path / f".params-overrides.tmp-{os.getpid()}.yaml"  # a live run's: left alone
+    alive.write_text("seed: 2\n")
+    assert recover_params(str(tmp_path)) is False  # no backup: params.yaml was never changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
 # --- the data watcher ------------------------------------------------------------------------
 
 def test_watcher_emits_only_when_the_content_changes(tmp_path):
@@ -104,6 +117,47 @@ def test_watcher_keeps_the_old_hash_when_the_event_was_not_sent(tmp_path):
     (project / "data" / "raw" / "b.csv").write_text("text,sentiment\ny,negative\n")  # a directory source
     assert check_once(project, emit=lambda *a: None)["sha256"] != recorded
     assert json.loads((project / STATE_PATH).read_text())["sha256"] == recorded  # retried at the next look
+
+
+def test_watcher_keeps_its_old_hash_when_the_server_is_unreachable(tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.watch import STATE_PATH, check_once
+
+    project = _project(tmp_path, source="data/raw/a.csv")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "a.csv").write_text("text,sentiment\nx,positive\n")
+    check_once(project)  # first look: records the hash, sends nothing
+    recorded = json.loads((project / STATE_PATH).read_text())["sha256"]
+    (project / "data" / "raw" / "a.csv").write_text("text,sentiment\nx,positive\ny,negative\n")
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):  # nobody there
+        result = check_once(project)  # the real sender
+    assert result["event_id"] is None and result["sha256"] != recorded
+    assert json.loads((project / STATE_PATH).read_text())["sha256"] == recorded
+    assert [p.name for p in (project / STATE_PATH).parent.iterdir()] == ["watch_state.json"]  # no scratch left
+
+
+def test_watcher_refuses_to_run_without_a_reachable_prefect_server(tmp_path):
+    project = _project(tmp_path, source="data/raw/a.csv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect-home"))
+    unset = subprocess.run([sys.executable, "-m", "flows.watch", "--once"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert unset.returncode == 2 and unset.stderr.strip().splitlines() == [
+        unset.stderr.strip()] and "PREFECT_API_URL is not set" in unset.stderr, unset.stderr
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"
+    down = subprocess.run([sys.executable, "-m", "flows.watch", "--once"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode == 3 and "does not answer" in down.stderr, down.stderr
+    assert not (project / ".distillery").exists()  # nothing recorded
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_watcher_hashes_the_bundled_corpus_and_refuses_hub_sources(tmp_path):
@@ -192,6 +246,75 @@ def test_repository_lock_makes_a_second_run_wait(tmp_path):
     assert order == ["first done", "second"]
 
 
+def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m distillery ...`` in ``cwd``, on this checkout's code, as a shell would start it."""
+    from distillery.locking import TOKEN_ENV
+
+    environ = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    environ.update(PYTHONPATH=str(ROOT), **env)
+    return subprocess.run([sys.executable, "-m", "distillery", *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_stage_started_by_hand_refuses_while_a_pipeline_run_holds_the_lock(tmp_path):
+    import logging
+
+    from distillery.locking import TOKEN_ENV
+    from flows.operations import repository_lock
+
+    (tmp_path / ".dvc").mkdir()  # a DVC repository (params.yaml is never read: the stage stops first)
+    with repository_lock(tmp_path, logging.getLogger("test")) as token:
+        refused = _cli(tmp_path, "prepare", DISTILLERY_REPO_LOCK_WAIT_SECONDS="1")
+        # the flow's own `dvc repro` children inherit the token and go through (then miss params.yaml)
+        child = _cli(tmp_path, "prepare", DISTILLERY_REPO_LOCK_WAIT_SECONDS="1", **{TOKEN_ENV: token})
+    assert refused.returncode == 3, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("distillery prepare: transient error: another pipeline run holds ") and \
+        "a Prefect flow run" in last and "waited 1s" in last, refused.stderr
+    assert child.returncode == 2 and "params.yaml" in child.stderr and "holds" not in child.stderr, child.stderr
+    assert TOKEN_ENV not in os.environ  # released: the token goes with the lock
+    after = _cli(tmp_path, "prepare", DISTILLERY_REPO_LOCK_WAIT_SECONDS="1")
+    assert after.returncode == 2 and "holds" not in after.stderr  # nobody holds it now
+
+
+def test_a_stage_waits_for_a_lock_released_within_its_wait(tmp_path):
+    from distillery.locking import repository_lock
+
+    (tmp_path / ".dvc").mkdir()
+    with repository_lock(tmp_path, "a test"):
+        proc = subprocess.Popen([sys.executable, "-m", "distillery", "prepare"], cwd=tmp_path, text=True,
+                                env={**{k: v for k, v in os.environ.items() if k != "DISTILLERY_REPO_LOCK_TOKEN"},
+                                     "PYTHONPATH": str(ROOT), "DISTILLERY_REPO_LOCK_WAIT_SECONDS": "60"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        lock_file = str((tmp_path / ".dvc" / "tmp" / "distillery-flow.lock").resolve())
+        while time.monotonic() < deadline:  # until it has the lock file open: it is waiting for the lock
+            assert proc.poll() is None, proc.communicate()
+            if any(f.path == lock_file for f in psutil.Process(proc.pid).open_files()):
+                break
+            time.sleep(0.2)
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting
+    _, stderr = proc.communicate(timeout=60)
+    assert "waiting up to 60s for the pipeline run holding" in stderr and "a test" in stderr
+    assert proc.returncode == 2 and "params.yaml" in stderr.strip().splitlines()[-1]  # went on after the release
+
+
+def test_dvc_repro_in_a_shell_refuses_during_a_pipeline_run(dvc_repo):
+    """The README's `dvc repro` path goes through the CLI, so it takes the same lock."""
+    from distillery.locking import repository_lock
+
+    (dvc_repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": {
+        "cmd": "python -m distillery prepare", "outs": ["out"]}}}))
+    env = {**{k: v for k, v in os.environ.items() if k != "DISTILLERY_REPO_LOCK_TOKEN"}, "PYTHONPATH": str(ROOT),
+           "DISTILLERY_REPO_LOCK_WAIT_SECONDS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with repository_lock(dvc_repo, "a Prefect flow run"):
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=dvc_repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "distillery prepare: transient error: another pipeline run holds" in proc.stdout + proc.stderr
+
+
 # --- the failure hook ------------------------------------------------------------------------
 
 def _state(exc=None, message="", name="Failed"):
@@ -254,12 +377,15 @@ def test_deployment_has_schedule_trigger_and_a_concurrency_limit_of_one(tmp_path
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     schedule = load_schedule(tmp_path / "params.yaml")
-    deployment = build_deployment(tmp_path, cron=schedule.cron, timezone=schedule.timezone, event=schedule.event)
+    deployment = build_deployment(tmp_path, cron=schedule.cron, timezone=schedule.timezone, event=schedule.event,
+                                  debounce_seconds=schedule.debounce_seconds)
     assert deployment.name == "distillery" and deployment.flow_name == "distillery-pipeline"
     assert deployment.concurrency_limit == 1 and deployment.concurrency_options.collision_strategy == "ENQUEUE"
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
     trigger, = deployment.triggers
     assert trigger.expect == {"distillery.data.updated"}
+    # debounce: the first event fires; the next ones within schedule.debounce_seconds start nothing
+    assert trigger.posture == "Reactive" and trigger.threshold == 1 and trigger.within.total_seconds() == 60
     assert trigger.match.model_dump() == {"prefect.resource.id": f"distillery.data.{tmp_path.name}"}
     assert deployment.parameters == {"project_dir": str(tmp_path.resolve())}
     interval = build_deployment(tmp_path, interval=30, event=None)
