@@ -3,6 +3,8 @@ tracked on a real `mlflow server` on loopback."""
 import json
 import re
 
+import yaml
+
 from conftest import dvc
 from servers import mlflow_server
 
@@ -102,8 +104,9 @@ def _bad_refreshes_change_nothing(project, env, uri):
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_registered_model("distillery-student").aliases
-    params = (project / "params.yaml").read_text().replace("labels: null", "labels: [negative, neutral, positive]")
-    (project / "params.yaml").write_text(params)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["labels"] = ["negative", "neutral", "positive"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     lock = (project / "dvc.lock").read_bytes()
     raw = project / "data/raw/tweets.csv"
     one_class = make_texts(150)
