@@ -116,6 +116,8 @@ def connect(root: Path) -> str:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri(root)
+    if redact_uri(uri) != uri:  # MLflow prints "View run ... at: <the URI, credentials and all>" on stdout
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     check_reachable(uri)
     before = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
