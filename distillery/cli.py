@@ -97,7 +97,7 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     """A one-line error of the right class for a few well-known causes of an unexpected exception, else None.
 
     - no space left on device (``OSError`` ENOSPC): ``EnvironmentFailure`` naming the path (exit 4, not retried);
-    - a SQLite file that is not a database, or is corrupt: ``EnvironmentFailure`` naming the store (exit 4);
+    - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
     - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
       (exit 3, retried).
     """
@@ -114,6 +114,9 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
                      f"writing under {Path.cwd()} ({shutil.disk_usage(Path.cwd()).free / 1e6:.0f} MB free)")
             return EnvironmentFailure(f"no space left on device {where}; free some space and run the stage again "
                                       "(nothing was retried)")
+    if "database or disk is full" in texts:
+        return EnvironmentFailure(f"the SQLite store {_store()} cannot grow (database or disk is full); free some "
+                                  "space and run the stage again (nothing was retried)")
     for marker in ("file is not a database", "database disk image is malformed"):
         if marker in texts and any(isinstance(c, sqlite3.DatabaseError) or "sqlite" in type(c).__module__ + str(c)
                                    for c in causes):

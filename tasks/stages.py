@@ -59,7 +59,7 @@ class StageBroken(StageFailed):
 EXIT_CLASSES = {2: BadInput, 3: TransientStageFailure, 4: StageBroken}
 # Checked in this order on the output of a stage that exited otherwise (1: an exception the CLI did not map).
 PERMANENT_CAUSES = re.compile(r"No space left on device|Errno 28\b|file is not a database|"
-                              r"database disk image is malformed", re.IGNORECASE)
+                              r"database disk image is malformed|database or disk is full", re.IGNORECASE)
 TRANSIENT_CAUSES = re.compile(r"database is locked|Connection refused|ConnectionRefusedError|Connection reset by peer|"
                               r"Max retries exceeded|Read timed out|ConnectTimeout|ReadTimeout|"
                               r"Unable to acquire lock", re.IGNORECASE)

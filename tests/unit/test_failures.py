@@ -141,6 +141,16 @@ def test_cli_a_store_that_is_not_a_database_is_one_line_naming_the_store_exit_4(
     _cli_fails(monkeypatch, capsys, corrupt, 4, f"the SQLite store sqlite:///{store}", "file is not a database")
 
 
+def test_cli_a_full_store_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):
+    def full():
+        store = sqlite3.connect(cli_project / "small.db")
+        store.execute("pragma max_page_count = 3")  # a real SQLITE_FULL, as on a full disk
+        store.execute("create table t (x)")
+        store.executemany("insert into t values (?)", [("x" * 1000,) for _ in range(100)])
+    _cli_fails(monkeypatch, capsys, full, 4, f"the SQLite store sqlite:///{cli_project / 'mlruns' / 'mlflow.db'}",
+               "database or disk is full")
+
+
 def test_cli_a_locked_store_is_transient_exit_3(cli_project, monkeypatch, capsys):
     def locked():
         holder = sqlite3.connect(cli_project / "l.db", isolation_level=None)
