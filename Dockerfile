@@ -12,6 +12,13 @@ RUN bash scripts/setup.sh
 # DVC needs a git repository; a build context without .git gets a fresh one.
 RUN git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && \
     git -c user.name=distillery -c user.email=distillery@localhost commit -q -m "image")
+# Run as an unprivileged user, not root: it owns the project (DVC, MLflow and Prefect write into it) and
+# has its own home for caches (HF_HOME, PREFECT_HOME default under it).
+RUN groupadd --system --gid 10001 distillery && \
+    useradd --system --uid 10001 --gid distillery --create-home --home-dir /home/distillery distillery && \
+    chown -R distillery:distillery /app
+USER distillery
+ENV HOME=/home/distillery
 # The default runs the pipeline once. To serve it as a Prefect deployment (schedule, event trigger,
 # one run at a time) against a Prefect server, override the command (README, "Run it on a schedule"):
 #   docker run -e PREFECT_API_URL=http://<server>:4200/api <image> .venv/bin/python -m flows.deploy

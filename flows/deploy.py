@@ -13,7 +13,8 @@ The deployment ``distillery-pipeline/distillery`` (flow name / deployment name) 
   repository collide);
 - the parameters ``project_dir`` (this repository), ``stages`` and ``overrides`` (params keys for one
   run, saved as a DVC experiment: ``prefect deployment run distillery-pipeline/distillery
-  --param overrides='{"distill.alpha": 0.3}'``).
+  --param overrides='{"distill.alpha": 0.3}'``). Only keys under ``schedule.allowed_overrides`` may be
+  overridden, and a run refuses any ``project_dir`` but the one served here (``DISTILLERY_PROJECT_DIR``).
 
 Schedules need a Prefect server (``prefect server start``, ``PREFECT_API_URL`` pointing at it);
 the ephemeral API that ``python -m flows.pipeline`` uses does not run them. The process runs the
@@ -107,6 +108,9 @@ def main(argv: Optional[list] = None) -> int:
 
     from prefect import serve
 
+    from flows.pipeline import PROJECT_DIR_ENV
+
+    os.environ[PROJECT_DIR_ENV] = str(project_dir)  # the flow runs served here refuse any other project_dir
     serve(deployment)
     return 0
 

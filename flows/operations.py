@@ -70,14 +70,17 @@ def notify_failure(flow, flow_run, state, apprise_url: Optional[str] = None) -> 
     """``on_failure`` hook: log the failed stage and its error; notify through Apprise if configured."""
     from prefect.logging.loggers import flow_run_logger
 
+    from distillery.tracking import redact_uri
+
     logger = flow_run_logger(flow_run, flow)
     stage, error = failed_stage(state)
-    title = f"Distillery run {flow_run.name} failed at stage {stage}"
+    error = redact_uri(error)  # a tracking URI's credentials never reach a log line or a notification
+    title = redact_uri(f"Distillery run {flow_run.name} failed at stage {stage}")
     logger.error("%s: %s", title, error)
     url = apprise_url or os.environ.get(APPRISE_URL_ENV)
     if not url:
         return
-    body = f"{error}\n\nflow run: {flow_run.id}\nstate: {state.name}"
+    body = redact_uri(f"{error}\n\nflow run: {flow_run.id}\nstate: {state.name}")
     if send_notification(url, title, body):
         logger.info("failure notification sent through Apprise")
     else:

@@ -30,6 +30,23 @@ from distillery.stages import STAGES  # noqa: E402
 from tasks.stages import STAGE_TASKS  # noqa: E402
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
+# The one repository a flow run may work in: set by `python -m flows.deploy` for the runs it serves (its
+# --project-dir); otherwise the repository this flow's code is in. A flow run's parameters cannot change it.
+PROJECT_DIR_ENV = "DISTILLERY_PROJECT_DIR"
+OWN_REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def allowed_project_dir() -> Path:
+    return Path(os.environ.get(PROJECT_DIR_ENV) or OWN_REPOSITORY).resolve()
+
+
+def check_project_dir(project_dir: str) -> Path:
+    """``project_dir`` resolved, if it is the deployment's own repository; else a one-line ``ConfigError``."""
+    root, allowed = Path(project_dir).resolve(), allowed_project_dir()
+    if root != allowed:
+        raise ConfigError(f"project_dir {root} is not this deployment's repository ({allowed}); a flow run may "
+                          f"only run the pipeline where it was deployed (python -m flows.deploy --project-dir)")
+    return root
 
 
 def _registration(root: Path) -> tuple[str, str]:
@@ -78,8 +95,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     ``overrides`` ({"distill.alpha": 0.3, ...}) set params keys for this run only, as
     ``dvc exp run -S`` does, and the run is saved as a DVC experiment (see tasks/experiments.py).
     """
+    root = check_project_dir(project_dir)  # before anything reads or writes in it
+    project_dir = str(root)
     logger = get_run_logger()
-    root = Path(project_dir)
     stages = list(stages or STAGES)
     ran, experiment = {}, None
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it

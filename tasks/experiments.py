@@ -47,6 +47,22 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
+def check_allowed(overrides: dict[str, Any], params_path: Path) -> None:
+    """Refuse, in one line, an override key that ``schedule.allowed_overrides`` in params.yaml does not allow."""
+    from distillery.config import load_schedule
+    from distillery.errors import ConfigError
+
+    try:
+        schedule = load_schedule(params_path)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    for key in overrides:
+        if isinstance(key, str) and not schedule.override_allowed(key):
+            raise BadInput(f"overrides: {key} may not be set by a flow run; schedule.allowed_overrides in "
+                           f"params.yaml allows {', '.join(schedule.allowed_overrides) or 'nothing'} "
+                           "(change it there, in a reviewed commit)")
+
+
 @task(name="set_params", cache_policy=NO_CACHE)
 def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     """Apply ``overrides`` to params.yaml as ``dvc exp run -S`` would; return the file's previous text."""
@@ -60,6 +76,8 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
 
     params_path = Path(project_dir) / "params.yaml"
     original = params_path.read_text(encoding="utf-8")
+    override_args(overrides)  # the keys are keys
+    check_allowed(overrides, params_path)  # and ones a flow run may set (schedule.allowed_overrides)
     scratch = params_path.with_name(f".params-overrides.tmp-{os.getpid()}.yaml")  # same suffix: same format
     scratch.write_text(original, encoding="utf-8")
     try:

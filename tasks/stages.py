@@ -1,8 +1,12 @@
 """Prefect tasks, one per stage. Each asks DVC to bring its stage up to date, so DVC alone decides
 what is stale and a flow run never redoes work a `dvc repro` already did (or the reverse).
 
-A stage that fails on bad input (the CLI exits with code 2) is not retried, nor is one that ran
-past its timeout; other failures (a tracking server that is unreachable, say) are, with backoff.
+Only a transient failure is retried, with backoff (:func:`classify`): the stage command exited with code 3
+(``TransientError``), or its output shows a recognisable transient cause (a refused or timed-out connection
+to the tracking server, SQLite's "database is locked", DVC's "Unable to acquire lock"). Everything else
+fails the run at once: bad input (exit 2), a broken environment (exit 4: a full disk, a corrupt store), an
+unexpected exception (exit 1: an ``IndexError`` after hours of training would only fail again), "No space
+left on device" in any output, and a stage that ran past its timeout.
 """
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distillery.stages import STAGES  # the one list of stages
+from distillery.tracking import redact_uri
 
 
 class StageFailed(RuntimeError):
-    """A stage failed for a reason that may pass on a retry."""
+    """A stage failed. Not retried unless it is a :class:`TransientStageFailure`."""
 
     def __init__(self, message: str, stage: str = ""):
         super().__init__(message)
@@ -41,23 +46,67 @@ class StageTimedOut(StageFailed):
     """A stage ran past its timeout and was killed; a retry would most likely time out again."""
 
 
+class TransientStageFailure(StageFailed):
+    """A stage failed for a reason that may pass on a retry (exit 3, an unreachable tracking server, a lock)."""
+
+
+class StageBroken(StageFailed):
+    """A stage failed for a reason a retry cannot fix: an unexpected exception (exit 1), a full disk, a corrupt
+    store (exit 4). Someone has to look at it."""
+
+
+# Exit codes of ``python -m distillery`` (distillery/errors.py): 2 bad input, 3 transient, 4 broken environment.
+EXIT_CLASSES = {2: BadInput, 3: TransientStageFailure, 4: StageBroken}
+# Checked in this order on the output of a stage that exited otherwise (1: an exception the CLI did not map).
+PERMANENT_CAUSES = re.compile(r"No space left on device|Errno 28\b|file is not a database|"
+                              r"database disk image is malformed|database or disk is full", re.IGNORECASE)
+TRANSIENT_CAUSES = re.compile(r"database is locked|Connection refused|ConnectionRefusedError|Connection reset by peer|"
+                              r"Max retries exceeded|Read timed out|ConnectTimeout|ReadTimeout|"
+                              r"Unable to acquire lock", re.IGNORECASE)
+
+
+def classify(returncode: int, output: str) -> type[StageFailed]:
+    """The class of a failed ``dvc repro``, from the stage command's exit code and the output."""
+    codes = re.findall(r"exited with (-?\d+)", output)  # DVC: "failed to run: <cmd>, exited with N"
+    code = int(codes[-1]) if codes else returncode
+    if code in EXIT_CLASSES:
+        return EXIT_CLASSES[code]
+    if PERMANENT_CAUSES.search(output):
+        return StageBroken
+    if TRANSIENT_CAUSES.search(output):
+        return TransientStageFailure
+    return StageBroken
+
+
 # Read by the core (distillery.tracking): the register stage tags its MLflow run with them.
 ORCHESTRATOR_ENV, FLOW_RUN_ID_ENV = "DISTILLERY_ORCHESTRATOR", "DISTILLERY_ORCHESTRATOR_RUN_ID"
 
 
-def _retry_unless_bad_input(task, task_run, state) -> bool:
+def _retry_if_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry a :class:`TransientStageFailure` only."""
     try:
         state.result()
-    except (BadInput, StageTimedOut):
-        return False
-    except Exception:
+    except TransientStageFailure:
         return True
+    except BaseException:
+        return False
     return False
 
 
+_retry_unless_bad_input = _retry_if_transient  # the earlier name
+
+
 def _error_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if re.search(r"error", line, re.IGNORECASE)]
-    return (lines[0] if lines else output.strip().splitlines()[-1] if output.strip() else "no output").strip()
+    """The line that says what went wrong: the CLI's one-line error, else the exception line of a traceback,
+    else the first line that mentions an error."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for pattern, flags, pick in ((r"^distillery \w+: ", 0, -1),
+                                 (r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", 0, -1),
+                                 (r"error", re.IGNORECASE, 0)):
+        hits = [line for line in lines if re.search(pattern, line, flags)]
+        if hits:
+            return hits[pick]
+    return lines[-1] if lines else "no output"
 
 
 def _flow_run_id() -> Optional[str]:
@@ -109,8 +158,9 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     output = stdout + stderr
     if proc.returncode != 0:
         error = _error_line(stderr) if "distillery" in stderr else _error_line(output)
-        kind = BadInput if "exited with 2" in output or "distillery " + stage + ": error" in output else StageFailed
-        raise kind(f"stage {stage} failed: {error}", stage)
+        kind = classify(proc.returncode, output)
+        retry = "will be retried" if kind is TransientStageFailure else "not retried"
+        raise kind(redact_uri(f"stage {stage} failed ({retry}): {error}"), stage)
     return {"stage": stage, "ran": f"Running stage '{stage}'" in output,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -122,7 +172,7 @@ def stage_task(stage: str):
 
     run.__name__ = run.__qualname__ = stage
     # DVC decides what is stale, so Prefect's own result cache stays off.
-    return task(name=stage, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_unless_bad_input,
+    return task(name=stage, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_if_transient,
                 cache_policy=NO_CACHE)(run)
 
 

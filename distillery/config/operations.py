@@ -1,6 +1,7 @@
 """Sections after training: evaluation, export, benchmark, the registry's gate and the schedule."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator
@@ -118,6 +119,27 @@ class ScheduleConfig:
     stage_timeouts: dict[Stage, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="per-stage minutes overriding stage_timeout_minutes, e.g. {benchmark: 30}",
         json_schema_extra=allowed(f"keys are stages ({', '.join(STAGES)}); values are minutes, > 0"))
+
+    allowed_overrides: list[str] = Field(
+        default_factory=lambda: ["distill", "student", "teacher.train", "evaluate.seeds", "benchmark"],
+        description="params key prefixes a flow run's `overrides` may set (a key is allowed when it equals a "
+                    "prefix or starts with it and a dot); the gate's register.* keys are not on it by default, so "
+                    "whoever can start a flow run cannot lower the bar for promotion. schedule.allowed_overrides "
+                    "itself can never be overridden",
+        json_schema_extra=allowed("list dotted params key prefixes, e.g. [distill, student.layers]"))
+
+    @field_validator("allowed_overrides")
+    @classmethod
+    def _allowed_overrides(cls, prefixes: list[str]) -> list[str]:
+        if any(not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", prefix) for prefix in prefixes):
+            raise not_allowed("list dotted params key prefixes, e.g. [distill, student.layers]")
+        return prefixes
+
+    def override_allowed(self, key: str) -> bool:
+        """Whether a flow run's ``overrides`` may set ``key``."""
+        if key == "schedule" or key.startswith("schedule.allowed_overrides"):
+            return False
+        return any(key == prefix or key.startswith(prefix + ".") for prefix in self.allowed_overrides)
 
     @field_validator("cron")
     @classmethod

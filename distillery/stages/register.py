@@ -31,8 +31,8 @@ from distillery.registry.gate import decide, latency
 from distillery.registry.pyfunc import log_pyfunc
 from distillery.task_types.load import task_part
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, dvc_lock, dvc_tags, experiment_id,
-                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, stage_status,
-                                 tracking_uri)
+                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, redact_uri,
+                                 stage_status, tracking_uri)
 
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
 MODEL_CARD = REPORTS_DIR / "model_card.md"
@@ -91,7 +91,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                     LABELS_TAG: json.dumps(labels)}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id)
-            decision.update({"mlflow_run_id": run_id, "nested_runs": children, "tracking_uri": uri,
+            decision.update({"mlflow_run_id": run_id, "nested_runs": children,
+                             "tracking_uri": redact_uri(uri),  # register.json is tracked by git: no credentials
                              "experiment_id": exp_id, "stages": status})
             mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
             _log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
@@ -110,7 +111,7 @@ def summary(result: dict) -> str:
     failed = [c["detail"] for c in result["checks"] if not c["passed"]]
     return (f"{result['model_name']} v{result['version']}: {result['decision']} (alias {result['alias']}); "
             f"champion is v{result['champion_after']}" + (f"; failed: {'; '.join(failed)}" if failed else "")
-            + f"\nMLflow run {result['mlflow_run_id']} at {result['tracking_uri']}")
+            + f"\nMLflow run {result['mlflow_run_id']} at {redact_uri(result['tracking_uri'])}")
 
 
 def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,

@@ -13,6 +13,12 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(autouse=True)
+def deployed_here(tiny_project, monkeypatch):
+    """The flow refuses a project_dir other than its deployment's; `python -m flows.deploy` sets this."""
+    monkeypatch.setenv("DISTILLERY_PROJECT_DIR", str(tiny_project))
+
+
 def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
     from flows.pipeline import pipeline
 

@@ -372,3 +372,26 @@ def test_concurrent_first_use_creates_the_store_once(project):
     assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
     assert all("no versions yet" in out for out, _ in outputs)
     assert (project / "mlruns/mlflow.db").is_file()
+
+
+def test_tracking_credentials_never_reach_register_json_the_model_card_artifacts_or_the_output(
+        project, tmp_path, monkeypatch, capsys, caplog):
+    """A tracking URI with user:password@ works, and the credentials are written and printed nowhere."""
+    from servers import mlflow_server
+
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        secret_uri = uri.replace("http://", "http://alice:s3cret@")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+        assert main(["register"]) == 0
+        out = capsys.readouterr()
+        register = json.loads((project / "reports/metrics/register.json").read_text())
+        assert register["tracking_uri"] == uri and register["decision"] == "promoted"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        artifacts = {name: client.download_artifacts(register["mlflow_run_id"], name, str(tmp_path))
+                     for name in ("gate_decision.json", "model_card.md")}
+        written = [(project / "reports/metrics/register.json").read_text(),
+                   (project / "reports/model_card.md").read_text(),
+                   *(Path(path).read_text() for path in artifacts.values()), out.out, out.err, caplog.text]
+    assert f"at {uri}" in out.out
+    for text in written:
+        assert "s3cret" not in text and "alice" not in text

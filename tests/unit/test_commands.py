@@ -21,3 +21,16 @@ def test_setup_pins_a_cpu_torch():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
     assert "torch.version.cuda" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+def test_the_container_runs_as_a_non_root_user():
+    """Checked by reading: no Docker engine runs here, so the image is never built in the tests."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    users = [i for i, line in enumerate(lines) if line.startswith("USER ")]
+    assert users and lines[users[-1]] == "USER distillery"
+    assert "useradd --system --uid 10001 --gid distillery" in "\n".join(lines)
+    assert "chown -R distillery:distillery /app" in "\n".join(lines)
+    after = lines[users[-1]:]
+    assert not any(line.startswith(("RUN ", "COPY ", "ADD ")) for line in after)  # nothing root-owned later
+    assert after[-1].startswith("CMD ")

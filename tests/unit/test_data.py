@@ -179,3 +179,55 @@ def test_unlabelled_source_test_split_is_replaced(tmp_path):
     report = prepare(_params("unused", files=files, on_bad_rows="fail"), tmp_path / "prepared")
     assert report["unlabelled_source_splits_replaced"] == ["test"]
     assert sum(report["rows"].values()) == 90  # test carved from the labelled rows
+
+
+# --- large files are streamed ----------------------------------------------------------------------------
+
+def _awkward_frame(n: int) -> pd.DataFrame:
+    """Quoted commas and newlines, non-ASCII, empty labels: what a chunk boundary could get wrong."""
+    return pd.DataFrame({"text": [f'tweet "{i}", with a comma\nand a newline, café' if i % 7 == 0 else f"t{i}"
+                                  for i in range(n)],
+                         "sentiment": ["positive", "", "negative", "neutral"] * (n // 4)})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_file_over_the_threshold_is_read_in_chunks_with_the_same_result(tmp_path, monkeypatch, suffix):
+    from distillery import sources
+
+    frame, path = _awkward_frame(2000), tmp_path / f"big{suffix}"
+    if suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    whole = sources.read_file(path)
+    chunks = []
+    real_concat = pd.concat
+
+    def counting_concat(objs, *args, **kwargs):
+        objs = list(objs)
+        chunks.append(len(objs))
+        return real_concat(objs, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(sources.pd, "concat", counting_concat)
+    monkeypatch.setattr(sources, "_decode", lambda *a: pytest.fail("the file was decoded whole"))
+    chunked = sources.read_file(path)
+    assert chunks == [16]  # 2000 rows in chunks of 128
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert len(whole) == 2000 and whole["_row"].tolist() == list(range(1, 2001))
+
+
+def test_a_streamed_file_that_is_not_utf8_still_names_the_line(tmp_path, monkeypatch):
+    from distillery import sources
+
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"text,sentiment\n" + b"good day,positive\n" * 500 + b"na\xefve take,neutral\n")
+    with pytest.raises(DataError) as whole:
+        sources.read_file(path)
+    monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 100)
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 64)
+    with pytest.raises(DataError, match=r"big.csv: line 502 is not valid UTF-8 \(byte 0xef at offset 9017\)") as streamed:
+        sources.read_file(path)
+    assert str(streamed.value) == str(whole.value)  # the same message as when read whole
+    assert sources.read_file(path, "replace")["text"].iloc[-1] == "na\ufffdve take"

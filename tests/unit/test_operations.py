@@ -207,7 +207,8 @@ def test_flow_run_id_is_none_outside_a_flow_run():
     assert _flow_run_id() is None
 
 
-@pytest.mark.parametrize("error, retried", [("StageFailed", True), ("BadInput", False), ("StageTimedOut", False)])
+@pytest.mark.parametrize("error, retried", [("TransientStageFailure", True), ("StageFailed", False),
+                                            ("StageBroken", False), ("BadInput", False), ("StageTimedOut", False)])
 def test_only_transient_failures_are_retried(error, retried):
     from tasks import stages
 
@@ -217,7 +218,7 @@ def test_only_transient_failures_are_retried(error, retried):
         def result(self):
             raise exc
 
-    assert stages._retry_unless_bad_input(None, None, State()) is retried
+    assert stages._retry_if_transient(None, None, State()) is retried
     # The stage survives the pickling Prefect does when it stores the exception.
     import pickle
     assert pickle.loads(pickle.dumps(exc)).stage == "distill"

@@ -1,0 +1,181 @@
+"""Which failures are retried (sections 7 and 8 of "Nothing lost and nothing wrongly promoted").
+
+Every case is a real process with a real exit code and real output: a stage command run by `dvc repro`
+through the Prefect task's function, or the CLI's own error mapping on a real exception (a write to
+/dev/full for a full disk, a garbage file opened by sqlite3, a SQLite database another connection holds).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = "python -c"
+
+LOCKED = ("import sqlite3; a = sqlite3.connect('l.db', isolation_level=None); "
+          "a.execute('create table if not exists t (x)'); a.execute('begin exclusive'); "
+          "sqlite3.connect('l.db', timeout=0).execute('insert into t values (1)')")
+NOT_A_DB = ("open('g.db', 'wb').write(b'this is not a database' * 100); "
+            "import sqlite3; sqlite3.connect('g.db').execute('select * from sqlite_master').fetchall()")
+# stage -> (command, the class the failure must get, retried?)
+CASES = {
+    "bad_input": ("import sys; print('distillery prepare: error: params.yaml: distill.alpha = 1.5 is not allowed', "
+                  "file=sys.stderr); sys.exit(2)", "BadInput", False),
+    "transient": ("import sys; print('distillery register: transient error: MLflow tracking server is unreachable', "
+                  "file=sys.stderr); sys.exit(3)", "TransientStageFailure", True),
+    "broken_env": ("import sys; print('distillery distill: error: no space left on device writing models/', "
+                   "file=sys.stderr); sys.exit(4)", "StageBroken", False),
+    "index_error": ("rows = []; rows[3]", "StageBroken", False),  # hours of training, then a bug: exit 1
+    "disk_full": ("f = open('/dev/full', 'w'); f.write('x' * 100000); f.close()", "StageBroken", False),
+    "not_a_db": (NOT_A_DB, "StageBroken", False),
+    "db_locked": (LOCKED, "TransientStageFailure", True),
+    "refused": ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; "
+                "s.close(); socket.create_connection(('127.0.0.1', port), timeout=5)", "TransientStageFailure", True),
+}
+
+
+@pytest.fixture(scope="module")
+def failing_repo(tmp_path_factory):
+    """A git + DVC repository with one stage per kind of failure."""
+    repo = tmp_path_factory.mktemp("failing")
+    stages = {name: {"cmd": f'{PY} "{code}"', "outs": [f"{name}.out"]} for name, (code, _, _) in CASES.items()}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, width=10_000))
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                 ["git", "config", "user.name", "CI"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(args, cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+def _state(exc):
+    def result(raise_on_failure=True):
+        raise exc
+    return SimpleNamespace(result=result)
+
+
+@pytest.mark.parametrize("stage", list(CASES))
+def test_a_failed_stage_is_classified_from_its_real_exit_code_and_output(failing_repo, stage):
+    from tasks import stages
+
+    _, expected, retried = CASES[stage]
+    with pytest.raises(stages.StageFailed) as caught:
+        stages.stage_task(stage).fn(str(failing_repo), 120)  # the Prefect task's function: `dvc repro` for real
+    assert type(caught.value).__name__ == expected, str(caught.value)
+    assert caught.value.stage == stage
+    assert stages._retry_if_transient(None, None, _state(caught.value)) is retried
+    assert ("will be retried" if retried else "not retried") in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_stage_tasks_retry_only_transient_failures():
+    from tasks import stages
+
+    task = stages.STAGE_TASKS["distill"]
+    assert task.retries == 2 and task.retry_condition_fn is stages._retry_if_transient
+    for kind, retried in ((stages.TransientStageFailure, True), (stages.StageBroken, False),
+                          (stages.BadInput, False), (stages.StageTimedOut, False), (stages.StageFailed, False),
+                          (RuntimeError, False)):
+        assert stages._retry_if_transient(None, None, _state(kind("stage distill failed: x"))) is retried, kind
+
+
+def test_error_line_prefers_the_cli_line_then_the_exception_line():
+    from tasks.stages import _error_line
+
+    traceback = ('Traceback (most recent call last):\n  File "/x/distillery/errors.py", line 3, in <module>\n'
+                 "IndexError: list index out of range\nERROR: failed to reproduce 'x': exited with 1\n")
+    assert _error_line(traceback) == "IndexError: list index out of range"
+    assert _error_line("distillery prepare: error: bad\nERROR: failed") == "distillery prepare: error: bad"
+
+
+# --- the CLI maps well-known causes to one line of the right class -----------------------------------------
+
+@pytest.fixture
+def cli_project(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _cli_fails(monkeypatch, capsys, failure, code: int, *fragments: str) -> str:
+    from distillery import cli
+
+    monkeypatch.setattr(cli, "run_stage", lambda stage, params_path: failure())
+    assert cli.main(["prepare"]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("distillery prepare: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def _fill_dev_full():
+    with open("/dev/full", "w") as handle:
+        handle.write("x" * 100_000)
+
+
+def test_cli_no_space_left_is_one_line_naming_the_path_exit_4(cli_project, monkeypatch, capsys):
+    err = _cli_fails(monkeypatch, capsys, _fill_dev_full, 4, "no space left on device writing under",
+                     str(cli_project), "MB free")
+    assert err.startswith("distillery prepare: error: ")
+
+    def named():
+        raise OSError(28, "No space left on device", str(cli_project / "models" / "teacher"))
+    _cli_fails(monkeypatch, capsys, named, 4, f"no space left on device writing {cli_project / 'models' / 'teacher'}")
+
+
+def test_cli_a_store_that_is_not_a_database_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):
+    store = cli_project / "mlruns" / "mlflow.db"
+
+    def corrupt():
+        store.parent.mkdir()
+        store.write_bytes(b"this is not a database" * 100)
+        sqlite3.connect(store).execute("select * from sqlite_master").fetchall()
+    _cli_fails(monkeypatch, capsys, corrupt, 4, f"the SQLite store sqlite:///{store}", "file is not a database")
+
+
+def test_cli_a_full_store_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):
+    def full():
+        store = sqlite3.connect(cli_project / "small.db")
+        store.execute("pragma max_page_count = 3")  # a real SQLITE_FULL, as on a full disk
+        store.execute("create table t (x)")
+        store.executemany("insert into t values (?)", [("x" * 1000,) for _ in range(100)])
+    _cli_fails(monkeypatch, capsys, full, 4, f"the SQLite store sqlite:///{cli_project / 'mlruns' / 'mlflow.db'}",
+               "database or disk is full")
+
+
+def test_cli_a_locked_store_is_transient_exit_3(cli_project, monkeypatch, capsys):
+    def locked():
+        holder = sqlite3.connect(cli_project / "l.db", isolation_level=None)
+        holder.execute("create table t (x)")
+        holder.execute("begin exclusive")
+        sqlite3.connect(cli_project / "l.db", timeout=0).execute("insert into t values (1)")
+    err = _cli_fails(monkeypatch, capsys, locked, 3, "database is locked")
+    assert err.startswith("distillery prepare: transient error: ")
+
+
+def test_cli_a_refused_connection_is_transient_exit_3_without_credentials(cli_project, monkeypatch, capsys):
+    import requests
+
+    from servers import free_port
+
+    secret = f"http://alice:s3cret@127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret)
+    err = _cli_fails(monkeypatch, capsys, lambda: requests.get(secret + "/api", timeout=5), 3, "a connection failed",
+                     "http://127.0.0.1:")
+    assert "s3cret" not in err and "alice" not in err
+
+
+def test_cli_an_unexpected_exception_keeps_its_traceback_and_exit_1(cli_project):
+    proc = subprocess.run([sys.executable, "-c", "import sys; from distillery import cli; "
+                           "cli.run_stage = lambda *a: [][3]; sys.exit(cli.main(['prepare']))"],
+                          cwd=cli_project, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "IndexError" in proc.stderr

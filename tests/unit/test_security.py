@@ -1,0 +1,193 @@
+"""Who can change what (section 8): the overrides allow-list, the deployment's own project_dir, and no
+tracking-server credentials in anything written or printed. The register stage's outputs on a real
+tracking server are checked in tests/integration/test_registry.py."""
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from distillery.config import load_schedule
+from distillery.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "http://alice:s3cret@tracking.example:5000"
+
+
+# --- overrides are limited to schedule.allowed_overrides -------------------------------------------------
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("key", ["register.gate.min_retention", "register.gate", "register", "data.source",
+                                 "schedule.allowed_overrides", "distiller.alpha", "teacher.model"])
+def test_an_override_outside_the_allow_list_is_refused_in_one_line(project, key):
+    from tasks.experiments import set_params
+    from tasks.stages import BadInput
+
+    original = (project / "params.yaml").read_text()
+    with pytest.raises(BadInput) as caught:
+        set_params.fn(str(project), {"distill.alpha": 0.3, key: 0})
+    message = str(caught.value)
+    assert message.startswith(f"overrides: {key} may not be set by a flow run; schedule.allowed_overrides in "
+                              "params.yaml allows distill, student, teacher.train, evaluate.seeds, benchmark")
+    assert "\n" not in message
+    assert (project / "params.yaml").read_text() == original  # nothing written
+    assert not (project / ".distillery").exists()
+
+
+def test_allowed_overrides_are_prefixes_and_the_list_itself_is_never_overridable(project):
+    from tasks.experiments import set_params
+    from tasks.stages import BadInput
+
+    assert set_params.fn(str(project), {"teacher.train.epochs": 1, "evaluate.seeds": [4, 5],
+                                        "student.layers": [0, 2]})
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["schedule"]["allowed_overrides"] = ["schedule", "register.gate"]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert set_params.fn(str(project), {"register.gate.min_retention": 0.9})  # the repository's owner allowed it
+    with pytest.raises(BadInput, match="overrides: schedule.allowed_overrides may not be set"):
+        set_params.fn(str(project), {"schedule.allowed_overrides": ["register"]})
+
+
+def test_allowed_overrides_is_validated(project):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["schedule"]["allowed_overrides"] = ["distill", "register..gate"]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="schedule.allowed_overrides = .* is not allowed; list dotted params key "
+                                          "prefixes"):
+        load_schedule(project / "params.yaml")
+    assert load_schedule(ROOT / "params.yaml").allowed_overrides == [
+        "distill", "student", "teacher.train", "evaluate.seeds", "benchmark"]
+
+
+# --- project_dir is the deployment's own -----------------------------------------------------------------
+
+def test_the_flow_refuses_another_project_dir_in_one_line(tmp_path, monkeypatch):
+    from flows.pipeline import PROJECT_DIR_ENV, check_project_dir, pipeline
+
+    monkeypatch.delenv(PROJECT_DIR_ENV, raising=False)
+    assert check_project_dir(str(ROOT)) == ROOT.resolve()  # not deployed: the flow's own repository
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with pytest.raises(ConfigError) as caught:
+        pipeline.fn(project_dir=str(other), overrides={"distill.alpha": 0.3})
+    assert str(caught.value) == (f"project_dir {other} is not this deployment's repository ({ROOT.resolve()}); a "
+                                 "flow run may only run the pipeline where it was deployed (python -m flows.deploy "
+                                 "--project-dir)")
+    assert list(other.iterdir()) == []  # nothing read or written there: no lock file, no params
+
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(other))  # what `python -m flows.deploy --project-dir` sets
+    assert check_project_dir(str(other / ".." / "elsewhere")) == other.resolve()
+    with pytest.raises(ConfigError, match="is not this deployment's repository"):
+        check_project_dir(str(ROOT))
+    with pytest.raises(ConfigError, match="is not this deployment's repository"):
+        pipeline.fn(project_dir=str(tmp_path))
+
+
+def test_deploy_pins_the_served_runs_to_its_project_dir(tmp_path, monkeypatch):
+    import prefect
+
+    from flows import deploy
+    from flows.pipeline import PROJECT_DIR_ENV
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    seen = {}
+    monkeypatch.delenv(PROJECT_DIR_ENV, raising=False)
+    monkeypatch.setattr(prefect, "serve", lambda *deployments: seen.update(env=__import__("os").environ.get(
+        PROJECT_DIR_ENV), deployments=deployments))
+    assert deploy.main(["--project-dir", str(tmp_path), "--no-schedule", "--no-trigger"]) == 0
+    assert seen["env"] == str(tmp_path.resolve())
+    assert seen["deployments"][0].parameters == {"project_dir": str(tmp_path.resolve())}
+
+
+# --- credentials ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, clean", [
+    ("http://alice:s3cret@tracking.example:5000", "http://tracking.example:5000"),
+    ("https://token@host/api/2.0?x=1", "https://host/api/2.0?x=1"),
+    ("postgresql+psycopg://mlflow:p@ss@db:5432/mlflow", "postgresql+psycopg://db:5432/mlflow"),
+    ("server http://a:b@h:1/x stopped; retry https://c:d@e", "server http://h:1/x stopped; retry https://e"),
+    ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),
+    ("databricks", "databricks"),
+])
+def test_redact_uri_strips_credentials_only(text, clean):
+    from distillery.tracking import redact_uri
+
+    assert redact_uri(text) == clean
+
+
+def test_an_unreachable_server_with_credentials_is_reported_without_them(tmp_path, monkeypatch, capsys):
+    from distillery.cli import main
+    from servers import free_port
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{free_port()}")
+    assert main(["models"]) == 3
+    out = capsys.readouterr()
+    assert "distillery models: transient error: MLflow tracking server http://127.0.0.1:" in out.err
+    assert "s3cret" not in out.err + out.out and "alice" not in out.err + out.out
+
+
+def test_the_failure_notification_and_log_carry_no_credentials(caplog):
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from flows.operations import notify_failure
+    from tasks.stages import TransientStageFailure
+
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    error = TransientStageFailure(f"stage register failed (will be retried): MLflow tracking server {SECRET} "
+                                  f"stopped answering (API request to {SECRET}/api/2.0/mlflow/runs/create failed)",
+                                  "register")
+    try:
+        from uuid import uuid4
+
+        from prefect.client.schemas.objects import FlowRun
+
+        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+            notify_failure(SimpleNamespace(name="distillery-pipeline"), FlowRun(name="calm-fox", flow_id=uuid4()),
+                           SimpleNamespace(result=lambda raise_on_failure=True: error, message="", name="Failed"),
+                           apprise_url=f"json://127.0.0.1:{server.server_address[1]}/hook")
+    finally:
+        server.shutdown()
+    assert received and "MLflow tracking server http://tracking.example:5000 stopped answering" in \
+        received[0]["message"]
+    sent = json.dumps(received) + caplog.text
+    assert "s3cret" not in sent and "alice" not in sent
+
+
+def test_the_model_card_carries_no_credentials():
+    from distillery.config import load_params
+    from distillery.tracking import model_card
+
+    import dataclasses
+
+    params = load_params(ROOT / "params.yaml")
+    params = dataclasses.replace(params, data=dataclasses.replace(params.data, source=f"{SECRET}/data/tweets.csv"))
+    card = model_card(params, {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.onnx",
+                      {"decision": "promoted", "checks": [{"name": "retention", "passed": True,
+                                                           "detail": f"tracked at {SECRET}"}]})
+    assert "http://tracking.example:5000/data/tweets.csv" in card and "tracked at http://tracking.example:5000" in card
+    assert "s3cret" not in card and "alice" not in card
