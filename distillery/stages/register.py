@@ -27,7 +27,7 @@ from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.registry.client import (LABELS_TAG, TAG, aliases, apply_decision, champion, champion_figures,
                                         connected, set_tags, version_labels, versions)
-from distillery.registry.gate import decide, latency
+from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc
 from distillery.task_types.load import task_part
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, dvc_lock, dvc_tags, experiment_id,
@@ -125,6 +125,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
     candidate = {**figures, "version": version, "retention": figures["accuracy"] / teacher_accuracy if
                  teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
+                 "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
     current = champion(client, name)
     already = current is not None and str(current.version) == version
