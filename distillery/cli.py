@@ -88,6 +88,9 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
                 f"(manual promotion recorded in MLflow run {result['run_id']})")
     result = registry.rollback(params, reason)
+    if result.get("finished_interrupted"):
+        return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
+                f"v{result['champion']}")
     return (f"{result['model_name']}: champion rolled back v{result['previous']} -> v{result['champion']} "
             f"(recorded in MLflow run {result['run_id']})")
 

@@ -73,6 +73,10 @@ class GateConfig:
                                  json_schema_extra=allowed("it is a ratio of accuracies, e.g. 0.97"))
     max_p95_ms: float = Field(10.0, gt=0, description="p95 latency at batch 1, sequence student.max_length "
                                                       "(benchmark cell b1_s<max_length>), deployable model")
+    max_p95_ratio_to_teacher: Optional[float] = Field(
+        None, gt=0, description="also pass latency when p95 <= this x the teacher's PyTorch p95 in the same "
+                                "benchmark cell and run (robust to a loaded machine); null = off",
+        json_schema_extra=allowed("it is a ratio > 0, e.g. 0.5, or null for off"))
     max_size_mb: float = Field(100.0, gt=0, description="size of the deployable ONNX file")
     metric: Literal["accuracy", "macro_f1"] = Field(
         "accuracy", description="compared with the current champion on the same test split")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -19,6 +22,10 @@ from distillery.tracking import connect, experiment_id, quiet_mlflow, unavailabl
 
 TAG = "distillery."  # prefix of every tag Distillery sets on runs and model versions
 LABELS_TAG = TAG + "labels"  # the version's label names, as a JSON list
+# Written on a version before ``champion`` moves to it, deleted after the move is fully recorded: a prefix of a
+# promotion never claims a move that did not happen (``previous_champion`` is written only after the alias).
+MOVE_TAG = TAG + "champion_move"
+ROLLED_BACK = TAG + "rolled_back_at"  # the rollback guard: the gate refuses this version until a manual promotion
 
 
 @contextlib.contextmanager
@@ -113,25 +120,131 @@ def set_tags(client, name: str, version: str, tags: dict) -> None:
         client.set_model_version_tag(name, version, key, str(value))
 
 
-def record_action(experiment: str, root: Path, uri: str, action: str, tags: dict) -> str:
+def run_tags(name: str) -> dict[str, str]:
+    """Tags every Distillery run carries from its creation, so a run a killed process left RUNNING can be found."""
+    return {TAG + "model_name": name, TAG + "pid": str(os.getpid()), TAG + "host": socket.gethostname()}
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_stale_runs(client, exp_id: str, name: str) -> list[str]:
+    """Mark KILLED the runs that killed processes left RUNNING: every RUNNING run of ``name`` (the caller holds
+    its lock, so no live registration of it has one), and any Distillery run whose process on this host is gone."""
+    import mlflow
+
+    active = mlflow.active_run()
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if active is not None and run.info.run_id == active.info.run_id:
+            continue
+        mine = tags.get(TAG + "model_name") == name
+        gone = tags.get(TAG + "host") == host and TAG + "pid" in tags and not _alive(tags[TAG + "pid"])
+        if mine or gone:
+            client.set_terminated(run.info.run_id, "KILLED")
+            stale.append(run.info.run_id)
+    return stale
+
+
+def record_action(experiment: str, root: Path, uri: str, action: str, tags: dict, name: str = "") -> str:
     """A small MLflow run per manual registry action, so promotions and rollbacks have a history."""
     import mlflow
 
     exp = experiment_id(experiment, root, uri)
-    with mlflow.start_run(experiment_id=exp, run_name=f"{action} v{tags.get('version')}") as run:
-        mlflow.set_tags({TAG + "kind": "registry-action", TAG + "action": action, TAG + "user": getpass.getuser(),
-                         **{TAG + k: str(v) for k, v in tags.items()}})
+    all_tags = {**run_tags(name), TAG + "kind": "registry-action", TAG + "action": action,
+                TAG + "user": getpass.getuser(), **{TAG + k: str(v) for k, v in tags.items()}}
+    with mlflow.start_run(experiment_id=exp, run_name=f"{action} v{tags.get('version')}", tags=all_tags) as run:
+        pass
     return run.info.run_id
+
+
+def recorder(experiment: str, root: Path, uri: str, name: str):
+    """``record(action, tags) -> run id`` for ``move_champion``/``recover``: the action's history run."""
+    return lambda action, tags: record_action(experiment, root, uri, action, tags, name)
+
+
+def move_champion(client, name: str, version: str, previous: Optional[str], tags: Optional[dict] = None,
+                  action: Optional[tuple[str, dict]] = None, record=None) -> Optional[str]:
+    """Make ``version`` the champion so that every prefix of the writes is a consistent state:
+
+    1. the intent (``MOVE_TAG``, JSON: previous champion, tags to write, action to record) on the version;
+    2. ``challenger`` removed if it names the version (never champion and challenger at once);
+    3. the ``champion`` alias;
+    4. ``finish_move``: ``previous_champion`` and the other tags, the rollback guard lifted, the action recorded,
+       the intent deleted. ``recover`` finishes 4 after a kill, or drops an intent whose alias never moved."""
+    intent = {"previous": previous or "", "tags": {k: str(v) for k, v in (tags or {}).items()},
+              "action": action[0] if action else None, "action_tags": {k: str(v) for k, v in (action or ("", {}))[1].items()}}
+    client.set_model_version_tag(name, version, MOVE_TAG, json.dumps(intent))
+    if aliases(client, name).get("challenger") == version:
+        client.delete_registered_model_alias(name, "challenger")
+    client.set_registered_model_alias(name, "champion", version)
+    return finish_move(client, name, client.get_model_version(name, version), record)
+
+
+def finish_move(client, name: str, version, record=None) -> Optional[str]:
+    """Step 4 of ``move_champion`` on a version that is the champion and carries the intent; the action run's id."""
+    intent = json.loads(version.tags[MOVE_TAG])
+    number = str(version.version)
+    if intent["previous"]:
+        client.set_model_version_tag(name, number, TAG + "previous_champion", intent["previous"])
+    elif TAG + "previous_champion" in version.tags:
+        client.delete_model_version_tag(name, number, TAG + "previous_champion")
+    set_tags(client, name, number, intent["tags"])
+    if ROLLED_BACK in version.tags:  # lifted only now that the alias has moved
+        client.delete_model_version_tag(name, number, ROLLED_BACK)
+    run_id = record(intent["action"], intent["action_tags"]) if record is not None and intent.get("action") else None
+    client.delete_model_version_tag(name, number, MOVE_TAG)
+    return run_id
+
+
+def recover(client, name: str, record=None) -> dict:
+    """Finish or undo what a killed ``register``/``promote``/``rollback`` left; run first, under the lock.
+
+    - a champion with a move intent: the move happened, so it is finished (``finish_move``);
+    - any other version with a move intent: the alias never moved, so the intent is dropped;
+    - a champion carrying the rollback guard: a rollback was killed after the guard and before the alias
+      move, so the alias is moved back to its ``previous_champion``;
+    - a version whose gate is ``pending``: its gate tags may be a mix of two runs, so it becomes ``interrupted``
+      (registering the same model again re-gates it)."""
+    done: dict = {}
+    current = aliases(client, name).get("champion")
+    for version in versions(client, name):
+        number = str(version.version)
+        if MOVE_TAG in version.tags:
+            if number == current:
+                finish_move(client, name, version, record)
+                done["finished_move"] = number
+            else:
+                client.delete_model_version_tag(name, number, MOVE_TAG)
+                done.setdefault("dropped_moves", []).append(number)
+        if version.tags.get(TAG + "gate") == "pending":
+            client.set_model_version_tag(name, number, TAG + "gate", "interrupted")
+            done.setdefault("interrupted_gates", []).append(number)
+    now = champion(client, name)
+    if now is not None and ROLLED_BACK in now.tags and now.tags.get(TAG + "previous_champion"):
+        target = now.tags[TAG + "previous_champion"]
+        if target in {str(v.version) for v in versions(client, name)}:
+            if aliases(client, name).get("challenger") == target:
+                client.delete_registered_model_alias(name, "challenger")
+            client.set_registered_model_alias(name, "champion", target)
+            done["finished_rollback"] = {"from": str(now.version), "to": target}
+    return done
 
 
 def apply_decision(client, decision: dict) -> None:
     """The only place a pipeline moves an alias; the last registry call of a registration."""
     name, version = decision["model_name"], decision["version"]
     if decision["decision"] == "promoted":
-        if decision["champion_before"] is not None:
-            client.set_model_version_tag(name, version, TAG + "previous_champion", decision["champion_before"])
-        client.set_registered_model_alias(name, "champion", version)
+        move_champion(client, name, version, decision["champion_before"])
     elif decision["decision"] == "rejected":
         client.set_registered_model_alias(name, "challenger", version)
-    if decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:
-        client.delete_registered_model_alias(name, "challenger")
+    elif decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:
+        client.delete_registered_model_alias(name, "challenger")  # a state older versions of Distillery could leave

@@ -8,8 +8,16 @@ from typing import Optional
 
 from distillery.config import Params
 from distillery.errors import RegistryError
-from distillery.registry.client import TAG, aliases, champion, connected, record_action, set_tags, versions
-from distillery.tracking import tracking_uri
+from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
+                                        move_champion, record_action, recorder, recover, set_tags, versions)
+from distillery.tracking import experiment_id, tracking_uri
+
+
+def _recover(client, params: Params, root: Path) -> dict:
+    """What a killed registration, promotion or rollback left: its runs KILLED, its alias move finished or undone."""
+    name, uri = params.register.model_name, tracking_uri(root)
+    end_stale_runs(client, experiment_id(params.register.experiment, root, uri), name)
+    return recover(client, name, recorder(params.register.experiment, root, uri, name))
 
 
 def list_models(params: Params, root: Optional[Path] = None) -> dict:
@@ -62,6 +70,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
     name = params.register.model_name
     with connected(root, name, params.register.lock_timeout_s) as client:
+        _recover(client, params, root)
         known = {str(v.version): v for v in versions(client, name)}
         if str(version) not in known:
             raise RegistryError(f"model {name!r} has no version {version!r} (versions: "
@@ -72,16 +81,10 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
                 TAG + "promoted_by": getpass.getuser()}
-        if current:
-            tags[TAG + "previous_champion"] = current
-        set_tags(client, name, str(version), tags)
-        if TAG + "rolled_back_at" in known[str(version)].tags:  # a manual promotion restores a rolled-back version
-            client.delete_model_version_tag(name, str(version), TAG + "rolled_back_at")
-        client.set_registered_model_alias(name, "champion", str(version))
-        if aliases(client, name).get("challenger") == str(version):
-            client.delete_registered_model_alias(name, "challenger")
-        run_id = record_action(params.register.experiment, root, tracking_uri(root), "promote",
-                               {"version": version, "from": current or "none", "reason": reason})
+        # The intent first, then the alias, then these tags and the lifted rollback guard: see move_champion.
+        run_id = move_champion(client, name, str(version), current, tags,
+                               ("promote", {"version": version, "from": current or "none", "reason": reason}),
+                               recorder(params.register.experiment, root, tracking_uri(root), name))
     return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id}
 
 
@@ -90,6 +93,10 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
     with connected(root, name, params.register.lock_timeout_s) as client:
+        done = _recover(client, params, root).get("finished_rollback")
+        if done:  # this command's own earlier attempt, killed between the guard and the alias move
+            return {"model_name": name, "champion": done["to"], "previous": done["from"], "run_id": None,
+                    "finished_interrupted": True}
         current = champion(client, name)
         if current is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
@@ -103,9 +110,13 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
             raise RegistryError(f"previous champion v{previous} of {name!r} no longer exists; "
                                 f"use `distillery promote <version> --reason ...`")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        set_tags(client, name, current_version, {TAG + "rolled_back_at": stamp,
-                                                 TAG + "rollback_reason": reason or "not given"})
+        # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
+        # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.
+        set_tags(client, name, current_version, {TAG + "rollback_reason": reason or "not given"})
+        client.set_model_version_tag(name, current_version, ROLLED_BACK, stamp)
+        if aliases(client, name).get("challenger") == previous:
+            client.delete_registered_model_alias(name, "challenger")  # never champion and challenger at once
         client.set_registered_model_alias(name, "champion", previous)
         run_id = record_action(params.register.experiment, root, tracking_uri(root), "rollback",
-                               {"version": previous, "from": current_version, "reason": reason or "not given"})
+                               {"version": previous, "from": current_version, "reason": reason or "not given"}, name)
     return {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id}

@@ -4,14 +4,16 @@
 ``{"checks": [...], "passed": bool}``, each check ``{"name", "passed", "value", "threshold", "detail"}``:
 
 - ``retention``: candidate accuracy / teacher accuracy >= ``gate["min_retention"]``;
-- ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]`` (no figure, no pass);
+- ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]``, or, when ``gate["max_p95_ratio_to_teacher"]`` is set,
+  <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
 - ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails);
 - ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
 
-``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``size_mb``, ``labels``, and the metric.
+``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
+``labels``, and the metric.
 ``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
 ``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown.
 """
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
+REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
+GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher",)  # the last ones may be absent (= off)
 
 
 def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict:
@@ -33,11 +36,27 @@ def _retention(candidate: dict, gate: dict) -> dict:
 
 
 def _latency(candidate: dict, gate: dict) -> dict:
-    p95, budget = candidate.get("p95_ms"), gate["max_p95_ms"]
+    p95, budget, ratio = candidate.get("p95_ms"), gate["max_p95_ms"], gate.get("max_p95_ratio_to_teacher")
     if p95 is None:
         return check("latency", False, None, budget, "no batch-1 benchmark figure")
-    return check("latency", p95 <= budget, round(p95, 3), budget,
-                 f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')}), needs <= {budget}")
+    where = f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')})"
+    if p95 <= budget:
+        return check("latency", True, round(p95, 3), budget, f"{where}, needs <= {budget}")
+    over = f"{where} is over the absolute budget of {budget} ms"
+    if ratio is None:
+        return check("latency", False, round(p95, 3), budget, f"{over} (register.gate.max_p95_ratio_to_teacher "
+                                                              f"is off)")
+    teacher = candidate.get("teacher_p95_ms")
+    threshold = {"max_p95_ms": budget, "max_p95_ratio_to_teacher": ratio, "teacher_p95_ms": teacher}
+    if teacher is None:
+        return check("latency", False, round(p95, 3), threshold,
+                     f"{over}, and the same run has no teacher PyTorch figure in that cell for the relative budget")
+    relative = ratio * teacher
+    threshold["relative_budget_ms"] = round(relative, 3)
+    verdict = "within" if p95 <= relative else "also over"
+    return check("latency", p95 <= relative, round(p95, 3), threshold,
+                 f"{over}; {verdict} the relative budget {ratio} x teacher PyTorch p95 {teacher:.2f} ms = "
+                 f"{relative:.2f} ms measured in the same run")
 
 
 def _size(candidate: dict, gate: dict) -> dict:
@@ -88,7 +107,7 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
 def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: bool = False,
            rolled_back_at: Optional[str] = None, version: Optional[str] = None) -> dict:
     """Every check and whether all passed. ``gate`` holds the keys of ``GATE_KEYS``."""
-    missing = [key for key in GATE_KEYS if key not in gate]
+    missing = [key for key in REQUIRED_GATE_KEYS if key not in gate]
     if missing:
         raise KeyError(f"gate settings lack {missing}")
     checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate),
@@ -111,3 +130,9 @@ def latency(benchmark: dict, deployable: str, max_length: int) -> tuple[Optional
         return None, None
     name = max(batch1, key=lambda n: batch1[n]["p95_ms"])
     return batch1[name]["p95_ms"], name
+
+
+def teacher_latency(benchmark: dict, cell: Optional[str]) -> Optional[float]:
+    """The teacher's PyTorch p95 in ``cell`` of the same benchmark run, or None."""
+    stats = benchmark.get("models", {}).get("teacher_pytorch_fp32", {}).get("cells", {}).get(cell or "")
+    return None if not stats or stats.get("p95_ms") is None else float(stats["p95_ms"])

@@ -25,9 +25,9 @@ from distillery.config import Params
 from distillery.prepared import load_labels, load_split
 from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
-from distillery.registry.client import (LABELS_TAG, TAG, aliases, apply_decision, champion, champion_figures,
-                                        connected, set_tags, version_labels, versions)
-from distillery.registry.gate import decide, latency
+from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champion, champion_figures, connected,
+                                        end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
+from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc
 from distillery.task_types.load import task_part
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, dvc_lock, dvc_tags, experiment_id,
@@ -62,7 +62,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             scratch_dir(Path(tempfile.gettempdir()) / "distillery-register") as tmp:
         uri = tracking_uri(root)
         exp_id = experiment_id(reg.experiment, root, uri)
-        tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), TAG + "kind": PIPELINE_KIND}
+        end_stale_runs(client, exp_id, name)  # parent and nested runs of a killed registration
+        recover(client, name, recorder(reg.experiment, root, uri, name))  # a killed registration's or command's half-done alias move, or pending gate
+        tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), TAG + "kind": PIPELINE_KIND, **run_tags(name)}
         status = stage_status(tags, _previous_pipeline_tags(client, exp_id))
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
@@ -71,9 +73,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test)
         model_sha = sha256_files(list(artifacts.values()))
 
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}") as run:
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                              tags=tags) as run:  # tagged at creation: a kill never leaves an untagged run
             run_id = run.info.run_id
-            mlflow.set_tags(tags)
             _log_params(client, run_id, params.flat())
             _log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
                                           **numeric_leaves(benchmark, "benchmark.")})
@@ -128,6 +130,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
     candidate = {**figures, "version": version, "retention": figures["accuracy"] / teacher_accuracy if
                  teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
+                 "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
     current = champion(client, name)
     already = current is not None and str(current.version) == version
@@ -142,12 +145,15 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
     checks, passed = verdict["checks"], verdict["passed"]
+    # "pending" first and the verdict last: a kill in between leaves a version marked as half-gated (``recover``
+    # marks it "interrupted"), never a mix of two gate runs' tags that looks complete.
+    client.set_model_version_tag(name, version, TAG + "gate", "pending")
     set_tags(client, name, version, {
         TAG + "test_sha256": test_sha, TAG + "test_accuracy": round(figures["accuracy"], 6),
         TAG + "test_macro_f1": round(figures["macro_f1"], 6), TAG + "teacher_accuracy": round(teacher_accuracy, 6),
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
-        LABELS_TAG: json.dumps(list(labels)), TAG + "gate": "passed" if passed else "failed",
+        LABELS_TAG: json.dumps(list(labels)),
         **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"
@@ -155,6 +161,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             client.set_model_version_tag(name, version, key, f"value {item['value']} threshold {item['threshold']}")
         elif key in client.get_model_version(name, version).tags:
             client.delete_model_version_tag(name, version, key)
+    client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")
     if already:
         outcome, alias = ("already champion" if passed else "already champion (fails the gate now; kept)"), "champion"
     elif passed:
@@ -209,10 +216,10 @@ def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation
     train_cfg = {"teacher": params.teacher.train, "student": params.distill.train, "baseline": params.distill.train}
     children = {}
     for model, stage in MODELS.items():
-        with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True) as child:
-            state = status.get(stage, "ran")
-            mlflow.set_tags({TAG + "kind": "model", TAG + "model": model, TAG + "stage": stage,
-                             TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id})
+        state = status.get(stage, "ran")
+        tags = {**run_tags(params.register.model_name), TAG + "kind": "model", TAG + "model": model,
+                TAG + "stage": stage, TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id}
+        with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True, tags=tags) as child:
             _log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
             log_curves(client, child.info.run_id, model, root)
             if model in evaluation:

@@ -395,3 +395,44 @@ def test_tracking_credentials_never_reach_register_json_the_model_card_artifacts
     assert f"at {uri}" in out.out
     for text in written:
         assert "s3cret" not in text and "alice" not in text
+
+
+def test_a_copied_checkout_writes_into_its_own_store_after_the_original_is_gone(project, tiny_bert, tmp_path,
+                                                                                 monkeypatch, caplog):
+    stage.register(_params(project))
+    copy = tmp_path / "moved" / "project"
+    shutil.copytree(project, copy)
+    shutil.rmtree(project)
+    monkeypatch.chdir(copy)
+    _export(copy, tiny_bert, shift=1)
+    _write_test_split(copy, make_texts(40, seed=5)["text"].tolist(), shift=1)  # B wins: A is re-scored from the store
+
+    result = stage.register(_params(copy, min_retention=0.0))
+    assert result["decision"] == "promoted" and result["version"] == "2", result["checks"]
+    champion_check = next(c for c in result["checks"] if c["name"] == "champion")
+    assert "re-scored" in champion_check["detail"]  # v1 was loaded from the copy's artifacts
+    assert "MLflow store moved" in caplog.text and str(copy / "mlruns") in caplog.text
+    client = _client(copy)
+    here = (copy / "mlruns").resolve()
+    experiment = client.get_experiment_by_name("distillery")
+    assert experiment.artifact_location == (here / "artifacts").as_uri()
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) >= 8 and all(run.info.artifact_uri.startswith(here.as_uri() + "/") for run in runs)
+    for version in ("1", "2"):
+        assert client.get_model_version_download_uri(NAME, version).startswith(here.as_uri() + "/")
+    assert not project.exists()  # nothing was written to the old place
+    assert _aliases(copy) == {"champion": "2"}
+
+
+def test_an_experiment_whose_artifacts_live_outside_the_project_is_refused(project, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere" / "artifacts"
+    _params(project)
+    from distillery.tracking import connect
+
+    connect(project)
+    _client(project).create_experiment("distillery", artifact_location=elsewhere.as_uri())
+    assert main(["register"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(elsewhere) in err and str(project) in err and "set register.experiment to a new name" in err
+    assert not elsewhere.exists()

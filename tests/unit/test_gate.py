@@ -8,7 +8,7 @@ import pytest
 
 from distillery.config import Params, validate
 from distillery.errors import ConfigError
-from distillery.registry.gate import GATE_KEYS, decide, latency
+from distillery.registry.gate import GATE_KEYS, decide, latency, teacher_latency
 from distillery.tracking import dvc_tags, numeric_leaves, stage_status
 
 GATE = {"min_retention": 0.98, "max_p95_ms": 2.0, "max_size_mb": 15.0, "metric": "accuracy", "tolerance": 0.0}
@@ -52,6 +52,39 @@ def test_figures_and_thresholds_are_recorded_in_each_check():
     assert "p95 2.50 ms at batch 1 (b1_s64)" in _check(decision, "latency")["detail"]
     assert _check(decide({**CANDIDATE, "p95_ms": None}, None, GATE), "latency")["detail"] == \
         "no batch-1 benchmark figure"
+
+
+def test_latency_may_be_judged_against_the_teacher_measured_in_the_same_run():
+    loaded = {**CANDIDATE, "p95_ms": 8.3, "teacher_p95_ms": 20.0}  # a loaded machine: everything is slow
+    off = _check(decide(loaded, CHAMPION, GATE), "latency")  # ratio off (absent or null): the absolute budget rules
+    assert not off["passed"] and "over the absolute budget of 2.0 ms" in off["detail"] and "is off" in off["detail"]
+    assert not _check(decide(loaded, CHAMPION, {**GATE, "max_p95_ratio_to_teacher": None}), "latency")["passed"]
+
+    within = decide(loaded, CHAMPION, {**GATE, "max_p95_ratio_to_teacher": 0.5})
+    assert _failed(within) == [] and within["passed"]
+    check = _check(within, "latency")
+    assert check["value"] == 8.3 and check["threshold"] == {"max_p95_ms": 2.0, "max_p95_ratio_to_teacher": 0.5,
+                                                          "teacher_p95_ms": 20.0, "relative_budget_ms": 10.0}
+    # the evidence says the absolute budget failed, with both figures, and why it passed anyway
+    assert "p95 8.30 ms at batch 1 (b1_s64) is over the absolute budget of 2.0 ms" in check["detail"]
+    assert "within the relative budget 0.5 x teacher PyTorch p95 20.00 ms = 10.00 ms" in check["detail"]
+
+    over = _check(decide(loaded, CHAMPION, {**GATE, "max_p95_ratio_to_teacher": 0.4}), "latency")  # 8.3 > 8.0
+    assert not over["passed"] and "also over the relative budget 0.4 x teacher PyTorch p95 20.00 ms = 8.00 ms" \
+        in over["detail"]
+    no_teacher = _check(decide({**loaded, "teacher_p95_ms": None}, CHAMPION, {**GATE, "max_p95_ratio_to_teacher": 9}),
+                        "latency")
+    assert not no_teacher["passed"] and "no teacher PyTorch figure" in no_teacher["detail"]
+    # within the absolute budget, the ratio is not needed
+    assert _check(decide({**CANDIDATE, "teacher_p95_ms": 1.0}, CHAMPION, {**GATE, "max_p95_ratio_to_teacher": 0.5}),
+                  "latency")["passed"]
+
+
+def test_teacher_latency_is_read_from_the_same_cell():
+    bench = {"models": {"teacher_pytorch_fp32": {"cells": {"b1_s64": {"p95_ms": 20.0}, "b1_s16": {"p95_ms": 5.0}}}}}
+    assert teacher_latency(bench, "b1_s64") == 20.0 and teacher_latency(bench, "b1_s16") == 5.0
+    assert teacher_latency(bench, "b1_s128") is None and teacher_latency(bench, None) is None
+    assert teacher_latency({"models": {}}, "b1_s64") is None
 
 
 def test_champion_comparison_uses_the_configured_metric_and_tolerance():
@@ -122,6 +155,8 @@ def test_gate_settings_are_checked_and_match_the_params():
     with pytest.raises(KeyError, match="tolerance"):
         decide(CANDIDATE, None, {k: v for k, v in GATE.items() if k != "tolerance"})
     assert set(dataclasses.asdict(Params().register.gate)) == set(GATE_KEYS)
+    assert Params().register.gate.max_p95_ratio_to_teacher is None  # off by default
+    assert _params(max_p95_ratio_to_teacher=0.5).register.gate.max_p95_ratio_to_teacher == 0.5
 
 
 def test_the_gate_module_does_not_import_mlflow():
@@ -138,7 +173,8 @@ def _params(**gate) -> Params:
 
 
 @pytest.mark.parametrize("key, value", [("min_retention", -0.1), ("max_p95_ms", 0), ("max_size_mb", -1),
-                                        ("metric", "f1"), ("tolerance", 1.0)])
+                                        ("metric", "f1"), ("tolerance", 1.0), ("max_p95_ratio_to_teacher", 0),
+                                        ("max_p95_ratio_to_teacher", -1.0)])
 def test_bad_gate_params_name_the_key(key, value):
     with pytest.raises(ConfigError, match=f"register.gate.{key}"):
         _params(**{key: value})
