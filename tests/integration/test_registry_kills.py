@@ -139,8 +139,10 @@ def _check(prepared, scenario: str, report: list[dict]) -> None:
         _final(case["after_rerun"], scenario, where + " (after the rerun)")
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario", [pytest.param(name, marks=[] if name == "promote" else [pytest.mark.slow])
+                                      for name in SCENARIOS])
 def test_a_kill_at_the_first_and_last_writes_leaves_a_consistent_registry(prepared, scenario):
+    """The default suite runs promote (its champion move is the one register uses too); -m slow runs all."""
     report = _run_matrix(prepared, scenario, {"head": 1, "tail": 6})
     assert len(report) >= 5
     _check(prepared, scenario, report)
