@@ -1,4 +1,4 @@
-"""Where MLflow runs go, and how a pipeline execution is recorded there.
+"""Where MLflow runs go: the store, the connection with bounded retries, redacted URIs.
 
 The default store is a SQLite database at an absolute path inside the project
 (``mlruns/mlflow.db``) with artifacts under ``mlruns/artifacts``; ``MLFLOW_TRACKING_URI`` points
@@ -8,22 +8,15 @@ a bounded number of attempts (``TrackingUnavailable``, exit code 3, which the fl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import math
 import os
 import re
-import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional
-
-import pandas as pd
-import yaml
+from typing import Iterator, Optional
 
 from distillery.errors import TrackingUnavailable
-from distillery.paths import CURVES_DIR
 
 STORE_DIR = Path("mlruns")
 DB_NAME = "mlflow.db"
@@ -128,6 +121,8 @@ def connect(root: Path) -> str:
     if uri.startswith("sqlite:///"):
         _create_once(uri)
         if uri == own_store_uri(root):
+            from distillery.mlflow_store import relocate_store
+
             relocate_store(root)
     return uri
 
@@ -135,77 +130,6 @@ def connect(root: Path) -> str:
 def own_store_uri(root: Path) -> str:
     """The project's own SQLite store (``mlruns/mlflow.db``), whatever ``MLFLOW_TRACKING_URI`` says."""
     return f"sqlite:///{(root / STORE_DIR / DB_NAME).resolve()}"
-
-
-# Columns of MLflow's SQL schema (3.x) that hold absolute artifact paths or file URIs.
-_PATH_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                 ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
-                 ("model_versions", "source"))
-
-
-def _local_path(location: Optional[str]) -> Optional[Path]:
-    if not location:
-        return None
-    if location.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return Path(unquote(urlparse(location).path))
-    return Path(location) if location.startswith("/") else None
-
-
-def relocate_store(root: Path) -> Optional[Path]:
-    """Keep the project's own store pointing into this checkout. MLflow records absolute artifact paths
-    in ``mlflow.db``; a copied or moved checkout would keep writing artifacts into the old one (and fail
-    once it is deleted). Paths under another checkout's ``mlruns/`` are rewritten to this one's, in one
-    transaction under the store lock; return the old ``mlruns`` directory, or None if nothing moved.
-    An experiment whose artifacts live anywhere else outside this project is refused with the fix."""
-    import sqlite3
-
-    from distillery.errors import ConfigError
-    from distillery.locking import registry_lock
-
-    here = (root / STORE_DIR).resolve()
-    db_path = here / DB_NAME
-    uri = own_store_uri(root)
-
-    def foreign_dirs() -> dict[Path, str]:
-        with contextlib.closing(sqlite3.connect(db_path)) as db:
-            rows = db.execute("SELECT name, artifact_location FROM experiments").fetchall()
-        found: dict[Path, str] = {}
-        for name, location in rows:
-            path = _local_path(location)
-            if path is None or path == here or here in path.parents:
-                continue
-            if path.parent.name != STORE_DIR.name:  # not a project store's layout: not ours to rewrite
-                raise ConfigError(f"MLflow experiment {name!r} in {db_path} keeps its artifacts in {path}, outside "
-                                  f"this project ({root}); set register.experiment to a new name (its artifacts then "
-                                  f"go to {here / 'artifacts'}), or point MLFLOW_TRACKING_URI at the store it "
-                                  f"belongs to")
-            found[path.parent] = name
-        return found
-
-    if not db_path.is_file() or not foreign_dirs():
-        return None
-    with registry_lock(uri, "_store", timeout_s=120):
-        old_dirs = foreign_dirs()  # again, under the lock: another process may have done it meanwhile
-        for old in old_dirs:
-            if (old / "artifacts").is_dir() and not (here / "artifacts").is_dir():
-                raise ConfigError(f"this project's MLflow store {db_path} was copied from {old} without its "
-                                  f"artifacts; copy {old / 'artifacts'} to {here / 'artifacts'}, then run again")
-        with contextlib.closing(sqlite3.connect(db_path)) as db, db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for old in old_dirs:
-                for before, after in ((old.as_uri(), here.as_uri()), (str(old), str(here))):
-                    for table, column in _PATH_COLUMNS:
-                        if table not in tables:
-                            continue
-                        db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                                   f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                                   (after, len(before) + 1, before, len(before) + 1, before + "/"))
-    for old in old_dirs:
-        logging.getLogger("distillery").warning("MLflow store moved: artifact paths under %s now point to %s",
-                                                old, here)
-    return next(iter(old_dirs), None)
 
 
 def _create_once(uri: str) -> None:
@@ -255,128 +179,3 @@ def unavailable_as_transient(uri: str) -> Iterator[None]:
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
                                       f"({redact_uri(str(exc).splitlines()[0])[:160]}); the champion was not moved") from None
         raise
-
-
-# --- what a run records ---------------------------------------------------------------------------
-
-def _git(root: Path, *args: str) -> Optional[str]:
-    try:
-        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def git_tags(root: Path) -> dict[str, str]:
-    commit = _git(root, "rev-parse", "HEAD")
-    if commit is None:
-        return {"git.commit": "none"}
-    # Code and params only: the pipeline itself rewrites dvc.lock and reports/ before this runs.
-    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports")
-    return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), "mlflow.source.git.commit": commit}
-
-
-def dvc_lock(root: Path) -> dict:
-    path = root / "dvc.lock"
-    if not path.is_file():
-        return {}
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
-
-
-def dvc_tags(lock: dict) -> dict[str, str]:
-    """The DVC hash of every data and model output, and one digest per stage of all its outputs."""
-    tags = {}
-    for stage, entry in lock.items():
-        outs = entry.get("outs", [])
-        for out in outs:
-            if str(out.get("path", "")).startswith(("data/", "models/")) and out.get("md5"):
-                tags[f"dvc.{out['path']}"] = out["md5"]
-        digest = hashlib.sha256("".join(f"{o.get('path')}={o.get('md5')};" for o in outs).encode()).hexdigest()
-        tags[f"dvc.stage.{stage}"] = digest[:16]
-    return tags
-
-
-def stage_status(current: dict[str, str], previous: Optional[dict[str, str]]) -> dict[str, str]:
-    """``ran`` or ``cached`` for each stage: cached when its outputs equal those of the last tracked execution."""
-    status = {}
-    for key, digest in current.items():
-        if key.startswith("dvc.stage."):
-            stage = key[len("dvc.stage."):]
-            status[stage] = "cached" if previous and previous.get(key) == digest else "ran"
-    return status
-
-
-def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:
-    """Flatten a JSON report to MLflow metrics: finite numbers (and booleans) only, dotted keys."""
-    out: dict[str, float] = {}
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            out.update(numeric_leaves(value, f"{prefix}{key}."))
-    elif isinstance(tree, bool):
-        out[prefix[:-1]] = float(tree)
-    elif isinstance(tree, (int, float)) and math.isfinite(tree):
-        out[prefix[:-1]] = float(tree)
-    return {key.replace("/", "_"): value for key, value in out.items() if key}
-
-
-def log_curves(client, run_id: str, name: str, root: Path) -> int:
-    """Log a model's Trainer curves (loss per logging step, eval metrics per epoch); return points logged."""
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    metrics = []
-    loss = root / CURVES_DIR / f"{name}_loss.csv"
-    if loss.is_file():
-        for row in pd.read_csv(loss).to_dict("records"):
-            metrics.append(Metric("train_loss", float(row["loss"]), stamp, int(row["step"])))
-    evaluation = root / CURVES_DIR / f"{name}_eval.csv"
-    if evaluation.is_file():
-        for row in pd.read_csv(evaluation).to_dict("records"):
-            for key, value in row.items():
-                if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
-                    metrics.append(Metric(f"eval_{key}", float(value), stamp, int(row["step"])))
-            metrics.append(Metric("epoch", float(row["epoch"]), stamp, int(row["step"])))
-    for start in range(0, len(metrics), 900):
-        client.log_batch(run_id, metrics=metrics[start:start + 900])
-    return len(metrics)
-
-
-def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
-               deployable: str, gate: Optional[dict] = None) -> str:
-    """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
-    labels = evaluation.get("labels", [])
-    rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
-            f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
-            for name in ("teacher", "student", "baseline") if name in evaluation]
-    cell = benchmark.get("headline", {}).get("cell", "")
-    latency = []
-    for name, entry in benchmark.get("models", {}).items():
-        stats = entry.get("cells", {}).get(cell)
-        if stats:
-            latency.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {entry['size_mb']:.1f} |")
-    int8 = parity.get("student", {}).get("int8", {})
-    splits = data_report.get("splits", data_report.get("rows", {}))
-    lines = [
-        "# Model card: Distillery student", "",
-        f"**Task:** text classification into {len(labels)} classes: {', '.join(map(str, labels))}.", "",
-        f"**Data:** `{params.data.source}`; rows per split: {splits}. "
-        f"Transfer set: `{params.distill.transfer_set.source}` "
-        f"(up to {params.distill.transfer_set.max_rows} rows).", "",
-        f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
-        f"**Student:** layers `{params.student.layers}` of `{params.teacher.model}` (init: {params.student.init}), "
-        f"distilled with {params.distill.loss} loss, alpha {params.distill.alpha}, "
-        f"temperature {params.distill.temperature}. Served as `{deployable}` (ONNX).", "",
-        "## Test-split metrics", "", "| model | accuracy | macro-F1 | parameters |", "|---|---:|---:|---:|", *rows, "",
-        f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
-        *latency, "",
-        "## Limits", "",
-        f"- Inputs longer than {params.student.max_length} tokens are truncated.",
-        f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "
-        f"on the test split (accuracy change {int8.get('accuracy_change_points', 0):+.2f} points).",
-        "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",
-        "- Latency was measured on the benchmark machine; see benchmark.json for its fingerprint.",
-    ]
-    if gate:
-        lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
-        lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]
-    return redact_uri("\n".join(lines) + "\n")  # a source or model given as a URI keeps no credentials

@@ -30,9 +30,10 @@ from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champio
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc
 from distillery.task_types.load import task_part
-from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, dvc_lock, dvc_tags, experiment_id,
-                                 git_tags, log_curves, model_card, numeric_leaves, quiet_mlflow, redact_uri,
-                                 stage_status, tracking_uri)
+from distillery.run_records import (dvc_lock, dvc_tags, git_tags, log_curves, model_card, numeric_leaves,
+                                    stage_status)
+from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, experiment_id, quiet_mlflow,
+                                 redact_uri, tracking_uri)
 
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
 MODEL_CARD = REPORTS_DIR / "model_card.md"

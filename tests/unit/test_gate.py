@@ -9,7 +9,7 @@ import pytest
 from distillery.config import Params, validate
 from distillery.errors import ConfigError
 from distillery.registry.gate import GATE_KEYS, decide, latency, teacher_latency
-from distillery.tracking import dvc_tags, numeric_leaves, stage_status
+from distillery.run_records import dvc_tags, numeric_leaves, stage_status
 
 GATE = {"min_retention": 0.98, "max_p95_ms": 2.0, "max_size_mb": 15.0, "metric": "accuracy", "tolerance": 0.0}
 LABELS = ["negative", "neutral", "positive"]

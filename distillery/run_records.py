@@ -1,0 +1,138 @@
+"""What a pipeline run records in MLflow besides params and metrics: git and DVC provenance, which
+stages ran or were cached, numeric leaves of the reports, Trainer curves, and the model card."""
+from __future__ import annotations
+
+import hashlib
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import yaml
+
+from distillery.paths import CURVES_DIR
+from distillery.tracking import redact_uri
+
+def _git(root: Path, *args: str) -> Optional[str]:
+    try:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "none"}
+    # Code and params only: the pipeline itself rewrites dvc.lock and reports/ before this runs.
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports")
+    return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), "mlflow.source.git.commit": commit}
+
+
+def dvc_lock(root: Path) -> dict:
+    path = root / "dvc.lock"
+    if not path.is_file():
+        return {}
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+
+
+def dvc_tags(lock: dict) -> dict[str, str]:
+    """The DVC hash of every data and model output, and one digest per stage of all its outputs."""
+    tags = {}
+    for stage, entry in lock.items():
+        outs = entry.get("outs", [])
+        for out in outs:
+            if str(out.get("path", "")).startswith(("data/", "models/")) and out.get("md5"):
+                tags[f"dvc.{out['path']}"] = out["md5"]
+        digest = hashlib.sha256("".join(f"{o.get('path')}={o.get('md5')};" for o in outs).encode()).hexdigest()
+        tags[f"dvc.stage.{stage}"] = digest[:16]
+    return tags
+
+
+def stage_status(current: dict[str, str], previous: Optional[dict[str, str]]) -> dict[str, str]:
+    """``ran`` or ``cached`` for each stage: cached when its outputs equal those of the last tracked execution."""
+    status = {}
+    for key, digest in current.items():
+        if key.startswith("dvc.stage."):
+            stage = key[len("dvc.stage."):]
+            status[stage] = "cached" if previous and previous.get(key) == digest else "ran"
+    return status
+
+
+def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:
+    """Flatten a JSON report to MLflow metrics: finite numbers (and booleans) only, dotted keys."""
+    out: dict[str, float] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(numeric_leaves(value, f"{prefix}{key}."))
+    elif isinstance(tree, bool):
+        out[prefix[:-1]] = float(tree)
+    elif isinstance(tree, (int, float)) and math.isfinite(tree):
+        out[prefix[:-1]] = float(tree)
+    return {key.replace("/", "_"): value for key, value in out.items() if key}
+
+
+def log_curves(client, run_id: str, name: str, root: Path) -> int:
+    """Log a model's Trainer curves (loss per logging step, eval metrics per epoch); return points logged."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = []
+    loss = root / CURVES_DIR / f"{name}_loss.csv"
+    if loss.is_file():
+        for row in pd.read_csv(loss).to_dict("records"):
+            metrics.append(Metric("train_loss", float(row["loss"]), stamp, int(row["step"])))
+    evaluation = root / CURVES_DIR / f"{name}_eval.csv"
+    if evaluation.is_file():
+        for row in pd.read_csv(evaluation).to_dict("records"):
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
+                    metrics.append(Metric(f"eval_{key}", float(value), stamp, int(row["step"])))
+            metrics.append(Metric("epoch", float(row["epoch"]), stamp, int(row["step"])))
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[start:start + 900])
+    return len(metrics)
+
+
+def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
+               deployable: str, gate: Optional[dict] = None) -> str:
+    """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
+    labels = evaluation.get("labels", [])
+    rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
+            f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
+            for name in ("teacher", "student", "baseline") if name in evaluation]
+    cell = benchmark.get("headline", {}).get("cell", "")
+    latency = []
+    for name, entry in benchmark.get("models", {}).items():
+        stats = entry.get("cells", {}).get(cell)
+        if stats:
+            latency.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {entry['size_mb']:.1f} |")
+    int8 = parity.get("student", {}).get("int8", {})
+    splits = data_report.get("splits", data_report.get("rows", {}))
+    lines = [
+        "# Model card: Distillery student", "",
+        f"**Task:** text classification into {len(labels)} classes: {', '.join(map(str, labels))}.", "",
+        f"**Data:** `{params.data.source}`; rows per split: {splits}. "
+        f"Transfer set: `{params.distill.transfer_set.source}` "
+        f"(up to {params.distill.transfer_set.max_rows} rows).", "",
+        f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
+        f"**Student:** layers `{params.student.layers}` of `{params.teacher.model}` (init: {params.student.init}), "
+        f"distilled with {params.distill.loss} loss, alpha {params.distill.alpha}, "
+        f"temperature {params.distill.temperature}. Served as `{deployable}` (ONNX).", "",
+        "## Test-split metrics", "", "| model | accuracy | macro-F1 | parameters |", "|---|---:|---:|---:|", *rows, "",
+        f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
+        *latency, "",
+        "## Limits", "",
+        f"- Inputs longer than {params.student.max_length} tokens are truncated.",
+        f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "
+        f"on the test split (accuracy change {int8.get('accuracy_change_points', 0):+.2f} points).",
+        "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",
+        "- Latency was measured on the benchmark machine; see benchmark.json for its fingerprint.",
+    ]
+    if gate:
+        lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
+        lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]
+    return redact_uri("\n".join(lines) + "\n")  # a source or model given as a URI keeps no credentials
