@@ -123,7 +123,7 @@ def _bad_refreshes_change_nothing(project, env, uri):
         assert "exited with 2" in result.stderr, result.stderr
         assert (project / "dvc.lock").read_bytes() == lock
         assert client.get_registered_model("distillery-student").aliases == champion
-    assert pd.read_csv(raw)["sentiment"].nunique() == 2  # the last refresh really was on disk
+    assert (pd.read_csv(raw)["sentiment"] == "POS1TIVE").sum() == 135  # the last refresh really was on disk
 
 
 def test_bad_params_fail_before_any_output(tiny_project):
