@@ -1,11 +1,13 @@
 """Serve the pipeline as a Prefect deployment: ``python -m flows.deploy``.
 
-The deployment ``distillery-pipeline/distillery`` (flow name / deployment name) has
+The deployment ``distillery-pipeline/distillery-<repository name>`` (flow name / deployment name; the
+repository name is the directory name and 6 hex digits of its absolute path, so repositories sharing a
+server never collide; ``--name`` sets it) has
 
 - a schedule: ``schedule.cron`` in params.yaml (in ``schedule.timezone``), or ``--cron`` /
   ``--interval`` / ``--no-schedule``;
 - an event trigger: a run starts when ``schedule.event`` (``distillery.data.updated``) arrives for
-  this repository's resource, ``distillery.data.<repository directory name>`` (``--resource-id``);
+  this repository's resource, ``distillery.data.<repository name>`` (``--resource-id``);
   ``python -m flows.watch`` emits it when the data source's content changes;
 - a debounce window: once an event has started a run, further events within
   ``schedule.debounce_seconds`` start none (the trigger's ``within``);
@@ -24,20 +26,30 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-DEPLOYMENT_NAME = "distillery"
+def repository_name(project_dir: Path) -> str:
+    """``<directory name>-<6 hex digits of its absolute path>``: two checkouts with the same directory name
+    (on two machines, or two users' homes) stay apart on one Prefect server."""
+    path = Path(project_dir).resolve()
+    return f"{path.name}-{hashlib.sha256(str(path).encode('utf-8')).hexdigest()[:6]}"
+
+
+def deployment_name(project_dir: Path) -> str:
+    """The default deployment name: ``distillery-<repository name>``."""
+    return f"distillery-{repository_name(project_dir)}"
 
 
 def resource_id(project_dir: Path) -> str:
-    """The event resource naming this repository's data: ``distillery.data.<directory name>``."""
-    return f"distillery.data.{Path(project_dir).resolve().name}"
+    """The event resource naming this repository's data: ``distillery.data.<repository name>``."""
+    return f"distillery.data.{repository_name(project_dir)}"
 
 
-def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optional[str] = None,
+def build_deployment(project_dir: Path, name: Optional[str] = None, cron: Optional[str] = None,
                      timezone: str = "UTC", interval: Optional[float] = None, event: Optional[str] = None,
                      resource: Optional[str] = None, debounce_seconds: float = 0.0):
     """The RunnerDeployment that ``serve`` registers with the server."""
@@ -49,6 +61,7 @@ def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optio
     from flows.pipeline import pipeline
 
     project_dir = Path(project_dir).resolve()
+    name = name or deployment_name(project_dir)
     schedules = []
     if interval:
         schedules.append(Interval(datetime.timedelta(seconds=interval), timezone=timezone))
@@ -74,7 +87,8 @@ def build_deployment(project_dir: Path, name: str = DEPLOYMENT_NAME, cron: Optio
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--project-dir", default=".", help="the repository (holds dvc.yaml and params.yaml)")
-    parser.add_argument("--name", default=DEPLOYMENT_NAME, help=f"deployment name (default: {DEPLOYMENT_NAME})")
+    parser.add_argument("--name", help="deployment name (default: distillery-<directory name>-<6 hex digits of the "
+                                       "repository's absolute path>, unique per repository on a shared server)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--cron", help="cron expression (default: schedule.cron in params.yaml)")
     when.add_argument("--interval", type=float, help="run every this many seconds instead of the cron schedule")
@@ -84,7 +98,7 @@ def main(argv: Optional[list] = None) -> int:
                                                                "started a run start none (default: "
                                                                "schedule.debounce_seconds in params.yaml)")
     parser.add_argument("--resource-id", help="event resource that triggers a run "
-                                              "(default: distillery.data.<repository directory name>)")
+                                              "(default: distillery.data.<repository name>)")
     args = parser.parse_args(argv)
 
     from distillery.config import load_schedule
@@ -111,6 +125,8 @@ def main(argv: Optional[list] = None) -> int:
     from flows.pipeline import PROJECT_DIR_ENV
 
     os.environ[PROJECT_DIR_ENV] = str(project_dir)  # the flow runs served here refuse any other project_dir
+    print(f"flows.deploy: serving distillery-pipeline/{deployment.name}; events for resource "
+          f"{args.resource_id or resource_id(project_dir)} start a run", flush=True)
     serve(deployment)
     return 0
 

@@ -145,7 +145,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--once", action="store_true", help="look once and exit")
     parser.add_argument("--interval", type=float, help="seconds between looks (default: "
                                                        "schedule.watch_interval_seconds in params.yaml)")
-    parser.add_argument("--resource-id", help="event resource (default: distillery.data.<repository directory name>)")
+    parser.add_argument("--resource-id", help="event resource (default: distillery.data.<repository name>, as flows.deploy)")
     args = parser.parse_args(argv)
     from distillery.config import load_params
 

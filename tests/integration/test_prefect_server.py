@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 from conftest import dvc, make_project, write_params
+from flows.deploy import deployment_name, resource_id
 
 BIN = Path(sys.executable).parent
-DEPLOYMENT = "distillery-pipeline/distillery"
 EARLIER_OUTPUTS = ("data/prepared", "data/teacher_logits", "models/teacher", "models/student", "models/baseline",
                    "models/onnx", "reports/metrics/eval.json", "reports/metrics/parity.json")
 
@@ -164,8 +164,10 @@ def served(prefect_env, client, receiver, tmp_path_factory, tiny_bert):
     log_path = project.parent / "serve.log"
     proc = _serve(env, project, log_path)
     try:
-        deployment = _deployment(client, DEPLOYMENT, proc, log_path)
-        yield {"project": project, "env": env, "deployment": deployment, "log": log_path}
+        name = f"distillery-pipeline/{deployment_name(project)}"
+        assert name.startswith(f"distillery-pipeline/distillery-{project.name}-")
+        deployment = _deployment(client, name, proc, log_path)
+        yield {"project": project, "env": env, "deployment": deployment, "log": log_path, "name": name}
     finally:
         _stop(proc)
 
@@ -214,7 +216,7 @@ def test_deployment_run_completes_the_pipeline(served, client):
     assert deployment.global_concurrency_limit.limit == 1
     before = datetime.now(timezone.utc)
     started = time.perf_counter()
-    result = _run_cli(env, "deployment", "run", DEPLOYMENT, "--watch", "--watch-interval", "1")
+    result = _run_cli(env, "deployment", "run", served["name"], "--watch", "--watch-interval", "1")
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + served["log"].read_text()[-3000:]
     run = _latest_manual_run(client, deployment.id, before)
@@ -277,7 +279,7 @@ def test_data_event_starts_a_run(served, client):
 
     # The README's hand-emitted event starts a run too; another repository's does not.
     before = datetime.now(timezone.utc)
-    for resource in ("distillery.data.some-other-repository", f"distillery.data.{project.name}"):
+    for resource in ("distillery.data.some-other-repository", resource_id(project)):
         emitted = _run_cli(env, "event", "emit", "distillery.data.updated", "--resource-id", resource)
         assert emitted.returncode == 0, emitted.stdout + emitted.stderr
     deadline = time.monotonic() + 120
@@ -345,7 +347,7 @@ def test_failing_stage_fails_the_run_notifies_and_keeps_earlier_outputs(served, 
     hashes = {path: _tree_hash(project / path) for path in EARLIER_OUTPUTS}
     received = receiver[1]
     received.clear()
-    result = _run_cli(env, "deployment", "run", DEPLOYMENT, "--watch", "--watch-interval", "1",
+    result = _run_cli(env, "deployment", "run", served["name"], "--watch", "--watch-interval", "1",
                       "--param", 'overrides={"benchmark.sequence_lengths": [16, 512]}')
     run = _latest_manual_run(client, deployment.id, datetime.now(timezone.utc).replace(year=2000))
     assert run.state.is_failed(), (run.state, result.stdout[-2000:])

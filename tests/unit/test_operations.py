@@ -4,6 +4,7 @@ tests/integration/test_prefect_server.py."""
 from __future__ import annotations
 
 import http.server
+import hashlib
 import json
 import os
 import shutil
@@ -101,7 +102,8 @@ def test_watcher_emits_only_when_the_content_changes(tmp_path):
     assert changed["event_id"] == "event-1" and changed["previous"] == first["sha256"]
     event, resource, payload = sent[0]
     assert event == "distillery.data.updated"
-    assert resource["prefect.resource.id"] == f"distillery.data.{project.name}"
+    assert resource["prefect.resource.id"] == \
+        f"distillery.data.{project.name}-{hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:6]}"
     assert payload == {"source": "data/raw/tweets.csv", "sha256": changed["sha256"], "previous_sha256": first["sha256"]}
     assert check_once(project, emit=emit)["event_id"] is None and len(sent) == 1
 
@@ -380,14 +382,15 @@ def test_deployment_has_schedule_trigger_and_a_concurrency_limit_of_one(tmp_path
     schedule = load_schedule(tmp_path / "params.yaml")
     deployment = build_deployment(tmp_path, cron=schedule.cron, timezone=schedule.timezone, event=schedule.event,
                                   debounce_seconds=schedule.debounce_seconds)
-    assert deployment.name == "distillery" and deployment.flow_name == "distillery-pipeline"
+    suffix = hashlib.sha256(str(tmp_path.resolve()).encode()).hexdigest()[:6]
+    assert deployment.name == f"distillery-{tmp_path.name}-{suffix}" and deployment.flow_name == "distillery-pipeline"
     assert deployment.concurrency_limit == 1 and deployment.concurrency_options.collision_strategy == "ENQUEUE"
     assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
     trigger, = deployment.triggers
     assert trigger.expect == {"distillery.data.updated"}
     # debounce: the first event fires; the next ones within schedule.debounce_seconds start nothing
     assert trigger.posture == "Reactive" and trigger.threshold == 1 and trigger.within.total_seconds() == 60
-    assert trigger.match.model_dump() == {"prefect.resource.id": f"distillery.data.{tmp_path.name}"}
+    assert trigger.match.model_dump() == {"prefect.resource.id": f"distillery.data.{tmp_path.name}-{suffix}"}
     assert deployment.parameters == {"project_dir": str(tmp_path.resolve())}
     interval = build_deployment(tmp_path, interval=30, event=None)
     assert interval.schedules[0].schedule.interval.total_seconds() == 30 and not interval.triggers
@@ -429,3 +432,13 @@ def test_schedule_is_read_even_when_a_stage_section_is_bad(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert load_schedule(tmp_path / "params.yaml").timeout_seconds("benchmark") == 1800
     assert load_schedule(tmp_path / "params.yaml").timeout_seconds("distill") == 7200
+
+
+def test_two_checkouts_with_the_same_directory_name_get_their_own_deployment_and_resource(tmp_path):
+    from flows.deploy import build_deployment, resource_id
+
+    first, second = tmp_path / "alice" / "project", tmp_path / "bob" / "project"
+    names = {build_deployment(path, event="distillery.data.updated").name for path in (first, second)}
+    assert len(names) == 2 and all(name.startswith("distillery-project-") for name in names)
+    assert resource_id(first) != resource_id(second)
+    assert build_deployment(first, name="nightly").name == "nightly"  # --name still sets it
