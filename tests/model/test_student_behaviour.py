@@ -80,9 +80,8 @@ def test_a_different_url_does_not_matter(classify, base):
     _assert_invariant(classify, base.format(x="http://t.co/abc"), base.format(x="http://example.com/xyz"))
 
 
-@pytest.mark.parametrize("base", ["@john {x}".replace("{x}", b) for b in BASES])
-def test_a_different_mention_does_not_matter(classify, base):
-    text = base.format(x="")
+@pytest.mark.parametrize("text", ["@john " + b.format(x="").strip() for b in BASES])
+def test_a_different_mention_does_not_matter(classify, text):
     _assert_invariant(classify, text, text.replace("@john", "@sarah_k", 1))
 
 
@@ -112,7 +111,7 @@ NEGATIONS = [
     ("I love this movie", "I do not love this movie"),
     ("This is good", "This is not good"),
     ("The food was great", "The food was not great at all"),
-    ("Great job on the release today", "Great job on the release today, said nobody ever"),
+    ("The hotel room was nice", "The hotel room was nice but the staff were rude and it smelled awful"),
 ]
 
 
