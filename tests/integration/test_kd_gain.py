@@ -21,6 +21,14 @@ def test_paired_summary_by_hand():
                                                                                                        abs=1e-6)
 
 
+def test_paired_summary_two_seeds_by_hand():
+    summary = paired_summary([0.70, 0.74], [0.69, 0.70])
+    # differences 0.01, 0.04: mean 0.025, sample std 0.03 / sqrt(2) = 0.0212132, t(0.975, 1) = 12.706205,
+    # half width 12.706205 · 0.0212132 / sqrt(2) = 12.706205 · 0.015 = 0.1905931
+    assert summary["diff_std"] == pytest.approx(0.0212132, abs=1e-6)
+    assert summary["diff_ci95"] == pytest.approx([0.025 - 0.1905931, 0.025 + 0.1905931], abs=1e-6)
+
+
 def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     monkeypatch.chdir(tmp_path)
     make_csv(tmp_path / "tweets.csv", n=120)
@@ -32,9 +40,12 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     assert [row["seed"] for row in result["per_seed"]] == [0, 1]
     for metric in ("accuracy", "macro_f1"):
         summary = result[metric]
-        assert summary["diff_ci95"][0] <= summary["diff_mean"] <= summary["diff_ci95"][1]
-        diffs = [r["student"][metric] - r["baseline"][metric] for r in result["per_seed"]]
-        assert summary["diff_mean"] == pytest.approx(sum(diffs) / 2)
+        d1, d2 = [r["student"][metric] - r["baseline"][metric] for r in result["per_seed"]]
+        assert summary["diff_mean"] == pytest.approx((d1 + d2) / 2)
+        # two seeds: sample std |d1 - d2| / sqrt(2), so the 95% t-interval's half width is
+        # t(0.975, 1) · std / sqrt(2) = 12.706205 · |d1 - d2| / 2
+        half = 12.706205 * abs(d1 - d2) / 2
+        assert summary["diff_ci95"] == pytest.approx([(d1 + d2) / 2 - half, (d1 + d2) / 2 + half], abs=1e-6)
     assert "teacher" in result and (tmp_path / "reports/plots/kd_gain.png").stat().st_size > 0
     assert "paired gain" in capsys.readouterr().out
     per_seed = result["per_seed"][0]

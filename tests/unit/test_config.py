@@ -24,7 +24,9 @@ def test_repository_params_load():
     params = load_params(ROOT / "params.yaml")
     assert params.teacher.model == "bundled:minilm-l6"
     assert params.data.source == "bundled:tweets"
-    assert 0 <= params.distill.alpha <= 1
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params.distill.alpha == raw["distill"]["alpha"] and params.distill.loss == raw["distill"]["loss"]
+    assert params.student.layers == raw["student"]["layers"] and params.seed == raw["seed"]
 
 
 def test_repository_params_cover_every_key():
