@@ -66,6 +66,16 @@ BASES = [
     "Worst customer service ever, still waiting for my refund {x}",
     "The meeting has been moved to Thursday at 3pm {x}",
 ]
+# Found on the default student (2026-11-30, AMD EPYC run, identical weights to the README's run): on the
+# neutral sentence it already leans negative (0.75), and swapping the URL or the @mention moves that by
+# more than 0.1 (e.g. 0.75 -> 0.53 for @john -> @sarah_k), though the label stays. A real weakness, kept
+# visible: strict xfail, so a student that fixes it turns these into failures to be un-marked.
+UNSTABLE = pytest.mark.xfail(strict=True, reason="the default student's probabilities on a neutral sentence move "
+                                                 "by > 0.1 when the URL or @mention changes (0.75 -> 0.53)")
+
+
+def _cases(texts: list[str]) -> list:
+    return [pytest.param(t, marks=UNSTABLE) if "meeting" in t else t for t in texts]
 
 
 @pytest.mark.parametrize("text", [b.format(x="").strip() for b in BASES])
@@ -75,12 +85,12 @@ def test_trailing_whitespace_does_not_matter(classify, text):
         assert after[name] == pytest.approx(before[name], abs=1e-5), (name, before, after)
 
 
-@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("base", _cases(BASES))
 def test_a_different_url_does_not_matter(classify, base):
     _assert_invariant(classify, base.format(x="http://t.co/abc"), base.format(x="http://example.com/xyz"))
 
 
-@pytest.mark.parametrize("text", ["@john " + b.format(x="").strip() for b in BASES])
+@pytest.mark.parametrize("text", _cases(["@john " + b.format(x="").strip() for b in BASES]))
 def test_a_different_mention_does_not_matter(classify, text):
     _assert_invariant(classify, text, text.replace("@john", "@sarah_k", 1))
 
