@@ -69,3 +69,29 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
                "--artifacts-destination", str((workdir / "artifacts").resolve())]
     with running(command, f"http://127.0.0.1:{port}/health", workdir / "server.log"):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def json_receiver() -> Iterator[tuple[str, list]]:
+    """A loopback HTTP server that keeps every JSON body POSTed to it: (an Apprise ``json://`` URL, the bodies)."""
+    import http.server
+    import json
+    import threading
+
+    received: list = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"json://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()

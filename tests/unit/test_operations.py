@@ -3,7 +3,6 @@ the failure hook, the deployment's settings and the summary. The real-server beh
 tests/integration/test_prefect_server.py."""
 from __future__ import annotations
 
-import http.server
 import hashlib
 import json
 import os
@@ -343,32 +342,18 @@ def test_failure_hook_sends_an_apprise_notification():
     from flows.operations import notify_failure
     from tasks.stages import StageFailed
 
-    received = []
+    from uuid import uuid4
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
+    from prefect.client.schemas.objects import FlowRun
 
-        def log_message(self, *args):
-            pass
+    from servers import json_receiver
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        from uuid import uuid4
-
-        from prefect.client.schemas.objects import FlowRun
-
-        flow_run = FlowRun(name="calm-fox", flow_id=uuid4())
-        flow = SimpleNamespace(name="distillery-pipeline")
-        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):  # no API in a unit test
-            notify_failure(flow, flow_run, _state(StageFailed("stage evaluate failed: tracking server unreachable",
-                                                              "evaluate")),
-                           apprise_url=f"json://127.0.0.1:{server.server_address[1]}/hook")
-    finally:
-        server.shutdown()
+    flow_run = FlowRun(name="calm-fox", flow_id=uuid4())
+    flow = SimpleNamespace(name="distillery-pipeline")
+    with json_receiver() as (url, received), \
+            temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):  # no API in a unit test
+        notify_failure(flow, flow_run, _state(StageFailed("stage evaluate failed: tracking server unreachable",
+                                                          "evaluate")), apprise_url=url)
     assert received and received[0]["title"] == "Distillery run calm-fox failed at stage evaluate"
     assert "tracking server unreachable" in received[0]["message"]
 

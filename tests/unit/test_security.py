@@ -3,10 +3,8 @@ tracking-server credentials in anything written or printed. The register stage's
 tracking server are checked in tests/integration/test_registry.py."""
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,33 +143,19 @@ def test_the_failure_notification_and_log_carry_no_credentials(caplog):
     from flows.operations import notify_failure
     from tasks.stages import TransientStageFailure
 
-    received = []
+    from servers import json_receiver
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     error = TransientStageFailure(f"stage register failed (will be retried): MLflow tracking server {SECRET} "
                                   f"stopped answering (API request to {SECRET}/api/2.0/mlflow/runs/create failed)",
                                   "register")
-    try:
-        from uuid import uuid4
+    from uuid import uuid4
 
-        from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import FlowRun
 
-        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
-            notify_failure(SimpleNamespace(name="distillery-pipeline"), FlowRun(name="calm-fox", flow_id=uuid4()),
-                           SimpleNamespace(result=lambda raise_on_failure=True: error, message="", name="Failed"),
-                           apprise_url=f"json://127.0.0.1:{server.server_address[1]}/hook")
-    finally:
-        server.shutdown()
+    with json_receiver() as (url, received), temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+        notify_failure(SimpleNamespace(name="distillery-pipeline"), FlowRun(name="calm-fox", flow_id=uuid4()),
+                       SimpleNamespace(result=lambda raise_on_failure=True: error, message="", name="Failed"),
+                       apprise_url=url)
     assert received and "MLflow tracking server http://tracking.example:5000 stopped answering" in \
         received[0]["message"]
     sent = json.dumps(received) + caplog.text
