@@ -3,7 +3,6 @@ with one-line errors, padding, parameter counts. Shared by every task type and s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 from torch import nn
 

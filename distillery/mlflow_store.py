@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from distillery.tracking import DB_NAME, STORE_DIR, artifact_location, own_store_uri
+from distillery.tracking import DB_NAME, STORE_DIR, own_store_uri
 
 # Columns of MLflow's SQL schema (3.x) that hold absolute artifact paths or file URIs.
 _PATH_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),

@@ -23,7 +23,7 @@ import psutil
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from distillery.stages import STAGES  # the one list of stages
+from distillery.stages import STAGES  # noqa: F401 - the one list of stages, re-exported for tasks/ users
 from distillery.tracking import redact_uri
 
 

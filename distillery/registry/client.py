@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Iterator, Optional
 

@@ -102,7 +102,13 @@ def _write_reports(project: Path, teacher_accuracy: float = 0.5, p95_ms: float =
 @pytest.fixture
 def project(tmp_path, tiny_bert, monkeypatch) -> Path:
     """A project directory holding what `register` reads, with model A exported."""
-    root = tmp_path / "project"
+    root = build_project(tmp_path / "project", tiny_bert)
+    monkeypatch.chdir(root)
+    return root
+
+
+def build_project(root: Path, tiny_bert: Path) -> Path:
+    """What `register` reads, at ``root``: params, prepared labels and test split, model A exported, reports."""
     (root / "data/prepared").mkdir(parents=True)
     write_params(root / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
     (root / "data/prepared/labels.json").write_text(json.dumps({"names": LABELS}))
@@ -110,7 +116,6 @@ def project(tmp_path, tiny_bert, monkeypatch) -> Path:
     _export(root, tiny_bert, shift=0)
     _write_test_split(root, make_texts(40, seed=3)["text"].tolist(), shift=0)
     _write_reports(root)
-    monkeypatch.chdir(root)
     return root
 
 

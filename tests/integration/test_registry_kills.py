@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT
 from distillery.cli import main
 from distillery.stages import register as stage
-from test_registry import _export, _params, _write_reports, _write_test_split, project  # noqa: F401 - fixture
+from test_registry import _export, _params, _write_test_split, build_project, project  # noqa: F401 - fixture
 from tiny import make_texts
 
 MOVE_TAG, GUARD, PREVIOUS = "distillery.champion_move", "distillery.rolled_back_at", "distillery.previous_champion"
@@ -59,16 +59,7 @@ def prepared(tmp_path_factory, tiny_bert):
 
 def _make_project(root: Path, tiny_bert: Path, mp: pytest.MonkeyPatch) -> Path:
     """The ``project`` fixture of test_registry, built once for the module."""
-    from conftest import tiny_params, write_params
-
-    proj = root / "project"
-    (proj / "data/prepared").mkdir(parents=True)
-    write_params(proj / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
-    (proj / "data/prepared/labels.json").write_text(json.dumps({"names": ["negative", "neutral", "positive"]}))
-    (proj / "data/prepared/data_report.json").write_text(json.dumps({"rows": {"test": 40}}))
-    _export(proj, tiny_bert, shift=0)
-    _write_test_split(proj, make_texts(40, seed=3)["text"].tolist(), shift=0)
-    _write_reports(proj)
+    proj = build_project(root / "project", tiny_bert)
     mp.chdir(proj)
     return proj
 
