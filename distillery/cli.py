@@ -174,8 +174,9 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
     parser.add_argument("stage", choices=[*STAGES, *COMMANDS, PROFILE_COMMAND, *REGISTRY_COMMANDS, *INFO_COMMANDS],
                         help="pipeline stage to run; kd_gain (multi-seed distilled-vs-baseline evidence); compare (the "
-                             "recipes kd_gain measured, side by side); sweep (alpha x temperature over seeds, chosen on "
-                             "validation); profile <name> (merge profiles/<name>.yaml over params.yaml); or a "
+                             "recipes kd_gain measured, side by side); sweep (alpha x temperature over seeds, "
+                             "chosen on validation); profile <name> (merge profiles/<name>.yaml over params.yaml); "
+                             "or a "
                              "registry command: models (list versions), promote <version> --reason ..., rollback; "
                              "or params (every params.yaml key, its default and description)")
     parser.add_argument("version", nargs="?", help="model version, for promote; profile name, for profile")

@@ -73,7 +73,8 @@ def paired_summary(student: list[float], baseline: list[float]) -> dict:
 def train_and_score(params: Params, inputs, model, dataset, options: Union[dict, None], seed: int,
                     frames: dict, labels: list, tag: str) -> dict:
     """Train ``model`` on ``dataset`` (distilled when ``options`` is given), keep its best validation epoch, and
-    score it on ``frames["test"]`` and ``frames["validation"]``: ``{metric, validation_<metric>, train_seconds, ...}``."""
+    score it on ``frames["test"]`` and ``frames["validation"]``:
+    ``{metric, validation_<metric>, train_seconds, train_examples}``."""
     with scratch_dir(Path(tempfile.gettempdir()) / f"distillery-seed-{seed}-{tag}") as scratch:
         summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                       seed, Path(scratch), distill=options)

@@ -30,7 +30,8 @@ def available(profiles_dir: Union[str, Path] = PROFILES_DIR) -> list[str]:
 def read_profile(name: str, profiles_dir: Union[str, Path] = PROFILES_DIR) -> dict:
     path = Path(profiles_dir) / f"{name}.yaml"
     if not name or "/" in name or not path.is_file():
-        raise ConfigError(f"profile {name!r}: {path} not found; profiles: {', '.join(available(profiles_dir)) or 'none'}")
+        known = ", ".join(available(profiles_dir)) or "none"
+        raise ConfigError(f"profile {name!r}: {path} not found; profiles: {known}")
     try:
         profile = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -153,8 +153,8 @@ def write_reports(result: dict, reports_dir: Path) -> None:
             f"selected on the **validation** split ({result['selected_by']}); the test columns only report.\n\n"
             + "\n".join(lines) + f"\n\nSelected: α = {chosen['alpha']:g}, T = {chosen['temperature']:g}; test "
             f"accuracy {_pm(chosen['accuracy']['student_mean'], chosen['accuracy']['student_std'])}%, paired gain "
-            f"{100 * chosen['accuracy']['diff_mean']:+.2f} points (95% CI {100 * chosen['accuracy']['diff_ci95'][0]:+.2f} "
-            f"to {100 * chosen['accuracy']['diff_ci95'][1]:+.2f}).\n")
+            f"{100 * chosen['accuracy']['diff_mean']:+.2f} points (95% CI "
+            f"{100 * chosen['accuracy']['diff_ci95'][0]:+.2f} to {100 * chosen['accuracy']['diff_ci95'][1]:+.2f}).\n")
     write_text(reports_dir / "sweep.md", text)
     csv_path = reports_dir / "sweep.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
