@@ -52,46 +52,74 @@ def run_name(seed: int, cell: Union[tuple, None]) -> str:
     return f"seed-{seed}_baseline" if cell is None else f"seed-{seed}_alpha-{cell[0]:g}_T-{cell[1]:g}"
 
 
-def sweep(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
-          logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+def grid(params: Params) -> list[tuple]:
+    """The (α, T) cells, α then T; refused for the MSE loss, which has no temperature to sweep."""
     cfg = params.sweep
     if params.distill.loss == "mse" and len(cfg.temperature) > 1:
         raise ConfigError(f"sweep.temperature: distill.loss is mse, which has no temperature; list one value "
                           f"(got {cfg.temperature})")
-    frames = {"test": load_split("test", prepared_dir), "validation": load_split("validation", prepared_dir)}
-    labels = load_labels(prepared_dir)
-    cells = [(float(a), float(t)) for a in cfg.alpha for t in cfg.temperature]
-    key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
-    runs_dir = Path(reports_dir) / RUNS_DIR
-    records = []
-    for seed in cfg.seeds:
-        inputs, initial = None, None
-        for cell in [None, *cells]:  # the baseline first: it does not depend on alpha or T
-            path = runs_dir / f"{run_name(seed, cell)}.json"
-            kept = read_json(path) if path.is_file() else None
-            if kept is not None and kept.get("fingerprint") == key:
-                records.append(kept)
-                continue
-            if inputs is None:  # built only for a seed with runs left to train
-                inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir, seed=seed)
-                initial = copy.deepcopy(inputs.student)
-            if cell is None:
-                scores = train_and_score(params, inputs, copy.deepcopy(initial), inputs.baseline_dataset, None, seed,
-                                         frames, labels, "sweep-baseline")
-            else:
-                options = dict(inputs.kd_options, alpha=cell[0], temperature=cell[1])
-                scores = train_and_score(params, inputs, copy.deepcopy(initial), inputs.kd_dataset, options, seed,
-                                         frames, labels, "sweep-student")
-            record = {"seed": seed, "model": "baseline" if cell is None else "student",
-                      "alpha": None if cell is None else cell[0], "temperature": None if cell is None else cell[1],
-                      **scores, "fingerprint": key}
-            write_json(path, record)
-            records.append(record)
-    result = summarise(records, cfg.seeds, cells, cfg.metric)
-    result.update(variant=variant(params), test_rows=int(len(frames["test"])),
-                  validation_rows=int(len(frames["validation"])))
+    return [(float(a), float(t)) for a in cfg.alpha for t in cfg.temperature]
+
+
+class _Runs:
+    """Trains (or reuses) single runs; a seed's student and datasets are built once, on first need."""
+
+    def __init__(self, params: Params, prepared_dir, teacher_dir, logits_dir, reports_dir):
+        self.params, self.dirs = params, (Path(prepared_dir), Path(teacher_dir), Path(logits_dir))
+        self.runs_dir = Path(reports_dir) / RUNS_DIR
+        self.frames = {s: load_split(s, prepared_dir) for s in ("test", "validation")}
+        self.labels = load_labels(prepared_dir)
+        self.key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
+        self.seed, self.inputs, self.initial = None, None, None
+
+    def run(self, seed: int, cell: Union[tuple, None]) -> dict:
+        path = self.runs_dir / f"{run_name(seed, cell)}.json"
+        kept = read_json(path) if path.is_file() else None
+        if kept is not None and kept.get("fingerprint") == self.key:
+            return kept
+        if self.seed != seed:
+            self.inputs = distill_inputs(self.params, *self.dirs, seed=seed)
+            self.seed, self.initial = seed, copy.deepcopy(self.inputs.student)
+        inputs, params = self.inputs, self.params
+        if cell is None:
+            scores = train_and_score(params, inputs, copy.deepcopy(self.initial), inputs.baseline_dataset, None, seed,
+                                     self.frames, self.labels, "sweep-baseline")
+        else:
+            options = dict(inputs.kd_options, alpha=cell[0], temperature=cell[1])
+            scores = train_and_score(params, inputs, copy.deepcopy(self.initial), inputs.kd_dataset, options, seed,
+                                     self.frames, self.labels, "sweep-student")
+        record = {"seed": seed, "model": "baseline" if cell is None else "student",
+                  "alpha": None if cell is None else cell[0], "temperature": None if cell is None else cell[1],
+                  **scores, "fingerprint": self.key}
+        write_json(path, record)
+        return record
+
+
+def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir: Union[str, Path] = PREPARED_DIR,
+              teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
+              reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """One run of the grid on its own (``cell`` None: the seed's baseline), as a flow's task runs it; the kept
+    record when it has the current fingerprint."""
+    return _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir).run(seed, cell)
+
+
+def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,
+           reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """Summarise the grid's runs, select on validation, and write the table, the JSON and the heatmap."""
+    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric)
+    result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
+                  validation_rows=int(len(load_split("validation", prepared_dir))))
     write_reports(result, Path(reports_dir))
     return result
+
+
+def sweep(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
+          logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """The whole grid in this process, seed by seed (the baseline first: it does not depend on α or T)."""
+    cells = grid(params)
+    runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir)
+    records = [runs.run(seed, cell) for seed in params.sweep.seeds for cell in [None, *cells]]
+    return report(params, records, prepared_dir, reports_dir)
 
 
 def summarise(records: list[dict], seeds: list[int], cells: list[tuple], metric: str) -> dict:

@@ -42,7 +42,7 @@ def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     make_csv(tmp_path / "tweets.csv", n=120)
     params = tiny_params(tiny_bert, Path("tweets.csv"), **{
         "sweep": {"alpha": [0.0, 0.5], "temperature": [1.0, 4.0], "seeds": [0, 1], "metric": "accuracy"},
-        "distill.train.epochs": 1})
+        "teacher.train.epochs": 1, "distill.train.epochs": 1})
     write_params(tmp_path / "params.yaml", params)
     for stage in ("prepare", "train_teacher", "teacher_logits"):
         assert main([stage]) == 0
@@ -76,10 +76,41 @@ def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     assert [(float(r["alpha"]), float(r["temperature"])) for r in rows] == cells
     assert (tmp_path / "reports/plots/sweep_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # a second run reuses every kept run: it trains nothing and selects the same cell
+    # the Prefect flow maps the same runs over the grid: it retrains the two deleted runs (training is
+    # deterministic for a seed, so to the same figures) and reuses the eight kept ones
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.sweep import sweep_flow
+
+    runs_dir = tmp_path / "reports/sweep_runs"
+    deleted = {}
+    for name in ("seed-1_baseline", "seed-0_alpha-0.5_T-4"):
+        deleted[name] = json.loads((runs_dir / f"{name}.json").read_text())
+        (runs_dir / f"{name}.json").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
+    monkeypatch.setenv("DISTILLERY_PROJECT_DIR", str(tmp_path))
+    with prefect_test_harness(server_startup_timeout=120):
+        flowed = sweep_flow(project_dir=str(tmp_path))
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name in kept} == kept
+    assert len(list(runs_dir.glob("*.json"))) == 10
+    for name, before in deleted.items():
+        again = json.loads((runs_dir / f"{name}.json").read_text())
+        assert {k: again[k] for k in ("accuracy", "macro_f1", "validation_accuracy", "validation_macro_f1")} == \
+            pytest.approx({k: before[k] for k in ("accuracy", "macro_f1", "validation_accuracy", "validation_macro_f1")})
+    assert flowed["selected"] == json.loads(json.dumps(result["selected"]))
+
+    # the command again, on kept runs edited so that validation and test disagree: it trains nothing, and
+    # selects the cell best on validation (α 0.5, T 4), never the one best on test (α 0, T 1)
     monkeypatch.setattr(sweep_module, "train_and_score", lambda *a, **k: pytest.fail("a kept run was retrained"))
+    for name, test_accuracy, validation_accuracy in (("alpha-0_T-1", 0.99, 0.20), ("alpha-0.5_T-4", 0.10, 0.95)):
+        for seed in (0, 1):
+            path = runs_dir / f"seed-{seed}_{name}.json"
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps(record | {"accuracy": test_accuracy, "validation_accuracy": validation_accuracy}))
     assert main(["sweep"]) == 0
-    assert json.loads((tmp_path / "reports/metrics/sweep.json").read_text())["selected"] == result["selected"]
+    chosen = json.loads((tmp_path / "reports/metrics/sweep.json").read_text())["selected"]
+    assert (chosen["alpha"], chosen["temperature"]) == (0.5, 4.0)
+    assert chosen["accuracy"]["student_mean"] == pytest.approx(0.10)  # its test figure is reported, not used
 
 
 def test_mse_has_no_temperature_to_sweep(tmp_path, tiny_bert):
