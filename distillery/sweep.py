@@ -176,7 +176,7 @@ def write_reports(result: dict, reports_dir: Path) -> None:
                              ("ci95_high", row[m]["diff_ci95"][1]))}})
     base, chosen = result["baseline"], result["selected"]
     text = (f"# α × T sweep\n\nSeeds {result['seeds']}; mean ± sample standard deviation over the seeds. The "
-            f"baseline (labels only, trained once per seed): test accuracy {_pm(**base['accuracy'])}%, macro-F1 "
+            f"baseline (labels only, trained once per seed): test accuracy {_pm(**base['accuracy'])}%, macro-F1 ×100 "
             f"{_pm(**base['macro_f1'])}. The gain is the paired difference from it, per seed. The setting is "
             f"selected on the **validation** split ({result['selected_by']}); the test columns only report.\n\n"
             + "\n".join(lines) + f"\n\nSelected: α = {chosen['alpha']:g}, T = {chosen['temperature']:g}; test "
