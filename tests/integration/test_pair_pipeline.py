@@ -1,18 +1,22 @@
-"""Sentence pairs end to end on a tiny model: SNLI-format JSON lines (with "-" rows) through prepare,
-train_teacher, teacher_logits, distill, evaluate and export (parity), then served as named
-``text`` / ``text_pair`` columns by the registered model's own code."""
+"""Sentence pairs end to end on a tiny model: SNLI-format JSON lines (with "-" rows) through every stage,
+prepare to register, then served as named ``text`` / ``text_pair`` columns: by the registered model's
+own code in process, and by ``mlflow models serve`` over HTTP."""
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 import torch
 from mlflow.exceptions import MlflowException
 
 from conftest import tiny_params, write_params
 from distillery.cli import main
+from distillery.tracking import tracking_uri
+from servers import env_with_venv, free_port, running
 from snli_fixture import snli_rows
 
 
@@ -73,3 +77,33 @@ def test_pairs_train_export_and_serve(tmp_path, monkeypatch, tiny_bert):
     assert (encoded["token_type_ids"] == 1).any(axis=1).all()
     with pytest.raises(MlflowException, match="this model classifies text pairs"):
         served.predict(None, pd.DataFrame({"text": ["a premise"]}))
+
+    # registered, then served over HTTP: pairs in by column name, the deployable model's answers out
+    for stage in ("benchmark", "register"):
+        assert main([stage]) == 0, stage
+    deployable = json.loads((tmp_path / "models/onnx/deployment.json").read_text())["deployable"]
+    artifacts["onnx"] = str(tmp_path / "models/onnx" / deployable)
+    direct = load_code_model(artifacts).predict(None, test[["text", "text_pair"]].head(8).reset_index(drop=True))
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+               f"models:/{params['register']['model_name']}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+               "-p", str(port)]
+    env = env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(tmp_path))
+    with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=env):
+        records = [{"id": i, "text_pair": p, "text": t} for i, (t, p) in
+                   enumerate(zip(test["text"].head(8), test["text_pair"].head(8)))]
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": records},
+                               timeout=120)
+        assert answer.status_code == 200, answer.text[:500]
+        predictions = pd.DataFrame(answer.json()["predictions"])
+        assert list(predictions["label"]) == list(direct["label"])
+        np.testing.assert_allclose(predictions[direct.columns[1:]].to_numpy(float),
+                                   direct[direct.columns[1:]].to_numpy(float), atol=1e-6)
+        split = requests.post(f"http://127.0.0.1:{port}/invocations",
+                              json={"inputs": {"text": list(test["text"].head(8)),
+                                               "text_pair": list(test["text_pair"].head(8))}}, timeout=120)
+        assert split.status_code == 200 and pd.DataFrame(split.json()["predictions"])["label"].tolist() == \
+            list(direct["label"])
+        alone = requests.post(f"http://127.0.0.1:{port}/invocations",
+                              json={"dataframe_records": [{"text": "a premise"}]}, timeout=120)
+        assert alone.status_code == 400 and "text_pair" in alone.json()["message"]  # refused, naming the column
