@@ -10,11 +10,11 @@ from distillery.config.describe import describe_params
 from distillery.config.distill import AugmentConfig, DistillConfig, HiddenLossConfig, TransferSetConfig
 from distillery.config.loading import load_params, load_schedule, validate
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, GateConfig,
-                                          RegisterConfig, ScheduleConfig)
+                                          RegisterConfig, ScheduleConfig, SweepConfig)
 from distillery.config.params import Params
 from distillery.config.sections import DataConfig, StudentArchConfig, StudentConfig, TeacherConfig, TrainConfig
 
 __all__ = ["SPLITS", "AugmentConfig", "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig",
            "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "RegisterConfig", "ScheduleConfig",
-           "StudentArchConfig", "StudentConfig", "TeacherConfig", "TrainConfig", "TransferSetConfig",
+           "StudentArchConfig", "StudentConfig", "SweepConfig", "TeacherConfig", "TrainConfig", "TransferSetConfig",
            "describe_params", "load_params", "load_schedule", "validate"]

