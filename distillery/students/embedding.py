@@ -10,16 +10,18 @@ from distillery.errors import ModelError
 from distillery.hf import load_tokenizer, resolve_model
 
 
-def teacher_vocabulary(params, task, labels: list, init_from_teacher: bool) -> tuple[object, int, Optional[torch.Tensor]]:
+def teacher_vocabulary(params, task, labels: list,
+                       init_from_teacher: bool) -> tuple[object, int, Optional[torch.Tensor]]:
     """(the teacher's tokenizer, the vocabulary size, the word-embedding matrix of ``teacher.model`` or None).
 
-    The tokenizer pads on the right: the BiLSTM reads each row's valid tokens, which must come first."""
+    The tokenizer pads on the right (saved so with the student, so every stage and the served model pad
+    alike): the BiLSTM takes each row's valid tokens to be its first ones."""
     name = resolve_model(params.teacher.model, "teacher.model")
     tokenizer = load_tokenizer(name, "teacher.model")
     if tokenizer.pad_token_id is None:
         raise ModelError("teacher.model: its tokenizer has no pad token, so batches cannot be padded for "
                          f"student.source: {params.student.source}")
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "right"  # init_kwargs: what save_pretrained keeps
     if not init_from_teacher:
         return tokenizer, len(tokenizer), None
     embeddings = task.load_model(name, "teacher.model", labels).get_input_embeddings()

@@ -230,8 +230,9 @@ def test_onnx_answers_a_padded_batch_as_pytorch_answers_each_row_alone(tiny_bert
      "student.bilstm.hidden_size = 0 is not allowed; it must be >= 1"),
     ("student: {source: bilstm, bilstm: {init_from_teacher: maybe}}",
      "student.bilstm.init_from_teacher: expected true or false, got 'maybe'"),
-    ("student: {source: bilstm, bilstm: {layers: 2}}", "unknown key student.bilstm.layers; allowed keys: "
-                                                       "embedding_dim, hidden_size, mlp_hidden, dropout, init_from_teacher"),
+    ("student: {source: bilstm, bilstm: {layers: 2}}",
+     "unknown key student.bilstm.layers; allowed keys: embedding_dim, hidden_size, mlp_hidden, dropout, "
+     "init_from_teacher"),
     ("{student: {source: boe}, distill: {hidden_loss: {weight: 0.5}}}",
      "distill.hidden_loss.weight = 0.5 is not allowed; .*needs student.source: layers; set it to 0"),
 ])
@@ -253,3 +254,22 @@ def test_the_default_student_is_still_layers_and_params_yaml_lists_the_new_keys(
             StudentBiLSTMConfig().mlp_hidden) == (300, 150, 200)  # Tang et al. 2019's sizes
     assert Params(distill=DistillConfig(hidden_loss=HiddenLossConfig(weight=0.0)),
                   student=StudentConfig(source="bilstm")).student.source == "bilstm"
+
+
+def test_a_teacher_tokenizer_that_pads_left_pads_right_for_the_bilstm(tiny_bert, tmp_path):
+    """The BiLSTM reads each row's valid tokens as its first ones: the student's tokenizer pads on the right."""
+    import shutil
+
+    from distillery.hf import load_tokenizer
+
+    teacher = tmp_path / "left-padding-teacher"
+    shutil.copytree(tiny_bert, teacher)
+    __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_bert), padding_side="left").save_pretrained(teacher)
+    assert load_tokenizer(str(teacher), "t").padding_side == "left"
+    model, tokenizer = _build(teacher, tmp_path, "bilstm")
+    tokenizer.save_pretrained(tmp_path / "student")
+    assert load_tokenizer(str(tmp_path / "student"), "s").padding_side == "right"
+    _spread(model)
+    texts = ["good", "the car drives on the road today"]
+    alone = np.concatenate([_logits(model, tokenizer, [text]) for text in texts])
+    np.testing.assert_allclose(_logits(model, tokenizer, texts), alone, atol=1e-5)
