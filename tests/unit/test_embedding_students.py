@@ -148,14 +148,14 @@ def test_describe_is_one_line(tiny_bert):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_learns_the_tiny_task_from_scratch(tiny_bert, tmp_path, family):
-    """Label words mark the tiny classes. Adam on 60 rows reached 30/30 held-out rows within 5 epochs for both
-    families in trial runs, though a smaller BiLSTM (6 units) stalled at 20/30 on one tokenizer build (the tiny
-    WordPiece vocabulary's order varies between builds); hence 12 epochs and 80% (chance is 1/3)."""
+    """Label words mark the tiny classes (chance is 1/3). The tiny WordPiece vocabulary's order varies between
+    builds, and with it the start: at lr 1e-2 the BiLSTM reached 22/30 to 30/30 held-out rows over five builds;
+    at 3e-2, 30/30 on all five. 80% still fails a network that cannot learn."""
     sizes = {"embedding_dim": 16, **({"hidden_size": 16, "mlp_hidden": 16} if family == "bilstm" else {})}
     model, tokenizer = _build(tiny_bert, tmp_path, family, **sizes)
     train, test = _frame(60), make_texts(30, seed=5)
     labels = torch.tensor(train["label"].values)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
     model.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny LSTM steps: on a busy 2-core machine, 2 threads took 18x longer than 1
