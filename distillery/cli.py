@@ -50,6 +50,9 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
     if stage in STAGES:  # a local input DVC does not track would be read, but a change to it never seen
         require_tracked(stage, stage_inputs(stage, params))
+        from distillery.announce import describe
+
+        print(describe(stage, params), file=sys.stderr, flush=True)  # what it does, before the wait
     return _command_function(stage)(params)
 
 

@@ -58,3 +58,35 @@ def test_trainer_callback_throttles_and_reports_at_the_end():
     assert [line.split(",")[0] for line in lines] == ["training: step 10/30 (33%)", "training: step 20/30 (67%)",
                                                       "training: step 30/30 (100%)", "training: step 31/30 (103%)"]
     assert lines[0].endswith("loss 0.1000")  # the last logged loss, at step 10
+
+
+def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp_path):
+    import pandas as pd
+
+    from distillery.announce import describe
+    from distillery.config import Params
+    from distillery.stages import STAGES
+
+    pd.DataFrame({"text": ["a"] * 1234, "label": 0}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"text": ["b"] * 56, "label": 0}).to_parquet(tmp_path / "test.parquet")
+    params = Params()
+    assert describe("train_teacher", params, tmp_path) == ("train_teacher: fine-tuning bundled:minilm-l6 on 1,234 rows "
+                                                           "(bundled:tweets), 2 epochs")
+    assert describe("teacher_logits", params, tmp_path) == ("teacher_logits: running the teacher on 1,234 training "
+                                                            "rows; distill reads its outputs")
+    assert describe("evaluate", params, tmp_path) == "evaluate: scoring teacher, student and baseline on 56 test rows"
+    assert describe("benchmark", params, tmp_path).startswith("benchmark: timing 5 models in 9 cells")
+    assert describe("train_teacher", params, tmp_path / "missing").startswith("train_teacher: fine-tuning "
+                                                                              "bundled:minilm-l6 on rows")
+    for stage in STAGES:
+        line = describe(stage, params, tmp_path)
+        assert line.startswith(f"{stage}: ") and "\n" not in line and not line.endswith("running"), line
+
+
+def test_the_flow_ends_with_every_stage_time_and_the_total():
+    from flows.pipeline import stage_times
+
+    text = stage_times({"prepare": "up to date", "train_teacher": "ran"}, {"prepare": 1.0, "train_teacher": 3.0})
+    assert text.splitlines() == ["  prepare        up to date      1.0s   25.0%",
+                                 "  train_teacher  ran             3.0s   75.0%",
+                                 "  total                          4.0s"]
