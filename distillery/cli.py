@@ -52,7 +52,11 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
         require_tracked(stage, stage_inputs(stage, params))
         from distillery.announce import describe
 
-        print(describe(stage, params), file=sys.stderr, flush=True)  # what it does, before the wait
+        try:
+            announcement = describe(stage, params)
+        except Exception:  # a courtesy line: never the reason a stage fails
+            announcement = f"{stage}: starting"
+        print(announcement, file=sys.stderr, flush=True)  # what it does, before the wait
     return _command_function(stage)(params)
 
 

@@ -207,7 +207,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     timer = EpochTimer()
     if label is None:
         size = sum(p.numel() for p in model.parameters()) / 1e6
-        label = f"{'distilling' if distill else 'training'} the {size:.1f}M-parameter model"
+        label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model"
     with scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints") as checkpoints:
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,

@@ -136,7 +136,8 @@ def _kill_tree(pid: int) -> None:
 
 # Set for the stage command unless already set: its output reaches the pipe as it is written, and progress bars
 # (which redraw with a carriage return, a line each here) update at most every 10 s (tqdm reads TQDM_*).
-STREAMING_ENV = {"PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "10", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+STREAMING_ENV = {"PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "10", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                 "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # the Hub's switch also silences transformers' bars
 
 
 def _emitter(stage: str) -> Callable[[str], None]:
