@@ -51,6 +51,6 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
         "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes} x sequence "
                      f"{bench.sequence_lengths}), {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
                      f"per model and cell, up to {bench.max_seconds_per_cell:g}s per cell",
-        "register": f"logging the run to MLflow; {params.register.model_name} becomes champion if the gate passes",
+        "register": "logging the run to MLflow and registering the deployable student (champion if the gate passes)",
     }
     return f"{stage}: {what.get(stage, 'running')}"

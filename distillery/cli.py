@@ -56,7 +56,8 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
             announcement = describe(stage, params)
         except Exception:  # a courtesy line: never the reason a stage fails
             announcement = f"{stage}: starting"
-        print(announcement, file=sys.stderr, flush=True)  # what it does, before the wait
+        # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
+        print(announcement, flush=True)  # what it does, before the wait
     return _command_function(stage)(params)
 
 
