@@ -149,7 +149,7 @@ def _emitter(stage: str) -> Callable[[str], None]:
         logger = get_run_logger()
     except Exception:  # MissingContextError: called outside a Prefect run
         return lambda line: print(f"{stage} | {line}", file=sys.stderr, flush=True)
-    return lambda line: logger.info("%s | %s", stage, line)
+    return lambda line: logger.info("%s", line)  # the task run is named after the stage
 
 
 def _pump(pipe: TextIO, sink: list, emit: Callable[[str], None]) -> None:
