@@ -49,3 +49,22 @@ def test_a_streamed_failure_is_still_classified_with_its_error_line(printing_rep
         stages.repro("bad", str(printing_repo), timeout_seconds=120)
     streamed = capsys.readouterr().err  # outside a Prefect run the lines go to stderr, named by stage
     assert "bad | working" in streamed and "bad | distillery bad: data.csv row 3: no label" in streamed
+
+
+def test_inside_a_prefect_run_the_lines_go_to_the_run_logger(printing_repo, monkeypatch, capsys):
+    import prefect.logging
+
+    from tasks import stages
+
+    logged = []
+
+    class RunLogger:
+        def info(self, message, *args):
+            logged.append((time.monotonic(), message % args))
+
+    monkeypatch.setattr(prefect.logging, "get_run_logger", lambda: RunLogger())
+    stages.repro("slow", str(printing_repo), timeout_seconds=120)
+    returned = time.monotonic()
+    lines = {line: at for at, line in logged}
+    assert returned - lines["first line"] > 3 and "last line" in lines, logged
+    assert "first line" not in capsys.readouterr().err  # not printed twice: Prefect's console handler shows it
