@@ -157,11 +157,11 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
 
 
 def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, None] = None,
-             length: int = 64) -> dict:
-    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence ``length`` (the student's max
+             target_length: int = 64) -> dict:
+    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence ``target_length`` (the student's max
     length; or the nearest cell), each speed-up with a bootstrap 95% interval when the raw timings are given."""
     batch = 1 if 1 in batch_sizes else min(batch_sizes)
-    length = min(lengths, key=lambda n: abs(n - length))
+    length = min(lengths, key=lambda n: abs(n - target_length))
     cell = f"b{batch}_s{length}"
     slow, fast = (results["models"][m] for m in HEADLINE)
     head = {"cell": cell,
