@@ -94,3 +94,21 @@ def test_bootstrap_interval_covers_the_true_ratio_and_excludes_wrong_ones():
     assert low < 10 < high
     assert 9 < low and high < 11  # ±10% is excluded: the medians of 200 runs at σ = 10% are known to ~1%
     assert bootstrap_ratio(slow, fast, seed=0) == (low, high)  # a fixed seed: the same interval again
+
+
+def test_headline_is_at_the_students_length_with_intervals_from_the_raw_runs():
+    from distillery.stages.benchmark import headline
+
+    def model(p50, p95, size):
+        return {"size_mb": size, "accuracy": 0.9,
+                "cells": {f"b1_s{n}": {"p50_ms": p50 * n, "p95_ms": p95 * n} for n in (16, 64, 128)}}
+
+    results = {"models": {"teacher_pytorch_fp32": model(10.0, 20.0, 90.0), "student_onnx_int8": model(1.0, 4.0, 9.0)}}
+    raw = {"b1_s128": {"teacher_pytorch_fp32": np.full(20, 1280.0), "student_onnx_int8": np.full(25, 128.0)}}
+    head = headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
+    assert head["cell"] == "b1_s128"
+    assert head["p50_speedup"] == 10.0 and head["p95_speedup"] == 5.0 and head["size_ratio"] == 10.0
+    assert head["p50_speedup_ci95"] == {"low": 10.0, "high": 10.0}  # constant runs: the exact ratio
+    assert head["bootstrap"]["runs"] == {"teacher_pytorch_fp32": 20, "student_onnx_int8": 25}
+    assert headline(results, [1, 8], [16, 64, 128])["cell"] == "b1_s64"  # the default: sequence 64
+    assert headline(results, [1, 8], [16, 64, 128], target_length=100)["cell"] == "b1_s128"  # the nearest
