@@ -56,6 +56,14 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
     if stage in STAGES:  # a local input DVC does not track would be read, but a change to it never seen
         require_tracked(stage, stage_inputs(stage, params))
+        from distillery.announce import describe
+
+        try:
+            announcement = describe(stage, params)
+        except Exception:  # a courtesy line: never the reason a stage fails
+            announcement = f"{stage}: starting"
+        # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
+        print(announcement, flush=True)  # what it does, before the wait
     return _command_function(stage)(params)
 
 

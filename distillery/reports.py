@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import pandas as pd
 
@@ -51,20 +51,47 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _percentile(value: float, runs: int, needed: int) -> str:
+    """A percentile, marked ``*`` when fewer than ``needed`` runs back it (its tail is one or two runs)."""
+    return f"{value:.2f}" + ("*" if runs < needed else "")
+
+
+def _interval(ci: Optional[dict]) -> str:
+    return "" if not ci else f" (95% CI {ci['low']:.1f}-{ci['high']:.1f}x)"
+
+
 def benchmark_table(results: dict) -> str:
-    """Markdown: per model, latency at the headline cell, size, parameters, accuracy; then the ratios."""
+    """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
+    size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed."""
     head = results["headline"]
     cell = head["cell"]
     fp = results["fingerprint"]
-    rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | peak memory MB | accuracy | macro-F1 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs | size MB | parameters | peak memory MB | "
+            "accuracy | macro-F1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results["models"].items():
         c = m["cells"][cell]
         f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
-        rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
+        ci = c.get("p50_ci95_ms")
+        ci_text = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"
+        rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
+                    f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {m['size_mb']:.1f} | "
                     f"{m['parameters'] / 1e6:.1f}M | {m['peak_memory_mb']:.0f} | {_percent(m['accuracy'])} | {f1} |")
+    grid = results["grid"]
+    method = ""
+    if "min_runs" in grid:
+        stops = [f"{name} {c['runs']} runs ({c['stopped_by']})" for name, c in results.get("cells", {}).items()]
+        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds: at "
+                  f"least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's 95% "
+                  f"interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
+                  f"{grid['max_seconds_per_cell']:g}s. Runs per model by cell: {'; '.join(stops)}. "
+                  "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100: a tail of one or two runs.")
+    runs = head.get("bootstrap", {}).get("runs")
+    boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
+            f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
     return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
-            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50, "
-            f"{head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; accuracy "
-            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
+            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
+            f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
+            f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
+            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.{boot}"
+            f"{method}\n")

@@ -5,10 +5,12 @@ student or baseline, goes through :func:`fit`.
 """
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TextIO
 
 import numpy as np
 import torch
@@ -16,6 +18,96 @@ import torch
 from distillery.config import TrainConfig
 from distillery.files import scratch_dir
 from distillery.losses import hidden_state_loss
+
+PROGRESS_SECONDS_ENV = "DISTILLERY_PROGRESS_SECONDS"  # seconds between progress lines (default 10; 0: every step)
+
+
+def progress_interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_SECONDS_ENV, "10")))
+    except ValueError:
+        return 10.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class ProgressLine:
+    """At most one line every ``interval`` seconds: steps done of the total, epoch, elapsed and time left
+    (from the mean time per step so far), and the last training loss. Written to ``stream`` (stderr), so
+    the terminal and a Prefect run's logs see training move without one line per step."""
+
+    def __init__(self, label: str, interval: float, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.label, self.interval, self.stream, self.clock = label, interval, stream, clock
+        self.started = self.last = clock()
+        self.last_step: Optional[int] = None
+
+    def line(self, step: int, total: int, epoch: Optional[float], epochs: float, loss: Optional[float]) -> str:
+        elapsed = self.clock() - self.started
+        left = elapsed / step * (total - step) if step else 0.0
+        parts = [f"{self.label}: step {step:,}/{total:,} ({100 * step / max(total, 1):.0f}%)"]
+        if epoch is not None:
+            parts.append(f"epoch {epoch:.2f}/{epochs:g}")
+        parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        return ", ".join(parts)
+
+    def update(self, step: int, total: int, epoch: Optional[float], epochs: float, loss: Optional[float],
+               force: bool = False) -> Optional[str]:
+        """The line, written, if ``interval`` seconds have passed since the last one (or ``force``) and the
+        step is not the one the last line showed; else None."""
+        now = self.clock()
+        if step == self.last_step or (not force and now - self.last < self.interval):
+            return None
+        self.last, self.last_step = now, step
+        text = self.line(step, total, epoch, epochs, loss)
+        stream = self.stream or sys.stderr
+        print(text, file=stream, flush=True)
+        return text
+
+
+def _last_loss(log_history: list) -> Optional[float]:
+    for entry in reversed(log_history):
+        if "loss" in entry:
+            return float(entry["loss"])
+    return None
+
+
+def progress_callback(label: str = "training", interval: Optional[float] = None, stream: Optional[TextIO] = None,
+                      clock: Callable[[], float] = time.monotonic):
+    """A ``TrainerCallback`` writing a :class:`ProgressLine` every ``interval`` seconds (default
+    ``$DISTILLERY_PROGRESS_SECONDS``, 10) and once at the end of training."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """Live training progress through :class:`ProgressLine` (the Trainer's tqdm bars are off)."""
+
+        def __init__(self, label: str = "training", interval: Optional[float] = None, stream=None,
+                     clock: Callable[[], float] = time.monotonic):
+            self.label, self.interval, self.stream, self.clock = label, interval, stream, clock
+            self.progress: Optional[ProgressLine] = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            interval = progress_interval() if self.interval is None else self.interval
+            self.progress = ProgressLine(self.label, interval, self.stream, self.clock)
+
+        def _update(self, args, state, force: bool = False):
+            if self.progress is not None:
+                self.progress.update(state.global_step, state.max_steps, state.epoch, args.num_train_epochs,
+                                     _last_loss(state.log_history), force)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._update(args, state)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self._update(args, state, force=True)
+
+    return Progress(label, interval, stream, clock)
+
 
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
@@ -95,28 +187,34 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # progress goes through the Progress callback: a line every few seconds
     )
 
 
 def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
-        distill: Optional[dict] = None) -> dict:
+        distill: Optional[dict] = None, label: Optional[str] = None) -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
 
     ``distill`` (``alpha``, ``temperature``, ``loss_kind``; optionally ``teacher``, ``hidden_weight``
     and ``layer_map`` for the hidden-state loss) switches on the KD loss; rows of ``train_dataset``
-    must then carry the task's cached teacher outputs. ``task`` is the task type.
+    must then carry the task's cached teacher outputs. ``task`` is the task type. ``label`` starts each
+    progress line (default: "training" or "distilling", and the model's size).
     """
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     _, DistillationTrainer, EpochTimer = _trainer_classes()
     set_seed(seed)
     timer = EpochTimer()
+    if label is None:
+        size = sum(p.numel() for p in model.parameters()) / 1e6
+        label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model"
     with scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints") as checkpoints:
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=task.trainer_metrics, callbacks=[timer], task=task, **(distill or {}))
+            compute_metrics=task.trainer_metrics, callbacks=[timer, progress_callback(label)], task=task,
+            **(distill or {}))
+        trainer.remove_callback(PrinterCallback)  # no dict printed per logging step: Progress says it
         started = time.perf_counter()
         result = trainer.train()
         train_seconds = time.perf_counter() - started

@@ -62,12 +62,26 @@ def _registration(root: Path) -> tuple[str, str]:
     return decision, str(report.get("mlflow_run_id") or "none")
 
 
-def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Optional[dict]) -> tuple[str, str]:
+def stage_times(ran: dict, seconds: dict) -> str:
+    """One line per stage (status, seconds, share of the whole) and the total, aligned for a terminal."""
+    total = sum(seconds.values())
+    width = max(len(stage) for stage in [*seconds, "total"])
+    lines = [f"  {stage:<{width}}  {ran.get(stage, 'failed'):<10}  {value:7.1f}s  "
+             f"{100 * value / total if total else 0:5.1f}%" for stage, value in seconds.items()]
+    return "\n".join([*lines, f"  {'total':<{width}}  {'':<10}  {total:7.1f}s"])
+
+
+def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Optional[dict],
+             seconds: Optional[dict] = None) -> tuple[str, str]:
     table = "\n".join(path.read_text(encoding="utf-8") for path in (root / "reports" / "summary.md",
                                                                     root / "reports" / "benchmark.md")
                       if path.is_file())
     decision, mlflow_run_id = _registration(root)
-    stage_lines = "\n".join(f"- `{stage}`: {status}" for stage, status in ran.items())
+    seconds = seconds or {}
+    stage_lines = "\n".join(f"- `{stage}`: {status}" + (f" ({seconds[stage]:.1f}s)" if stage in seconds else "")
+                             for stage, status in ran.items())
+    if seconds:
+        stage_lines += f"\n- total: {sum(seconds.values()):.1f}s"
     lines = [f"- gate decision: {decision}", f"- MLflow run id: `{mlflow_run_id}`",
              f"- Prefect flow run: `{current_flow_run.id}`"]
     if overrides:
@@ -99,7 +113,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     project_dir = str(root)
     logger = get_run_logger()
     stages = list(stages or STAGES)
-    ran, experiment = {}, None
+    ran, experiment, seconds = {}, None, {}
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
         if recover_params(project_dir):
             logger.warning("params.yaml restored from %s: an earlier run with overrides was killed before it "
@@ -110,17 +124,22 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             for stage in stages:
                 result = STAGE_TASKS[stage](project_dir, timeouts[stage])
                 ran[stage] = "ran" if result["ran"] else "up to date"
+                seconds[stage] = result["seconds"]
                 logger.info("%s: %s (%.1fs)", stage, ran[stage], result["seconds"])
             if overrides:
                 experiment = save_experiment(project_dir, f"prefect-{current_flow_run.name or 'run'}")
+        except BaseException:
+            if seconds:  # how long the stages before the failure took
+                logger.info("stage times:\n%s", stage_times(ran, seconds))
+            raise
         finally:
             if original_params is not None:
                 restore_params(project_dir, original_params)
-        table, markdown = _summary(root, ran, experiment, overrides)
+        table, markdown = _summary(root, ran, experiment, overrides, seconds)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
     decision, mlflow_run_id = _registration(root)
-    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}")
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(ran, seconds)}")
     results_path = root / "reports" / "metrics" / "eval.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     return {"stages": ran, "table": table, "experiment": experiment,

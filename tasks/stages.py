@@ -15,9 +15,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TextIO
 
 import psutil
 from prefect import task
@@ -133,28 +134,71 @@ def _kill_tree(pid: int) -> None:
             break
 
 
+# Set for the stage command unless already set: its output reaches the pipe as it is written, and progress bars
+# (which redraw with a carriage return, a line each here) update at most every 10 s (tqdm reads TQDM_*).
+STREAMING_ENV = {"PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "10", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                 "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # the Hub's switch also silences transformers' bars
+
+
+def _emitter(stage: str) -> Callable[[str], None]:
+    """Where a line of a stage's output goes as it arrives: the Prefect run logger inside a flow or task run
+    (its console handler shows it in the terminal too), else the terminal's stderr."""
+    try:
+        from prefect.logging import get_run_logger
+
+        logger = get_run_logger()
+    except Exception:  # MissingContextError: called outside a Prefect run
+        return lambda line: print(f"{stage} | {line}", file=sys.stderr, flush=True)
+    return lambda line: logger.info("%s", line)  # the task run is named after the stage
+
+
+def _pump(pipe: TextIO, sink: list, emit: Callable[[str], None]) -> None:
+    """Read ``pipe`` line by line until it closes: keep every line, pass each non-blank one on at once."""
+    for line in iter(pipe.readline, ""):
+        sink.append(line)
+        if line.strip():
+            try:
+                emit(redact_uri(line.rstrip()))  # the logs keep no credentials
+            except Exception:  # a logging failure must not lose the output the failure classification reads
+                pass
+    pipe.close()
+
+
 def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] = None) -> dict:
     """Run ``dvc repro --single-item <stage>``; report whether the stage ran or was up to date.
 
-    After ``timeout_seconds`` the DVC process and the stage command are killed. DVC notices the
-    dead process's entry in its lock file and removes it, so the next run is not blocked.
+    Its output is streamed line by line as it arrives (:func:`_emitter`) and kept for the failure's
+    classification. After ``timeout_seconds`` the DVC process and the stage command are killed. DVC notices
+    the dead process's entry in its lock file and removes it, so the next run is not blocked.
     """
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stage cmds use this python
+    for key, value in STREAMING_ENV.items():
+        env.setdefault(key, value)
     flow_run_id = _flow_run_id()
     if flow_run_id:
         env[ORCHESTRATOR_ENV] = "prefect"
         env[FLOW_RUN_ID_ENV] = str(flow_run_id)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    emit, out, err = _emitter(stage), [], []
+    readers = [threading.Thread(target=_pump, args=(pipe, sink, emit), daemon=True)
+               for pipe, sink in ((proc.stdout, out), (proc.stderr, err))]
+    for reader in readers:
+        reader.start()
     try:
-        stdout, stderr = proc.communicate(timeout=timeout_seconds)
+        proc.wait(timeout=timeout_seconds)
     except subprocess.TimeoutExpired:
         _kill_tree(proc.pid)
-        proc.communicate()
+        proc.wait()
+        for reader in readers:
+            reader.join(timeout=10)
         raise StageTimedOut(f"stage {stage} failed: timed out after {timeout_seconds:.0f}s and was stopped "
                             "(schedule.stage_timeout_minutes / schedule.stage_timeouts in params.yaml)", stage)
+    for reader in readers:
+        reader.join()
+    stdout, stderr = "".join(out), "".join(err)
     output = stdout + stderr
     if proc.returncode != 0:
         error = _error_line(stderr) if "distillery" in stderr else _error_line(output)

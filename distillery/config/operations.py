@@ -90,8 +90,18 @@ class BenchmarkConfig:
         default_factory=lambda: [16, 64, 128], min_length=1,
         description="sequence lengths timed; each must be <= the model's max_position_embeddings",
         json_schema_extra=_POSITIVE_INTS)
-    warmup: int = Field(10, ge=0, description="untimed runs per cell")
-    runs: int = Field(100, ge=1, description="timed runs per cell (p99 needs >= 100)")
+    warmup: int = Field(10, ge=0, description="untimed runs per model and cell")
+    runs: int = Field(100, ge=1, description="most timed runs per model and cell (p99 needs >= 100; the report "
+                                              "marks a p99 from fewer)")
+    min_runs: int = Field(20, ge=1, description="fewest timed runs per model and cell (at most runs); the time "
+                                                 "cap never cuts a cell shorter")
+    target_precision: float = Field(0.05, gt=0, lt=1, description="a cell stops early once every model's p50 has a "
+                                                                    "95% interval within ± this fraction of it; "
+                                                                    "0.05 is ±5%",
+                                    json_schema_extra=allowed("it is a fraction in (0, 1), e.g. 0.05 for ±5%"))
+    max_seconds_per_cell: float = Field(20.0, gt=0, description="a cell stops after this many seconds of timed "
+                                                                  "rounds (all models together), once min_runs "
+                                                                  "are done")
     threads: int = Field(2, ge=1, description="intra-op threads, the same for torch and onnxruntime",
                          json_schema_extra=allowed("it must be >= 1 (the same count is used for torch and "
                                                    "onnxruntime)"))

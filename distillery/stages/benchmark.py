@@ -1,13 +1,19 @@
 """The ``benchmark`` stage: latency of teacher and student in PyTorch and ONNX Runtime.
 
 Method (see STACK-NOTES and :mod:`distillery.timing`): featurise outside the timed loop; the same thread count for torch and
-onnxruntime; ``warmup`` untimed runs, then ``runs`` timed runs on one reused session per grid cell
-(batch size × sequence length). Speed comparisons hold only within one machine fingerprint, so the
-headline figures are ratios taken in this one run.
+onnxruntime; every model loaded once and kept (one reused session each). In each grid cell (batch size ×
+sequence length) the models are timed in interleaved rounds, each round running every model once, so that
+drift on a shared machine hits all of them alike: ``warmup`` untimed rounds, then at least ``min_runs`` and
+at most ``runs`` timed rounds, stopping early once every p50's 95% interval is within ±``target_precision``
+or after ``max_seconds_per_cell``. Speed comparisons hold only within one machine fingerprint, so the
+headline figures are ratios taken in this one run, each with a bootstrap 95% interval.
 """
 from __future__ import annotations
 
 import gc
+import sys
+import time
+from functools import partial
 from pathlib import Path
 from typing import Union
 
@@ -20,7 +26,7 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_split
 from distillery.reports import benchmark_table
 from distillery.task_types.load import task_type
-from distillery.timing import PeakRSS, fingerprint, summarise, time_calls
+from distillery.timing import PeakRSS, bootstrap_ratio, fingerprint, precise, summarise, time_interleaved
 
 # name -> (runtime, model dir with tokenizer + training.json, ONNX file or None)
 MODELS = {
@@ -31,6 +37,7 @@ MODELS = {
     "teacher_onnx_int8": ("onnx", "teacher", "teacher.int8.onnx"),
 }
 HEADLINE = ("teacher_pytorch_fp32", "student_onnx_int8")
+BOOTSTRAP = {"resamples": 2000, "seed": 0}  # the headline ratios' intervals
 
 
 def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], threads: int):
@@ -75,6 +82,35 @@ def _quality(name: str, evaluation: dict, parity: dict) -> dict:
     return {"accuracy": source.get("accuracy"), "macro_f1": source.get("macro_f1")}
 
 
+def _load(task, name: str, models_dir: Path, onnx_dir: Path, test, cells: list, threads: int) -> dict:
+    """One model ready to time: its runner, its inputs per cell, and the peak memory of loading it and
+    running it once on every cell (untimed)."""
+    runtime, model_name, onnx_file = MODELS[name]
+    model_dir = models_dir / model_name
+    onnx_path = onnx_dir / onnx_file if onnx_file else None
+    if onnx_path is not None and not onnx_path.is_file():
+        raise ModelError(f"{onnx_path}: ONNX model not found; run `dvc repro export`")
+    tokenizer = load_tokenizer(str(model_dir), str(model_dir))
+    gc.collect()
+    with PeakRSS() as memory:
+        run, held = _runner(task, runtime, model_dir, onnx_path, threads)
+        inputs = {f"b{batch}_s{length}": task.benchmark_inputs(tokenizer, test, batch, length)
+                  for batch, length in cells}
+        for batch in inputs.values():
+            run(batch)
+    training = read_json(model_dir / "training.json")
+    return {"run": run, "held": held, "inputs": inputs,
+            "entry": {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
+                      "parameters": training["parameters"], "peak_memory_mb": memory.mb}}
+
+
+def _stop_reason(timings: dict, cfg) -> str:
+    runs = len(next(iter(timings.values())))
+    if all(precise(t, cfg.target_precision) for t in timings.values()):
+        return "precision"
+    return "max runs" if runs >= cfg.runs else "time cap"
+
+
 def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir: Union[str, Path] = ONNX_DIR,
               prepared_dir: Union[str, Path] = PREPARED_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     import torch
@@ -87,30 +123,31 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")
     parity = read_json(reports_dir / "metrics" / "parity.json", "export")
     deployment = read_json(onnx_dir / "deployment.json", "export")
-    results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {"batch_sizes": cfg.batch_sizes,
-                     "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup, "runs": cfg.runs},
-                     "deployable": deployment["deployable"], "models": {}}
-    for name, (runtime, model_name, onnx_file) in MODELS.items():
-        model_dir = models_dir / model_name
-        onnx_path = onnx_dir / onnx_file if onnx_file else None
-        if onnx_path is not None and not onnx_path.is_file():
-            raise ModelError(f"{onnx_path}: ONNX model not found; run `dvc repro export`")
-        tokenizer = load_tokenizer(str(model_dir), str(model_dir))
-        gc.collect()
-        cells = {}
-        with PeakRSS() as memory:
-            run, _held = _runner(task, runtime, model_dir, onnx_path, cfg.threads)
-            for batch in cfg.batch_sizes:
-                for length in cfg.sequence_lengths:
-                    inputs = task.benchmark_inputs(tokenizer, test, batch, length)
-                    cells[f"b{batch}_s{length}"] = summarise(time_calls(lambda: run(inputs), cfg.warmup, cfg.runs),
-                                                             batch)
-        del run, _held
-        training = read_json(model_dir / "training.json")
-        results["models"][name] = {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
-                                   "parameters": training["parameters"], "peak_memory_mb": memory.mb,
-                                   **_quality(name, evaluation, parity), "cells": cells}
-    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths)
+    results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
+        "batch_sizes": cfg.batch_sizes, "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup,
+        "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
+        "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds"},
+        "deployable": deployment["deployable"], "models": {}, "cells": {}}
+    grid = [(batch, length) for batch in cfg.batch_sizes for length in cfg.sequence_lengths]
+    loaded = {name: _load(task, name, models_dir, onnx_dir, test, grid, cfg.threads) for name in MODELS}
+    for name, model in loaded.items():
+        results["models"][name] = {**model["entry"], **_quality(name, evaluation, parity), "cells": {}}
+    raw: dict = {}  # cell -> model -> timings, for the headline's bootstrap
+    for index, (batch, length) in enumerate(grid, 1):
+        cell = f"b{batch}_s{length}"
+        started = time.perf_counter()
+        raw[cell] = time_interleaved({name: partial(m["run"], m["inputs"][cell]) for name, m in loaded.items()},
+                                     cfg.warmup, cfg.min_runs, cfg.runs, cfg.target_precision,
+                                     cfg.max_seconds_per_cell)
+        runs, stop = len(next(iter(raw[cell].values()))), _stop_reason(raw[cell], cfg)
+        results["cells"][cell] = {"runs": runs, "stopped_by": stop,
+                                  "seconds": round(time.perf_counter() - started, 2)}
+        for name, timings in raw[cell].items():
+            results["models"][name]["cells"][cell] = summarise(timings, batch)
+        print(f"benchmark: cell {cell} ({index}/{len(grid)}): {runs} runs per model, stopped by {stop}, "
+              f"{results['cells'][cell]['seconds']:.1f}s", file=sys.stderr, flush=True)
+    del loaded
+    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, raw, params.student.max_length)
     from distillery.plots import plot_benchmark
 
     plot_benchmark(results, reports_dir / "plots")
@@ -119,17 +156,26 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     return results
 
 
-def headline(results: dict, batch_sizes: list, lengths: list) -> dict:
-    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence 64 (or the nearest cell)."""
+def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, None] = None,
+             target_length: int = 64) -> dict:
+    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence ``target_length`` (the student's max
+    length; or the nearest cell), each speed-up with a bootstrap 95% interval when the raw timings are given."""
     batch = 1 if 1 in batch_sizes else min(batch_sizes)
-    length = min(lengths, key=lambda n: abs(n - 64))
+    length = min(lengths, key=lambda n: abs(n - target_length))
     cell = f"b{batch}_s{length}"
     slow, fast = (results["models"][m] for m in HEADLINE)
-    return {"cell": cell,
+    head = {"cell": cell,
             "p50_speedup": slow["cells"][cell]["p50_ms"] / fast["cells"][cell]["p50_ms"],
             "p95_speedup": slow["cells"][cell]["p95_ms"] / fast["cells"][cell]["p95_ms"],
             "size_ratio": slow["size_mb"] / fast["size_mb"],
             "accuracy_change_points": 100 * ((fast["accuracy"] or 0) - (slow["accuracy"] or 0))}
+    if raw is not None:
+        slow_ms, fast_ms = (raw[cell][m] for m in HEADLINE)
+        for quantile in (50, 95):
+            low, high = bootstrap_ratio(slow_ms, fast_ms, quantile, BOOTSTRAP["resamples"], seed=BOOTSTRAP["seed"])
+            head[f"p{quantile}_speedup_ci95"] = {"low": low, "high": high}
+        head["bootstrap"] = dict(BOOTSTRAP, runs={m: int(len(raw[cell][m])) for m in HEADLINE})
+    return head
 
 
 def summary(result: dict) -> str:

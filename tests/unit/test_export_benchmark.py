@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distillery.stages.benchmark import benchmark
-from distillery.timing import PeakRSS, summarise, time_calls
+from distillery.timing import PeakRSS, summarise, time_interleaved
 from distillery.config import BenchmarkConfig, DataConfig, ExportConfig, Params
 from distillery.prepared import load_labels, load_split
 from distillery.stages.prepare import prepare
@@ -196,29 +196,32 @@ def test_peak_rss_sees_a_known_allocation():
 def test_benchmark_structure_on_tiny_models(workspace, monkeypatch):
     root, params = workspace
     _export(root, params)
-    recorded = []  # the raw timings of every cell, in the order the benchmark measured them
+    recorded = []  # the raw timings of every cell (model -> ms per run), in the order the benchmark measured them
 
-    def recording_time_calls(*args, **kwargs):
-        timings = time_calls(*args, **kwargs)
-        recorded.append(timings.copy())
+    def recording_time_interleaved(*args, **kwargs):
+        timings = time_interleaved(*args, **kwargs)
+        recorded.append({name: t.copy() for name, t in timings.items()})
         return timings
 
-    monkeypatch.setattr("distillery.stages.benchmark.time_calls", recording_time_calls)
+    monkeypatch.setattr("distillery.stages.benchmark.time_interleaved", recording_time_interleaved)
     write_json(root / "reports" / "metrics" / "eval.json", {"teacher": {"accuracy": 0.9, "macro_f1": 0.9},
                                                             "student": {"accuracy": 0.8, "macro_f1": 0.8}})
     params = replace(params, benchmark=BenchmarkConfig(batch_sizes=[1, 4], sequence_lengths=[8, 32], warmup=2,
-                                                       runs=12, threads=1))
+                                                       runs=12, min_runs=5, threads=1),
+                     student=replace(params.student, max_length=32))
     results = benchmark(params, root / "models", root / "onnx", root / "prepared", root / "reports")
     assert set(results["models"]) == {"teacher_pytorch_fp32", "student_pytorch_fp32", "student_onnx_fp32",
                                       "student_onnx_int8", "teacher_onnx_int8"}
     assert set(results["fingerprint"]) >= {"cpu", "cores", "threads", "torch", "onnxruntime"}
-    assert len(recorded) == 5 * 4  # models x cells
-    raw = iter(recorded)
-    for name, model in results["models"].items():
-        assert list(model["cells"]) == ["b1_s8", "b1_s32", "b4_s8", "b4_s32"]  # batch-major, as measured
-        assert model["size_mb"] > 0 and model["parameters"] > 0 and isinstance(model["peak_memory_mb"], float)
-        for cell_name, cell in model["cells"].items():
-            timings = list(next(raw))
+    assert len(recorded) == 4  # one interleaved timing per cell, every model in it
+    assert list(results["cells"]) == ["b1_s8", "b1_s32", "b4_s8", "b4_s32"]  # batch-major, as measured
+    for cell_name, raw in zip(results["cells"], recorded):
+        assert set(raw) == set(results["models"])
+        runs = {len(t) for t in raw.values()}
+        assert len(runs) == 1 and 5 <= runs.pop() <= 12  # every model the same runs: min_runs..runs
+        assert results["cells"][cell_name]["stopped_by"] in ("precision", "time cap", "max runs")
+        for name, model in results["models"].items():
+            cell, timings = model["cells"][cell_name], list(raw[name])
             # independent of numpy: the stdlib's inclusive quantiles (linear interpolation, as numpy's default)
             cuts = statistics.quantiles(timings, n=100, method="inclusive")
             assert cell["p50_ms"] == pytest.approx(statistics.median(timings)), (name, cell_name)
@@ -226,13 +229,28 @@ def test_benchmark_structure_on_tiny_models(workspace, monkeypatch):
             assert cell["mean_ms"] == pytest.approx(statistics.fmean(timings))
             batch = int(cell_name[1:cell_name.index("_")])
             assert cell["throughput_per_s"] == pytest.approx(batch * 1000 / statistics.fmean(timings))
-            assert cell["runs"] == len(timings) == 12
+            assert cell["runs"] == len(timings) == results["cells"][cell_name]["runs"]
+            low, high = cell["p50_ci95_ms"]
+            assert min(timings) <= low <= cell["p50_ms"] <= high <= max(timings)
+    for name, model in results["models"].items():
+        assert list(model["cells"]) == ["b1_s8", "b1_s32", "b4_s8", "b4_s32"]
+        assert model["size_mb"] > 0 and model["parameters"] > 0 and isinstance(model["peak_memory_mb"], float)
     assert results["models"]["student_onnx_int8"]["size_mb"] < results["models"]["student_onnx_fp32"]["size_mb"]
-    assert results["headline"]["cell"] == "b1_s32" and results["headline"]["p50_speedup"] > 0
+    head = results["headline"]
+    assert head["cell"] == "b1_s32"  # batch 1, the student's max length
+    slow, fast = recorded[1]["teacher_pytorch_fp32"], recorded[1]["student_onnx_int8"]
+    assert head["p50_speedup"] == pytest.approx(statistics.median(slow) / statistics.median(fast))
+    assert head["p50_speedup_ci95"]["low"] <= head["p50_speedup_ci95"]["high"]
+    assert head["p95_speedup_ci95"]["low"] <= head["p95_speedup_ci95"]["high"]
+    assert head["bootstrap"]["runs"] == {"teacher_pytorch_fp32": len(slow), "student_onnx_int8": len(fast)}
+    assert results["grid"]["min_runs"] == 5 and results["grid"]["order"] == "interleaved rounds"
     for name in ("plots/benchmark_pareto.png", "plots/benchmark_latency.png", "benchmark.md",
                  "metrics/benchmark.json"):
         assert (root / "reports" / name).stat().st_size > 0
-    assert "student_onnx_int8" in (root / "reports" / "benchmark.md").read_text()
+    table = (root / "reports" / "benchmark.md").read_text()
+    assert "student_onnx_int8" in table and "95% CI" in table
+    assert f"| {max(len(t) for t in recorded[1].values())} |" in table  # the runs column
+    assert f"{results['models']['student_onnx_int8']['cells']['b1_s32']['p99_ms']:.2f}*" in table  # < 100 runs
 
 
 def test_benchmark_rejects_sequences_beyond_the_model(workspace):

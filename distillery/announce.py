@@ -1,0 +1,56 @@
+"""The one line a stage prints when it starts: what it does, on how much data, for how long.
+
+Read by the CLI only (``python -m distillery <stage>``, which ``dvc repro`` and the Prefect tasks run), so
+a change here re-runs no stage. Built from params and the prepared data's row counts; never from the task's
+or the student's name: the task type may name its rows (``row_noun``, e.g. "texts"; default "rows").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from distillery.paths import PREPARED_DIR
+
+
+def _rows(split: str, prepared_dir: Path) -> Optional[int]:
+    """Rows of a prepared split from its parquet footer (no data read), or None if it is not there yet."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(Path(prepared_dir) / f"{split}.parquet").metadata.num_rows
+    except Exception:
+        return None
+
+
+def _count(n: Optional[int], noun: str) -> str:
+    return f"{n:,} {noun}" if n is not None else noun
+
+
+def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
+    """``<stage>: <what it does>``, e.g. "train_teacher: fine-tuning bundled:minilm-l6 on 8,000 texts, 2 epochs"."""
+    from distillery.task_types.load import task_type
+
+    noun = getattr(task_type(params.task), "row_noun", None)
+    noun = noun if isinstance(noun, str) and noun else "rows"
+    train, test = _rows("train", prepared_dir), _rows("test", prepared_dir)
+    transfer = _rows("transfer", prepared_dir) or 0
+    bench = params.benchmark
+    cells = len(bench.batch_sizes) * len(bench.sequence_lengths)
+    what = {
+        "prepare": f"reading {params.data.source} into train, validation and test splits",
+        "train_teacher": f"fine-tuning {params.teacher.model} on {_count(train, noun)} ({params.data.source}), "
+                         f"{params.teacher.train.epochs:g} epochs",
+        "teacher_logits": f"running the teacher on {_count(train, 'training ' + noun)}"
+                          + (f" and {transfer:,} transfer {noun}" if transfer else "") + "; distill reads its outputs",
+        "distill": f"distilling a '{params.student.source}' student on {_count(train, noun)}"
+                   + (f" + {transfer:,} transfer {noun}" if transfer else "")
+                   + f", {params.distill.train.epochs:g} epochs, then the same student without the teacher "
+                     f"(the baseline) on {_count(train, noun)}",
+        "evaluate": f"scoring teacher, student and baseline on {_count(test, 'test ' + noun)}",
+        "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",
+        "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes} x sequence "
+                     f"{bench.sequence_lengths}), {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
+                     f"per model and cell, up to {bench.max_seconds_per_cell:g}s per cell",
+        "register": "logging the run to MLflow and registering the deployable student (champion if the gate passes)",
+    }
+    return f"{stage}: {what.get(stage, 'running')}"

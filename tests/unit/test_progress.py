@@ -1,0 +1,92 @@
+"""What a newcomer sees while waiting: throttled training progress lines, and the stage's announcement."""
+import io
+from types import SimpleNamespace
+
+from distillery.training import ProgressLine, progress_callback
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_line_is_throttled_and_says_what_is_left():
+    clock, stream = Clock(), io.StringIO()
+    progress = ProgressLine("training", interval=10, stream=stream, clock=clock)
+    written = []
+    for step in range(1, 101):  # one step every 0.5 s: 50 s in all
+        clock.now += 0.5
+        written.append(progress.update(step, 100, step / 50, 2, 0.5))
+    steps = [i + 1 for i, line in enumerate(written) if line]
+    assert steps == [20, 40, 60, 80, 100]  # every 10 s, never one per step
+    assert stream.getvalue().count("\n") == 5
+    # at step 20: 10 s for 20 steps, 80 steps left -> 40 s
+    assert written[19] == "training: step 20/100 (20%), epoch 0.40/2, 10s elapsed, about 40s left, loss 0.5000"
+    assert progress.update(100, 100, 2.0, 2, None, force=True) is None  # step 100 was just shown
+    clock.now += 3
+    assert progress.update(99, 100, 2.0, 2, None, force=True).endswith("53s elapsed, about 1s left")
+
+
+def test_progress_line_minutes():
+    clock = Clock()
+    progress = ProgressLine("distilling", interval=0, stream=io.StringIO(), clock=clock)
+    clock.now += 125
+    # 125 s for 50 of 500 steps: 2.5 s per step, 450 left -> 1125 s = 18m45s
+    assert progress.update(50, 500, None, 2, None) == "distilling: step 50/500 (10%), 2m05s elapsed, about 18m45s left"
+
+
+def test_trainer_callback_throttles_and_reports_at_the_end():
+    clock, stream = Clock(), io.StringIO()
+    callback = progress_callback("training", interval=10, stream=stream, clock=clock)
+    args = SimpleNamespace(num_train_epochs=2)
+    state = SimpleNamespace(global_step=0, max_steps=30, epoch=0.0, log_history=[])
+    callback.on_train_begin(args, state, None)
+    for step in range(1, 31):
+        clock.now += 1
+        state.global_step, state.epoch = step, step / 15
+        if step % 5 == 0:
+            state.log_history.append({"loss": 1.0 / step, "step": step})
+        callback.on_step_end(args, state, None)
+    callback.on_train_end(args, state, None)
+    state.global_step = 31  # a forced last line when the end is not what was shown last
+    clock.now += 1
+    callback.on_train_end(args, state, None)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["training: step 10/30 (33%)", "training: step 20/30 (67%)",
+                                                      "training: step 30/30 (100%)", "training: step 31/30 (103%)"]
+    assert lines[0].endswith("loss 0.1000")  # the last logged loss, at step 10
+
+
+def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp_path):
+    import pandas as pd
+
+    from distillery.announce import describe
+    from distillery.config import Params
+    from distillery.stages import STAGES
+
+    pd.DataFrame({"text": ["a"] * 1234, "label": 0}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"text": ["b"] * 56, "label": 0}).to_parquet(tmp_path / "test.parquet")
+    params = Params()
+    assert describe("train_teacher", params, tmp_path) == ("train_teacher: fine-tuning bundled:minilm-l6 on 1,234 rows "
+                                                           "(bundled:tweets), 2 epochs")
+    assert describe("teacher_logits", params, tmp_path) == ("teacher_logits: running the teacher on 1,234 training "
+                                                            "rows; distill reads its outputs")
+    assert describe("evaluate", params, tmp_path) == "evaluate: scoring teacher, student and baseline on 56 test rows"
+    assert describe("benchmark", params, tmp_path).startswith("benchmark: timing 5 models in 9 cells")
+    assert describe("train_teacher", params, tmp_path / "missing").startswith("train_teacher: fine-tuning "
+                                                                              "bundled:minilm-l6 on rows")
+    for stage in STAGES:
+        line = describe(stage, params, tmp_path)
+        assert line.startswith(f"{stage}: ") and "\n" not in line and not line.endswith("running"), line
+
+
+def test_the_flow_ends_with_every_stage_time_and_the_total():
+    from flows.pipeline import stage_times
+
+    text = stage_times({"prepare": "up to date", "train_teacher": "ran"}, {"prepare": 1.0, "train_teacher": 3.0})
+    assert text.splitlines() == ["  prepare        up to date      1.0s   25.0%",
+                                 "  train_teacher  ran             3.0s   75.0%",
+                                 "  total                          4.0s"]

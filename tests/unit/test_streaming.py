@@ -1,0 +1,70 @@
+"""`repro` streams a stage's output while the stage runs, and still classifies its failure."""
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+PRINTER = ("import sys, time; print('first line', flush=True); print('to stderr', file=sys.stderr, flush=True); "
+           "time.sleep(4); print('last line'); open('slow.out', 'w').write('x')")
+
+
+@pytest.fixture
+def printing_repo(tmp_path):
+    """A git + DVC repository whose stage prints, waits 4 s, prints again (stdout without flush: streamed
+    only if the child is unbuffered) and a stage that prints, then fails with exit code 2."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "slow": {"cmd": f'python -c "{PRINTER}"', "outs": ["slow.out"]},
+        "bad": {"cmd": "python -c \"import sys; print('working'); "
+                       "print('distillery bad: data.csv row 3: no label', file=sys.stderr); sys.exit(2)\"",
+                "outs": ["bad.out"]}}}, width=10_000))
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                 ["git", "config", "user.name", "CI"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+    return tmp_path
+
+
+def test_lines_arrive_while_the_stage_runs(printing_repo, monkeypatch):
+    from tasks import stages
+
+    arrived = []
+    monkeypatch.setattr(stages, "_emitter", lambda stage: lambda line: arrived.append((time.monotonic(), line)))
+    result = stages.repro("slow", str(printing_repo), timeout_seconds=120)
+    returned = time.monotonic()
+    assert result["ran"]
+    lines = {line: at for at, line in arrived}
+    assert "first line" in lines and "to stderr" in lines and "last line" in lines, arrived
+    # the stage sleeps 4 s after its first two lines: they were seen well before the process ended
+    assert returned - lines["first line"] > 3 and returned - lines["to stderr"] > 3
+    assert returned - lines["last line"] < 3
+    assert any("Running stage 'slow'" in line for line in lines)  # DVC's own lines are streamed too
+
+
+def test_a_streamed_failure_is_still_classified_with_its_error_line(printing_repo, monkeypatch, capsys):
+    from tasks import stages
+
+    with pytest.raises(stages.BadInput, match=r"^stage bad failed \(not retried\): distillery bad: data.csv row 3: "
+                                              r"no label$"):
+        stages.repro("bad", str(printing_repo), timeout_seconds=120)
+    streamed = capsys.readouterr().err  # outside a Prefect run the lines go to stderr, named by stage
+    assert "bad | working" in streamed and "bad | distillery bad: data.csv row 3: no label" in streamed
+
+
+def test_inside_a_prefect_run_the_lines_go_to_the_run_logger(printing_repo, monkeypatch, capsys):
+    import prefect.logging
+
+    from tasks import stages
+
+    logged = []
+
+    class RunLogger:
+        def info(self, message, *args):
+            logged.append((time.monotonic(), message % args))
+
+    monkeypatch.setattr(prefect.logging, "get_run_logger", lambda: RunLogger())
+    stages.repro("slow", str(printing_repo), timeout_seconds=120)
+    returned = time.monotonic()
+    lines = {line: at for at, line in logged}
+    assert returned - lines["first line"] > 3 and "last line" in lines, logged
+    assert "first line" not in capsys.readouterr().err  # not printed twice: Prefect's console handler shows it
