@@ -86,7 +86,7 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                               seed, Path(scratch), distill=options)
             scores = {}
             for split, frame in (("test", test), ("validation", validation)):
-                outputs = inputs.task.predict(model, inputs.tokenizer, frame, params.student.max_length,
+                outputs = inputs.task.answers(model, inputs.tokenizer, frame, params.student.max_length,
                                               params.evaluate.batch_size)
                 scores[split] = inputs.task.metrics(outputs, frame, labels)
             row[name] = {m: scores["test"][m] for m in METRICS} | \

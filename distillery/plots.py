@@ -23,7 +23,8 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
     models = results["models"]
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = [(m["cells"][cell]["p50_ms"], 100 * (m["accuracy"] or 0), name) for name, m in models.items()]
+    metric = results.get("metrics", ["accuracy"])[0]
+    points = [(m["cells"][cell]["p50_ms"], 100 * (m[metric] or 0), name) for name, m in models.items()]
     for latency, accuracy, name in points:
         ax.scatter(latency, accuracy, s=60, color=COLOURS.get(name), zorder=3)
         ax.annotate(name, (latency, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -35,8 +36,8 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
     ax.plot(*zip(*front), "--", color="grey", zorder=2, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms ({cell.replace('_', ', ').replace('b', 'batch ').replace('s', 'seq ')})")
-    ax.set_ylabel("test accuracy, %")
-    ax.set_title("Latency vs accuracy")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}, %")
+    ax.set_title(f"Latency vs {metric.replace('_', ' ')}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

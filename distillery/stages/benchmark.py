@@ -64,7 +64,7 @@ def _size_mb(runtime: str, model_dir: Path, onnx_path: Union[Path, None]) -> flo
     return sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) / 1e6
 
 
-def _quality(name: str, evaluation: dict, parity: dict) -> dict:
+def _quality(name: str, evaluation: dict, parity: dict, metrics: tuple = ("accuracy", "macro_f1")) -> dict:
     model = name.split("_")[0]
     if name.endswith("pytorch_fp32"):
         source = evaluation.get(model, {})
@@ -72,14 +72,14 @@ def _quality(name: str, evaluation: dict, parity: dict) -> dict:
         source = parity.get(model, {}).get("fp32_onnx", {})
     else:
         source = parity.get(model, {}).get("int8", {})
-    return {"accuracy": source.get("accuracy"), "macro_f1": source.get("macro_f1")}
+    return {metric: source.get(metric) for metric in metrics}
 
 
 def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir: Union[str, Path] = ONNX_DIR,
               prepared_dir: Union[str, Path] = PREPARED_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     import torch
 
-    task = task_type(params.task)
+    task = task_type(params.task, params)
     cfg, models_dir, onnx_dir, reports_dir = params.benchmark, Path(models_dir), Path(onnx_dir), Path(reports_dir)
     check_grid(params, models_dir)
     torch.set_num_threads(cfg.threads)
@@ -89,7 +89,8 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {"batch_sizes": cfg.batch_sizes,
                      "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup, "runs": cfg.runs},
-                     "deployable": deployment["deployable"], "models": {}}
+                     "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
+                     "models": {}}
     for name, (runtime, model_name, onnx_file) in MODELS.items():
         model_dir = models_dir / model_name
         onnx_path = onnx_dir / onnx_file if onnx_file else None
@@ -109,8 +110,9 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         training = read_json(model_dir / "training.json")
         results["models"][name] = {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
                                    "parameters": training["parameters"], "peak_memory_mb": memory.mb,
-                                   **_quality(name, evaluation, parity), "cells": cells}
-    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths)
+                                   **_quality(name, evaluation, parity, (task.primary_metric, task.secondary_metric)),
+                                   "cells": cells}
+    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, task.primary_metric)
     from distillery.plots import plot_benchmark
 
     plot_benchmark(results, reports_dir / "plots")
@@ -119,7 +121,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     return results
 
 
-def headline(results: dict, batch_sizes: list, lengths: list) -> dict:
+def headline(results: dict, batch_sizes: list, lengths: list, metric: str = "accuracy") -> dict:
     """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence 64 (or the nearest cell)."""
     batch = 1 if 1 in batch_sizes else min(batch_sizes)
     length = min(lengths, key=lambda n: abs(n - 64))
@@ -129,7 +131,7 @@ def headline(results: dict, batch_sizes: list, lengths: list) -> dict:
             "p50_speedup": slow["cells"][cell]["p50_ms"] / fast["cells"][cell]["p50_ms"],
             "p95_speedup": slow["cells"][cell]["p95_ms"] / fast["cells"][cell]["p95_ms"],
             "size_ratio": slow["size_mb"] / fast["size_mb"],
-            "accuracy_change_points": 100 * ((fast["accuracy"] or 0) - (slow["accuracy"] or 0))}
+            f"{metric}_change_points": 100 * ((fast[metric] or 0) - (slow[metric] or 0))}
 
 
 def summary(result: dict) -> str:

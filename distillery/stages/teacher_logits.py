@@ -36,7 +36,7 @@ def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                    prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
-    task = task_type(params.task)
+    task = task_type(params.task, params)
     model = task.load_model(str(teacher_dir), "models/teacher")
     tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
     max_length = params.teacher.max_length

@@ -33,6 +33,15 @@ class TaskType:
     # the arrays the teacher-output cache stores per row, e.g. ("logits",); stages never look inside
     teacher_outputs: tuple[str, ...] = ()
 
+    def configured(self, params) -> "TaskType":
+        """This task type set up with the settings it reads from ``params`` (none by default: itself)."""
+        return self
+
+    def settings(self) -> dict:
+        """The settings ``configured`` read that the served model needs too (``export`` records them in
+        deployment.json); none by default."""
+        return {}
+
     # --- featurising ---------------------------------------------------------------------------
     def featurise(self, frame: pd.DataFrame, tokenizer, max_length: int,
                   teacher_outputs: Optional[np.ndarray] = None):
@@ -73,6 +82,12 @@ class TaskType:
         raise NotImplementedError
 
     # --- post-processing and metrics -------------------------------------------------------------
+    def answers(self, model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int):
+        """What ``metrics`` and ``evaluation_report`` score, one entry per row. By default the raw outputs
+        (``predict``); a task whose model sees other units than rows (extractive QA: windows of a context)
+        post-processes them into one answer per row here."""
+        return self.predict(model, tokenizer, frame, max_length, batch_size)
+
     def metrics(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
         """Test metrics of raw outputs against the frame's gold answers."""
         raise NotImplementedError
@@ -85,6 +100,11 @@ class TaskType:
     def trainer_metrics(self, eval_pred) -> dict:
         """``compute_metrics`` for the Trainer's validation pass."""
         raise NotImplementedError
+
+    def validation_metrics(self, eval_dataset):
+        """The Trainer's ``compute_metrics`` for ``eval_dataset`` (a ``featurise`` result). By default
+        ``trainer_metrics``; a task that scores rows rather than features reads the dataset's row index here."""
+        return self.trainer_metrics
 
     # --- ONNX ------------------------------------------------------------------------------------
     def export_onnx(self, model, tokenizer, path: Path, opset: int) -> list[str]:
