@@ -94,8 +94,9 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
                          "run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)")
     parts = [*PARTS, AUGMENTED] if AUGMENTED in manifest["rows"] else list(PARTS)
     cached = {part: np.load(logits_dir / f"{part}.npy") for part in parts}
+    counts = manifest.get("outputs", manifest["rows"])  # outputs per part, when they are not one per row
     for part, logits in cached.items():
-        if len(logits) != manifest["rows"][part]:
+        if len(logits) != counts[part]:
             raise CacheError(f"{logits_dir / (part + '.npy')}: {len(logits)} rows, manifest says "
-                             f"{manifest['rows'][part]}; run `dvc repro teacher_logits`")
+                             f"{counts[part]}; run `dvc repro teacher_logits`")
     return cached

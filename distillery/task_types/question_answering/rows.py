@@ -187,10 +187,12 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     if read and len(rejected) / read > cfg.max_rejected_fraction:
         raise DataError(f"{description}: {len(rejected)} of {read} rows were rejected, more than "
                         f"data.max_rejected_fraction = {cfg.max_rejected_fraction}")
-    # a question id seen in an evaluation split is dropped from the others, so no test question is trained on
+    # A repeated question id is dropped; so is a (question, context) pair already in an evaluation split, so
+    # no test question is trained on. The same question asked twice within one split stays (SQuAD has a few).
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
     stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
-    duplicated = stacked.duplicated([ID], keep="first") | stacked.duplicated([QUESTION, CONTEXT], keep="first")
+    first_split = stacked.groupby([QUESTION, CONTEXT], sort=False)["_split"].transform("first")
+    duplicated = stacked.duplicated([ID], keep="first") | (first_split != stacked["_split"])
     dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
     kept = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
     pool = kept.get("all", kept.get("train"))
