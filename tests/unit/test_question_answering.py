@@ -259,3 +259,36 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
 def test_question_answering_params_are_checked(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(_params(source="x.json"), **change)
+
+
+# --- the layers student with the QA head, and the served code -----------------------------------------------
+
+@pytest.mark.parametrize("layers", [[0, 3], [0, 2, 3]])
+def test_a_layers_student_copies_the_teacher_s_layers_and_its_qa_head(tiny_bert, layers):
+    from distillery.students.layers import select_layers
+    from distillery.task_types.load import task_type
+
+    task = task_type("question_answering")
+    torch.manual_seed(0)
+    source = task.load_model(str(tiny_bert), "t")
+    student = select_layers(task, source, layers)
+    assert student.config.num_hidden_layers == len(layers) and type(student) is type(source)
+    teacher_state, student_state = source.state_dict(), student.state_dict()
+    for i, layer in enumerate(layers):
+        key = "encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(student_state["bert." + key.format(i)], teacher_state["bert." + key.format(layer)])
+    assert torch.equal(student_state["qa_outputs.weight"], teacher_state["qa_outputs.weight"])
+    output = student(input_ids=torch.tensor([[2, 7, 3, 9, 3]]))
+    assert task.outputs_of(output).shape == (1, 2, 5)  # start and end logits per token
+
+
+@pytest.mark.parametrize("code", ["distillery/serving/question_answerer.py",
+                                  "distillery/task_types/question_answering/postprocess.py"])
+def test_the_served_code_never_imports_distillery(code):
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / code).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names} | \
+        {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not [name for name in imported if name.split(".")[0] in ("distillery", "torch", "transformers")], imported

@@ -79,7 +79,7 @@ def test_unknown_family_and_task_type_name_what_exists(tmp_path):
     with pytest.raises(ConfigError, match=r"student.source = 'bilstm' is not allowed; student families: layers, "
                                           r"model, config"):
         student_family("bilstm")
-    with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification"):
+    with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification, question_answering"):
         task_type("qa")
 
 

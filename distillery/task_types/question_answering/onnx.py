@@ -44,18 +44,22 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) 
     return names
 
 
-def window_logits(model, tokenizer, sessions: dict, columns: dict, batch_size: int) -> dict[str, list]:
-    """Per runtime, ``(start, end)`` logits of every window, in batches padded to their longest window."""
+def window_logits(model, tokenizer, sessions: dict, columns: dict, batch_size: int,
+                  pytorch: bool = True) -> dict[str, list]:
+    """Per runtime (``pytorch``, unless told not, and each ONNX session), ``(start, end)`` logits of every
+    window, in batches of ``batch_size`` windows in order, padded to their longest window."""
     keys = [k for k in TOKEN_FIELDS if k in columns]
-    outputs: dict[str, list] = {"pytorch": [], **{name: [] for name in sessions}}
+    outputs: dict[str, list] = {**({"pytorch": []} if pytorch else {}), **{name: [] for name in sessions}}
     model.eval()
     count = len(columns["labels"])
     for start in range(0, count, batch_size):
         rows = range(start, min(count, start + batch_size))
         batch = dict(tokenizer.pad([{k: columns[k][i] for k in keys} for i in rows], padding=True, return_tensors="np"))
-        with torch.inference_mode():
-            out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
-        results = {"pytorch": (out.start_logits.numpy(), out.end_logits.numpy())}
+        results = {}
+        if pytorch:
+            with torch.inference_mode():
+                out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            results["pytorch"] = (out.start_logits.numpy(), out.end_logits.numpy())
         results.update({name: tuple(run_outputs(sess, batch)[:2]) for name, sess in sessions.items()})
         lengths = batch["attention_mask"].sum(axis=1)
         for name, (starts, ends) in results.items():
