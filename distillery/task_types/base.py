@@ -5,13 +5,17 @@ Two parts live in modules of their own, each read by one stage (``task_part(task
 change to them re-runs that stage alone:
 
 - ``rows`` (``prepare``): reading and checking rows: ``key_columns``, ``label_names``,
-  ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``;
+  ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``; or, for a task that
+  reads and splits its rows its own way (extractive QA splits by article), ``key_columns`` and
+  ``prepare_splits(params) -> (splits, rejected rows, data report with "labels")``;
 - ``serving`` (``register``): the served model's input and output schema and its artifacts:
-  ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``served_artifacts``,
+  ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``METRICS`` (the gate's
+  figures, the primary first), ``served_artifacts``,
   ``load_code_model``, ``model_input``, ``signature_example``, ``signature`` and ``score`` (the gate's
   figures through the served model).
 
-See ``text_classification/rows.py`` and ``text_classification/serving.py``.
+See ``text_classification/rows.py`` and ``text_classification/serving.py``, and
+``question_answering/`` for a task whose model sees several features (windows) per row.
 """
 from __future__ import annotations
 
