@@ -52,7 +52,7 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
         # a task whose model sees several features per row (extractive QA: windows) also records their count
         counts = {"outputs": outputs} if outputs != rows else {}
-        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length), "rows": rows, **counts,
+        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}

@@ -292,3 +292,17 @@ def test_the_served_code_never_imports_distillery(code):
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names} | \
         {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not [name for name in imported if name.split(".")[0] in ("distillery", "torch", "transformers")], imported
+
+
+def test_the_cache_key_holds_the_stride_and_is_unchanged_without_settings(tmp_path):
+    from distillery.logit_cache import PARTS, fingerprint
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text("{}")
+    (tmp_path / "teacher" / "tokenizer.json").write_text("{}")
+    (tmp_path / "prepared").mkdir()
+    for part in PARTS:
+        pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "prepared" / f"{part}.parquet")
+    key = lambda settings: fingerprint(tmp_path / "teacher", tmp_path / "prepared", 32, settings)["tokenizer"]  # noqa
+    assert key(None) == key({})  # text classification has no settings: its cache key is as before
+    assert len({key(None), key({"doc_stride": 8}), key({"doc_stride": 4})}) == 3
