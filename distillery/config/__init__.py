@@ -16,6 +16,7 @@ from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import DataConfig, StudentArchConfig, StudentConfig, TeacherConfig, TrainConfig
 
 __all__ = ["SPLITS", "AugmentConfig", "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig",
-           "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "QuestionAnsweringConfig", "RegisterConfig", "ScheduleConfig",
+           "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "QuestionAnsweringConfig", "RegisterConfig",
+           "ScheduleConfig",
            "StudentArchConfig", "StudentConfig", "TeacherConfig", "TrainConfig", "TransferSetConfig",
            "describe_params", "load_params", "load_schedule", "validate"]
