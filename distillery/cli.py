@@ -17,7 +17,9 @@ from distillery.errors import DistilleryError, EnvironmentFailure, RegistryError
 from distillery.stages import STAGES, stage_function, stage_summary
 
 # Commands outside the DVC pipeline: name -> (module, function); imported on demand so `--help` stays fast.
-COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare")}
+COMMANDS = {"kd_gain": ("distillery.kd_gain", "kd_gain"), "compare": ("distillery.compare", "compare"),
+            "sweep": ("distillery.sweep", "sweep")}
+PROFILE_COMMAND = "profile"  # `profile <name>`: merge profiles/<name>.yaml over params.yaml
 REGISTRY_COMMANDS = ("models", "promote", "rollback")
 INFO_COMMANDS = ("params",)  # print every params.yaml key with its default and description
 
@@ -32,6 +34,10 @@ def _command_function(command: str) -> Callable:
 def _describe(command: str, result: dict) -> str:
     if command in STAGES:
         return stage_summary(command, result)
+    if command == "sweep":
+        from distillery.sweep import summary
+
+        return summary(result)
     if command == "kd_gain":
         gain = result[result.get("metrics", ["accuracy"])[0]]  # f1 for extractive QA
         return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
@@ -53,22 +59,23 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     return _command_function(stage)(params)
 
 
-def run_locked(stage: str, params_path: str = "params.yaml") -> dict:
+def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Callable[[], dict]] = None) -> dict:
     """:func:`run_stage` under the repository lock (distillery/locking.py), so a stage started by hand or by
     a ``dvc repro`` in a shell never runs while a pipeline run (which may have overridden params.yaml) holds
     it: it waits ``$DISTILLERY_REPO_LOCK_WAIT_SECONDS`` (10) and then refuses (exit code 3). The pipeline's
     own ``dvc repro`` children go through. Outside a DVC repository nothing else can run stages: no lock."""
     from distillery.locking import repository_lock, stage_lock_wait
 
+    run = run or (lambda: run_stage(stage, params_path))
     if not Path(".dvc").is_dir():
-        return run_stage(stage, params_path)
+        return run()
 
     def waiting(path: Path, holder: str) -> None:
         print(f"distillery {stage}: waiting up to {stage_lock_wait():g}s for the pipeline run holding {path} "
               f"({holder})", file=sys.stderr, flush=True)
 
     with repository_lock(".", f"python -m distillery {stage}", timeout_s=stage_lock_wait(), on_wait=waiting):
-        return run_stage(stage, params_path)
+        return run()
 
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:
@@ -165,17 +172,21 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
-    parser.add_argument("stage", choices=[*STAGES, *COMMANDS, *REGISTRY_COMMANDS, *INFO_COMMANDS],
+    parser.add_argument("stage", choices=[*STAGES, *COMMANDS, PROFILE_COMMAND, *REGISTRY_COMMANDS, *INFO_COMMANDS],
                         help="pipeline stage to run; kd_gain (multi-seed distilled-vs-baseline evidence); compare (the "
-                             "recipes kd_gain measured, side by side); or a "
+                             "recipes kd_gain measured, side by side); sweep (alpha x temperature over seeds, "
+                             "chosen on validation); profile <name> (merge profiles/<name>.yaml over params.yaml); "
+                             "or a "
                              "registry command: models (list versions), promote <version> --reason ..., rollback; "
                              "or params (every params.yaml key, its default and description)")
-    parser.add_argument("version", nargs="?", help="model version, for promote")
+    parser.add_argument("version", nargs="?", help="model version, for promote; profile name, for profile")
     parser.add_argument("--reason", default="", help="why, for promote (required) and rollback (recorded)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    if args.version is not None and args.stage != "promote":
+    if args.version is not None and args.stage not in ("promote", PROFILE_COMMAND):
         parser.error(f"{args.stage} takes no version argument")
+    if args.stage == PROFILE_COMMAND and args.version is None:
+        parser.error("profile needs a name: python -m distillery profile <name> (a file profiles/<name>.yaml)")
     if args.stage == "params":
         from distillery.config import describe_params
         print(describe_params())
@@ -192,6 +203,12 @@ def main(argv: Optional[list] = None) -> int:
     try:
         if args.stage in REGISTRY_COMMANDS:
             print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason)))
+            return 0
+        if args.stage == PROFILE_COMMAND:  # rewrites params.yaml: never while a pipeline run holds the lock
+            from distillery.profiles import apply_profile, summary
+
+            result = run_locked(args.stage, args.params, lambda: apply_profile(args.version, args.params))
+            print(summary(result))
             return 0
         result = run_locked(args.stage, args.params)
     except DistilleryError as exc:

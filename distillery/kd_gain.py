@@ -70,6 +70,25 @@ def paired_summary(student: list[float], baseline: list[float]) -> dict:
     }
 
 
+def train_and_score(params: Params, inputs, model, dataset, options: Union[dict, None], seed: int,
+                    frames: dict, labels: list, tag: str) -> dict:
+    """Train ``model`` on ``dataset`` (distilled when ``options`` is given), keep its best validation epoch, and
+    score it on ``frames["test"]`` and ``frames["validation"]``:
+    ``{metric, validation_<metric>, train_seconds, train_examples}``."""
+    with scratch_dir(Path(tempfile.gettempdir()) / f"distillery-seed-{seed}-{tag}") as scratch:
+        summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
+                      seed, Path(scratch), distill=options)
+    scores = {}
+    for split in ("test", "validation"):
+        outputs = inputs.task.answers(model, inputs.tokenizer, frames[split], params.student.max_length,
+                                      params.evaluate.batch_size)
+        scores[split] = inputs.task.metrics(outputs, frames[split], labels)
+    metrics = (inputs.task.primary_metric, inputs.task.secondary_metric)  # accuracy, macro_f1 | f1, exact_match
+    return {m: scores["test"][m] for m in metrics} | \
+        {f"validation_{m}": scores["validation"][m] for m in metrics} | \
+        {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}
+
+
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     test, validation = load_split("test", prepared_dir), load_split("validation", prepared_dir)
@@ -82,17 +101,8 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
         for name, model, dataset, options in (
                 ("student", inputs.student, inputs.kd_dataset, inputs.kd_options),
                 ("baseline", copy.deepcopy(inputs.student), inputs.baseline_dataset, None)):
-            with scratch_dir(Path(tempfile.gettempdir()) / f"distillery-seed-{seed}-{name}") as scratch:
-                summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
-                              seed, Path(scratch), distill=options)
-            scores = {}
-            for split, frame in (("test", test), ("validation", validation)):
-                outputs = inputs.task.answers(model, inputs.tokenizer, frame, params.student.max_length,
-                                              params.evaluate.batch_size)
-                scores[split] = inputs.task.metrics(outputs, frame, labels)
-            row[name] = {m: scores["test"][m] for m in metrics} | \
-                {f"validation_{m}": scores["validation"][m] for m in metrics} | \
-                {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}
+            row[name] = train_and_score(params, inputs, model, dataset, options, seed,
+                                        {"test": test, "validation": validation}, labels, name)
         per_seed.append(row)
     result = {"variant": variant(params), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
               "validation_rows": int(len(validation)), "per_seed": per_seed, "metrics": list(metrics),

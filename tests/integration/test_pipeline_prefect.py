@@ -36,6 +36,21 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
     second = pipeline(project_dir=str(tiny_project))
     assert set(second["stages"].values()) == {"up to date"}
 
+    # A run with overrides is saved as an experiment and then leaves the workspace as it found it, so the
+    # next plain run redoes nothing: no second benchmark, no new MLflow run of register.
+    kept = {path: path.read_bytes() for path in sorted(tiny_project.rglob("*"))
+            if path.is_file() and not {".git", ".dvc", ".distillery"} & set(path.relative_to(tiny_project).parts)
+            and path.suffix != ".db"}
+    experiment = pipeline(project_dir=str(tiny_project), overrides={"distill.alpha": 0.3})
+    assert experiment["stages"]["distill"] == "ran" and experiment["stages"]["register"] == "ran"
+    assert experiment["experiment"] in dvc(tiny_project, "exp", "list", "--name-only").stdout
+    assert not (tiny_project / ".distillery" / "before-overrides").exists()
+    changed = [str(path.relative_to(tiny_project)) for path, data in kept.items()
+               if not path.is_file() or path.read_bytes() != data]
+    assert changed == []
+    third = pipeline(project_dir=str(tiny_project))
+    assert set(third["stages"].values()) == {"up to date"}
+
 
 def test_bad_input_fails_the_flow_without_retries(tiny_project):
     from flows.pipeline import pipeline

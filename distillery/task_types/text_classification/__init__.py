@@ -29,6 +29,15 @@ def _label_kwargs(labels: Optional[list]) -> dict:
     return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
 
 
+def register_student_models() -> None:
+    """The student families' own sequence classifiers (bag of embeddings, BiLSTM) load like any transformers
+    model once registered with its auto classes: a saved student directory then needs no Distillery-specific
+    loading in any stage."""
+    from distillery.students.modeling import register_auto_classes
+
+    register_auto_classes()
+
+
 class TextClassification(TaskType):
     name = "text_classification"
     primary_metric, secondary_metric = "accuracy", "macro_f1"
@@ -44,12 +53,14 @@ class TextClassification(TaskType):
     def load_model(self, name: str, key: str, labels: Optional[list] = None):
         from transformers import AutoModelForSequenceClassification
 
+        register_student_models()
         kwargs = {**_label_kwargs(labels), "ignore_mismatched_sizes": True} if labels is not None else {}
         return quiet_from_pretrained(AutoModelForSequenceClassification, name, key, **kwargs)
 
     def head_from_config(self, config, labels: list):
         from transformers import AutoModelForSequenceClassification
 
+        register_student_models()
         for key, value in _label_kwargs(labels).items():
             setattr(config, key, value)
         return AutoModelForSequenceClassification.from_config(config)

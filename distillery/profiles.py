@@ -1,0 +1,126 @@
+"""``python -m distillery profile <name>``: switch the project to another task by merging
+``profiles/<name>.yaml`` over params.yaml.
+
+A profile holds only the keys it changes (nested as in params.yaml); everything else stays as it
+is. params.yaml is edited in place with a round-trip YAML writer, so its comments, its key order
+and its flow-style lists survive, and it is replaced atomically only after the merged file has
+passed the same validation as any params.yaml. Then ``dvc repro`` re-runs exactly the stages whose
+params changed. ``profiles/tweets.yaml`` holds the default task's values of every key another
+bundled profile sets, so ``profile tweets`` switches back. (ruamel.yaml, the round-trip writer,
+comes with DVC.)
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from distillery.errors import ConfigError
+
+PROFILES_DIR = Path("profiles")
+
+
+def available(profiles_dir: Union[str, Path] = PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml"))
+
+
+def read_profile(name: str, profiles_dir: Union[str, Path] = PROFILES_DIR) -> dict:
+    path = Path(profiles_dir) / f"{name}.yaml"
+    if not name or "/" in name or not path.is_file():
+        known = ", ".join(available(profiles_dir)) or "none"
+        raise ConfigError(f"profile {name!r}: {path} not found; profiles: {known}")
+    try:
+        profile = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(profile, dict) or not profile:
+        raise ConfigError(f"{path}: a profile is a mapping of params.yaml keys to values")
+    return profile
+
+
+def _yaml_writer():
+    from ruamel.yaml import YAML
+
+    writer = YAML()
+    writer.preserve_quotes = True
+    writer.width = 4096  # never re-wrap a long commented line
+    writer.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return writer
+
+
+def _styled(value: Any) -> Any:
+    """A list written flow-style (``[a, b]``), as params.yaml writes its lists."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, list):
+        seq = CommentedSeq([_styled(v) for v in value])
+        seq.fa.set_flow_style()
+        return seq
+    if isinstance(value, dict):
+        mapping = CommentedMap({k: _styled(v) for k, v in value.items()})
+        mapping.fa.set_flow_style()
+        return mapping
+    return value
+
+
+def _merge(node: Any, profile: dict, prefix: str, changed: dict) -> None:
+    """Set each of ``profile``'s leaves in ``node``; a mapping merges into the mapping already there."""
+    for key, value in profile.items():
+        dotted = f"{prefix}{key}"
+        current = node.get(key) if hasattr(node, "get") else None
+        if isinstance(value, dict) and value and hasattr(current, "items"):
+            _merge(current, value, dotted + ".", changed)
+            continue
+        plain = current if not hasattr(current, "items") and not isinstance(current, list) else \
+            yaml.safe_load(yaml.safe_dump(_plain(current)))
+        if plain != value:
+            changed[dotted] = [plain, value]
+            node[key] = _styled(value)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
+                  profiles_dir: Union[str, Path] = PROFILES_DIR) -> dict:
+    """Merge ``profiles/<name>.yaml`` over ``params_path``; return ``{"profile", "changed": {key: [old, new]}}``."""
+    from distillery.config import load_params
+
+    params_path = Path(params_path)
+    profile = read_profile(name, profiles_dir)
+    if not params_path.is_file():
+        raise ConfigError(f"{params_path}: params file not found (run from the project root or pass --params)")
+    writer = _yaml_writer()
+    document = writer.load(params_path.read_text(encoding="utf-8"))
+    changed: dict = {}
+    _merge(document, profile, "", changed)
+    buffer = io.StringIO()
+    writer.dump(document, buffer)
+    scratch = params_path.with_name(f".{params_path.stem}.profile.tmp-{os.getpid()}.yaml")
+    scratch.write_text(buffer.getvalue(), encoding="utf-8")
+    try:
+        load_params(scratch)  # the merged file must be a valid params file before it replaces the old one
+    except ConfigError as exc:
+        scratch.unlink(missing_ok=True)
+        raise ConfigError(f"profile {name} ({Path(profiles_dir) / f'{name}.yaml'}): "
+                          f"{str(exc).replace(str(scratch), str(params_path))}") from None
+    os.replace(scratch, params_path)
+    return {"profile": name, "params": str(params_path), "changed": changed}
+
+
+def summary(result: dict) -> str:
+    changed = result["changed"]
+    if not changed:
+        return f"{result['params']} already has every value of profile {result['profile']}; nothing changed"
+    lines = [f"  {key}: {old!r} -> {new!r}" for key, (old, new) in changed.items()]
+    return (f"{result['params']}: profile {result['profile']} applied, {len(changed)} key(s) changed:\n"
+            + "\n".join(lines) + "\nrun `dvc repro` (or the flow) to bring the pipeline up to date")

@@ -1,0 +1,241 @@
+"""``python -m distillery sweep``: the distilled student over ``sweep.alpha`` × ``sweep.temperature`` ×
+``sweep.seeds``, with the setting chosen on the validation split.
+
+It reuses the multi-seed machinery of ``kd_gain``: for each seed one student is built (the seed fixes
+its new weights and the data order), and every run of that seed starts from a copy of it. The
+labels-only baseline does not depend on α or T, so it is trained once per seed, and every cell's
+paired difference (distilled − baseline, per seed, 95% t-interval) uses those same baselines.
+
+The selected setting is the cell with the best mean ``sweep.metric`` on the **validation** split
+(ties: the first in grid order, α then T); its test figures are reported, never used to choose.
+
+Each finished run is kept in ``reports/sweep_runs/`` with a fingerprint of everything else it
+depended on (the recipe, the training hyperparameters, the prepared data and the cached teacher
+logits), so an interrupted sweep resumes where it stopped and a changed recipe starts afresh.
+Outputs: ``reports/metrics/sweep.json``, ``reports/sweep.md``, ``reports/sweep.csv`` and
+``reports/plots/sweep_heatmap.png``. Not part of ``dvc repro``: it trains
+``len(seeds) × (1 + len(alpha) × len(temperature))`` students.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from distillery.config import Params
+from distillery.errors import ConfigError
+from distillery.files import read_json, sha256_files, write_json, write_text
+from distillery.kd_gain import METRICS, paired_summary, train_and_score, variant
+from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
+from distillery.prepared import load_labels, load_split
+from distillery.stages.distill import distill_inputs
+
+RUNS_DIR = "sweep_runs"
+
+
+def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
+    """What a run depends on besides its seed, α and T; a kept run with another fingerprint is not reused."""
+    recipe = {k: v for k, v in variant(params).items() if k not in ("alpha", "temperature")}
+    settings = json.dumps({"recipe": recipe, "train": dataclasses.asdict(params.distill.train),
+                           "student_max_length": params.student.max_length}, sort_keys=True, default=str)
+    files = sorted(Path(prepared_dir).glob("*.parquet")) + [Path(prepared_dir) / "labels.json",
+                                                            Path(logits_dir) / "manifest.json"]
+    return sha256_files([f for f in files if f.is_file()], settings)
+
+
+def run_name(seed: int, cell: Union[tuple, None]) -> str:
+    return f"seed-{seed}_baseline" if cell is None else f"seed-{seed}_alpha-{cell[0]:g}_T-{cell[1]:g}"
+
+
+def grid(params: Params) -> list[tuple]:
+    """The (α, T) cells, α then T; refused for the MSE loss, which has no temperature to sweep."""
+    cfg = params.sweep
+    if params.distill.loss == "mse" and len(cfg.temperature) > 1:
+        raise ConfigError(f"sweep.temperature: distill.loss is mse, which has no temperature; list one value "
+                          f"(got {cfg.temperature})")
+    return [(float(a), float(t)) for a in cfg.alpha for t in cfg.temperature]
+
+
+class _Runs:
+    """Trains (or reuses) single runs; a seed's student and datasets are built once, on first need."""
+
+    def __init__(self, params: Params, prepared_dir, teacher_dir, logits_dir, reports_dir):
+        self.params, self.dirs = params, (Path(prepared_dir), Path(teacher_dir), Path(logits_dir))
+        self.runs_dir = Path(reports_dir) / RUNS_DIR
+        self.frames = {s: load_split(s, prepared_dir) for s in ("test", "validation")}
+        self.labels = load_labels(prepared_dir)
+        self.key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
+        self.seed, self.inputs, self.initial = None, None, None
+
+    def run(self, seed: int, cell: Union[tuple, None]) -> dict:
+        path = self.runs_dir / f"{run_name(seed, cell)}.json"
+        kept = read_json(path) if path.is_file() else None
+        if kept is not None and kept.get("fingerprint") == self.key:
+            return kept
+        if self.seed != seed:
+            self.inputs = distill_inputs(self.params, *self.dirs, seed=seed)
+            self.seed, self.initial = seed, copy.deepcopy(self.inputs.student)
+        inputs, params = self.inputs, self.params
+        if cell is None:
+            scores = train_and_score(params, inputs, copy.deepcopy(self.initial), inputs.baseline_dataset, None, seed,
+                                     self.frames, self.labels, "sweep-baseline")
+        else:
+            options = dict(inputs.kd_options, alpha=cell[0], temperature=cell[1])
+            scores = train_and_score(params, inputs, copy.deepcopy(self.initial), inputs.kd_dataset, options, seed,
+                                     self.frames, self.labels, "sweep-student")
+        record = {"seed": seed, "model": "baseline" if cell is None else "student",
+                  "alpha": None if cell is None else cell[0], "temperature": None if cell is None else cell[1],
+                  **scores, "fingerprint": self.key}
+        write_json(path, record)
+        return record
+
+
+def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir: Union[str, Path] = PREPARED_DIR,
+              teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
+              reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """One run of the grid on its own (``cell`` None: the seed's baseline), as a flow's task runs it; the kept
+    record when it has the current fingerprint."""
+    return _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir).run(seed, cell)
+
+
+def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,
+           reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """Summarise the grid's runs, select on validation, and write the table, the JSON and the heatmap."""
+    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric)
+    result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
+                  validation_rows=int(len(load_split("validation", prepared_dir))))
+    write_reports(result, Path(reports_dir))
+    return result
+
+
+def sweep(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
+          logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    """The whole grid in this process, seed by seed (the baseline first: it does not depend on α or T)."""
+    cells = grid(params)
+    runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir)
+    records = [runs.run(seed, cell) for seed in params.sweep.seeds for cell in [None, *cells]]
+    return report(params, records, prepared_dir, reports_dir)
+
+
+def summarise(records: list[dict], seeds: list[int], cells: list[tuple], metric: str) -> dict:
+    """Per cell: validation means, test mean ± std of student and baseline, the paired difference; the
+    cell with the best mean validation ``metric`` selected."""
+    baseline = {r["seed"]: r for r in records if r["model"] == "baseline"}
+    rows = []
+    for alpha, temperature in cells:
+        student = {r["seed"]: r for r in records if r["model"] == "student" and r["alpha"] == alpha
+                   and r["temperature"] == temperature}
+        row = {"alpha": alpha, "temperature": temperature,
+               "validation": {f"{who}_{m}_mean": float(np.mean([runs[s][f"validation_{m}"] for s in seeds]))
+                              for who, runs in (("student", student), ("baseline", baseline)) for m in METRICS},
+               **{m: paired_summary([student[s][m] for s in seeds], [baseline[s][m] for s in seeds])
+                  for m in METRICS},
+               "per_seed": {str(s): {"student": {m: student[s][m] for m in METRICS},
+                                     "baseline": {m: baseline[s][m] for m in METRICS}} for s in seeds}}
+        row["validation"][f"student_{metric}_std"] = float(np.std([student[s][f"validation_{metric}"] for s in seeds],
+                                                                  ddof=1))
+        rows.append(row)
+    best = max(range(len(rows)), key=lambda i: rows[i]["validation"][f"student_{metric}_mean"])  # first on ties
+    rows[best]["selected"] = True
+    return {"seeds": list(seeds), "metric": metric, "selected_by": f"validation {metric} (mean over seeds)",
+            "cells": rows, "selected": {k: rows[best][k] for k in ("alpha", "temperature", "validation", *METRICS)},
+            "baseline": {m: {"mean": float(np.mean([baseline[s][m] for s in seeds])),
+                             "std": float(np.std([baseline[s][m] for s in seeds], ddof=1))} for m in METRICS}}
+
+
+def _pm(mean: float, std: float, scale: float = 100.0) -> str:
+    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+
+
+def write_reports(result: dict, reports_dir: Path) -> None:
+    metric = result["metric"]
+    lines = [f"| α | T | validation {metric} % | test accuracy % | test macro-F1 ×100 | gain, accuracy points "
+             "(95% CI) | gain, macro-F1 ×100 (95% CI) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    csv_rows = []
+    for row in result["cells"]:
+        acc, f1, val = row["accuracy"], row["macro_f1"], row["validation"]
+        mark = " **selected**" if row.get("selected") else ""
+        lines.append(f"| {row['alpha']:g} | {row['temperature']:g}{mark} | "
+                     f"{_pm(val[f'student_{metric}_mean'], val[f'student_{metric}_std'])} | "
+                     f"{_pm(acc['student_mean'], acc['student_std'])} | {_pm(f1['student_mean'], f1['student_std'])} | "
+                     f"{100 * acc['diff_mean']:+.2f} ({100 * acc['diff_ci95'][0]:+.2f} to "
+                     f"{100 * acc['diff_ci95'][1]:+.2f}) | {100 * f1['diff_mean']:+.2f} "
+                     f"({100 * f1['diff_ci95'][0]:+.2f} to {100 * f1['diff_ci95'][1]:+.2f}) |")
+        csv_rows.append({"alpha": row["alpha"], "temperature": row["temperature"],
+                         "selected": bool(row.get("selected")),
+                         f"validation_{metric}_mean": val[f"student_{metric}_mean"],
+                         **{f"{who}_{m}_{stat}": row[m][f"{who}_{stat}"] for m in METRICS
+                            for who in ("student", "baseline") for stat in ("mean", "std")},
+                         **{f"diff_{m}_{k}": v for m in METRICS for k, v in
+                            (("mean", row[m]["diff_mean"]), ("ci95_low", row[m]["diff_ci95"][0]),
+                             ("ci95_high", row[m]["diff_ci95"][1]))}})
+    base, chosen = result["baseline"], result["selected"]
+    text = (f"# α × T sweep\n\nSeeds {result['seeds']}; mean ± sample standard deviation over the seeds. The "
+            f"baseline (labels only, trained once per seed): test accuracy {_pm(**base['accuracy'])}%, macro-F1 ×100 "
+            f"{_pm(**base['macro_f1'])}. The gain is the paired difference from it, per seed. The setting is "
+            f"selected on the **validation** split ({result['selected_by']}); the test columns only report.\n\n"
+            + "\n".join(lines) + f"\n\nSelected: α = {chosen['alpha']:g}, T = {chosen['temperature']:g}; test "
+            f"accuracy {_pm(chosen['accuracy']['student_mean'], chosen['accuracy']['student_std'])}%, paired gain "
+            f"{100 * chosen['accuracy']['diff_mean']:+.2f} points (95% CI "
+            f"{100 * chosen['accuracy']['diff_ci95'][0]:+.2f} to {100 * chosen['accuracy']['diff_ci95'][1]:+.2f}).\n")
+    write_text(reports_dir / "sweep.md", text)
+    csv_path = reports_dir / "sweep.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(csv_rows[0]))
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    write_json(reports_dir / "metrics" / "sweep.json", result)
+    plot_heatmap(result, reports_dir / "plots" / "sweep_heatmap.png")
+
+
+def plot_heatmap(result: dict, path: Path) -> None:
+    """Three panels over α (rows) × T (columns): validation metric, test accuracy, paired test gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    alphas = sorted({r["alpha"] for r in result["cells"]})
+    temperatures = sorted({r["temperature"] for r in result["cells"]})
+    metric = result["metric"]
+    panels = [(f"validation {metric} % (selects)", lambda r: 100 * r["validation"][f"student_{metric}_mean"]),
+              ("test accuracy %", lambda r: 100 * r["accuracy"]["student_mean"]),
+              ("test gain over baseline, points", lambda r: 100 * r["accuracy"]["diff_mean"])]
+    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.7 * len(alphas) + 2.2))
+    for ax, (title, value) in zip(axes, panels):
+        grid = np.full((len(alphas), len(temperatures)), np.nan)
+        for row in result["cells"]:
+            i, j = alphas.index(row["alpha"]), temperatures.index(row["temperature"])
+            grid[i, j] = value(row)
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=9)
+            if row.get("selected"):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2.5, edgecolor="black"))
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
+        ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_xlabel("temperature T")
+        ax.set_ylabel("alpha")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"α × T over seeds {result['seeds']} (mean); boxed: selected on validation", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(result: dict) -> str:
+    chosen, base, metric = result["selected"], result["baseline"]["accuracy"], result["metric"]
+    acc = chosen["accuracy"]
+    return (f"{len(result['cells'])} settings x seeds {result['seeds']}; selected on validation: alpha "
+            f"{chosen['alpha']:g}, T {chosen['temperature']:g} (validation {metric} "
+            f"{100 * chosen['validation'][f'student_{metric}_mean']:.2f}%); its test accuracy "
+            f"{_pm(acc['student_mean'], acc['student_std'])}% vs baseline {_pm(base['mean'], base['std'])}%, paired "
+            f"gain {100 * acc['diff_mean']:+.2f} points (95% CI {100 * acc['diff_ci95'][0]:+.2f} to "
+            f"{100 * acc['diff_ci95'][1]:+.2f}); reports/sweep.md, reports/plots/sweep_heatmap.png")

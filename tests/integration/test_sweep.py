@@ -1,0 +1,120 @@
+"""The α × T sweep over seeds: selection on validation, baselines once per seed, resumable runs."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_params, write_params
+from distillery import sweep as sweep_module
+from distillery.cli import main
+from distillery.config import load_params
+from distillery.errors import ConfigError
+from distillery.sweep import summarise
+from tiny import make_csv
+
+
+def _record(seed, model, alpha, temperature, test, validation):
+    return {"seed": seed, "model": model, "alpha": alpha, "temperature": temperature, "accuracy": test,
+            "macro_f1": test, "validation_accuracy": validation, "validation_macro_f1": validation}
+
+
+def test_the_selection_uses_validation_when_test_disagrees():
+    cells = [(0.0, 1.0), (0.5, 1.0)]
+    records = [_record(s, "baseline", None, None, 0.60, 0.60) for s in (1, 2)]
+    # cell (0, 1): best on test (0.90, 0.80), worse on validation (0.70, 0.72); cell (0.5, 1): the reverse
+    records += [_record(1, "student", 0.0, 1.0, 0.90, 0.70), _record(2, "student", 0.0, 1.0, 0.80, 0.72),
+                _record(1, "student", 0.5, 1.0, 0.65, 0.80), _record(2, "student", 0.5, 1.0, 0.67, 0.78)]
+    result = summarise(records, [1, 2], cells, "accuracy")
+    assert (result["selected"]["alpha"], result["selected"]["temperature"]) == (0.5, 1.0)
+    assert [bool(c.get("selected")) for c in result["cells"]] == [False, True]
+    chosen = result["selected"]["accuracy"]
+    assert chosen["student_mean"] == pytest.approx(0.66) and chosen["diff_mean"] == pytest.approx(0.06)
+    # paired differences 0.05, 0.07: std 0.0141421, half width t(0.975, 1) · 0.0141421 / sqrt(2) = 12.706205 · 0.01
+    assert chosen["diff_ci95"] == pytest.approx([0.06 - 0.12706205, 0.06 + 0.12706205], abs=1e-6)
+    assert result["selected"]["validation"]["student_accuracy_mean"] == pytest.approx(0.79)
+    assert result["baseline"]["accuracy"] == {"mean": pytest.approx(0.60), "std": pytest.approx(0.0)}
+
+
+def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
+    monkeypatch.chdir(tmp_path)
+    make_csv(tmp_path / "tweets.csv", n=120)
+    params = tiny_params(tiny_bert, Path("tweets.csv"), **{
+        "sweep": {"alpha": [0.0, 0.5], "temperature": [1.0, 4.0], "seeds": [0, 1], "metric": "accuracy"},
+        "teacher.train.epochs": 1, "distill.train.epochs": 1})
+    write_params(tmp_path / "params.yaml", params)
+    for stage in ("prepare", "train_teacher", "teacher_logits"):
+        assert main([stage]) == 0
+    assert main(["sweep"]) == 0
+    assert "selected on validation" in capsys.readouterr().out
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "reports/sweep_runs").glob("*.json"))]
+    assert sorted((r["seed"], r["model"]) for r in runs if r["model"] == "baseline") == [(0, "baseline"),
+                                                                                         (1, "baseline")]
+    assert len(runs) == 2 + 2 * 4  # one baseline per seed, not one per cell
+    result = json.loads((tmp_path / "reports/metrics/sweep.json").read_text())
+
+    # the selected cell is the argmax of the validation means, computed here from the per-run records
+    def validation_mean(alpha, temperature):
+        return np.mean([r["validation_accuracy"] for r in runs if r["model"] == "student" and r["alpha"] == alpha
+                        and r["temperature"] == temperature])
+    cells = [(a, t) for a in (0.0, 0.5) for t in (1.0, 4.0)]
+    means = [validation_mean(*cell) for cell in cells]
+    best = cells[int(np.argmax(means))]
+    assert (result["selected"]["alpha"], result["selected"]["temperature"]) == best
+    for cell, row in zip(cells, result["cells"]):
+        diffs = [next(r["accuracy"] for r in runs if r["model"] == "student" and (r["alpha"], r["temperature"]) == cell
+                      and r["seed"] == s) - next(r["accuracy"] for r in runs if r["model"] == "baseline"
+                                                 and r["seed"] == s) for s in (0, 1)]
+        assert row["accuracy"]["diff_mean"] == pytest.approx(np.mean(diffs))
+        half = 12.706205 * abs(diffs[0] - diffs[1]) / 2  # two seeds: t(0.975, 1) · std / sqrt(2)
+        assert row["accuracy"]["diff_ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], abs=1e-6)
+    table = (tmp_path / "reports/sweep.md").read_text()
+    assert table.count("**selected**") == 1 and "baseline (labels only, trained once per seed)" in table
+    with open(tmp_path / "reports/sweep.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(float(r["alpha"]), float(r["temperature"])) for r in rows] == cells
+    assert (tmp_path / "reports/plots/sweep_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the Prefect flow maps the same runs over the grid: it retrains the two deleted runs (training is
+    # deterministic for a seed, so to the same figures) and reuses the eight kept ones
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.sweep import sweep_flow
+
+    runs_dir = tmp_path / "reports/sweep_runs"
+    deleted = {}
+    for name in ("seed-1_baseline", "seed-0_alpha-0.5_T-4"):
+        deleted[name] = json.loads((runs_dir / f"{name}.json").read_text())
+        (runs_dir / f"{name}.json").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
+    monkeypatch.setenv("DISTILLERY_PROJECT_DIR", str(tmp_path))
+    with prefect_test_harness(server_startup_timeout=120):
+        flowed = sweep_flow(project_dir=str(tmp_path))
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name in kept} == kept
+    assert len(list(runs_dir.glob("*.json"))) == 10
+    for name, before in deleted.items():
+        again = json.loads((runs_dir / f"{name}.json").read_text())
+        assert {k: again[k] for k in ("accuracy", "macro_f1", "validation_accuracy", "validation_macro_f1")} == \
+            pytest.approx({k: before[k] for k in ("accuracy", "macro_f1", "validation_accuracy", "validation_macro_f1")})
+    assert flowed["selected"] == json.loads(json.dumps(result["selected"]))
+
+    # the command again, on kept runs edited so that validation and test disagree: it trains nothing, and
+    # selects the cell best on validation (α 0.5, T 4), never the one best on test (α 0, T 1)
+    monkeypatch.setattr(sweep_module, "train_and_score", lambda *a, **k: pytest.fail("a kept run was retrained"))
+    for name, test_accuracy, validation_accuracy in (("alpha-0_T-1", 0.99, 0.20), ("alpha-0.5_T-4", 0.10, 0.95)):
+        for seed in (0, 1):
+            path = runs_dir / f"seed-{seed}_{name}.json"
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps(record | {"accuracy": test_accuracy, "validation_accuracy": validation_accuracy}))
+    assert main(["sweep"]) == 0
+    chosen = json.loads((tmp_path / "reports/metrics/sweep.json").read_text())["selected"]
+    assert (chosen["alpha"], chosen["temperature"]) == (0.5, 4.0)
+    assert chosen["accuracy"]["student_mean"] == pytest.approx(0.10)  # its test figure is reported, not used
+
+
+def test_mse_has_no_temperature_to_sweep(tmp_path, tiny_bert):
+    params = tiny_params(tiny_bert, Path("tweets.csv"), **{"distill.loss": "mse"})
+    with pytest.raises(ConfigError, match=r"sweep.temperature: distill.loss is mse, which has no temperature"):
+        sweep_module.sweep(load_params(write_params(tmp_path / "params.yaml", params)), tmp_path, tmp_path, tmp_path,
+                           tmp_path)

@@ -1,0 +1,72 @@
+"""``python -m distillery profile <name>``: profiles/<name>.yaml merged over params.yaml, validated first."""
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distillery.cli import main
+from distillery.config import load_params
+from distillery.errors import ConfigError
+from distillery.profiles import apply_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_snli_switches_to_pairs_and_tweets_switches_back(project, capsys):
+    default = load_params("params.yaml")
+    assert main(["profile", "snli"]) == 0
+    assert "profile snli applied, 13 key(s) changed" in capsys.readouterr().out
+    snli = load_params("params.yaml")
+    assert (snli.data.source, snli.data.text_column, snli.data.text_pair_column, snli.data.label_column) == \
+        ("bundled:snli", "sentence1", "sentence2", "gold_label")
+    assert snli.data.labels == ["entailment", "neutral", "contradiction"]
+    assert snli.data.splits == {"train": "train", "validation": None, "test": "test"}
+    assert snli.register.model_name == "distillery-snli"
+    # every key the profile does not name keeps its value
+    assert (snli.teacher, snli.student, snli.distill, snli.sweep) == \
+        (default.teacher, default.student, default.distill, default.sweep)
+    text = (project / "params.yaml").read_text()
+    assert "# read by `prepare`" in text and "alpha: 0.5                  # weight of the hard-label CE" in text
+    assert main(["profile", "tweets"]) == 0
+    assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
+    assert main(["profile", "tweets"]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+
+
+def test_a_bad_profile_is_refused_and_params_yaml_untouched(project, capsys):
+    before = (project / "params.yaml").read_text()
+    (project / "profiles/bad.yaml").write_text("distill:\n  alpha: 1.5\n")
+    with pytest.raises(ConfigError, match=r"profile bad \(profiles/bad.yaml\): params.yaml: distill.alpha = 1.5 "
+                                          r"is not allowed; it must be in \[0, 1\]"):
+        apply_profile("bad")
+    (project / "profiles/typo.yaml").write_text("data:\n  sorce: x.csv\n")
+    with pytest.raises(ConfigError, match="data.sorce"):
+        apply_profile("typo")
+    assert (project / "params.yaml").read_text() == before
+    assert not list(project.glob(".params.profile.tmp-*"))
+    assert main(["profile", "squad"]) == 2
+    assert "profile 'squad': profiles/squad.yaml not found; profiles: bad, qa, snli, tweets, typo" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["profile"])
+
+
+def test_qa_switches_to_question_answering_and_tweets_switches_back(project, capsys):
+    default = load_params("params.yaml")
+    assert main(["profile", "qa"]) == 0
+    qa = load_params("params.yaml")
+    assert (qa.task, qa.data.files["test"], qa.teacher.max_length, qa.student.max_length) == \
+        ("question_answering", "data/raw/squad/squad_v1.1_heldout.json.gz", 256, 256)
+    assert (qa.teacher.train.metric_for_best_model, qa.register.gate.metric, qa.distill.transfer_set.source) == \
+        ("f1", "f1", "none")
+    assert main(["profile", "tweets"]) == 0
+    assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
