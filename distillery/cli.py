@@ -39,7 +39,7 @@ def _describe(command: str, result: dict) -> str:
 
         return summary(result)
     if command == "kd_gain":
-        gain = result["accuracy"]
+        gain = result[result.get("metrics", ["accuracy"])[0]]  # f1 for extractive QA
         return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
                 f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
                 f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "

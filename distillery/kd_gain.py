@@ -80,11 +80,12 @@ def train_and_score(params: Params, inputs, model, dataset, options: Union[dict,
                       seed, Path(scratch), distill=options)
     scores = {}
     for split in ("test", "validation"):
-        outputs = inputs.task.predict(model, inputs.tokenizer, frames[split], params.student.max_length,
+        outputs = inputs.task.answers(model, inputs.tokenizer, frames[split], params.student.max_length,
                                       params.evaluate.batch_size)
         scores[split] = inputs.task.metrics(outputs, frames[split], labels)
-    return {m: scores["test"][m] for m in METRICS} | \
-        {f"validation_{m}": scores["validation"][m] for m in METRICS} | \
+    metrics = (inputs.task.primary_metric, inputs.task.secondary_metric)  # accuracy, macro_f1 | f1, exact_match
+    return {m: scores["test"][m] for m in metrics} | \
+        {f"validation_{m}": scores["validation"][m] for m in metrics} | \
         {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}
 
 
@@ -92,9 +93,10 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
             logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     test, validation = load_split("test", prepared_dir), load_split("validation", prepared_dir)
     labels = load_labels(prepared_dir)
-    per_seed = []
+    per_seed, metrics = [], METRICS
     for seed in params.evaluate.seeds:
         inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir, seed=seed)
+        metrics = (inputs.task.primary_metric, inputs.task.secondary_metric)  # accuracy, macro_f1 | f1, exact_match
         row = {"seed": seed}
         for name, model, dataset, options in (
                 ("student", inputs.student, inputs.kd_dataset, inputs.kd_options),
@@ -103,18 +105,19 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                                         {"test": test, "validation": validation}, labels, name)
         per_seed.append(row)
     result = {"variant": variant(params), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
-              "validation_rows": int(len(validation)), "per_seed": per_seed,
+              "validation_rows": int(len(validation)), "per_seed": per_seed, "metrics": list(metrics),
               **{m: paired_summary([r["student"][m] for r in per_seed], [r["baseline"][m] for r in per_seed])
-                 for m in METRICS},
+                 for m in metrics},
               "validation": {f"{who}_{m}_mean": float(np.mean([r[who][f"validation_{m}"] for r in per_seed]))
-                             for who in ("student", "baseline") for m in METRICS},
+                             for who in ("student", "baseline") for m in metrics},
               "train_seconds_mean": {who: float(np.mean([r[who]["train_seconds"] for r in per_seed]))
                                      for who in ("student", "baseline")}}
     eval_path = Path(reports_dir) / "metrics" / "eval.json"
     if eval_path.is_file():  # the teacher is trained once; quote it alongside
         teacher = read_json(eval_path)["teacher"]
-        result["teacher"] = {m: teacher[m] for m in METRICS}
-        result["student_accuracy_retention_mean"] = result["accuracy"]["student_mean"] / teacher["accuracy"]
+        result["teacher"] = {m: teacher[m] for m in metrics}
+        primary = metrics[0]
+        result[f"student_{primary}_retention_mean"] = result[primary]["student_mean"] / teacher[primary]
     write_json(Path(reports_dir) / "metrics" / "kd_gain.json", result)
     write_json(Path(reports_dir) / RUNS_DIR / f"{variant_name(result['variant'])}.json", result)
     from distillery.plots import plot_kd_gain

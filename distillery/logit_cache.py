@@ -29,8 +29,10 @@ def _files(directory: Path, patterns) -> list[Path]:
     return sorted({p for pattern in patterns for p in directory.glob(pattern) if p.is_file()})
 
 
-def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], max_length: int) -> dict:
-    """Hashes that identify a set of teacher logits."""
+def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], max_length: int,
+                settings: Union[dict, None] = None) -> dict:
+    """Hashes that identify a set of teacher logits. ``settings``: the task type's own featurising settings
+    (``TaskType.settings()``, e.g. extractive QA's doc_stride), hashed with the tokenizer when there are any."""
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
     for path in [prepared_dir / f"{part}.parquet" for part in PARTS]:
         if not path.is_file():
@@ -39,7 +41,8 @@ def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], m
         raise CacheError(f"{teacher_dir}: no teacher weights found; run `dvc repro train_teacher` first")
     return {
         "teacher_weights": sha256_files(_files(teacher_dir, WEIGHT_FILES)),
-        "tokenizer": sha256_files(_files(teacher_dir, TOKENIZER_FILES), extra=f"max_length={max_length}"),
+        "tokenizer": sha256_files(_files(teacher_dir, TOKENIZER_FILES), extra=f"max_length={max_length}" +
+                                  "".join(f",{key}={value}" for key, value in sorted((settings or {}).items()))),
         "data": {part: sha256_files([prepared_dir / f"{part}.parquet"]) for part in PARTS},
     }
 
@@ -66,7 +69,7 @@ def load_augmented(logits_dir: Union[str, Path]) -> pd.DataFrame:
 
 def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Path],
                        prepared_dir: Union[str, Path], max_length: int,
-                       augment: Union[dict, None] = None) -> dict[str, np.ndarray]:
+                       augment: Union[dict, None] = None, settings: Union[dict, None] = None) -> dict[str, np.ndarray]:
     """The cached logits per part (``augmented`` included), after checking the manifest against the
     current inputs; ``augment`` (from :func:`augment_settings`) also checks the augmentation settings."""
     logits_dir = Path(logits_dir)
@@ -74,12 +77,12 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
     if not manifest_path.is_file():
         raise CacheError(f"{manifest_path}: teacher-logit cache not found; run `dvc repro teacher_logits`")
     manifest = read_json(manifest_path)
-    current = fingerprint(teacher_dir, prepared_dir, max_length)
+    current = fingerprint(teacher_dir, prepared_dir, max_length, settings)
     stale = []
     if manifest.get("teacher_weights") != current["teacher_weights"]:
         stale.append(f"the teacher weights in {teacher_dir}")
     if manifest.get("tokenizer") != current["tokenizer"]:
-        stale.append("the tokenizer or teacher.max_length")
+        stale.append("the tokenizer or teacher.max_length (or the task type's settings, e.g. doc_stride)")
     for part in PARTS:
         if manifest.get("data", {}).get(part) != current["data"][part]:
             stale.append(f"{Path(prepared_dir) / (part + '.parquet')}")
@@ -94,8 +97,9 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
                          "run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)")
     parts = [*PARTS, AUGMENTED] if AUGMENTED in manifest["rows"] else list(PARTS)
     cached = {part: np.load(logits_dir / f"{part}.npy") for part in parts}
+    counts = manifest.get("outputs", manifest["rows"])  # outputs per part, when they are not one per row
     for part, logits in cached.items():
-        if len(logits) != manifest["rows"][part]:
+        if len(logits) != counts[part]:
             raise CacheError(f"{logits_dir / (part + '.npy')}: {len(logits)} rows, manifest says "
-                             f"{manifest['rows'][part]}; run `dvc repro teacher_logits`")
+                             f"{counts[part]}; run `dvc repro teacher_logits`")
     return cached

@@ -54,13 +54,22 @@ def session(path: PathLike, threads: int = 0):
         raise ModelError(f"{path}: ONNX model failed to load: {str(exc).splitlines()[0]}") from None
 
 
-def run_session(sess, batch: dict) -> np.ndarray:
-    """The first output for one batch (numpy or torch tensors; integer inputs as int64, others float32)."""
+def _feed(sess, batch: dict) -> dict:
     feed = {}
     for i in sess.get_inputs():
         dtype = np.int64 if "int64" in i.type else np.float32
         feed[i.name] = np.asarray(batch[i.name], dtype=dtype)
-    return sess.run([sess.get_outputs()[0].name], feed)[0]
+    return feed
+
+
+def run_session(sess, batch: dict) -> np.ndarray:
+    """The first output for one batch (numpy or torch tensors; integer inputs as int64, others float32)."""
+    return sess.run([sess.get_outputs()[0].name], _feed(sess, batch))[0]
+
+
+def run_outputs(sess, batch: dict) -> list[np.ndarray]:
+    """Every output for one batch, in the model's output order."""
+    return sess.run(None, _feed(sess, batch))
 
 
 def int8_gate(fp32_score: float, int8_score: float, max_drop_points: float, metric: str = "accuracy") -> dict:

@@ -23,7 +23,8 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
     models = results["models"]
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = [(m["cells"][cell]["p50_ms"], 100 * (m["accuracy"] or 0), name) for name, m in models.items()]
+    metric = results.get("metrics", ["accuracy"])[0]
+    points = [(m["cells"][cell]["p50_ms"], 100 * (m[metric] or 0), name) for name, m in models.items()]
     for latency, accuracy, name in points:
         ax.scatter(latency, accuracy, s=60, color=COLOURS.get(name), zorder=3)
         ax.annotate(name, (latency, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -35,8 +36,8 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
     ax.plot(*zip(*front), "--", color="grey", zorder=2, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms ({cell.replace('_', ', ').replace('b', 'batch ').replace('s', 'seq ')})")
-    ax.set_ylabel("test accuracy, %")
-    ax.set_title("Latency vs accuracy")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}, %")
+    ax.set_title(f"Latency vs {metric.replace('_', ' ')}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -66,21 +67,22 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
 def plot_kd_gain(result: dict, path: Path) -> Path:
     """Per-seed test accuracy of the distilled student and the baseline, with the teacher as a line."""
     plt = _pyplot()
+    metric = result.get("metrics", ["accuracy"])[0]  # f1 for extractive QA
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for x, name, colour in ((0, "baseline", "#ff7f0e"), (1, "student", "#2ca02c")):
-        values = [100 * r[name]["accuracy"] for r in result["per_seed"]]
+        values = [100 * r[name][metric] for r in result["per_seed"]]
         ax.scatter([x] * len(values), values, color=colour, zorder=3)
-        ax.errorbar(x + 0.12, 100 * result["accuracy"][f"{name}_mean"], yerr=100 * result["accuracy"][f"{name}_std"],
+        ax.errorbar(x + 0.12, 100 * result[metric][f"{name}_mean"], yerr=100 * result[metric][f"{name}_std"],
                     fmt="o", color="black", capsize=4)
     for row in result["per_seed"]:
-        ax.plot([0, 1], [100 * row["baseline"]["accuracy"], 100 * row["student"]["accuracy"]], color="grey", alpha=0.5)
+        ax.plot([0, 1], [100 * row["baseline"][metric], 100 * row["student"][metric]], color="grey", alpha=0.5)
     if "teacher" in result:
-        ax.axhline(100 * result["teacher"]["accuracy"], color="#d62728", linestyle="--", label="teacher")
+        ax.axhline(100 * result["teacher"][metric], color="#d62728", linestyle="--", label="teacher")
         ax.legend(loc="lower right")
     ax.set_xticks([0, 1], ["baseline (labels only)", "distilled student"])
-    ax.set_ylabel("test accuracy, %")
-    gain = result["accuracy"]
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}, %")
+    gain = result[metric]
     ax.set_title(f"Distillation gain over {len(result['per_seed'])} seeds: {100 * gain['diff_mean']:+.2f} points "
                  f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f})", fontsize=9)
     ax.grid(axis="y", alpha=0.3)

@@ -49,7 +49,16 @@ def _yaml_writer():
     writer.width = 4096  # never re-wrap a long commented line
     writer.representer.add_representer(
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    writer.representer.add_representer(
+        float, lambda rep, value: rep.represent_scalar("tag:yaml.org,2002:float", _float_text(value)))
     return writer
+
+
+def _float_text(value: float) -> str:
+    """A float as YAML 1.1 reads it back as a float: ``5e-05`` is a string to PyYAML, ``5.0e-05`` a float."""
+    text = repr(value)
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text
 
 
 def _styled(value: Any) -> Any:
@@ -87,6 +96,9 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):  # ruamel's ScalarInt, ScalarFloat... as plain values (safe_dump refuses them)
+        if isinstance(value, kind):
+            return kind(value)
     return value
 
 

@@ -31,8 +31,13 @@ def write_curves(name: str, log_history: list[dict], curves_dir: Union[str, Path
     write_text(curves_dir / f"{name}_eval.csv", pd.DataFrame(evals).to_csv(index=False))
 
 
-def results_table(results: dict) -> str:
+NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "F1", "exact_match": "exact match"}
+
+
+def results_table(results: dict, primary: str = "accuracy", secondary: str = "macro_f1") -> str:
     """Markdown table: teacher, distilled student and baseline on the test split."""
+    if primary != "accuracy" or secondary != "macro_f1":
+        return _scores_table(results, primary, secondary)
     rows = ["| model | accuracy | macro-F1 | ROC AUC | parameters | train seconds |",
             "|---|---:|---:|---:|---:|---:|"]
     for name in MODELS:
@@ -44,6 +49,21 @@ def results_table(results: dict) -> str:
     return (f"{lines}\n\nStudent keeps {100 * results['student_accuracy_retention']:.1f}% of the teacher's accuracy; "
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
+            f"(test split, {results['test_rows']} rows).\n")
+
+
+def _scores_table(results: dict, primary: str, secondary: str) -> str:
+    """The table for a task scored by two metrics in [0, 1] (extractive QA: F1 and exact match), in percent."""
+    rows = [f"| model | {NAMES.get(primary, primary)} | {NAMES.get(secondary, secondary)} | parameters | "
+            "train seconds |", "|---|---:|---:|---:|---:|"]
+    for name in MODELS:
+        r = results[name]
+        rows.append(f"| {name} | {100 * r[primary]:.1f} | {100 * r[secondary]:.1f} | {r['parameters'] / 1e6:.1f}M | "
+                    f"{r['train_seconds']:.0f} |")
+    return ("\n".join(rows) + f"\n\nStudent keeps {100 * results[f'student_{primary}_retention']:.1f}% of the "
+            f"teacher's {NAMES.get(primary, primary)}; distillation gain over the baseline: "
+            f"{100 * results[f'student_minus_baseline_{primary}']:+.1f} {NAMES.get(primary, primary)} points, "
+            f"{100 * results[f'student_minus_baseline_{secondary}']:+.1f} {NAMES.get(secondary, secondary)} points "
             f"(test split, {results['test_rows']} rows).\n")
 
 
@@ -61,9 +81,18 @@ def _interval(ci: Optional[dict]) -> str:
 
 
 def benchmark_table(results: dict) -> str:
+<<<<<<< HEAD
     """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
     size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed."""
+=======
+    """Markdown: per model, latency at the headline cell, size, parameters, accuracy; then the ratios.
+
+    A task scored by other metrics (extractive QA: ``f1``, ``exact_match``) shows those instead."""
+>>>>>>> qa-on-main
     head = results["headline"]
+    metrics = results.get("metrics", ["accuracy", "macro_f1"])
+    if metrics != ["accuracy", "macro_f1"]:
+        return _benchmark_scores_table(results, metrics)
     cell = head["cell"]
     fp = results["fingerprint"]
     rows = ["| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs | size MB | parameters | peak memory MB | "
@@ -90,8 +119,37 @@ def benchmark_table(results: dict) -> str:
             f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
     return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
+<<<<<<< HEAD
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
             f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
             f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.{boot}"
             f"{method}\n")
+=======
+            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50, "
+            f"{head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; accuracy "
+            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
+
+
+def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
+    head, fp = results["headline"], results["fingerprint"]
+    primary, secondary = metrics
+    names = [NAMES.get(m, m) for m in metrics]
+    lines = []
+    grid = results["grid"]
+    batch = 1 if 1 in grid["batch_sizes"] else min(grid["batch_sizes"])
+    for cell in [f"b{batch}_s{length}" for length in grid["sequence_lengths"]]:
+        rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | peak memory MB | {names[0]} | {names[1]} |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, m in results["models"].items():
+            c = m["cells"][cell]
+            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
+                        f"{m['parameters'] / 1e6:.1f}M | {m['peak_memory_mb']:.0f} | {_percent(m[primary])} | "
+                        f"{_percent(m[secondary])} |")
+        lines.append(f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
+                     f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))
+    return ("\n\n".join(lines) +
+            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "
+            f"faster at p50, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
+            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
+>>>>>>> qa-on-main

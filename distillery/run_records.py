@@ -100,10 +100,23 @@ def log_curves(client, run_id: str, name: str, root: Path) -> int:
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
                deployable: str, gate: Optional[dict] = None) -> str:
     """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
+    from distillery.task_types import TASK_TYPES, VALIDATION_METRICS
+
     labels = evaluation.get("labels", [])
-    rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
-            f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
-            for name in ("teacher", "student", "baseline") if name in evaluation]
+    primary, secondary = VALIDATION_METRICS.get(params.task, ("accuracy", "macro_f1"))
+    classification = (primary, secondary) == ("accuracy", "macro_f1")
+    if classification:
+        rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
+                f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
+                for name in ("teacher", "student", "baseline") if name in evaluation]
+        task_line, header = f"text classification into {len(labels)} classes: {', '.join(map(str, labels))}", \
+            "| model | accuracy | macro-F1 | parameters |"
+    else:
+        rows = [f"| {name} | {100 * evaluation[name][primary]:.2f} | {100 * evaluation[name][secondary]:.2f} | "
+                f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
+                for name in ("teacher", "student", "baseline") if name in evaluation]
+        task_line, header = f"{params.task}: {TASK_TYPES.get(params.task, '')}", \
+            f"| model | {primary} (x100) | {secondary} (x100) | parameters |"
     cell = benchmark.get("headline", {}).get("cell", "")
     latency = []
     for name, entry in benchmark.get("models", {}).items():
@@ -114,7 +127,7 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     splits = data_report.get("splits", data_report.get("rows", {}))
     lines = [
         "# Model card: Distillery student", "",
-        f"**Task:** text classification into {len(labels)} classes: {', '.join(map(str, labels))}.", "",
+        f"**Task:** {task_line}.", "",
         f"**Data:** `{params.data.source}`; rows per split: {splits}. "
         f"Transfer set: `{params.distill.transfer_set.source}` "
         f"(up to {params.distill.transfer_set.max_rows} rows).", "",
@@ -122,13 +135,13 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"**Student:** layers `{params.student.layers}` of `{params.teacher.model}` (init: {params.student.init}), "
         f"distilled with {params.distill.loss} loss, alpha {params.distill.alpha}, "
         f"temperature {params.distill.temperature}. Served as `{deployable}` (ONNX).", "",
-        "## Test-split metrics", "", "| model | accuracy | macro-F1 | parameters |", "|---|---:|---:|---:|", *rows, "",
+        "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
         *latency, "",
         "## Limits", "",
         f"- Inputs longer than {params.student.max_length} tokens are truncated.",
         f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "
-        f"on the test split (accuracy change {int8.get('accuracy_change_points', 0):+.2f} points).",
+        f"on the test split ({primary} change {int8.get(f'{primary}_change_points', 0):+.2f} points).",
         "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",
         "- Latency was measured on the benchmark machine; see benchmark.json for its fingerprint.",
     ]

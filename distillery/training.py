@@ -182,6 +182,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
         logging_steps=cfg.logging_steps,
         train_sampling_strategy="group_by_length",  # less padding, same examples
         remove_unused_columns=False,
+        label_names=["labels"],  # every task type's collator puts its targets under "labels"
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
@@ -212,8 +213,8 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=task.trainer_metrics, callbacks=[timer, progress_callback(label)], task=task,
-            **(distill or {}))
+            compute_metrics=task.validation_metrics(eval_dataset), callbacks=[timer, progress_callback(label)],
+            task=task, **(distill or {}))
         trainer.remove_callback(PrinterCallback)  # no dict printed per logging step: Progress says it
         started = time.perf_counter()
         result = trainer.train()

@@ -95,3 +95,45 @@ def build_student(student_cfg, teacher_model: str, teacher_dir, labels: list, se
     params = Params(teacher=TeacherConfig(model=teacher_model or "bundled:minilm-l6"), student=student_cfg)
     return student_family(student_cfg.source).build(params, task_type("text_classification"), labels,
                                                     Path(teacher_dir), seed)
+
+
+def make_squad_document(articles: int = 8, paragraphs: int = 3, questions: int = 2, seed: int = 0) -> dict:
+    """A SQuAD-format document in the tiny tokenizer's words: each paragraph holds one number, and every
+    question asks for it (its gold answers: the number, and the number with the word after it). Every third
+    paragraph is long (about 45 words), so at max_length 32 it is cut into several windows."""
+    rng = random.Random(seed)
+    words = POSITIVE + NEGATIVE + NEUTRAL + FILLER
+    data = []
+    for a in range(articles):
+        paras = []
+        for p in range(paragraphs):
+            body = [rng.choice(words) for _ in range(45 if p % 3 == 2 else rng.randint(8, 16))]
+            number = str(rng.randint(0, 199))
+            at = rng.randint(0, len(body) - 2)
+            body.insert(at, number)
+            context = " ".join(body)
+            start = len(" ".join(body[:at])) + (1 if at else 0)
+            qas = []
+            for q in range(questions):
+                answers = [{"text": number, "answer_start": start},
+                           {"text": f"{number} {body[at + 1]}", "answer_start": start}]
+                qas.append({"id": f"s{seed}-{a}-{p}-{q}", "question": f"which number comes {rng.choice(FILLER)} {q} ?",
+                            "answers": answers})
+            paras.append({"context": context, "qas": qas})
+        data.append({"title": f"article_{a}", "paragraphs": paras})
+    return {"data": data, "version": "1.1"}
+
+
+def make_squad(path: Path, **kwargs) -> Path:
+    """Write :func:`make_squad_document` as JSON (gzipped when ``path`` ends in .gz)."""
+    import gzip
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(make_squad_document(**kwargs))
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path

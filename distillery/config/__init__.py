@@ -12,11 +12,12 @@ from distillery.config.loading import load_params, load_schedule, validate
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, GateConfig,
                                           RegisterConfig, ScheduleConfig, SweepConfig)
 from distillery.config.params import Params
+from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import (DataConfig, StudentArchConfig, StudentBiLSTMConfig, StudentBoeConfig,
                                         StudentConfig, TeacherConfig, TrainConfig)
 
 __all__ = ["SPLITS", "AugmentConfig", "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig",
-           "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "RegisterConfig", "ScheduleConfig",
-           "StudentArchConfig", "StudentBiLSTMConfig", "StudentBoeConfig", "StudentConfig", "SweepConfig",
-           "TeacherConfig", "TrainConfig", "TransferSetConfig",
+           "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "QuestionAnsweringConfig", "RegisterConfig",
+           "ScheduleConfig", "StudentArchConfig", "StudentBiLSTMConfig", "StudentBoeConfig", "StudentConfig",
+           "SweepConfig", "TeacherConfig", "TrainConfig", "TransferSetConfig",
            "describe_params", "load_params", "load_schedule", "validate"]

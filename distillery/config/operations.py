@@ -121,8 +121,9 @@ class GateConfig:
                                 "benchmark cell and run (robust to a loaded machine); null = off",
         json_schema_extra=allowed("it is a ratio > 0, e.g. 0.5, or null for off"))
     max_size_mb: float = Field(100.0, gt=0, description="size of the deployable ONNX file")
-    metric: Literal["accuracy", "macro_f1"] = Field(
-        "accuracy", description="compared with the current champion on the same test split")
+    metric: Literal["accuracy", "macro_f1", "f1", "exact_match"] = Field(
+        "accuracy", description="compared with the current champion on the same test split: accuracy | macro_f1 "
+                                "(text classification), f1 | exact_match (question answering)")
     tolerance: float = Field(0.0, ge=0, lt=1, description="the candidate may trail the champion by at most this "
                                                           "much of metric")
 

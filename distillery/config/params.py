@@ -10,6 +10,7 @@ from distillery.config.base import not_allowed, section
 from distillery.config.distill import DistillConfig
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, RegisterConfig,
                                           ScheduleConfig, SweepConfig)
+from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import DataConfig, StudentConfig, TeacherConfig
 
 
@@ -36,6 +37,9 @@ class Params:
     register: RegisterConfig = Field(default_factory=RegisterConfig, description="read by register")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="read by the Prefect flow and "
                                                                                  "`python -m flows.deploy`")
+    question_answering: QuestionAnsweringConfig = Field(
+        default_factory=QuestionAnsweringConfig, description="extractive QA only (task: question_answering): "
+                                                             "windows over long contexts and answer selection")
 
     @model_validator(mode="after")
     def _known_task(self) -> "Params":
@@ -43,6 +47,45 @@ class Params:
 
         if self.task not in TASK_TYPES:
             raise not_allowed(f"task types: {', '.join(TASK_TYPES)}", "task", self.task)
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_of_the_task(self) -> "Params":
+        from distillery.task_types import VALIDATION_METRICS  # names only; importing it loads no task type
+
+        names = VALIDATION_METRICS[self.task]
+        for key, cfg in (("teacher.train", self.teacher.train), ("distill.train", self.distill.train)):
+            if cfg.metric_for_best_model not in (*names, "loss"):
+                raise not_allowed(f"task {self.task} is scored by {' | '.join(names)} | loss",
+                                  f"{key}.metric_for_best_model", cfg.metric_for_best_model)
+        if self.register.gate.metric not in names:
+            raise not_allowed(f"task {self.task} is scored by {' | '.join(names)}", "register.gate.metric",
+                              self.register.gate.metric)
+        return self
+
+    @model_validator(mode="after")
+    def _question_answering_needs(self) -> "Params":
+        if self.task != "question_answering":
+            return self
+        d = self.distill
+        checks = [
+            ("distill.transfer_set.source", d.transfer_set.source, d.transfer_set.source == "none",
+             "extractive QA has no unlabelled transfer set yet; set it to none"),
+            ("distill.augment.copies", d.augment.copies, d.augment.copies == 0,
+             "augmentation perturbs single texts, not question/context pairs; set it to 0"),
+            ("distill.loss", d.loss, d.loss == "kl", "extractive QA distils start/end logits with kl"),
+            ("student.max_length", self.student.max_length, self.student.max_length == self.teacher.max_length,
+             f"the student learns from the teacher's windows, so it must equal teacher.max_length "
+             f"({self.teacher.max_length})"),
+            ("student.source", self.student.source, self.student.source in ("layers", "config"),
+             "the student must read the teacher's windows: layers or config (the teacher's tokenizer)"),
+            ("question_answering.doc_stride", self.question_answering.doc_stride,
+             self.question_answering.doc_stride < self.teacher.max_length // 2,
+             f"it must be below half of teacher.max_length ({self.teacher.max_length})"),
+        ]
+        for key, value, ok, text in checks:
+            if not ok:
+                raise not_allowed(text, key, value)
         return self
 
     @model_validator(mode="after")

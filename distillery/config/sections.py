@@ -23,8 +23,9 @@ class TrainConfig:
     warmup: float = Field(0.06, ge=0, lt=1, description="fraction of the training steps spent warming up",
                           json_schema_extra=allowed("it is a fraction of the steps, in [0, 1)"))
     logging_steps: int = Field(50, ge=1, description="log the training loss every this many steps")
-    metric_for_best_model: Literal["accuracy", "macro_f1", "loss"] = Field(
-        "accuracy", description="the checkpoint kept is the best by this, on the validation split")
+    metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
+        "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
+                                "macro_f1 (text classification), f1 | exact_match (question answering), or loss")
 
 
 @section("data")

@@ -32,7 +32,7 @@ def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> d
 def _retention(candidate: dict, gate: dict) -> dict:
     retention, needed = candidate["retention"], gate["min_retention"]
     return check("retention", retention >= needed, round(retention, 4), needed,
-                 f"{retention:.4f} of the teacher's accuracy, needs >= {needed}")
+                 f"{retention:.4f} of the teacher's {candidate.get('retention_metric', 'accuracy')}, needs >= {needed}")
 
 
 def _latency(candidate: dict, gate: dict) -> dict:

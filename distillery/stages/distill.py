@@ -65,10 +65,10 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
                    teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
                    seed: Union[int, None] = None) -> DistillInputs:
     cfg, student_cfg = params.distill, params.student
+    task = task_type(params.task, params)
     cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length,
-                                augment_settings(params))
+                                augment_settings(params), task.settings())
     labels = load_labels(prepared_dir)
-    task = task_type(params.task)
     student, tokenizer = student_family(student_cfg.source).build(params, task, labels, Path(teacher_dir),
                                                                   params.seed if seed is None else seed)
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)

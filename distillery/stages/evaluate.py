@@ -18,7 +18,7 @@ from distillery.task_types.load import task_type
 
 def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_dir: Union[str, Path] = PREPARED_DIR,
              reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
-    task = task_type(params.task)
+    task = task_type(params.task, params)
     labels = load_labels(prepared_dir)
     test = load_split("test", prepared_dir)
     reports_dir = Path(reports_dir)
@@ -31,7 +31,7 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
         training = read_json(model_dir / "training.json")
         model = task.load_model(str(model_dir), str(model_dir))
         tokenizer = load_tokenizer(str(model_dir), str(model_dir))
-        outputs = task.predict(model, tokenizer, test, training["max_length"], params.evaluate.batch_size)
+        outputs = task.answers(model, tokenizer, test, training["max_length"], params.evaluate.batch_size)
         report = task.evaluation_report(outputs, test, labels)
         results[name] = {**report["metrics"], "parameters": training["parameters"],
                          "train_seconds": training["train_seconds"]}
@@ -47,9 +47,13 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
             write_text(reports_dir / "plots" / plot / f"{name}.csv", frame.to_csv(index=False))
     write_json(reports_dir / "metrics" / "eval.json", results)
     write_json(reports_dir / "per_class.json", per_class)
-    write_text(reports_dir / "summary.md", results_table(results))
+    write_text(reports_dir / "summary.md", results_table(results, primary, secondary))
     return results
 
 
 def summary(result: dict) -> str:
-    return results_table(result)
+    primary = next(key[len("student_"):-len("_retention")] for key in result
+                   if key.startswith("student_") and key.endswith("_retention"))
+    secondary = next(key[len("student_minus_baseline_"):] for key in result
+                     if key.startswith("student_minus_baseline_") and key != f"student_minus_baseline_{primary}")
+    return results_table(result, primary, secondary)

@@ -31,7 +31,7 @@ class ParityError(DistilleryError):
 
 def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir: Union[str, Path] = PREPARED_DIR,
            out_dir: Union[str, Path] = ONNX_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
-    task = task_type(params.task)
+    task = task_type(params.task, params)
     test = load_split("test", prepared_dir)
     labels = load_labels(prepared_dir)
     report: dict = {"labels": labels}
@@ -66,13 +66,15 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
         write_json(scratch / "deployment.json", {
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
             "reason": student_int8["reason"], "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
-            "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"]})
+            "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"],
+            **task.settings()})
     return report
 
 
 def summary(result: dict) -> str:
     student = result["student"]
+    metric = "accuracy" if "accuracy_change_points" in student["int8"] else "f1"  # f1: extractive QA
     return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
             f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
-            f"{student['int8']['label_agreement_vs_fp32']:.4f}, accuracy change "
-            f"{student['int8']['accuracy_change_points']:+.2f} points; deployable: {result['deployable']}")
+            f"{student['int8']['label_agreement_vs_fp32']:.4f}, {metric} change "
+            f"{student['int8'][f'{metric}_change_points']:+.2f} points; deployable: {result['deployable']}")

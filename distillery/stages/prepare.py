@@ -90,7 +90,17 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
 
 
 def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
-    """Run the whole stage; return the data report."""
+    """Run the whole stage; return the data report.
+
+    A task type whose rows module has ``prepare_splits(params) -> (splits, rejected, report)`` reads,
+    checks and splits its rows itself (extractive QA splits by article); otherwise the rows are read
+    and split here, stratified by label, through the rows module's checks."""
+    rows = task_rows(params.task)
+    if hasattr(rows, "prepare_splits"):
+        splits, rejected, report = rows.prepare_splits(params)
+        transfer = pd.DataFrame({c: pd.Series(dtype=str) for c in rows.key_columns(params.data)})
+        _write(out_dir, splits, transfer, report["labels"], report, rejected, params.seed)
+        return report
     cfg = params.data
     frames, declared, description = read_source(cfg.source, cfg.files, cfg.hub_config, cfg.label_column,
                                                 cfg.encoding_errors)
@@ -100,7 +110,6 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             raise DataError(f"data.splits.train: {description} has no split {cfg.splits['train']!r}; "
                             f"it has {sorted(frames)}")
         frames = {ours: frames[theirs] for ours, theirs in cfg.splits.items() if theirs in frames}
-    rows = task_rows(params.task)
     for split, frame in frames.items():
         rows.check_columns(frame, cfg, f"{description} [{split}]")
     names = rows.label_names(frames, cfg, declared)
@@ -153,22 +162,31 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "class_counts": {s: {names[i]: int(n) for i, n in f[LABEL].value_counts().sort_index().items()}
                          for s, f in splits.items()},
     }
+    _write(out_dir, splits, transfer, names, report, rejected, params.seed)
+    return report
+
+
+def _write(out_dir: Union[str, Path], splits: dict, transfer: pd.DataFrame, names: list, report: dict,
+           rejected: list[dict], seed: int) -> None:
     with atomic_dir(out_dir) as scratch:
         for split, frame in splits.items():
-            frame.drop(columns="_row").sample(frac=1.0, random_state=params.seed).reset_index(drop=True) \
+            frame.drop(columns="_row", errors="ignore").sample(frac=1.0, random_state=seed).reset_index(drop=True) \
                 .to_parquet(scratch / f"{split}.parquet", index=False)
         transfer.to_parquet(scratch / "transfer.parquet", index=False)
         write_json(scratch / "labels.json", {"names": names, "id2label": dict(enumerate(names)),
                                              "label2id": {n: i for i, n in enumerate(names)}})
         write_json(scratch / "data_report.json", report)
         pd.DataFrame(rejected, columns=["source", "row", "reason"]).to_csv(scratch / "rejected.csv", index=False)
-    return report
 
 
 def summary(report: dict) -> str:
     """One line per split: row count and class balance, for the CLI."""
     lines = []
-    for split, counts in report["class_counts"].items():
+    if "class_counts" not in report:  # a task without classes (extractive QA): rows and articles per split
+        articles = report.get("articles", {})
+        lines = [f"{split:>10}: {n:>6} rows" + (f" ({articles[split]} articles)" if split in articles else "")
+                 for split, n in report["rows"].items()]
+    for split, counts in report.get("class_counts", {}).items():
         total = sum(counts.values()) or 1
         balance = ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
         lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})")

@@ -127,10 +127,11 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     with quiet_mlflow():
         served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         figures = serving.score(served.predict, test, labels)
-    teacher_accuracy = evaluation["teacher"]["accuracy"]
+    primary, secondary = serving.METRICS  # accuracy, macro_f1 for text classification; f1, exact_match for QA
+    teacher_accuracy = evaluation["teacher"][primary]
     p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
-    candidate = {**figures, "version": version, "retention": figures["accuracy"] / teacher_accuracy if
-                 teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
+    candidate = {**figures, "version": version, "retention_metric": primary,
+                 "retention": figures[primary] / teacher_accuracy if teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
     current = champion(client, name)
@@ -150,8 +151,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     # marks it "interrupted"), never a mix of two gate runs' tags that looks complete.
     client.set_model_version_tag(name, version, TAG + "gate", "pending")
     set_tags(client, name, version, {
-        TAG + "test_sha256": test_sha, TAG + "test_accuracy": round(figures["accuracy"], 6),
-        TAG + "test_macro_f1": round(figures["macro_f1"], 6), TAG + "teacher_accuracy": round(teacher_accuracy, 6),
+        TAG + "test_sha256": test_sha, TAG + f"test_{primary}": round(figures[primary], 6),
+        TAG + f"test_{secondary}": round(figures[secondary], 6), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
         LABELS_TAG: json.dumps(list(labels)),

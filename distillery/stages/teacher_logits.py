@@ -36,11 +36,11 @@ def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                    prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
-    task = task_type(params.task)
+    task = task_type(params.task, params)
     model = task.load_model(str(teacher_dir), "models/teacher")
     tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
     max_length = params.teacher.max_length
-    rows = {}
+    rows, outputs = {}, {}
     frames = {part: load_split(part, prepared_dir) for part in PARTS}
     frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
     with atomic_dir(out_dir) as scratch:
@@ -48,9 +48,11 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
                 else task.empty_outputs(model.config.num_labels)
             np.save(scratch / f"{part}.npy", logits)
-            rows[part] = int(len(frame))
+            rows[part], outputs[part] = int(len(frame)), int(len(logits))
         frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
-        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length), "rows": rows,
+        # a task whose model sees several features per row (extractive QA: windows) also records their count
+        counts = {"outputs": outputs} if outputs != rows else {}
+        manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
@@ -59,4 +61,5 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
 
 
 def summary(result: dict) -> str:
-    return f"cached teacher logits for {result['rows']}"
+    windows = f" (outputs: {result['outputs']})" if "outputs" in result else ""
+    return f"cached teacher logits for {result['rows']}{windows}"

@@ -19,7 +19,7 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
                   out_dir: Union[str, Path] = TEACHER_DIR, curves_dir: Union[str, Path] = CURVES_DIR) -> dict:
     import torch
 
-    cfg, task = params.teacher, task_type(params.task)
+    cfg, task = params.teacher, task_type(params.task, params)
     labels = load_labels(prepared_dir)
     name = resolve_model(cfg.model, "teacher.model")
     tokenizer = load_tokenizer(name, "teacher.model")

@@ -14,4 +14,10 @@ from __future__ import annotations
 
 TASK_TYPES: dict[str, str] = {
     "text_classification": "single texts or text pairs in, one label out",
+    "question_answering": "a question and a context in, the answer's span in the context out (extractive QA)",
+}
+# the validation metrics each task type reports (its metric_for_best_model and gate metric choices), primary first
+VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
+    "text_classification": ("accuracy", "macro_f1"),
+    "question_answering": ("f1", "exact_match"),
 }

@@ -5,13 +5,17 @@ Two parts live in modules of their own, each read by one stage (``task_part(task
 change to them re-runs that stage alone:
 
 - ``rows`` (``prepare``): reading and checking rows: ``key_columns``, ``label_names``,
-  ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``;
+  ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``; or, for a task that
+  reads and splits its rows its own way (extractive QA splits by article), ``key_columns`` and
+  ``prepare_splits(params) -> (splits, rejected rows, data report with "labels")``;
 - ``serving`` (``register``): the served model's input and output schema and its artifacts:
-  ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``served_artifacts``,
+  ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``METRICS`` (the gate's
+  figures, the primary first), ``served_artifacts``,
   ``load_code_model``, ``model_input``, ``signature_example``, ``signature`` and ``score`` (the gate's
   figures through the served model).
 
-See ``text_classification/rows.py`` and ``text_classification/serving.py``.
+See ``text_classification/rows.py`` and ``text_classification/serving.py``, and
+``question_answering/`` for a task whose model sees several features (windows) per row.
 """
 from __future__ import annotations
 
@@ -32,6 +36,15 @@ class TaskType:
     secondary_metric: str = "macro_f1"
     # the arrays the teacher-output cache stores per row, e.g. ("logits",); stages never look inside
     teacher_outputs: tuple[str, ...] = ()
+
+    def configured(self, params) -> "TaskType":
+        """This task type set up with the settings it reads from ``params`` (none by default: itself)."""
+        return self
+
+    def settings(self) -> dict:
+        """The settings ``configured`` read that the served model needs too (``export`` records them in
+        deployment.json); none by default."""
+        return {}
 
     # --- featurising ---------------------------------------------------------------------------
     def featurise(self, frame: pd.DataFrame, tokenizer, max_length: int,
@@ -73,6 +86,12 @@ class TaskType:
         raise NotImplementedError
 
     # --- post-processing and metrics -------------------------------------------------------------
+    def answers(self, model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int):
+        """What ``metrics`` and ``evaluation_report`` score, one entry per row. By default the raw outputs
+        (``predict``); a task whose model sees other units than rows (extractive QA: windows of a context)
+        post-processes them into one answer per row here."""
+        return self.predict(model, tokenizer, frame, max_length, batch_size)
+
     def metrics(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
         """Test metrics of raw outputs against the frame's gold answers."""
         raise NotImplementedError
@@ -85,6 +104,11 @@ class TaskType:
     def trainer_metrics(self, eval_pred) -> dict:
         """``compute_metrics`` for the Trainer's validation pass."""
         raise NotImplementedError
+
+    def validation_metrics(self, eval_dataset):
+        """The Trainer's ``compute_metrics`` for ``eval_dataset`` (a ``featurise`` result). By default
+        ``trainer_metrics``; a task that scores rows rather than features reads the dataset's row index here."""
+        return self.trainer_metrics
 
     # --- ONNX ------------------------------------------------------------------------------------
     def export_onnx(self, model, tokenizer, path: Path, opset: int) -> list[str]:

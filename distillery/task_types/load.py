@@ -16,10 +16,12 @@ def _check(name: str) -> None:
         raise ConfigError(f"task = {name!r} is not allowed; task types: {', '.join(TASK_TYPES)}")
 
 
-def task_type(name: str):
-    """The task type ``name`` (an instance of its ``TaskType`` subclass)."""
+def task_type(name: str, params=None):
+    """The task type ``name`` (an instance of its ``TaskType`` subclass), set up with ``params`` when given
+    (``TaskType.configured``: e.g. extractive QA's stride and answer length)."""
     _check(name)
-    return importlib.import_module(f"distillery.task_types.{name}").TASK_TYPE
+    task = importlib.import_module(f"distillery.task_types.{name}").TASK_TYPE
+    return task if params is None else task.configured(params)
 
 
 def task_part(name: str, part: str) -> ModuleType:

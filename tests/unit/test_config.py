@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from distillery.cli import main
-from distillery.config import (DataConfig, GateConfig, HiddenLossConfig, Params, StudentConfig, TrainConfig,
-                               describe_params, load_params, load_schedule, validate)
+from distillery.config import (DataConfig, GateConfig, HiddenLossConfig, Params, RegisterConfig, StudentConfig,
+                               TrainConfig, describe_params, load_params, load_schedule, validate)
 from distillery.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,8 +189,13 @@ def test_sections_stay_dataclasses():
     assert dataclasses.asdict(Params())["distill"]["train"] == vars(train)
     assert dataclasses.replace(train, epochs=1).epochs == 1.0
     assert DataConfig(source="x.csv", max_samples={"train": 5}).max_samples == {"train": 5}
-    with pytest.raises(ConfigError, match=r"register\.gate\.metric = 'f1' is not allowed; allowed: accuracy, macro_f1"):
-        GateConfig(metric="f1")
+    with pytest.raises(ConfigError, match=r"register\.gate\.metric = 'F1' is not allowed; allowed: accuracy, macro_f1, "
+                                          r"f1, exact_match"):
+        GateConfig(metric="F1")
+    # f1 is a metric of question answering, not of the default task
+    with pytest.raises(ConfigError, match=r"^register\.gate\.metric = 'f1' is not allowed; task text_classification is "
+                                          r"scored by accuracy \| macro_f1$"):
+        Params(register=RegisterConfig(gate=GateConfig(metric="f1")))
     with pytest.raises(ConfigError, match=r"^distill\.hidden_loss\.weight = 1\.0 is not allowed"):
         Params(student=StudentConfig(source="model", model="m"),
                distill=dataclasses.replace(Params().distill, hidden_loss=HiddenLossConfig(1)))

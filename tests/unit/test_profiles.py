@@ -53,7 +53,20 @@ def test_a_bad_profile_is_refused_and_params_yaml_untouched(project, capsys):
         apply_profile("typo")
     assert (project / "params.yaml").read_text() == before
     assert not list(project.glob(".params.profile.tmp-*"))
-    assert main(["profile", "qa"]) == 2
-    assert "profile 'qa': profiles/qa.yaml not found; profiles: bad, snli, tweets, typo" in capsys.readouterr().err
+    assert main(["profile", "squad"]) == 2
+    assert "profile 'squad': profiles/squad.yaml not found; profiles: bad, qa, snli, tweets, typo" in \
+        capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["profile"])
+
+
+def test_qa_switches_to_question_answering_and_tweets_switches_back(project, capsys):
+    default = load_params("params.yaml")
+    assert main(["profile", "qa"]) == 0
+    qa = load_params("params.yaml")
+    assert (qa.task, qa.data.files["test"], qa.teacher.max_length, qa.student.max_length) == \
+        ("question_answering", "data/raw/squad/squad_v1.1_heldout.json.gz", 256, 256)
+    assert (qa.teacher.train.metric_for_best_model, qa.register.gate.metric, qa.distill.transfer_set.source) == \
+        ("f1", "f1", "none")
+    assert main(["profile", "tweets"]) == 0
+    assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)

@@ -79,7 +79,8 @@ def test_unknown_family_and_task_type_name_what_exists(tmp_path):
     with pytest.raises(ConfigError, match=r"student.source = 'cnn' is not allowed; student families: layers, "
                                           r"model, config, boe, bilstm"):
         student_family("cnn")
-    with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification"):
+    with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification, "
+                                          r"question_answering"):
         task_type("qa")
 
 

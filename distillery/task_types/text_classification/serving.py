@@ -19,6 +19,7 @@ from distillery.prepared import LABEL, PAIR, TEXT
 
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
 MAX_ROWS = 1000  # rows per predict call (one HTTP request); more is refused with a 400 naming the cap
+METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
 
 
 def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: int, frame: pd.DataFrame,

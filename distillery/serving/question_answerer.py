@@ -1,0 +1,140 @@
+"""The registered extractive-QA student: an MLflow pyfunc that takes questions with their contexts and
+returns each answer's text, character span and score.
+
+MLflow logs this file as the model's code ("models from code") next to four artifacts: the ONNX model
+(inputs: the tokenizer's; outputs: ``start_logits``, ``end_logits``), the tokenizer's ``tokenizer.json``,
+``qa.json`` (max length, stride, answer length, n-best, input names, padding) and ``postprocess.py``,
+the span selection Distillery's evaluation uses, loaded from its artifact path. It imports only numpy,
+pandas, onnxruntime, tokenizers and mlflow, never Distillery.
+
+Input: a DataFrame with ``question`` and ``context`` columns (other columns are ignored), a list of
+``{"question", "context"}`` records, or the same column-wise (``{"question": [...], "context": [...]}``,
+which MLflow hands over as one row holding the lists).
+Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``context[start:end]``) and
+``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
+Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
+a question or context that is null, empty or not a string, a missing column, and more than
+``max_rows`` questions in one call.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+QUESTION, CONTEXT = "question", "context"
+
+
+def _refuse(message: str):
+    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _frame(model_input) -> pd.DataFrame:
+    if isinstance(model_input, dict):
+        model_input = pd.DataFrame(model_input)
+    if isinstance(model_input, (list, tuple)):
+        if not all(isinstance(row, dict) for row in model_input):
+            _refuse(f"expected records with {QUESTION!r} and {CONTEXT!r}")
+        model_input = pd.DataFrame(list(model_input), columns=None if model_input else [QUESTION, CONTEXT])
+    if not isinstance(model_input, pd.DataFrame):
+        _refuse(f"expected a DataFrame with {QUESTION!r} and {CONTEXT!r} columns, got {type(model_input).__name__}")
+    missing = [c for c in (QUESTION, CONTEXT) if c not in model_input.columns]
+    if missing:
+        _refuse(f"input has columns {list(model_input.columns)}; it needs {QUESTION!r} and {CONTEXT!r}")
+    frame = model_input
+    if len(frame) == 1 and all(isinstance(frame[c].iloc[0], (list, tuple, np.ndarray)) for c in (QUESTION, CONTEXT)):
+        questions, contexts = list(frame[QUESTION].iloc[0]), list(frame[CONTEXT].iloc[0])
+        if len(questions) != len(contexts):
+            _refuse(f"{len(questions)} questions but {len(contexts)} contexts; give one context per question")
+        frame = pd.DataFrame({QUESTION: questions, CONTEXT: contexts})
+    return frame
+
+
+def _strings(values: list, column: str) -> list[str]:
+    for row, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            what = "null" if value is None or (isinstance(value, float) and value != value) else \
+                ("empty" if isinstance(value, str) else f"not a string ({type(value).__name__})")
+            _refuse(f"{column!r} of row {row} is {what}; every row needs a non-empty string {column!r}")
+    return list(values)
+
+
+class OnnxQuestionAnswerer(PythonModel):
+    """Cut each context into windows with ``tokenizers``, run the ONNX model, pick the best span."""
+
+    def load_context(self, context) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        with open(context.artifacts["config"], encoding="utf-8") as handle:
+            config = json.load(handle)
+        self.input_names = list(config["input_names"])
+        self.batch_size = int(config.get("batch_size", 32))
+        self.max_rows = int(config.get("max_rows") or 0)
+        self.n_best_size, self.max_answer_length = int(config["n_best_size"]), int(config["max_answer_length"])
+        self.pad_id, self.pad_type_id = int(config["pad_id"]), int(config.get("pad_type_id", 0))
+        tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(int(config["max_length"]), stride=int(config["doc_stride"]),
+                                    strategy="only_second")
+        self.tokenizer = tokenizer
+        spec = importlib.util.spec_from_file_location("_distillery_qa_postprocess", context.artifacts["postprocess"])
+        self.postprocess = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.postprocess)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(config.get("threads", 0))
+        self.session = ort.InferenceSession(context.artifacts["onnx"], sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+
+    def _windows(self, question: str, context: str) -> list:
+        encoding = self.tokenizer.encode(question.lstrip(), context)
+        windows = []
+        for window in [encoding, *encoding.overflowing]:
+            offsets = [tuple(o) if s == 1 else (-1, -1) for o, s in zip(window.offsets, window.sequence_ids)]
+            windows.append((window.ids, window.type_ids, offsets))
+        return windows
+
+    def _logits(self, windows: list) -> list:
+        """(start, end) logits of each window, cut to its length; batches padded to their longest window."""
+        out = []
+        for start in range(0, len(windows), self.batch_size):
+            part = windows[start:start + self.batch_size]
+            length = max(len(ids) for ids, _, _ in part)
+            arrays = {"input_ids": np.full((len(part), length), self.pad_id, dtype=np.int64),
+                      "token_type_ids": np.full((len(part), length), self.pad_type_id, dtype=np.int64),
+                      "attention_mask": np.zeros((len(part), length), dtype=np.int64)}
+            for row, (ids, types, _) in enumerate(part):
+                arrays["input_ids"][row, :len(ids)] = ids
+                arrays["token_type_ids"][row, :len(ids)] = types
+                arrays["attention_mask"][row, :len(ids)] = 1
+            starts, ends = self.session.run(["start_logits", "end_logits"],
+                                            {n: arrays[n] for n in self.input_names})
+            out += [(starts[r, :len(ids)], ends[r, :len(ids)]) for r, (ids, _, _) in enumerate(part)]
+        return out
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        frame = _frame(model_input)
+        if self.max_rows and len(frame) > self.max_rows:
+            _refuse(f"{len(frame)} rows in one request; this model takes at most {self.max_rows} rows per request "
+                    f"(max_rows): split the request")
+        questions, contexts = _strings(frame[QUESTION].tolist(), QUESTION), _strings(frame[CONTEXT].tolist(), CONTEXT)
+        windows, owner = [], []
+        for row, (question, text) in enumerate(zip(questions, contexts)):
+            for window in self._windows(question, text):
+                windows.append(window)
+                owner.append(row)
+        logits = self._logits(windows)
+        found = self.postprocess.answers([s for s, _ in logits], [e for _, e in logits], [w[2] for w in windows],
+                                         owner, contexts, self.n_best_size, self.max_answer_length)
+        return pd.DataFrame({"answer": [a["text"] for a in found], "start": [int(a["start"]) for a in found],
+                             "end": [int(a["end"]) for a in found], "score": [float(a["score"]) for a in found]},
+                            columns=["answer", "start", "end", "score"])
+
+
+set_model(OnnxQuestionAnswerer())

@@ -1,0 +1,161 @@
+"""Extractive QA, featurising: rows (one question about one context) become windows ("features").
+
+A context longer than ``max_length`` tokens (with its question) is cut into overlapping windows,
+``doc_stride`` tokens shared between neighbours (the tokenizer's ``return_overflowing_tokens`` with
+``truncation="only_second"``): one row, one or more features. Each feature keeps
+
+- ``example_index``: the row it came from (its position in the frame), to gather its windows back;
+- ``offset_mapping``: per token, its character span in the context, or (-1, -1) outside the context;
+- ``labels``: ``[start token, end token, feature index]`` of the first gold answer; a window that does
+  not hold the whole answer points both at the CLS token, as the standard recipe does.
+
+The teacher-output cache holds start and end logits per FEATURE, ``[features, 2, max_length]`` in
+feature order, so the student learns from the very windows the teacher saw (same tokenizer, same
+``max_length`` and stride: the config checks it, :func:`tokenize` checks the count).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.errors import CacheError, DataError
+
+QUESTION, CONTEXT, ID, TITLE = "question", "context", "id", "title"
+ANSWER_TEXTS, ANSWER_STARTS = "answer_texts", "answer_starts"
+TEACHER_LOGITS = "teacher_logits"
+PAD_LOGIT = -1e4  # cached teacher logit at padding positions: no probability after a softmax
+NO_OFFSET = (-1, -1)
+TOKEN_FIELDS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def encode(tokenizer, frame: pd.DataFrame, max_length: int, stride: int, padding=False):
+    """Tokenise (question, context) pairs into windows with offsets; questions lose leading spaces."""
+    questions = [q.lstrip() for q in frame[QUESTION].astype(str)]
+    try:
+        return tokenizer(questions, frame[CONTEXT].astype(str).tolist(), truncation="only_second",
+                         max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                         return_offsets_mapping=True, padding=padding)
+    except Exception as exc:  # e.g. a question longer than max_length leaves no room for the context
+        raise DataError(f"question_answering: cannot cut the contexts into windows of {max_length} tokens with "
+                        f"doc_stride {stride}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                        ) from None
+
+
+def context_offsets(encoded, index: int) -> list[tuple[int, int]]:
+    """Feature ``index``'s offsets, with (-1, -1) for every token outside the context."""
+    sequence_ids = encoded.sequence_ids(index)
+    return [tuple(o) if sequence_ids[k] == 1 else NO_OFFSET for k, o in enumerate(encoded["offset_mapping"][index])]
+
+
+def answer_positions(offsets: list[tuple[int, int]], cls_index: int, start_char: int, end_char: int) -> tuple[int, int]:
+    """Token start and end of the answer at characters ``[start_char, end_char)``, or ``(cls, cls)`` when the
+    window does not hold all of it (the Hugging Face ``run_qa.py`` rule)."""
+    context = [k for k, o in enumerate(offsets) if o != NO_OFFSET]
+    if not context:
+        return cls_index, cls_index
+    first, last = context[0], context[-1]
+    if not (offsets[first][0] <= start_char and offsets[last][1] >= end_char):
+        return cls_index, cls_index
+    start = first
+    while start <= last and offsets[start][0] <= start_char:
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= end_char:
+        end -= 1
+    return start - 1, end + 1
+
+
+def features_of(tokenizer, frame: pd.DataFrame, max_length: int, stride: int) -> dict:
+    """Columns of the features of ``frame``: token fields, ``example_index``, ``offset_mapping``, ``labels``."""
+    encoded = encode(tokenizer, frame, max_length, stride)
+    mapping = encoded["overflow_to_sample_mapping"]
+    has_answers = ANSWER_TEXTS in frame.columns
+    columns: dict = {key: encoded[key] for key in TOKEN_FIELDS if key in encoded}
+    columns["example_index"] = [int(i) for i in mapping]
+    columns["offset_mapping"], columns["labels"] = [], []
+    for feature, example in enumerate(mapping):
+        offsets = context_offsets(encoded, feature)
+        columns["offset_mapping"].append([list(o) for o in offsets])
+        ids = encoded["input_ids"][feature]
+        cls_index = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
+        start, end = cls_index, cls_index
+        if has_answers:
+            texts, starts = frame[ANSWER_TEXTS].iloc[example], frame[ANSWER_STARTS].iloc[example]
+            if len(texts):
+                start, end = answer_positions(offsets, cls_index, int(starts[0]), int(starts[0]) + len(texts[0]))
+        columns["labels"].append([start, end, feature])
+    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
+    return columns
+
+
+def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, stride: int,
+             teacher_logits: Optional[np.ndarray] = None):
+    """A ``datasets.Dataset`` of features (see the module docstring), with the cached teacher logits when
+    given, and each feature's context and gold answers for scoring during training."""
+    import datasets
+
+    frame = frame.reset_index(drop=True)
+    columns = features_of(tokenizer, frame, max_length, stride)
+    if teacher_logits is not None:
+        if len(teacher_logits) != len(columns["labels"]):
+            raise CacheError(f"the teacher-output cache holds {len(teacher_logits)} windows but these rows make "
+                             f"{len(columns['labels'])}: the student must use the teacher's tokenizer, max_length "
+                             "and question_answering.doc_stride; run `dvc repro teacher_logits`")
+        columns[TEACHER_LOGITS] = np.asarray(teacher_logits, dtype=np.float32).tolist()
+    examples = columns["example_index"]
+    columns[CONTEXT] = [str(frame[CONTEXT].iloc[i]) for i in examples]
+    golds = frame[ANSWER_TEXTS] if ANSWER_TEXTS in frame.columns else pd.Series([[]] * len(frame))
+    columns["gold_answers"] = [[str(t) for t in golds.iloc[i]] for i in examples]
+    return datasets.Dataset.from_dict(columns)
+
+
+class Collator:
+    """Dynamic padding of the token fields; labels stacked; teacher logits cut to the batch's length."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict]) -> dict:
+        tokens = [{k: f[k] for k in TOKEN_FIELDS if k in f} for f in features]
+        batch = dict(self.tokenizer.pad(tokens, padding=True, return_tensors="pt"))
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        if TEACHER_LOGITS in features[0]:
+            length = batch["input_ids"].shape[1]
+            batch[TEACHER_LOGITS] = torch.tensor([f[TEACHER_LOGITS] for f in features],
+                                                 dtype=torch.float32)[:, :, :length]
+        return batch
+
+
+@torch.inference_mode()
+def predict_features(model, tokenizer, frame: pd.DataFrame, max_length: int, stride: int,
+                     batch_size: int) -> tuple[np.ndarray, dict]:
+    """Start and end logits ``[features, 2, max_length]`` in feature order (``PAD_LOGIT`` past each
+    feature's tokens), and the feature columns (example index, offsets). Length-sorted batches."""
+    model.eval()
+    frame = frame.reset_index(drop=True)
+    columns = features_of(tokenizer, frame, max_length, stride)
+    count = len(columns["labels"])
+    logits = np.full((count, 2, max_length), PAD_LOGIT, dtype=np.float32)
+    order = np.argsort(columns["length"], kind="stable")
+    keys = [k for k in TOKEN_FIELDS if k in columns]
+    for start in range(0, count, batch_size):
+        index = order[start:start + batch_size]
+        batch = tokenizer.pad([{k: columns[k][i] for k in keys} for i in index], padding=True, return_tensors="pt")
+        output = model(**batch)
+        both = torch.stack([output.start_logits, output.end_logits], dim=1).float().numpy()
+        mask = batch["attention_mask"].numpy().astype(bool)
+        for row, feature in enumerate(index):
+            real = int(mask[row].sum())
+            logits[feature, :, :real] = both[row, :, :real]
+    return logits, columns
+
+
+def padded_batch(tokenizer, frame: pd.DataFrame, batch: int, length: int) -> dict:
+    """``batch`` real questions (cycled) with their contexts, the first window padded to exactly ``length``."""
+    rows = frame.iloc[[i % len(frame) for i in range(batch)]]
+    encoded = tokenizer([q.lstrip() for q in rows[QUESTION].astype(str)], rows[CONTEXT].astype(str).tolist(),
+                        truncation="only_second", max_length=length, padding="max_length", return_tensors="np")
+    return {k: encoded[k] for k in TOKEN_FIELDS if k in encoded}

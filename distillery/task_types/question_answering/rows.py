@@ -1,0 +1,232 @@
+"""Extractive QA, reading and checking rows and splitting them BY ARTICLE (the ``prepare`` stage only).
+
+One reader for every source:
+- a SQuAD-format JSON file (``{"data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question",
+  "answers": [{"text", "answer_start"}]}]}]}]}``), gzipped (``.json.gz``) or not;
+- JSON lines (``.jsonl``, ``.jsonl.gz``), one question per line in the Hugging Face ``squad`` columns
+  (``id``, ``title``, ``context``, ``question``, ``answers: {text: [...], answer_start: [...]}``);
+- ``hub:<dataset id>`` (e.g. ``hub:squad``) through ``datasets.load_dataset``, the same columns.
+
+A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and
+``answer_starts`` (every gold answer; training uses the first, scoring the best over all). Rows are
+rejected, with the reason, for an empty question or context, no answer, or an answer that is not at
+its ``answer_start`` in the context. Splits the source lacks are carved from its training rows by
+article (``title``), with ``data.split_fractions``, so no article is in two splits; ``data.max_samples``
+then caps the questions of each split (a seeded sample).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+
+from distillery.config import SPLITS, Params
+from distillery.errors import DataError
+from distillery.task_types.question_answering.features import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
+                                                               TITLE)
+
+COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
+LABELS = ["start", "end"]  # what the model outputs per token; labels.json and the registry's label check
+
+
+def _open_text(path: Path) -> str:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read()
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it: {exc}") from None
+
+
+def _answers(value, where: str) -> tuple[list, list]:
+    """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form."""
+    if isinstance(value, dict):
+        return list(value.get("text", [])), [int(s) for s in value.get("answer_start", [])]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            return [a["text"] for a in value], [int(a["answer_start"]) for a in value]
+        except (KeyError, TypeError):
+            pass
+    raise DataError(f"{where}: 'answers' must be {{text: [...], answer_start: [...]}} or a list of "
+                    f"{{text, answer_start}}, got {str(value)[:80]!r}")
+
+
+def squad_rows(document: dict, where: str) -> pd.DataFrame:
+    """The questions of a SQuAD-format document, one row each."""
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        raise DataError(f"{where}: not SQuAD format: expected {{\"data\": [articles...]}}")
+    rows = []
+    for a, article in enumerate(document["data"]):
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            for q, qa in enumerate(paragraph.get("qas", [])):
+                place = f"{where} data[{a}].paragraphs[{p}].qas[{q}]"
+                texts, starts = _answers(qa.get("answers", []), place)
+                rows.append({ID: str(qa.get("id", place)), TITLE: str(article.get("title", f"article {a}")),
+                             CONTEXT: paragraph.get("context"), QUESTION: qa.get("question"),
+                             ANSWER_TEXTS: texts, ANSWER_STARTS: starts})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def flat_rows(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Rows in the Hugging Face ``squad`` columns (JSON lines, a Hub dataset) in prepared columns."""
+    missing = [c for c in (CONTEXT, QUESTION, "answers") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: column {missing[0]!r} not found; the columns are {list(frame.columns)}")
+    answers = [_answers(value, f"{where} row {i + 1}") for i, value in enumerate(frame["answers"])]
+    return pd.DataFrame({ID: frame[ID].astype(str) if ID in frame.columns else [str(i + 1) for i in range(len(frame))],
+                         TITLE: frame[TITLE].astype(str) if TITLE in frame.columns else "",
+                         CONTEXT: frame[CONTEXT], QUESTION: frame[QUESTION],
+                         ANSWER_TEXTS: [a[0] for a in answers], ANSWER_STARTS: [a[1] for a in answers]})
+
+
+def read_file(path: Union[str, Path]) -> pd.DataFrame:
+    """A local SQuAD-format ``.json`` or JSON-lines ``.jsonl`` file, either gzipped or not."""
+    path = Path(path)
+    name = path.name.lower().removesuffix(".gz")
+    text = _open_text(path)
+    if name.endswith(".jsonl"):
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {exc.lineno}... is not valid JSON: {exc.msg}") from None
+        return flat_rows(pd.DataFrame(records), str(path))
+    if name.endswith(".json"):
+        try:
+            return squad_rows(json.loads(text), str(path))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    raise DataError(f"{path}: unsupported file type for question answering; use a SQuAD-format .json or a "
+                    ".jsonl file (either may be gzipped: .json.gz, .jsonl.gz)")
+
+
+def read_hub(dataset_id: str, config: Union[str, None]) -> dict[str, pd.DataFrame]:
+    """Every split of a Hub dataset in the ``squad`` columns (or a local dataset directory datasets can read)."""
+    import datasets
+
+    try:
+        dataset_dict = datasets.load_dataset(dataset_id, config)
+    except Exception as exc:
+        raise DataError(f"data.source: cannot load Hub dataset {dataset_id!r} (config {config!r}): "
+                        f"{str(exc).splitlines()[0]}") from None
+    return {split: flat_rows(dataset.to_pandas(), f"hub:{dataset_id} [{split}]") for split, dataset in
+            dataset_dict.items()}
+
+
+def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
+    """``({split: rows}, description)``; a single file comes back as ``{"all": rows}``."""
+    cfg = params.data
+    if cfg.files:
+        return {split: read_file(path) for split, path in cfg.files.items()}, "files"
+    if cfg.source.startswith("hub:"):
+        frames = read_hub(cfg.source.split(":", 1)[1], cfg.hub_config)
+        ours = {mine: frames[theirs] for mine, theirs in cfg.splits.items() if theirs and theirs in frames}
+        if "train" not in ours:
+            raise DataError(f"data.splits.train: {cfg.source} has no split {cfg.splits.get('train')!r}; it has "
+                            f"{sorted(frames)}")
+        return ours, cfg.source
+    if cfg.source.startswith("bundled:"):
+        raise DataError(f"data.source: {cfg.source} is a text-classification corpus; question answering reads "
+                        "SQuAD-format JSON, JSON lines or hub:<id>")
+    return {"all": read_file(cfg.source)}, cfg.source
+
+
+def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the rows a model can learn from and be scored on; return the others with the reason."""
+    reasons = []
+    for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
+                                                frame[ANSWER_STARTS]):
+        if not isinstance(question, str) or not question.strip():
+            reasons.append("empty question")
+        elif not isinstance(context, str) or not context.strip():
+            reasons.append("empty context")
+        elif len(texts) == 0 or len(texts) != len(starts):
+            reasons.append("no answer")
+        elif any(context[s:s + len(t)] != t for s, t in zip(starts, texts)):
+            reasons.append("answer not at its answer_start in the context")
+        else:
+            reasons.append("")
+    reasons = pd.Series(reasons, index=frame.index)
+    bad = reasons != ""
+    rejected = [{"source": where, "row": int(i) + 1, "reason": r} for i, r in zip(np.flatnonzero(bad), reasons[bad])]
+    return frame.loc[~bad].reset_index(drop=True), rejected
+
+
+def split_by_article(pool: pd.DataFrame, fraction: float, seed: int, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(taken, rest)``: about ``fraction`` of the pool's articles (at least one, never all), seeded."""
+    titles = sorted(pool[TITLE].unique())
+    if len(titles) < 2:
+        raise DataError(f"data: split {split!r} is carved by article, and the training rows have "
+                        f"{len(titles)} article(s); give more articles or a {split} file in data.files")
+    count = min(len(titles) - 1, max(1, int(math.floor(fraction * len(titles) + 0.5))))
+    chosen = set(np.random.default_rng(seed).permutation(titles)[:count])
+    mask = pool[TITLE].isin(chosen)
+    return pool[mask], pool[~mask]
+
+
+def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict], dict]:
+    """Read, clean, de-duplicate and split by article: ``(splits, rejected rows, report)``."""
+    cfg = params.data
+    frames, description = read_frames(params)
+    cleaned, rejected = {}, []
+    for split, frame in frames.items():
+        cleaned[split], bad = clean(frame, f"{description} [{split}]")
+        rejected += bad
+    if rejected and cfg.on_bad_rows == "fail":
+        first = rejected[0]
+        raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
+                        f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+    read = sum(len(f) for f in frames.values())
+    if read and len(rejected) / read > cfg.max_rejected_fraction:
+        raise DataError(f"{description}: {len(rejected)} of {read} rows were rejected, more than "
+                        f"data.max_rejected_fraction = {cfg.max_rejected_fraction}")
+    # A repeated question id is dropped; so is a (question, context) pair already in an evaluation split, so
+    # no test question is trained on. The same question asked twice within one split stays (SQuAD has a few).
+    order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
+    stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
+    first_split = stacked.groupby([QUESTION, CONTEXT], sort=False)["_split"].transform("first")
+    duplicated = stacked.duplicated([ID], keep="first") | (first_split != stacked["_split"])
+    dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
+    kept = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
+    pool = kept.get("all", kept.get("train"))
+    if pool is None:
+        raise DataError(f"data: the source has no train split; it has {sorted(frames)}")
+    splits = {s: kept[s] for s in ("validation", "test") if s in kept}
+    missing = [s for s in ("test", "validation") if s not in splits]
+    remaining = sum(cfg.split_fractions.get(s, 0) for s in ["train", *missing])
+    for split in missing:
+        fraction = cfg.split_fractions.get(split, 0) / remaining
+        remaining -= cfg.split_fractions.get(split, 0)
+        splits[split], pool = split_by_article(pool, fraction, params.seed, split)
+    splits["train"] = pool
+    for split in SPLITS:
+        cap = cfg.max_samples.get(split)
+        if cap is not None and cap < len(splits[split]):
+            splits[split] = splits[split].sample(n=cap, random_state=params.seed)
+        if len(splits[split]) == 0:
+            raise DataError(f"data: split {split!r} is empty after cleaning and splitting; add rows")
+    shared = set(splits["train"][TITLE]) & (set(splits["validation"][TITLE]) | set(splits["test"][TITLE]))
+    report = {
+        "source": description, "labels": LABELS, "rows_read": {s: int(len(f)) for s, f in frames.items()},
+        "rows_rejected": len(rejected),
+        "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
+        "duplicates_dropped": {str(k): int(v) for k, v in dropped.items()},
+        "rows": {s: int(len(splits[s])) for s in SPLITS},
+        "articles": {s: int(splits[s][TITLE].nunique()) for s in SPLITS},
+        "articles_in_train_and_another_split": sorted(shared),
+        "answers_per_question": {s: round(float(splits[s][ANSWER_TEXTS].map(len).mean()), 3) for s in SPLITS},
+        "transfer_rows": 0,
+    }
+    return {s: splits[s].reset_index(drop=True) for s in SPLITS}, rejected, report
+
+
+def key_columns(cfg) -> list[str]:
+    """The prepared columns that identify a row's input."""
+    return [QUESTION, CONTEXT]

@@ -1,0 +1,137 @@
+"""Extractive QA end to end: the ``qa`` profile (profiles/qa.yaml) on a tiny SQuAD-format file and a tiny
+random BERT, through `dvc repro` in a temporary git repo (the text pipeline's ``make_project``), then the
+registered champion served by `mlflow models serve` and asked over HTTP."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import torch
+import yaml
+
+from conftest import ROOT, _merge, dvc, make_project, write_params
+from servers import env_with_venv, free_port, running
+from tiny import make_squad
+
+from distillery.stages import STAGES
+
+NAME = "distillery-qa-student"
+TRAIN = {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3, "warmup": 0.0,
+         "logging_steps": 5, "metric_for_best_model": "f1"}
+TINY = {
+    "seed": 0,
+    "data": {"files": {"train": "data/raw/squad/train.json.gz", "test": "data/raw/squad/test.json"},
+             "max_samples": {"train": None, "validation": None, "test": None}},
+    "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN},
+    "student": {"layers": [0, 3], "max_length": 32},
+    "distill": {"train": TRAIN},
+    "question_answering": {"doc_stride": 8, "max_answer_length": 5},
+    "evaluate": {"batch_size": 16},
+    "benchmark": {"sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
+    # a random tiny model passes every gate check: the registry state is deterministic
+    "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0, "tolerance": 0.999}},
+}
+
+
+def _qa_project(tmp_path: Path, tiny_bert: Path) -> Path:
+    project = make_project(tmp_path / "project", tiny_bert)
+    make_squad(project / "data/raw/squad/train.json.gz", articles=8, paragraphs=3, questions=2, seed=0)
+    make_squad(project / "data/raw/squad/test.json", articles=3, paragraphs=3, questions=2, seed=1)
+    params = _merge(yaml.safe_load((project / "params.yaml").read_text()),
+                    yaml.safe_load((ROOT / "profiles/qa.yaml").read_text()))
+    write_params(project / "params.yaml", _merge(params, TINY))
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "the qa profile on tiny data"], cwd=project, check=True)
+    return project
+
+
+def _expected_answers(project: Path, frame: pd.DataFrame) -> list[str]:
+    """The deployable ONNX model's answers through Distillery's own windows (transformers' tokenizer) and
+    post-processing: an independent path to the served model's (``tokenizers``). Windows go in batches of 32,
+    padded to the longest, as the served model sends them: int8 activations are quantized per batch, so
+    another batching may move an answer."""
+    from transformers import AutoTokenizer
+
+    from distillery.onnx_runtime import session
+    from distillery.task_types.question_answering import postprocess
+    from distillery.task_types.question_answering.features import features_of
+    from distillery.task_types.question_answering.onnx import window_logits
+
+    deployment = json.loads((project / "models/onnx/deployment.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(project / "models/student"))
+    columns = features_of(tokenizer, frame, deployment["max_length"], deployment["doc_stride"])
+    windows = window_logits(torch.nn.Identity(), tokenizer, {"served": session(project / "models/onnx" /
+                            deployment["deployable"])}, columns, 32, pytorch=False)["served"]
+    found = postprocess.answers([w[0] for w in windows], [w[1] for w in windows], columns["offset_mapping"],
+                                columns["example_index"], frame["context"].tolist(), deployment["n_best_size"],
+                                deployment["max_answer_length"])
+    return [a["text"] for a in found]
+
+
+def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert):
+    project = _qa_project(tmp_path, tiny_bert)
+    result = dvc(project, "repro")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert re.findall(r"Running stage '([a-z_]+)'", result.stdout) == list(STAGES)
+
+    report = json.loads((project / "data/prepared/data_report.json").read_text())
+    # 8 training articles: validation is 0.1 / 0.9 of them, rounded: 1 article; the test file's 3 articles
+    assert report["articles"] == {"train": 7, "validation": 1, "test": 3}
+    assert report["rows"] == {"train": 42, "validation": 6, "test": 18}  # 3 paragraphs x 2 questions per article
+    manifest = json.loads((project / "data/teacher_logits/manifest.json").read_text())
+    assert manifest["rows"]["train"] == 42 and manifest["outputs"]["train"] > 42  # long paragraphs: more windows
+    assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
+
+    evaluation = json.loads((project / "reports/metrics/eval.json").read_text())
+    test = pd.read_parquet(project / "data/prepared/test.parquet")
+    for model in ("teacher", "student", "baseline"):
+        # per question: the predicted answer is a span of its context, and the split's figures are the means
+        answers = pd.read_csv(project / f"reports/plots/confusion/{model}.csv", keep_default_na=False)
+        contexts = dict(zip(test["id"], test["context"]))
+        assert len(answers) == 18 and all(p in contexts[i] for i, p in zip(answers["id"], answers["predicted"]))
+        assert answers["f1"].mean() == pytest.approx(evaluation[model]["f1"])
+        assert answers["exact_match"].mean() == pytest.approx(evaluation[model]["exact_match"])
+    assert "student_f1_retention" in evaluation and "| student |" in (project / "reports/summary.md").read_text()
+
+    parity = json.loads((project / "reports/metrics/parity.json").read_text())
+    assert parity["student"]["windows"] > parity["student"]["rows"] == 18
+    assert parity["student"]["fp32"]["passed"] and "f1_drop_points" in parity["student"]["int8"]
+    benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
+    assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s16", "b1_s32"}
+    assert benchmark["metrics"] == ["f1", "exact_match"]
+
+    register = json.loads((project / "reports/metrics/register.json").read_text())
+    assert register["decision"] == "promoted", register
+    retention = next(c for c in register["checks"] if c["name"] == "retention")
+    assert "of the teacher's f1" in retention["detail"]
+    card = (project / "reports/model_card.md").read_text()
+    assert "question_answering" in card and "| f1 (x100) |" in card
+
+    expected = _expected_answers(project, test)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/invocations"
+    from distillery.tracking import tracking_uri
+
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log",
+                 env=env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(project))):
+        records = [{"id": i, "question": q, "context": c} for i, q, c in zip(test["id"], test["question"], test["context"])]
+        response = requests.post(url, json={"dataframe_records": records}, timeout=120)
+        assert response.status_code == 200, response.text[:2000]
+        served = response.json()["predictions"]
+        assert [row["answer"] for row in served] == expected
+        for row, context in zip(served, test["context"]):
+            assert context[row["start"]:row["end"]] == row["answer"] and 0 <= row["score"] <= 1
+        columnwise = requests.post(url, json={"inputs": {"question": test["question"].tolist()[:3],
+                                                          "context": test["context"].tolist()[:3]}}, timeout=120)
+        assert columnwise.status_code == 200 and [r["answer"] for r in columnwise.json()["predictions"]] == expected[:3]
+        refused = requests.post(url, json={"dataframe_records": [{"question": None, "context": "x"}]}, timeout=120)
+        assert refused.status_code == 400 and "'question' of row 0 is null" in refused.json()["message"], refused.text

@@ -1,0 +1,308 @@
+"""Extractive QA (``distillery/task_types/question_answering``): windows and answer positions, the span
+post-processing, the official SQuAD EM/F1, the DistilBERT start/end loss, the readers and the by-article
+split. Expected values are worked out by hand in the comments, or (the loss) by an independent float64
+numpy implementation."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from distillery.config import (DataConfig, DistillConfig, GateConfig, Params, QuestionAnsweringConfig, RegisterConfig,
+                               StudentConfig, TeacherConfig, TrainConfig, TransferSetConfig)
+from distillery.errors import ConfigError, DataError
+from distillery.task_types.question_answering import features, postprocess, rows
+from distillery.task_types.question_answering.loss import span_distillation_loss, span_loss
+from distillery.task_types.question_answering.squad import exact_match, f1, normalize_answer, squad_metrics
+from tiny import make_squad_document
+
+WORDS = "the car drives road today news city report good great love happy excellent nice".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_bert):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_bert))
+
+
+# --- windows and answer positions ---------------------------------------------------------------------
+
+def test_an_answer_across_a_stride_boundary_is_labelled_only_in_the_window_that_holds_it(tokenizer):
+    # 14 context words w0..w13, one token each; the question "good" is one token. max_length 12 leaves
+    # 12 - 4 ([CLS] q [SEP] ... [SEP]) = 8 context tokens per window; stride 3 repeats the last 3 tokens of a
+    # window at the start of the next: windows w0-w7, w5-w12, w10-w13. The answer w6 w7 w8 crosses the
+    # end of the first window: the first and the third get CLS (0, 0), the second holds it at positions
+    # [CLS]=0 q=1 [SEP]=2 w5=3 w6=4 w7=5 w8=6, so (4, 6).
+    context = " ".join(WORDS)
+    assert tokenizer.tokenize(context) == WORDS  # one token per word: the counting above holds
+    start = len(" ".join(WORDS[:6])) + 1
+    answer = " ".join(WORDS[6:9])
+    assert context[start:start + len(answer)] == answer == "city report good"
+    frame = pd.DataFrame({"question": ["good"], "context": [context], "answer_texts": [[answer]],
+                          "answer_starts": [[start]]})
+    columns = features.features_of(tokenizer, frame, max_length=12, stride=3)
+    firsts = []
+    for offsets in columns["offset_mapping"]:
+        first = next(o for o in offsets if o[0] != -1)
+        firsts.append(context[first[0]:first[1]])
+    assert firsts == [WORDS[0], WORDS[5], WORDS[10]]
+    assert columns["example_index"] == [0, 0, 0]
+    assert [label[:2] for label in columns["labels"]] == [[0, 0], [4, 6], [0, 0]]
+    assert [label[2] for label in columns["labels"]] == [0, 1, 2]  # each window's own index
+    # question and special tokens have no offsets: only context tokens can be answers
+    assert columns["offset_mapping"][1][:3] == [[-1, -1]] * 3 and columns["offset_mapping"][1][-1] == [-1, -1]
+
+
+def test_answer_positions_by_hand():
+    # tokens: CLS, question, SEP, "ab"(0-2), "cd"(3-5), "ef"(6-8), SEP
+    offsets = [(-1, -1), (-1, -1), (-1, -1), (0, 2), (3, 5), (6, 8), (-1, -1)]
+    assert features.answer_positions(offsets, 0, 3, 8) == (4, 5)  # "cd ef"
+    assert features.answer_positions(offsets, 0, 0, 2) == (3, 3)  # "ab"
+    assert features.answer_positions(offsets, 0, 4, 5) == (4, 4)  # inside one token: that token
+    assert features.answer_positions(offsets, 0, 6, 12) == (0, 0)  # runs past the window: CLS
+
+
+def test_the_cache_must_match_the_windows(tokenizer):
+    frame = pd.DataFrame({"question": ["good"], "context": [" ".join(WORDS)], "answer_texts": [["the"]],
+                          "answer_starts": [[0]]})
+    with pytest.raises(Exception, match=r"cache holds 2 windows but these rows make 3: the student must use the "
+                                        r"teacher's tokenizer"):
+        features.tokenize(frame, tokenizer, 12, 3, np.zeros((2, 2, 12), dtype=np.float32))
+
+
+# --- post-processing ------------------------------------------------------------------------------------
+
+# a window of the context "abc defg hij klm": CLS, question, SEP, "abc"(0-3), "defg"(4-8), "hij"(9-12), SEP; the
+# high logits at CLS and at the final SEP must be ignored, they are not in the context
+CONTEXT = "abc defg hij klm"
+OFFSETS = [(-1, -1), (-1, -1), (-1, -1), (0, 3), (4, 8), (9, 12), (-1, -1)]
+START = np.array([9.0, 0.0, 0.0, 1.0, 5.0, 2.0, 8.0])
+END = np.array([0.0, 7.0, 0.0, 1.0, 3.0, 6.0, 9.0])
+
+
+def test_best_span_by_hand():
+    # valid (start, end) among tokens 3..5 with end >= start: (3,3)=1+1=2, (3,4)=1+3=4, (3,5)=1+6=7,
+    # (4,4)=5+3=8, (4,5)=5+6=11, (5,5)=2+6=8 -> (4, 5), characters 4..12
+    assert postprocess.best_span(START, END, OFFSETS, 20, 30) == (11.0, 4, 5, 4, 12)
+    # at most one token: (4,4)=8 and (5,5)=8 tie; the first found (start 4, the higher start logit) stays
+    assert postprocess.best_span(START, END, OFFSETS, 20, 1) == (8.0, 4, 4, 4, 8)
+    # n-best 2 keeps starts {0, 6} and ends {6, 1}: none in the context, so no span
+    assert postprocess.best_span(START, END, OFFSETS, 2, 30) is None
+    # n-best 3 adds start 4 and end 5: (4, 5) again
+    assert postprocess.best_span(START, END, OFFSETS, 3, 30)[1:3] == (4, 5)
+
+
+def test_the_best_span_across_the_windows_of_an_example():
+    context = CONTEXT
+    # second window: CLS, question, SEP, "hij"(9-12), "klm"(13-16), SEP; its best pair (3, 4) scores 4 + 4 = 8 < 11
+    second = ([0.0, 0.0, 0.0, 4.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0, 4.0, 0.0],
+              [(-1, -1), (-1, -1), (-1, -1), (9, 12), (13, 16), (-1, -1)])
+    answer = postprocess.example_answer([(START, END, OFFSETS), second], context, 20, 30)
+    assert (answer["text"], answer["start"], answer["end"]) == ("defg hij", 4, 12)
+    # the first window's scores halved (start 2.5 + end 3 = 5.5 < 8): the second window wins
+    answer = postprocess.example_answer([(START / 2, END / 2, OFFSETS), second], context, 20, 30)
+    assert (answer["text"], answer["start"], answer["end"]) == ("hij klm", 9, 16)
+    # score: P(start) x P(end), each a softmax over the window; 2 equal logits -> 0.5 x 0.5
+    two = postprocess.example_answer([([0.0, 0.0], [0.0, 0.0], [(0, 1), (2, 3)])], "a b", 20, 30)
+    assert (two["text"], two["score"]) == ("a", pytest.approx(0.25))
+    # no window with a valid span: empty answer
+    assert postprocess.example_answer([([1.0], [1.0], [(-1, -1)])], "x", 20, 30) == \
+        {"text": "", "start": 0, "end": 0, "score": 0.0}
+    # windows are grouped back to their examples by index
+    found = postprocess.answers([START, second[0]], [END, second[1]], [OFFSETS, second[2]], [1, 0],
+                                ["abc defg hij klm", context], 20, 30)
+    assert [a["text"] for a in found] == ["hij klm", "defg hij"]
+
+
+# --- EM / F1 ----------------------------------------------------------------------------------------------
+
+def test_normalisation_as_the_official_script():
+    assert normalize_answer("The  Denver Broncos!") == "denver broncos"
+    assert normalize_answer("U.S.A.") == "usa"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+    assert normalize_answer("Theatre") == "theatre"  # articles only as whole words
+
+
+@pytest.mark.parametrize("prediction, gold, em, f", [
+    ("the Broncos", "Broncos", 1.0, 1.0),
+    ("U.S.A.", "USA", 1.0, 1.0),
+    ("theatre", "atre", 0.0, 0.0),
+    # tokens {denver, broncos, won} vs {denver, broncos}: P 2/3, R 1, F1 2*(2/3)/(5/3) = 0.8
+    ("Denver Broncos won", "the Denver Broncos", 0.0, 0.8),
+    # repeated tokens count with multiplicity: {a1:2} & {a1:1} -> 1 common; P 1/2, R 1, F1 2/3
+    ("paris paris", "Paris", 0.0, 2 / 3),
+    ("", "anything", 0.0, 0.0),
+])
+def test_em_and_f1_of_one_answer(prediction, gold, em, f):
+    assert exact_match(prediction, gold) == em
+    assert f1(prediction, gold) == pytest.approx(f)
+
+
+def test_the_best_over_several_gold_answers_then_the_mean():
+    # "in 1990" vs "1990": P 1/2, R 1 -> 2/3; vs "in the year 1990" (-> in year 1990): P 1, R 2/3 -> 0.8
+    # second question: "Broncos" equals its second gold answer: EM 1, F1 1
+    metrics = squad_metrics(["in 1990", "Broncos"], [["1990", "in the year 1990"], ["Denver Broncos", "the broncos"]])
+    assert metrics == {"exact_match": pytest.approx(0.5), "f1": pytest.approx((0.8 + 1.0) / 2)}
+
+
+# --- the loss ---------------------------------------------------------------------------------------------
+
+def _numpy_loss(student, teacher, labels, alpha, temperature):
+    """The DistilBERT SQuAD loss in float64 numpy, written out from its formula."""
+    def log_softmax(x):
+        x = x - x.max(axis=-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+    total_kl, total_ce = 0.0, 0.0
+    for k in (0, 1):  # start, end
+        log_s, log_t = log_softmax(student[:, k] / temperature), log_softmax(teacher[:, k] / temperature)
+        total_kl += (np.exp(log_t) * (log_t - log_s)).sum() / len(student)  # batchmean
+        log_p = log_softmax(student[:, k])
+        total_ce += -np.mean([log_p[i, labels[i, k]] for i in range(len(student))])
+    return (1 - alpha) * temperature ** 2 * total_kl / 2 + alpha * total_ce / 2
+
+
+def test_the_loss_against_float64_numpy():
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(3, 2, 7)) * 2, rng.normal(size=(3, 2, 7)) * 3
+    labels = np.array([[1, 3, 0], [0, 0, 1], [6, 6, 2]])
+    for alpha, temperature in ((0.5, 2.0), (0.3, 1.0), (1.0, 4.0), (0.0, 3.0)):
+        ours = span_distillation_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), alpha,
+                                      temperature).item()
+        assert ours == pytest.approx(_numpy_loss(student, teacher, labels, alpha, temperature), rel=1e-12)
+    # the span loss alone is the alpha = 1 case
+    assert span_loss(torch.tensor(student), torch.tensor(labels)).item() == \
+        pytest.approx(_numpy_loss(student, teacher, labels, 1.0, 1.0), rel=1e-12)
+
+
+def test_a_pinned_loss_value():
+    # 2 positions, uniform student, teacher (ln 3, 0): p_t = (3/4, 1/4); T = 1: KL = 3/4 ln(3/2) + 1/4 ln(1/2)
+    # per head; CE of a uniform pair = ln 2 per head. alpha 0.5: 0.5 * KL + 0.5 * ln 2
+    student = torch.zeros(1, 2, 2, dtype=torch.float64)
+    teacher = torch.tensor([[[math.log(3), 0.0], [math.log(3), 0.0]]], dtype=torch.float64)
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    value = span_distillation_loss(student, teacher, torch.tensor([[0, 1, 0]]), 0.5, 1.0).item()
+    assert value == pytest.approx(0.5 * kl + 0.5 * math.log(2), rel=1e-12)
+
+
+# --- reading and splitting ----------------------------------------------------------------------------------
+
+def _params(**data) -> Params:
+    by_f1 = dataclasses.replace(TrainConfig(), metric_for_best_model="f1")
+    distill = DistillConfig(transfer_set=TransferSetConfig(source="none"), train=by_f1)
+    return Params(task="question_answering", data=DataConfig(**data), teacher=TeacherConfig(max_length=32, train=by_f1),
+                  student=StudentConfig(max_length=32), distill=distill,
+                  register=RegisterConfig(gate=GateConfig(metric="f1")),
+                  question_answering=QuestionAnsweringConfig(doc_stride=8))
+
+
+def test_the_same_rows_from_json_json_gz_jsonl_and_a_datasets_directory(tmp_path):
+    document = make_squad_document(articles=3, paragraphs=2, questions=2, seed=5)
+    (tmp_path / "a.json").write_text(json.dumps(document))
+    with gzip.open(tmp_path / "a.json.gz", "wt") as handle:
+        handle.write(json.dumps(document))
+    flat = [{"id": qa["id"], "title": article["title"], "context": p["context"], "question": qa["question"],
+             "answers": {"text": [a["text"] for a in qa["answers"]],
+                         "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for article in document["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in flat))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "train.jsonl").write_text("\n".join(json.dumps(r) for r in flat))
+    expected = rows.read_file(tmp_path / "a.json")
+    assert len(expected) == 12 and expected["answer_texts"].map(len).eq(2).all()
+    for other in (rows.read_file(tmp_path / "a.json.gz"), rows.read_file(tmp_path / "a.jsonl"),
+                  rows.read_hub(str(hub), None)["train"]):
+        assert other[rows.COLUMNS].map(lambda v: list(v) if isinstance(v, (list, np.ndarray)) else v) \
+            .equals(expected[rows.COLUMNS])
+
+
+def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
+    document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
+    bad = document["data"][0]["paragraphs"][0]["qas"]
+    bad[0]["answers"][0]["answer_start"] += 1  # no longer where the text is
+    bad[1]["question"] = "  "
+    (tmp_path / "all.json").write_text(json.dumps(document))
+    splits, rejected, report = rows.prepare_splits(_params(source=str(tmp_path / "all.json"),
+                                                           split_fractions={"train": 0.6, "validation": 0.2,
+                                                                            "test": 0.2}))
+    assert [r["reason"] for r in rejected] == ["answer not at its answer_start in the context", "empty question"]
+    assert [r["row"] for r in rejected] == [1, 2]
+    titles = {name: set(frame["title"]) for name, frame in splits.items()}
+    assert [len(titles[s]) for s in ("train", "validation", "test")] == [6, 2, 2]  # 20% of 10 articles = 2
+    assert not (titles["train"] & titles["validation"]) and not (titles["train"] & titles["test"])
+    assert sum(len(f) for f in splits.values()) == 40 - 2 and report["articles_in_train_and_another_split"] == []
+    with pytest.raises(DataError, match=r"all.json \[all\] row 1: answer not at its answer_start"):
+        rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"distill": DistillConfig(transfer_set=TransferSetConfig(source="remainder"),
+                               train=dataclasses.replace(TrainConfig(), metric_for_best_model="f1"))},
+     r"distill\.transfer_set\.source = 'remainder' is not allowed; extractive QA"),
+    ({"student": StudentConfig(max_length=64)}, r"student\.max_length = 64 is not allowed; .* must equal "
+                                                r"teacher\.max_length \(32\)"),
+    ({"question_answering": QuestionAnsweringConfig(doc_stride=16)}, r"question_answering\.doc_stride = 16 is not "
+                                                                     r"allowed; it must be below half"),
+    ({"teacher": TeacherConfig(max_length=32, train=dataclasses.replace(TeacherConfig().train,
+                                                                          metric_for_best_model="accuracy"))},
+     r"teacher\.train\.metric_for_best_model = 'accuracy' is not allowed; task question_answering is scored by "
+     r"f1 \| exact_match \| loss"),
+])
+def test_question_answering_params_are_checked(change, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(_params(source="x.json"), **change)
+
+
+# --- the layers student with the QA head, and the served code -----------------------------------------------
+
+@pytest.mark.parametrize("layers", [[0, 3], [0, 2, 3]])
+def test_a_layers_student_copies_the_teacher_s_layers_and_its_qa_head(tiny_bert, layers):
+    from distillery.students.layers import select_layers
+    from distillery.task_types.load import task_type
+
+    task = task_type("question_answering")
+    torch.manual_seed(0)
+    source = task.load_model(str(tiny_bert), "t")
+    student = select_layers(task, source, layers)
+    assert student.config.num_hidden_layers == len(layers) and type(student) is type(source)
+    teacher_state, student_state = source.state_dict(), student.state_dict()
+    for i, layer in enumerate(layers):
+        key = "encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(student_state["bert." + key.format(i)], teacher_state["bert." + key.format(layer)])
+    assert torch.equal(student_state["qa_outputs.weight"], teacher_state["qa_outputs.weight"])
+    output = student(input_ids=torch.tensor([[2, 7, 3, 9, 3]]))
+    assert task.outputs_of(output).shape == (1, 2, 5)  # start and end logits per token
+
+
+@pytest.mark.parametrize("code", ["distillery/serving/question_answerer.py",
+                                  "distillery/task_types/question_answering/postprocess.py"])
+def test_the_served_code_never_imports_distillery(code):
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / code).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names} | \
+        {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not [name for name in imported if name.split(".")[0] in ("distillery", "torch", "transformers")], imported
+
+
+def test_the_cache_key_holds_the_stride_and_is_unchanged_without_settings(tmp_path):
+    from distillery.logit_cache import PARTS, fingerprint
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text("{}")
+    (tmp_path / "teacher" / "tokenizer.json").write_text("{}")
+    (tmp_path / "prepared").mkdir()
+    for part in PARTS:
+        pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "prepared" / f"{part}.parquet")
+    key = lambda settings: fingerprint(tmp_path / "teacher", tmp_path / "prepared", 32, settings)["tokenizer"]  # noqa
+    assert key(None) == key({})  # text classification has no settings: its cache key is as before
+    assert len({key(None), key({"doc_stride": 8}), key({"doc_stride": 4})}) == 3
