@@ -81,14 +81,10 @@ def _interval(ci: Optional[dict]) -> str:
 
 
 def benchmark_table(results: dict) -> str:
-<<<<<<< HEAD
     """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
-    size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed."""
-=======
-    """Markdown: per model, latency at the headline cell, size, parameters, accuracy; then the ratios.
+    size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed.
 
     A task scored by other metrics (extractive QA: ``f1``, ``exact_match``) shows those instead."""
->>>>>>> qa-on-main
     head = results["headline"]
     metrics = results.get("metrics", ["accuracy", "macro_f1"])
     if metrics != ["accuracy", "macro_f1"]:
@@ -119,16 +115,11 @@ def benchmark_table(results: dict) -> str:
             f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
     return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
-<<<<<<< HEAD
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
             f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
             f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.{boot}"
             f"{method}\n")
-=======
-            f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50, "
-            f"{head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; accuracy "
-            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
 
 
 def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
@@ -150,6 +141,5 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
                      f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))
     return ("\n\n".join(lines) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "
-            f"faster at p50, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
+            f"faster at p50{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
             f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
->>>>>>> qa-on-main

@@ -123,16 +123,17 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")
     parity = read_json(reports_dir / "metrics" / "parity.json", "export")
     deployment = read_json(onnx_dir / "deployment.json", "export")
-<<<<<<< HEAD
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
         "batch_sizes": cfg.batch_sizes, "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup,
         "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
         "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds"},
-        "deployable": deployment["deployable"], "models": {}, "cells": {}}
+        "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
+        "models": {}, "cells": {}}
     grid = [(batch, length) for batch in cfg.batch_sizes for length in cfg.sequence_lengths]
     loaded = {name: _load(task, name, models_dir, onnx_dir, test, grid, cfg.threads) for name in MODELS}
     for name, model in loaded.items():
-        results["models"][name] = {**model["entry"], **_quality(name, evaluation, parity), "cells": {}}
+        results["models"][name] = {**model["entry"], **_quality(name, evaluation, parity, (task.primary_metric, task.secondary_metric)),
+                                   "cells": {}}
     raw: dict = {}  # cell -> model -> timings, for the headline's bootstrap
     for index, (batch, length) in enumerate(grid, 1):
         cell = f"b{batch}_s{length}"
@@ -148,35 +149,8 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         print(f"benchmark: cell {cell} ({index}/{len(grid)}): {runs} runs per model, stopped by {stop}, "
               f"{results['cells'][cell]['seconds']:.1f}s", file=sys.stderr, flush=True)
     del loaded
-    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, raw, params.student.max_length)
-=======
-    results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {"batch_sizes": cfg.batch_sizes,
-                     "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup, "runs": cfg.runs},
-                     "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
-                     "models": {}}
-    for name, (runtime, model_name, onnx_file) in MODELS.items():
-        model_dir = models_dir / model_name
-        onnx_path = onnx_dir / onnx_file if onnx_file else None
-        if onnx_path is not None and not onnx_path.is_file():
-            raise ModelError(f"{onnx_path}: ONNX model not found; run `dvc repro export`")
-        tokenizer = load_tokenizer(str(model_dir), str(model_dir))
-        gc.collect()
-        cells = {}
-        with PeakRSS() as memory:
-            run, _held = _runner(task, runtime, model_dir, onnx_path, cfg.threads)
-            for batch in cfg.batch_sizes:
-                for length in cfg.sequence_lengths:
-                    inputs = task.benchmark_inputs(tokenizer, test, batch, length)
-                    cells[f"b{batch}_s{length}"] = summarise(time_calls(lambda: run(inputs), cfg.warmup, cfg.runs),
-                                                             batch)
-        del run, _held
-        training = read_json(model_dir / "training.json")
-        results["models"][name] = {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
-                                   "parameters": training["parameters"], "peak_memory_mb": memory.mb,
-                                   **_quality(name, evaluation, parity, (task.primary_metric, task.secondary_metric)),
-                                   "cells": cells}
-    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, task.primary_metric)
->>>>>>> qa-on-main
+    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, raw, params.student.max_length,
+                                  task.primary_metric)
     from distillery.plots import plot_benchmark
 
     plot_benchmark(results, reports_dir / "plots")
@@ -185,15 +159,10 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     return results
 
 
-<<<<<<< HEAD
 def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, None] = None,
-             target_length: int = 64) -> dict:
+             target_length: int = 64, metric: str = "accuracy") -> dict:
     """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence ``target_length`` (the student's max
     length; or the nearest cell), each speed-up with a bootstrap 95% interval when the raw timings are given."""
-=======
-def headline(results: dict, batch_sizes: list, lengths: list, metric: str = "accuracy") -> dict:
-    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence 64 (or the nearest cell)."""
->>>>>>> qa-on-main
     batch = 1 if 1 in batch_sizes else min(batch_sizes)
     length = min(lengths, key=lambda n: abs(n - target_length))
     cell = f"b{batch}_s{length}"
@@ -202,8 +171,7 @@ def headline(results: dict, batch_sizes: list, lengths: list, metric: str = "acc
             "p50_speedup": slow["cells"][cell]["p50_ms"] / fast["cells"][cell]["p50_ms"],
             "p95_speedup": slow["cells"][cell]["p95_ms"] / fast["cells"][cell]["p95_ms"],
             "size_ratio": slow["size_mb"] / fast["size_mb"],
-<<<<<<< HEAD
-            "accuracy_change_points": 100 * ((fast["accuracy"] or 0) - (slow["accuracy"] or 0))}
+            f"{metric}_change_points": 100 * ((fast[metric] or 0) - (slow[metric] or 0))}
     if raw is not None:
         slow_ms, fast_ms = (raw[cell][m] for m in HEADLINE)
         for quantile in (50, 95):
@@ -211,9 +179,6 @@ def headline(results: dict, batch_sizes: list, lengths: list, metric: str = "acc
             head[f"p{quantile}_speedup_ci95"] = {"low": low, "high": high}
         head["bootstrap"] = dict(BOOTSTRAP, runs={m: int(len(raw[cell][m])) for m in HEADLINE})
     return head
-=======
-            f"{metric}_change_points": 100 * ((fast[metric] or 0) - (slow[metric] or 0))}
->>>>>>> qa-on-main
 
 
 def summary(result: dict) -> str:
