@@ -40,6 +40,7 @@ ALL_STAGES = ["prepare", "train_teacher", "teacher_logits", "distill", "evaluate
 #   killed register may already have created a version, so the rerun's is the next one) and timestamps.
 NONDETERMINISTIC = {"reports/metrics/benchmark.json", "reports/benchmark.md", "reports/plots/benchmark_pareto.png",
                     "reports/plots/benchmark_latency.png", "reports/metrics/register.json",
+                    "reports/summary.md",  # evaluate's table has each model's training seconds
                     "reports/model_card.md"}
 SCRATCH = re.compile(r"^\..+\.(tmp|old)-(\d+)")
 FLOW = ("import json, sys\n"
@@ -106,8 +107,9 @@ def _kill_during(project: Path, stage: str, stages: list[str], overrides: dict, 
             assert time.monotonic() < deadline, f"{stage} never started:\n{log.read_text()[-4000:]}"
             worker = _stage_process(root, stage)
             time.sleep(0.1)
-        # Kill when the stage has scratch on disk (the most fragile moment), or after 20 s of it running.
-        writing = time.monotonic() + 20
+        # Kill when the stage has scratch on disk (the most fragile moment), or after 3 s of it running (a stage
+        # that writes no scratch, e.g. evaluate on the tiny model, can finish within 20 s).
+        writing = time.monotonic() + 3
         while time.monotonic() < writing and not _scratch(project, {worker.pid}) and not _scratch(tmp, {worker.pid}):
             assert worker.is_running(), f"{stage} finished before it could be killed:\n{log.read_text()[-4000:]}"
             time.sleep(0.05)
