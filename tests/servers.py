@@ -67,7 +67,10 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
     command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
                "--artifacts-destination", str((workdir / "artifacts").resolve())]
-    with running(command, f"http://127.0.0.1:{port}/health", workdir / "server.log"):
+    # MLflow 3's job runner (seven huey consumers, ~10% of a core each while idle) serves features the
+    # pipeline never uses; on a 2-core machine it slows every test that runs beside the server
+    env = dict(env_with_venv(), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with running(command, f"http://127.0.0.1:{port}/health", workdir / "server.log", env=env):
         yield f"http://127.0.0.1:{port}"
 
 
