@@ -115,4 +115,4 @@ def dvc(project: Path, *args: str, env: dict | None = None) -> subprocess.Comple
     """Run DVC in ``project`` with this interpreter's ``python`` first on PATH (and ``env`` added)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=1800)
