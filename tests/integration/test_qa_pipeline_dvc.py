@@ -129,7 +129,7 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
         served = response.json()["predictions"]
         assert [row["answer"] for row in served] == expected
         for row, context in zip(served, test["context"]):
-            assert context[row["start"]:row["end"]] == row["answer"] and 0 <= row["score"] <= 1
+            assert context[row["start"]:row["end"]] == row["answer"]
         columnwise = requests.post(url, json={"inputs": {"question": test["question"].tolist()[:3],
                                                           "context": test["context"].tolist()[:3]}}, timeout=120)
         assert columnwise.status_code == 200 and [r["answer"] for r in columnwise.json()["predictions"]] == expected[:3]
