@@ -35,8 +35,15 @@ def quantize_int8(source: PathLike, target: PathLike) -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # onnxruntime logs "consider pre-processing" advice to the root logger on every call: silenced for the call
+    # only (setting the root level for good once hid every later warning of the process)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def session(path: PathLike, threads: int = 0):

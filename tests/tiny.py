@@ -3,6 +3,7 @@ with a learnable signal. Nothing here touches the network."""
 from __future__ import annotations
 
 import random
+import string
 from pathlib import Path
 
 import pandas as pd
@@ -34,15 +35,20 @@ def make_csv(path: Path, n: int = 90, seed: int = 0) -> Path:
 
 def make_tiny_bert(directory: Path, num_layers: int = 2, hidden: int = 32) -> Path:
     """Save a random tiny BERT (no head) and its tokenizer to ``directory``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # A fixed vocabulary (a trained WordPiece vocabulary's order changes between builds, and with it every
+    # tiny model's start): the special tokens, each character alone and as a suffix, every word, the numbers.
+    words = sorted(set(POSITIVE + NEGATIVE + NEUTRAL + FILLER + ["day", "car", "pair", "its", "long", "first", "which", "number", "comes"]))
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    pieces = special + chars + [f"##{c}" for c in chars] + words + [str(i) for i in range(200)]
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    corpus = [" ".join(POSITIVE + NEGATIVE + NEUTRAL + FILLER)] * 4 + [str(i) for i in range(200)]
-    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -52,7 +58,10 @@ def make_tiny_bert(directory: Path, num_layers: int = 2, hidden: int = 32) -> Pa
     config = BertConfig(vocab_size=fast.vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
     directory.mkdir(parents=True, exist_ok=True)
-    BertModel(config).save_pretrained(directory)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertModel(config)
+    model.save_pretrained(directory)
     fast.save_pretrained(directory)
     return directory
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from distillery.config.base import allowed, not_allowed, section
 from distillery.stages import STAGES
 
 Stage = Literal[STAGES]  # type: ignore[valid-type]
 _POSITIVE_INTS = allowed("list positive integers")
+_SEEDS_RULE = "list at least two distinct integer seeds (a spread needs two)"
+
+
+def _two_distinct(seeds: list[int]) -> list[int]:
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise not_allowed(_SEEDS_RULE)
+    return seeds
+
+
+Seeds = Annotated[list[int], AfterValidator(_two_distinct)]  # a spread over seeds needs two distinct ones
 
 
 @section("evaluate")
@@ -18,17 +28,10 @@ class EvaluateConfig:
     """Read by ``teacher_logits`` and ``evaluate``."""
 
     batch_size: int = Field(128, ge=1, description="inference batch size")
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3],
+    seeds: Seeds = Field(default_factory=lambda: [1, 2, 3],
                              description="`python -m distillery kd_gain`: distilled vs baseline student, one pair "
                                          "per seed",
-                             json_schema_extra=allowed("list at least two distinct integer seeds (a spread needs two)"))
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
-            raise not_allowed("list at least two distinct integer seeds (a spread needs two)")
-        return seeds
+                             json_schema_extra=allowed(_SEEDS_RULE))
 
 
 @section("sweep")
@@ -42,10 +45,10 @@ class SweepConfig:
     temperature: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
         description="distill.temperature values swept", json_schema_extra=allowed("list distinct values > 0"))
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3],
+    seeds: Seeds = Field(default_factory=lambda: [1, 2, 3],
                              description="one labels-only baseline per seed, and one distilled student per seed "
                                          "and setting, all from that seed's initialisation",
-                             json_schema_extra=allowed("list at least two distinct integer seeds (a spread needs two)"))
+                             json_schema_extra=allowed(_SEEDS_RULE))
     metric: Literal["accuracy", "macro_f1"] = Field(
         "accuracy", description="the setting with the best mean of this on the VALIDATION split is selected")
 
@@ -55,13 +58,6 @@ class SweepConfig:
         if len(set(values)) != len(values):
             raise not_allowed("list distinct values")
         return values
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        if len(seeds) < 2 or len(set(seeds)) != len(seeds):
-            raise not_allowed("list at least two distinct integer seeds (a spread needs two)")
-        return seeds
 
 
 @section("export")

@@ -8,21 +8,15 @@ width is then the teacher's) or at random with ``student.bilstm.embedding_dim``.
 from __future__ import annotations
 
 from distillery.students import embedding
-from distillery.students.base import StudentFamily
 
 
-class BiLSTM(StudentFamily):
+class BiLSTM(embedding.EmbeddingFamily):
     name = "bilstm"
 
-    def build(self, params, task, labels, teacher_dir, seed):
+    def model_config(self, cfg, **shared):
         from distillery.students.modeling import BiLSTMConfig
 
-        cfg = params.student.bilstm
-        tokenizer, vocab_size, weights = embedding.teacher_vocabulary(params, task, labels, cfg.init_from_teacher)
-        config = BiLSTMConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, mlp_hidden=cfg.mlp_hidden,
-                              dropout=cfg.dropout, pad_token_id=tokenizer.pad_token_id,
-                              embedding_dim=cfg.embedding_dim if weights is None else weights.shape[1])
-        return embedding.build(task, config, labels, seed, weights), tokenizer
+        return BiLSTMConfig(hidden_size=cfg.hidden_size, mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout, **shared)
 
     def describe(self, params) -> str:
         cfg = params.student.bilstm

@@ -8,20 +8,15 @@ logits with alpha = 0 (``distill.loss: mse``, ``distill.alpha: 0``); ``kl`` work
 from __future__ import annotations
 
 from distillery.students import embedding
-from distillery.students.base import StudentFamily
 
 
-class BagOfEmbeddings(StudentFamily):
+class BagOfEmbeddings(embedding.EmbeddingFamily):
     name = "boe"
 
-    def build(self, params, task, labels, teacher_dir, seed):
+    def model_config(self, cfg, **shared):
         from distillery.students.modeling import BagOfEmbeddingsConfig
 
-        cfg = params.student.boe
-        tokenizer, vocab_size, weights = embedding.teacher_vocabulary(params, task, labels, cfg.init_from_teacher)
-        config = BagOfEmbeddingsConfig(vocab_size=vocab_size, pooling=cfg.pooling, pad_token_id=tokenizer.pad_token_id,
-                                       embedding_dim=cfg.embedding_dim if weights is None else weights.shape[1])
-        return embedding.build(task, config, labels, seed, weights), tokenizer
+        return BagOfEmbeddingsConfig(pooling=cfg.pooling, **shared)
 
     def describe(self, params) -> str:
         cfg = params.student.boe

@@ -8,6 +8,23 @@ import torch
 
 from distillery.errors import ModelError
 from distillery.hf import load_tokenizer, resolve_model
+from distillery.students.base import StudentFamily
+
+
+class EmbeddingFamily(StudentFamily):
+    """A family whose model config comes from its params section (``student.<name>``) and the teacher's
+    vocabulary: subclasses give ``model_config``."""
+
+    def model_config(self, cfg, **shared):
+        """The model's config from ``student.<name>`` and ``shared`` (vocab_size, pad_token_id, embedding_dim)."""
+        raise NotImplementedError
+
+    def build(self, params, task, labels, teacher_dir, seed):
+        cfg = getattr(params.student, self.name)
+        tokenizer, vocab_size, weights = teacher_vocabulary(params, task, labels, cfg.init_from_teacher)
+        config = self.model_config(cfg, vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id,
+                                   embedding_dim=cfg.embedding_dim if weights is None else weights.shape[1])
+        return build(task, config, labels, seed, weights), tokenizer
 
 
 def teacher_vocabulary(params, task, labels: list,

@@ -11,7 +11,7 @@ change to them re-runs that stage alone:
 - ``serving`` (``register``): the served model's input and output schema and its artifacts:
   ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``METRICS`` (the gate's
   figures, the primary first), ``served_artifacts``,
-  ``load_code_model``, ``model_input``, ``signature_example``, ``signature`` and ``score`` (the gate's
+  ``load_code_model``, ``model_input``, ``signature_example`` and ``score`` (the gate's
   figures through the served model).
 
 See ``text_classification/rows.py`` and ``text_classification/serving.py``, and

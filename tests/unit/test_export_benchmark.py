@@ -87,6 +87,22 @@ def test_fp32_parity_across_shapes_with_padding(workspace, tmp_path, texts, max_
     np.testing.assert_allclose(run_session(session(path), batch), expected, atol=1e-4)
 
 
+def test_quantizing_leaves_the_processs_logging_as_it_was(workspace, tmp_path, caplog):
+    """onnxruntime's advice is silenced during the call only: a later warning of the process still shows."""
+    import logging
+
+    from distillery.onnx_runtime import quantize_int8
+
+    root, _ = workspace
+    model = load_classifier(str(root / "models" / "student"), "s")
+    export_onnx(model, load_tokenizer(str(root / "models" / "student"), "s"), tmp_path / "s.onnx")
+    level = logging.getLogger().level
+    quantize_int8(tmp_path / "s.onnx", tmp_path / "s.int8.onnx")
+    assert logging.getLogger().level == level
+    logging.getLogger("distillery.test").warning("still heard")
+    assert "still heard" in caplog.text
+
+
 def test_export_stage_passes_and_reports(workspace):
     root, params = workspace
     report = _export(root, params)

@@ -13,6 +13,7 @@ import pandas as pd
 from distillery.errors import RegistryError
 from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
+from distillery.registry import pyfunc
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, QUESTION
 from distillery.task_types.question_answering.squad import squad_metrics
@@ -62,28 +63,9 @@ def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({column: head[column].astype(str).tolist() for column in INPUTS})
 
 
-def signature(example: pd.DataFrame, output: pd.DataFrame):
-    """Named, required ``question`` and ``context`` columns in (typed ``any`` so that a bad value reaches the
-    model and is refused with a 400, as for text classification); the answer's columns out."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
-    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
-
-
 def load_code_model(artifacts: dict[str, str]):
     """The pyfunc class from its code file, loaded against local artifacts."""
-    import importlib.util
-    from types import SimpleNamespace
-
-    spec = importlib.util.spec_from_file_location("_distillery_served_qa_model", MODEL_CODE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.OnnxQuestionAnswerer()
-    model.load_context(SimpleNamespace(artifacts=artifacts))
-    return model
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxQuestionAnswerer", artifacts)
 
 
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:

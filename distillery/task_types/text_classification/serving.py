@@ -16,6 +16,7 @@ from distillery.errors import RegistryError
 from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL, PAIR, TEXT
+from distillery.registry import pyfunc
 
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
 MAX_ROWS = 1000  # rows per predict call (one HTTP request); more is refused with a 400 naming the cap
@@ -63,32 +64,9 @@ def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({column: head[column].astype(str).tolist() for column in input_columns(frame)})
 
 
-def signature(example: pd.DataFrame, output: pd.DataFrame):
-    """Named, required columns in (``text``, ``text_pair``); the answer's columns out.
-
-    The columns are typed ``any``, not ``string``: for a string column, MLflow's scoring server turns
-    every value of an ``{"inputs": [...]}`` request into a string before the model sees it (null
-    becomes "None", 1 becomes "1"). Typed ``any``, the values reach the served model as sent, and it
-    refuses what is not a string with a 400."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
-    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns])
-    return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
-
-
 def load_code_model(artifacts: dict[str, str]):
     """The pyfunc class from its code file, loaded against local artifacts (to infer the signature)."""
-    import importlib.util
-    from types import SimpleNamespace
-
-    spec = importlib.util.spec_from_file_location("_distillery_served_model", MODEL_CODE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.OnnxTextClassifier()
-    model.load_context(SimpleNamespace(artifacts=artifacts))
-    return model
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxTextClassifier", artifacts)
 
 
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
