@@ -4,8 +4,8 @@
   whole register-and-gate step, so two pipelines never interleave their alias moves. The lock file
   lives in ``$DISTILLERY_LOCK_DIR`` (default ``~/.cache/distillery/locks``), named by a hash of the
   tracking URI and model name, so every project on this machine that registers the same model on
-  the same store shares it. Pipelines on several machines need one scheduler (the Prefect
-  deployment's concurrency limit) or a shared lock directory.
+  the same store shares it. Registrations from several machines set ``register.lock`` to a PostgreSQL
+  URL instead, and take its advisory lock (``distillery.advisory_lock``).
 - ``repository_lock``: one pipeline per repository. Whoever runs stages takes
   ``.dvc/tmp/distillery-flow.lock``: an orchestrator (the Prefect flow) for its whole run, and
   ``python -m distillery <stage>`` (which ``dvc repro`` runs) for its stage. The holder puts a
@@ -42,8 +42,17 @@ def lock_path(uri: str, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def registry_lock(uri: str, name: str, timeout_s: float, poll_s: float = 0.5) -> Iterator[Path]:
-    """Hold the registration lock for ``name`` on ``uri``; wait at most ``timeout_s`` for it."""
+def registry_lock(uri: str, name: str, timeout_s: float, poll_s: float = 0.5, lock: str = "file") -> Iterator:
+    """Hold the registration lock for ``name`` on ``uri``; wait at most ``timeout_s`` for it.
+
+    ``lock`` is ``register.lock``: ``file`` (this module's OS file lock), or a ``postgresql://`` URL, whose
+    advisory lock (``distillery.advisory_lock``) serialises registrations from every machine that reaches it."""
+    if lock != "file":
+        from distillery.advisory_lock import advisory_lock
+
+        with advisory_lock(lock, name, timeout_s, poll_s):
+            yield lock
+        return
     path = lock_path(uri, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:

@@ -52,6 +52,29 @@ def dvc_tags(lock: dict) -> dict[str, str]:
     return tags
 
 
+def dvc_remote(root: Path) -> dict[str, str]:
+    """The DVC remote this clone pushes to and pulls from by default (``core.remote``): its name and its URL
+    without credentials; ``dvc.remote`` is ``none`` when no default remote is configured."""
+    if not (root / ".dvc").is_dir():
+        return {"dvc.remote": "none"}
+    try:
+        from dvc.config import Config
+
+        config = Config(dvc_dir=str((root / ".dvc").resolve()))  # repo, local, global and system levels merged
+        name = config["core"].get("remote")
+        url = str(config["remote"].get(name, {}).get("url", "")) if name else ""
+    except Exception as exc:  # an unreadable DVC config must not stop a registration; say so in the tag
+        return {"dvc.remote": f"unknown ({type(exc).__name__})"}
+    return {"dvc.remote": name, "dvc.remote_url": redact_uri(url)} if name else {"dvc.remote": "none"}
+
+
+def provenance(tags: dict[str, str]) -> dict[str, str]:
+    """What a model version records of where it came from, out of a pipeline run's ``tags``: the git commit,
+    the DVC remote, and the DVC hash of every data and model output (``dvc pull`` at that commit fetches them)."""
+    return {key: value for key, value in tags.items()
+            if key in ("git.commit", "git.dirty") or (key.startswith("dvc.") and not key.startswith("dvc.stage."))}
+
+
 def stage_status(current: dict[str, str], previous: Optional[dict[str, str]]) -> dict[str, str]:
     """``ran`` or ``cached`` for each stage: cached when its outputs equal those of the last tracked execution."""
     status = {}

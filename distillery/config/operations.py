@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from distillery.config.base import allowed, not_allowed, section
 from distillery.stages import STAGES
@@ -12,6 +12,8 @@ from distillery.stages import STAGES
 Stage = Literal[STAGES]  # type: ignore[valid-type]
 _POSITIVE_INTS = allowed("list positive integers")
 _SEEDS_RULE = "list at least two distinct integer seeds (a spread needs two)"
+LOCK_RULE = ("write file (an OS file lock, this machine only) or postgresql://[user@]host[:port]/database (a "
+             "PostgreSQL advisory lock, for registrations from several machines)")
 
 
 def _two_distinct(seeds: list[int]) -> list[int]:
@@ -137,8 +139,49 @@ class RegisterConfig:
                             json_schema_extra=allowed("name an experiment"))
     lock_timeout_s: float = Field(600.0, ge=0, description="wait this long for another registration of the same "
                                                            "model name, then fail")
+    lock: str = Field("file", description="what serialises registrations of one model name: file (an OS file lock, "
+                                          "this machine only) | postgresql://[user@]host[:port]/database (a "
+                                          "PostgreSQL advisory lock, shared by every machine that reaches it; the "
+                                          "password comes from PGPASSWORD or ~/.pgpass)",
+                      json_schema_extra=allowed(LOCK_RULE))
     gate: GateConfig = Field(default_factory=GateConfig, description="the candidate becomes champion only if "
                                                                      "every check passes; else challenger")
+
+    @model_validator(mode="after")
+    def _lock_url(self) -> "RegisterConfig":
+        """``file`` or a PostgreSQL URL without a password; an error shows the URL without its credentials."""
+        lock = self.lock
+        if lock == "file":
+            return self
+        from urllib.parse import parse_qs, urlsplit
+
+        from distillery.tracking import redact_uri
+
+        shown = redact_uri(lock.split("?", 1)[0])
+        try:
+            parts = urlsplit(lock)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise not_allowed(LOCK_RULE, "lock", shown) from None
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise not_allowed(LOCK_RULE, "lock", shown)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise not_allowed("params.yaml is committed, so it holds no password: give it in PGPASSWORD or "
+                              "~/.pgpass", "lock", shown)
+        return self
+        from urllib.parse import parse_qs, urlsplit
+
+        try:
+            parts = urlsplit(lock)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise not_allowed(LOCK_RULE) from None
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise not_allowed(LOCK_RULE)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise not_allowed("params.yaml is committed, so it holds no password: give it in PGPASSWORD or "
+                              "~/.pgpass")
+        return lock
 
 
 @section("schedule")

@@ -1,8 +1,9 @@
 """Registry access: versions, aliases, the champion, tags, action runs, and ``connected``, the one way in.
 
-``connected(root, name, lock_timeout_s)`` points MLflow at the project's store and yields an
-``MlflowClient`` under the per-model-name lock, with a tracking server lost mid-way mapped to
-``TrackingUnavailable`` (exit code 3, retried by the flow). The register stage and the commands use it.
+``connected(root, name, lock_timeout_s, lock)`` points MLflow at the project's store and yields an
+``MlflowClient`` under the per-model-name lock (``register.lock``: a file lock, or a PostgreSQL advisory
+lock), with a tracking server lost mid-way mapped to ``TrackingUnavailable`` (exit code 3, retried by the
+flow). The register stage and the commands use it.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ ROLLED_BACK = TAG + "rolled_back_at"  # the rollback guard: the gate refuses thi
 
 
 @contextlib.contextmanager
-def connected(root: Path, name: str, lock_timeout_s: Optional[float]) -> Iterator:
+def connected(root: Path, name: str, lock_timeout_s: Optional[float], lock: str = "file") -> Iterator:
     """A connected ``MlflowClient`` under ``name``'s lock; its URI is ``tracking.tracking_uri(root)``.
 
-    ``lock_timeout_s=None`` takes no lock: for read-only listings, which must not wait for a registration."""
+    ``lock_timeout_s=None`` takes no lock: for read-only listings, which must not wait for a registration.
+    ``lock`` is ``register.lock``: ``file``, or a PostgreSQL URL whose advisory lock spans machines."""
     from mlflow import MlflowClient
 
     uri = connect(root)
@@ -40,7 +42,7 @@ def connected(root: Path, name: str, lock_timeout_s: Optional[float]) -> Iterato
         if lock_timeout_s is None:
             yield client
         else:
-            with registry_lock(uri, name, lock_timeout_s):
+            with registry_lock(uri, name, lock_timeout_s, lock=lock):
                 yield client
 
 

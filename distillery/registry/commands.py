@@ -69,7 +69,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
     name = params.register.model_name
-    with connected(root, name, params.register.lock_timeout_s) as client:
+    with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         _recover(client, params, root)
         known = {str(v.version): v for v in versions(client, name)}
         if str(version) not in known:
@@ -92,7 +92,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     """Move ``champion`` back to the version it replaced."""
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
-    with connected(root, name, params.register.lock_timeout_s) as client:
+    with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         done = _recover(client, params, root).get("finished_rollback")
         if done:  # this command's own earlier attempt, killed between the guard and the alias move
             return {"model_name": name, "champion": done["to"], "previous": done["from"], "run_id": None,

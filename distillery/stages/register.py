@@ -3,7 +3,8 @@ pyfunc, and move the ``champion`` alias only when the promotion gate passes.
 
 Order of work, so that nothing a failure leaves behind can disturb the champion:
 1. one parent run with params, metrics, reports, tags, and a nested run per trained model;
-2. the student logged as a pyfunc and registered (or the identical version found again);
+2. the student logged as a pyfunc and registered (or the identical version found again), tagged with where it
+   came from: the git commit, the default DVC remote and the DVC hash of every data and model output;
 3. the candidate scored through the registered pyfunc, and the champion on the same test split;
 4. the gate's checks (``distillery.registry.gate.decide``), written to the version's tags and the run;
 5. last, and only on a pass, the alias move. A failed candidate gets ``challenger``.
@@ -30,8 +31,8 @@ from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champio
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc
 from distillery.task_types.load import task_part
-from distillery.run_records import (dvc_lock, dvc_tags, git_tags, log_curves, model_card, numeric_leaves,
-                                    stage_status)
+from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
+                                    numeric_leaves, provenance, stage_status)
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, experiment_id, quiet_mlflow,
                                  redact_uri, tracking_uri)
 
@@ -59,13 +60,14 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     serving = task_part(params.task, "serving")
 
     # scratch_dir, not TemporaryDirectory: one a SIGKILL leaves behind is swept by the next run
-    with connected(root, name, reg.lock_timeout_s) as client, \
+    with connected(root, name, reg.lock_timeout_s, reg.lock) as client, \
             scratch_dir(Path(tempfile.gettempdir()) / "distillery-register") as tmp:
         uri = tracking_uri(root)
         exp_id = experiment_id(reg.experiment, root, uri)
         end_stale_runs(client, exp_id, name)  # parent and nested runs of a killed registration
         recover(client, name, recorder(reg.experiment, root, uri, name))  # a killed registration's or command's half-done alias move, or pending gate
-        tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), TAG + "kind": PIPELINE_KIND, **run_tags(name)}
+        tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), **dvc_remote(root), TAG + "kind": PIPELINE_KIND,
+                **run_tags(name)}
         status = stage_status(tags, _previous_pipeline_tags(client, exp_id))
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
@@ -85,13 +87,15 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             mlflow.log_artifact(str(data_report_path), "data")
 
             existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
+            origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
             if existing:
                 version = str(existing[-1].version)
+                set_tags(client, name, version, {k: v for k, v in origin.items() if existing[-1].tags.get(k) != v})
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
                     TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
-                    LABELS_TAG: json.dumps(labels)}).version)
+                    LABELS_TAG: json.dumps(labels), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id)
             decision.update({"mlflow_run_id": run_id, "nested_runs": children,

@@ -116,6 +116,17 @@ def test_values_are_typed_and_frozen(tmp_path):
     ("schedule:\n  stage_timeouts: {bencmark: 30}\n", "schedule.stage_timeouts.bencmark", "train_teacher"),
     ("schedule:\n  stage_timeouts: {benchmark: 0}\n", "schedule.stage_timeouts.benchmark", "> 0"),
     ("data:\n  split_fractions: {train: x, validation: 0.1, test: 0.1}\n", "data.split_fractions.train", "sum to 1"),
+    ("register:\n  lock: redis://cache:6379/0\n", "register.lock = 'redis://cache:6379/0' is not allowed",
+     "write file (an OS file lock"),
+    ("register:\n  lock: files\n", "register.lock = 'files' is not allowed", "postgresql://[user@]host"),
+    ("register:\n  lock: postgresql:///locks\n", "register.lock = 'postgresql:///locks'", "postgresql://[user@]host"),
+    ("register:\n  lock: postgresql://db:port/locks\n", "register.lock", "postgresql://[user@]host"),
+    ("register:\n  lock: 5432\n", "register.lock", "expected a string"),
+    # a password is refused, and the message does not repeat it
+    ("register:\n  lock: postgresql://alice:s3cret@db:5432/locks\n", "register.lock = 'postgresql://db:5432/locks'",
+     "PGPASSWORD"),
+    ("register:\n  lock: postgresql://db/locks?password=s3cret\n", "register.lock = 'postgresql://db/locks'",
+     "PGPASSWORD"),
 ])
 def test_new_and_reworked_keys_name_the_key(tmp_path, text, key, hint):
     with pytest.raises(ConfigError) as error:
@@ -123,6 +134,16 @@ def test_new_and_reworked_keys_name_the_key(tmp_path, text, key, hint):
     message = str(error.value)
     assert key in message and hint in message, message
     assert "\n" not in message and message.startswith(str(tmp_path / "params.yaml") + ": ")
+
+
+def test_register_lock_is_the_file_lock_unless_a_postgresql_url(tmp_path):
+    assert Params().register.lock == "file" and load_params(ROOT / "params.yaml").register.lock == "file"
+    url = "postgresql://distillery@db.internal:5432/locks?sslmode=require"
+    assert _load(tmp_path, f"register:\n  lock: {url}\n").register.lock == url
+    assert _load(tmp_path, "register:\n  lock: postgres://db/locks\n").register.lock == "postgres://db/locks"
+    with pytest.raises(ConfigError) as error:
+        _load(tmp_path, "register:\n  lock: postgresql://alice:s3cret@db/locks\n")
+    assert "s3cret" not in str(error.value) and "alice" not in str(error.value)
 
 
 def test_schedule_alone_checks_stage_names(tmp_path):
