@@ -5,7 +5,7 @@ Every registration, promotion and rollback of one model name, from any machine t
 takes the same 64-bit key (a hash of the model name) with ``pg_try_advisory_lock`` and holds it on one open
 connection for the whole register-and-gate step. PostgreSQL releases a session lock when its connection
 ends, so a holder killed by SIGKILL frees it at once (the kernel closes the socket); a holder whose machine
-vanishes frees it when TCP keepalives give up (about a minute with the settings below). The password comes
+vanishes frees it when the server's TCP keepalives give up (about a minute with the settings below). The password comes
 from libpq's usual places (``PGPASSWORD``, ``~/.pgpass``), never from params.yaml.
 """
 from __future__ import annotations
@@ -22,8 +22,11 @@ from distillery.errors import EnvironmentFailure, LockTimeout, TransientError
 from distillery.tracking import redact_uri
 
 KEY_PREFIX = "distillery.register\n"
-# libpq keepalives: a holder whose machine vanished loses the lock after idle + interval x count seconds.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+# TCP keepalives on both ends of the holder's connection. The server's (set per session through ``options``) are
+# the ones that free the lock of a holder whose machine vanished: after idle + interval x count = 60 s, not the
+# operating system's default of two hours and more. The client's let a holder notice a vanished server.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+              "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"}
 _HOLDER = ("SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1")
