@@ -46,14 +46,20 @@ def quantize_int8(source: PathLike, target: PathLike) -> None:
         root.setLevel(level)
 
 
-def session(path: PathLike, threads: int = 0):
-    """An ONNX Runtime CPU session; a file that fails to load raises ModelError naming it."""
+def session(path: PathLike, threads: int = 0, spin: bool = True):
+    """An ONNX Runtime CPU session; a file that fails to load raises ModelError naming it.
+
+    ``spin=False``: its threads sleep between runs instead of spinning (ONNX Runtime's default spins), so a
+    model timed right after it gets the cores; the benchmark times several models in interleaved rounds."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

@@ -108,7 +108,8 @@ def benchmark_table(results: dict) -> str:
         method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds: at "
                   f"least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's 95% "
                   f"interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
-                  f"{grid['max_seconds_per_cell']:g}s. Runs per model by cell: {'; '.join(stops)}. "
+                  f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait policy "
+                  f"{grid.get('omp_wait_policy', 'unset')}). Runs per model by cell: {'; '.join(stops)}. "
                   "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100: a tail of one or two runs.")
     runs = head.get("bootstrap", {}).get("runs")
     boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "

@@ -5,12 +5,15 @@ onnxruntime; every model loaded once and kept (one reused session each). In each
 sequence length) the models are timed in interleaved rounds, each round running every model once, so that
 drift on a shared machine hits all of them alike: ``warmup`` untimed rounds, then at least ``min_runs`` and
 at most ``runs`` timed rounds, stopping early once every p50's 95% interval is within ±``target_precision``
-or after ``max_seconds_per_cell``. Speed comparisons hold only within one machine fingerprint, so the
+or after ``max_seconds_per_cell``. No model's threads spin between runs (ONNX Runtime's ``allow_spinning`` off,
+``OMP_WAIT_POLICY=PASSIVE`` for torch): with spinning, a 2-core machine timed MiniLM-L6 in PyTorch 2x slower
+interleaved with an ONNX Runtime model than alone. Speed comparisons hold only within one machine fingerprint, so the
 headline figures are ratios taken in this one run, each with a bootstrap 95% interval.
 """
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 from functools import partial
@@ -51,7 +54,7 @@ def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], t
             with torch.inference_mode():
                 return task.outputs_of(model(**{k: torch.from_numpy(v) for k, v in batch.items()}))
         return run, model
-    sess = session(onnx_path, threads)
+    sess = session(onnx_path, threads, spin=False)  # a spinning pool slowed the next model timed 2x (see session)
     return (lambda batch: run_session(sess, batch)), sess
 
 
@@ -126,7 +129,8 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
         "batch_sizes": cfg.batch_sizes, "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup,
         "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
-        "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds"},
+        "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds",
+        "threads_spin": False, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")},
         "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
         "models": {}, "cells": {}}
     grid = [(batch, length) for batch in cfg.batch_sizes for length in cfg.sequence_lengths]

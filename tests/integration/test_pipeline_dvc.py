@@ -68,6 +68,9 @@ def _pipeline_runs(tiny_project, env):
                  "models/onnx/student.int8.onnx", "models/onnx/deployment.json", "reports/metrics/parity.json",
                  "reports/metrics/benchmark.json", "reports/plots/benchmark_pareto.png", "reports/benchmark.md"):
         assert (tiny_project / path).is_file(), path
+    # the benchmark stage's threads sleep between interleaved runs (torch's OpenMP policy is read at its import)
+    assert json.loads((tiny_project / "reports/metrics/benchmark.json").read_text())["grid"]["omp_wait_policy"] == \
+        "PASSIVE"
     distill = json.loads((tiny_project / "reports/metrics/distill.json").read_text())
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
     assert "| student |" in (tiny_project / "reports/summary.md").read_text()

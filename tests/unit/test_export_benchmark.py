@@ -269,6 +269,21 @@ def test_benchmark_structure_on_tiny_models(workspace, monkeypatch):
     assert f"{results['models']['student_onnx_int8']['cells']['b1_s32']['p99_ms']:.2f}*" in table  # < 100 runs
 
 
+def test_benchmark_sessions_sleep_between_runs(workspace):
+    """ONNX Runtime spins its threads after a run by default; interleaved with torch on 2 cores that doubled the
+    next model's time, so the benchmark's sessions do not spin; other sessions keep the default."""
+    from distillery.stages.benchmark import _runner
+
+    root, params = workspace
+    _export(root, params)
+    _, sess = _runner(task_type("text_classification"), "onnx", root / "models" / "student",
+                      root / "onnx" / "student.int8.onnx", 1)
+    assert sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # other sessions: ONNX Runtime's default, not set
+        session(root / "onnx" / "student.int8.onnx").get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning")
+
+
 def test_benchmark_rejects_sequences_beyond_the_model(workspace):
     root, params = workspace
     params = replace(params, benchmark=BenchmarkConfig(sequence_lengths=[16, 4096]))
