@@ -55,13 +55,23 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
                               "tolerance": 0.999}},
     }
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
-    for dotted, value in overrides.items():
+    return set_dotted(params, overrides)
+
+
+def set_dotted(params: dict, keys: dict) -> dict:
+    """Set dotted keys (``"register.lock": ...``) in a params dict; return it."""
+    for dotted, value in keys.items():
         node = params
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
     return params
+
+
+def update_params(path: Path, **keys) -> None:
+    """Set dotted keys in the params file at ``path``."""
+    write_params(path, set_dotted(yaml.safe_load(path.read_text()), keys))
 
 
 def _merge(base: dict, override: dict) -> dict:

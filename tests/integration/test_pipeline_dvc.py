@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from conftest import dvc, write_params
+from conftest import dvc, update_params
 from servers import mlflow_server
 
 from distillery.stages import STAGES
@@ -29,14 +29,7 @@ MIN_ACCURACY, MIN_ROC_AUC = 0.5, 0.7
 
 
 def _learnable(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in LEARNS.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    write_params(project / "params.yaml", params)
+    update_params(project / "params.yaml", **LEARNS)
     subprocess.run(["git", "commit", "-qam", "train long enough to learn"], cwd=project, check=True)
 
 

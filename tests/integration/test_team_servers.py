@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import yaml
 from mlflow import MlflowClient
 
-from conftest import write_params
+from conftest import update_params
 from distillery.cli import main
 from distillery.tracking import redact_uri
 from servers import (S3_KEYS, create_database, env_with_venv, free_port, mlflow_server, moto_s3, postgres,
@@ -65,14 +64,7 @@ def team(tmp_path_factory):
 
 def _configure(root: Path, **keys) -> None:
     """Set dotted params keys in ``root``'s params.yaml (e.g. ``register.lock``)."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for dotted, value in keys.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    write_params(root / "params.yaml", params)
+    update_params(root / "params.yaml", **keys)
 
 
 def _project(root: Path, tiny_bert: Path, shift: int, **keys) -> Path:
