@@ -23,7 +23,7 @@ AUGMENTED = "augmented"  # texts drawn by the stage itself, kept beside their lo
 # the weights and their config; not training_args.bin, the Trainer's pickled arguments, which name a scratch
 # directory and so differ between two trainings of the same weights
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+TOKENIZER_FILES = ("tokenizer.json", "pixel_processor.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
                    "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model")
 
 

@@ -160,7 +160,7 @@ def _trainer_classes():
     return Trainer, DistillationTrainer, EpochTimer
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
+def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_length: bool = True):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -180,7 +180,8 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int):
         metric_for_best_model=cfg.metric_for_best_model,
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
-        train_sampling_strategy="group_by_length",  # less padding, same examples
+        # less padding, same examples; inputs of one size (images) are simply shuffled
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         remove_unused_columns=False,
         label_names=["labels"],  # every task type's collator puts its targets under "labels"
         report_to="none",
@@ -211,7 +212,8 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model"
     with scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints") as checkpoints:
         trainer = DistillationTrainer(
-            model=model, args=training_arguments(cfg, checkpoints, seed), train_dataset=train_dataset,
+            model=model, args=training_arguments(cfg, checkpoints, seed, task.padded_inputs),
+            train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
             compute_metrics=task.validation_metrics(eval_dataset), callbacks=[timer, progress_callback(label)],
             task=task, **(distill or {}))

@@ -17,7 +17,8 @@ _TRANSFER_ALLOWED = "allowed: none, remainder, hub:<dataset id>, or a .csv/.tsv/
 class TransferSetConfig:
     """Unlabelled texts the teacher labels; the students' KD term learns from them, the baseline never sees them."""
 
-    source: str = Field("none", description="none | remainder: corpus rows left out of the capped train split | "
+    source: str = Field("none", description="none | remainder: corpus rows left out of the capped train split "
+                                            "(and the training rows beyond distill.labelled_rows) | "
                                             "a local file | hub:<id>",
                         json_schema_extra=allowed(_TRANSFER_ALLOWED))
     max_rows: int = Field(20000, ge=0, description="at most this many transfer texts")
@@ -76,6 +77,11 @@ class DistillConfig:
                                                       "Unused by mse")
     loss: Literal["kl", "mse"] = Field("kl", description="kl: Hinton et al. 2015 | mse: logit regression, "
                                                          "Tang et al. 2019")
+    labelled_rows: Optional[int] = Field(
+        None, ge=1, description="the students learn labels from this many training rows (a stratified sample, "
+                                "seeded by seed; the teacher learns from all): the primer's 800 labelled images; "
+                                "with transfer_set.source: remainder the other training rows join the distillation "
+                                "term without labels; null = all")
     transfer_set: TransferSetConfig = Field(default_factory=TransferSetConfig,
                                             description="unlabelled text labelled by the teacher")
     augment: AugmentConfig = Field(default_factory=AugmentConfig,

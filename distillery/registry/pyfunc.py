@@ -10,13 +10,17 @@ import pandas as pd
 from distillery.tracking import quiet_mlflow
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(extra: tuple = ()) -> list[str]:
+    """What every served model needs, pinned to this environment's versions, plus ``extra`` distributions."""
+    from importlib.metadata import version
+
     import mlflow
     import onnxruntime
     import tokenizers
 
     return [f"mlflow=={mlflow.__version__}", f"onnxruntime=={onnxruntime.__version__}",
-            f"tokenizers=={tokenizers.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+            f"tokenizers=={tokenizers.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+            *(f"{name}=={version(name)}" for name in extra)]
 
 
 def load_code_model(code: Path, class_name: str, artifacts: dict[str, str]):
@@ -56,4 +60,4 @@ def log_pyfunc(serving, artifacts: dict[str, str], example: pd.DataFrame):
         output = serving.load_code_model(artifacts).predict(None, example)
         return mlflow.pyfunc.log_model(name="student", python_model=str(serving.MODEL_CODE), artifacts=artifacts,
                                        signature=signature(example, output), input_example=example,
-                                       pip_requirements=pip_requirements())
+                                       pip_requirements=pip_requirements(getattr(serving, "REQUIREMENTS", ())))

@@ -23,7 +23,6 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import ConfigError, ModelError
 from distillery.files import read_json, write_json, write_text
-from distillery.hf import load_tokenizer
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_split
@@ -93,7 +92,7 @@ def _load(task, name: str, models_dir: Path, onnx_dir: Path, test, cells: list, 
     onnx_path = onnx_dir / onnx_file if onnx_file else None
     if onnx_path is not None and not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: ONNX model not found; run `dvc repro export`")
-    tokenizer = load_tokenizer(str(model_dir), str(model_dir))
+    tokenizer = task.load_featuriser(str(model_dir), str(model_dir))
     gc.collect()
     with PeakRSS() as memory:
         run, held = _runner(task, runtime, model_dir, onnx_path, threads)

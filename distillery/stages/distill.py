@@ -61,6 +61,21 @@ def hidden_options(params: Params, task, student, teacher_dir: Union[str, Path])
                 layer_map=layer_map)
 
 
+def labelled_subset(train: pd.DataFrame, size: Union[int, None], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the ``size`` training rows the students get labels for (stratified by label, seeded) and of
+    the rest, both in the split's order; all rows when ``size`` is None or not smaller than the split."""
+    positions = np.arange(len(train))
+    if size is None or size >= len(train):
+        return positions, positions[:0]
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, rest = train_test_split(positions, train_size=size, random_state=seed, stratify=train[LABEL])
+    except ValueError:  # a class with too few rows to stratify
+        kept, rest = train_test_split(positions, train_size=size, random_state=seed)
+    return np.sort(kept), np.sort(rest)
+
+
 def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
                    teacher_dir: Union[str, Path] = TEACHER_DIR, logits_dir: Union[str, Path] = LOGITS_DIR,
                    seed: Union[int, None] = None) -> DistillInputs:
@@ -72,10 +87,15 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     student, tokenizer = student_family(student_cfg.source).build(params, task, labels, Path(teacher_dir),
                                                                   params.seed if seed is None else seed)
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
+    kept, rest = labelled_subset(train, cfg.labelled_rows, params.seed)
+    unlabelled = rest if cfg.transfer_set.source == "remainder" else rest[:0]
     augmented = load_augmented(logits_dir)
-    kd_rows = pd.concat([train, transfer.assign(**{LABEL: IGNORE_INDEX}), augmented.assign(**{LABEL: IGNORE_INDEX})],
+    kd_rows = pd.concat([train.iloc[kept], train.iloc[unlabelled].assign(**{LABEL: IGNORE_INDEX}),
+                         transfer.assign(**{LABEL: IGNORE_INDEX}), augmented.assign(**{LABEL: IGNORE_INDEX})],
                         ignore_index=True)
-    kd_logits = np.concatenate([cached["train"], cached["transfer"], cached["augmented"]])
+    kd_logits = np.concatenate([cached["train"][kept], cached["train"][unlabelled], cached["transfer"],
+                                cached["augmented"]])
+    train = train.iloc[kept].reset_index(drop=True)
     max_length = student_cfg.max_length
     check_max_length(student, max_length, "student.max_length")
     kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
@@ -87,7 +107,7 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
         baseline_dataset=task.featurise(train, tokenizer, max_length),
         validation_dataset=task.featurise(load_split("validation", prepared_dir), tokenizer, max_length),
         kd_options=kd_options,
-        labelled_rows=len(train), transfer_rows=len(transfer), augmented_rows=len(augmented))
+        labelled_rows=len(train), transfer_rows=len(transfer) + len(unlabelled), augmented_rows=len(augmented))
 
 
 def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,

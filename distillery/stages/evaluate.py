@@ -9,7 +9,6 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import ModelError
 from distillery.files import read_json, write_json, write_text
-from distillery.hf import load_tokenizer
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.reports import MODELS, results_table
@@ -30,7 +29,7 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
             raise ModelError(f"{model_dir}: trained model not found; run the stage that makes it first")
         training = read_json(model_dir / "training.json")
         model = task.load_model(str(model_dir), str(model_dir))
-        tokenizer = load_tokenizer(str(model_dir), str(model_dir))
+        tokenizer = task.load_featuriser(str(model_dir), str(model_dir))
         outputs = task.answers(model, tokenizer, test, training["max_length"], params.evaluate.batch_size)
         report = task.evaluation_report(outputs, test, labels)
         results[name] = {**report["metrics"], "parameters": training["parameters"],

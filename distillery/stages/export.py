@@ -15,7 +15,6 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import DistilleryError
 from distillery.files import atomic_dir, read_json, write_json
-from distillery.hf import load_tokenizer
 from distillery.onnx_runtime import quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
@@ -40,7 +39,7 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
         for name in EXPORTED:
             model_dir = Path(models_dir) / name
             model = task.load_model(str(model_dir), str(model_dir))
-            tokenizer = load_tokenizer(str(model_dir), str(model_dir))
+            tokenizer = task.load_featuriser(str(model_dir), str(model_dir))
             training = read_json(model_dir / "training.json", "train_teacher" if name == "teacher" else "distill")
             fp32_path, int8_path = scratch / f"{name}.onnx", scratch / f"{name}.int8.onnx"
             if name == "student":

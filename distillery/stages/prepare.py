@@ -66,7 +66,7 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.
     if transfer.source == "none" or transfer.max_rows == 0:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
     if transfer.source == "remainder":
-        frame = rows.unlabelled_inputs(leftover[columns], cfg, "remainder", columns[0], columns[-1])
+        frame = rows.unlabelled_inputs(leftover, cfg, "remainder", columns[0], columns[-1])
     else:
         column = transfer.text_column or cfg.text_column
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
@@ -94,7 +94,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
 
     A task type whose rows module has ``prepare_splits(params) -> (splits, rejected, report)`` reads,
     checks and splits its rows itself (extractive QA splits by article); otherwise the rows are read
-    and split here, stratified by label, through the rows module's checks."""
+    (by the rows module's ``read(data config)`` when it has one, e.g. images) and split here, stratified
+    by label, through the rows module's checks; its ``describe(splits)``, if any, adds to the report."""
     rows = task_rows(params.task)
     if hasattr(rows, "prepare_splits"):
         splits, rejected, report = rows.prepare_splits(params)
@@ -102,8 +103,11 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         _write(out_dir, splits, transfer, report["labels"], report, rejected, params.seed)
         return report
     cfg = params.data
-    frames, declared, description = read_source(cfg.source, cfg.files, cfg.hub_config, cfg.label_column,
-                                                cfg.encoding_errors)
+    if hasattr(rows, "read"):  # a task type with its own sources (images), the same splitting and checks
+        frames, declared, description = rows.read(cfg)
+    else:
+        frames, declared, description = read_source(cfg.source, cfg.files, cfg.hub_config, cfg.label_column,
+                                                    cfg.encoding_errors)
     if "all" not in frames and not cfg.files:  # a source with its own splits, e.g. a Hub dataset
         missing = [theirs for theirs in cfg.splits.values() if theirs and theirs not in frames]
         if cfg.splits.get("train") in missing:
@@ -162,6 +166,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "class_counts": {s: {names[i]: int(n) for i, n in f[LABEL].value_counts().sort_index().items()}
                          for s, f in splits.items()},
     }
+    if hasattr(rows, "describe"):  # what the task type adds, e.g. the images' shape and pixel statistics
+        report.update(rows.describe(splits))
     _write(out_dir, splits, transfer, names, report, rejected, params.seed)
     return report
 

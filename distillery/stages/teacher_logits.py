@@ -17,7 +17,6 @@ import pandas as pd
 from distillery.augment import augment
 from distillery.config import Params
 from distillery.files import atomic_dir, sha256_files, write_json
-from distillery.hf import load_tokenizer
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import PAIR, TEXT, load_split
@@ -38,7 +37,7 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
     task = task_type(params.task, params)
     model = task.load_model(str(teacher_dir), "models/teacher")
-    tokenizer = load_tokenizer(str(teacher_dir), "models/teacher")
+    tokenizer = task.load_featuriser(str(teacher_dir), "models/teacher")
     max_length = params.teacher.max_length
     rows, outputs = {}, {}
     frames = {part: load_split(part, prepared_dir) for part in PARTS}

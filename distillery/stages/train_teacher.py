@@ -7,7 +7,7 @@ from typing import Union
 
 from distillery.config import Params
 from distillery.files import atomic_dir, write_json
-from distillery.hf import check_max_length, count_parameters, ensure_padding, load_tokenizer, resolve_model
+from distillery.hf import check_max_length, count_parameters
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.reports import write_curves
@@ -21,11 +21,8 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
 
     cfg, task = params.teacher, task_type(params.task, params)
     labels = load_labels(prepared_dir)
-    name = resolve_model(cfg.model, "teacher.model")
-    tokenizer = load_tokenizer(name, "teacher.model")
     torch.manual_seed(params.seed)
-    model = task.load_model(name, "teacher.model", labels)
-    ensure_padding(model, tokenizer, "teacher.model")
+    model, tokenizer = task.new_teacher(params, labels, Path(prepared_dir))
     check_max_length(model, cfg.max_length, "teacher.max_length")
     train = task.featurise(load_split("train", prepared_dir), tokenizer, cfg.max_length)
     validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)

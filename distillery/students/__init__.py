@@ -16,4 +16,6 @@ FAMILIES: dict[str, str] = {
     "config": "the teacher's architecture built from scratch at the sizes in student.config, teacher's tokenizer",
     "boe": "bag of embeddings: mean (or sum) of token embeddings, then a linear layer; teacher's tokenizer",
     "bilstm": "Tang et al. 2019: embeddings, one BiLSTM layer, max-pooling, a ReLU MLP; teacher's tokenizer",
+    "mlp": "images: flattened pixels, ReLU layers of student.mlp.hidden_sizes, the classes (the primer's networks)",
+    "cnn": "images: conv + ReLU + max-pool blocks (student.cnn.channels), a ReLU layer, the classes",
 }

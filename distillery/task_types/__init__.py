@@ -15,9 +15,11 @@ from __future__ import annotations
 TASK_TYPES: dict[str, str] = {
     "text_classification": "single texts or text pairs in, one label out",
     "question_answering": "a question and a context in, the answer's span in the context out (extractive QA)",
+    "image_classification": "an image (pixels) in, one label out",
 }
 # the validation metrics each task type reports (its metric_for_best_model and gate metric choices), primary first
 VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
     "text_classification": ("accuracy", "macro_f1"),
     "question_answering": ("f1", "exact_match"),
+    "image_classification": ("accuracy", "macro_f1"),
 }

@@ -36,6 +36,8 @@ class TaskType:
     secondary_metric: str = "macro_f1"
     # the arrays the teacher-output cache stores per row, e.g. ("logits",); stages never look inside
     teacher_outputs: tuple[str, ...] = ()
+    # inputs of varying length, padded per batch (text): training groups them by length; images are not
+    padded_inputs: bool = True
 
     def configured(self, params) -> "TaskType":
         """This task type set up with the settings it reads from ``params`` (none by default: itself)."""
@@ -45,6 +47,24 @@ class TaskType:
         """The settings ``configured`` read that the served model needs too (``export`` records them in
         deployment.json); none by default."""
         return {}
+
+    # --- the teacher and the featuriser --------------------------------------------------------
+    def new_teacher(self, params, labels: list, prepared_dir: Path) -> tuple[Any, Any]:
+        """The teacher to fine-tune and its featuriser (``teacher.model``: ``bundled:``, a Hub id or a local
+        directory), for ``train_teacher``. The caller seeds torch first."""
+        from distillery.hf import ensure_padding, load_tokenizer, resolve_model
+
+        name = resolve_model(params.teacher.model, "teacher.model")
+        tokenizer = load_tokenizer(name, "teacher.model")
+        model = self.load_model(name, "teacher.model", labels)
+        ensure_padding(model, tokenizer, "teacher.model")
+        return model, tokenizer
+
+    def load_featuriser(self, model_dir: str, key: str):
+        """The featuriser saved with a trained model (its tokenizer, for text)."""
+        from distillery.hf import load_tokenizer
+
+        return load_tokenizer(model_dir, key)
 
     # --- featurising ---------------------------------------------------------------------------
     def featurise(self, frame: pd.DataFrame, tokenizer, max_length: int,

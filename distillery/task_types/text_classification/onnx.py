@@ -70,12 +70,17 @@ def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFra
     """Parity of the fp32 and int8 ONNX models with PyTorch on ``frame`` (``cfg``: the export section)."""
     logits = parity_logits(model, tokenizer, {"fp32": session(fp32_path), "int8": session(int8_path)}, frame,
                            max_length, cfg.parity_batch_size)
-    references = frame[LABEL].to_numpy()
+    return parity_report(logits, frame[LABEL].to_numpy(), cfg)
+
+
+def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) -> dict:
+    """The export gate's evidence from PyTorch, ONNX fp32 and int8 logits (``logits["pytorch"|"fp32"|"int8"]``)
+    of the same rows: fp32 within ``cfg.fp32_atol``, int8's agreement and its accuracy drop."""
     labels = {name: value.argmax(-1) for name, value in logits.items()}
     metrics = {name: classification_metrics(value, references, value.shape[1]) for name, value in logits.items()}
     max_diff = float(np.abs(logits["fp32"] - logits["pytorch"]).max())
     return {
-        "rows": int(len(frame)),
+        "rows": int(len(references)),
         "fp32": {"max_abs_logit_diff": max_diff, "atol": cfg.fp32_atol, "passed": max_diff <= cfg.fp32_atol,
                  "label_agreement_vs_pytorch": float((labels["fp32"] == labels["pytorch"]).mean())},
         "int8": {"label_agreement_vs_fp32": float((labels["int8"] == labels["fp32"]).mean()),

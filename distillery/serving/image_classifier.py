@@ -1,0 +1,128 @@
+"""The registered image student: an MLflow pyfunc that takes images and returns label names and probabilities.
+
+MLflow logs this file as the model's code ("models from code") next to two artifacts: the ONNX model
+and ``image.json`` (labels, the image shape, the pixel range). It imports only numpy, pandas,
+onnxruntime, Pillow and mlflow, never Distillery, so ``mlflow models serve`` serves it without Distillery.
+
+Input: a DataFrame with an ``image`` column (or a list of images, called directly). An image is
+- nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` for
+  one channel or ``[channels][height][width]``; or
+- a base64-encoded PNG (or any format Pillow reads) of ``height`` x ``width`` pixels, as a string or bytes;
+  its 8-bit values are scaled to the training data's range (``pixel_max``: 16 for scikit-learn's digits).
+The model normalises the pixels itself (the training split's mean and standard deviation are in its graph).
+Output: ``label``, ``score`` (its probability) and ``prob_<label>`` per image, in order.
+Refused with HTTP 400 (``INVALID_PARAMETER_VALUE``), naming the row: an image that is null, not decodable,
+or of another shape, and more than ``max_rows`` images in one call.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+IMAGE = "image"
+
+
+def _refuse(message: str):
+    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _images(model_input) -> list:
+    if isinstance(model_input, dict):
+        model_input = pd.DataFrame(model_input) if IMAGE in model_input else model_input
+    if isinstance(model_input, pd.Series):
+        return model_input.tolist()
+    if isinstance(model_input, np.ndarray):
+        return list(model_input) if model_input.dtype == object else [model_input] if model_input.ndim <= 3 \
+            else list(model_input)
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE in model_input.columns:
+            return model_input[IMAGE].tolist()
+        if len(model_input.columns) == 1:
+            return model_input.iloc[:, 0].tolist()
+        _refuse(f"input has columns {list(model_input.columns)}; name the image column {IMAGE!r}")
+    _refuse(f"expected images or a DataFrame with an {IMAGE!r} column, got {type(model_input).__name__}")
+
+
+class OnnxImageClassifier(PythonModel):
+    """Decode each image to ``[channels, height, width]`` raw pixels, run the ONNX model, return labels."""
+
+    def load_context(self, context) -> None:
+        import onnxruntime as ort
+
+        with open(context.artifacts["config"], encoding="utf-8") as handle:
+            config = json.load(handle)
+        self.labels = list(config["labels"])
+        self.shape = (int(config["channels"]), int(config["height"]), int(config["width"]))
+        self.pixel_max = float(config.get("pixel_max", 255.0))
+        self.batch_size = int(config.get("batch_size", 256))
+        self.max_rows = int(config.get("max_rows") or 0)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(config.get("threads", 0))
+        self.session = ort.InferenceSession(context.artifacts["onnx"], sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _decode(self, value, row: int) -> np.ndarray:
+        channels, height, width = self.shape
+        if value is None or (isinstance(value, float) and value != value):
+            _refuse(f"{IMAGE!r} of row {row} is null; every row needs an image")
+        if isinstance(value, (str, bytes)):
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                raw = base64.b64decode(value, validate=True)
+                with Image.open(io.BytesIO(raw)) as image:
+                    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+            except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+                _refuse(f"{IMAGE!r} of row {row} is a string but not a base64-encoded image ({type(exc).__name__})")
+            array = (np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]) * (self.pixel_max / 255.0)
+        else:
+            try:
+                array = np.asarray(value, dtype=np.float32)
+            except (TypeError, ValueError):
+                _refuse(f"{IMAGE!r} of row {row} is neither nested lists of numbers nor a base64 string")
+            if array.ndim == 2:
+                array = array[None]
+        if array.shape != self.shape:
+            _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes [{height}][{width}] "
+                    f"pixels{f' in {channels} channels' if channels > 1 else ''}")
+        if not np.all(np.isfinite(array)):
+            _refuse(f"{IMAGE!r} of row {row} holds a value that is not a finite number")
+        return array
+
+    def logits(self, model_input) -> np.ndarray:
+        images = _images(model_input)
+        if self.max_rows and len(images) > self.max_rows:
+            _refuse(f"{len(images)} images in one request; this model takes at most {self.max_rows} "
+                    "(max_rows): split the request")
+        if not images:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        pixels = np.stack([self._decode(value, row) for row, value in enumerate(images)])
+        parts = [self.session.run(None, {self.input_name: pixels[start:start + self.batch_size]})[0]
+                 for start in range(0, len(pixels), self.batch_size)]
+        return np.concatenate(parts)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        logits = self.logits(model_input).astype(np.float64)
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True)) if len(logits) else logits
+        probabilities = shifted / shifted.sum(axis=-1, keepdims=True) if len(logits) else logits
+        best = probabilities.argmax(axis=-1) if len(probabilities) else np.zeros(0, dtype=int)
+        frame = pd.DataFrame({"label": [self.labels[i] for i in best],
+                              "score": probabilities.max(axis=-1) if len(probabilities) else []})
+        for index, label in enumerate(self.labels):
+            frame[f"prob_{label}"] = probabilities[:, index] if len(probabilities) else []
+        return frame
+
+
+set_model(OnnxImageClassifier())

