@@ -2,18 +2,11 @@
 max-pooling, one per entry of ``student.cnn.channels``, a ReLU layer of ``hidden_size``, the classes."""
 from __future__ import annotations
 
-from distillery.students.image import ImageFamily, check_pooling, image_spec
+from distillery.students.image import ImageFamily
 
 
 class ImageCnn(ImageFamily):
     name = "cnn"
-
-    def model_config(self, cfg, spec, key=""):
-        from distillery.students.vision import ImageCNNConfig
-
-        check_pooling(list(cfg.channels), spec, key or "student.cnn")
-        return ImageCNNConfig(conv_channels=list(cfg.channels), kernel_size=cfg.kernel_size,
-                              hidden_size=cfg.hidden_size, dropout=cfg.dropout, **image_spec(spec))
 
     def describe(self, params) -> str:
         cfg = params.student.cnn

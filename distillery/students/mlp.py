@@ -3,16 +3,11 @@
 parameters on 28x28 images) and its teacher ``[16]`` (13K)."""
 from __future__ import annotations
 
-from distillery.students.image import ImageFamily, image_spec
+from distillery.students.image import ImageFamily
 
 
 class ImageMlp(ImageFamily):
     name = "mlp"
-
-    def model_config(self, cfg, spec, key=""):
-        from distillery.students.vision import ImageMLPConfig
-
-        return ImageMLPConfig(hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout, **image_spec(spec))
 
     def describe(self, params) -> str:
         cfg = params.student.mlp

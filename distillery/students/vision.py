@@ -123,6 +123,32 @@ class ImageCNNForImageClassification(_ImageModel):
         return self._output(self.classifier(self.body(self.normalise(pixel_values))), labels)
 
 
+def image_spec(spec: dict) -> dict:
+    """The config keys every image network records: its input shape and its normalisation."""
+    return {"channels": int(spec["channels"]), "height": int(spec["height"]), "width": int(spec["width"]),
+            "pixel_mean": float(spec["pixel_mean"]), "pixel_std": float(spec["pixel_std"])}
+
+
+def mlp_config(cfg, spec: dict) -> ImageMLPConfig:
+    """The MLP's config from its params section (``student.mlp`` / ``teacher.mlp``) and the images' ``spec``."""
+    return ImageMLPConfig(hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout, **image_spec(spec))
+
+
+def cnn_config(cfg, spec: dict, key: str) -> ImageCNNConfig:
+    """The CNN's config from its params section at ``key`` and the images' ``spec``; refused when its pooling
+    blocks would shrink the images to nothing."""
+    from distillery.errors import ModelError
+
+    blocks = len(cfg.channels)
+    if min(pooled_size(int(spec["height"]), blocks), pooled_size(int(spec["width"]), blocks)) < 1:
+        raise ModelError(f"{key}.channels: {blocks} blocks of 2x2 max-pooling shrink {spec['height']}x{spec['width']} "
+                         f"images to nothing; use at most {min(spec['height'], spec['width']).bit_length() - 1}")
+    return ImageCNNConfig(conv_channels=list(cfg.channels), kernel_size=cfg.kernel_size, hidden_size=cfg.hidden_size,
+                          dropout=cfg.dropout, **image_spec(spec))
+
+
+CONFIGS = {"mlp": lambda cfg, spec, key: mlp_config(cfg, spec), "cnn": cnn_config}  # by family / scratch: name
+
 _REGISTERED = False
 
 

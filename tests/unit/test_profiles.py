@@ -54,7 +54,7 @@ def test_a_bad_profile_is_refused_and_params_yaml_untouched(project, capsys):
     assert (project / "params.yaml").read_text() == before
     assert not list(project.glob(".params.profile.tmp-*"))
     assert main(["profile", "squad"]) == 2
-    assert "profile 'squad': profiles/squad.yaml not found; profiles: bad, qa, snli, tweets, typo" in \
+    assert "profile 'squad': profiles/squad.yaml not found; profiles: bad, fashion-mnist, mnist, qa, snli, tweets, typo" in \
         capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["profile"])
@@ -68,5 +68,18 @@ def test_qa_switches_to_question_answering_and_tweets_switches_back(project, cap
         ("question_answering", "data/raw/squad/squad_v1.1_heldout.json.gz", 256, 256)
     assert (qa.teacher.train.metric_for_best_model, qa.register.gate.metric, qa.distill.transfer_set.source) == \
         ("f1", "f1", "none")
+    assert main(["profile", "tweets"]) == 0
+    assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
+
+
+@pytest.mark.parametrize("profile, source", [("mnist", "bundled:mnist-5k"), ("fashion-mnist", "bundled:fashion-mnist")])
+def test_image_profiles_switch_to_the_primer_and_tweets_switches_back(project, profile, source):
+    default = load_params("params.yaml")
+    assert main(["profile", profile]) == 0
+    images = load_params("params.yaml")
+    assert (images.task, images.data.source, images.teacher.model, images.student.source) == \
+        ("image_classification", source, "scratch:cnn", "mlp")
+    assert (images.student.mlp.hidden_sizes, images.distill.labelled_rows, images.distill.transfer_set.source) == \
+        ([4], 800, "remainder")
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)

@@ -76,11 +76,11 @@ def test_config_sizes_are_checked_when_params_load(tmp_path):
 
 
 def test_unknown_family_and_task_type_name_what_exists(tmp_path):
-    with pytest.raises(ConfigError, match=r"student.source = 'cnn' is not allowed; student families: layers, "
-                                          r"model, config, boe, bilstm"):
-        student_family("cnn")
+    with pytest.raises(ConfigError, match=r"student.source = 'rnn' is not allowed; student families: layers, "
+                                          r"model, config, boe, bilstm, mlp, cnn"):
+        student_family("rnn")
     with pytest.raises(ConfigError, match=r"task = 'qa' is not allowed; task types: text_classification, "
-                                          r"question_answering"):
+                                          r"question_answering, image_classification"):
         task_type("qa")
 
 

@@ -56,10 +56,10 @@ class ImageClassification(TaskType):
         spec = image_spec(prepared_dir)
         name = params.teacher.model
         if name.startswith("scratch:"):
-            from distillery.students.load import student_family
+            from distillery.students.vision import CONFIGS
 
             kind = name.split(":", 1)[1]
-            config = student_family(kind).model_config(getattr(params.teacher, kind), spec, f"teacher.{kind}")
+            config = CONFIGS[kind](getattr(params.teacher, kind), spec, f"teacher.{kind}")
             return self.head_from_config(config, labels), features.PixelProcessor.from_spec(spec)
         processor = features.PixelProcessor.from_pretrained(name, "teacher.model")
         if (processor.channels, processor.height, processor.width) != (spec["channels"], spec["height"],

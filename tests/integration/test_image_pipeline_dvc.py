@@ -1,0 +1,113 @@
+"""Image classification end to end: the ``mnist`` profile (profiles/mnist.yaml) on scikit-learn's 8x8 digits,
+through `dvc repro` in a temporary git repo, then the registered champion served by `mlflow models serve` and
+asked over HTTP for two images, one as nested lists and one as a base64 PNG."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+import yaml
+
+from conftest import ROOT, _merge, dvc, make_project, write_params
+from servers import env_with_venv, free_port, running
+
+from distillery.stages import STAGES
+
+NAME = "distillery-digits-student"
+TEACHER_TRAIN = {"epochs": 4, "batch_size": 32, "eval_batch_size": 256, "learning_rate": 3e-3, "warmup": 0.0,
+                 "logging_steps": 20}
+TINY = {
+    "seed": 0,
+    "data": {"source": "bundled:digits"},
+    "teacher": {"cnn": {"channels": [8, 16], "hidden_size": 32, "dropout": 0.0}, "train": TEACHER_TRAIN},
+    "student": {"mlp": {"hidden_sizes": [16]}},
+    "distill": {"labelled_rows": 200, "train": dict(TEACHER_TRAIN, epochs=6)},
+    "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [64], "warmup": 2, "runs": 20, "threads": 1},
+    "register": {"model_name": NAME, "gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0,
+                                              "tolerance": 0.999}},
+}
+
+
+def _png_base64(pixels: np.ndarray, pixel_max: float) -> tuple[str, np.ndarray]:
+    """The image as a base64 PNG (intensities scaled to 0-255), and the pixels the served model should read
+    back from it (the PNG's 8-bit values scaled to the data's range), computed here with Pillow."""
+    from PIL import Image
+
+    eight_bit = np.round(pixels * 255 / pixel_max).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(eight_bit, mode="L").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode(), eight_bit.astype(np.float32) * pixel_max / 255
+
+
+def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert):
+    import onnxruntime as ort
+
+    project = make_project(tmp_path / "project", tiny_bert)
+    params = _merge(yaml.safe_load((project / "params.yaml").read_text()),
+                    yaml.safe_load((ROOT / "profiles/mnist.yaml").read_text()))
+    write_params(project / "params.yaml", _merge(params, TINY))
+    subprocess.run(["git", "commit", "-qam", "the mnist profile on digits"], cwd=project, check=True)
+    result = dvc(project, "repro")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert re.findall(r"Running stage '([a-z_]+)'", result.stdout) == list(STAGES)
+
+    report = json.loads((project / "data/prepared/data_report.json").read_text())
+    assert report["image"]["height"] == report["image"]["width"] == 8 and report["image"]["pixel_max"] == 16
+    train_rows = report["rows"]["train"]
+    distill = json.loads((project / "reports/metrics/distill.json").read_text())
+    # the students learn labels from 200 images; the distilled one also from the teacher on the other train images
+    assert distill["student"]["labelled_rows"] == distill["baseline"]["labelled_rows"] == 200
+    assert distill["student"]["transfer_rows"] == train_rows - 200 and distill["baseline"]["transfer_rows"] == 0
+    assert distill["student"]["train_examples"] == train_rows and distill["baseline"]["train_examples"] == 200
+    evaluation = json.loads((project / "reports/metrics/eval.json").read_text())
+    assert evaluation["teacher"]["accuracy"] > 0.85, evaluation["teacher"]  # a CNN learns 8x8 digits in 4 epochs
+    teacher_config = json.loads((project / "models/teacher/config.json").read_text())
+    student_config = json.loads((project / "models/student/config.json").read_text())
+    for config in (teacher_config, student_config):  # the normalisation is recorded in every model
+        assert config["pixel_mean"] == report["image"]["pixel_mean"] and config["pixel_std"] == report["image"]["pixel_std"]
+    assert student_config["model_type"] == "distillery_image_mlp" and student_config["hidden_sizes"] == [16]
+
+    parity = json.loads((project / "reports/metrics/parity.json").read_text())
+    assert parity["student"]["fp32"]["passed"] and parity["student"]["rows"] == report["rows"]["test"]
+    benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
+    assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s64", "b4_s64"}
+    register = json.loads((project / "reports/metrics/register.json").read_text())
+    assert register["decision"] == "promoted", register
+
+    test = pd.read_parquet(project / "data/prepared/test.parquet").head(2)
+    pixels = [np.frombuffer(p, dtype=np.uint8).reshape(8, 8).astype(np.float32) for p in test["pixels"]]
+    png, png_pixels = _png_base64(pixels[1], 16.0)
+    deployment = json.loads((project / "models/onnx/deployment.json").read_text())
+    session = ort.InferenceSession(str(project / "models/onnx" / deployment["deployable"]),
+                                   providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"pixel_values": np.stack([pixels[0], png_pixels])[:, None]})[0]
+    labels = json.loads((project / "data/prepared/labels.json").read_text())["names"]
+    expected = [labels[i] for i in logits.argmax(-1)]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/invocations"
+    from distillery.tracking import tracking_uri
+
+    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log",
+                 env=env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(project))):
+        response = requests.post(url, json={"dataframe_records": [{"image": pixels[0].tolist()}, {"image": png}]},
+                                 timeout=120)
+        assert response.status_code == 200, response.text[:2000]
+        served = response.json()["predictions"]
+        assert [row["label"] for row in served] == expected
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        np.testing.assert_allclose([row["score"] for row in served], probabilities.max(-1), rtol=1e-4)
+        refused = requests.post(url, json={"dataframe_records": [{"image": [[1, 2], [3, 4]]}]}, timeout=120)
+        assert refused.status_code == 400 and "'image' of row 0 is [1, 2, 2]" in refused.json()["message"], \
+            refused.text

