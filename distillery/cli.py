@@ -47,6 +47,12 @@ def _describe(command: str, result: dict) -> str:
     return result["table"]  # compare
 
 
+def _stage_module(stage: str):
+    import importlib
+
+    return importlib.import_module(f"distillery.stages.{stage}")
+
+
 def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
     """Run a stage (or command) as DVC runs it: from the project root, on params.yaml."""
     from distillery.config import load_params
@@ -62,8 +68,16 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
             announcement = describe(stage, params)
         except Exception:  # a courtesy line: never the reason a stage fails
             announcement = f"{stage}: starting"
-        # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
-        print(announcement, flush=True)  # what it does, before the wait
+        from distillery.distributed import is_main, launch, report_result, world_size
+
+        if is_main():  # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
+            print(announcement, flush=True)  # what it does, before the wait
+        processes = getattr(_stage_module(stage), "processes", lambda _: 1)(params)
+        if processes > 1 and world_size() == 1:  # train.processes: re-launched under torchrun
+            return launch(stage, processes, params_path)
+        result = _command_function(stage)(params)
+        report_result(result)
+        return result
     return _command_function(stage)(params)
 
 
@@ -74,9 +88,11 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
     own ``dvc repro`` children go through. Outside a DVC repository nothing else can run stages: no lock."""
     from distillery.locking import repository_lock, stage_lock_wait
 
+    from distillery.distributed import world_size
+
     run = run or (lambda: run_stage(stage, params_path))
-    if not Path(".dvc").is_dir():
-        return run()
+    if not Path(".dvc").is_dir() or (world_size() > 1 and os.environ.get("LOCAL_RANK", "0") != "0"):
+        return run()  # a torchrun process other than a machine's first: that one holds the machine's lock
 
     def waiting(path: Path, holder: str) -> None:
         print(f"distillery {stage}: waiting up to {stage_lock_wait():g}s for the pipeline run holding {path} "
@@ -232,6 +248,9 @@ def main(argv: Optional[list] = None) -> int:
             raise  # unexpected: the traceback, exit code 1, not retried
         print(f"distillery {args.stage}: {mapped.label}: {mapped}", file=sys.stderr)
         return mapped.exit_code
-    print(redact_uri(_describe(args.stage, result)))
+    from distillery.distributed import is_main
+
+    if is_main():  # one summary from a multi-process run
+        print(redact_uri(_describe(args.stage, result)))
     print(f"distillery {args.stage}: done in {time.perf_counter() - started:.1f}s")
     return 0

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -69,6 +70,12 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
     half-written files behind.
     """
     target = Path(target)
+    from distillery.distributed import is_main
+
+    if not is_main():  # another process of a multi-process run: it writes nothing (distillery/distributed.py)
+        with tempfile.TemporaryDirectory(prefix=f"distillery-rank-{target.name}-") as throwaway:
+            yield Path(throwaway)
+        return
     scratch = _fresh_scratch(target)
     try:
         yield scratch
@@ -83,7 +90,11 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
 
 
 def write_json(path: PathLike, payload: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file + rename); only in the main process of a multi-process run."""
+    from distillery.distributed import is_main
+
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -92,6 +103,11 @@ def write_json(path: PathLike, payload: Any) -> None:
 
 
 def write_text(path: PathLike, text: str) -> None:
+    """Write text atomically; only in the main process of a multi-process run."""
+    from distillery.distributed import is_main
+
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

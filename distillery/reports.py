@@ -80,6 +80,24 @@ def _interval(ci: Optional[dict]) -> str:
     return "" if not ci else f" (95% CI {ci['low']:.1f}-{ci['high']:.1f}x)"
 
 
+def roofline_text(results: dict) -> str:
+    """The distance to the hardware's limit at the headline cell, when the benchmark measured the peaks."""
+    peaks = results.get("roofline")
+    cell = results.get("headline", {}).get("cell")
+    if not peaks or not cell:
+        return ""
+    parts = []
+    for name, unit in (("student_onnx_int8", "int8_gops"), ("student_onnx_fp32", "fp32_gflops"),
+                       ("teacher_pytorch_fp32", "fp32_gflops")):
+        stats = results["models"].get(name, {}).get("cells", {}).get(cell, {})
+        if "fraction_of_peak" in stats:
+            parts.append(f"{name} {stats['gflop']:.3g} GFLOP per call, {stats['attained_g_per_s']:.3g} G/s = "
+                         f"{100 * stats['fraction_of_peak']:.1f}% of the {'int8' if 'int8' in unit else 'fp32'} peak")
+    return (f"\n\nDistance to the hardware's limit: a {peaks['size']}x{peaks['size']} matrix product reaches "
+            f"{peaks['fp32_gflops']:.1f} GFLOP/s in fp32 (torch) and {peaks['int8_gops']:.1f} GOP/s in int8 (ONNX Runtime) "
+            f"with {peaks['threads']} threads on this machine; at {cell}: " + "; ".join(parts) + ".")
+
+
 def benchmark_table(results: dict) -> str:
     """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
     size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed.
@@ -120,7 +138,7 @@ def benchmark_table(results: dict) -> str:
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
             f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
             f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.{boot}"
-            f"{method}\n")
+            f"{method}{roofline_text(results)}\n")
 
 
 def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
@@ -143,4 +161,5 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
     return ("\n\n".join(lines) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "
             f"faster at p50{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
-            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}.\n")
+            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}."
+            f"{roofline_text(results)}\n")

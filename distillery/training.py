@@ -6,6 +6,7 @@ student or baseline, goes through :func:`fit`.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from distillery.config import TrainConfig
+from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import scratch_dir
 from distillery.losses import hidden_state_loss
 
@@ -166,7 +168,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_le
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=max(1, cfg.batch_size // world_size()),  # the global batch is batch_size
         per_device_eval_batch_size=cfg.eval_batch_size,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -193,6 +195,26 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_le
     )
 
 
+def _checkpoint_dir():
+    if world_size() == 1:
+        return scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints")
+    import contextlib
+
+    path = Path(tempfile.gettempdir()) / shared_name("distillery-checkpoints")
+
+    @contextlib.contextmanager
+    def shared():
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            yield str(path)
+        finally:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # every process has loaded the best checkpoint
+            if is_main():
+                shutil.rmtree(path, ignore_errors=True)
+    return shared()
+
+
 def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
         distill: Optional[dict] = None, label: Optional[str] = None) -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
@@ -210,12 +232,13 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     if label is None:
         size = sum(p.numel() for p in model.parameters()) / 1e6
         label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model"
-    with scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints") as checkpoints:
+    # every process of a multi-process run must see rank 0's checkpoints (the best one is loaded on all)
+    with _checkpoint_dir() as checkpoints:
         trainer = DistillationTrainer(
             model=model, args=training_arguments(cfg, checkpoints, seed, task.padded_inputs),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=task.validation_metrics(eval_dataset), callbacks=[timer, progress_callback(label)],
+            compute_metrics=task.validation_metrics(eval_dataset), callbacks=[timer, *([progress_callback(label)] if is_main() else [])],
             task=task, **(distill or {}))
         trainer.remove_callback(PrinterCallback)  # no dict printed per logging step: Progress says it
         started = time.perf_counter()
@@ -229,6 +252,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         "train_seconds": round(train_seconds, 2),
         "epoch_train_seconds": [round(s, 2) for s in timer.epoch_seconds],
         "train_examples": len(train_dataset),
+        "processes": world_size(),
         "steps": int(result.global_step),
         "steps_per_epoch": steps_per_epoch,
         "seconds_per_1k_examples": round(1000 * sum(timer.epoch_seconds) /

@@ -23,6 +23,8 @@ class TrainConfig:
     warmup: float = Field(0.06, ge=0, lt=1, description="fraction of the training steps spent warming up",
                           json_schema_extra=allowed("it is a fraction of the steps, in [0, 1)"))
     logging_steps: int = Field(50, ge=1, description="log the training loss every this many steps")
+    processes: int = Field(1, ge=1, description="training processes on this machine (torchrun, DDP: gloo on CPU, "
+                                                "nccl on GPUs); the batch is shared between them; 1 = this process")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")

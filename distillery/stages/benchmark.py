@@ -26,6 +26,7 @@ from distillery.files import read_json, write_json, write_text
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_split
+from distillery.roofline import fraction, gemm_peaks, model_flops
 from distillery.reports import benchmark_table
 from distillery.task_types.load import task_type
 from distillery.timing import PeakRSS, bootstrap_ratio, fingerprint, precise, summarise, time_interleaved
@@ -101,7 +102,9 @@ def _load(task, name: str, models_dir: Path, onnx_dir: Path, test, cells: list, 
         for batch in inputs.values():
             run(batch)
     training = read_json(model_dir / "training.json")
-    return {"run": run, "held": held, "inputs": inputs,
+    # FLOPs per inference, counted on the PyTorch forward pass; an ONNX model does its PyTorch model's work
+    flops = {cell: model_flops(held, batch) for cell, batch in inputs.items()} if runtime == "pytorch" else None
+    return {"run": run, "held": held, "inputs": inputs, "flops": flops, "model": model_name,
             "entry": {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
                       "parameters": training["parameters"], "peak_memory_mb": memory.mb}}
 
@@ -151,7 +154,13 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
             results["models"][name]["cells"][cell] = summarise(timings, batch)
         print(f"benchmark: cell {cell} ({index}/{len(grid)}): {runs} runs per model, stopped by {stop}, "
               f"{results['cells'][cell]['seconds']:.1f}s", file=sys.stderr, flush=True)
+    flops = {m["model"]: m["flops"] for m in loaded.values() if m["flops"] is not None}
     del loaded
+    results["roofline"] = gemm_peaks(cfg.threads)
+    for name, model in results["models"].items():
+        peak = results["roofline"]["int8_gops" if "int8" in name else "fp32_gflops"]
+        for cell, stats in model["cells"].items():
+            stats.update(fraction(flops[MODELS[name][1]][cell], stats["p50_ms"], peak))
     results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, raw, params.student.max_length,
                                   task.primary_metric)
     from distillery.plots import plot_benchmark

@@ -155,3 +155,8 @@ def summary(result: dict) -> str:
 def tracked_inputs(params: Params) -> dict:
     """The pretrained weights a student starts from, when they are a local directory."""
     return {"teacher.model": params.teacher.model, "student.model": params.student.model}
+
+
+def processes(params: Params) -> int:
+    """Training processes (`distill.train.processes`): more than 1 re-launches the stage under torchrun."""
+    return params.distill.train.processes

@@ -40,3 +40,8 @@ def summary(result: dict) -> str:
 
 def tracked_inputs(params: Params) -> dict:
     return {"teacher.model": params.teacher.model}
+
+
+def processes(params: Params) -> int:
+    """Training processes (`teacher.train.processes`): more than 1 re-launches the stage under torchrun."""
+    return params.teacher.train.processes

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import requests
 import yaml
 
@@ -79,6 +80,11 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
     assert parity["student"]["fp32"]["passed"] and parity["student"]["rows"] == report["rows"]["test"]
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
     assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s64", "b4_s64"}
+    # the roofline: an 8x8 image through the [16]-unit MLP is 2 x (64 x 16 + 16 x 10) FLOPs, whatever runs it
+    assert benchmark["roofline"]["fp32_gflops"] > 0 and benchmark["roofline"]["int8_gops"] > 0
+    for name in ("student_pytorch_fp32", "student_onnx_fp32", "student_onnx_int8"):
+        cells = benchmark["models"][name]["cells"]
+        assert [cells[c]["gflop"] * 1e9 for c in ("b1_s64", "b4_s64")] == pytest.approx([2368, 4 * 2368])
     register = json.loads((project / "reports/metrics/register.json").read_text())
     assert register["decision"] == "promoted", register
 

@@ -296,3 +296,21 @@ def test_threads_must_be_positive(tmp_path):
     (tmp_path / "p.yaml").write_text("benchmark:\n  threads: 0\n")
     with pytest.raises(ConfigError, match=r"benchmark.threads = 0 is not allowed"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_flops_of_a_forward_pass_and_the_fraction_of_peak_by_hand():
+    import torch
+
+    from distillery.roofline import fraction, model_flops
+
+    class TwoLayers(torch.nn.Module):  # takes named inputs, as every model the benchmark times
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(64, 16), torch.nn.Linear(16, 10)
+
+        def forward(self, pixel_values):
+            return self.b(torch.relu(self.a(pixel_values)))
+
+    batch = {"pixel_values": np.zeros((4, 64), dtype=np.float32)}
+    assert model_flops(TwoLayers(), batch) == 4 * 2 * (64 * 16 + 16 * 10)  # a multiply and an add per weight
+    assert fraction(2_000_000_000, 100.0, 40.0) == {"gflop": 2.0, "attained_g_per_s": 20.0, "fraction_of_peak": 0.5}

@@ -1,0 +1,79 @@
+"""How close a model comes to the machine: the attainable GEMM throughput of this machine (fp32 in PyTorch,
+int8 in ONNX Runtime, with the benchmark's threads), and each model's FLOPs per inference, so a latency
+becomes a fraction of the peak the hardware allows.
+
+The peaks come from a short microbenchmark of square matrix products (the best of a few timed runs): the
+rate a well-shaped GEMM reaches here, not the datasheet's. A model's FLOPs are counted by
+``torch.utils.flop_counter`` on its PyTorch forward pass (matrix products, convolutions, attention): the
+same work its ONNX export does, fp32 or int8. Small batches do far less than the peak (short GEMMs, memory
+bound, framework overhead per call); the fraction says how much.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _best_seconds(run, budget_s: float, min_runs: int = 3) -> float:
+    run()  # warm-up
+    best, started, runs = float("inf"), time.perf_counter(), 0
+    while runs < min_runs or time.perf_counter() - started < budget_s:
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+        runs += 1
+    return best
+
+
+def gemm_peaks(threads: int, size: int = 1024, budget_s: float = 1.5) -> dict:
+    """``{"fp32_gflops", "int8_gops", "size", "threads"}``: the best rate of an ``size``-square matrix product,
+    fp32 through torch and uint8 x int8 through ONNX Runtime's MatMulInteger."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from distillery.onnx_runtime import session
+
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator) for _ in range(2))
+    with torch.inference_mode():
+        fp32 = _best_seconds(lambda: torch.mm(a, b), budget_s)
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-127, 128, (size, size), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])],
+        [helper.make_tensor("w", TensorProto.INT8, [size, size], weights.tobytes(), raw=True)])
+    activations = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+        sess = session(path, threads, spin=False)
+        int8 = _best_seconds(lambda: sess.run(None, {"a": activations}), budget_s)
+    work = 2.0 * size ** 3
+    return {"fp32_gflops": work / fp32 / 1e9, "int8_gops": work / int8 / 1e9, "size": size, "threads": threads,
+            "method": f"best of >= 3 runs in {budget_s:g}s of a {size}x{size} matrix product: torch.mm (fp32), "
+                      "ONNX Runtime MatMulInteger (uint8 x int8)"}
+
+
+def model_flops(model, batch: dict) -> int:
+    """Floating-point operations of one forward pass of ``model`` on ``batch`` (numpy arrays)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(**inputs)
+    return int(counter.get_total_flops())
+
+
+def fraction(flops: int, p50_ms: float, peak_per_s: float) -> dict:
+    """The attained rate at the p50 latency and its share of ``peak_per_s`` (GFLOP/s or GOP/s)."""
+    attained = flops / (p50_ms / 1000) / 1e9 if p50_ms > 0 else 0.0
+    return {"gflop": flops / 1e9, "attained_g_per_s": attained, "fraction_of_peak": attained / peak_per_s}

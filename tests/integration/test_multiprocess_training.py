@@ -1,0 +1,47 @@
+"""Multi-process training: ``teacher.train.processes: 2`` and ``distill.train.processes: 2`` re-launch the
+stages under torchrun (DDP, gloo on CPU) from the same ``dvc repro``, with the same outputs as one process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from conftest import dvc, make_project, update_params
+
+
+def _outputs(project) -> dict:
+    return {stage: sorted(out["path"] for out in spec.get("outs", []))
+            for stage, spec in yaml.safe_load((project / "dvc.lock").read_text())["stages"].items()}
+
+
+def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny_bert):
+    project = make_project(tmp_path / "project", tiny_bert)
+    single = dvc(project, "repro", "distill")
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = {name: json.loads((project / f"models/{name}/training.json").read_text())
+           for name in ("teacher", "student", "baseline")}
+    files = {name: sorted(p.name for p in (project / f"models/{name}").iterdir()) for name in one}
+    outputs = _outputs(project)
+
+    update_params(project / "params.yaml", **{"teacher.train.processes": 2, "distill.train.processes": 2})
+    result = dvc(project, "repro", "distill")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert "train_teacher: training in 2 processes" in result.stdout and "distill: training in 2 processes" in \
+        result.stdout
+    for name, before in one.items():
+        after = json.loads((project / f"models/{name}/training.json").read_text())
+        assert (before["processes"], after["processes"]) == (1, 2)
+        # the global batch stays batch_size: each process takes half, so the steps are the same
+        assert after["steps"] == before["steps"] and after["train_examples"] == before["train_examples"]
+        assert sorted(p.name for p in (project / f"models/{name}").iterdir()) == files[name]
+        assert set(after["best_validation"]) == set(before["best_validation"])
+    assert _outputs(project) == outputs
+    from distillery.files import SCRATCH
+
+    leftovers = [p.name for p in (project / "models").iterdir() if SCRATCH.match(p.name)]
+    assert leftovers == []  # no scratch directory of either process is left behind
+    evaluated = subprocess.run([sys.executable, "-m", "distillery", "evaluate"], cwd=project, capture_output=True,
+                               text=True)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]  # the 2-process models load and score as any
