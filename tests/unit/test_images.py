@@ -286,3 +286,14 @@ def test_served_model_caps_rows_per_request(served):
 
     with pytest.raises(MlflowException, match="4 images in one request; this model takes at most 3"):
         served.predict(None, [np.zeros((4, 4)).tolist()] * 4)
+
+
+def test_a_sources_class_names_are_indexed_by_its_integer_labels():
+    from distillery.task_types.image_classification import rows
+
+    frame = pd.DataFrame({"pixels": [b"\0"] * 3, "channels": 1, "height": 1, "width": 1, "label": [9, 0, 12],
+                          "_row": [1, 2, 3], "_reason": ""})
+    names = images.FASHION_NAMES
+    cleaned, rejected = rows.clean(frame, build_data({}), names, names, "fashion [train]")
+    assert [names[i] for i in cleaned["label"]] == ["Ankle boot", "T-shirt/top"]
+    assert rejected == [{"source": "fashion [train]", "row": 3, "reason": "unknown label '12'"}]

@@ -49,10 +49,20 @@ def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
 
 def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared: Union[list, None],
           where: str) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep readable rows with a known label as (pixels, label id, _row); return the others with reasons."""
+    """Keep readable rows with a known label as (pixels, label id, _row); return the others with reasons.
+
+    ``declared``: the source's class names (bundled sets); its integer labels index them."""
     label_ids = {name: i for i, name in enumerate(names)}
-    keys = frame[RAW_LABEL].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                                else label_key(v))
+
+    def key(value):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        if declared is not None:  # the source's class names, indexed by its integer labels (Fashion-MNIST)
+            index = int(value) if str(value).lstrip("-").isdigit() else -1
+            return label_key(declared[index]) if 0 <= index < len(declared) else f"{label_key(value)} (no class)"
+        return label_key(value)
+
+    keys = frame[RAW_LABEL].map(key)
     reasons = frame[REASON].copy()
     reasons[(reasons == "") & keys.isna()] = "missing label"
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
