@@ -81,6 +81,8 @@ class Params:
              f"({self.teacher.max_length})"),
             ("student.source", self.student.source, self.student.source in ("layers", "config"),
              "the student must read the teacher's windows: layers or config (the teacher's tokenizer)"),
+            ("distill.labelled_rows", d.labelled_rows, d.labelled_rows is None,
+             "the teacher's outputs are cached per window, not per question; set it to null"),
             ("question_answering.doc_stride", self.question_answering.doc_stride,
              self.question_answering.doc_stride < self.teacher.max_length // 2,
              f"it must be below half of teacher.max_length ({self.teacher.max_length})"),

@@ -89,13 +89,17 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
     kept, rest = labelled_subset(train, cfg.labelled_rows, params.seed)
     unlabelled = rest if cfg.transfer_set.source == "remainder" else rest[:0]
+    if len(rest):  # one cached output per row here (distill.labelled_rows is refused for extractive QA's windows)
+        labelled_logits, unlabelled_logits = cached["train"][kept], cached["train"][unlabelled]
+        train, unlabelled_rows = train.iloc[kept].reset_index(drop=True), train.iloc[unlabelled]
+    else:
+        labelled_logits, unlabelled_logits = cached["train"], cached["train"][:0]
+        unlabelled_rows = train.iloc[:0]
     augmented = load_augmented(logits_dir)
-    kd_rows = pd.concat([train.iloc[kept], train.iloc[unlabelled].assign(**{LABEL: IGNORE_INDEX}),
+    kd_rows = pd.concat([train, unlabelled_rows.assign(**{LABEL: IGNORE_INDEX}),
                          transfer.assign(**{LABEL: IGNORE_INDEX}), augmented.assign(**{LABEL: IGNORE_INDEX})],
                         ignore_index=True)
-    kd_logits = np.concatenate([cached["train"][kept], cached["train"][unlabelled], cached["transfer"],
-                                cached["augmented"]])
-    train = train.iloc[kept].reset_index(drop=True)
+    kd_logits = np.concatenate([labelled_logits, unlabelled_logits, cached["transfer"], cached["augmented"]])
     max_length = student_cfg.max_length
     check_max_length(student, max_length, "student.max_length")
     kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
