@@ -13,27 +13,11 @@ and macro-F1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-import numpy as np
-import pandas as pd
-import torch.nn.functional as F
 
 from distillery.errors import DataError, ModelError
 from distillery.files import read_json
-from distillery.hf import quiet_from_pretrained
-from distillery.losses import IGNORE_INDEX, distillation_loss
-from distillery.metrics import classification_metrics
-from distillery.prepared import LABEL
-from distillery.task_types.base import TaskType
 from distillery.task_types.image_classification import features, onnx
-from distillery.task_types.text_classification import scoring
-
-
-def _label_kwargs(labels: Optional[list]) -> dict:
-    if labels is None:
-        return {}
-    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+from distillery.task_types.text_classification import TextClassification
 
 
 def image_spec(prepared_dir: Path) -> dict:
@@ -45,10 +29,10 @@ def image_spec(prepared_dir: Path) -> dict:
     return report["image"]
 
 
-class ImageClassification(TaskType):
+class ImageClassification(TextClassification):
+    """Text classification's head, cache, losses and metrics over logits; images as its inputs."""
+
     name = "image_classification"
-    primary_metric, secondary_metric = "accuracy", "macro_f1"
-    teacher_outputs = ("logits",)
     teacher_key = features.TEACHER_LOGITS
     padded_inputs = False
 
@@ -78,49 +62,16 @@ class ImageClassification(TaskType):
     def collator(self, tokenizer):
         return features.Collator()
 
-    def load_model(self, name: str, key: str, labels: Optional[list] = None):
+    def auto_model(self):
         from transformers import AutoModelForImageClassification
 
         from distillery.students.vision import register_auto_classes
 
         register_auto_classes()
-        kwargs = {**_label_kwargs(labels), "ignore_mismatched_sizes": True} if labels is not None else {}
-        return quiet_from_pretrained(AutoModelForImageClassification, name, key, **kwargs)
+        return AutoModelForImageClassification
 
-    def head_from_config(self, config, labels: list):
-        from transformers import AutoModelForImageClassification
-
-        from distillery.students.vision import register_auto_classes
-
-        register_auto_classes()
-        for key, value in _label_kwargs(labels).items():
-            setattr(config, key, value)
-        return AutoModelForImageClassification.from_config(config)
-
-    def predict(self, model, tokenizer, frame, max_length, batch_size) -> np.ndarray:
+    def predict(self, model, tokenizer, frame, max_length, batch_size):
         return features.predict_logits(model, tokenizer, frame, batch_size)
-
-    def empty_outputs(self, num_labels: int) -> np.ndarray:
-        return np.zeros((0, num_labels), dtype=np.float32)
-
-    def outputs_of(self, model_output):
-        return model_output.logits
-
-    def supervised_loss(self, student_outputs, labels):
-        return F.cross_entropy(student_outputs, labels, ignore_index=IGNORE_INDEX)
-
-    def distillation_loss(self, student_outputs, teacher_outputs, labels, alpha, temperature, kind):
-        return distillation_loss(student_outputs, teacher_outputs, labels, alpha, temperature, kind)
-
-    def metrics(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
-        return classification_metrics(outputs, frame[LABEL].to_numpy(), len(labels))
-
-    def evaluation_report(self, outputs: np.ndarray, frame: pd.DataFrame, labels: list) -> dict:
-        return scoring.evaluation_report(outputs, frame, labels)
-
-    def trainer_metrics(self, eval_pred) -> dict:
-        metrics = classification_metrics(np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids))
-        return {k: v for k, v in metrics.items() if v is not None}
 
     def export_onnx(self, model, tokenizer, path, opset):
         return onnx.export_onnx(model, tokenizer, path, opset)

@@ -38,7 +38,6 @@ BUNDLED = {
     "fashion-mnist": f"Fashion-MNIST from the Debian package dataset-fashion-mnist ({FASHION_DIR})",
     "digits": "scikit-learn's load_digits (8x8)",
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                "test": "test", "t10k": "test"}
 
@@ -180,51 +179,6 @@ def _npz(path: Path) -> Images:
     return images
 
 
-def _folder_split(directory: Path) -> tuple[list, list]:
-    """``[(row, path, array, label)]`` for the images under ``directory/<label>/``, and the unreadable ones."""
-    from PIL import Image, UnidentifiedImageError
-
-    pictures, bad = [], []
-    classes = sorted(p for p in directory.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{directory}: no class folders; put each label's images in <dir>/<label>/")
-    row = 0
-    for folder in classes:
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            row += 1
-            try:
-                with Image.open(path) as image:
-                    mode = "RGB" if image.mode in ("RGB", "RGBA", "P") and _colour(image) else "L"
-                    pictures.append((row, path, np.asarray(image.convert(mode)), folder.name))
-            except (OSError, UnidentifiedImageError) as exc:
-                bad.append((row, f"unreadable image {path.relative_to(directory)} ({type(exc).__name__})"))
-    return pictures, bad
-
-
-def _colour(image) -> bool:
-    """Does a palette or RGB image use colour (not just grey)?"""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    return bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
-
-
-def _folder(directory: Path) -> Images:
-    images = Images(str(directory))
-    subdirs = {p.name: p for p in directory.iterdir() if p.is_dir()}
-    split_dirs = {SPLIT_NAMES[name]: path for name, path in subdirs.items() if name in SPLIT_NAMES}
-    parts = split_dirs if split_dirs else {"all": directory}
-    for split, path in parts.items():
-        pictures, bad = _folder_split(path)
-        if not pictures:
-            raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        common = pd.Series([p[2].shape for p in pictures]).value_counts().index[0]
-        kept = [p for p in pictures if p[2].shape == common]
-        bad += [(r, f"image {p.relative_to(path)} is {list(a.shape)}, not {list(common)} like the others")
-                for r, p, a, _ in pictures if a.shape != common]
-        stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, _, a, _ in kept])
-        images.add(split, stacked, [label for *_, label in kept], bad)
-    return images
-
-
 def read_images(source: str, files: dict) -> Images:
     """Every split of ``source`` (or of ``files``: split -> path) as arrays."""
     if files:
@@ -254,7 +208,9 @@ def read_local(path: Path) -> Images:
     if path.is_dir():
         if any(path.glob("*-images-idx3-ubyte*")):
             return _idx_dir(path, str(path))
-        return _folder(path)
+        from distillery.task_types.image_classification.folders import read_folder
+
+        return read_folder(path)
     if path.suffix.lower() == ".npz":
         return _npz(path)
     raise DataError(f"{path}: not an image source; give a .npz file, a folder of <label>/ image folders, or a "

@@ -50,20 +50,21 @@ class TextClassification(TaskType):
     def collator(self, tokenizer):
         return features.Collator(tokenizer)
 
-    def load_model(self, name: str, key: str, labels: Optional[list] = None):
+    def auto_model(self):
+        """The transformers auto class of this task's head, with Distillery's own networks registered."""
         from transformers import AutoModelForSequenceClassification
 
         register_student_models()
+        return AutoModelForSequenceClassification
+
+    def load_model(self, name: str, key: str, labels: Optional[list] = None):
         kwargs = {**_label_kwargs(labels), "ignore_mismatched_sizes": True} if labels is not None else {}
-        return quiet_from_pretrained(AutoModelForSequenceClassification, name, key, **kwargs)
+        return quiet_from_pretrained(self.auto_model(), name, key, **kwargs)
 
     def head_from_config(self, config, labels: list):
-        from transformers import AutoModelForSequenceClassification
-
-        register_student_models()
         for key, value in _label_kwargs(labels).items():
             setattr(config, key, value)
-        return AutoModelForSequenceClassification.from_config(config)
+        return self.auto_model().from_config(config)
 
     def predict(self, model, tokenizer, frame, max_length, batch_size) -> np.ndarray:
         return features.predict_logits(model, tokenizer, frame, max_length, batch_size)
