@@ -104,6 +104,34 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
             row[name] = train_and_score(params, inputs, model, dataset, options, seed,
                                         {"test": test, "validation": validation}, labels, name)
         per_seed.append(row)
+    return _report(params, per_seed, metrics, test, validation, reports_dir, logits_dir)
+
+
+def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,
+                     reports_dir: Union[str, Path] = REPORTS_DIR, logits_dir: Union[str, Path] = LOGITS_DIR) -> dict:
+    """The same report from runs trained one by one (``distillery.sweep``'s records: per seed of
+    ``evaluate.seeds`` a ``baseline`` and a ``student`` record, as a work pool's workers leave them)."""
+    from distillery.task_types.load import task_type
+
+    task = task_type(params.task, params)
+    metrics = (task.primary_metric, task.secondary_metric)
+    keys = (*metrics, *(f"validation_{m}" for m in metrics), "train_seconds", "train_examples")
+    by_seed: dict = {}
+    for record in records:
+        by_seed.setdefault(record["seed"], {})[record["model"]] = {k: record[k] for k in keys}
+    missing = [f"seed {s} {who}" for s in params.evaluate.seeds for who in ("student", "baseline")
+               if who not in by_seed.get(s, {})]
+    if missing:
+        raise ValueError(f"kd_gain: no run for {', '.join(missing)}")
+    per_seed = [{"seed": s, "student": by_seed[s]["student"], "baseline": by_seed[s]["baseline"]}
+                for s in params.evaluate.seeds]
+    return _report(params, per_seed, metrics, load_split("test", prepared_dir), load_split("validation", prepared_dir),
+                   reports_dir, logits_dir)
+
+
+def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validation,
+            reports_dir: Union[str, Path], logits_dir: Union[str, Path]) -> dict:
+    """Summarise the per-seed scores, write kd_gain.json, its kept copy under kd_gain_runs/ and the plot."""
     result = {"variant": variant(params), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
               "validation_rows": int(len(validation)), "per_seed": per_seed, "metrics": list(metrics),
               **{m: paired_summary([r["student"][m] for r in per_seed], [r["baseline"][m] for r in per_seed])
@@ -112,9 +140,13 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                              for who in ("student", "baseline") for m in metrics},
               "train_seconds_mean": {who: float(np.mean([r[who]["train_seconds"] for r in per_seed]))
                                      for who in ("student", "baseline")}}
-    eval_path = Path(reports_dir) / "metrics" / "eval.json"
-    if eval_path.is_file():  # the teacher is trained once; quote it alongside
-        teacher = read_json(eval_path)["teacher"]
+    eval_path, manifest_path = Path(reports_dir) / "metrics" / "eval.json", Path(logits_dir) / "manifest.json"
+    scored = read_json(eval_path) if eval_path.is_file() else {}
+    cached = read_json(manifest_path) if manifest_path.is_file() else {}
+    # the teacher is trained once; quote it alongside, if evaluate scored the teacher whose outputs were distilled
+    if scored.get("teacher_weights") and scored["teacher_weights"] == cached.get("teacher_weights") \
+            and scored.get("test_rows") == len(test):
+        teacher = scored["teacher"]
         result["teacher"] = {m: teacher[m] for m in metrics}
         primary = metrics[0]
         result[f"student_{primary}_retention_mean"] = result[primary]["student_mean"] / teacher[primary]

@@ -42,11 +42,16 @@ def fingerprint(teacher_dir: Union[str, Path], prepared_dir: Union[str, Path], m
     if not _files(teacher_dir, WEIGHT_FILES):
         raise CacheError(f"{teacher_dir}: no teacher weights found; run `dvc repro train_teacher` first")
     return {
-        "teacher_weights": sha256_files(_files(teacher_dir, WEIGHT_FILES)),
+        "teacher_weights": teacher_weights_hash(teacher_dir),
         "tokenizer": sha256_files(_files(teacher_dir, TOKENIZER_FILES), extra=f"max_length={max_length}" +
                                   "".join(f",{key}={value}" for key, value in sorted((settings or {}).items()))),
         "data": {part: sha256_files([prepared_dir / f"{part}.parquet"]) for part in PARTS},
     }
+
+
+def teacher_weights_hash(teacher_dir: Union[str, Path]) -> str:
+    """The hash of the teacher's weight files, as the cache manifest records it (``teacher_weights``)."""
+    return sha256_files(_files(Path(teacher_dir), WEIGHT_FILES))
 
 
 def augment_seed(params: Params) -> int:

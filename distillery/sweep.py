@@ -42,7 +42,11 @@ def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
     """What a run depends on besides its seed, α and T; a kept run with another fingerprint is not reused."""
     recipe = {k: v for k, v in variant(params).items() if k not in ("alpha", "temperature")}
     settings = json.dumps({"recipe": recipe, "train": dataclasses.asdict(params.distill.train),
-                           "student_max_length": params.student.max_length}, sort_keys=True, default=str)
+                           "student_max_length": params.student.max_length,
+                           # which training rows keep their labels (a stratified sample seeded by `seed`)
+                           "labelled_rows": params.distill.labelled_rows,
+                           "labelled_seed": params.seed if params.distill.labelled_rows is not None else None},
+                          sort_keys=True, default=str)
     files = sorted(Path(prepared_dir).glob("*.parquet")) + [Path(prepared_dir) / "labels.json",
                                                             Path(logits_dir) / "manifest.json"]
     return sha256_files([f for f in files if f.is_file()], settings)
@@ -93,6 +97,18 @@ class _Runs:
                   **scores, "fingerprint": self.key}
         write_json(path, record)
         return record
+
+
+def kept_records(params: Params, runs: list[tuple], prepared_dir: Union[str, Path] = PREPARED_DIR,
+                 logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> list:
+    """For each ``(seed, cell)`` of ``runs``, its kept record when it has the current fingerprint, else None."""
+    key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
+    out = []
+    for seed, cell in runs:
+        path = Path(reports_dir) / RUNS_DIR / f"{run_name(seed, cell)}.json"
+        record = read_json(path) if path.is_file() else None
+        out.append(record if record is not None and record.get("fingerprint") == key else None)
+    return out
 
 
 def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir: Union[str, Path] = PREPARED_DIR,

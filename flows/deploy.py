@@ -20,7 +20,10 @@ server never collide; ``--name`` sets it) has
 
 Schedules need a Prefect server (``prefect server start``, ``PREFECT_API_URL`` pointing at it);
 the ephemeral API that ``python -m flows.pipeline`` uses does not run them. The process runs the
-flow runs itself, in subprocesses, until it is stopped.
+flow runs itself, in subprocesses, until it is stopped. With ``--pool <work pool>`` it registers the
+same deployment (schedule, trigger, debounce, concurrency limit, parameters) in a Prefect *process*
+work pool instead, and exits: ``prefect worker start --pool <work pool>`` processes run the flow runs
+(see flows/pool.py).
 """
 from __future__ import annotations
 
@@ -49,16 +52,14 @@ def resource_id(project_dir: Path) -> str:
     return f"distillery.data.{repository_name(project_dir)}"
 
 
-def build_deployment(project_dir: Path, name: Optional[str] = None, cron: Optional[str] = None,
-                     timezone: str = "UTC", interval: Optional[float] = None, event: Optional[str] = None,
-                     resource: Optional[str] = None, debounce_seconds: float = 0.0):
-    """The RunnerDeployment that ``serve`` registers with the server."""
+def deployment_options(project_dir: Path, name: Optional[str] = None, cron: Optional[str] = None,
+                       timezone: str = "UTC", interval: Optional[float] = None, event: Optional[str] = None,
+                       resource: Optional[str] = None, debounce_seconds: float = 0.0) -> dict:
+    """Name, schedules, trigger, concurrency limit, parameters and tags of the pipeline's deployment: the same
+    whether this process serves it or a work pool's workers run it."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-    from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron, Interval
-
-    from flows.pipeline import pipeline
 
     project_dir = Path(project_dir).resolve()
     name = name or deployment_name(project_dir)
@@ -77,11 +78,30 @@ def build_deployment(project_dir: Path, name: Optional[str] = None, cron: Option
             name=f"{name}: {event}", expect={event}, posture="Reactive", threshold=1,
             within=datetime.timedelta(seconds=debounce_seconds),
             match={"prefect.resource.id": resource or resource_id(project_dir)}))
-    return pipeline.to_deployment(
-        name=name, schedules=schedules, triggers=triggers, parameters={"project_dir": str(project_dir)},
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-        tags=["distillery"], entrypoint_type=EntrypointType.MODULE_PATH,
-        description=f"Distillery pipeline in {project_dir}: every stage through DVC")
+    return dict(name=name, schedules=schedules, triggers=triggers, parameters={"project_dir": str(project_dir)},
+                concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                tags=["distillery"], description=f"Distillery pipeline in {project_dir}: every stage through DVC")
+
+
+def build_deployment(project_dir: Path, **options):
+    """The RunnerDeployment that ``serve`` registers with the server (``options``: see deployment_options)."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.pipeline import pipeline
+
+    return pipeline.to_deployment(**deployment_options(project_dir, **options),
+                                  entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def deploy_to_pool(project_dir: Path, pool: str, **options) -> str:
+    """Register the pipeline's deployment in the process work pool ``pool`` (created if missing); its workers
+    run the flow runs. Returns ``<flow>/<deployment>``."""
+    from flows.pipeline import pipeline
+    from flows.pool import deploy
+
+    settings = deployment_options(project_dir, **options)
+    return deploy(pipeline, "flows/pipeline.py:pipeline", Path(project_dir).resolve(), pool, settings.pop("name"),
+                  **settings)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -99,6 +119,9 @@ def main(argv: Optional[list] = None) -> int:
                                                                "schedule.debounce_seconds in params.yaml)")
     parser.add_argument("--resource-id", help="event resource that triggers a run "
                                               "(default: distillery.data.<repository name>)")
+    parser.add_argument("--pool", help="register the deployment in this Prefect process work pool (created if "
+                                       "missing) for `prefect worker start --pool` workers to run, and exit; "
+                                       "default: serve it from this process")
     args = parser.parse_args(argv)
 
     from distillery.config import load_schedule
@@ -115,10 +138,21 @@ def main(argv: Optional[list] = None) -> int:
               "(start `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api)",
               file=sys.stderr)
     cron = None if args.no_schedule or args.interval else (args.cron or schedule.cron)
-    deployment = build_deployment(project_dir, args.name, cron=cron, timezone=schedule.timezone,
-                                  interval=args.interval, event=None if args.no_trigger else schedule.event,
-                                  resource=args.resource_id, debounce_seconds=schedule.debounce_seconds if args.debounce_seconds is None
-                                  else args.debounce_seconds)
+    options = dict(name=args.name, cron=cron, timezone=schedule.timezone, interval=args.interval,
+                   event=None if args.no_trigger else schedule.event, resource=args.resource_id,
+                   debounce_seconds=schedule.debounce_seconds if args.debounce_seconds is None
+                   else args.debounce_seconds)
+    if args.pool:
+        try:
+            name = deploy_to_pool(project_dir, args.pool, **options)
+        except DistilleryError as exc:
+            print(f"flows.deploy: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"flows.deploy: {name} is in work pool {args.pool!r}; its workers run it. Start one (or one per "
+              f"machine) in this project's environment: prefect worker start --pool {args.pool} --limit 1",
+              flush=True)
+        return 0
+    deployment = build_deployment(project_dir, **options)
 
     from prefect import serve
 

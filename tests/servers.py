@@ -28,9 +28,10 @@ def env_with_venv(**extra: str) -> dict:
 
 
 @contextlib.contextmanager
-def running(command: list[str], health_url: str, log: Path, env: Optional[dict] = None,
-            timeout_s: float = 120) -> Iterator[subprocess.Popen]:
-    """Start ``command``, wait until ``health_url`` answers 200, stop the whole process group at the end."""
+def running(command: list[str], health_url: Optional[str], log: Path, env: Optional[dict] = None,
+            timeout_s: float = 120, ready_text: Optional[str] = None) -> Iterator[subprocess.Popen]:
+    """Start ``command``, wait until ``health_url`` answers 200 (or, without one, until its output holds
+    ``ready_text``), stop the whole process group at the end."""
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env or env_with_venv(),
                                 start_new_session=True)
@@ -39,11 +40,15 @@ def running(command: list[str], health_url: str, log: Path, env: Optional[dict] 
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{command[:4]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(health_url, timeout=2).status_code == 200:
+            if health_url is None:
+                if ready_text in log.read_text(errors="replace"):
                     break
-            except requests.RequestException:
-                pass
+            else:
+                try:
+                    if requests.get(health_url, timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[:4]} not healthy after {timeout_s}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)

@@ -9,6 +9,7 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import ModelError
 from distillery.files import read_json, write_json, write_text
+from distillery.logit_cache import teacher_weights_hash
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.reports import MODELS, results_table
@@ -44,6 +45,8 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
     for name, model_plots in plots.items():  # written only once every model has been scored
         for plot, frame in model_plots.items():
             write_text(reports_dir / "plots" / plot / f"{name}.csv", frame.to_csv(index=False))
+    # which teacher was scored: kd_gain quotes this teacher only while its weights are the ones cached
+    results["teacher_weights"] = teacher_weights_hash(Path(models_dir) / "teacher")
     write_json(reports_dir / "metrics" / "eval.json", results)
     write_json(reports_dir / "per_class.json", per_class)
     write_text(reports_dir / "summary.md", results_table(results, primary, secondary))

@@ -1,0 +1,182 @@
+"""A Prefect process work pool and `prefect worker start` workers against a real `prefect server`.
+
+The pipeline's deployment registered in a pool (`python -m flows.deploy --pool`) keeps the served
+deployment's schedule, event trigger and concurrency limit of one, and its runs are run by a worker;
+kd_gain's seeds and the sweep's runs fan out over two workers (`python -m flows.sweep --pool`) and
+give the figures the same runs give in one process. One server and two workers are shared by the
+module; everything started here is stopped at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from conftest import make_project, write_params
+from flows.deploy import deployment_name, resource_id
+from servers import BIN, env_with_venv, free_port, running
+
+POOL = "distillery-test-pool"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = env_with_venv(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
+                        PREFECT_SERVER_EPHEMERAL_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1",
+                        PREFECT_WORKER_PREFETCH_SECONDS="1", PREFECT_LOGGING_TO_API_ENABLED="false",
+                        DVC_NO_ANALYTICS="1")
+    with running([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                 f"{env['PREFECT_API_URL']}/health", home / "server.log", env=env):
+        yield env
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as sync_client:
+            yield sync_client
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_bert):
+    project = make_project(tmp_path_factory.mktemp("pool") / "project", tiny_bert)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section in ("teacher", "distill"):
+        params[section]["train"]["epochs"] = 1
+    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    params["evaluate"]["seeds"] = [1, 2]
+    params["sweep"] = {"alpha": [0.5], "temperature": [2.0, 4.0], "seeds": [1, 2], "metric": "accuracy"}
+    write_params(project / "params.yaml", params)
+    subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def workers(server, project):
+    """Two workers polling the pool, one flow run at a time each; yields their log files."""
+    with contextlib.ExitStack() as stack:
+        logs = []
+        for name in ("worker-a", "worker-b"):
+            log = project.parent / f"{name}.log"
+            stack.enter_context(running(
+                [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--limit", "1",
+                 "--name", name], None, log, env=dict(server), ready_text="started"))
+            logs.append(log)
+        yield logs
+
+
+def _deploy(server, project, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.deploy", "--project-dir", str(project), "--pool", POOL, *args],
+                          cwd=project, env=server, capture_output=True, text=True, timeout=180)
+
+
+def _wait_final(client, run_id, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state and run.state.is_final():
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout} s (state {run.state})")
+
+
+def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_runs_it(server, client, project,
+                                                                                    workers):
+    result = _deploy(server, project, "--cron", "0 3 * * *")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"work pool '{POOL}'" in result.stdout and "prefect worker start --pool" in result.stdout
+    deployment = client.read_deployment_by_name(f"distillery-pipeline/{deployment_name(project)}")
+    assert deployment.work_pool_name == POOL and client.read_work_pool(POOL).type == "process"
+    assert deployment.global_concurrency_limit.limit == 1
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+    assert deployment.parameters == {"project_dir": str(project)}
+
+    # Two runs at once: the worker runs both, one after the other (the second waits for the slot).
+    started = time.perf_counter()
+    first = client.create_flow_run_from_deployment(deployment.id)
+    second = client.create_flow_run_from_deployment(deployment.id)
+    first, second = _wait_final(client, first.id), _wait_final(client, second.id)
+    elapsed = time.perf_counter() - started
+    logs = "".join(log.read_text() for log in workers)
+    assert first.state.is_completed() and second.state.is_completed(), logs[-4000:]
+    earlier, later = sorted((first, second), key=lambda r: r.start_time)
+    assert later.start_time >= earlier.end_time, "two pipeline runs overlapped in one repository"
+    assert "AwaitingConcurrencySlot" in [s.name for s in client.read_flow_run_states(later.id)]
+    assert f"flow-run/{first.id}" in logs and f"flow-run/{second.id}" in logs  # the workers ran them, not we
+    assert json.loads((project / "reports/metrics/eval.json").read_text())["test_rows"] > 0
+    print(f"\n[measure] two pipeline runs through the pool's workers (tiny pipeline from scratch, then up to date): "
+          f"{elapsed:.1f}s")
+
+    # The event trigger starts a run in the pool.
+    import httpx
+    from prefect.events import Event
+
+    before = datetime.now(timezone.utc)
+    event = Event(event="distillery.data.updated", resource={"prefect.resource.id": resource_id(project)})
+    response = httpx.post(f"{server['PREFECT_API_URL']}/events", json=[event.model_dump(mode="json")], timeout=10)
+    assert response.status_code == 204, response.text
+    deadline, triggered = time.monotonic() + 120, None
+    while triggered is None and time.monotonic() < deadline:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+        triggered = next((r for r in runs if r.created >= before and r.id not in (first.id, second.id)), None)
+        time.sleep(1)
+    assert triggered is not None, "the data event started no run"
+    assert _wait_final(client, triggered.id).state.is_completed()
+
+
+def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, workers):
+    for stage in ("prepare", "train_teacher", "teacher_logits"):
+        assert subprocess.run([sys.executable, "-m", "distillery", stage], cwd=project, env=server,
+                              capture_output=True, text=True).returncode == 0
+    started = time.perf_counter()
+    fanned = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL,
+                             "--kd-gain"], cwd=project, env=server, capture_output=True, text=True, timeout=900)
+    pool_seconds = time.perf_counter() - started
+    logs = [log.read_text() for log in workers]
+    assert fanned.returncode == 0, fanned.stdout[-3000:] + fanned.stderr[-3000:] + logs[0][-2000:] + logs[1][-2000:]
+    pooled = json.loads((project / "reports/metrics/kd_gain.json").read_text())
+    runs = sorted((project / "reports/sweep_runs").glob("*.json"))
+    assert [p.name for p in runs] == ["seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json",
+                                      "seed-2_alpha-0.5_T-2.json", "seed-2_baseline.json"]
+    # the four runs were flow runs of the sweep-run deployment, and each worker ran at least one
+    deployment = client.read_deployment_by_name(f"distillery-sweep-run/{deployment_name(project)}")
+    flow_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    assert sorted(r.name for r in flow_runs) == ["seed-1_alpha-0.5_T-2", "seed-1_baseline", "seed-2_alpha-0.5_T-2",
+                                                 "seed-2_baseline"]
+    assert all(r.state.is_completed() for r in flow_runs)
+    # a flow run's own process logs "View at .../flow-run/<id>" in the output of the worker that started it
+    ran_by = [[r.name for r in flow_runs if f"flow-run/{r.id}" in log] for log in logs]
+    assert all(ran_by) and sorted(sum(ran_by, [])) == sorted(r.name for r in flow_runs), ran_by
+
+    # The same runs in one process give the same figures.
+    local = subprocess.run([sys.executable, "-m", "distillery", "kd_gain"], cwd=project, env=server,
+                           capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr[-3000:]
+    here = json.loads((project / "reports/metrics/kd_gain.json").read_text())
+    for pooled_seed, local_seed in zip(pooled["per_seed"], here["per_seed"]):
+        for who in ("student", "baseline"):
+            assert pooled_seed[who]["accuracy"] == pytest.approx(local_seed[who]["accuracy"], abs=1e-9), who
+    print(f"\n[measure] kd_gain, 2 seeds, on the pool's 2 workers: {pool_seconds:.1f}s")
+
+    # The sweep reuses the two baselines and the (0.5, 2) students kept above; only the T = 4 runs go out.
+    swept = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL],
+                           cwd=project, env=server, capture_output=True, text=True, timeout=900)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    assert "4 runs kept from earlier, 2 run on work pool" in swept.stdout + swept.stderr
+    result = json.loads((project / "reports/metrics/sweep.json").read_text())
+    assert [(c["alpha"], c["temperature"]) for c in result["cells"]] == [(0.5, 2.0), (0.5, 4.0)]
+    assert (project / "reports/plots/sweep_heatmap.png").is_file()

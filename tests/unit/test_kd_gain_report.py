@@ -1,0 +1,44 @@
+"""kd_gain's report: the teacher it quotes is the one whose outputs were distilled, or none."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from distillery.config import load_params
+from distillery.files import write_json
+from distillery.kd_gain import _report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _per_seed():
+    return [{"seed": seed, "student": {"accuracy": s, "macro_f1": s, "validation_accuracy": s,
+                                       "validation_macro_f1": s, "train_seconds": 1.0, "train_examples": 10},
+             "baseline": {"accuracy": b, "macro_f1": b, "validation_accuracy": b, "validation_macro_f1": b,
+                          "train_seconds": 1.0, "train_examples": 10}}
+            for seed, s, b in ((1, 0.80, 0.70), (2, 0.84, 0.72))]
+
+
+@pytest.mark.parametrize("scored_weights, cached_weights, test_rows, quoted", [
+    ("a" * 64, "a" * 64, 4, True),
+    ("a" * 64, "b" * 64, 4, False),   # the teacher was retrained (or another task's) since evaluate scored it
+    ("a" * 64, "a" * 64, 9, False),   # scored on another test split
+    (None, "a" * 64, 4, False),       # an eval.json from before evaluate recorded the teacher's weights
+])
+def test_the_teacher_is_quoted_only_when_it_is_the_distilled_one(tmp_path, scored_weights, cached_weights, test_rows,
+                                                                 quoted):
+    params = load_params(ROOT / "params.yaml")
+    scored = {"test_rows": test_rows, "teacher": {"accuracy": 0.9, "macro_f1": 0.88}}
+    if scored_weights:
+        scored["teacher_weights"] = scored_weights
+    write_json(tmp_path / "reports/metrics/eval.json", scored)
+    write_json(tmp_path / "logits/manifest.json", {"teacher_weights": cached_weights})
+    test, validation = pd.DataFrame({"x": range(4)}), pd.DataFrame({"x": range(2)})
+    result = _report(params, _per_seed(), ("accuracy", "macro_f1"), test, validation, tmp_path / "reports",
+                     tmp_path / "logits")
+    assert result["accuracy"]["student_mean"] == pytest.approx(0.82)
+    if quoted:
+        assert result["teacher"] == {"accuracy": 0.9, "macro_f1": 0.88}
+        assert result["student_accuracy_retention_mean"] == pytest.approx(0.82 / 0.9)
+    else:
+        assert "teacher" not in result and "student_accuracy_retention_mean" not in result
