@@ -23,8 +23,10 @@ def free_port() -> int:
 
 
 def env_with_venv(**extra: str) -> dict:
-    """This interpreter's bin first on PATH: MLflow starts ``uvicorn`` by name."""
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra)
+    """This interpreter's bin first on PATH: MLflow starts ``uvicorn`` by name. Without the deployment pin
+    (``DISTILLERY_PROJECT_DIR``) a test in the same process may have left: each server test sets its own."""
+    env = {k: v for k, v in os.environ.items() if k != "DISTILLERY_PROJECT_DIR"}
+    return dict(env, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra)
 
 
 @contextlib.contextmanager

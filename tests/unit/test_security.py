@@ -100,7 +100,9 @@ def test_deploy_pins_the_served_runs_to_its_project_dir(tmp_path, monkeypatch):
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     seen = {}
-    monkeypatch.delenv(PROJECT_DIR_ENV, raising=False)
+    # set, then removed, through monkeypatch: the value deploy.main writes into os.environ is undone after the test
+    monkeypatch.setenv(PROJECT_DIR_ENV, "placeholder")
+    monkeypatch.delenv(PROJECT_DIR_ENV)
     monkeypatch.setattr(prefect, "serve", lambda *deployments: seen.update(env=__import__("os").environ.get(
         PROJECT_DIR_ENV), deployments=deployments))
     assert deploy.main(["--project-dir", str(tmp_path), "--no-schedule", "--no-trigger"]) == 0
