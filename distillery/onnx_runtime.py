@@ -1,9 +1,11 @@
 """ONNX export, int8 dynamic quantization and ONNX Runtime sessions, for any task type."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -13,37 +15,103 @@ from distillery.errors import ModelError
 PathLike = Union[str, Path]
 
 
+@contextlib.contextmanager
+def _eager_attention(module: torch.nn.Module) -> Iterator[None]:
+    """A Hugging Face model switched to eager attention while it is traced: the exporter writes SDPA as a
+    graph ONNX Runtime's attention fusion does not recognise, and eager attention as one it fuses. The
+    same arithmetic either way (the fp32 parity gate checks it); the model's setting is restored after."""
+    config = getattr(module, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    switch = previous not in (None, "eager") and hasattr(module, "set_attn_implementation")
+    if switch:
+        try:
+            module.set_attn_implementation("eager")
+        except (ValueError, ImportError, AttributeError):
+            switch = False  # an architecture without an eager path exports as it is
+    try:
+        yield
+    finally:
+        if switch:
+            module.set_attn_implementation(previous)
+
+
 def export_module(wrapper: torch.nn.Module, sample: tuple, path: PathLike, input_names: list[str],
                   output_names: list[str], dynamic_axes: dict, opset: int) -> None:
     """Export a module taking positional tensors to a single-file ONNX model (the legacy exporter,
     whose output ``quantize_dynamic`` accepts; see STACK-NOTES)."""
     wrapper.eval()  # a fresh Module is in training mode; export restores that mode
+    model = getattr(wrapper, "model", wrapper)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _eager_attention(model):
             warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes
             torch.onnx.export(wrapper, sample, str(path), input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
     except Exception as exc:
-        model = getattr(wrapper, "model", wrapper)
         raise ModelError(f"ONNX export of {type(model).__name__} to {path} failed: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def quantize_int8(source: PathLike, target: PathLike) -> None:
-    """onnxruntime dynamic quantization: int8 weights, activations quantized on the fly."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
     # onnxruntime logs "consider pre-processing" advice to the root logger on every call: silenced for the call
     # only (setting the root level for good once hid every later warning of the process)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        yield
     finally:
         root.setLevel(level)
+
+
+def quantize_int8(source: PathLike, target: PathLike, per_channel: bool = False,
+                  calibration: Optional[list[dict]] = None) -> None:
+    """int8 weights. Without ``calibration``: dynamic quantization (activations quantized on the fly). With
+    it (batches of model inputs): static quantization in QDQ format, activation ranges from those batches
+    (MinMax). ``per_channel``: one weight scale per output channel."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    class Batches(CalibrationDataReader):
+        """The calibration batches, fed once each."""
+
+        def __init__(self, feeds: list[dict]):
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> Optional[dict]:
+            return next(self._feeds, None)
+
+    # a fused graph holds contrib ops shape inference cannot type: their outputs are float tensors
+    extra = {"DefaultTensorType": TensorProto.FLOAT}
+    with _quiet_root_logger():
+        if calibration is None:
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             extra_options=extra)
+        else:
+            sess = session(source)
+            feeds = [_feed(sess, batch) for batch in calibration]
+            quantize_static(str(source), str(target), Batches(feeds), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, extra_options=extra)
+
+
+def fuse_transformer(source: PathLike, target: PathLike, model=None) -> dict:
+    """ONNX Runtime's transformer fusions (attention, embedding layer norm, skip layer norm, bias GELU) of
+    ``source`` written to ``target``; returns the fused operators found (an empty dict: none matched, as
+    for a graph that is not a transformer encoder)."""
+    from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
+
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", "bert")
+    with _quiet_root_logger(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(str(source), model_type=model_type if model_type in MODEL_TYPES else "bert",
+                                   num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0), opt_level=0)
+        fused = {name: int(count) for name, count in optimized.get_fused_operator_statistics().items() if count}
+        optimized.save_model_to_file(str(target))
+    return fused
 
 
 def session(path: PathLike, threads: int = 0, spin: bool = True):

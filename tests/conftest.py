@@ -48,6 +48,7 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
         "distill": {"alpha": 0.5, "temperature": 2.0, "transfer_set": {"source": "remainder", "max_rows": 100},
                     "train": train},
         "evaluate": {"batch_size": 32},
+        "export": {"selection_seconds": 1.0},  # the recipe search's timing rounds: seconds, not the default 10
         "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
         # Random tiny models pass every gate check, so the pipeline's registry state is deterministic; the
         # checks themselves are tested in tests/unit/test_gate.py and tests/integration/test_registry.py.

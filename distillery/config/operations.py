@@ -22,7 +22,20 @@ def _two_distinct(seeds: list[int]) -> list[int]:
     return seeds
 
 
-Seeds = Annotated[list[int], AfterValidator(_two_distinct)]  # a spread over seeds needs two distinct ones
+Seeds = Annotated[list[int], AfterValidator(_two_distinct)]
+
+_RECIPE_RULE = "list recipes of the form [fused_](dynamic|static)[_per_channel], e.g. [dynamic, fused_dynamic]"
+DEFAULT_RECIPES = ("dynamic", "dynamic_per_channel", "static", "fused_dynamic", "fused_dynamic_per_channel",
+                   "fused_static")
+
+
+def _recipe(name: str) -> str:
+    if not re.fullmatch(r"(fused_)?(dynamic|static)(_per_channel)?", name):
+        raise not_allowed(_RECIPE_RULE)
+    return name
+
+
+Recipe = Annotated[str, AfterValidator(_recipe)]  # a spread over seeds needs two distinct ones
 
 
 @section("evaluate")
@@ -75,6 +88,14 @@ class ExportConfig:
                                           json_schema_extra=allowed("it is in accuracy points and must be >= 0"))
     parity_batch_size: int = Field(32, ge=1, description="test rows per batch, padded to the batch's longest row, "
                                                          "as when served")
+    recipes: Annotated[list[Recipe], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_RECIPES),
+        description="the student's int8 candidates, tried on validation; the fastest that passes the gates ships",
+        json_schema_extra=allowed(_RECIPE_RULE))
+    selection_batch: int = Field(1, ge=1, description="batch size of the cell that times the candidates")
+    selection_length: int = Field(64, ge=1, description="sequence length of that cell (at most the student's "
+                                                        "max_length)")
+    selection_seconds: float = Field(10.0, gt=0, description="time cap on timing the candidates")
 
 
 @section("benchmark")

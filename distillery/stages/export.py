@@ -1,6 +1,9 @@
 """The ``export`` stage: ONNX fp32 + int8 for the student (and the teacher, for a fair comparison),
 checked against PyTorch on every row of the real test split by the task type's parity check.
 
+The student's int8 recipe (fused or not, dynamic or static, per-channel or not) is chosen on the validation
+split by ``distillery.export_recipes``: the fastest candidate that passes the gates there ships.
+
 Gates:
 - fp32 parity: the largest absolute output difference must be within ``export.fp32_atol``. If not,
   the stage fails and writes no models, so nothing downstream can ship them.
@@ -12,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
+from distillery import export_recipes
 from distillery.config import Params
 from distillery.errors import DistilleryError
 from distillery.files import atomic_dir, read_json, write_json
@@ -22,6 +26,10 @@ from distillery.students.load import student_family
 from distillery.task_types.load import task_type
 
 EXPORTED = ("student", "teacher")
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
 
 
 class ParityError(DistilleryError):
@@ -47,9 +55,17 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
                     task, model, tokenizer, fp32_path, params.export.opset)
             else:
                 task.export_onnx(model, tokenizer, fp32_path, params.export.opset)
-            quantize_int8(fp32_path, int8_path)
+            if name == "student":  # the int8 recipe is chosen on validation (distillery/export_recipes.py)
+                recipes = export_recipes.search(task, model, tokenizer, fp32_path, int8_path,
+                                                load_split("validation", prepared_dir), training["max_length"],
+                                                params.export, params.benchmark.threads, log=_log)
+            else:  # the teacher's int8 is the plain recipe: a reference point, never deployed
+                quantize_int8(fp32_path, int8_path)
             report[name] = task.parity(model, tokenizer, fp32_path, int8_path, test, training["max_length"],
                                        params.export)
+            if name == "student":
+                report[name]["recipes"] = recipes
+                report[name]["recipe"] = recipes["chosen"]
             report[name]["size_mb"] = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
         failed = [n for n in EXPORTED if not report[n]["fp32"]["passed"]]
         student_int8 = report["student"]["int8"]
@@ -76,4 +92,6 @@ def summary(result: dict) -> str:
     return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
             f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
             f"{student['int8']['label_agreement_vs_fp32']:.4f}, {metric} change "
-            f"{student['int8'][f'{metric}_change_points']:+.2f} points; deployable: {result['deployable']}")
+            f"{student['int8'][f'{metric}_change_points']:+.2f} points; deployable: {result['deployable']}"
+            + (f" (int8 recipe {student['recipe']}, chosen on validation from {len(student['recipes']['candidates'])}"
+               f" candidates)" if "recipes" in student else ""))

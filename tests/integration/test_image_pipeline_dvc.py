@@ -78,6 +78,11 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
 
     parity = json.loads((project / "reports/metrics/parity.json").read_text())
     assert parity["student"]["fp32"]["passed"] and parity["student"]["rows"] == report["rows"]["test"]
+    # an MLP has no transformer to fuse: the fused recipes are dropped with the reason, the others compete
+    recipes = {c["recipe"]: c for c in parity["student"]["recipes"]["candidates"]}
+    assert all(c["reason"].startswith("no transformer fusion matched") for name, c in recipes.items()
+               if name.startswith("fused_")), recipes
+    assert not recipes["dynamic"]["fused"] and "validation" in recipes["dynamic"]
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
     assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s64", "b4_s64"}
     # the roofline: an 8x8 image through the [16]-unit MLP is 2 x (64 x 16 + 16 x 10) FLOPs, whatever runs it

@@ -103,6 +103,10 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     parity = json.loads((project / "reports/metrics/parity.json").read_text())
     assert parity["student"]["windows"] > parity["student"]["rows"] == 18
     assert parity["student"]["fp32"]["passed"] and "f1_drop_points" in parity["student"]["int8"]
+    # the recipe search runs on QA too: candidates scored by the F1 gate on validation windows
+    candidates = parity["student"]["recipes"]["candidates"]
+    assert any(c["kept"] for c in candidates) and all("f1_drop_points" in c["validation"]["int8"]
+                                                      for c in candidates if "validation" in c)
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
     assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s16", "b1_s32"}
     assert benchmark["metrics"] == ["f1", "exact_match"]

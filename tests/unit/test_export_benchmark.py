@@ -133,7 +133,7 @@ def test_fp32_parity_failure_stops_the_stage(workspace, tmp_path):
     assert json.loads((tmp_path / "reports/metrics/parity.json").read_text())["fp32_parity_passed"] is False
 
 
-def _negated_int8(source, target):
+def _negated_int8(source, target, **recipe):
     """Stand-in for a quantizer that wrecks the model: the same graph with its logits negated."""
     model = onnx.load(str(source))
     graph = model.graph
@@ -147,13 +147,88 @@ def _negated_int8(source, target):
 def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkeypatch):
     root, params = workspace
     monkeypatch.setattr("distillery.stages.export.quantize_int8", _negated_int8)
+    monkeypatch.setattr("distillery.export_recipes.quantize_int8", _negated_int8)
     params = replace(params, export=ExportConfig())
     report = export(params, root / "models", root / "prepared", tmp_path / "onnx", tmp_path / "reports")
+    # every candidate fails on validation: the plain recipe is written and the test split's gate refuses it
+    recipes = report["student"]["recipes"]
+    assert recipes["searched"] is False and recipes["chosen"] == "dynamic"
+    assert all(not c["kept"] for c in recipes["candidates"])
+    assert all("validation: int8 accuracy drop" in c["reason"] for c in recipes["candidates"]
+               if c["recipe"] in ("dynamic", "dynamic_per_channel", "static")), recipes
     assert report["student"]["fp32"]["passed"]
     assert report["student"]["int8"]["deployable"] is False
     assert "exceeds export.int8_max_accuracy_drop = 1.0" in report["student"]["int8"]["reason"]
     assert report["deployable"] == "student.onnx"
     assert json.loads((tmp_path / "onnx" / "deployment.json").read_text())["int8_deployable"] is False
+
+
+def _operators(path) -> set:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(workspace, tmp_path):
+    root, params = workspace
+    report = export(replace(params, export=ExportConfig()), root / "models", root / "prepared", tmp_path / "onnx",
+                    tmp_path / "reports")
+    recipes = report["student"]["recipes"]
+    by_name = {c["recipe"]: c for c in recipes["candidates"]}
+    assert list(by_name) == list(ExportConfig().recipes)
+    assert recipes["cell"] == {"batch": 1, "length": 32}  # selection_length 64 capped at the student's max_length
+    # the export traces eager attention, so ONNX Runtime fuses one Attention per layer of the 2-layer student
+    fused = by_name["fused_dynamic"]["fused_ops"]
+    assert fused["Attention"] == 2 and fused["EmbedLayerNormalization"] == 1, fused
+    built = [c for c in recipes["candidates"] if "validation" in c]  # a recipe the quantizer refuses says why
+    assert all(c["reason"].startswith("could not be built: ") for c in recipes["candidates"] if c not in built)
+    assert {"dynamic", "dynamic_per_channel", "static", "fused_dynamic"} <= {c["recipe"] for c in built}
+    for c in built:
+        assert c["validation"]["rows"] == len(load_split("validation", root / "prepared"))
+        assert c["kept"] == (c["validation"]["fp32"]["passed"] and c["validation"]["int8"]["deployable"]), c
+    kept = [c for c in recipes["candidates"] if c["kept"]]
+    assert kept, recipes
+    (chosen,) = [c for c in recipes["candidates"] if c["chosen"]]
+    assert chosen["recipe"] == recipes["chosen"] == report["student"]["recipe"]
+    assert chosen["latency"]["p50_ms"] == min(c["latency"]["p50_ms"] for c in kept)
+    assert all(c["reason"].startswith("slower: p50") for c in kept if c is not chosen)
+    # the shipped file is the chosen recipe's graph
+    ops = _operators(tmp_path / "onnx" / "student.int8.onnx")
+    assert bool(ops & {"Attention", "QAttention"}) == chosen["fused"], ops
+    assert ("QuantizeLinear" in ops) == (chosen["mode"] == "static"), ops
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("static", [False, True])
+def test_quantization_recipes_write_what_they_say(workspace, tmp_path, per_channel, static):
+    from distillery.export_recipes import calibration_batches
+    from distillery.onnx_runtime import quantize_int8
+
+    root, _ = workspace
+    model = load_classifier(str(root / "models" / "student"), "s")
+    tokenizer = load_tokenizer(str(root / "models" / "student"), "s")
+    export_onnx(model, tokenizer, tmp_path / "s.onnx")
+    validation = load_split("validation", root / "prepared")
+    calibration = calibration_batches(TASK, tokenizer, validation, 32) if static else None
+    if static:
+        assert sum(len(b["input_ids"]) for b in calibration) == min(len(validation), 128)
+    quantize_int8(tmp_path / "s.onnx", tmp_path / "q.onnx", per_channel=per_channel, calibration=calibration)
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    ops = {node.op_type for node in quantized.graph.node}
+    assert ("QuantizeLinear" in ops) == static and ("DynamicQuantizeLinear" in ops) == (not static), ops
+    # per-channel: the weights' scales are vectors (one per output channel); per-tensor: scalars
+    weight_scales = [s for s in (onnx.numpy_helper.to_array(t) for t in quantized.graph.initializer
+                                 if "scale" in t.name) if s.ndim == 1 and s.size > 1]
+    assert bool(weight_scales) == per_channel, [t.name for t in quantized.graph.initializer if "scale" in t.name]
+    logits = run_session(session(tmp_path / "q.onnx"), tokenizer(["good fun", "bad"], padding=True,
+                                                                  return_tensors="np"))
+    assert logits.shape == (2, model.config.num_labels) and np.isfinite(logits).all()
+
+
+def test_a_graph_without_a_transformer_has_nothing_to_fuse(tmp_path):
+    from distillery.onnx_runtime import export_module, fuse_transformer
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    export_module(mlp, (torch.zeros(2, 8),), tmp_path / "mlp.onnx", ["x"], ["logits"], {"x": {0: "batch"}}, 17)
+    assert fuse_transformer(tmp_path / "mlp.onnx", tmp_path / "fused.onnx") == {}
 
 
 def test_int8_gate_function():

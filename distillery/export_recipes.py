@@ -1,0 +1,169 @@
+"""The student's int8 recipe, chosen by measurement (as Olive's auto-optimizer and Intel Neural Compressor's
+accuracy-aware tuning do): ``export`` builds every candidate of ``export.recipes``, checks each against the
+parity and accuracy gates on the validation split, times the survivors in interleaved rounds on one cell,
+and deploys the fastest. The test split stays untouched until the chosen model's final gate.
+
+A recipe is ``[fused_](dynamic|static)[_per_channel]``:
+- ``fused_``: ONNX Runtime's transformer graph fusions (``onnxruntime.transformers.optimizer``: attention,
+  embedding + layer norm, skip + layer norm, bias + GELU) before quantization. A graph where no fusion
+  matches (a BiLSTM, a CNN) drops the candidate: it would be the unfused recipe again;
+- ``dynamic``: int8 weights, activations quantized on the fly (``quantize_dynamic``, today's default);
+- ``static``: int8 weights and activations, QDQ format, ranges calibrated (MinMax) on validation rows;
+- ``_per_channel``: one weight scale per output channel instead of one per tensor.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from distillery.onnx_runtime import fuse_transformer, quantize_int8, run_outputs, session
+from distillery.timing import median_interval, time_interleaved
+
+RECIPE = re.compile(r"^(fused_)?(dynamic|static)(_per_channel)?$")
+DEFAULT_RECIPE = "dynamic"
+CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
+
+
+def parse(recipe: str) -> dict:
+    """``{"fused", "mode", "per_channel"}`` of a recipe name; ValueError naming the allowed form."""
+    match = RECIPE.match(recipe)
+    if not match:
+        raise ValueError(f"unknown export recipe {recipe!r}: use [fused_](dynamic|static)[_per_channel], "
+                         f"e.g. dynamic, fused_dynamic_per_channel, static")
+    return {"fused": bool(match.group(1)), "mode": match.group(2), "per_channel": bool(match.group(3))}
+
+
+def calibration_batches(task, tokenizer, frame: pd.DataFrame, length: int) -> list[dict]:
+    """Up to ``CALIBRATION_BATCHES`` batches of distinct validation rows, as the model is fed."""
+    batches = []
+    for start in range(0, min(len(frame), CALIBRATION_BATCHES * CALIBRATION_BATCH), CALIBRATION_BATCH):
+        rows = frame.iloc[start:start + CALIBRATION_BATCH]
+        batches.append(task.benchmark_inputs(tokenizer, rows, len(rows), length))
+    return batches
+
+
+def _build(recipe: str, fp32_path: Path, work: Path, model, calibration: Callable[[], list[dict]],
+           fusions: dict) -> dict:
+    """Write the candidate's graph (and, fused, its fp32 graph, once for every fused recipe:
+    ``fusions`` keeps its counts); ``{"path", "fp32_path", "fused_ops"}``."""
+    spec = parse(recipe)
+    source, fused_ops = fp32_path, None
+    if spec["fused"]:
+        source = work / "fused.onnx"
+        if "ops" not in fusions:
+            fusions["ops"] = fuse_transformer(fp32_path, source, model)
+        fused_ops = fusions["ops"]
+        if not fused_ops:
+            raise _Dropped("no transformer fusion matched this graph (it would equal the unfused recipe)")
+    target = work / f"{recipe}.onnx"
+    quantize_int8(source, target, per_channel=spec["per_channel"],
+                  calibration=calibration() if spec["mode"] == "static" else None)
+    return {"path": target, "fp32_path": source, "fused_ops": fused_ops}
+
+
+class _Dropped(Exception):
+    """A candidate that cannot be built, with the reason."""
+
+
+def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd.DataFrame, max_length: int,
+           export_cfg, threads: int, log: Callable[[str], None] = print) -> dict:
+    """Choose the student's int8 recipe on ``validation``; write the chosen model to ``target``.
+
+    Returns the report: every candidate with its validation quality, its parity, its latency at the
+    selection cell and why it was kept or dropped; ``chosen`` names the deployed recipe. With no survivor
+    the default recipe (``dynamic``) is written, and the test split's int8 gate decides as before."""
+    recipes = list(dict.fromkeys(export_cfg.recipes))
+    length = min(export_cfg.selection_length, max_length)
+    cell = {"batch": export_cfg.selection_batch, "length": length}
+    calibration_cache: list = []
+    fusions: dict = {}
+
+    def calibration() -> list[dict]:
+        if not calibration_cache:
+            calibration_cache.extend(calibration_batches(task, tokenizer, validation, max_length))
+        return calibration_cache
+
+    candidates: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="distillery-recipes-") as tmp:
+        work = Path(tmp)
+        for recipe in recipes:
+            entry: dict = {"recipe": recipe, **parse(recipe)}
+            started = time.perf_counter()
+            try:
+                built = _build(recipe, fp32_path, work, model, calibration, fusions)
+            except _Dropped as reason:
+                entry.update(kept=False, reason=str(reason))
+            except Exception as exc:  # a quantizer or optimizer that cannot handle this graph drops its recipe
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                entry.update(kept=False, reason=f"could not be built: {first[:200]}")
+            else:
+                entry["fused_ops"] = built["fused_ops"]
+                gates = task.parity(model, tokenizer, built["fp32_path"], built["path"], validation, max_length,
+                                    export_cfg)
+                entry["validation"] = {"rows": gates["rows"], "fp32": gates["fp32"], "int8": gates["int8"]}
+                entry["size_mb"] = built["path"].stat().st_size / 1e6
+                if not gates["fp32"]["passed"]:
+                    entry.update(kept=False, reason=f"fused fp32 graph off PyTorch by "
+                                                    f"{gates['fp32']['max_abs_logit_diff']:.2e} > fp32_atol")
+                elif not gates["int8"]["deployable"]:
+                    entry.update(kept=False, reason=f"validation: {gates['int8']['reason']}")
+                else:
+                    entry.update(kept=True, reason=None, _path=built["path"])
+            entry["build_and_check_seconds"] = round(time.perf_counter() - started, 2)
+            candidates.append(entry)
+            log(f"export: recipe {recipe}: " + ("passes the gates on validation" if entry["kept"]
+                                                else f"dropped ({entry['reason']})"))
+
+        survivors = [c for c in candidates if c["kept"]]
+        if survivors:
+            batch = task.benchmark_inputs(tokenizer, validation, cell["batch"], length)
+            sessions = {c["recipe"]: session(c["_path"], threads=threads, spin=False) for c in survivors}
+            timings = time_interleaved({name: (lambda s=s: run_outputs(s, batch)) for name, s in sessions.items()},
+                                       warmup=5, min_runs=20, max_runs=500, target_precision=0.05,
+                                       max_seconds=export_cfg.selection_seconds)
+            for c in survivors:
+                ms = timings[c["recipe"]]
+                low, high = median_interval(ms)
+                c["latency"] = {"p50_ms": float(np.median(ms)), "p50_ci95_ms": [low, high], "runs": int(len(ms))}
+            best = min(survivors, key=lambda c: c["latency"]["p50_ms"])
+            for c in survivors:
+                if c is not best:
+                    c["reason"] = (f"slower: p50 {c['latency']['p50_ms']:.3f} ms vs {best['latency']['p50_ms']:.3f} "
+                                   f"ms for {best['recipe']}")
+            best["reason"] = "fastest that passes the gates"
+            shutil.copyfile(best["_path"], target)
+            chosen: Optional[str] = best["recipe"]
+        else:
+            quantize_int8(fp32_path, target)
+            chosen = None
+        for c in candidates:
+            c.pop("_path", None)
+            c["chosen"] = c["recipe"] == chosen
+    return {"cell": cell, "threads": threads, "chosen": chosen or DEFAULT_RECIPE, "searched": chosen is not None,
+            "candidates": candidates,
+            "note": None if chosen else f"no recipe passed the gates on validation: {DEFAULT_RECIPE} written; the "
+                                        f"test split's int8 gate decides"}
+
+
+def table(report: dict) -> str:
+    """The candidates as a Markdown table, for the export summary and the README."""
+    lines = ["| recipe | fused ops | validation quality change | p50 ms (95% CI) | size MB | kept | why |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for c in report["candidates"]:
+        int8 = c.get("validation", {}).get("int8", {})
+        change = next((f"{v:+.2f} pts" for k, v in int8.items() if k.endswith("_change_points")), "")
+        latency = c.get("latency")
+        p50 = (f"{latency['p50_ms']:.3f} ({latency['p50_ci95_ms'][0]:.3f}-{latency['p50_ci95_ms'][1]:.3f})"
+               if latency else "")
+        ops = ", ".join(f"{k} {v}" for k, v in (c.get("fused_ops") or {}).items())
+        size = f"{c['size_mb']:.1f}" if "size_mb" in c else ""
+        lines.append(f"| {c['recipe']}{' **(chosen)**' if c['chosen'] else ''} | {ops} | {change} | {p50} | "
+                     f"{size} | {'yes' if c['kept'] else 'no'} | {c['reason'] or ''} |")
+    return "\n".join(lines)
