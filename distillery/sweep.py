@@ -122,7 +122,10 @@ def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir:
 def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,
            reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     """Summarise the grid's runs, select on validation, and write the table, the JSON and the heatmap."""
-    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric)
+    from distillery.task_types import VALIDATION_METRICS
+
+    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric,
+                       VALIDATION_METRICS[params.task])
     result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
                   validation_rows=int(len(load_split("validation", prepared_dir))))
     write_reports(result, Path(reports_dir))
@@ -138,9 +141,12 @@ def sweep(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher
     return report(params, records, prepared_dir, reports_dir)
 
 
-def summarise(records: list[dict], seeds: list[int], cells: list[tuple], metric: str) -> dict:
+def summarise(records: list[dict], seeds: list[int], cells: list[tuple], metric: str,
+              metrics: tuple = METRICS) -> dict:
     """Per cell: validation means, test mean ± std of student and baseline, the paired difference; the
-    cell with the best mean validation ``metric`` selected."""
+    cell with the best mean validation ``metric`` selected. ``metrics``: the task's two scores, primary
+    first (accuracy, macro_f1; f1, exact_match for extractive QA)."""
+    metrics = tuple(metrics)
     baseline = {r["seed"]: r for r in records if r["model"] == "baseline"}
     rows = []
     for alpha, temperature in cells:
@@ -148,33 +154,39 @@ def summarise(records: list[dict], seeds: list[int], cells: list[tuple], metric:
                    and r["temperature"] == temperature}
         row = {"alpha": alpha, "temperature": temperature,
                "validation": {f"{who}_{m}_mean": float(np.mean([runs[s][f"validation_{m}"] for s in seeds]))
-                              for who, runs in (("student", student), ("baseline", baseline)) for m in METRICS},
+                              for who, runs in (("student", student), ("baseline", baseline)) for m in metrics},
                **{m: paired_summary([student[s][m] for s in seeds], [baseline[s][m] for s in seeds])
-                  for m in METRICS},
-               "per_seed": {str(s): {"student": {m: student[s][m] for m in METRICS},
-                                     "baseline": {m: baseline[s][m] for m in METRICS}} for s in seeds}}
+                  for m in metrics},
+               "per_seed": {str(s): {"student": {m: student[s][m] for m in metrics},
+                                     "baseline": {m: baseline[s][m] for m in metrics}} for s in seeds}}
         row["validation"][f"student_{metric}_std"] = float(np.std([student[s][f"validation_{metric}"] for s in seeds],
                                                                   ddof=1))
         rows.append(row)
     best = max(range(len(rows)), key=lambda i: rows[i]["validation"][f"student_{metric}_mean"])  # first on ties
     rows[best]["selected"] = True
-    return {"seeds": list(seeds), "metric": metric, "selected_by": f"validation {metric} (mean over seeds)",
-            "cells": rows, "selected": {k: rows[best][k] for k in ("alpha", "temperature", "validation", *METRICS)},
+    return {"seeds": list(seeds), "metric": metric, "metrics": list(metrics),
+            "selected_by": f"validation {metric} (mean over seeds)",
+            "cells": rows, "selected": {k: rows[best][k] for k in ("alpha", "temperature", "validation", *metrics)},
             "baseline": {m: {"mean": float(np.mean([baseline[s][m] for s in seeds])),
-                             "std": float(np.std([baseline[s][m] for s in seeds], ddof=1))} for m in METRICS}}
+                             "std": float(np.std([baseline[s][m] for s in seeds], ddof=1))} for m in metrics}}
 
 
 def _pm(mean: float, std: float, scale: float = 100.0) -> str:
     return f"{scale * mean:.2f} ± {scale * std:.2f}"
 
 
+def _names(result: dict) -> tuple[str, str]:
+    return tuple(result.get("metrics", METRICS))  # records of earlier releases: accuracy, macro_f1
+
+
 def write_reports(result: dict, reports_dir: Path) -> None:
     metric = result["metric"]
-    lines = [f"| α | T | validation {metric} % | test accuracy % | test macro-F1 ×100 | gain, accuracy points "
-             "(95% CI) | gain, macro-F1 ×100 (95% CI) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    first, second = _names(result)
+    lines = [f"| α | T | validation {metric} % | test {first} % | test {second} ×100 | gain, {first} points "
+             f"(95% CI) | gain, {second} ×100 (95% CI) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     csv_rows = []
     for row in result["cells"]:
-        acc, f1, val = row["accuracy"], row["macro_f1"], row["validation"]
+        acc, f1, val = row[first], row[second], row["validation"]
         mark = " **selected**" if row.get("selected") else ""
         lines.append(f"| {row['alpha']:g} | {row['temperature']:g}{mark} | "
                      f"{_pm(val[f'student_{metric}_mean'], val[f'student_{metric}_std'])} | "
@@ -185,20 +197,20 @@ def write_reports(result: dict, reports_dir: Path) -> None:
         csv_rows.append({"alpha": row["alpha"], "temperature": row["temperature"],
                          "selected": bool(row.get("selected")),
                          f"validation_{metric}_mean": val[f"student_{metric}_mean"],
-                         **{f"{who}_{m}_{stat}": row[m][f"{who}_{stat}"] for m in METRICS
+                         **{f"{who}_{m}_{stat}": row[m][f"{who}_{stat}"] for m in (first, second)
                             for who in ("student", "baseline") for stat in ("mean", "std")},
-                         **{f"diff_{m}_{k}": v for m in METRICS for k, v in
+                         **{f"diff_{m}_{k}": v for m in (first, second) for k, v in
                             (("mean", row[m]["diff_mean"]), ("ci95_low", row[m]["diff_ci95"][0]),
                              ("ci95_high", row[m]["diff_ci95"][1]))}})
     base, chosen = result["baseline"], result["selected"]
     text = (f"# α × T sweep\n\nSeeds {result['seeds']}; mean ± sample standard deviation over the seeds. The "
-            f"baseline (labels only, trained once per seed): test accuracy {_pm(**base['accuracy'])}%, macro-F1 ×100 "
-            f"{_pm(**base['macro_f1'])}. The gain is the paired difference from it, per seed. The setting is "
+            f"baseline (labels only, trained once per seed): test {first} {_pm(**base[first])}%, {second} ×100 "
+            f"{_pm(**base[second])}. The gain is the paired difference from it, per seed. The setting is "
             f"selected on the **validation** split ({result['selected_by']}); the test columns only report.\n\n"
             + "\n".join(lines) + f"\n\nSelected: α = {chosen['alpha']:g}, T = {chosen['temperature']:g}; test "
-            f"accuracy {_pm(chosen['accuracy']['student_mean'], chosen['accuracy']['student_std'])}%, paired gain "
-            f"{100 * chosen['accuracy']['diff_mean']:+.2f} points (95% CI "
-            f"{100 * chosen['accuracy']['diff_ci95'][0]:+.2f} to {100 * chosen['accuracy']['diff_ci95'][1]:+.2f}).\n")
+            f"{first} {_pm(chosen[first]['student_mean'], chosen[first]['student_std'])}%, paired gain "
+            f"{100 * chosen[first]['diff_mean']:+.2f} points (95% CI "
+            f"{100 * chosen[first]['diff_ci95'][0]:+.2f} to {100 * chosen[first]['diff_ci95'][1]:+.2f}).\n")
     write_text(reports_dir / "sweep.md", text)
     csv_path = reports_dir / "sweep.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
@@ -210,7 +222,7 @@ def write_reports(result: dict, reports_dir: Path) -> None:
 
 
 def plot_heatmap(result: dict, path: Path) -> None:
-    """Three panels over α (rows) × T (columns): validation metric, test accuracy, paired test gain."""
+    """Three panels over α (rows) × T (columns): validation metric, test primary metric, its paired test gain."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,10 +231,10 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
     alphas = sorted({r["alpha"] for r in result["cells"]})
     temperatures = sorted({r["temperature"] for r in result["cells"]})
-    metric = result["metric"]
+    metric, first = result["metric"], _names(result)[0]
     panels = [(f"validation {metric} % (selects)", lambda r: 100 * r["validation"][f"student_{metric}_mean"]),
-              ("test accuracy %", lambda r: 100 * r["accuracy"]["student_mean"]),
-              ("test gain over baseline, points", lambda r: 100 * r["accuracy"]["diff_mean"])]
+              (f"test {first} %", lambda r: 100 * r[first]["student_mean"]),
+              (f"test {first} gain over baseline, points", lambda r: 100 * r[first]["diff_mean"])]
     fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.7 * len(alphas) + 2.2))
     for ax, (title, value) in zip(axes, panels):
         grid = np.full((len(alphas), len(temperatures)), np.nan)
@@ -247,11 +259,12 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
 
 def summary(result: dict) -> str:
-    chosen, base, metric = result["selected"], result["baseline"]["accuracy"], result["metric"]
-    acc = chosen["accuracy"]
+    first = _names(result)[0]
+    chosen, base, metric = result["selected"], result["baseline"][first], result["metric"]
+    acc = chosen[first]
     return (f"{len(result['cells'])} settings x seeds {result['seeds']}; selected on validation: alpha "
             f"{chosen['alpha']:g}, T {chosen['temperature']:g} (validation {metric} "
-            f"{100 * chosen['validation'][f'student_{metric}_mean']:.2f}%); its test accuracy "
+            f"{100 * chosen['validation'][f'student_{metric}_mean']:.2f}%); its test {first} "
             f"{_pm(acc['student_mean'], acc['student_std'])}% vs baseline {_pm(base['mean'], base['std'])}%, paired "
             f"gain {100 * acc['diff_mean']:+.2f} points (95% CI {100 * acc['diff_ci95'][0]:+.2f} to "
             f"{100 * acc['diff_ci95'][1]:+.2f}); reports/sweep.md, reports/plots/sweep_heatmap.png")

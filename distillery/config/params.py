@@ -60,9 +60,9 @@ class Params:
             if cfg.metric_for_best_model not in (*names, "loss"):
                 raise not_allowed(f"task {self.task} is scored by {' | '.join(names)} | loss",
                                   f"{key}.metric_for_best_model", cfg.metric_for_best_model)
-        if self.register.gate.metric not in names:
-            raise not_allowed(f"task {self.task} is scored by {' | '.join(names)}", "register.gate.metric",
-                              self.register.gate.metric)
+        for key, value in (("register.gate.metric", self.register.gate.metric), ("sweep.metric", self.sweep.metric)):
+            if value not in names:
+                raise not_allowed(f"task {self.task} is scored by {' | '.join(names)}", key, value)
         return self
 
     @model_validator(mode="after")

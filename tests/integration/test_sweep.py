@@ -37,6 +37,29 @@ def test_the_selection_uses_validation_when_test_disagrees():
     assert result["baseline"]["accuracy"] == {"mean": pytest.approx(0.60), "std": pytest.approx(0.0)}
 
 
+def test_a_question_answering_sweep_selects_on_validation_f1_and_reports_f1_and_exact_match(tmp_path):
+    """Extractive QA scores f1 and exact_match, not accuracy: the sweep's table, JSON and plot use them."""
+    from distillery.sweep import write_reports
+
+    def qa(seed, model, alpha, test_f1, validation_f1):
+        return {"seed": seed, "model": model, "alpha": alpha, "temperature": 2.0, "f1": test_f1,
+                "exact_match": test_f1 - 0.1, "validation_f1": validation_f1,
+                "validation_exact_match": validation_f1 - 0.1}
+
+    records = [qa(s, "baseline", None, 0.50, 0.50) for s in (1, 2)]
+    records += [qa(1, "student", 0.0, 0.70, 0.60), qa(2, "student", 0.0, 0.72, 0.62),
+                qa(1, "student", 0.5, 0.60, 0.66), qa(2, "student", 0.5, 0.64, 0.70)]
+    result = summarise(records, [1, 2], [(0.0, 2.0), (0.5, 2.0)], "f1", ("f1", "exact_match"))
+    assert result["selected"]["alpha"] == 0.5 and result["metrics"] == ["f1", "exact_match"]
+    assert result["selected"]["f1"]["diff_mean"] == pytest.approx(0.12)  # (0.10 + 0.14) / 2
+    assert result["baseline"]["exact_match"]["mean"] == pytest.approx(0.40)
+    write_reports(result, tmp_path)
+    table = (tmp_path / "sweep.md").read_text()
+    assert "test f1 % | test exact_match ×100" in table and "accuracy" not in table
+    assert "| 0.5 | 2 **selected** | 68.00 ± 2.83 | 62.00 ± 2.83 | 52.00 ± 2.83 | +12.00" in table, table
+    assert (tmp_path / "plots" / "sweep_heatmap.png").stat().st_size > 0
+
+
 def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     monkeypatch.chdir(tmp_path)
     make_csv(tmp_path / "tweets.csv", n=120)

@@ -121,6 +121,7 @@ def test_values_are_typed_and_frozen(tmp_path):
     ("register:\n  lock: files\n", "register.lock = 'files' is not allowed", "postgresql://[user@]host"),
     ("export:\n  recipes: [dynamic, fast_int8]\n", "export.recipes = ['dynamic', 'fast_int8'] is not allowed",
      "[fused_](dynamic|static)[_per_channel]"),
+    ("sweep:\n  metric: f1\n", "sweep.metric = 'f1' is not allowed", "task text_classification is scored by"),
     ("export:\n  recipes: []\n", "export.recipes = [] is not allowed", "[fused_](dynamic|static)[_per_channel]"),
     ("register:\n  lock: postgresql:///locks\n", "register.lock = 'postgresql:///locks'", "postgresql://[user@]host"),
     ("register:\n  lock: postgresql://db:port/locks\n", "register.lock", "postgresql://[user@]host"),
