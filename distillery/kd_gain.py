@@ -38,9 +38,14 @@ RUNS_DIR = "kd_gain_runs"
 def variant(params: Params) -> dict:
     """The settings that tell one distillation recipe from another."""
     d, s = params.distill, params.student
+    transfer = ("none" if d.transfer_set.source == "none" or d.transfer_set.max_rows == 0
+                else f"{d.transfer_set.source} (max {d.transfer_set.max_rows})")
+    if d.labelled_rows is not None and d.transfer_set.source == "remainder":
+        # distill adds the train rows past labelled_rows, unlabelled, whatever max_rows says (it caps prepare's
+        # rows from outside the train split only)
+        transfer = f"{transfer} + the train rows beyond labelled_rows {d.labelled_rows}"
     return {"student": student_family(s.source).describe(params),
-            "transfer_set": "none" if d.transfer_set.source == "none" or d.transfer_set.max_rows == 0
-            else f"{d.transfer_set.source} (max {d.transfer_set.max_rows})",
+            "transfer_set": transfer,
             "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
             "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature}
 

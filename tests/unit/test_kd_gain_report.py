@@ -42,3 +42,22 @@ def test_the_teacher_is_quoted_only_when_it_is_the_distilled_one(tmp_path, score
         assert result["student_accuracy_retention_mean"] == pytest.approx(0.82 / 0.9)
     else:
         assert "teacher" not in result and "student_accuracy_retention_mean" not in result
+
+
+@pytest.mark.parametrize("distill, expected", [
+    ({}, "remainder (max 20000)"),
+    ({"labelled_rows": 800}, "remainder (max 20000) + the train rows beyond labelled_rows 800"),
+    # max_rows 0 empties prepare's transfer split, but the train rows past labelled_rows still join the KD term
+    ({"labelled_rows": 800, "transfer_set": {"max_rows": 0}}, "none + the train rows beyond labelled_rows 800"),
+    ({"labelled_rows": 800, "transfer_set": {"source": "none"}}, "none"),
+])
+def test_the_variant_names_every_unlabelled_row_the_student_sees(tmp_path, distill, expected):
+    import yaml
+
+    from distillery.kd_gain import variant
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["distill"].update({k: v for k, v in distill.items() if k != "transfer_set"})
+    raw["distill"]["transfer_set"].update(distill.get("transfer_set", {}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert variant(load_params(tmp_path / "params.yaml"))["transfer_set"] == expected
