@@ -124,8 +124,8 @@ def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] =
     """Summarise the grid's runs, select on validation, and write the table, the JSON and the heatmap."""
     from distillery.task_types import VALIDATION_METRICS
 
-    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric,
-                       VALIDATION_METRICS[params.task])
+    metrics = VALIDATION_METRICS[params.task]
+    result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric or metrics[0], metrics)
     result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
                   validation_rows=int(len(load_split("validation", prepared_dir))))
     write_reports(result, Path(reports_dir))

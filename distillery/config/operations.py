@@ -64,9 +64,10 @@ class SweepConfig:
                              description="one labels-only baseline per seed, and one distilled student per seed "
                                          "and setting, all from that seed's initialisation",
                              json_schema_extra=allowed(_SEEDS_RULE))
-    metric: Literal["accuracy", "macro_f1", "f1", "exact_match"] = Field(
-        "accuracy", description="the setting with the best mean of this on the VALIDATION split is selected: "
-                                "accuracy | macro_f1 (classification), f1 | exact_match (question answering)")
+    metric: Optional[Literal["accuracy", "macro_f1", "f1", "exact_match"]] = Field(
+        None, description="the setting with the best mean of this on the VALIDATION split is selected: "
+                          "accuracy | macro_f1 (classification), f1 | exact_match (question answering); "
+                          "null: the task's primary metric (accuracy; f1 for question answering)")
 
     @field_validator("alpha", "temperature")
     @classmethod

@@ -61,7 +61,7 @@ class Params:
                 raise not_allowed(f"task {self.task} is scored by {' | '.join(names)} | loss",
                                   f"{key}.metric_for_best_model", cfg.metric_for_best_model)
         for key, value in (("register.gate.metric", self.register.gate.metric), ("sweep.metric", self.sweep.metric)):
-            if value not in names:
+            if value is not None and value not in names:
                 raise not_allowed(f"task {self.task} is scored by {' | '.join(names)}", key, value)
         return self
 
