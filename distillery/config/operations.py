@@ -25,8 +25,9 @@ def _two_distinct(seeds: list[int]) -> list[int]:
 Seeds = Annotated[list[int], AfterValidator(_two_distinct)]
 
 _RECIPE_RULE = "list recipes of the form [fused_](dynamic|static)[_per_channel], e.g. [dynamic, fused_dynamic]"
-DEFAULT_RECIPES = ("dynamic", "dynamic_per_channel", "static", "fused_dynamic", "fused_dynamic_per_channel",
-                   "fused_static")
+# static QDQ is left out of the default: on the fine-tuned MiniLM-L6 it lost 23.3 validation accuracy points
+# (MinMax ranges of transformer activations), and fused_static could not be built (README, export)
+DEFAULT_RECIPES = ("dynamic", "dynamic_per_channel", "fused_dynamic", "fused_dynamic_per_channel")
 
 
 def _recipe(name: str) -> str:
