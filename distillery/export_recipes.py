@@ -13,7 +13,6 @@ A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -23,17 +22,18 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from distillery.config.operations import RECIPE_PATTERN
 from distillery.onnx_runtime import fuse_transformer, quantize_int8, run_outputs, session
 from distillery.timing import median_interval, time_interleaved
 
-RECIPE = re.compile(r"^(fused_)?(dynamic|static)(_per_channel)?$")
 DEFAULT_RECIPE = "dynamic"
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
 
 
 def parse(recipe: str) -> dict:
-    """``{"fused", "mode", "per_channel"}`` of a recipe name; ValueError naming the allowed form."""
-    match = RECIPE.match(recipe)
+    """``{"fused", "mode", "per_channel"}`` of a recipe name (``export.recipes`` validates them on load);
+    ValueError naming the allowed form."""
+    match = RECIPE_PATTERN.fullmatch(recipe)
     if not match:
         raise ValueError(f"unknown export recipe {recipe!r}: use [fused_](dynamic|static)[_per_channel], "
                          f"e.g. dynamic, fused_dynamic_per_channel, static")
@@ -72,8 +72,12 @@ class _Dropped(Exception):
     """A candidate that cannot be built, with the reason."""
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # a stage's output is a pipe under dvc and Prefect: each line as it happens
+
+
 def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd.DataFrame, max_length: int,
-           export_cfg, threads: int, log: Callable[[str], None] = print) -> dict:
+           export_cfg, threads: int, log: Callable[[str], None] = _print) -> dict:
     """Choose the student's int8 recipe on ``validation``; write the chosen model to ``target``.
 
     Returns the report: every candidate with its validation quality, its parity, its latency at the
@@ -151,19 +155,3 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
             "note": None if chosen else f"no recipe passed the gates on validation: {DEFAULT_RECIPE} written; the "
                                         f"test split's int8 gate decides"}
 
-
-def table(report: dict) -> str:
-    """The candidates as a Markdown table, for the export summary and the README."""
-    lines = ["| recipe | fused ops | validation quality change | p50 ms (95% CI) | size MB | kept | why |",
-             "|---|---|---:|---:|---:|---|---|"]
-    for c in report["candidates"]:
-        int8 = c.get("validation", {}).get("int8", {})
-        change = next((f"{v:+.2f} pts" for k, v in int8.items() if k.endswith("_change_points")), "")
-        latency = c.get("latency")
-        p50 = (f"{latency['p50_ms']:.3f} ({latency['p50_ci95_ms'][0]:.3f}-{latency['p50_ci95_ms'][1]:.3f})"
-               if latency else "")
-        ops = ", ".join(f"{k} {v}" for k, v in (c.get("fused_ops") or {}).items())
-        size = f"{c['size_mb']:.1f}" if "size_mb" in c else ""
-        lines.append(f"| {c['recipe']}{' **(chosen)**' if c['chosen'] else ''} | {ops} | {change} | {p50} | "
-                     f"{size} | {'yes' if c['kept'] else 'no'} | {c['reason'] or ''} |")
-    return "\n".join(lines)

@@ -34,6 +34,7 @@ from distillery.kd_gain import METRICS, paired_summary, train_and_score, variant
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.stages.distill import distill_inputs
+from distillery.task_types import VALIDATION_METRICS
 
 RUNS_DIR = "sweep_runs"
 
@@ -122,8 +123,6 @@ def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir:
 def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,
            reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     """Summarise the grid's runs, select on validation, and write the table, the JSON and the heatmap."""
-    from distillery.task_types import VALIDATION_METRICS
-
     metrics = VALIDATION_METRICS[params.task]
     result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric or metrics[0], metrics)
     result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
@@ -175,13 +174,9 @@ def _pm(mean: float, std: float, scale: float = 100.0) -> str:
     return f"{scale * mean:.2f} ± {scale * std:.2f}"
 
 
-def _names(result: dict) -> tuple[str, str]:
-    return tuple(result.get("metrics", METRICS))  # records of earlier releases: accuracy, macro_f1
-
-
 def write_reports(result: dict, reports_dir: Path) -> None:
     metric = result["metric"]
-    first, second = _names(result)
+    first, second = result["metrics"]
     lines = [f"| α | T | validation {metric} % | test {first} % | test {second} ×100 | gain, {first} points "
              f"(95% CI) | gain, {second} ×100 (95% CI) |", "|---:|---:|---:|---:|---:|---:|---:|"]
     csv_rows = []
@@ -231,7 +226,7 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
     alphas = sorted({r["alpha"] for r in result["cells"]})
     temperatures = sorted({r["temperature"] for r in result["cells"]})
-    metric, first = result["metric"], _names(result)[0]
+    metric, first = result["metric"], result["metrics"][0]
     panels = [(f"validation {metric} % (selects)", lambda r: 100 * r["validation"][f"student_{metric}_mean"]),
               (f"test {first} %", lambda r: 100 * r[first]["student_mean"]),
               (f"test {first} gain over baseline, points", lambda r: 100 * r[first]["diff_mean"])]
@@ -259,7 +254,7 @@ def plot_heatmap(result: dict, path: Path) -> None:
 
 
 def summary(result: dict) -> str:
-    first = _names(result)[0]
+    first = result["metrics"][0]
     chosen, base, metric = result["selected"], result["baseline"][first], result["metric"]
     acc = chosen[first]
     return (f"{len(result['cells'])} settings x seeds {result['seeds']}; selected on validation: alpha "

@@ -28,10 +28,6 @@ from distillery.task_types.load import task_type
 EXPORTED = ("student", "teacher")
 
 
-def _log(message: str) -> None:
-    print(message, flush=True)
-
-
 class ParityError(DistilleryError):
     """An exported fp32 model does not reproduce its PyTorch outputs."""
 
@@ -58,7 +54,7 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             if name == "student":  # the int8 recipe is chosen on validation (distillery/export_recipes.py)
                 recipes = export_recipes.search(task, model, tokenizer, fp32_path, int8_path,
                                                 load_split("validation", prepared_dir), training["max_length"],
-                                                params.export, params.benchmark.threads, log=_log)
+                                                params.export, params.benchmark.threads)
             else:  # the teacher's int8 is the plain recipe: a reference point, never deployed
                 quantize_int8(fp32_path, int8_path)
             report[name] = task.parity(model, tokenizer, fp32_path, int8_path, test, training["max_length"],
