@@ -33,7 +33,9 @@ def read_profile(name: str, profiles_dir: Union[str, Path] = PROFILES_DIR) -> di
         known = ", ".join(available(profiles_dir)) or "none"
         raise ConfigError(f"profile {name!r}: {path} not found; profiles: {known}")
     try:
-        profile = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from distillery.config.loading import safe_load
+
+        profile = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(profile, dict) or not profile:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Union
 
@@ -14,11 +15,26 @@ from distillery.config.params import Params
 from distillery.errors import ConfigError
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but ``1e-3`` is a float, as YAML 1.2 (and DVC's ``-S``) read it, not a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`YamlLoader`."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 

@@ -176,6 +176,16 @@ def test_numbers_are_strict(tmp_path):
             _load(tmp_path, text)
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; YAML 1.2, ruamel and `dvc exp run -S` read a float
+    params = _load(tmp_path, "distill:\n  train:\n    learning_rate: 1e-3\n  temperature: 4E0\n"
+                             "  alpha: .25\n")
+    assert (params.distill.train.learning_rate, params.distill.temperature, params.distill.alpha) == \
+        (0.001, 4.0, 0.25)
+    with pytest.raises(ConfigError, match=re.escape("distill.temperature: expected a number, got '4e'")):
+        _load(tmp_path, "distill:\n  temperature: 4e\n")
+
+
 def test_empty_section_takes_the_defaults(tmp_path):
     assert _load(tmp_path, "distill:\nschedule:\n") == Params()
 
