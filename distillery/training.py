@@ -5,9 +5,7 @@ student or baseline, goes through :func:`fit`.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,57 +18,7 @@ from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import scratch_dir
 from distillery.losses import hidden_state_loss
-
-PROGRESS_SECONDS_ENV = "DISTILLERY_PROGRESS_SECONDS"  # seconds between progress lines (default 10; 0: every step)
-
-
-def progress_interval() -> float:
-    try:
-        return max(0.0, float(os.environ.get(PROGRESS_SECONDS_ENV, "10")))
-    except ValueError:
-        return 10.0
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class ProgressLine:
-    """At most one line every ``interval`` seconds: steps done of the total, epoch, elapsed and time left
-    (from the mean time per step so far), and the last training loss. Written to ``stream`` (stderr), so
-    the terminal and a Prefect run's logs see training move without one line per step."""
-
-    def __init__(self, label: str, interval: float, stream: Optional[TextIO] = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.label, self.interval, self.stream, self.clock = label, interval, stream, clock
-        self.started = self.last = clock()
-        self.last_step: Optional[int] = None
-
-    def line(self, step: int, total: int, epoch: Optional[float], epochs: float, loss: Optional[float]) -> str:
-        elapsed = self.clock() - self.started
-        left = elapsed / step * (total - step) if step else 0.0
-        parts = [f"{self.label}: step {step:,}/{total:,} ({100 * step / max(total, 1):.0f}%)"]
-        if epoch is not None:
-            parts.append(f"epoch {epoch:.2f}/{epochs:g}")
-        parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
-        if loss is not None:
-            parts.append(f"loss {loss:.4f}")
-        return ", ".join(parts)
-
-    def update(self, step: int, total: int, epoch: Optional[float], epochs: float, loss: Optional[float],
-               force: bool = False) -> Optional[str]:
-        """The line, written, if ``interval`` seconds have passed since the last one (or ``force``) and the
-        step is not the one the last line showed; else None."""
-        now = self.clock()
-        if step == self.last_step or (not force and now - self.last < self.interval):
-            return None
-        self.last, self.last_step = now, step
-        text = self.line(step, total, epoch, epochs, loss)
-        stream = self.stream or sys.stderr
-        print(text, file=stream, flush=True)
-        return text
-
+from distillery.progress import ProgressLine, progress_interval
 
 def _last_loss(log_history: list) -> Optional[float]:
     for entry in reversed(log_history):

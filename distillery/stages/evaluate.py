@@ -12,6 +12,7 @@ from distillery.files import read_json, write_json, write_text
 from distillery.logit_cache import teacher_weights_hash
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
+from distillery.progress import reporting
 from distillery.reports import MODELS, results_table
 from distillery.task_types.load import task_type
 
@@ -31,7 +32,8 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
         training = read_json(model_dir / "training.json")
         model = task.load_model(str(model_dir), str(model_dir))
         tokenizer = task.load_featuriser(str(model_dir), str(model_dir))
-        outputs = task.answers(model, tokenizer, test, training["max_length"], params.evaluate.batch_size)
+        with reporting(f"{name} on {len(test):,} test rows"):
+            outputs = task.answers(model, tokenizer, test, training["max_length"], params.evaluate.batch_size)
         report = task.evaluation_report(outputs, test, labels)
         results[name] = {**report["metrics"], "parameters": training["parameters"],
                          "train_seconds": training["train_seconds"]}

@@ -20,6 +20,7 @@ from distillery.files import atomic_dir, sha256_files, write_json
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import PAIR, TEXT, load_split
+from distillery.progress import reporting
 from distillery.task_types.load import task_type
 
 
@@ -44,8 +45,9 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
     with atomic_dir(out_dir) as scratch:
         for part, frame in frames.items():
-            logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
-                else task.empty_outputs(model.config.num_labels)
+            with reporting(f"teacher on {len(frame):,} {part} rows"):
+                logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
+                    else task.empty_outputs(model.config.num_labels)
             np.save(scratch / f"{part}.npy", logits)
             rows[part], outputs[part] = int(len(frame)), int(len(logits))
         frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)

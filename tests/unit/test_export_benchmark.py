@@ -175,6 +175,9 @@ def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(wor
     recipes = report["student"]["recipes"]
     by_name = {c["recipe"]: c for c in recipes["candidates"]}
     assert list(by_name) == every
+    # PyTorch ran once over the validation rows, its outputs reused by every candidate's check
+    rows = len(load_split("validation", root / "prepared"))
+    assert recipes["pytorch_batches"] == -(-rows // ExportConfig().parity_batch_size)
     assert recipes["cell"] == {"batch": 1, "length": 32}  # selection_length 64 capped at the student's max_length
     # the export traces eager attention, so ONNX Runtime fuses one Attention per layer of the 2-layer student
     fused = by_name["fused_dynamic"]["fused_ops"]
@@ -183,7 +186,7 @@ def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(wor
     assert all(c["reason"].startswith("could not be built: ") for c in recipes["candidates"] if c not in built)
     assert {"dynamic", "dynamic_per_channel", "static", "fused_dynamic"} <= {c["recipe"] for c in built}
     for c in built:
-        assert c["validation"]["rows"] == len(load_split("validation", root / "prepared"))
+        assert c["validation"]["rows"] == rows
         assert c["kept"] == (c["validation"]["fp32"]["passed"] and c["validation"]["int8"]["deployable"]), c
     kept = [c for c in recipes["candidates"] if c["kept"]]
     assert kept, recipes

@@ -65,3 +65,14 @@ def test_changed_teacher_or_tokenizer_settings_are_refused(cached, tiny_bert):
 def test_missing_cache(tmp_path):
     with pytest.raises(CacheError, match="teacher-logit cache not found"):
         load_cached_logits(tmp_path / "nothing", tmp_path, tmp_path, 32)
+
+
+def test_the_teacher_pass_reports_progress_per_part(tmp_path, tiny_bert, monkeypatch, capsys):
+    monkeypatch.setenv("DISTILLERY_PROGRESS_SECONDS", "0")  # a line per batch
+    _, manifest = cache_teacher_logits(tmp_path, tiny_bert)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("teacher on ")]
+    rows = manifest["rows"]
+    assert [line.split(":")[0] for line in lines] == [
+        f"teacher on {rows['train']} train rows", f"teacher on {rows['transfer']} transfer rows",
+        f"teacher on {rows['validation']} validation rows"]
+    assert all(": batch 1/1 (100%), " in line for line in lines)

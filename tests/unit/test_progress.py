@@ -90,3 +90,33 @@ def test_the_flow_ends_with_every_stage_time_and_the_total():
     assert text.splitlines() == ["  prepare        up to date      1.0s   25.0%",
                                  "  train_teacher  ran             3.0s   75.0%",
                                  "  total                          4.0s"]
+
+
+def test_inference_batches_report_only_when_a_stage_labels_the_pass(monkeypatch):
+    from distillery.progress import batches, reporting
+
+    monkeypatch.setenv("DISTILLERY_PROGRESS_SECONDS", "10")
+    clock, stream = Clock(), io.StringIO()
+
+    def run():
+        seen = []
+        for start in batches(95, 10, stream=stream, clock=clock):  # 10 batches, the last of 5 rows
+            clock.now += 4
+            seen.append(start)
+        return seen
+
+    assert run() == list(range(0, 95, 10)) and stream.getvalue() == ""  # nobody asked: quiet
+    with reporting("teacher on 95 train rows"):
+        assert run() == list(range(0, 95, 10))
+    lines = stream.getvalue().splitlines()
+    # a line when 10 s have passed (batches 3, 6, 9: 12, 24, 36 s), and the last batch forced
+    assert lines == ["teacher on 95 train rows: batch 3/10 (30%), 12s elapsed, about 28s left",
+                     "teacher on 95 train rows: batch 6/10 (60%), 24s elapsed, about 16s left",
+                     "teacher on 95 train rows: batch 9/10 (90%), 36s elapsed, about 4s left",
+                     "teacher on 95 train rows: batch 10/10 (100%), 40s elapsed, about 0s left"]
+    stream.truncate(0)
+    stream.seek(0)
+    with reporting("short"):
+        for _ in batches(20, 10, stream=stream, clock=clock):
+            clock.now += 1
+    assert stream.getvalue() == ""  # a pass shorter than the interval says nothing

@@ -19,6 +19,7 @@ import torch
 from distillery.errors import DataError, ModelError
 from distillery.losses import IGNORE_INDEX
 from distillery.prepared import LABEL
+from distillery.progress import batches
 from distillery.task_types.image_classification.images import to_arrays
 
 TEACHER_LOGITS = "teacher_logits"
@@ -109,7 +110,7 @@ def predict_logits(model, processor: PixelProcessor, frame: pd.DataFrame, batch_
     model.eval()
     pixels = processor.arrays(frame)
     logits = np.zeros((len(frame), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(frame), batch_size):
+    for start in batches(len(frame), batch_size):
         logits[start:start + batch_size] = model(pixel_values=torch.from_numpy(pixels[start:start + batch_size])) \
             .logits.float().numpy()
     return logits

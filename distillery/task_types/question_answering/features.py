@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from distillery.errors import CacheError, DataError
+from distillery.progress import batches
 
 QUESTION, CONTEXT, ID, TITLE = "question", "context", "id", "title"
 ANSWER_TEXTS, ANSWER_STARTS = "answer_texts", "answer_starts"
@@ -141,7 +142,7 @@ def predict_features(model, tokenizer, frame: pd.DataFrame, max_length: int, str
     logits = np.full((count, 2, max_length), PAD_LOGIT, dtype=np.float32)
     order = np.argsort(columns["length"], kind="stable")
     keys = [k for k in TOKEN_FIELDS if k in columns]
-    for start in range(0, count, batch_size):
+    for start in batches(count, batch_size):
         index = order[start:start + batch_size]
         batch = tokenizer.pad([{k: columns[k][i] for k in keys} for i in index], padding=True, return_tensors="pt")
         output = model(**batch)

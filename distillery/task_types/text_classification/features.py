@@ -10,6 +10,7 @@ import torch
 
 from distillery.losses import IGNORE_INDEX
 from distillery.prepared import LABEL, PAIR, TEXT
+from distillery.progress import batches
 
 TEACHER_LOGITS = "teacher_logits"
 
@@ -59,7 +60,7 @@ def predict_logits(model, tokenizer, frame: pd.DataFrame, max_length: int, batch
     order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
     logits = np.zeros((len(frame), model.config.num_labels), dtype=np.float32)
     keys = list(encoded.keys())
-    for start in range(0, len(order), batch_size):
+    for start in batches(len(order), batch_size):
         index = order[start:start + batch_size]
         batch = tokenizer.pad([{k: encoded[k][i] for k in keys} for i in index], padding=True, return_tensors="pt")
         logits[index] = model(**batch).logits.float().numpy()
