@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Union
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from distillery.config import SPLITS, DataConfig, Params
 from distillery.errors import DataError
@@ -29,6 +28,8 @@ def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) ->
         return frame, frame.iloc[:0]
     if size <= 0:
         return frame.iloc[:0], frame
+    from sklearn.model_selection import train_test_split  # on use: importing the stage stays fast
+
     labels = frame[LABEL] if stratify else None
     try:
         kept, rest = train_test_split(frame, train_size=size, random_state=seed, stratify=labels)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
 
 from distillery.metrics import classification_metrics, confusion_matrix
 from distillery.prepared import LABEL
@@ -16,6 +15,8 @@ def evaluation_report(logits: np.ndarray, frame: pd.DataFrame, labels: list) -> 
     predictions = logits.argmax(-1)
     metrics = {**classification_metrics(logits, references, len(labels)),
                "confusion_matrix": confusion_matrix(predictions, references, len(labels))}
+    from sklearn.metrics import precision_recall_fscore_support  # on use: a stage that only names the task stays fast
+
     precision, recall, f1, support = precision_recall_fscore_support(
         references, predictions, labels=list(range(len(labels))), zero_division=0)
     per_class = {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
