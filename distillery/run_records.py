@@ -120,6 +120,14 @@ def log_curves(client, run_id: str, name: str, root: Path) -> int:
     return len(metrics)
 
 
+def _served_line(gate: Optional[dict]) -> list[str]:
+    served = (gate or {}).get("served_process") or {}
+    if "peak_memory_mb" in served:
+        return ["", f"Served process (the registered model's code and artifacts in a fresh Python process, one "
+                    f"call of {served['batch']} rows): peak memory {served['peak_memory_mb']:.0f} MB."]
+    return ["", f"Served process memory: not measured ({served['error']})."] if "error" in served else []
+
+
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
                deployable: str, gate: Optional[dict] = None) -> str:
     """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
@@ -160,7 +168,7 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"temperature {params.distill.temperature}. Served as `{deployable}` (ONNX).", "",
         "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
-        *latency, "",
+        *latency, *_served_line(gate), "",
         "## Limits", "",
         f"- Inputs longer than {params.student.max_length} tokens are truncated.",
         f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "

@@ -23,6 +23,63 @@ def pip_requirements(extra: tuple = ()) -> list[str]:
             *(f"{name}=={version(name)}" for name in extra)]
 
 
+# Run by a fresh interpreter: loads the served model as MLflow's scoring server does (the code file and its
+# artifacts, no Distillery import), answers the rows once, and reports its peak resident memory.
+_SERVED_PROCESS = """
+import importlib.util, json, resource, sys, types
+import pandas as pd
+
+
+def peak_mb():
+    # VmHWM: this process's own high-water mark. ru_maxrss is not: Linux carries it across exec, so a child
+    # of a large parent reports the parent's size.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+code, class_name, artifacts, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+spec = importlib.util.spec_from_file_location("served_model", code)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+imports = peak_mb()
+model = getattr(module, class_name)()
+model.load_context(types.SimpleNamespace(artifacts=artifacts))
+answer = model.predict(None, pd.read_pickle(rows))
+print(json.dumps({"peak_memory_mb": peak_mb(), "after_imports_mb": imports, "rows": len(answer),
+                  "torch_imported": "torch" in sys.modules,
+                  "distillery_imported": any(m.split(".")[0] == "distillery" for m in sys.modules)}))
+"""
+
+
+def served_process_memory(code: Path, class_name: str, artifacts: dict[str, str], rows: pd.DataFrame,
+                          timeout: float = 300.0) -> dict:
+    """Peak resident memory (MB) of a fresh Python process that loads the served model from its code file and
+    artifacts and answers ``rows`` in one call, as ``mlflow models serve`` does, without the HTTP server
+    (``mlflow models serve`` adds its web framework); ``after_imports_mb``: the peak once the code file is
+    imported, before the model loads (MLflow's own imports are most of it). A failure is recorded, never raised: it is a
+    measurement; the gate has already scored the model through MLflow."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="distillery-served-") as tmp:
+        path = Path(tmp) / "rows.pkl"
+        rows.to_pickle(path)
+        try:
+            done = subprocess.run([sys.executable, "-c", _SERVED_PROCESS, str(code), class_name, json.dumps(artifacts),
+                                   str(path)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"no answer within {timeout:g}s"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]
+        return {"error": last[:300]}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "batch": int(len(rows))}
+
+
 def load_code_model(code: Path, class_name: str, artifacts: dict[str, str]):
     """The pyfunc class ``class_name`` from its code file, loaded against local artifacts (as MLflow would)."""
     import importlib.util

@@ -29,7 +29,7 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champion, champion_figures, connected,
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
-from distillery.registry.pyfunc import log_pyfunc
+from distillery.registry.pyfunc import log_pyfunc, served_process_memory
 from distillery.task_types.load import task_part
 from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
                                     numeric_leaves, provenance, stage_status)
@@ -39,6 +39,7 @@ from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV,
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
 MODEL_CARD = REPORTS_DIR / "model_card.md"
 PIPELINE_KIND = "pipeline"
+SERVED_BATCH = 32  # rows in the served-process memory measurement's one call (the throughput batch)
 
 
 def register(params: Params, root: Optional[Path] = None) -> dict:
@@ -98,6 +99,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                     LABELS_TAG: json.dumps(labels), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id)
+            decision["served_process"] = served_process_memory(
+                serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
+            if "peak_memory_mb" in decision["served_process"]:
+                _log_metrics(client, run_id, {"served.peak_memory_mb": decision["served_process"]["peak_memory_mb"]})
             decision.update({"mlflow_run_id": run_id, "nested_runs": children,
                              "tracking_uri": redact_uri(uri),  # register.json is tracked by git: no credentials
                              "experiment_id": exp_id, "stages": status})

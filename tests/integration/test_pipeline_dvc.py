@@ -72,6 +72,14 @@ def _pipeline_runs(tiny_project, env):
     assert register["decision"] == "promoted" and register["version"] == "1", register
     assert register["tracking_uri"].startswith("http://127.0.0.1:")
     assert "# Model card" in (tiny_project / "reports/model_card.md").read_text()
+    # the served model in a process of its own: it answered the rows, and without torch or Distillery
+    served = register["served_process"]
+    assert served["rows"] == served["batch"] == 15, served  # the tiny test split: 15 rows (the batch is 32)
+    assert served["torch_imported"] is False and served["distillery_imported"] is False, served
+    # its own high-water mark (~210 MB here: MLflow + ONNX Runtime), not the ~550 MB of the register process
+    # that started it, which ru_maxrss reports after exec
+    assert served["peak_memory_mb"] < 400, served
+    assert f"peak memory {served['peak_memory_mb']:.0f} MB" in (tiny_project / "reports/model_card.md").read_text()
 
     second = dvc(tiny_project, "repro", env=env)
     assert second.returncode == 0 and _ran(second.stdout) == [], second.stdout

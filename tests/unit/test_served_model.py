@@ -70,3 +70,28 @@ def test_no_rows_in_no_rows_out(served):
     answer = _model(served, max_rows=3).predict(None, [])
     assert len(answer) == 0
     assert list(answer.columns) == ["label", "score", "prob_negative", "prob_positive"]
+
+
+def test_served_process_memory_reports_a_model_that_cannot_load_in_one_line(tmp_path):
+    from distillery.registry.pyfunc import served_process_memory
+
+    code = tmp_path / "broken_model.py"
+    code.write_text("class Broken:\n    def load_context(self, context):\n"
+                    "        raise FileNotFoundError('model.onnx is missing')\n")
+    result = served_process_memory(code, "Broken", {}, pd.DataFrame({"text": ["a"]}))
+    assert result == {"error": "FileNotFoundError: model.onnx is missing"}
+
+
+def test_served_process_memory_is_the_child_own_high_water_mark(tmp_path):
+    from distillery.registry.pyfunc import served_process_memory
+
+    code = tmp_path / "echo_model.py"  # allocates ~200 MB while answering
+    code.write_text("class Echo:\n    def load_context(self, context):\n        self.n = int(context.artifacts['mb'])\n"
+                    "    def predict(self, context, rows):\n        block = bytearray(self.n * 2**20)\n"
+                    "        block[::4096] = b'x' * len(block[::4096])\n        return rows\n")
+    small = served_process_memory(code, "Echo", {"mb": "1"}, pd.DataFrame({"text": ["a", "b"]}))
+    large = served_process_memory(code, "Echo", {"mb": "200"}, pd.DataFrame({"text": ["a", "b"]}))
+    assert small["rows"] == large["rows"] == small["batch"] == 2
+    assert small["torch_imported"] is False and small["distillery_imported"] is False
+    assert 180 < large["peak_memory_mb"] - small["peak_memory_mb"] < 230, (small, large)
+    assert abs(large["after_imports_mb"] - small["after_imports_mb"]) < 20, (small, large)

@@ -19,6 +19,7 @@ from distillery.prepared import LABEL
 from distillery.registry import pyfunc
 from distillery.task_types.image_classification.features import PixelProcessor
 
+MODEL_CLASS = "OnnxImageClassifier"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "image_classifier.py"
 MAX_ROWS = 1000  # images per predict call (one HTTP request)
 METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
@@ -56,7 +57,7 @@ def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_code_model(artifacts: dict[str, str]):
-    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
+    return pyfunc.load_code_model(MODEL_CODE, MODEL_CLASS, artifacts)
 
 
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, QUESTION
 from distillery.task_types.question_answering.squad import squad_metrics
 
+MODEL_CLASS = "OnnxQuestionAnswerer"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "question_answerer.py"
 MAX_ROWS = 1000  # questions per predict call (one HTTP request)
 METRICS = ("f1", "exact_match")  # the gate's figures: the primary (retention, champion) first
@@ -65,7 +66,7 @@ def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_code_model(artifacts: dict[str, str]):
     """The pyfunc class from its code file, loaded against local artifacts."""
-    return pyfunc.load_code_model(MODEL_CODE, "OnnxQuestionAnswerer", artifacts)
+    return pyfunc.load_code_model(MODEL_CODE, MODEL_CLASS, artifacts)
 
 
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:

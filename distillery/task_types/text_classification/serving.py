@@ -18,6 +18,7 @@ from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL, PAIR, TEXT
 from distillery.registry import pyfunc
 
+MODEL_CLASS = "OnnxTextClassifier"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
 MAX_ROWS = 1000  # rows per predict call (one HTTP request); more is refused with a 400 naming the cap
 METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
@@ -66,7 +67,7 @@ def signature_example(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_code_model(artifacts: dict[str, str]):
     """The pyfunc class from its code file, loaded against local artifacts (to infer the signature)."""
-    return pyfunc.load_code_model(MODEL_CODE, "OnnxTextClassifier", artifacts)
+    return pyfunc.load_code_model(MODEL_CODE, MODEL_CLASS, artifacts)
 
 
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
