@@ -90,6 +90,8 @@ class Remembered:
         return self
 
     def __getattr__(self, name: str):
+        if name in ("_model", "_outputs"):  # not set yet (a copy being built): no endless lookup
+            raise AttributeError(name)
         return getattr(self._model, name)
 
 

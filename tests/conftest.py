@@ -31,6 +31,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def _log_handlers_outlive_the_test_streams():
+    """A log handler set up during a test keeps the stream it found: Prefect's console handler, configured by
+    the first flow run in a process, holds the ``sys.stderr`` of that test, which ``capsys`` closes at the
+    end of it. Every later Prefect log line then fails, and the failure report recurses (RecursionError in
+    any later flow test on the same xdist worker). After each test, a handler left on a closed stream is
+    pointed at the current ``sys.stderr``."""
+    yield
+    import logging
+
+    loggers = [logging.getLogger()] + [logger for logger in list(logging.Logger.manager.loggerDict.values())
+                                       if isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it flushes the closed stream first
+                if getattr(handler, "console", None) is not None:  # Prefect's rich console writes to its own file
+                    handler.console.file = sys.stderr
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A random 4-layer BERT (hidden 32) with a WordPiece tokenizer, no classifier head."""
