@@ -128,6 +128,29 @@ def _served_line(gate: Optional[dict]) -> list[str]:
     return ["", f"Served process memory: not measured ({served['error']})."] if "error" in served else []
 
 
+def _student_description(params) -> str:
+    """The student as ``student.source`` builds it: its family and the keys that size it."""
+    import dataclasses
+
+    from distillery.students import FAMILIES
+
+    student = params.student
+    if student.source == "layers":
+        return f"layers `{student.layers}` of `{params.teacher.model}` (init: {student.init})"
+    if student.source == "model":
+        return f"`{student.model}` (its own pretrained weights)"
+    sizes = getattr(student, student.source, None)
+    sized = f", {dataclasses.asdict(sizes)}" if dataclasses.is_dataclass(sizes) else ""
+    return f"`{student.source}`: {FAMILIES.get(student.source, student.source)}{sized}"
+
+
+def _loss_description(params) -> str:
+    distill = params.distill
+    if distill.loss == "mse":  # on logits: no temperature
+        return f"mse loss on logits, alpha {distill.alpha}"
+    return f"{distill.loss} loss, alpha {distill.alpha}, temperature {distill.temperature}"
+
+
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
                deployable: str, gate: Optional[dict] = None) -> str:
     """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
@@ -163,9 +186,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"Transfer set: `{params.distill.transfer_set.source}` "
         f"(up to {params.distill.transfer_set.max_rows} rows).", "",
         f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
-        f"**Student:** layers `{params.student.layers}` of `{params.teacher.model}` (init: {params.student.init}), "
-        f"distilled with {params.distill.loss} loss, alpha {params.distill.alpha}, "
-        f"temperature {params.distill.temperature}. Served as `{deployable}` (ONNX).", "",
+        f"**Student:** {_student_description(params)}, distilled with {_loss_description(params)}. "
+        f"Served as `{deployable}` (ONNX).", "",
         "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
         *latency, *_served_line(gate), "",

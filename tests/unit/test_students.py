@@ -98,3 +98,30 @@ def test_stages_never_name_a_task_type_or_a_student_family(stage):
     named = [name for name in TASK_TYPES if name in text]
     named += re.findall(r"(?:[=!]=|\bin)\s*[\(\[{]?\s*['\"](" + "|".join(FAMILIES) + r")['\"]", text)
     assert named == [], f"{stage} names {named}"
+
+
+
+def _card_student_line(params) -> str:
+    from distillery.run_records import model_card
+
+    card = model_card(params, {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx")
+    return next(line for line in card.splitlines() if line.startswith("**Student:**"))
+
+
+def test_the_model_card_names_the_student_that_was_built():
+    """The card's student line follows student.source: the teacher's layers, or the family with its sizes."""
+    import dataclasses
+    from pathlib import Path
+
+    from distillery.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    line = _card_student_line(params)
+    assert "layers `[0, 5]` of" in line and "kl loss, alpha 0.5, temperature 2.0" in line
+
+    student = dataclasses.replace(params.student, source="bilstm")
+    distill = dataclasses.replace(params.distill, loss="mse", alpha=0.0)
+    line = _card_student_line(dataclasses.replace(params, student=student, distill=distill))
+    assert "`bilstm`: Tang et al. 2019" in line and f"'hidden_size': {params.student.bilstm.hidden_size}" in line
+    assert "layers" not in line.split("`bilstm`")[0] and "mse loss on logits, alpha 0.0" in line
+    assert "temperature" not in line
