@@ -128,22 +128,6 @@ def _served_line(gate: Optional[dict]) -> list[str]:
     return ["", f"Served process memory: not measured ({served['error']})."] if "error" in served else []
 
 
-def _student_description(params) -> str:
-    """The student as ``student.source`` builds it: its family and the keys that size it."""
-    import dataclasses
-
-    from distillery.students import FAMILIES
-
-    student = params.student
-    if student.source == "layers":
-        return f"layers `{student.layers}` of `{params.teacher.model}` (init: {student.init})"
-    if student.source == "model":
-        return f"`{student.model}` (its own pretrained weights)"
-    sizes = getattr(student, student.source, None)
-    sized = f", {dataclasses.asdict(sizes)}" if dataclasses.is_dataclass(sizes) else ""
-    return f"`{student.source}`: {FAMILIES.get(student.source, student.source)}{sized}"
-
-
 def _loss_description(params) -> str:
     distill = params.distill
     if distill.loss == "mse":  # on logits: no temperature
@@ -154,6 +138,7 @@ def _loss_description(params) -> str:
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
                deployable: str, gate: Optional[dict] = None) -> str:
     """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
+    from distillery.students.load import student_family
     from distillery.task_types import TASK_TYPES, VALIDATION_METRICS
 
     labels = evaluation.get("labels", [])
@@ -186,7 +171,7 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"Transfer set: `{params.distill.transfer_set.source}` "
         f"(up to {params.distill.transfer_set.max_rows} rows).", "",
         f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
-        f"**Student:** {_student_description(params)}, distilled with {_loss_description(params)}. "
+        f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params)}. "
         f"Served as `{deployable}` (ONNX).", "",
         "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
