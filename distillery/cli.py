@@ -78,6 +78,10 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
         result = _command_function(stage)(params)
         report_result(result)
         return result
+    if stage in ("kd_gain", "sweep"):
+        from distillery.tracked import require_upstream_params
+
+        require_upstream_params(stage, params_file=params_path)
     return _command_function(stage)(params)
 
 

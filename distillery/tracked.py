@@ -48,3 +48,37 @@ def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[st
             raise ConfigError(f"{key}: {value} is not under any input of the {stage} stage in {DVC_FILE}, so DVC "
                               f"would not notice when it changes; move it under data/raw/ (or add it to the deps "
                               f"of {stage} in {DVC_FILE})")
+
+
+UPSTREAM_OF_DISTILL = ("prepare", "train_teacher", "teacher_logits")
+_MISSING = object()
+
+
+def _dotted(params: dict, key: str):
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def require_upstream_params(command: str, root: Union[str, Path] = ".", params_file: str = "params.yaml",
+                            stages: tuple[str, ...] = UPSTREAM_OF_DISTILL) -> None:
+    """Refuse ``command`` (kd_gain, the sweep: they train students outside ``dvc repro``, on the prepared data,
+    teacher and cached logits on disk) when params.yaml no longer holds the values dvc.lock recorded for the
+    stages that made those inputs: the report would name the new settings while the students learnt from the
+    old outputs (a ``distill.transfer_set`` changed but not re-prepared, say). A project without dvc.lock, or a
+    stage it has no entry for (run by hand), has nothing recorded to compare."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return
+    recorded_stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    current = yaml.safe_load((Path(root) / params_file).read_text(encoding="utf-8")) or {}
+    for stage in stages:
+        recorded = (recorded_stages.get(stage) or {}).get("params", {}).get(params_file, {})
+        changed = [key for key, value in recorded.items() if _dotted(current, key) != value]
+        if changed:
+            raise ConfigError(f"{params_file}: {', '.join(changed)} changed since the {stage} stage last ran "
+                              f"(dvc.lock), so {command} would train on outputs made with the old values; run "
+                              f"`dvc repro teacher_logits` first (`dvc commit` if you re-ran the stages by hand)")

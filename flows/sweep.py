@@ -27,6 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from distillery.config import load_params  # noqa: E402
 from distillery.errors import ConfigError  # noqa: E402
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR  # noqa: E402
+from distillery.tracked import require_upstream_params  # noqa: E402
 from flows.operations import repository_lock  # noqa: E402
 from flows.pipeline import check_project_dir  # noqa: E402
 
@@ -89,6 +90,7 @@ def sweep_flow(project_dir: str = ".", pool: Optional[str] = None) -> dict:
     root = check_project_dir(project_dir)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
+    require_upstream_params("the sweep", root)
     runs = [(seed, cell) for seed in params.sweep.seeds for cell in [None, *grid(params)]]
     with repository_lock(root, logger):
         records = _records(root, params, runs, pool, logger)
@@ -106,6 +108,7 @@ def kd_gain_flow(project_dir: str = ".", pool: Optional[str] = None) -> dict:
     root = check_project_dir(project_dir)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
+    require_upstream_params("kd_gain", root)
     cell = (float(params.distill.alpha), float(params.distill.temperature))
     runs = [(seed, c) for seed in params.evaluate.seeds for c in (None, cell)]
     with repository_lock(root, logger):

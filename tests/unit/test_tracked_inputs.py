@@ -66,3 +66,42 @@ def test_a_file_that_changes_while_it_is_read_fails_as_transient(tmp_path, monke
         sources.read_file(path)
     monkeypatch.setattr(sources, "_parse_text", parse)
     assert len(sources.read_file(path)) == 91  # the complete file reads fine
+
+
+def test_kd_gain_and_the_sweep_refuse_inputs_made_with_other_params(tmp_path, monkeypatch, capsys):
+    """kd_gain and the sweep train outside `dvc repro`, on the prepared data, teacher and logits on disk: a
+    params.yaml changed since the stages that made them ran (dvc.lock) is refused, naming the key."""
+    import yaml
+
+    from distillery.tracked import require_upstream_params
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    recorded = {"seed": params["seed"], "data": params["data"], "distill.transfer_set": params["distill"]["transfer_set"]}
+    lock = {"schema": "2.0", "stages": {
+        "prepare": {"cmd": "python -m distillery prepare", "params": {"params.yaml": recorded}},
+        "teacher_logits": {"cmd": "python -m distillery teacher_logits",
+                           "params": {"params.yaml": {"teacher.max_length": params["teacher"]["max_length"]}}}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    require_upstream_params("kd_gain", tmp_path)  # as recorded: nothing to refuse
+    # a distill key kd_gain itself reads may change: the point of running it
+    params["distill"]["alpha"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    require_upstream_params("kd_gain", tmp_path)
+
+    params["distill"]["transfer_set"]["source"] = "none"
+    params["teacher"]["max_length"] = 48
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    for command in ("kd_gain", "sweep"):
+        assert main([command]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"distillery {command}: error: params.yaml: distill.transfer_set changed since the prepare stage "
+                       f"last ran (dvc.lock), so {command} would train on outputs made with the old values; run "
+                       f"`dvc repro teacher_logits` first (`dvc commit` if you re-ran the stages by hand)"], err
+    assert not (tmp_path / "reports").exists()
+    # a stage dvc.lock has no entry for (run by hand) has nothing recorded to compare
+    del lock["stages"]["prepare"]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    with pytest.raises(ConfigError, match=r"^params.yaml: teacher.max_length changed since the teacher_logits stage"):
+        require_upstream_params("the sweep", tmp_path)
