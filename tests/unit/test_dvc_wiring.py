@@ -110,3 +110,30 @@ def test_params_keys_exist(dvc_stages, stage):
     flat = load_params(ROOT / "params.yaml").flat()
     for key in dvc_stages[stage].get("params", []):
         assert any(k == key or k.startswith(key + ".") for k in flat), f"{stage}: unknown params key {key}"
+
+
+def test_a_changed_transfer_set_re_labels_but_never_re_trains_the_teacher(dvc_stages, tmp_path, monkeypatch):
+    """train_teacher depends on the prepared files it reads, not on the whole directory: transfer.parquet and
+    data_report.json change with distill.transfer_set, and the files it does read must not."""
+    from conftest import tiny_params, write_params
+    from distillery.stages.prepare import prepare
+    from tiny import make_csv
+
+    prepared_deps = [d for d in dvc_stages["train_teacher"]["deps"] if d.startswith("data/")]
+    assert prepared_deps == ["data/prepared/train.parquet", "data/prepared/validation.parquet",
+                             "data/prepared/labels.json"]
+    assert "data/prepared" in dvc_stages["teacher_logits"]["deps"]  # it labels the transfer rows
+    monkeypatch.chdir(tmp_path)
+    make_csv(tmp_path / "data/raw/tweets.csv", n=200)
+    files, rows = {}, {}
+    for max_rows in (100, 20, 0):
+        params = tiny_params(Path("models/none"), Path("data/raw/tweets.csv"),
+                             **{"distill.transfer_set.max_rows": max_rows})
+        report = prepare(load_params(write_params(tmp_path / "params.yaml", params)), f"prepared-{max_rows}")
+        rows[max_rows] = report["transfer_rows"]
+        files[max_rows] = {name: (tmp_path / f"prepared-{max_rows}" / name).read_bytes() for name in
+                           ("train.parquet", "validation.parquet", "labels.json", "transfer.parquet")}
+    assert rows[20] == 20 and rows[0] == 0 and rows[100] > 20, rows  # 200 rows: more than 20 are left over
+    assert files[100]["transfer.parquet"] != files[20]["transfer.parquet"] != files[0]["transfer.parquet"]
+    for name in ("train.parquet", "validation.parquet", "labels.json"):
+        assert files[100][name] == files[20][name] == files[0][name], name
