@@ -221,6 +221,8 @@ def main(argv: Optional[list] = None) -> int:
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+    for bars in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):  # the Hub's switch also
+        os.environ.setdefault(bars, "1")  # silences transformers' ("Writing model shards"); distillery/progress.py reports
     if args.stage == "benchmark":
         # Interleaved timing: torch's OpenMP threads must sleep, not spin, between runs (read when torch loads,
         # which is after this), or they steal the cores of the ONNX Runtime model timed next.
