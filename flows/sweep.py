@@ -90,9 +90,9 @@ def sweep_flow(project_dir: str = ".", pool: Optional[str] = None) -> dict:
     root = check_project_dir(project_dir)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
-    require_upstream_params("the sweep", root)
     runs = [(seed, cell) for seed in params.sweep.seeds for cell in [None, *grid(params)]]
     with repository_lock(root, logger):
+        require_upstream_params("the sweep", root)  # inside the lock: a pipeline run may hold params.yaml overridden
         records = _records(root, params, runs, pool, logger)
         result = report(params, records, root / PREPARED_DIR, root / REPORTS_DIR)
     logger.info(summary(result))
@@ -108,10 +108,10 @@ def kd_gain_flow(project_dir: str = ".", pool: Optional[str] = None) -> dict:
     root = check_project_dir(project_dir)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
-    require_upstream_params("kd_gain", root)
     cell = (float(params.distill.alpha), float(params.distill.temperature))
     runs = [(seed, c) for seed in params.evaluate.seeds for c in (None, cell)]
     with repository_lock(root, logger):
+        require_upstream_params("kd_gain", root)
         records = _records(root, params, runs, pool, logger)
         result = report_from_runs(params, records, root / PREPARED_DIR, root / REPORTS_DIR, root / LOGITS_DIR)
     primary = result["metrics"][0]
