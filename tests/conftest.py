@@ -143,6 +143,7 @@ def make_project(project: Path, tiny_bert: Path) -> Path:
     _git("config", "user.email", "ci@example.com", cwd=project)
     _git("config", "user.name", "CI", cwd=project)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvcignore", project / ".dvcignore")  # this project's, over `dvc init`'s template
     subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=project, check=True)
     _git("add", "-A", cwd=project)
     _git("commit", "-q", "-m", "tiny project", cwd=project)

@@ -85,6 +85,14 @@ def _pipeline_runs(tiny_project, env):
 
     second = dvc(tiny_project, "repro", env=env)
     assert second.returncode == 0 and _ran(second.stdout) == [], second.stdout
+    # Bytecode Python writes into the code directories the stages depend on (any import without
+    # PYTHONDONTWRITEBYTECODE, another Python version, a queued experiment's fresh copy) changes nothing
+    for package in ("distillery/config", "distillery/students", "distillery/metric_scripts/classification"):
+        cache = tiny_project / package / "__pycache__"
+        cache.mkdir(exist_ok=True)
+        (cache / "written_by_another_python.cpython-399.pyc").write_bytes(b"\x00" * 16)
+    status = dvc(tiny_project, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
 
     experiment = dvc(tiny_project, "exp", "run", "-S", "distill.alpha=0.3", env=env)
     assert experiment.returncode == 0, experiment.stderr + experiment.stdout
