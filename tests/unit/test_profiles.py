@@ -32,8 +32,9 @@ def test_snli_switches_to_pairs_and_tweets_switches_back(project, capsys):
     assert snli.data.splits == {"train": "train", "validation": None, "test": "test"}
     assert snli.register.model_name == "distillery-snli"
     # every key the profile does not name keeps its value
-    assert (snli.teacher, snli.student, snli.distill, snli.sweep) == \
-        (default.teacher, default.student, default.distill, default.sweep)
+    assert (snli.teacher, snli.student, snli.sweep) == (default.teacher, default.student, default.sweep)
+    assert snli.distill.transfer_set.max_rows == 10000 and snli.distill.transfer_set.source == "remainder"
+    assert dataclasses.replace(snli.distill, transfer_set=default.distill.transfer_set) == default.distill
     text = (project / "params.yaml").read_text()
     assert "# read by `prepare`" in text and "alpha: 0.5                  # weight of the hard-label CE" in text
     assert main(["profile", "tweets"]) == 0
