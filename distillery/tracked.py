@@ -70,10 +70,11 @@ def require_upstream_params(command: str, root: Union[str, Path] = ".", params_f
     stages that made those inputs: the report would name the new settings while the students learnt from the
     old outputs (a ``distill.transfer_set`` changed but not re-prepared, say). A project without dvc.lock, or a
     stage it has no entry for (run by hand), has nothing recorded to compare."""
-    lock = Path(root) / "dvc.lock"
-    if not lock.is_file():
+    from distillery.run_records import dvc_lock  # the lock reader register's provenance uses
+
+    recorded_stages = dvc_lock(Path(root))
+    if not recorded_stages:
         return
-    recorded_stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
     current = yaml.safe_load((Path(root) / params_file).read_text(encoding="utf-8")) or {}
     for stage in stages:
         recorded = (recorded_stages.get(stage) or {}).get("params", {}).get(params_file, {})
