@@ -8,7 +8,8 @@ Input: a DataFrame with an ``image`` column (or a list of images, called directl
 - nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` for
   one channel or ``[channels][height][width]``; or
 - a base64-encoded PNG (or any format Pillow reads) of ``height`` x ``width`` pixels, as a string or bytes;
-  its 8-bit values are scaled to the training data's range (``pixel_max``: 16 for scikit-learn's digits).
+  its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
+  as they are; 16 for scikit-learn's digits).
 The model normalises the pixels itself (the training split's mean and standard deviation are in its graph).
 Output: ``label``, ``score`` (its probability) and ``prob_<label>`` per image, in order.
 Refused with HTTP 400 (``INVALID_PARAMETER_VALUE``), naming the row: an image that is null, not decodable,

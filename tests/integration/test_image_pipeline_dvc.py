@@ -94,7 +94,8 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
     assert register["decision"] == "promoted", register
 
     test = pd.read_parquet(project / "data/prepared/test.parquet").head(2)
-    pixels = [np.frombuffer(p, dtype=np.uint8).reshape(8, 8).astype(np.float32) for p in test["pixels"]]
+    assert report["image"]["dtype"] == "float32"  # 0-16 digits are not 8-bit images
+    pixels = [np.frombuffer(p, dtype=np.float32).reshape(8, 8) for p in test["pixels"]]
     png, png_pixels = _png_base64(pixels[1], 16.0)
     deployment = json.loads((project / "models/onnx/deployment.json").read_text())
     session = ort.InferenceSession(str(project / "models/onnx" / deployment["deployable"]),

@@ -39,8 +39,8 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _pixels(frame: pd.DataFrame, row: int) -> np.ndarray:
-    return np.frombuffer(frame[images.PIXELS].iloc[row], dtype=np.uint8).reshape(
+def _pixels(frame: pd.DataFrame, row: int, dtype=np.uint8) -> np.ndarray:
+    return np.frombuffer(frame[images.PIXELS].iloc[row], dtype=dtype).reshape(
         int(frame["height"].iloc[row]), int(frame["width"].iloc[row]))
 
 
@@ -145,15 +145,42 @@ def test_prepare_digits_records_shape_and_the_training_splits_pixel_statistics(t
     report = _prepare(tmp_path)
     assert sum(report["rows"].values()) == 1797 - sum(report["duplicates_dropped"].values())
     train = pd.read_parquet(tmp_path / "prepared/train.parquet")
-    stacked = np.stack([_pixels(train, i) for i in range(len(train))]).astype(np.float64)
+    stacked = np.stack([_pixels(train, i, np.float32) for i in range(len(train))]).astype(np.float64)
     image = report["image"]
-    assert (image["channels"], image["height"], image["width"], image["pixel_max"]) == (1, 8, 8, 16.0)
+    # 0-16 intensities are not 8-bit images: float32, and a served PNG's 255 stands for 16
+    assert (image["channels"], image["height"], image["width"], image["dtype"], image["pixel_max"]) == \
+        (1, 8, 8, "float32", 16.0)
     assert image["pixel_mean"] == pytest.approx(stacked.mean()) and image["pixel_std"] == pytest.approx(stacked.std())
     # every prepared image is one of scikit-learn's, with its own label
     digits = load_digits()
-    known = {d.astype(np.uint8).tobytes(): str(t) for d, t in zip(digits.images, digits.target)}
+    known = {d.astype(np.float32).tobytes(): str(t) for d, t in zip(digits.images, digits.target)}
     names = report["labels"]
     assert all(known[p] == names[label] for p, label in zip(train["pixels"], train["label"]))
+
+
+def test_8_bit_images_keep_the_0_255_scale_however_dim_and_other_numbers_keep_their_own(tmp_path):
+    """The data report's pixel_max is what a served PNG's 255 stands for. Colour PNGs whose brightest pixel
+    is 200 are still 8-bit images: 255, so the served model reads a PNG of a training image as its pixels
+    (it was 200 / 255 of them when pixel_max was the brightest pixel seen). Integers from a .npz that are not
+    uint8 keep their own scale."""
+    from PIL import Image
+
+    folder = tmp_path / "colours"
+    for label, channel in (("red", 0), ("blue", 2)):
+        (folder / label).mkdir(parents=True)
+        for i in range(60):
+            pixels = RNG.integers(0, 100, (5, 6, 3))
+            pixels[1:4, 1:5, channel] += 100
+            Image.fromarray(pixels.astype(np.uint8), mode="RGB").save(folder / label / f"{i}.png")
+    report = _prepare(tmp_path / "folder", source=str(folder))
+    image = report["image"]
+    assert (image["channels"], image["dtype"], image["pixel_max"]) == (3, "uint8", 255.0)
+    assert image["pixel_max_seen"] <= 199.0
+
+    archive = tmp_path / "counts.npz"
+    np.savez(archive, x=RNG.integers(0, 41, (120, 4, 4)), y=np.arange(120) % 2)
+    image = _prepare(tmp_path / "npz", source=str(archive))["image"]
+    assert (image["dtype"], image["pixel_max"]) == ("float32", image["pixel_max_seen"]) and image["pixel_max"] <= 40
 
 
 def test_params_keep_image_networks_and_text_models_apart():

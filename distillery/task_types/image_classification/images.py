@@ -13,7 +13,9 @@ Sources (``data.source``; or ``data.files``, split -> local path):
 - an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or ``<dir>/{train,validation,test}/<label>/``.
 
 Images are ``[height, width]`` (one channel) or ``[channels, height, width]``; a folder's images are read as
-grey unless they are all colour. Integer pixels in 0-255 are kept as uint8; anything else as float32.
+grey unless they are all colour. 8-bit images (image files, IDX files of type uint8, uint8 arrays) are kept as
+uint8, on the 0-255 scale whatever their brightest pixel; anything else (scikit-learn's 0-16 digits, integer
+or float arrays) as float32, on its own scale: its largest value.
 """
 from __future__ import annotations
 
@@ -67,11 +69,11 @@ class Images:
         shapes = {a.shape[1:] for a in self.arrays.values()}
         if len(shapes) != 1:
             raise DataError(f"{self.description}: the splits hold images of different shapes {sorted(shapes)}")
-        integral = all(np.issubdtype(a.dtype, np.integer) or (a.size and np.all(np.mod(a, 1) == 0))
-                       for a in self.arrays.values())
         low = min(float(a.min()) for a in self.arrays.values() if a.size)
         high = max(float(a.max()) for a in self.arrays.values() if a.size)
-        dtype = np.uint8 if integral and low >= 0 and high <= 255 else np.float32
+        # uint8 marks 8-bit images: a PNG sent to the served model maps onto them one to one. Whole numbers of
+        # another type (0-16 digits) are not 8-bit images, so they keep their own scale as float32.
+        dtype = np.uint8 if all(a.dtype == np.uint8 for a in self.arrays.values()) else np.float32
         channels, height, width = (int(n) for n in next(iter(shapes)))
         frames = {}
         for split, array in self.arrays.items():
@@ -94,8 +96,11 @@ def _mnist_5k() -> Images:
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 785:
         raise DataError(f"{path}: expected 785 columns (784 pixels, then the label), got {table.shape[-1]}")
+    pixels = table[:, :784]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}: pixel values outside 0-255; expected MNIST's 8-bit images")
     images = Images(f"bundled:mnist-5k ({path})", [str(i) for i in range(10)])
-    images.add("all", table[:, :784].reshape(-1, 28, 28), table[:, 784].tolist())
+    images.add("all", pixels.astype(np.uint8).reshape(-1, 28, 28), table[:, 784].tolist())
     return images
 
 
