@@ -1,6 +1,7 @@
 """Shared fixtures: tiny offline models and data, and a throw-away project repository."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -20,7 +21,10 @@ os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their project's SQLite store, or start their own server
-os.environ["DISTILLERY_LOCK_DIR"] = tempfile.mkdtemp(prefix="distillery-locks-")
+# Each test process (the controller and every xdist worker) gets its own lock directory, removed when it exits
+_LOCK_DIR = tempfile.mkdtemp(prefix="distillery-locks-")
+os.environ["DISTILLERY_LOCK_DIR"] = _LOCK_DIR
+atexit.register(shutil.rmtree, _LOCK_DIR, ignore_errors=True)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # One compute thread per process (before torch is imported; every stage, server and worker the tests start
 # inherits it): the suite runs xdist workers side by side, each starting stage processes, and torch's default
