@@ -32,11 +32,20 @@ def git_tags(root: Path) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(status)).lower(), "mlflow.source.git.commit": commit}
 
 
+def load_yaml12(text: str):
+    """YAML as DVC reads it (YAML 1.2, ruamel): ``5e-05`` is a number. PyYAML (YAML 1.1) reads it as the
+    string '5e-05', while it reads params.yaml's ``5.0e-5`` as a number, so values DVC recorded in dvc.lock
+    would not compare equal to the same values in params.yaml."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def dvc_lock(root: Path) -> dict:
     path = root / "dvc.lock"
     if not path.is_file():
         return {}
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+    return (load_yaml12(path.read_text(encoding="utf-8")) or {}).get("stages", {})
 
 
 def dvc_tags(lock: dict) -> dict[str, str]:

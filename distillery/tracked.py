@@ -70,12 +70,13 @@ def require_upstream_params(command: str, root: Union[str, Path] = ".", params_f
     stages that made those inputs: the report would name the new settings while the students learnt from the
     old outputs (a ``distill.transfer_set`` changed but not re-prepared, say). A project without dvc.lock, or a
     stage it has no entry for (run by hand), has nothing recorded to compare."""
-    from distillery.run_records import dvc_lock  # the lock reader register's provenance uses
+    from distillery.run_records import dvc_lock, load_yaml12  # the lock reader register's provenance uses
 
     recorded_stages = dvc_lock(Path(root))
     if not recorded_stages:
         return
-    current = yaml.safe_load((Path(root) / params_file).read_text(encoding="utf-8")) or {}
+    # both files read as DVC reads them: dvc.lock records params.yaml's 5.0e-5 as 5e-05
+    current = load_yaml12((Path(root) / params_file).read_text(encoding="utf-8")) or {}
     for stage in stages:
         recorded = (recorded_stages.get(stage) or {}).get("params", {}).get(params_file, {})
         changed = [key for key, value in recorded.items() if _dotted(current, key) != value]

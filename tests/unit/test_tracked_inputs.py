@@ -68,6 +68,35 @@ def test_a_file_that_changes_while_it_is_read_fails_as_transient(tmp_path, monke
     assert len(sources.read_file(path)) == 91  # the complete file reads fine
 
 
+def test_the_default_params_match_what_dvc_recorded_from_them(tmp_path):
+    """DVC (ruamel, YAML 1.2) records params.yaml's ``learning_rate: 5.0e-5`` in dvc.lock as ``5e-05``, which
+    PyYAML reads as a string: kd_gain then refused the untouched default project ("teacher changed since the
+    train_teacher stage last ran"). The repository's params.yaml, verbatim, against a lock written as DVC
+    writes it."""
+    import io
+
+    import yaml
+    from ruamel.yaml import YAML
+
+    from distillery.tracked import require_upstream_params
+
+    text = (ROOT / "params.yaml").read_text()
+    assert "learning_rate: 5.0e-5" in text  # the case in point: the teacher's learning rate
+    params = yaml.safe_load(text)
+    lock = {"schema": "2.0", "stages": {
+        "train_teacher": {"cmd": "python -m distillery train_teacher",
+                          "params": {"params.yaml": {"seed": params["seed"], "teacher": params["teacher"]}}}}}
+    written = io.StringIO()
+    YAML().dump(lock, written)  # DVC's own writer
+    assert "learning_rate: 5e-05" in written.getvalue()
+    (tmp_path / "dvc.lock").write_text(written.getvalue())
+    (tmp_path / "params.yaml").write_text(text)
+    require_upstream_params("kd_gain", tmp_path)  # nothing changed: nothing to refuse
+    (tmp_path / "params.yaml").write_text(text.replace("learning_rate: 5.0e-5", "learning_rate: 6.0e-5", 1))
+    with pytest.raises(ConfigError, match=r"^params.yaml: teacher changed since the train_teacher stage"):
+        require_upstream_params("kd_gain", tmp_path)
+
+
 def test_kd_gain_and_the_sweep_refuse_inputs_made_with_other_params(tmp_path, monkeypatch, capsys):
     """kd_gain and the sweep train outside `dvc repro`, on the prepared data, teacher and logits on disk: a
     params.yaml changed since the stages that made them ran (dvc.lock) is refused, naming the key."""
