@@ -85,7 +85,7 @@ class Images:
                                  RAW_LABEL: None, "_row": row, REASON: reason} for row, reason in self.bad[split]])
             frames[split] = pd.concat([frame, bad], ignore_index=True) if len(bad) else frame
         return frames, {"channels": channels, "height": height, "width": width, "dtype": np.dtype(dtype).name,
-                        "pixel_min": low, "pixel_max": high}
+                        "pixel_min": low, "pixel_max": pixel_scale(np.dtype(dtype), high), "pixel_max_seen": high}
 
 
 def _mnist_5k() -> Images:
@@ -243,6 +243,12 @@ def _hub(dataset_id: str) -> Images:
         labels = [images.declared[i] if images.declared else i for i in part["label"]]
         images.add(SPLIT_NAMES.get(split, split), np.stack(arrays), labels)
     return images
+
+
+def pixel_scale(dtype: np.dtype, brightest: float) -> float:
+    """The top of the images' scale, what a PNG's 255 stands for when the served model decodes one: 255 for
+    8-bit images (uint8) however bright their brightest pixel, else the largest value seen."""
+    return 255.0 if dtype == np.uint8 else float(brightest)
 
 
 def pixel_dtype(row_bytes: int, channels: int, height: int, width: int) -> np.dtype:

@@ -16,7 +16,7 @@ from distillery.config import DataConfig
 from distillery.errors import DataError
 from distillery.prepared import LABEL
 from distillery.task_types.image_classification.images import (PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype,
-                                                               read_images)
+                                                               pixel_scale, read_images)
 from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
 
 
@@ -92,9 +92,7 @@ def describe(splits: dict) -> dict:
     dtype = pixel_dtype(len(train[PIXELS].iloc[0]), channels, height, width)
     pixels = np.frombuffer(b"".join(train[PIXELS]), dtype=dtype).astype(np.float64)
     std = float(pixels.std())
-    # pixel_max is the scale's top, what a PNG's 255 stands for when the served model decodes one: 255 for
-    # 8-bit images (uint8) however bright the training split's brightest pixel, else the largest value seen
-    scale = 255.0 if dtype == np.uint8 else float(pixels.max())
     return {"image": {"channels": channels, "height": height, "width": width, "dtype": dtype.name,
-                      "pixel_min": float(pixels.min()), "pixel_max": scale, "pixel_max_seen": float(pixels.max()),
+                      "pixel_min": float(pixels.min()), "pixel_max": pixel_scale(dtype, pixels.max()),
+                      "pixel_max_seen": float(pixels.max()),
                       "pixel_mean": float(pixels.mean()), "pixel_std": std if std > 0 else 1.0}}
