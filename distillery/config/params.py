@@ -71,8 +71,9 @@ class Params:
             return self
         d = self.distill
         checks = [
-            ("distill.transfer_set.source", d.transfer_set.source, d.transfer_set.source == "none",
-             "extractive QA has no unlabelled transfer set yet; set it to none"),
+            ("distill.transfer_set.source", d.transfer_set.source, d.transfer_set.source in ("none", "remainder"),
+             "extractive QA's transfer set is none or remainder (the training articles' questions beyond "
+             "data.max_samples.train, without their answers)"),
             ("distill.augment.copies", d.augment.copies, d.augment.copies == 0,
              "augmentation perturbs single texts, not question/context pairs; set it to 0"),
             ("distill.loss", d.loss, d.loss == "kl", "extractive QA distils start/end logits with kl"),

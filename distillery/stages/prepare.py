@@ -94,13 +94,15 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     """Run the whole stage; return the data report.
 
     A task type whose rows module has ``prepare_splits(params) -> (splits, rejected, report)`` reads,
-    checks and splits its rows itself (extractive QA splits by article); otherwise the rows are read
+    checks and splits its rows itself (extractive QA splits by article; its splits may hold a ``transfer`` frame); otherwise the rows are read
     (by the rows module's ``read(data config)`` when it has one, e.g. images) and split here, stratified
     by label, through the rows module's checks; its ``describe(splits)``, if any, adds to the report."""
     rows = task_rows(params.task)
     if hasattr(rows, "prepare_splits"):
         splits, rejected, report = rows.prepare_splits(params)
-        transfer = pd.DataFrame({c: pd.Series(dtype=str) for c in rows.key_columns(params.data)})
+        transfer = splits.pop("transfer", None)
+        if transfer is None:
+            transfer = pd.DataFrame({c: pd.Series(dtype=str) for c in rows.key_columns(params.data)})
         _write(out_dir, splits, transfer, report["labels"], report, rejected, params.seed)
         return report
     cfg = params.data

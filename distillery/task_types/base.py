@@ -7,7 +7,8 @@ change to them re-runs that stage alone:
 - ``rows`` (``prepare``): reading and checking rows: ``key_columns``, ``label_names``,
   ``check_columns``, ``clean``, ``check_classes`` and ``unlabelled_inputs``; or, for a task that
   reads and splits its rows its own way (extractive QA splits by article), ``key_columns`` and
-  ``prepare_splits(params) -> (splits, rejected rows, data report with "labels")``;
+  ``prepare_splits(params) -> (splits, rejected rows, data report with "labels")`` (``splits`` may add a
+  ``transfer`` frame of unlabelled rows);
 - ``serving`` (``register``): the served model's input and output schema and its artifacts:
   ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``METRICS`` (the gate's
   figures, the primary first), ``served_artifacts``,

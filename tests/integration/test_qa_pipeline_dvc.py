@@ -28,10 +28,10 @@ TRAIN = {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1
 TINY = {
     "seed": 0,
     "data": {"files": {"train": "data/raw/squad/train.json.gz", "test": "data/raw/squad/test.json"},
-             "max_samples": {"train": None, "validation": None, "test": None}},
+             "max_samples": {"train": 30, "validation": None, "test": None}},
     "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN},
     "student": {"layers": [0, 3], "max_length": 32},
-    "distill": {"train": TRAIN},
+    "distill": {"train": TRAIN, "transfer_set": {"source": "remainder"}},  # the 12 questions beyond the cap
     "question_answering": {"doc_stride": 8, "max_answer_length": 5},
     "evaluate": {"batch_size": 16},
     "benchmark": {"sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
@@ -84,10 +84,19 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     report = json.loads((project / "data/prepared/data_report.json").read_text())
     # 8 training articles: validation is 0.1 / 0.9 of them, rounded: 1 article; the test file's 3 articles
     assert report["articles"] == {"train": 7, "validation": 1, "test": 3}
-    assert report["rows"] == {"train": 42, "validation": 6, "test": 18}  # 3 paragraphs x 2 questions per article
+    # 3 paragraphs x 2 questions per article: 42 training questions, 30 labelled, 12 unlabelled (transfer set)
+    assert report["rows"] == {"train": 30, "validation": 6, "test": 18} and report["transfer_rows"] == 12
     manifest = json.loads((project / "data/teacher_logits/manifest.json").read_text())
-    assert manifest["rows"]["train"] == 42 and manifest["outputs"]["train"] > 42  # long paragraphs: more windows
+    assert manifest["rows"]["train"] == 30 and manifest["outputs"]["train"] > 30  # long paragraphs: more windows
+    assert manifest["rows"]["transfer"] == 12 and manifest["outputs"]["transfer"] > 12
     assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
+    trained = {m: json.loads((project / f"models/{m}/training.json").read_text()) for m in ("student", "baseline")}
+    assert (trained["student"]["transfer_rows"], trained["baseline"]["transfer_rows"]) == (12, 0)
+    # the student's epochs ran over the labelled and the transfer windows, the baseline's over the labelled only
+    windows = manifest["outputs"]["train"] + manifest["outputs"]["transfer"]
+    assert trained["student"]["train_examples"] == windows
+    assert trained["student"]["steps"] == TRAIN["epochs"] * -(-windows // TRAIN["batch_size"])  # the Trainer's count
+    assert trained["baseline"]["steps"] == TRAIN["epochs"] * -(-manifest["outputs"]["train"] // TRAIN["batch_size"])
 
     evaluation = json.loads((project / "reports/metrics/eval.json").read_text())
     test = pd.read_parquet(project / "data/prepared/test.parquet")

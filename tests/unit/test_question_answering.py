@@ -182,6 +182,28 @@ def test_the_loss_against_float64_numpy():
         pytest.approx(_numpy_loss(student, teacher, labels, 1.0, 1.0), rel=1e-12)
 
 
+def test_an_unlabelled_window_takes_the_distillation_term_alone_against_float64_numpy():
+    # windows 1 and 3 are transfer-set windows (-100): T^2 (KL_start + KL_end) / 2 each, no span CE, no
+    # (1 - alpha) factor; the others alpha CE + (1 - alpha) T^2 KL; the batch loss is the mean of the 4
+    rng = np.random.default_rng(1)
+    student, teacher = rng.normal(size=(4, 2, 6)) * 2, rng.normal(size=(4, 2, 6)) * 3
+    labels = np.array([[1, 3, 0], [-100, -100, 1], [5, 5, 2], [-100, -100, 3]])
+    labelled = [0, 2]
+    for alpha, temperature in ((0.5, 2.0), (0.2, 1.0), (1.0, 3.0)):
+        by_window = [_numpy_loss(student[[k]], teacher[[k]], labels[[k]], alpha, temperature) if k in labelled
+                     else _numpy_loss(student[[k]], teacher[[k]], np.zeros((1, 3), dtype=int), 0.0, temperature)
+                     for k in range(4)]
+        ours = span_distillation_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), alpha,
+                                      temperature).item()
+        assert ours == pytest.approx(np.mean(by_window), rel=1e-12)
+    # a batch of transfer windows only (by_window is the last setting's, T 3): a finite KD loss whatever alpha,
+    # and the span loss of nothing labelled is 0, not nan
+    only = torch.tensor(labels[[1, 3]])
+    assert span_distillation_loss(torch.tensor(student[[1, 3]]), torch.tensor(teacher[[1, 3]]), only, 0.5,
+                                  3.0).item() == pytest.approx(np.mean([by_window[1], by_window[3]]), rel=1e-12)
+    assert span_loss(torch.tensor(student[[1, 3]]), only).item() == 0.0
+
+
 def test_a_pinned_loss_value():
     # 2 positions, uniform student, teacher (ln 3, 0): p_t = (3/4, 1/4); T = 1: KL = 3/4 ln(3/2) + 1/4 ln(1/2)
     # per head; CE of a uniform pair = ln 2 per head. alpha 0.5: 0.5 * KL + 0.5 * ln 2
@@ -243,10 +265,49 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
         rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))
 
 
+def test_the_remainder_transfer_set_is_the_capped_training_questions_without_their_answers(tmp_path):
+    document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
+    (tmp_path / "all.json").write_text(json.dumps(document))
+    fractions = {"train": 0.6, "validation": 0.2, "test": 0.2}
+
+    def prepared(max_rows, cap=10, source="remainder"):
+        params = _params(source=str(tmp_path / "all.json"), split_fractions=fractions,
+                         max_samples={"train": cap, "validation": None, "test": None})
+        distill = dataclasses.replace(params.distill, transfer_set=TransferSetConfig(source=source, max_rows=max_rows))
+        return rows.prepare_splits(dataclasses.replace(params, distill=distill))
+
+    splits, _, report = prepared(max_rows=100)
+    train, transfer = splits["train"], splits["transfer"]
+    # 6 training articles x 4 questions = 24: 10 labelled, the other 14 unlabelled, no question in both
+    assert (len(train), len(transfer), report["transfer_rows"]) == (10, 14, 14)
+    assert not set(train["id"]) & set(transfer["id"])
+    assert not set(transfer["title"]) & (set(splits["validation"]["title"]) | set(splits["test"]["title"]))
+    assert list(transfer.columns) == ["id", "title", "context", "question"]  # no answers reach the students
+    capped, _, _ = prepared(max_rows=5)
+    assert len(capped["transfer"]) == 5 and set(capped["transfer"]["id"]) <= set(transfer["id"])
+    assert capped["train"]["id"].tolist() == train["id"].tolist()  # the labelled rows do not depend on it
+    assert len(prepared(max_rows=100, source="none")[0]["transfer"]) == 0
+    assert len(prepared(max_rows=100, cap=None)[0]["transfer"]) == 0  # nothing left over
+
+
+def test_transfer_windows_are_labelled_minus_100_and_join_labelled_ones(tokenizer):
+    from distillery.task_types.question_answering.features import features_of
+
+    labelled = pd.DataFrame({"question": ["who?"], "context": ["Ann met Bob."], "answer_texts": [["Bob"]],
+                             "answer_starts": [[8]]})
+    unlabelled = pd.DataFrame({"question": ["where?"], "context": ["Ann met Bob in Paris."]})
+    columns = features_of(tokenizer, pd.concat([labelled, unlabelled], ignore_index=True), 64, 16)
+    assert [label[:2] for label in columns["labels"]][1] == [-100, -100]
+    start, end = columns["labels"][0][:2]
+    assert start > 0 and start <= end  # the labelled row keeps its answer span
+    assert columns["labels"] == [[start, end, 0], [-100, -100, 1]]
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"distill": DistillConfig(transfer_set=TransferSetConfig(source="remainder"),
+    ({"distill": DistillConfig(transfer_set=TransferSetConfig(source="questions.jsonl"),
                                train=dataclasses.replace(TrainConfig(), metric_for_best_model="f1"))},
-     r"distill\.transfer_set\.source = 'remainder' is not allowed; extractive QA"),
+     r"distill\.transfer_set\.source = 'questions\.jsonl' is not allowed; extractive QA's transfer set is none "
+     r"or remainder"),
     ({"student": StudentConfig(max_length=64)}, r"student\.max_length = 64 is not allowed; .* must equal "
                                                 r"teacher\.max_length \(32\)"),
     ({"question_answering": QuestionAnsweringConfig(doc_stride=16)}, r"question_answering\.doc_stride = 16 is not "

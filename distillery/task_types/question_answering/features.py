@@ -7,7 +7,8 @@ A context longer than ``max_length`` tokens (with its question) is cut into over
 - ``example_index``: the row it came from (its position in the frame), to gather its windows back;
 - ``offset_mapping``: per token, its character span in the context, or (-1, -1) outside the context;
 - ``labels``: ``[start token, end token, feature index]`` of the first gold answer; a window that does
-  not hold the whole answer points both at the CLS token, as the standard recipe does.
+  not hold the whole answer points both at the CLS token, as the standard recipe does; a window of an
+  unlabelled (transfer-set) question, one without an answer list, has ``-100`` for both (KD only).
 
 The teacher-output cache holds start and end logits per FEATURE, ``[features, 2, max_length]`` in
 feature order, so the student learns from the very windows the teacher saw (same tokenizer, same
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 
 from distillery.errors import CacheError, DataError
+from distillery.losses import IGNORE_INDEX
 from distillery.progress import batches
 
 QUESTION, CONTEXT, ID, TITLE = "question", "context", "id", "title"
@@ -69,6 +71,12 @@ def answer_positions(offsets: list[tuple[int, int]], cls_index: int, start_char:
     return start - 1, end + 1
 
 
+def is_labelled(answers) -> bool:
+    """A row with an answer list (even an empty one) is labelled; a transfer-set row joined to labelled rows
+    has none (a missing value)."""
+    return isinstance(answers, (list, tuple, np.ndarray))
+
+
 def features_of(tokenizer, frame: pd.DataFrame, max_length: int, stride: int) -> dict:
     """Columns of the features of ``frame``: token fields, ``example_index``, ``offset_mapping``, ``labels``."""
     encoded = encode(tokenizer, frame, max_length, stride)
@@ -85,7 +93,9 @@ def features_of(tokenizer, frame: pd.DataFrame, max_length: int, stride: int) ->
         start, end = cls_index, cls_index
         if has_answers:
             texts, starts = frame[ANSWER_TEXTS].iloc[example], frame[ANSWER_STARTS].iloc[example]
-            if len(texts):
+            if not is_labelled(texts):  # a transfer-set question: the teacher's logits are its only target
+                start, end = IGNORE_INDEX, IGNORE_INDEX
+            elif len(texts):
                 start, end = answer_positions(offsets, cls_index, int(starts[0]), int(starts[0]) + len(texts[0]))
         columns["labels"].append([start, end, feature])
     columns["length"] = [len(ids) for ids in encoded["input_ids"]]
@@ -109,7 +119,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, stride: int,
     examples = columns["example_index"]
     columns[CONTEXT] = [str(frame[CONTEXT].iloc[i]) for i in examples]
     golds = frame[ANSWER_TEXTS] if ANSWER_TEXTS in frame.columns else pd.Series([[]] * len(frame))
-    columns["gold_answers"] = [[str(t) for t in golds.iloc[i]] for i in examples]
+    columns["gold_answers"] = [[str(t) for t in golds.iloc[i]] if is_labelled(golds.iloc[i]) else [] for i in examples]
     return datasets.Dataset.from_dict(columns)
 
 

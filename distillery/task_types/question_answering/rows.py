@@ -12,7 +12,8 @@ A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``
 rejected, with the reason, for an empty question or context, no answer, or an answer that is not at
 its ``answer_start`` in the context. Splits the source lacks are carved from its training rows by
 article (``title``), with ``data.split_fractions``, so no article is in two splits; ``data.max_samples``
-then caps the questions of each split (a seeded sample).
+then caps the questions of each split (a seeded sample). With ``distill.transfer_set.source: remainder``
+the training questions beyond the cap, without their answers, are the transfer set.
 """
 from __future__ import annotations
 
@@ -206,10 +207,14 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         remaining -= cfg.split_fractions.get(split, 0)
         splits[split], pool = split_by_article(pool, fraction, params.seed, split)
     splits["train"] = pool
+    left_over = pool.iloc[:0]
     for split in SPLITS:
         cap = cfg.max_samples.get(split)
         if cap is not None and cap < len(splits[split]):
-            splits[split] = splits[split].sample(n=cap, random_state=params.seed)
+            taken = splits[split].sample(n=cap, random_state=params.seed)
+            if split == "train":
+                left_over = splits[split].drop(index=taken.index)
+            splits[split] = taken
         if len(splits[split]) == 0:
             raise DataError(f"data: split {split!r} is empty after cleaning and splitting; add rows")
     shared = set(splits["train"][TITLE]) & (set(splits["validation"][TITLE]) | set(splits["test"][TITLE]))
@@ -222,9 +227,22 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         "articles": {s: int(splits[s][TITLE].nunique()) for s in SPLITS},
         "articles_in_train_and_another_split": sorted(shared),
         "answers_per_question": {s: round(float(splits[s][ANSWER_TEXTS].map(len).mean()), 3) for s in SPLITS},
-        "transfer_rows": 0,
     }
-    return {s: splits[s].reset_index(drop=True) for s in SPLITS}, rejected, report
+    transfer = transfer_rows(params, left_over)
+    report["transfer_rows"] = int(len(transfer))
+    return {**{s: splits[s].reset_index(drop=True) for s in SPLITS}, "transfer": transfer}, rejected, report
+
+
+def transfer_rows(params: Params, left_over: pd.DataFrame) -> pd.DataFrame:
+    """The transfer set: with ``distill.transfer_set.source: remainder``, the training articles' questions
+    beyond ``data.max_samples.train`` (at most ``max_rows``, a seeded sample), WITHOUT their answers: the
+    distilled student learns them from the teacher's logits alone, the baseline never sees them."""
+    cfg = params.distill.transfer_set
+    if cfg.source != "remainder" or cfg.max_rows == 0:
+        left_over = left_over.iloc[:0]
+    elif len(left_over) > cfg.max_rows:
+        left_over = left_over.sample(n=cfg.max_rows, random_state=params.seed)
+    return left_over[[ID, TITLE, CONTEXT, QUESTION]].reset_index(drop=True)
 
 
 def key_columns(cfg) -> list[str]:
