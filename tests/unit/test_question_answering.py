@@ -367,3 +367,23 @@ def test_the_cache_key_holds_the_stride_and_is_unchanged_without_settings(tmp_pa
     key = lambda settings: fingerprint(tmp_path / "teacher", tmp_path / "prepared", 32, settings)["tokenizer"]  # noqa
     assert key(None) == key({})  # text classification has no settings: its cache key is as before
     assert len({key(None), key({"doc_stride": 8}), key({"doc_stride": 4})}) == 3
+
+
+def test_windows_run_sorted_by_length_come_back_in_window_order(tiny_bert, tokenizer):
+    from distillery.task_types.load import task_type
+    from distillery.task_types.question_answering.onnx import window_logits
+
+    torch.manual_seed(0)
+    model = task_type("question_answering").load_model(str(tiny_bert), "t")
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    frame = pd.DataFrame({"question": ["why?", "who is it?", "when?"],
+                          "context": [" ".join(words * 3), " ".join(words[:2]), " ".join(words[:6])]})
+    columns = features.features_of(tokenizer, frame, 24, 8)
+    lengths = [len(ids) for ids in columns["input_ids"]]
+    assert lengths != sorted(lengths)  # the run order differs from the window order
+    in_order = window_logits(model, tokenizer, {}, columns, 2)["pytorch"]
+    by_length = window_logits(model, tokenizer, {}, columns, 2, by_length=True)["pytorch"]
+    assert [len(w[0]) for w in by_length] == lengths
+    for (start_a, end_a), (start_b, end_b) in zip(in_order, by_length):
+        np.testing.assert_allclose(start_a, start_b, atol=1e-5)
+        np.testing.assert_allclose(end_a, end_b, atol=1e-5)

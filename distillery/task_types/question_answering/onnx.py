@@ -1,6 +1,6 @@
 """Extractive QA, ONNX: the tokenizer's inputs in, ``start_logits`` and ``end_logits`` out; the parity
-check of the fp32 and int8 models against PyTorch on every window of every test question, and the
-int8 gate on the drop in F1."""
+check of the fp32 and int8 models against PyTorch on every window of every test question (in batches of
+windows of similar length), and the int8 gate on the drop in F1."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,15 +45,17 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) 
 
 
 def window_logits(model, tokenizer, sessions: dict, columns: dict, batch_size: int,
-                  pytorch: bool = True) -> dict[str, list]:
+                  pytorch: bool = True, by_length: bool = False) -> dict[str, list]:
     """Per runtime (``pytorch``, unless told not, and each ONNX session), ``(start, end)`` logits of every
-    window, in batches of ``batch_size`` windows in order, padded to their longest window."""
+    window in window order, run in batches of ``batch_size`` windows padded to their longest window: windows
+    in order (as the served model batches a request), or, ``by_length``, sorted by length (less padding)."""
     keys = [k for k in TOKEN_FIELDS if k in columns]
     outputs: dict[str, list] = {**({"pytorch": []} if pytorch else {}), **{name: [] for name in sessions}}
     model.eval()
     count = len(columns["labels"])
+    order = np.argsort([len(ids) for ids in columns["input_ids"]], kind="stable") if by_length else np.arange(count)
     for start in range(0, count, batch_size):
-        rows = range(start, min(count, start + batch_size))
+        rows = order[start:start + batch_size]
         batch = dict(tokenizer.pad([{k: columns[k][i] for k in keys} for i in rows], padding=True, return_tensors="np"))
         results = {}
         if pytorch:
@@ -64,7 +66,8 @@ def window_logits(model, tokenizer, sessions: dict, columns: dict, batch_size: i
         lengths = batch["attention_mask"].sum(axis=1)
         for name, (starts, ends) in results.items():
             outputs[name] += [(starts[r, :n], ends[r, :n]) for r, n in enumerate(lengths)]
-    return outputs
+    back = np.argsort(order, kind="stable")  # position of each window in the run order
+    return {name: [found[k] for k in back] for name, found in outputs.items()}
 
 
 def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFrame, max_length: int, stride: int,
@@ -73,7 +76,7 @@ def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFra
     frame = frame.reset_index(drop=True)
     columns = features_of(tokenizer, frame, max_length, stride)
     logits = window_logits(model, tokenizer, {"fp32": session(fp32_path), "int8": session(int8_path)}, columns,
-                           cfg.parity_batch_size)
+                           cfg.parity_batch_size, by_length=True)
     contexts, golds = frame[CONTEXT].astype(str).tolist(), [list(g) for g in frame[ANSWER_TEXTS]]
     answers, metrics = {}, {}
     for name, windows in logits.items():
