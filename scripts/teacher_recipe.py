@@ -1,0 +1,81 @@
+"""One teacher recipe, outside the pipeline: ``prepare`` and ``train_teacher`` with params overrides into
+their own directory, then EM/F1 (or the task's metrics) on the validation and test splits.
+
+Run from a project (its params.yaml, e.g. after `python -m distillery profile qa`):
+
+    python scripts/teacher_recipe.py b8_lr2e-4 teacher.train.batch_size=8 teacher.train.learning_rate=2.0e-4
+
+Values are YAML. Everything goes under ``.distillery/teacher_recipes/NAME`` (git-ignored): prepared data, the
+teacher, its curves, ``result.json``; params.yaml, data/ and models/ are not touched. Choose on validation,
+not test.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, ".")
+from distillery.config.loading import _load, safe_load  # noqa: E402
+from distillery.config.params import Params  # noqa: E402
+from distillery.errors import DistilleryError  # noqa: E402
+
+
+def params_with(overrides: list[str]) -> Params:
+    """params.yaml with ``key=value`` overrides (YAML values), checked as params.yaml is."""
+    raw = safe_load(Path("params.yaml").read_text(encoding="utf-8")) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"teacher_recipe: {item!r}: expected key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return _load(Params, raw, "", Path("params.yaml (with the overrides)"))
+
+
+def main(name: str, overrides: list[str]) -> dict:
+    import torch
+
+    from distillery.prepared import load_labels, load_split
+    from distillery.stages.prepare import prepare
+    from distillery.stages.train_teacher import train_teacher
+    from distillery.task_types.load import task_type
+
+    params = params_with(overrides)
+    out = Path(".distillery/teacher_recipes") / name
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"name": name, "overrides": overrides, "threads": torch.get_num_threads()}
+    started = time.perf_counter()
+    prepare(params, out / "prepared")
+    result["prepare_s"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    summary = train_teacher(params, out / "prepared", out / "teacher", out / "curves")
+    result["train_s"] = round(time.perf_counter() - started, 1)
+    result["best_validation"] = summary.get("best_validation")
+    task, labels = task_type(params.task, params), load_labels(out / "prepared")
+    model = task.load_model(str(out / "teacher"), "teacher", labels).eval()
+    featuriser = task.load_featuriser(str(out / "teacher"), "teacher")
+    for split in ("validation", "test"):
+        frame = load_split(split, out / "prepared")
+        started = time.perf_counter()
+        with torch.no_grad():
+            outputs = task.answers(model, featuriser, frame, params.teacher.max_length, params.evaluate.batch_size)
+        result[split] = task.metrics(outputs, frame, labels)
+        result[f"{split}_s"], result[f"{split}_n"] = round(time.perf_counter() - started, 1), len(frame)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    try:
+        print(json.dumps(main(sys.argv[1], sys.argv[2:])))
+    except DistilleryError as exc:
+        raise SystemExit(f"teacher_recipe: {exc}") from None
