@@ -94,7 +94,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     """Run the whole stage; return the data report.
 
     A task type whose rows module has ``prepare_splits(params) -> (splits, rejected, report)`` reads,
-    checks and splits its rows itself (extractive QA splits by article; its splits may hold a ``transfer`` frame); otherwise the rows are read
+    checks and splits its rows itself (extractive QA splits by article; ``splits`` may hold a ``transfer``
+    frame); otherwise the rows are read
     (by the rows module's ``read(data config)`` when it has one, e.g. images) and split here, stratified
     by label, through the rows module's checks; its ``describe(splits)``, if any, adds to the report."""
     rows = task_rows(params.task)

@@ -49,11 +49,6 @@ def kl_per_window(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     return F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(dim=-1)
 
 
-def kl_batchmean(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``KL(softmax(t/T) ‖ softmax(s/T))`` summed over the last axis, averaged over the batch."""
-    return kl_per_window(student, teacher, temperature).mean()
-
-
 def span_distillation_loss(outputs: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
                            temperature: float) -> torch.Tensor:
     """Mean over windows of ``(1 − alpha) · T² · (KL_start + KL_end) / 2 + alpha · span CE`` (labelled) or
