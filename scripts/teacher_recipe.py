@@ -12,31 +12,34 @@ not test.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, ".")
-from distillery.config.loading import _load, safe_load  # noqa: E402
-from distillery.config.params import Params  # noqa: E402
+from distillery.config import Params, load_params  # noqa: E402
 from distillery.errors import DistilleryError  # noqa: E402
 
 
 def params_with(overrides: list[str]) -> Params:
-    """params.yaml with ``key=value`` overrides (YAML values), checked as params.yaml is."""
-    raw = safe_load(Path("params.yaml").read_text(encoding="utf-8")) or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"teacher_recipe: {item!r}: expected key=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return _load(Params, raw, "", Path("params.yaml (with the overrides)"))
+    """params.yaml with ``key=value`` overrides applied as ``dvc exp run -S`` applies them (on a scratch copy),
+    checked as params.yaml is."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    scratch = Path(f".params-recipe.tmp-{os.getpid()}.yaml")
+    scratch.write_text(Path("params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        apply_overrides(scratch, overrides)
+        return load_params(scratch)
+    except InvalidArgumentError as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise SystemExit(f"teacher_recipe: overrides {overrides}: {exc}{cause}".replace("\n", " ")) from None
+    except DistilleryError as exc:
+        raise SystemExit(f"teacher_recipe: {str(exc).replace(str(scratch), 'params.yaml (with the overrides)')}") from None
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def main(name: str, overrides: list[str]) -> dict:
