@@ -57,6 +57,10 @@ def _build(recipe: str, fp32_path: Path, work: Path, model, calibration: Callabl
     spec = parse(recipe)
     source, fused_ops = fp32_path, None
     if spec["fused"]:
+        config = getattr(model, "config", None)
+        if not getattr(config, "num_attention_heads", 0):  # a BiLSTM, a bag of embeddings, an image MLP or CNN
+            raise _Dropped(f"no transformer fusion matched this graph (a "
+                           f"{getattr(config, 'model_type', type(model).__name__)!r} model has no attention)")
         source = work / "fused.onnx"
         if "ops" not in fusions:
             fusions["ops"] = fuse_transformer(fp32_path, source, model)
