@@ -61,16 +61,59 @@ def gemm_peaks(threads: int, size: int = 1024, budget_s: float = 1.5) -> dict:
                       "ONNX Runtime MatMulInteger (uint8 x int8)"}
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def recurrent_flops(module, tokens: int) -> int:
+    """The matrix-product FLOPs of an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` over ``tokens`` time steps (summed
+    over the batch): per step, layer and direction, the gates' input and recurrent products, plus the
+    projection when ``proj_size`` is set."""
+    gates, hidden = _GATES[module.mode], module.hidden_size
+    out = module.proj_size or hidden
+    directions = 2 if module.bidirectional else 1
+    total = 0
+    for layer in range(module.num_layers):
+        inputs = module.input_size if layer == 0 else out * directions
+        per_step = 2 * gates * hidden * (inputs + out) + (2 * hidden * out if module.proj_size else 0)
+        total += directions * per_step * tokens
+    return total
+
+
 def model_flops(model, batch: dict) -> int:
-    """Floating-point operations of one forward pass of ``model`` on ``batch`` (numpy arrays)."""
+    """Floating-point operations of one forward pass of ``model`` on ``batch`` (numpy arrays): what
+    ``torch.utils.flop_counter`` counts, plus :func:`recurrent_flops` for a recurrent layer in which it
+    counted nothing. On CPU torch runs a plain ``nn.LSTM`` as one fused ``aten::lstm``, which has no FLOP
+    formula (a GRU, an RNN or a projected LSTM decompose into counted matrix products), so a BiLSTM
+    student would otherwise count only its head."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    root = type(model).__name__
+    recurrent: dict[str, int] = {}
+
+    def hook(name: str):
+        def count(module, args, output) -> None:
+            x = args[0]
+            if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+                tokens = int(x.data.shape[0])
+            else:
+                tokens = int(x.shape[0] * x.shape[1]) if x.dim() == 3 else int(x.shape[0])
+            recurrent[name] = recurrent.get(name, 0) + recurrent_flops(module, tokens)
+        return count
+
+    hooks = [module.register_forward_hook(hook(f"{root}.{name}" if name else root))
+             for name, module in model.named_modules() if isinstance(module, torch.nn.RNNBase)]
     inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(**inputs)
-    return int(counter.get_total_flops())
+    try:
+        with torch.inference_mode(), counter:
+            model(**inputs)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    counted = counter.get_flop_counts()
+    missed = sum(flops for name, flops in recurrent.items() if not sum(counted.get(name, {}).values()))
+    return int(counter.get_total_flops()) + missed
 
 
 def fraction(flops: int, p50_ms: float, peak_per_s: float) -> dict:

@@ -235,6 +235,35 @@ def test_a_graph_without_a_transformer_has_nothing_to_fuse(tmp_path):
     assert fuse_transformer(tmp_path / "mlp.onnx", tmp_path / "fused.onnx") == {}
 
 
+def test_recurrent_layers_count_their_gate_products_by_hand():
+    """torch's flop counter sees no work in a CPU LSTM (a BiLSTM student came out at its head's 0.0001 GFLOP);
+    a GRU it counts itself, and it must not be counted twice."""
+    import torch
+
+    from distillery.roofline import model_flops
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(16, 8, num_layers=2, bidirectional=True, batch_first=True)
+            self.gru = torch.nn.GRU(16, 4)  # time-major: (steps, batch, features)
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, input_ids):
+            x = torch.ones(*input_ids.shape, 16)  # (3, 5) ids -> (3, 5, 16) features
+            out, _ = self.lstm(x)
+            self.gru(x[:2])  # 2 steps x batch 5
+            return self.head(out[:, -1])
+
+    batch = {"input_ids": np.zeros((3, 5), dtype=np.int64)}
+    # LSTM, per token: 2 layers x 2 directions x 2 FLOPs x 4 gates x 8 units x (16 inputs + 8 recurrent);
+    # layer 2 reads the 2 x 8 outputs, also 16 wide; 15 tokens
+    lstm = 15 * 2 * 2 * (2 * 4 * 8 * (16 + 8))
+    gru = 10 * 2 * 3 * 4 * (16 + 4)  # 10 tokens, 3 gates x 4 units
+    head = 2 * 3 * 16 * 3
+    assert model_flops(Recurrent(), batch) == lstm + gru + head == 92160 + 4800 + 288
+
+
 def test_int8_gate_function():
     assert int8_gate(0.80, 0.795, 1.0) == {"accuracy_drop_points": 0.5, "deployable": True, "reason": None}
     failed = int8_gate(0.80, 0.78, 1.0)
