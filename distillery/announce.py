@@ -2,7 +2,8 @@
 
 Read by the CLI only (``python -m distillery <stage>``, which ``dvc repro`` and the Prefect tasks run), so
 a change here re-runs no stage. Built from params and the prepared data's row counts; never from the task's
-or the student's name: the task type may name its rows (``row_noun``, e.g. "texts"; default "rows").
+or the student's name: ``ROW_NOUNS`` names a task's rows (e.g. "questions"; "rows" for a task not in it).
+It loads no task type, so a stage that needs no model (``prepare``, ``register``) never imports torch for it.
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 from distillery.paths import PREPARED_DIR
+
+# what one prepared row of a task type is called (kept here, not in the task types: no stage depends on it)
+ROW_NOUNS = {"question_answering": "questions", "image_classification": "images"}  # text_classification: rows
 
 
 def _rows(split: str, prepared_dir: Path) -> Optional[int]:
@@ -27,11 +31,8 @@ def _count(n: Optional[int], noun: str) -> str:
 
 
 def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
-    """``<stage>: <what it does>``, e.g. "train_teacher: fine-tuning bundled:minilm-l6 on 8,000 texts, 2 epochs"."""
-    from distillery.task_types.load import task_type
-
-    noun = getattr(task_type(params.task), "row_noun", None)
-    noun = noun if isinstance(noun, str) and noun else "rows"
+    """``<stage>: <what it does>``, e.g. "train_teacher: fine-tuning bundled:minilm-l6 on 8,000 rows (bundled:tweets), 2 epochs"."""
+    noun = ROW_NOUNS.get(params.task, "rows")
     train, test = _rows("train", prepared_dir), _rows("test", prepared_dir)
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark

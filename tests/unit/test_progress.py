@@ -1,5 +1,9 @@
 """What a newcomer sees while waiting: throttled training progress lines, and the stage's announcement."""
+import dataclasses
 import io
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from distillery.training import ProgressLine, progress_callback
@@ -81,6 +85,21 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
     for stage in STAGES:
         line = describe(stage, params, tmp_path)
         assert line.startswith(f"{stage}: ") and "\n" not in line and not line.endswith("running"), line
+    questions = SimpleNamespace(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
+    questions.task = "question_answering"
+    assert describe("evaluate", questions, tmp_path) == ("evaluate: scoring teacher, student and baseline on 56 "
+                                                         "test questions")
+
+
+def test_the_announcement_loads_no_task_type_so_prepare_and_register_never_import_torch(tmp_path):
+    """It used to load the task type for a name no task type set, importing torch (several seconds of a
+    stage's start) in stages that need no model."""
+    code = ("import sys; from distillery.announce import describe; from distillery.config import Params; "
+            "print(describe('register', Params(), sys.argv[1])); "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0 and result.stdout.startswith("register: logging the run"), result.stderr
 
 
 def test_the_flow_ends_with_every_stage_time_and_the_total():
