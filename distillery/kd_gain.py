@@ -6,16 +6,16 @@ and scores both on the test split. It reports mean ± standard deviation and the
 difference (distilled − baseline, per seed) with its 95% t-interval. Nothing is tuned on the test
 split: hyperparameters come from params.yaml, and each model keeps its best *validation* epoch.
 
-Each model is also scored on the validation split, and each run is kept under
-``reports/kd_gain_runs/<variant>.json`` (the variant names the distillation settings), so
-``python -m distillery compare`` can set variants side by side and pick one on validation alone.
+Each model is also scored on the validation split, and each finished run is kept at once under
+``reports/sweep_runs/`` (as the sweep keeps its runs), so an interrupted kd_gain resumes where it stopped.
+Each summary is kept under ``reports/kd_gain_runs/<variant>.json`` (the variant names the distillation
+settings), so ``python -m distillery compare`` can set variants side by side and pick one on validation alone.
 
 This is not part of `dvc repro` (it trains 2 × len(seeds) students); run it when the claim must
 be re-established, e.g. after changing the student or the distillation settings.
 """
 from __future__ import annotations
 
-import copy
 import re
 import tempfile
 from pathlib import Path
@@ -26,8 +26,7 @@ import numpy as np
 from distillery.config import Params
 from distillery.files import read_json, scratch_dir, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
-from distillery.prepared import load_labels, load_split
-from distillery.stages.distill import distill_inputs
+from distillery.prepared import load_split
 from distillery.students.load import student_family
 from distillery.training import fit
 
@@ -96,20 +95,23 @@ def train_and_score(params: Params, inputs, model, dataset, options: Union[dict,
 
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
-    test, validation = load_split("test", prepared_dir), load_split("validation", prepared_dir)
-    labels = load_labels(prepared_dir)
-    per_seed, metrics = [], METRICS
+    """Per seed of ``evaluate.seeds`` the baseline, then the student at ``distill.alpha`` and
+    ``distill.temperature``, as runs of the sweep's grid: each finished run is kept under
+    ``reports/sweep_runs/`` with its fingerprint as soon as it ends, so an interrupted kd_gain (an hour and more on
+    question answering) resumes at the first run it had not finished, and runs the sweep or the work pool already
+    made with the same recipe are reused rather than trained again."""
+    from distillery.sweep import RUNS_DIR as SWEEP_RUNS, _Runs, run_name
+
+    cell = (float(params.distill.alpha), float(params.distill.temperature))
+    runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir)
+    records = []
     for seed in params.evaluate.seeds:
-        inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir, seed=seed)
-        metrics = (inputs.task.primary_metric, inputs.task.secondary_metric)  # accuracy, macro_f1 | f1, exact_match
-        row = {"seed": seed}
-        for name, model, dataset, options in (
-                ("student", inputs.student, inputs.kd_dataset, inputs.kd_options),
-                ("baseline", copy.deepcopy(inputs.student), inputs.baseline_dataset, None)):
-            row[name] = train_and_score(params, inputs, model, dataset, options, seed,
-                                        {"test": test, "validation": validation}, labels, name)
-        per_seed.append(row)
-    return _report(params, per_seed, metrics, test, validation, reports_dir, logits_dir)
+        for one in (None, cell):
+            if runs.kept(seed, one) is not None:
+                print(f"kd_gain: {run_name(seed, one)} kept from an earlier run "
+                      f"({Path(reports_dir) / SWEEP_RUNS / run_name(seed, one)}.json)", flush=True)
+            records.append(runs.run(seed, one))
+    return report_from_runs(params, records, prepared_dir, reports_dir, logits_dir)
 
 
 def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[str, Path] = PREPARED_DIR,

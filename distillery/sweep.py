@@ -77,11 +77,17 @@ class _Runs:
         self.key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
         self.seed, self.inputs, self.initial = None, None, None
 
-    def run(self, seed: int, cell: Union[tuple, None]) -> dict:
+    def kept(self, seed: int, cell: Union[tuple, None]) -> Union[dict, None]:
+        """The kept record of this run when it has the current fingerprint, else None."""
         path = self.runs_dir / f"{run_name(seed, cell)}.json"
         kept = read_json(path) if path.is_file() else None
-        if kept is not None and kept.get("fingerprint") == self.key:
+        return kept if kept is not None and kept.get("fingerprint") == self.key else None
+
+    def run(self, seed: int, cell: Union[tuple, None]) -> dict:
+        kept = self.kept(seed, cell)
+        if kept is not None:
             return kept
+        path = self.runs_dir / f"{run_name(seed, cell)}.json"
         if self.seed != seed:
             self.inputs = distill_inputs(self.params, *self.dirs, seed=seed)
             self.seed, self.initial = seed, copy.deepcopy(self.inputs.student)

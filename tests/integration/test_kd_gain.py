@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_params, write_params
+import distillery.kd_gain as kd_gain_module
+import distillery.sweep as sweep_module
 from distillery.cli import main
+from distillery.config import load_params
 from distillery.kd_gain import paired_summary
 from tiny import make_csv
 
@@ -50,6 +53,43 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     assert "paired gain" in capsys.readouterr().out
     per_seed = result["per_seed"][0]
     assert {"validation_accuracy", "validation_macro_f1"} <= set(per_seed["student"])
+
+    # each run is kept as it ends: a kd_gain stopped during seed 1's student keeps the three runs before it,
+    # and the next kd_gain trains that one run only, to the same figures (training is deterministic per seed)
+    runs_dir = tmp_path / "reports/sweep_runs"
+    assert sorted(p.name for p in runs_dir.glob("*.json")) == [
+        "seed-0_alpha-0.5_T-2.json", "seed-0_baseline.json", "seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json"]
+    for path in runs_dir.glob("*.json"):
+        path.unlink()
+    real, trained = sweep_module.train_and_score, []
+
+    def stopped_at_seed_1_student(*args, **kwargs):
+        if args[5] == 1 and args[4] is not None:  # seed 1, distilled (options given)
+            raise KeyboardInterrupt
+        trained.append((args[5], args[4] is not None))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sweep_module, "train_and_score", stopped_at_seed_1_student)
+    with pytest.raises(KeyboardInterrupt):
+        kd_gain_module.kd_gain(load_params(tmp_path / "params.yaml"))
+    assert sorted(p.name for p in runs_dir.glob("*.json")) == [
+        "seed-0_alpha-0.5_T-2.json", "seed-0_baseline.json", "seed-1_baseline.json"]
+    kept = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
+
+    def counted(*args, **kwargs):
+        trained.append((args[5], args[4] is not None))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sweep_module, "train_and_score", counted)
+    trained.clear()
+    assert main(["kd_gain"]) == 0
+    assert trained == [(1, True)]
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name in kept} == kept
+    assert "seed-0_baseline kept from an earlier run" in capsys.readouterr().out
+    resumed = json.loads((tmp_path / "reports/metrics/kd_gain.json").read_text())
+    for again, before in zip(resumed["per_seed"], result["per_seed"]):
+        for who in ("student", "baseline"):
+            assert again[who]["accuracy"] == pytest.approx(before[who]["accuracy"], abs=1e-9), (again["seed"], who)
+            assert again[who]["macro_f1"] == pytest.approx(before[who]["macro_f1"], abs=1e-9), (again["seed"], who)
+    monkeypatch.setattr(sweep_module, "train_and_score", real)
 
     # a second recipe (augmented transfer set), then both side by side; the pick uses validation only
     params = tiny_params(tiny_bert, Path("tweets.csv"), **{"evaluate.seeds": [0, 1], "distill.augment.copies": 1})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -162,7 +163,9 @@ def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, wor
     ran_by = [[r.name for r in flow_runs if f"flow-run/{r.id}" in log] for log in logs]
     assert all(ran_by) and sorted(sum(ran_by, [])) == sorted(r.name for r in flow_runs), ran_by
 
-    # The same runs in one process give the same figures.
+    # The same runs in one process give the same figures (kd_gain would reuse the kept runs: set them aside).
+    aside = project / "reports/sweep_runs_pooled"
+    (project / "reports/sweep_runs").rename(aside)
     local = subprocess.run([sys.executable, "-m", "distillery", "kd_gain"], cwd=project, env=server,
                            capture_output=True, text=True)
     assert local.returncode == 0, local.stderr[-3000:]
@@ -171,6 +174,8 @@ def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, wor
         for who in ("student", "baseline"):
             assert pooled_seed[who]["accuracy"] == pytest.approx(local_seed[who]["accuracy"], abs=1e-9), who
     print(f"\n[measure] kd_gain, 2 seeds, on the pool's 2 workers: {pool_seconds:.1f}s")
+    shutil.rmtree(project / "reports/sweep_runs")
+    aside.rename(project / "reports/sweep_runs")
 
     # The sweep reuses the two baselines and the (0.5, 2) students kept above; only the T = 4 runs go out.
     swept = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL],
