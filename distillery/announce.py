@@ -3,8 +3,7 @@
 Read by the CLI only (``python -m distillery <stage>``, which ``dvc repro`` and the Prefect tasks run), so
 a change here re-runs no stage. Built from params and the prepared data's row counts; never from the task's
 or the student's name: ``ROW_NOUNS`` names a task's rows (e.g. "questions"; "rows" for a task not in it).
-It loads no task type. (``prepare`` and ``register`` still import torch, through the task-type package's
-``__init__`` that their ``rows`` and ``serving`` parts run first; a lighter ``__init__`` would spare them that.)
+It loads no task type, so ``prepare`` and ``register`` (whose own task-type parts load no torch) import no torch.
 """
 from __future__ import annotations
 

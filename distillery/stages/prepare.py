@@ -19,7 +19,7 @@ from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL
 from distillery.sources import read_source, read_texts
-from distillery.task_types.load import task_rows
+from distillery.task_types.parts import task_rows
 
 
 def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:

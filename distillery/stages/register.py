@@ -30,7 +30,7 @@ from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champio
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
-from distillery.task_types.load import task_part
+from distillery.task_types.parts import task_part
 from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
                                     numeric_leaves, provenance, stage_status)
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, experiment_id, quiet_mlflow,

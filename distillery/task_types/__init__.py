@@ -1,7 +1,7 @@
 """Task types: what differs between tasks, behind one interface (:class:`~distillery.task_types.base.TaskType`).
 
 ``TASK_TYPES`` is the one table from a ``task`` name in params.yaml to its package. A task type is
-a package ``distillery/task_types/<name>/``: its ``__init__`` defines the ``TaskType`` subclass
+a package ``distillery/task_types/<name>/``: its ``task`` module defines the ``TaskType`` subclass
 (featurising, model head, teacher outputs, loss terms, metrics, ONNX names and parity, served
 schema), and its ``rows`` module reads and checks rows for ``prepare`` alone. The stages call
 :func:`~distillery.task_types.load.task_type` and

@@ -1,6 +1,8 @@
 """dvc.yaml runs every stage of the one list, and lists for each stage every distillery module the stage
 imports (statically, or through the task-type and student-family registries) and only real params keys."""
 import ast
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from distillery.task_types import TASK_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 # A stage that imports a registry may load any of its entries at run time, so it depends on all of them.
-DYNAMIC = {"distillery/task_types/load.py": [f"distillery.task_types.{name}" for name in TASK_TYPES],
+DYNAMIC = {"distillery/task_types/load.py": [f"distillery.task_types.{name}.task" for name in TASK_TYPES],
            "distillery/students/load.py": [f"distillery.students.{name}" for name in FAMILIES]}
 PART_CALL = re.compile(r"task_part\([^,]+,\s*[\"'](\w+)[\"']\)|(task_rows)\(")  # a stage's own part of each task type
 
@@ -137,3 +139,30 @@ def test_a_changed_transfer_set_re_labels_but_never_re_trains_the_teacher(dvc_st
     assert files[100]["transfer.parquet"] != files[20]["transfer.parquet"] != files[0]["transfer.parquet"]
     for name in ("train.parquet", "validation.parquet", "labels.json"):
         assert files[100][name] == files[20][name] == files[0][name], name
+
+
+def test_prepare_and_register_load_no_torch(tmp_path):
+    """Their own task-type parts (rows, serving) load without the task type's class: a text task's prepare runs,
+    and register's modules and every task type's serving part import, without torch or transformers. (They used
+    to import torch, 3-5 s a process here, through the task-type package's __init__.)"""
+    code = f"""
+import sys
+sys.path[:0] = [{str(ROOT / 'tests')!r}]
+from pathlib import Path
+from conftest import tiny_params, write_params
+from tiny import make_csv
+from distillery.config import load_params
+from distillery.stages.prepare import prepare
+make_csv(Path('tweets.csv'), n=60)
+report = prepare(load_params(write_params(Path('params.yaml'), tiny_params(Path('models/none'), Path('tweets.csv')))),
+                 'prepared')
+assert report['rows']['train'] > 0, report
+import distillery.stages.register
+from distillery.task_types.parts import task_part
+for name in ('text_classification', 'question_answering', 'image_classification'):
+    task_part(name, 'rows'), task_part(name, 'serving')
+loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)
+assert not loaded, loaded
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

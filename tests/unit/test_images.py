@@ -223,7 +223,7 @@ def test_onnx_export_of_each_image_family_matches_pytorch(tmp_path, family):
     from distillery.onnx_runtime import quantize_int8
     from distillery.prepared import LABEL
     from distillery.students.vision import cnn_config, mlp_config
-    from distillery.task_types.image_classification import TASK_TYPE
+    from distillery.task_types.image_classification.task import TASK_TYPE
 
     sizes = {"mlp": mlp_config(build(ImageMlpConfig, "student.mlp", {"hidden_sizes": [16, 8]}), _spec()),
              "cnn": cnn_config(build(ImageCnnConfig, "student.cnn", {}), _spec(), "student.cnn"),

@@ -92,8 +92,7 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
 
 
 def test_the_announcement_loads_no_task_type(tmp_path):
-    """It used to load the task type (and so torch and transformers) for a name no task type set. prepare and
-    register still import torch through their own task-type parts (distillery/announce.py)."""
+    """It used to load the task type (and so torch and transformers) for a name no task type set."""
     code = ("import sys; from distillery.announce import describe; from distillery.config import Params; "
             "print(describe('register', Params(), sys.argv[1])); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'")

@@ -17,7 +17,7 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL
 from distillery.registry import pyfunc
-from distillery.task_types.image_classification.features import PixelProcessor
+from distillery.task_types.image_classification.processor import PixelProcessor
 
 MODEL_CLASS = "OnnxImageClassifier"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "image_classifier.py"

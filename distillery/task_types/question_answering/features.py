@@ -25,9 +25,9 @@ import torch
 from distillery.errors import CacheError, DataError
 from distillery.losses import IGNORE_INDEX
 from distillery.progress import batches
+from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT,  # noqa: F401
+                                                              ID, QUESTION, TITLE)
 
-QUESTION, CONTEXT, ID, TITLE = "question", "context", "id", "title"
-ANSWER_TEXTS, ANSWER_STARTS = "answer_texts", "answer_starts"
 TEACHER_LOGITS = "teacher_logits"
 PAD_LOGIT = -1e4  # cached teacher logit at padding positions: no probability after a softmax
 NO_OFFSET = (-1, -1)

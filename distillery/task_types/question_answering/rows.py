@@ -28,7 +28,7 @@ import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
-from distillery.task_types.question_answering.features import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
+from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
 
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]

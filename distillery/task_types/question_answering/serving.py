@@ -15,7 +15,7 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.registry import pyfunc
 from distillery.task_types.question_answering import postprocess
-from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, QUESTION
+from distillery.task_types.question_answering.columns import ANSWER_TEXTS, CONTEXT, QUESTION
 from distillery.task_types.question_answering.squad import squad_metrics
 
 MODEL_CLASS = "OnnxQuestionAnswerer"  # the PythonModel in MODEL_CODE
