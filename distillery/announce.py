@@ -3,7 +3,7 @@
 Read by the CLI only (``python -m distillery <stage>``, which ``dvc repro`` and the Prefect tasks run), so
 a change here re-runs no stage. Built from params and the prepared data's row counts; never from the task's
 or the student's name: ``ROW_NOUNS`` names a task's rows (e.g. "questions"; "rows" for a task not in it).
-It loads no task type, so ``prepare`` and ``register`` (whose own task-type parts load no torch) import no torch.
+It loads no task type (and so no torch: ``prepare`` imports none; see ``distillery/task_types/parts.py``).
 """
 from __future__ import annotations
 
