@@ -33,11 +33,11 @@ def read_profile(name: str, profiles_dir: Union[str, Path] = PROFILES_DIR) -> di
         known = ", ".join(available(profiles_dir)) or "none"
         raise ConfigError(f"profile {name!r}: {path} not found; profiles: {known}")
     try:
-        from distillery.config.loading import safe_load
+        from distillery.config.loading import safe_load, yaml_error_line
 
         profile = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(profile, dict) or not profile:
         raise ConfigError(f"{path}: a profile is a mapping of params.yaml keys to values")
     return profile

@@ -16,7 +16,25 @@ from distillery.errors import ConfigError
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but ``1e-3`` is a float, as YAML 1.2 (and DVC's ``-S``) read it, not a string."""
+    """PyYAML's safe loader, but ``1e-3`` is a float, as YAML 1.2 (and DVC's ``-S``) read it, not a string,
+    and a key given twice in one mapping is an error (PyYAML keeps the last silently; DVC refuses the file)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first + 1}); keep one",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.add_implicit_resolver(
@@ -36,7 +54,17 @@ def _read_yaml(path: Path) -> Any:
     try:
         return safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where, what, and the context it was in (its message quotes the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 def _build_tree(cls: type, raw: Any, key: str) -> Any:

@@ -79,8 +79,22 @@ def test_unknown_key_is_named(tmp_path):
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as bad:
         _load(tmp_path, "distill: [unclosed\n")
+    assert "\n" not in str(bad.value) and "line 2, column 1" in str(bad.value), str(bad.value)  # one line
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path):
+    """PyYAML keeps the last of two equal keys (a second `data:` block would drop the first one's keys and
+    reset them to defaults without a word); DVC refuses such a file. So does Distillery, naming the key."""
+    text = "seed: 7\ndata:\n  text_column: body\n  label_column: category\ndata:\n  source: data/raw/r.csv\n"
+    with pytest.raises(ConfigError, match=r"line 5, column 1: duplicate key 'data' \(first given on line 2\)"):
+        _load(tmp_path, text)
+    with pytest.raises(ConfigError, match="duplicate key 'seed'"):
+        _load(tmp_path, "seed: 7\nseed: 8\n")
+    with pytest.raises(ConfigError, match="duplicate key 'alpha'"):
+        _load(tmp_path, "distill:\n  alpha: 0.3\n  temperature: 2\n  alpha: 0.5\n")
+    assert _load(tmp_path, "distill:\n  alpha: 0.3\nstudent:\n  layers: [0, 1]\n").distill.alpha == 0.3
 
 
 def test_yaml_tags_that_run_code_are_refused(tmp_path):
