@@ -15,7 +15,9 @@
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
 ``labels``, and the metric.
 ``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
-``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown.
+``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown, and
+optionally ``rows`` (``{"test_rows", "left_out", "checked"}``) and ``candidate`` (the candidate's figures on
+the same rows, when test rows the champion saw were left out: the comparison uses them).
 """
 from __future__ import annotations
 
@@ -97,10 +99,20 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
                      f"champion v{champion['version']} could not be scored on the current test split "
                      f"({champion['error']}); choose one with `distillery promote <version> --reason ...`")
     metric, tolerance = gate["metric"], gate["tolerance"]
-    ours, theirs = candidate[metric], champion[metric]
+    same_rows = champion.get("candidate")  # both scored on the test rows the champion did not see
+    ours, theirs = (same_rows or candidate)[metric], champion[metric]
+    rows = champion.get("rows") or {}
+    if same_rows:
+        where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
+                 f"champion v{champion['version']} did not train or validate on)")
+    elif champion.get("rescored"):
+        where = " (re-scored on the current test split" + (
+            "; the champion's training rows are not recorded, so the overlap is unchecked)"
+            if rows and not rows.get("checked") else ")")
+    else:
+        where = ""
     return check("champion", ours >= theirs - tolerance, round(ours, 4), round(theirs, 4),
-                 f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}"
-                 f"{' (re-scored on the current test split)' if champion.get('rescored') else ''}"
+                 f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}{where}"
                  f", needs >= champion - {tolerance}")
 
 

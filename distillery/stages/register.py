@@ -30,6 +30,7 @@ from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champio
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
+from distillery.registry.seen import SEEN_ARTIFACT_DIR, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
 from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
                                     numeric_leaves, provenance, stage_status)
@@ -86,6 +87,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             children = _nested_runs(client, exp_id, run_id, params, evaluation, status, root)
             _log_reports(root)
             mlflow.log_artifact(str(data_report_path), "data")
+            # the rows this model trained, validated or distilled on: a later gate leaves them out of its comparison
+            seen_frames = [load_split(split, root / PREPARED_DIR) for split in ("train", "validation", "transfer")
+                           if (root / PREPARED_DIR / f"{split}.parquet").is_file()]
+            mlflow.log_artifact(str(write_seen(seen_frames, serving.row_key_columns, Path(tmp))), SEEN_ARTIFACT_DIR)
 
             existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
@@ -98,7 +103,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                     TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
                     LABELS_TAG: json.dumps(labels), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
-                            deployment, artifacts, run_id)
+                            deployment, artifacts, run_id, Path(tmp))
             decision["served_process"] = served_process_memory(
                 serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
             if "peak_memory_mb" in decision["served_process"]:
@@ -127,8 +132,9 @@ def summary(result: dict) -> str:
 
 
 def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
-         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str) -> dict:
-    """Score the candidate through its registered pyfunc, run the checks and tag the version.
+         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str, scratch: Path) -> dict:
+    """Score the candidate through its registered pyfunc, run the checks and tag the version. The champion
+    is compared on the test rows it did not see (``distillery/registry/seen.py``), the candidate too.
 
     Moves no alias: ``apply_decision`` does that, last."""
     import mlflow
@@ -148,11 +154,24 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     already = current is not None and str(current.version) == version
     figures_before = None
     if current is not None and not already:
+        seen = load_seen(current.tags.get(TAG + "run_id"), scratch / "champion-seen")
+        fresh = None if seen is None else fresh_rows(test, serving.row_key_columns(test), seen)
+        rows = {"test_rows": int(len(test)), "checked": seen is not None,
+                "left_out": 0 if fresh is None else int((~fresh).sum())}
         try:
-            figures_before = champion_figures(name, current, test, labels, test_sha, serving.score)
+            if fresh is not None and not fresh.any():
+                raise ValueError(f"all {len(test)} current test rows were in its training, validation or "
+                                 "transfer data")
+            if fresh is not None and not fresh.all():  # both sides on the rows the champion did not see
+                same = test[fresh].reset_index(drop=True)
+                figures_before = champion_figures(name, current, same, labels, "", serving.score)
+                with quiet_mlflow():
+                    figures_before["candidate"] = serving.score(served.predict, same, labels)
+            else:
+                figures_before = champion_figures(name, current, test, labels, test_sha, serving.score)
         except Exception as exc:  # an unscoreable champion fails the check; it never lets a candidate past
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        figures_before["labels"] = version_labels(client, name, current)
+        figures_before.update(labels=version_labels(client, name, current), rows=rows)
     rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
@@ -183,6 +202,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     before = None if current is None else str(current.version)
     return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
             "checks": checks, "candidate": candidate, "champion_before": before,
+            "champion_rows": None if figures_before is None else figures_before.get("rows"),
             "champion_after": version if outcome == "promoted" else before,
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 

@@ -12,8 +12,9 @@ change to them re-runs that stage alone:
 - ``serving`` (``register``): the served model's input and output schema and its artifacts:
   ``MODEL_CODE`` (the pyfunc's code file, which never imports Distillery), ``METRICS`` (the gate's
   figures, the primary first), ``served_artifacts``,
-  ``load_code_model``, ``model_input``, ``signature_example`` and ``score`` (the gate's
-  figures through the served model).
+  ``load_code_model``, ``model_input``, ``signature_example``, ``score`` (the gate's
+  figures through the served model) and ``row_key_columns`` (the columns that identify a row: which rows a
+  registered model saw).
 
 See ``text_classification/rows.py`` and ``text_classification/serving.py``, and
 ``question_answering/`` for a task whose model sees several features (windows) per row.

@@ -194,6 +194,46 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     assert listing["versions"][1]["aliases"] == ["champion"]
 
 
+def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert):
+    """A refresh re-draws the splits, so rows of the champion's training split can land in the new test split.
+    Here 30 of the 40 new test rows are A's training rows, labelled as A answers them, and 10 are new rows
+    labelled as B answers them. On the whole split A leads (75% vs 25%); on the 10 rows A never saw, B does."""
+    from distillery.registry.seen import SEEN_FILE, row_keys
+
+    seen_texts = make_texts(60, seed=7)["text"].tolist()
+    (project / "data/prepared/train.parquet").unlink(missing_ok=True)
+    pd.DataFrame({"text": seen_texts[:40], "label": 0}).to_parquet(project / "data/prepared/train.parquet")
+    pd.DataFrame({"text": seen_texts[40:], "label": 0}).to_parquet(project / "data/prepared/validation.parquet")
+    first = stage.register(_params(project))
+    assert first["decision"] == "promoted"
+    logged = _client(project).download_artifacts(first["mlflow_run_id"], f"data/{SEEN_FILE}", str(project))
+    assert sorted(np.load(logged).tolist()) == sorted(set(row_keys(pd.DataFrame({"text": seen_texts}), ["text"]).tolist()))
+
+    _export(project, tiny_bert, shift=1)  # model B, trained on new splits (its own rows do not matter here)
+    fresh = make_texts(10, seed=8)["text"].tolist()
+    test = pd.DataFrame({"text": seen_texts[:30] + fresh, "label": np.concatenate([
+        direct_logits(project, seen_texts[:30], onnx="shift0.onnx").argmax(-1),
+        direct_logits(project, fresh, onnx="shift1.onnx").argmax(-1)])})
+    test.to_parquet(project / "data/prepared/test.parquet")
+    result = stage.register(_params(project, min_retention=0.0))
+    check = next(c for c in result["checks"] if c["name"] == "champion")
+    assert result["decision"] == "promoted", result["checks"]
+    assert (check["value"], check["threshold"]) == (1.0, 0.0) and result["candidate"]["accuracy"] == 0.25
+    assert "both on the 10 of 40 current test rows champion v1 did not train or validate on" in check["detail"]
+    assert result["champion_rows"] == {"test_rows": 40, "left_out": 30, "checked": True}
+    assert _aliases(project) == {"champion": "2"}
+
+    # A test split made only of rows the champion (now B, which saw these train/validation rows) trained on:
+    # nothing is left to compare on, so the champion stays.
+    pd.DataFrame({"text": seen_texts[:40], "label": 0}).to_parquet(project / "data/prepared/test.parquet")
+    _export(project, tiny_bert, shift=2)
+    refused = stage.register(_params(project, min_retention=0.0))
+    assert [c["name"] for c in refused["checks"] if not c["passed"]] == ["champion"]
+    assert "all 40 current test rows were in its training, validation or transfer data" in \
+        next(c for c in refused["checks"] if c["name"] == "champion")["detail"]
+    assert _aliases(project)["champion"] == "2"
+
+
 def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels_tag(project):
     first = stage.register(_params(project))
     assert first["decision"] == "promoted"

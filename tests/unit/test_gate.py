@@ -99,6 +99,19 @@ def test_champion_comparison_uses_the_configured_metric_and_tolerance():
     assert "re-scored on the current test split" in rescored["detail"] and "vs champion v3 0.7900" in rescored["detail"]
 
 
+def test_with_rows_left_out_both_sides_are_compared_on_the_same_remaining_rows():
+    """The champion scored 0.79 on the current test rows it never saw; on those same rows the candidate scored
+    0.75 (its 0.80 is over the whole split, rows the champion trained on included): the candidate must lose."""
+    rows = {"test_rows": 40, "left_out": 30, "checked": True}
+    champion = {**CHAMPION, "rescored": True, "rows": rows, "candidate": {"accuracy": 0.75, "macro_f1": 0.7}}
+    check = _check(decide(CANDIDATE, champion, GATE), "champion")
+    assert not check["passed"] and (check["value"], check["threshold"]) == (0.75, 0.79)
+    assert "both on the 10 of 40 current test rows champion v3 did not train or validate on" in check["detail"]
+    unchecked = _check(decide(CANDIDATE, {**CHAMPION, "rescored": True, "rows": {**rows, "left_out": 0,
+                                                                                 "checked": False}}, GATE), "champion")
+    assert unchecked["passed"] and unchecked["value"] == 0.8 and "overlap is unchecked" in unchecked["detail"]
+
+
 def test_no_champion_or_this_version_is_the_champion_pass_the_champion_and_labels_checks():
     for decision, detail in ((decide(CANDIDATE, None, GATE), "no champion yet"),
                              (decide(CANDIDATE, None, GATE, is_champion=True), "this version is the champion")):

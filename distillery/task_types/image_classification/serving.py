@@ -17,6 +17,7 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL
 from distillery.registry import pyfunc
+from distillery.task_types.image_classification.images import PIXELS
 from distillery.task_types.image_classification.processor import PixelProcessor
 
 MODEL_CLASS = "OnnxImageClassifier"  # the PythonModel in MODEL_CODE
@@ -45,6 +46,11 @@ def _nested(frame: pd.DataFrame) -> list:
 
     arrays = to_arrays(frame)
     return [(a[0] if a.shape[0] == 1 else a).tolist() for a in arrays]
+
+
+def row_key_columns(frame: pd.DataFrame) -> list[str]:
+    """The prepared column that identifies an image: its pixels (which rows a registered model saw)."""
+    return [PIXELS]
 
 
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:

@@ -54,6 +54,11 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
             "postprocess": str(Path(postprocess.__file__).resolve())}
 
 
+def row_key_columns(frame: pd.DataFrame) -> list[str]:
+    """The prepared columns that identify a row's input: which rows a registered model saw."""
+    return list(INPUTS)
+
+
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[INPUTS]
 

@@ -52,6 +52,11 @@ def input_columns(frame: pd.DataFrame) -> list[str]:
     return [TEXT, PAIR] if PAIR in frame.columns else [TEXT]
 
 
+def row_key_columns(frame: pd.DataFrame) -> list[str]:
+    """The prepared columns that identify a row's input: which rows a registered model saw."""
+    return input_columns(frame)
+
+
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[input_columns(frame)]
 
