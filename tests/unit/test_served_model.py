@@ -66,6 +66,19 @@ def test_more_rows_than_max_rows_are_refused_with_the_cap(served):
     _refused(lambda: model.predict(None, pd.DataFrame({"text": ["a"] * 4})), "at most 3 rows")
 
 
+def test_the_wrong_number_of_texts_for_the_model_is_refused_naming_the_column(served):
+    pair_model = _model(served, max_rows=10)
+    pair_model.pair_task = True
+    # a text_pair column that is there but null: name the row, not "give 'text' and 'text_pair' columns"
+    _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a", "b"], "text_pair": [None, None]})),
+             "'text_pair' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a"]})), "this model classifies text pairs")
+    # a single-text model given pairs would read both texts as its input and answer for something else
+    _refused(lambda: _model(served, max_rows=10).predict(None, pd.DataFrame({"text": ["a"], "text_pair": ["b"]})),
+             "this model classifies single texts, but 'text_pair' values were given")
+    _refused(lambda: _model(served, max_rows=10).predict(None, [["a", "b"]]), "classifies single texts")
+
+
 def test_no_rows_in_no_rows_out(served):
     answer = _model(served, max_rows=3).predict(None, [])
     assert len(answer) == 0
