@@ -37,9 +37,11 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark
     cells = len(bench.batch_sizes) * len(bench.sequence_lengths)
+    files = getattr(params.data, "files", None) or {}
+    source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
-        "prepare": f"reading {params.data.source} into train, validation and test splits",
-        "train_teacher": f"fine-tuning {params.teacher.model} on {_count(train, noun)} ({params.data.source}), "
+        "prepare": f"reading {source} into train, validation and test splits",
+        "train_teacher": f"fine-tuning {params.teacher.model} on {_count(train, noun)} ({source}), "
                          f"{params.teacher.train.epochs:g} epochs",
         "teacher_logits": f"running the teacher on {_count(train, 'training ' + noun)}"
                           + (f" and {transfer:,} transfer {noun}" if transfer else "") + "; distill reads its outputs",

@@ -85,6 +85,10 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
     for stage in STAGES:
         line = describe(stage, params, tmp_path)
         assert line.startswith(f"{stage}: ") and "\n" not in line and not line.endswith("running"), line
+    split_files = dataclasses.replace(params, data=dataclasses.replace(
+        params.data, files={"train": "data/raw/a.csv", "test": "data/raw/b.csv"}))
+    assert describe("prepare", split_files, tmp_path) == ("prepare: reading train data/raw/a.csv, test data/raw/b.csv "
+                                                          "into train, validation and test splits")  # not data.source
     questions = SimpleNamespace(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
     questions.task = "question_answering"
     assert describe("evaluate", questions, tmp_path) == ("evaluate: scoring teacher, student and baseline on 56 "
