@@ -136,7 +136,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
         raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
-                        f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+                        f"({len(rejected)} bad row(s) in all, rows counted from 1 after any header line; "
+                        f"data.on_bad_rows is fail)")
     check_rejected_share(rejected, sum(len(f) for f in frames.values()), getattr(cfg, "max_rejected_fraction", 1.0),
                          description)
     # Drop duplicate texts; an evaluation split keeps its copy so no test text is trained on.

@@ -62,7 +62,8 @@ def test_bad_rows_under_fail(workdir, capsys, tiny_bert):
     frame.loc[12, "sentiment"] = "sarcastic"
     frame.to_csv(workdir / "tweets.csv", index=False)
     _set(workdir, tiny_bert, **{"data.on_bad_rows": "fail", "data.labels": ["negative", "neutral", "positive"]})
-    _fails(capsys, "prepare", "tweets.csv [all] row 10: empty text", "2 bad row(s)")
+    _fails(capsys, "prepare", "tweets.csv [all] row 10: empty text", "2 bad row(s)",
+           "rows counted from 1 after any header line")  # row 10 is line 11 of the file
 
 
 def test_teacher_path_missing(workdir, capsys, tiny_bert):
