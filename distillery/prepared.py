@@ -11,10 +11,32 @@ from typing import Union
 import pandas as pd
 
 from distillery.errors import DataError
-from distillery.files import read_json
+from distillery.files import read_json, sha256_files
 from distillery.paths import PREPARED_DIR
 
 TEXT, PAIR, LABEL = "text", "text_pair", "label"
+TRAINED_ON = "prepared_data"  # training.json's record of the labelled splits a model was trained and selected on
+TRAINING_SPLITS = ("train", "validation")
+
+
+def trained_on(prepared_dir: Union[str, Path] = PREPARED_DIR) -> dict[str, str]:
+    """The SHA-256 of each labelled split a model trains and is selected on, for its ``training.json``."""
+    return {split: sha256_files([Path(prepared_dir) / f"{split}.parquet"]) for split in TRAINING_SPLITS}
+
+
+def check_trained_on(training: dict, model_dir: Union[str, Path], prepared_dir: Union[str, Path], stage: str) -> None:
+    """Refuse a model trained on other prepared splits than the current ones (the data was refreshed and the
+    stage that trains it not run again): it would be scored on, or label, rows it was trained on. A model
+    whose ``training.json`` predates the record passes."""
+    recorded = training.get(TRAINED_ON)
+    if not recorded:
+        return
+    current = trained_on(prepared_dir)
+    changed = [f"{Path(prepared_dir) / split}.parquet" for split in TRAINING_SPLITS
+               if recorded.get(split) != current[split]]
+    if changed:
+        raise DataError(f"{model_dir}: trained on other prepared data ({', '.join(changed)} changed since); run "
+                        f"`python -m distillery {stage}` (or `dvc repro`) first")
 
 
 def load_labels(prepared_dir: Union[str, Path] = PREPARED_DIR) -> list[str]:

@@ -24,7 +24,7 @@ from distillery.hf import check_max_length, count_parameters
 from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
-from distillery.prepared import LABEL, load_labels, load_split
+from distillery.prepared import LABEL, TRAINED_ON, load_labels, load_split, trained_on
 from distillery.reports import write_curves
 from distillery.students.load import student_family
 from distillery.task_types.load import task_type
@@ -117,6 +117,7 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
 def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
             logits_dir: Union[str, Path] = LOGITS_DIR, student_dir: Union[str, Path] = STUDENT_DIR,
             baseline_dir: Union[str, Path] = BASELINE_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
+    data = trained_on(prepared_dir)  # before reading: the splits the students are trained and selected on
     inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir)
     student = inputs.student
     baseline = copy.deepcopy(student)  # identical initialisation
@@ -133,7 +134,8 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
             summaries[name].update(parameters=parameters, family=params.student.source, max_length=params.student.max_length,
                                    labelled_rows=inputs.labelled_rows,
                                    transfer_rows=inputs.transfer_rows if name == "student" else 0,
-                                   augmented_rows=inputs.augmented_rows if name == "student" else 0)
+                                   augmented_rows=inputs.augmented_rows if name == "student" else 0,
+                                   **{TRAINED_ON: data})
             write_json(scratch / "training.json", summaries[name])
     for name, summary in summaries.items():
         write_curves(name, summary.pop("log_history"), Path(reports_dir) / "curves")

@@ -11,7 +11,7 @@ from distillery.errors import ModelError
 from distillery.files import read_json, write_json, write_text
 from distillery.logit_cache import teacher_weights_hash
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
-from distillery.prepared import load_labels, load_split
+from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.progress import reporting
 from distillery.reports import MODELS, results_table
 from distillery.task_types.load import task_type
@@ -25,11 +25,15 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
     reports_dir = Path(reports_dir)
     results: dict = {"test_rows": int(len(test)), "labels": labels}
     per_class, plots = {}, {}
-    for name in MODELS:
+    trainings = {}
+    for name in MODELS:  # every model checked before any is scored
         model_dir = Path(models_dir) / name
         if not (model_dir / "training.json").is_file():
             raise ModelError(f"{model_dir}: trained model not found; run the stage that makes it first")
-        training = read_json(model_dir / "training.json")
+        trainings[name] = read_json(model_dir / "training.json")
+        check_trained_on(trainings[name], model_dir, prepared_dir, "train_teacher" if name == "teacher" else "distill")
+    for name in MODELS:
+        model_dir, training = Path(models_dir) / name, trainings[name]
         model = task.load_model(str(model_dir), str(model_dir))
         tokenizer = task.load_featuriser(str(model_dir), str(model_dir))
         with reporting(f"{name} on {len(test):,} test rows"):

@@ -16,10 +16,10 @@ import pandas as pd
 
 from distillery.augment import augment
 from distillery.config import Params
-from distillery.files import atomic_dir, sha256_files, write_json
+from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
-from distillery.prepared import PAIR, TEXT, load_split
+from distillery.prepared import PAIR, TEXT, check_trained_on, load_split
 from distillery.progress import reporting
 from distillery.task_types.load import task_type
 
@@ -37,6 +37,8 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                    prepared_dir: Union[str, Path] = PREPARED_DIR, out_dir: Union[str, Path] = LOGITS_DIR) -> dict:
     teacher_dir, prepared_dir = Path(teacher_dir), Path(prepared_dir)
     task = task_type(params.task, params)
+    if (teacher_dir / "training.json").is_file():
+        check_trained_on(read_json(teacher_dir / "training.json"), teacher_dir, prepared_dir, "train_teacher")
     model = task.load_model(str(teacher_dir), "models/teacher")
     tokenizer = task.load_featuriser(str(teacher_dir), "models/teacher")
     max_length = params.teacher.max_length

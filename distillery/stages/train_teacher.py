@@ -9,7 +9,7 @@ from distillery.config import Params
 from distillery.files import atomic_dir, write_json
 from distillery.hf import check_max_length, count_parameters
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
-from distillery.prepared import load_labels, load_split
+from distillery.prepared import TRAINED_ON, load_labels, load_split, trained_on
 from distillery.reports import write_curves
 from distillery.task_types.load import task_type
 from distillery.training import fit
@@ -24,11 +24,13 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
     torch.manual_seed(params.seed)
     model, tokenizer = task.new_teacher(params, labels, Path(prepared_dir))
     check_max_length(model, cfg.max_length, "teacher.max_length")
+    data = trained_on(prepared_dir)  # before reading: the splits this teacher is trained and selected on
     train = task.featurise(load_split("train", prepared_dir), tokenizer, cfg.max_length)
     validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:
         summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch)
-        summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length)
+        summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length,
+                       **{TRAINED_ON: data})
         write_json(scratch / "training.json", summary)
     write_curves("teacher", summary["log_history"], curves_dir)
     return summary

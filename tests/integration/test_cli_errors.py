@@ -86,6 +86,11 @@ def test_unknown_layer_and_stale_cache(workdir, capsys, tiny_bert):
     train.head(10).to_parquet(workdir / "data/prepared/train.parquet", index=False)
     _fails(capsys, "distill", "data/teacher_logits is stale", "train.parquet changed", "dvc repro teacher_logits")
     assert not (workdir / "models" / "student").exists()
+    # nor may the teacher, trained on the old split, label the new one (stages run by hand, not by dvc repro)
+    manifest = (workdir / "data/teacher_logits/manifest.json").read_bytes()
+    _fails(capsys, "teacher_logits", "models/teacher: trained on other prepared data",
+           "data/prepared/train.parquet changed since", "run `python -m distillery train_teacher`")
+    assert (workdir / "data/teacher_logits/manifest.json").read_bytes() == manifest  # the old cache is kept
 
 
 def test_max_length_beyond_the_model_positions_fails_before_training(workdir, capsys, tiny_bert):
