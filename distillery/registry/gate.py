@@ -104,7 +104,7 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     rows = champion.get("rows") or {}
     if same_rows:
         where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
-                 f"champion v{champion['version']} did not train or validate on)")
+                 f"champion v{champion['version']} did not train, validate or distill on)")
     elif champion.get("rescored"):
         where = " (re-scored on the current test split" + (
             "; the champion's training rows are not recorded, so the overlap is unchecked)"

@@ -1,13 +1,14 @@
-"""Which rows a registered model saw: the gate compares a champion and a candidate only on test rows that
-neither trained or validated on.
+"""Which rows a registered model saw: the gate compares a champion with a candidate only on the current test
+rows the champion did not train, validate or distill on, and scores both models on those rows.
 
 A data refresh re-draws the splits (``prepare`` splits stratified and seeded over all the rows it has), so
 rows of the champion's training split can land in the current test split; scored on them, the champion
-looks better than it is. Each registration therefore logs a key per train and validation row of its model
-(``data/seen_rows.npy`` in its MLflow run: 8-byte BLAKE2b digests of the row's input columns, as the task
-type's serving part names them), and the gate drops the current test rows in the champion's set from both
-sides of the comparison. A champion registered before this was recorded has no set: the gate says the
-overlap was not checked.
+looks better than it is. Each new model version therefore logs a key per train, validation and transfer row
+(``data/seen_rows.npy`` in the MLflow run that registered it, named by the version's
+``distillery.seen_rows_run_id`` tag: 8-byte BLAKE2b digests of the row's input columns, as the task type's
+serving part names them), and the gate leaves the current test rows in the champion's set out of the
+comparison. A champion registered before this was recorded has no set: the gate says the overlap was not
+checked. A set that cannot be read now (an unreachable artifact store) fails the champion check.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 SEEN_ARTIFACT_DIR, SEEN_FILE = "data", "seen_rows.npy"
+SEEN_TAG = "distillery.seen_rows_run_id"  # on a model version: the run that logged the rows its model saw
 
 
 def row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -49,15 +51,17 @@ def fresh_rows(test: pd.DataFrame, columns: Sequence[str], seen: np.ndarray) -> 
 
 
 def load_seen(run_id: Optional[str], directory: Path) -> Optional[np.ndarray]:
-    """The keys the run logged, or None (no run, no such artifact: a version registered before they were
-    logged, or an artifact store that cannot be read now)."""
+    """The keys ``run_id`` logged; None when there is no run id or the run logged none (a version registered
+    before they were logged). Any other failure (the store cannot be read now) raises: an unknown overlap
+    must not pass for "not recorded"."""
     if not run_id:
         return None
     import mlflow
+    from mlflow import MlflowClient
 
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{SEEN_ARTIFACT_DIR}/{SEEN_FILE}",
-                                                   dst_path=str(directory))
-        return np.load(path, allow_pickle=False)
-    except Exception:  # missing artifact (MlflowException, OSError) or unreadable file: unknown, not fatal
+    logged = [Path(info.path).name for info in MlflowClient().list_artifacts(run_id, SEEN_ARTIFACT_DIR)]
+    if SEEN_FILE not in logged:
         return None
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{SEEN_ARTIFACT_DIR}/{SEEN_FILE}",
+                                               dst_path=str(directory))
+    return np.load(path, allow_pickle=False)

@@ -23,14 +23,14 @@ from typing import Optional
 import pandas as pd
 
 from distillery.config import Params
-from distillery.prepared import load_labels, load_split
+from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
-from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
+from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champion, champion_figures, connected,
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
-from distillery.registry.seen import SEEN_ARTIFACT_DIR, fresh_rows, load_seen, write_seen
+from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
 from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
                                     numeric_leaves, provenance, stage_status)
@@ -55,6 +55,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     data_report_path = root / PREPARED_DIR / "data_report.json"
     data_report = read_json(data_report_path, "prepare")
     labels = load_labels(root / PREPARED_DIR)
+    # the rows this registration records as the model's own must be the ones it was trained on
+    student_training = root / STUDENT_DIR / "training.json"
+    if student_training.is_file():
+        check_trained_on(read_json(student_training), root / STUDENT_DIR, root / PREPARED_DIR, "distill")
     test = load_split("test", root / PREPARED_DIR)
     test_sha = sha256_files([root / PREPARED_DIR / "test.parquet"])
     reg = params.register
@@ -96,12 +100,16 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
             if existing:
                 version = str(existing[-1].version)
-                set_tags(client, name, version, {k: v for k, v in origin.items() if existing[-1].tags.get(k) != v})
+                # the rows it saw are recorded once, by the run that registered it (or, for a version from before
+                # they were recorded, by this one: check_trained_on above says they are the model's own)
+                seen = {} if existing[-1].tags.get(SEEN_TAG) else {SEEN_TAG: run_id}
+                set_tags(client, name, version, {k: v for k, v in {**origin, **seen}.items()
+                                                 if existing[-1].tags.get(k) != v})
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
                     TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
-                    LABELS_TAG: json.dumps(labels), **origin}).version)
+                    SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id, Path(tmp))
             decision["served_process"] = served_process_memory(
@@ -154,22 +162,24 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     already = current is not None and str(current.version) == version
     figures_before = None
     if current is not None and not already:
-        seen = load_seen(current.tags.get(TAG + "run_id"), scratch / "champion-seen")
-        fresh = None if seen is None else fresh_rows(test, serving.row_key_columns(test), seen)
-        rows = {"test_rows": int(len(test)), "checked": seen is not None,
-                "left_out": 0 if fresh is None else int((~fresh).sum())}
+        rows = {"test_rows": int(len(test)), "checked": False, "left_out": 0}
         try:
-            if fresh is not None and not fresh.any():
+            seen = load_seen(current.tags.get(SEEN_TAG), scratch / "champion-seen")
+            fresh = None if seen is None else fresh_rows(test, serving.row_key_columns(test), seen)
+            if fresh is not None:
+                rows.update(checked=True, left_out=int((~fresh).sum()))
+            if fresh is not None and len(test) and not fresh.any():
                 raise ValueError(f"all {len(test)} current test rows were in its training, validation or "
                                  "transfer data")
-            if fresh is not None and not fresh.all():  # both sides on the rows the champion did not see
+            if fresh is not None and len(test) and not fresh.all():  # both on the rows the champion did not see
                 same = test[fresh].reset_index(drop=True)
                 figures_before = champion_figures(name, current, same, labels, "", serving.score)
                 with quiet_mlflow():
                     figures_before["candidate"] = serving.score(served.predict, same, labels)
             else:
                 figures_before = champion_figures(name, current, test, labels, test_sha, serving.score)
-        except Exception as exc:  # an unscoreable champion fails the check; it never lets a candidate past
+        except Exception as exc:  # an unscoreable champion (or unreadable rows) fails the check; it never lets a
+            # candidate past
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), rows=rows)
     rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")

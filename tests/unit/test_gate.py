@@ -106,7 +106,7 @@ def test_with_rows_left_out_both_sides_are_compared_on_the_same_remaining_rows()
     champion = {**CHAMPION, "rescored": True, "rows": rows, "candidate": {"accuracy": 0.75, "macro_f1": 0.7}}
     check = _check(decide(CANDIDATE, champion, GATE), "champion")
     assert not check["passed"] and (check["value"], check["threshold"]) == (0.75, 0.79)
-    assert "both on the 10 of 40 current test rows champion v3 did not train or validate on" in check["detail"]
+    assert "both on the 10 of 40 current test rows champion v3 did not train, validate or distill on" in check["detail"]
     unchecked = _check(decide(CANDIDATE, {**CHAMPION, "rescored": True, "rows": {**rows, "left_out": 0,
                                                                                  "checked": False}}, GATE), "champion")
     assert unchecked["passed"] and unchecked["value"] == 0.8 and "overlap is unchecked" in unchecked["detail"]
