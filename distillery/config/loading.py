@@ -27,13 +27,13 @@ class YamlLoader(yaml.SafeLoader):
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line)
+                    if key in seen:  # also two equal keys on one line: {layers: [0], layers: [1]}
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1}); keep one",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
-                if first != key_node.start_mark.line:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given on line {first + 1}); keep one",
-                        key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
 

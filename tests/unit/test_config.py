@@ -94,6 +94,8 @@ def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path):
         _load(tmp_path, "seed: 7\nseed: 8\n")
     with pytest.raises(ConfigError, match="duplicate key 'alpha'"):
         _load(tmp_path, "distill:\n  alpha: 0.3\n  temperature: 2\n  alpha: 0.5\n")
+    with pytest.raises(ConfigError, match="line 1, column 24: duplicate key 'layers'"):
+        _load(tmp_path, "student: {layers: [0], layers: [1]}\n")  # on one line
     assert _load(tmp_path, "distill:\n  alpha: 0.3\nstudent:\n  layers: [0, 1]\n").distill.alpha == 0.3
 
 
