@@ -138,8 +138,12 @@ class OnnxTextClassifier(PythonModel):
         if not texts:  # no rows in, no rows out
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.pair_task and pairs is None:
-            if isinstance(model_input, pd.DataFrame) and PAIR in model_input.columns:
-                _strings(model_input[PAIR].tolist(), PAIR)  # the column is there, all null: name the first row
+            given = model_input
+            if isinstance(given, dict) or (isinstance(given, (list, tuple)) and given and
+                                           all(isinstance(row, dict) for row in given)):
+                given = pd.DataFrame(given)
+            if isinstance(given, pd.DataFrame) and PAIR in given.columns:
+                _strings(given[PAIR].tolist(), PAIR)  # the column is there, all null: name the first row
             _refuse(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
         if not self.pair_task and pairs is not None:
             _refuse(f"this model classifies single texts, but {PAIR!r} values were given: send {TEXT!r} alone "

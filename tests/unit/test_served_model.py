@@ -72,6 +72,8 @@ def test_the_wrong_number_of_texts_for_the_model_is_refused_naming_the_column(se
     # a text_pair column that is there but null: name the row, not "give 'text' and 'text_pair' columns"
     _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a", "b"], "text_pair": [None, None]})),
              "'text_pair' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, [{"text": "a", "text_pair": None}]), "'text_pair' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, {"text": ["a"], "text_pair": [None]}), "'text_pair' of row 0 is null")
     _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a"]})), "this model classifies text pairs")
     # a single-text model given pairs would read both texts as its input and answer for something else
     _refused(lambda: _model(served, max_rows=10).predict(None, pd.DataFrame({"text": ["a"], "text_pair": ["b"]})),
