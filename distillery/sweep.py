@@ -10,8 +10,9 @@ The selected setting is the cell with the best mean ``sweep.metric`` on the **va
 (ties: the first in grid order, α then T); its test figures are reported, never used to choose.
 
 Each finished run is kept in ``reports/sweep_runs/`` with a fingerprint of everything else it
-depended on (the recipe, the training hyperparameters, the prepared data and the cached teacher
-logits), so an interrupted sweep resumes where it stopped and a changed recipe starts afresh.
+depended on (the recipe, the training hyperparameters, the prepared data, the cached teacher
+logits and the package's code), so an interrupted sweep resumes where it stopped and a changed
+recipe or code starts afresh.
 Outputs: ``reports/metrics/sweep.json``, ``reports/sweep.md``, ``reports/sweep.csv`` and
 ``reports/plots/sweep_heatmap.png``. Not part of ``dvc repro``: it trains
 ``len(seeds) × (1 + len(alpha) × len(temperature))`` students.
@@ -39,14 +40,24 @@ from distillery.task_types import VALIDATION_METRICS
 RUNS_DIR = "sweep_runs"
 
 
+def code_fingerprint(package: Union[Path, None] = None) -> str:
+    """One hash over every module of the ``distillery`` package (relative paths and contents): a kept run
+    trained by other code (a fixed loss, a changed Trainer setting) is not reused."""
+    package = Path(package or Path(__file__).resolve().parent)
+    files = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    return sha256_files(files, "\n".join(p.relative_to(package).as_posix() for p in files))
+
+
 def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
-    """What a run depends on besides its seed, α and T; a kept run with another fingerprint is not reused."""
+    """What a run depends on besides its seed, α and T (the recipe, the data, the cached teacher outputs and the
+    code); a kept run with another fingerprint is not reused."""
     recipe = {k: v for k, v in variant(params).items() if k not in ("alpha", "temperature")}
     settings = json.dumps({"recipe": recipe, "train": dataclasses.asdict(params.distill.train),
                            "student_max_length": params.student.max_length,
                            # which training rows keep their labels (a stratified sample seeded by `seed`)
                            "labelled_rows": params.distill.labelled_rows,
-                           "labelled_seed": params.seed if params.distill.labelled_rows is not None else None},
+                           "labelled_seed": params.seed if params.distill.labelled_rows is not None else None,
+                           "code": code_fingerprint()},
                           sort_keys=True, default=str)
     files = sorted(Path(prepared_dir).glob("*.parquet")) + [Path(prepared_dir) / "labels.json",
                                                             Path(logits_dir) / "manifest.json"]

@@ -61,3 +61,31 @@ def test_the_variant_names_every_unlabelled_row_the_student_sees(tmp_path, disti
     raw["distill"]["transfer_set"].update(distill.get("transfer_set", {}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     assert variant(load_params(tmp_path / "params.yaml"))["transfer_set"] == expected
+
+
+def test_a_kept_run_is_not_reused_by_other_code(tmp_path, monkeypatch):
+    """kd_gain and the sweep reuse a kept run only under the same fingerprint, and the fingerprint covers the
+    package's code: a fixed loss must not be answered with runs trained before the fix."""
+    import shutil
+
+    import distillery
+    import distillery.sweep as sweep_module
+    from distillery.config import Params
+
+    package = tmp_path / "distillery"
+    shutil.copytree(Path(distillery.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sweep_module.code_fingerprint(package)
+    assert sweep_module.code_fingerprint(package) == before
+    losses = package / "losses.py"
+    losses.write_text(losses.read_text() + "\n# a fix\n")
+    fixed = sweep_module.code_fingerprint(package)
+    assert fixed != before
+    (package / "stages" / "renamed.py").write_text((package / "stages" / "prepare.py").read_text())
+    (package / "stages" / "prepare.py").unlink()  # same contents under another path: other code
+    assert sweep_module.code_fingerprint(package) not in (before, fixed)
+
+    params, prepared, logits = Params(), tmp_path / "prepared", tmp_path / "logits"
+    key = sweep_module.fingerprint(params, prepared, logits)
+    assert sweep_module.fingerprint(params, prepared, logits) == key
+    monkeypatch.setattr(sweep_module, "code_fingerprint", lambda: "other code")
+    assert sweep_module.fingerprint(params, prepared, logits) != key
