@@ -107,10 +107,11 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     records = []
     for seed in params.evaluate.seeds:
         for one in (None, cell):
-            if runs.kept(seed, one) is not None:
+            kept = runs.kept(seed, one)
+            if kept is not None:
                 print(f"kd_gain: {run_name(seed, one)} kept from an earlier run "
                       f"({Path(reports_dir) / SWEEP_RUNS / run_name(seed, one)}.json)", flush=True)
-            records.append(runs.run(seed, one))
+            records.append(kept or runs.run(seed, one))
     return report_from_runs(params, records, prepared_dir, reports_dir, logits_dir)
 
 

@@ -64,6 +64,13 @@ def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
     return sha256_files([f for f in files if f.is_file()], settings)
 
 
+def _kept(runs_dir: Path, seed: int, cell: Union[tuple, None], key: str) -> Union[dict, None]:
+    """The record kept for ``(seed, cell)`` in ``runs_dir`` when its fingerprint is ``key``, else None."""
+    path = Path(runs_dir) / f"{run_name(seed, cell)}.json"
+    record = read_json(path) if path.is_file() else None
+    return record if record is not None and record.get("fingerprint") == key else None
+
+
 def run_name(seed: int, cell: Union[tuple, None]) -> str:
     return f"seed-{seed}_baseline" if cell is None else f"seed-{seed}_alpha-{cell[0]:g}_T-{cell[1]:g}"
 
@@ -90,9 +97,7 @@ class _Runs:
 
     def kept(self, seed: int, cell: Union[tuple, None]) -> Union[dict, None]:
         """The kept record of this run when it has the current fingerprint, else None."""
-        path = self.runs_dir / f"{run_name(seed, cell)}.json"
-        kept = read_json(path) if path.is_file() else None
-        return kept if kept is not None and kept.get("fingerprint") == self.key else None
+        return _kept(self.runs_dir, seed, cell, self.key)
 
     def run(self, seed: int, cell: Union[tuple, None]) -> dict:
         kept = self.kept(seed, cell)
@@ -121,12 +126,7 @@ def kept_records(params: Params, runs: list[tuple], prepared_dir: Union[str, Pat
                  logits_dir: Union[str, Path] = LOGITS_DIR, reports_dir: Union[str, Path] = REPORTS_DIR) -> list:
     """For each ``(seed, cell)`` of ``runs``, its kept record when it has the current fingerprint, else None."""
     key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
-    out = []
-    for seed, cell in runs:
-        path = Path(reports_dir) / RUNS_DIR / f"{run_name(seed, cell)}.json"
-        record = read_json(path) if path.is_file() else None
-        out.append(record if record is not None and record.get("fingerprint") == key else None)
-    return out
+    return [_kept(Path(reports_dir) / RUNS_DIR, seed, cell, key) for seed, cell in runs]
 
 
 def sweep_run(params: Params, seed: int, cell: Union[tuple, None], prepared_dir: Union[str, Path] = PREPARED_DIR,
