@@ -37,7 +37,7 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark
     cells = len(bench.batch_sizes) * len(bench.sequence_lengths)
-    files = getattr(params.data, "files", None) or {}
+    files = params.data.files or {}
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
         "prepare": f"reading {source} into train, validation and test splits",
