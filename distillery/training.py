@@ -100,7 +100,7 @@ def _trainer_classes():
                 loss = self.task.distillation_loss(student_outputs, teacher_outputs, labels, self.alpha,
                                                    self.temperature, self.loss_kind)
             if hidden:  # the teacher's hidden states are not cached: run it on this batch
-                self.teacher.to(outputs.logits.device).eval()
+                self.teacher.to(next(model.parameters()).device).eval()  # any task's outputs (QA: no .logits)
                 with torch.no_grad():
                     teacher_out = self.teacher(**inputs, output_hidden_states=True)
                 loss = loss + self.hidden_weight * hidden_state_loss(

@@ -37,7 +37,7 @@ def teacher_dir(tiny_bert, tmp_path):
     return tmp_path / "teacher"
 
 
-def _trainer(model, tokenizer, tmp_path, **options):
+def _trainer(model, tokenizer, tmp_path, task=TASK, **options):
     from distillery.task_types.text_classification.features import Collator
     from distillery.training import _trainer_classes, training_arguments
 
@@ -45,7 +45,7 @@ def _trainer(model, tokenizer, tmp_path, **options):
     args = dataclasses.replace(training_arguments(TrainConfig(), str(tmp_path / "ckpt"), 0), eval_strategy="no",
                                save_strategy="no", load_best_model_at_end=False)
     return DistillationTrainer(model=model, args=args, data_collator=Collator(tokenizer), processing_class=tokenizer,
-                               task=TASK, **options)
+                               task=task, **options)
 
 
 def test_trainer_adds_the_weighted_hidden_loss(teacher_dir, tmp_path):
@@ -77,6 +77,38 @@ def test_trainer_adds_the_weighted_hidden_loss(teacher_dir, tmp_path):
     zero = hidden_state_loss(f_out.hidden_states, t_out.hidden_states, [(i, i) for i in range(4)],
                              batch["attention_mask"])
     assert zero.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_the_hidden_loss_on_a_question_answering_student(tiny_bert, tmp_path):
+    """QA models answer with start and end logits (no ``.logits``): the trainer adds the same hidden term."""
+    from distillery.stages.distill import hidden_options
+    from distillery.task_types.question_answering.loss import span_distillation_loss
+
+    qa = task_type("question_answering")
+    torch.manual_seed(0)
+    teacher = qa.load_model(str(tiny_bert), "t")
+    teacher.config.hidden_dropout_prob = teacher.config.attention_probs_dropout_prob = 0.0
+    teacher.save_pretrained(tmp_path / "qa-teacher")
+    tokenizer = load_tokenizer(str(tiny_bert), "t")
+    tokenizer.save_pretrained(tmp_path / "qa-teacher")
+    teacher = qa.load_model(str(tmp_path / "qa-teacher"), "t").eval()
+    student = select_layers(qa, teacher, [0, 3]).train()
+    params = Params(student=StudentConfig(layers=[0, 3]),
+                    distill=DistillConfig(hidden_loss=HiddenLossConfig(weight=0.7)))
+    options = hidden_options(params, qa, student, tmp_path / "qa-teacher")
+    batch = dict(tokenizer(["good day"], ["it was a good day"], padding=True, return_tensors="pt"))
+    length = batch["input_ids"].shape[1]
+    batch |= {"labels": torch.tensor([[5, 6]]), "teacher_logits": torch.randn(1, 2, length)}
+    trainer = _trainer(student, tokenizer, tmp_path, task=qa, alpha=0.5, temperature=2.0, **options)
+    loss = trainer.compute_loss(student, dict(batch))
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "teacher_logits")}
+        s_out, t_out = student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True)
+        span = span_distillation_loss(qa.outputs_of(s_out), batch["teacher_logits"], batch["labels"], 0.5, 2.0)
+        hidden = hidden_state_loss(s_out.hidden_states, t_out.hidden_states, [(0, 0), (1, 3)],
+                                   batch["attention_mask"])
+    assert hidden.item() > 0
+    assert loss.item() == pytest.approx((span + 0.7 * hidden).item(), rel=1e-5)
 
 
 def test_distilled_training_with_the_hidden_loss_runs(teacher_dir, tmp_path):
