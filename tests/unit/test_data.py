@@ -231,3 +231,53 @@ def test_a_streamed_file_that_is_not_utf8_still_names_the_line(tmp_path, monkeyp
         sources.read_file(path)
     assert str(streamed.value) == str(whole.value)  # the same message as when read whole
     assert sources.read_file(path, "replace")["text"].iloc[-1] == "na\ufffdve take"
+
+
+# --- byte-order marks and TSV quotes -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path, monkeypatch, suffix, streamed):
+    from distillery import sources
+
+    frame = make_texts(30)
+    plain, marked = tmp_path / f"plain{suffix}", tmp_path / f"marked{suffix}"
+    if suffix in (".jsonl", ".json"):
+        frame.to_json(plain, orient="records", lines=suffix == ".jsonl")
+    else:
+        frame.to_csv(plain, sep="\t" if suffix == ".tsv" else ",", index=False)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    if streamed and suffix != ".json":  # a JSON array is always read whole
+        monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
+    read = sources.read_file(marked)
+    assert list(read.columns) == ["text", "sentiment", "_row"]
+    pd.testing.assert_frame_equal(read, sources.read_file(plain))
+
+
+def test_a_tsv_text_opening_with_a_quote_is_named_not_joined_to_the_next_lines(tmp_path):
+    from distillery import sources
+
+    lines = ["text\tsentiment", "so great\tpositive", '"we lost" he said\tnegative', "the car\tneutral",
+             'bad day\tnegative', 'he said hi" nice\tpositive', "the road\tneutral"]
+    path = tmp_path / "quotes.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    read = sources.read_file(path)  # a quoted field closed on its own line: one row, as CSV quoting reads it
+    assert read["sentiment"].tolist() == ["positive", "negative", "neutral", "negative", "positive", "neutral"]
+    lines[2] = '"we lost, he said\tnegative'  # the quote closes 3 lines later: 3 rows would become one
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"quotes.tsv: row 2 \(column 'text'\) holds a tab: a quote"):
+        sources.read_file(path)
+
+
+def test_a_bad_row_of_data_files_is_named_by_its_file(tmp_path):
+    frame = make_texts(60)
+    test = make_texts(12, seed=1)
+    test.loc[4, "sentiment"] = "surprise"
+    files = {"train": str(_csv(tmp_path, frame, "train.csv")), "test": str(_csv(tmp_path, test, "extra.csv"))}
+    params = _params("unused", files=files, labels=["negative", "neutral", "positive"], on_bad_rows="fail")
+    with pytest.raises(DataError, match=r"^[^ ]*extra.csv row 5: unknown label 'surprise'"):
+        prepare(params, tmp_path / "failed")
+    report = prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"]), tmp_path / "ok")
+    assert report["source"] == f"data.files {{train: {files['train']}, test: {files['test']}}}"
+    assert pd.read_csv(tmp_path / "ok" / "rejected.csv").to_dict("records") == \
+        [{"source": files["test"], "row": 5, "reason": "unknown label 'surprise'"}]

@@ -246,6 +246,23 @@ def test_the_same_rows_from_json_json_gz_jsonl_and_a_datasets_directory(tmp_path
             .equals(expected[rows.COLUMNS])
 
 
+def test_one_answer_as_plain_values_and_a_byte_order_mark_are_read_and_mixed_forms_are_named(tmp_path):
+    context = "The answer is 42, said the computer."
+    row = {"id": "q1", "title": "t", "context": context, "question": "What is the answer?"}
+    (tmp_path / "plain.jsonl").write_text(json.dumps(row | {"answers": {"text": "42", "answer_start": 14}}))
+    (tmp_path / "lists.jsonl").write_text(json.dumps(row | {"answers": {"text": ["42"], "answer_start": [14]}}))
+    expected = rows.read_file(tmp_path / "lists.jsonl")
+    assert expected["answer_texts"].tolist() == [["42"]] and expected["answer_starts"].tolist() == [[14]]
+    assert rows.read_file(tmp_path / "plain.jsonl")[rows.COLUMNS].equals(expected[rows.COLUMNS])
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(make_squad_document(1, 1, 2, seed=3)).encode())
+    assert len(rows.read_file(tmp_path / "bom.json")) == 2
+    for answers in ({"text": "42", "answer_start": [14]}, {"text": ["42", "the"], "answer_start": [14]},
+                    {"text": ["42"], "answer_start": ["x"]}):
+        (tmp_path / "mixed.jsonl").write_text(json.dumps(row | {"answers": answers}))
+        with pytest.raises(DataError, match=r"mixed.jsonl.*'answers' must be \{text: \[...\], answer_start"):
+            rows.read_file(tmp_path / "mixed.jsonl")
+
+
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     bad = document["data"][0]["paragraphs"][0]["qas"]

@@ -28,6 +28,7 @@ import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
+from distillery.sources import files_description
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
 
@@ -38,9 +39,9 @@ LABELS = ["start", "end"]  # what the model outputs per token; labels.json and t
 def _open_text(path: Path) -> str:
     try:
         if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
+            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is dropped
                 return handle.read()
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -50,7 +51,15 @@ def _open_text(path: Path) -> str:
 def _answers(value, where: str) -> tuple[list, list]:
     """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form."""
     if isinstance(value, dict):
-        return list(value.get("text", [])), [int(s) for s in value.get("answer_start", [])]
+        texts, starts = value.get("text", []), value.get("answer_start", [])
+        if isinstance(texts, str) and isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
+            return [texts], [int(starts)]  # one answer written as plain values
+        if isinstance(texts, (list, tuple, np.ndarray)) and isinstance(starts, (list, tuple, np.ndarray)) \
+                and len(texts) == len(starts):
+            try:
+                return list(texts), [int(s) for s in starts]
+            except (TypeError, ValueError):
+                pass
     if isinstance(value, (list, tuple, np.ndarray)):
         try:
             return [a["text"] for a in value], [int(a["answer_start"]) for a in value]
@@ -125,7 +134,7 @@ def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
     """``({split: rows}, description)``; a single file comes back as ``{"all": rows}``."""
     cfg = params.data
     if cfg.files:
-        return {split: read_file(path) for split, path in cfg.files.items()}, "files"
+        return {split: read_file(path) for split, path in cfg.files.items()}, files_description(cfg.files)
     if cfg.source.startswith("hub:"):
         frames = read_hub(cfg.source.split(":", 1)[1], cfg.hub_config)
         ours = {mine: frames[theirs] for mine, theirs in cfg.splits.items() if theirs and theirs in frames}
@@ -178,7 +187,9 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     frames, description = read_frames(params)
     cleaned, rejected = {}, []
     for split, frame in frames.items():
-        cleaned[split], bad = clean(frame, f"{description} [{split}]")
+        where = str(params.data.files[split]) if params.data.files and split in params.data.files \
+            else f"{description} [{split}]"  # a file of data.files is named by its path
+        cleaned[split], bad = clean(frame, where)
         rejected += bad
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
