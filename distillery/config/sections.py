@@ -85,6 +85,17 @@ class DataConfig:
             raise not_allowed("list at least two distinct labels, or null to infer")
         return labels
 
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "DataConfig":
+        named = {"label_column": self.label_column, "text_column": self.text_column}
+        if self.text_pair_column is not None:
+            named["text_pair_column"] = self.text_pair_column
+        for key, column in reversed(list(named.items())[1:]):  # the pair column, then the text column
+            others = [other for other, value in named.items() if value == column and other != key]
+            if others:
+                raise not_allowed(f"it is also data.{others[0]}; each column has one role", key, column)
+        return self
+
 
 @section("student.mlp")
 class ImageMlpConfig:
