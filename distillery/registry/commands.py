@@ -10,7 +10,7 @@ from distillery.config import Params
 from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, versions)
-from distillery.tracking import experiment_id, tracking_uri
+from distillery.tracking import experiment_id, redact_uri, tracking_uri
 
 
 def _recover(client, params: Params, root: Path) -> dict:
@@ -24,6 +24,10 @@ def list_models(params: Params, root: Optional[Path] = None) -> dict:
     """Every registered version with its key metrics, gate result and aliases."""
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # a listing creates nothing: no store at a mistyped MLFLOW_TRACKING_URI, nor one before the first run
+        return {"model_name": name, "tracking_uri": redact_uri(uri), "store": "missing", "versions": []}
     by_version: dict[str, list[str]] = {}
     with connected(root, name, lock_timeout_s=None) as client:  # a listing never waits for a registration
         found = versions(client, name)
@@ -34,13 +38,21 @@ def list_models(params: Params, root: Optional[Path] = None) -> dict:
         t = v.tags
         rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
                      "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
-                     "accuracy": t.get(TAG + "test_accuracy"), "macro_f1": t.get(TAG + "test_macro_f1"),
+                     "metrics": _test_metrics(t),
                      "retention": t.get(TAG + "retention"), "p95_ms": t.get(TAG + "p95_ms"),
                      "size_mb": t.get(TAG + "size_mb"),
                      "gate": f"{t.get(TAG + 'gate')}, rolled back {t[TAG + 'rolled_back_at']}"
                      if TAG + "rolled_back_at" in t else t.get(TAG + "gate"),
                      "previous_champion": t.get(TAG + "previous_champion"), "run_id": v.run_id})
-    return {"model_name": name, "versions": rows}
+    return {"model_name": name, "tracking_uri": redact_uri(uri), "versions": rows}
+
+
+def _test_metrics(tags: dict) -> dict:
+    """A version's test-split scores, as its task scores them (``accuracy``, ``macro_f1``; ``f1``,
+    ``exact_match``), the gate's metric first: ``{name: value}`` from its ``test_<metric>`` tags."""
+    names = [key[len(TAG + "test_"):] for key in tags if key.startswith(TAG + "test_") and key != TAG + "test_sha256"]
+    primary = [key[len(TAG + "teacher_"):] for key in tags if key.startswith(TAG + "teacher_")]
+    return {name: tags[TAG + "test_" + name] for name in sorted(names, key=lambda n: (n not in primary, n))}
 
 
 def models_table(listing: dict) -> str:
@@ -50,16 +62,21 @@ def models_table(listing: dict) -> str:
         except (TypeError, ValueError):
             return "-"
 
-    lines = [f"registered model {listing['model_name']}", "",
-             "| version | aliases | created | accuracy | macro-F1 | retention | p95 ms | MB | gate |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    metrics = list(dict.fromkeys(name for row in listing["versions"] for name in row["metrics"])) or ["accuracy"]
+    lines = [f"registered model {listing['model_name']} in {listing['tracking_uri']}", "",
+             f"| version | aliases | created | {' | '.join(metrics)} | retention | p95 ms | MB | gate |",
+             f"|---|---|---|{'---:|' * len(metrics)}---:|---:|---:|---|"]
     for row in listing["versions"]:
-        lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | "
-                     f"{cell(row['accuracy'], '.4f')} | {cell(row['macro_f1'], '.4f')} | "
+        scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
+        lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
                      f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], '.1f')} "
                      f"| {row['gate'] or '-'} |")
-    if not listing["versions"]:
-        lines.append("| (no versions yet: run the pipeline) | | | | | | | | |")
+    if listing.get("store") == "missing":
+        lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"
+                     + " |" * (len(metrics) + 7))
+    elif not listing["versions"]:
+        lines.append(f"| (no versions of {listing['model_name']} in this store: run the pipeline, or check "
+                     "register.model_name) |" + " |" * (len(metrics) + 7))
     return "\n".join(lines)
 
 

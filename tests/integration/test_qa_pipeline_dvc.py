@@ -21,6 +21,7 @@ from servers import env_with_venv, free_port, running
 from tiny import make_squad
 
 from distillery.stages import STAGES
+from distillery.tracking import tracking_uri
 
 NAME = "distillery-qa-student"
 TRAIN = {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3, "warmup": 0.0,
@@ -126,11 +127,17 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     assert "of the teacher's f1" in retention["detail"]
     card = (project / "reports/model_card.md").read_text()
     assert "question_answering" in card and "| f1 (x100) |" in card
+    # the registry listing shows the scores the gate used, the task's own
+    listed = subprocess.run([sys.executable, "-m", "distillery", "models"], cwd=project, capture_output=True,
+                            text=True, env=env_with_venv(MLFLOW_TRACKING_URI=tracking_uri(project)))
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    header, _, row = listed.stdout.splitlines()[2:5]
+    assert header.startswith("| version | aliases | created | f1 | exact_match | retention |"), listed.stdout
+    assert row.split(" | ")[3:5] == [f"{register['candidate'][m]:.4f}" for m in ("f1", "exact_match")], row
 
     expected = _expected_answers(project, test)
     port = free_port()
     url = f"http://127.0.0.1:{port}/invocations"
-    from distillery.tracking import tracking_uri
 
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]

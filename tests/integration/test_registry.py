@@ -192,6 +192,9 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     listing = commands.list_models(load_params(project / "params.yaml"))
     assert [row["version"] for row in listing["versions"]] == ["1", "2"]
     assert listing["versions"][1]["aliases"] == ["champion"]
+    assert list(listing["versions"][1]["metrics"]) == ["accuracy", "macro_f1"]  # the gate's metric first
+    assert commands.models_table(listing).splitlines()[2].startswith(
+        "| version | aliases | created | accuracy | macro_f1 | retention |")
 
 
 def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert,
@@ -293,6 +296,18 @@ def test_registry_commands_reject_bad_requests(project, capsys):
     assert "needs --reason" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "| 1 | champion |" in capsys.readouterr().out
+    # a listing names its store and creates none: a mistyped address is seen, not made into an empty store
+    missing = project.parent / "no-such-dir" / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+        assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"in sqlite:///{missing}" in out and "no store there" in out and not missing.parent.exists()
+    unknown = project / "params-unknown-name.yaml"
+    unknown.write_text((project / "params.yaml").read_text().replace(
+        "model_name: distillery-student", "model_name: distillery-studnet"))
+    assert main(["models", "--params", str(unknown)]) == 0
+    assert "no versions of distillery-studnet in this store" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("where", ["decide", "model_card"])
