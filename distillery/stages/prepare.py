@@ -80,6 +80,22 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.
     return frame.reset_index(drop=True)
 
 
+def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:
+    """Say so when one input appears with different labels: only its first copy is kept, label and all."""
+    copies = stacked[stacked.duplicated(key, keep=False)]
+    if copies.empty:
+        return
+    labels = copies.groupby(key, sort=False)[LABEL].nunique()
+    conflicting = labels[labels > 1]
+    if conflicting.empty:
+        return
+    first = copies.set_index(key).loc[[conflicting.index[0]]]
+    example = ", ".join(f"{where.get(s, s)} row {r} as {names[int(l)]!r}"
+                        for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
+    print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
+          f"first copy (an evaluation split's first). First: {example}", flush=True)
+
+
 def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str) -> None:
     """A refresh that loses most of its rows (labels re-spelled, a column emptied) is a broken refresh."""
     if not rows_read or len(rejected) / rows_read <= limit:
@@ -147,6 +163,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
     stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
     duplicated = stacked.duplicated(key, keep="first")
+    _warn_conflicting_labels(stacked, key, names, where)
     duplicates_dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
     deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
     splits = split_frames(deduped, cfg, params.seed)

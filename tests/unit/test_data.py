@@ -281,3 +281,21 @@ def test_a_bad_row_of_data_files_is_named_by_its_file(tmp_path):
     assert report["source"] == f"data.files {{train: {files['train']}, test: {files['test']}}}"
     assert pd.read_csv(tmp_path / "ok" / "rejected.csv").to_dict("records") == \
         [{"source": files["test"], "row": 5, "reason": "unknown label 'surprise'"}]
+
+
+def test_an_input_with_two_labels_keeps_its_first_and_is_reported(tmp_path, capsys):
+    frame = make_texts(60)
+    frame = pd.concat([frame, frame.iloc[[3]].assign(sentiment="negative"), frame.iloc[[7]]], ignore_index=True)
+    assert frame.loc[3, "sentiment"] == "positive" and frame.loc[60, "text"] == frame.loc[3, "text"]
+    out = tmp_path / "prepared"
+    report = prepare(_params(_csv(tmp_path, frame)), out)
+    assert sum(report["duplicates_dropped"].values()) == 2
+    printed = capsys.readouterr().out
+    warning = [line for line in printed.splitlines() if "different labels" in line]
+    # row 7's copy has the same label: only row 4 (counted from 1) conflicts with row 61
+    assert warning == [f"prepare: warning: 1 input(s) appear with different labels; each keeps the label of its first "
+                       f"copy (an evaluation split's first). First: {tmp_path / 'data.csv'} [all] row 4 as 'positive', "
+                       f"{tmp_path / 'data.csv'} [all] row 61 as 'negative'"]
+    kept = pd.concat([load_split(s, out) for s in ("train", "validation", "test")])
+    names = load_labels(out)
+    assert [names[i] for i in kept.loc[kept["text"] == frame.loc[3, "text"], "label"]] == ["positive"]
