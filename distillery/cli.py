@@ -210,11 +210,26 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("version", nargs="?", help="model version, for promote; profile name, for profile")
     parser.add_argument("--reason", default="", help="why, for promote (required) and rollback (recorded)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--check", action="store_true", help="for params: check the params file, every key and "
+                                                                "value, and say what is wrong in one line")
     args = parser.parse_args(argv)
     if args.version is not None and args.stage not in ("promote", PROFILE_COMMAND):
         parser.error(f"{args.stage} takes no version argument")
+    if args.check and args.stage != "params":
+        parser.error("--check is for the params command: python -m distillery params --check")
     if args.stage == PROFILE_COMMAND and args.version is None:
         parser.error("profile needs a name: python -m distillery profile <name> (a file profiles/<name>.yaml)")
+    if args.stage == "params" and args.check:
+        from distillery.config import load_params
+        from distillery.errors import ConfigError
+
+        try:
+            load_params(args.params)
+        except ConfigError as exc:
+            print(f"distillery params: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.params}: every key is known and every value allowed")
+        return 0
     if args.stage == "params":
         from distillery.config import describe_params
         print(describe_params())

@@ -22,12 +22,12 @@ from prefect import flow, get_run_logger  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
-from distillery.config import load_schedule  # noqa: E402
+from distillery.config import load_params, load_schedule  # noqa: E402
 from distillery.errors import ConfigError  # noqa: E402
 from flows.operations import notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
-from tasks.stages import STAGE_TASKS  # noqa: E402
+from tasks.stages import STAGE_TASKS, BadInput  # noqa: E402
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
 # The one repository a flow run may work in: set by `python -m flows.deploy` for the runs it serves (its
@@ -93,6 +93,12 @@ def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Option
 
 
 def _timeouts(root: Path, stages: list[str]) -> dict[str, float]:
+    # The whole file first: a key no stage reads (a typo, an unknown section) fails the run here, even when
+    # every stage is up to date and none would load params.yaml to find it.
+    try:
+        load_params(root / "params.yaml")
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None  # as a stage reports it: a bad input, never retried
     schedule = load_schedule(root / "params.yaml")
     unknown = sorted(set(schedule.stage_timeouts) - set(STAGES))
     if unknown:

@@ -51,6 +51,16 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
     third = pipeline(project_dir=str(tiny_project))
     assert set(third["stages"].values()) == {"up to date"}
 
+    # A key no stage reads is refused, though every stage is up to date and none would load params.yaml
+    params = tiny_project / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("distill:\n", "distill:\n  alpah: 0.3\n", 1))
+    from tasks.stages import BadInput
+
+    with pytest.raises(BadInput, match=r"params.yaml: unknown key distill.alpah"):
+        pipeline(project_dir=str(tiny_project))
+    params.write_text(text)
+
 
 def test_bad_input_fails_the_flow_without_retries(tiny_project):
     from flows.pipeline import pipeline

@@ -300,3 +300,16 @@ def test_params_command(capsys):
     assert main(["params"]) == 0
     out = capsys.readouterr().out
     assert out == describe_params() + "\n" and "schedule.stage_timeouts: {}" in out
+
+
+def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    assert main(["params", "--check", "--params", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: every key is known and every value allowed\n"
+    path.write_text((ROOT / "params.yaml").read_text() + "\nevaluation:\n  batch_size: 8\n")  # an unknown section
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"distillery params: error: {path}: unknown key evaluation; allowed keys: ")
+    assert error.count("\n") == 1
+
