@@ -445,13 +445,18 @@ def test_mlflow_models_serve_answers_like_direct_onnx(project, tmp_path):
 
 
 def test_concurrent_first_use_creates_the_store_once(project):
-    """Three commands at once on a project with no store yet: MLflow's migration must not run twice."""
-    procs = [subprocess.Popen([sys.executable, "-m", "distillery", "models"], cwd=project, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    """Three commands at once on a project with no store yet: MLflow's migration must not run twice. (A
+    listing creates no store, so the three ask to promote a version that does not exist: each connects, creating
+    the store on first use, then fails on the version.)"""
+    procs = [subprocess.Popen([sys.executable, "-m", "distillery", "promote", "1", "--reason", "first use"],
+                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
     outputs = [proc.communicate(timeout=300) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
-    assert all("no versions yet" in out for out, _ in outputs)
+    assert [proc.returncode for proc in procs] == [2, 2, 2], [err[-2000:] for _, err in outputs]
+    assert all("has no version '1' (versions: none)" in err.strip().splitlines()[-1] for _, err in outputs), outputs
     assert (project / "mlruns/mlflow.db").is_file()
+    listed = subprocess.run([sys.executable, "-m", "distillery", "models"], cwd=project, capture_output=True, text=True)
+    assert listed.returncode == 0 and "no versions of distillery-student in this store" in listed.stdout
 
 
 def test_tracking_credentials_never_reach_register_json_the_model_card_artifacts_or_the_output(
