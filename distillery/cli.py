@@ -226,8 +226,8 @@ def main(argv: Optional[list] = None) -> int:
         try:
             load_params(args.params)
         except ConfigError as exc:
-            print(f"distillery params: error: {exc}", file=sys.stderr)
-            return 2
+            print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)
+            return exc.exit_code
         print(f"{args.params}: every key is known and every value allowed")
         return 0
     if args.stage == "params":

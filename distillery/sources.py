@@ -222,6 +222,11 @@ def files_description(files: dict) -> str:
     return "data.files {" + ", ".join(f"{split}: {path}" for split, path in files.items()) + "}"
 
 
+def split_source(description: str, files: dict, split: str) -> str:
+    """How a row's messages name its split's source: a file of ``data.files`` by its path."""
+    return str(files[split]) if files and split in files else f"{description} [{split}]"
+
+
 def read_source(source: str, files: dict, hub_config: Union[str, None], label_column: str,
                 encoding_errors: str) -> tuple[dict, Union[list, None], str]:
     """Return ``({split: frame}, declared label names or None, description)``.

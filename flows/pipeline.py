@@ -92,13 +92,16 @@ def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Option
     return table, markdown
 
 
-def _timeouts(root: Path, stages: list[str]) -> dict[str, float]:
-    # The whole file first: a key no stage reads (a typo, an unknown section) fails the run here, even when
-    # every stage is up to date and none would load params.yaml to find it.
+def _check_params(root: Path) -> None:
+    """The whole file: a key no stage reads (a typo, an unknown section) fails the run here, even when every
+    stage is up to date and none would load params.yaml to find it."""
     try:
         load_params(root / "params.yaml")
     except ConfigError as exc:
         raise BadInput(str(exc)) from None  # as a stage reports it: a bad input, never retried
+
+
+def _timeouts(root: Path, stages: list[str]) -> dict[str, float]:
     schedule = load_schedule(root / "params.yaml")
     unknown = sorted(set(schedule.stage_timeouts) - set(STAGES))
     if unknown:
@@ -126,6 +129,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                            "could restore it", root / ".distillery" / "params.yaml.before-overrides")
         original_params = set_params(project_dir, overrides) if overrides else None
         try:
+            _check_params(root)
             timeouts = _timeouts(root, stages)
             for stage in stages:
                 result = STAGE_TASKS[stage](project_dir, timeouts[stage])

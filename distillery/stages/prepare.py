@@ -18,7 +18,7 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL
-from distillery.sources import read_source, read_texts
+from distillery.sources import read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
 
@@ -134,8 +134,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             raise DataError(f"data.splits.train: {description} has no split {cfg.splits['train']!r}; "
                             f"it has {sorted(frames)}")
         frames = {ours: frames[theirs] for ours, theirs in cfg.splits.items() if theirs in frames}
-    where = {split: str(cfg.files[split]) if cfg.files and split in cfg.files else f"{description} [{split}]"
-             for split in frames}  # a file of data.files is named by its path
+    where = {split: split_source(description, cfg.files, split) for split in frames}
     for split, frame in frames.items():
         rows.check_columns(frame, cfg, where[split])
     names = rows.label_names(frames, cfg, declared)

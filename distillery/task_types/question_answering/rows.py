@@ -28,7 +28,7 @@ import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
-from distillery.sources import files_description
+from distillery.sources import files_description, split_source
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
 
@@ -187,9 +187,7 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     frames, description = read_frames(params)
     cleaned, rejected = {}, []
     for split, frame in frames.items():
-        where = str(params.data.files[split]) if params.data.files and split in params.data.files \
-            else f"{description} [{split}]"  # a file of data.files is named by its path
-        cleaned[split], bad = clean(frame, where)
+        cleaned[split], bad = clean(frame, split_source(description, cfg.files, split))
         rejected += bad
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
