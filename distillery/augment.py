@@ -6,7 +6,7 @@ probability ``p_mask`` the word becomes the tokenizer's mask token, else with pr
 ``p_replace`` it becomes a random whole word from the teacher's vocabulary (the paper's POS-guided
 replacement, without the POS tagger). Then, with probability ``p_ngram``, the text is cut to a
 random n-gram of it, n drawn uniformly from 1..``ngram_max``. Copies identical to their source or
-to another text are dropped. The teacher labels the augmented texts in ``teacher_logits``; only the
+to another text are dropped, case, Unicode form and spacing aside (as ``prepare`` judges duplicates). The teacher labels the augmented texts in ``teacher_logits``; only the
 distilled student learns from them.
 
 Everything is drawn from one ``numpy`` generator seeded with ``distill.augment.seed`` (or the
@@ -22,8 +22,7 @@ import pandas as pd
 
 from distillery.config import AugmentConfig
 from distillery.errors import ConfigError
-
-TEXT, PAIR = "text", "text_pair"
+from distillery.prepared import PAIR, TEXT, in_keys, match_keys
 _WORD = re.compile(r"^[A-Za-z][a-z]+$")
 _PREFIXES = ("\u0120", "\u2581")  # GPT-2 / RoBERTa BPE "Ġ" and SentencePiece "▁" word starts
 
@@ -91,8 +90,8 @@ def augment(frame: pd.DataFrame, tokenizer, cfg: AugmentConfig, seed: int,
     out = pd.DataFrame(rows, columns=columns)
     out = out[out[TEXT].str.strip().ne("")]
     seen = pd.concat([frame[columns].astype(str)] + ([exclude[columns].astype(str)] if exclude is not None else []))
-    out = out.drop_duplicates(columns)
-    out = out[~out.set_index(columns).index.isin(seen.set_index(columns).index)]
+    out = out[~match_keys(out, columns).duplicated()]  # as prepare judges duplicates: case and spacing aside
+    out = out[~in_keys(out, seen, columns)]
     if len(out) > cfg.max_rows:
         out = out.sample(n=cfg.max_rows, random_state=seed).sort_index()
     return out.reset_index(drop=True)

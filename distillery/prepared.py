@@ -5,8 +5,9 @@ only (and nothing after it when its outputs come out identical).
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import pandas as pd
 
@@ -17,6 +18,30 @@ from distillery.paths import PREPARED_DIR
 TEXT, PAIR, LABEL = "text", "text_pair", "label"
 TRAINED_ON = "prepared_data"  # training.json's record of the labelled splits a model was trained and selected on
 TRAINING_SPLITS = ("train", "validation")
+
+
+def normalised_text(value):
+    """A text as held-out copies are matched by default: Unicode NFKC, case folded, runs of whitespace made one
+    space, ends stripped (``"Great  film!"`` and ``"great film! "`` are one input). Other values as they are."""
+    if not isinstance(value, str):
+        return value
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def match_keys(frame: pd.DataFrame, columns: Sequence[str], mode: str = "normalised") -> pd.DataFrame:
+    """The values two rows are compared on to call them one input (``data.leak_check``): ``exact`` the columns
+    as they are, ``normalised`` their texts through :func:`normalised_text`. Same index as ``frame``."""
+    if mode == "exact":
+        return frame[list(columns)]
+    return pd.DataFrame({column: frame[column].map(normalised_text) for column in columns}, index=frame.index)
+
+
+def in_keys(frame: pd.DataFrame, other: pd.DataFrame, columns: Sequence[str], mode: str = "normalised") -> pd.Series:
+    """A boolean mask over ``frame``: True where its row matches some row of ``other`` (by :func:`match_keys`)."""
+    columns = list(columns)
+    mine, theirs = match_keys(frame, columns, mode), match_keys(other, columns, mode)
+    return pd.Series(mine.set_index(columns).index.isin(theirs.set_index(columns).index), index=frame.index,
+                     dtype=bool)
 
 
 def trained_on(prepared_dir: Union[str, Path] = PREPARED_DIR) -> dict[str, str]:

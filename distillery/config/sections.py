@@ -69,6 +69,10 @@ class DataConfig:
                                                           "in every split")
     max_rejected_fraction: float = Field(0.5, ge=0, le=1, description="prepare fails when a larger share of the "
                                                                        "rows read is rejected")
+    leak_check: Literal["normalised", "exact"] = Field(
+        "normalised", description="a train, validation or transfer text that matches a more held-out one is dropped "
+                                  "(the held-out copy kept): normalised also matches texts that differ only in case, "
+                                  "Unicode form or spacing | exact: identical texts only")
 
     @field_validator("split_fractions")
     @classmethod

@@ -17,7 +17,7 @@ from distillery.config import SPLITS, DataConfig, Params
 from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
-from distillery.prepared import LABEL
+from distillery.prepared import LABEL, in_keys
 from distillery.sources import read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -94,6 +94,25 @@ def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[
                         for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
     print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
           f"first copy (an evaluation split's first). First: {example}", flush=True)
+
+
+def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], mode: str) -> tuple[dict, dict]:
+    """Drop every row that matches a row of a more held-out split, by ``data.leak_check``: from validation
+    the copies of test rows, from train those of test or validation rows, from the transfer set those of any
+    labelled row. Exact copies are gone already; ``normalised`` also catches texts that differ only in case,
+    Unicode form or spacing, which an uncased model reads as the same input. Returns the splits (with
+    ``transfer``) and the count dropped from each."""
+    if mode == "exact":
+        return {**splits, "transfer": transfer}, {}
+    out, dropped, held_out = {}, {}, []
+    for split, frame in (("test", splits["test"]), ("validation", splits["validation"]), ("train", splits["train"]),
+                         ("transfer", transfer)):
+        copies = in_keys(frame, pd.concat(held_out), columns) if held_out else pd.Series(False, index=frame.index)
+        out[split] = frame[~copies]
+        if copies.any():
+            dropped[split] = int(copies.sum())
+        held_out.append(out[split][columns])
+    return out, dropped
 
 
 def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str) -> None:
@@ -173,8 +192,10 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
-    rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description)
     transfer = _transfer_texts(params, splits, leftover)
+    splits, near_copies = _drop_near_copies(splits, transfer, rows.key_columns(cfg), cfg.leak_check)
+    transfer = splits.pop("transfer").reset_index(drop=True)
+    rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description)
 
     report = {
         "source": description,
@@ -184,6 +205,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "rows_rejected": len(rejected),
         "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
         "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},
+        "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},
         "transfer_rows": int(len(transfer)),
         "class_counts": {s: {names[i]: int(n) for i, n in f[LABEL].value_counts().sort_index().items()}

@@ -7,6 +7,7 @@ re-implements the ``prepare`` stage: the helpers only compare the frames they ar
 from __future__ import annotations
 
 import itertools
+import unicodedata
 
 import pandas as pd
 
@@ -16,13 +17,20 @@ def text_key(frame: pd.DataFrame) -> list[str]:
     return [c for c in ("text", "text_pair") if c in frame.columns]
 
 
-def shared_texts(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str], list[tuple]]:
-    """Every pair of frames that has a text (or text + text_pair) in common, with the shared texts."""
+def _folded(text: str) -> str:
+    """Case, Unicode compatibility forms and runs of whitespace set aside."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def shared_texts(frames: dict[str, pd.DataFrame], fold: bool = False) -> dict[tuple[str, str], list[tuple]]:
+    """Every pair of frames that has a text (or text + text_pair) in common, with the shared texts; with
+    ``fold``, texts that differ only in case, Unicode form or spacing count as one."""
     found = {}
     for (a, left), (b, right) in itertools.combinations(frames.items(), 2):
         key = [c for c in text_key(left) if c in right.columns]
-        common = set(left[key].itertuples(index=False, name=None)) & \
-            set(right[key].itertuples(index=False, name=None))
+        rows = [{tuple(_folded(v) if fold else v for v in row) for row in frame[key].itertuples(index=False, name=None)}
+                for frame in (left, right)]
+        common = rows[0] & rows[1]
         if common:
             found[(a, b)] = sorted(common)[:5]
     return found

@@ -53,12 +53,13 @@ def test_class_balance_is_the_same_across_splits(prepared):
 
 def test_no_text_is_shared_between_labelled_splits(prepared):
     assert shared_texts(_labelled(prepared)) == {}
+    assert shared_texts(_labelled(prepared), fold=True) == {}  # nor one differing only in case or spacing
 
 
 def test_no_transfer_text_is_in_any_labelled_split(prepared):
     frames = prepared["frames"]
     assert len(frames["transfer"]) > 0  # the default run distils on the corpus remainder
-    assert shared_texts({"transfer": frames["transfer"], **_labelled(prepared)}) == {}
+    assert shared_texts({"transfer": frames["transfer"], **_labelled(prepared)}, fold=True) == {}
 
 
 def test_no_duplicate_texts_within_a_split(prepared):
@@ -74,9 +75,10 @@ def test_report_row_counts_match_the_files(prepared):
     for split in SPLITS:
         counts = frames[split]["label"].value_counts()
         assert report["class_counts"][split] == {labels[i]: int(counts[i]) for i in sorted(counts.index)}, split
-    # and the caps of the default params.yaml were reached exactly
-    assert report["rows"] == prepared["params"].data.max_samples
-    assert report["transfer_rows"] == prepared["params"].distill.transfer_set.max_rows
+    # and the caps of the default params.yaml were reached exactly, less the near-copies of held-out texts
+    near = report["near_copies_dropped"]
+    assert report["rows"] == {s: n - near.get(s, 0) for s, n in prepared["params"].data.max_samples.items()}
+    assert report["transfer_rows"] == prepared["params"].distill.transfer_set.max_rows - near.get("transfer", 0)
 
 
 def test_labels_are_valid_ids_and_texts_are_not_blank(prepared):
@@ -107,6 +109,13 @@ def test_a_text_duplicated_across_splits_is_caught():
     frames = _clean_frames()
     frames["test"].loc[1, "text"] = "b"  # a training text leaks into test
     assert shared_texts(frames) == {("train", "test"): [("b",)]}
+
+
+def test_a_text_differing_only_in_case_and_spacing_is_caught_when_folded():
+    frames = _clean_frames()
+    frames["test"].loc[1, "text"] = " B "  # "b" of train, to an uncased model
+    assert shared_texts(frames) == {}
+    assert shared_texts(frames, fold=True) == {("train", "test"): [("b",)]}
 
 
 def test_a_text_pair_is_compared_as_a_whole():

@@ -299,3 +299,43 @@ def test_an_input_with_two_labels_keeps_its_first_and_is_reported(tmp_path, caps
     kept = pd.concat([load_split(s, out) for s in ("train", "validation", "test")])
     names = load_labels(out)
     assert [names[i] for i in kept.loc[kept["text"] == frame.loc[3, "text"], "label"]] == ["positive"]
+
+
+def _variant(text: str) -> str:
+    """The same input as ``text`` to an uncased model: other case, doubled spaces, padded ends, a
+    compatibility character (NFKC: the fullwidth digits of the row number become ASCII)."""
+    words = text.split()
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in words[-1])
+    return "  " + "  ".join(w.upper() for w in words[:-1]) + "\t" + fullwidth + " "
+
+
+def test_a_training_text_differing_from_a_held_out_one_only_in_case_or_spacing_is_dropped(tmp_path):
+    test = make_texts(30, seed=1)
+    train = make_texts(90)
+    copies = [_variant(t) for t in test["text"].iloc[:6]]
+    train = pd.concat([train, pd.DataFrame({"text": copies, "sentiment": test["sentiment"].iloc[:6]})],
+                      ignore_index=True)
+    files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
+    exact = prepare(_params("unused", files=files, leak_check="exact"), tmp_path / "exact")
+    assert exact["near_copies_dropped"] == {} and exact["duplicates_dropped"] == {}
+    kept = {s: load_split(s, tmp_path / "exact") for s in ("train", "validation", "test")}
+    assert set(copies) <= set(kept["train"]["text"]) | set(kept["validation"]["text"])
+
+    report = prepare(_params("unused", files=files), tmp_path / "normalised")
+    near = {s: load_split(s, tmp_path / "normalised") for s in ("train", "validation", "test")}
+    # the 6 copies of test texts go, wherever the split put them; the test split and every other row stay
+    assert sum(report["near_copies_dropped"].values()) == 6 and len(near["test"]) == 30
+    for split in ("train", "validation"):
+        assert sorted(near[split]["text"]) == sorted(t for t in kept[split]["text"] if t not in copies)
+
+
+def test_a_near_copy_of_a_labelled_text_stays_out_of_the_transfer_set(tmp_path):
+    source = _csv(tmp_path, make_texts(120))
+    prepared = prepare(_params(source), tmp_path / "first")
+    labelled = pd.concat([load_split(s, tmp_path / "first") for s in ("train", "validation", "test")])["text"]
+    extra = pd.DataFrame({"body": [_variant(t) for t in labelled.iloc[:5]] + ["an unseen text", "AN UNSEEN  TEXT"]})
+    report = prepare(_params(source, transfer=TransferSetConfig(source=str(_csv(tmp_path, extra, "extra.csv")),
+                                                                text_column="body")), tmp_path / "second")
+    assert prepared["rows"] == report["rows"] and report["near_copies_dropped"] == {"transfer": 5}
+    # two texts that match each other but no labelled text are no leak: both stay
+    assert list(load_split("transfer", tmp_path / "second")["text"]) == ["an unseen text", "AN UNSEEN  TEXT"]
