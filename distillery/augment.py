@@ -6,8 +6,9 @@ probability ``p_mask`` the word becomes the tokenizer's mask token, else with pr
 ``p_replace`` it becomes a random whole word from the teacher's vocabulary (the paper's POS-guided
 replacement, without the POS tagger). Then, with probability ``p_ngram``, the text is cut to a
 random n-gram of it, n drawn uniformly from 1..``ngram_max``. Copies identical to their source or
-to another text are dropped, case, Unicode form and spacing aside (as ``prepare`` judges duplicates). The teacher labels the augmented texts in ``teacher_logits``; only the
-distilled student learns from them.
+to another text are dropped, case, Unicode form and spacing aside (as ``prepare``'s ``data.leak_check``
+matches them). The teacher labels the augmented texts in ``teacher_logits``; only the distilled student
+learns from them.
 
 Everything is drawn from one ``numpy`` generator seeded with ``distill.augment.seed`` (or the
 top-level seed), so the same inputs, settings and seed give the same texts.
@@ -90,7 +91,7 @@ def augment(frame: pd.DataFrame, tokenizer, cfg: AugmentConfig, seed: int,
     out = pd.DataFrame(rows, columns=columns)
     out = out[out[TEXT].str.strip().ne("")]
     seen = pd.concat([frame[columns].astype(str)] + ([exclude[columns].astype(str)] if exclude is not None else []))
-    out = out[~match_keys(out, columns).duplicated()]  # as prepare judges duplicates: case and spacing aside
+    out = out[~match_keys(out, columns).duplicated()]  # case, Unicode form and spacing aside
     out = out[~in_keys(out, seen, columns)]
     if len(out) > cfg.max_rows:
         out = out.sample(n=cfg.max_rows, random_state=seed).sort_index()
