@@ -157,6 +157,6 @@ def make_project(project: Path, tiny_bert: Path) -> Path:
 
 def dvc(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run DVC in ``project`` with this interpreter's ``python`` first on PATH (and ``env`` added)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {}))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
                           text=True, timeout=1800)

@@ -20,13 +20,25 @@ def _recover(client, params: Params, root: Path) -> dict:
     return recover(client, name, recorder(params.register.experiment, root, uri, name))
 
 
+def _no_store(uri: str) -> bool:
+    """A SQLite store whose file is not there: a mistyped ``MLFLOW_TRACKING_URI``, or no run registered yet.
+    The registry commands create nothing there (connecting would make an empty store)."""
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
+
+
+def _require_store(root: Path, command: str) -> None:
+    uri = tracking_uri(root)
+    if _no_store(uri):
+        raise RegistryError(f"{command}: no store at {redact_uri(uri)} (nothing registered yet, or a mistyped "
+                            f"MLFLOW_TRACKING_URI); nothing was created")
+
+
 def list_models(params: Params, root: Optional[Path] = None) -> dict:
     """Every registered version with its key metrics, gate result and aliases."""
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
     uri = tracking_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        # a listing creates nothing: no store at a mistyped MLFLOW_TRACKING_URI, nor one before the first run
+    if _no_store(uri):
         return {"model_name": name, "tracking_uri": redact_uri(uri), "store": "missing", "versions": []}
     by_version: dict[str, list[str]] = {}
     with connected(root, name, lock_timeout_s=None) as client:  # a listing never waits for a registration
@@ -86,6 +98,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
     name = params.register.model_name
+    _require_store(root, "promote")
     with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         _recover(client, params, root)
         known = {str(v.version): v for v in versions(client, name)}
@@ -109,6 +122,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     """Move ``champion`` back to the version it replaced."""
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
+    _require_store(root, "rollback")
     with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         done = _recover(client, params, root).get("finished_rollback")
         if done:  # this command's own earlier attempt, killed between the guard and the alias move

@@ -285,6 +285,15 @@ def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels
 
 def test_registry_commands_reject_bad_requests(project, capsys):
     params = _params(project)
+    store = project / "mlruns" / "mlflow.db"
+    for command in (lambda: commands.rollback(params), lambda: commands.promote(params, "1", "first")):
+        with pytest.raises(RegistryError, match=r"^(rollback|promote): no store at sqlite:///.*mlruns/mlflow.db "
+                                                r"\(nothing registered yet"):
+            command()
+        assert not store.exists()  # refused before connecting: no empty store made
+    from distillery.tracking import connect
+
+    connect(project)  # a store with nothing registered in it
     with pytest.raises(RegistryError, match="no champion to roll back"):
         commands.rollback(params)
     stage.register(params)
@@ -301,8 +310,12 @@ def test_registry_commands_reject_bad_requests(project, capsys):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
         assert main(["models"]) == 0
-    out = capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert main(["promote", "1", "--reason", "x"]) == 2 and main(["rollback"]) == 2
     assert f"in sqlite:///{missing}" in out and "no store there" in out and not missing.parent.exists()
+    assert [line for line in capsys.readouterr().err.splitlines() if "no store at" in line] == [
+        f"distillery {command}: error: {command}: no store at sqlite:///{missing} (nothing registered yet, or a "
+        f"mistyped MLFLOW_TRACKING_URI); nothing was created" for command in ("promote", "rollback")]
     unknown = project / "params-unknown-name.yaml"
     unknown.write_text((project / "params.yaml").read_text().replace(
         "model_name: distillery-student", "model_name: distillery-studnet"))
@@ -445,15 +458,13 @@ def test_mlflow_models_serve_answers_like_direct_onnx(project, tmp_path):
 
 
 def test_concurrent_first_use_creates_the_store_once(project):
-    """Three commands at once on a project with no store yet: MLflow's migration must not run twice. (A
-    listing creates no store, so the three ask to promote a version that does not exist: each connects, creating
-    the store on first use, then fails on the version.)"""
-    procs = [subprocess.Popen([sys.executable, "-m", "distillery", "promote", "1", "--reason", "first use"],
-                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    """Three processes at once connect to a project with no store yet, as registrations starting together do:
+    MLflow's migration must not run twice, and the store they leave is one a listing reads."""
+    code = "from pathlib import Path; from distillery.tracking import connect; connect(Path.cwd())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=project, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [proc.communicate(timeout=300) for proc in procs]
-    assert [proc.returncode for proc in procs] == [2, 2, 2], [err[-2000:] for _, err in outputs]
-    assert all("has no version '1' (versions: none)" in err.strip().splitlines()[-1] for _, err in outputs), outputs
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
     assert (project / "mlruns/mlflow.db").is_file()
     listed = subprocess.run([sys.executable, "-m", "distillery", "models"], cwd=project, capture_output=True, text=True)
     assert listed.returncode == 0 and "no versions of distillery-student in this store" in listed.stdout
