@@ -26,10 +26,10 @@ def _no_store(uri: str) -> bool:
     return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
 
 
-def _require_store(root: Path, command: str) -> None:
+def _require_store(root: Path) -> None:
     uri = tracking_uri(root)
     if _no_store(uri):
-        raise RegistryError(f"{command}: no store at {redact_uri(uri)} (nothing registered yet, or a mistyped "
+        raise RegistryError(f"no store at {redact_uri(uri)} (nothing registered yet, or a mistyped "
                             f"MLFLOW_TRACKING_URI); nothing was created")
 
 
@@ -98,7 +98,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
     name = params.register.model_name
-    _require_store(root, "promote")
+    _require_store(root)
     with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         _recover(client, params, root)
         known = {str(v.version): v for v in versions(client, name)}
@@ -122,7 +122,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     """Move ``champion`` back to the version it replaced."""
     root = (root or Path.cwd()).resolve()
     name = params.register.model_name
-    _require_store(root, "rollback")
+    _require_store(root)
     with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
         done = _recover(client, params, root).get("finished_rollback")
         if done:  # this command's own earlier attempt, killed between the guard and the alias move
