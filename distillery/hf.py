@@ -3,6 +3,7 @@ with one-line errors, padding, parameter counts. Shared by every task type and s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from torch import nn
 
@@ -76,9 +77,30 @@ def quiet_from_pretrained(loader, name: str, key: str, **kwargs):
             hf_logging.enable_progress_bar()
 
 
+# Architectures whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``): of a table of
+# max_position_embeddings rows, the first pad_token_id + 1 are never a token's position (roberta-base: 514 rows,
+# 512 tokens).
+POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                                   "longformer", "mpnet", "ibert", "roberta-prelayernorm", "xmod", "luke",
+                                   "markuplm", "lilt"})
+
+
+def usable_positions(config: dict) -> Optional[int]:
+    """How many tokens a model of this ``config.json`` (a dict) can take: ``max_position_embeddings``, less
+    the rows an offset architecture keeps before its first position; None when the config has no limit."""
+    limit = config.get("max_position_embeddings")
+    if limit is None:
+        return None
+    if config.get("model_type") in POSITION_OFFSET_TYPES:
+        limit -= int(config.get("pad_token_id") or 0) + 1
+    return int(limit)
+
+
 def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
     """Refuse, before any training, a ``max_length`` longer than the model has position embeddings for."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = usable_positions(model.config.to_dict())
     if limit is not None and max_length > limit:
-        raise ModelError(f"{key} = {max_length} is not allowed; the model has {limit} positions "
-                         f"(max_position_embeddings), so use at most {limit}")
+        raise ModelError(f"{key} = {max_length} is not allowed; the model takes at most {limit} tokens "
+                         f"(max_position_embeddings {model.config.max_position_embeddings}"
+                         f"{', less its position offset' if limit != model.config.max_position_embeddings else ''}), "
+                         f"so use at most {limit}")

@@ -23,6 +23,7 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import ConfigError, ModelError
 from distillery.files import read_json, write_json, write_text
+from distillery.hf import usable_positions
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_split
@@ -61,11 +62,11 @@ def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], t
 def check_grid(params: Params, models_dir: Path) -> None:
     for model in ("teacher", "student"):
         config = read_json(models_dir / model / "config.json", "train_teacher" if model == "teacher" else "distill")
-        limit = config.get("max_position_embeddings")
+        limit = usable_positions(config)
         too_long = [n for n in params.benchmark.sequence_lengths if limit and n > limit]
         if too_long:
             raise ConfigError(f"benchmark.sequence_lengths: {too_long[0]} exceeds the {model}'s maximum of "
-                              f"{limit} positions (max_position_embeddings in {models_dir / model / 'config.json'})")
+                              f"{limit} tokens (from max_position_embeddings in {models_dir / model / 'config.json'})")
 
 
 def _size_mb(runtime: str, model_dir: Path, onnx_path: Union[Path, None]) -> float:

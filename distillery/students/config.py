@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import torch
 
+from distillery.errors import ConfigError
 from distillery.hf import from_pretrained, load_tokenizer, resolve_model
 from distillery.students.base import StudentFamily
+
+
+# The feed-forward width under each architecture's own name, in the order looked for: BERT-likes, DistilBERT,
+# GPT-2, BART/OPT, T5.
+FFN_KEYS = ("intermediate_size", "hidden_dim", "n_inner", "ffn_dim", "d_ff")
 
 
 def student_config(params):
@@ -18,10 +24,19 @@ def student_config(params):
     sizes = params.student.config  # validated at load: hidden_size is divisible by num_heads
     name = resolve_model(params.teacher.model, "teacher.model")
     config = from_pretrained(AutoConfig, name, "teacher.model")
-    config.hidden_size = sizes.hidden_size
+    native = config.to_dict()  # its own names: a DistilBERT config has hidden_dim, not intermediate_size
+    ffn = next((key for key in FFN_KEYS if key in native), None)
+    if ffn is None:
+        raise ConfigError(f"student.config: the teacher's architecture ({config.model_type}) names its feed-forward "
+                          f"width none of {', '.join(FFN_KEYS)}; use student.source: layers or model")
+    config.hidden_size = sizes.hidden_size  # through the config's attribute_map where it renames these
     config.num_hidden_layers = sizes.num_layers
     config.num_attention_heads = sizes.num_heads
-    config.intermediate_size = sizes.intermediate_size
+    setattr(config, ffn, sizes.intermediate_size)
+    built = (config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+    if built != (sizes.hidden_size, sizes.num_layers, sizes.num_heads):
+        raise ConfigError(f"student.config: the teacher's architecture ({config.model_type}) did not take the sizes "
+                          f"(hidden, layers, heads {built}); use student.source: layers or model")
     return config, name
 
 

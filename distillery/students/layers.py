@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from distillery.errors import ModelError
-from distillery.hf import load_tokenizer, resolve_model
+from distillery.hf import ensure_padding, load_tokenizer, resolve_model
 from distillery.students.base import StudentFamily
 
 
@@ -67,6 +67,7 @@ class LayerSelection(StudentFamily):
             pretrained = resolve_model(params.teacher.model, "teacher.model")
             source = task.load_model(pretrained, "teacher.model", labels)
             tokenizer = load_tokenizer(pretrained, "teacher.model")
+            ensure_padding(source, tokenizer, "teacher.model")  # as train_teacher does: GPT-2 style has no pad token
         layers = resolve_layers(cfg.layers, source.config.num_hidden_layers)
         return select_layers(task, source, layers), tokenizer
 

@@ -96,7 +96,7 @@ def test_unknown_layer_and_stale_cache(workdir, capsys, tiny_bert):
 def test_max_length_beyond_the_model_positions_fails_before_training(workdir, capsys, tiny_bert):
     assert main(["prepare"]) == 0
     _set(workdir, tiny_bert, **{"teacher.max_length": 200})  # the tiny BERT has 128 positions
-    _fails(capsys, "train_teacher", "teacher.max_length = 200 is not allowed; the model has 128 positions")
+    _fails(capsys, "train_teacher", "teacher.max_length = 200 is not allowed; the model takes at most 128 tokens")
     assert not (workdir / "models" / "teacher").exists()
 
 

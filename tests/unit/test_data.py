@@ -161,6 +161,19 @@ def test_numeric_labels_agree_across_spellings(tmp_path):
     assert report["labels"] == ["1", "2", "3"] and report["rows_rejected"] == 0
 
 
+def test_a_label_in_another_unicode_form_is_the_same_label(tmp_path):
+    frame = make_texts(60)
+    composed, decomposed = "caf\u00e9 \u2615", "cafe\u0301 \u2615"  # "café ☕" both: é, or e + combining accent
+    frame["sentiment"] = frame["sentiment"].replace({"positive": composed})
+    frame.loc[frame.index[frame["sentiment"] == composed][::2], "sentiment"] = decomposed
+    source = _csv(tmp_path, frame)
+    report = prepare(_params(source), tmp_path / "inferred")
+    assert report["labels"] == ["caf\u00e9 \u2615", "negative", "neutral"]
+    declared = prepare(_params(source, labels=[decomposed, "negative", "neutral"], on_bad_rows="fail"),
+                       tmp_path / "declared")
+    assert declared["labels"] == [composed, "negative", "neutral"] and declared["rows_rejected"] == 0
+
+
 def test_class_label_ids_map_through_source_names_even_with_declared_labels():
     from distillery.task_types.text_classification.rows import clean
 

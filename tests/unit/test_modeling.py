@@ -124,3 +124,49 @@ def test_layer_map_from_the_finetuned_teacher_copies_every_weight_exactly(tiny_b
                                LABELS, seed=0)
     # the fine-tuned teacher's layers, head included, not the pretrained ones of teacher.model
     _assert_student_layers_compute_the_teachers(student, teacher.eval(), expected)
+
+
+def test_a_roberta_style_model_is_held_to_the_positions_its_tokens_can_take():
+    """RoBERTa numbers positions from padding_idx + 1, so a table of 20 rows (pad id 1) takes 18 tokens: the
+    model itself fails on 19. max_length is held to what the model runs, not to the raw table size."""
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    from distillery.hf import check_max_length, usable_positions
+
+    sizes = dict(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=20)
+    roberta = RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, **sizes)).eval()
+    with torch.no_grad():
+        roberta(input_ids=torch.full((1, 18), 5))
+        with pytest.raises((IndexError, RuntimeError), match="out of (range|bounds)"):
+            roberta(input_ids=torch.full((1, 19), 5))
+    check_max_length(roberta, 18, "teacher.max_length")
+    with pytest.raises(ModelError, match=r"^teacher.max_length = 19 is not allowed; the model takes at most 18 tokens "
+                                         r"\(max_position_embeddings 20, less its position offset\), so use at most 18$"):
+        check_max_length(roberta, 19, "teacher.max_length")
+    bert = BertForSequenceClassification(BertConfig(pad_token_id=0, **sizes))
+    assert usable_positions(bert.config.to_dict()) == 20 and usable_positions({"model_type": "gpt2"}) is None
+    check_max_length(bert, 20, "student.max_length")
+
+
+def test_layers_of_a_teacher_whose_tokenizer_has_no_pad_token(tmp_path):
+    """GPT-2 style: no pad token. The layer-selected student from the pretrained teacher pads with its EOS token,
+    as the fine-tuned teacher does, instead of failing at the first padded batch of distill."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    words = ["<eos>", "<unk>", "good", "bad", "day", "car"]
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    assert tokenizer.pad_token is None
+    GPT2Model(GPT2Config(vocab_size=len(words), n_embd=16, n_layer=2, n_head=2, n_positions=32)).save_pretrained(
+        tmp_path / "gpt")
+    tokenizer.save_pretrained(tmp_path / "gpt")
+    student, featuriser = build_student(StudentConfig(layers=[1], max_length=16), str(tmp_path / "gpt"),
+                                        tmp_path / "no-teacher", LABELS, seed=0)
+    assert featuriser.pad_token == "<eos>" and student.config.pad_token_id == 0
+    batch = featuriser(["good day", "bad"], padding=True, return_tensors="pt")
+    assert batch["input_ids"].tolist() == [[2, 4], [3, 0]]
+    with torch.no_grad():
+        assert student(**batch).logits.shape == (2, 3)

@@ -38,6 +38,30 @@ def test_config_student_has_the_configured_sizes_and_the_teachers_tokenizer(tiny
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters()) / 2
 
 
+@pytest.mark.parametrize("kind", ["distilbert", "gpt2"])
+def test_config_student_gets_the_feed_forward_width_under_its_architectures_own_name(kind, tiny_bert, tmp_path):
+    """DistilBERT calls the feed-forward width hidden_dim and GPT-2 n_inner: the student's layers are built at
+    student.config.intermediate_size either way (the weights' shapes say so), not at the teacher's width."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model
+
+    vocab = AutoTokenizer.from_pretrained(str(tiny_bert)).vocab_size
+    teacher = tmp_path / kind
+    if kind == "distilbert":
+        DistilBertModel(DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+                        ).save_pretrained(teacher)
+    else:
+        GPT2Model(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_inner=64)).save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(teacher)
+    student, _ = student_family("config").build(_params(teacher, hidden_size=16, num_layers=1, num_heads=2,
+                                                        intermediate_size=24), TASK, LABELS, tmp_path, seed=0)
+    if kind == "distilbert":
+        widths = [layer.ffn.lin1.weight.shape for layer in student.distilbert.transformer.layer]
+        assert widths == [(24, 16)]
+    else:
+        widths = [block.mlp.c_fc.weight.shape for block in student.transformer.h]
+        assert widths == [(16, 24)]  # GPT-2's Conv1D keeps (in, out)
+
+
 def test_config_student_is_deterministic_for_a_seed(tiny_bert, tmp_path):
     params = _params(tiny_bert, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32)
     family = student_family("config")

@@ -5,6 +5,7 @@ the prepared splits come out identical, nothing after it.
 """
 from __future__ import annotations
 
+import unicodedata
 from typing import Union
 
 import pandas as pd
@@ -19,8 +20,9 @@ def is_blank(series: pd.Series) -> pd.Series:
 
 
 def label_key(value) -> str:
-    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree."""
-    text = str(value.item() if hasattr(value, "item") else value).strip()
+    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree, and in Unicode
+    NFC, so "Café" typed with a combining accent is the label "Café" (they look alike in every message)."""
+    text = unicodedata.normalize("NFC", str(value.item() if hasattr(value, "item") else value)).strip()
     try:
         number = float(text)
     except ValueError:
