@@ -29,11 +29,16 @@ _PREFIXES = ("\u0120", "\u2581")  # GPT-2 / RoBERTa BPE "Ġ" and SentencePiece "
 
 
 def replacement_vocabulary(tokenizer) -> list[str]:
-    """Whole alphabetic words of the tokenizer's vocabulary, sorted (so the draw does not depend on dict order)."""
+    """Whole words of Latin letters in the tokenizer's vocabulary, sorted (so the draw does not depend on dict
+    order). A vocabulary that marks word starts (byte-level BPE's ``Ġ``, SentencePiece's ``▁``) gives only its
+    marked tokens, the rest being pieces of words (``errible``); WordPiece gives its tokens without ``##``."""
     special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    vocabulary = [t for t in tokenizer.get_vocab() if t not in special and not t.startswith(("[", "<"))]
+    marked = sum(t.startswith(_PREFIXES) for t in vocabulary)
+    marks_starts = 4 * marked > len(vocabulary)  # over a quarter (RoBERTa's: about 60%); WordPiece: a stray one
     words = set()
-    for token in tokenizer.get_vocab():
-        if token in special or token.startswith("##") or token.startswith("[") or token.startswith("<"):
+    for token in vocabulary:
+        if token.startswith("##") or (marks_starts and not token.startswith(_PREFIXES)):
             continue
         if token.startswith(_PREFIXES):
             token = token[1:]

@@ -134,3 +134,21 @@ def test_augment_settings_are_validated(tmp_path):
         load_params(path)
     path.write_text("distill:\n  augment:\n    seed: 3\n")
     assert load_params(path).distill.augment.seed == 3
+
+
+def test_a_vocabulary_that_marks_word_starts_gives_only_whole_words():
+    """Byte-level BPE marks a word's first piece with "Ġ"; its unmarked tokens are pieces ("errible"), never
+    drawn as replacement words. In WordPiece it is the other way round: "##" marks the pieces."""
+    class Vocabulary:
+        all_special_tokens = ["<s>", "</s>", "<mask>"]
+
+        def __init__(self, tokens):
+            self.tokens = tokens
+
+        def get_vocab(self):
+            return {token: i for i, token in enumerate(self.tokens)}
+
+    bpe = Vocabulary(["<s>", "</s>", "<mask>", "\u0120terrible", "errible", "\u0120happy", "appy", "\u0120day", "ing"])
+    assert replacement_vocabulary(bpe) == ["day", "happy", "terrible"]
+    wordpiece = Vocabulary(["[CLS]", "terrible", "##ible", "happy", "##py", "day", "\u2581"])
+    assert replacement_vocabulary(wordpiece) == ["day", "happy", "terrible"]
