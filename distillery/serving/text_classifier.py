@@ -13,8 +13,9 @@ are read too.
 Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
 one row per input row, in order; no rows in, no rows out.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
-answers with HTTP 400) that says why: a text that is null or not a string, and more rows than
-``max_rows`` (``classifier.json``) in one call.
+answers with HTTP 400) that says why: a text that is null or not a string, more rows than
+``max_rows`` (``classifier.json``) in one call, and a text that gives no tokens at all (an empty text,
+for a tokenizer that adds no start or end token of its own).
 """
 from __future__ import annotations
 
@@ -122,9 +123,13 @@ class OnnxTextClassifier(PythonModel):
         self.session = ort.InferenceSession(context.artifacts["onnx"], sess_options=options,
                                             providers=["CPUExecutionProvider"])
 
-    def _encode(self, texts: list, pairs: list | None) -> dict:
+    def _encode(self, texts: list, pairs: list | None, first_row: int = 0) -> dict:
         items = list(zip(texts, pairs)) if pairs is not None else texts
         encodings = self.tokenizer.encode_batch(items)
+        empty = next((i for i, e in enumerate(encodings) if not any(e.attention_mask)), None)
+        if empty is not None:  # a tokenizer without start/end tokens (GPT-2 style) and an empty text
+            _refuse(f"{TEXT!r} of row {first_row + empty} gives no tokens ({texts[empty]!r}); this model's tokenizer "
+                    f"adds none of its own, so there is nothing to classify")
         arrays = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
                   "token_type_ids": [e.type_ids for e in encodings]}
         return {name: np.asarray(arrays[name], dtype=np.int64) for name in self.input_names}
@@ -151,7 +156,7 @@ class OnnxTextClassifier(PythonModel):
         parts = []
         for start in range(0, len(texts), self.batch_size):
             batch = self._encode(texts[start:start + self.batch_size],
-                                 pairs[start:start + self.batch_size] if pairs is not None else None)
+                                 pairs[start:start + self.batch_size] if pairs is not None else None, start)
             parts.append(self.session.run(["logits"], batch)[0])
         return np.concatenate(parts)
 

@@ -110,3 +110,26 @@ def test_served_process_memory_is_the_child_own_high_water_mark(tmp_path):
     assert small["torch_imported"] is False and small["distillery_imported"] is False
     assert 180 < large["peak_memory_mb"] - small["peak_memory_mb"] < 230, (small, large)
     assert abs(large["after_imports_mb"] - small["after_imports_mb"]) < 20, (small, large)
+
+
+def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
+    """A GPT-2 style tokenizer adds no token of its own, so "" encodes to nothing: a 400 naming the row, not an
+    ONNX Runtime failure on an empty sequence."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel(vocab={"<eos>": 0, "<unk>": 1, "good": 2, "day": 3}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.enable_padding(pad_id=0, pad_token="<eos>")
+    model = _model(served, max_rows=100)
+    model.tokenizer, model.input_names, model.batch_size = tokenizer, ["input_ids", "attention_mask"], 2
+
+    class Session:  # stands in for ONNX Runtime: zero logits for each row of a batch
+        def run(self, names, batch):
+            return [np.zeros((len(batch["input_ids"]), 2), dtype=np.float32)]
+
+    model.session = Session()
+    assert model.predict(None, ["good day", "day", "good"])["score"].tolist() == [0.5, 0.5, 0.5]
+    encoded = model._encode(["good day", "day"], None)
+    assert encoded["input_ids"].tolist() == [[2, 3], [3, 0]] and encoded["attention_mask"].tolist() == [[1, 1], [1, 0]]
+    error = _refused(lambda: model.predict(None, ["good day", "day", "good", ""]), "'text' of row 3 gives no tokens")
+    assert "('')" in error.message
