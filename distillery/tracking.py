@@ -68,7 +68,12 @@ class RedactingFilter(logging.Filter):
 
 def tracking_uri(root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite database, by absolute path."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / STORE_DIR / DB_NAME).resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or own_store_uri(root)
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def is_remote(uri: str) -> bool:
@@ -138,7 +143,7 @@ def _create_once(uri: str) -> None:
 
     from distillery.locking import registry_lock
 
-    path = Path(uri[len("sqlite:///"):])
+    path = sqlite_path(uri)
     if path.is_file() and path.stat().st_size > 0:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from distillery.config import Params
 from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, versions)
-from distillery.tracking import experiment_id, redact_uri, tracking_uri
+from distillery.tracking import experiment_id, redact_uri, sqlite_path, tracking_uri
 
 
 def _recover(client, params: Params, root: Path) -> dict:
@@ -23,7 +23,8 @@ def _recover(client, params: Params, root: Path) -> dict:
 def _no_store(uri: str) -> bool:
     """A SQLite store whose file is not there: a mistyped ``MLFLOW_TRACKING_URI``, or no run registered yet.
     The registry commands create nothing there (connecting would make an empty store)."""
-    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
+    path = sqlite_path(uri)
+    return path is not None and not path.is_file()
 
 
 def _require_store(root: Path) -> None:
