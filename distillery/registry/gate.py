@@ -16,7 +16,7 @@
 ``labels``, and the metric.
 ``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
 ``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown, and
-optionally ``rows`` (``{"test_rows", "left_out", "checked"}``) and ``candidate`` (the candidate's figures on
+optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a ``note``) and ``candidate`` (the candidate's figures on
 the same rows, when test rows the champion saw were left out: the comparison uses them).
 """
 from __future__ import annotations
@@ -104,7 +104,8 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     rows = champion.get("rows") or {}
     if same_rows:
         where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
-                 f"champion v{champion['version']} did not train, validate or distill on)")
+                 f"champion v{champion['version']} did not train, validate or distill on"
+                 + (f"; {rows['note']}" if rows.get("note") else "") + ")")
     elif champion.get("rescored"):
         where = " (re-scored on the current test split" + (
             "; the champion's training rows are not recorded, so the overlap is unchecked)"

@@ -94,7 +94,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             # the rows this model trained, validated or distilled on: a later gate leaves them out of its comparison
             seen_frames = [load_split(split, root / PREPARED_DIR) for split in ("train", "validation", "transfer")
                            if (root / PREPARED_DIR / f"{split}.parquet").is_file()]
-            mlflow.log_artifact(str(write_seen(seen_frames, serving.row_key_columns, Path(tmp))), SEEN_ARTIFACT_DIR)
+            for path in write_seen(seen_frames, serving.row_key_columns, Path(tmp)):
+                mlflow.log_artifact(str(path), SEEN_ARTIFACT_DIR)
 
             existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
@@ -164,10 +165,12 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     if current is not None and not already:
         rows = {"test_rows": int(len(test)), "checked": False, "left_out": 0}
         try:
-            seen = load_seen(current.tags.get(SEEN_TAG), scratch / "champion-seen")
-            fresh = None if seen is None else fresh_rows(test, serving.row_key_columns(test), seen)
+            seen, matched = load_seen(current.tags.get(SEEN_TAG), scratch / "champion-seen", params.data.leak_check)
+            fresh = None if seen is None else fresh_rows(test, serving.row_key_columns(test), seen, matched)
             if fresh is not None:
-                rows.update(checked=True, left_out=int((~fresh).sum()))
+                rows.update(checked=True, left_out=int((~fresh).sum()), matched=matched)
+                if matched != params.data.leak_check:  # registered before the normalised keys were logged
+                    rows["note"] = "its rows were recorded before near-copies were matched: exact copies only"
             if fresh is not None and len(test) and not fresh.any():
                 raise ValueError(f"all {len(test)} current test rows were in its training, validation or "
                                  "transfer data")

@@ -200,9 +200,10 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
 def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert,
                                                                                              monkeypatch):
     """A refresh re-draws the splits, so rows of the champion's training split can land in the new test split.
-    Here 30 of the 40 new test rows are A's training rows, labelled as A answers them, and 10 are new rows
-    labelled as B answers them. On the whole split A leads (75% vs 25%); on the 10 rows A never saw, B does."""
-    from distillery.registry.seen import SEEN_FILE, SEEN_TAG
+    Here 30 of the 40 new test rows are A's training rows (10 of them near-copies: other case, other spacing),
+    labelled as A answers them, and 10 are new rows labelled as B answers them. On the whole split A leads (75%
+    vs 25%); on the 10 rows A never saw, B does."""
+    from distillery.registry.seen import SEEN_FILE, SEEN_FILES, SEEN_TAG
 
     seen_texts = make_texts(60, seed=7)["text"].tolist()
     (project / "data/prepared/train.parquet").unlink(missing_ok=True)
@@ -215,8 +216,10 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
 
     _export(project, tiny_bert, shift=1)  # model B, trained on new splits (its own rows do not matter here)
     fresh = make_texts(10, seed=8)["text"].tolist()
-    test = pd.DataFrame({"text": seen_texts[:30] + fresh, "label": np.concatenate([
-        direct_logits(project, seen_texts[:30], onnx="shift0.onnx").argmax(-1),
+    # near-copies of A's rows, labelled as A answers them (B, A with its labels rotated, gets each one wrong)
+    near = [" " + text.upper().replace(" ", "  ") + " " for text in seen_texts[:10]]
+    test = pd.DataFrame({"text": near + seen_texts[10:30] + fresh, "label": np.concatenate([
+        direct_logits(project, near + seen_texts[10:30], onnx="shift0.onnx").argmax(-1),
         direct_logits(project, fresh, onnx="shift1.onnx").argmax(-1)])})
     test.to_parquet(project / "data/prepared/test.parquet")
     result = stage.register(_params(project, min_retention=0.0))
@@ -224,8 +227,31 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
     assert result["decision"] == "promoted", result["checks"]
     assert (check["value"], check["threshold"]) == (1.0, 0.0) and result["candidate"]["accuracy"] == 0.25
     assert "both on the 10 of 40 current test rows champion v1 did not train, validate or distill on" in check["detail"]
-    assert result["champion_rows"] == {"test_rows": 40, "left_out": 30, "checked": True}
+    assert result["champion_rows"] == {"test_rows": 40, "left_out": 30, "checked": True, "matched": "normalised"}
     assert _aliases(project) == {"champion": "2"}
+
+    # With data.leak_check: exact, only the 20 identical rows are A's: A is compared on the 10 near-copies too.
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["data"]["leak_check"] = "exact"
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    client = _client(project)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    exact = stage.register(_params(project, min_retention=0.0))
+    assert exact["champion_rows"] == {"test_rows": 40, "left_out": 20, "checked": True, "matched": "exact"}
+    # A champion registered before the normalised keys were logged is matched exactly, and the check says so.
+    raw["data"]["leak_check"] = "normalised"
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    old = client.create_run(client.get_run(first["mlflow_run_id"]).info.experiment_id).info.run_id
+    client.log_artifact(old, logged, "data")  # the exact set alone
+    client.set_model_version_tag(NAME, "1", SEEN_TAG, old)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    earlier = stage.register(_params(project, min_retention=0.0))
+    assert earlier["champion_rows"]["left_out"] == 20 and earlier["champion_rows"]["matched"] == "exact"
+    assert "recorded before near-copies were matched" in next(
+        c for c in earlier["checks"] if c["name"] == "champion")["detail"]
+    assert set(SEEN_FILES.values()) == {p.path.split("/")[-1] for p in client.list_artifacts(first["mlflow_run_id"], "data")
+                                        if p.path.startswith("data/seen_rows")}
+    client.set_registered_model_alias(NAME, "champion", "2")
 
     # A test split made only of rows the champion (now B, which saw these train/validation rows) trained on:
     # nothing is left to compare on, so the champion stays.
