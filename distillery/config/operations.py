@@ -101,6 +101,10 @@ class ExportConfig:
     selection_length: int = Field(64, ge=1, description="sequence length of that cell (at most the student's "
                                                         "max_length)")
     selection_seconds: float = Field(10.0, gt=0, description="time cap on timing the candidates")
+    deploy: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="which student file ships: auto = int8 when it passes its gate, else fp32; fp32 = "
+                            "always fp32 (int8 still built and reported); int8 = int8 or the stage fails",
+        json_schema_extra=allowed("use auto, fp32 or int8"))
 
 
 @section("benchmark")

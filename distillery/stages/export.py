@@ -65,8 +65,12 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             report[name]["size_mb"] = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
         failed = [n for n in EXPORTED if not report[n]["fp32"]["passed"]]
         student_int8 = report["student"]["int8"]
-        report["deployable"] = "student.int8.onnx" if student_int8["deployable"] else "student.onnx"
-        report["int8_not_deployable_reason"] = student_int8["reason"]
+        ships_int8 = student_int8["deployable"] and params.export.deploy != "fp32"
+        report["deployable"] = "student.int8.onnx" if ships_int8 else "student.onnx"
+        report["deploy"] = params.export.deploy
+        reason = student_int8["reason"] if not student_int8["deployable"] else (
+            "export.deploy is fp32" if not ships_int8 else None)
+        report["int8_not_deployable_reason"] = reason
         report["fp32_parity_passed"] = not failed
         write_json(parity_path, report)
         if failed:
@@ -74,9 +78,12 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             raise ParityError(f"fp32 ONNX parity failed for {', '.join(failed)}: largest output difference "
                               f"{worst['max_abs_logit_diff']:.3g} > export.fp32_atol = {worst['atol']} on the "
                               f"test split; no ONNX model was written (see {parity_path})")
+        if params.export.deploy == "int8" and not student_int8["deployable"]:
+            raise ParityError(f"export.deploy is int8 but the int8 student fails its gate ({student_int8['reason']}); "
+                              f"no ONNX model was written (see {parity_path}); export.deploy: auto ships fp32 instead")
         write_json(scratch / "deployment.json", {
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
-            "reason": student_int8["reason"], "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
+            "reason": reason, "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
             "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"],
             **task.settings()})
     return report

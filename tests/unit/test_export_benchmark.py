@@ -163,6 +163,28 @@ def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkey
     assert json.loads((tmp_path / "onnx" / "deployment.json").read_text())["int8_deployable"] is False
 
 
+def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_int8_is_required(workspace, tmp_path,
+                                                                                                  monkeypatch):
+    root, params = workspace
+    # int8 passes its gate here (the test above checks the default ships it), but fp32 is asked for
+    report = export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="fp32")), root / "models",
+                    root / "prepared", tmp_path / "a" / "onnx", tmp_path / "a" / "reports")
+    assert report["student"]["int8"]["deployable"] is True and report["deployable"] == "student.onnx"
+    deployment = json.loads((tmp_path / "a/onnx/deployment.json").read_text())
+    assert (deployment["deployable"], deployment["int8_deployable"]) == ("student.onnx", True)
+    assert deployment["reason"] == "export.deploy is fp32"
+    assert (tmp_path / "a/onnx/student.int8.onnx").is_file()  # built and reported all the same
+
+    # int8 required but wrecked: the stage fails, names the setting, and writes no model
+    monkeypatch.setattr("distillery.stages.export.quantize_int8", _negated_int8)
+    monkeypatch.setattr("distillery.export_recipes.quantize_int8", _negated_int8)
+    with pytest.raises(ParityError, match=r"export.deploy is int8 but the int8 student fails its gate \(int8 "
+                                          r"accuracy drop .* exceeds export.int8_max_accuracy_drop"):
+        export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="int8")), root / "models",
+               root / "prepared", tmp_path / "b" / "onnx", tmp_path / "b" / "reports")
+    assert not (tmp_path / "b/onnx").exists()
+
+
 def _operators(path) -> set:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
