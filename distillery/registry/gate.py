@@ -16,8 +16,9 @@
 ``labels``, and the metric.
 ``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
 ``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown, and
-optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a ``note``) and ``candidate`` (the candidate's figures on
-the same rows, when test rows the champion saw were left out: the comparison uses them).
+optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a
+``note``) and ``candidate`` (the candidate's figures on the same rows, when test rows the champion saw were
+left out: the comparison uses them).
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ comparison. Two sets are logged: ``seen_rows.npy`` on the values as they are, an
 on texts as ``data.leak_check: normalised`` matches them (``distillery.prepared.normalised_text``: Unicode NFKC,
 case folded, whitespace collapsed), so that a refreshed test row differing from a champion's training row
 only in case or spacing is left out too. The gate matches as ``data.leak_check`` says; a champion logged before
-the normalised set existed is matched exactly, and the gate says so. A champion registered before this was recorded has no set: the gate says the overlap was not
-checked. A set that cannot be read now (an unreachable artifact store) fails the champion check.
+the normalised set existed is matched exactly, and the gate says so. A champion registered before any set was
+recorded has none: the gate says the overlap was not checked. A set that cannot be read now (an unreachable artifact store) fails the champion check.
 """
 from __future__ import annotations
 
@@ -75,6 +75,6 @@ def load_seen(run_id: Optional[str], directory: Path, mode: str = "exact") -> tu
     used = mode if SEEN_FILES[mode] in logged else "exact"
     if SEEN_FILES[used] not in logged:
         return None, mode
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{SEEN_ARTIFACT_DIR}/{SEEN_FILES[used]}",
-                                               dst_path=str(directory))
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(directory),
+                                               artifact_path=f"{SEEN_ARTIFACT_DIR}/{SEEN_FILES[used]}")
     return np.load(path, allow_pickle=False), used
