@@ -98,6 +98,15 @@ def roofline_text(results: dict) -> str:
             f"with {peaks['threads']} threads on this machine; at {cell}: " + "; ".join(parts) + ".")
 
 
+def _deployed(head: dict) -> str:
+    """The shipped student's own ratio, when it is not the int8 model of the headline."""
+    mine = head.get("deployed")
+    if not mine:
+        return ""
+    return (f" ({mine['model']}: {mine['p50_speedup']:.1f}x faster than the teacher at p50"
+            f"{_interval(mine.get('p50_speedup_ci95'))}, {mine['p95_speedup']:.1f}x at p95)")
+
+
 def benchmark_table(results: dict) -> str:
     """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
     size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed.
@@ -137,7 +146,8 @@ def benchmark_table(results: dict) -> str:
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
             f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
-            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}.{boot}"
+            f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}"
+            f"{_deployed(head)}.{boot}"
             f"{method}{roofline_text(results)}\n")
 
 
@@ -161,5 +171,6 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
     return ("\n\n".join(lines) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "
             f"faster at p50{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
-            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}."
+            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}"
+            f"{_deployed(head)}."
             f"{roofline_text(results)}\n")

@@ -111,4 +111,16 @@ def test_headline_is_at_the_students_length_with_intervals_from_the_raw_runs():
     assert head["p50_speedup_ci95"] == {"low": 10.0, "high": 10.0}  # constant runs: the exact ratio
     assert head["bootstrap"]["runs"] == {"teacher_pytorch_fp32": 20, "student_onnx_int8": 25}
     assert headline(results, [1, 8], [16, 64, 128])["cell"] == "b1_s64"  # the default: sequence 64
+    assert "deployed" not in head  # no deployment named, or int8 ships: the headline is the shipped student's
+
+    # fp32 ships (export.deploy: fp32, or int8 failed its gate): its own ratio is given beside the int8 headline
+    results["models"]["student_onnx_fp32"] = model(2.5, 8.0, 30.0)
+    results["deployable"] = "student.onnx"
+    raw["b1_s128"]["student_onnx_fp32"] = np.full(30, 320.0)
+    head = headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
+    assert head["p50_speedup"] == 10.0  # the int8 headline is unchanged
+    assert head["deployed"] == {"model": "student_onnx_fp32", "p50_speedup": 4.0, "p95_speedup": 2.5,
+                                "p50_speedup_ci95": {"low": 4.0, "high": 4.0}}
+    results["deployable"] = "student.int8.onnx"
+    assert "deployed" not in headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
     assert headline(results, [1, 8], [16, 64, 128], target_length=100)["cell"] == "b1_s128"  # the nearest
