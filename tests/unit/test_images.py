@@ -324,3 +324,20 @@ def test_a_sources_class_names_are_indexed_by_its_integer_labels():
     cleaned, rejected = rows.clean(frame, build_data({}), names, names, "fashion [train]")
     assert [names[i] for i in cleaned["label"]] == ["Ankle boot", "T-shirt/top"]
     assert rejected == [{"source": "fashion [train]", "row": 3, "reason": "unknown label '12'"}]
+
+
+def test_an_image_with_a_nan_or_infinite_pixel_is_rejected_by_row_not_trained_on(tmp_path):
+    """A NaN pixel once passed prepare and crashed training with a traceback (roc_auc_score: Input contains NaN)."""
+    x = RNG.random((120, 4, 4)).astype(np.float32) * 10
+    x[5, 2, 3], x[17, 0, 0] = np.nan, np.inf
+    archive = tmp_path / "floats.npz"
+    np.savez(archive, x=x, y=np.arange(120) % 2)
+    report = _prepare(tmp_path / "npz", source=str(archive))
+    assert report["rejected_by_reason"] == {"a pixel is NaN or infinite": 2}
+    rejected = pd.read_csv(tmp_path / "npz/prepared/rejected.csv")
+    assert sorted(rejected["row"]) == [6, 18]  # 1-based rows of the file
+    image = report["image"]  # the recorded normalisation is made of real numbers
+    assert all(np.isfinite(image[k]) for k in ("pixel_min", "pixel_max", "pixel_max_seen", "pixel_mean", "pixel_std"))
+    for split in ("train", "validation", "test"):
+        frame = pd.read_parquet(tmp_path / f"npz/prepared/{split}.parquet")
+        assert all(np.isfinite(np.frombuffer(p, dtype=np.float32)).all() for p in frame["pixels"])

@@ -69,8 +69,11 @@ class Images:
         shapes = {a.shape[1:] for a in self.arrays.values()}
         if len(shapes) != 1:
             raise DataError(f"{self.description}: the splits hold images of different shapes {sorted(shapes)}")
-        low = min(float(a.min()) for a in self.arrays.values() if a.size)
-        high = max(float(a.max()) for a in self.arrays.values() if a.size)
+        # an image with a NaN or infinite pixel is a bad row (rejected by name in prepare), not a pixel value
+        finite = {split: np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.dtype.kind == "f"
+                  else np.ones(len(a), dtype=bool) for split, a in self.arrays.items()}
+        low = min((float(a[finite[s]].min()) for s, a in self.arrays.items() if finite[s].any()), default=0.0)
+        high = max((float(a[finite[s]].max()) for s, a in self.arrays.items() if finite[s].any()), default=0.0)
         # uint8 marks 8-bit images: a PNG sent to the served model maps onto them one to one. Whole numbers of
         # another type (0-16 digits) are not 8-bit images, so they keep their own scale as float32.
         dtype = np.uint8 if all(a.dtype == np.uint8 for a in self.arrays.values()) else np.float32
@@ -80,7 +83,8 @@ class Images:
             data = np.ascontiguousarray(array, dtype=dtype)
             frame = pd.DataFrame({PIXELS: [row.tobytes() for row in data], "channels": channels, "height": height,
                                   "width": width, RAW_LABEL: self.labels[split],
-                                  "_row": np.arange(1, len(data) + 1), REASON: ""})
+                                  "_row": np.arange(1, len(data) + 1),
+                                  REASON: np.where(finite[split], "", "a pixel is NaN or infinite")})
             bad = pd.DataFrame([{PIXELS: b"", "channels": channels, "height": height, "width": width,
                                  RAW_LABEL: None, "_row": row, REASON: reason} for row, reason in self.bad[split]])
             frames[split] = pd.concat([frame, bad], ignore_index=True) if len(bad) else frame
