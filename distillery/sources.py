@@ -75,7 +75,9 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     except Exception as exc:  # pandas/pyarrow parse errors
         if sha256_files([path]) != before:
             raise _changed(path) from None
-        raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
+        where = _bad_json(path, encoding_errors) if kind in ("json", "jsonl") else None
+        raise DataError(f"{path}: {where or f'cannot be parsed as {kind}'}: {str(exc).splitlines()[0]}"
+                        if not where else f"{path}: {where}") from None
     if sha256_files([path]) != before:
         raise _changed(path)
     frame = frame.reset_index(drop=True)
@@ -83,6 +85,40 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         _check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
     return frame
+
+
+def _bad_json(path: Path, errors: str) -> Union[str, None]:
+    """Where a JSON or JSON-lines file that pandas could not read goes wrong, by line: the first line that is not
+    valid JSON or not an object of columns (JSON lines), or the line of a JSON document's syntax error. None
+    when every line is a valid object (pandas refused the file for another reason)."""
+    import json
+
+    with open(path, "rb") as handle:
+        lines = _DecodedLines(handle, path, errors)
+        first = ""
+        for line in lines:
+            if line.strip():
+                first = line.lstrip()
+                break
+        if first.startswith("["):  # one JSON document: its own syntax error names the line
+            handle.seek(0)
+            try:
+                json.loads(_DecodedLines(handle, path, errors).read())
+            except json.JSONDecodeError as exc:
+                return f"line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno})"
+            return None
+        handle.seek(0)
+        for number, line in enumerate(_DecodedLines(handle, path, errors), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+            if not isinstance(value, dict):
+                return (f"line {number} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object "
+                        "of columns ({\"column\": value, ...})")
+    return None
 
 
 def _changed(path: Path) -> TransientError:

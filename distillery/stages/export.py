@@ -72,15 +72,21 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             "export.deploy is fp32" if not ships_int8 else None)
         report["int8_not_deployable_reason"] = reason
         report["fp32_parity_passed"] = not failed
-        write_json(parity_path, report)
+        # a failed export leaves the last good parity.json beside the last good models (it describes them) and
+        # writes its own report apart, for the error to point at
+        failed_path = parity_path.with_name("parity.failed.json")
         if failed:
+            write_json(failed_path, report)
             worst = report[failed[0]]["fp32"]
             raise ParityError(f"fp32 ONNX parity failed for {', '.join(failed)}: largest output difference "
                               f"{worst['max_abs_logit_diff']:.3g} > export.fp32_atol = {worst['atol']} on the "
-                              f"test split; no ONNX model was written (see {parity_path})")
+                              f"test split; no ONNX model was written (see {failed_path})")
         if params.export.deploy == "int8" and not student_int8["deployable"]:
+            write_json(failed_path, report)
             raise ParityError(f"export.deploy is int8 but the int8 student fails its gate ({student_int8['reason']}); "
-                              f"no ONNX model was written (see {parity_path}); export.deploy: auto ships fp32 instead")
+                              f"no ONNX model was written (see {failed_path}); export.deploy: auto ships fp32 instead")
+        write_json(parity_path, report)
+        failed_path.unlink(missing_ok=True)
         write_json(scratch / "deployment.json", {
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
             "reason": reason, "labels": labels, "tokenizer": str(Path(models_dir) / "student"),

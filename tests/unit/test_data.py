@@ -352,3 +352,40 @@ def test_a_near_copy_of_a_labelled_text_stays_out_of_the_transfer_set(tmp_path):
     assert prepared["rows"] == report["rows"] and report["near_copies_dropped"] == {"transfer": 5}
     # two texts that match each other but no labelled text are no leak: both stay
     assert list(load_split("transfer", tmp_path / "second")["text"]) == ["an unseen text", "AN UNSEEN  TEXT"]
+
+
+def test_a_jsonl_value_that_is_not_text_or_not_one_label_is_a_rejected_row(tmp_path):
+    """JSON keeps types: an object or a number as the text, or a list as the label, was trained on as its
+    Python spelling ("{'a': 1}", "5", "['agrees']": a class of its own), while the served model refuses such
+    inputs."""
+    import json
+
+    frame = make_texts(60)
+    rows = frame.to_dict("records")
+    rows[2]["text"], rows[5]["text"], rows[9]["sentiment"] = {"a": 1}, 5, ["positive"]
+    source = tmp_path / "data.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = prepare(_params(source), tmp_path / "prepared")  # labels inferred: no "['positive']" class
+    assert report["rejected_by_reason"] == {"text is not a string (an object)": 1, "text is not a string (a number)": 1,
+                                            "label is not a single value (a list)": 1}
+    assert sorted(pd.read_csv(tmp_path / "prepared/rejected.csv")["row"]) == [3, 6, 10]
+    assert load_labels(tmp_path / "prepared") == ["negative", "neutral", "positive"]
+
+
+@pytest.mark.parametrize("suffix, broken, message", [
+    (".jsonl", lambda line: line[:-1], r"line 8 is not valid JSON \(Expecting ',' delimiter at column \d+\)"),
+    (".jsonl", lambda line: '["a", "b"]', r"line 8 is a JSON list, not an object of columns"),
+    (".json", lambda line: line.replace(",", "", 1), r"line 8 is not valid JSON \(Expecting ',' delimiter"),
+])
+def test_a_broken_json_line_is_named_by_its_line(tmp_path, suffix, broken, message):
+    import json
+
+    lines = [json.dumps(row) for row in make_texts(30).to_dict("records")]
+    lines[7] = broken(lines[7])
+    source = tmp_path / f"data{suffix}"
+    # .json: one document, "[" on line 1 and lines[1:] after it, so lines[7] is line 8 there too
+    text = "\n".join(lines) + "\n" if suffix == ".jsonl" else "[\n" + ",\n".join(lines[1:]) + "\n]\n"
+    source.write_text(text)
+    with pytest.raises(DataError, match=rf"^{source}: {message}"):
+        prepare(_params(source), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()

@@ -127,10 +127,15 @@ def test_export_stage_passes_and_reports(workspace):
 def test_fp32_parity_failure_stops_the_stage(workspace, tmp_path):
     root, params = workspace
     params = replace(params, export=replace(ExportConfig(), fp32_atol=1e-12))
-    with pytest.raises(ParityError, match=r"fp32 ONNX parity failed .* > export.fp32_atol = 1e-12"):
+    (tmp_path / "reports/metrics").mkdir(parents=True)
+    (tmp_path / "reports/metrics/parity.json").write_text('{"the last good export": true}')
+    with pytest.raises(ParityError, match=r"fp32 ONNX parity failed .* > export.fp32_atol = 1e-12 on the test "
+                                          r"split; no ONNX model was written \(see .*parity.failed.json\)"):
         export(params, root / "models", root / "prepared", tmp_path / "onnx", tmp_path / "reports")
     assert not (tmp_path / "onnx").exists()  # nothing a later stage could register
-    assert json.loads((tmp_path / "reports/metrics/parity.json").read_text())["fp32_parity_passed"] is False
+    assert json.loads((tmp_path / "reports/metrics/parity.failed.json").read_text())["fp32_parity_passed"] is False
+    # the report of the models already there stays as it was
+    assert (tmp_path / "reports/metrics/parity.json").read_text() == '{"the last good export": true}'
 
 
 def _negated_int8(source, target, **recipe):
@@ -182,7 +187,8 @@ def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_in
                                           r"accuracy drop .* exceeds export.int8_max_accuracy_drop"):
         export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="int8")), root / "models",
                root / "prepared", tmp_path / "b" / "onnx", tmp_path / "b" / "reports")
-    assert not (tmp_path / "b/onnx").exists()
+    assert not (tmp_path / "b/onnx").exists() and not (tmp_path / "b/reports/metrics/parity.json").exists()
+    assert (tmp_path / "b/reports/metrics/parity.failed.json").is_file()
 
 
 def _operators(path) -> set:

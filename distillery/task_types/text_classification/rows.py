@@ -8,6 +8,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Union
 
+import numpy as np
 import pandas as pd
 
 from distillery.config import DataConfig
@@ -17,6 +18,31 @@ from distillery.prepared import LABEL, PAIR, TEXT
 
 def is_blank(series: pd.Series) -> pd.Series:
     return series.isna() | series.astype(str).str.strip().eq("")
+
+
+def _kind(value) -> str:
+    """How a message names a JSON value's type: "a list", "an object", "a number", "a boolean"."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, np.number)):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def not_text(series: pd.Series) -> pd.Series:
+    """True where a value is present but not a string (JSON and Parquet keep numbers, lists and objects)."""
+    return ~series.map(lambda v: isinstance(v, str)) & ~series.map(_missing)
+
+
+def not_scalar(series: pd.Series) -> pd.Series:
+    """True where a label is a list, an object or an array: never one class."""
+    return series.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def label_key(value) -> str:
@@ -47,7 +73,7 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
     values = set()
     for frame in frames.values():
         column = frame[cfg.label_column]
-        values.update(column[~is_blank(column)].map(label_key))
+        values.update(column[~not_scalar(column) & ~is_blank(column)].map(label_key))
     numeric = all(v.lstrip("-").isdigit() for v in values)
     return sorted(values, key=(lambda v: int(v)) if numeric else None)
 
@@ -77,9 +103,15 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
     else:
         keys = raw_labels.map(label_key).where(~is_blank(raw_labels), None)
     reasons = pd.Series("", index=frame.index)
-    reasons[is_blank(frame[cfg.text_column])] = "empty text"
-    if cfg.text_pair_column:
-        reasons[(reasons == "") & is_blank(frame[cfg.text_pair_column])] = "empty text pair"
+    for column, name in ((cfg.text_column, "text"), (cfg.text_pair_column, "text pair")):
+        if not column:
+            continue
+        values = frame[column]
+        odd = (reasons == "") & not_text(values)  # a number or list is not a text, and the served model refuses it
+        reasons[odd] = values[odd].map(lambda v: f"{name} is not a string ({_kind(v)})")
+        reasons[(reasons == "") & is_blank(values)] = f"empty {name}"
+    odd = (reasons == "") & not_scalar(raw_labels)
+    reasons[odd] = raw_labels[odd].map(lambda v: f"label is not a single value ({_kind(v)})")
     reasons[(reasons == "") & keys.isna()] = "missing label"
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
     reasons[unknown] = "unknown label " + raw_labels[unknown].astype(str).map(repr)
@@ -105,7 +137,9 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
         if pair_column not in raw.columns:
             raise DataError(f"{source}: text pair column {pair_column!r} not found")
         frame[PAIR] = raw[pair_column]
-    blank = is_blank(frame[TEXT]) | (is_blank(frame[PAIR]) if PAIR in frame.columns else False)
+    blank = is_blank(frame[TEXT]) | not_text(frame[TEXT])
+    if PAIR in frame.columns:
+        blank |= is_blank(frame[PAIR]) | not_text(frame[PAIR])
     return frame[~blank].astype(str)
 
 
