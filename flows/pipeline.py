@@ -156,5 +156,30 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
 
 
+def main() -> int:
+    """``python -m flows.pipeline``: the flow on this directory. A failure ends with one line naming it and the
+    stage's exit code (2 bad input, 3 transient, 4 broken environment, 1 otherwise); a params.yaml that does
+    not load is refused before the flow starts, so it prints that line alone (no flow, no traceback)."""
+    import sys
+
+    from tasks.experiments import BACKUP
+    from tasks.stages import StageBroken, StageFailed, TransientStageFailure
+
+    root = Path.cwd()
+    if not (root / BACKUP).is_file():  # else the flow first restores the params.yaml a killed run overrode
+        try:
+            load_params(root / "params.yaml")
+        except ConfigError as exc:
+            print(f"distillery pipeline: error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        pipeline()
+    except StageFailed as exc:
+        codes = {BadInput: 2, TransientStageFailure: 3, StageBroken: 4}
+        print(f"distillery pipeline: error: {exc}", file=sys.stderr)
+        return codes.get(type(exc), 1)
+    return 0
+
+
 if __name__ == "__main__":
-    pipeline()
+    raise SystemExit(main())
