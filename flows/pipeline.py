@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
 from distillery.config import load_params, load_schedule  # noqa: E402
-from distillery.errors import ConfigError  # noqa: E402
+from distillery.errors import ConfigError, DistilleryError  # noqa: E402
 from flows.operations import notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
@@ -178,6 +178,9 @@ def main() -> int:
         codes = {BadInput: 2, TransientStageFailure: 3, StageBroken: 4}
         print(f"distillery pipeline: error: {exc}", file=sys.stderr)
         return codes.get(type(exc), 1)
+    except DistilleryError as exc:  # the flow's own checks (the project directory, schedule settings, the lock)
+        print(f"distillery pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

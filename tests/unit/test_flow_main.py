@@ -21,9 +21,10 @@ def test_a_params_typo_is_one_line_and_exit_2_before_any_flow_starts(tmp_path):
 
 
 @pytest.mark.parametrize("failure, code", [("BadInput", 2), ("TransientStageFailure", 3), ("StageBroken", 4),
-                                           ("StageTimedOut", 1)])
+                                           ("StageTimedOut", 1), ("ConfigError", 2), ("LockTimeout", 3)])
 def test_a_failed_stage_ends_the_command_with_its_exit_code_and_one_line(tmp_path, monkeypatch, capsys, failure,
                                                                          code):
+    import distillery.errors as errors
     import flows.pipeline as module
     import tasks.stages as stages
 
@@ -31,7 +32,9 @@ def test_a_failed_stage_ends_the_command_with_its_exit_code_and_one_line(tmp_pat
     monkeypatch.chdir(tmp_path)
 
     def failing():
-        raise getattr(stages, failure)("distill: something named", "distill")
+        if hasattr(stages, failure):
+            raise getattr(stages, failure)("distill: something named", "distill")
+        raise getattr(errors, failure)("distill: something named")
     monkeypatch.setattr(module, "pipeline", failing)
     assert module.main() == code
     assert capsys.readouterr().err == "distillery pipeline: error: distill: something named\n"
