@@ -11,6 +11,14 @@ from distillery.files import write_text
 MODELS = ("teacher", "student", "baseline")
 
 
+
+def parameters(count) -> str:
+    """A parameter count as a table shows it: 22.7M, 15.6M, 3.2K (an image primer's MLP), 850."""
+    count = int(count or 0)
+    if count >= 100_000:
+        return f"{count / 1e6:.1f}M"
+    return f"{count / 1e3:.1f}K" if count >= 1_000 else str(count)
+
 def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
     """(training loss per logging step, validation metrics per epoch) rows for DVC plots."""
     train = [{"step": e["step"], "epoch": round(e["epoch"], 3), "loss": e["loss"]}
@@ -44,7 +52,7 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
         r = results[name]
         auc = f"{r['roc_auc']:.3f}" if r.get("roc_auc") is not None else "n/a"
         rows.append(f"| {name} | {100 * r['accuracy']:.1f}% | {r['macro_f1']:.3f} | {auc} | "
-                    f"{r['parameters'] / 1e6:.1f}M | {r['train_seconds']:.0f} |")
+                    f"{parameters(r['parameters'])} | {r['train_seconds']:.0f} |")
     lines = "\n".join(rows)
     return (f"{lines}\n\nStudent keeps {100 * results['student_accuracy_retention']:.1f}% of the teacher's accuracy; "
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
@@ -58,7 +66,7 @@ def _scores_table(results: dict, primary: str, secondary: str) -> str:
             "train seconds |", "|---|---:|---:|---:|---:|"]
     for name in MODELS:
         r = results[name]
-        rows.append(f"| {name} | {100 * r[primary]:.1f} | {100 * r[secondary]:.1f} | {r['parameters'] / 1e6:.1f}M | "
+        rows.append(f"| {name} | {100 * r[primary]:.1f} | {100 * r[secondary]:.1f} | {parameters(r['parameters'])} | "
                     f"{r['train_seconds']:.0f} |")
     return ("\n".join(rows) + f"\n\nStudent keeps {100 * results[f'student_{primary}_retention']:.1f}% of the "
             f"teacher's {NAMES.get(primary, primary)}; distillation gain over the baseline: "
@@ -127,7 +135,7 @@ def benchmark_table(results: dict) -> str:
         ci_text = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"
         rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
                     f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {m['size_mb']:.1f} | "
-                    f"{m['parameters'] / 1e6:.1f}M | {m['peak_memory_mb']:.0f} | {_percent(m['accuracy'])} | {f1} |")
+                    f"{parameters(m['parameters'])} | {m['peak_memory_mb']:.0f} | {_percent(m['accuracy'])} | {f1} |")
     grid = results["grid"]
     method = ""
     if "min_runs" in grid:
@@ -164,7 +172,7 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
         for name, m in results["models"].items():
             c = m["cells"][cell]
             rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
-                        f"{m['parameters'] / 1e6:.1f}M | {m['peak_memory_mb']:.0f} | {_percent(m[primary])} | "
+                        f"{parameters(m['parameters'])} | {m['peak_memory_mb']:.0f} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
         lines.append(f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
                      f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))

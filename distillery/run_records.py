@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from distillery.paths import CURVES_DIR
+from distillery.reports import parameters
 from distillery.tracking import redact_uri
 
 def _git(root: Path, *args: str) -> Optional[str]:
@@ -155,13 +156,13 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     classification = (primary, secondary) == ("accuracy", "macro_f1")
     if classification:
         rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
-                f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
+                f"{parameters(evaluation[name].get('parameters', 0))} |"
                 for name in ("teacher", "student", "baseline") if name in evaluation]
         task_line, header = f"text classification into {len(labels)} classes: {', '.join(map(str, labels))}", \
             "| model | accuracy | macro-F1 | parameters |"
     else:
         rows = [f"| {name} | {100 * evaluation[name][primary]:.2f} | {100 * evaluation[name][secondary]:.2f} | "
-                f"{evaluation[name].get('parameters', 0) / 1e6:.1f}M |"
+                f"{parameters(evaluation[name].get('parameters', 0))} |"
                 for name in ("teacher", "student", "baseline") if name in evaluation]
         task_line, header = f"{params.task}: {TASK_TYPES.get(params.task, '')}", \
             f"| model | {primary} (x100) | {secondary} (x100) | parameters |"

@@ -135,8 +135,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
 def summary(result: dict) -> str:
     """What the CLI prints after ``register``."""
     failed = [c["detail"] for c in result["checks"] if not c["passed"]]
+    champion = f"champion is v{result['champion_after']}" if result.get("champion_after") else "no champion yet"
     return (f"{result['model_name']} v{result['version']}: {result['decision']} (alias {result['alias']}); "
-            f"champion is v{result['champion_after']}" + (f"; failed: {'; '.join(failed)}" if failed else "")
+            f"{champion}" + (f"; failed: {'; '.join(failed)}" if failed else "")
             + f"\nMLflow run {result['mlflow_run_id']} at {redact_uri(result['tracking_uri'])}")
 
 
