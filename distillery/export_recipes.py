@@ -153,7 +153,7 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
                 entry["validation"] = {"rows": gates["rows"], "fp32": gates["fp32"], "int8": gates["int8"]}
                 entry["size_mb"] = built["path"].stat().st_size / 1e6
                 if not gates["fp32"]["passed"]:
-                    entry.update(kept=False, reason=f"fused fp32 graph off PyTorch by "
+                    entry.update(kept=False, reason=f"{'fused ' if entry['fused'] else ''}fp32 graph off PyTorch by "
                                                     f"{gates['fp32']['max_abs_logit_diff']:.2e} > fp32_atol")
                 elif not gates["int8"]["deployable"]:
                     entry.update(kept=False, reason=f"validation: {gates['int8']['reason']}")
