@@ -146,8 +146,9 @@ def _loss_description(params) -> str:
 
 
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
-               deployable: str, gate: Optional[dict] = None) -> str:
-    """A short markdown model card: task, data, teacher, student, metrics, latency, limits."""
+               deployable: str, gate: Optional[dict] = None, inputs: Optional[list] = None) -> str:
+    """A short markdown model card: task, data, teacher, student, how to call it (``inputs``: the served model's
+    input columns), metrics, latency, limits."""
     from distillery.students.load import student_family
     from distillery.task_types import TASK_TYPES, VALIDATION_METRICS
 
@@ -182,7 +183,9 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"(up to {params.distill.transfer_set.max_rows} rows).", "",
         f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
         f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params)}. "
-        f"Served as `{deployable}` (ONNX).", "",
+        f"Served as `{deployable}` (ONNX)" + (f", from a frame with the column{'s' if len(inputs) > 1 else ''} "
+                                                f"{', '.join(f'`{c}`' for c in inputs)} (whatever the data's own "
+                                                f"column names were)." if inputs else "."), "",
         "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
         *latency, *_served_line(gate), "",

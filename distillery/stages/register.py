@@ -122,7 +122,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                              "experiment_id": exp_id, "stages": status})
             mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
             _log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
-            card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision)
+            card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision,
+                              list(serving.signature_example(test).columns))
             mlflow.log_text(card, "model_card.md")
             mlflow.log_dict(decision, "gate_decision.json")
             # Last: everything above succeeded, so moving the alias cannot leave a half-recorded decision.

@@ -15,3 +15,16 @@ def test_register_summary_without_a_champion_says_so():
     assert summary(result).splitlines()[0] == ("students v1: rejected (alias challenger); no champion yet; "
                                                "failed: retention 0.90 < 0.97")
     assert "champion is v3;" in summary(dict(result, champion_after="3"))
+
+
+def test_the_model_card_says_which_columns_the_served_model_reads():
+    """A user whose data had a `body` column asked the served model with `body` and was refused: the card now
+    says the served model reads `text`."""
+    from distillery.config import Params
+    from distillery.run_records import model_card
+
+    card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                      inputs=["text", "text_pair"])
+    line = next(line for line in card.splitlines() if line.startswith("**Student:**"))
+    assert line.endswith("Served as `student.int8.onnx` (ONNX), from a frame with the columns `text`, `text_pair` "
+                         "(whatever the data's own column names were).")
