@@ -76,8 +76,9 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         if sha256_files([path]) != before:
             raise _changed(path) from None
         where = _bad_json(path, encoding_errors) if kind in ("json", "jsonl") else None
-        raise DataError(f"{path}: {where or f'cannot be parsed as {kind}'}: {str(exc).splitlines()[0]}"
-                        if not where else f"{path}: {where}") from None
+        if where:
+            raise DataError(f"{path}: {where}") from None
+        raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
     if sha256_files([path]) != before:
         raise _changed(path)
     frame = frame.reset_index(drop=True)
