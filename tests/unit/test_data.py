@@ -389,3 +389,13 @@ def test_a_broken_json_line_is_named_by_its_line(tmp_path, suffix, broken, messa
     with pytest.raises(DataError, match=rf"^{source}: {message}"):
         prepare(_params(source), tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+
+
+def test_an_empty_text_column_of_the_string_dtype_is_checked_without_error():
+    """Series.map on an EMPTY column of pandas' string dtype keeps that dtype: the "is it a string" masks were
+    strings, and `&` on them failed prepare whenever the transfer set had no rows."""
+    from distillery.task_types.text_classification.rows import is_blank, not_scalar, not_text
+
+    empty = pd.Series([], dtype="str")
+    assert not_text(empty).dtype == bool and not_scalar(empty).dtype == bool
+    assert (is_blank(empty) | not_text(empty)).tolist() == []

@@ -32,13 +32,15 @@ def _kind(value) -> str:
 
 
 def not_text(series: pd.Series) -> pd.Series:
-    """True where a value is present but not a string (JSON and Parquet keep numbers, lists and objects)."""
-    return ~series.map(lambda v: isinstance(v, str)) & ~series.map(_missing)
+    """True where a value is present but not a string (JSON and Parquet keep numbers, lists and objects). Built
+    as a plain bool array: ``Series.map`` on pandas' string dtype keeps that dtype ("True"/"False")."""
+    return pd.Series([not isinstance(v, str) and not _missing(v) for v in series], index=series.index, dtype=bool)
 
 
 def not_scalar(series: pd.Series) -> pd.Series:
     """True where a label is a list, an object or an array: never one class."""
-    return series.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
+    return pd.Series([isinstance(v, (list, tuple, dict, set, np.ndarray)) for v in series], index=series.index,
+                     dtype=bool)
 
 
 def _missing(value) -> bool:
