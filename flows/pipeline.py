@@ -163,24 +163,16 @@ def main() -> int:
     import sys
 
     from tasks.experiments import BACKUP
-    from tasks.stages import StageBroken, StageFailed, TransientStageFailure
+    from tasks.stages import EXIT_CLASSES, StageFailed
 
-    root = Path.cwd()
-    if not (root / BACKUP).is_file():  # else the flow first restores the params.yaml a killed run overrode
-        try:
-            load_params(root / "params.yaml")
-        except ConfigError as exc:
-            print(f"distillery pipeline: error: {exc}", file=sys.stderr)
-            return 2
+    codes = {cls: code for code, cls in EXIT_CLASSES.items()}
     try:
+        if not (Path.cwd() / BACKUP).is_file():  # else the flow first restores the params a killed run overrode
+            _check_params(Path.cwd())
         pipeline()
-    except StageFailed as exc:
-        codes = {BadInput: 2, TransientStageFailure: 3, StageBroken: 4}
+    except (StageFailed, DistilleryError) as exc:  # a stage's failure, or the flow's own checks (directory, lock)
         print(f"distillery pipeline: error: {exc}", file=sys.stderr)
-        return codes.get(type(exc), 1)
-    except DistilleryError as exc:  # the flow's own checks (the project directory, schedule settings, the lock)
-        print(f"distillery pipeline: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return codes.get(type(exc), 1) if isinstance(exc, StageFailed) else exc.exit_code
     return 0
 
 
