@@ -75,16 +75,17 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
         # a failed export leaves the last good parity.json beside the last good models (it describes them) and
         # writes its own report apart, for the error to point at
         failed_path = parity_path.with_name("parity.failed.json")
+        problem = None
         if failed:
-            write_json(failed_path, report)
             worst = report[failed[0]]["fp32"]
-            raise ParityError(f"fp32 ONNX parity failed for {', '.join(failed)}: largest output difference "
-                              f"{worst['max_abs_logit_diff']:.3g} > export.fp32_atol = {worst['atol']} on the "
-                              f"test split; no ONNX model was written (see {failed_path})")
-        if params.export.deploy == "int8" and not student_int8["deployable"]:
+            problem = (f"fp32 ONNX parity failed for {', '.join(failed)}: largest output difference "
+                       f"{worst['max_abs_logit_diff']:.3g} > export.fp32_atol = {worst['atol']} on the test split")
+        elif params.export.deploy == "int8" and not student_int8["deployable"]:
+            problem = f"export.deploy is int8 but the int8 student fails its gate ({student_int8['reason']})"
+        if problem:
             write_json(failed_path, report)
-            raise ParityError(f"export.deploy is int8 but the int8 student fails its gate ({student_int8['reason']}); "
-                              f"no ONNX model was written (see {failed_path}); export.deploy: auto ships fp32 instead")
+            raise ParityError(f"{problem}; no ONNX model was written (see {failed_path})"
+                              + ("; export.deploy: auto ships fp32 instead" if not failed else ""))
         write_json(parity_path, report)
         failed_path.unlink(missing_ok=True)
         write_json(scratch / "deployment.json", {
