@@ -13,7 +13,6 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 """
 from __future__ import annotations
 
-import codecs
 import importlib.util
 from pathlib import Path
 from typing import Union
@@ -22,6 +21,7 @@ import pandas as pd
 
 from distillery.errors import DataError, TransientError
 from distillery.files import sha256_files
+from distillery.text_files import DecodedLines, bad_json_line, decode
 
 BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
@@ -29,7 +29,6 @@ BUNDLED_CORPORA = {
 }
 STREAM_THRESHOLD_BYTES = 64 * 2**20  # larger CSV/TSV/JSONL files are streamed in chunks
 CHUNK_ROWS = 50_000
-BOM = codecs.BOM_UTF8
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -68,14 +67,14 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         elif kind in ("csv", "tsv", "jsonl") and path.stat().st_size > STREAM_THRESHOLD_BYTES:
             frame = _read_chunked(path, kind, encoding_errors)
         else:
-            text = _decode(path, encoding_errors)
+            text = decode(path, encoding_errors)
             frame = _parse_text(text, kind, path)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow parse errors
         if sha256_files([path]) != before:
             raise _changed(path) from None
-        where = _bad_json(path, encoding_errors) if kind in ("json", "jsonl") else None
+        where = bad_json_line(path, encoding_errors) if kind in ("json", "jsonl") else None
         if where:
             raise DataError(f"{path}: {where}") from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
@@ -88,109 +87,16 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     return frame
 
 
-def _bad_json(path: Path, errors: str) -> Union[str, None]:
-    """Where a JSON or JSON-lines file that pandas could not read goes wrong, by line: the first line that is not
-    valid JSON or not an object of columns (JSON lines), or the line of a JSON document's syntax error. None
-    when every line is a valid object (pandas refused the file for another reason)."""
-    import json
-
-    with open(path, "rb") as handle:
-        lines = _DecodedLines(handle, path, errors)
-        first = ""
-        for line in lines:
-            if line.strip():
-                first = line.lstrip()
-                break
-        if first.startswith("["):  # one JSON document: its own syntax error names the line
-            handle.seek(0)
-            try:
-                json.loads(_DecodedLines(handle, path, errors).read())
-            except json.JSONDecodeError as exc:
-                return f"line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno})"
-            return None
-        handle.seek(0)
-        for number, line in enumerate(_DecodedLines(handle, path, errors), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
-            if not isinstance(value, dict):
-                return (f"line {number} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object "
-                        "of columns ({\"column\": value, ...})")
-    return None
-
-
 def _changed(path: Path) -> TransientError:
     """A file still being written: what was read may be a part of it, and DVC would hash the whole."""
     return TransientError(f"{path}: the file changed while it was read (still being written?); nothing was "
                           "written, run the stage again once the file is complete")
 
 
-def _decode(path: Path, errors: str) -> str:
-    raw = path.read_bytes()
-    bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
-    try:
-        return raw[bom:].decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        start = bom + exc.start
-        line = raw[:start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte {raw[start]:#04x} at offset {start}); "
-            "re-encode the file as UTF-8 or set data.encoding_errors: replace"
-        ) from None
-
-
-class _DecodedLines:
-    """A text file object over a binary file, decoded one line at a time, that knows its line number: a
-    byte that is not UTF-8 raises the same ``DataError`` as :func:`_decode`, naming the line. (A newline
-    byte never occurs inside a UTF-8 sequence, so splitting at it first is safe.)"""
-
-    def __init__(self, handle, path: Path, errors: str):
-        self.handle, self.path, self.errors = handle, path, errors
-        self.line, self.offset = 0, 0
-
-    def readline(self, size: int = -1) -> str:
-        raw = self.handle.readline()
-        if not raw:
-            return ""
-        self.line += 1
-        start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
-        try:
-            text = raw[start:].decode("utf-8", errors=self.errors)
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{self.path}: line {self.line} is not valid UTF-8 (byte {raw[start + exc.start]:#04x} at offset "
-                f"{self.offset + start + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: replace"
-            ) from None
-        self.offset += len(raw)
-        return text
-
-    def read(self, size: int = -1) -> str:
-        parts, length = [], 0
-        while size is None or size < 0 or length < size:
-            line = self.readline()
-            if not line:
-                break
-            parts.append(line)
-            length += len(line)
-        return "".join(parts)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
-
-
 def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
     """A large CSV/TSV/JSONL file, ``CHUNK_ROWS`` rows at a time; the same frame as reading it whole."""
     with open(path, "rb") as handle:
-        lines = _DecodedLines(handle, path, errors)
+        lines = DecodedLines(handle, path, errors)
         if kind == "jsonl":
             reader = pd.read_json(lines, lines=True, dtype=False, chunksize=CHUNK_ROWS)
         else:

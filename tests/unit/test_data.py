@@ -224,7 +224,7 @@ def test_a_file_over_the_threshold_is_read_in_chunks_with_the_same_result(tmp_pa
     monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", path.stat().st_size - 1)
     monkeypatch.setattr(sources, "CHUNK_ROWS", 128)
     monkeypatch.setattr(sources.pd, "concat", counting_concat)
-    monkeypatch.setattr(sources, "_decode", lambda *a: pytest.fail("the file was decoded whole"))
+    monkeypatch.setattr(sources, "decode", lambda *a: pytest.fail("the file was decoded whole"))
     chunked = sources.read_file(path)
     assert chunks == [16]  # 2000 rows in chunks of 128
     pd.testing.assert_frame_equal(chunked, whole)
