@@ -171,8 +171,10 @@ def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkey
 def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_int8_is_required(workspace, tmp_path,
                                                                                                   monkeypatch):
     root, params = workspace
-    # int8 passes its gate here (the test above checks the default ships it), but fp32 is asked for
-    report = export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="fp32")), root / "models",
+    # int8 passes its gate (a 100-point allowance: how far int8 drifts on this tiny model depends on the CPU's
+    # int8 kernels), but fp32 is asked for
+    report = export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="fp32",
+                                                        int8_max_accuracy_drop=100.0)), root / "models",
                     root / "prepared", tmp_path / "a" / "onnx", tmp_path / "a" / "reports")
     assert report["student"]["int8"]["deployable"] is True and report["deployable"] == "student.onnx"
     deployment = json.loads((tmp_path / "a/onnx/deployment.json").read_text())
