@@ -263,6 +263,28 @@ def test_one_answer_as_plain_values_and_a_byte_order_mark_are_read_and_mixed_for
             rows.read_file(tmp_path / "mixed.jsonl")
 
 
+def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_text_is_a_rejected_row(tmp_path):
+    context = "The answer is 42, said the computer."
+    row = {"title": "t", "context": context, "question": "What is the answer?",
+           "answers": {"text": ["42"], "answer_start": [14]}}
+    good = [json.dumps(row | {"id": f"q{i}"}) for i in range(3)]
+    (tmp_path / "broken.jsonl").write_text("\n".join(good + ["", '{"id": "q9", "context": '] + good))
+    with pytest.raises(DataError, match=r"broken.jsonl: line 5 is not valid JSON \(Expecting value at column 25\)"):
+        rows.read_file(tmp_path / "broken.jsonl")
+    (tmp_path / "list.jsonl").write_text("\n".join(good + ['["a", "b"]']))
+    with pytest.raises(DataError, match=r"list.jsonl: line 4 is a JSON list, not an object of columns"):
+        rows.read_file(tmp_path / "list.jsonl")
+    odd = [row | {"id": "n", "question": 17}, row | {"id": "o", "question": {"q": "What?"}},
+           row | {"id": "c", "context": ["The answer is 42"]}, row | {"id": "e", "question": " "},
+           row | {"id": "a", "answers": {"text": [42], "answer_start": [14]}}, row | {"id": "ok"}]
+    (tmp_path / "odd.jsonl").write_text("\n".join(json.dumps(r) for r in odd))
+    kept, rejected = rows.clean(rows.read_file(tmp_path / "odd.jsonl"), "odd")
+    assert [r["reason"] for r in rejected] == ["the question is a int, not text", "the question is a dict, not text",
+                                               "the context is a list, not text", "empty question",
+                                               "an answer text is not text"]
+    assert [r["row"] for r in rejected] == [1, 2, 3, 4, 5] and kept["id"].tolist() == ["ok"]
+
+
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     bad = document["data"][0]["paragraphs"][0]["qas"]

@@ -9,7 +9,8 @@ One reader for every source:
 
 A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and
 ``answer_starts`` (every gold answer; training uses the first, scoring the best over all). Rows are
-rejected, with the reason, for an empty question or context, no answer, or an answer that is not at
+rejected, with the reason, for an empty question or context, one that is not text (a JSON number, list or
+object), no answer, or an answer that is not at
 its ``answer_start`` in the context. Splits the source lacks are carved from its training rows by
 article (``title``), with ``data.split_fractions``, so no article is in two splits; ``data.max_samples``
 then caps the questions of each split (a seeded sample). With ``distill.transfer_set.source: remainder``
@@ -103,10 +104,18 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     text = _open_text(path)
     if name.endswith(".jsonl"):
-        try:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {exc.lineno}... is not valid JSON: {exc.msg}") from None
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number} is a JSON {type(record).__name__.replace('dict', 'object')}, "
+                                "not an object of columns ({\"question\": ..., \"context\": ..., ...})")
+            records.append(record)
         return flat_rows(pd.DataFrame(records), str(path))
     if name.endswith(".json"):
         try:
@@ -153,12 +162,18 @@ def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
     reasons = []
     for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
                                                 frame[ANSWER_STARTS]):
-        if not isinstance(question, str) or not question.strip():
+        if question is not None and not isinstance(question, str):
+            reasons.append(f"the question is a {type(question).__name__}, not text")
+        elif question is None or not question.strip():
             reasons.append("empty question")
-        elif not isinstance(context, str) or not context.strip():
+        elif context is not None and not isinstance(context, str):
+            reasons.append(f"the context is a {type(context).__name__}, not text")
+        elif context is None or not context.strip():
             reasons.append("empty context")
         elif len(texts) == 0 or len(texts) != len(starts):
             reasons.append("no answer")
+        elif not all(isinstance(t, str) for t in texts):
+            reasons.append("an answer text is not text")
         elif any(context[s:s + len(t)] != t for s, t in zip(starts, texts)):
             reasons.append("answer not at its answer_start in the context")
         else:
