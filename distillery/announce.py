@@ -14,6 +14,9 @@ from distillery.paths import PREPARED_DIR
 
 # what one prepared row of a task type is called (kept here, not in the task types: no stage depends on it)
 ROW_NOUNS = {"question_answering": "questions", "image_classification": "images"}  # text_classification: rows
+# task types whose inputs have no sequence length: the benchmark times one cell per batch size (their task
+# types say so too, with ``sequence_inputs = False``; a test keeps the two in step)
+NO_SEQUENCE = {"image_classification"}
 
 
 def _rows(split: str, prepared_dir: Path) -> Optional[int]:
@@ -36,7 +39,8 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     train, test = _rows("train", prepared_dir), _rows("test", prepared_dir)
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark
-    cells = len(bench.batch_sizes) * len(bench.sequence_lengths)
+    lengths = [params.student.max_length] if params.task in NO_SEQUENCE else bench.sequence_lengths
+    cells = len(bench.batch_sizes) * len(lengths)
     files = params.data.files or {}
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
@@ -51,8 +55,9 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
                      f"(the baseline) on {_count(train, noun)}",
         "evaluate": f"scoring teacher, student and baseline on {_count(test, 'test ' + noun)}",
         "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",
-        "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes} x sequence "
-                     f"{bench.sequence_lengths}), {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
+        "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes}"
+                     + (")" if params.task in NO_SEQUENCE else f" x sequence {lengths})")
+                     + f", {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
                      f"per model and cell, up to {bench.max_seconds_per_cell:g}s per cell",
         "register": "logging the run to MLflow and registering the deployable student (champion if the gate passes)",
     }

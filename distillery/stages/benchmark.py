@@ -60,6 +60,12 @@ def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], t
     return (lambda batch: run_session(sess, batch)), sess
 
 
+def lengths(task, params: Params) -> list[int]:
+    """The sequence lengths the benchmark times: ``benchmark.sequence_lengths``, or, for inputs without one
+    (images), a single length, ``student.max_length`` (the cell the registry gate reads), whatever the list says."""
+    return list(params.benchmark.sequence_lengths) if task.sequence_inputs else [params.student.max_length]
+
+
 def check_grid(params: Params, models_dir: Path) -> None:
     for model in ("teacher", "student"):
         config = read_json(models_dir / model / "config.json", "train_teacher" if model == "teacher" else "distill")
@@ -124,20 +130,26 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
 
     task = task_type(params.task, params)
     cfg, models_dir, onnx_dir, reports_dir = params.benchmark, Path(models_dir), Path(onnx_dir), Path(reports_dir)
-    check_grid(params, models_dir)
+    sequence_lengths = lengths(task, params)
+    if task.sequence_inputs:
+        check_grid(params, models_dir)
+    elif len(cfg.sequence_lengths) > 1:
+        print(f"benchmark: {task.name} inputs have no sequence length; benchmark.sequence_lengths "
+              f"{cfg.sequence_lengths} is not used, one cell per batch size (named s{sequence_lengths[0]}, "
+              "student.max_length)", file=sys.stderr, flush=True)
     torch.set_num_threads(cfg.threads)
     test = load_split("test", prepared_dir)
     evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")
     parity = read_json(reports_dir / "metrics" / "parity.json", "export")
     deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
-        "batch_sizes": cfg.batch_sizes, "sequence_lengths": cfg.sequence_lengths, "warmup": cfg.warmup,
+        "batch_sizes": cfg.batch_sizes, "sequence_lengths": sequence_lengths, "warmup": cfg.warmup,
         "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
         "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds",
         "threads_spin": False, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")},
         "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
         "models": {}, "cells": {}}
-    grid = [(batch, length) for batch in cfg.batch_sizes for length in cfg.sequence_lengths]
+    grid = [(batch, length) for batch in cfg.batch_sizes for length in sequence_lengths]
     loaded = {name: _load(task, name, models_dir, onnx_dir, test, grid, cfg.threads) for name in MODELS}
     for name, model in loaded.items():
         results["models"][name] = {**model["entry"], **_quality(name, evaluation, parity, (task.primary_metric, task.secondary_metric)),
@@ -163,7 +175,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         peak = results["roofline"]["int8_gops" if "int8" in name else "fp32_gflops"]
         for cell, stats in model["cells"].items():
             stats.update(fraction(flops[MODELS[name][1]][cell], stats["p50_ms"], peak))
-    results["headline"] = headline(results, cfg.batch_sizes, cfg.sequence_lengths, raw, params.student.max_length,
+    results["headline"] = headline(results, cfg.batch_sizes, sequence_lengths, raw, params.student.max_length,
                                   task.primary_metric)
     from distillery.plots import plot_benchmark
 

@@ -40,6 +40,8 @@ class TaskType:
     teacher_outputs: tuple[str, ...] = ()
     # inputs of varying length, padded per batch (text): training groups them by length; images are not
     padded_inputs: bool = True
+    # inputs with a sequence length the benchmark varies (benchmark.sequence_lengths); images have none
+    sequence_inputs: bool = True
 
     def configured(self, params) -> "TaskType":
         """This task type set up with the settings it reads from ``params`` (none by default: itself)."""

@@ -31,7 +31,7 @@ TINY = {
     "teacher": {"cnn": {"channels": [8, 16], "hidden_size": 32, "dropout": 0.0}, "train": TEACHER_TRAIN},
     "student": {"mlp": {"hidden_sizes": [16]}},
     "distill": {"labelled_rows": 200, "train": dict(TEACHER_TRAIN, epochs=6)},
-    "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [64], "warmup": 2, "runs": 20, "threads": 1},
+    "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 64], "warmup": 2, "runs": 20, "threads": 1},
     "register": {"model_name": NAME, "gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0,
                                               "tolerance": 0.999}},
 }
@@ -84,12 +84,16 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
                if name.startswith("fused_")), recipes
     assert not recipes["dynamic"]["fused"] and "validation" in recipes["dynamic"]
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
-    assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s64", "b4_s64"}
+    # images have no sequence length: one cell per batch size, named at student.max_length, whatever the list says
+    length = yaml.safe_load((project / "params.yaml").read_text())["student"]["max_length"]
+    assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {f"b1_s{length}", f"b4_s{length}"}
+    assert benchmark["grid"]["sequence_lengths"] == [length]
+    assert f"b1_s{length}" in (project / "reports/benchmark.md").read_text()
     # the roofline: an 8x8 image through the [16]-unit MLP is 2 x (64 x 16 + 16 x 10) FLOPs, whatever runs it
     assert benchmark["roofline"]["fp32_gflops"] > 0 and benchmark["roofline"]["int8_gops"] > 0
     for name in ("student_pytorch_fp32", "student_onnx_fp32", "student_onnx_int8"):
         cells = benchmark["models"][name]["cells"]
-        assert [cells[c]["gflop"] * 1e9 for c in ("b1_s64", "b4_s64")] == pytest.approx([2368, 4 * 2368])
+        assert [cells[c]["gflop"] * 1e9 for c in (f"b1_s{length}", f"b4_s{length}")] == pytest.approx([2368, 4 * 2368])
     register = json.loads((project / "reports/metrics/register.json").read_text())
     assert register["decision"] == "promoted", register
 

@@ -93,6 +93,18 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
     questions.task = "question_answering"
     assert describe("evaluate", questions, tmp_path) == ("evaluate: scoring teacher, student and baseline on 56 "
                                                          "test questions")
+    images = SimpleNamespace(**vars(questions))
+    images.task = "image_classification"  # no sequence length: one cell per batch size
+    assert describe("benchmark", images, tmp_path).startswith("benchmark: timing 5 models in 3 cells (batch [1, 8, "
+                                                              "32]), ")
+
+
+def test_the_announcements_tasks_without_a_sequence_length_are_the_task_types_that_say_so():
+    from distillery.announce import NO_SEQUENCE
+    from distillery.task_types import TASK_TYPES
+    from distillery.task_types.load import task_type
+
+    assert NO_SEQUENCE == {name for name in TASK_TYPES if not task_type(name).sequence_inputs}
 
 
 def test_the_announcement_loads_no_task_type(tmp_path):

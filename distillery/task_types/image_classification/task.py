@@ -35,6 +35,7 @@ class ImageClassification(TextClassification):
     name = "image_classification"
     teacher_key = features.TEACHER_LOGITS
     padded_inputs = False
+    sequence_inputs = False
 
     def new_teacher(self, params, labels, prepared_dir):
         spec = image_spec(prepared_dir)
