@@ -23,6 +23,19 @@ def pip_requirements(extra: tuple = ()) -> list[str]:
             *(f"{name}=={version(name)}" for name in extra)]
 
 
+def tokenizer(directory: Path):
+    """The student's tokenizer, from its directory. A student of Distillery's own families (BiLSTM, bag of
+    embeddings) has a ``config.json`` of a model type transformers does not know, so when the tokenizer names
+    its own class the config is not read (reading it only prints transformers' "model of type" warning)."""
+    import json
+
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    settings = Path(directory) / "tokenizer_config.json"
+    named = settings.is_file() and "tokenizer_class" in json.loads(settings.read_text(encoding="utf-8"))
+    return AutoTokenizer.from_pretrained(str(directory), **({"config": PretrainedConfig()} if named else {}))
+
+
 # Run by a fresh interpreter: loads the served model as MLflow's scoring server does (the code file and its
 # artifacts, no Distillery import), answers the rows once, and reports its peak resident memory.
 _SERVED_PROCESS = """

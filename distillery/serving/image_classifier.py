@@ -114,7 +114,7 @@ class OnnxImageClassifier(PythonModel):
                  for start in range(0, len(pixels), self.batch_size)]
         return np.concatenate(parts)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         logits = self.logits(model_input).astype(np.float64)
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True)) if len(logits) else logits
         probabilities = shifted / shifted.sum(axis=-1, keepdims=True) if len(logits) else logits

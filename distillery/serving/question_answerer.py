@@ -118,7 +118,7 @@ class OnnxQuestionAnswerer(PythonModel):
             out += [(starts[r, :len(ids)], ends[r, :len(ids)]) for r, (ids, _, _) in enumerate(part)]
         return out
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = _frame(model_input)
         if self.max_rows and len(frame) > self.max_rows:
             _refuse(f"{len(frame)} rows in one request; this model takes at most {self.max_rows} rows per request "

@@ -160,7 +160,7 @@ class OnnxTextClassifier(PythonModel):
             parts.append(self.session.run(["logits"], batch)[0])
         return np.concatenate(parts)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         probabilities = _softmax(self.logits(model_input).astype(np.float64))
         best = probabilities.argmax(axis=-1) if len(probabilities) else np.zeros(0, dtype=int)
         frame = pd.DataFrame({"label": [self.labels[i] for i in best],

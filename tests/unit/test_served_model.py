@@ -133,3 +133,26 @@ def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
     assert encoded["input_ids"].tolist() == [[2, 3], [3, 0]] and encoded["attention_mask"].tolist() == [[1, 1], [1, 0]]
     error = _refused(lambda: model.predict(None, ["good day", "day", "good", ""]), "'text' of row 3 gives no tokens")
     assert "('')" in error.message
+
+
+def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warning(tiny_bert, tmp_path):
+    """The student directory of a BiLSTM or bag-of-embeddings student has a config.json of a model type
+    transformers does not know; registering it used to print transformers' "model of type" warning. A fresh
+    interpreter, as `register` is: this one may have registered Distillery's model types already."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_bert, student)
+    (student / "config.json").write_text(json.dumps({"model_type": "distillery_bilstm", "hidden_size": 8}))
+    code = ("import sys; from transformers import AutoTokenizer; from distillery.registry.pyfunc import tokenizer; "
+            "loaded, plain = tokenizer(sys.argv[1]), AutoTokenizer.from_pretrained(sys.argv[2]); "
+            "print(type(loaded) is type(plain), loaded.pad_token_id == plain.pad_token_id, "
+            "loaded('a b c').input_ids == plain('a b c').input_ids)")
+    result = subprocess.run([sys.executable, "-c", code, str(student), str(tiny_bert)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True", "True"]  # the same tokenizer as beside a config it knows
+    assert "model of type" not in result.stderr, result.stderr[-2000:]

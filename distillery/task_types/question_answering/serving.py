@@ -29,7 +29,6 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
                      max_rows: int = MAX_ROWS) -> dict[str, str]:
     """The pyfunc's artifacts; the windowing and answer settings are the exported model's (deployment.json)."""
     import onnxruntime as ort
-    from transformers import AutoTokenizer
 
     deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
     onnx_path = root / ONNX_DIR / deployment["deployable"]
@@ -42,7 +41,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     if missing:
         raise RegistryError(f"{root / ONNX_DIR / 'deployment.json'}: no {missing[0]}; it was not exported for "
                             "question answering: run `dvc repro export`")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = pyfunc.tokenizer(tokenizer_dir)
     inputs = [i.name for i in ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
     config = {"max_length": int(deployment.get("max_length", max_length)), "doc_stride": deployment["doc_stride"],
               "max_answer_length": deployment["max_answer_length"], "n_best_size": deployment["n_best_size"],

@@ -28,7 +28,6 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
                      max_rows: int = MAX_ROWS) -> dict[str, str]:
     """The pyfunc's artifacts: the deployable ONNX model, ``tokenizer.json`` and ``classifier.json``."""
     import onnxruntime as ort
-    from transformers import AutoTokenizer
 
     deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
     onnx_path = root / ONNX_DIR / deployment["deployable"]
@@ -37,7 +36,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     if not onnx_path.is_file() or not tokenizer_json.is_file():
         raise RegistryError(f"{onnx_path if not onnx_path.is_file() else tokenizer_json}: not found; run "
                             f"`dvc repro export` first (the served model needs a fast tokenizer's tokenizer.json)")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = pyfunc.tokenizer(tokenizer_dir)
     inputs = [i.name for i in ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
     config = {"labels": labels, "max_length": max_length, "input_names": inputs, "text_pair": PAIR in frame.columns,
               "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
