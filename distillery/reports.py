@@ -19,6 +19,13 @@ def parameters(count) -> str:
         return f"{count / 1e6:.1f}M"
     return f"{count / 1e3:.1f}K" if count >= 1_000 else str(count)
 
+
+def memory(mb: float) -> str:
+    """A model's added peak memory as a table shows it; under 1 MB (a tiny model: the allocator reuses memory
+    the process already held) is "<1", not a "0" that reads as not measured."""
+    return "<1" if mb < 1 else f"{mb:.0f}"
+
+
 def curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
     """(training loss per logging step, validation metrics per epoch) rows for DVC plots."""
     train = [{"step": e["step"], "epoch": round(e["epoch"], 3), "loss": e["loss"]}
@@ -126,7 +133,7 @@ def benchmark_table(results: dict) -> str:
         return _benchmark_scores_table(results, metrics)
     cell = head["cell"]
     fp = results["fingerprint"]
-    rows = ["| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs | size MB | parameters | peak memory MB | "
+    rows = ["| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs | size MB | parameters | added peak memory MB | "
             "accuracy | macro-F1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in results["models"].items():
         c = m["cells"][cell]
@@ -135,7 +142,7 @@ def benchmark_table(results: dict) -> str:
         ci_text = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"
         rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
                     f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {m['size_mb']:.1f} | "
-                    f"{parameters(m['parameters'])} | {m['peak_memory_mb']:.0f} | {_percent(m['accuracy'])} | {f1} |")
+                    f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
     grid = results["grid"]
     method = ""
     if "min_runs" in grid:
@@ -167,12 +174,12 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
     grid = results["grid"]
     batch = 1 if 1 in grid["batch_sizes"] else min(grid["batch_sizes"])
     for cell in [f"b{batch}_s{length}" for length in grid["sequence_lengths"]]:
-        rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | peak memory MB | {names[0]} | {names[1]} |",
+        rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | added peak memory MB | {names[0]} | {names[1]} |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in results["models"].items():
             c = m["cells"][cell]
             rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
-                        f"{parameters(m['parameters'])} | {m['peak_memory_mb']:.0f} | {_percent(m[primary])} | "
+                        f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
         lines.append(f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
                      f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))

@@ -1,11 +1,16 @@
 """What the CLI and the tables print for small models and for a registry without a champion."""
-from distillery.reports import parameters
+from distillery.reports import memory, parameters
 from distillery.stages.register import summary
 
 
 def test_a_small_models_parameters_are_not_shown_as_zero_millions():
     # the MNIST primer's student has 3.2K parameters: it was printed as "0.0M"
     assert [parameters(n) for n in (22_713_219, 15_606_147, 3_194, 850, 0)] == ["22.7M", "15.6M", "3.2K", "850", "0"]
+
+
+def test_a_tiny_models_added_memory_is_under_one_mb_not_zero():
+    # the benchmark's table printed "0" for the tiny models of the tests and the primer
+    assert [memory(mb) for mb in (0.0, 0.4, 1.0, 412.6)] == ["<1", "<1", "1", "413"]
 
 
 def test_register_summary_without_a_champion_says_so():
