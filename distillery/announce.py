@@ -39,8 +39,7 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     train, test = _rows("train", prepared_dir), _rows("test", prepared_dir)
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark
-    lengths = [params.student.max_length] if params.task in NO_SEQUENCE else bench.sequence_lengths
-    cells = len(bench.batch_sizes) * len(lengths)
+    cells = len(bench.batch_sizes) * (1 if params.task in NO_SEQUENCE else len(bench.sequence_lengths))
     files = params.data.files or {}
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
@@ -56,7 +55,7 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
         "evaluate": f"scoring teacher, student and baseline on {_count(test, 'test ' + noun)}",
         "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",
         "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes}"
-                     + (")" if params.task in NO_SEQUENCE else f" x sequence {lengths})")
+                     + (")" if params.task in NO_SEQUENCE else f" x sequence {bench.sequence_lengths})")
                      + f", {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
                      f"per model and cell, up to {bench.max_seconds_per_cell:g}s per cell",
         "register": "logging the run to MLflow and registering the deployable student (champion if the gate passes)",

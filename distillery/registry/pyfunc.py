@@ -25,15 +25,22 @@ def pip_requirements(extra: tuple = ()) -> list[str]:
 
 def tokenizer(directory: Path):
     """The student's tokenizer, from its directory. A student of Distillery's own families (BiLSTM, bag of
-    embeddings) has a ``config.json`` of a model type transformers does not know, so when the tokenizer names
-    its own class the config is not read (reading it only prints transformers' "model of type" warning)."""
+    embeddings) has a ``config.json`` of a model type transformers does not know: when its tokenizer names its
+    own class, that config is not read (reading it only prints transformers' "model of type" warning). Any
+    other directory loads as transformers loads it, config and all (the config can decide the class)."""
     import json
 
     from transformers import AutoTokenizer, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    settings = Path(directory) / "tokenizer_config.json"
-    named = settings.is_file() and "tokenizer_class" in json.loads(settings.read_text(encoding="utf-8"))
-    return AutoTokenizer.from_pretrained(str(directory), **({"config": PretrainedConfig()} if named else {}))
+    def read(name: str) -> dict:
+        path = Path(directory) / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    unknown = read("config.json").get("model_type") not in (None, *CONFIG_MAPPING_NAMES)
+    named = isinstance(read("tokenizer_config.json").get("tokenizer_class"), str)
+    return AutoTokenizer.from_pretrained(str(directory), **({"config": PretrainedConfig()} if unknown and named
+                                                            else {}))
 
 
 # Run by a fresh interpreter: loads the served model as MLflow's scoring server does (the code file and its

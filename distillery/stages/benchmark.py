@@ -60,12 +60,6 @@ def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], t
     return (lambda batch: run_session(sess, batch)), sess
 
 
-def lengths(task, params: Params) -> list[int]:
-    """The sequence lengths the benchmark times: ``benchmark.sequence_lengths``, or, for inputs without one
-    (images), a single length, ``student.max_length`` (the cell the registry gate reads), whatever the list says."""
-    return list(params.benchmark.sequence_lengths) if task.sequence_inputs else [params.student.max_length]
-
-
 def check_grid(params: Params, models_dir: Path) -> None:
     for model in ("teacher", "student"):
         config = read_json(models_dir / model / "config.json", "train_teacher" if model == "teacher" else "distill")
@@ -130,13 +124,13 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
 
     task = task_type(params.task, params)
     cfg, models_dir, onnx_dir, reports_dir = params.benchmark, Path(models_dir), Path(onnx_dir), Path(reports_dir)
-    sequence_lengths = lengths(task, params)
+    sequence_lengths = task.benchmark_lengths(params, prepared_dir)
     if task.sequence_inputs:
         check_grid(params, models_dir)
-    elif len(cfg.sequence_lengths) > 1:
+    elif list(cfg.sequence_lengths) != sequence_lengths:
         print(f"benchmark: {task.name} inputs have no sequence length; benchmark.sequence_lengths "
-              f"{cfg.sequence_lengths} is not used, one cell per batch size (named s{sequence_lengths[0]}, "
-              "student.max_length)", file=sys.stderr, flush=True)
+              f"{cfg.sequence_lengths} is not used: one cell per batch size, named s{sequence_lengths[0]} by the "
+              "inputs' own size", file=sys.stderr, flush=True)
     torch.set_num_threads(cfg.threads)
     test = load_split("test", prepared_dir)
     evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")

@@ -43,6 +43,10 @@ class TaskType:
     # inputs with a sequence length the benchmark varies (benchmark.sequence_lengths); images have none
     sequence_inputs: bool = True
 
+    def benchmark_lengths(self, params, prepared_dir: Path) -> list[int]:
+        """The lengths the benchmark's cells are timed at (the ``s`` of ``b1_s64``): benchmark.sequence_lengths."""
+        return list(params.benchmark.sequence_lengths)
+
     def configured(self, params) -> "TaskType":
         """This task type set up with the settings it reads from ``params`` (none by default: itself)."""
         return self

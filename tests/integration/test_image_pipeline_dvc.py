@@ -84,8 +84,10 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
                if name.startswith("fused_")), recipes
     assert not recipes["dynamic"]["fused"] and "validation" in recipes["dynamic"]
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
-    # images have no sequence length: one cell per batch size, named at student.max_length, whatever the list says
-    length = yaml.safe_load((project / "params.yaml").read_text())["student"]["max_length"]
+    # images have no sequence length: one cell per batch size, named by the pixels per image (8 x 8), and the
+    # stage says the list it was given is not used
+    length = report["image"]["height"] * report["image"]["width"]
+    assert "benchmark.sequence_lengths [16, 64] is not used" in result.stdout + result.stderr
     assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {f"b1_s{length}", f"b4_s{length}"}
     assert benchmark["grid"]["sequence_lengths"] == [length]
     assert f"b1_s{length}" in (project / "reports/benchmark.md").read_text()

@@ -276,13 +276,18 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
         rows.read_file(tmp_path / "list.jsonl")
     odd = [row | {"id": "n", "question": 17}, row | {"id": "o", "question": {"q": "What?"}},
            row | {"id": "c", "context": ["The answer is 42"]}, row | {"id": "e", "question": " "},
-           row | {"id": "a", "answers": {"text": [42], "answer_start": [14]}}, row | {"id": "ok"}]
-    (tmp_path / "odd.jsonl").write_text("\n".join(json.dumps(r) for r in odd))
+           row | {"id": "a", "answers": {"text": [42], "answer_start": [14]}}, row | {"id": "ok"},
+           row | {"id": "null", "question": None}, {k: v for k, v in row.items() if k != "context"} | {"id": "m"},
+           row | {"id": "sep", "context": "The answer\u2028 is 42, said it.", "answers": {"text": ["42"],
+                                                                                     "answer_start": [15]}}]
+    (tmp_path / "odd.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in odd))
     kept, rejected = rows.clean(rows.read_file(tmp_path / "odd.jsonl"), "odd")
-    assert [r["reason"] for r in rejected] == ["the question is a int, not text", "the question is a dict, not text",
-                                               "the context is a list, not text", "empty question",
-                                               "an answer text is not text"]
-    assert [r["row"] for r in rejected] == [1, 2, 3, 4, 5] and kept["id"].tolist() == ["ok"]
+    # a null or missing field is empty, as in a SQuAD .json file (pandas reads it as NaN from JSON lines)
+    assert [r["reason"] for r in rejected] == ["the question is a number, not text",
+                                               "the question is an object, not text", "the context is a list, not text",
+                                               "empty question", "an answer text is not text", "empty question",
+                                               "empty context"]
+    assert [r["row"] for r in rejected] == [1, 2, 3, 4, 5, 7, 8] and kept["id"].tolist() == ["ok", "sep"]
 
 
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):

@@ -150,9 +150,11 @@ def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warni
     code = ("import sys; from transformers import AutoTokenizer; from distillery.registry.pyfunc import tokenizer; "
             "loaded, plain = tokenizer(sys.argv[1]), AutoTokenizer.from_pretrained(sys.argv[2]); "
             "print(type(loaded) is type(plain), loaded.pad_token_id == plain.pad_token_id, "
-            "loaded('a b c').input_ids == plain('a b c').input_ids)")
+            "loaded('a b c').input_ids == plain('a b c').input_ids, "
+            "type(tokenizer(sys.argv[2])) is type(plain))")
     result = subprocess.run([sys.executable, "-c", code, str(student), str(tiny_bert)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["True", "True", "True"]  # the same tokenizer as beside a config it knows
+    # the same tokenizer as beside a config it knows; a directory of a known model type loads as it always did
+    assert result.stdout.split() == ["True", "True", "True", "True"]
     assert "model of type" not in result.stderr, result.stderr[-2000:]

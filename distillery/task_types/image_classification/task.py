@@ -80,6 +80,11 @@ class ImageClassification(TextClassification):
     def parity(self, model, tokenizer, fp32_path, int8_path, frame, max_length, export_cfg) -> dict:
         return onnx.parity(model, tokenizer, fp32_path, int8_path, frame, export_cfg)
 
+    def benchmark_lengths(self, params, prepared_dir) -> list[int]:
+        """No sequence length: one cell per batch size, named by the pixels per image (``b1_s784`` for 28x28)."""
+        spec = image_spec(prepared_dir)
+        return [int(spec["height"]) * int(spec["width"])]
+
     def benchmark_inputs(self, tokenizer, frame, batch, length) -> dict:
         return features.batch(tokenizer, frame, batch)
 

@@ -105,7 +105,8 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     text = _open_text(path)
     if name.endswith(".jsonl"):
-        records = [record for _, record in json_objects(text.splitlines(), str(path))]
+        # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
+        records = [record for _, record in json_objects(text.split("\n"), str(path))]
         return flat_rows(pd.DataFrame(records), str(path))
     if name.endswith(".json"):
         try:
@@ -147,19 +148,34 @@ def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
     return {"all": read_file(cfg.source)}, cfg.source
 
 
+def _absent(value) -> bool:
+    """A missing or null field: None (SQuAD JSON, Hub), or the NaN pandas puts there (JSON lines)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _json_kind(value) -> str:
+    """What a non-text value was in the JSON: "a number", "a list", "an object", "a boolean"."""
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, (int, float, np.number)):
+        return "a number"
+    return "an object" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple, np.ndarray)) \
+        else f"a {type(value).__name__}"
+
+
 def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
     """Keep the rows a model can learn from and be scored on; return the others with the reason."""
     reasons = []
     for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
                                                 frame[ANSWER_STARTS]):
-        if question is not None and not isinstance(question, str):
-            reasons.append(f"the question is a {type(question).__name__}, not text")
-        elif question is None or not question.strip():
+        if _absent(question) or (isinstance(question, str) and not question.strip()):
             reasons.append("empty question")
-        elif context is not None and not isinstance(context, str):
-            reasons.append(f"the context is a {type(context).__name__}, not text")
-        elif context is None or not context.strip():
+        elif not isinstance(question, str):
+            reasons.append(f"the question is {_json_kind(question)}, not text")
+        elif _absent(context) or (isinstance(context, str) and not context.strip()):
             reasons.append("empty context")
+        elif not isinstance(context, str):
+            reasons.append(f"the context is {_json_kind(context)}, not text")
         elif len(texts) == 0 or len(texts) != len(starts):
             reasons.append("no answer")
         elif not all(isinstance(t, str) for t in texts):
