@@ -10,11 +10,11 @@ One reader for every source:
 A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and
 ``answer_starts`` (every gold answer; training uses the first, scoring the best over all). Rows are
 rejected, with the reason, for an empty question or context, one that is not text (a JSON number, list or
-object), no answer, or an answer that is not at
-its ``answer_start`` in the context. Splits the source lacks are carved from its training rows by
-article (``title``), with ``data.split_fractions``, so no article is in two splits; ``data.max_samples``
-then caps the questions of each split (a seeded sample). With ``distill.transfer_set.source: remainder``
-the training questions beyond the cap, without their answers, are the transfer set.
+object), no answer, or an answer that is not at its ``answer_start`` in the context. Splits the source
+lacks are carved from its training rows by article (``title``), with ``data.split_fractions``, so no
+article is in two splits; ``data.max_samples`` then caps the questions of each split (a seeded sample).
+With ``distill.transfer_set.source: remainder`` the training questions beyond the cap, without their
+answers, are the transfer set.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ import pandas as pd
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
 from distillery.sources import files_description, split_source
-from distillery.text_files import json_objects
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
+from distillery.text_files import json_objects
 
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
 LABELS = ["start", "end"]  # what the model outputs per token; labels.json and the registry's label check
