@@ -14,7 +14,8 @@ from tiny import make_texts
 def _params(source, **data) -> Params:
     transfer = data.pop("transfer", TransferSetConfig())
     data.setdefault("min_rows_per_class", 1)  # the tiny frames here have a few rows per class in each split
-    return Params(seed=0, data=DataConfig(source=str(source), label_column="sentiment", **data),
+    data.setdefault("label_column", "sentiment")
+    return Params(seed=0, data=DataConfig(source=str(source), **data),
                   distill=DistillConfig(transfer_set=transfer))
 
 
@@ -399,3 +400,77 @@ def test_an_empty_text_column_of_the_string_dtype_is_checked_without_error():
     empty = pd.Series([], dtype="str")
     assert not_text(empty).dtype == bool and not_scalar(empty).dtype == bool
     assert (is_blank(empty) | not_text(empty)).tolist() == []
+
+
+# --- hub:<dataset id>: the datasets.load_dataset path, on a local dataset directory (the Hub is offline here) ----
+
+def _hub_dataset(root: Path, test_labels: str = "none") -> Path:
+    """A dataset directory as the Hub serves one (``data/<split>-00000-of-00001.parquet``) with GLUE's columns: a
+    ``ClassLabel`` label whose names are not in sorted order, and a test split of -1 labels unless
+    ``test_labels == "labelled"``."""
+    import datasets
+
+    names = ["positive", "negative", "neutral"]  # the source's own id order
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names),
+                                  "idx": datasets.Value("int32")})
+    (root / "data").mkdir(parents=True)
+    for split, n, seed in (("train", 120, 1), ("validation", 30, 2), ("test", 30, 3)):
+        frame = make_texts(n, seed=seed)
+        labels = [names.index(s) for s in frame["sentiment"]]
+        if split == "test" and test_labels == "none":
+            labels = [-1] * n
+        datasets.Dataset.from_dict({"sentence": frame["text"].tolist(), "label": labels, "idx": list(range(n))},
+                                   features=features).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def test_a_hub_dataset_maps_class_label_ids_through_its_names_and_replaces_an_unlabelled_test_split(tmp_path):
+    source = _hub_dataset(tmp_path / "glue_like")
+    out = tmp_path / "prepared"
+    report = prepare(_params(f"hub:{source}", text_column="sentence", label_column="label", on_bad_rows="fail"), out)
+    assert report["unlabelled_source_splits_replaced"] == ["test"]
+    assert report["rows"]["validation"] == 30 and report["rows"]["train"] + report["rows"]["test"] == 120
+    assert load_labels(out) == ["positive", "negative", "neutral"]  # the ClassLabel's names, in its order
+    # every prepared row carries the label its text was made with (tiny.make_texts marks the label in the text)
+    expected = {text: label for split, seed, n in (("train", 1, 120), ("validation", 2, 30))
+                for text, label in zip(*make_texts(n, seed=seed)[["text", "sentiment"]].T.values)}
+    for split in ("train", "validation", "test"):
+        frame = load_split(split, out)
+        names = [load_labels(out)[i] for i in frame["label"]]
+        assert names == [expected[text] for text in frame["text"]], split
+
+
+def test_a_labelled_hub_test_split_is_kept_and_declared_labels_still_map_the_ids(tmp_path):
+    source = _hub_dataset(tmp_path / "glue_like", test_labels="labelled")
+    out = tmp_path / "prepared"
+    report = prepare(_params(f"hub:{source}", text_column="sentence", label_column="label", on_bad_rows="fail",
+                             labels=["negative", "neutral", "positive"]), out)
+    assert report["unlabelled_source_splits_replaced"] == [] and report["rows"]["test"] == 30
+    assert load_labels(out) == ["negative", "neutral", "positive"]  # declared: the prepared ids follow them
+    test, source = load_split("test", out), make_texts(30, seed=3)
+    assert sorted(test["text"]) == sorted(source["text"])
+    expected = dict(zip(source["text"], source["sentiment"]))
+    assert [load_labels(out)[i] for i in test["label"]] == [expected[text] for text in test["text"]]
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_one_line_naming_data_source(tmp_path):
+    with pytest.raises(DataError, match=r"^data.source: cannot load Hub dataset .*no-such-dataset") as error:
+        prepare(_params(f"hub:{tmp_path / 'no-such-dataset'}", text_column="sentence", label_column="label"),
+                tmp_path / "prepared")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_hub_transfer_set_takes_its_named_split_and_drops_the_labelled_texts(tmp_path):
+    hub = _hub_dataset(tmp_path / "glue_like")  # its train split holds make_texts(120, seed=1)
+    labelled = make_texts(120, seed=1).iloc[:60]  # half of those texts are also the labelled data
+    out = tmp_path / "prepared"
+    transfer = TransferSetConfig(source=f"hub:{hub}", text_column="sentence", split="train")
+    report = prepare(_params(_csv(tmp_path, labelled), transfer=transfer), out)
+    transfer_texts = set(load_split("transfer", out)["text"])
+    assert report["transfer_rows"] == len(transfer_texts) == 60
+    assert transfer_texts == set(make_texts(120, seed=1)["text"].iloc[60:])
+    with pytest.raises(DataError, match=r"^distill.transfer_set.split: hub:.* has no split 'unlabeled'; it has "
+                                        r"\['test', 'train', 'validation'\]$"):
+        prepare(_params(_csv(tmp_path, labelled), transfer=TransferSetConfig(
+            source=f"hub:{hub}", text_column="sentence", split="unlabeled")), tmp_path / "refused")
