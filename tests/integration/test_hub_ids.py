@@ -1,0 +1,65 @@
+"""Hub model ids (``teacher.model: org/name``, ``student.model: org/name``) through the stages that load them,
+resolved from a warm Hugging Face cache: the Hub itself is unreachable here, and the tests never reach it
+(``HF_HUB_OFFLINE``). The cache is laid out as ``huggingface_hub`` writes it, holding the tiny BERTs."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_params, update_params, write_params
+from distillery.cli import main
+from tiny import make_csv
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cache(root: Path, repo_id: str, model_dir: Path) -> None:
+    """``model_dir`` as the Hub cache holds ``repo_id`` at its main branch."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_dir, repo / "snapshots" / REVISION)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, tiny_bert, tiny_bert_other):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    _cache(cache, "distillery-test/tiny-bert", tiny_bert)
+    _cache(cache, "distillery-test/tiny-bert-other", tiny_bert_other)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at each call, not at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_ids_for_the_teacher_and_a_model_student_load_from_the_cache_and_a_missing_one_is_named(
+        tmp_path, monkeypatch, capsys, hub_cache):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params("distillery-test/tiny-bert", make_csv(tmp_path / "data.csv",
+                                                                                              n=150)))
+    for stage in ("prepare", "train_teacher", "teacher_logits", "distill"):  # layers [0, 3] of the Hub teacher
+        assert main([stage]) == 0, (stage, capsys.readouterr().err)
+    teacher = json.loads((tmp_path / "models/teacher/config.json").read_text())
+    student = json.loads((tmp_path / "models/student/config.json").read_text())
+    assert teacher["num_hidden_layers"] == 4 and student["num_hidden_layers"] == 2
+    assert student["hidden_size"] == teacher["hidden_size"] == 32
+
+    # `student.source: model`: a Hub id with its own tokenizer and width (the 2-layer, 16-wide tiny BERT)
+    update_params(tmp_path / "params.yaml", **{"student.source": "model",
+                                               "student.model": "distillery-test/tiny-bert-other"})
+    assert main(["distill"]) == 0, capsys.readouterr().err
+    student = json.loads((tmp_path / "models/student/config.json").read_text())
+    assert student["hidden_size"] == 16 and student["num_hidden_layers"] == 2
+    assert json.loads((tmp_path / "reports/metrics/distill.json").read_text())["student"]["steps"] > 0
+
+    # An id the cache does not hold: one line naming the key and the id, and the student already there is kept
+    kept = (tmp_path / "models/student/model.safetensors").read_bytes()
+    update_params(tmp_path / "params.yaml", **{"student.model": "distillery-test/no-such-model"})
+    capsys.readouterr()
+    assert main(["distill"]) != 0
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("distillery distill: error: student.model: cannot load 'distillery-test/no-such-model' "
+                            "(it is not a local directory, and the Hugging Face Hub could not provide it)"), error
+    assert (tmp_path / "models/student/model.safetensors").read_bytes() == kept
