@@ -341,3 +341,47 @@ def test_an_image_with_a_nan_or_infinite_pixel_is_rejected_by_row_not_trained_on
     for split in ("train", "validation", "test"):
         frame = pd.read_parquet(tmp_path / f"npz/prepared/{split}.parquet")
         assert all(np.isfinite(np.frombuffer(p, dtype=np.float32)).all() for p in frame["pixels"])
+
+
+def _hub_images(root: Path, label_column: str = "label", test_labelled: bool = False) -> tuple[Path, dict]:
+    """An image dataset as the Hub serves one (``data/<split>-00000-of-00001.parquet``, CIFAR's ``img`` column):
+    RGB 10x12 images under a ``ClassLabel`` whose names are not in sorted order; its test split is published
+    with -1 labels unless ``test_labelled``. Returns the directory and {image bytes (C, H, W): class name}."""
+    import datasets
+
+    names = ["ship", "cat", "dog"]
+    features = datasets.Features({"img": datasets.Image(), label_column: datasets.ClassLabel(names=names)})
+    rng, truth = np.random.default_rng(7), {}
+    (root / "data").mkdir(parents=True)
+    for split, n in (("train", 120), ("test", 30)):
+        ids = [i % 3 for i in range(n)]
+        pictures = [rng.integers(0, 256, (10, 12, 3), dtype=np.uint8) for _ in ids]
+        truth.update({np.moveaxis(p, -1, 0).tobytes(): names[i] for p, i in zip(pictures, ids)})
+        published = ids if split == "train" or test_labelled else [-1] * n
+        datasets.Dataset.from_dict({"img": pictures, label_column: published}, features=features).to_parquet(
+            root / "data" / f"{split}-00000-of-00001.parquet")
+    return root, truth
+
+
+def test_a_hub_image_dataset_keeps_each_images_class_and_replaces_an_unlabelled_test_split(tmp_path):
+    # every row used to be rejected: the reader turned the ClassLabel ids into names, which were then read as ids
+    source, truth = _hub_images(tmp_path / "cifar_like")
+    report = _prepare(tmp_path, source=f"hub:{source}", min_rows_per_class=2)
+    assert report["unlabelled_source_splits_replaced"] == ["test"]
+    assert sum(report["rows"].values()) == 120 and report["rejected_by_reason"] == {}
+    assert report["labels"] == ["ship", "cat", "dog"]
+    assert (report["image"]["channels"], report["image"]["height"], report["image"]["width"]) == (3, 10, 12)
+    for split in ("train", "validation", "test"):
+        frame = pd.read_parquet(tmp_path / f"prepared/{split}.parquet")
+        assert [truth[p] for p in frame["pixels"]] == [report["labels"][i] for i in frame["label"]], split
+
+
+def test_a_hub_image_dataset_reads_the_label_column_named_in_data(tmp_path):
+    source, truth = _hub_images(tmp_path / "cifar100_like", label_column="fine_label", test_labelled=True)
+    report = _prepare(tmp_path, source=f"hub:{source}", label_column="fine_label", min_rows_per_class=2)
+    assert report["unlabelled_source_splits_replaced"] == [] and report["rows"]["test"] == 30
+    test = pd.read_parquet(tmp_path / "prepared/test.parquet")
+    assert [truth[p] for p in test["pixels"]] == [report["labels"][i] for i in test["label"]]
+    with pytest.raises(DataError, match=r"needs an image column \(image/img\) and a label column \(data.label_column "
+                                        r"or label\); it has \['img', 'fine_label'\]"):
+        _prepare(tmp_path / "default", source=f"hub:{source}")

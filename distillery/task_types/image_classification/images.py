@@ -188,8 +188,9 @@ def _npz(path: Path) -> Images:
     return images
 
 
-def read_images(source: str, files: dict) -> Images:
-    """Every split of ``source`` (or of ``files``: split -> path) as arrays."""
+def read_images(source: str, files: dict, hub_config: Optional[str] = None, label_column: str = "label") -> Images:
+    """Every split of ``source`` (or of ``files``: split -> path) as arrays; ``hub_config`` and ``label_column``
+    are for a ``hub:<id>`` source."""
     if files:
         merged: Optional[Images] = None
         for split, path in files.items():
@@ -207,7 +208,7 @@ def read_images(source: str, files: dict) -> Images:
             raise DataError(f"data.source: unknown bundled image set {name!r}; known: {', '.join(readers)}")
         return readers[name]()
     if source.startswith("hub:"):
-        return _hub(source[4:])
+        return _hub(source[4:], hub_config, label_column)
     return read_local(Path(source))
 
 
@@ -226,25 +227,29 @@ def read_local(path: Path) -> Images:
                     "directory of IDX files")
 
 
-def _hub(dataset_id: str) -> Images:
-    """A Hub image dataset with ``image`` (or ``img``) and ``label`` columns."""
+def _hub(dataset_id: str, config: Optional[str] = None, label_column: str = "label") -> Images:
+    """A Hub image dataset with an ``image`` (or ``img``) column and a label column: ``data.label_column`` if the
+    dataset has it, else ``label``. A ``ClassLabel``'s integer ids stay ids (``clean`` maps them through its
+    names); -1, a split published without labels, is a missing label."""
     try:
         import datasets
 
-        loaded = datasets.load_dataset(dataset_id)
+        loaded = datasets.load_dataset(dataset_id, config)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is one line
         raise DataError(f"data.source hub:{dataset_id}: cannot load it: {str(exc).splitlines()[0]}") from None
     images = Images(f"hub:{dataset_id}")
     for split, part in loaded.items():
         column = next((c for c in ("image", "img", "pixel_values") if c in part.column_names), None)
-        if column is None or "label" not in part.column_names:
-            raise DataError(f"hub:{dataset_id} [{split}]: needs an image column (image/img) and a label column; "
-                            f"it has {part.column_names}")
-        feature = part.features.get("label")
-        images.declared = list(feature.names) if hasattr(feature, "names") else None
+        label = label_column if label_column in part.column_names else "label"
+        if column is None or label not in part.column_names:
+            raise DataError(f"hub:{dataset_id} [{split}]: needs an image column (image/img) and a label column "
+                            f"(data.label_column or label); it has {part.column_names}")
+        feature = part.features.get(label)
+        if hasattr(feature, "names"):
+            images.declared = list(feature.names)
         arrays = [np.asarray(image) for image in part[column]]
         arrays = [a if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
-        labels = [images.declared[i] if images.declared else i for i in part["label"]]
+        labels = [None if hasattr(feature, "names") and value == -1 else value for value in part[label]]
         images.add(SPLIT_NAMES.get(split, split), np.stack(arrays), labels)
     return images
 

@@ -22,7 +22,7 @@ from distillery.task_types.text_classification.rows import check_classes, label_
 
 def read(cfg: DataConfig) -> tuple[dict, Union[list, None], str]:
     """``(frames per split, declared label names or None, description)``, as ``sources.read_source`` gives."""
-    images = read_images(cfg.source, cfg.files)
+    images = read_images(cfg.source, cfg.files, cfg.hub_config, cfg.label_column)
     frames, _ = images.frames()
     return frames, images.declared, images.description
 
