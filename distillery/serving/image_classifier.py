@@ -95,9 +95,12 @@ class OnnxImageClassifier(PythonModel):
                 _refuse(f"{IMAGE!r} of row {row} is neither nested lists of numbers nor a base64 string")
             if array.ndim == 2:
                 array = array[None]
+            elif array.shape == (height, width, channels) and array.shape != self.shape:
+                array = np.moveaxis(array, -1, 0)  # channels last, as Pillow and numpy hold an image
         if array.shape != self.shape:
             _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes [{height}][{width}] "
-                    f"pixels{f' in {channels} channels' if channels > 1 else ''}")
+                    f"pixels" + (f" in {channels} channels ([{channels}][{height}][{width}] or "
+                                 f"[{height}][{width}][{channels}])" if channels > 1 else ""))
         if not np.all(np.isfinite(array)):
             _refuse(f"{IMAGE!r} of row {row} holds a value that is not a finite number")
         return array

@@ -385,3 +385,54 @@ def test_a_hub_image_dataset_reads_the_label_column_named_in_data(tmp_path):
     with pytest.raises(DataError, match=r"needs an image column \(image/img\) and a label column \(data.label_column "
                                         r"or label\); it has \['img', 'fine_label'\]"):
         _prepare(tmp_path / "default", source=f"hub:{source}")
+
+
+@pytest.fixture(scope="module")
+def served_rgb(tmp_path_factory):
+    """The served pyfunc over a linear RGB model on 4x5 images: logit(red) - logit(blue) = mean(R) - mean(B)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    directory = tmp_path_factory.mktemp("served-rgb")
+    weight = np.zeros((3, 4, 5, 2), dtype=np.float32)  # flattened as the model's input is: channels first
+    weight[0, :, :, 0], weight[2, :, :, 1] = 1.0 / 20, 1.0 / 20
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["pixel_values"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "rgb", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 4, 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [60, 2], weight.reshape(60, 2).flatten())])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
+    (directory / "image.json").write_text(json.dumps({"labels": ["red", "blue"], "channels": 3, "height": 4,
+                                                      "width": 5, "pixel_max": 255.0}))
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier",
+                                  {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")})
+
+
+def test_served_rgb_model_reads_channels_first_channels_last_and_png_alike(served_rgb):
+    from PIL import Image
+
+    last = np.zeros((4, 5, 3))  # height, width, channels: as Pillow and numpy hold an image
+    last[..., 0], last[..., 2] = 200.0, 40.0  # red
+    last[0, 0] = [0.0, 0.0, 255.0]  # one blue pixel: the mean difference is (200 * 19 - 40 * 19 - 255) / 20
+    buffer = io.BytesIO()
+    Image.fromarray(last.astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    png = base64.b64encode(buffer.getvalue()).decode()
+    first = np.moveaxis(last, -1, 0)
+    answer = served_rgb.predict(None, pd.DataFrame({"image": [first.tolist(), last.tolist(), png]}))
+    assert answer["label"].tolist() == ["red"] * 3
+    difference = (200 * 19 - 40 * 19 - 255) / 20
+    assert answer["prob_red"].tolist() == pytest.approx([1 / (1 + np.exp(-difference))] * 3, rel=1e-5)
+    blue = np.moveaxis(first[::-1], 0, -1)  # channels swapped: blue
+    assert served_rgb.predict(None, pd.DataFrame({"image": [blue.tolist()]}))["label"].tolist() == ["blue"]
+
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=r"'image' of row 0 is \[5, 4, 3\]; this model takes \[4\]\[5\] pixels "
+                                              r"in 3 channels \(\[3\]\[4\]\[5\] or \[4\]\[5\]\[3\]\)"):
+        served_rgb.predict(None, pd.DataFrame({"image": [np.zeros((5, 4, 3)).tolist()]}))
