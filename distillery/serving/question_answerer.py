@@ -14,7 +14,7 @@ Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``cont
 ``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
 Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
 a question or context that is null, empty or not a string, a missing column, and more than
-``max_rows`` questions in one call.
+``max_rows`` questions in one call. A question too long for a window keeps its first tokens, as in training.
 """
 from __future__ import annotations
 
@@ -79,21 +79,36 @@ class OnnxQuestionAnswerer(PythonModel):
         self.max_rows = int(config.get("max_rows") or 0)
         self.n_best_size, self.max_answer_length = int(config["n_best_size"]), int(config["max_answer_length"])
         self.pad_id, self.pad_type_id = int(config["pad_id"]), int(config.get("pad_type_id", 0))
+        self.question_tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])  # a question's tokens, whole
+        self.question_tokenizer.no_padding()
+        self.question_tokenizer.no_truncation()
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
         tokenizer.no_padding()
         tokenizer.enable_truncation(int(config["max_length"]), stride=int(config["doc_stride"]),
                                     strategy="only_second")
         self.tokenizer = tokenizer
+        specials = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
         spec = importlib.util.spec_from_file_location("_distillery_qa_postprocess", context.artifacts["postprocess"])
         self.postprocess = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.postprocess)
+        self.question_room = self.postprocess.question_room(int(config["max_length"]), specials,
+                                                            int(config["doc_stride"]))
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(config.get("threads", 0))
         self.session = ort.InferenceSession(context.artifacts["onnx"], sess_options=options,
                                             providers=["CPUExecutionProvider"])
 
-    def _windows(self, question: str, context: str) -> list:
-        encoding = self.tokenizer.encode(question.lstrip(), context)
+    def _windows(self, question: str, context: str, row: int) -> list:
+        # a question too long to leave the context more than doc_stride tokens keeps its first tokens, as in training
+        question = self.postprocess.fit_question(
+            question.lstrip(), lambda text: self.question_tokenizer.encode(text, add_special_tokens=False).offsets,
+            self.question_room)
+        try:
+            encoding = self.tokenizer.encode(question, context)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a Rust panic (PanicException) is a BaseException
+            _refuse(f"row {row}: the question and context cannot be cut into windows ({str(exc).splitlines()[0]})")
         windows = []
         for window in [encoding, *encoding.overflowing]:
             offsets = [tuple(o) if s == 1 else (-1, -1) for o, s in zip(window.offsets, window.sequence_ids)]
@@ -126,7 +141,7 @@ class OnnxQuestionAnswerer(PythonModel):
         questions, contexts = _strings(frame[QUESTION].tolist(), QUESTION), _strings(frame[CONTEXT].tolist(), CONTEXT)
         windows, owner = [], []
         for row, (question, text) in enumerate(zip(questions, contexts)):
-            for window in self._windows(question, text):
+            for window in self._windows(question, text, row):
                 windows.append(window)
                 owner.append(row)
         logits = self._logits(windows)

@@ -431,3 +431,58 @@ def test_windows_run_sorted_by_length_come_back_in_window_order(tiny_bert, token
     for (start_a, end_a), (start_b, end_b) in zip(in_order, by_length):
         np.testing.assert_allclose(start_a, start_b, atol=1e-5)
         np.testing.assert_allclose(end_a, end_b, atol=1e-5)
+
+
+# --- a question too long for a window ------------------------------------------------------------------------
+
+def _served_token_model(tmp_path, tiny_bert, max_length: int, stride: int):
+    """The served pyfunc over an ONNX model whose start and end logits are the token ids themselves, so its
+    answer follows from the windows alone: the context token of highest id (within max_answer_length 1)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from distillery.task_types.question_answering import serving
+
+    nodes = [helper.make_node("Cast", ["input_ids"], [name], to=TensorProto.FLOAT) for name in ("start_logits",
+                                                                                               "end_logits")]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+              for n in ("input_ids", "token_type_ids", "attention_mask")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "sequence"])
+               for n in ("start_logits", "end_logits")]
+    graph = helper.make_graph(nodes, "ids", inputs[:1], outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              tmp_path / "ids.onnx")
+    (tmp_path / "qa.json").write_text(json.dumps({
+        "max_length": max_length, "doc_stride": stride, "max_answer_length": 1, "n_best_size": 20,
+        "input_names": ["input_ids"], "pad_id": 0}))
+    return serving.load_code_model({"onnx": str(tmp_path / "ids.onnx"), "tokenizer": str(tiny_bert / "tokenizer.json"),
+                                    "config": str(tmp_path / "qa.json"),
+                                    "postprocess": str(postprocess.__file__)})
+
+
+def test_a_question_too_long_for_a_window_keeps_its_first_tokens_in_training_and_serving(tokenizer, tiny_bert,
+                                                                                        tmp_path):
+    # max_length 12 with stride 3: [CLS] q [SEP] c [SEP] leaves the context more than 3 tokens only for a question
+    # of at most 12 - 3 - 3 - 1 = 5 tokens. A 9-word question (one token per word) keeps its first 5 words; each
+    # window then holds 4 context words, the next starting 1 word on (4 - 3): w0-w3, w1-w4, ..., w10-w13, 11 windows.
+    # Before, the tokenizer panicked ("'stride' must be strictly less than 'max_len'"), a crash in evaluate and
+    # an HTTP 500 from the served model.
+    context = " ".join(WORDS)
+    question = " ".join(WORDS[5:14])
+    assert tokenizer.tokenize(question) == WORDS[5:14]
+    frame = pd.DataFrame({"question": [question], "context": [context], "answer_texts": [["car"]],
+                          "answer_starts": [[4]]})
+    columns = features.features_of(tokenizer, frame, max_length=12, stride=3)
+    windows = [tokenizer.convert_ids_to_tokens(ids) for ids in columns["input_ids"]]
+    assert len(windows) == 11
+    assert all(tokens[:7] == ["[CLS]", *WORDS[5:10], "[SEP]"] for tokens in windows)
+    assert [tokens[7:11] for tokens in windows] == [WORDS[k:k + 4] for k in range(11)]
+    assert [label[:2] for label in columns["labels"][:2]] == [[8, 8], [7, 7]]  # "car" is w1: token 7 + 1, then 7
+
+    # served: the same cut, so the same answer as the question written with its first 5 words only
+    served = _served_token_model(tmp_path, tiny_bert, max_length=12, stride=3)
+    long, cut = served.predict(None, pd.DataFrame({"question": [question, " ".join(WORDS[5:10])],
+                                                   "context": [context] * 2})).to_dict("records")
+    assert long == cut and context[long["start"]:long["end"]] == long["answer"]
+    # the answer is the context word of highest token id, as the model's logits are the ids
+    assert long["answer"] == max(WORDS, key=lambda w: tokenizer.convert_tokens_to_ids(w))

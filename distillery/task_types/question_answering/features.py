@@ -27,6 +27,7 @@ from distillery.losses import IGNORE_INDEX
 from distillery.progress import batches
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT,  # noqa: F401
                                                               ID, QUESTION, TITLE)
+from distillery.task_types.question_answering.postprocess import fit_question, question_room
 
 TEACHER_LOGITS = "teacher_logits"
 PAD_LOGIT = -1e4  # cached teacher logit at padding positions: no probability after a softmax
@@ -34,14 +35,33 @@ NO_OFFSET = (-1, -1)
 TOKEN_FIELDS = ("input_ids", "token_type_ids", "attention_mask")
 
 
+def fit_questions(tokenizer, questions: list[str], max_length: int, stride: int) -> list[str]:
+    """Each question, cut to the tokens a window leaves it (:func:`postprocess.fit_question`, as served)."""
+    room = question_room(max_length, tokenizer.num_special_tokens_to_add(pair=True), stride)
+    if room < 1:
+        raise DataError(f"question_answering: windows of {max_length} tokens with doc_stride {stride} leave no room "
+                        "for a question; lower question_answering.doc_stride")
+    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False, padding=False,
+                                             truncation=False)["input_ids"]]
+
+    def offsets_of(text: str) -> list:
+        return tokenizer(text, add_special_tokens=False, padding=False, truncation=False,
+                         return_offsets_mapping=True)["offset_mapping"]
+
+    return [fit_question(q, offsets_of, room) if n > room else q for q, n in zip(questions, lengths)]
+
+
 def encode(tokenizer, frame: pd.DataFrame, max_length: int, stride: int, padding=False):
-    """Tokenise (question, context) pairs into windows with offsets; questions lose leading spaces."""
-    questions = [q.lstrip() for q in frame[QUESTION].astype(str)]
+    """Tokenise (question, context) pairs into windows with offsets; questions lose leading spaces, and a
+    question too long to leave the context more than ``stride`` tokens of a window keeps its first tokens."""
+    questions = fit_questions(tokenizer, [q.lstrip() for q in frame[QUESTION].astype(str)], max_length, stride)
     try:
         return tokenizer(questions, frame[CONTEXT].astype(str).tolist(), truncation="only_second",
                          max_length=max_length, stride=stride, return_overflowing_tokens=True,
                          return_offsets_mapping=True, padding=padding)
-    except Exception as exc:  # e.g. a question longer than max_length leaves no room for the context
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - tokenizers' Rust panics (PanicException) are BaseExceptions
         raise DataError(f"question_answering: cannot cut the contexts into windows of {max_length} tokens with "
                         f"doc_stride {stride}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                         ) from None

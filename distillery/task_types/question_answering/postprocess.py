@@ -7,15 +7,35 @@ context's tokens, with end before start, or longer than ``max_answer_length`` to
 always has an answer, so the empty (CLS) answer is never chosen.
 
 Imports numpy only and never Distillery: the served model (``distillery/serving/question_answerer.py``)
-loads this very file from its artifacts, so training, evaluation and serving pick answers alike.
+loads this very file from its artifacts, so training, evaluation and serving pick answers alike, and cut an
+over-long question alike (:func:`fit_question`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 NO_OFFSET = -1  # offsets of tokens outside the context (question, special tokens, padding)
+
+
+def question_room(max_length: int, special_tokens: int, doc_stride: int) -> int:
+    """The most question tokens a window can hold: the context's share of a window must stay longer than
+    ``doc_stride`` (a tokenizer refuses to cut a context into windows otherwise, and a Rust panic is no answer)."""
+    return max_length - special_tokens - doc_stride - 1
+
+
+def fit_question(question: str, offsets_of: Callable[[str], Sequence], room: int) -> str:
+    """``question`` cut after its ``room``-th token when it has more (``offsets_of(text)``: the character span of
+    each of the text's tokens, without special tokens). A question that long is rare; its first ``room`` tokens
+    are kept, as a context is cut to the window."""
+    text, keep = question, room
+    for _ in range(4):  # a cut prefix may tokenise into a piece more than the whole did: cut once more
+        offsets = offsets_of(text)
+        if len(offsets) <= room or keep < 1:
+            return text
+        text, keep = text[:int(offsets[keep - 1][1])], keep - 1
+    return text
 
 
 def best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: Sequence, n_best_size: int,
