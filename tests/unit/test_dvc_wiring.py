@@ -114,6 +114,20 @@ def test_params_keys_exist(dvc_stages, stage):
         assert any(k == key or k.startswith(key + ".") for k in flat), f"{stage}: unknown params key {key}"
 
 
+# Keys no stage of `dvc repro` reads: the Prefect flow's schedule, the sweep command, kd_gain's seeds.
+OUTSIDE_DVC_REPRO = ("schedule", "sweep", "evaluate.seeds")
+
+
+def test_every_params_key_a_stage_may_read_is_a_params_dependency_of_some_stage(dvc_stages):
+    """Otherwise `dvc exp run -S key=...` re-runs nothing and records the old results under the new setting
+    (distill.labelled_rows, the primer's 800 labels, was missing)."""
+    declared = [key for spec in dvc_stages.values() for key in spec.get("params", [])]
+    covered = (*declared, *OUTSIDE_DVC_REPRO)
+    missing = [key for key in load_params(ROOT / "params.yaml").flat()
+               if not any(key == d or key.startswith(d + ".") for d in covered)]
+    assert missing == []
+
+
 def test_a_changed_transfer_set_re_labels_but_never_re_trains_the_teacher(dvc_stages, tmp_path, monkeypatch):
     """train_teacher depends on the prepared files it reads, not on the whole directory: transfer.parquet and
     data_report.json change with distill.transfer_set, and the files it does read must not."""
