@@ -287,7 +287,8 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
                                                "the question is an object, not text", "the context is a list, not text",
                                                "empty question", "an answer text is not text", "empty question",
                                                "empty context"]
-    assert [r["row"] for r in rejected] == [1, 2, 3, 4, 5, 7, 8] and kept["id"].tolist() == ["ok", "sep"]
+    assert [r["row"] for r in rejected] == [f"line {n}" for n in (1, 2, 3, 4, 5, 7, 8)]
+    assert kept["id"].tolist() == ["ok", "sep"]
 
 
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
@@ -300,12 +301,14 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
                                                            split_fractions={"train": 0.6, "validation": 0.2,
                                                                             "test": 0.2}))
     assert [r["reason"] for r in rejected] == ["answer not at its answer_start in the context", "empty question"]
-    assert [r["row"] for r in rejected] == [1, 2]
+    assert [r["row"] for r in rejected] == ["data[0].paragraphs[0].qas[0] (id s1-0-0-0)",
+                                            "data[0].paragraphs[0].qas[1] (id s1-0-0-1)"]
     titles = {name: set(frame["title"]) for name, frame in splits.items()}
     assert [len(titles[s]) for s in ("train", "validation", "test")] == [6, 2, 2]  # 20% of 10 articles = 2
     assert not (titles["train"] & titles["validation"]) and not (titles["train"] & titles["test"])
     assert sum(len(f) for f in splits.values()) == 40 - 2 and report["articles_in_train_and_another_split"] == []
-    with pytest.raises(DataError, match=r"all.json \[all\] row 1: answer not at its answer_start"):
+    with pytest.raises(DataError, match=r"all.json \[all\] data\[0\].paragraphs\[0\].qas\[0\] \(id s1-0-0-0\): "
+                                        r"answer not at its answer_start"):
         rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))
 
 
@@ -486,3 +489,72 @@ def test_a_question_too_long_for_a_window_keeps_its_first_tokens_in_training_and
     assert long == cut and context[long["start"]:long["end"]] == long["answer"]
     # the answer is the context word of highest token id, as the model's logits are the ids
     assert long["answer"] == max(WORDS, key=lambda w: tokenizer.convert_tokens_to_ids(w))
+
+
+# --- ids, repeated rows, empty answers, lines -------------------------------------------------------------------
+
+def _flat(document: dict) -> list[dict]:
+    """The document's questions as JSON-lines records in the Hugging Face columns, without ids."""
+    return [{"title": article["title"], "context": paragraph["context"], "question": qa["question"],
+             "answers": {"text": [a["text"] for a in qa["answers"]],
+                         "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+
+
+def test_questions_without_ids_or_with_ids_reused_per_paragraph_are_all_kept_and_true_repeats_dropped(tmp_path):
+    # Before, a file without ids got ids 1..N, so a second file's questions were "duplicates" of the first's and
+    # dropped; and ids reused in every paragraph ("q0", "q1") left one question per id.
+    train, test = make_squad_document(articles=6, seed=1), make_squad_document(articles=3, seed=2)
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in _flat(train)))
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in _flat(test)))
+    splits, rejected, report = rows.prepare_splits(_params(
+        source="unused", files={"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")},
+        split_fractions={"train": 0.7, "validation": 0.3, "test": 0.0}))
+    assert rejected == [] and report["duplicates_dropped"] == {} and report["repeated_ids_renumbered"] == 0
+    assert len(splits["test"]) == 3 * 3 * 2 and len(splits["train"]) + len(splits["validation"]) == 6 * 3 * 2
+    assert splits["test"]["id"].iloc[0] == f"{tmp_path / 'test.jsonl'} line 1"
+
+    for article in train["data"]:  # ids reused in each paragraph, and one question written twice
+        for paragraph in article["paragraphs"]:
+            for q, qa in enumerate(paragraph["qas"]):
+                qa["id"] = f"q{q}"
+    train["data"][0]["paragraphs"][0]["qas"].append(dict(train["data"][0]["paragraphs"][0]["qas"][0]))
+    (tmp_path / "reused.json").write_text(json.dumps(train))
+    splits, rejected, report = rows.prepare_splits(_params(source=str(tmp_path / "reused.json"),
+                                                           split_fractions={"train": 0.6, "validation": 0.2,
+                                                                            "test": 0.2}))
+    assert report["duplicates_dropped"] == {"all": 1}  # the true repeat only
+    assert sum(len(f) for f in splits.values()) == 6 * 3 * 2 and report["repeated_ids_renumbered"] == 6 * 3 * 2 - 2
+    ids = pd.concat([splits[s]["id"] for s in ("train", "validation", "test")])
+    assert ids.is_unique and {"q0", "q1", "q0~2", "q1~18"} <= set(ids)
+
+
+def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main_reason(tmp_path):
+    document = make_squad_document(articles=4, seed=3)
+    qas = [qa for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    qas[0]["answers"] = [{"text": "", "answer_start": -1}]  # SQuAD 2.0 converters' unanswerable question
+    qas[1]["answers"] = [*qas[1]["answers"], {"text": "", "answer_start": -1}]  # one of its gold answers is empty
+    qas[2]["answers"], qas[2]["is_impossible"] = [], True  # SQuAD 2.0 itself
+    (tmp_path / "v2.json").write_text(json.dumps(document))
+    kept, rejected = rows.clean(rows.read_file(tmp_path / "v2.json"), "v2")
+    assert [(r["row"], r["reason"]) for r in rejected] == [
+        ("data[0].paragraphs[0].qas[0] (id s3-0-0-0)", "no answer"),
+        ("data[0].paragraphs[1].qas[0] (id s3-0-1-0)", "no answer")]
+    second = kept.set_index("id").loc["s3-0-0-1"]
+    assert "" not in second["answer_texts"] and len(second["answer_texts"]) == len(second["answer_starts"]) == 2
+    for qa in qas[3:]:  # most of the file unanswerable: the error says why
+        qa["answers"] = []
+    (tmp_path / "mostly.json").write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"mostly.json: 23 of 24 rows were rejected, more than "
+                                        r"data.max_rejected_fraction = 0.5 \(mostly no answer: 23 rows; SQuAD 2.0"):
+        rows.prepare_splits(_params(source=str(tmp_path / "mostly.json")))
+
+
+def test_a_rejected_json_lines_row_is_named_by_its_line_when_blank_lines_come_before_it(tmp_path):
+    records = _flat(make_squad_document(articles=2, seed=4))
+    records[5]["answers"]["answer_start"] = [0, 0]  # no longer where the text is (the contexts do not open with it)
+    lines = [json.dumps(r) for r in records]
+    (tmp_path / "blank.jsonl").write_text("\n".join(lines[:2] + ["", "   "] + lines[2:]))
+    _, rejected = rows.clean(rows.read_file(tmp_path / "blank.jsonl"), "blank")
+    assert [(r["row"], r["reason"]) for r in rejected] == [("line 8", "answer not at its answer_start in the context")]
+    assert (tmp_path / "blank.jsonl").read_text().split("\n")[7] == lines[5]

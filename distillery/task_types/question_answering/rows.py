@@ -9,8 +9,9 @@ One reader for every source:
 
 A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and
 ``answer_starts`` (every gold answer; training uses the first, scoring the best over all). Rows are
-rejected, with the reason, for an empty question or context, one that is not text (a JSON number, list or
-object), no answer, or an answer that is not at its ``answer_start`` in the context. Splits the source
+rejected, with the reason and their place in the file, for an empty question or context, one that is not text
+(a JSON number, list or object), no answer (an empty answer text counts as none: SQuAD 2.0's unanswerable
+questions), or an answer that is not at its ``answer_start`` in the context. Splits the source
 lacks are carved from its training rows by article (``title``), with ``data.split_fractions``, so no
 article is in two splits; ``data.max_samples`` then caps the questions of each split (a seeded sample).
 With ``distill.transfer_set.source: remainder`` the training questions beyond the cap, without their
@@ -35,6 +36,7 @@ from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANS
 from distillery.text_files import json_objects
 
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
+WHERE = "_where"  # a row's place in its file ("line 12", "data[0].paragraphs[1].qas[2] (id q7)"): messages only
 LABELS = ["start", "end"]  # what the model outputs per token; labels.json and the registry's label check
 
 
@@ -79,24 +81,33 @@ def squad_rows(document: dict, where: str) -> pd.DataFrame:
     for a, article in enumerate(document["data"]):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             for q, qa in enumerate(paragraph.get("qas", [])):
-                place = f"{where} data[{a}].paragraphs[{p}].qas[{q}]"
-                texts, starts = _answers(qa.get("answers", []), place)
-                rows.append({ID: str(qa.get("id", place)), TITLE: str(article.get("title", f"article {a}")),
+                place = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                texts, starts = _answers(qa.get("answers", []), f"{where} {place}")
+                rows.append({ID: str(qa.get("id", f"{where} {place}")),
+                             TITLE: str(article.get("title", f"article {a}")),
                              CONTEXT: paragraph.get("context"), QUESTION: qa.get("question"),
-                             ANSWER_TEXTS: texts, ANSWER_STARTS: starts})
-    return pd.DataFrame(rows, columns=COLUMNS)
+                             ANSWER_TEXTS: texts, ANSWER_STARTS: starts,
+                             WHERE: place + (f" (id {qa['id']})" if "id" in qa else "")})
+    return pd.DataFrame(rows, columns=[*COLUMNS, WHERE])
 
 
-def flat_rows(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Rows in the Hugging Face ``squad`` columns (JSON lines, a Hub dataset) in prepared columns."""
+def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = None) -> pd.DataFrame:
+    """Rows in the Hugging Face ``squad`` columns (JSON lines, a Hub dataset) in prepared columns. ``lines``: each
+    row's line in its JSON-lines file (blank lines are skipped, so rows and lines differ); else rows count from 1.
+    A row without an ``id`` is given its file and place, so ids of two files never collide."""
     missing = [c for c in (CONTEXT, QUESTION, "answers") if c not in frame.columns]
     if missing:
         raise DataError(f"{where}: column {missing[0]!r} not found; the columns are {list(frame.columns)}")
-    answers = [_answers(value, f"{where} row {i + 1}") for i, value in enumerate(frame["answers"])]
-    return pd.DataFrame({ID: frame[ID].astype(str) if ID in frame.columns else [str(i + 1) for i in range(len(frame))],
+    places = [f"line {n}" for n in lines] if lines is not None else [f"row {i + 1}" for i in range(len(frame))]
+    answers = [_answers(value, f"{where} {place}") for place, value in zip(places, frame["answers"])]
+    ids = [f"{where} {place}" for place in places]
+    if ID in frame.columns:
+        ids = [given if not _absent(given) else made for given, made in zip(frame[ID], ids)]
+    return pd.DataFrame({ID: [str(i) for i in ids],
                          TITLE: frame[TITLE].astype(str) if TITLE in frame.columns else "",
                          CONTEXT: frame[CONTEXT], QUESTION: frame[QUESTION],
-                         ANSWER_TEXTS: [a[0] for a in answers], ANSWER_STARTS: [a[1] for a in answers]})
+                         ANSWER_TEXTS: [a[0] for a in answers], ANSWER_STARTS: [a[1] for a in answers],
+                         WHERE: places})
 
 
 def read_file(path: Union[str, Path]) -> pd.DataFrame:
@@ -106,8 +117,8 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
     text = _open_text(path)
     if name.endswith(".jsonl"):
         # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
-        records = [record for _, record in json_objects(text.split("\n"), str(path))]
-        return flat_rows(pd.DataFrame(records), str(path))
+        numbered = list(json_objects(text.split("\n"), str(path)))
+        return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
     if name.endswith(".json"):
         try:
             return squad_rows(json.loads(text), str(path))
@@ -163,8 +174,24 @@ def _json_kind(value) -> str:
         else f"a {type(value).__name__}"
 
 
+def _without_empty_answers(texts, starts) -> tuple[list, list]:
+    """A gold answer with no text (SQuAD 2.0 converters write ``{"text": "", "answer_start": -1}`` for an
+    unanswerable question) is no answer: no prediction could ever match it."""
+    kept = [(t, s) for t, s in zip(texts, starts) if not (isinstance(t, str) and not t.strip())]
+    if len(kept) == len(texts):
+        return texts, starts
+    return [t for t, _ in kept], [s for _, s in kept]
+
+
 def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep the rows a model can learn from and be scored on; return the others with the reason."""
+    """Keep the rows a model can learn from and be scored on; return the others with the reason and their place
+    in the file (``row``: "line 12" in JSON lines, "data[0].paragraphs[1].qas[2] (id q7)" in SQuAD JSON)."""
+    frame = frame.copy()
+    if len(frame):
+        answers = [_without_empty_answers(t, s) for t, s in zip(frame[ANSWER_TEXTS], frame[ANSWER_STARTS])]
+        frame[ANSWER_TEXTS], frame[ANSWER_STARTS] = [a[0] for a in answers], [a[1] for a in answers]
+    places = frame[WHERE] if WHERE in frame.columns else pd.Series([f"row {i + 1}" for i in range(len(frame))],
+                                                                    index=frame.index)
     reasons = []
     for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
                                                 frame[ANSWER_STARTS]):
@@ -186,8 +213,8 @@ def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
             reasons.append("")
     reasons = pd.Series(reasons, index=frame.index)
     bad = reasons != ""
-    rejected = [{"source": where, "row": int(i) + 1, "reason": r} for i, r in zip(np.flatnonzero(bad), reasons[bad])]
-    return frame.loc[~bad].reset_index(drop=True), rejected
+    rejected = [{"source": where, "row": place, "reason": r} for place, r in zip(places[bad], reasons[bad])]
+    return frame.loc[~bad].drop(columns=[WHERE], errors="ignore").reset_index(drop=True), rejected
 
 
 def split_by_article(pool: pd.DataFrame, fraction: float, seed: int, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -212,20 +239,27 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         rejected += bad
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
-        raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
+        raise DataError(f"{first['source']} {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
     read = sum(len(f) for f in frames.values())
     if read and len(rejected) / read > cfg.max_rejected_fraction:
+        reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
         raise DataError(f"{description}: {len(rejected)} of {read} rows were rejected, more than "
-                        f"data.max_rejected_fraction = {cfg.max_rejected_fraction}")
-    # A repeated question id is dropped; so is a (question, context) pair already in an evaluation split, so
-    # no test question is trained on. The same question asked twice within one split stays (SQuAD has a few).
+                        f"data.max_rejected_fraction = {cfg.max_rejected_fraction} (mostly {reasons.index[0]}: "
+                        f"{int(reasons.iloc[0])} rows; SQuAD 2.0's unanswerable questions are 'no answer')")
+    # A repeated row (the same id, question and context) is dropped; so is a (question, context) pair already in an
+    # evaluation split, so no test question is trained on. The same question asked twice within one split stays
+    # (SQuAD has a few). An id repeated on another question is not a duplicate: it is numbered apart (~2, ~3).
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
     stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
     first_split = stacked.groupby([QUESTION, CONTEXT], sort=False)["_split"].transform("first")
-    duplicated = stacked.duplicated([ID], keep="first") | (first_split != stacked["_split"])
+    duplicated = stacked.duplicated([ID, QUESTION, CONTEXT], keep="first") | (first_split != stacked["_split"])
     dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
-    kept = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
+    stacked = stacked[~duplicated].copy()
+    occurrence = stacked.groupby(ID, sort=False).cumcount()
+    renumbered = int((occurrence > 0).sum())
+    stacked.loc[occurrence > 0, ID] = stacked[ID] + "~" + (occurrence + 1).astype(str)
+    kept = {s: g.drop(columns="_split") for s, g in stacked.groupby("_split", sort=False)}
     pool = kept.get("all", kept.get("train"))
     if pool is None:
         raise DataError(f"data: the source has no train split; it has {sorted(frames)}")
@@ -253,6 +287,7 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         "rows_rejected": len(rejected),
         "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
         "duplicates_dropped": {str(k): int(v) for k, v in dropped.items()},
+        "repeated_ids_renumbered": renumbered,
         "rows": {s: int(len(splits[s])) for s in SPLITS},
         "articles": {s: int(splits[s][TITLE].nunique()) for s in SPLITS},
         "articles_in_train_and_another_split": sorted(shared),
