@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -162,19 +161,27 @@ def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, wor
     ran_by = [[r.name for r in flow_runs if f"flow-run/{r.id}" in log] for log in logs]
     assert all(ran_by) and sorted(sum(ran_by, [])) == sorted(r.name for r in flow_runs), ran_by
 
-    # The same runs in one process give the same figures (kd_gain would reuse the kept runs: set them aside).
+    # The same runs in one process give the same figures: seed 1's two runs are set aside and trained again here,
+    # seed 2's are kept (kd_gain reuses a kept run rather than train it again)
     aside = project / "reports/sweep_runs_pooled"
-    (project / "reports/sweep_runs").rename(aside)
+    aside.mkdir()
+    seed_1 = ("seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json")
+    for name in seed_1:
+        (project / "reports/sweep_runs" / name).rename(aside / name)
     local = subprocess.run([sys.executable, "-m", "distillery", "kd_gain"], cwd=project, env=server,
                            capture_output=True, text=True)
     assert local.returncode == 0, local.stderr[-3000:]
+    assert "seed-2_baseline kept from an earlier run" in local.stdout and \
+        "seed-1_baseline kept" not in local.stdout, local.stdout[-3000:]
     here = json.loads((project / "reports/metrics/kd_gain.json").read_text())
-    for pooled_seed, local_seed in zip(pooled["per_seed"], here["per_seed"]):
-        for who in ("student", "baseline"):
-            assert pooled_seed[who]["accuracy"] == pytest.approx(local_seed[who]["accuracy"], abs=1e-9), who
+    assert [s["seed"] for s in here["per_seed"]] == [s["seed"] for s in pooled["per_seed"]] == [1, 2]
+    for who in ("student", "baseline"):
+        assert pooled["per_seed"][0][who]["accuracy"] == pytest.approx(here["per_seed"][0][who]["accuracy"],
+                                                                       abs=1e-9), who
     print(f"\n[measure] kd_gain, 2 seeds, on the pool's 2 workers: {pool_seconds:.1f}s")
-    shutil.rmtree(project / "reports/sweep_runs")
-    aside.rename(project / "reports/sweep_runs")
+    for name in seed_1:
+        (aside / name).replace(project / "reports/sweep_runs" / name)
+    aside.rmdir()
 
     # The sweep reuses the two baselines and the (0.5, 2) students kept above; only the T = 4 runs go out.
     swept = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL],
