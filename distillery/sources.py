@@ -1,8 +1,8 @@
 """Reading a data source into pandas: the bundled corpus, a Hub dataset, or local files.
 
 Every reader returns ``{split_name: DataFrame}`` plus the label names the source declares (Hub
-``ClassLabel`` features), and adds a ``_row`` column: the row's 1-based position in its file, so a
-rejected row can be named.
+``ClassLabel`` features), and adds a ``_row`` column: the row's 1-based position in its file (in JSON lines,
+its line), so a rejected row can be named.
 
 A CSV, TSV or JSONL file larger than ``STREAM_THRESHOLD_BYTES`` is streamed: decoded line by line (a byte
 that is not UTF-8 is still reported with its line number) and parsed ``CHUNK_ROWS`` rows at a time, so
@@ -84,7 +84,21 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     if kind == "tsv":
         _check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
+    if kind == "jsonl":  # a JSON-lines row is named by its line: blank lines (which pandas skips) count too
+        lines = _nonblank_lines(path)
+        if len(lines) == len(frame):
+            frame["_row"] = lines
     return frame
+
+
+def _nonblank_lines(path: Path) -> list[int]:
+    """The numbers of the lines of ``path`` that hold more than whitespace, counted from 1 at each newline."""
+    numbers = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                numbers.append(number)
+    return numbers
 
 
 def _changed(path: Path) -> TransientError:

@@ -1,4 +1,5 @@
 """The prepare stage on tiny local files: validation, bad rows, duplicates, splits and outputs."""
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -474,3 +475,20 @@ def test_a_hub_transfer_set_takes_its_named_split_and_drops_the_labelled_texts(t
                                         r"\['test', 'train', 'validation'\]$"):
         prepare(_params(_csv(tmp_path, labelled), transfer=TransferSetConfig(
             source=f"hub:{hub}", text_column="sentence", split="unlabeled")), tmp_path / "refused")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_json_lines_row_is_named_by_its_line_when_blank_lines_come_before_it(tmp_path, monkeypatch, streamed):
+    from distillery import sources
+
+    records = make_texts(60).to_dict("records")
+    records[10]["sentiment"] = "zzyes"  # record 11, but line 14 after three blank lines
+    lines = [json.dumps(r) for r in records]
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n".join(lines[:3] + ["", "  ", "\t"] + lines[3:]) + "\n\n")
+    if streamed:
+        monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
+        monkeypatch.setattr(sources, "CHUNK_ROWS", 16)
+    with pytest.raises(DataError, match=r"blank.jsonl \[all\] row 14: unknown label 'zzyes'"):
+        prepare(_params(path, labels=["negative", "neutral", "positive"], on_bad_rows="fail"), tmp_path / "prepared")
+    assert path.read_text().split("\n")[13] == lines[10]
