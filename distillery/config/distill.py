@@ -24,6 +24,8 @@ class TransferSetConfig:
     max_rows: int = Field(20000, ge=0, description="at most this many transfer texts")
     text_column: Optional[str] = Field(None, description="text column of a file or Hub source; "
                                                          "null = data.text_column")
+    text_pair_column: Optional[str] = Field(None, description="second text column of a file or Hub source, for a "
+                                                              "sentence-pair task; null = data.text_pair_column")
     split: str = Field("train", description="split of a hub:<id> source")
     hub_config: Optional[str] = Field(None, description="config name of a hub:<id> source")
 

@@ -71,7 +71,7 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.
     else:
         column = transfer.text_column or cfg.text_column
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
-        frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column)
+        frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column, transfer.text_pair_column)
     labelled = pd.concat([s[columns] for s in splits.values()])
     frame = frame.drop_duplicates(columns)
     frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]

@@ -492,3 +492,25 @@ def test_a_json_lines_row_is_named_by_its_line_when_blank_lines_come_before_it(t
     with pytest.raises(DataError, match=r"blank.jsonl \[all\] row 14: unknown label 'zzyes'"):
         prepare(_params(path, labels=["negative", "neutral", "positive"], on_bad_rows="fail"), tmp_path / "prepared")
     assert path.read_text().split("\n")[13] == lines[10]
+
+
+def test_a_pair_transfer_file_names_its_own_columns(tmp_path):
+    frame = make_texts(90)
+    frame["hypothesis"] = make_texts(90, seed=1)["text"].values
+    source = _csv(tmp_path, frame)
+    unlabelled = pd.DataFrame({"premise": [f"an unlabelled premise {i}" for i in range(12)],
+                               "claim": [f"an unlabelled claim {i}" for i in range(12)]})
+    transfer_file = _csv(tmp_path, unlabelled, "unlabelled.csv")
+    out = tmp_path / "prepared"
+    transfer = TransferSetConfig(source=str(transfer_file), text_column="premise", text_pair_column="claim")
+    report = prepare(_params(source, text_pair_column="hypothesis", transfer=transfer), out)
+    assert report["transfer_rows"] == 12
+    kept = load_split("transfer", out).sort_values("text", key=lambda t: t.str.split().str[-1].astype(int))
+    assert kept["text"].tolist() == unlabelled["premise"].tolist()
+    assert kept["text_pair"].tolist() == unlabelled["claim"].tolist()
+    # without the key, the data's pair column is looked for, and its absence names the key to set
+    with pytest.raises(DataError, match=r"unlabelled.csv: text pair column 'hypothesis' not found \(name the file's "
+                                        r"own in distill.transfer_set.text_pair_column\); columns: \['premise', "
+                                        r"'claim'\]"):
+        prepare(_params(source, text_pair_column="hypothesis", transfer=TransferSetConfig(
+            source=str(transfer_file), text_column="premise")), tmp_path / "refused")

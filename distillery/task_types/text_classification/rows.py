@@ -137,7 +137,9 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
     if cfg.text_pair_column:
         pair_column = pair_column or cfg.text_pair_column
         if pair_column not in raw.columns:
-            raise DataError(f"{source}: text pair column {pair_column!r} not found")
+            raise DataError(f"{source}: text pair column {pair_column!r} not found (name the file's own in "
+                            f"distill.transfer_set.text_pair_column); columns: "
+                            f"{[c for c in raw.columns if c != '_row']}")
         frame[PAIR] = raw[pair_column]
     blank = is_blank(frame[TEXT]) | not_text(frame[TEXT])
     if PAIR in frame.columns:
