@@ -56,6 +56,9 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     """Read one CSV/TSV/JSON/JSONL/Parquet file. Text files must be UTF-8 unless errors are replaced."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; a text data source is one file ({', '.join(SUFFIXES)}), and "
+                        "files already split go in data.files: {train: ..., test: ...}")
     if kind is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():

@@ -90,6 +90,14 @@ def test_missing_file(tmp_path):
         prepare(_params(tmp_path / "nope.csv"), tmp_path / "prepared")
 
 
+def test_a_directory_is_not_a_text_data_file(tmp_path):
+    (tmp_path / "reviews").mkdir()
+    _csv(tmp_path / "reviews", make_texts(30), "train.csv")
+    with pytest.raises(DataError, match=r"reviews: is a directory; a text data source is one file \(.csv, .tsv, "
+                                        r".json, .jsonl, .parquet, .pq\), and files already split go in data.files"):
+        prepare(_params(tmp_path / "reviews"), tmp_path / "prepared")
+
+
 def test_non_utf8_names_the_line(tmp_path):
     source = tmp_path / "latin1.csv"
     lines = ["text,sentiment"] + [f"row {i} good,positive" for i in range(3)] + \
