@@ -558,3 +558,13 @@ def test_a_rejected_json_lines_row_is_named_by_its_line_when_blank_lines_come_be
     _, rejected = rows.clean(rows.read_file(tmp_path / "blank.jsonl"), "blank")
     assert [(r["row"], r["reason"]) for r in rejected] == [("line 8", "answer not at its answer_start in the context")]
     assert (tmp_path / "blank.jsonl").read_text().split("\n")[7] == lines[5]
+
+
+def test_a_validation_file_that_only_repeats_test_questions_is_named(tmp_path):
+    train, test = make_squad_document(articles=4, seed=5), make_squad_document(articles=2, seed=6)
+    for name, document in (("train.json", train), ("test.json", test), ("validation.json", test)):
+        (tmp_path / name).write_text(json.dumps(document))
+    files = {s: str(tmp_path / f"{s}.json") for s in ("train", "validation", "test")}
+    with pytest.raises(DataError, match=r"validation.json: every question of split 'validation' is also in a more "
+                                        r"held-out split \(test\), so none is left; give it questions of its own"):
+        rows.prepare_splits(_params(source="unused", files=files))

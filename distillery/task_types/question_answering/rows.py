@@ -260,6 +260,12 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     renumbered = int((occurrence > 0).sum())
     stacked.loc[occurrence > 0, ID] = stacked[ID] + "~" + (occurrence + 1).astype(str)
     kept = {s: g.drop(columns="_split") for s, g in stacked.groupby("_split", sort=False)}
+    emptied = [s for s in ("validation", "train") if len(cleaned.get(s, ())) and s not in kept]
+    if emptied:  # carving it from train instead would hide that the file given is a copy
+        split = emptied[0]
+        held_out = ", ".join(order[:order.index(split)])
+        raise DataError(f"{split_source(description, cfg.files, split)}: every question of split {split!r} is also "
+                        f"in a more held-out split ({held_out}), so none is left; give it questions of its own")
     pool = kept.get("all", kept.get("train"))
     if pool is None:
         raise DataError(f"data: the source has no train split; it has {sorted(frames)}")
