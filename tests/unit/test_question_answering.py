@@ -568,3 +568,11 @@ def test_a_validation_file_that_only_repeats_test_questions_is_named(tmp_path):
     with pytest.raises(DataError, match=r"validation.json: every question of split 'validation' is also in a more "
                                         r"held-out split \(test\), so none is left; give it questions of its own"):
         rows.prepare_splits(_params(source="unused", files=files))
+
+
+def test_answer_texts_and_starts_of_different_lengths_stay_a_rejected_row_even_with_an_empty_text():
+    frame = pd.DataFrame({"id": ["a", "b"], "title": ["t", "t"], "context": ["The answer is 42."] * 2,
+                          "question": ["What?"] * 2, "answer_texts": [["42", ""], ["42"]],
+                          "answer_starts": [[14], [14]]})
+    kept, rejected = rows.clean(frame, "hand")
+    assert [(r["row"], r["reason"]) for r in rejected] == [("row 1", "no answer")] and kept["id"].tolist() == ["b"]

@@ -177,6 +177,8 @@ def _json_kind(value) -> str:
 def _without_empty_answers(texts, starts) -> tuple[list, list]:
     """A gold answer with no text (SQuAD 2.0 converters write ``{"text": "", "answer_start": -1}`` for an
     unanswerable question) is no answer: no prediction could ever match it."""
+    if len(texts) != len(starts):  # rejected as it is
+        return texts, starts
     kept = [(t, s) for t, s in zip(texts, starts) if not (isinstance(t, str) and not t.strip())]
     if len(kept) == len(texts):
         return texts, starts
