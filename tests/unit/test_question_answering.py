@@ -17,7 +17,7 @@ import torch
 from distillery.config import (DataConfig, DistillConfig, GateConfig, Params, QuestionAnsweringConfig, RegisterConfig,
                                StudentConfig, TeacherConfig, TrainConfig, TransferSetConfig)
 from distillery.errors import ConfigError, DataError
-from distillery.task_types.question_answering import features, postprocess, rows
+from distillery.task_types.question_answering import features, postprocess, reading, rows
 from distillery.task_types.question_answering.loss import span_distillation_loss, span_loss
 from distillery.task_types.question_answering.squad import exact_match, f1, normalize_answer, squad_metrics
 from tiny import make_squad_document
@@ -238,12 +238,12 @@ def test_the_same_rows_from_json_json_gz_jsonl_and_a_datasets_directory(tmp_path
     hub = tmp_path / "hub"
     hub.mkdir()
     (hub / "train.jsonl").write_text("\n".join(json.dumps(r) for r in flat))
-    expected = rows.read_file(tmp_path / "a.json")
+    expected = reading.read_file(tmp_path / "a.json")
     assert len(expected) == 12 and expected["answer_texts"].map(len).eq(2).all()
-    for other in (rows.read_file(tmp_path / "a.json.gz"), rows.read_file(tmp_path / "a.jsonl"),
-                  rows.read_hub(str(hub), None)["train"]):
-        assert other[rows.COLUMNS].map(lambda v: list(v) if isinstance(v, (list, np.ndarray)) else v) \
-            .equals(expected[rows.COLUMNS])
+    for other in (reading.read_file(tmp_path / "a.json.gz"), reading.read_file(tmp_path / "a.jsonl"),
+                  reading.read_hub(str(hub), None)["train"]):
+        assert other[reading.COLUMNS].map(lambda v: list(v) if isinstance(v, (list, np.ndarray)) else v) \
+            .equals(expected[reading.COLUMNS])
 
 
 def test_one_answer_as_plain_values_and_a_byte_order_mark_are_read_and_mixed_forms_are_named(tmp_path):
@@ -251,16 +251,16 @@ def test_one_answer_as_plain_values_and_a_byte_order_mark_are_read_and_mixed_for
     row = {"id": "q1", "title": "t", "context": context, "question": "What is the answer?"}
     (tmp_path / "plain.jsonl").write_text(json.dumps(row | {"answers": {"text": "42", "answer_start": 14}}))
     (tmp_path / "lists.jsonl").write_text(json.dumps(row | {"answers": {"text": ["42"], "answer_start": [14]}}))
-    expected = rows.read_file(tmp_path / "lists.jsonl")
+    expected = reading.read_file(tmp_path / "lists.jsonl")
     assert expected["answer_texts"].tolist() == [["42"]] and expected["answer_starts"].tolist() == [[14]]
-    assert rows.read_file(tmp_path / "plain.jsonl")[rows.COLUMNS].equals(expected[rows.COLUMNS])
+    assert reading.read_file(tmp_path / "plain.jsonl")[reading.COLUMNS].equals(expected[reading.COLUMNS])
     (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(make_squad_document(1, 1, 2, seed=3)).encode())
-    assert len(rows.read_file(tmp_path / "bom.json")) == 2
+    assert len(reading.read_file(tmp_path / "bom.json")) == 2
     for answers in ({"text": "42", "answer_start": [14]}, {"text": ["42", "the"], "answer_start": [14]},
                     {"text": ["42"], "answer_start": ["x"]}):
         (tmp_path / "mixed.jsonl").write_text(json.dumps(row | {"answers": answers}))
         with pytest.raises(DataError, match=r"mixed.jsonl.*'answers' must be \{text: \[...\], answer_start"):
-            rows.read_file(tmp_path / "mixed.jsonl")
+            reading.read_file(tmp_path / "mixed.jsonl")
 
 
 def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_text_is_a_rejected_row(tmp_path):
@@ -270,10 +270,10 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
     good = [json.dumps(row | {"id": f"q{i}"}) for i in range(3)]
     (tmp_path / "broken.jsonl").write_text("\n".join(good + ["", '{"id": "q9", "context": '] + good))
     with pytest.raises(DataError, match=r"broken.jsonl: line 5 is not valid JSON \(Expecting value at column 25\)"):
-        rows.read_file(tmp_path / "broken.jsonl")
+        reading.read_file(tmp_path / "broken.jsonl")
     (tmp_path / "list.jsonl").write_text("\n".join(good + ['["a", "b"]']))
     with pytest.raises(DataError, match=r"list.jsonl: line 4 is a JSON list, not an object of columns"):
-        rows.read_file(tmp_path / "list.jsonl")
+        reading.read_file(tmp_path / "list.jsonl")
     odd = [row | {"id": "n", "question": 17}, row | {"id": "o", "question": {"q": "What?"}},
            row | {"id": "c", "context": ["The answer is 42"]}, row | {"id": "e", "question": " "},
            row | {"id": "a", "answers": {"text": [42], "answer_start": [14]}}, row | {"id": "ok"},
@@ -281,7 +281,7 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
            row | {"id": "sep", "context": "The answer\u2028 is 42, said it.", "answers": {"text": ["42"],
                                                                                      "answer_start": [15]}}]
     (tmp_path / "odd.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in odd))
-    kept, rejected = rows.clean(rows.read_file(tmp_path / "odd.jsonl"), "odd")
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "odd.jsonl"), "odd")
     # a null or missing field is empty, as in a SQuAD .json file (pandas reads it as NaN from JSON lines)
     assert [r["reason"] for r in rejected] == ["the question is a number, not text",
                                                "the question is an object, not text", "the context is a list, not text",
@@ -536,7 +536,7 @@ def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main
     qas[1]["answers"] = [*qas[1]["answers"], {"text": "", "answer_start": -1}]  # one of its gold answers is empty
     qas[2]["answers"], qas[2]["is_impossible"] = [], True  # SQuAD 2.0 itself
     (tmp_path / "v2.json").write_text(json.dumps(document))
-    kept, rejected = rows.clean(rows.read_file(tmp_path / "v2.json"), "v2")
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "v2.json"), "v2")
     assert [(r["row"], r["reason"]) for r in rejected] == [
         ("data[0].paragraphs[0].qas[0] (id s3-0-0-0)", "no answer"),
         ("data[0].paragraphs[1].qas[0] (id s3-0-1-0)", "no answer")]
@@ -555,7 +555,7 @@ def test_a_rejected_json_lines_row_is_named_by_its_line_when_blank_lines_come_be
     records[5]["answers"]["answer_start"] = [0, 0]  # no longer where the text is (the contexts do not open with it)
     lines = [json.dumps(r) for r in records]
     (tmp_path / "blank.jsonl").write_text("\n".join(lines[:2] + ["", "   "] + lines[2:]))
-    _, rejected = rows.clean(rows.read_file(tmp_path / "blank.jsonl"), "blank")
+    _, rejected = rows.clean(reading.read_file(tmp_path / "blank.jsonl"), "blank")
     assert [(r["row"], r["reason"]) for r in rejected] == [("line 8", "answer not at its answer_start in the context")]
     assert (tmp_path / "blank.jsonl").read_text().split("\n")[7] == lines[5]
 

@@ -1,11 +1,5 @@
-"""Extractive QA, reading and checking rows and splitting them BY ARTICLE (the ``prepare`` stage only).
-
-One reader for every source:
-- a SQuAD-format JSON file (``{"data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question",
-  "answers": [{"text", "answer_start"}]}]}]}]}``), gzipped (``.json.gz``) or not;
-- JSON lines (``.jsonl``, ``.jsonl.gz``), one question per line in the Hugging Face ``squad`` columns
-  (``id``, ``title``, ``context``, ``question``, ``answers: {text: [...], answer_start: [...]}``);
-- ``hub:<dataset id>`` (e.g. ``hub:squad``) through ``datasets.load_dataset``, the same columns.
+"""Extractive QA, checking rows and splitting them BY ARTICLE (the ``prepare`` stage only; the files are read by
+:mod:`distillery.task_types.question_answering.reading`).
 
 A prepared row is one question: ``id``, ``title``, ``context``, ``question``, ``answer_texts`` and
 ``answer_starts`` (every gold answer; training uses the first, scoring the best over all). Rows are
@@ -19,149 +13,19 @@ answers, are the transfer set.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import math
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
-from distillery.sources import files_description, split_source
+from distillery.sources import split_source
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
-from distillery.text_files import json_objects
+from distillery.task_types.question_answering.reading import WHERE, absent, read_frames
 
-COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
-WHERE = "_where"  # a row's place in its file ("line 12", "data[0].paragraphs[1].qas[2] (id q7)"): messages only
 LABELS = ["start", "end"]  # what the model outputs per token; labels.json and the registry's label check
-
-
-def _open_text(path: Path) -> str:
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is dropped
-                return handle.read()
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it: {exc}") from None
-
-
-def _answers(value, where: str) -> tuple[list, list]:
-    """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form."""
-    if isinstance(value, dict):
-        texts, starts = value.get("text", []), value.get("answer_start", [])
-        if isinstance(texts, str) and isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
-            return [texts], [int(starts)]  # one answer written as plain values
-        if isinstance(texts, (list, tuple, np.ndarray)) and isinstance(starts, (list, tuple, np.ndarray)) \
-                and len(texts) == len(starts):
-            try:
-                return list(texts), [int(s) for s in starts]
-            except (TypeError, ValueError):
-                pass
-    if isinstance(value, (list, tuple, np.ndarray)):
-        try:
-            return [a["text"] for a in value], [int(a["answer_start"]) for a in value]
-        except (KeyError, TypeError):
-            pass
-    raise DataError(f"{where}: 'answers' must be {{text: [...], answer_start: [...]}} or a list of "
-                    f"{{text, answer_start}}, got {str(value)[:80]!r}")
-
-
-def squad_rows(document: dict, where: str) -> pd.DataFrame:
-    """The questions of a SQuAD-format document, one row each."""
-    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
-        raise DataError(f"{where}: not SQuAD format: expected {{\"data\": [articles...]}}")
-    rows = []
-    for a, article in enumerate(document["data"]):
-        for p, paragraph in enumerate(article.get("paragraphs", [])):
-            for q, qa in enumerate(paragraph.get("qas", [])):
-                place = f"data[{a}].paragraphs[{p}].qas[{q}]"
-                texts, starts = _answers(qa.get("answers", []), f"{where} {place}")
-                rows.append({ID: str(qa.get("id", f"{where} {place}")),
-                             TITLE: str(article.get("title", f"article {a}")),
-                             CONTEXT: paragraph.get("context"), QUESTION: qa.get("question"),
-                             ANSWER_TEXTS: texts, ANSWER_STARTS: starts,
-                             WHERE: place + (f" (id {qa['id']})" if "id" in qa else "")})
-    return pd.DataFrame(rows, columns=[*COLUMNS, WHERE])
-
-
-def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = None) -> pd.DataFrame:
-    """Rows in the Hugging Face ``squad`` columns (JSON lines, a Hub dataset) in prepared columns. ``lines``: each
-    row's line in its JSON-lines file (blank lines are skipped, so rows and lines differ); else rows count from 1.
-    A row without an ``id`` is given its file and place, so ids of two files never collide."""
-    missing = [c for c in (CONTEXT, QUESTION, "answers") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{where}: column {missing[0]!r} not found; the columns are {list(frame.columns)}")
-    places = [f"line {n}" for n in lines] if lines is not None else [f"row {i + 1}" for i in range(len(frame))]
-    answers = [_answers(value, f"{where} {place}") for place, value in zip(places, frame["answers"])]
-    ids = [f"{where} {place}" for place in places]
-    if ID in frame.columns:
-        ids = [given if not _absent(given) else made for given, made in zip(frame[ID], ids)]
-    return pd.DataFrame({ID: [str(i) for i in ids],
-                         TITLE: frame[TITLE].astype(str) if TITLE in frame.columns else "",
-                         CONTEXT: frame[CONTEXT], QUESTION: frame[QUESTION],
-                         ANSWER_TEXTS: [a[0] for a in answers], ANSWER_STARTS: [a[1] for a in answers],
-                         WHERE: places})
-
-
-def read_file(path: Union[str, Path]) -> pd.DataFrame:
-    """A local SQuAD-format ``.json`` or JSON-lines ``.jsonl`` file, either gzipped or not."""
-    path = Path(path)
-    name = path.name.lower().removesuffix(".gz")
-    text = _open_text(path)
-    if name.endswith(".jsonl"):
-        # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
-        numbered = list(json_objects(text.split("\n"), str(path)))
-        return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
-    if name.endswith(".json"):
-        try:
-            return squad_rows(json.loads(text), str(path))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
-    raise DataError(f"{path}: unsupported file type for question answering; use a SQuAD-format .json or a "
-                    ".jsonl file (either may be gzipped: .json.gz, .jsonl.gz)")
-
-
-def read_hub(dataset_id: str, config: Union[str, None]) -> dict[str, pd.DataFrame]:
-    """Every split of a Hub dataset in the ``squad`` columns (or a local dataset directory datasets can read)."""
-    import datasets
-
-    try:
-        dataset_dict = datasets.load_dataset(dataset_id, config)
-    except Exception as exc:
-        raise DataError(f"data.source: cannot load Hub dataset {dataset_id!r} (config {config!r}): "
-                        f"{str(exc).splitlines()[0]}") from None
-    return {split: flat_rows(dataset.to_pandas(), f"hub:{dataset_id} [{split}]") for split, dataset in
-            dataset_dict.items()}
-
-
-def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
-    """``({split: rows}, description)``; a single file comes back as ``{"all": rows}``."""
-    cfg = params.data
-    if cfg.files:
-        return {split: read_file(path) for split, path in cfg.files.items()}, files_description(cfg.files)
-    if cfg.source.startswith("hub:"):
-        frames = read_hub(cfg.source.split(":", 1)[1], cfg.hub_config)
-        ours = {mine: frames[theirs] for mine, theirs in cfg.splits.items() if theirs and theirs in frames}
-        if "train" not in ours:
-            raise DataError(f"data.splits.train: {cfg.source} has no split {cfg.splits.get('train')!r}; it has "
-                            f"{sorted(frames)}")
-        return ours, cfg.source
-    if cfg.source.startswith("bundled:"):
-        raise DataError(f"data.source: {cfg.source} is a text-classification corpus; question answering reads "
-                        "SQuAD-format JSON, JSON lines or hub:<id>")
-    return {"all": read_file(cfg.source)}, cfg.source
-
-
-def _absent(value) -> bool:
-    """A missing or null field: None (SQuAD JSON, Hub), or the NaN pandas puts there (JSON lines)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _json_kind(value) -> str:
@@ -197,11 +61,11 @@ def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
     reasons = []
     for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
                                                 frame[ANSWER_STARTS]):
-        if _absent(question) or (isinstance(question, str) and not question.strip()):
+        if absent(question) or (isinstance(question, str) and not question.strip()):
             reasons.append("empty question")
         elif not isinstance(question, str):
             reasons.append(f"the question is {_json_kind(question)}, not text")
-        elif _absent(context) or (isinstance(context, str) and not context.strip()):
+        elif absent(context) or (isinstance(context, str) and not context.strip()):
             reasons.append("empty context")
         elif not isinstance(context, str):
             reasons.append(f"the context is {_json_kind(context)}, not text")

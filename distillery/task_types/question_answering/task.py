@@ -3,7 +3,7 @@ the answer, a span of the context, out.
 
 How rows and features flow through the stages (rows = questions; the model sees features = windows):
 
-- ``prepare`` (:mod:`.rows`) writes one row per question, split by article;
+- ``prepare`` (:mod:`.reading` reads, :mod:`.rows` checks and splits) writes one row per question, split by article;
 - ``featurise`` cuts each row into windows of ``max_length`` tokens, ``question_answering.doc_stride``
   apart (:mod:`.features`), labelled with the first gold answer's token span (CLS when a window misses it);
 - ``teacher_logits`` caches ``predict``: start and end logits per WINDOW ``[windows, 2, max_length]``, in
