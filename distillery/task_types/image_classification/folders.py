@@ -1,6 +1,7 @@
 """Image classification, reading an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or
 ``<dir>/{train,validation,test}/<label>/``. Images are read as grey unless they use colour; an unreadable
-image, or one of another size than most, becomes a rejected row naming its file."""
+image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
+counts rejections by reason, and ``rejected.csv`` names each file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _folder_split(directory: Path) -> tuple[list, list]:
-    """``[(row, path, array, label)]`` for the images under ``directory/<label>/``, and the unreadable ones."""
+    """``[(row, path, array, label)]`` for the images under ``directory/<label>/``, and ``[(file, reason)]`` for
+    the unreadable ones (the file relative to ``directory``)."""
     from PIL import Image, UnidentifiedImageError
 
     pictures, bad = [], []
@@ -31,7 +33,7 @@ def _folder_split(directory: Path) -> tuple[list, list]:
                     mode = "RGB" if image.mode in ("RGB", "RGBA", "P") and _colour(image) else "L"
                     pictures.append((row, path, np.asarray(image.convert(mode)), folder.name))
             except (OSError, UnidentifiedImageError) as exc:
-                bad.append((row, f"unreadable image {path.relative_to(directory)} ({type(exc).__name__})"))
+                bad.append((path.relative_to(directory).as_posix(), f"unreadable image ({type(exc).__name__})"))
     return pictures, bad
 
 
@@ -53,8 +55,8 @@ def read_folder(directory: Path) -> Images:
             raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         common = pd.Series([p[2].shape for p in pictures]).value_counts().index[0]
         kept = [p for p in pictures if p[2].shape == common]
-        bad += [(r, f"image {p.relative_to(path)} is {list(a.shape)}, not {list(common)} like the others")
-                for r, p, a, _ in pictures if a.shape != common]
+        bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
+                for _, p, a, _ in pictures if a.shape != common]
         stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, _, a, _ in kept])
         images.add(split, stacked, [label for *_, label in kept], bad)
     return images

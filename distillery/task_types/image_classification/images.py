@@ -22,7 +22,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ class Images:
         self.description, self.declared = description, declared
         self.arrays: dict[str, np.ndarray] = {}
         self.labels: dict[str, list] = {}
-        self.bad: dict[str, list[tuple[int, str]]] = {}
+        self.bad: dict[str, list[tuple[Union[int, str], str]]] = {}  # (row number or file, reason) per split
 
     def add(self, split: str, array: np.ndarray, labels, bad: Optional[list] = None) -> None:
         array = np.asarray(array)

@@ -68,7 +68,8 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared: Unio
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
     reasons[unknown] = "unknown label " + frame.loc[unknown, RAW_LABEL].astype(str).map(repr)
     bad = reasons != ""
-    rejected = [{"source": where, "row": int(row), "reason": reason}
+    # a row is its position in the source, or, from an image folder, the file (relative to its split's folder)
+    rejected = [{"source": where, "row": row if isinstance(row, str) else int(row), "reason": reason}
                 for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
     good = frame.loc[~bad]
     return pd.DataFrame({PIXELS: good[PIXELS].values, **{c: good[c].astype("int64").values for c in SHAPE},
