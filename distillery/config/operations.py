@@ -130,6 +130,8 @@ class BenchmarkConfig:
     max_seconds_per_cell: float = Field(20.0, gt=0, description="a cell stops after this many seconds of timed "
                                                                   "rounds (all models together), once min_runs "
                                                                   "are done")
+    peak_seconds: float = Field(1.5, gt=0, description="the GEMM peak microbenchmark's time per precision (fp32, "
+                                                       "int8): the best of at least 3 matrix products in it")
     threads: int = Field(2, ge=1, description="intra-op threads, the same for torch and onnxruntime",
                          json_schema_extra=allowed("it must be >= 1 (the same count is used for torch and "
                                                    "onnxruntime)"))

@@ -164,7 +164,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
               f"{results['cells'][cell]['seconds']:.1f}s", file=sys.stderr, flush=True)
     flops = {m["model"]: m["flops"] for m in loaded.values() if m["flops"] is not None}
     del loaded
-    results["roofline"] = gemm_peaks(cfg.threads)
+    results["roofline"] = gemm_peaks(cfg.threads, budget_s=cfg.peak_seconds)
     for name, model in results["models"].items():
         peak = results["roofline"]["int8_gops" if "int8" in name else "fp32_gflops"]
         for cell, stats in model["cells"].items():
