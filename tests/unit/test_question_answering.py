@@ -312,6 +312,20 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
         rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))
 
 
+def test_json_lines_rows_without_a_title_make_one_untitled_article(tmp_path):
+    """A line without a title once crashed the split by article (TypeError comparing NaN with a title)."""
+    records = _flat(make_squad_document(articles=6, paragraphs=1, questions=2, seed=2))
+    for record in records[:3]:
+        del record["title"]
+    (tmp_path / "all.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    splits, rejected, _ = rows.prepare_splits(_params(source=str(tmp_path / "all.jsonl"),
+                                                      split_fractions={"train": 0.6, "validation": 0.2,
+                                                                       "test": 0.2}))
+    assert rejected == [] and sum(len(f) for f in splits.values()) == 12
+    untitled = [name for name, frame in splits.items() if "" in set(frame["title"])]
+    assert len(untitled) == 1 and (splits[untitled[0]]["title"] == "").sum() == 3  # one article, in one split
+
+
 def test_the_remainder_transfer_set_is_the_capped_training_questions_without_their_answers(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     (tmp_path / "all.json").write_text(json.dumps(document))
@@ -489,6 +503,21 @@ def test_a_question_too_long_for_a_window_keeps_its_first_tokens_in_training_and
     assert long == cut and context[long["start"]:long["end"]] == long["answer"]
     # the answer is the context word of highest token id, as the model's logits are the ids
     assert long["answer"] == max(WORDS, key=lambda w: tokenizer.convert_tokens_to_ids(w))
+
+
+def test_a_benchmark_cell_shorter_than_a_question_keeps_half_the_window_for_it(tokenizer):
+    """A 16-token cell once crashed the QA benchmark: the tokenizer could not cut a 9-token question's context."""
+    context, question = " ".join(WORDS), " ".join(WORDS[5:14])
+    frame = pd.DataFrame({"question": [question, "car"], "context": [context] * 2})
+    batch = features.padded_batch(tokenizer, frame, batch=3, length=16)
+    assert batch["input_ids"].shape == (3, 16)
+    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in batch["input_ids"]]
+    # 16 - 3 special tokens = 13: the long question keeps 6, the context takes the other 7
+    assert tokens[0] == ["[CLS]", *WORDS[5:11], "[SEP]", *WORDS[:7], "[SEP]"]
+    assert tokens[1] == ["[CLS]", "car", "[SEP]", *WORDS[:12], "[SEP]"]
+    assert tokens[2] == tokens[0]  # the rows cycle
+    with pytest.raises(DataError, match=r"benchmark: a window of 4 tokens holds no question and context"):
+        features.padded_batch(tokenizer, frame, batch=1, length=4)
 
 
 # --- ids, repeated rows, empty answers, lines -------------------------------------------------------------------

@@ -41,6 +41,11 @@ def fit_questions(tokenizer, questions: list[str], max_length: int, stride: int)
     if room < 1:
         raise DataError(f"question_answering: windows of {max_length} tokens with doc_stride {stride} leave no room "
                         "for a question; lower question_answering.doc_stride")
+    return _cut_questions(tokenizer, questions, room)
+
+
+def _cut_questions(tokenizer, questions: list[str], room: int) -> list[str]:
+    """Each question cut after its ``room``-th token when it has more."""
     lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False, padding=False,
                                              truncation=False)["input_ids"]]
 
@@ -185,8 +190,15 @@ def predict_features(model, tokenizer, frame: pd.DataFrame, max_length: int, str
 
 
 def padded_batch(tokenizer, frame: pd.DataFrame, batch: int, length: int) -> dict:
-    """``batch`` real questions (cycled) with their contexts, the first window padded to exactly ``length``."""
+    """``batch`` real questions (cycled) with their contexts, the first window padded to exactly ``length``. At a
+    length shorter than a question (a benchmark cell of 16 tokens), the question keeps its first half of the
+    window, so that the context still has a share of it (the tokenizer refuses the cut otherwise)."""
     rows = frame.iloc[[i % len(frame) for i in range(batch)]]
-    encoded = tokenizer([q.lstrip() for q in rows[QUESTION].astype(str)], rows[CONTEXT].astype(str).tolist(),
+    tokens = length - tokenizer.num_special_tokens_to_add(pair=True)  # for the question and the context
+    if tokens < 2:
+        raise DataError(f"benchmark: a window of {length} tokens holds no question and context; "
+                        "raise benchmark.sequence_lengths")
+    questions = _cut_questions(tokenizer, [q.lstrip() for q in rows[QUESTION].astype(str)], tokens // 2)
+    encoded = tokenizer(questions, rows[CONTEXT].astype(str).tolist(),
                         truncation="only_second", max_length=length, padding="max_length", return_tensors="np")
     return {k: encoded[k] for k in TOKEN_FIELDS if k in encoded}

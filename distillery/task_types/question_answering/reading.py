@@ -95,7 +95,9 @@ def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = N
     if ID in frame.columns:
         ids = [given if not absent(given) else made for given, made in zip(frame[ID], ids)]
     return pd.DataFrame({ID: [str(i) for i in ids],
-                         TITLE: frame[TITLE].astype(str) if TITLE in frame.columns else "",
+                         # rows without a title make one untitled article
+                         TITLE: [("" if absent(t) else str(t)) for t in frame[TITLE]] if TITLE in frame.columns
+                         else "",
                          CONTEXT: frame[CONTEXT], QUESTION: frame[QUESTION],
                          ANSWER_TEXTS: [a[0] for a in answers], ANSWER_STARTS: [a[1] for a in answers],
                          WHERE: places})
