@@ -187,6 +187,21 @@ def split_source(description: str, files: dict, split: str) -> str:
     return str(files[split]) if files and split in files else f"{description} [{split}]"
 
 
+def check_training_rows_left(cleaned: dict, rejected: list[dict], where: dict) -> None:
+    """A source whose training rows were all rejected says so, with the main reason and the first such row (not
+    that it has no train split)."""
+    for split in ("all", "train"):
+        if split in cleaned and len(cleaned[split]) == 0:
+            mine = [r for r in rejected if r["source"] == where[split]]
+            detail = ""
+            if mine:
+                reasons = pd.Series([r["reason"] for r in mine], dtype=str).value_counts()
+                first = mine[0]["row"]
+                detail = (f": {len(mine)} rejected, mostly {reasons.index[0]} ({int(reasons.iloc[0])}); the first, "
+                          f"{'row ' if isinstance(first, int) else ''}{first}: {mine[0]['reason']}")
+            raise DataError(f"{where[split]}: no training row is left after cleaning{detail}")
+
+
 def read_source(source: str, files: dict, hub_config: Union[str, None], label_column: str,
                 encoding_errors: str) -> tuple[dict, Union[list, None], str]:
     """Return ``({split: frame}, declared label names or None, description)``.

@@ -18,7 +18,7 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, in_keys
-from distillery.sources import read_source, read_texts, split_source
+from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
 
@@ -174,6 +174,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all, rows counted from 1 after any header line; "
                         f"data.on_bad_rows is fail)")
+    check_training_rows_left(cleaned, rejected, where)
     check_rejected_share(rejected, sum(len(f) for f in frames.values()), getattr(cfg, "max_rejected_fraction", 1.0),
                          description)
     # Drop duplicate texts; an evaluation split keeps its copy so no test text is trained on.

@@ -136,6 +136,17 @@ def test_existing_splits_and_text_pairs(tmp_path):
     assert list(load_split("train", out).columns) == ["text", "text_pair", "label"]
 
 
+def test_a_training_file_whose_rows_are_all_rejected_says_so(tmp_path):
+    """It said "the source has no train split; it has ['test', 'train']"."""
+    frame = make_texts(90)
+    train = frame.iloc[:60].assign(sentiment="angry")
+    files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, frame.iloc[60:], "test.csv"))}
+    with pytest.raises(DataError, match=r"^\S*train.csv: no training row is left after cleaning: 60 rejected, mostly "
+                                        r"unknown label 'angry' \(60\); the first, row 1: unknown label 'angry'$"):
+        prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"]), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
 def test_max_samples_and_remainder_transfer_set(tmp_path):
     source = _csv(tmp_path, make_texts(300))
     out = tmp_path / "prepared"

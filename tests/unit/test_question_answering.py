@@ -326,6 +326,20 @@ def test_json_lines_rows_without_a_title_make_one_untitled_article(tmp_path):
     assert len(untitled) == 1 and (splits[untitled[0]]["title"] == "").sum() == 3  # one article, in one split
 
 
+def test_a_training_file_whose_questions_are_all_rejected_says_so(tmp_path):
+    document = make_squad_document(articles=4, paragraphs=1, questions=2, seed=3)
+    for article in document["data"][:2]:
+        for paragraph in article["paragraphs"]:
+            paragraph["context"] = 5  # not text
+    train, test = {"data": document["data"][:2]}, {"data": document["data"][2:]}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    (tmp_path / "test.json").write_text(json.dumps(test))
+    with pytest.raises(DataError, match=r"train.json: no training row is left after cleaning: 4 rejected, mostly the "
+                                        r"context is a number, not text \(4\); the first, data\[0\]"):
+        rows.prepare_splits(_params(source="unused", files={"train": str(tmp_path / "train.json"),
+                                                            "test": str(tmp_path / "test.json")}))
+
+
 def test_the_remainder_transfer_set_is_the_capped_training_questions_without_their_answers(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     (tmp_path / "all.json").write_text(json.dumps(document))

@@ -20,7 +20,7 @@ import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
-from distillery.sources import split_source
+from distillery.sources import check_training_rows_left, split_source
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
 from distillery.task_types.question_answering.reading import WHERE, absent, read_frames
@@ -107,6 +107,7 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         first = rejected[0]
         raise DataError(f"{first['source']} {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+    check_training_rows_left(cleaned, rejected, {s: split_source(description, cfg.files, s) for s in cleaned})
     read = sum(len(f) for f in frames.values())
     if read and len(rejected) / read > cfg.max_rejected_fraction:
         reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
