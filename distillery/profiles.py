@@ -6,8 +6,9 @@ is. params.yaml is edited in place with a round-trip YAML writer, so its comment
 and its flow-style lists survive, and it is replaced atomically only after the merged file has
 passed the same validation as any params.yaml. Then ``dvc repro`` re-runs exactly the stages whose
 params changed. ``profiles/tweets.yaml`` holds the default task's values of every key another
-bundled profile sets, so ``profile tweets`` switches back. (ruamel.yaml, the round-trip writer,
-comes with DVC.)
+bundled profile sets, so ``profile tweets`` switches back; every other profile is applied over it, so one
+profile switches to another directly (``profile mnist`` then ``profile qa``: the primer's
+``distill.labelled_rows`` does not stay behind). (ruamel.yaml, the round-trip writer, comes with DVC.)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import yaml
 from distillery.errors import ConfigError
 
 PROFILES_DIR = Path("profiles")
+BASE = "tweets"  # the default task's values of every key another profile sets; the others are applied over it
 
 
 def available(profiles_dir: Union[str, Path] = PROFILES_DIR) -> list[str]:
@@ -93,6 +95,15 @@ def _merge(node: Any, profile: dict, prefix: str, changed: dict) -> None:
             node[key] = _styled(value)
 
 
+def _over(base: dict, profile: dict) -> dict:
+    """``profile`` merged over ``base``, mapping by mapping."""
+    merged = dict(base)
+    for key, value in profile.items():
+        merged[key] = _over(base[key], value) if isinstance(value, dict) and value and \
+            isinstance(base.get(key), dict) else value
+    return merged
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "items"):
         return {k: _plain(v) for k, v in value.items()}
@@ -111,6 +122,8 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
 
     params_path = Path(params_path)
     profile = read_profile(name, profiles_dir)
+    if name != BASE and (Path(profiles_dir) / f"{BASE}.yaml").is_file():
+        profile = _over(read_profile(BASE, profiles_dir), profile)
     if not params_path.is_file():
         raise ConfigError(f"{params_path}: params file not found (run from the project root or pass --params)")
     writer = _yaml_writer()

@@ -84,3 +84,15 @@ def test_image_profiles_switch_to_the_primer_and_tweets_switches_back(project, p
         ([4], 800, "remainder")
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
+
+
+def test_one_profile_switches_to_another_directly(project):
+    """``profile mnist`` then ``profile qa`` failed: the primer's distill.labelled_rows (800) stayed behind, which
+    question answering refuses; it took ``profile tweets`` in between."""
+    assert main(["profile", "mnist"]) == 0
+    assert main(["profile", "qa"]) == 0
+    qa = load_params("params.yaml")
+    assert (qa.task, qa.distill.labelled_rows, qa.student.source, qa.teacher.model) == \
+        ("question_answering", None, "layers", "bundled:minilm-l6")
+    assert main(["profile", "snli"]) == 0
+    assert load_params("params.yaml").task == "text_classification"
