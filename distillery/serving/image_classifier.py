@@ -47,10 +47,14 @@ def _images(model_input) -> list:
     if isinstance(model_input, (list, tuple)):
         return list(model_input)
     if isinstance(model_input, pd.DataFrame):
-        if IMAGE in model_input.columns:
-            return model_input[IMAGE].tolist()
-        if len(model_input.columns) == 1:
-            return model_input.iloc[:, 0].tolist()
+        if IMAGE in model_input.columns or len(model_input.columns) == 1:
+            values = (model_input[IMAGE] if IMAGE in model_input.columns else model_input.iloc[:, 0]).tolist()
+            # {"image": [<base64>, <base64>]}: MLflow's input schema makes the list of strings one row; no image
+            # is a list of strings, so it is the request's rows
+            if len(values) == 1 and isinstance(values[0], (list, tuple, np.ndarray)) and len(values[0]) and \
+                    all(isinstance(v, str) for v in values[0]):
+                return list(values[0])
+            return values
         _refuse(f"input has columns {list(model_input.columns)}; name the image column {IMAGE!r}")
     _refuse(f"expected images or a DataFrame with an {IMAGE!r} column, got {type(model_input).__name__}")
 

@@ -335,15 +335,19 @@ def test_labelled_subset_is_stratified_seeded_and_complementary():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The served pyfunc over a tiny linear model whose answer is easy to state: class 1 iff the mean pixel > 8."""
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", _mean_model(tmp_path_factory.mktemp("served")))
+
+
+def _mean_model(directory: Path) -> dict:
+    """The artifacts of the served fixture's model, written to ``directory``."""
     import json
 
     import onnx
     from onnx import TensorProto, helper
 
-    from distillery.registry import pyfunc
-    from distillery.task_types.image_classification.serving import MODEL_CODE
-
-    directory = tmp_path_factory.mktemp("served")
     weight = np.zeros((16, 2), dtype=np.float32)
     weight[:, 1] = 1.0 / 16
     graph = helper.make_graph(
@@ -356,8 +360,7 @@ def served(tmp_path_factory):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
     (directory / "image.json").write_text(json.dumps({"labels": ["dark", "bright"], "channels": 1, "height": 4,
                                                       "width": 4, "pixel_max": 16.0, "max_rows": 3}))
-    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier",
-                                  {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")})
+    return {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")}
 
 
 def test_served_model_reads_nested_lists_and_base64_pngs_scaled_to_the_data_range(served):
@@ -380,6 +383,24 @@ def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message)
 
     with pytest.raises(MlflowException, match=message):
         served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image]}))
+
+
+def test_base64_images_as_one_list_are_the_request_s_rows(served, tmp_path):
+    """{"image": [<png>, <png>]} (the `inputs` form over HTTP) reaches the model through MLflow's input schema as one
+    row holding the list, and was refused ("neither nested lists of numbers nor a base64 string")."""
+    import mlflow
+
+    from distillery.registry.pyfunc import signature
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    dark, bright = (base64.b64encode(_png(np.full((4, 4), v))).decode() for v in (0, 255))
+    example = pd.DataFrame({"image": [dark]})
+    # the served code file behind MLflow's schema enforcement, with the signature register gives it
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=str(MODEL_CODE), artifacts=_mean_model(tmp_path),
+                             signature=signature(example, served.predict(None, example)))
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    assert model.predict({"image": [dark, bright]})["label"].tolist() == ["dark", "bright"]
+    assert model.predict(pd.DataFrame({"image": [dark, bright]}))["label"].tolist() == ["dark", "bright"]
 
 
 def test_served_model_caps_rows_per_request(served):
