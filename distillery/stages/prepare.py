@@ -90,7 +90,7 @@ def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[
     if conflicting.empty:
         return
     first = copies.set_index(key).loc[[conflicting.index[0]]]
-    example = ", ".join(f"{where.get(s, s)} row {r} as {names[int(l)]!r}"
+    example = ", ".join(f"{where.get(s, s)} {'' if isinstance(r, str) else 'row '}{r} as {names[int(l)]!r}"
                         for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
     print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
           f"first copy (an evaluation split's first). First: {example}", flush=True)
@@ -171,9 +171,10 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         rejected += bad
     if rejected and cfg.on_bad_rows == "fail":
         first = rejected[0]
-        raise DataError(f"{first['source']} row {first['row']}: {first['reason']} "
-                        f"({len(rejected)} bad row(s) in all, rows counted from 1 after any header line; "
-                        f"data.on_bad_rows is fail)")
+        counted = isinstance(first["row"], int)  # else a file of an image folder
+        raise DataError(f"{first['source']} {'row ' if counted else ''}{first['row']}: {first['reason']} "
+                        f"({len(rejected)} bad row(s) in all"
+                        f"{', rows counted from 1 after any header line' if counted else ''}; data.on_bad_rows is fail)")
     check_training_rows_left(cleaned, rejected, where)
     check_rejected_share(rejected, sum(len(f) for f in frames.values()), getattr(cfg, "max_rejected_fraction", 1.0),
                          description)

@@ -114,6 +114,10 @@ def test_an_image_folders_rejections_are_counted_by_reason_and_named_by_file(tmp
                                             "image is [9, 9], not [6, 7] like most": 1}
     rejected = pd.read_csv(tmp_path / "out/prepared/rejected.csv")
     assert sorted(rejected["row"]) == ["cat/big.png", "cat/broken.png", "dog/broken.png", "dog/empty.png"]
+    # a readable image of a label not declared is named by its file too, also when bad rows fail the stage
+    with pytest.raises(DataError, match=r"pictures \[all\] dog/0.png: unknown label 'dog' \(.* bad row\(s\) in all; "
+                                        r"data.on_bad_rows is fail\)$"):
+        _prepare(tmp_path / "fail", source=str(folder), labels=["cat", "bird"], on_bad_rows="fail")
 
 
 def _image_bytes(array: np.ndarray, mode: str) -> bytes:

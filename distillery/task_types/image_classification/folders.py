@@ -86,5 +86,6 @@ def read_folder(directory: Path) -> Images:
         bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
                 for _, p, a, _ in pictures if a.shape != common]
         stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, _, a, _ in kept])
-        images.add(split, stacked, [label for *_, label in kept], bad)
+        images.add(split, stacked, [label for *_, label in kept], bad,
+                   files=[p.relative_to(path).as_posix() for _, p, _, _ in kept])
     return images

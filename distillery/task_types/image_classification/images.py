@@ -52,8 +52,11 @@ class Images:
         self.arrays: dict[str, np.ndarray] = {}
         self.labels: dict[str, list] = {}
         self.bad: dict[str, list[tuple[Union[int, str], str]]] = {}  # (row number or file, reason) per split
+        self.files: dict[str, Optional[list[str]]] = {}
 
-    def add(self, split: str, array: np.ndarray, labels, bad: Optional[list] = None) -> None:
+    def add(self, split: str, array: np.ndarray, labels, bad: Optional[list] = None,
+            files: Optional[list[str]] = None) -> None:
+        """``files``: each image's file (an image folder's), which names its row; else rows are numbered from 1."""
         array = np.asarray(array)
         if array.ndim == 3:
             array = array[:, None]
@@ -63,6 +66,7 @@ class Images:
         if len(array) != len(labels):
             raise DataError(f"{self.description} [{split}]: {len(array)} images but {len(labels)} labels")
         self.arrays[split], self.labels[split], self.bad[split] = array, list(labels), list(bad or [])
+        self.files[split] = list(files) if files is not None else None
 
     def frames(self) -> tuple[dict[str, pd.DataFrame], dict]:
         """One frame per split (``pixels`` bytes, ``label``, ``_row``, ``_reason``) and the images' spec."""
@@ -83,7 +87,7 @@ class Images:
             data = np.ascontiguousarray(array, dtype=dtype)
             frame = pd.DataFrame({PIXELS: [row.tobytes() for row in data], "channels": channels, "height": height,
                                   "width": width, RAW_LABEL: self.labels[split],
-                                  "_row": np.arange(1, len(data) + 1),
+                                  "_row": self.files.get(split) or np.arange(1, len(data) + 1),
                                   REASON: np.where(finite[split], "", "a pixel is NaN or infinite")})
             bad = pd.DataFrame([{PIXELS: b"", "channels": channels, "height": height, "width": width,
                                  RAW_LABEL: None, "_row": row, REASON: reason} for row, reason in self.bad[split]])
@@ -199,7 +203,7 @@ def read_images(source: str, files: dict, hub_config: Optional[str] = None, labe
                 raise DataError(f"data.files.{split}: {path} holds splits of its own {sorted(part.arrays)}; "
                                 "name it in data.source instead")
             merged = merged or Images(", ".join(str(p) for p in files.values()), part.declared)
-            merged.add(split, part.arrays["all"], part.labels["all"], part.bad["all"])
+            merged.add(split, part.arrays["all"], part.labels["all"], part.bad["all"], part.files.get("all"))
         return merged
     if source.startswith("bundled:"):
         name = source.split(":", 1)[1]
