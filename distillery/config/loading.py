@@ -41,6 +41,26 @@ YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+# Booleans and integers as YAML 1.2 (and DVC, which writes `dvc exp run -S` values) read them: only true and false
+# are booleans, so `labels: [yes, no]` stays two labels (YAML 1.1 made them True and False); 010 is ten, not
+# octal eight, and 2:30 is text, not sexagesimal 150.
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    for first, resolvers in YamlLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                 list("-+0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text.replace("_", ""), 10)  # 20_000, as PyYAML read it
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def safe_load(text: str) -> Any:

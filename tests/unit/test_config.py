@@ -313,3 +313,18 @@ def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
     assert error.startswith(f"distillery params: error: {path}: unknown key evaluation; allowed keys: ")
     assert error.count("\n") == 1
 
+
+
+def test_params_read_booleans_and_integers_as_dvc_does(tmp_path):
+    """PyYAML reads YAML 1.1: `labels: [yes, no]` became [True, False], so every row was rejected as an unknown
+    label 'yes' beside a declared yes; DVC (ruamel, YAML 1.2) reads the same file, and writes `-S` values, as text."""
+    from distillery.config.loading import safe_load
+    from distillery.run_records import load_yaml12
+
+    text = "values: [yes, no, on, off, y, n, true, False, 010, 2:30, 0x1f, 0o17, -5, 20000, 5.0e-5, 1e-3, null]\n"
+    assert safe_load(text) == load_yaml12(text)
+    params = ROOT / "params.yaml"
+    changed = params.read_text().replace("  labels: null ", "  labels: [yes, no, maybe]", 1)
+    assert changed != params.read_text()
+    (tmp_path / "params.yaml").write_text(changed)
+    assert load_params(tmp_path / "params.yaml").data.labels == ["yes", "no", "maybe"]
