@@ -41,7 +41,9 @@ def _retention(candidate: dict, gate: dict) -> dict:
 def _latency(candidate: dict, gate: dict) -> dict:
     p95, budget, ratio = candidate.get("p95_ms"), gate["max_p95_ms"], gate.get("max_p95_ratio_to_teacher")
     if p95 is None:
-        return check("latency", False, None, budget, "no batch-1 benchmark figure")
+        cell = candidate.get("latency_cell") or "b1_s<student.max_length>"
+        return check("latency", False, None, budget, f"no benchmark figure at {cell} or a longer batch-1 cell; add "
+                                                     f"student.max_length to benchmark.sequence_lengths")
     where = f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')})"
     if p95 <= budget:
         return check("latency", True, round(p95, 3), budget, f"{where}, needs <= {budget}")
@@ -134,16 +136,19 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
 
 
 def latency(benchmark: dict, deployable: str, max_length: int) -> tuple[Optional[float], Optional[str]]:
-    """p95 at batch 1 for the deployable model: the cell at ``max_length``, else the worst batch-1 cell."""
+    """p95 at batch 1 for the deployable model: the cell at ``max_length``, else the shortest batch-1 cell longer
+    than it (inputs as long as the served model takes, or longer: never a shorter cell, which would understate the
+    latency), else none (the latency check then fails, naming the missing cell)."""
     key = "student_onnx_int8" if deployable.endswith(".int8.onnx") else "student_onnx_fp32"
     cells = benchmark.get("models", {}).get(key, {}).get("cells", {})
     if f"b1_s{max_length}" in cells:
         return cells[f"b1_s{max_length}"]["p95_ms"], f"b1_s{max_length}"
-    batch1 = {name: stats for name, stats in cells.items() if name.startswith("b1_")}
-    if not batch1:
-        return None, None
-    name = max(batch1, key=lambda n: batch1[n]["p95_ms"])
-    return batch1[name]["p95_ms"], name
+    longer = {int(name[4:]): name for name in cells if name.startswith("b1_s") and name[4:].isdigit()
+              and int(name[4:]) > max_length}
+    if not longer:
+        return None, f"b1_s{max_length}"
+    name = longer[min(longer)]
+    return cells[name]["p95_ms"], name
 
 
 def teacher_latency(benchmark: dict, cell: Optional[str]) -> Optional[float]:

@@ -51,7 +51,7 @@ def test_figures_and_thresholds_are_recorded_in_each_check():
     assert (_check(decision, "size")["value"], _check(decision, "size")["threshold"]) == (20.0, 15.0)
     assert "p95 2.50 ms at batch 1 (b1_s64)" in _check(decision, "latency")["detail"]
     assert _check(decide({**CANDIDATE, "p95_ms": None}, None, GATE), "latency")["detail"] == \
-        "no batch-1 benchmark figure"
+        "no benchmark figure at b1_s64 or a longer batch-1 cell; add student.max_length to benchmark.sequence_lengths"
 
 
 def test_latency_may_be_judged_against_the_teacher_measured_in_the_same_run():
@@ -193,12 +193,18 @@ def test_bad_gate_params_name_the_key(key, value):
         _params(**{key: value})
 
 
-def test_latency_uses_the_max_length_cell_else_the_worst_batch1_cell():
-    cells = {"b1_s16": {"p95_ms": 1.0}, "b1_s64": {"p95_ms": 2.0}, "b1_s128": {"p95_ms": 4.0}, "b8_s64": {"p95_ms": 9}}
+def test_latency_uses_the_max_length_cell_else_the_next_longer_batch1_cell_never_a_shorter_one():
+    cells = {"b1_s16": {"p95_ms": 1.0}, "b1_s64": {"p95_ms": 2.0}, "b1_s128": {"p95_ms": 4.0},
+             "b1_s256": {"p95_ms": 7.0}, "b8_s64": {"p95_ms": 9}}
     bench = {"models": {"student_onnx_int8": {"cells": cells}, "student_onnx_fp32": {"cells": {}}}}
     assert latency(bench, "student.int8.onnx", 64) == (2.0, "b1_s64")
     assert latency(bench, "student.int8.onnx", 100) == (4.0, "b1_s128")
-    assert latency(bench, "student.onnx", 64) == (None, None)
+    # a model served at 48 tokens was judged on the 32-token cell (the worst of the shorter ones), understated
+    assert latency(bench, "student.int8.onnx", 300) == (None, "b1_s300")
+    assert latency(bench, "student.onnx", 64) == (None, "b1_s64")
+    missing = _check(decide({**CANDIDATE, "p95_ms": None, "latency_cell": "b1_s300"}, CHAMPION, GATE), "latency")
+    assert not missing["passed"] and missing["detail"] == (
+        "no benchmark figure at b1_s300 or a longer batch-1 cell; add student.max_length to benchmark.sequence_lengths")
 
 
 def test_stage_status_and_dvc_tags():
