@@ -87,6 +87,8 @@ class DataConfig:
     def _labels(cls, labels: Optional[list]) -> Optional[list]:
         if labels is not None and (len(labels) < 2 or len(set(map(str, labels))) != len(labels)):
             raise not_allowed("list at least two distinct labels, or null to infer")
+        if labels is not None and not all(isinstance(label, (str, int, float)) for label in labels):
+            raise not_allowed("each label is a name or a number (a null or a list is no label)")
         return labels
 
     @model_validator(mode="after")

@@ -328,3 +328,10 @@ def test_params_read_booleans_and_integers_as_dvc_does(tmp_path):
     assert changed != params.read_text()
     (tmp_path / "params.yaml").write_text(changed)
     assert load_params(tmp_path / "params.yaml").data.labels == ["yes", "no", "maybe"]
+
+
+@pytest.mark.parametrize("labels", [[1, 2, None], [[1], 2], ["a", {"b": 1}]])
+def test_a_declared_label_that_is_null_or_a_list_is_refused(labels):
+    """[1, 2, null] made a class 'None' that then had no rows in any split."""
+    with pytest.raises(ConfigError, match=r"data.labels = .* is not allowed; each label is a name or a number"):
+        DataConfig(source="x.csv", labels=labels)
