@@ -59,25 +59,33 @@ def split_frames(frames: dict, cfg: DataConfig, seed: int) -> dict:
     return result
 
 
-def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> pd.DataFrame:
-    """Unlabelled texts for the KD term, minus any text that is in a labelled split."""
+def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Unlabelled texts for the KD term, minus any text that is in a labelled split; and how many rows read were
+    left out, by reason (for the data report)."""
     transfer, cfg = params.distill.transfer_set, params.data
     rows = task_rows(params.task)
     columns = rows.key_columns(cfg)
     if transfer.source == "none" or transfer.max_rows == 0:
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in columns}), {}
     if transfer.source == "remainder":
+        read = len(leftover)
         frame = rows.unlabelled_inputs(leftover, cfg, "remainder", columns[0], columns[-1])
     else:
         column = transfer.text_column or cfg.text_column
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
+        read = len(raw)
         frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column, transfer.text_pair_column)
+    dropped = {"empty or not text": read - len(frame)}
     labelled = pd.concat([s[columns] for s in splits.values()])
+    before = len(frame)
     frame = frame.drop_duplicates(columns)
+    dropped["repeated"], before = before - len(frame), len(frame)
     frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]
+    dropped["also in a labelled split"], before = before - len(frame), len(frame)
     if len(frame) > transfer.max_rows:
         frame = frame.sample(n=transfer.max_rows, random_state=params.seed)
-    return frame.reset_index(drop=True)
+    dropped["over distill.transfer_set.max_rows"] = before - len(frame)
+    return frame.reset_index(drop=True), {"read": read, "dropped": dropped}
 
 
 def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:
@@ -194,7 +202,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
-    transfer = _transfer_texts(params, splits, leftover)
+    transfer, transfer_rows = _transfer_texts(params, splits, leftover)
     splits, near_copies = _drop_near_copies(splits, transfer, rows.key_columns(cfg), cfg.leak_check)
     transfer = splits.pop("transfer").reset_index(drop=True)
     rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description)
@@ -210,6 +218,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},
         "transfer_rows": int(len(transfer)),
+        # the transfer source's rows and those left out before the near-copy check (near_copies_dropped)
+        "transfer_source_rows": transfer_rows,
         "class_counts": {s: {names[i]: int(n) for i, n in f[LABEL].value_counts().sort_index().items()}
                          for s, f in splits.items()},
     }

@@ -161,11 +161,16 @@ def test_max_samples_and_remainder_transfer_set(tmp_path):
 def test_transfer_set_from_file_excludes_labelled_texts(tmp_path):
     frame = make_texts(90)
     source = _csv(tmp_path, frame)
-    extra = pd.DataFrame({"body": list(frame["text"][:10]) + [f"unlabelled tweet {i}" for i in range(15)]})
+    extra = pd.DataFrame({"body": list(frame["text"][:10]) + [f"unlabelled tweet {i}" for i in range(15)]
+                          + ["unlabelled tweet 3", "", "   "] + [f"more {i}" for i in range(4)]})
     transfer_file = _csv(tmp_path, extra, "extra.csv")
-    report = prepare(_params(source, transfer=TransferSetConfig(source=str(transfer_file), text_column="body")),
-                     tmp_path / "prepared")
-    assert report["transfer_rows"] == 15
+    report = prepare(_params(source, transfer=TransferSetConfig(source=str(transfer_file), text_column="body",
+                                                                max_rows=17)), tmp_path / "prepared")
+    assert report["transfer_rows"] == 17
+    # what was left out of the rows read, and why (the report counted none of it); the "" of a one-column CSV is
+    # a blank line, which CSV readers skip: 31 rows read, one of them blank text
+    assert report["transfer_source_rows"] == {"read": 31, "dropped": {
+        "empty or not text": 1, "repeated": 1, "also in a labelled split": 10, "over distill.transfer_set.max_rows": 2}}
 
 
 def test_single_class_is_refused(tmp_path):
