@@ -12,8 +12,16 @@ from distillery.errors import DataError
 BOM = codecs.BOM_UTF8
 
 
+def _utf16(raw: bytes) -> str:
+    """A hint for a file that starts with a UTF-16 byte-order mark (Excel's "Unicode text")."""
+    return " (it starts with a UTF-16 byte-order mark: save it as UTF-8)" \
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""
+
+
 def decode(path: Path, errors: str) -> str:
     raw = path.read_bytes()
+    if errors == "strict" and _utf16(raw):
+        raise DataError(f"{path}: not UTF-8{_utf16(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
         return raw[bom:].decode("utf-8", errors=errors)
@@ -41,6 +49,8 @@ class DecodedLines:
             return ""
         self.line += 1
         start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
+        if self.line == 1 and _utf16(raw):
+            raise DataError(f"{self.path}: not UTF-8{_utf16(raw)}")
         try:
             text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:
