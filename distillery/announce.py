@@ -40,6 +40,8 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     transfer = _rows("transfer", prepared_dir) or 0
     bench = params.benchmark
     cells = len(bench.batch_sizes) * (1 if params.task in NO_SEQUENCE else len(bench.sequence_lengths))
+    rows_cap = getattr(params.distill, "labelled_rows", None)
+    labelled = min(train, rows_cap) if train is not None and rows_cap is not None else train  # the labels the students see
     files = params.data.files or {}
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
@@ -51,7 +53,8 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
         "distill": f"distilling a '{params.student.source}' student on {_count(train, noun)}"
                    + (f" + {transfer:,} transfer {noun}" if transfer else "")
                    + f", {params.distill.train.epochs:g} epochs, then the same student without the teacher "
-                     f"(the baseline) on {_count(train, noun)}",
+                     f"(the baseline) on {_count(labelled, noun)}"
+                   + (f" (distill.labelled_rows; the student learns labels from as many)" if labelled != train else ""),
         "evaluate": f"scoring teacher, student and baseline on {_count(test, 'test ' + noun)}",
         "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",
         "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes}"

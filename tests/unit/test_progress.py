@@ -85,6 +85,12 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
     for stage in STAGES:
         line = describe(stage, params, tmp_path)
         assert line.startswith(f"{stage}: ") and "\n" not in line and not line.endswith("running"), line
+    # the baseline sees distill.labelled_rows labelled rows (it said it trained on every training row)
+    primer = dataclasses.replace(params, distill=dataclasses.replace(params.distill, labelled_rows=800))
+    assert describe("distill", primer, tmp_path).endswith(
+        "then the same student without the teacher (the baseline) on 800 rows (distill.labelled_rows; the student "
+        "learns labels from as many)")
+    assert describe("distill", params, tmp_path).endswith("(the baseline) on 1,234 rows")
     split_files = dataclasses.replace(params, data=dataclasses.replace(
         params.data, files={"train": "data/raw/a.csv", "test": "data/raw/b.csv"}))
     assert describe("prepare", split_files, tmp_path) == ("prepare: reading train data/raw/a.csv, test data/raw/b.csv "
