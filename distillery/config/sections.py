@@ -92,6 +92,16 @@ class DataConfig:
         return labels
 
     @model_validator(mode="after")
+    def _files_or_carved(self) -> "DataConfig":
+        """A split given as a file cannot also be carved from train (``data.splits.<split>: null``): the file
+        was read and the null ignored without a word."""
+        carved = [split for split in self.files if split in self.splits and self.splits[split] is None]
+        if carved:
+            raise not_allowed(f"data.files.{carved[0]} names a file for that split; drop the file or the null",
+                              f"splits.{carved[0]}", None)
+        return self
+
+    @model_validator(mode="after")
     def _distinct_columns(self) -> "DataConfig":
         named = {"label_column": self.label_column, "text_column": self.text_column}
         if self.text_pair_column is not None:

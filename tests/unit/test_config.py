@@ -335,3 +335,14 @@ def test_a_declared_label_that_is_null_or_a_list_is_refused(labels):
     """[1, 2, null] made a class 'None' that then had no rows in any split."""
     with pytest.raises(ConfigError, match=r"data.labels = .* is not allowed; each label is a name or a number"):
         DataConfig(source="x.csv", labels=labels)
+
+
+def test_a_split_given_as_a_file_cannot_also_be_carved_from_train():
+    """data.files.validation was read and data.splits.validation: null ignored without a word."""
+    with pytest.raises(ConfigError, match=r"^data.splits.validation = None is not allowed; data.files.validation names "
+                                          r"a file for that split; drop the file or the null$"):
+        DataConfig(source="x.csv", files={"train": "a.csv", "validation": "b.csv"},
+                   splits={"train": "train", "validation": None, "test": "test"})
+    carved = DataConfig(source="x.csv", files={"train": "a.csv", "test": "c.csv"},
+                        splits={"train": "train", "validation": None, "test": "test"})
+    assert carved.splits["validation"] is None
