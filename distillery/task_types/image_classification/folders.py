@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _folder_split(directory: Path) -> tuple[list, list]:
-    """``[(row, path, array, label)]`` for the images under ``directory/<label>/``, and ``[(file, reason)]`` for
+    """``[(path, array, label)]`` for the images under ``directory/<label>/``, and ``[(file, reason)]`` for
     the unreadable ones (the file relative to ``directory``)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -26,10 +26,8 @@ def _folder_split(directory: Path) -> tuple[list, list]:
     classes = sorted(p for p in directory.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{directory}: no class folders; put each label's images in <dir>/<label>/")
-    row = 0
     for folder in classes:
         for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            row += 1
             try:
                 with Image.open(path) as image:
                     if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
@@ -37,7 +35,7 @@ def _folder_split(directory: Path) -> tuple[list, list]:
                     else:
                         mode = "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and _colour(image) else "L"
                         array = np.asarray(image.convert(mode))
-                    pictures.append((row, path, array, folder.name))
+                    pictures.append((path, array, folder.name))
             except (OSError, UnidentifiedImageError) as exc:
                 bad.append((path.relative_to(directory).as_posix(), f"unreadable image ({type(exc).__name__})"))
     return pictures, bad
@@ -46,8 +44,7 @@ def _folder_split(directory: Path) -> tuple[list, list]:
 def _as_colour(pictures: list) -> list:
     """A grey image of a set with colour images (a black-and-white photo) with the three equal channels it has in
     colour."""
-    return [(r, path, np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a, label)
-            for r, path, a, label in pictures]
+    return [(path, np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a, label) for path, a, label in pictures]
 
 
 def _colour(image) -> bool:
@@ -74,18 +71,18 @@ def read_folder(directory: Path) -> Images:
         split_dirs[SPLIT_NAMES[name]] = subdirs[name]
     parts = split_dirs if split_dirs else {"all": directory}
     read = {split: _folder_split(path) for split, path in parts.items()}
-    colour = any(a.ndim == 3 for pictures, _ in read.values() for _, _, a, _ in pictures)
+    colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
     for split, path in parts.items():
         pictures, bad = read[split]
         if not pictures:
             raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         if colour:  # any colour image in any split: every image has three channels
             pictures = _as_colour(pictures)
-        common = pd.Series([p[2].shape for p in pictures]).value_counts().index[0]
-        kept = [p for p in pictures if p[2].shape == common]
+        common = pd.Series([a.shape for _, a, _ in pictures]).value_counts().index[0]
+        kept = [p for p in pictures if p[1].shape == common]
         bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
-                for _, p, a, _ in pictures if a.shape != common]
-        stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, _, a, _ in kept])
+                for p, a, _ in pictures if a.shape != common]
+        stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, a, _ in kept])
         images.add(split, stacked, [label for *_, label in kept], bad,
-                   files=[p.relative_to(path).as_posix() for _, p, _, _ in kept])
+                   files=[p.relative_to(path).as_posix() for p, _, _ in kept])
     return images
