@@ -91,6 +91,13 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
         "then the same student without the teacher (the baseline) on 800 rows (distill.labelled_rows; the student "
         "learns labels from as many)")
     assert describe("distill", params, tmp_path).endswith("(the baseline) on 1,234 rows")
+    # more labelled rows asked for than the split holds: said, not silently capped
+    greedy = dataclasses.replace(params, distill=dataclasses.replace(params.distill, labelled_rows=5000))
+    assert describe("distill", greedy, tmp_path).endswith(
+        "(the baseline) on 1,234 rows; warning: distill.labelled_rows is 5,000, more than the 1,234 training rows, so "
+        "every training label is used")
+    exact = dataclasses.replace(params, distill=dataclasses.replace(params.distill, labelled_rows=1234))
+    assert describe("distill", exact, tmp_path).endswith("(the baseline) on 1,234 rows")
     split_files = dataclasses.replace(params, data=dataclasses.replace(
         params.data, files={"train": "data/raw/a.csv", "test": "data/raw/b.csv"}))
     assert describe("prepare", split_files, tmp_path) == ("prepare: reading train data/raw/a.csv, test data/raw/b.csv "
