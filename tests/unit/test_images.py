@@ -174,6 +174,21 @@ def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refu
         images.read_images(str(tmp_path / "b"), {})
 
 
+def test_an_empty_class_folder_is_refused_and_hidden_folders_are_not_classes(tmp_path):
+    """An empty class folder vanished from the label set without a word; a hidden folder (a notebook's
+    .ipynb_checkpoints) became a class of its own."""
+    for folder in ("cat", "dog", ".ipynb_checkpoints", "cat/.thumbnails"):
+        (tmp_path / "a" / folder).mkdir(parents=True)
+        (tmp_path / "a" / folder / "0.png").write_bytes(_png(RNG.integers(0, 256, (4, 4))))
+    read = images.read_images(str(tmp_path / "a"), {})
+    assert sorted(set(read.labels["all"])) == ["cat", "dog"]
+    assert read.files["all"] == ["cat/0.png", "dog/0.png"]  # cat/.thumbnails/0.png is not an image of cat
+    (tmp_path / "a" / "bird").mkdir()
+    (tmp_path / "a" / "bird" / "notes.txt").write_text("to do")
+    with pytest.raises(DataError, match=r"a/bird: class folder 'bird' holds no images \(looked for .bmp, "):
+        images.read_images(str(tmp_path / "a"), {})
+
+
 def test_bundled_mnist_5k_is_read_from_the_wheel_without_importing_it():
     import sys
 

@@ -2,7 +2,8 @@
 ``<dir>/{train,validation,test}/<label>/``. Images are grey unless any image of the set uses colour (then a
 grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits; an unreadable
 image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
-counts rejections by reason, and ``rejected.csv`` names each file."""
+counts rejections by reason, and ``rejected.csv`` names each file. Hidden folders and files (a notebook's
+``.ipynb_checkpoints``) are skipped; a class folder without images is an error, not a class that vanishes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,11 +24,16 @@ def _folder_split(directory: Path) -> tuple[list, list]:
     from PIL import Image, UnidentifiedImageError
 
     pictures, bad = [], []
-    classes = sorted(p for p in directory.iterdir() if p.is_dir())
+    classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{directory}: no class folders; put each label's images in <dir>/<label>/")
     for folder in classes:
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        if not files:  # a class of no rows would vanish from the label set without a word
+            raise DataError(f"{folder}: class folder '{folder.name}' holds no images (looked for "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))}); add its images or remove the folder")
+        for path in files:
             try:
                 with Image.open(path) as image:
                     if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
