@@ -13,9 +13,10 @@ are read too.
 Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
 one row per input row, in order; no rows in, no rows out.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
-answers with HTTP 400) that says why: a text that is null or not a string, more rows than
-``max_rows`` (``classifier.json``) in one call, and a text that gives no tokens at all (an empty text,
-for a tokenizer that adds no start or end token of its own).
+answers with HTTP 400) that says why: a text that is null, not a string or empty (only white space:
+``prepare`` rejects such rows, so the model never saw one), more rows than ``max_rows`` (``classifier.json``)
+in one call, and a text that gives no tokens at all (for a tokenizer that adds no start or end token of its own
+and drops what the text holds).
 """
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ def _strings(values: list, column: str) -> list[str]:
                 f"not a string ({type(value).__name__} {str(value)[:40]!r})"
             _refuse(f"{column!r} of row {row} is {what}; every row needs a string {column!r} "
                     f"({bad} of {len(values)} rows are not strings)")
+    blank = next((row for row, value in enumerate(values) if not value.strip()), None)
+    if blank is not None:  # prepare rejects such rows: the model never learnt what an empty text means
+        _refuse(f"{column!r} of row {blank} is empty ({values[blank]!r}); every row needs a non-empty {column!r}, "
+                f"as every training row had")
     return list(values)
 
 

@@ -113,11 +113,13 @@ def test_served_process_memory_is_the_child_own_high_water_mark(tmp_path):
 
 
 def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
-    """A GPT-2 style tokenizer adds no token of its own, so "" encodes to nothing: a 400 naming the row, not an
-    ONNX Runtime failure on an empty sequence."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A GPT-2 style tokenizer adds no token of its own, so a text its normaliser empties (control characters)
+    encodes to nothing: a 400 naming the row, not an ONNX Runtime failure on an empty sequence."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     tokenizer = Tokenizer(models.WordLevel(vocab={"<eos>": 0, "<unk>": 1, "good": 2, "day": 3}, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
+                                                      strip_accents=False, lowercase=False)
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.enable_padding(pad_id=0, pad_token="<eos>")
     model = _model(served, max_rows=100)
@@ -131,8 +133,23 @@ def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
     assert model.predict(None, ["good day", "day", "good"])["score"].tolist() == [0.5, 0.5, 0.5]
     encoded = model._encode(["good day", "day"], None)
     assert encoded["input_ids"].tolist() == [[2, 3], [3, 0]] and encoded["attention_mask"].tolist() == [[1, 1], [1, 0]]
-    error = _refused(lambda: model.predict(None, ["good day", "day", "good", ""]), "'text' of row 3 gives no tokens")
-    assert "('')" in error.message
+    error = _refused(lambda: model.predict(None, ["good day", "day", "good", "\x00\x01"]),
+                     "'text' of row 3 gives no tokens")
+    assert "('\\x00\\x01')" in error.message
+
+
+@pytest.mark.parametrize("rows, pair_task, what", [
+    (["good", "", "day"], False, "'text' of row 1 is empty \\(''\\)"),
+    (["good", " \t\n"], False, "'text' of row 1 is empty"),
+    (pd.DataFrame({"text": ["a", "b"], "text_pair": ["c", " "]}), True, "'text_pair' of row 1 is empty \\(' '\\)"),
+    ({"text": ["", "b"], "text_pair": ["c", "d"]}, True, "'text' of row 0 is empty")])
+def test_an_empty_text_or_text_pair_is_refused_as_prepare_rejects_it_for_training(served, rows, pair_task, what):
+    """A pair with an empty second text was classified (BERT's tokenizer still gives [CLS] [SEP]), while prepare
+    rejects such a row as "empty text pair": the model never saw one."""
+    model = _model(served, max_rows=10)
+    model.pair_task = pair_task
+    error = _refused(lambda: model.predict(None, rows), what)
+    assert "every row needs a non-empty" in error.message
 
 
 def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warning(tiny_bert, tmp_path):
