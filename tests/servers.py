@@ -31,9 +31,10 @@ def env_with_venv(**extra: str) -> dict:
 
 @contextlib.contextmanager
 def running(command: list[str], health_url: Optional[str], log: Path, env: Optional[dict] = None,
-            timeout_s: float = 120, ready_text: Optional[str] = None) -> Iterator[subprocess.Popen]:
+            timeout_s: float = 120, ready_text: Optional[str] = None,
+            stop_grace_s: float = 20) -> Iterator[subprocess.Popen]:
     """Start ``command``, wait until ``health_url`` answers 200 (or, without one, until its output holds
-    ``ready_text``), stop the whole process group at the end."""
+    ``ready_text``), stop the whole process group at the end (SIGTERM, SIGKILL after ``stop_grace_s``)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env or env_with_venv(),
                                 start_new_session=True)
@@ -59,7 +60,7 @@ def running(command: list[str], health_url: Optional[str], log: Path, env: Optio
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=stop_grace_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

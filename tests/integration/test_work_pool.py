@@ -74,7 +74,8 @@ def workers(server, project):
             log = project.parent / f"{name}.log"
             stack.enter_context(running(
                 [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--limit", "1",
-                 "--name", name], None, log, env=dict(server), ready_text="started"))
+                 "--name", name], None, log, env=dict(server), ready_text="started",
+                stop_grace_s=3))  # an idle worker waits out 20 s of SIGTERM: its runs are over, nothing to keep
             logs.append(log)
         yield logs
 
