@@ -13,6 +13,7 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 from pathlib import Path
 from typing import Union
@@ -117,7 +118,11 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
         if kind == "jsonl":
             reader = pd.read_json(lines, lines=True, dtype=False, chunksize=CHUNK_ROWS)
         else:
-            reader = pd.read_csv(lines, **_table_options(kind), chunksize=CHUNK_ROWS)
+            raw = False
+            if kind == "tsv":
+                with open(path, encoding="utf-8", errors="replace") as scan:
+                    raw = is_raw_tsv(scan)
+            reader = pd.read_csv(lines, **_table_options(kind, raw), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
     if not chunks:
@@ -125,9 +130,35 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True)
 
 
-def _table_options(kind: str) -> dict:
-    """pandas options for a CSV or TSV file: every value a string, only an empty field missing."""
-    return dict(sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+def _table_options(kind: str, raw: bool = False) -> dict:
+    """pandas options for a CSV or TSV file: every value a string, only an empty field missing; ``raw``: a TSV
+    without quoting (a quote is a character of the text)."""
+    options = dict(sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+    return dict(options, quoting=csv.QUOTE_NONE) if raw else options
+
+
+def _text_after_closing_quote(field: str) -> bool:
+    """Does ``field``, which opens with a quote, go on after the quote that closes it (``"we lost" he said``)?
+    CSV quoting would drop both quotes and join the rest; a quoted field ends at its closing quote."""
+    i = 1
+    while i < len(field):
+        if field[i] == '"':
+            if field[i + 1:i + 2] == '"':  # an escaped quote inside the field
+                i += 2
+                continue
+            return i < len(field) - 1
+        i += 1
+    return False  # not closed on this line: a quoted field over several lines, or an unclosed quote
+
+
+def is_raw_tsv(lines) -> bool:
+    """A TSV written without quoting (GLUE's files, a spreadsheet's export): some field opens with a quote
+    that closes before the field ends. Read with CSV quoting, such a text would lose its quotes."""
+    for line in lines:
+        if '"' in line and any(field.startswith('"') and _text_after_closing_quote(field)
+                               for field in line.rstrip("\r\n").split("\t")):
+            return True
+    return False
 
 
 def _check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
@@ -147,7 +178,8 @@ def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
     import io
 
     if kind in ("csv", "tsv"):
-        return pd.read_csv(io.StringIO(text), **_table_options(kind))
+        raw = kind == "tsv" and is_raw_tsv(text.splitlines())
+        return pd.read_csv(io.StringIO(text), **_table_options(kind, raw))
     if kind == "jsonl":
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     try:

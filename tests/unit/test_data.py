@@ -313,6 +313,29 @@ def test_a_tsv_text_opening_with_a_quote_is_named_not_joined_to_the_next_lines(t
         sources.read_file(path)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_tsv_written_without_quoting_keeps_the_quotes_of_its_texts(tmp_path, monkeypatch, streamed):
+    """A raw TSV (GLUE's, a spreadsheet's export) whose text opens with a quoted word lost both quotes: CSV
+    quoting read '"we lost" he said' as 'we lost he said'."""
+    from distillery import sources
+
+    lines = ["text\tsentiment", "so great\tpositive", '"we lost" he said\tnegative', '"fine"\tneutral',
+             'he said "hi"\tpositive', '""\tneutral']
+    path = tmp_path / "raw.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if streamed:
+        monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
+    read = sources.read_file(path)
+    assert read["text"].tolist() == ["so great", '"we lost" he said', '"fine"', 'he said "hi"', '""']
+    assert read["sentiment"].tolist() == ["positive", "negative", "neutral", "positive", "neutral"]
+    # A TSV written with quoting (pandas, Python's csv module) is still read with it: quotes and newlines
+    frame = pd.DataFrame({"text": ['say ""hi""', '"quoted whole"', '"a" b', "two\nlines", "plain"],
+                          "sentiment": ["positive", "neutral", "negative", "neutral", "positive"]})
+    frame.to_csv(path, sep="\t", index=False)
+    assert not sources.is_raw_tsv(path.read_text(encoding="utf-8").splitlines())
+    pd.testing.assert_frame_equal(sources.read_file(path)[["text", "sentiment"]], frame)
+
+
 def test_a_bad_row_of_data_files_is_named_by_its_file(tmp_path):
     frame = make_texts(60)
     test = make_texts(12, seed=1)
