@@ -34,6 +34,9 @@ def stage_deps(stage: str, root: Union[str, Path]) -> Optional[list[Path]]:
     return [(Path(root) / dep).resolve() for dep in spec.get("deps", [])]
 
 
+USER_INPUT_DIRS = ("data/raw", "models/pretrained")  # dvc.yaml deps that hold a user's own data and models
+
+
 def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[str, Path] = ".") -> None:
     """Refuse, in one line, a local input of ``stage`` that no dvc.yaml dep of the stage covers."""
     deps = stage_deps(stage, root)
@@ -45,8 +48,10 @@ def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[st
             continue
         resolved = (Path(root) / path).resolve()
         if not any(resolved == dep or dep in resolved.parents for dep in deps):
+            # the stage's own place for a user's files: data/raw/ for prepare, models/pretrained/ for the models
+            home = next((name for name in USER_INPUT_DIRS if (Path(root) / name).resolve() in deps), "data/raw")
             raise ConfigError(f"{key}: {value} is not under any input of the {stage} stage in {DVC_FILE}, so DVC "
-                              f"would not notice when it changes; move it under data/raw/ (or add it to the deps "
+                              f"would not notice when it changes; move it under {home}/ (or add it to the deps "
                               f"of {stage} in {DVC_FILE})")
 
 

