@@ -84,6 +84,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
     if sha256_files([path]) != before:
         raise _changed(path)
+    if kind in ("csv", "tsv"):
+        _check_header_fields(frame, path, kind)
     frame = frame.reset_index(drop=True)
     if kind == "tsv":
         _check_tsv_rows(frame, path)
@@ -127,6 +129,7 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
             chunks = list(reader)
     if not chunks:
         return pd.DataFrame()
+    _check_header_fields(chunks[0], path, kind)
     return pd.concat(chunks, ignore_index=True)
 
 
@@ -159,6 +162,18 @@ def is_raw_tsv(lines) -> bool:
                                for field in line.rstrip("\r\n").split("\t")):
             return True
     return False
+
+
+def _check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
+    """pandas takes a first data row with more fields than the header as a sign that the first columns are an
+    index: every row then shifts one column (a text becomes the index, its label the text). A row with more fields
+    further down is pandas' own error; this one is named the same way."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return
+    fields, header = frame.index.nlevels + len(frame.columns), len(frame.columns)
+    separator = "tab" if kind == "tsv" else "comma"
+    raise DataError(f"{path}: line 2 has {fields} fields but the header has {header}: a text holding a {separator} "
+                    f"must be quoted (\"...\")")
 
 
 def _check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:

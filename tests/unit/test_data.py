@@ -313,6 +313,24 @@ def test_a_tsv_text_opening_with_a_quote_is_named_not_joined_to_the_next_lines(t
         sources.read_file(path)
 
 
+@pytest.mark.parametrize("suffix, separator", [(".csv", ","), (".tsv", "\t")])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_extra_field_on_the_first_data_line_is_named_not_read_as_an_index(tmp_path, monkeypatch, suffix,
+                                                                              separator, streamed):
+    """pandas read the first field of every row as an index when the first data line had one field more than
+    the header: each row shifted, and prepare said "found 1 label value(s) ['positive']"."""
+    from distillery import sources
+
+    path = tmp_path / f"shifted{suffix}"
+    rows = [f"so{separator} that wonderful", "positive"], ["bad", "negative"], ["fine", "neutral"]
+    path.write_text("\n".join(separator.join(r) for r in (["text", "sentiment"], *rows)) + "\n", encoding="utf-8")
+    if streamed:
+        monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: line 2 has 3 fields but the header has 2: a text "
+                                        rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
+        sources.read_file(path)
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 def test_a_tsv_written_without_quoting_keeps_the_quotes_of_its_texts(tmp_path, monkeypatch, streamed):
     """A raw TSV (GLUE's, a spreadsheet's export) whose text opens with a quoted word lost both quotes: CSV
