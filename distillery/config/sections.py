@@ -109,7 +109,8 @@ class DataConfig:
         for key, column in reversed(list(named.items())[1:]):  # the pair column, then the text column
             others = [other for other, value in named.items() if value == column and other != key]
             if others:
-                raise not_allowed(f"it is also data.{others[0]}; each column has one role", key, column)
+                raise not_allowed(f"it is also data.{others[0]}; each column has one role: change one of the two", key,
+                                  column)
         return self
 
 

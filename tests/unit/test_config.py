@@ -126,7 +126,7 @@ def test_values_are_typed_and_frozen(tmp_path):
     ("student:\n  source: config\ndistill:\n  hidden_loss:\n    weight: 1\n", "distill.hidden_loss.weight",
      "student.source: layers"),
     ("data:\n  text_column: sentiment\n  label_column: sentiment\n", "data.text_column = 'sentiment'",
-     "it is also data.label_column"),
+     "it is also data.label_column; each column has one role: change one of the two"),
     ("data:\n  text_pair_column: text\n", "data.text_pair_column = 'text'", "it is also data.text_column"),
     ("data:\n  min_rows_per_class: 0\n", "data.min_rows_per_class = 0", ">= 1"),
     ("data:\n  min_rows_per_class: true\n", "data.min_rows_per_class", "expected an integer"),
