@@ -103,8 +103,18 @@ def check_reachable(uri: str, attempts: int = 3, timeout: float = 5.0) -> None:
         if attempt + 1 < attempts:
             time.sleep(2 ** attempt)
     raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} is unreachable after {attempts} attempts "
-                              f"({type(error).__name__}: {redact_uri(str(error))[:160]}); start it, or unset "
+                              f"({type(error).__name__}: {_reason(error)}); start it, or unset "
                               f"MLFLOW_TRACKING_URI to use the project's SQLite store")
+
+
+def _reason(error: Exception, limit: int = 160) -> str:
+    """The gist of a connection error: the operating system's reason (``[Errno 111] Connection refused``) when
+    urllib3 nests one, else the message, cut at a word within ``limit`` characters (it cut a port in half)."""
+    text = redact_uri(str(error))
+    found = re.search(r"\[Errno -?\d+\] [^'\"()\]]+", text)
+    if found:
+        return found.group(0).strip()
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def connect(root: Path) -> str:
