@@ -27,9 +27,12 @@ from distillery.errors import ConfigError, DistilleryError  # noqa: E402
 from flows.operations import notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
-from tasks.stages import STAGE_TASKS, BadInput  # noqa: E402
+from tasks.stages import STAGE_TASKS, BadInput, repro  # noqa: E402
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
+# dvc.yaml's stage that checks every key of params.yaml; the flow checks the file itself before any stage,
+# and runs this one as well so that `dvc repro` after a flow run finds it up to date
+CHECK_STAGE, CHECK_TIMEOUT_S = "check_params", 300.0
 # The one repository a flow run may work in: set by `python -m flows.deploy` for the runs it serves (its
 # --project-dir); otherwise the repository this flow's code is in. A flow run's parameters cannot change it.
 PROJECT_DIR_ENV = "DISTILLERY_PROJECT_DIR"
@@ -130,6 +133,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
         original_params = set_params(project_dir, overrides) if overrides else None
         try:
             _check_params(root)
+            repro(CHECK_STAGE, project_dir, CHECK_TIMEOUT_S)  # recorded in dvc.lock, so `dvc repro` finds it done
             timeouts = _timeouts(root, stages)
             for stage in stages:
                 result = STAGE_TASKS[stage](project_dir, timeouts[stage])

@@ -85,7 +85,7 @@ def pushed(tmp_path_factory, tiny_bert):
                 assert main([stage]) == 0, stage
             _ok(dvc(first, "commit", "--force", "--with-deps", STAGES[-2]))
             assert main([STAGES[-1]]) == 0  # register
-        _ok(dvc(first, "commit", "--force", STAGES[-1]))
+        _ok(dvc(first, "commit", "--force", STAGES[-1], "check_params"))  # check_params: no stage's upstream
         status = _ok(dvc(first, "status"))
         assert "Data and pipelines are up to date" in status.stdout, status.stdout
         _git(first, "add", "-A")  # dvc.lock, metrics and reports; DVC's .gitignore files keep data and models out

@@ -58,7 +58,7 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
     subprocess.run(["git", "commit", "-qam", "the mnist profile on digits"], cwd=project, check=True)
     result = dvc(project, "repro")
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    assert re.findall(r"Running stage '([a-z_]+)'", result.stdout) == list(STAGES)
+    assert re.findall(r"Running stage '([a-z_]+)'", result.stdout) == ["check_params", *STAGES]
 
     report = json.loads((project / "data/prepared/data_report.json").read_text())
     assert report["image"]["height"] == report["image"]["width"] == 8 and report["image"]["pixel_max"] == 16

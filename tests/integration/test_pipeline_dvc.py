@@ -44,7 +44,7 @@ def test_dvc_repro_then_nothing_then_only_distill_onwards(tiny_project, tmp_path
 def _pipeline_runs(tiny_project, env):
     first = dvc(tiny_project, "repro", env=env)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert _ran(first.stdout) == list(STAGES)
+    assert _ran(first.stdout) == ["check_params", *STAGES]
     # progress is distillery's own lines (distillery/progress.py), not one library bar per save or map
     assert "Writing model shards" not in first.stdout + first.stderr and "Map:" not in first.stdout + first.stderr
 
@@ -96,7 +96,16 @@ def _pipeline_runs(tiny_project, env):
 
     experiment = dvc(tiny_project, "exp", "run", "-S", "distill.alpha=0.3", env=env)
     assert experiment.returncode == 0, experiment.stderr + experiment.stdout
-    assert _ran(experiment.stdout) == ["distill", "evaluate", "export", "benchmark", "register"]
+    assert _ran(experiment.stdout) == ["check_params", "distill", "evaluate", "export", "benchmark", "register"]
+
+    # A key no stage reads (a typo DVC's own `-S +key=value` lets in) fails the experiment; it ran as if unset
+    lock, params = (tiny_project / "dvc.lock").read_bytes(), (tiny_project / "params.yaml").read_bytes()
+    typo = dvc(tiny_project, "exp", "run", "-S", "+distill.alpah=0.3", env=env)
+    assert typo.returncode != 0 and _ran(typo.stdout) == ["check_params"], typo.stdout + typo.stderr
+    assert "distillery params: error: params.yaml: unknown key distill.alpah" in typo.stderr, typo.stderr
+    assert (tiny_project / "dvc.lock").read_bytes() == lock
+    assert "alpah: 0.3" in (tiny_project / "params.yaml").read_text()  # DVC leaves the failed experiment's params
+    (tiny_project / "params.yaml").write_bytes(params)
 
     # Raw data under data/raw is a dependency: editing it makes prepare (and what follows) stale.
     with open(tiny_project / "data/raw/tweets.csv", "a") as handle:
@@ -174,5 +183,6 @@ def test_bad_params_fail_before_any_output(tiny_project):
     (tiny_project / "params.yaml").write_text(params)
     result = dvc(tiny_project, "repro")
     assert result.returncode != 0
-    assert "distillery prepare: error: params.yaml: distill.alpha = 1.5 is not allowed" in result.stderr
+    # dvc.yaml's check_params runs first and says it; prepare would say the same, naming itself
+    assert "distillery params: error: params.yaml: distill.alpha = 1.5 is not allowed" in result.stderr
     assert not (tiny_project / "data" / "prepared").exists()

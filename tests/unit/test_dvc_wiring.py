@@ -78,10 +78,16 @@ def dvc_stages():
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+CHECK = "check_params"  # dvc.yaml's first stage: every key of params.yaml, so a typo fails `dvc repro`
+
+
 def test_every_stage_is_wired(dvc_stages):
-    assert list(dvc_stages) == list(STAGES)
-    for stage, spec in dvc_stages.items():
-        assert spec["cmd"] == f"python -m distillery {stage}"
+    assert list(dvc_stages) == [CHECK, *STAGES]
+    for stage in STAGES:
+        assert dvc_stages[stage]["cmd"] == f"python -m distillery {stage}"
+    check = dvc_stages[CHECK]
+    assert check["cmd"] == "python -m distillery params --check" and check["params"] == [{"params.yaml": None}]
+    assert "outs" not in check  # it writes nothing, so no stage waits for it or re-runs after it
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -121,7 +127,7 @@ OUTSIDE_DVC_REPRO = ("schedule", "sweep", "evaluate.seeds")
 def test_every_params_key_a_stage_may_read_is_a_params_dependency_of_some_stage(dvc_stages):
     """Otherwise `dvc exp run -S key=...` re-runs nothing and records the old results under the new setting
     (distill.labelled_rows, the primer's 800 labels, was missing)."""
-    declared = [key for spec in dvc_stages.values() for key in spec.get("params", [])]
+    declared = [key for stage in STAGES for key in dvc_stages[stage].get("params", [])]  # check_params: every key
     covered = (*declared, *OUTSIDE_DVC_REPRO)
     missing = [key for key in load_params(ROOT / "params.yaml").flat()
                if not any(key == d or key.startswith(d + ".") for d in covered)]
