@@ -15,8 +15,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import json  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Optional  # noqa: E402
+from typing import Any, Optional, Sequence  # noqa: E402
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
@@ -160,15 +161,21 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
     """``python -m flows.pipeline``: the flow on this directory. A failure ends with one line naming it and the
     stage's exit code (2 bad input, 3 transient, 4 broken environment, 1 otherwise); a params.yaml that does
     not load is refused before the flow starts, so it prints that line alone (no flow, no traceback)."""
-    import sys
+    import argparse
 
     from tasks.experiments import BACKUP
     from tasks.stages import EXIT_CLASSES, StageFailed
 
+    # no options: `--help` (or a typo) must not start a half-hour run that may register a model
+    argparse.ArgumentParser(prog="python -m flows.pipeline", description=(
+        "Run every stage of the pipeline in this directory through DVC (only the stale ones run), as a Prefect "
+        "flow, then print the results table, the registry's decision and each stage's time. It takes no "
+        "arguments: set parameters in params.yaml. Deploy it on a schedule with `python -m flows.deploy`.")
+    ).parse_args(list(argv))
     codes = {cls: code for code, cls in EXIT_CLASSES.items()}
     try:
         if not (Path.cwd() / BACKUP).is_file():  # else the flow first restores the params a killed run overrode
@@ -181,4 +188,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

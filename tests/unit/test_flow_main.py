@@ -38,3 +38,15 @@ def test_a_failed_stage_ends_the_command_with_its_exit_code_and_one_line(tmp_pat
     monkeypatch.setattr(module, "pipeline", failing)
     assert module.main() == code
     assert capsys.readouterr().err == "distillery pipeline: error: distill: something named\n"
+
+
+@pytest.mark.parametrize("args, code, said", [(["--help"], 0, "usage: python -m flows.pipeline"),
+                                             (["--stages", "distill"], 2, "unrecognized arguments: --stages")])
+def test_arguments_never_start_a_run(tmp_path, args, code, said):
+    """`python -m flows.pipeline --help` ran the whole pipeline: the command read no arguments at all."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == code and said in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "flow run" not in run.stdout + run.stderr and not (tmp_path / "data").exists()
