@@ -5,8 +5,9 @@ and ``image.json`` (labels, the image shape, the pixel range). It imports only n
 onnxruntime, Pillow and mlflow, never Distillery, so ``mlflow models serve`` serves it without Distillery.
 
 Input: a DataFrame with an ``image`` column (or a list of images, called directly). An image is
-- nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` for
-  one channel or ``[channels][height][width]``; or
+- nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` (grey: a
+  colour model takes it as three equal channels, as it does a grey PNG and as training read a grey image of a
+  colour set), ``[channels][height][width]`` or ``[height][width][channels]``; or
 - a base64-encoded PNG (or any format Pillow reads) of ``height`` x ``width`` pixels, as a string or bytes;
   its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
   as they are; 16 for scikit-learn's digits).
@@ -42,6 +43,8 @@ def _images(model_input) -> list:
     if isinstance(model_input, pd.Series):
         return model_input.tolist()
     if isinstance(model_input, np.ndarray):
+        if model_input.size == 0 and model_input.ndim == 1:  # {"inputs": []}: no rows in, no rows out
+            return []
         return list(model_input) if model_input.dtype == object else [model_input] if model_input.ndim <= 3 \
             else list(model_input)
     if isinstance(model_input, (list, tuple)):
@@ -51,8 +54,8 @@ def _images(model_input) -> list:
             values = (model_input[IMAGE] if IMAGE in model_input.columns else model_input.iloc[:, 0]).tolist()
             # {"image": [<base64>, <base64>]}: MLflow's input schema makes the list of strings one row; no image
             # is a list of strings, so it is the request's rows
-            if len(values) == 1 and isinstance(values[0], (list, tuple, np.ndarray)) and len(values[0]) and \
-                    all(isinstance(v, str) for v in values[0]):
+            if len(values) == 1 and isinstance(values[0], (list, tuple, np.ndarray)) and \
+                    all(isinstance(v, str) for v in values[0]):  # an empty list too: no image is empty
                 return list(values[0])
             return values
         _refuse(f"input has columns {list(model_input.columns)}; name the image column {IMAGE!r}")
@@ -97,8 +100,8 @@ class OnnxImageClassifier(PythonModel):
                 array = np.asarray(value, dtype=np.float32)
             except (TypeError, ValueError):
                 _refuse(f"{IMAGE!r} of row {row} is neither nested lists of numbers nor a base64 string")
-            if array.ndim == 2:
-                array = array[None]
+            if array.ndim == 2:  # grey: a colour model gets three equal channels, as from a grey PNG or in training
+                array = np.repeat(array[None], channels, axis=0)
             elif array.shape == (height, width, channels) and array.shape != self.shape:
                 array = np.moveaxis(array, -1, 0)  # channels last, as Pillow and numpy hold an image
         if array.shape != self.shape:

@@ -550,3 +550,19 @@ def test_served_rgb_model_reads_channels_first_channels_last_and_png_alike(serve
     with pytest.raises(MlflowException, match=r"'image' of row 0 is \[5, 4, 3\]; this model takes \[4\]\[5\] pixels "
                                               r"in 3 channels \(\[3\]\[4\]\[5\] or \[4\]\[5\]\[3\]\)"):
         served_rgb.predict(None, pd.DataFrame({"image": [np.zeros((5, 4, 3)).tolist()]}))
+
+
+def test_served_rgb_model_takes_a_grey_list_as_it_takes_a_grey_png_and_no_images_gives_no_rows(served_rgb):
+    """A grey [height][width] list was refused by a colour model ("is [1, 4, 5]") while the same image as a grey
+    PNG was read with three equal channels, as training reads a grey image of a colour set; and `{"inputs": []}`
+    was one empty image ("'image' of row 0 is [0]")."""
+    from PIL import Image
+
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+    png = base64.b64encode(buffer.getvalue()).decode()
+    answer = served_rgb.predict(None, pd.DataFrame({"image": [grey.tolist(), png, np.stack([grey] * 3).tolist()]}))
+    assert answer["prob_red"].tolist() == pytest.approx([0.5] * 3)  # equal channels: red and blue tie
+    for empty in (np.zeros(0), pd.DataFrame({"image": [[]]}), []):
+        assert len(served_rgb.predict(None, empty)) == 0
