@@ -13,7 +13,8 @@ which MLflow hands over as one row holding the lists).
 Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``context[start:end]``) and
 ``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
 Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
-a question or context that is null, empty or not a string, a missing column, and more than
+a question or context that is null, empty, not a string or of no tokens (control characters only), a missing
+column, and more than
 ``max_rows`` questions in one call. A question too long for a window keeps its first tokens, as in training.
 """
 from __future__ import annotations
@@ -109,6 +110,10 @@ class OnnxQuestionAnswerer(PythonModel):
             raise
         except BaseException as exc:  # noqa: BLE001 - a Rust panic (PanicException) is a BaseException
             _refuse(f"row {row}: the question and context cannot be cut into windows ({str(exc).splitlines()[0]})")
+        for sequence, column, text in ((1, CONTEXT, context), (0, QUESTION, question)):
+            if sequence not in encoding.sequence_ids:  # control characters only, say: nothing to read or answer from
+                _refuse(f"{column!r} of row {row} gives no tokens ({text[:40]!r}); there is nothing to "
+                        + ("answer from" if column == CONTEXT else "answer"))
         windows = []
         for window in [encoding, *encoding.overflowing]:
             offsets = [tuple(o) if s == 1 else (-1, -1) for o, s in zip(window.offsets, window.sequence_ids)]

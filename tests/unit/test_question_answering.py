@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -517,6 +518,19 @@ def test_a_question_too_long_for_a_window_keeps_its_first_tokens_in_training_and
     assert long == cut and context[long["start"]:long["end"]] == long["answer"]
     # the answer is the context word of highest token id, as the model's logits are the ids
     assert long["answer"] == max(WORDS, key=lambda w: tokenizer.convert_tokens_to_ids(w))
+
+
+@pytest.mark.parametrize("question, context, said", [
+    ("car?", "\x00\x01", "'context' of row 1 gives no tokens ('\\x00\\x01'); there is nothing to answer from"),
+    ("\x00", "w0 w1", "'question' of row 1 gives no tokens")])
+def test_a_question_or_context_of_no_tokens_is_refused_naming_its_row(tiny_bert, tmp_path, question, context, said):
+    """A context of control characters only (not empty, so not refused as empty) was answered with "" at 0-0."""
+    from mlflow.exceptions import MlflowException
+
+    served = _served_token_model(tmp_path, tiny_bert, max_length=12, stride=3)
+    with pytest.raises(MlflowException, match=re.escape(said)) as refused:
+        served.predict(None, pd.DataFrame({"question": ["car?", question], "context": [" ".join(WORDS), context]}))
+    assert refused.value.get_http_status_code() == 400
 
 
 def test_a_benchmark_cell_shorter_than_a_question_keeps_half_the_window_for_it(tokenizer):
