@@ -34,6 +34,9 @@ SUMMARY_ARTIFACT_KEY = "distillery-summary"
 # dvc.yaml's stage that checks every key of params.yaml; the flow checks the file itself before any stage,
 # and runs this one as well so that `dvc repro` after a flow run finds it up to date
 CHECK_STAGE, CHECK_TIMEOUT_S = "check_params", 300.0
+INTERRUPTED, INTERRUPT_GRACE_S = 130, 10.0  # Ctrl-C's exit code (128 + SIGINT); seconds left to Prefect after it
+INTERRUPTED_MESSAGE = ("distillery pipeline: interrupted; the running stage was stopped, the stages before it keep "
+                       "their outputs; run the command again to go on from there")
 # The one repository a flow run may work in: set by `python -m flows.deploy` for the runs it serves (its
 # --project-dir); otherwise the repository this flow's code is in. A flow run's parameters cannot change it.
 PROJECT_DIR_ENV = "DISTILLERY_PROJECT_DIR"
@@ -177,6 +180,10 @@ def main(argv: Sequence[str] = ()) -> int:
         "arguments: set parameters in params.yaml. Deploy it on a schedule with `python -m flows.deploy`.")
     ).parse_args(list(argv))
     codes = {cls: code for code, cls in EXIT_CLASSES.items()}
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a background job's is)
+        signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
         if not (Path.cwd() / BACKUP).is_file():  # else the flow first restores the params a killed run overrode
             _check_params(Path.cwd())
@@ -184,7 +191,49 @@ def main(argv: Sequence[str] = ()) -> int:
     except (StageFailed, DistilleryError) as exc:  # a stage's failure, or the flow's own checks (directory, lock)
         print(f"distillery pipeline: error: {exc}", file=sys.stderr)
         return codes.get(type(exc), 1) if isinstance(exc, StageFailed) else exc.exit_code
+    except KeyboardInterrupt:
+        # The flow has let go of its lock and put params.yaml back on the way out. A normal exit would then wait,
+        # without end, for Prefect's event threads to reach the temporary server the same Ctrl-C stopped.
+        _exit_interrupted()
     return 0
+
+
+def _exit_interrupted() -> None:
+    """Stop what this process started (the temporary Prefect server, a stage still running) and exit at once."""
+    print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    _stop_children()
+    os._exit(INTERRUPTED)
+
+
+def _stop_children() -> None:
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    for child in psutil.wait_procs(children, timeout=5)[1]:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    """Ctrl-C: KeyboardInterrupt as always (the running stage is stopped, the flow's ``finally`` blocks put
+    params.yaml back and let go of the lock), and an exit ``INTERRUPT_GRACE_S`` later whatever Prefect is still
+    doing: its crash report retries, without end, a temporary server the same Ctrl-C stopped."""
+    import signal
+    import threading
+
+    timer = threading.Timer(INTERRUPT_GRACE_S, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: Python's own
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

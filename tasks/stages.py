@@ -189,6 +189,9 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
         reader.start()
     try:
         proc.wait(timeout=timeout_seconds)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: the stage must not run on, orphaned
+        _kill_tree(proc.pid)
+        raise
     except subprocess.TimeoutExpired:
         _kill_tree(proc.pid)
         proc.wait()

@@ -50,3 +50,52 @@ def test_arguments_never_start_a_run(tmp_path, args, code, said):
                          text=True, timeout=120)
     assert run.returncode == code and said in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
     assert "flow run" not in run.stdout + run.stderr and not (tmp_path / "data").exists()
+
+
+def test_ctrl_c_ends_the_command_at_once_with_130_and_one_line(tmp_path, monkeypatch, capsys):
+    """After Ctrl-C the command hung without end: Prefect's event threads kept trying to reach the temporary server
+    the same Ctrl-C had stopped, and the interpreter waited for them on its way out."""
+    import flows.pipeline as module
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):  # os._exit: no atexit handlers, no waiting on threads
+        raise Exited(code)
+
+    stopped = []
+    monkeypatch.setattr(module, "pipeline", interrupted)
+    monkeypatch.setattr(module.os, "_exit", exit_now)
+    monkeypatch.setattr(module, "_stop_children", lambda: stopped.append(True))  # the server and a stage, if any
+    with pytest.raises(Exited) as exited:
+        module.main()
+    assert exited.value.args == (130,) and stopped == [True]
+    assert capsys.readouterr().err == ("distillery pipeline: interrupted; the running stage was stopped, the stages "
+                                       "before it keep their outputs; run the command again to go on from there\n")
+
+
+def test_after_ctrl_c_prefect_gets_a_grace_period_then_the_command_exits(monkeypatch):
+    """The first Ctrl-C raises KeyboardInterrupt as Python's own handler does (the flow's finally blocks run), and
+    arms an exit for whatever then hangs; a second Ctrl-C is Python's own again."""
+    import signal
+    import threading
+
+    import flows.pipeline as module
+
+    exited = threading.Event()
+    monkeypatch.setattr(module, "INTERRUPT_GRACE_S", 0.2)
+    monkeypatch.setattr(module, "_exit_interrupted", exited.set)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            module._on_ctrl_c(signal.SIGINT, None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert not exited.is_set() and exited.wait(timeout=10)
+    finally:
+        signal.signal(signal.SIGINT, previous)
