@@ -130,6 +130,9 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
     document = writer.load(params_path.read_text(encoding="utf-8"))
     changed: dict = {}
     _merge(document, profile, "", changed)
+    if not changed:  # not even rewritten: the writer would still re-indent a list or two
+        load_params(params_path)
+        return {"profile": name, "params": str(params_path), "changed": changed}
     buffer = io.StringIO()
     writer.dump(document, buffer)
     scratch = params_path.with_name(f".{params_path.stem}.profile.tmp-{os.getpid()}.yaml")

@@ -39,8 +39,13 @@ def test_snli_switches_to_pairs_and_tweets_switches_back(project, capsys):
     assert "# read by `prepare`" in text and "alpha: 0.5                  # weight of the hard-label CE" in text
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
+    before = (project / "params.yaml").read_bytes()
     assert main(["profile", "tweets"]) == 0
     assert "nothing changed" in capsys.readouterr().out
+    assert (project / "params.yaml").read_bytes() == before  # it said so, and re-indented a list all the same
+    pristine = (ROOT / "params.yaml").read_bytes()
+    (project / "params.yaml").write_bytes(pristine)
+    assert main(["profile", "tweets"]) == 0 and (project / "params.yaml").read_bytes() == pristine
 
 
 def test_a_bad_profile_is_refused_and_params_yaml_untouched(project, capsys):
