@@ -70,6 +70,21 @@ def check_allowed(overrides: dict[str, Any], params_path: Path) -> None:
                            "(change it there, in a reviewed commit)")
 
 
+def check_known(overrides: dict[str, Any], params_text: str) -> None:
+    """Refuse, in one line naming the keys there are, an override of a key params.yaml does not have."""
+    from distillery.config.loading import safe_load
+
+    document = safe_load(params_text) or {}
+    for key in overrides:
+        node, path = document, []
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(path) or "the top level"
+                has = f"has: {', '.join(map(str, node))}" if isinstance(node, dict) else "is a value, not a section"
+                raise BadInput(f"overrides: {key} is not a key of params.yaml; {where} {has}")
+            node, path = node[part], [*path, part]
+
+
 @task(name="set_params", cache_policy=NO_CACHE)
 def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     """Apply ``overrides`` to params.yaml as ``dvc exp run -S`` would; return the file's previous text."""
@@ -85,6 +100,7 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     original = params_path.read_text(encoding="utf-8")
     override_args(overrides)  # the keys are keys
     check_allowed(overrides, params_path)  # and ones a flow run may set (schedule.allowed_overrides)
+    check_known(overrides, original)  # and keys params.yaml has (DVC's message would say to add one with +)
     scratch = params_path.with_name(f".params-overrides.tmp-{os.getpid()}.yaml")  # same suffix: same format
     scratch.write_text(original, encoding="utf-8")
     try:

@@ -60,8 +60,12 @@ def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
 
     with pytest.raises(BadInput, match="distill.alpha = 1.5 is not allowed"):
         set_params.fn(str(tmp_path), {"distill.alpha": 1.5})
-    with pytest.raises(BadInput, match="distill.alphaa"):
-        set_params.fn(str(tmp_path), {"distill.alphaa": 0.3})
+    with pytest.raises(BadInput, match=r"^overrides: distill.alphaa is not a key of params.yaml; distill has: "
+                                        r"labelled_rows, alpha, temperature,"):
+        set_params.fn(str(tmp_path), {"distill.alphaa": 0.3})  # not DVC's "To append ... use +distill.alphaa"
+    with pytest.raises(BadInput, match=r"^overrides: distill.alpha.x is not a key of params.yaml; distill.alpha "
+                                        r"is a value, not a section$"):
+        set_params.fn(str(tmp_path), {"distill.alpha.x": 0.3})
     assert (tmp_path / "params.yaml").read_text() == original  # a rejected override leaves the file alone
 
 
