@@ -56,7 +56,7 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
                      f"(the baseline) on {_count(labelled, noun)}"
                    + (f" (distill.labelled_rows; the student learns labels from as many)" if labelled != train else "")
                    + (f"; warning: distill.labelled_rows is {rows_cap:,}, more than the {train:,} training {noun}, "
-                      f"so every training label is used" if labelled is not None and rows_cap is not None
+                      f"so every training label is used" if train is not None and rows_cap is not None
                       and rows_cap > train else ""),
         "evaluate": f"scoring teacher, student and baseline on {_count(test, 'test ' + noun)}",
         "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",

@@ -15,7 +15,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import json  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Optional, Sequence  # noqa: E402
 
@@ -180,8 +182,6 @@ def main(argv: Sequence[str] = ()) -> int:
         "arguments: set parameters in params.yaml. Deploy it on a schedule with `python -m flows.deploy`.")
     ).parse_args(list(argv))
     codes = {cls: code for code, cls in EXIT_CLASSES.items()}
-    import signal
-
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a background job's is)
         signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
@@ -209,26 +209,16 @@ def _exit_interrupted() -> None:
 def _stop_children() -> None:
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    for child in psutil.wait_procs(children, timeout=5)[1]:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    from tasks.stages import kill_tree
+
+    for child in psutil.Process().children():
+        kill_tree(child.pid)
 
 
 def _on_ctrl_c(signum, frame) -> None:
     """Ctrl-C: KeyboardInterrupt as always (the running stage is stopped, the flow's ``finally`` blocks put
     params.yaml back and let go of the lock), and an exit ``INTERRUPT_GRACE_S`` later whatever Prefect is still
     doing: its crash report retries, without end, a temporary server the same Ctrl-C stopped."""
-    import signal
-    import threading
-
     timer = threading.Timer(INTERRUPT_GRACE_S, _exit_interrupted)
     timer.daemon = True
     timer.start()

@@ -116,7 +116,7 @@ def _flow_run_id() -> Optional[str]:
     return flow_run.id
 
 
-def _kill_tree(pid: int) -> None:
+def kill_tree(pid: int) -> None:
     """Stop ``dvc repro`` and the stage command it started: SIGTERM, then SIGKILL what is left."""
     try:
         parent = psutil.Process(pid)
@@ -190,10 +190,10 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     try:
         proc.wait(timeout=timeout_seconds)
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: the stage must not run on, orphaned
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         raise
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         proc.wait()
         for reader in readers:
             reader.join(timeout=10)
