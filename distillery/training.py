@@ -14,6 +14,7 @@ from typing import Callable, Optional, TextIO
 import numpy as np
 import torch
 
+from distillery import precision
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import scratch_dir
@@ -110,10 +111,16 @@ def _trainer_classes():
     return Trainer, DistillationTrainer, EpochTimer
 
 
+def resolved_precision(cfg: TrainConfig) -> str:
+    """``fp32`` or ``bf16``: the precision ``cfg.precision`` trains in on this machine."""
+    return precision.resolve(cfg.precision)
+
+
 def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_length: bool = True):
     from transformers import TrainingArguments
 
     return TrainingArguments(
+        bf16=resolved_precision(cfg) == "bf16",  # autocast: master weights, optimizer and checkpoints stay fp32
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=max(1, cfg.batch_size // world_size()),  # the global batch is batch_size
@@ -179,7 +186,8 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     timer = EpochTimer()
     if label is None:
         size = sum(p.numel() for p in model.parameters()) / 1e6
-        label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model"
+        label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model" + \
+            (" in bf16" if resolved_precision(cfg) == "bf16" else "")
     # every process of a multi-process run must see rank 0's checkpoints (the best one is loaded on all)
     with _checkpoint_dir() as checkpoints:
         trainer = DistillationTrainer(
@@ -201,6 +209,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         "epoch_train_seconds": [round(s, 2) for s in timer.epoch_seconds],
         "train_examples": len(train_dataset),
         "processes": world_size(),
+        "precision": resolved_precision(cfg),
         "steps": int(result.global_step),
         "steps_per_epoch": steps_per_epoch,
         "seconds_per_1k_examples": round(1000 * sum(timer.epoch_seconds) /

@@ -26,7 +26,8 @@ class Params:
     seed: int = Field(42, description="one seed for splits, initialisation, data order")
     data: DataConfig = Field(default_factory=DataConfig, description="the labelled corpus, read by prepare")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="read by train_teacher "
-                                                                              "(and teacher_logits: max_length)")
+                                                                              "(and teacher_logits: max_length, "
+                                                                              "logits_precision)")
     student: StudentConfig = Field(default_factory=StudentConfig, description="read by distill")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="read by distill "
                                                                               "(transfer_set also by prepare)")

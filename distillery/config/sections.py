@@ -25,6 +25,10 @@ class TrainConfig:
     logging_steps: int = Field(50, ge=1, description="log the training loss every this many steps")
     processes: int = Field(1, ge=1, description="training processes on this machine (torchrun, DDP: gloo on CPU, "
                                                 "nccl on GPUs); the batch is shared between them; 1 = this process")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="fp32 | bf16: the forward and backward passes under bfloat16 autocast (weights, "
+                            "optimizer and saved model stay fp32) | auto: bf16 where the hardware computes it "
+                            "natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else fp32")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")
@@ -145,6 +149,9 @@ class TeacherConfig:
                                                          "at teacher.cnn / teacher.mlp's sizes)")
     max_length: int = Field(64, ge=2, description="tokens per text; longer texts are truncated (images: unused)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the teacher's training hyperparameters")
+    logits_precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="the teacher's pass in teacher_logits (the outputs the students learn from): fp32 | "
+                            "bf16 (bfloat16 autocast) | auto (bf16 where the hardware computes it natively)")
     cnn: ImageCnnConfig = Field(default_factory=ImageCnnConfig,
                                 description="with model: scratch:cnn (image_classification); the teacher CNN's sizes")
     mlp: ImageMlpConfig = Field(default_factory=ImageMlpConfig,

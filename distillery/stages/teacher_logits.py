@@ -14,6 +14,7 @@ from typing import Union
 import numpy as np
 import pandas as pd
 
+from distillery import precision
 from distillery.augment import augment
 from distillery.config import Params
 from distillery.files import atomic_dir, read_json, sha256_files, write_json
@@ -48,8 +49,9 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     with atomic_dir(out_dir) as scratch:
         for part, frame in frames.items():
             with reporting(f"teacher on {len(frame):,} {part} rows"):
-                logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) if len(frame) \
-                    else task.empty_outputs(model.config.num_labels)
+                with precision.autocast(params.teacher.logits_precision):
+                    logits = task.predict(model, tokenizer, frame, max_length, params.evaluate.batch_size) \
+                        if len(frame) else task.empty_outputs(model.config.num_labels)
             np.save(scratch / f"{part}.npy", logits)
             rows[part], outputs[part] = int(len(frame)), int(len(logits))
         frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
@@ -57,6 +59,7 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         counts = {"outputs": outputs} if outputs != rows else {}
         manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
+                    "precision": precision.resolve(params.teacher.logits_precision),
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)

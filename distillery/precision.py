@@ -1,0 +1,37 @@
+"""bfloat16 where it pays: ``fp32 | bf16 | auto`` settings (``teacher.train.precision``,
+``distill.train.precision``, ``teacher.logits_precision``) resolved on this machine.
+
+``bf16`` runs the forward (and backward) passes under ``torch.autocast`` in bfloat16; weights, the
+optimizer and every saved model stay fp32, so export, parity and serving are unchanged. ``auto`` is bf16
+only where the hardware computes it natively (a CPU with AVX512-BF16 or AMX tiles, or a CUDA GPU that
+supports it): elsewhere oneDNN emulates bf16, slower than fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported",
+                                                                              "_is_amx_tile_supported"))
+
+
+def resolve(setting: str) -> str:
+    """``fp32`` or ``bf16``: what ``setting`` (fp32 | bf16 | auto) means on this machine."""
+    if setting == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return setting
+
+
+def autocast(setting: str, device: str = "cpu"):
+    """A context running its operations in ``setting``'s precision (a no-op for fp32)."""
+    if resolve(setting) != "bf16":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device, dtype=torch.bfloat16)
