@@ -9,7 +9,9 @@
 # The install goes through uv (installed into .venv from PyPI first): the same packages at the same
 # versions as pip resolves, in about 20 s instead of pip's 2-3 minutes on 2 cores. uv does not read pip's
 # configuration, so pip's find-links, index URLs and certificate (environment and pip.conf) are handed to
-# it, and it picks the best version over every index as pip does. If uv cannot be installed or fails,
+# it, and it picks the best version over every index as pip does. It compiles the bytecode at install time,
+# as pip does: without it, under PYTHONDONTWRITEBYTECODE=1 every stage process would compile torch and
+# transformers from source again (the test suite took twice the CPU). If uv cannot be installed or fails,
 # pip installs as before; DISTILLERY_SETUP_PIP=1 skips uv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,7 @@ with_uv() {
   env ${find_links:+UV_FIND_LINKS="$find_links"} ${index_url:+UV_INDEX_URL="$index_url"} \
       ${extra_index:+UV_EXTRA_INDEX_URL="$extra_index"} ${cert:+SSL_CERT_FILE="$cert"} \
       UV_INDEX_STRATEGY=unsafe-best-match UV_NO_PROGRESS=1 \
-      .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".${extras}"
+      .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".${extras}"
 }
 
 if [ "${DISTILLERY_SETUP_PIP:-0}" = "1" ] || ! with_uv; then
