@@ -59,8 +59,6 @@ def test_training_runs_its_matrix_products_in_the_precision_and_saves_fp32(tiny_
 
 
 def test_a_bf16_teacher_pass_caches_logits_near_the_fp32_ones_and_says_so(tmp_path, tiny_bert):
-    import dataclasses as dc
-
     import numpy as np
 
     from distillery.stages.teacher_logits import teacher_logits
@@ -69,7 +67,8 @@ def test_a_bf16_teacher_pass_caches_logits_near_the_fp32_ones_and_says_so(tmp_pa
     params, manifest = cache_teacher_logits(tmp_path, tiny_bert)
     assert manifest["precision"] == "fp32"
     fp32 = np.load(tmp_path / "logits" / "train.npy")
-    bf16_params = dc.replace(params, teacher=dc.replace(params.teacher, logits_precision="bf16"))
+    bf16_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher,
+                                                                          logits_precision="bf16"))
     manifest = teacher_logits(bf16_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "bf16")
     assert manifest["precision"] == "bf16"
     bf16 = np.load(tmp_path / "bf16" / "train.npy")
