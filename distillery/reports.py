@@ -146,8 +146,13 @@ def benchmark_table(results: dict) -> str:
     grid = results["grid"]
     method = ""
     if "min_runs" in grid:
-        stops = [f"{name} {c['runs']} runs ({c['stopped_by']})" for name, c in results.get("cells", {}).items()]
-        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds: at "
+        stops = [f"{name} {c['runs']} runs ({c['stopped_by']}" + (
+                     f"; {c['warmup_rounds']} warm-up round{'s' if c['warmup_rounds'] != 1 else ''}"
+                     if c.get("warmup_rounds", grid["warmup"]) < grid["warmup"] else "") + ")"
+                 for name, c in results.get("cells", {}).items()]
+        cap = (f", or fewer once they have taken {grid['max_warmup_seconds']:g}s (never none)"
+               if "max_warmup_seconds" in grid else "")
+        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds{cap}: at "
                   f"least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's 95% "
                   f"interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
                   f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait policy "

@@ -13,7 +13,7 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
@@ -110,20 +110,27 @@ def precise(timings_ms: np.ndarray, target: float) -> bool:
 
 def time_interleaved(calls: dict[str, Callable[[], object]], warmup: int, min_runs: int, max_runs: int,
                      target_precision: float, max_seconds: float,
-                     clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
+                     clock: Callable[[], float] = time.perf_counter, max_warmup_seconds: float = math.inf,
+                     record: Union[dict, None] = None) -> dict[str, np.ndarray]:
     """Milliseconds per call for each of ``calls``, timed in interleaved rounds so that drift on a shared
     machine (another process, frequency scaling, a warm or cold cache) hits every model alike.
 
-    ``warmup`` untimed rounds first. Round ``r`` (0-based) then times each call once, starting at the
+    ``warmup`` untimed rounds first, or fewer once ``max_warmup_seconds`` have passed (never fewer than one
+    when ``warmup`` >= 1): a cell whose round takes seconds is warm after one. ``record`` (a dict), if given,
+    receives ``warmup_rounds``, the untimed rounds run. Round ``r`` (0-based) then times each call once, starting at the
     ``r mod k``-th of the ``k`` calls and wrapping around, so no call always follows the same one. It stops
     after ``max_runs`` rounds, or once ``min_runs`` rounds are done and either every call's p50 has a 95%
     interval (:func:`median_interval`) within ±``target_precision``, or ``max_seconds`` have passed since
     the first timed round. ``min_runs`` is a floor: the time cap never cuts a cell shorter.
     """
     names = list(calls)
-    for _ in range(warmup):
+    warm_started, warm_rounds = clock(), 0
+    while warm_rounds < warmup and (warm_rounds == 0 or clock() - warm_started < max_warmup_seconds):
         for name in names:
             calls[name]()
+        warm_rounds += 1
+    if record is not None:
+        record["warmup_rounds"] = warm_rounds
     timings: dict[str, list[float]] = {name: [] for name in names}
     started = clock()
     for round_index in range(max_runs):

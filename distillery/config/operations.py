@@ -118,7 +118,10 @@ class BenchmarkConfig:
         default_factory=lambda: [16, 64, 128], min_length=1,
         description="sequence lengths timed; each must be <= the model's max_position_embeddings",
         json_schema_extra=_POSITIVE_INTS)
-    warmup: int = Field(10, ge=0, description="untimed runs per model and cell")
+    warmup: int = Field(10, ge=0, description="untimed rounds per cell (each runs every model once)")
+    max_warmup_seconds: float = Field(2.0, gt=0, description="the warm-up rounds stop after this many seconds "
+                                                              "(never before the first): a cell whose round "
+                                                              "takes seconds is warm after one")
     runs: int = Field(100, ge=1, description="most timed runs per model and cell (p99 needs >= 100; the report "
                                               "marks a p99 from fewer)")
     min_runs: int = Field(20, ge=1, description="fewest timed runs per model and cell (at most runs); the time "

@@ -3,7 +3,8 @@
 Method (see STACK-NOTES and :mod:`distillery.timing`): featurise outside the timed loop; the same thread count for torch and
 onnxruntime; every model loaded once and kept (one reused session each). In each grid cell (batch size ×
 sequence length) the models are timed in interleaved rounds, each round running every model once, so that
-drift on a shared machine hits all of them alike: ``warmup`` untimed rounds, then at least ``min_runs`` and
+drift on a shared machine hits all of them alike: ``warmup`` untimed rounds (fewer once they have taken
+``max_warmup_seconds``, never none), then at least ``min_runs`` and
 at most ``runs`` timed rounds, stopping early once every p50's 95% interval is within ±``target_precision``
 or after ``max_seconds_per_cell``. No model's threads spin between runs (ONNX Runtime's ``allow_spinning`` off,
 ``OMP_WAIT_POLICY=PASSIVE`` for torch): with spinning, a 2-core machine timed MiniLM-L6 in PyTorch 2x slower
@@ -138,7 +139,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
         "batch_sizes": cfg.batch_sizes, "sequence_lengths": sequence_lengths, "warmup": cfg.warmup,
-        "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
+        "max_warmup_seconds": cfg.max_warmup_seconds, "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
         "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds",
         "threads_spin": False, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")},
         "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
@@ -152,11 +153,13 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     for index, (batch, length) in enumerate(grid, 1):
         cell = f"b{batch}_s{length}"
         started = time.perf_counter()
+        record: dict = {}
         raw[cell] = time_interleaved({name: partial(m["run"], m["inputs"][cell]) for name, m in loaded.items()},
                                      cfg.warmup, cfg.min_runs, cfg.runs, cfg.target_precision,
-                                     cfg.max_seconds_per_cell)
+                                     cfg.max_seconds_per_cell, max_warmup_seconds=cfg.max_warmup_seconds,
+                                     record=record)
         runs, stop = len(next(iter(raw[cell].values()))), _stop_reason(raw[cell], cfg)
-        results["cells"][cell] = {"runs": runs, "stopped_by": stop,
+        results["cells"][cell] = {"runs": runs, "stopped_by": stop, "warmup_rounds": record["warmup_rounds"],
                                   "seconds": round(time.perf_counter() - started, 2)}
         for name, timings in raw[cell].items():
             results["models"][name]["cells"][cell] = summarise(timings, batch)

@@ -57,6 +57,9 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
                                                 params.export, params.benchmark.threads)
             else:  # the teacher's int8 is the plain recipe: a reference point, never deployed
                 quantize_int8(fp32_path, int8_path)
+            print(f"export: {name}: parity of ONNX fp32 and int8 with PyTorch on {len(test):,} test rows"
+                  + (" (the teacher's int8 is a reference point, never deployed)" if name == "teacher" else ""),
+                  flush=True)  # the longest silent stretch of the stage without it (two minutes by default)
             report[name] = task.parity(model, tokenizer, fp32_path, int8_path, test, training["max_length"],
                                        params.export)
             if name == "student":

@@ -36,6 +36,21 @@ def test_rounds_interleave_and_rotate():
     assert {name: len(t) for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
 
 
+def test_warm_up_rounds_stop_at_their_time_cap_but_never_before_the_first():
+    # rounds of 3 s (a 1 s + b 2 s): a 5-s cap allows a second round (3 s < 5 s) but not a third (6 s)
+    clock, record = FakeClock({"a": [1.0], "b": [2.0]}), {}
+    timings = time_interleaved(clock.calls_of("ab"), warmup=10, min_runs=2, max_runs=2, target_precision=0.05,
+                               max_seconds=1e9, clock=clock, max_warmup_seconds=5.0, record=record)
+    assert record == {"warmup_rounds": 2} and "".join(clock.order) == "abab" + "ab" + "ba"
+    assert len(timings["a"]) == 2
+    # a cap shorter than one round still warms once; warmup=0 runs none; an ample cap runs them all
+    for warmup, cap, rounds in ((10, 0.5, 1), (0, 0.5, 0), (4, 1e9, 4)):
+        clock, record = FakeClock({"a": [1.0], "b": [2.0]}), {}
+        time_interleaved(clock.calls_of("ab"), warmup=warmup, min_runs=1, max_runs=1, target_precision=0.05,
+                         max_seconds=1e9, clock=clock, max_warmup_seconds=cap, record=record)
+        assert record["warmup_rounds"] == rounds and len(clock.order) == 2 * rounds + 2
+
+
 def test_constant_latencies_stop_at_min_runs():
     clock = FakeClock({"teacher": [0.010], "student": [0.001]})
     timings = time_interleaved(clock.calls_of(["teacher", "student"]), warmup=0, min_runs=20, max_runs=100,
