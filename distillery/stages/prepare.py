@@ -133,6 +133,15 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
                     f"{int(reasons.iloc[0])} rows); fix the data or the declared data.labels")
 
 
+def note_unread_source(cfg: DataConfig) -> None:
+    """``data.files`` wins over ``data.source``; say so when the source names something else than the default
+    or one of the files (it was read without a word, and the named source silently ignored)."""
+    default = DataConfig().source
+    if cfg.files and cfg.source != default and cfg.source not in cfg.files.values():
+        print(f"prepare: note: data.files is set, so data.source = {cfg.source} is not read; the splits come from "
+              + ", ".join(f"{split}: {path}" for split, path in cfg.files.items()))
+
+
 def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     """Run the whole stage; return the data report.
 
@@ -142,6 +151,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     (by the rows module's ``read(data config)`` when it has one, e.g. images) and split here, stratified
     by label, through the rows module's checks; its ``describe(splits)``, if any, adds to the report."""
     rows = task_rows(params.task)
+    note_unread_source(params.data)
     if hasattr(rows, "prepare_splits"):
         splits, rejected, report = rows.prepare_splits(params)
         transfer = splits.pop("transfer", None)

@@ -152,6 +152,42 @@ def test_a_training_file_whose_rows_are_all_rejected_says_so(tmp_path):
     assert not (tmp_path / "prepared").exists()
 
 
+def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
+    """It named only the first short split: a fix of that file then failed on the next one."""
+    frame = make_texts(150)
+    validation = frame.iloc[90:120]
+    validation = validation[validation["sentiment"] != "neutral"]   # 0 neutral
+    test = frame.iloc[120:]
+    test = test[test["sentiment"] == "positive"].iloc[:4]            # 0 negative, 0 neutral
+    files = {"train": str(_csv(tmp_path, frame.iloc[:90], "train.csv")),
+             "validation": str(_csv(tmp_path, validation, "validation.csv")),
+             "test": str(_csv(tmp_path, test, "test.csv"))}
+    with pytest.raises(DataError) as raised:
+        prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"], min_rows_per_class=2),
+                tmp_path / "prepared")
+    message = str(raised.value)
+    assert "\n" not in message and "split 'train'" not in message
+    assert "split 'validation' has too few rows of 1 of 3 classes ('neutral' 0); split 'test' has too few rows " \
+           "of 2 of 3 classes ('negative' 0, 'neutral' 0); data.min_rows_per_class = 2; check the data refresh" \
+           in message, message
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_source_that_data_files_overrides_is_named_as_not_read(tmp_path, capsys):
+    """data.files wins over data.source: it did so without a word, and the user read the wrong file's figures."""
+    frame = make_texts(150)
+    files = {"train": str(_csv(tmp_path, frame.iloc[:120], "train.csv")),
+             "test": str(_csv(tmp_path, frame.iloc[120:], "test.csv"))}
+    prepare(_params(tmp_path / "other.csv", files=files), tmp_path / "prepared")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"prepare: note: data.files is set, so data.source = {tmp_path / 'other.csv'} is not read; the splits come "
+        f"from train: {files['train']}, test: {files['test']}")
+    # the default source (a params.yaml that only added data.files) and a source that is one of the files: no note
+    for source in ("bundled:tweets", files["train"]):
+        prepare(_params(source, files=files), tmp_path / "again")
+        assert "data.source" not in capsys.readouterr().out
+
+
 def test_max_samples_and_remainder_transfer_set(tmp_path):
     source = _csv(tmp_path, make_texts(300))
     out = tmp_path / "prepared"

@@ -150,11 +150,15 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
 def check_classes(splits: dict, names: list[str], min_rows: int, description: str) -> None:
     """Every class, in every split, has at least ``min_rows`` rows: a one-class refresh cannot train a model
     that then scores 100% on a one-class test split and wins the promotion gate."""
-    for split, frame in splits.items():
+    problems = []
+    order = ("train", "all", "validation", "test")
+    for split in sorted(splits, key=lambda s: order.index(s) if s in order else len(order)):
+        frame = splits[split]  # every short split is named at once: one fix, not one run per split
         counts = frame[LABEL].value_counts()
         short = [(name, int(counts.get(i, 0))) for i, name in enumerate(names) if counts.get(i, 0) < min_rows]
         if short:
-            listed = ", ".join(f"{name!r} {n}" for name, n in short[:5])
-            raise DataError(f"{description}: split {split!r} has too few rows of {len(short)} of {len(names)} "
-                            f"classes ({listed}; data.min_rows_per_class = {min_rows}); check the data refresh, "
-                            "or declare only the classes it has in data.labels")
+            listed = ", ".join(f"{name!r} {n}" for name, n in short[:5]) + (", ..." if len(short) > 5 else "")
+            problems.append(f"split {split!r} has too few rows of {len(short)} of {len(names)} classes ({listed})")
+    if problems:
+        raise DataError(f"{description}: {'; '.join(problems)}; data.min_rows_per_class = {min_rows}; check the "
+                        "data refresh, or declare only the classes it has in data.labels")
