@@ -90,11 +90,53 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     if kind == "tsv":
         _check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
+    if kind in ("csv", "tsv"):  # a row is named as a spreadsheet numbers it: blank lines (pandas skips them) count
+        starts = _record_lines(path, kind)
+        if starts is not None and len(starts) == len(frame):
+            frame["_row"] = starts
     if kind == "jsonl":  # a JSON-lines row is named by its line: blank lines (which pandas skips) count too
         lines = _nonblank_lines(path)
         if len(lines) == len(frame):
             frame["_row"] = lines
     return frame
+
+
+def _record_lines(path: Path, kind: str) -> Union[list[int], None]:
+    """The row number of each non-empty data record of a CSV/TSV file as a spreadsheet shows it, less the header:
+    a quoted field over several lines is one row, a blank line (which pandas skips) is a row too.
+
+    A CSV field that opens with a quote and goes on after its closing quote (``"Best. Movie. Ever,a`` ... ``he said
+    5" screen,b`` lines later) is a DataError naming both lines: pandas joins every line between into one row,
+    silently. None when the file does not read as strict CSV in another way (pandas read it; keep its count)."""
+    options = {"delimiter": "\t" if kind == "tsv" else ","}
+    if kind == "tsv":
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as scan:
+            if is_raw_tsv(scan):
+                options["quoting"] = csv.QUOTE_NONE
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2 ** 31 - 1)  # a long text is a field, not an error
+    starts, start = [], 1
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+            reader = csv.reader(handle, strict=True, **options)
+            try:
+                header, number = False, 0
+                for record in reader:
+                    if header:
+                        number += 1  # a blank line is a row too, as a spreadsheet shows the file
+                        if record:
+                            starts.append(number)
+                    header = header or bool(record)
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                if kind == "csv" and "expected after" in str(exc):
+                    raise DataError(f"{path}: line {start}: a quote (\") at the start of a field opened a quoted field "
+                                    f"that ran to line {reader.line_num} and joined those lines into one row; write such "
+                                    "a quote as two quotes (\"\") or quote the whole field") from None
+                return None
+    finally:
+        csv.field_size_limit(limit)
+    return starts
 
 
 def _nonblank_lines(path: Path) -> list[int]:

@@ -9,6 +9,7 @@ from distillery.config import DataConfig, Params, TransferSetConfig, DistillConf
 from distillery.prepared import load_labels, load_split
 from distillery.stages.prepare import prepare
 from distillery.errors import DataError
+from distillery.sources import read_file
 from tiny import make_texts
 
 
@@ -226,6 +227,69 @@ def test_numeric_labels_agree_across_spellings(tmp_path):
     frame["sentiment"] = frame["sentiment"].map({"negative": "1.0", "neutral": "2", "positive": 3.0})
     report = prepare(_params(_csv(tmp_path, frame), labels=[1, 2, 3], on_bad_rows="fail"), tmp_path / "prepared")
     assert report["labels"] == ["1", "2", "3"] and report["rows_rejected"] == 0
+
+
+def test_decimal_labels_agree_by_value_and_large_integers_stay_apart(tmp_path):
+    """0.50 in a CSV and 0.5 in JSON lines were two classes; 9007199254740993 and ...992 went through float() and
+    became one; a digit-like label such as '²' crashed the numeric sort."""
+    frame = make_texts(90)
+    train = frame.iloc[:60].copy()
+    train["sentiment"] = train["sentiment"].map({"negative": "0.50", "neutral": "1.50", "positive": "10"})
+    test = frame.iloc[60:].copy()
+    test["sentiment"] = test["sentiment"].map({"negative": 0.5, "neutral": 1.5, "positive": 10})
+    test.to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(tmp_path / "test.jsonl")}
+    report = prepare(_params("unused", files=files, on_bad_rows="fail"), tmp_path / "decimals")
+    assert report["labels"] == ["0.5", "1.5", "10"] and report["rows_rejected"] == 0  # by value: 10 last
+
+    big = frame.copy()
+    big["sentiment"] = big["sentiment"].map({"negative": "9007199254740993", "neutral": "9007199254740992",
+                                             "positive": "3"})
+    report = prepare(_params(_csv(tmp_path, big, "big.csv")), tmp_path / "big")
+    assert report["labels"] == ["3", "9007199254740992", "9007199254740993"]
+
+    digits = frame.copy()
+    digits["sentiment"] = digits["sentiment"].map({"negative": "\u00b2", "neutral": "\u00b3", "positive": "1"})
+    report = prepare(_params(_csv(tmp_path, digits, "digits.csv")), tmp_path / "digits")
+    assert report["labels"] == ["1", "\u00b2", "\u00b3"]
+
+
+def test_declared_boolean_labels_match_true_and_false_in_a_file(tmp_path):
+    """data.labels: [true, false] is YAML's booleans ("True" as text), the CSV's "true": every row was unknown."""
+    frame = make_texts(90)
+    frame["sentiment"] = frame["sentiment"].map({"negative": "false", "neutral": "TRUE", "positive": "True"})
+    report = prepare(_params(_csv(tmp_path, frame), labels=[True, False], on_bad_rows="fail"), tmp_path / "prepared")
+    assert report["labels"] == ["true", "false"] and report["rows_rejected"] == 0
+
+
+def test_a_csv_text_opening_with_a_quote_that_closes_lines_later_is_refused_naming_both_lines(tmp_path):
+    """pandas joined lines 3 to 5 into one row of a wrong label, the rows between lost, and prepare said nothing."""
+    lines = ["text,sentiment"] + [f"good text {i},{'positive' if i % 2 else 'negative'}" for i in range(30)]
+    lines[2] = '"Best. Movie. Ever,positive'
+    lines[4] = 'he said 5" screen,negative'
+    path = tmp_path / "stray_quote.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as raised:
+        prepare(_params(path, min_rows_per_class=1), tmp_path / "prepared")
+    assert str(raised.value) == (f'{path}: line 3: a quote (") at the start of a field opened a quoted field that ran '
+                                 'to line 5 and joined those lines into one row; write such a quote as two quotes ("") '
+                                 'or quote the whole field')
+    assert not (tmp_path / "prepared").exists()
+    # the same texts written by a CSV writer (the quotes doubled) read as 30 rows
+    pd.DataFrame([line.rsplit(",", 1) for line in lines[1:]], columns=["text", "sentiment"]).to_csv(path, index=False)
+    assert len(read_file(path)) == 30
+
+
+def test_a_bad_row_after_blank_lines_is_named_by_its_row_as_a_spreadsheet_shows_it(tmp_path):
+    """pandas skips blank lines, and the rows after them were named up to 3 too low."""
+    for suffix, sep in ((".csv", ","), (".tsv", "\t")):
+        lines = ["text" + sep + "sentiment"] + [f"text {i}{sep}{['positive', 'negative'][i % 2]}" for i in range(40)]
+        lines[5:5] = ["", ""]      # two blank lines: rows 5 and 6
+        lines[12] = sep + "negative"  # an empty text: line 13 of the file, row 12 after the header
+        path = tmp_path / f"blank_lines{suffix}"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=r"row 12: empty text"):
+            prepare(_params(path, on_bad_rows="fail"), tmp_path / "prepared")
 
 
 def test_a_label_in_another_unicode_form_is_the_same_label(tmp_path):

@@ -5,7 +5,9 @@ the prepared splits come out identical, nothing after it.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
+from decimal import Decimal
 from typing import Union
 
 import numpy as np
@@ -47,15 +49,26 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def label_key(value) -> str:
-    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree, and in Unicode
-    NFC, so "Café" typed with a combining accent is the label "Café" (they look alike in every message)."""
+    """Labels compare as strings, so 1, 1.0, "1.0" and numpy 1 from different file types agree (and 0.5, "0.50":
+    a number is compared by its value, exactly, so 9007199254740993 and 9007199254740992 stay two labels), a
+    boolean and the words true/false in any case agree as "true"/"false", and text compares in Unicode NFC, so
+    "Café" typed with a combining accent is the label "Café" (they look alike in every message)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
     text = unicodedata.normalize("NFC", str(value.item() if hasattr(value, "item") else value)).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return str(int(number)) if number.is_integer() else text
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    if _INTEGER.fullmatch(text):
+        return str(int(text))
+    if _DECIMAL.fullmatch(text):
+        number = Decimal(text)
+        return str(int(number)) if number == number.to_integral_value() else format(number.normalize(), "f")
+    return text
 
 
 def key_columns(cfg: DataConfig) -> list[str]:
@@ -76,8 +89,8 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
     for frame in frames.values():
         column = frame[cfg.label_column]
         values.update(column[~not_scalar(column) & ~is_blank(column)].map(label_key))
-    numeric = all(v.lstrip("-").isdigit() for v in values)
-    return sorted(values, key=(lambda v: int(v)) if numeric else None)
+    numeric = all(_DECIMAL.fullmatch(v) for v in values)
+    return sorted(values, key=Decimal if numeric else None)  # 2 before 10
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
