@@ -54,3 +54,38 @@ class EnvironmentFailure(DistilleryError):
     someone has to fix it. The CLI exits with code 4, which the Prefect flow does not retry."""
 
     exit_code = 4
+
+
+class HubUnreachable(TransientError):
+    """The Hugging Face Hub did not answer (no route, DNS, a timeout): a network failure may pass, so the stage
+    exits with code 3 and the flow retries it; bad ids and missing files stay bad input."""
+
+
+_UNREACHABLE = ("couldn't reach", "couldn't connect", "could not connect", "name or service not known",
+                "temporary failure in name resolution", "failed to resolve", "max retries exceeded",
+                "connection refused", "network is unreachable", "timed out", "connectionerror")
+
+
+def hub_unreachable(exc: BaseException) -> bool:
+    """Did this Hub request fail for want of a network (not for a wrong id)? Not while HF_HUB_OFFLINE is set:
+    offline by choice, a missing cache entry will not appear on a retry."""
+    import os
+
+    try:
+        from huggingface_hub import constants
+
+        offline = bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline:
+        return False
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # the error and the errors it was raised from
+        seen.add(id(exc))
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if "offlinemode" in text:
+            return False
+        if any(marker in text for marker in _UNREACHABLE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

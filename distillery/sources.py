@@ -13,14 +13,16 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
+import logging
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import pandas as pd
 
-from distillery.errors import DataError, TransientError
+from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable
 from distillery.files import sha256_files
 from distillery.text_files import DecodedLines, bad_json_line, decode
 
@@ -245,16 +247,34 @@ def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
 
 
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """A Hub request without huggingface_hub's warning per retry (23 lines before the one that says it failed)."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def read_hub(dataset_id: str, config: Union[str, None], label_column: str) -> tuple[dict, Union[list, None]]:
     """Load every split of a Hub dataset. Needs network access or a warm HF cache."""
     import datasets
 
     try:
-        dataset_dict = datasets.load_dataset(dataset_id, config)
+        with quiet_hub():
+            dataset_dict = datasets.load_dataset(dataset_id, config)
     except Exception as exc:
-        raise DataError(
-            f"data.source: cannot load Hub dataset {dataset_id!r} (config {config!r}): {str(exc).splitlines()[0]}"
-        ) from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if hub_unreachable(exc):
+            raise HubUnreachable(f"data.source: the Hugging Face Hub did not answer for dataset {dataset_id!r} "
+                                 f"({first}); retry once it does, or use a local file (or the dataset in the HF cache "
+                                 "with HF_HUB_OFFLINE=1)") from None
+        raise DataError(f"data.source: cannot load Hub dataset {dataset_id!r} (config {config!r}): {first}") from None
     frames, label_names = {}, None
     for split, dataset in dataset_dict.items():
         feature = dataset.features.get(label_column)

@@ -632,6 +632,34 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_one_line_naming_data_source(tmp_
     assert not (tmp_path / "prepared").exists()
 
 
+def test_an_unreachable_hub_is_a_transient_one_line_error_and_a_bad_id_or_offline_is_not(tmp_path, monkeypatch):
+    """No network made exit 2 (bad input, never retried) after 23 lines of retry warnings."""
+    import datasets
+    from huggingface_hub import constants
+
+    from distillery.errors import HubUnreachable, hub_unreachable
+
+    def unreachable(*args, **kwargs):
+        try:
+            raise ConnectionError("[Errno -2] Name or service not known")
+        except ConnectionError as cause:
+            raise FileNotFoundError("Couldn't reach 'someone/reviews' on the Hub (LocalEntryNotFoundError)") from cause
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(HubUnreachable) as error:
+        prepare(_params("hub:someone/reviews"), tmp_path / "prepared")
+    assert error.value.exit_code == 3 and "\n" not in str(error.value)
+    assert str(error.value).startswith("data.source: the Hugging Face Hub did not answer for dataset 'someone/reviews' "
+                                       "(Couldn't reach 'someone/reviews' on the Hub (LocalEntryNotFoundError)); retry")
+    assert not (tmp_path / "prepared").exists()
+    assert not hub_unreachable(OSError("someone/reviews is not a valid model identifier listed on the Hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline by choice: a retry cannot help
+    with pytest.raises(DataError) as error:
+        prepare(_params("hub:someone/reviews"), tmp_path / "prepared")
+    assert not isinstance(error.value, HubUnreachable) and error.value.exit_code == 2
+
+
 def test_a_hub_transfer_set_takes_its_named_split_and_drops_the_labelled_texts(tmp_path):
     hub = _hub_dataset(tmp_path / "glue_like")  # its train split holds make_texts(120, seed=1)
     labelled = make_texts(120, seed=1).iloc[:60]  # half of those texts are also the labelled data
