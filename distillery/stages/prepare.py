@@ -203,6 +203,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     duplicated = stacked.duplicated(key, keep="first")
     _warn_conflicting_labels(stacked, key, names, where)
     duplicates_dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
+    _check_split_not_a_copy(stacked, duplicated, key, order, where)
     deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
     splits = split_frames(deduped, cfg, params.seed)
     leftover = splits["train"].iloc[:0]
@@ -237,6 +238,23 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         report.update(rows.describe(splits))
     _write(out_dir, splits, transfer, names, report, rejected, params.seed)
     return report
+
+
+def _check_split_not_a_copy(stacked: pd.DataFrame, duplicated: pd.Series, key: list, order: list,
+                            where: dict) -> None:
+    """A split whose every row is also in a more held-out split (the test file given as validation too, or as
+    train) would vanish into "duplicates dropped", and a validation split be carved from train in its place."""
+    for position, split in enumerate(order):
+        mine = stacked["_split"] == split
+        if not mine.any() or not duplicated[mine].all():
+            continue
+        keys = stacked.loc[mine, key].apply(tuple, axis=1)
+        overlap = {other: int(keys.isin(set(stacked.loc[stacked["_split"] == other, key].apply(tuple, axis=1))).sum())
+                   for other in order[:position]}
+        other = max(overlap, key=overlap.get)
+        raise DataError(f"{where.get(split, split)}: every one of its {int(mine.sum())} rows is also in the {other} "
+                        f"split ({where.get(other, other)}), which keeps them: the same file given for two splits? "
+                        f"Give the {split} split its own rows")
 
 
 def _write(out_dir: Union[str, Path], splits: dict, transfer: pd.DataFrame, names: list, report: dict,

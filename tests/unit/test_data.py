@@ -189,6 +189,21 @@ def test_a_source_that_data_files_overrides_is_named_as_not_read(tmp_path, capsy
         assert "data.source" not in capsys.readouterr().out
 
 
+def test_a_split_file_that_repeats_a_more_held_out_one_is_refused_naming_both(tmp_path):
+    """The test file given as validation too vanished into "duplicates dropped 30" (validation carved from train
+    instead, without a word); given as train, the error said the source had no train split."""
+    frame = make_texts(150)
+    train, test = _csv(tmp_path, frame.iloc[:120], "train.csv"), _csv(tmp_path, frame.iloc[120:], "test.csv")
+    for files, split in (({"train": str(train), "validation": str(test), "test": str(test)}, "validation"),
+                         ({"train": str(test), "test": str(test)}, "train")):
+        with pytest.raises(DataError) as raised:
+            prepare(_params("unused", files=files), tmp_path / "prepared")
+        assert str(raised.value) == (f"{test}: every one of its 30 rows is also in the test split ({test}), which "
+                                     f"keeps them: the same file given for two splits? Give the {split} split its "
+                                     "own rows")
+        assert not (tmp_path / "prepared").exists()
+
+
 def test_max_samples_and_remainder_transfer_set(tmp_path):
     source = _csv(tmp_path, make_texts(300))
     out = tmp_path / "prepared"
