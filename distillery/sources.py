@@ -1,8 +1,9 @@
 """Reading a data source into pandas: the bundled corpus, a Hub dataset, or local files.
 
 Every reader returns ``{split_name: DataFrame}`` plus the label names the source declares (Hub
-``ClassLabel`` features), and adds a ``_row`` column: the row's 1-based position in its file (in JSON lines,
-its line), so a rejected row can be named.
+``ClassLabel`` features), and adds a ``_row`` column: the row's 1-based number in its file (in CSV/TSV as a
+spreadsheet numbers it after the header, blank lines counted; in JSON lines, its line), so a rejected row can be
+named. The CSV/TSV checks themselves are in :mod:`distillery.text_files`.
 
 A CSV, TSV or JSONL file larger than ``STREAM_THRESHOLD_BYTES`` is streamed: decoded line by line (a byte
 that is not UTF-8 is still reported with its line number) and parsed ``CHUNK_ROWS`` rows at a time, so
@@ -14,7 +15,6 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import logging
 from pathlib import Path
@@ -24,7 +24,8 @@ import pandas as pd
 
 from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable
 from distillery.files import sha256_files
-from distillery.text_files import DecodedLines, bad_json_line, decode
+from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
+                                   is_raw_tsv, record_lines, table_options)
 
 BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
@@ -87,13 +88,13 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     if sha256_files([path]) != before:
         raise _changed(path)
     if kind in ("csv", "tsv"):
-        _check_header_fields(frame, path, kind)
+        check_header_fields(frame, path, kind)
     frame = frame.reset_index(drop=True)
     if kind == "tsv":
-        _check_tsv_rows(frame, path)
+        check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
     if kind in ("csv", "tsv"):  # a row is named as a spreadsheet numbers it: blank lines (pandas skips them) count
-        starts = _record_lines(path, kind)
+        starts = record_lines(path, kind)
         if starts is not None and len(starts) == len(frame):
             frame["_row"] = starts
     if kind == "jsonl":  # a JSON-lines row is named by its line: blank lines (which pandas skips) count too
@@ -101,44 +102,6 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         if len(lines) == len(frame):
             frame["_row"] = lines
     return frame
-
-
-def _record_lines(path: Path, kind: str) -> Union[list[int], None]:
-    """The row number of each non-empty data record of a CSV/TSV file as a spreadsheet shows it, less the header:
-    a quoted field over several lines is one row, a blank line (which pandas skips) is a row too.
-
-    A CSV field that opens with a quote and goes on after its closing quote (``"Best. Movie. Ever,a`` ... ``he said
-    5" screen,b`` lines later) is a DataError naming both lines: pandas joins every line between into one row,
-    silently. None when the file does not read as strict CSV in another way (pandas read it; keep its count)."""
-    options = {"delimiter": "\t" if kind == "tsv" else ","}
-    if kind == "tsv":
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as scan:
-            if is_raw_tsv(scan):
-                options["quoting"] = csv.QUOTE_NONE
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2 ** 31 - 1)  # a long text is a field, not an error
-    starts, start = [], 1
-    try:
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-            reader = csv.reader(handle, strict=True, **options)
-            try:
-                header, number = False, 0
-                for record in reader:
-                    if header:
-                        number += 1  # a blank line is a row too, as a spreadsheet shows the file
-                        if record:
-                            starts.append(number)
-                    header = header or bool(record)
-                    start = reader.line_num + 1
-            except csv.Error as exc:
-                if kind == "csv" and "expected after" in str(exc):
-                    raise DataError(f"{path}: line {start}: a quote (\") at the start of a field opened a quoted field "
-                                    f"that ran to line {reader.line_num} and joined those lines into one row; write such "
-                                    "a quote as two quotes (\"\") or quote the whole field") from None
-                return None
-    finally:
-        csv.field_size_limit(limit)
-    return starts
 
 
 def _nonblank_lines(path: Path) -> list[int]:
@@ -168,69 +131,13 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
             if kind == "tsv":
                 with open(path, encoding="utf-8", errors="replace") as scan:
                     raw = is_raw_tsv(scan)
-            reader = pd.read_csv(lines, **_table_options(kind, raw), chunksize=CHUNK_ROWS)
+            reader = pd.read_csv(lines, **table_options(kind, raw), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
     if not chunks:
         return pd.DataFrame()
-    _check_header_fields(chunks[0], path, kind)
+    check_header_fields(chunks[0], path, kind)
     return pd.concat(chunks, ignore_index=True)
-
-
-def _table_options(kind: str, raw: bool = False) -> dict:
-    """pandas options for a CSV or TSV file: every value a string, only an empty field missing; ``raw``: a TSV
-    without quoting (a quote is a character of the text)."""
-    options = dict(sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
-    return dict(options, quoting=csv.QUOTE_NONE) if raw else options
-
-
-def _text_after_closing_quote(field: str) -> bool:
-    """Does ``field``, which opens with a quote, go on after the quote that closes it (``"we lost" he said``)?
-    CSV quoting would drop both quotes and join the rest; a quoted field ends at its closing quote."""
-    i = 1
-    while i < len(field):
-        if field[i] == '"':
-            if field[i + 1:i + 2] == '"':  # an escaped quote inside the field
-                i += 2
-                continue
-            return i < len(field) - 1
-        i += 1
-    return False  # not closed on this line: a quoted field over several lines, or an unclosed quote
-
-
-def is_raw_tsv(lines) -> bool:
-    """A TSV written without quoting (GLUE's files, a spreadsheet's export): some field opens with a quote
-    that closes before the field ends. Read with CSV quoting, such a text would lose its quotes."""
-    for line in lines:
-        if '"' in line and any(field.startswith('"') and _text_after_closing_quote(field)
-                               for field in line.rstrip("\r\n").split("\t")):
-            return True
-    return False
-
-
-def _check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
-    """pandas takes a first data row with more fields than the header as a sign that the first columns are an
-    index: every row then shifts one column (a text becomes the index, its label the text). A row with more fields
-    further down is pandas' own error; this one is named the same way."""
-    if isinstance(frame.index, pd.RangeIndex):
-        return
-    fields, header = frame.index.nlevels + len(frame.columns), len(frame.columns)
-    separator = "tab" if kind == "tsv" else "comma"
-    raise DataError(f"{path}: line 2 has {fields} fields but the header has {header}: a text holding a {separator} "
-                    f"must be quoted (\"...\")")
-
-
-def _check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
-    """A TSV field holds a tab only inside quotes. A text that merely starts with a quote opens such a field,
-    which runs to the next quote, lines later: those lines would become one row, silently."""
-    for column in frame.columns:
-        values = frame[column]
-        joined = values[values.astype(str).str.contains("\t", regex=False) & values.notna()]
-        if len(joined):
-            row = int(joined.index[0]) + 1
-            raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "
-                            "field opened a quoted field that joined the lines up to the next quote into one row; "
-                            "write such a quote as two quotes (\"\") or quote the whole field")
 
 
 def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
@@ -238,7 +145,7 @@ def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
 
     if kind in ("csv", "tsv"):
         raw = kind == "tsv" and is_raw_tsv(text.splitlines())
-        return pd.read_csv(io.StringIO(text), **_table_options(kind, raw))
+        return pd.read_csv(io.StringIO(text), **table_options(kind, raw))
     if kind == "jsonl":
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     try:

@@ -1,11 +1,15 @@
 """Reading local text data files: UTF-8 decoding that names the line of a bad byte (whole, or one line at a time
-for streamed files), and the line where a JSON or JSON-lines file goes wrong."""
+for streamed files), the line where a JSON or JSON-lines file goes wrong, and the CSV/TSV checks: quoting (raw
+TSV, a stray quote that joins lines), the header, and each row's number as a spreadsheet shows it."""
 from __future__ import annotations
 
 import codecs
+import csv
 import json
 from pathlib import Path
 from typing import Iterable, Iterator, Union
+
+import pandas as pd
 
 from distillery.errors import DataError
 
@@ -128,3 +132,97 @@ def bad_json_line(path: Path, errors: str) -> Union[str, None]:
             if isinstance(problem, str):
                 return problem
     return None
+
+
+def record_lines(path: Path, kind: str) -> Union[list[int], None]:
+    """The row number of each non-empty data record of a CSV/TSV file as a spreadsheet shows it, less the header:
+    a quoted field over several lines is one row, a blank line (which pandas skips) is a row too.
+
+    A CSV field that opens with a quote and goes on after its closing quote (``"Best. Movie. Ever,a`` ... ``he said
+    5" screen,b`` lines later) is a DataError naming both lines: pandas joins every line between into one row,
+    silently. None when the file does not read as strict CSV in another way (pandas read it; keep its count)."""
+    options = {"delimiter": "\t" if kind == "tsv" else ","}
+    if kind == "tsv":
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as scan:
+            if is_raw_tsv(scan):
+                options["quoting"] = csv.QUOTE_NONE
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2 ** 31 - 1)  # a long text is a field, not an error
+    starts, start = [], 1
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+            reader = csv.reader(handle, strict=True, **options)
+            try:
+                header, number = False, 0
+                for record in reader:
+                    if header:
+                        number += 1  # a blank line is a row too, as a spreadsheet shows the file
+                        if record:
+                            starts.append(number)
+                    header = header or bool(record)
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                if kind == "csv" and "expected after" in str(exc):
+                    raise DataError(f"{path}: line {start}: a quote (\") at the start of a field opened a quoted field "
+                                    f"that ran to line {reader.line_num} and joined those lines into one row; write such "
+                                    "a quote as two quotes (\"\") or quote the whole field") from None
+                return None
+    finally:
+        csv.field_size_limit(limit)
+    return starts
+
+
+def table_options(kind: str, raw: bool = False) -> dict:
+    """pandas options for a CSV or TSV file: every value a string, only an empty field missing; ``raw``: a TSV
+    without quoting (a quote is a character of the text)."""
+    options = dict(sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+    return dict(options, quoting=csv.QUOTE_NONE) if raw else options
+
+
+def _text_after_closing_quote(field: str) -> bool:
+    """Does ``field``, which opens with a quote, go on after the quote that closes it (``"we lost" he said``)?
+    CSV quoting would drop both quotes and join the rest; a quoted field ends at its closing quote."""
+    i = 1
+    while i < len(field):
+        if field[i] == '"':
+            if field[i + 1:i + 2] == '"':  # an escaped quote inside the field
+                i += 2
+                continue
+            return i < len(field) - 1
+        i += 1
+    return False  # not closed on this line: a quoted field over several lines, or an unclosed quote
+
+
+def is_raw_tsv(lines) -> bool:
+    """A TSV written without quoting (GLUE's files, a spreadsheet's export): some field opens with a quote
+    that closes before the field ends. Read with CSV quoting, such a text would lose its quotes."""
+    for line in lines:
+        if '"' in line and any(field.startswith('"') and _text_after_closing_quote(field)
+                               for field in line.rstrip("\r\n").split("\t")):
+            return True
+    return False
+
+
+def check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
+    """pandas takes a first data row with more fields than the header as a sign that the first columns are an
+    index: every row then shifts one column (a text becomes the index, its label the text). A row with more fields
+    further down is pandas' own error; this one is named the same way."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return
+    fields, header = frame.index.nlevels + len(frame.columns), len(frame.columns)
+    separator = "tab" if kind == "tsv" else "comma"
+    raise DataError(f"{path}: line 2 has {fields} fields but the header has {header}: a text holding a {separator} "
+                    f"must be quoted (\"...\")")
+
+
+def check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
+    """A TSV field holds a tab only inside quotes. A text that merely starts with a quote opens such a field,
+    which runs to the next quote, lines later: those lines would become one row, silently."""
+    for column in frame.columns:
+        values = frame[column]
+        joined = values[values.astype(str).str.contains("\t", regex=False) & values.notna()]
+        if len(joined):
+            row = int(joined.index[0]) + 1
+            raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "
+                            "field opened a quoted field that joined the lines up to the next quote into one row; "
+                            "write such a quote as two quotes (\"\") or quote the whole field")
