@@ -68,14 +68,19 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     if not path.is_file():
         raise DataError(f"{path}: data file does not exist")
     before = sha256_files([path])
+    raw = False  # a TSV without quoting: scanned once, for the parse and for the row numbers
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
         elif kind in ("csv", "tsv", "jsonl") and path.stat().st_size > STREAM_THRESHOLD_BYTES:
-            frame = _read_chunked(path, kind, encoding_errors)
+            if kind == "tsv":
+                with open(path, encoding="utf-8", errors="replace") as scan:
+                    raw = is_raw_tsv(scan)
+            frame = _read_chunked(path, kind, encoding_errors, raw)
         else:
             text = decode(path, encoding_errors)
-            frame = _parse_text(text, kind, path)
+            raw = kind == "tsv" and is_raw_tsv(text.splitlines())
+            frame = _parse_text(text, kind, path, raw)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow parse errors
@@ -94,7 +99,7 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         check_tsv_rows(frame, path)
     frame["_row"] = range(1, len(frame) + 1)
     if kind in ("csv", "tsv"):  # a row is named as a spreadsheet numbers it: blank lines (pandas skips them) count
-        starts = record_lines(path, kind)
+        starts = record_lines(path, kind, raw)
         if starts is not None and len(starts) == len(frame):
             frame["_row"] = starts
     if kind == "jsonl":  # a JSON-lines row is named by its line: blank lines (which pandas skips) count too
@@ -120,17 +125,14 @@ def _changed(path: Path) -> TransientError:
                           "written, run the stage again once the file is complete")
 
 
-def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
-    """A large CSV/TSV/JSONL file, ``CHUNK_ROWS`` rows at a time; the same frame as reading it whole."""
+def _read_chunked(path: Path, kind: str, errors: str, raw: bool = False) -> pd.DataFrame:
+    """A large CSV/TSV/JSONL file, ``CHUNK_ROWS`` rows at a time; the same frame as reading it whole. ``raw``: a
+    TSV without quoting."""
     with open(path, "rb") as handle:
         lines = DecodedLines(handle, path, errors)
         if kind == "jsonl":
             reader = pd.read_json(lines, lines=True, dtype=False, chunksize=CHUNK_ROWS)
         else:
-            raw = False
-            if kind == "tsv":
-                with open(path, encoding="utf-8", errors="replace") as scan:
-                    raw = is_raw_tsv(scan)
             reader = pd.read_csv(lines, **table_options(kind, raw), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
@@ -140,11 +142,10 @@ def _read_chunked(path: Path, kind: str, errors: str) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True)
 
 
-def _parse_text(text: str, kind: str, path: Path) -> pd.DataFrame:
+def _parse_text(text: str, kind: str, path: Path, raw: bool = False) -> pd.DataFrame:
     import io
 
     if kind in ("csv", "tsv"):
-        raw = kind == "tsv" and is_raw_tsv(text.splitlines())
         return pd.read_csv(io.StringIO(text), **table_options(kind, raw))
     if kind == "jsonl":
         return pd.read_json(io.StringIO(text), lines=True, dtype=False)

@@ -134,18 +134,21 @@ def bad_json_line(path: Path, errors: str) -> Union[str, None]:
     return None
 
 
-def record_lines(path: Path, kind: str) -> Union[list[int], None]:
+def record_lines(path: Path, kind: str, raw: Union[bool, None] = None) -> Union[list[int], None]:
     """The row number of each non-empty data record of a CSV/TSV file as a spreadsheet shows it, less the header:
     a quoted field over several lines is one row, a blank line (which pandas skips) is a row too.
 
     A CSV field that opens with a quote and goes on after its closing quote (``"Best. Movie. Ever,a`` ... ``he said
     5" screen,b`` lines later) is a DataError naming both lines: pandas joins every line between into one row,
-    silently. None when the file does not read as strict CSV in another way (pandas read it; keep its count)."""
+    silently. None when the file does not read as strict CSV in another way (pandas read it; keep its count).
+    ``raw``: whether a TSV is written without quoting (``is_raw_tsv``), when the caller has scanned it already."""
     options = {"delimiter": "\t" if kind == "tsv" else ","}
     if kind == "tsv":
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as scan:
-            if is_raw_tsv(scan):
-                options["quoting"] = csv.QUOTE_NONE
+        if raw is None:
+            with open(path, encoding="utf-8-sig", errors="replace", newline="") as scan:
+                raw = is_raw_tsv(scan)
+        if raw:
+            options["quoting"] = csv.QUOTE_NONE
     limit = csv.field_size_limit()
     csv.field_size_limit(2 ** 31 - 1)  # a long text is a field, not an error
     starts, start = [], 1

@@ -458,7 +458,17 @@ def test_a_tsv_written_without_quoting_keeps_the_quotes_of_its_texts(tmp_path, m
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if streamed:
         monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
+    from distillery import text_files
+
+    scans = []
+    scan = text_files.is_raw_tsv
+    for module in (sources, text_files):
+        monkeypatch.setattr(module, "is_raw_tsv", lambda lines: scans.append(1) or scan(lines))
     read = sources.read_file(path)
+    assert len(scans) == 1  # one scan serves the parse and the row numbers: a large TSV is not read twice for it
+    assert read["_row"].tolist() == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(sources, "is_raw_tsv", scan)
+    monkeypatch.setattr(text_files, "is_raw_tsv", scan)
     assert read["text"].tolist() == ["so great", '"we lost" he said', '"fine"', 'he said "hi"', '""']
     assert read["sentiment"].tolist() == ["positive", "negative", "neutral", "positive", "neutral"]
     # A TSV written with quoting (pandas, Python's csv module) is still read with it: quotes and newlines

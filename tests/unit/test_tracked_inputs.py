@@ -63,10 +63,10 @@ def test_a_file_that_changes_while_it_is_read_fails_as_transient(tmp_path, monke
     path = make_csv(tmp_path / "tweets.csv")
     parse = sources._parse_text
 
-    def parse_while_appending(text, kind, where):
+    def parse_while_appending(text, kind, where, raw=False):
         with open(where, "a") as handle:  # another process is still writing the file
             handle.write("one more row,positive\n")
-        return parse(text, kind, where)
+        return parse(text, kind, where, raw)
 
     monkeypatch.setattr(sources, "_parse_text", parse_while_appending)
     with pytest.raises(TransientError, match=r"tweets.csv: the file changed while it was read"):
