@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from distillery.paths import PREPARED_DIR
+from distillery.paths import LOGITS_DIR, PREPARED_DIR
 
 # what one prepared row of a task type is called (kept here, not in the task types: no stage depends on it)
 ROW_NOUNS = {"question_answering": "questions", "image_classification": "images"}  # text_classification: rows
@@ -20,7 +20,8 @@ NO_SEQUENCE = {"image_classification"}
 
 
 def _rows(split: str, prepared_dir: Path) -> Optional[int]:
-    """Rows of a prepared split from its parquet footer (no data read), or None if it is not there yet."""
+    """Rows of a prepared split (or of ``augmented`` in the logits directory) from its parquet footer (no data
+    read), or None if it is not there yet."""
     try:
         import pyarrow.parquet as pq
 
@@ -33,7 +34,7 @@ def _count(n: Optional[int], noun: str) -> str:
     return f"{n:,} {noun}" if n is not None else noun
 
 
-def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
+def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DIR) -> str:
     """``<stage>: <what it does>``, e.g. "train_teacher: fine-tuning bundled:minilm-l6 on 8,000 rows (bundled:tweets), 2 epochs"."""
     noun = ROW_NOUNS.get(params.task, "rows")
     train, test = _rows("train", prepared_dir), _rows("test", prepared_dir)
@@ -42,6 +43,11 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
     cells = len(bench.batch_sizes) * (1 if params.task in NO_SEQUENCE else len(bench.sequence_lengths))
     rows_cap = getattr(params.distill, "labelled_rows", None)
     labelled = min(train, rows_cap) if train is not None and rows_cap is not None else train  # the labels the students see
+    copies = params.distill.augment.copies
+    augmented = (_rows("augmented", logits_dir) or 0) if copies else 0
+    augmenting = (f"; then {copies} augmented {'copy' if copies == 1 else 'copies'} of each training "
+                  f"{'and transfer ' if params.distill.augment.include_transfer else ''}{noun[:-1] if noun.endswith('s') else noun}"
+                  " (distill.augment)" if copies else "")
     files = params.data.files or {}
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
@@ -49,9 +55,11 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR) -> str:
         "train_teacher": f"fine-tuning {params.teacher.model} on {_count(train, noun)} ({source}), "
                          f"{params.teacher.train.epochs:g} epochs",
         "teacher_logits": f"running the teacher on {_count(train, 'training ' + noun)}"
-                          + (f" and {transfer:,} transfer {noun}" if transfer else "") + "; distill reads its outputs",
+                          + (f" and {transfer:,} transfer {noun}" if transfer else "") + augmenting
+                          + "; distill reads its outputs",
         "distill": f"distilling a '{params.student.source}' student on {_count(train, noun)}"
                    + (f" + {transfer:,} transfer {noun}" if transfer else "")
+                   + (f" + {augmented:,} augmented {noun}" if augmented else "")
                    + f", {params.distill.train.epochs:g} epochs, then the same student without the teacher "
                      f"(the baseline) on {_count(labelled, noun)}"
                    + (f" (distill.labelled_rows; the student learns labels from as many)" if labelled != train else "")

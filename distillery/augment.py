@@ -1,7 +1,8 @@
 """Tang-style data augmentation (Tang et al. 2019, "Distilling Task-Specific Knowledge from BERT into
 Simple Neural Networks", section 3.3): new unlabelled texts for the transfer set.
 
-For each source text, ``copies`` augmented texts are drawn. Word by word (whitespace words), with
+For each source text, ``copies`` augmented texts are drawn (a sentence pair's two texts are both
+perturbed; extractive QA perturbs the question and keeps its context, which the teacher then reads anew). Word by word (whitespace words), with
 probability ``p_mask`` the word becomes the tokenizer's mask token, else with probability
 ``p_replace`` it becomes a random whole word from the teacher's vocabulary (the paper's POS-guided
 replacement, without the POS tagger). Then, with probability ``p_ngram``, the text is cut to a
@@ -70,12 +71,17 @@ def _augment_text(text: str, rng: np.random.Generator, cfg: AugmentConfig, mask_
 
 
 def augment(frame: pd.DataFrame, tokenizer, cfg: AugmentConfig, seed: int,
-            exclude: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """``copies`` augmented versions of each row's text (and text pair), deduplicated, at most ``max_rows``.
+            exclude: Optional[pd.DataFrame] = None, columns: Optional[list[str]] = None,
+            perturbed: Optional[list[str]] = None) -> pd.DataFrame:
+    """``copies`` augmented versions of each row, deduplicated, at most ``max_rows``.
 
-    ``exclude`` holds texts that must not come back as "new" ones (the labelled splits, the transfer set).
+    ``columns`` identify a row's input (default: the text, and the text pair if any); of them, ``perturbed`` are
+    rewritten (default: all) and the others carried over as they are: extractive QA perturbs the question and keeps
+    its context. ``exclude`` holds inputs that must not come back as "new" ones (the labelled splits, the transfer
+    set).
     """
-    columns = [c for c in (TEXT, PAIR) if c in frame.columns]
+    columns = columns or [c for c in (TEXT, PAIR) if c in frame.columns]
+    perturbed = columns if perturbed is None else perturbed
     empty = pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
     if cfg.copies == 0 or cfg.max_rows == 0 or len(frame) == 0:
         return empty
@@ -92,9 +98,10 @@ def augment(frame: pd.DataFrame, tokenizer, cfg: AugmentConfig, seed: int,
     rows = []
     for _ in range(cfg.copies):
         for source in sources:
-            rows.append({c: _augment_text(source[c], rng, cfg, mask_token, vocabulary) for c in columns})
+            rows.append({c: _augment_text(source[c], rng, cfg, mask_token, vocabulary) if c in perturbed
+                         else source[c] for c in columns})
     out = pd.DataFrame(rows, columns=columns)
-    out = out[out[TEXT].str.strip().ne("")]
+    out = out[out[perturbed].apply(lambda column: column.str.strip().ne("")).all(axis=1)]
     seen = pd.concat([frame[columns].astype(str)] + ([exclude[columns].astype(str)] if exclude is not None else []))
     out = out[~match_keys(out, columns).duplicated()]  # case, Unicode form and spacing aside
     out = out[~in_keys(out, seen, columns)]

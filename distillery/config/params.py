@@ -75,8 +75,6 @@ class Params:
             ("distill.transfer_set.source", d.transfer_set.source, d.transfer_set.source in ("none", "remainder"),
              "extractive QA's transfer set is none or remainder (the training articles' questions beyond "
              "data.max_samples.train, without their answers)"),
-            ("distill.augment.copies", d.augment.copies, d.augment.copies == 0,
-             "augmentation perturbs single texts, not question/context pairs; set it to 0"),
             ("distill.loss", d.loss, d.loss == "kl", "extractive QA distils start/end logits with kl"),
             ("student.max_length", self.student.max_length, self.student.max_length == self.teacher.max_length,
              f"the student learns from the teacher's windows, so it must equal teacher.max_length "

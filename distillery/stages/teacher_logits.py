@@ -20,18 +20,18 @@ from distillery.config import Params
 from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
-from distillery.prepared import PAIR, TEXT, check_trained_on, load_split
+from distillery.prepared import check_trained_on, load_split
 from distillery.progress import reporting
 from distillery.task_types.load import task_type
 
 
 def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame) -> pd.DataFrame:
-    """Augmented copies of the training (and, if asked, transfer) texts, none equal to a prepared text."""
-    columns = [c for c in (TEXT, PAIR) if c in frames["train"].columns]
+    """Augmented copies of the training (and, if asked, transfer) inputs, none equal to a prepared one."""
+    columns, perturbed = task_type(params.task, params).augment_columns(frames["train"])
     sources = [frames["train"]] + ([frames["transfer"]] if params.distill.augment.include_transfer else [])
     known = pd.concat([frame[columns] for frame in [*frames.values(), test]])
     return augment(pd.concat([f[columns] for f in sources], ignore_index=True), tokenizer, params.distill.augment,
-                   augment_seed(params), known)
+                   augment_seed(params), known, columns, perturbed)
 
 
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,

@@ -75,6 +75,14 @@ class TaskType:
         return load_tokenizer(model_dir, key)
 
     # --- featurising ---------------------------------------------------------------------------
+    def augment_columns(self, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """``(columns, perturbed)`` for ``distill.augment``: the prepared columns an augmented row carries, and
+        those of them it perturbs. A text task: its text, and its text pair if any, both perturbed."""
+        from distillery.prepared import PAIR, TEXT
+
+        columns = [c for c in (TEXT, PAIR) if c in frame.columns]
+        return columns, columns
+
     def featurise(self, frame: pd.DataFrame, tokenizer, max_length: int,
                   teacher_outputs: Optional[np.ndarray] = None):
         """A ``datasets.Dataset`` the Trainer reads (with the cached teacher outputs, when given)."""

@@ -32,7 +32,8 @@ TINY = {
              "max_samples": {"train": 30, "validation": None, "test": None}},
     "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN},
     "student": {"layers": [0, 3], "max_length": 32},
-    "distill": {"train": TRAIN, "transfer_set": {"source": "remainder"}},  # the 12 questions beyond the cap
+    # the transfer set: the 12 questions beyond the cap; augmentation: a perturbed copy of each question
+    "distill": {"train": TRAIN, "transfer_set": {"source": "remainder"}, "augment": {"copies": 1}},
     "question_answering": {"doc_stride": 8, "max_answer_length": 5},
     "evaluate": {"batch_size": 16},
     "benchmark": {"sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
@@ -91,10 +92,19 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     assert manifest["rows"]["train"] == 30 and manifest["outputs"]["train"] > 30  # long paragraphs: more windows
     assert manifest["rows"]["transfer"] == 12 and manifest["outputs"]["transfer"] > 12
     assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
+    # augmented questions keep their context; the teacher labels their windows
+    augmented = pd.read_parquet(project / "data/teacher_logits/augmented.parquet")
+    train = pd.read_parquet(project / "data/prepared/train.parquet")
+    assert list(augmented.columns) == ["question", "context"] and 0 < manifest["rows"]["augmented"] == len(augmented)
+    assert set(augmented["context"]) <= set(train["context"])
+    pairs = set(zip(augmented["question"], augmented["context"]))
+    assert len(pairs) == len(augmented) and not pairs & set(zip(train["question"], train["context"]))
+    assert manifest["outputs"]["augmented"] >= len(augmented)
     trained = {m: json.loads((project / f"models/{m}/training.json").read_text()) for m in ("student", "baseline")}
     assert (trained["student"]["transfer_rows"], trained["baseline"]["transfer_rows"]) == (12, 0)
-    # the student's epochs ran over the labelled and the transfer windows, the baseline's over the labelled only
-    windows = manifest["outputs"]["train"] + manifest["outputs"]["transfer"]
+    assert (trained["student"]["augmented_rows"], trained["baseline"]["augmented_rows"]) == (len(augmented), 0)
+    # the student's epochs ran over the labelled, transfer and augmented windows, the baseline's over the labelled only
+    windows = manifest["outputs"]["train"] + manifest["outputs"]["transfer"] + manifest["outputs"]["augmented"]
     assert trained["student"]["train_examples"] == windows
     assert trained["student"]["steps"] == TRAIN["epochs"] * -(-windows // TRAIN["batch_size"])  # the Trainer's count
     assert trained["baseline"]["steps"] == TRAIN["epochs"] * -(-manifest["outputs"]["train"] // TRAIN["batch_size"])

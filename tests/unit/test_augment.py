@@ -75,6 +75,22 @@ def test_text_pairs_are_augmented_on_both_sides(tokenizer):
     assert (out["text_pair"] != "so very nice and fun").any() and (out["text"] != "good car today it was").any()
 
 
+def test_extractive_qa_perturbs_the_question_and_keeps_its_context(tokenizer):
+    from distillery.task_types.question_answering.task import QuestionAnswering
+
+    contexts = ["The cat sat on the mat in the old house.", "Paris is the capital of France and its largest city."]
+    frame = pd.DataFrame({"id": ["a", "b"], "question": ["Where did the cat sit today?", "What is the capital of France?"],
+                          "context": contexts})
+    columns, perturbed = QuestionAnswering().augment_columns(frame)
+    out = augment(frame[columns], tokenizer, dataclasses.replace(ON, copies=4, p_ngram=0.0), seed=3,
+                  columns=columns, perturbed=perturbed)
+    assert list(out.columns) == ["question", "context"] and len(out) > 2
+    assert set(out["context"]) == set(contexts)  # carried over word for word
+    for question, context in zip(out["question"], out["context"]):
+        source = frame.loc[frame["context"] == context, "question"].iloc[0]
+        assert question != source and len(question.split()) == len(source.split())  # a word-for-word perturbation
+
+
 def test_a_tokenizer_without_a_mask_token_is_a_clear_error(tokenizer):
     class NoMask:
         mask_token = None

@@ -96,6 +96,17 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
     assert describe("distill", greedy, tmp_path).endswith(
         "(the baseline) on 1,234 rows; warning: distill.labelled_rows is 5,000, more than the 1,234 training rows, so "
         "every training label is used")
+    # augmented copies: said when the teacher draws them, counted when the student learns from them
+    augmenting = dataclasses.replace(params, distill=dataclasses.replace(
+        params.distill, augment=dataclasses.replace(params.distill.augment, copies=2, include_transfer=True)))
+    assert describe("teacher_logits", augmenting, tmp_path, tmp_path / "logits") == (
+        "teacher_logits: running the teacher on 1,234 training rows; then 2 augmented copies of each training and "
+        "transfer row (distill.augment); distill reads its outputs")
+    (tmp_path / "logits").mkdir()
+    pd.DataFrame({"text": ["c"] * 2345}).to_parquet(tmp_path / "logits" / "augmented.parquet")
+    assert describe("distill", augmenting, tmp_path, tmp_path / "logits").startswith(
+        "distill: distilling a 'layers' student on 1,234 rows + 2,345 augmented rows, 2 epochs")
+    assert "augmented" not in describe("distill", params, tmp_path, tmp_path / "logits")  # copies: 0, a stale file
     exact = dataclasses.replace(params, distill=dataclasses.replace(params.distill, labelled_rows=1234))
     assert describe("distill", exact, tmp_path).endswith("(the baseline) on 1,234 rows")
     split_files = dataclasses.replace(params, data=dataclasses.replace(

@@ -49,6 +49,10 @@ class QuestionAnswering(TaskType):
                 "n_best_size": self.n_best_size}
 
     # --- featurising ---------------------------------------------------------------------------
+    def augment_columns(self, frame):
+        """The question is perturbed; its context is carried over whole, for the teacher to read anew."""
+        return [QUESTION, CONTEXT], [QUESTION]
+
     def featurise(self, frame, tokenizer, max_length, teacher_outputs=None):
         return features.tokenize(frame, tokenizer, max_length, self.doc_stride, teacher_outputs)
 
