@@ -73,7 +73,7 @@ def test_qa_switches_to_question_answering_and_tweets_switches_back(project, cap
     assert (qa.task, qa.data.files["test"], qa.teacher.max_length, qa.student.max_length) == \
         ("question_answering", "data/raw/squad/squad_v1.1_heldout.json.gz", 256, 256)
     assert (qa.teacher.train.metric_for_best_model, qa.register.gate.metric, qa.distill.transfer_set.source,
-            qa.distill.transfer_set.max_rows) == ("f1", "f1", "remainder", 2000)
+            qa.distill.transfer_set.max_rows, qa.student.layers) == ("f1", "f1", "remainder", 20000, [0, 2, 5])
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
 
