@@ -10,6 +10,10 @@ A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 - ``dynamic``: int8 weights, activations quantized on the fly (``quantize_dynamic``, today's default);
 - ``static``: int8 weights and activations, QDQ format, ranges calibrated (MinMax) on validation rows;
 - ``_per_channel``: one weight scale per output channel instead of one per tensor.
+
+Each surviving recipe with layer norms is timed twice: as ONNX Runtime loads it by default, and without its
+load-time ``SkipLayerNormFusion`` (the file's metadata says so, and every session of it, the served one too,
+honours it). The faster of the two is that recipe's latency; ``disabled_optimizers`` says which shipped.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from distillery.config.operations import RECIPE_PATTERN
-from distillery.onnx_runtime import fuse_transformer, quantize_int8, run_outputs, session
+from distillery.onnx_runtime import (SKIP_LAYER_NORM_FUSION, fuse_transformer, has_layer_norm, quantize_int8,
+                                     run_outputs, session, without_skip_layer_norm)
 from distillery.timing import median_interval, time_interleaved
 
 DEFAULT_RECIPE = "dynamic"
@@ -106,6 +111,10 @@ def _fingerprint(value) -> tuple:
     return array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest()
 
 
+def _setting_name(disabled: tuple) -> str:
+    return "onnxruntime_default" if not disabled else "without_" + "_".join(disabled)
+
+
 class _Dropped(Exception):
     """A candidate that cannot be built, with the reason."""
 
@@ -167,14 +176,32 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
         survivors = [c for c in candidates if c["kept"]]
         if survivors:
             batch = task.benchmark_inputs(tokenizer, validation, cell["batch"], length)
-            sessions = {c["recipe"]: session(c["_path"], threads=threads, spin=False) for c in survivors}
-            timings = time_interleaved({name: (lambda s=s: run_outputs(s, batch)) for name, s in sessions.items()},
+            # each survivor as ONNX Runtime loads it by default, and, where it has layer norms, without the
+            # load-time SkipLayerNormFusion: the same arithmetic in other kernels (see SKIP_LAYER_NORM_FUSION)
+            files = {}
+            for c in survivors:
+                files[(c["recipe"], ())] = c["_path"]
+                if has_layer_norm(c["_path"]):
+                    plain = c["_path"].with_name(c["_path"].stem + ".plain_layer_norm.onnx")
+                    without_skip_layer_norm(c["_path"], plain)
+                    files[(c["recipe"], (SKIP_LAYER_NORM_FUSION,))] = plain
+            sessions = {key: session(path, threads=threads, spin=False) for key, path in files.items()}
+            timings = time_interleaved({key: (lambda s=s: run_outputs(s, batch)) for key, s in sessions.items()},
                                        warmup=5, min_runs=20, max_runs=500, target_precision=0.05,
                                        max_seconds=export_cfg.selection_seconds)
             for c in survivors:
-                ms = timings[c["recipe"]]
-                low, high = median_interval(ms)
-                c["latency"] = {"p50_ms": float(np.median(ms)), "p50_ci95_ms": [low, high], "runs": int(len(ms))}
+                settings = {}
+                for disabled in [d for (recipe, d) in files if recipe == c["recipe"]]:
+                    ms = timings[(c["recipe"], disabled)]
+                    low, high = median_interval(ms)
+                    settings[_setting_name(disabled)] = {"disabled_optimizers": list(disabled),
+                                                         "p50_ms": float(np.median(ms)), "p50_ci95_ms": [low, high],
+                                                         "runs": int(len(ms))}
+                fastest = min(settings, key=lambda name: settings[name]["p50_ms"])
+                c["latency"] = {k: v for k, v in settings[fastest].items() if k != "disabled_optimizers"}
+                c["disabled_optimizers"] = settings[fastest]["disabled_optimizers"]
+                c["latency_by_setting"] = settings
+                c["_path"] = files[(c["recipe"], tuple(c["disabled_optimizers"]))]
             best = min(survivors, key=lambda c: c["latency"]["p50_ms"])
             for c in survivors:
                 if c is not best:
@@ -189,8 +216,9 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
         for c in candidates:
             c.pop("_path", None)
             c["chosen"] = c["recipe"] == chosen
+    shipped = next((c for c in candidates if c["chosen"]), {})
     return {"cell": cell, "threads": threads, "chosen": chosen or DEFAULT_RECIPE, "searched": chosen is not None,
-            "candidates": candidates, "pytorch_batches": reference.passes,
+            "disabled_optimizers": shipped.get("disabled_optimizers", []), "candidates": candidates, "pytorch_batches": reference.passes,
             "note": None if chosen else f"no recipe passed the gates on validation: {DEFAULT_RECIPE} written; the "
                                         f"test split's int8 gate decides"}
 

@@ -97,25 +97,72 @@ def quantize_int8(source: PathLike, target: PathLike, per_channel: bool = False,
 
 
 def fuse_transformer(source: PathLike, target: PathLike, model=None) -> dict:
-    """ONNX Runtime's transformer fusions (attention, embedding layer norm, skip layer norm, bias GELU) of
-    ``source`` written to ``target``; returns the fused operators found (an empty dict: none matched, as
-    for a graph that is not a transformer encoder)."""
+    """ONNX Runtime's transformer fusions (attention, embedding layer norm, bias GELU) of ``source`` written
+    to ``target``; returns the fused operators found (an empty dict: none matched, as for a graph that is not
+    a transformer encoder).
+
+    The residual add and its layer norm stay two nodes in the file: ONNX Runtime fuses them into one
+    SkipLayerNormalization when it loads the model, unless the file asks it not to (``without_skip_layer_norm``),
+    so that choice is made by timing both, per model and machine (``export_recipes``)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
 
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", "bert")
+    model_type = model_type if model_type in MODEL_TYPES else "bert"
+    options = FusionOptions(model_type)
+    options.enable_skip_layer_norm = False
     with _quiet_root_logger(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optimized = optimize_model(str(source), model_type=model_type if model_type in MODEL_TYPES else "bert",
+        optimized = optimize_model(str(source), model_type=model_type,
                                    num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0), opt_level=0)
+                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0), opt_level=0,
+                                   optimization_options=options)
         fused = {name: int(count) for name, count in optimized.get_fused_operator_statistics().items() if count}
         optimized.save_model_to_file(str(target))
     return fused
 
 
+# A model file's own ONNX Runtime settings, in its metadata (``metadata_props``), so that every session of it runs
+# the graph that export timed and checked: the served pyfunc reads the same key (distillery/serving/*.py).
+DISABLED_OPTIMIZERS_KEY = "onnxruntime.disabled_optimizers"  # comma-separated names of ONNX Runtime graph optimizers
+# ONNX Runtime's load-time fusion of a residual add and its layer norm. Its CPU kernel took 65-115 us per node on a
+# 64x384 tensor where LayerNormalization took 15 (ONNX Runtime 1.31, AMD EPYC): the int8 student ran 25-30% faster
+# without it (docs/measurements.md), so export times each candidate with and without it.
+SKIP_LAYER_NORM_FUSION = "SkipLayerNormFusion"
+
+
+def disabled_optimizers(path: PathLike) -> list[str]:
+    """The ONNX Runtime optimizers ``path`` asks to run without (its metadata; none for most files)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    value = next((p.value for p in model.metadata_props if p.key == DISABLED_OPTIMIZERS_KEY), "")
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def without_skip_layer_norm(source: PathLike, target: PathLike) -> None:
+    """``source`` copied to ``target``, asking ONNX Runtime not to fuse its residual adds into their layer norms."""
+    import onnx
+
+    model = onnx.load(str(source))
+    kept = [p for p in model.metadata_props if p.key != DISABLED_OPTIMIZERS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=DISABLED_OPTIMIZERS_KEY, value=SKIP_LAYER_NORM_FUSION)
+    onnx.save(model, str(target))
+
+
+def has_layer_norm(path: PathLike) -> bool:
+    """Whether the graph holds a LayerNormalization (the only place ``SkipLayerNormFusion`` can act)."""
+    import onnx
+
+    return any(node.op_type == "LayerNormalization" for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def session(path: PathLike, threads: int = 0, spin: bool = True):
-    """An ONNX Runtime CPU session; a file that fails to load raises ModelError naming it.
+    """An ONNX Runtime CPU session; a file that fails to load raises ModelError naming it. The optimizers the
+    file's metadata disables (``DISABLED_OPTIMIZERS_KEY``) stay off.
 
     ``spin=False``: its threads sleep between runs instead of spinning (ONNX Runtime's default spins), so a
     model timed right after it gets the cores; the benchmark times several models in interleaved rounds."""
@@ -130,7 +177,13 @@ def session(path: PathLike, threads: int = 0, spin: bool = True):
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        disabled = [n.strip() for n in sess.get_modelmeta().custom_metadata_map.get(DISABLED_OPTIMIZERS_KEY,
+                                                                                    "").split(",") if n.strip()]
+        if disabled:
+            sess = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=disabled)
+        return sess
     except Exception as exc:
         raise ModelError(f"{path}: ONNX model failed to load: {str(exc).splitlines()[0]}") from None
 

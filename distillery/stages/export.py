@@ -19,7 +19,7 @@ from distillery import export_recipes
 from distillery.config import Params
 from distillery.errors import DistilleryError
 from distillery.files import atomic_dir, read_json, write_json
-from distillery.onnx_runtime import quantize_int8
+from distillery.onnx_runtime import disabled_optimizers, quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.students.load import student_family
@@ -95,6 +95,8 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
             "reason": reason, "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
             "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"],
+            # the ONNX Runtime optimizers the deployed file runs without (also in its metadata, which sessions read)
+            "onnxruntime_disabled_optimizers": disabled_optimizers(scratch / report["deployable"]),
             **task.settings()})
     return report
 
@@ -106,5 +108,8 @@ def summary(result: dict) -> str:
             f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
             f"{student['int8']['label_agreement_vs_fp32']:.4f}, {metric} change "
             f"{student['int8'][f'{metric}_change_points']:+.2f} points; deployable: {result['deployable']}"
-            + (f" (int8 recipe {student['recipe']}, chosen on validation from {len(student['recipes']['candidates'])}"
-               f" candidates)" if "recipes" in student else ""))
+            + (f" (int8 recipe {student['recipe']}"
+               + (f" without ONNX Runtime's {', '.join(student['recipes']['disabled_optimizers'])}"
+                  if student["recipes"].get("disabled_optimizers") else "")
+               + f", chosen on validation from {len(student['recipes']['candidates'])} candidates)"
+               if "recipes" in student else ""))

@@ -24,7 +24,7 @@ from distillery.hf import count_parameters, load_tokenizer
 from distillery.students.layers import select_layers
 from distillery.task_types.load import task_type
 from tiny import load_classifier
-from distillery.onnx_runtime import run_session, session
+from distillery.onnx_runtime import disabled_optimizers, run_session, session
 from distillery.task_types.text_classification.onnx import export_onnx
 from tiny import make_texts
 
@@ -229,6 +229,83 @@ def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(wor
     ops = _operators(tmp_path / "onnx" / "student.int8.onnx")
     assert bool(ops & {"Attention", "QAttention"}) == chosen["fused"], ops
     assert ("QuantizeLinear" in ops) == (chosen["mode"] == "static"), ops
+    # every survivor was timed as ONNX Runtime loads it and without its SkipLayerNormFusion; the faster counts,
+    # and the shipped file (its metadata) and deployment.json name the chosen candidate's setting
+    for c in kept:
+        settings = c["latency_by_setting"]
+        assert set(settings) == {"onnxruntime_default", "without_SkipLayerNormFusion"}, settings
+        fastest = min(settings.values(), key=lambda t: t["p50_ms"])
+        assert c["latency"]["p50_ms"] == fastest["p50_ms"] and c["disabled_optimizers"] == fastest["disabled_optimizers"]
+    assert disabled_optimizers(tmp_path / "onnx" / "student.int8.onnx") == chosen["disabled_optimizers"]
+    assert recipes["disabled_optimizers"] == chosen["disabled_optimizers"]
+    deployment = json.loads((tmp_path / "onnx" / "deployment.json").read_text())
+    assert deployment["onnxruntime_disabled_optimizers"] == chosen["disabled_optimizers"]
+
+
+def _add_and_layer_norm(path, hidden=8):
+    """A residual add and its layer norm: the pattern ONNX Runtime fuses into SkipLayerNormalization at load."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq", hidden]) for n in ("x", "r", "y")]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "r"], ["s"]),
+         helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+        "residual", io[:2], io[2:],
+        [numpy_helper.from_array(np.linspace(0.5, 1.5, hidden, dtype=np.float32), "g"),
+         numpy_helper.from_array(np.linspace(-0.1, 0.1, hidden, dtype=np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def _loaded_ops(path, disabled) -> list:
+    """The operators of ``path`` as ONNX Runtime runs it, without the optimizers ``disabled``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(path) + ".loaded.onnx"
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled))
+    return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+@pytest.mark.parametrize("opener", ["distillery", "text_classifier", "question_answerer", "image_classifier"])
+def test_sessions_run_without_the_optimizers_the_model_file_names(tmp_path, monkeypatch, opener):
+    """A file marked by ``without_skip_layer_norm`` opens, in Distillery's sessions and in every served pyfunc,
+    without ONNX Runtime's SkipLayerNormFusion (the residual add and layer norm stay two kernels); an unmarked
+    file opens with ONNX Runtime's defaults. The same outputs either way."""
+    import importlib
+
+    import onnxruntime as ort
+
+    from distillery.onnx_runtime import without_skip_layer_norm
+
+    _add_and_layer_norm(tmp_path / "plain.onnx")
+    without_skip_layer_norm(tmp_path / "plain.onnx", tmp_path / "marked.onnx")
+    assert disabled_optimizers(tmp_path / "plain.onnx") == []
+    assert disabled_optimizers(tmp_path / "marked.onnx") == ["SkipLayerNormFusion"]
+    calls, real = [], ort.InferenceSession
+
+    def recording(*args, **kwargs):
+        calls.append(list(kwargs.get("disabled_optimizers") or []))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    if opener == "distillery":
+        open_session = session
+    else:
+        module = importlib.import_module(f"distillery.serving.{opener}")
+        open_session = lambda path: module.onnx_session(str(path), 0)  # noqa: E731
+    feed = {"x": np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32),
+            "r": np.random.default_rng(1).normal(size=(2, 3, 8)).astype(np.float32)}
+    outputs = {}
+    for name in ("plain", "marked"):
+        calls.clear()
+        outputs[name] = open_session(tmp_path / f"{name}.onnx").run(None, feed)[0]
+        assert calls[-1] == ([] if name == "plain" else ["SkipLayerNormFusion"]), (name, calls)
+    monkeypatch.setattr(ort, "InferenceSession", real)
+    np.testing.assert_allclose(outputs["plain"], outputs["marked"], atol=1e-5)
+    # and the name is one this ONNX Runtime knows: without it the pair stays two kernels
+    assert _loaded_ops(tmp_path / "plain.onnx", []) == ["SkipLayerNormalization"]
+    assert _loaded_ops(tmp_path / "plain.onnx", calls[-1]) == ["Add", "LayerNormalization"]
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
