@@ -218,7 +218,8 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
             c["chosen"] = c["recipe"] == chosen
     shipped = next((c for c in candidates if c["chosen"]), {})
     return {"cell": cell, "threads": threads, "chosen": chosen or DEFAULT_RECIPE, "searched": chosen is not None,
-            "disabled_optimizers": shipped.get("disabled_optimizers", []), "candidates": candidates, "pytorch_batches": reference.passes,
+            "disabled_optimizers": shipped.get("disabled_optimizers", []), "candidates": candidates,
+            "pytorch_batches": reference.passes,
             "note": None if chosen else f"no recipe passed the gates on validation: {DEFAULT_RECIPE} written; the "
                                         f"test split's int8 gate decides"}
 

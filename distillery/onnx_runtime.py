@@ -127,8 +127,8 @@ def fuse_transformer(source: PathLike, target: PathLike, model=None) -> dict:
 # the graph that export timed and checked: the served pyfunc reads the same key (distillery/serving/*.py).
 DISABLED_OPTIMIZERS_KEY = "onnxruntime.disabled_optimizers"  # comma-separated names of ONNX Runtime graph optimizers
 # ONNX Runtime's load-time fusion of a residual add and its layer norm. Its CPU kernel took 65-115 us per node on a
-# 64x384 tensor where LayerNormalization took 15 (ONNX Runtime 1.31, AMD EPYC): the int8 student ran 25-30% faster
-# without it (docs/measurements.md), so export times each candidate with and without it.
+# 64x384 tensor where LayerNormalization took 15 (ONNX Runtime 1.31, AMD EPYC): the default int8 student ran 1.02 ms
+# without it against 1.19 (docs/measurements.md), so export times each candidate with and without it.
 SKIP_LAYER_NORM_FUSION = "SkipLayerNormFusion"
 
 
@@ -157,7 +157,8 @@ def has_layer_norm(path: PathLike) -> bool:
     """Whether the graph holds a LayerNormalization (the only place ``SkipLayerNormFusion`` can act)."""
     import onnx
 
-    return any(node.op_type == "LayerNormalization" for node in onnx.load(str(path), load_external_data=False).graph.node)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "LayerNormalization" for node in graph.node)
 
 
 def session(path: PathLike, threads: int = 0, spin: bool = True):
