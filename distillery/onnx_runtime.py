@@ -154,11 +154,12 @@ def without_skip_layer_norm(source: PathLike, target: PathLike) -> None:
 
 
 def has_layer_norm(path: PathLike) -> bool:
-    """Whether the graph holds a LayerNormalization (the only place ``SkipLayerNormFusion`` can act)."""
+    """Whether the graph may hold a layer norm for ``SkipLayerNormFusion`` to act on: a LayerNormalization node,
+    or, below opset 17, the ReduceMean pattern ONNX Runtime turns into one when it loads the model."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type == "LayerNormalization" for node in graph.node)
+    return any(node.op_type in ("LayerNormalization", "ReduceMean") for node in graph.node)
 
 
 def session(path: PathLike, threads: int = 0, spin: bool = True):

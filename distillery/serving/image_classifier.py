@@ -77,12 +77,11 @@ def onnx_session(path: str, threads: int):
                                        disabled_optimizers=disabled)
     return session
 
+
 class OnnxImageClassifier(PythonModel):
     """Decode each image to ``[channels, height, width]`` raw pixels, run the ONNX model, return labels."""
 
     def load_context(self, context) -> None:
-        import onnxruntime as ort
-
         with open(context.artifacts["config"], encoding="utf-8") as handle:
             config = json.load(handle)
         self.labels = list(config["labels"])

@@ -81,11 +81,11 @@ def onnx_session(path: str, threads: int):
                                        disabled_optimizers=disabled)
     return session
 
+
 class OnnxQuestionAnswerer(PythonModel):
     """Cut each context into windows with ``tokenizers``, run the ONNX model, pick the best span."""
 
     def load_context(self, context) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         with open(context.artifacts["config"], encoding="utf-8") as handle:

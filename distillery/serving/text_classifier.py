@@ -119,11 +119,11 @@ def onnx_session(path: str, threads: int):
                                        disabled_optimizers=disabled)
     return session
 
+
 class OnnxTextClassifier(PythonModel):
     """Tokenize with ``tokenizers``, run the ONNX model with onnxruntime, return labels and probabilities."""
 
     def load_context(self, context) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         with open(context.artifacts["config"], encoding="utf-8") as handle:

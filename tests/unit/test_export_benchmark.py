@@ -274,6 +274,7 @@ def test_sessions_run_without_the_optimizers_the_model_file_names(tmp_path, monk
     without ONNX Runtime's SkipLayerNormFusion (the residual add and layer norm stay two kernels); an unmarked
     file opens with ONNX Runtime's defaults. The same outputs either way."""
     import importlib
+    import inspect
 
     import onnxruntime as ort
 
@@ -295,6 +296,10 @@ def test_sessions_run_without_the_optimizers_the_model_file_names(tmp_path, monk
     else:
         module = importlib.import_module(f"distillery.serving.{opener}")
         open_session = lambda path: module.onnx_session(str(path), 0)  # noqa: E731
+        # and the pyfunc opens its model with it (a bare InferenceSession there would ignore the file's setting)
+        pyfunc = next(v for k, v in vars(module).items() if k.startswith("Onnx") and isinstance(v, type))
+        loader = inspect.getsource(pyfunc.load_context)
+        assert "onnx_session(" in loader and "InferenceSession(" not in loader, loader
     feed = {"x": np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32),
             "r": np.random.default_rng(1).normal(size=(2, 3, 8)).astype(np.float32)}
     outputs = {}
