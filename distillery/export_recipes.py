@@ -11,7 +11,7 @@ A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 - ``static``: int8 weights and activations, QDQ format, ranges calibrated (MinMax) on validation rows;
 - ``_per_channel``: one weight scale per output channel instead of one per tensor.
 
-Each surviving recipe with layer norms is timed twice: as ONNX Runtime loads it by default, and without its
+Each surviving recipe whose residual adds and layer norms ONNX Runtime fuses at load is timed twice: as ONNX Runtime loads it by default, and without its
 load-time ``SkipLayerNormFusion`` (the file's metadata says so, and every session of it, the served one too,
 honours it). The faster of the two is that recipe's latency; ``disabled_optimizers`` says which shipped.
 """
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.config.operations import RECIPE_PATTERN
-from distillery.onnx_runtime import (SKIP_LAYER_NORM_FUSION, fuse_transformer, has_layer_norm, quantize_int8,
+from distillery.onnx_runtime import (SKIP_LAYER_NORM_FUSION, fuse_transformer, fuses_skip_layer_norm, quantize_int8,
                                      run_outputs, session, without_skip_layer_norm)
 from distillery.timing import median_interval, time_interleaved
 
@@ -176,12 +176,12 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
         survivors = [c for c in candidates if c["kept"]]
         if survivors:
             batch = task.benchmark_inputs(tokenizer, validation, cell["batch"], length)
-            # each survivor as ONNX Runtime loads it by default, and, where it has layer norms, without the
-            # load-time SkipLayerNormFusion: the same arithmetic in other kernels (see SKIP_LAYER_NORM_FUSION)
+            # each survivor as ONNX Runtime loads it by default, and, where that load fuses a residual add and its
+            # layer norm, without SkipLayerNormFusion: the same arithmetic in other kernels (SKIP_LAYER_NORM_FUSION)
             files = {}
             for c in survivors:
                 files[(c["recipe"], ())] = c["_path"]
-                if has_layer_norm(c["_path"]):
+                if fuses_skip_layer_norm(c["_path"]):
                     plain = c["_path"].with_name(c["_path"].stem + ".plain_layer_norm.onnx")
                     without_skip_layer_norm(c["_path"], plain)
                     files[(c["recipe"], (SKIP_LAYER_NORM_FUSION,))] = plain

@@ -153,13 +153,23 @@ def without_skip_layer_norm(source: PathLike, target: PathLike) -> None:
     onnx.save(model, str(target))
 
 
-def has_layer_norm(path: PathLike) -> bool:
-    """Whether the graph may hold a layer norm for ``SkipLayerNormFusion`` to act on: a LayerNormalization node,
-    or, below opset 17, the ReduceMean pattern ONNX Runtime turns into one when it loads the model."""
-    import onnx
+def fuses_skip_layer_norm(path: PathLike) -> bool:
+    """Whether ONNX Runtime, loading ``path`` with its defaults, fuses a residual add and its layer norm into a
+    SkipLayerNormalization: the only case where disabling ``SkipLayerNormFusion`` changes what runs. Asked of
+    ONNX Runtime itself (the graph it would run), so any opset and any model family give the true answer."""
+    import tempfile
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type in ("LayerNormalization", "ReduceMean") for node in graph.node)
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # where the fusion runs
+    with tempfile.TemporaryDirectory(prefix="distillery-loaded-") as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "loaded.onnx")
+        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    return any(node.op_type == "SkipLayerNormalization" for node in graph.node)
 
 
 def session(path: PathLike, threads: int = 0, spin: bool = True):
