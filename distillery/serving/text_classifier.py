@@ -106,7 +106,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def onnx_session(path: str, threads: int):
     """The model's ONNX Runtime session, without the graph optimizers its metadata names (export timed the
-    model with and without ONNX Runtime's SkipLayerNormFusion, and keeps the faster)."""
+    model with and without ONNX Runtime's SkipLayerNormFusion, and keeps the faster). The same in the three
+    pyfunc files, each standalone; a test checks each of them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
