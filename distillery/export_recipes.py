@@ -11,9 +11,10 @@ A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 - ``static``: int8 weights and activations, QDQ format, ranges calibrated (MinMax) on validation rows;
 - ``_per_channel``: one weight scale per output channel instead of one per tensor.
 
-Each surviving recipe whose residual adds and layer norms ONNX Runtime fuses at load is timed twice: as ONNX Runtime loads it by default, and without its
-load-time ``SkipLayerNormFusion`` (the file's metadata says so, and every session of it, the served one too,
-honours it). The faster of the two is that recipe's latency; ``disabled_optimizers`` says which shipped.
+Each surviving recipe whose residual adds and layer norms ONNX Runtime fuses at load is timed twice: as
+ONNX Runtime loads it by default, and without its load-time ``SkipLayerNormFusion`` (the file's metadata says
+so, and every session of it, the served one too, honours it). The faster of the two is that recipe's
+latency; ``disabled_optimizers`` says which shipped.
 """
 from __future__ import annotations
 

@@ -132,13 +132,16 @@ DISABLED_OPTIMIZERS_KEY = "onnxruntime.disabled_optimizers"  # comma-separated n
 SKIP_LAYER_NORM_FUSION = "SkipLayerNormFusion"
 
 
+def _optimizer_names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def disabled_optimizers(path: PathLike) -> list[str]:
     """The ONNX Runtime optimizers ``path`` asks to run without (its metadata; none for most files)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    value = next((p.value for p in model.metadata_props if p.key == DISABLED_OPTIMIZERS_KEY), "")
-    return [name.strip() for name in value.split(",") if name.strip()]
+    return _optimizer_names(next((p.value for p in model.metadata_props if p.key == DISABLED_OPTIMIZERS_KEY), ""))
 
 
 def without_skip_layer_norm(source: PathLike, target: PathLike) -> None:
@@ -190,8 +193,7 @@ def session(path: PathLike, threads: int = 0, spin: bool = True):
     options.log_severity_level = 3
     try:
         sess = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        disabled = [n.strip() for n in sess.get_modelmeta().custom_metadata_map.get(DISABLED_OPTIMIZERS_KEY,
-                                                                                    "").split(",") if n.strip()]
+        disabled = _optimizer_names(sess.get_modelmeta().custom_metadata_map.get(DISABLED_OPTIMIZERS_KEY, ""))
         if disabled:
             sess = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=disabled)
