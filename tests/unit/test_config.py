@@ -216,7 +216,7 @@ REPOSITORY_VALUES = {
     "data.min_rows_per_class": 5, "data.max_rejected_fraction": 0.5, "teacher.train.epochs": 2.0,
     "teacher.train.learning_rate": 5e-05, "distill.train.learning_rate": 0.0001, "distill.alpha": 0.5,
     "distill.temperature": 2.0, "distill.transfer_set.source": "remainder", "student.source": "layers",
-    "student.layers": [0, 5], "student.config.hidden_size": 128, "student.config.num_layers": 2,
+    "student.layers": [0], "distill.train.epochs": 4.0, "student.config.hidden_size": 128, "student.config.num_layers": 2,
     "student.config.num_heads": 2, "student.config.intermediate_size": 512, "register.lock_timeout_s": 600.0,
     "schedule.stage_timeout_minutes": 120.0, "schedule.watch_interval_seconds": 300.0,
     "benchmark.sequence_lengths": [16, 64, 128],

@@ -24,17 +24,22 @@ def project(tmp_path, monkeypatch):
 def test_snli_switches_to_pairs_and_tweets_switches_back(project, capsys):
     default = load_params("params.yaml")
     assert main(["profile", "snli"]) == 0
-    assert "profile snli applied, 13 key(s) changed" in capsys.readouterr().out
+    assert "profile snli applied, 15 key(s) changed" in capsys.readouterr().out
     snli = load_params("params.yaml")
     assert (snli.data.source, snli.data.text_column, snli.data.text_pair_column, snli.data.label_column) == \
         ("bundled:snli", "sentence1", "sentence2", "gold_label")
     assert snli.data.labels == ["entailment", "neutral", "contradiction"]
     assert snli.data.splits == {"train": "train", "validation": None, "test": "test"}
     assert snli.register.model_name == "distillery-snli"
+    # pairs keep the 2-layer student of their measured recipe, where the default has 1 layer trained 4 epochs
+    assert (default.student.layers, default.distill.train.epochs) == ([0], 4)
+    assert (snli.student.layers, snli.distill.train.epochs) == ([0, 5], 2)
     # every key the profile does not name keeps its value
-    assert (snli.teacher, snli.student, snli.sweep) == (default.teacher, default.student, default.sweep)
+    assert (snli.teacher, snli.sweep) == (default.teacher, default.sweep)
+    assert dataclasses.replace(snli.student, layers=default.student.layers) == default.student
     assert snli.distill.transfer_set.max_rows == 10000 and snli.distill.transfer_set.source == "remainder"
-    assert dataclasses.replace(snli.distill, transfer_set=default.distill.transfer_set) == default.distill
+    assert dataclasses.replace(snli.distill, transfer_set=default.distill.transfer_set,
+                               train=dataclasses.replace(snli.distill.train, epochs=4)) == default.distill
     text = (project / "params.yaml").read_text()
     assert "# read by `prepare`" in text and "alpha: 0.5                  # weight of the hard-label CE" in text
     assert main(["profile", "tweets"]) == 0

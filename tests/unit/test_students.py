@@ -140,7 +140,7 @@ def test_the_model_card_names_the_student_that_was_built():
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     line = _card_student_line(params)
-    assert "layers [0, 5] from pretrained" in line and "kl loss, alpha 0.5, temperature 2.0" in line
+    assert "layers [0] from pretrained" in line and "kl loss, alpha 0.5, temperature 2.0" in line
 
     student = dataclasses.replace(params.student, source="bilstm")
     distill = dataclasses.replace(params.distill, loss="mse", alpha=0.0)
