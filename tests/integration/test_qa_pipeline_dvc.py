@@ -32,7 +32,8 @@ TINY = {
              "max_samples": {"train": 30, "validation": None, "test": None}},
     "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN},
     "student": {"layers": [0, 3], "max_length": 32},
-    # the transfer set: the 12 questions beyond the cap; augmentation: a perturbed copy of each question
+    # the transfer set: the 12 questions beyond the cap; augmentation: a perturbed copy of each question, the
+    # transfer questions too (the profile's include_transfer)
     "distill": {"train": TRAIN, "transfer_set": {"source": "remainder"}, "augment": {"copies": 1}},
     "question_answering": {"doc_stride": 8, "max_answer_length": 5},
     "evaluate": {"batch_size": 16},
@@ -92,13 +93,17 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     assert manifest["rows"]["train"] == 30 and manifest["outputs"]["train"] > 30  # long paragraphs: more windows
     assert manifest["rows"]["transfer"] == 12 and manifest["outputs"]["transfer"] > 12
     assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
-    # augmented questions keep their context; the teacher labels their windows
+    # augmented questions keep their context; the teacher labels their windows; with include_transfer, the transfer
+    # questions are perturbed too
     augmented = pd.read_parquet(project / "data/teacher_logits/augmented.parquet")
     train = pd.read_parquet(project / "data/prepared/train.parquet")
+    transfer = pd.read_parquet(project / "data/prepared/transfer.parquet")
     assert list(augmented.columns) == ["question", "context"] and 0 < manifest["rows"]["augmented"] == len(augmented)
-    assert set(augmented["context"]) <= set(train["context"])
+    assert set(augmented["context"]) <= set(train["context"]) | set(transfer["context"])
+    assert len(augmented) > len(train)  # one copy per question: more than the labelled ones, so transfer ones too
     pairs = set(zip(augmented["question"], augmented["context"]))
-    assert len(pairs) == len(augmented) and not pairs & set(zip(train["question"], train["context"]))
+    known = set(zip(train["question"], train["context"])) | set(zip(transfer["question"], transfer["context"]))
+    assert len(pairs) == len(augmented) and not pairs & known
     assert manifest["outputs"]["augmented"] >= len(augmented)
     trained = {m: json.loads((project / f"models/{m}/training.json").read_text()) for m in ("student", "baseline")}
     assert (trained["student"]["transfer_rows"], trained["baseline"]["transfer_rows"]) == (12, 0)

@@ -79,6 +79,8 @@ def test_qa_switches_to_question_answering_and_tweets_switches_back(project, cap
         ("question_answering", "data/raw/squad/squad_v1.1_heldout.json.gz", 256, 256)
     assert (qa.teacher.train.metric_for_best_model, qa.register.gate.metric, qa.distill.transfer_set.source,
             qa.distill.transfer_set.max_rows, qa.student.layers) == ("f1", "f1", "remainder", 20000, [0, 2, 5])
+    # the profile's augment mapping merges into params.yaml's; tweets' own augment sets include_transfer back
+    assert (qa.distill.augment.copies, qa.distill.augment.include_transfer, qa.distill.augment.p_mask) == (2, True, 0.1)
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
 
