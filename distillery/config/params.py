@@ -27,7 +27,7 @@ class Params:
     data: DataConfig = Field(default_factory=DataConfig, description="the labelled corpus, read by prepare")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="read by train_teacher "
                                                                               "(and teacher_logits: max_length, "
-                                                                              "logits_precision)")
+                                                                              "logits_precision, logits_runtime)")
     student: StudentConfig = Field(default_factory=StudentConfig, description="read by distill")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="read by distill "
                                                                               "(transfer_set also by prepare)")

@@ -107,7 +107,11 @@ def summary(result: dict) -> str:
     return (f"student fp32 parity: max |logit diff| {student['fp32']['max_abs_logit_diff']:.2e}, label agreement "
             f"{student['fp32']['label_agreement_vs_pytorch']:.4f}; int8 label agreement "
             f"{student['int8']['label_agreement_vs_fp32']:.4f}, {metric} change "
-            f"{student['int8'][f'{metric}_change_points']:+.2f} points; deployable: {result['deployable']}"
+            f"{student['int8'][f'{metric}_change_points']:+.2f} points"
+            + (f" (standard error {student['int8'][f'{metric}_drop_standard_error_points']:.2f}, "
+               f"{student['int8']['rows']} test rows)"
+               if f"{metric}_drop_standard_error_points" in student["int8"] else "")
+            + f"; deployable: {result['deployable']}"
             + (f" (int8 recipe {student['recipe']}"
                + (f" without ONNX Runtime's {', '.join(student['recipes']['disabled_optimizers'])}"
                   if student["recipes"].get("disabled_optimizers") else "")

@@ -66,6 +66,9 @@ def _pipeline_runs(tiny_project, env):
     # the benchmark stage's threads sleep between interleaved runs (torch's OpenMP policy is read at its import)
     assert json.loads((tiny_project / "reports/metrics/benchmark.json").read_text())["grid"]["omp_wait_policy"] == \
         "PASSIVE"
+    # the tiny projects pin an fp32 teacher pass, which teacher.logits_runtime auto runs through ONNX Runtime
+    manifest = json.loads((tiny_project / "data/teacher_logits/manifest.json").read_text())
+    assert manifest["runtime"] == "onnxruntime" and manifest["precision"] == "fp32", manifest
     distill = json.loads((tiny_project / "reports/metrics/distill.json").read_text())
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
     assert "| student |" in (tiny_project / "reports/summary.md").read_text()

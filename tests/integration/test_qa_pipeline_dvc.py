@@ -30,7 +30,9 @@ TINY = {
     "seed": 0,
     "data": {"files": {"train": "data/raw/squad/train.json.gz", "test": "data/raw/squad/test.json"},
              "max_samples": {"train": 30, "validation": None, "test": None}},
-    "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN},
+    # the teacher's pass through ONNX Runtime whatever the machine (the profile's auto is bf16 on some)
+    "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN,
+                "logits_runtime": "onnxruntime"},
     "student": {"layers": [0, 3], "max_length": 32},
     # the transfer set: the 12 questions beyond the cap; augmentation: a perturbed copy of each question, the
     # transfer questions too (the profile's include_transfer)
@@ -91,6 +93,7 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     assert report["rows"] == {"train": 30, "validation": 6, "test": 18} and report["transfer_rows"] == 12
     manifest = json.loads((project / "data/teacher_logits/manifest.json").read_text())
     assert manifest["rows"]["train"] == 30 and manifest["outputs"]["train"] > 30  # long paragraphs: more windows
+    assert manifest["runtime"] == "onnxruntime" and manifest["check"]["max_abs_diff_vs_pytorch"] <= 1e-4, manifest
     assert manifest["rows"]["transfer"] == 12 and manifest["outputs"]["transfer"] > 12
     assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
     # augmented questions keep their context; the teacher labels their windows; with include_transfer, the transfer
@@ -128,6 +131,7 @@ def test_qa_profile_through_dvc_repro_then_served_over_http(tmp_path, tiny_bert)
     parity = json.loads((project / "reports/metrics/parity.json").read_text())
     assert parity["student"]["windows"] > parity["student"]["rows"] == 18
     assert parity["student"]["fp32"]["passed"] and "f1_drop_points" in parity["student"]["int8"]
+    assert parity["student"]["int8"]["rows"] == 18 and "f1_drop_standard_error_points" in parity["student"]["int8"]
     # the recipe search runs on QA too: candidates scored by the F1 gate on validation windows
     candidates = parity["student"]["recipes"]["candidates"]
     assert any(c["kept"] for c in candidates) and all("f1_drop_points" in c["validation"]["int8"]

@@ -118,6 +118,7 @@ def test_export_stage_passes_and_reports(workspace):
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 1 - int8["label_agreement_vs_fp32"] + 1e-12, student
     assert int8["accuracy_drop_points"] == pytest.approx(100 * (student["pytorch"]["accuracy"] - int8["accuracy"]),
                                                          abs=1e-3)
+    assert int8["rows"] == student["rows"] and "accuracy_drop_standard_error_points" in int8  # the drop's noise
     for name in ("student.onnx", "student.int8.onnx", "teacher.onnx", "teacher.int8.onnx", "deployment.json"):
         assert (root / "onnx" / name).is_file()
     assert student["size_mb"]["int8"] < student["size_mb"]["fp32"]
@@ -389,6 +390,19 @@ def test_int8_gate_function():
     assert int8_gate(0.80, 0.795, 1.0) == {"accuracy_drop_points": 0.5, "deployable": True, "reason": None}
     failed = int8_gate(0.80, 0.78, 1.0)
     assert not failed["deployable"] and failed["accuracy_drop_points"] == pytest.approx(2.0)
+
+
+def test_int8_gate_reports_the_paired_standard_error_of_the_drop():
+    # 4 questions, per-question F1 fp32 - int8: 0.5, 0, 0, 0.5 -> mean 0.25 (25 points); deviations +-0.25,
+    # sample variance 4 x 0.0625 / 3 = 1/12, standard error sqrt(1/12) / 2 = 0.144338 -> 14.43 points
+    gate = int8_gate(0.75, 0.50, 1.0, "f1", row_drops=[0.5, 0.0, 0.0, 0.5])
+    assert gate["f1_drop_points"] == pytest.approx(25.0) and not gate["deployable"]
+    assert gate["f1_drop_standard_error_points"] == pytest.approx(14.4338, abs=1e-4) and gate["rows"] == 4
+    assert gate["reason"] == ("int8 f1 drop 25.00 points (standard error 14.43, 4 rows) exceeds "
+                              "export.int8_max_accuracy_drop = 1.0")
+    # a passing gate keeps no reason; a single row has no spread to report
+    assert int8_gate(0.8, 0.8, 1.0, row_drops=[0.0, 0.0])["reason"] is None
+    assert "rows" not in int8_gate(1.0, 0.0, 1.0, row_drops=[1.0])
 
 
 def test_onnx_file_that_fails_to_load(tmp_path):

@@ -75,3 +75,77 @@ def test_a_bf16_teacher_pass_caches_logits_near_the_fp32_ones_and_says_so(tmp_pa
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
     # bfloat16 keeps 8 bits of mantissa: the logits move, by about its rounding, not more
     assert not np.array_equal(bf16, fp32) and np.abs(bf16 - fp32).max() < 0.05
+
+
+def test_the_teacher_pass_through_onnx_runtime_caches_the_pytorch_logits_and_says_so(tmp_path, tiny_bert):
+    import numpy as np
+
+    from distillery.stages.teacher_logits import teacher_logits
+    from tiny import cache_teacher_logits
+
+    params, manifest = cache_teacher_logits(tmp_path, tiny_bert)
+    assert manifest["runtime"] == "pytorch"
+    onnx_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_runtime="onnxruntime"))
+    manifest = teacher_logits(onnx_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "onnx")
+    # checked on the first batch of training rows (evaluate.batch_size 128; the tiny split has 60)
+    assert manifest["runtime"] == "onnxruntime" and manifest["precision"] == "fp32"
+    assert manifest["check"]["rows"] == 60 and manifest["check"]["max_abs_diff_vs_pytorch"] <= 1e-4
+    for part in ("train", "validation", "transfer"):
+        pytorch, onnx = np.load(tmp_path / "logits" / f"{part}.npy"), np.load(tmp_path / "onnx" / f"{part}.npy")
+        assert onnx.shape == pytorch.shape and onnx.dtype == np.float32 and len(onnx) > 0, part
+        assert np.abs(onnx - pytorch).max() < 1e-4, part
+    assert not list(tmp_path.glob("onnx/*.onnx")), "the ONNX teacher is a temporary file, not an output"
+
+
+def test_an_onnx_teacher_off_pytorch_or_not_exportable_leaves_the_pass_to_pytorch(tmp_path, tiny_bert, monkeypatch,
+                                                                                 capsys):
+    import numpy as np
+
+    from distillery import onnx_runtime
+    from distillery.errors import ModelError
+    from distillery.stages.teacher_logits import teacher_logits
+    from distillery.task_types.text_classification.task import TextClassification
+    from tiny import cache_teacher_logits
+
+    params, _ = cache_teacher_logits(tmp_path, tiny_bert)
+    onnx_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_runtime="onnxruntime"))
+    real = onnx_runtime.run_outputs
+    monkeypatch.setattr(onnx_runtime, "run_outputs", lambda sess, batch: [o + 0.01 for o in real(sess, batch)])
+    manifest = teacher_logits(onnx_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "off")
+    assert manifest["runtime"] == "pytorch" and manifest["onnxruntime_refused"] == "parity"
+    assert manifest["check"]["max_abs_diff_vs_pytorch"] == pytest.approx(0.01, rel=1e-3)
+    assert "outputs are 1.00e-02 off PyTorch's on 60 training rows" in capsys.readouterr().out
+    assert np.array_equal(np.load(tmp_path / "off" / "train.npy"), np.load(tmp_path / "logits" / "train.npy"))
+    monkeypatch.setattr(onnx_runtime, "run_outputs", real)
+
+    def refuse(self, *args):
+        raise ModelError("ONNX export of Odd to teacher.onnx failed: no")
+
+    monkeypatch.setattr(TextClassification, "export_onnx", refuse)
+    manifest = teacher_logits(onnx_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "refused")
+    assert manifest["runtime"] == "pytorch" and "failed: no" in manifest["onnxruntime_refused"]
+    assert np.array_equal(np.load(tmp_path / "refused" / "train.npy"), np.load(tmp_path / "logits" / "train.npy"))
+
+
+@pytest.mark.parametrize("runtime, precision, native, expected", [
+    ("auto", "fp32", True, "onnxruntime"), ("auto", "auto", False, "onnxruntime"), ("auto", "auto", True, "pytorch"),
+    ("auto", "bf16", False, "pytorch"), ("pytorch", "fp32", False, "pytorch"),
+    ("onnxruntime", "auto", True, "onnxruntime")])
+def test_the_logits_runtime_follows_the_pass_s_precision(monkeypatch, runtime, precision, native, expected):
+    from distillery import precision as precisions
+    from distillery.config import Params, TeacherConfig
+    from distillery.stages.teacher_logits import runtime as resolve
+
+    monkeypatch.setattr(precisions, "native_bf16", lambda: native)
+    params = Params(teacher=TeacherConfig(logits_runtime=runtime, logits_precision=precision))
+    assert resolve(params) == expected
+
+
+def test_onnx_runtime_with_a_bf16_pass_is_refused():
+    from distillery.config import Params, TeacherConfig
+    from distillery.errors import ConfigError
+    from distillery.stages.teacher_logits import runtime
+
+    with pytest.raises(ConfigError, match=r"teacher.logits_runtime = onnxruntime runs the teacher's pass in fp32, "
+                                          r"but teacher.logits_precision = bf16"):
+        runtime(Params(teacher=TeacherConfig(logits_runtime="onnxruntime", logits_precision="bf16")))

@@ -12,7 +12,7 @@ import torch
 from distillery.onnx_runtime import export_module, int8_gate, run_outputs, session
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, TOKEN_FIELDS, features_of
-from distillery.task_types.question_answering.squad import squad_metrics
+from distillery.task_types.question_answering.squad import squad_metrics, squad_scores
 
 OUTPUTS = ["start_logits", "end_logits"]
 
@@ -78,12 +78,13 @@ def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFra
     logits = window_logits(model, tokenizer, {"fp32": session(fp32_path), "int8": session(int8_path)}, columns,
                            cfg.parity_batch_size, by_length=True)
     contexts, golds = frame[CONTEXT].astype(str).tolist(), [list(g) for g in frame[ANSWER_TEXTS]]
-    answers, metrics = {}, {}
+    answers, metrics, f1s = {}, {}, {}
     for name, windows in logits.items():
         found = postprocess.answers([w[0] for w in windows], [w[1] for w in windows], columns["offset_mapping"],
                                     columns["example_index"], contexts, n_best_size, max_answer_length)
         answers[name] = [a["text"] for a in found]
         metrics[name] = squad_metrics(answers[name], golds)
+        f1s[name] = np.asarray(squad_scores(answers[name], golds)["f1"])
 
     def max_diff(name: str) -> float:
         return float(max(max(np.abs(a[0] - b[0]).max(), np.abs(a[1] - b[1]).max())
@@ -103,7 +104,8 @@ def parity(model, tokenizer, fp32_path: Path, int8_path: Path, frame: pd.DataFra
                  "f1": metrics["int8"]["f1"], "exact_match": metrics["int8"]["exact_match"],
                  "f1_change_points": 100 * (metrics["int8"]["f1"] - metrics["pytorch"]["f1"]),
                  "exact_match_change": metrics["int8"]["exact_match"] - metrics["pytorch"]["exact_match"],
-                 **int8_gate(metrics["pytorch"]["f1"], metrics["int8"]["f1"], cfg.int8_max_accuracy_drop, "f1")},
+                 **int8_gate(metrics["pytorch"]["f1"], metrics["int8"]["f1"], cfg.int8_max_accuracy_drop, "f1",
+                            row_drops=f1s["pytorch"] - f1s["int8"])},
         "pytorch": metrics["pytorch"],
         "fp32_onnx": metrics["fp32"],
     }

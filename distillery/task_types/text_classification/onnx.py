@@ -90,7 +90,9 @@ def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) ->
                  "accuracy_change_points": 100 * (metrics["int8"]["accuracy"] - metrics["pytorch"]["accuracy"]),
                  "macro_f1_change": metrics["int8"]["macro_f1"] - metrics["pytorch"]["macro_f1"],
                  **int8_gate(metrics["pytorch"]["accuracy"], metrics["int8"]["accuracy"],
-                             cfg.int8_max_accuracy_drop)},
+                             cfg.int8_max_accuracy_drop,
+                             row_drops=(labels["pytorch"] == references).astype(float)
+                             - (labels["int8"] == references))},
         "pytorch": {"accuracy": metrics["pytorch"]["accuracy"], "macro_f1": metrics["pytorch"]["macro_f1"]},
         "fp32_onnx": {"accuracy": metrics["fp32"]["accuracy"], "macro_f1": metrics["fp32"]["macro_f1"]},
     }
