@@ -6,7 +6,7 @@ computed from (:mod:`distillery.logit_cache`).
 or ONNX Runtime, the teacher exported to ONNX fp32 in a temporary directory and checked against PyTorch on
 the first batch of training rows within ``export.fp32_atol`` (else the pass runs in PyTorch, and the manifest
 says why). ``auto`` takes ONNX Runtime where the pass is fp32: on a 2-core AMD EPYC its fp32 matrix products
-run at about 2.4 times torch's, and the QA teacher's pass took 5.1 s against 9.4 s on 437 windows.
+run at 2.2-2.4 times torch's, and the QA teacher's pass took 5.1 s against 9.4 s on 437 windows.
 
 With ``distill.augment.copies > 0`` the stage first draws Tang-style augmented texts from the
 training texts (:mod:`distillery.augment`, with the teacher's tokenizer), stores them as
@@ -24,7 +24,7 @@ import pandas as pd
 from distillery import precision
 from distillery.augment import augment
 from distillery.config import Params
-from distillery.errors import ConfigError, ModelError
+from distillery.errors import ConfigError, DistilleryError, ModelError
 from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
@@ -73,7 +73,12 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
     max_length, batch = params.teacher.max_length, params.evaluate.batch_size
     with torch.inference_mode():
         reference = task.predict(model, tokenizer, sample, max_length, batch)
-    found = task.predict(served, tokenizer, sample, max_length, batch)
+    try:
+        found = task.predict(served, tokenizer, sample, max_length, batch)
+    except DistilleryError:
+        raise
+    except Exception as exc:  # a graph that runs for the export's sample and not for these rows
+        return model, _refused(exc)
     difference = float(np.abs(reference - found).max()) if len(sample) else 0.0
     check = {"rows": int(len(sample)), "max_abs_diff_vs_pytorch": difference, "atol": params.export.fp32_atol}
     if not difference <= params.export.fp32_atol:
@@ -82,6 +87,12 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
               flush=True)
         return model, {"runtime": "pytorch", "onnxruntime_refused": "parity", "check": check}
     return served, {"runtime": "onnxruntime", "check": check}
+
+
+def _refused(exc: Exception) -> dict:
+    reason = f"ONNX Runtime failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:300]
+    print(f"teacher_logits: {reason}; the teacher's pass runs in PyTorch", flush=True)
+    return {"runtime": "pytorch", "onnxruntime_refused": reason}
 
 
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -101,15 +112,19 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         if wanted == "onnxruntime":
             sample = next((f for f in frames.values() if len(f)), frames["train"]).head(params.evaluate.batch_size)
             runner, ran = _onnx_teacher(params, task, model, tokenizer, sample, Path(onnx_dir))
+        try:
+            cached = _pass(params, task, runner, tokenizer, frames, ran["runtime"])
+        except DistilleryError:  # the data's or the configuration's fault: PyTorch would fail on it too
+            raise
+        except Exception as exc:
+            if ran["runtime"] != "onnxruntime":
+                raise
+            runner, ran = model, {**_refused(exc), "check": ran.get("check")}  # the whole pass again, in PyTorch
+            cached = _pass(params, task, runner, tokenizer, frames, "pytorch")
         autocast = params.teacher.logits_precision if ran["runtime"] == "pytorch" else "fp32"
-        for part, frame in frames.items():
-            with reporting(f"teacher on {len(frame):,} {part} rows"
-                           + (" (ONNX Runtime)" if ran["runtime"] == "onnxruntime" else "")):
-                with precision.autocast(autocast):
-                    logits = task.predict(runner, tokenizer, frame, max_length, params.evaluate.batch_size) \
-                        if len(frame) else task.empty_outputs(model.config.num_labels)
+        for part, logits in cached.items():
             np.save(scratch / f"{part}.npy", logits)
-            rows[part], outputs[part] = int(len(frame)), int(len(logits))
+            rows[part], outputs[part] = int(len(frames[part])), int(len(logits))
         frames[AUGMENTED].to_parquet(scratch / f"{AUGMENTED}.parquet", index=False)
         # a task whose model sees several features per row (extractive QA: windows) also records their count
         counts = {"outputs": outputs} if outputs != rows else {}
@@ -120,6 +135,19 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)
     return manifest
+
+
+def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str) -> dict:
+    """The teacher's outputs for every part, run by ``runner`` (the model, or its ONNX Runtime session)."""
+    autocast = params.teacher.logits_precision if ran == "pytorch" else "fp32"
+    cached = {}
+    for part, frame in frames.items():
+        with reporting(f"teacher on {len(frame):,} {part} rows" + (" (ONNX Runtime)" if ran == "onnxruntime" else "")):
+            with precision.autocast(autocast):
+                cached[part] = task.predict(runner, tokenizer, frame, params.teacher.max_length,
+                                            params.evaluate.batch_size) \
+                    if len(frame) else task.empty_outputs(runner.config.num_labels)
+    return cached
 
 
 def summary(result: dict) -> str:

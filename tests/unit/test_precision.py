@@ -116,6 +116,26 @@ def test_an_onnx_teacher_off_pytorch_or_not_exportable_leaves_the_pass_to_pytorc
     assert manifest["check"]["max_abs_diff_vs_pytorch"] == pytest.approx(0.01, rel=1e-3)
     assert "outputs are 1.00e-02 off PyTorch's on 60 training rows" in capsys.readouterr().out
     assert np.array_equal(np.load(tmp_path / "off" / "train.npy"), np.load(tmp_path / "logits" / "train.npy"))
+
+    # ONNX Runtime failing: on the check batch, or part-way through the pass (its third call: the check, the
+    # training rows, then the validation rows): the whole pass runs in PyTorch, and the manifest says why
+    for failing_call in (1, 3):
+        calls = []
+
+        def fail(sess, batch, failing_call=failing_call):
+            calls.append(1)
+            if len(calls) == failing_call:
+                raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : shapes")
+            return real(sess, batch)
+
+        monkeypatch.setattr(onnx_runtime, "run_outputs", fail)
+        out = tmp_path / f"failed-{failing_call}"
+        manifest = teacher_logits(onnx_params, tmp_path / "teacher", tmp_path / "prepared", out)
+        assert manifest["runtime"] == "pytorch", manifest
+        assert manifest["onnxruntime_refused"] == "ONNX Runtime failed: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : shapes"
+        assert ("check" in manifest) == (failing_call == 3) and len(calls) == failing_call
+        for part in ("train", "validation", "transfer"):
+            assert np.array_equal(np.load(out / f"{part}.npy"), np.load(tmp_path / "logits" / f"{part}.npy")), part
     monkeypatch.setattr(onnx_runtime, "run_outputs", real)
 
     def refuse(self, *args):

@@ -94,6 +94,8 @@ def test_image_profiles_switch_to_the_primer_and_tweets_switches_back(project, p
         ("image_classification", source, "scratch:cnn", "mlp")
     assert (images.student.mlp.hidden_sizes, images.distill.labelled_rows, images.distill.transfer_set.source) == \
         ([4], 800, "remainder")
+    # measured in fp32 PyTorch: the teacher's pass stays there (tweets sets the runtime back to auto)
+    assert (images.teacher.logits_precision, images.teacher.logits_runtime) == ("fp32", "pytorch")
     assert main(["profile", "tweets"]) == 0
     assert dataclasses.asdict(load_params("params.yaml")) == dataclasses.asdict(default)
 
