@@ -5,6 +5,7 @@ import contextlib
 import logging
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator, Optional, Union
 
 import numpy as np
@@ -235,8 +236,6 @@ class SessionModel:
         return self
 
     def __call__(self, **inputs):
-        from types import SimpleNamespace
-
         feed = {name: (value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value))
                 for name, value in inputs.items() if name in self.input_names}
         outputs = run_outputs(self.sess, feed)

@@ -68,8 +68,7 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
         task.export_onnx(model, tokenizer, path, params.export.opset)
         served = SessionModel(session(path, threads=torch.get_num_threads()), model.config)
     except ModelError as exc:
-        print(f"teacher_logits: {exc}; the teacher's pass runs in PyTorch", flush=True)
-        return model, {"runtime": "pytorch", "onnxruntime_refused": str(exc)}
+        return model, _to_pytorch(str(exc))
     max_length, batch = params.teacher.max_length, params.evaluate.batch_size
     with torch.inference_mode():
         reference = task.predict(model, tokenizer, sample, max_length, batch)
@@ -78,21 +77,29 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
     except DistilleryError:
         raise
     except Exception as exc:  # a graph that runs for the export's sample and not for these rows
-        return model, _refused(exc)
+        return model, _to_pytorch(_failure(exc))
     difference = float(np.abs(reference - found).max()) if len(sample) else 0.0
     check = {"rows": int(len(sample)), "max_abs_diff_vs_pytorch": difference, "atol": params.export.fp32_atol}
     if not difference <= params.export.fp32_atol:
-        print(f"teacher_logits: the ONNX teacher's outputs are {difference:.2e} off PyTorch's on {len(sample)} "
-              f"training rows (> export.fp32_atol {params.export.fp32_atol}); the teacher's pass runs in PyTorch",
-              flush=True)
-        return model, {"runtime": "pytorch", "onnxruntime_refused": "parity", "check": check}
+        return model, _to_pytorch("parity", check, f"the ONNX teacher's outputs are {difference:.2e} off PyTorch's "
+                                                   f"on {len(sample)} training rows (> export.fp32_atol "
+                                                   f"{params.export.fp32_atol})")
     return served, {"runtime": "onnxruntime", "check": check}
 
 
-def _refused(exc: Exception) -> dict:
-    reason = f"ONNX Runtime failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:300]
-    print(f"teacher_logits: {reason}; the teacher's pass runs in PyTorch", flush=True)
-    return {"runtime": "pytorch", "onnxruntime_refused": reason}
+def _failure(exc: Exception) -> str:
+    return f"ONNX Runtime failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:300]
+
+
+def _to_pytorch(reason: str, check: dict | None = None, said: str | None = None) -> dict:
+    """Say why the teacher's pass falls back to PyTorch; the manifest's record of it."""
+    print(f"teacher_logits: {said or reason}; the teacher's pass runs in PyTorch", flush=True)
+    return {"runtime": "pytorch", "onnxruntime_refused": reason, **({"check": check} if check else {})}
+
+
+def _autocast(params: Params, ran: str) -> str:
+    """The precision setting the pass runs under: ONNX Runtime's graph is fp32."""
+    return params.teacher.logits_precision if ran == "pytorch" else "fp32"
 
 
 def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -119,9 +126,8 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         except Exception as exc:
             if ran["runtime"] != "onnxruntime":
                 raise
-            runner, ran = model, {**_refused(exc), "check": ran.get("check")}  # the whole pass again, in PyTorch
+            runner, ran = model, _to_pytorch(_failure(exc), ran.get("check"))  # the whole pass again, in PyTorch
             cached = _pass(params, task, runner, tokenizer, frames, "pytorch")
-        autocast = params.teacher.logits_precision if ran["runtime"] == "pytorch" else "fp32"
         for part, logits in cached.items():
             np.save(scratch / f"{part}.npy", logits)
             rows[part], outputs[part] = int(len(frames[part])), int(len(logits))
@@ -130,7 +136,7 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         counts = {"outputs": outputs} if outputs != rows else {}
         manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
-                    "precision": precision.resolve(autocast), **ran,
+                    "precision": precision.resolve(_autocast(params, ran["runtime"])), **ran,
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)
@@ -139,11 +145,10 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
 
 def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str) -> dict:
     """The teacher's outputs for every part, run by ``runner`` (the model, or its ONNX Runtime session)."""
-    autocast = params.teacher.logits_precision if ran == "pytorch" else "fp32"
     cached = {}
     for part, frame in frames.items():
         with reporting(f"teacher on {len(frame):,} {part} rows" + (" (ONNX Runtime)" if ran == "onnxruntime" else "")):
-            with precision.autocast(autocast):
+            with precision.autocast(_autocast(params, ran)):
                 cached[part] = task.predict(runner, tokenizer, frame, params.teacher.max_length,
                                             params.evaluate.batch_size) \
                     if len(frame) else task.empty_outputs(runner.config.num_labels)
