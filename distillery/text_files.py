@@ -85,12 +85,18 @@ class DecodedLines:
         return line
 
 
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """The syntax error and its column: "Expecting value at column 25", "Unterminated string starting at column 9"
+    (that message already ends in "at")."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} column {exc.colno}"
+
+
 def json_line(number: int, line: str) -> Union[dict, str]:
     """The object on line ``number`` of a JSON-lines file, or what is wrong with it, naming the line."""
     try:
         value = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
-        return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+        return f"line {number} is not valid JSON ({json_problem(exc)})"
     if not isinstance(value, dict):
         return (f"line {number} is a JSON {type(value).__name__.replace('dict', 'object')}, not an object "
                 "of columns ({\"column\": value, ...})")
@@ -124,7 +130,7 @@ def bad_json_line(path: Path, errors: str) -> Union[str, None]:
             try:
                 json.loads(DecodedLines(handle, path, errors).read())
             except json.JSONDecodeError as exc:
-                return f"line {exc.lineno} is not valid JSON ({exc.msg} at column {exc.colno})"
+                return f"line {exc.lineno} is not valid JSON ({json_problem(exc)})"
             return None
         handle.seek(0)
         for number, line in enumerate(DecodedLines(handle, path, errors), 1):

@@ -572,6 +572,8 @@ def test_a_jsonl_value_that_is_not_text_or_not_one_label_is_a_rejected_row(tmp_p
 @pytest.mark.parametrize("suffix, broken, message", [
     (".jsonl", lambda line: line[:-1], r"line 8 is not valid JSON \(Expecting ',' delimiter at column \d+\)"),
     (".jsonl", lambda line: '["a", "b"]', r"line 8 is a JSON list, not an object of columns"),
+    # a line cut inside a string: the message names the column of its opening quote, with one "at"
+    (".jsonl", lambda line: '{"text": "cut', r"line 8 is not valid JSON \(Unterminated string starting at column 10\)$"),
     (".json", lambda line: line.replace(",", "", 1), r"line 8 is not valid JSON \(Expecting ',' delimiter"),
 ])
 def test_a_broken_json_line_is_named_by_its_line(tmp_path, suffix, broken, message):

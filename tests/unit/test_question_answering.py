@@ -292,6 +292,52 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
     assert kept["id"].tolist() == ["ok", "sep"]
 
 
+def test_a_start_before_the_context_or_past_its_end_is_not_at_its_answer(tmp_path):
+    """A negative answer_start once passed the check: context[-15:-5] slices from the end, and there the text was."""
+    context = "The answer is 42, said the old computer."
+    rows_in = [{"id": "neg", "answers": {"text": ["old computer"], "answer_start": [-13]}},
+               {"id": "past", "answers": {"text": ["computer."], "answer_start": [len(context) - 8]}},
+               {"id": "minus-one", "answers": {"text": ["."], "answer_start": [-1]}},
+               {"id": "end", "answers": {"text": ["computer."], "answer_start": [len(context) - 9]}},
+               {"id": "start", "answers": {"text": ["The"], "answer_start": [0]}}]
+    assert context[-13:-1] == "old computer" and context[-1:] == "."  # what the old slice check accepted
+    (tmp_path / "starts.jsonl").write_text("\n".join(json.dumps(r | {"title": "t", "context": context,
+                                                                    "question": "Who said it?"}) for r in rows_in))
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "starts.jsonl"), "starts")
+    assert [(r["row"], r["reason"]) for r in rejected] == \
+        [(f"line {n}", "answer not at its answer_start in the context") for n in (1, 2, 3)]
+    assert kept["id"].tolist() == ["end", "start"]
+
+
+def test_squad_json_of_the_wrong_shape_is_named_by_place_and_a_null_answers_is_no_answer(tmp_path):
+    document = make_squad_document(articles=2, paragraphs=1, questions=2, seed=4)
+    for change, message in (
+            (lambda d: d["data"].append("oops"), r"odd.json data\[2\]: expected an article \(a JSON object with "
+                                                 r"'paragraphs'\), got \"oops\""),
+            (lambda d: d["data"][1].update(paragraphs="text"), r"odd.json data\[1\].paragraphs: expected a list"),
+            (lambda d: d["data"][0]["paragraphs"].append(7), r"odd.json data\[0\].paragraphs\[1\]: expected a "
+                                                            r"paragraph \(a JSON object with 'qas'\), got 7"),
+            (lambda d: d["data"][0]["paragraphs"][0]["qas"].insert(1, ["q"]),
+             r"odd.json data\[0\].paragraphs\[0\].qas\[1\]: expected a question \{id, question, answers\}")):
+        odd = json.loads(json.dumps(document))
+        change(odd)
+        (tmp_path / "odd.json").write_text(json.dumps(odd))
+        with pytest.raises(DataError, match=message):
+            reading.read_file(tmp_path / "odd.json")
+    odd = json.loads(json.dumps(document))
+    odd["data"][0]["paragraphs"][0]["qas"][0]["answers"] = None
+    odd["data"][1]["paragraphs"] = None  # an article without paragraphs has no questions
+    (tmp_path / "odd.json").write_text(json.dumps(odd))
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "odd.json"), "odd")
+    assert [(r["row"], r["reason"]) for r in rejected] == \
+        [("data[0].paragraphs[0].qas[0] (id s4-0-0-0)", "no answer")]
+    assert kept["id"].tolist() == ["s4-0-0-1"]
+    (tmp_path / "cut.json").write_text('{"data": [{"title": "t", "paragraphs": [{"context": "abc')
+    with pytest.raises(DataError, match=r"cut.json: not valid JSON \(line 1: Unterminated string starting at "
+                                        r"column 53\)$"):  # the quote before abc
+        reading.read_file(tmp_path / "cut.json")
+
+
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     bad = document["data"][0]["paragraphs"][0]["qas"]

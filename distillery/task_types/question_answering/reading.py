@@ -25,7 +25,7 @@ from distillery.errors import DataError
 from distillery.sources import files_description
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                TITLE)
-from distillery.text_files import json_objects
+from distillery.text_files import json_objects, json_problem
 
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
 WHERE = "_where"  # a row's place in its file ("line 12", "data[0].paragraphs[1].qas[2] (id q7)"): messages only
@@ -44,7 +44,10 @@ def _open_text(path: Path) -> str:
 
 
 def _answers(value, where: str) -> tuple[list, list]:
-    """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form."""
+    """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form; a null is no answer (its
+    row is rejected as "no answer", as one without ``answers`` is)."""
+    if absent(value):
+        return [], []
     if isinstance(value, dict):
         texts, starts = value.get("text", []), value.get("answer_start", [])
         if isinstance(texts, str) and isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
@@ -70,9 +73,12 @@ def squad_rows(document: dict, where: str) -> pd.DataFrame:
         raise DataError(f"{where}: not SQuAD format: expected {{\"data\": [articles...]}}")
     rows = []
     for a, article in enumerate(document["data"]):
-        for p, paragraph in enumerate(article.get("paragraphs", [])):
-            for q, qa in enumerate(paragraph.get("qas", [])):
+        for p, paragraph in enumerate(_entries(article, "paragraphs", f"{where} data[{a}]", "an article")):
+            for q, qa in enumerate(_entries(paragraph, "qas", f"{where} data[{a}].paragraphs[{p}]", "a paragraph")):
                 place = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise DataError(f"{where} {place}: expected a question {{id, question, answers}}, got "
+                                    f"{json.dumps(qa)[:80]}")
                 texts, starts = _answers(qa.get("answers", []), f"{where} {place}")
                 rows.append({ID: str(qa.get("id", f"{where} {place}")),
                              TITLE: str(article.get("title", f"article {a}")),
@@ -80,6 +86,19 @@ def squad_rows(document: dict, where: str) -> pd.DataFrame:
                              ANSWER_TEXTS: texts, ANSWER_STARTS: starts,
                              WHERE: place + (f" (id {qa['id']})" if "id" in qa else "")})
     return pd.DataFrame(rows, columns=[*COLUMNS, WHERE])
+
+
+def _entries(parent, key: str, where: str, what: str) -> list:
+    """``parent[key]``, the list a SQuAD article (``paragraphs``) or paragraph (``qas``) holds; a missing or null one
+    is empty. ``parent`` that is not an object, or an entry that is not a list, is a ``DataError`` naming its place."""
+    if not isinstance(parent, dict):
+        raise DataError(f"{where}: expected {what} (a JSON object with {key!r}), got {json.dumps(parent)[:80]}")
+    entries = parent.get(key)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise DataError(f"{where}.{key}: expected a list, got {json.dumps(entries)[:80]}")
+    return entries
 
 
 def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = None) -> pd.DataFrame:
@@ -116,7 +135,7 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
         try:
             return squad_rows(json.loads(text), str(path))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+            raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {json_problem(exc)})") from None
     raise DataError(f"{path}: unsupported file type for question answering; use a SQuAD-format .json or a "
                     ".jsonl file (either may be gzipped: .json.gz, .jsonl.gz)")
 
