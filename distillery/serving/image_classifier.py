@@ -14,7 +14,9 @@ Input: a DataFrame with an ``image`` column (or a list of images, called directl
 The model normalises the pixels itself (the training split's mean and standard deviation are in its graph).
 Output: ``label``, ``score`` (its probability) and ``prob_<label>`` per image, in order.
 Refused with HTTP 400 (``INVALID_PARAMETER_VALUE``), naming the row: an image that is null, not decodable,
-or of another shape, and more than ``max_rows`` images in one call.
+or of another shape; nested lists with a pixel far outside the training data's range (more than half the range
+beyond either end: 0-255 pixels sent to a model trained on 0-1 would otherwise be answered with confidence); and
+more than ``max_rows`` images in one call.
 """
 from __future__ import annotations
 
@@ -88,6 +90,11 @@ class OnnxImageClassifier(PythonModel):
         self.labels = list(config["labels"])
         self.shape = (int(config["channels"]), int(config["height"]), int(config["width"]))
         self.pixel_max = float(config.get("pixel_max", 255.0))
+        # the training data's darkest value; a model registered before it was recorded has no lower bound
+        self.pixel_min = config.get("pixel_min")
+        low = 0.0 if self.pixel_min is None else float(self.pixel_min)
+        margin = (self.pixel_max - low) / 2
+        self.accepted = (-np.inf if self.pixel_min is None else low - margin, self.pixel_max + margin)
         self.batch_size = int(config.get("batch_size", 256))
         self.max_rows = int(config.get("max_rows") or 0)
         self.session = onnx_session(context.artifacts["onnx"], int(config.get("threads", 0)))
@@ -122,6 +129,11 @@ class OnnxImageClassifier(PythonModel):
                                  f"[{height}][{width}][{channels}])" if channels > 1 else ""))
         if not np.all(np.isfinite(array)):
             _refuse(f"{IMAGE!r} of row {row} holds a value that is not a finite number")
+        if array.min() < self.accepted[0] or array.max() > self.accepted[1]:
+            trained = f"{self.pixel_min:g}-{self.pixel_max:g}" if self.pixel_min is not None \
+                else f"values up to {self.pixel_max:g}"
+            _refuse(f"{IMAGE!r} of row {row} has pixels from {array.min():g} to {array.max():g}; this model was "
+                    f"trained on {trained}: send pixels on that scale, or the image as a base64 PNG")
         return array
 
     def logits(self, model_input) -> np.ndarray:

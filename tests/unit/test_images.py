@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import struct
 from pathlib import Path
 
@@ -378,7 +379,8 @@ def _mean_model(directory: Path) -> dict:
          helper.make_tensor("b", TensorProto.FLOAT, [2], [8.0, 0.0])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
     (directory / "image.json").write_text(json.dumps({"labels": ["dark", "bright"], "channels": 1, "height": 4,
-                                                      "width": 4, "pixel_max": 16.0, "max_rows": 3}))
+                                                      "width": 4, "pixel_max": 16.0, "pixel_min": 0.0,
+                                                      "max_rows": 3}))
     return {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")}
 
 
@@ -402,6 +404,37 @@ def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message)
 
     with pytest.raises(MlflowException, match=message):
         served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image]}))
+
+
+def test_served_pixels_far_outside_the_training_range_are_refused_naming_the_row(served, tmp_path):
+    """The fixture's model was trained on 0-16: up to half that range beyond either end is answered (-8 to 24),
+    8-bit pixels (255) or a large negative are refused. A model registered before pixel_min was recorded has no
+    lower bound."""
+    from mlflow.exceptions import MlflowException
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    edge = np.full((4, 4), 2.0)
+    edge[0, 0], edge[3, 3] = -8.0, 24.0
+    assert served.predict(None, pd.DataFrame({"image": [edge.tolist()]}))["label"].tolist() == ["dark"]
+    for value, shown in ((255.0, "from 2 to 255"), (24.5, "from 2 to 24.5"), (-8.5, "from -8.5 to 2")):
+        image = np.full((4, 4), 2.0)
+        image[1, 2] = value
+        with pytest.raises(MlflowException, match=rf"'image' of row 1 has pixels {shown}; this model was trained on "
+                                                  r"0-16: send pixels on that scale, or the image as a base64 PNG"):
+            served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image.tolist()]}))
+    artifacts = _mean_model(tmp_path)
+    config = json.loads(Path(artifacts["config"]).read_text())
+    del config["pixel_min"]
+    Path(artifacts["config"]).write_text(json.dumps(config))
+    older = pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
+    image = np.full((4, 4), -100.0)
+    assert older.predict(None, pd.DataFrame({"image": [image.tolist()]}))["label"].tolist() == ["dark"]
+    image[0, 0] = 24.5
+    with pytest.raises(MlflowException, match=r"row 0 has pixels from -100 to 24.5; this model was trained on "
+                                              r"values up to 16"):
+        older.predict(None, pd.DataFrame({"image": [image.tolist()]}))
 
 
 def test_base64_images_as_one_list_are_the_request_s_rows(served, tmp_path):

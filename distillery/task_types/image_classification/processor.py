@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -19,18 +20,22 @@ INPUT = "pixel_values"
 
 
 class PixelProcessor:
-    """What a model's images must be: ``[channels, height, width]``, raw intensities up to ``pixel_max``."""
+    """What a model's images must be: ``[channels, height, width]``, raw intensities up to ``pixel_max``;
+    ``pixel_min`` is the training data's darkest value (None in a processor saved before it was recorded)."""
 
     model_input_names = [INPUT]
     needs_padding = False  # nothing is padded: every image has the model's shape
 
-    def __init__(self, channels: int, height: int, width: int, pixel_max: float = 255.0):
+    def __init__(self, channels: int, height: int, width: int, pixel_max: float = 255.0,
+                 pixel_min: Optional[float] = None):
         self.channels, self.height, self.width, self.pixel_max = int(channels), int(height), int(width), \
             float(pixel_max)
+        self.pixel_min = None if pixel_min is None else float(pixel_min)
 
     @classmethod
     def from_spec(cls, spec: dict) -> "PixelProcessor":
-        return cls(spec["channels"], spec["height"], spec["width"], spec.get("pixel_max", 255.0))
+        return cls(spec["channels"], spec["height"], spec["width"], spec.get("pixel_max", 255.0),
+                   spec.get("pixel_min"))
 
     @classmethod
     def from_pretrained(cls, directory, key: str = "") -> "PixelProcessor":
@@ -50,7 +55,8 @@ class PixelProcessor:
         return [str(path)]
 
     def spec(self) -> dict:
-        return {"channels": self.channels, "height": self.height, "width": self.width, "pixel_max": self.pixel_max}
+        spec = {"channels": self.channels, "height": self.height, "width": self.width, "pixel_max": self.pixel_max}
+        return spec if self.pixel_min is None else {**spec, "pixel_min": self.pixel_min}
 
     def arrays(self, frame: pd.DataFrame) -> np.ndarray:
         """The frame's images as float32 ``[rows, channels, height, width]``; refused if another shape."""
