@@ -9,7 +9,7 @@ pandas, onnxruntime, tokenizers and mlflow, never Distillery.
 
 Input: a DataFrame with ``question`` and ``context`` columns (other columns are ignored), a list of
 ``{"question", "context"}`` records, or the same column-wise (``{"question": [...], "context": [...]}``,
-which MLflow hands over as one row holding the lists).
+which MLflow hands over as one row holding the lists, read as rows when every column holds a list of one length).
 Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``context[start:end]``) and
 ``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
 Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
@@ -49,12 +49,34 @@ def _frame(model_input) -> pd.DataFrame:
     if missing:
         _refuse(f"input has columns {list(model_input.columns)}; it needs {QUESTION!r} and {CONTEXT!r}")
     frame = model_input
-    if len(frame) == 1 and all(isinstance(frame[c].iloc[0], (list, tuple, np.ndarray)) for c in (QUESTION, CONTEXT)):
-        questions, contexts = list(frame[QUESTION].iloc[0]), list(frame[CONTEXT].iloc[0])
-        if len(questions) != len(contexts):
-            _refuse(f"{len(questions)} questions but {len(contexts)} contexts; give one context per question")
-        frame = pd.DataFrame({QUESTION: questions, CONTEXT: contexts})
+    if len(frame) == 1 and any(_is_sequence(frame[c].iloc[0]) for c in (QUESTION, CONTEXT)):
+        # column-wise ({"inputs": {"question": [...], "context": [...]}}): MLflow hands it over as one row
+        cells = column_wise(frame, "question")
+        frame = pd.DataFrame({QUESTION: list(cells[QUESTION]), CONTEXT: list(cells[CONTEXT])})
     return frame
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def column_wise(frame: pd.DataFrame, what: str) -> dict:
+    """The one row of column-wise input, ``{column: list}``, when every column holds a list and all have one
+    length. Else refused: a record whose text is a list (``{"id": 7, "text": ["a", "b"]}``) would be answered
+    with several rows for one, which the caller could not match back to its rows. (The same in each pyfunc file,
+    each standalone.)"""
+    cells = {column: frame[column].iloc[0] for column in frame.columns}
+    scalars = [column for column, value in cells.items() if not _is_sequence(value)]
+    if scalars:
+        listed = next(column for column, value in cells.items() if _is_sequence(value))
+        _refuse(f"{listed!r} of row 0 is a list but {scalars[0]!r} is not; send one {what} per row, or every column "
+                "as a list of the same length (column-wise)")
+    lengths = {column: len(value) for column, value in cells.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{column!r} {length}" for column, length in lengths.items())
+        _refuse(f"column-wise input with lists of different lengths ({listed}); give one value per {what} in every "
+                "column")
+    return cells
 
 
 def _strings(values: list, column: str) -> list[str]:

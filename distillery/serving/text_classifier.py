@@ -6,7 +6,8 @@ names, padding). It imports only numpy, pandas, onnxruntime, tokenizers and mlfl
 so ``mlflow models serve`` can serve it from the registry on a machine without Distillery.
 
 Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
-column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists). Columns are
+column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
+column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
 matched by name; other columns (an ``id``, say) are ignored. Called directly (without MLflow's
 signature check), a list of texts, a list of ``[text, text_pair]`` pairs and a one-column DataFrame
 are read too.
@@ -60,14 +61,11 @@ def _columns(model_input) -> tuple[list, list | None]:
             _refuse(f"input has columns {list(frame.columns)}; name the text column {TEXT!r} "
                     f"(and the second text {PAIR!r})")
         frame = frame.rename(columns={frame.columns[0]: TEXT})
-    if len(frame) == 1 and all(_is_sequence(frame[c].iloc[0]) for c in (TEXT, PAIR) if c in frame.columns):
-        # Column-wise input ({"inputs": ["a", "b"]} or {"text": [...]}): MLflow hands it over as one row
-        # holding every text.
-        texts = list(frame[TEXT].iloc[0])
-        pairs = list(frame[PAIR].iloc[0]) if PAIR in frame.columns else None
-        if pairs is not None and len(pairs) != len(texts):
-            _refuse(f"{len(texts)} {TEXT!r} values but {len(pairs)} {PAIR!r} values; give one pair per row")
-        return texts, pairs
+    if len(frame) == 1 and _is_sequence(frame[TEXT].iloc[0]):
+        # Column-wise input ({"inputs": {"text": [...]}}): with the signature's columns typed `any`, MLflow hands it
+        # over as one row holding the lists
+        cells = column_wise(frame, "text")
+        return list(cells[TEXT]), (list(cells[PAIR]) if PAIR in cells else None)
     texts = frame[TEXT].tolist()
     if PAIR in frame.columns and frame[PAIR].notna().any():
         return texts, frame[PAIR].tolist()
@@ -76,6 +74,25 @@ def _columns(model_input) -> tuple[list, list | None]:
 
 def _is_sequence(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
+
+
+def column_wise(frame: pd.DataFrame, what: str) -> dict:
+    """The one row of column-wise input, ``{column: list}``, when every column holds a list and all have one
+    length. Else refused: a record whose text is a list (``{"id": 7, "text": ["a", "b"]}``) would be answered
+    with several rows for one, which the caller could not match back to its rows. (The same in each pyfunc file,
+    each standalone.)"""
+    cells = {column: frame[column].iloc[0] for column in frame.columns}
+    scalars = [column for column, value in cells.items() if not _is_sequence(value)]
+    if scalars:
+        listed = next(column for column, value in cells.items() if _is_sequence(value))
+        _refuse(f"{listed!r} of row 0 is a list but {scalars[0]!r} is not; send one {what} per row, or every column "
+                "as a list of the same length (column-wise)")
+    lengths = {column: len(value) for column, value in cells.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{column!r} {length}" for column, length in lengths.items())
+        _refuse(f"column-wise input with lists of different lengths ({listed}); give one value per {what} in every "
+                "column")
+    return cells
 
 
 def _strings(values: list, column: str) -> list[str]:

@@ -579,6 +579,28 @@ def test_a_question_or_context_of_no_tokens_is_refused_naming_its_row(tiny_bert,
     assert refused.value.get_http_status_code() == 400
 
 
+def test_column_wise_questions_are_rows_and_a_record_holding_a_list_is_refused(tiny_bert, tmp_path):
+    """Column-wise input reaches the pyfunc as one row holding the lists; a record with a list for its question
+    beside a column that is not a list ({"id": 7, "question": [..], "context": ".."}) was answered with one row per
+    list item, which the caller could not match back to its rows."""
+    from mlflow.exceptions import MlflowException
+
+    served = _served_token_model(tmp_path, tiny_bert, max_length=12, stride=3)
+    context = " ".join(WORDS)
+    one_row = served.predict(None, pd.DataFrame({"question": [["car?", "day?"]], "context": [[context, context]]}))
+    rows = served.predict(None, pd.DataFrame({"question": ["car?", "day?"], "context": [context] * 2}))
+    assert len(one_row) == 2 and one_row.equals(rows)
+    for frame, said in ((pd.DataFrame({"id": [7], "question": [["car?", "day?"]], "context": [[context] * 2]}),
+                         "'question' of row 0 is a list but 'id' is not"),
+                        (pd.DataFrame({"question": [["car?", "day?"]], "context": [context]}),
+                         "'question' of row 0 is a list but 'context' is not"),
+                        (pd.DataFrame({"question": [["car?", "day?"]], "context": [[context]]}),
+                         "lists of different lengths ('question' 2, 'context' 1)")):
+        with pytest.raises(MlflowException, match=re.escape(said)) as refused:
+            served.predict(None, frame)
+        assert refused.value.get_http_status_code() == 400
+
+
 def test_a_benchmark_cell_shorter_than_a_question_keeps_half_the_window_for_it(tokenizer):
     """A 16-token cell once crashed the QA benchmark: the tokenizer could not cut a 9-token question's context."""
     context, question = " ".join(WORDS), " ".join(WORDS[5:14])

@@ -35,12 +35,22 @@ def test_input_forms(served):
     assert parse([{"text": "x", "text_pair": "y"}]) == (["x"], ["y"])
     assert parse(np.asarray(["a", "b"])) == (["a", "b"], None)
     assert parse([]) == ([], None)
-    # Column-wise, as MLflow passes {"inputs": [...]} and {"text": [...]}: one row holding the lists.
+    # Column-wise, as MLflow passes {"inputs": {"text": [...]}} with the signature's `any` columns: one row holding
+    # the lists, every column a list of one length (an id column too)
     assert parse(pd.DataFrame({"text": [["a", "b"]]})) == (["a", "b"], None)
     assert parse(pd.DataFrame({"text": [[]]})) == ([], None)
     assert parse(pd.DataFrame({"text": [["q"]], "text_pair": [["a"]]})) == (["q"], ["a"])
-    _refused(lambda: parse(pd.DataFrame({"text": [["q", "q2"]], "text_pair": [["a"]]})), "2 'text' values but 1")
+    assert parse(pd.DataFrame({"id": [[1, 2]], "text": [["a", "b"]]})) == (["a", "b"], None)
+    _refused(lambda: parse(pd.DataFrame({"text": [["q", "q2"]], "text_pair": [["a"]]})),
+             r"column-wise input with lists of different lengths \('text' 2, 'text_pair' 1\)")
     _refused(lambda: parse(pd.DataFrame({"text": [["a", None]]})), "'text' of row 1 is null")
+    # A record whose text is a list, beside a column that is not one, was answered with two rows for one: refused
+    _refused(lambda: parse(pd.DataFrame({"id": [7], "text": [["a", "b"]]})),
+             "'text' of row 0 is a list but 'id' is not; send one text per row, or every column as a list")
+    _refused(lambda: parse(pd.DataFrame({"text": [["a", "b"]], "text_pair": ["c"]})),
+             "'text' of row 0 is a list but 'text_pair' is not")
+    _refused(lambda: parse(pd.DataFrame({"text": ["a"], "text_pair": [["b", "c"]]})),
+             "'text_pair' of row 0 is not a string")
     _refused(lambda: parse(pd.DataFrame({"a": ["x"], "b": ["y"]})), "name the text column 'text'")
 
 
@@ -175,3 +185,12 @@ def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warni
     # the same tokenizer as beside a config it knows; a directory of a known model type loads as it always did
     assert result.stdout.split() == ["True", "True", "True", "True"]
     assert "model of type" not in result.stderr, result.stderr[-2000:]
+
+
+def test_column_wise_reading_is_the_same_in_the_text_and_qa_pyfuncs():
+    """Each pyfunc file stands alone (served without Distillery), so the helper is written twice: kept equal."""
+    import inspect
+
+    from distillery.serving import question_answerer, text_classifier
+
+    assert inspect.getsource(text_classifier.column_wise) == inspect.getsource(question_answerer.column_wise)
