@@ -144,7 +144,7 @@ def test_a_changed_transfer_set_re_labels_but_never_re_trains_the_teacher(dvc_st
     prepared_deps = [d for d in dvc_stages["train_teacher"]["deps"] if d.startswith("data/")]
     assert prepared_deps == ["data/prepared/train.parquet", "data/prepared/validation.parquet",
                              "data/prepared/labels.json"]
-    assert "data/prepared" in dvc_stages["teacher_logits"]["deps"]  # it labels the transfer rows
+    assert "data/prepared/transfer.parquet" in dvc_stages["teacher_logits"]["deps"]  # it labels the transfer rows
     monkeypatch.chdir(tmp_path)
     make_csv(tmp_path / "data/raw/tweets.csv", n=200)
     files, rows = {}, {}
@@ -159,6 +159,41 @@ def test_a_changed_transfer_set_re_labels_but_never_re_trains_the_teacher(dvc_st
     assert files[100]["transfer.parquet"] != files[20]["transfer.parquet"] != files[0]["transfer.parquet"]
     for name in ("train.parquet", "validation.parquet", "labels.json"):
         assert files[100][name] == files[20][name] == files[0][name], name
+
+
+PREPARED_FILES = ["data/prepared/train.parquet", "data/prepared/validation.parquet", "data/prepared/test.parquet",
+                  "data/prepared/transfer.parquet", "data/prepared/labels.json"]
+
+
+def test_the_same_rows_from_a_moved_or_converted_source_re_run_no_stage_after_prepare_but_register(dvc_stages,
+                                                                                                 tmp_path, monkeypatch):
+    """The stages after train_teacher depended on the whole prepared directory, and data_report.json names the
+    source: the same rows moved to another file (CSV to JSON lines) re-ran teacher_logits through benchmark
+    (minutes on the default data). They depend on the prepared files; register keeps the directory (the report
+    is part of a registered version's record)."""
+    from conftest import tiny_params, write_params
+    from distillery.stages.prepare import prepare
+    from tiny import make_texts
+
+    for stage in ("teacher_logits", "distill", "evaluate", "export", "benchmark"):
+        assert [d for d in dvc_stages[stage]["deps"] if d.startswith("data/prepared")] == PREPARED_FILES, stage
+    assert "data/prepared" in dvc_stages["register"]["deps"]
+    monkeypatch.chdir(tmp_path)
+    rows = make_texts(200)
+    Path("data/raw").mkdir(parents=True)
+    rows.to_csv("data/raw/tweets.csv", index=False)
+    rows.to_json("data/raw/moved.jsonl", orient="records", lines=True)
+    files = {}
+    for source in ("data/raw/tweets.csv", "data/raw/moved.jsonl"):
+        params = tiny_params(Path("models/none"), Path(source), **{"distill.transfer_set.max_rows": 30})
+        out = Path(f"prepared-{Path(source).suffix[1:]}")
+        prepare(load_params(write_params(tmp_path / "params.yaml", params)), out)
+        files[source] = {name: (out / name).read_bytes() for name in
+                         [Path(f).name for f in PREPARED_FILES] + ["data_report.json"]}
+    first, moved = files.values()
+    assert first["data_report.json"] != moved["data_report.json"]  # it names the source
+    for name in [Path(f).name for f in PREPARED_FILES]:
+        assert first[name] == moved[name], name
 
 
 def test_prepare_and_register_load_no_torch(tmp_path):
