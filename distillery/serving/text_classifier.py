@@ -22,6 +22,7 @@ and drops what the text holds).
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -95,6 +96,12 @@ def column_wise(frame: pd.DataFrame, what: str) -> dict:
     return cells
 
 
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character other than white space, control (Cc) and format (Cf) characters (a zero-width
+    space or NUL bytes only is empty); the rule of ``prepare``'s ``visible``, which this file cannot import."""
+    return any(not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")) for ch in text)
+
+
 def _strings(values: list, column: str) -> list[str]:
     """``values`` if every one is a string; else refused, naming the first bad row."""
     for row, value in enumerate(values):
@@ -104,7 +111,7 @@ def _strings(values: list, column: str) -> list[str]:
                 f"not a string ({type(value).__name__} {str(value)[:40]!r})"
             _refuse(f"{column!r} of row {row} is {what}; every row needs a string {column!r} "
                     f"({bad} of {len(values)} rows are not strings)")
-    blank = next((row for row, value in enumerate(values) if not value.strip()), None)
+    blank = next((row for row, value in enumerate(values) if not _visible(value)), None)
     if blank is not None:  # prepare rejects such rows: the model never learnt what an empty text means
         _refuse(f"{column!r} of row {blank} is empty ({values[blank]!r}); every row needs a non-empty {column!r}, "
                 f"as every training row had")

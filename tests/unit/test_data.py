@@ -66,6 +66,8 @@ def test_bad_rows_dropped_and_counted(tmp_path):
 
 
 @pytest.mark.parametrize("column, value, reason", [("text", "", "empty text"),
+                                                   # no visible character: zero-width space, NUL, no-break space
+                                                   ("text", "\u200b \x00\u00a0", "empty text"),
                                                    ("sentiment", "angry", "unknown label 'angry'")])
 def test_bad_rows_fail_names_the_row(tmp_path, column, value, reason):
     frame = make_texts(30)

@@ -143,19 +143,25 @@ def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
     assert model.predict(None, ["good day", "day", "good"])["score"].tolist() == [0.5, 0.5, 0.5]
     encoded = model._encode(["good day", "day"], None)
     assert encoded["input_ids"].tolist() == [[2, 3], [3, 0]] and encoded["attention_mask"].tolist() == [[1, 1], [1, 0]]
-    error = _refused(lambda: model.predict(None, ["good day", "day", "good", "\x00\x01"]),
+    # U+FFFD is a visible symbol (not empty), which the normaliser's clean_text removes with the control character
+    error = _refused(lambda: model.predict(None, ["good day", "day", "good", "\ufffd\x01"]),
                      "'text' of row 3 gives no tokens")
-    assert "('\\x00\\x01')" in error.message
+    assert "('\ufffd\\x01')" in error.message
 
 
 @pytest.mark.parametrize("rows, pair_task, what", [
     (["good", "", "day"], False, "'text' of row 1 is empty \\(''\\)"),
     (["good", " \t\n"], False, "'text' of row 1 is empty"),
     (pd.DataFrame({"text": ["a", "b"], "text_pair": ["c", " "]}), True, "'text_pair' of row 1 is empty \\(' '\\)"),
-    ({"text": ["", "b"], "text_pair": ["c", "d"]}, True, "'text' of row 0 is empty")])
+    ({"text": ["", "b"], "text_pair": ["c", "d"]}, True, "'text' of row 0 is empty"),
+    # no visible character: a zero-width space (format, Cf), NUL bytes (control, Cc), beside white space
+    (["good", "\u200b"], False, r"'text' of row 1 is empty \('\\u200b'\)"),
+    (["good", "day", " \x00\x00 "], False, "'text' of row 2 is empty"),
+    (pd.DataFrame({"text": ["a"], "text_pair": ["\ufeff\u200d"]}), True, "'text_pair' of row 0 is empty")])
 def test_an_empty_text_or_text_pair_is_refused_as_prepare_rejects_it_for_training(served, rows, pair_task, what):
     """A pair with an empty second text was classified (BERT's tokenizer still gives [CLS] [SEP]), while prepare
-    rejects such a row as "empty text pair": the model never saw one."""
+    rejects such a row as "empty text pair": the model never saw one. A text of invisible characters only (a
+    zero-width space) was classified; prepare now rejects it as empty too."""
     model = _model(served, max_rows=10)
     model.pair_task = pair_task
     error = _refused(lambda: model.predict(None, rows), what)

@@ -19,7 +19,15 @@ from distillery.prepared import LABEL, PAIR, TEXT
 
 
 def is_blank(series: pd.Series) -> pd.Series:
-    return series.isna() | series.astype(str).str.strip().eq("")
+    """Null, or no visible character: white space, control and format characters only (a zero-width space,
+    NUL bytes), which a model cannot tell apart from an empty text."""
+    # pandas' string dtype keeps a null as NaN through astype(str)
+    return series.isna() | ~series.astype(str).map(lambda v: isinstance(v, str) and visible(v)).astype(bool)
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character other than white space, control (Cc) and format (Cf) characters."""
+    return any(not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")) for ch in text)
 
 
 def _kind(value) -> str:
