@@ -181,6 +181,10 @@ class RegisterConfig:
                       json_schema_extra=allowed(LOCK_RULE))
     gate: GateConfig = Field(default_factory=GateConfig, description="the candidate becomes champion only if "
                                                                      "every check passes; else challenger")
+    promote: bool = Field(True, description="false: a candidate that passes the gate is recorded as passed but "
+                                            "gets the challenger alias, never champion (exploratory `dvc exp run "
+                                            "-S register.promote=false ...`); promote it later with `distillery "
+                                            "promote <version> --reason ...`")
 
     @model_validator(mode="after")
     def _lock_url(self) -> "RegisterConfig":

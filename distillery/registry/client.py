@@ -241,12 +241,15 @@ def recover(client, name: str, record=None) -> dict:
     return done
 
 
+NOT_PROMOTED = "passed, not promoted (register.promote is false)"  # the decision: the gate passed, the alias stayed
+
+
 def apply_decision(client, decision: dict) -> None:
     """The only place a pipeline moves an alias; the last registry call of a registration."""
     name, version = decision["model_name"], decision["version"]
     if decision["decision"] == "promoted":
         move_champion(client, name, version, decision["champion_before"])
-    elif decision["decision"] == "rejected":
+    elif decision["decision"] in ("rejected", NOT_PROMOTED):
         client.set_registered_model_alias(name, "challenger", version)
     elif decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:
         client.delete_registered_model_alias(name, "challenger")  # a state older versions of Distillery could leave

@@ -26,8 +26,9 @@ from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
-from distillery.registry.client import (LABELS_TAG, TAG, apply_decision, champion, champion_figures, connected,
-                                        end_stale_runs, recorder, recover, run_tags, set_tags, version_labels, versions)
+from distillery.registry.client import (LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, champion_figures,
+                                        connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_labels,
+                                        versions)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -210,8 +211,10 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")
     if already:
         outcome, alias = ("already champion" if passed else "already champion (fails the gate now; kept)"), "champion"
-    elif passed:
+    elif passed and params.register.promote:
         outcome, alias = "promoted", "champion"
+    elif passed:
+        outcome, alias = NOT_PROMOTED, "challenger"
     else:
         outcome, alias = "rejected", "challenger"
     before = None if current is None else str(current.version)

@@ -20,7 +20,7 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from conftest import tiny_params, write_params
+from conftest import tiny_params, update_params, write_params
 from distillery.cli import main
 from distillery.config import load_params
 from distillery.errors import LockTimeout, RegistryError, TrackingUnavailable
@@ -195,6 +195,26 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     assert list(listing["versions"][1]["metrics"]) == ["accuracy", "macro_f1"]  # the gate's metric first
     assert commands.models_table(listing).splitlines()[2].startswith(
         "| version | aliases | created | accuracy | macro_f1 | retention |")
+
+
+def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
+    """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
+    champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded
+    manual step."""
+    first = stage.register(_params(project))
+    assert first["decision"] == "promoted" and _aliases(project) == {"champion": "1"}
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)  # B right, A re-scored wrong
+    _params(project, min_retention=0.0)
+    update_params(project / "params.yaml", **{"register.promote": False})
+    explored = stage.register(load_params(project / "params.yaml"))
+    assert explored["passed"] and [c["passed"] for c in explored["checks"]] == [True] * 5, explored["checks"]
+    assert explored["decision"] == "passed, not promoted (register.promote is false)", explored
+    assert explored["alias"] == "challenger" and explored["champion_after"] == "1"
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == "passed"
+    assert main(["promote", "2", "--reason", "the exploration won"]) == 0
+    assert _aliases(project) == {"champion": "2"}
 
 
 def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert,
