@@ -127,14 +127,18 @@ class OnnxImageClassifier(PythonModel):
             _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes [{height}][{width}] "
                     f"pixels" + (f" in {channels} channels ([{channels}][{height}][{width}] or "
                                  f"[{height}][{width}][{channels}])" if channels > 1 else ""))
+        if not isinstance(value, (str, bytes)):  # a PNG is scaled into the training range above: pixels as sent only
+            self._check_range(array, row)
+        return array
+
+    def _check_range(self, array: np.ndarray, row: int) -> None:
         if not np.all(np.isfinite(array)):
             _refuse(f"{IMAGE!r} of row {row} holds a value that is not a finite number")
-        if array.min() < self.accepted[0] or array.max() > self.accepted[1]:
+        if array.size and (array.min() < self.accepted[0] or array.max() > self.accepted[1]):
             trained = f"{self.pixel_min:g}-{self.pixel_max:g}" if self.pixel_min is not None \
                 else f"values up to {self.pixel_max:g}"
             _refuse(f"{IMAGE!r} of row {row} has pixels from {array.min():g} to {array.max():g}; this model was "
                     f"trained on {trained}: send pixels on that scale, or the image as a base64 PNG")
-        return array
 
     def logits(self, model_input) -> np.ndarray:
         images = _images(model_input)

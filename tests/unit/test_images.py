@@ -424,8 +424,15 @@ def test_served_pixels_far_outside_the_training_range_are_refused_naming_the_row
         with pytest.raises(MlflowException, match=rf"'image' of row 1 has pixels {shown}; this model was trained on "
                                                   r"0-16: send pixels on that scale, or the image as a base64 PNG"):
             served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image.tolist()]}))
+    # a PNG is scaled into the model's range, never refused for it: black on a model trained on 10-16 only
     artifacts = _mean_model(tmp_path)
     config = json.loads(Path(artifacts["config"]).read_text())
+    Path(artifacts["config"]).write_text(json.dumps({**config, "pixel_min": 10.0}))
+    bright_only = pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
+    black = base64.b64encode(_png(np.zeros((4, 4)))).decode()
+    assert bright_only.predict(None, pd.DataFrame({"image": [black]}))["label"].tolist() == ["dark"]
+    with pytest.raises(MlflowException, match=r"row 0 has pixels from 0 to 0; this model was trained on 10-16"):
+        bright_only.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist()]}))  # 0 < 10 - 6/2
     del config["pixel_min"]
     Path(artifacts["config"]).write_text(json.dumps(config))
     older = pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
@@ -435,6 +442,18 @@ def test_served_pixels_far_outside_the_training_range_are_refused_naming_the_row
     with pytest.raises(MlflowException, match=r"row 0 has pixels from -100 to 24.5; this model was trained on "
                                               r"values up to 16"):
         older.predict(None, pd.DataFrame({"image": [image.tolist()]}))
+
+
+def test_an_8_bit_images_range_starts_at_0_whatever_the_darkest_training_pixel():
+    """The data report's pixel_min is the darkest pixel seen; 8-bit images still run from 0 (a set without black
+    pixels would otherwise refuse valid dark images); other data keeps the darkest value seen."""
+    from distillery.task_types.image_classification.processor import PixelProcessor
+
+    spec = {"channels": 1, "height": 4, "width": 4, "pixel_max": 255.0, "pixel_min": 90.0}
+    assert PixelProcessor.from_spec({**spec, "dtype": "uint8"}).pixel_min == 0.0
+    assert PixelProcessor.from_spec({**spec, "dtype": "float32"}).pixel_min == 90.0
+    assert PixelProcessor.from_spec({**spec, "dtype": "float32"}).spec()["pixel_min"] == 90.0
+    assert "pixel_min" not in PixelProcessor(1, 4, 4).spec()  # a processor saved before it was recorded
 
 
 def test_base64_images_as_one_list_are_the_request_s_rows(served, tmp_path):

@@ -292,15 +292,17 @@ def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_tex
     assert kept["id"].tolist() == ["ok", "sep"]
 
 
-def test_a_start_before_the_context_or_past_its_end_is_not_at_its_answer(tmp_path):
+def test_a_negative_answer_start_is_rejected_even_where_a_slice_from_the_end_matches(tmp_path):
     """A negative answer_start once passed the check: context[-15:-5] slices from the end, and there the text was."""
     context = "The answer is 42, said the old computer."
     rows_in = [{"id": "neg", "answers": {"text": ["old computer"], "answer_start": [-13]}},
-               {"id": "past", "answers": {"text": ["computer."], "answer_start": [len(context) - 8]}},
-               {"id": "minus-one", "answers": {"text": ["."], "answer_start": [-1]}},
+               {"id": "word", "answers": {"text": ["computer"], "answer_start": [-9]}},
+               {"id": "first", "answers": {"text": ["The"], "answer_start": [-len(context)]}},
                {"id": "end", "answers": {"text": ["computer."], "answer_start": [len(context) - 9]}},
                {"id": "start", "answers": {"text": ["The"], "answer_start": [0]}}]
-    assert context[-13:-1] == "old computer" and context[-1:] == "."  # what the old slice check accepted
+    # what the old check, context[s:s + len(t)] == t, accepted for the three negative starts
+    assert context[-13:-1] == "old computer" and context[-9:-1] == "computer" and context[-40:-37] == "The"
+    assert len(context) == 40
     (tmp_path / "starts.jsonl").write_text("\n".join(json.dumps(r | {"title": "t", "context": context,
                                                                     "question": "Who said it?"}) for r in rows_in))
     kept, rejected = rows.clean(reading.read_file(tmp_path / "starts.jsonl"), "starts")
