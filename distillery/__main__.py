@@ -1,5 +1,16 @@
+import importlib.util
 import sys
 
-from distillery.cli import main
+# A Python without Distillery's packages (`dvc repro` from a shell where .venv is not active: dvc.yaml runs bare
+# `python`) gets one line, not a traceback ending in "No module named 'pydantic'". find_spec imports nothing.
+_missing = next((name for name in ("pydantic", "yaml", "numpy", "pandas") if importlib.util.find_spec(name) is None),
+                None)
+if _missing:
+    print(f"distillery: error: {sys.executable} has no {_missing!r}: Distillery's packages are not installed for "
+          "this Python; activate the project's environment first (`. .venv/bin/activate`, after `bash "
+          "scripts/setup.sh`)", file=sys.stderr)
+    sys.exit(4)  # the environment, not the input: exit code 4, never retried (distillery/errors.py)
+
+from distillery.cli import main  # noqa: E402
 
 sys.exit(main())

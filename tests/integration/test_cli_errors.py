@@ -119,3 +119,18 @@ def test_a_bad_refresh_with_declared_labels_stops_prepare(workdir, capsys, tiny_
     _set(workdir, tiny_bert, **{"data.labels": ["negative", "neutral", "positive"]})
     _fails(capsys, "prepare", fragment)
     assert {p.name: p.read_bytes() for p in (workdir / "data" / "prepared").iterdir()} == before
+
+
+def test_a_python_without_the_packages_gets_one_line_naming_the_fix():
+    """`dvc repro` in a shell without .venv active runs dvc.yaml's bare `python`: it ended in a traceback
+    ("No module named 'pydantic'"). Here the venv's own Python without its site-packages (-S) stands in for it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-S", "-m", "distillery", "params", "--check"], cwd=root,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"distillery: error: {sys.executable} has no 'pydantic': Distillery's packages "
+                                    "are not installed for this Python; activate the project's environment first")
