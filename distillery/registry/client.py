@@ -212,8 +212,9 @@ def recover(client, name: str, record=None) -> dict:
 
     - a champion with a move intent: the move happened, so it is finished (``finish_move``);
     - any other version with a move intent: the alias never moved, so the intent is dropped;
-    - a champion carrying the rollback guard: a rollback was killed after the guard and before the alias
-      move, so the alias is moved back to its ``previous_champion``;
+    - a champion carrying the rollback guard whose ``previous_champion`` does not: a rollback was killed after the
+      guard and before the alias move, so the alias is moved back to it (``rollback`` never moves to a guarded
+      version, so a guarded target means no rollback of this kind was under way: nothing is moved);
     - a version whose gate is ``pending``: its gate tags may be a mix of two runs, so it becomes ``interrupted``
       (registering the same model again re-gates it)."""
     done: dict = {}
@@ -233,7 +234,8 @@ def recover(client, name: str, record=None) -> dict:
     now = champion(client, name)
     if now is not None and ROLLED_BACK in now.tags and now.tags.get(TAG + "previous_champion"):
         target = now.tags[TAG + "previous_champion"]
-        if target in {str(v.version) for v in versions(client, name)}:
+        known = {str(v.version): v for v in versions(client, name)}
+        if target in known and ROLLED_BACK not in known[target].tags:
             if aliases(client, name).get("challenger") == target:
                 client.delete_registered_model_alias(name, "challenger")
             client.set_registered_model_alias(name, "champion", target)

@@ -108,6 +108,11 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                 f"{', '.join(known) or 'none'}); see `distillery models`")
         current = aliases(client, name).get("champion")
         if current == str(version):
+            if ROLLED_BACK in known[current].tags:  # a champion carrying the guard (an older Distillery could leave
+                # one): promoting it by hand lifts the guard, so the gate stops refusing it
+                set_tags(client, name, current, {TAG + "promotion_reason": reason,
+                                                 TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                client.delete_model_version_tag(name, current, ROLLED_BACK)
             return {"model_name": name, "champion": current, "changed": False}
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
@@ -137,10 +142,16 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
         if not previous:
             raise RegistryError(f"champion v{current_version} of {name!r} replaced no earlier champion; "
                                 f"use `distillery promote <version> --reason ...` to choose one")
-        known = {str(v.version) for v in versions(client, name)}
+        known = {str(v.version): v for v in versions(client, name)}
         if previous not in known:
             raise RegistryError(f"previous champion v{previous} of {name!r} no longer exists; "
                                 f"use `distillery promote <version> --reason ...`")
+        if ROLLED_BACK in known[previous].tags:
+            # A second rollback once went back to the version the first one rolled back, and `recover` then took
+            # that guarded champion for a rollback killed half-way: every command flipped the champion.
+            raise RegistryError(f"previous champion v{previous} of {name!r} was itself rolled back (at "
+                                f"{known[previous].tags[ROLLED_BACK]}); choose a version with `distillery promote "
+                                f"<version> --reason ...`")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
         # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.

@@ -217,6 +217,37 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     assert _aliases(project) == {"champion": "2"}
 
 
+def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_flips_the_champion(project, tiny_bert,
+                                                                                                  capsys):
+    """promote 1, promote 2, rollback (to 1, 2 guarded), rollback: it went back to the guarded v2, and `recover`
+    then took that guarded champion for a rollback killed half-way, so every later command flipped the champion."""
+    from distillery.registry.client import recover
+
+    stage.register(_params(project))
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # v2, previous 1
+    assert main(["promote", "1", "--reason", "a"]) == 0 and main(["promote", "2", "--reason", "b"]) == 0
+    assert main(["rollback", "--reason", "r1"]) == 0 and _aliases(project)["champion"] == "1"
+    capsys.readouterr()
+    assert main(["rollback", "--reason", "r2"]) == 2  # v1's previous champion is the rolled-back v2
+    assert "previous champion v2 of 'distillery-student' was itself rolled back (at 20" in capsys.readouterr().err
+    for _ in range(3):  # nothing moves it: neither the commands' recovery nor a registration
+        assert recover(_client(project), NAME) == {} and _aliases(project)["champion"] == "1"
+    assert stage.register(_params(project, min_retention=0.0))["checks"][-1]["name"] == "not_rolled_back"
+    assert _aliases(project)["champion"] == "1"
+
+    # The state the old rollback left: both guarded, each the other's previous champion. Recovery leaves it; a
+    # manual promotion of the champion lifts its guard.
+    client = _client(project)
+    client.set_model_version_tag(NAME, "1", "distillery.rolled_back_at", "2026-12-05T00:54:09")
+    client.set_model_version_tag(NAME, "1", "distillery.previous_champion", "2")
+    assert recover(client, NAME) == {} and _aliases(project)["champion"] == "1"
+    assert main(["promote", "1", "--reason", "settled by hand"]) == 0
+    assert "distillery.rolled_back_at" not in client.get_model_version(NAME, "1").tags
+    assert client.get_model_version(NAME, "1").tags["distillery.promotion_reason"] == "settled by hand"
+
+
 def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert,
                                                                                              monkeypatch):
     """A refresh re-draws the splits, so rows of the champion's training split can land in the new test split.
