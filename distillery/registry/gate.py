@@ -28,13 +28,16 @@ REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "t
 GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher",)  # the last ones may be absent (= off)
 
 
+ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.679 / 0.7 < 0.97)
+
+
 def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict:
     return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "detail": detail}
 
 
 def _retention(candidate: dict, gate: dict) -> dict:
     retention, needed = candidate["retention"], gate["min_retention"]
-    return check("retention", retention >= needed, round(retention, 4), needed,
+    return check("retention", retention >= needed - ROUNDING, round(retention, 4), needed,
                  f"{retention:.4f} of the teacher's {candidate.get('retention_metric', 'accuracy')}, needs >= {needed}")
 
 
@@ -100,7 +103,7 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     if "error" in champion:
         return check("champion", False, None, None,
                      f"champion v{champion['version']} could not be scored on the current test split "
-                     f"({champion['error']}); choose one with `distillery promote <version> --reason ...`")
+                     f"({_first_line(champion['error'])}); choose one with `distillery promote <version> --reason ...`")
     metric, tolerance = gate["metric"], gate["tolerance"]
     same_rows = champion.get("candidate")  # both scored on the test rows the champion did not see
     ours, theirs = (same_rows or candidate)[metric], champion[metric]
@@ -115,7 +118,7 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
             if rows and not rows.get("checked") else ")")
     else:
         where = ""
-    return check("champion", ours >= theirs - tolerance, round(ours, 4), round(theirs, 4),
+    return check("champion", ours >= theirs - tolerance - ROUNDING, round(ours, 4), round(theirs, 4),
                  f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}{where}"
                  f", needs >= champion - {tolerance}")
 
@@ -155,3 +158,9 @@ def teacher_latency(benchmark: dict, cell: Optional[str]) -> Optional[float]:
     """The teacher's PyTorch p95 in ``cell`` of the same benchmark run, or None."""
     stats = benchmark.get("models", {}).get("teacher_pytorch_fp32", {}).get("cells", {}).get(cell or "")
     return None if not stats or stats.get("p95_ms") is None else float(stats["p95_ms"])
+
+
+def _first_line(message: str) -> str:
+    """One line of an error (MLflow's schema errors print the whole DataFrame on the lines after)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return (lines[0] + (" ..." if len(lines) > 1 else "")) if lines else str(message)

@@ -393,6 +393,9 @@ def test_int8_gate_function():
     assert int8_gate(0.80, 0.795, 1.0) == {"accuracy_drop_points": 0.5, "deployable": True, "reason": None}
     failed = int8_gate(0.80, 0.78, 1.0)
     assert not failed["deployable"] and failed["accuracy_drop_points"] == pytest.approx(2.0)
+    # one row of 100 at a 1-point limit: 100 * (0.45 - 0.44) is 1.0000000000000009, at the limit, not over it
+    assert 100 * (0.45 - 0.44) > 1.0 and int8_gate(0.45, 0.44, 1.0)["deployable"] is True
+    assert int8_gate(0.45, 0.4399, 1.0)["deployable"] is False
 
 
 def test_int8_gate_reports_the_paired_standard_error_of_the_drop():

@@ -124,6 +124,18 @@ def test_an_unscoreable_champion_fails_and_names_the_manual_promotion():
     assert _failed(decision) == ["champion"]
     assert "ValueError: bad schema" in _check(decision, "champion")["detail"]
     assert "distillery promote" in _check(decision, "champion")["detail"]
+    # MLflow's schema error prints the request's DataFrame on the lines after its first: the detail keeps one line
+    error = "MlflowException: Failed to enforce schema of data '  question  context\n0 What was it?  The ...'\n1 x"
+    detail = _check(decide(CANDIDATE, {"version": "3", "error": error, "labels": LABELS}, GATE), "champion")["detail"]
+    assert "\n" not in detail and "(MlflowException: Failed to enforce schema of data '  question  context ...);" in detail
+
+
+def test_a_retention_or_champion_figure_equal_to_its_threshold_passes_whatever_the_rounding():
+    """0.72 / 0.8 is 0.8999999999999999 in floating point: a student at exactly 90% failed min_retention 0.9."""
+    assert 0.72 / 0.8 < 0.9
+    decision = decide({**CANDIDATE, "retention": 0.72 / 0.8, "accuracy": 0.7}, {**CHAMPION, "accuracy": 0.8},
+                      {**GATE, "min_retention": 0.9, "tolerance": 0.1})
+    assert 0.7 < 0.8 - 0.1 and _failed(decision) == [], decision["checks"]  # 0.8 - 0.1 is 0.7000000000000001
 
 
 def test_labels_check_refuses_a_different_label_set_and_says_which():
