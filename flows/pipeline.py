@@ -148,6 +148,12 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 logger.info("%s: %s (%.1fs)", stage, ran[stage], result["seconds"])
             if overrides:
                 experiment = save_experiment(project_dir, f"prefect-{current_flow_run.name or 'run'}")
+            # This run's reports, read before the overrides' restore puts back the workspace's own (the summary
+            # of a run with overrides once showed the run before it: its table, gate decision and MLflow run)
+            table, markdown = _summary(root, ran, experiment, overrides, seconds)
+            decision, mlflow_run_id = _registration(root)
+            results_path = root / "reports" / "metrics" / "eval.json"
+            results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         except BaseException:
             if seconds:  # how long the stages before the failure took
                 logger.info("stage times:\n%s", stage_times(ran, seconds))
@@ -155,13 +161,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
         finally:
             if original_params is not None:
                 restore_params(project_dir, original_params)
-        table, markdown = _summary(root, ran, experiment, overrides, seconds)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    decision, mlflow_run_id = _registration(root)
     print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(ran, seconds)}")
-    results_path = root / "reports" / "metrics" / "eval.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     return {"stages": ran, "table": table, "experiment": experiment,
             "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
 

@@ -338,6 +338,19 @@ def test_second_run_waits_for_the_first_and_overrides_become_an_experiment(serve
         saved = _find(json.loads(shown.stdout), lambda node: node.get("name") == experiment and "data" in node)
         assert saved, f"no DVC experiment {experiment}: {shown.stdout[-2000:]}"
         assert saved["data"]["params"]["params.yaml"]["data"]["benchmark"]["runs"] == 5
+    # The first run's summary is its own: its benchmark changed, so register ran and logged a new MLflow run; the
+    # workspace's register.json, put back after the overrides, is the run before (the summary once showed that one)
+    import re
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+        any_=[earlier.id])))
+    summary = next(a for a in artifacts if a.key == "distillery-summary").data
+    workspace_run = json.loads((project / "reports/metrics/register.json").read_text())["mlflow_run_id"]
+    shown_run = re.search(r"MLflow run id: `([0-9a-f]+)`", summary)
+    assert shown_run and shown_run.group(1) != workspace_run, summary
+    assert "- `register`: ran" in summary, summary
     print(f"\n[measure] second run states: {states}")
 
 
