@@ -92,7 +92,13 @@ def _merge(node: Any, profile: dict, prefix: str, changed: dict) -> None:
             yaml.safe_load(yaml.safe_dump(_plain(current)))
         if plain != value:
             changed[dotted] = [plain, value]
-            node[key] = _styled(value)
+            if isinstance(current, list) and isinstance(value, list) and hasattr(current, "fa") \
+                    and not current.fa.flow_style():
+                # a block list (`- 0` lines) is refilled in place: replaced by a new node, it took the line break
+                # after the next key's value with it (`max_length: 256 config:`), and the file no longer read
+                current[:] = [_styled(v) for v in value]
+            else:
+                node[key] = _styled(value)
 
 
 def _over(base: dict, profile: dict) -> dict:
@@ -119,6 +125,7 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
                   profiles_dir: Union[str, Path] = PROFILES_DIR) -> dict:
     """Merge ``profiles/<name>.yaml`` over ``params_path``; return ``{"profile", "changed": {key: [old, new]}}``."""
     from distillery.config import load_params
+    from distillery.config.loading import safe_load
 
     params_path = Path(params_path)
     profile = read_profile(name, profiles_dir)
@@ -127,7 +134,9 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
     if not params_path.is_file():
         raise ConfigError(f"{params_path}: params file not found (run from the project root or pass --params)")
     writer = _yaml_writer()
-    document = writer.load(params_path.read_text(encoding="utf-8"))
+    text = params_path.read_text(encoding="utf-8")
+    document = writer.load(text)
+    expected = _over(safe_load(text), profile)  # what the rewritten file must read back as
     changed: dict = {}
     _merge(document, profile, "", changed)
     if not changed:  # not even rewritten: the writer would still re-indent a list or two
@@ -135,6 +144,14 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
         return {"profile": name, "params": str(params_path), "changed": changed}
     buffer = io.StringIO()
     writer.dump(document, buffer)
+    try:
+        wrong = safe_load(buffer.getvalue()) != expected
+    except yaml.YAMLError:
+        wrong = True
+    if wrong:  # the writer's fault, not the file's: say so, and leave the file as it was
+        raise ConfigError(f"profile {name}: rewriting {params_path} with its comments kept went wrong (the result "
+                          f"does not read back as the merged keys); {params_path} is unchanged: set the profile's "
+                          f"keys by hand ({Path(profiles_dir) / f'{name}.yaml'})")
     scratch = params_path.with_name(f".{params_path.stem}.profile.tmp-{os.getpid()}.yaml")
     scratch.write_text(buffer.getvalue(), encoding="utf-8")
     try:

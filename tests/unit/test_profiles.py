@@ -110,3 +110,34 @@ def test_one_profile_switches_to_another_directly(project):
         ("question_answering", None, "layers", "bundled:minilm-l6")
     assert main(["profile", "snli"]) == 0
     assert load_params("params.yaml").task == "text_classification"
+
+
+def test_a_block_list_and_an_empty_value_are_rewritten_into_a_file_that_reads_back(project, monkeypatch, capsys):
+    """student.layers written as a block list (`layers:` then `- 0`) and student.model left empty: the writer took
+    the line break after max_length with the replaced list (`max_length: 256 config:`), and the error then
+    blamed a line of params.yaml, which was valid."""
+    import yaml
+
+    text = (project / "params.yaml").read_text()
+    text = text.replace("  layers: [0]                 # encoder layer indices",
+                        "  layers:                     # encoder layer indices")
+    text = text.replace("  model: null                 # with source: model", "  model:                      # with source: model")
+    text = text.replace("                              # (README: The default student)\n",
+                        "                              # (README: The default student)\n  - 0\n", 1)
+    (project / "params.yaml").write_text(text)
+    assert load_params("params.yaml").student.layers == [0] and load_params("params.yaml").student.model is None
+    assert main(["profile", "qa"]) == 0
+    merged = yaml.safe_load((project / "params.yaml").read_text())
+    assert merged["student"]["layers"] == [0, 2, 5] and merged["student"]["max_length"] == 256
+    assert merged["student"]["config"]["hidden_size"] == 128  # the key after max_length, still a mapping of its own
+    assert "# encoder layer indices" in (project / "params.yaml").read_text()  # comments kept
+    assert load_params("params.yaml").task == "question_answering"
+
+    # a rewrite that does not read back as the merged keys is refused as the writer's fault; the file is unchanged
+    monkeypatch.setattr("distillery.profiles._merge", lambda node, profile, prefix, changed: changed.update(x=1))
+    before = (project / "params.yaml").read_bytes()
+    capsys.readouterr()
+    assert main(["profile", "tweets"]) == 2
+    err = capsys.readouterr().err
+    assert "profile tweets: rewriting params.yaml with its comments kept went wrong" in err and "unchanged" in err
+    assert (project / "params.yaml").read_bytes() == before
