@@ -186,6 +186,10 @@ def main(argv: Sequence[str] = ()) -> int:
     codes = {cls: code for code, cls in EXIT_CLASSES.items()}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a background job's is)
         signal.signal(signal.SIGINT, _on_ctrl_c)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # `kill`, `docker stop`: as Ctrl-C, so the running stage and the temporary Prefect server stop with the
+        # flow (SIGTERM ended the process alone, and the server ran on, orphaned)
+        signal.signal(signal.SIGTERM, _on_ctrl_c)
     try:
         if not (Path.cwd() / BACKUP).is_file():  # else the flow first restores the params a killed run overrode
             _check_params(Path.cwd())

@@ -73,3 +73,42 @@ def test_bad_input_fails_the_flow_without_retries(tiny_project):
     params.write_text(params.read_text().replace("temperature: 2.0", "temperature: 0"))
     with pytest.raises(BadInput, match=r"distill.temperature = 0.0 is not allowed"):
         pipeline(project_dir=str(tiny_project), stages=["prepare"])
+
+
+def test_sigterm_stops_the_flow_its_stage_and_its_temporary_server(tiny_project, tmp_path):
+    """`kill <pid>` (SIGTERM, as `docker stop` sends) ended the command alone: the temporary Prefect server and
+    `dvc repro` ran on, orphaned. It is handled as Ctrl-C: exit 130 with one line, nothing of it left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # its own temporary server
+    env.update(HOME=str(tmp_path), DISTILLERY_PROJECT_DIR=str(tiny_project))
+    log = tmp_path / "flow.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.pipeline"], cwd=tiny_project, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while "train_teacher" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert "train_teacher" in log.read_text(), log.read_text()[-3000:]
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("prefect" in " ".join(c.cmdline()) or "uvicorn" in " ".join(c.cmdline()) for c in children
+                   if c.is_running()), [c.cmdline() for c in children]  # the temporary server is a child
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 130, log.read_text()[-3000:]
+        time.sleep(2)
+        alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], [c.cmdline() for c in alive]
+        assert "distillery pipeline: interrupted; the running stage was stopped" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for child in locals().get("children", []):  # never leave a server behind, pass or fail
+            if child.is_running():
+                child.kill()
