@@ -206,10 +206,15 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     if proc.returncode != 0:
         error = _error_line(stderr) if "distillery" in stderr else _error_line(output)
         kind = classify(proc.returncode, output)
-        retry = "will be retried" if kind is TransientStageFailure else "not retried"
+        # not "will be retried": the last attempt's message is the one the run ends with
+        retry = f"transient: the flow tries it {STAGE_RETRIES + 1} times" if kind is TransientStageFailure \
+            else "not retried"
         raise kind(redact_uri(f"stage {stage} failed ({retry}): {error}"), stage)
     return {"stage": stage, "ran": f"Running stage '{stage}'" in output,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+STAGE_RETRIES = 2  # a transient failure (exit code 3) is tried again 10 s, then 60 s, later
 
 
 def stage_task(stage: str):
@@ -219,8 +224,8 @@ def stage_task(stage: str):
 
     run.__name__ = run.__qualname__ = stage
     # DVC decides what is stale, so Prefect's own result cache stays off.
-    return task(name=stage, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_if_transient,
-                cache_policy=NO_CACHE)(run)
+    return task(name=stage, retries=STAGE_RETRIES, retry_delay_seconds=[10, 60],
+                retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE)(run)
 
 
 prepare = stage_task("prepare")
