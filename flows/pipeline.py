@@ -184,9 +184,10 @@ def main(argv: Sequence[str] = ()) -> int:
         "arguments: set parameters in params.yaml. Deploy it on a schedule with `python -m flows.deploy`.")
     ).parse_args(list(argv))
     codes = {cls: code for code, cls in EXIT_CLASSES.items()}
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a background job's is)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    if handlers[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job's is)
         signal.signal(signal.SIGINT, _on_ctrl_c)
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    if handlers[signal.SIGTERM] is signal.SIG_DFL:
         # `kill`, `docker stop`: as Ctrl-C, so the running stage and the temporary Prefect server stop with the
         # flow (SIGTERM ended the process alone, and the server ran on, orphaned)
         signal.signal(signal.SIGTERM, _on_ctrl_c)
@@ -201,6 +202,9 @@ def main(argv: Sequence[str] = ()) -> int:
         # The flow has let go of its lock and put params.yaml back on the way out. A normal exit would then wait,
         # without end, for Prefect's event threads to reach the temporary server the same Ctrl-C stopped.
         _exit_interrupted()
+    finally:
+        for number, handler in handlers.items():  # main() called in-process (tests) leaves the handlers as found
+            signal.signal(number, handler)
     return 0
 
 
@@ -229,6 +233,7 @@ def _on_ctrl_c(signum, frame) -> None:
     timer.daemon = True
     timer.start()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: Python's own
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: the default
     raise KeyboardInterrupt
 
 

@@ -189,9 +189,6 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
         reader.start()
     try:
         proc.wait(timeout=timeout_seconds)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process alone: the stage must not run on, orphaned
-        kill_tree(proc.pid)
-        raise
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
         proc.wait()
@@ -199,6 +196,11 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
             reader.join(timeout=10)
         raise StageTimedOut(f"stage {stage} failed: timed out after {timeout_seconds:.0f}s and was stopped "
                             "(schedule.stage_timeout_minutes / schedule.stage_timeouts in params.yaml)", stage)
+    except BaseException:
+        # Ctrl-C, SIGINT to this process alone, or SIGTERM (Prefect's TerminationSignal while a flow runs): the stage
+        # must not run on, orphaned, nor write its outputs while the flow puts params.yaml back
+        kill_tree(proc.pid)
+        raise
     for reader in readers:
         reader.join()
     stdout, stderr = "".join(out), "".join(err)
@@ -207,7 +209,7 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
         error = _error_line(stderr) if "distillery" in stderr else _error_line(output)
         kind = classify(proc.returncode, output)
         # not "will be retried": the last attempt's message is the one the run ends with
-        retry = f"transient: the flow tries it {STAGE_RETRIES + 1} times" if kind is TransientStageFailure \
+        retry = f"transient: a flow's stage task tries it {STAGE_RETRIES + 1} times" if kind is TransientStageFailure \
             else "not retried"
         raise kind(redact_uri(f"stage {stage} failed ({retry}): {error}"), stage)
     return {"stage": stage, "ran": f"Running stage '{stage}'" in output,

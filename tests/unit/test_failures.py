@@ -70,7 +70,8 @@ def test_a_failed_stage_is_classified_from_its_real_exit_code_and_output(failing
     assert type(caught.value).__name__ == expected, str(caught.value)
     assert caught.value.stage == stage
     assert stages._retry_if_transient(None, None, _state(caught.value)) is retried
-    assert ("(transient: the flow tries it 3 times)" if retried else "(not retried)") in str(caught.value)
+    said = "(transient: a flow's stage task tries it 3 times)" if retried else "(not retried)"
+    assert said in str(caught.value)
     assert "\n" not in str(caught.value)
 
 

@@ -147,7 +147,7 @@ def test_the_failure_notification_and_log_carry_no_credentials(caplog):
 
     from servers import json_receiver
 
-    error = TransientStageFailure(f"stage register failed (transient: the flow tries it 3 times): MLflow tracking server {SECRET} "
+    error = TransientStageFailure(f"stage register failed (transient): MLflow tracking server {SECRET} "
                                   f"stopped answering (API request to {SECRET}/api/2.0/mlflow/runs/create failed)",
                                   "register")
     from uuid import uuid4
