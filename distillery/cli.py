@@ -106,7 +106,8 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
         return run()
 
 
-def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str) -> str:
+def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str,
+                         other_inputs: bool = False) -> str:
     """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
     from distillery.config import load_params
     from distillery.registry import commands as registry
@@ -117,7 +118,7 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
     if command == "promote":
         if version is None:
             raise RegistryError("promote needs a version: distillery promote <version> --reason '...'")
-        result = registry.promote(params, version, reason)
+        result = registry.promote(params, version, reason, other_inputs=other_inputs)
         if not result["changed"]:
             return f"{result['model_name']} v{result['champion']} is already the champion; nothing changed"
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
@@ -209,12 +210,16 @@ def main(argv: Optional[list] = None) -> int:
                              "or params (every params.yaml key, its default and description)")
     parser.add_argument("version", nargs="?", help="model version, for promote; profile name, for profile")
     parser.add_argument("--reason", default="", help="why, for promote (required) and rollback (recorded)")
+    parser.add_argument("--other-inputs", action="store_true",
+                        help="for promote: allow a version whose input columns differ from the champion's")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--check", action="store_true", help="for params: check the params file, every key and "
                                                                 "value, and say what is wrong in one line")
     args = parser.parse_args(argv)
     if args.version is not None and args.stage not in ("promote", PROFILE_COMMAND):
         parser.error(f"{args.stage} takes no version argument")
+    if args.other_inputs and args.stage != "promote":
+        parser.error("--other-inputs is for promote: python -m distillery promote <version> --reason ... --other-inputs")
     if args.check and args.stage != "params":
         parser.error("--check is for the params command: python -m distillery params --check")
     if args.stage == PROFILE_COMMAND and args.version is None:
@@ -251,7 +256,7 @@ def main(argv: Optional[list] = None) -> int:
     started = time.perf_counter()
     try:
         if args.stage in REGISTRY_COMMANDS:
-            print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason)))
+            print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason, args.other_inputs)))
             return 0
         if args.stage == PROFILE_COMMAND:  # rewrites params.yaml: never while a pipeline run holds the lock
             from distillery.profiles import apply_profile, summary

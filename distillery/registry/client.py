@@ -22,6 +22,7 @@ from distillery.tracking import connect, experiment_id, quiet_mlflow, unavailabl
 
 TAG = "distillery."  # prefix of every tag Distillery sets on runs and model versions
 LABELS_TAG = TAG + "labels"  # the version's label names, as a JSON list
+INPUTS_TAG = TAG + "inputs"  # the served model's input columns (its signature's), as a JSON list
 # Written on a version before ``champion`` moves to it, deleted after the move is fully recorded: a prefix of a
 # promotion never claims a move that did not happen (``previous_champion`` is written only after the alias).
 MOVE_TAG = TAG + "champion_move"
@@ -97,6 +98,29 @@ def version_labels(client, name: str, version) -> Optional[list[str]]:
             path = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}/artifacts/classifier.json")
         labels = json.loads(Path(path).read_text(encoding="utf-8")).get("labels")
         return [str(label) for label in labels] if isinstance(labels, list) else None
+    except Exception:  # unknown stays unknown: the gate then refuses to pass it silently
+        return None
+
+
+def version_inputs(name: str, version) -> Optional[list[str]]:
+    """A version's input columns: its ``distillery.inputs`` tag, else its registered signature's; None if unknown.
+
+    A model with other inputs (a question-answering model over a text classifier, pairs over single texts)
+    cannot answer the requests sent to the name it would be served under."""
+    recorded = version.tags.get(INPUTS_TAG)
+    if recorded:
+        try:
+            columns = json.loads(recorded)
+            if isinstance(columns, list):
+                return [str(column) for column in columns]
+        except ValueError:
+            pass
+    try:  # registered before the inputs were tagged: the signature the version was logged with
+        import mlflow
+
+        with quiet_mlflow():
+            signature = mlflow.models.get_model_info(f"models:/{name}/{version.version}").signature
+        return None if signature is None else [str(column) for column in signature.inputs.input_names()]
     except Exception:  # unknown stays unknown: the gate then refuses to pass it silently
         return None
 

@@ -9,7 +9,8 @@ from typing import Optional
 from distillery.config import Params
 from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
-                                        move_champion, record_action, recorder, recover, set_tags, versions)
+                                        move_champion, record_action, recorder, recover, set_tags, version_inputs,
+                                        versions)
 from distillery.tracking import experiment_id, redact_uri, sqlite_path, tracking_uri
 
 
@@ -93,8 +94,12 @@ def models_table(listing: dict) -> str:
     return "\n".join(lines)
 
 
-def promote(params: Params, version: str, reason: str, root: Optional[Path] = None) -> dict:
-    """Manual override: make ``version`` the champion, recording who, when and why."""
+def promote(params: Params, version: str, reason: str, root: Optional[Path] = None,
+            other_inputs: bool = False) -> dict:
+    """Manual override: make ``version`` the champion, recording who, when and why.
+
+    A version whose input columns differ from the champion's (a QA model over a text classifier) would answer
+    none of the requests sent to the served name: it is refused unless ``other_inputs`` says that is meant."""
     root = (root or Path.cwd()).resolve()
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
@@ -114,6 +119,12 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 client.delete_model_version_tag(name, current, ROLLED_BACK)
             return {"model_name": name, "champion": current, "changed": False}
+        if current is not None and current in known and not other_inputs:
+            theirs, ours = version_inputs(name, known[current]), version_inputs(name, known[str(version)])
+            if theirs is not None and ours is not None and theirs != ours:
+                raise RegistryError(
+                    f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
+                    f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
                 TAG + "promoted_by": getpass.getuser()}

@@ -7,15 +7,18 @@
 - ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]``, or, when ``gate["max_p95_ratio_to_teacher"]`` is set,
   <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
+- ``inputs``: the candidate's input columns are the champion's (a model that takes ``question`` and ``context``
+  cannot answer the requests sent for one that takes ``text``; an unknown set fails the check);
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
 - ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails);
 - ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
-``labels``, and the metric.
-``champion``: None (no champion yet), ``{"version", "error", "labels"?}`` (could not be scored), or
-``{"version", "accuracy", "macro_f1", "rescored", "labels"}`` where ``labels`` is None when unknown, and
+``inputs``, ``labels``, and the metric.
+``champion``: None (no champion yet), ``{"version", "error", "inputs"?, "labels"?}`` (could not be scored), or
+``{"version", "accuracy", "macro_f1", "rescored", "inputs", "labels"}`` where ``inputs`` and ``labels`` are None
+when unknown, and
 optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a
 ``note``) and ``candidate`` (the candidate's figures on the same rows, when test rows the champion saw were
 left out: the comparison uses them).
@@ -70,6 +73,26 @@ def _latency(candidate: dict, gate: dict) -> dict:
 def _size(candidate: dict, gate: dict) -> dict:
     size, budget = candidate["size_mb"], gate["max_size_mb"]
     return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}")
+
+
+def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
+    ours = list(candidate.get("inputs") or [])
+    if is_champion:
+        return check("inputs", True, ours, None, "this version is the champion")
+    if champion is None:
+        return check("inputs", True, ours, None, "no champion yet")
+    theirs = champion.get("inputs")
+    if theirs is None or not ours:
+        whose = "the candidate's" if not ours else f"champion v{champion['version']}'s"
+        return check("inputs", False, ours, theirs, f"{whose} input columns are not known, so a model that answers "
+                     f"other requests cannot be ruled out; check them and use `distillery promote <version> --reason ...`")
+    theirs = list(theirs)
+    if ours == theirs:
+        return check("inputs", True, ours, theirs, f"same input columns as champion v{champion['version']}: "
+                     f"{', '.join(ours)}")
+    return check("inputs", False, ours, theirs,
+                 f"input columns {ours} are not champion v{champion['version']}'s {theirs}: the requests sent to "
+                 f"this name would not fit; a model with other inputs goes under another register.model_name")
 
 
 def _labels(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
@@ -130,7 +153,7 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
     if missing:
         raise KeyError(f"gate settings lack {missing}")
     checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate),
-              _labels(candidate, champion, is_champion), _champion(candidate, champion, gate, is_champion)]
+              _inputs(candidate, champion, is_champion), _labels(candidate, champion, is_champion), _champion(candidate, champion, gate, is_champion)]
     if rolled_back_at and not is_champion:
         checks.append(check("not_rolled_back", False, rolled_back_at, None,
                             f"rolled back by hand at {rolled_back_at}; only "

@@ -26,9 +26,9 @@ from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
-from distillery.registry.client import (LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, champion_figures,
-                                        connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_labels,
-                                        versions)
+from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, champion_figures,
+                                        connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
+                                        version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -111,7 +111,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
                     TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
-                    SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels), **origin}).version)
+                    SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
+                    INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id, Path(tmp))
             decision["served_process"] = served_process_memory(
@@ -160,6 +161,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
     candidate = {**figures, "version": version, "retention_metric": primary,
                  "retention": figures[primary] / teacher_accuracy if teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
+                 "inputs": list(serving.signature_example(test).columns),
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
     current = champion(client, name)
@@ -187,7 +189,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         except Exception as exc:  # an unscoreable champion (or unreadable rows) fails the check; it never lets a
             # candidate past
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-        figures_before.update(labels=version_labels(client, name, current), rows=rows)
+        figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
+                              rows=rows)
     rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
@@ -200,7 +203,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         TAG + f"test_{secondary}": round(figures[secondary], 6), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
-        LABELS_TAG: json.dumps(list(labels)),
+        LABELS_TAG: json.dumps(list(labels)), INPUTS_TAG: json.dumps(candidate["inputs"]),
         **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"

@@ -134,3 +134,9 @@ def test_a_python_without_the_packages_gets_one_line_naming_the_fix():
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"distillery: error: {sys.executable} has no 'pydantic': Distillery's packages "
                                     "are not installed for this Python; activate the project's environment first")
+
+
+def test_other_inputs_is_refused_outside_promote(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["rollback", "--other-inputs"])
+    assert stopped.value.code == 2 and "--other-inputs is for promote" in capsys.readouterr().err

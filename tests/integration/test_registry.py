@@ -138,7 +138,7 @@ def _aliases(root: Path) -> dict:
 def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, tiny_bert):
     first = stage.register(_params(project))
     assert first["decision"] == "promoted" and first["version"] == "1"
-    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 5
+    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 6
     assert json.loads((project / "reports/metrics/register.json").read_text())["version"] == "1"
 
     # Same model again: no new version; the gate is re-run on it and it stays champion.
@@ -208,7 +208,7 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     _params(project, min_retention=0.0)
     update_params(project / "params.yaml", **{"register.promote": False})
     explored = stage.register(load_params(project / "params.yaml"))
-    assert explored["passed"] and [c["passed"] for c in explored["checks"]] == [True] * 5, explored["checks"]
+    assert explored["passed"] and [c["passed"] for c in explored["checks"]] == [True] * 6, explored["checks"]
     assert explored["decision"] == "passed, not promoted (register.promote is false)", explored
     assert explored["alias"] == "challenger" and explored["champion_after"] == "1"
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
@@ -332,6 +332,34 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
     unchecked = stage.register(_params(project, min_retention=0.0))
     assert unchecked["champion_rows"] == {"test_rows": 40, "left_out": 0, "checked": False}
     assert "overlap is unchecked" in next(c for c in unchecked["checks"] if c["name"] == "champion")["detail"]
+
+
+def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_asked(project, tiny_bert, capsys):
+    assert stage.register(_params(project))["decision"] == "promoted"
+    assert json.loads(_client(project).get_model_version(NAME, "1").tags["distillery.inputs"]) == ["text"]
+    # A champion registered before its inputs were tagged: its logged signature is read instead.
+    _client(project).delete_model_version_tag(NAME, "1", "distillery.inputs")
+
+    # Model B on sentence pairs, same labels: the inputs check fails (the champion check too: B scores 0 on A's
+    # labels).
+    _export(project, tiny_bert, shift=1)
+    test = pd.read_parquet(project / "data/prepared/test.parquet")
+    test.insert(1, "text_pair", test["text"].iloc[::-1].tolist())
+    test.to_parquet(project / "data/prepared/test.parquet")
+    pairs = stage.register(_params(project, min_retention=0.0))
+    assert pairs["version"] == "2" and pairs["decision"] == "rejected", pairs["checks"]
+    assert [c["name"] for c in pairs["checks"] if not c["passed"]] == ["inputs", "champion"], pairs["checks"]
+    check = next(c for c in pairs["checks"] if c["name"] == "inputs")
+    assert (check["value"], check["threshold"]) == (["text", "text_pair"], ["text"])
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+
+    # By hand: refused in one line naming both, unless asked for.
+    with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' takes \['text', 'text_pair'\], champion v1 "
+                                            r"takes \['text'\].*--other-inputs"):
+        commands.promote(_params(project), "2", "pairs now")
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    assert main(["promote", "2", "--reason", "pairs now", "--other-inputs"]) == 0
+    assert "champion v1 -> v2" in capsys.readouterr().out and _aliases(project)["champion"] == "2"
 
 
 def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels_tag(project):

@@ -14,8 +14,9 @@ from distillery.run_records import dvc_tags, numeric_leaves, stage_status
 GATE = {"min_retention": 0.98, "max_p95_ms": 2.0, "max_size_mb": 15.0, "metric": "accuracy", "tolerance": 0.0}
 LABELS = ["negative", "neutral", "positive"]
 CANDIDATE = {"accuracy": 0.80, "macro_f1": 0.70, "retention": 0.98, "p95_ms": 2.0, "latency_cell": "b1_s64",
-             "size_mb": 15.0, "labels": LABELS}
-CHAMPION = {"version": "3", "accuracy": 0.79, "macro_f1": 0.69, "rescored": False, "labels": LABELS}
+             "size_mb": 15.0, "inputs": ["text"], "labels": LABELS}
+CHAMPION = {"version": "3", "accuracy": 0.79, "macro_f1": 0.69, "rescored": False, "inputs": ["text"],
+            "labels": LABELS}
 
 
 def _failed(decision: dict) -> list[str]:
@@ -28,7 +29,7 @@ def _check(decision: dict, name: str) -> dict:
 
 def test_a_candidate_at_every_threshold_passes_every_check():
     decision = decide(CANDIDATE, CHAMPION, GATE)
-    assert [c["name"] for c in decision["checks"]] == ["retention", "latency", "size", "labels", "champion"]
+    assert [c["name"] for c in decision["checks"]] == ["retention", "latency", "size", "inputs", "labels", "champion"]
     assert _failed(decision) == [] and decision["passed"] is True
 
 
@@ -39,6 +40,7 @@ def test_a_candidate_at_every_threshold_passes_every_check():
     ({"size_mb": 15.1}, "size"),
     ({"accuracy": 0.789}, "champion"),
     ({"labels": ["negative", "positive"]}, "labels"),
+    ({"inputs": ["text", "text_pair"]}, "inputs"),
 ])
 def test_each_check_fails_alone(change, failing):
     decision = decide({**CANDIDATE, **change}, CHAMPION, GATE)
@@ -116,17 +118,19 @@ def test_no_champion_or_this_version_is_the_champion_pass_the_champion_and_label
     for decision, detail in ((decide(CANDIDATE, None, GATE), "no champion yet"),
                              (decide(CANDIDATE, None, GATE, is_champion=True), "this version is the champion")):
         assert _failed(decision) == []
-        assert _check(decision, "champion")["detail"] == _check(decision, "labels")["detail"] == detail
+        assert _check(decision, "champion")["detail"] == _check(decision, "labels")["detail"] == \
+            _check(decision, "inputs")["detail"] == detail
 
 
 def test_an_unscoreable_champion_fails_and_names_the_manual_promotion():
-    decision = decide(CANDIDATE, {"version": "3", "error": "ValueError: bad schema", "labels": LABELS}, GATE)
+    decision = decide(CANDIDATE, {"version": "3", "error": "ValueError: bad schema", "inputs": ["text"],
+                                  "labels": LABELS}, GATE)
     assert _failed(decision) == ["champion"]
     assert "ValueError: bad schema" in _check(decision, "champion")["detail"]
     assert "distillery promote" in _check(decision, "champion")["detail"]
     # MLflow's schema error prints the request's DataFrame on the lines after its first: the detail keeps one line
     error = "MlflowException: Failed to enforce schema of data '  question  context\n0 What was it?  The ...'\n1 x"
-    detail = _check(decide(CANDIDATE, {"version": "3", "error": error, "labels": LABELS}, GATE), "champion")["detail"]
+    detail = _check(decide(CANDIDATE, {"version": "3", "error": error, "inputs": ["text"], "labels": LABELS}, GATE), "champion")["detail"]
     assert "\n" not in detail and "(MlflowException: Failed to enforce schema of data '  question  context ...);" in detail
 
 
@@ -154,7 +158,8 @@ def test_labels_check_refuses_a_different_label_set_and_says_which():
     assert _failed(duplicated) == ["labels"]
 
     # A champion that could not be scored is still compared on its labels.
-    unscoreable = decide({**CANDIDATE, "labels": ["a", "b"]}, {"version": "3", "error": "x", "labels": LABELS}, GATE)
+    unscoreable = decide({**CANDIDATE, "labels": ["a", "b"]}, {"version": "3", "error": "x", "inputs": ["text"],
+                                                                     "labels": LABELS}, GATE)
     assert _failed(unscoreable) == ["labels", "champion"]
 
 
@@ -166,13 +171,28 @@ def test_labels_check_never_passes_silently_when_a_label_set_is_unknown():
     assert _failed(decide({**CANDIDATE, "labels": []}, CHAMPION, GATE)) == ["labels"]
 
 
+def test_inputs_check_refuses_a_model_that_takes_other_columns_and_never_passes_unknown_ones():
+    """A QA model (question, context) over a pairs champion (text, text_pair) with the same labels would answer
+    none of the requests sent to the served name."""
+    qa = decide({**CANDIDATE, "inputs": ["question", "context"]}, {**CHAMPION, "inputs": ["text", "text_pair"]}, GATE)
+    check = _check(qa, "inputs")
+    assert _failed(qa) == ["inputs"] and check["value"] == ["question", "context"]
+    assert check["threshold"] == ["text", "text_pair"] and "another register.model_name" in check["detail"]
+    assert _failed(decide({**CANDIDATE, "inputs": ["text", "text_pair"]}, CHAMPION, GATE)) == ["inputs"]
+    unknown = decide(CANDIDATE, {**CHAMPION, "inputs": None}, GATE)
+    assert _failed(unknown) == ["inputs"] and "champion v3's input columns are not known" in \
+        _check(unknown, "inputs")["detail"]
+    assert _failed(decide({**CANDIDATE, "inputs": []}, CHAMPION, GATE)) == ["inputs"]
+    assert _failed(decide(CANDIDATE, {**CHAMPION, "inputs": ["text"]}, GATE)) == []
+
+
 def test_a_rolled_back_version_fails_unless_it_is_the_champion():
     down = decide(CANDIDATE, CHAMPION, GATE, rolled_back_at="2026-11-30T10:00:00", version="4")
     assert _failed(down) == ["not_rolled_back"]
     assert _check(down, "not_rolled_back")["detail"].startswith("rolled back by hand at 2026-11-30T10:00:00")
     assert "`distillery promote 4`" in _check(down, "not_rolled_back")["detail"]
     kept = decide(CANDIDATE, None, GATE, is_champion=True, rolled_back_at="2026-11-30T10:00:00")
-    assert [c["name"] for c in kept["checks"]] == ["retention", "latency", "size", "labels", "champion"]
+    assert [c["name"] for c in kept["checks"]] == ["retention", "latency", "size", "inputs", "labels", "champion"]
     assert kept["passed"]
 
 
