@@ -58,8 +58,10 @@ def check_project_dir(project_dir: str) -> Path:
     return root
 
 
-def _registration(root: Path) -> tuple[str, str]:
-    """(gate decision, MLflow run id) from the register stage's report, if that stage has run."""
+def _registration(root: Path, fresh: bool = True) -> tuple[str, str]:
+    """(gate decision, MLflow run id) from the register stage's report, if that stage has run. ``fresh`` is False
+    when ``register`` was up to date in this run: the report is an earlier run's, and says so (the registry may
+    have moved since, by promote or rollback)."""
     path = root / "reports" / "metrics" / "register.json"
     if not path.is_file():
         return "not registered", "none"
@@ -68,6 +70,9 @@ def _registration(root: Path) -> tuple[str, str]:
                        for c in report.get("checks", []))
     decision = (f"{report.get('decision', 'unknown')}: {report.get('model_name', '?')} version "
                 f"{report.get('version', '?')} as @{report.get('alias', '?')}" + (f" ({checks})" if checks else ""))
+    if not fresh:
+        decision = (f"register was up to date; the last registration, at {report.get('decided_at', 'an unknown time')}"
+                    f", was {decision}; the registry may have moved since: python -m distillery models")
     return decision, str(report.get("mlflow_run_id") or "none")
 
 
@@ -85,7 +90,7 @@ def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Option
     table = "\n".join(path.read_text(encoding="utf-8") for path in (root / "reports" / "summary.md",
                                                                     root / "reports" / "benchmark.md")
                       if path.is_file())
-    decision, mlflow_run_id = _registration(root)
+    decision, mlflow_run_id = _registration(root, ran.get("register") != "up to date")
     seconds = seconds or {}
     stage_lines = "\n".join(f"- `{stage}`: {status}" + (f" ({seconds[stage]:.1f}s)" if stage in seconds else "")
                              for stage, status in ran.items())
@@ -151,7 +156,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             # This run's reports, read before the overrides' restore puts back the workspace's own (the summary
             # of a run with overrides once showed the run before it: its table, gate decision and MLflow run)
             table, markdown = _summary(root, ran, experiment, overrides, seconds)
-            decision, mlflow_run_id = _registration(root)
+            decision, mlflow_run_id = _registration(root, ran.get("register") != "up to date")
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         except BaseException:
@@ -164,7 +169,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
     print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(ran, seconds)}")
-    return {"stages": ran, "table": table, "experiment": experiment,
+    return {"stages": ran, "table": table, "experiment": experiment, "registry": decision,
             "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
 
 

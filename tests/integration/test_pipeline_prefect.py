@@ -35,6 +35,8 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
     assert status.returncode == 0 and "Running stage" not in status.stdout
     second = pipeline(project_dir=str(tiny_project))
     assert set(second["stages"].values()) == {"up to date"}
+    assert first["registry"].startswith("promoted: ") and second["registry"].startswith(
+        "register was up to date; the last registration, at ") and "python -m distillery models" in second["registry"]
 
     # A run with overrides is saved as an experiment and then leaves the workspace as it found it, so the
     # next plain run redoes nothing: no second benchmark, no new MLflow run of register.

@@ -395,9 +395,14 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
     (tmp_path / "reports" / "metrics" / "register.json").write_text(json.dumps({
         "model_name": "distillery-student", "version": "3", "decision": "promoted", "passed": True,
         "alias": "champion", "checks": [{"name": "retention", "passed": True, "value": 0.99, "threshold": 0.95}],
-        "mlflow_run_id": "abc123", "tracking_uri": "sqlite:///mlflow.db"}))
+        "mlflow_run_id": "abc123", "tracking_uri": "sqlite:///mlflow.db", "decided_at": "2026-12-05T03:00:00"}))
     decision, run_id = _registration(tmp_path)
     assert decision == "promoted: distillery-student version 3 as @champion (retention passed)" and run_id == "abc123"
+    # register up to date in this run: the report is an earlier run's, and the registry may have moved since
+    earlier, _ = _registration(tmp_path, fresh=False)
+    assert earlier == ("register was up to date; the last registration, at 2026-12-05T03:00:00, was promoted: "
+                       "distillery-student version 3 as @champion (retention passed); the registry may have moved "
+                       "since: python -m distillery models")
 
 
 # --- the schedule section of params.yaml -----------------------------------------------------
