@@ -115,5 +115,6 @@ def summary(result: dict) -> str:
             + (f" (int8 recipe {student['recipe']}"
                + (f" without ONNX Runtime's {', '.join(student['recipes']['disabled_optimizers'])}"
                   if student["recipes"].get("disabled_optimizers") else "")
-               + f", chosen on validation from {len(student['recipes']['candidates'])} candidates)"
+               + f", chosen on validation from {len(student['recipes']['candidates'])} candidates, "
+                 f"{sum(bool(c.get('kept')) for c in student['recipes']['candidates'])} passing the gates)"
                if "recipes" in student else ""))

@@ -33,3 +33,17 @@ def test_the_model_card_says_which_columns_the_served_model_reads():
     line = next(line for line in card.splitlines() if line.startswith("**Student:**"))
     assert line.endswith("Served as `student.int8.onnx` (ONNX), from a frame with the columns `text`, `text_pair` "
                          "(whatever the data's own column names were).")
+
+
+def test_the_export_summary_says_how_many_int8_recipes_passed_of_those_tried():
+    from distillery.stages.export import summary as export_summary
+
+    candidates = [{"recipe": name, "kept": kept, "chosen": name == "dynamic"} for name, kept in
+                  (("fused_dynamic", False), ("fused_dynamic_per_channel", False), ("dynamic", True),
+                   ("dynamic_per_channel", True))]
+    result = {"deployable": "student.int8.onnx", "student": {
+        "fp32": {"max_abs_logit_diff": 1e-6, "label_agreement_vs_pytorch": 1.0},
+        "int8": {"label_agreement_vs_fp32": 0.99, "accuracy_change_points": -0.2},
+        "recipe": "dynamic", "recipes": {"candidates": candidates, "disabled_optimizers": []}}}
+    assert export_summary(result).endswith("(int8 recipe dynamic, chosen on validation from 4 candidates, 2 passing "
+                                           "the gates)")
