@@ -175,6 +175,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     for split, frame in frames.items():
         rows.check_columns(frame, cfg, where[split])
     names = rows.label_names(frames, cfg, declared)
+    if declared is None and hasattr(rows, "check_number_spellings"):  # a Hub ClassLabel's integers index its names
+        rows.check_number_spellings(frames, cfg, where)
     if len(names) < 2:
         raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
     cleaned, rejected, unlabelled_splits = {}, [], []

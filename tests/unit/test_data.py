@@ -741,3 +741,26 @@ def test_a_pair_transfer_file_names_its_own_columns(tmp_path):
                                         r"'claim'\]"):
         prepare(_params(source, text_pair_column="hypothesis", transfer=TransferSetConfig(
             source=str(transfer_file), text_column="premise")), tmp_path / "refused")
+
+
+def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(tmp_path):
+    """"1.1" and "1.10" (codes) became one class, and "2.0" was renamed "2", without a word."""
+    frame = make_texts(90)
+    frame["sentiment"] = frame["sentiment"].map({"negative": "1.1", "neutral": "1.10", "positive": "2.0"})
+    source = _csv(tmp_path, frame)
+    with pytest.raises(DataError) as raised:
+        prepare(_params(source), tmp_path / "prepared")
+    assert str(raised.value) == (f"{source} [all]: the labels '1.1' and '1.10' in 'sentiment' are one number, so they would "
+                                 "be one class (labels that look like numbers are compared by value); if they are two "
+                                 "classes, name them so they are not numbers, e.g. 'c1.1' and 'c1.10'")
+    assert not (tmp_path / "prepared").exists()
+    # across files: "01" in train, "1" in test
+    train, test = frame.iloc[:60].copy(), frame.iloc[60:].copy()
+    train["sentiment"] = train["sentiment"].map({"1.1": "01", "1.10": "2", "2.0": "3"})
+    test["sentiment"] = test["sentiment"].map({"1.1": "1", "1.10": "2", "2.0": "3"})
+    files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
+    with pytest.raises(DataError, match=r"train.csv and .*test.csv: the labels '01' and '1' in 'sentiment'"):
+        prepare(_params("unused", files=files), tmp_path / "prepared")
+    # declared labels that are one number are named
+    with pytest.raises(DataError, match=r"names the same label twice: '1.1' and '1.10' are both the label '1.1'"):
+        prepare(_params(source, labels=["1.1", "1.10", "2.0"]), tmp_path / "prepared")

@@ -79,6 +79,28 @@ def label_key(value) -> str:
     return text
 
 
+def check_number_spellings(frames: dict, cfg: DataConfig, where: dict) -> None:
+    """Two spellings of one number among the data's text labels ("1.1" and "1.10", "01" and "1") stop ``prepare``:
+    compared by value they would silently be one class, and such labels are more often two codes than one number.
+    A number and its text ("1" in a CSV, 1.0 in JSON lines) still agree."""
+    seen: dict = {}  # label key -> (spelling, split)
+    for split, frame in frames.items():
+        column = frame[cfg.label_column]
+        for value in pd.unique(column[~not_scalar(column) & ~is_blank(column)]):
+            if not isinstance(value, str):
+                continue
+            spelling = unicodedata.normalize("NFC", value).strip()
+            if not _DECIMAL.fullmatch(spelling):
+                continue
+            first, first_split = seen.setdefault(label_key(spelling), (spelling, split))
+            if spelling != first:
+                places = where[first_split] if first_split == split else f"{where[first_split]} and {where[split]}"
+                raise DataError(
+                    f"{places}: the labels {first!r} and {spelling!r} in {cfg.label_column!r} are one number, so they "
+                    f"would be one class (labels that look like numbers are compared by value); if they are two "
+                    f"classes, name them so they are not numbers, e.g. 'c{first}' and 'c{spelling}'")
+
+
 def key_columns(cfg: DataConfig) -> list[str]:
     """The prepared columns that identify a row's input (duplicates are judged on them)."""
     return [TEXT, PAIR] if cfg.text_pair_column else [TEXT]
@@ -89,7 +111,11 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
     if cfg.labels is not None:
         names = [label_key(v) for v in cfg.labels]
         if len(set(names)) != len(names):
-            raise DataError(f"data.labels: {cfg.labels} names the same label twice")
+            twice = next(name for name in names if names.count(name) > 1)
+            spellings = [v for v, name in zip(cfg.labels, names) if name == twice]
+            raise DataError(f"data.labels: {cfg.labels} names the same label twice: {spellings[0]!r} and "
+                            f"{spellings[1]!r} are both the label {twice!r} (labels compare as text, numbers by "
+                            f"value, true/false in any case)")
         return names
     if declared is not None:
         return [label_key(name) for name in declared]
