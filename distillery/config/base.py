@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from distillery.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are unsigned 32-bit integers
 
 # strict: no silent str -> int or bool -> int coercion (an int is still accepted where a float is expected).
 CONFIG = ConfigDict(extra="forbid", strict=True)

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from distillery.config.base import allowed, not_allowed, section
+from distillery.config.base import SEED_MAX, allowed, not_allowed, section
 from distillery.config.sections import TrainConfig
 
 _TRANSFER_FILES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq")
@@ -57,7 +57,7 @@ class AugmentConfig:
     include_transfer: bool = Field(False, description="also augment the transfer-set texts, not only the labelled "
                                                       "training texts")
     max_rows: int = Field(20000, ge=0, description="at most this many augmented texts")
-    seed: Optional[int] = Field(None, description="augmentation seed; null = the top-level seed")
+    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="augmentation seed; null = the top-level seed")
 
 
 @section("distill.hidden_loss")

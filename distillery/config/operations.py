@@ -6,18 +6,18 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distillery.config.base import allowed, not_allowed, section
+from distillery.config.base import SEED_MAX, allowed, not_allowed, section
 from distillery.stages import STAGES
 
 Stage = Literal[STAGES]  # type: ignore[valid-type]
 _POSITIVE_INTS = allowed("list positive integers")
-_SEEDS_RULE = "list at least two distinct integer seeds (a spread needs two)"
+_SEEDS_RULE = f"list at least two distinct integer seeds from 0 to {SEED_MAX} (a spread needs two)"
 LOCK_RULE = ("write file (an OS file lock, this machine only) or postgresql://[user@]host[:port]/database (a "
              "PostgreSQL advisory lock, for registrations from several machines)")
 
 
 def _two_distinct(seeds: list[int]) -> list[int]:
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(0 <= seed <= SEED_MAX for seed in seeds):
         raise not_allowed(_SEEDS_RULE)
     return seeds
 

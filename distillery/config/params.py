@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from distillery.config.base import not_allowed, section
+from distillery.config.base import SEED_MAX, not_allowed, section
 from distillery.config.distill import DistillConfig
 from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, RegisterConfig,
                                           ScheduleConfig, SweepConfig)
@@ -23,7 +23,7 @@ class Params:
     task: str = Field("text_classification",
                       description="the task type (distillery/task_types/): what the data's rows are and what the "
                                   "models predict; text_classification covers single texts and text pairs")
-    seed: int = Field(42, description="one seed for splits, initialisation, data order")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="one seed for splits, initialisation, data order")
     data: DataConfig = Field(default_factory=DataConfig, description="the labelled corpus, read by prepare")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="read by train_teacher "
                                                                               "(and teacher_logits: max_length, "

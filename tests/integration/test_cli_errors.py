@@ -34,6 +34,12 @@ def _set(workdir: Path, tiny_bert, **overrides) -> None:
 @pytest.mark.parametrize("key, value, fragment", [
     ("distill.alpha", 1.5, "distill.alpha = 1.5 is not allowed; it must be in [0, 1]"),
     ("distill.temperature", 0, "distill.temperature = 0.0 is not allowed; it must be > 0"),
+    # out of numpy's and scikit-learn's seed range: they passed the check, then crashed a stage with a traceback
+    ("seed", -1, "seed = -1 is not allowed; it must be in [0, 4294967295]"),
+    ("distill.augment.seed", 2**32, "distill.augment.seed = 4294967296 is not allowed; it must be in [0, 4294967295]"),
+    ("evaluate.seeds", [-1, 2], "evaluate.seeds = [-1, 2] is not allowed; list at least two distinct integer seeds "
+                                "from 0 to 4294967295"),
+    ("sweep.seeds", [1, 2**32], "sweep.seeds = [1, 4294967296] is not allowed"),
 ])
 def test_bad_params(workdir, capsys, tiny_bert, key, value, fragment):
     _set(workdir, tiny_bert, **{key: value})
