@@ -106,6 +106,14 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         lines = _nonblank_lines(path)
         if len(lines) == len(frame):
             frame["_row"] = lines
+    if kind in ("csv", "tsv") and len(frame.columns) > 2:
+        # a row of empty fields only (",,," at the end of a spreadsheet's export) is a blank line, skipped as pandas
+        # skips those; one with any field filled is a row, and a bad one is rejected and named (a file of one
+        # column has no such rows: a blank text there is counted as one)
+        fields = frame.drop(columns="_row")
+        empty = (fields.isna() | fields.apply(lambda column: column.astype(str).str.strip() == "")).all(axis=1)
+        if empty.any():
+            frame = frame.loc[~empty].reset_index(drop=True)
     return frame
 
 

@@ -764,3 +764,25 @@ def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(
     # declared labels that are one number are named
     with pytest.raises(DataError, match=r"names the same label twice: '1.1' and '1.10' are both the label '1.1'"):
         prepare(_params(source, labels=["1.1", "1.10", "2.0"]), tmp_path / "prepared")
+
+
+def test_rows_of_empty_fields_are_skipped_as_blank_lines_and_a_repeated_column_name_is_refused(tmp_path):
+    """A spreadsheet's export ends in rows of commas: 200 of them made prepare fail at "57% rejected", 3 under
+    on_bad_rows: fail stopped it at "row 151: empty text". A header `text,text,sentiment` read the first `text`."""
+    lines = ["text,sentiment,notes"] + [f"text {i},{['positive', 'negative'][i % 2]}," for i in range(150)]
+    lines[40:40] = [",,", " , ,"]  # empty fields in the middle too: a blank line as a spreadsheet writes it
+    lines[100] = ",negative,"  # an empty text beside a label is a bad row, named as the spreadsheet numbers it
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines + [",,"] * 200) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 100: empty text \(1 bad row\(s\) in all"):
+        prepare(_params(path, on_bad_rows="fail"), tmp_path / "prepared")
+    lines[100] = "text 97,negative,"
+    path.write_text("\n".join(lines + [",,"] * 200) + "\n", encoding="utf-8")
+    report = prepare(_params(path, on_bad_rows="fail"), tmp_path / "prepared")
+    assert report["rows_rejected"] == 0 and sum(report["rows"].values()) == 150
+
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,text,sentiment\n" + "".join(f"a {i},b {i},{['x', 'y'][i % 2]}\n" for i in range(60)))
+    with pytest.raises(DataError, match=r"twice.csv \[all\]: two columns are named 'text' \(pandas read the second "
+                                        r"as 'text.1'\); rename one, so that data.text_column names a single column"):
+        prepare(_params(twice), tmp_path / "prepared2")

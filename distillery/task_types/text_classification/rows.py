@@ -135,6 +135,9 @@ def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     for key, column in needed:
         if column not in frame.columns:
             raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
+        if f"{column}.1" in frame.columns:  # pandas reads a repeated header name as "text", "text.1", ...
+            raise DataError(f"{where}: two columns are named {column!r} (pandas read the second as '{column}.1'); "
+                            f"rename one, so that {key} names a single column")
 
 
 def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: Union[list, None],
