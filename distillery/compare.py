@@ -1,10 +1,11 @@
 """``python -m distillery compare``: the distillation recipes measured by ``kd_gain``, side by side.
 
 Every ``kd_gain`` run leaves ``reports/kd_gain_runs/<variant>.json``. This command reads them all
-and writes ``reports/compare.md`` (a table of test accuracy and macro-F1 as mean ± std over seeds,
-the paired gain over the baseline, validation accuracy and training time, with the teacher
-alongside) and ``reports/metrics/compare.json``. The recommended recipe is the one with the best
-mean *validation* accuracy: the test split only reports, it never chooses.
+and writes ``reports/compare.md`` (a table of the task's two test metrics as mean ± std over seeds, each
+recipe's own labels-only baseline and its paired gain over it, the validation score and training time, with
+the teacher alongside) and ``reports/metrics/compare.json``. The recommended recipe is the one with the best
+mean *validation* score: the test split only reports, it never chooses. Runs of different tasks are refused;
+runs on other splits, seeds or teachers are listed, and the table says what differs between them.
 """
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import DataError
 from distillery.files import read_json, write_json
-from distillery.kd_gain import RUNS_DIR
+from distillery.kd_gain import METRICS, RUNS_DIR
 from distillery.paths import REPORTS_DIR
+
+# what must be equal for two runs' figures to be compared, and how a difference is named
+COMPARABLE = {"test_rows": "test rows", "validation_rows": "validation rows", "seeds": "seeds",
+              "teacher_weights": "teacher"}
 
 
 def _pm(summary: dict, who: str) -> str:
@@ -26,37 +31,51 @@ def _label(settings: dict) -> str:
     return "; ".join(f"{k} {v}" for k, v in settings.items())
 
 
+def _differences(runs: list[dict]) -> list[str]:
+    """The names of the COMPARABLE fields whose values differ between runs (a run that did not record one, from
+    an older Distillery, counts as unknown, not as different)."""
+    return [name for key, name in COMPARABLE.items()
+            if len({repr(r[key]) for r in runs if r.get(key) is not None}) > 1]
+
+
 def compare(params: Params, reports_dir: Union[str, Path] = REPORTS_DIR) -> dict:
     runs_dir = Path(reports_dir) / RUNS_DIR
     paths = sorted(runs_dir.glob("*.json"))
     if not paths:
         raise DataError(f"{runs_dir}: no kd_gain runs to compare; run `python -m distillery kd_gain` first")
     runs = [read_json(path) | {"file": path.name} for path in paths]
-    best = max(runs, key=lambda r: r["validation"]["student_accuracy_mean"])
-    lines = ["| recipe | seeds | test accuracy % | test macro-F1 ×100 | gain over baseline, accuracy points (95% CI) "
-             "| validation accuracy % | distill s / seed |", "|---|---|---|---|---|---|---|"]
-    baseline = runs[0]
-    lines.append(f"| baseline (labels only) | {baseline['seeds']} | {_pm(baseline['accuracy'], 'baseline')} | "
-                 f"{_pm(baseline['macro_f1'], 'baseline')} | | "
-                 f"{100 * baseline['validation']['baseline_accuracy_mean']:.2f} | "
-                 f"{baseline['train_seconds_mean']['baseline']:.0f} |")
+    kinds = {tuple(r.get("metrics") or METRICS) for r in runs}
+    if len(kinds) > 1:
+        named = "; ".join(f"{r['file']}: {', '.join(r.get('metrics') or METRICS)}" for r in runs)
+        raise DataError(f"{runs_dir}: the runs score different tasks ({named}); keep one task's runs there")
+    primary, secondary = next(iter(kinds))
+    best = max(runs, key=lambda r: r["validation"][f"student_{primary}_mean"])
+    lines = [f"| recipe | seeds | test {primary} % | test {secondary} ×100 | its baseline, test {primary} % | "
+             f"gain over that baseline, {primary} points (95% CI) | validation {primary} % | distill s / seed |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        acc, f1 = run["accuracy"], run["macro_f1"]
+        one, two = run[primary], run[secondary]
         mark = " **(best on validation)**" if run is best else ""
-        lines.append(f"| {_label(run['variant'])}{mark} | {run['seeds']} | {_pm(acc, 'student')} | "
-                     f"{_pm(f1, 'student')} | "
-                     f"{100 * acc['diff_mean']:+.2f} ({100 * acc['diff_ci95'][0]:+.2f} to "
-                     f"{100 * acc['diff_ci95'][1]:+.2f}) | {100 * run['validation']['student_accuracy_mean']:.2f} | "
+        lines.append(f"| {_label(run['variant'])}{mark} | {run['seeds']} | {_pm(one, 'student')} | "
+                     f"{_pm(two, 'student')} | {_pm(one, 'baseline')} | "
+                     f"{100 * one['diff_mean']:+.2f} ({100 * one['diff_ci95'][0]:+.2f} to "
+                     f"{100 * one['diff_ci95'][1]:+.2f}) | {100 * run['validation'][f'student_{primary}_mean']:.2f} | "
                      f"{run['train_seconds_mean']['student']:.0f} |")
-    teacher = next((r["teacher"] for r in runs if "teacher" in r), None)
-    if teacher:
-        lines.append(f"| teacher | | {100 * teacher['accuracy']:.2f} | {100 * teacher['macro_f1']:.2f} | | | |")
-    text = ("# Distillation recipes compared\n\nTest scores are mean ± sample standard deviation over the seeds; "
-            "the gain is the paired difference from the baseline trained from the same initialisation. The "
-            "recommendation uses validation accuracy only.\n\n" + "\n".join(lines) + "\n")
+    teachers = {repr(r["teacher"]): r["teacher"] for r in runs if "teacher" in r}
+    if len(teachers) == 1:
+        teacher = next(iter(teachers.values()))
+        lines.append(f"| teacher | | {100 * teacher[primary]:.2f} | {100 * teacher[secondary]:.2f} | | | | |")
+    differ = _differences(runs)
+    caution = (f"\n\n**These runs are not all comparable:** they differ in {', '.join(differ)}. Their figures are "
+               f"not on one footing, and the recommendation compares them as they are." if differ else "")
+    text = (f"# Distillation recipes compared\n\nTest scores are mean ± sample standard deviation over the seeds; "
+            f"each recipe's gain is the paired difference from its own labels-only baseline, trained from the same "
+            f"initialisation (the baseline column). The recommendation uses validation {primary} only."
+            f"{caution}\n\n" + "\n".join(lines) + "\n")
     (Path(reports_dir) / "compare.md").write_text(text, encoding="utf-8")
-    result = {"runs": [{"file": r["file"], "variant": r["variant"], "test_accuracy_mean": r["accuracy"]["student_mean"],
-                        "validation_accuracy_mean": r["validation"]["student_accuracy_mean"]} for r in runs],
-              "best_on_validation": best["variant"], "table": text}
+    result = {"runs": [{"file": r["file"], "variant": r["variant"], f"test_{primary}_mean": r[primary]["student_mean"],
+                        f"baseline_test_{primary}_mean": r[primary]["baseline_mean"],
+                        f"validation_{primary}_mean": r["validation"][f"student_{primary}_mean"]} for r in runs],
+              "best_on_validation": best["variant"], "not_comparable_in": differ, "table": text}
     write_json(Path(reports_dir) / "metrics" / "compare.json", result)
     return result

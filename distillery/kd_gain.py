@@ -46,7 +46,9 @@ def variant(params: Params) -> dict:
     return {"student": student_family(s.source).describe(params),
             "transfer_set": transfer,
             "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
-            "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature}
+            "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature,
+            # two recipes that differ only in training are two runs (one file each), and compare names it
+            "train": f"{d.train.epochs:g} epochs, lr {d.train.learning_rate:g}, batch {d.train.batch_size}"}
 
 
 def variant_name(settings: dict) -> str:
@@ -151,6 +153,7 @@ def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validati
     eval_path, manifest_path = Path(reports_dir) / "metrics" / "eval.json", Path(logits_dir) / "manifest.json"
     scored = read_json(eval_path) if eval_path.is_file() else {}
     cached = read_json(manifest_path) if manifest_path.is_file() else {}
+    result["teacher_weights"] = cached.get("teacher_weights")  # which teacher taught: compare checks they agree
     # the teacher is trained once; quote it alongside, if evaluate scored the teacher whose outputs were distilled
     if scored.get("teacher_weights") and scored["teacher_weights"] == cached.get("teacher_weights") \
             and scored.get("test_rows") == len(test):

@@ -103,4 +103,5 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
                         key=lambda r: r["validation"]["student_accuracy_mean"])
     assert compared["best_on_validation"] == by_validation["variant"]
     table = (tmp_path / "reports/compare.md").read_text()
-    assert table.count("best on validation") == 1 and "baseline (labels only)" in table and "teacher" in table
+    assert table.count("best on validation") == 1 and "its baseline, test accuracy %" in table and "| teacher |" in table
+    assert "not all comparable" not in table and compared["not_comparable_in"] == []

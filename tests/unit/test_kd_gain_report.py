@@ -1,4 +1,5 @@
 """kd_gain's report: the teacher it quotes is the one whose outputs were distilled, or none."""
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -89,3 +90,63 @@ def test_a_kept_run_is_not_reused_by_other_code(tmp_path, monkeypatch):
     assert sweep_module.fingerprint(params, prepared, logits) == key
     monkeypatch.setattr(sweep_module, "code_fingerprint", lambda: "other code")
     assert sweep_module.fingerprint(params, prepared, logits) != key
+
+
+def _run(path: Path, variant: dict, student: list, baseline: list, metrics=("accuracy", "macro_f1"), **extra):
+    from distillery.kd_gain import paired_summary
+
+    primary, secondary = metrics
+    summary = paired_summary(student, baseline)
+    write_json(path, {"variant": variant, "seeds": [1, 2, 3], "test_rows": 100, "validation_rows": 50,
+                      "teacher_weights": "a" * 64, "metrics": list(metrics), primary: summary, secondary: summary,
+                      "validation": {f"student_{primary}_mean": sum(student) / 3,
+                                     f"baseline_{primary}_mean": sum(baseline) / 3},
+                      "train_seconds_mean": {"student": 10.0, "baseline": 5.0}, **extra})
+
+
+def test_compare_puts_each_recipes_own_baseline_beside_it_and_names_what_makes_runs_incomparable(tmp_path):
+    """The table's one baseline row was the first file's (a BiLSTM's 72.27), beside a layers recipe whose gain of
+    +2.07 was over its own baseline of 74.00: 76.07 - 72.27 is not 2.07."""
+    from distillery.compare import compare
+
+    runs = tmp_path / "reports" / "kd_gain_runs"
+    _run(runs / "a_bilstm.json", {"student": "bilstm"}, [0.75, 0.76, 0.757], [0.72, 0.723, 0.725])
+    _run(runs / "b_layers.json", {"student": "layers [0]"}, [0.76, 0.765, 0.757], [0.74, 0.741, 0.739])
+    result = compare(load_params(ROOT / "params.yaml"), tmp_path / "reports")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in result["table"].splitlines()
+            if line.startswith("| student")}
+    assert rows["student layers [0] **(best on validation)**"][4] == "74.00 ± 0.10"  # its own baseline
+    assert rows["student layers [0] **(best on validation)**"][5].startswith("+2.07 ")
+    assert rows["student bilstm"][4] == "72.27 ± 0.25" and result["not_comparable_in"] == []
+
+    # another test split and another teacher: listed, and the table says so
+    _run(runs / "c_other.json", {"student": "boe"}, [0.7, 0.71, 0.72], [0.6, 0.61, 0.6], test_rows=80,
+         teacher_weights="b" * 64)
+    again = compare(load_params(ROOT / "params.yaml"), tmp_path / "reports")
+    assert again["not_comparable_in"] == ["test rows", "teacher"]
+    assert "**These runs are not all comparable:** they differ in test rows, teacher." in again["table"]
+
+
+def test_compare_reads_question_answering_runs_and_refuses_a_mix_of_tasks(tmp_path):
+    from distillery.compare import compare
+    from distillery.errors import DataError
+
+    runs = tmp_path / "reports" / "kd_gain_runs"
+    _run(runs / "qa.json", {"student": "layers [0, 2, 5]"}, [0.54, 0.53, 0.52], [0.33, 0.23, 0.22],
+         metrics=("f1", "exact_match"))
+    result = compare(load_params(ROOT / "params.yaml"), tmp_path / "reports")
+    assert "| test f1 % | test exact_match ×100 |" in result["table"] and result["runs"][0]["test_f1_mean"] == 0.53
+    _run(runs / "tweets.json", {"student": "layers [0]"}, [0.76, 0.765, 0.757], [0.74, 0.741, 0.739])
+    with pytest.raises(DataError, match=r"the runs score different tasks \(qa.json: f1, exact_match; tweets.json: "
+                                        r"accuracy, macro_f1\)"):
+        compare(load_params(ROOT / "params.yaml"), tmp_path / "reports")
+
+
+def test_two_recipes_that_differ_only_in_training_are_two_runs(tmp_path):
+    from distillery.kd_gain import variant, variant_name
+
+    params = load_params(ROOT / "params.yaml")
+    longer = dataclasses.replace(params, distill=dataclasses.replace(
+        params.distill, train=dataclasses.replace(params.distill.train, epochs=8, learning_rate=1e-4)))
+    assert variant_name(variant(params)) != variant_name(variant(longer))
+    assert variant(longer)["train"] == f"8 epochs, lr 0.0001, batch {params.distill.train.batch_size}"
