@@ -169,8 +169,14 @@ def benchmark_table(results: dict) -> str:
                   f"{grid.get('omp_wait_policy', 'unset')}). Runs per model by cell: {'; '.join(stops)}. "
                   "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100: a tail of one or two runs.")
     runs = head.get("bootstrap", {}).get("runs")
-    boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
-            f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
+    if runs and head["bootstrap"].get("unit") == "rounds":
+        boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of the "
+                f"{next(iter(runs.values()))} interleaved rounds (a round's runs of every model together, so drift "
+                f"between rounds cancels in a ratio; seed {head['bootstrap']['seed']}); they cover this run's timing "
+                f"noise, not how another run or host would differ.")
+    else:
+        boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
+                f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
     return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"

@@ -147,14 +147,25 @@ def time_interleaved(calls: dict[str, Callable[[], object]], warmup: int, min_ru
 
 
 def bootstrap_ratio(slow_ms: np.ndarray, fast_ms: np.ndarray, quantile: float = 50, resamples: int = 2000,
-                    confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``percentile(slow, q) / percentile(fast, q)``: each model's runs are
-    resampled with replacement on their own (``resamples`` times, a fixed seed, so a rerun on the same
-    timings gives the same interval)."""
+                    confidence: float = 0.95, seed: int = 0, paired: bool = False) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``percentile(slow, q) / percentile(fast, q)`` (``resamples`` times, a fixed
+    seed, so a rerun on the same timings gives the same interval).
+
+    ``paired``: the i-th runs of both were timed in the same round (:func:`time_interleaved`), so whole rounds are
+    resampled, both models' runs of a round together: drift of the machine between rounds hits both alike and
+    cancels in the ratio, as the interleaving meant it to. Otherwise each model's runs are resampled on their own.
+    The interval covers the timing noise of this one run, not how a later run or another host would differ."""
     rng = np.random.default_rng(seed)
     slow, fast = np.asarray(slow_ms, dtype=float), np.asarray(fast_ms, dtype=float)
-    slow_q = np.percentile(rng.choice(slow, size=(resamples, len(slow))), quantile, axis=1)
-    fast_q = np.percentile(rng.choice(fast, size=(resamples, len(fast))), quantile, axis=1)
+    if paired:
+        if len(slow) != len(fast):
+            raise ValueError(f"paired timings need one run of each per round: {len(slow)} and {len(fast)} runs")
+        rounds = rng.integers(0, len(slow), size=(resamples, len(slow)))
+        slow_q = np.percentile(slow[rounds], quantile, axis=1)
+        fast_q = np.percentile(fast[rounds], quantile, axis=1)
+    else:
+        slow_q = np.percentile(rng.choice(slow, size=(resamples, len(slow))), quantile, axis=1)
+        fast_q = np.percentile(rng.choice(fast, size=(resamples, len(fast))), quantile, axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(slow_q / fast_q, [tail, 100 - tail])
     return float(low), float(high)

@@ -198,9 +198,10 @@ def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, N
     if raw is not None:
         slow_ms, fast_ms = (raw[cell][m] for m in HEADLINE)
         for quantile in (50, 95):
-            low, high = bootstrap_ratio(slow_ms, fast_ms, quantile, BOOTSTRAP["resamples"], seed=BOOTSTRAP["seed"])
+            low, high = bootstrap_ratio(slow_ms, fast_ms, quantile, BOOTSTRAP["resamples"], seed=BOOTSTRAP["seed"],
+                                        paired=True)  # the runs of one cell come in interleaved rounds
             head[f"p{quantile}_speedup_ci95"] = {"low": low, "high": high}
-        head["bootstrap"] = dict(BOOTSTRAP, runs={m: int(len(raw[cell][m])) for m in HEADLINE})
+        head["bootstrap"] = dict(BOOTSTRAP, unit="rounds", runs={m: int(len(raw[cell][m])) for m in HEADLINE})
     # the headline pair is fixed (int8 is what the target is about); when the student that ships is another
     # file (export.deploy: fp32, or an int8 that failed its gate) its own ratio is given beside it
     shipped = DEPLOYED.get(results.get("deployable"))
@@ -210,7 +211,7 @@ def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, N
                             "p95_speedup": slow["cells"][cell]["p95_ms"] / mine["p95_ms"]}
         if raw is not None:
             low, high = bootstrap_ratio(raw[cell][HEADLINE[0]], raw[cell][shipped], 50, BOOTSTRAP["resamples"],
-                                        seed=BOOTSTRAP["seed"])
+                                        seed=BOOTSTRAP["seed"], paired=True)
             head["deployed"]["p50_speedup_ci95"] = {"low": low, "high": high}
     return head
 

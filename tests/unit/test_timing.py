@@ -111,6 +111,23 @@ def test_bootstrap_interval_covers_the_true_ratio_and_excludes_wrong_ones():
     assert bootstrap_ratio(slow, fast, seed=0) == (low, high)  # a fixed seed: the same interval again
 
 
+def test_a_paired_bootstrap_resamples_rounds_so_drift_between_rounds_cancels_in_the_ratio():
+    """Resampled on their own, the runs of two models timed in the same rounds gave an interval ~1.8 times too
+    wide when the machine drifted: the interleaving's precision was thrown away."""
+    rng = np.random.default_rng(3)
+    drift = np.exp(rng.normal(0, 0.15, 40))  # the machine's speed, round by round: both models share it
+    slow = 24.1 * drift * np.exp(rng.normal(0, 0.02, 40))
+    fast = 1.0 * drift * np.exp(rng.normal(0, 0.02, 40))
+    paired, alone = bootstrap_ratio(slow, fast, paired=True), bootstrap_ratio(slow, fast)
+    assert paired[0] < 24.1 < paired[1] and alone[0] < 24.1 < alone[1]
+    assert (paired[1] - paired[0]) < 0.5 * (alone[1] - alone[0])
+    assert 23.0 < paired[0] and paired[1] < 25.2  # within 5%: each ratio's own noise is 2 * 2%
+    # rounds are resampled whole: a round's pair stays a pair (a constant ratio per round is the exact ratio)
+    assert bootstrap_ratio(10 * drift, drift, paired=True) == pytest.approx((10.0, 10.0))
+    with pytest.raises(ValueError, match="one run of each per round: 40 and 39 runs"):
+        bootstrap_ratio(slow, fast[:39], paired=True)
+
+
 def test_headline_is_at_the_students_length_with_intervals_from_the_raw_runs():
     from distillery.stages.benchmark import headline
 
@@ -119,19 +136,20 @@ def test_headline_is_at_the_students_length_with_intervals_from_the_raw_runs():
                 "cells": {f"b1_s{n}": {"p50_ms": p50 * n, "p95_ms": p95 * n} for n in (16, 64, 128)}}
 
     results = {"models": {"teacher_pytorch_fp32": model(10.0, 20.0, 90.0), "student_onnx_int8": model(1.0, 4.0, 9.0)}}
-    raw = {"b1_s128": {"teacher_pytorch_fp32": np.full(20, 1280.0), "student_onnx_int8": np.full(25, 128.0)}}
+    raw = {"b1_s128": {"teacher_pytorch_fp32": np.full(20, 1280.0), "student_onnx_int8": np.full(20, 128.0)}}
     head = headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
     assert head["cell"] == "b1_s128"
     assert head["p50_speedup"] == 10.0 and head["p95_speedup"] == 5.0 and head["size_ratio"] == 10.0
     assert head["p50_speedup_ci95"] == {"low": 10.0, "high": 10.0}  # constant runs: the exact ratio
-    assert head["bootstrap"]["runs"] == {"teacher_pytorch_fp32": 20, "student_onnx_int8": 25}
+    assert head["bootstrap"]["runs"] == {"teacher_pytorch_fp32": 20, "student_onnx_int8": 20}
+    assert head["bootstrap"]["unit"] == "rounds"
     assert headline(results, [1, 8], [16, 64, 128])["cell"] == "b1_s64"  # the default: sequence 64
     assert "deployed" not in head  # no deployment named, or int8 ships: the headline is the shipped student's
 
     # fp32 ships (export.deploy: fp32, or int8 failed its gate): its own ratio is given beside the int8 headline
     results["models"]["student_onnx_fp32"] = model(2.5, 8.0, 30.0)
     results["deployable"] = "student.onnx"
-    raw["b1_s128"]["student_onnx_fp32"] = np.full(30, 320.0)
+    raw["b1_s128"]["student_onnx_fp32"] = np.full(20, 320.0)
     head = headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
     assert head["p50_speedup"] == 10.0  # the int8 headline is unchanged
     assert head["deployed"] == {"model": "student_onnx_fp32", "p50_speedup": 4.0, "p95_speedup": 2.5,
