@@ -31,6 +31,12 @@ def test_binary_auc_and_perfect_predictions():
 def test_auc_undefined_when_a_class_is_absent():
     metrics = classification_metrics(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([0, 1]))
     assert metrics["roc_auc"] is None and metrics["accuracy"] == 1.0
+    # macro-F1 over the classes that occur: class 2, in neither the split nor the answers, has no F1 (it was
+    # counted as 0, so perfect answers scored 0.667)
+    assert metrics["macro_f1"] == 1.0
+    # a class predicted but absent from the split counts, at 0: class 1 has P 1, R 1/2, so F1 2/3
+    wrong = classification_metrics(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), np.array([0, 1, 1]))
+    assert wrong["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
 
 
 def test_confusion_matrix_rows_are_gold_labels():
