@@ -88,6 +88,9 @@ def quiet_from_pretrained(loader, name: str, key: str, **kwargs):
 POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
                                    "longformer", "mpnet", "ibert", "roberta-prelayernorm", "xmod", "luke",
                                    "markuplm", "lilt"})
+# Offset architectures whose padding index is fixed in code, not read from pad_token_id (transformers' MPNetEmbeddings
+# sets padding_idx = 1): the offset is that index + 1
+FIXED_PADDING_IDX = {"mpnet": 1}
 
 
 def usable_positions(config: dict) -> Optional[int]:
@@ -96,7 +99,9 @@ def usable_positions(config: dict) -> Optional[int]:
     limit = config.get("max_position_embeddings")
     if limit is None:
         return None
-    if config.get("model_type") in POSITION_OFFSET_TYPES:
+    if config.get("model_type") in FIXED_PADDING_IDX:  # MPNet's padding index is 1 whatever pad_token_id says
+        limit -= FIXED_PADDING_IDX[config["model_type"]] + 1
+    elif config.get("model_type") in POSITION_OFFSET_TYPES:
         limit -= int(config.get("pad_token_id") or 0) + 1
     return int(limit)
 
@@ -104,6 +109,10 @@ def usable_positions(config: dict) -> Optional[int]:
 def check_max_length(model: nn.Module, max_length: int, key: str) -> None:
     """Refuse, before any training, a ``max_length`` longer than the model has position embeddings for."""
     limit = usable_positions(model.config.to_dict())
+    if limit is not None and limit < 1:
+        raise ModelError(f"{key}: the model's position ids start after its pad_token_id "
+                         f"({model.config.pad_token_id}), beyond its {model.config.max_position_embeddings} position "
+                         f"embeddings, so it cannot take a single token; check pad_token_id in its config.json")
     if limit is not None and max_length > limit:
         raise ModelError(f"{key} = {max_length} is not allowed; the model takes at most {limit} tokens "
                          f"(max_position_embeddings {model.config.max_position_embeddings}"

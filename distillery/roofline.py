@@ -119,12 +119,18 @@ def model_flops(model, batch: dict) -> int:
              for name, module in model.named_modules() if isinstance(module, torch.nn.RNNBase)]
     inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
     counter = FlopCounterMode(display=False)
+    # The counter's module tracker hooks the gradients of module inputs; a parameter passed as one (DeBERTa's
+    # rel_embeddings) failed with "'NoneType' object has no attribute 'next_functions'". Counted without grad.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
     try:
         with torch.inference_mode(), counter:
             model(**inputs)
     finally:
         for handle in hooks:
             handle.remove()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     counted = counter.get_flop_counts()
     missed = sum(flops for name, flops in recurrent.items() if not sum(counted.get(name, {}).values()))
     return int(counter.get_total_flops()) + missed

@@ -10,6 +10,7 @@ import torch
 from distillery.errors import ConfigError
 from distillery.hf import from_pretrained, load_tokenizer, resolve_model
 from distillery.students.base import StudentFamily
+from distillery.students.layers import per_layer
 
 
 # The feed-forward width under each architecture's own name, in the order looked for: BERT-likes, DistilBERT,
@@ -31,6 +32,7 @@ def student_config(params):
                           f"width none of {', '.join(FFN_KEYS)}; use student.source: layers or model")
     config.hidden_size = sizes.hidden_size  # through the config's attribute_map where it renames these
     config.num_hidden_layers = sizes.num_layers
+    per_layer(config, list(range(sizes.num_layers)))  # the teacher's pattern of layer kinds, from its first layer
     config.num_attention_heads = sizes.num_heads
     setattr(config, ffn, sizes.intermediate_size)
     built = (config.hidden_size, config.num_hidden_layers, config.num_attention_heads)

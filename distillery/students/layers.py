@@ -20,10 +20,21 @@ def layer_list_name(model: nn.Module) -> str:
     """Dotted name of the ``ModuleList`` holding the encoder layers (``bert.encoder.layer`` for BERT)."""
     depth = model.config.num_hidden_layers
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth:
+        # ALBERT's layer groups are not its layers (shared ALBERT has one group; one group per layer still keeps
+        # num_hidden_groups, which a shallower copy cannot fill)
+        if isinstance(module, nn.ModuleList) and len(module) == depth and not name.endswith("albert_layer_groups"):
             return name
     raise ModelError(f"cannot find the encoder layers of {type(model).__name__}; "
                      "use student.source: model or config for this architecture")
+
+
+def per_layer(config, layers: list[int]) -> None:
+    """Re-index the config's per-layer settings to the chosen layers: ModernBERT's (and others') ``layer_types``,
+    one attention kind per layer, must have one entry per layer, and a copied layer keeps its own kind (an index
+    past the list's end wraps around: a config student deeper than its teacher repeats the pattern)."""
+    kinds = getattr(config, "layer_types", None)
+    if isinstance(kinds, (list, tuple)) and kinds:
+        config.layer_types = [kinds[i % len(kinds)] for i in layers]
 
 
 def resolve_layers(layers: Union[list, str], depth: int) -> list[int]:
@@ -40,6 +51,7 @@ def select_layers(task, source: nn.Module, layers: list[int]) -> nn.Module:
     """A shallower copy of ``source``: embeddings, the chosen encoder layers, pooler and head, copied exactly."""
     config = copy.deepcopy(source.config)
     config.num_hidden_layers = len(layers)
+    per_layer(config, layers)
     student = task.head_from_config(config, None)
     prefix = layer_list_name(source) + "."
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")

@@ -573,3 +573,73 @@ def test_flops_of_a_forward_pass_and_the_fraction_of_peak_by_hand():
     batch = {"pixel_values": np.zeros((4, 64), dtype=np.float32)}
     assert model_flops(TwoLayers(), batch) == 4 * 2 * (64 * 16 + 16 * 10)  # a multiply and an add per weight
     assert fraction(2_000_000_000, 100.0, 40.0) == {"gflop": 2.0, "attained_g_per_s": 20.0, "fraction_of_peak": 0.5}
+
+
+def test_flops_of_a_model_that_passes_a_parameter_into_a_submodule_and_its_grads_are_left_as_they_were():
+    """DeBERTa passes its rel_embeddings, a parameter, into its layers: the FLOP counter's module tracker hooked
+    its gradient and the benchmark stopped with "'NoneType' object has no attribute 'next_functions'"."""
+    import torch
+
+    from distillery.roofline import model_flops
+
+    class Inner(torch.nn.Module):
+        def forward(self, x, table):
+            return x @ table
+
+    class PassesAParameter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table, self.inner = torch.nn.Parameter(torch.ones(64, 16)), Inner()
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values, self.table)
+
+    model = PassesAParameter()
+    assert model_flops(model, {"pixel_values": np.zeros((4, 64), dtype=np.float32)}) == 4 * 2 * 64 * 16
+    assert model.table.requires_grad  # put back as it was
+
+
+def test_a_tiny_deberta_and_modernbert_as_teachers_count_flops_and_give_layer_students_that_save(tmp_path):
+    """DeBERTa-v2 stopped the benchmark (FLOPs); ModernBERT's layer_types kept the teacher's length, so a
+    2-of-3-layer student failed to save after its training; an ALBERT with a group per layer took its groups for
+    layers and failed with an IndexError."""
+    import torch
+    from transformers import (AlbertConfig, AlbertForSequenceClassification, DebertaV2Config,
+                              DebertaV2ForSequenceClassification, ModernBertConfig, ModernBertForSequenceClassification)
+
+    from distillery.errors import ModelError
+    from distillery.roofline import model_flops
+
+    torch.manual_seed(0)
+    deberta = DebertaV2ForSequenceClassification(DebertaV2Config(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        relative_attention=True, position_biased_input=False, type_vocab_size=0, max_position_embeddings=64,
+        num_labels=3)).eval()
+    batch = {"input_ids": np.ones((1, 8), dtype=np.int64), "attention_mask": np.ones((1, 8), dtype=np.int64)}
+    assert model_flops(deberta, batch) > 0
+
+    modern = ModernBertForSequenceClassification(ModernBertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+        global_attn_every_n_layers=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        cls_token_id=1, sep_token_id=2, num_labels=3))
+    assert modern.config.layer_types == ["full_attention", "sliding_attention", "full_attention"]
+    student = select_layers(TASK, modern, [1, 2])
+    assert student.config.layer_types == ["sliding_attention", "full_attention"]  # each copied layer keeps its kind
+    student.save_pretrained(tmp_path / "modernbert-student")
+
+    grouped = AlbertForSequenceClassification(AlbertConfig(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_hidden_groups=3,
+        num_attention_heads=2, intermediate_size=64, num_labels=3))
+    with pytest.raises(ModelError, match="^cannot find the encoder layers of AlbertForSequenceClassification; use "
+                                         "student.source: model or config for this architecture$"):
+        select_layers(TASK, grouped, [0, 2])
+
+
+def test_mpnet_takes_its_positions_after_a_padding_index_fixed_at_1():
+    """An MPNet whose pad_token_id was 30524 was refused with "at most -30397 tokens": MPNet's padding index is 1
+    in code, whatever the config says."""
+    from distillery.hf import usable_positions
+
+    assert usable_positions({"model_type": "mpnet", "max_position_embeddings": 128, "pad_token_id": 30524}) == 126
+    assert usable_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}) == 512
+    assert usable_positions({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}) == 512
