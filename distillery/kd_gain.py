@@ -16,6 +16,7 @@ be re-established, e.g. after changing the student or the distillation settings.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 from pathlib import Path
@@ -51,9 +52,15 @@ def variant(params: Params) -> dict:
             "train": f"{d.train.epochs:g} epochs, lr {d.train.learning_rate:g}, batch {d.train.batch_size}"}
 
 
+NAME_LIMIT = 150  # a file name holds at most 255 bytes; a long recipe keeps its start and a hash of the whole
+
+
 def variant_name(settings: dict) -> str:
     text = "_".join(f"{k}-{v}" for k, v in settings.items())
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+    name = re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+    if len(name) > NAME_LIMIT:  # the full recipe is in the file, under "variant"
+        name = f"{name[:NAME_LIMIT - 13].rstrip('_.-')}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return name
 
 
 def paired_summary(student: list[float], baseline: list[float]) -> dict:

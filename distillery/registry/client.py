@@ -120,7 +120,12 @@ def version_inputs(name: str, version) -> Optional[list[str]]:
 
         with quiet_mlflow():
             signature = mlflow.models.get_model_info(f"models:/{name}/{version.version}").signature
-        return None if signature is None else [str(column) for column in signature.inputs.input_names()]
+        if signature is None:
+            return None
+        if not signature.inputs.has_input_names():  # an early single-text model: one unnamed column of strings,
+            # served as the text (it answers {"text": ...} requests)
+            return ["text"] if len(signature.inputs.inputs) == 1 else None
+        return [str(column) for column in signature.inputs.input_names()]
     except Exception:  # unknown stays unknown: the gate then refuses to pass it silently
         return None
 

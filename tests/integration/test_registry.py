@@ -638,3 +638,25 @@ def test_an_experiment_whose_artifacts_live_outside_the_project_is_refused(proje
     assert len(err.splitlines()) == 1, err
     assert str(elsewhere) in err and str(project) in err and "set register.experiment to a new name" in err
     assert not elsewhere.exists()
+
+
+def test_an_early_single_text_champion_logged_with_an_unnamed_column_takes_text(tmp_path, monkeypatch):
+    """Before named signatures, a single-text model was logged from a list of texts: its signature's one column
+    has no name, and its inputs were read as ['0'], so every later candidate failed the inputs check."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from distillery.registry.client import version_inputs
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return pd.DataFrame({"label": ["positive"] * len(model_input)})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    example = ["good day", "bad day"]
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), input_example=example, signature=
+                                       infer_signature(example, pd.DataFrame({"label": ["positive", "positive"]})))
+    version = MlflowClient().get_model_version(NAME, mlflow.register_model(info.model_uri, NAME).version)
+    assert version_inputs(NAME, version) == ["text"]

@@ -761,6 +761,12 @@ def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(
     files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
     with pytest.raises(DataError, match=r"train.csv and .*test.csv: the labels '01' and '1' in 'sentiment'"):
         prepare(_params("unused", files=files), tmp_path / "prepared")
+    # a whole number and the same with a zero fraction are one label: pandas writes an integer column holding a NaN
+    # as floats, so a train.csv of 1.0, 2.0, 3.0 beside a test.csv of 1, 2, 3 is one labelling
+    train["sentiment"], test["sentiment"] = train["sentiment"].map({"01": "1.0", "2": "2.0", "3": "3.00"}), \
+        test["sentiment"].map({"1": "1", "2": "2", "3": "3"})
+    files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
+    assert prepare(_params("unused", files=files), tmp_path / "whole")["labels"] == ["1", "2", "3"]
     # declared labels that are one number are named
     with pytest.raises(DataError, match=r"names the same label twice: '1.1' and '1.10' are both the label '1.1'"):
         prepare(_params(source, labels=["1.1", "1.10", "2.0"]), tmp_path / "prepared")

@@ -150,3 +150,16 @@ def test_two_recipes_that_differ_only_in_training_are_two_runs(tmp_path):
         params.distill, train=dataclasses.replace(params.distill.train, epochs=8, learning_rate=1e-4)))
     assert variant_name(variant(params)) != variant_name(variant(longer))
     assert variant(longer)["train"] == f"8 epochs, lr 0.0001, batch {params.distill.train.batch_size}"
+
+
+def test_a_long_recipe_gets_a_file_name_a_file_system_takes_and_two_long_recipes_stay_apart(tmp_path):
+    """A bilstm student with a transfer-set file made a 277-character name: kd_gain crashed at its very end."""
+    from distillery.kd_gain import variant_name
+
+    long = {"student": "bilstm " + "x" * 150, "transfer_set": "data/raw/" + "y" * 80 + ".csv (max 20000)"}
+    other = dict(long, transfer_set=long["transfer_set"].replace("y", "z", 1))
+    name, second = variant_name(long), variant_name(other)
+    assert len(name) <= 150 and len(second) <= 150 and name != second
+    assert name.startswith("student-bilstm_xxx")
+    assert variant_name({"alpha": 0.5}) == "alpha-0.5"  # a short one is as before
+    (tmp_path / f"{name}.json").write_text("{}")  # the file system takes it

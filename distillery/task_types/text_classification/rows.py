@@ -79,10 +79,14 @@ def label_key(value) -> str:
     return text
 
 
+_WHOLE = re.compile(r"^([+-]?[0-9]+)\.0+$")  # "2.0": how pandas writes an integer column that holds a NaN
+
+
 def check_number_spellings(frames: dict, cfg: DataConfig, where: dict) -> None:
     """Two spellings of one number among the data's text labels ("1.1" and "1.10", "01" and "1") stop ``prepare``:
     compared by value they would silently be one class, and such labels are more often two codes than one number.
-    A number and its text ("1" in a CSV, 1.0 in JSON lines) still agree."""
+    A number and its text ("1" in a CSV, 1.0 in JSON lines) still agree, and so do a whole number and the same
+    number with a zero fraction ("2" and "2.0": pandas writes an integer column that holds a NaN as floats)."""
     seen: dict = {}  # label key -> (spelling, split)
     for split, frame in frames.items():
         column = frame[cfg.label_column]
@@ -93,7 +97,7 @@ def check_number_spellings(frames: dict, cfg: DataConfig, where: dict) -> None:
             if not _DECIMAL.fullmatch(spelling):
                 continue
             first, first_split = seen.setdefault(label_key(spelling), (spelling, split))
-            if spelling != first:
+            if _WHOLE.sub(r"\1", spelling) != _WHOLE.sub(r"\1", first):
                 places = where[first_split] if first_split == split else f"{where[first_split]} and {where[split]}"
                 raise DataError(
                     f"{places}: the labels {first!r} and {spelling!r} in {cfg.label_column!r} are one number, so they "
