@@ -173,3 +173,33 @@ def test_texts_the_teachers_tokenizer_cannot_read_stop_train_teacher_or_are_warn
     assert check_readable(task.featurise(frame, tokenizer, 32), tokenizer, "teacher.model", "training inputs",
                           "train_teacher") == 1
     assert "train_teacher: warning: 1 of 10 training inputs (10%)" in capsys.readouterr().out
+
+
+def test_a_sentencepiece_tokenizer_that_cannot_read_a_text_is_counted_too(capsys):
+    """SentencePiece puts a word-start mark before an unknown piece: ['[CLS]', '▁', '<unk>', '[SEP]'] was counted as
+    readable."""
+    import pandas as pd
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from distillery.hf import check_readable
+    from distillery.task_types.load import task_type
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog", "good day to you"] * 50,
+                                  trainers.UnigramTrainer(vocab_size=40, unk_token="<unk>",
+                                                          special_tokens=["<pad>", "<unk>", "[CLS]", "[SEP]"]))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tokenizer.token_to_id("[CLS]")),
+                                                 ("[SEP]", tokenizer.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>",
+                                   cls_token="[CLS]", sep_token="[SEP]")
+    emoji = "\U0001F600\U0001F60D\U0001F44D"
+    assert "\u2581" in fast.convert_ids_to_tokens(fast(emoji)["input_ids"])
+    frame = pd.DataFrame({"text": [emoji] * 3 + ["good day"] * 7, "label": [0] * 10})
+    features = task_type("text_classification").featurise(frame, fast, 32)
+    assert check_readable(features, fast, "teacher.model", "training inputs", "train_teacher") == 3
+    assert "3 of 10 training inputs (30%) are nothing but the unknown token '<unk>'" in capsys.readouterr().out
+    # rows past a selection (an indices mapping over the Arrow table) are counted as selected
+    assert check_readable(features.select([9, 0, 8]), fast, "teacher.model", "training inputs", "x") == 1

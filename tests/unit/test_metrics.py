@@ -41,3 +41,26 @@ def test_auc_undefined_when_a_class_is_absent():
 
 def test_confusion_matrix_rows_are_gold_labels():
     assert confusion_matrix(np.array([0, 2, 2]), np.array([0, 1, 2]), 3) == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_the_gates_served_score_averages_macro_f1_over_the_same_classes_as_evaluate():
+    """On a split without a class, evaluate gave perfect answers 1.0 and the registry's score 0.667."""
+    import pandas as pd
+
+    from distillery.task_types.text_classification import serving as texts
+
+    labels = ["negative", "neutral", "positive"]
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [0, 2, 0, 2]})
+
+    def perfect(inputs):
+        return pd.DataFrame({"label": [labels[i] for i in frame["label"].iloc[:len(inputs)]]})
+
+    assert texts.score(perfect, frame, labels) == {"accuracy": 1.0, "macro_f1": 1.0}
+    logits = np.eye(3)[frame["label"].to_numpy()]
+    assert classification_metrics(logits, frame["label"].to_numpy())["macro_f1"] == 1.0
+
+    def answers_neutral_once(inputs):  # a wrong answer of a class the split lacks still counts, at F1 0
+        return pd.DataFrame({"label": ["neutral", "positive", "negative", "positive"][:len(inputs)]})
+
+    # negative: P 1, R 1/2, F1 2/3; positive: 1; neutral: 0
+    assert texts.score(answers_neutral_once, frame, labels)["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)

@@ -86,4 +86,7 @@ def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
     predicted = np.concatenate(parts) if parts else np.asarray([], dtype=str)
     truth = np.asarray([labels[i] for i in frame[LABEL].to_numpy()])
     return {"accuracy": float((predicted == truth).mean()),
-            "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0))}
+            # over the classes in the split or the answers, as evaluate averages (a class in neither has no F1)
+            "macro_f1": float(f1_score(truth, predicted, labels=[label for label in labels if label in
+                                                                 set(truth) | set(predicted)],
+                                       average="macro", zero_division=0))}
