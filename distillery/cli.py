@@ -127,8 +127,11 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
     if result.get("finished_interrupted"):
         return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
                 f"v{result['champion']}")
+    changed = result.get("inputs_changed")
     return (f"{result['model_name']}: champion rolled back v{result['previous']} -> v{result['champion']} "
-            f"(recorded in MLflow run {result['run_id']})")
+            f"(recorded in MLflow run {result['run_id']})"
+            + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
+               f"models:/{result['model_name']}@champion must change back" if changed else ""))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -58,10 +58,10 @@ def check_project_dir(project_dir: str) -> Path:
     return root
 
 
-def _registration(root: Path, fresh: bool = True) -> tuple[str, str]:
-    """(gate decision, MLflow run id) from the register stage's report, if that stage has run. ``fresh`` is False
-    when ``register`` was up to date in this run: the report is an earlier run's, and says so (the registry may
-    have moved since, by promote or rollback)."""
+def _registration(root: Path, status: str = "ran") -> tuple[str, str]:
+    """(gate decision, MLflow run id) from the register stage's report, if that stage has run. ``status`` is what
+    ``register`` did in this run: "ran", "up to date", or None when it was not among the run's stages. Unless it
+    ran, the report is an earlier run's, and says so (the registry may have moved since, by promote or rollback)."""
     path = root / "reports" / "metrics" / "register.json"
     if not path.is_file():
         return "not registered", "none"
@@ -70,9 +70,10 @@ def _registration(root: Path, fresh: bool = True) -> tuple[str, str]:
                        for c in report.get("checks", []))
     decision = (f"{report.get('decision', 'unknown')}: {report.get('model_name', '?')} version "
                 f"{report.get('version', '?')} as @{report.get('alias', '?')}" + (f" ({checks})" if checks else ""))
-    if not fresh:
-        decision = (f"register was up to date; the last registration, at {report.get('decided_at', 'an unknown time')}"
-                    f", was {decision}; the registry may have moved since: python -m distillery models")
+    if status != "ran":
+        why = "register was up to date" if status == "up to date" else "register was not among this run's stages"
+        decision = (f"{why}; the last registration, at {report.get('decided_at', 'an unknown time')}, was "
+                    f"{decision}; the registry may have moved since: python -m distillery models")
     return decision, str(report.get("mlflow_run_id") or "none")
 
 
@@ -90,7 +91,7 @@ def _summary(root: Path, ran: dict, experiment: Optional[str], overrides: Option
     table = "\n".join(path.read_text(encoding="utf-8") for path in (root / "reports" / "summary.md",
                                                                     root / "reports" / "benchmark.md")
                       if path.is_file())
-    decision, mlflow_run_id = _registration(root, ran.get("register") != "up to date")
+    decision, mlflow_run_id = _registration(root, ran.get("register"))
     seconds = seconds or {}
     stage_lines = "\n".join(f"- `{stage}`: {status}" + (f" ({seconds[stage]:.1f}s)" if stage in seconds else "")
                              for stage, status in ran.items())
@@ -156,7 +157,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             # This run's reports, read before the overrides' restore puts back the workspace's own (the summary
             # of a run with overrides once showed the run before it: its table, gate decision and MLflow run)
             table, markdown = _summary(root, ran, experiment, overrides, seconds)
-            decision, mlflow_run_id = _registration(root, ran.get("register") != "up to date")
+            decision, mlflow_run_id = _registration(root, ran.get("register"))
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         except BaseException:

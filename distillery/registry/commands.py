@@ -173,4 +173,9 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
         client.set_registered_model_alias(name, "champion", previous)
         run_id = record_action(params.register.experiment, root, tracking_uri(root), "rollback",
                                {"version": previous, "from": current_version, "reason": reason or "not given"}, name)
-    return {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id}
+        # never refused (a rollback is the way back), but said: a promote --other-inputs is being undone
+        before, after = version_inputs(name, current), version_inputs(name, known[previous])
+    result = {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id}
+    if before is not None and after is not None and before != after:
+        result["inputs_changed"] = {"from": before, "to": after}
+    return result

@@ -360,6 +360,11 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
     assert main(["promote", "2", "--reason", "pairs now", "--other-inputs"]) == 0
     assert "champion v1 -> v2" in capsys.readouterr().out and _aliases(project)["champion"] == "2"
+    # the way back is never refused, but said
+    assert main(["rollback", "--reason", "clients not ready"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("note: v1 takes ['text'], not ['text', 'text_pair']: the "
+                                                        "clients of models:/distillery-student@champion must change "
+                                                        "back")
 
 
 def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels_tag(project):

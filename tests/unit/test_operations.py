@@ -399,10 +399,12 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
     decision, run_id = _registration(tmp_path)
     assert decision == "promoted: distillery-student version 3 as @champion (retention passed)" and run_id == "abc123"
     # register up to date in this run: the report is an earlier run's, and the registry may have moved since
-    earlier, _ = _registration(tmp_path, fresh=False)
+    earlier, _ = _registration(tmp_path, "up to date")
     assert earlier == ("register was up to date; the last registration, at 2026-12-05T03:00:00, was promoted: "
                        "distillery-student version 3 as @champion (retention passed); the registry may have moved "
                        "since: python -m distillery models")
+    assert _registration(tmp_path, None)[0].startswith("register was not among this run's stages; the last "
+                                                       "registration, at 2026-12-05T03:00:00, was promoted: ")
 
 
 # --- the schedule section of params.yaml -----------------------------------------------------
