@@ -703,3 +703,26 @@ def test_answer_texts_and_starts_of_different_lengths_stay_a_rejected_row_even_w
                           "answer_starts": [[14], [14]]})
     kept, rejected = rows.clean(frame, "hand")
     assert [(r["row"], r["reason"]) for r in rejected] == [("row 1", "no answer")] and kept["id"].tolist() == ["b"]
+
+
+def test_an_answer_ending_on_a_decomposed_accent_is_labelled_on_its_word_and_answered_whole(tokenizer):
+    """In Unicode NFD, "café" is "cafe" + U+0301, and an accent-stripping tokenizer leaves the mark out of every
+    token's offsets: the label ran on to the next word ("café n..."), and the best answer a model could give,
+    "cafe", scored EM 0 and F1 0 against "café"."""
+    import unicodedata
+
+    context, answer = (unicodedata.normalize("NFD", text) for text in ("le café noir 17", "café"))
+    start = context.index(answer)
+    frame = pd.DataFrame({"question": ["which?"], "context": [context], "answer_texts": [[answer]],
+                          "answer_starts": [[start]]})
+    columns = features.features_of(tokenizer, frame, max_length=32, stride=8)
+    first, last, _ = columns["labels"][0]
+    offsets = columns["offset_mapping"][0]
+    assert context[offsets[first][0]:offsets[last][1]] == "cafe"  # the word's tokens, no more
+
+    logits = np.full(len(offsets), -10.0)
+    start_logits, end_logits = logits.copy(), logits.copy()
+    start_logits[first], end_logits[last] = 10.0, 10.0
+    answered = postprocess.example_answer([(start_logits, end_logits, offsets)], context, 20, 30)
+    assert answered["text"] == answer and (answered["start"], answered["end"]) == (start, start + len(answer))
+    assert exact_match(answered["text"], answer) == 1.0

@@ -16,6 +16,8 @@ feature order, so the student learns from the very windows the teacher saw (same
 """
 from __future__ import annotations
 
+import unicodedata
+
 from typing import Optional
 
 import numpy as np
@@ -96,6 +98,15 @@ def answer_positions(offsets: list[tuple[int, int]], cls_index: int, start_char:
     return start - 1, end + 1
 
 
+def before_marks(context: str, start: int, end: int) -> int:
+    """``end`` moved back over the combining marks the answer ends with: a tokenizer that strips accents leaves a
+    decomposed accent (Unicode NFD) out of every token's offsets, and the label's end then fell on the next word
+    ("café noir" for "café"). The served answer takes the marks back (``postprocess.through_marks``)."""
+    while end > start + 1 and unicodedata.combining(context[end - 1]):
+        end -= 1
+    return end
+
+
 def is_labelled(answers) -> bool:
     """A row with an answer list (even an empty one) is labelled; a transfer-set row joined to labelled rows
     has none (a missing value)."""
@@ -121,7 +132,9 @@ def features_of(tokenizer, frame: pd.DataFrame, max_length: int, stride: int) ->
             if not is_labelled(texts):  # a transfer-set question: the teacher's logits are its only target
                 start, end = IGNORE_INDEX, IGNORE_INDEX
             elif len(texts):
-                start, end = answer_positions(offsets, cls_index, int(starts[0]), int(starts[0]) + len(texts[0]))
+                first = int(starts[0])
+                start, end = answer_positions(offsets, cls_index, first,
+                                              before_marks(frame[CONTEXT].iloc[example], first, first + len(texts[0])))
         columns["labels"].append([start, end, feature])
     columns["length"] = [len(ids) for ids in encoded["input_ids"]]
     return columns

@@ -12,6 +12,7 @@ over-long question alike (:func:`fit_question`).
 """
 from __future__ import annotations
 
+import unicodedata
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -86,7 +87,17 @@ def example_answer(windows: Sequence[tuple[np.ndarray, np.ndarray, Sequence]], c
     length = len(offsets)
     score = float(np.exp(_log_softmax(np.asarray(start_logits)[:length])[s] +
                          _log_softmax(np.asarray(end_logits)[:length])[e]))
+    end_char = through_marks(context, end_char)
     return {"text": context[start_char:end_char], "start": start_char, "end": end_char, "score": score}
+
+
+def through_marks(context: str, end: int) -> int:
+    """``end`` moved past the combining marks that follow it: a tokenizer that strips accents leaves a decomposed
+    accent (Unicode NFD: "cafe" + U+0301) out of every token's offsets, and an answer cut before it ("cafe") never
+    matches its gold text ("café")."""
+    while end < len(context) and unicodedata.combining(context[end]):
+        end += 1
+    return end
 
 
 def answers(start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray], offsets: Sequence[Sequence],
