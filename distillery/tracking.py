@@ -1,7 +1,8 @@
 """Where MLflow runs go: the store, the connection with bounded retries, redacted URIs.
 
 The default store is a SQLite database at an absolute path inside the project
-(``mlruns/mlflow.db``) with artifacts under ``mlruns/artifacts``; ``MLFLOW_TRACKING_URI`` points
+(``mlruns/mlflow.db``) with artifacts under ``mlruns/artifacts`` (in a DVC experiment's temporary copy, the
+project's it was copied from); ``MLFLOW_TRACKING_URI`` points
 everything at a tracking server instead. A server that does not answer gives a one-line error after
 a bounded number of attempts (``TrackingUnavailable``, exit code 3, which the flow retries).
 """
@@ -81,8 +82,14 @@ def is_remote(uri: str) -> bool:
 
 
 def artifact_location(root: Path, uri: str) -> Optional[str]:
-    """Explicit for local stores (stages run from different directories); the server's choice otherwise."""
-    return None if is_remote(uri) else (root / STORE_DIR / "artifacts").resolve().as_uri()
+    """Explicit for local stores (stages run from different directories): beside a SQLite store's database (a
+    queued DVC experiment's copy named by ``MLFLOW_TRACKING_URI`` put them in the copy, deleted after its run), else
+    in the project's ``mlruns/``; the server's choice for a tracking server."""
+    if is_remote(uri):
+        return None
+    database = sqlite_path(uri)
+    base = database.parent if database is not None else store_root(root) / STORE_DIR
+    return (base / "artifacts").resolve().as_uri()
 
 
 def check_reachable(uri: str, attempts: int = 3, timeout: float = 5.0) -> None:
@@ -138,13 +145,25 @@ def connect(root: Path) -> str:
         if uri == own_store_uri(root):
             from distillery.mlflow_store import relocate_store
 
-            relocate_store(root)
+            relocate_store(store_root(root))
     return uri
+
+
+def store_root(root: Path) -> Path:
+    """The project whose ``mlruns/`` holds the store: ``root``, or, in a DVC experiment's temporary copy
+    (``dvc exp run --queue`` or ``--temp`` run in ``<project>/.dvc/tmp/exps/...``), the project it was copied from.
+    The copy is deleted after its run, and a store inside it went with it: its registrations and the
+    ``register.json`` an ``exp apply`` brings back pointed at nothing."""
+    parts = root.resolve().parts
+    for i in range(1, len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root.resolve()
 
 
 def own_store_uri(root: Path) -> str:
     """The project's own SQLite store (``mlruns/mlflow.db``), whatever ``MLFLOW_TRACKING_URI`` says."""
-    return f"sqlite:///{(root / STORE_DIR / DB_NAME).resolve()}"
+    return f"sqlite:///{(store_root(root) / STORE_DIR / DB_NAME).resolve()}"
 
 
 def _create_once(uri: str) -> None:

@@ -631,6 +631,35 @@ def test_a_copied_checkout_writes_into_its_own_store_after_the_original_is_gone(
     assert _aliases(copy) == {"champion": "2"}
 
 
+def test_a_dvc_experiments_temporary_copy_registers_into_the_projects_store(project, tiny_bert, monkeypatch):
+    """`dvc exp run --queue` and `--temp` run the pipeline in <project>/.dvc/tmp/exps/<tmp>, deleted afterwards:
+    its registrations went to a store inside the copy, and went with it; with MLFLOW_TRACKING_URI at the project's
+    store, the new experiment's artifacts did, so `@champion` could not be loaded."""
+    import mlflow
+
+    from distillery.tracking import artifact_location, own_store_uri, store_root
+
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpq1x2"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".dvc"))
+    assert store_root(copy) == project.resolve() and own_store_uri(copy) == own_store_uri(project)
+    monkeypatch.chdir(copy)
+    raw = yaml.safe_load((copy / "params.yaml").read_text())
+    raw["register"]["experiment"] = "explore"  # a new experiment: created from inside the copy
+    (copy / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = stage.register(load_params(copy / "params.yaml"))
+    assert result["decision"] == "promoted" and not (copy / "mlruns").exists()
+    shutil.rmtree(project / ".dvc")  # DVC deletes the copy after its run
+    monkeypatch.chdir(project)
+    client = _client(project)
+    assert client.get_experiment_by_name("explore").artifact_location == (project / "mlruns/artifacts").resolve().as_uri()
+    mlflow.set_tracking_uri(tracking_uri(project))
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert len(served.predict(pd.DataFrame({"text": ["a good day"]}))) == 1
+    # a SQLite store named by MLFLOW_TRACKING_URI keeps new experiments' artifacts beside its database
+    elsewhere = f"sqlite:///{project.parent / 'shared' / 'mlflow.db'}"
+    assert artifact_location(copy, elsewhere) == (project.parent / "shared" / "artifacts").resolve().as_uri()
+
+
 def test_an_experiment_whose_artifacts_live_outside_the_project_is_refused(project, tmp_path, capsys):
     elsewhere = tmp_path / "elsewhere" / "artifacts"
     _params(project)
