@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import pandas as pd
 
 from distillery.config import SPLITS, DataConfig, Params
 from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
-from distillery.prepared import LABEL, in_keys
+from distillery.prepared import LABEL, match_keys
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -112,15 +113,29 @@ def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], 
     ``transfer``) and the count dropped from each."""
     if mode == "exact":
         return {**splits, "transfer": transfer}, {}
-    out, dropped, held_out = {}, {}, []
+    out, dropped, held = {}, {}, None  # held: the keys of the rows kept so far, each split's computed once
     for split, frame in (("test", splits["test"]), ("validation", splits["validation"]), ("train", splits["train"]),
                          ("transfer", transfer)):
-        copies = in_keys(frame, pd.concat(held_out), columns) if held_out else pd.Series(False, index=frame.index)
+        keys = match_keys(frame, columns, mode).set_index(list(columns)).index
+        copies = np.zeros(len(frame), dtype=bool) if held is None else np.asarray(keys.isin(held), dtype=bool)
         out[split] = frame[~copies]
         if copies.any():
             dropped[split] = int(copies.sum())
-        held_out.append(out[split][columns])
+        held = keys[~copies] if held is None else held.append(keys[~copies])
     return out, dropped
+
+
+REASONS_KEPT = 20  # the data report names this many reasons; an unknown label is a reason of its own per label
+
+
+def _by_reason(rejected: list[dict]) -> dict:
+    """Rejected rows per reason, the most frequent first; past ``REASONS_KEPT`` reasons, one count for the rest (a
+    million rows of free-text labels made a 17.7 MB report; rejected.csv keeps every row and its reason)."""
+    counts = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
+    kept = {str(reason): int(n) for reason, n in counts.iloc[:REASONS_KEPT].items()}
+    if len(counts) > REASONS_KEPT:
+        kept[f"other reasons ({len(counts) - REASONS_KEPT}; see rejected.csv)"] = int(counts.iloc[REASONS_KEPT:].sum())
+    return kept
 
 
 def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str) -> None:
@@ -226,7 +241,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "rows_read": {s: int(len(f)) for s, f in frames.items()},
         "unlabelled_source_splits_replaced": unlabelled_splits,
         "rows_rejected": len(rejected),
-        "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
+        "rejected_by_reason": _by_reason(rejected),
         "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},
         "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},

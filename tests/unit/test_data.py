@@ -792,3 +792,18 @@ def test_rows_of_empty_fields_are_skipped_as_blank_lines_and_a_repeated_column_n
     with pytest.raises(DataError, match=r"twice.csv \[all\]: two columns are named 'text' \(pandas read the second "
                                         r"as 'text.1'\); rename one, so that data.text_column names a single column"):
         prepare(_params(twice), tmp_path / "prepared2")
+
+
+def test_the_data_report_names_the_twenty_commonest_reasons_and_counts_the_rest(tmp_path):
+    """A million rows of free-text labels gave the report one key per distinct unknown label: 17.7 MB."""
+    frame = make_texts(150)
+    odd = frame.index[:45]
+    frame.loc[odd, "sentiment"] = [f"checked by reviewer #{i}" for i in range(45)]
+    frame.loc[odd[:5], "sentiment"] = "checked by reviewer #0"  # one label five times, 40 others once: 41 reasons
+    report = prepare(_params(_csv(tmp_path, frame), labels=["positive", "negative", "neutral"],
+                             max_rejected_fraction=0.5), tmp_path / "prepared")
+    reasons = report["rejected_by_reason"]
+    assert len(reasons) == 21 and sum(reasons.values()) == report["rows_rejected"] == 45
+    assert next(iter(reasons.items())) == ("unknown label 'checked by reviewer #0'", 5)
+    assert reasons["other reasons (21; see rejected.csv)"] == 21
+    assert len(pd.read_csv(tmp_path / "prepared" / "rejected.csv")) == 45
