@@ -82,13 +82,16 @@ def is_remote(uri: str) -> bool:
 
 
 def artifact_location(root: Path, uri: str) -> Optional[str]:
-    """Explicit for local stores (stages run from different directories): beside a SQLite store's database (a
-    queued DVC experiment's copy named by ``MLFLOW_TRACKING_URI`` put them in the copy, deleted after its run), else
-    in the project's ``mlruns/``; the server's choice for a tracking server."""
+    """Explicit for local stores (stages run from different directories): beside a SQLite store's database outside
+    the project (a queued DVC experiment's copy named by ``MLFLOW_TRACKING_URI`` put them in the copy, deleted after
+    its run), else in the project's git-ignored ``mlruns/`` (``sqlite:///mlflow.db`` too); the server's choice for a
+    tracking server."""
     if is_remote(uri):
         return None
+    project = store_root(root)
     database = sqlite_path(uri)
-    base = database.parent if database is not None else store_root(root) / STORE_DIR
+    outside = database is not None and project not in database.resolve().parents
+    base = database.resolve().parent if outside else project / STORE_DIR  # in the project: its git-ignored mlruns/
     return (base / "artifacts").resolve().as_uri()
 
 
@@ -156,7 +159,9 @@ def store_root(root: Path) -> Path:
     ``register.json`` an ``exp apply`` brings back pointed at nothing."""
     parts = root.resolve().parts
     for i in range(1, len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        # the project that owns the copy has its pipeline (a checkout that merely lives under such a folder is
+        # its own project)
+        if parts[i:i + 3] == (".dvc", "tmp", "exps") and (Path(*parts[:i]) / "dvc.yaml").is_file():
             return Path(*parts[:i])
     return root.resolve()
 

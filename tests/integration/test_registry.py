@@ -639,6 +639,7 @@ def test_a_dvc_experiments_temporary_copy_registers_into_the_projects_store(proj
 
     from distillery.tracking import artifact_location, own_store_uri, store_root
 
+    (project / "dvc.yaml").write_text("stages: {}\n")  # a DVC project: its pipeline is what DVC copies
     copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpq1x2"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".dvc"))
     assert store_root(copy) == project.resolve() and own_store_uri(copy) == own_store_uri(project)
@@ -655,9 +656,15 @@ def test_a_dvc_experiments_temporary_copy_registers_into_the_projects_store(proj
     mlflow.set_tracking_uri(tracking_uri(project))
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     assert len(served.predict(pd.DataFrame({"text": ["a good day"]}))) == 1
-    # a SQLite store named by MLFLOW_TRACKING_URI keeps new experiments' artifacts beside its database
+    # a SQLite store named by MLFLOW_TRACKING_URI keeps new experiments' artifacts beside its database outside the
+    # project, in the project's git-ignored mlruns/ inside it (sqlite:///mlflow.db, relative to the project)
     elsewhere = f"sqlite:///{project.parent / 'shared' / 'mlflow.db'}"
     assert artifact_location(copy, elsewhere) == (project.parent / "shared" / "artifacts").resolve().as_uri()
+    assert artifact_location(project, "sqlite:///mlflow.db") == (project / "mlruns/artifacts").resolve().as_uri()
+    # a checkout that merely lives under some project's .dvc/tmp/exps, without a pipeline above it, is its own
+    other = project.parent / "ci" / ".dvc" / "tmp" / "exps" / "checkouts" / "mine"
+    other.mkdir(parents=True)
+    assert store_root(other) == other.resolve()
 
 
 def test_an_experiment_whose_artifacts_live_outside_the_project_is_refused(project, tmp_path, capsys):

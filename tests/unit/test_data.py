@@ -805,5 +805,5 @@ def test_the_data_report_names_the_twenty_commonest_reasons_and_counts_the_rest(
     reasons = report["rejected_by_reason"]
     assert len(reasons) == 21 and sum(reasons.values()) == report["rows_rejected"] == 45
     assert next(iter(reasons.items())) == ("unknown label 'checked by reviewer #0'", 5)
-    assert reasons["other reasons (21; see rejected.csv)"] == 21
+    assert reasons["other reasons (see rejected.csv)"] == 21
     assert len(pd.read_csv(tmp_path / "prepared" / "rejected.csv")) == 45
