@@ -81,16 +81,20 @@ def champion(client, name: str):
     return client.get_model_version(name, version) if version else None
 
 
+def _tagged_list(version, key: str) -> Optional[list[str]]:
+    """A version tag holding a JSON list, as strings; None when absent or not such a list."""
+    try:
+        value = json.loads(version.tags.get(key) or "null")
+    except ValueError:
+        return None
+    return [str(item) for item in value] if isinstance(value, list) else None
+
+
 def version_labels(client, name: str, version) -> Optional[list[str]]:
     """A version's label names: its ``distillery.labels`` tag, else its packaged ``classifier.json``; None if unknown."""
-    recorded = version.tags.get(LABELS_TAG)
-    if recorded:
-        try:
-            labels = json.loads(recorded)
-            if isinstance(labels, list):
-                return [str(label) for label in labels]
-        except ValueError:
-            pass
+    recorded = _tagged_list(version, LABELS_TAG)
+    if recorded is not None:
+        return recorded
     try:  # registered before labels were tagged: read the served config the version carries
         import mlflow
 
@@ -107,14 +111,9 @@ def version_inputs(name: str, version) -> Optional[list[str]]:
 
     A model with other inputs (a question-answering model over a text classifier, pairs over single texts)
     cannot answer the requests sent to the name it would be served under."""
-    recorded = version.tags.get(INPUTS_TAG)
-    if recorded:
-        try:
-            columns = json.loads(recorded)
-            if isinstance(columns, list):
-                return [str(column) for column in columns]
-        except ValueError:
-            pass
+    recorded = _tagged_list(version, INPUTS_TAG)
+    if recorded is not None:
+        return recorded
     try:  # registered before the inputs were tagged: the signature the version was logged with
         import mlflow
 
