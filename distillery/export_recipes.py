@@ -1,7 +1,7 @@
 """The student's int8 recipe, chosen by measurement (as Olive's auto-optimizer and Intel Neural Compressor's
 accuracy-aware tuning do): ``export`` builds every candidate of ``export.recipes``, checks each against the
 parity and accuracy gates on the validation split, times the survivors in interleaved rounds on one cell,
-and deploys the fastest. The test split stays untouched until the chosen model's final gate.
+and deploys the fastest (of a tie, the first listed). The test split stays untouched until the chosen model's final gate.
 
 A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 - ``fused_``: ONNX Runtime's transformer graph fusions (``onnxruntime.transformers.optimizer``: attention,
@@ -13,8 +13,12 @@ A recipe is ``[fused_](dynamic|static)[_per_channel]``:
 
 Each surviving recipe whose residual adds and layer norms ONNX Runtime fuses at load is timed twice: as
 ONNX Runtime loads it by default, and without its load-time ``SkipLayerNormFusion`` (the file's metadata says
-so, and every session of it, the served one too, honours it). The faster of the two is that recipe's
-latency; ``disabled_optimizers`` says which shipped.
+so, and every session of it, the served one too, honours it). The default load is that recipe's latency
+unless the other is measurably faster; ``disabled_optimizers`` says which shipped.
+
+Timings within noise of each other are a tie, settled by preference, not by a hair (:func:`prefer`): the
+recipe listed first in ``export.recipes`` among those not measurably slower than the fastest ships, so the
+shipped file does not flip between two equally fast recipes from one run to the next.
 """
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ import pandas as pd
 from distillery.config.operations import RECIPE_PATTERN
 from distillery.onnx_runtime import (SKIP_LAYER_NORM_FUSION, fuse_transformer, fuses_skip_layer_norm, quantize_int8,
                                      run_outputs, session, without_skip_layer_norm)
-from distillery.timing import median_interval, time_interleaved
+from distillery.timing import bootstrap_ratio, median_interval, time_interleaved
 
 DEFAULT_RECIPE = "dynamic"
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def parse(recipe: str) -> dict:
@@ -110,6 +115,18 @@ def _fingerprint(value) -> tuple:
         value = value.detach().cpu().numpy()
     array = np.ascontiguousarray(value)
     return array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).hexdigest()
+
+
+def prefer(order: list, timings: dict, confidence: float = 0.95) -> tuple:
+    """(the key to ship, the keys tied with the fastest): of ``order`` (keys of ``timings``, most preferred
+    first), the first whose p50 is not measurably above the fastest key's, so that a recipe chosen over another
+    by a hair's timing noise does not flip from run to run. "Not measurably above": the paired-round bootstrap
+    interval (:func:`distillery.timing.bootstrap_ratio`, the rounds of :func:`time_interleaved`) of its p50
+    over the fastest's reaches down to 1."""
+    fastest = min(order, key=lambda key: float(np.median(timings[key])))
+    ties = [key for key in order if key == fastest or
+            bootstrap_ratio(timings[key], timings[fastest], 50, BOOTSTRAP_RESAMPLES, confidence, paired=True)[0] <= 1]
+    return ties[0], ties
 
 
 def _setting_name(disabled: tuple) -> str:
@@ -190,6 +207,9 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
             timings = time_interleaved({key: (lambda s=s: run_outputs(s, batch)) for key, s in sessions.items()},
                                        warmup=5, min_runs=20, max_runs=500, target_precision=0.05,
                                        max_seconds=export_cfg.selection_seconds)
+            # the keys in order of preference: export.recipes' order, and within a recipe ONNX Runtime's default load
+            order = [key for c in survivors for key in files if key[0] == c["recipe"]]
+            picked, ties = prefer(order, timings)
             for c in survivors:
                 settings = {}
                 for disabled in [d for (recipe, d) in files if recipe == c["recipe"]]:
@@ -198,17 +218,28 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
                     settings[_setting_name(disabled)] = {"disabled_optimizers": list(disabled),
                                                          "p50_ms": float(np.median(ms)), "p50_ci95_ms": [low, high],
                                                          "runs": int(len(ms))}
-                fastest = min(settings, key=lambda name: settings[name]["p50_ms"])
-                c["latency"] = {k: v for k, v in settings[fastest].items() if k != "disabled_optimizers"}
-                c["disabled_optimizers"] = settings[fastest]["disabled_optimizers"]
+                # the recipe's own setting: the preferred one among those as fast as its fastest
+                mine = [key for key in order if key[0] == c["recipe"]]
+                own = picked if picked[0] == c["recipe"] else prefer(mine, timings)[0]
+                c["disabled_optimizers"] = list(own[1])
+                c["latency"] = {k: v for k, v in settings[_setting_name(own[1])].items() if k != "disabled_optimizers"}
                 c["latency_by_setting"] = settings
-                c["_path"] = files[(c["recipe"], tuple(c["disabled_optimizers"]))]
-            best = min(survivors, key=lambda c: c["latency"]["p50_ms"])
+                c["_path"] = files[own]
+            best = next(c for c in survivors if c["recipe"] == picked[0])
+            fastest = min(order, key=lambda key: float(np.median(timings[key])))
+            fastest_p50 = float(np.median(timings[fastest]))
             for c in survivors:
                 if c is not best:
-                    c["reason"] = (f"slower: p50 {c['latency']['p50_ms']:.3f} ms vs {best['latency']['p50_ms']:.3f} "
-                                   f"ms for {best['recipe']}")
-            best["reason"] = "fastest that passes the gates"
+                    tied = any(key[0] == c["recipe"] for key in ties)
+                    c["reason"] = (f"as fast within timing noise (p50 {c['latency']['p50_ms']:.3f} ms vs "
+                                   f"{best['latency']['p50_ms']:.3f} ms), after {best['recipe']} in export.recipes"
+                                   if tied else
+                                   f"slower: p50 {c['latency']['p50_ms']:.3f} ms vs {fastest_p50:.3f} ms for "
+                                   f"{fastest[0]}")
+            best["reason"] = ("fastest that passes the gates" if len(ties) == 1 else
+                              f"passes the gates, and first in export.recipes among the {len(ties)} timings not "
+                              f"measurably slower than the fastest ({fastest_p50:.3f} ms at p50)")
+            best["tied_with"] = sorted({key[0] for key in ties} - {best["recipe"]})
             shutil.copyfile(best["_path"], target)
             chosen: Optional[str] = best["recipe"]
         else:
