@@ -99,7 +99,8 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
     """Manual override: make ``version`` the champion, recording who, when and why.
 
     A version whose input columns differ from the champion's (a QA model over a text classifier) would answer
-    none of the requests sent to the served name: it is refused unless ``other_inputs`` says that is meant."""
+    none of the requests sent to the served name: it is refused unless ``other_inputs`` says that is meant, and so
+    is a version when either side's columns are unknown."""
     root = (root or Path.cwd()).resolve()
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
@@ -121,7 +122,14 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
             return {"model_name": name, "champion": current, "changed": False}
         if current is not None and current in known and not other_inputs:
             theirs, ours = version_inputs(name, known[current]), version_inputs(name, known[str(version)])
-            if theirs is not None and ours is not None and theirs != ours:
+            if theirs is None or ours is None:
+                unknown = " and ".join(f"{who}'s" for who, cols in ((f"v{version}", ours), (f"champion v{current}",
+                                                                                        theirs)) if cols is None)
+                raise RegistryError(
+                    f"cannot tell whether v{version} of {name!r} answers the requests sent to models:/{name}@champion: "
+                    f"{unknown} input columns are unknown (no distillery.inputs tag, no signature); add "
+                    f"--other-inputs to promote it anyway")
+            if theirs != ours:
                 raise RegistryError(
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")

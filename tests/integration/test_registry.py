@@ -334,7 +334,8 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
     assert "overlap is unchecked" in next(c for c in unchecked["checks"] if c["name"] == "champion")["detail"]
 
 
-def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_asked(project, tiny_bert, capsys):
+def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_asked(project, tiny_bert, capsys,
+                                                                                   monkeypatch):
     assert stage.register(_params(project))["decision"] == "promoted"
     assert json.loads(_client(project).get_model_version(NAME, "1").tags["distillery.inputs"]) == ["text"]
     # A champion registered before its inputs were tagged: its logged signature is read instead.
@@ -357,6 +358,15 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' takes \['text', 'text_pair'\], champion v1 "
                                             r"takes \['text'\].*--other-inputs"):
         commands.promote(_params(project), "2", "pairs now")
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    # a side whose inputs cannot be read (no tag, no signature) is not taken to fit
+    with monkeypatch.context() as patched:
+        patched.setattr(commands, "version_inputs",
+                        lambda name, version: None if str(version.version) == "2" else ["text"])
+        with pytest.raises(RegistryError, match=r"cannot tell whether v2 of 'distillery-student' answers the requests "
+                                                r"sent to models:/distillery-student@champion: v2's input columns are "
+                                                r"unknown .*--other-inputs"):
+            commands.promote(_params(project), "2", "pairs now")
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
     assert main(["promote", "2", "--reason", "pairs now", "--other-inputs"]) == 0
     assert "champion v1 -> v2" in capsys.readouterr().out and _aliases(project)["champion"] == "2"
