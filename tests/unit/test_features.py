@@ -1,0 +1,70 @@
+"""Text classification's featurising, chunked: the training dataset and the inference pass tokenise a split a
+chunk of rows at a time, with the same result as all at once, and without the whole split's token lists."""
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from distillery.task_types.text_classification import features
+from tiny import load_classifier, make_texts
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    texts = make_texts(23)
+    texts["label"] = [i % 3 for i in range(len(texts))]
+    texts["text_pair"] = texts["text"].iloc[::-1].tolist()
+    # a shuffled index with repeats, as a filtered or concatenated frame has
+    return texts.set_index(pd.Index([5, 5, 2] + list(range(20)))).sample(frac=1.0, random_state=0)
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_the_dataset_and_the_logits_are_the_same_chunk_by_chunk_as_all_at_once(frame, tiny_bert, monkeypatch, pairs):
+    frame = frame if pairs else frame.drop(columns="text_pair")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = load_classifier(tiny_bert, "tiny", labels=["a", "b", "c"])
+    teacher = np.random.default_rng(0).standard_normal((len(frame), 3)).astype(np.float32)
+    monkeypatch.setattr(features, "CHUNK_ROWS", 10_000)
+    whole = features.tokenize(frame, tokenizer, 12, teacher).to_dict()
+    logits = features.predict_logits(model, tokenizer, frame, 12, batch_size=4)
+    monkeypatch.setattr(features, "CHUNK_ROWS", 5)  # 23 rows: 5 chunks, the last of 3
+    assert features.tokenize(frame, tokenizer, 12, teacher).to_dict() == whole
+    np.testing.assert_array_equal(features.predict_logits(model, tokenizer, frame, 12, batch_size=4), logits)
+    # and both are the rows' own: row i's teacher logits and tokens, in the frame's order
+    assert np.allclose(whole[features.TEACHER_LOGITS], teacher)
+    texts = frame["text"].tolist()
+    assert whole["input_ids"] == tokenizer(texts, frame["text_pair"].tolist() if pairs else None, truncation=True,
+                                           max_length=12)["input_ids"]
+    assert whole["labels"] == frame["label"].tolist()
+    one = features.predict_logits(model, tokenizer, frame.iloc[[7]], 12, batch_size=4)
+    np.testing.assert_allclose(one[0], logits[7], atol=1e-5)
+
+
+def test_no_rows(tiny_bert):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = load_classifier(tiny_bert, "tiny", labels=["a", "b"])
+    empty = pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype="int64")})
+    assert features.predict_logits(model, tokenizer, empty, 12, batch_size=4).shape == (0, 2)
+    assert len(features.tokenize(empty, tokenizer, 12)) == 0
+
+
+def test_the_inference_pass_holds_its_tokens_in_arrays_not_a_whole_splits_lists(tiny_bert, monkeypatch):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    frame = make_texts(20_000)
+    monkeypatch.setattr(features, "CHUNK_ROWS", 1_000)
+    tracemalloc.start()
+    try:
+        encoded = features.Encoded(tokenizer, frame, 32)
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        baseline, _ = tracemalloc.get_traced_memory()
+        lists = tokenizer(frame["text"].tolist(), truncation=True, max_length=32)
+        _, whole_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert encoded.rows([3, 19_999]) == [{k: lists[k][i] for k in lists.keys()} for i in (3, 19_999)]
+    assert list(encoded.lengths[:5]) == [len(ids) for ids in lists["input_ids"][:5]]
+    # the whole split's lists of Python ints against one chunk's lists and the int32 arrays
+    assert chunked_peak < (whole_peak - baseline) / 4, (chunked_peak, whole_peak - baseline)
