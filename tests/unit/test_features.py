@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
+from distillery.task_types import tokens
 from distillery.task_types.text_classification import features
 from tiny import load_classifier, make_texts
 
@@ -26,10 +27,10 @@ def test_the_dataset_and_the_logits_are_the_same_chunk_by_chunk_as_all_at_once(f
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = load_classifier(tiny_bert, "tiny", labels=["a", "b", "c"])
     teacher = np.random.default_rng(0).standard_normal((len(frame), 3)).astype(np.float32)
-    monkeypatch.setattr(features, "CHUNK_ROWS", 10_000)
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 10_000)
     whole = features.tokenize(frame, tokenizer, 12, teacher).to_dict()
     logits = features.predict_logits(model, tokenizer, frame, 12, batch_size=4)
-    monkeypatch.setattr(features, "CHUNK_ROWS", 5)  # 23 rows: 5 chunks, the last of 3
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 5)  # 23 rows: 5 chunks, the last of 3
     assert features.tokenize(frame, tokenizer, 12, teacher).to_dict() == whole
     np.testing.assert_array_equal(features.predict_logits(model, tokenizer, frame, 12, batch_size=4), logits)
     # and both are the rows' own: row i's teacher logits and tokens, in the frame's order
@@ -53,10 +54,10 @@ def test_no_rows(tiny_bert):
 def test_the_inference_pass_holds_its_tokens_in_arrays_not_a_whole_splits_lists(tiny_bert, monkeypatch):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     frame = make_texts(20_000)
-    monkeypatch.setattr(features, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 1_000)
     tracemalloc.start()
     try:
-        encoded = features.Encoded(tokenizer, frame, 32)
+        encoded = features.encode_rows(tokenizer, frame, 32)
         _, chunked_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         baseline, _ = tracemalloc.get_traced_memory()

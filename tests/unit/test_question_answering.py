@@ -726,3 +726,42 @@ def test_an_answer_ending_on_a_decomposed_accent_is_labelled_on_its_word_and_ans
     answered = postprocess.example_answer([(start_logits, end_logits, offsets)], context, 20, 30)
     assert answered["text"] == answer and (answered["start"], answered["end"]) == (start, start + len(answer))
     assert exact_match(answered["text"], answer) == 1.0
+
+
+def test_windows_are_the_same_chunk_by_chunk_as_all_at_once(tiny_bert, tokenizer, monkeypatch):
+    from distillery.task_types import tokens
+    from distillery.task_types.load import task_type
+
+    torch.manual_seed(0)
+    model = task_type("question_answering").load_model(str(tiny_bert), "t")
+    rng = np.random.default_rng(1)
+    contexts = [" ".join(rng.choice(WORDS, size=int(n))) for n in rng.integers(3, 40, size=11)]
+    frame = pd.DataFrame({"question": [f"what is {w}?" for w in rng.choice(WORDS, size=11)], "context": contexts,
+                          "answer_texts": [[c.split()[1]] for c in contexts],
+                          "answer_starts": [[len(c.split()[0]) + 1] for c in contexts]})
+    frame.loc[[4, 9], ["answer_texts", "answer_starts"]] = np.nan  # two unlabelled (transfer) questions
+    frame.index = [7] * 11  # any index: rows are counted by position
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 10_000)
+    whole = features.features_of(tokenizer, frame.reset_index(drop=True), 24, 8)
+    windows = len(whole["labels"])
+    assert windows > 2 * len(frame)  # long contexts make several windows
+    teacher = rng.standard_normal((windows, 2, 24)).astype(np.float32)
+    dataset = features.tokenize(frame, tokenizer, 24, 8, teacher).to_dict()
+    logits, columns = features.predict_features(model, tokenizer, frame, 24, 8, batch_size=4)
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 3)  # 11 rows: 4 chunks, windows and examples counted across them
+    assert features.tokenize(frame, tokenizer, 24, 8, teacher).to_dict() == dataset
+    chunked_logits, chunked_columns = features.predict_features(model, tokenizer, frame, 24, 8, batch_size=4)
+    np.testing.assert_array_equal(chunked_logits, logits)
+    assert chunked_columns == columns
+    # both are the whole frame's windows, in window order, with their own teacher logits
+    for key in ("input_ids", "example_index", "offset_mapping", "labels"):
+        assert dataset[key] == whole[key], key
+        if key != "input_ids":
+            assert columns[key] == whole[key], key
+    assert [label[2] for label in dataset["labels"]] == list(range(windows))
+    assert np.allclose(dataset["teacher_logits"], teacher)
+    assert dataset["gold_answers"] == [list(frame["answer_texts"].iloc[i]) if i not in (4, 9) else []
+                                       for i in whole["example_index"]]
+    # a cache of the wrong size is still named with the whole frame's count
+    with pytest.raises(Exception, match=rf"cache holds {windows - 1} windows but these rows make {windows}:"):
+        features.tokenize(frame, tokenizer, 24, 8, teacher[:-1])

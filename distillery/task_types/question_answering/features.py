@@ -27,6 +27,7 @@ import torch
 from distillery.errors import CacheError, DataError
 from distillery.losses import IGNORE_INDEX
 from distillery.progress import batches
+from distillery.task_types.tokens import TokenArrays, chunks
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT,  # noqa: F401
                                                               ID, QUESTION, TITLE)
 from distillery.task_types.question_answering.postprocess import fit_question, question_room
@@ -140,25 +141,50 @@ def features_of(tokenizer, frame: pd.DataFrame, max_length: int, stride: int) ->
     return columns
 
 
+def _chunked_features(tokenizer, frame: pd.DataFrame, max_length: int, stride: int):
+    """(rows, their features' columns) a chunk of rows at a time (:mod:`distillery.task_types.tokens`), the
+    example and feature indices counted over the whole frame (its positions)."""
+    done = 0
+    for start, rows in chunks(frame):
+        if not len(rows):
+            continue
+        columns = features_of(tokenizer, rows.reset_index(drop=True), max_length, stride)
+        columns["example_index"] = [start + i for i in columns["example_index"]]
+        columns["labels"] = [[first, last, done + feature] for first, last, feature in columns["labels"]]
+        done += len(columns["labels"])
+        yield rows, columns
+
+
 def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, stride: int,
              teacher_logits: Optional[np.ndarray] = None):
     """A ``datasets.Dataset`` of features (see the module docstring), with the cached teacher logits when
-    given, and each feature's context and gold answers for scoring during training."""
+    given, and each feature's context and gold answers for scoring during training. Built a chunk of rows at
+    a time into Arrow tables: only one chunk's Python lists are alive at once."""
     import datasets
 
     frame = frame.reset_index(drop=True)
-    columns = features_of(tokenizer, frame, max_length, stride)
-    if teacher_logits is not None:
-        if len(teacher_logits) != len(columns["labels"]):
-            raise CacheError(f"the teacher-output cache holds {len(teacher_logits)} windows but these rows make "
-                             f"{len(columns['labels'])}: the student must use the teacher's tokenizer, max_length "
-                             "and question_answering.doc_stride; run `dvc repro teacher_logits`")
-        columns[TEACHER_LOGITS] = np.asarray(teacher_logits, dtype=np.float32).tolist()
-    examples = columns["example_index"]
-    columns[CONTEXT] = [str(frame[CONTEXT].iloc[i]) for i in examples]
-    golds = frame[ANSWER_TEXTS] if ANSWER_TEXTS in frame.columns else pd.Series([[]] * len(frame))
-    columns["gold_answers"] = [[str(t) for t in golds.iloc[i]] if is_labelled(golds.iloc[i]) else [] for i in examples]
-    return datasets.Dataset.from_dict(columns)
+    logits = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
+    pieces, count = [], 0
+    for rows, columns in _chunked_features(tokenizer, frame, max_length, stride):
+        windows = len(columns["labels"])
+        if logits is not None and count + windows <= len(logits):
+            columns[TEACHER_LOGITS] = logits[count:count + windows].tolist()
+        count += windows
+        if logits is not None and count > len(logits):  # counting on, for the message
+            continue
+        examples = columns["example_index"]
+        columns[CONTEXT] = [str(frame[CONTEXT].iloc[i]) for i in examples]
+        golds = frame[ANSWER_TEXTS] if ANSWER_TEXTS in frame.columns else None
+        columns["gold_answers"] = [[str(t) for t in golds.iloc[i]] if golds is not None and is_labelled(golds.iloc[i])
+                                   else [] for i in examples]
+        pieces.append(datasets.Dataset.from_dict(columns))
+    if logits is not None and len(logits) != count:
+        raise CacheError(f"the teacher-output cache holds {len(logits)} windows but these rows make "
+                         f"{count}: the student must use the teacher's tokenizer, max_length "
+                         "and question_answering.doc_stride; run `dvc repro teacher_logits`")
+    if not pieces:
+        return datasets.Dataset.from_dict(features_of(tokenizer, frame, max_length, stride))
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
 
 
 class Collator:
@@ -182,17 +208,22 @@ class Collator:
 def predict_features(model, tokenizer, frame: pd.DataFrame, max_length: int, stride: int,
                      batch_size: int) -> tuple[np.ndarray, dict]:
     """Start and end logits ``[features, 2, max_length]`` in feature order (``PAD_LOGIT`` past each
-    feature's tokens), and the feature columns (example index, offsets). Length-sorted batches."""
+    feature's tokens), and the feature columns (example index, offsets, labels, length). Length-sorted
+    batches; the windows' token ids are held in compact arrays (:mod:`distillery.task_types.tokens`)."""
     model.eval()
     frame = frame.reset_index(drop=True)
-    columns = features_of(tokenizer, frame, max_length, stride)
+    tokens, columns = TokenArrays(), {"example_index": [], "offset_mapping": [], "labels": []}
+    for _, found in _chunked_features(tokenizer, frame, max_length, stride):
+        tokens.add({k: found[k] for k in TOKEN_FIELDS if k in found})
+        for key in columns:
+            columns[key].extend(found[key])
+    columns["length"] = tokens.lengths.tolist()
     count = len(columns["labels"])
     logits = np.full((count, 2, max_length), PAD_LOGIT, dtype=np.float32)
-    order = np.argsort(columns["length"], kind="stable")
-    keys = [k for k in TOKEN_FIELDS if k in columns]
+    order = np.argsort(tokens.lengths, kind="stable")
     for start in batches(count, batch_size):
         index = order[start:start + batch_size]
-        batch = tokenizer.pad([{k: columns[k][i] for k in keys} for i in index], padding=True, return_tensors="pt")
+        batch = tokenizer.pad(tokens.rows(index), padding=True, return_tensors="pt")
         output = model(**batch)
         both = torch.stack([output.start_logits, output.end_logits], dim=1).float().numpy()
         mask = batch["attention_mask"].numpy().astype(bool)

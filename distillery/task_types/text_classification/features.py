@@ -2,7 +2,6 @@
 cached teacher logits, and batched length-sorted inference over a prepared split."""
 from __future__ import annotations
 
-import itertools
 from typing import Optional
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from distillery.losses import IGNORE_INDEX
 from distillery.prepared import LABEL, PAIR, TEXT
 from distillery.progress import batches
+from distillery.task_types.tokens import TokenArrays, chunks
 
 TEACHER_LOGITS = "teacher_logits"
 
@@ -20,24 +20,16 @@ def texts_and_pairs(frame: pd.DataFrame) -> tuple[list, Optional[list]]:
     return frame[TEXT].tolist(), (frame[PAIR].tolist() if PAIR in frame.columns else None)
 
 
-CHUNK_ROWS = 8192  # rows tokenised at a time: the token lists of a whole split (Python ints) cost ~4 KB a row
-
-
-def _chunks(frame: pd.DataFrame) -> list[tuple[int, pd.DataFrame]]:
-    """(first row's position, rows) of ``frame`` in chunks of ``CHUNK_ROWS``; one empty chunk for no rows."""
-    starts = range(0, len(frame), CHUNK_ROWS)
-    return [(start, frame.iloc[start:start + CHUNK_ROWS]) for start in starts] or [(0, frame)]
-
-
 def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Optional[np.ndarray] = None):
     """A ``datasets.Dataset`` of token ids (unpadded), labels, lengths and optional teacher logits.
 
-    Built ``CHUNK_ROWS`` rows at a time into Arrow tables: only one chunk's Python lists are alive at once."""
+    Built a chunk of rows at a time (:mod:`distillery.task_types.tokens`) into Arrow tables: only one chunk's
+    Python lists are alive at once."""
     import datasets
 
     pieces = []
     logits = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    for start, chunk in _chunks(frame):
+    for start, chunk in chunks(frame):
         texts, pairs = texts_and_pairs(chunk)
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length) if texts else \
             {name: [] for name in tokenizer.model_input_names}  # a fast tokenizer fails on no texts
@@ -51,30 +43,14 @@ def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Op
     return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
 
 
-class Encoded:
-    """The token fields of many rows as flat int32 arrays with row offsets, tokenised ``CHUNK_ROWS`` rows at a
-    time: a row of 30 tokens costs 360 bytes here, about 4 KB as the tokenizer's Python lists."""
-
-    def __init__(self, tokenizer, frame: pd.DataFrame, max_length: int):
-        fields: dict[str, list] = {}
-        lengths = []
-        for _, chunk in _chunks(frame):
-            texts, pairs = texts_and_pairs(chunk)
-            if not texts:
-                continue
-            encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-            for key in encoded.keys():
-                fields.setdefault(key, []).append(np.fromiter(itertools.chain.from_iterable(encoded[key]),
-                                                              dtype=np.int32))
-            lengths.append(np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64))
-        self.keys = list(fields)
-        self.fields = {key: np.concatenate(parts) for key, parts in fields.items()}
-        self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-
-    def rows(self, index) -> list[dict]:
-        return [{key: self.fields[key][self.offsets[i]:self.offsets[i + 1]].tolist() for key in self.keys}
-                for i in index]
+def encode_rows(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenArrays:
+    """The token fields of every row of ``frame``, tokenised a chunk at a time into compact arrays."""
+    tokens = TokenArrays()
+    for _, chunk in chunks(frame):
+        texts, pairs = texts_and_pairs(chunk)
+        if texts:
+            tokens.add(tokenizer(texts, pairs, truncation=True, max_length=max_length))
+    return tokens
 
 
 class Collator:
@@ -98,7 +74,7 @@ class Collator:
 def predict_logits(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int) -> np.ndarray:
     """Logits ``[len(frame), num_labels]`` in the frame's row order (length-sorted batches: little padding)."""
     model.eval()
-    encoded = Encoded(tokenizer, frame, max_length)
+    encoded = encode_rows(tokenizer, frame, max_length)
     order = np.argsort(encoded.lengths, kind="stable")
     logits = np.zeros((len(frame), model.config.num_labels), dtype=np.float32)
     for start in batches(len(order), batch_size):

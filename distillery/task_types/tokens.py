@@ -1,0 +1,49 @@
+"""Token ids of many rows kept compact: a split is tokenised ``CHUNK_ROWS`` rows at a time and its token
+fields are held as flat int32 arrays with row offsets. As the tokenizer's Python lists a row of 30 tokens
+costs about 4 KB; here 360 bytes (300,000 tweets: 2.5 GB against 270 MB)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+CHUNK_ROWS = 8192
+
+
+def chunks(frame: pd.DataFrame) -> list[tuple[int, pd.DataFrame]]:
+    """(first row's position, rows) of ``frame`` in chunks of ``CHUNK_ROWS``; one empty chunk for no rows."""
+    starts = range(0, len(frame), CHUNK_ROWS)
+    return [(start, frame.iloc[start:start + CHUNK_ROWS]) for start in starts] or [(0, frame)]
+
+
+class TokenArrays:
+    """Token fields (``input_ids``, ``attention_mask``, ...) of rows added chunk by chunk, read back by row."""
+
+    def __init__(self):
+        self.keys: list[str] = []
+        self._parts: dict[str, list] = {}
+        self._lengths: list[np.ndarray] = []
+        self._flat: dict[str, np.ndarray] | None = None
+
+    def add(self, encoded) -> None:
+        """Append the rows of one tokenizer call (a mapping of field -> one list of ids per row)."""
+        self.keys = self.keys or list(encoded.keys())
+        for key in self.keys:
+            self._parts.setdefault(key, []).append(np.fromiter(itertools.chain.from_iterable(encoded[key]),
+                                                               dtype=np.int32))
+        self._lengths.append(np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64))
+        self._flat = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
+
+    def rows(self, index) -> list[dict]:
+        """The rows at ``index``, each ``{field: list of ids}`` as the tokenizer gave them."""
+        if self._flat is None:
+            self._flat = {key: np.concatenate(parts) for key, parts in self._parts.items()}
+            self._parts = {key: [flat] for key, flat in self._flat.items()}
+            self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        return [{key: self._flat[key][self._offsets[i]:self._offsets[i + 1]].tolist() for key in self.keys}
+                for i in index]
