@@ -10,7 +10,8 @@ Input: a DataFrame with an ``image`` column (or a list of images, called directl
   colour set), ``[channels][height][width]`` or ``[height][width][channels]``; or
 - a base64-encoded PNG (or any format Pillow reads) of ``height`` x ``width`` pixels, as a string or bytes;
   its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
-  as they are; 16 for scikit-learn's digits).
+  as they are; 65535 for 16-bit ones; 16 for scikit-learn's digits), and a 16-bit grey PNG's values likewise
+  from 0-65535.
 The model normalises the pixels itself (the training split's mean and standard deviation are in its graph).
 Output: ``label``, ``score`` (its probability) and ``prob_<label>`` per image, in order.
 Refused with HTTP 400 (``INVALID_PARAMETER_VALUE``), naming the row: an image that is null, not decodable,
@@ -33,6 +34,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 IMAGE = "image"
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 
 
 def _refuse(message: str):
@@ -110,10 +112,15 @@ class OnnxImageClassifier(PythonModel):
             try:
                 raw = base64.b64decode(value, validate=True)
                 with Image.open(io.BytesIO(raw)) as image:
-                    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+                    if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grey: 65535 is the top, not cut to 8 bits
+                        array = np.asarray(image, dtype=np.float32) * (self.pixel_max / 65535.0)
+                        array = np.repeat(array[..., None], channels, axis=-1) if channels > 1 else array
+                    else:
+                        array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) * \
+                            (self.pixel_max / 255.0)
             except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
                 _refuse(f"{IMAGE!r} of row {row} is a string but not a base64-encoded image ({type(exc).__name__})")
-            array = (np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]) * (self.pixel_max / 255.0)
+            array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
         else:
             try:
                 array = np.asarray(value, dtype=np.float32)

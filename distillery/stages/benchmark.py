@@ -138,7 +138,8 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     parity = read_json(reports_dir / "metrics" / "parity.json", "export")
     deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
-        "batch_sizes": cfg.batch_sizes, "sequence_lengths": sequence_lengths, "warmup": cfg.warmup,
+        "batch_sizes": cfg.batch_sizes, "sequence_lengths": sequence_lengths, "sequence_inputs": task.sequence_inputs,
+        "warmup": cfg.warmup,
         "max_warmup_seconds": cfg.max_warmup_seconds, "runs": cfg.runs, "min_runs": min(cfg.min_runs, cfg.runs), "target_precision": cfg.target_precision,
         "max_seconds_per_cell": cfg.max_seconds_per_cell, "order": "interleaved rounds",
         "threads_spin": False, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")},

@@ -158,7 +158,9 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         figures = serving.score(served.predict, test, labels)
     primary, secondary = serving.METRICS  # accuracy, macro_f1 for text classification; f1, exact_match for QA
     teacher_accuracy = evaluation["teacher"][primary]
-    p95, cell = latency(benchmark, deployment["deployable"], params.student.max_length)
+    grid = benchmark.get("grid", {})  # inputs without a sequence length (images): the benchmark's one cell length
+    length = params.student.max_length if grid.get("sequence_inputs", True) else grid["sequence_lengths"][0]
+    p95, cell = latency(benchmark, deployment["deployable"], length)
     candidate = {**figures, "version": version, "retention_metric": primary,
                  "retention": figures[primary] / teacher_accuracy if teacher_accuracy else 0.0, "p95_ms": p95, "latency_cell": cell, "labels": list(labels),
                  "inputs": list(serving.signature_example(test).columns),

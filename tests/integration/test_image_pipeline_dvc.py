@@ -29,7 +29,9 @@ TINY = {
     "seed": 0,
     "data": {"source": "bundled:digits"},
     "teacher": {"cnn": {"channels": [8, 16], "hidden_size": 32, "dropout": 0.0}, "train": TEACHER_TRAIN},
-    "student": {"mlp": {"hidden_sizes": [16]}},
+    # max_length is a text setting: the gate's latency cell is the images' own (b1_s64), whatever it says (with 128
+    # the gate looked for b1_s128 or longer and failed every image model)
+    "student": {"mlp": {"hidden_sizes": [16]}, "max_length": 128},
     "distill": {"labelled_rows": 200, "train": dict(TEACHER_TRAIN, epochs=6)},
     "benchmark": {"batch_sizes": [1, 4], "sequence_lengths": [16, 64], "warmup": 2, "runs": 20, "threads": 1},
     "register": {"model_name": NAME, "gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0,
@@ -98,6 +100,7 @@ def test_mnist_profile_on_digits_through_dvc_repro_then_served_over_http(tmp_pat
         assert [cells[c]["gflop"] * 1e9 for c in (f"b1_s{length}", f"b4_s{length}")] == pytest.approx([2368, 4 * 2368])
     register = json.loads((project / "reports/metrics/register.json").read_text())
     assert register["decision"] == "promoted", register
+    assert "(b1_s64)" in next(c for c in register["checks"] if c["name"] == "latency")["detail"], register
 
     test = pd.read_parquet(project / "data/prepared/test.parquet").head(2)
     assert report["image"]["dtype"] == "float32"  # 0-16 digits are not 8-bit images

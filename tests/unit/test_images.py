@@ -154,10 +154,15 @@ def test_a_grey_photo_in_a_colour_set_gets_three_channels_and_16_bit_images_keep
     for label, level in (("low", 10000), ("high", 50000)):
         (wide / label).mkdir(parents=True)
         (wide / label / "a.png").write_bytes(_image_bytes(np.full((4, 5), level, dtype=np.uint16), "I;16"))
+    # an 8-bit PNG among them is widened to the 16-bit scale (200 -> 200 x 257), not left near black on it
+    (wide / "low" / "eight.png").write_bytes(_png(np.full((4, 5), 200)))
     frames, spec = images.read_images(str(wide), {}).frames()
-    values = {label: set(np.frombuffer(p, dtype=np.float32).tolist())
-              for label, p in zip(frames["all"]["label"], frames["all"]["pixels"])}
-    assert values == {"low": {10000.0}, "high": {50000.0}} and spec["dtype"] == "float32"
+    values = {(label, name): set(np.frombuffer(p, dtype=np.uint16).tolist())
+              for label, name, p in zip(frames["all"]["label"], frames["all"]["_row"], frames["all"]["pixels"])}
+    assert values == {("low", "low/a.png"): {10000}, ("high", "high/a.png"): {50000},
+                      ("low", "low/eight.png"): {51400}}
+    # the top of the scale is 16 bits' (what a served 16-bit PNG's 65535 stands for), not the brightest pixel
+    assert (spec["dtype"], spec["pixel_max"], spec["pixel_max_seen"]) == ("uint16", 65535.0, 51400.0)
 
 
 def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refused(tmp_path):
@@ -618,3 +623,64 @@ def test_served_rgb_model_takes_a_grey_list_as_it_takes_a_grey_png_and_no_images
     assert answer["prob_red"].tolist() == pytest.approx([0.5] * 3)  # equal channels: red and blue tie
     for empty in (np.zeros(0), pd.DataFrame({"image": [[]]}), []):
         assert len(served_rgb.predict(None, empty)) == 0
+
+
+def test_channels_last_arrays_are_read_as_channels(tmp_path):
+    """[n, height, width, 3] (numpy's and Keras's way) was read as 16 channels of 16 x 3 pixels."""
+    x = RNG.integers(0, 256, (6, 16, 12, 3), dtype=np.uint8)
+    np.savez(tmp_path / "hwc.npz", x=x, y=np.arange(6) % 2)
+    frames, spec = images.read_images(str(tmp_path / "hwc.npz"), {}).frames()
+    assert (spec["channels"], spec["height"], spec["width"]) == (3, 16, 12)
+    np.testing.assert_array_equal(np.frombuffer(frames["all"]["pixels"].iloc[4], dtype=np.uint8).reshape(3, 16, 12),
+                                  np.moveaxis(x[4], -1, 0))
+
+
+def _class_folders(root: Path, names, count=3, shape=(4, 4)) -> Path:
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for j in range(count):
+            (root / name / f"{j}.png").write_bytes(_png(np.full(shape, 10 * i + j)))
+    return root
+
+
+def test_class_folder_names_are_the_labels_as_they_are(tmp_path):
+    """"007" and "7" were merged into one class and "08" renamed "8"; "²" (a digit to str.isdigit) crashed."""
+    _class_folders(tmp_path / "lead0", ["007", "7", "08"], count=10)
+    report = _prepare(tmp_path, source=str(tmp_path / "lead0"), min_rows_per_class=1)
+    assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == ["007", "7", "08"]
+    assert report["rows"]["train"] + report["rows"]["validation"] + report["rows"]["test"] == 30
+    _class_folders(tmp_path / "sup", ["2", "1", "²"], count=10)
+    _prepare(tmp_path, source=str(tmp_path / "sup"), min_rows_per_class=1)
+    assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == ["1", "2", "²"]
+
+
+def test_a_class_folder_with_no_usable_image_is_named_not_dropped(tmp_path):
+    bad = _class_folders(tmp_path / "bad", ["a", "b"])
+    (bad / "c").mkdir()
+    for j in range(2):
+        (bad / "c" / f"broken{j}.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"bad/c: class folder 'c' holds 2 image file\(s\) and none is readable "
+                                        r"\(c/broken1.png: unreadable image"):
+        images.read_images(str(bad), {})
+    odd = _class_folders(tmp_path / "odd", ["a", "b"])
+    _class_folders(odd, ["c"], shape=(5, 5))
+    with pytest.raises(DataError, match=r"odd/c: class folder 'c' holds no image of the common shape \[4, 4\]"):
+        images.read_images(str(odd), {})
+
+
+def test_a_16_bit_png_is_served_on_the_16_bit_scale(tmp_path):
+    """A 16-bit PNG was cut to 8 bits (every value above 255 became 255) before the model saw it."""
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    artifacts = _mean_model(tmp_path)
+    config = json.loads(Path(artifacts["config"]).read_text())
+    Path(artifacts["config"]).write_text(json.dumps({**config, "pixel_max": 65535.0}))
+    model = pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", artifacts)
+    wide = base64.b64encode(_image_bytes(np.full((4, 4), 9, dtype=np.uint16), "I;16")).decode()
+    eight = base64.b64encode(_png(np.full((4, 4), 0))).decode()
+    answer = model.predict(None, pd.DataFrame({"image": [wide, eight, np.full((4, 4), 9.0).tolist()]}))
+    # logit(bright) - logit(dark) = mean - 8 in the fixture's model: the 16-bit PNG's 9 is 9 of 65535 (cut to 8 bits
+    # and scaled up, it was 9 of 255: 2313)
+    for row, value in enumerate([9.0, 0.0, 9.0]):
+        assert answer["prob_bright"].iloc[row] == pytest.approx(1 / (1 + np.exp(-(value - 8))), rel=1e-5)

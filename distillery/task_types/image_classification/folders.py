@@ -1,9 +1,12 @@
 """Image classification, reading an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or
 ``<dir>/{train,validation,test}/<label>/``. Images are grey unless any image of the set uses colour (then a
-grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits; an unreadable
+grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits, and
+8-bit ones among them are widened to that scale; an unreadable
 image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
 counts rejections by reason, and ``rejected.csv`` names each file. Hidden folders and files (a notebook's
-``.ipynb_checkpoints``) are skipped; a class folder without images is an error, not a class that vanishes."""
+``.ipynb_checkpoints``) are skipped; a class folder without images, or without one readable image of the
+common size, is an error, not a class that vanishes. Folder names are the labels, as they are ("007" and "7" are
+two classes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
-from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
+from distillery.task_types.image_classification.images import SPLIT_NAMES, Images, to_16_bits
 
-WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
+WIDE_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -33,17 +37,21 @@ def _folder_split(directory: Path) -> tuple[list, list]:
         if not files:  # a class of no rows would vanish from the label set without a word
             raise DataError(f"{folder}: class folder '{folder.name}' holds no images (looked for "
                             f"{', '.join(sorted(IMAGE_SUFFIXES))}); add its images or remove the folder")
+        readable = len(pictures)
         for path in files:
             try:
                 with Image.open(path) as image:
                     if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
-                        array = np.asarray(image).astype(np.float32)
+                        array = np.asarray(image).astype(np.uint16 if image.mode in SIXTEEN_BIT_MODES else np.float32)
                     else:
                         mode = "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and _colour(image) else "L"
                         array = np.asarray(image.convert(mode))
                     pictures.append((path, array, folder.name))
             except (OSError, UnidentifiedImageError) as exc:
                 bad.append((path.relative_to(directory).as_posix(), f"unreadable image ({type(exc).__name__})"))
+        if len(pictures) == readable:  # every file of the class rejected: the class would vanish without a word
+            raise DataError(f"{folder}: class folder '{folder.name}' holds {len(files)} image file(s) and none is "
+                            f"readable ({bad[-1][0]}: {bad[-1][1]}); fix or remove them")
     return pictures, bad
 
 
@@ -78,6 +86,10 @@ def read_folder(directory: Path) -> Images:
     parts = split_dirs if split_dirs else {"all": directory}
     read = {split: _folder_split(path) for split, path in parts.items()}
     colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
+    if any(a.dtype == np.uint16 for pictures, _ in read.values() for _, a, _ in pictures):
+        # 16-bit images: 8-bit ones among them widened to the 16-bit scale, not left near black on it
+        read = {split: ([(p, to_16_bits(a) if a.dtype == np.uint8 else a, label) for p, a, label in pictures], bad)
+                for split, (pictures, bad) in read.items()}
     for split, path in parts.items():
         pictures, bad = read[split]
         if not pictures:
@@ -86,6 +98,10 @@ def read_folder(directory: Path) -> Images:
             pictures = _as_colour(pictures)
         common = pd.Series([a.shape for _, a, _ in pictures]).value_counts().index[0]
         kept = [p for p in pictures if p[1].shape == common]
+        lost = sorted({label for *_, label in pictures} - {label for *_, label in kept})
+        if lost:
+            raise DataError(f"{path / lost[0]}: class folder '{lost[0]}' holds no image of the common shape "
+                            f"{list(common)}; every one is another size")
         bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
                 for p, a, _ in pictures if a.shape != common]
         stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, a, _ in kept])

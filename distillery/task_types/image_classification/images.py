@@ -12,10 +12,12 @@ Sources (``data.source``; or ``data.files``, split -> local path):
 - a ``.npz`` file: arrays ``x``/``images`` and ``y``/``labels``, or ``x_train``, ``y_train``, ``x_test``... per split;
 - an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or ``<dir>/{train,validation,test}/<label>/``.
 
-Images are ``[height, width]`` (one channel) or ``[channels, height, width]``; a folder's images are read as
-grey unless they are all colour. 8-bit images (image files, IDX files of type uint8, uint8 arrays) are kept as
-uint8, on the 0-255 scale whatever their brightest pixel; anything else (scikit-learn's 0-16 digits, integer
-or float arrays) as float32, on its own scale: its largest value.
+Images are ``[height, width]`` (one channel), ``[channels, height, width]``, or, when the last axis alone has 1, 3
+or 4 values, ``[height, width, channels]`` (numpy's and Keras's way); a folder's images are read as grey unless
+any is colour. 8-bit images (image files, IDX files of type uint8, uint8 arrays) are kept as uint8, on the 0-255
+scale whatever their brightest pixel; 16-bit ones (16-bit PNGs, uint16 arrays) as uint16 on the 0-65535 scale,
+8-bit images among them widened to it; anything else (scikit-learn's 0-16 digits, integer or float arrays) as
+float32, on its own scale: its largest value.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ BUNDLED = {
     "fashion-mnist": f"Fashion-MNIST from the Debian package dataset-fashion-mnist ({FASHION_DIR})",
     "digits": "scikit-learn's load_digits (8x8)",
 }
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                "test": "test", "t10k": "test"}
 
@@ -60,6 +63,8 @@ class Images:
         array = np.asarray(array)
         if array.ndim == 3:
             array = array[:, None]
+        elif array.ndim == 4 and array.shape[-1] in CHANNEL_COUNTS and array.shape[1] not in CHANNEL_COUNTS:
+            array = np.moveaxis(array, -1, 1)  # channels last ([n, height, width, channels]), as numpy and Keras hold them
         if array.ndim != 4:
             raise DataError(f"{self.description} [{split}]: images must be [n, height, width] or "
                             f"[n, channels, height, width]; got shape {list(array.shape)}")
@@ -73,14 +78,17 @@ class Images:
         shapes = {a.shape[1:] for a in self.arrays.values()}
         if len(shapes) != 1:
             raise DataError(f"{self.description}: the splits hold images of different shapes {sorted(shapes)}")
+        # uint8 marks 8-bit images: a PNG sent to the served model maps onto them one to one; uint16 16-bit ones
+        # (0-65535; 8-bit images among them are put on that scale, x257). Whole numbers of another type (0-16
+        # digits) are not 8-bit images, so they keep their own scale as float32.
+        dtype = image_dtype({a.dtype for a in self.arrays.values()})
+        if dtype == np.uint16:
+            self.arrays = {split: to_16_bits(a) for split, a in self.arrays.items()}
         # an image with a NaN or infinite pixel is a bad row (rejected by name in prepare), not a pixel value
         finite = {split: np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.dtype.kind == "f"
                   else np.ones(len(a), dtype=bool) for split, a in self.arrays.items()}
         low = min((float(a[finite[s]].min()) for s, a in self.arrays.items() if finite[s].any()), default=0.0)
         high = max((float(a[finite[s]].max()) for s, a in self.arrays.items() if finite[s].any()), default=0.0)
-        # uint8 marks 8-bit images: a PNG sent to the served model maps onto them one to one. Whole numbers of
-        # another type (0-16 digits) are not 8-bit images, so they keep their own scale as float32.
-        dtype = np.uint8 if all(a.dtype == np.uint8 for a in self.arrays.values()) else np.float32
         channels, height, width = (int(n) for n in next(iter(shapes)))
         frames = {}
         for split, array in self.arrays.items():
@@ -258,19 +266,33 @@ def _hub(dataset_id: str, config: Optional[str] = None, label_column: str = "lab
     return images
 
 
+def image_dtype(dtypes: set) -> type:
+    """What images of these array types are kept as: uint8 (8-bit images), uint16 (16-bit ones, with or without
+    8-bit ones among them), else float32."""
+    if dtypes <= {np.dtype(np.uint8)}:
+        return np.uint8
+    return np.uint16 if dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)} else np.float32
+
+
+def to_16_bits(array: np.ndarray) -> np.ndarray:
+    """An 8-bit image on the 16-bit scale (255 -> 65535, as a PNG's 8-bit values widen); 16-bit ones as they are."""
+    return array.astype(np.uint16) * np.uint16(257) if array.dtype == np.uint8 else array.astype(np.uint16)
+
+
 def pixel_scale(dtype: np.dtype, brightest: float) -> float:
-    """The top of the images' scale, what a PNG's 255 stands for when the served model decodes one: 255 for
-    8-bit images (uint8) however bright their brightest pixel, else the largest value seen."""
-    return 255.0 if dtype == np.uint8 else float(brightest)
+    """The top of the images' scale, what a PNG's 255 (an 8-bit one's) or 65535 (a 16-bit one's) stands for when
+    the served model decodes one: 255 for 8-bit images (uint8) and 65535 for 16-bit ones (uint16), however
+    bright their brightest pixel, else the largest value seen."""
+    return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), float(brightest))
 
 
 def pixel_dtype(row_bytes: int, channels: int, height: int, width: int) -> np.dtype:
-    """uint8 or float32, from a row's byte count and shape."""
+    """uint8, uint16 or float32, from a row's byte count and shape."""
     itemsize, rest = divmod(row_bytes, channels * height * width)
-    if rest or itemsize not in (1, 4):
-        raise DataError(f"a prepared image of {row_bytes} bytes is neither uint8 nor float32 "
+    if rest or itemsize not in (1, 2, 4):
+        raise DataError(f"a prepared image of {row_bytes} bytes is neither uint8, uint16 nor float32 "
                         f"[{channels}, {height}, {width}]; run `dvc repro prepare` again")
-    return np.dtype(np.uint8 if itemsize == 1 else np.float32)
+    return np.dtype({1: np.uint8, 2: np.uint16, 4: np.float32}[itemsize])
 
 
 def to_arrays(frame: pd.DataFrame) -> np.ndarray:

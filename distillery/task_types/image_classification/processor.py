@@ -36,7 +36,7 @@ class PixelProcessor:
     def from_spec(cls, spec: dict) -> "PixelProcessor":
         # 8-bit images run from 0 to 255, whatever the darkest pixel the training split happened to hold
         return cls(spec["channels"], spec["height"], spec["width"], spec.get("pixel_max", 255.0),
-                   0.0 if spec.get("dtype") == "uint8" else spec.get("pixel_min"))
+                   0.0 if spec.get("dtype") in ("uint8", "uint16") else spec.get("pixel_min"))
 
     @classmethod
     def from_pretrained(cls, directory, key: str = "") -> "PixelProcessor":

@@ -7,6 +7,7 @@ training split's pixel statistics to the data report: the models record them as 
 """
 from __future__ import annotations
 
+import re
 from typing import Union
 
 import numpy as np
@@ -18,6 +19,9 @@ from distillery.prepared import LABEL
 from distillery.task_types.image_classification.images import (PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype,
                                                                pixel_scale, read_images)
 from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
+
+
+INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits: "²" is a digit to str.isdigit, not to int()
 
 
 def read(cfg: DataConfig) -> tuple[dict, Union[list, None], str]:
@@ -35,12 +39,18 @@ def key_columns(cfg: DataConfig) -> list[str]:
 def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> list[str]:
     """``data.labels`` if declared, else the source's names, else the values seen (numbers in numeric order)."""
     if cfg.labels is not None:
-        return [label_key(v) for v in cfg.labels]
+        return [image_label(v) for v in cfg.labels]
     if declared is not None:
-        return [label_key(v) for v in declared]
-    values = {label_key(v) for frame in frames.values() for v in frame[RAW_LABEL] if v is not None}
-    numeric = all(v.lstrip("-").isdigit() for v in values)
-    return sorted(values, key=(lambda v: int(v)) if numeric else None)
+        return [image_label(v) for v in declared]
+    values = {image_label(v) for frame in frames.values() for v in frame[RAW_LABEL] if v is not None}
+    numeric = all(INTEGER.fullmatch(v) for v in values)
+    return sorted(values, key=(lambda v: (int(v), v)) if numeric else None)
+
+
+def image_label(value) -> str:
+    """A label as the model names it: a name (a class folder's, an array of strings) as it is, "007" and "7"
+    two classes; a number (an array of integer labels) as its text, 7.0 as "7"."""
+    return str(value) if isinstance(value, str) else label_key(value)
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
@@ -58,9 +68,9 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared: Unio
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return None
         if declared is not None:  # the source's class names, indexed by its integer labels (Fashion-MNIST)
-            index = int(value) if str(value).lstrip("-").isdigit() else -1
-            return label_key(declared[index]) if 0 <= index < len(declared) else f"{label_key(value)} (no class)"
-        return label_key(value)
+            index = int(value) if INTEGER.fullmatch(str(value)) else -1
+            return image_label(declared[index]) if 0 <= index < len(declared) else f"{image_label(value)} (no class)"
+        return image_label(value)
 
     keys = frame[RAW_LABEL].map(key)
     reasons = frame[REASON].copy()
