@@ -35,9 +35,9 @@ def read_profile(name: str, profiles_dir: Union[str, Path] = PROFILES_DIR) -> di
         known = ", ".join(available(profiles_dir)) or "none"
         raise ConfigError(f"profile {name!r}: {path} not found; profiles: {known}")
     try:
-        from distillery.config.loading import safe_load, yaml_error_line
+        from distillery.config.loading import read_utf8, safe_load, yaml_error_line
 
-        profile = safe_load(path.read_text(encoding="utf-8"))
+        profile = safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(profile, dict) or not profile:
@@ -88,9 +88,13 @@ def _merge(node: Any, profile: dict, prefix: str, changed: dict) -> None:
         if isinstance(value, dict) and value and hasattr(current, "items"):
             _merge(current, value, dotted + ".", changed)
             continue
+        if (value is None or value == {}) and hasattr(current, "items") and current and _is_section(dotted):
+            raise ConfigError(f"{dotted} is an empty section in the profile: it would replace every {dotted} key of "
+                              "params.yaml with the built-in defaults; list the keys it changes, or remove it")
         plain = current if not hasattr(current, "items") and not isinstance(current, list) else \
             yaml.safe_load(yaml.safe_dump(_plain(current)))
-        if plain != value:
+        absent = not hasattr(node, "get") or key not in node  # a key params.yaml leaves out: written, even as null
+        if absent or plain != value:
             changed[dotted] = [plain, value]
             if isinstance(current, list) and isinstance(value, list) and hasattr(current, "fa") \
                     and not current.fa.flow_style():
@@ -99,6 +103,27 @@ def _merge(node: Any, profile: dict, prefix: str, changed: dict) -> None:
                 current[:] = [_styled(v) for v in value]
             else:
                 node[key] = _styled(value)
+
+
+def _is_section(dotted: str) -> bool:
+    """Is ``dotted`` a section of params.yaml (``distill``, ``distill.train``), not a key whose value is a mapping
+    (``data.max_samples``, where ``{}`` means no caps)?"""
+    import dataclasses
+    import typing
+
+    from distillery.config import Params
+
+    owner: Any = Params
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else {}
+        if part not in fields:
+            return False
+        annotation = fields[part].type
+        hints = typing.get_type_hints(owner)
+        annotation = hints.get(part, annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        owner = args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
+    return dataclasses.is_dataclass(owner)
 
 
 def _over(base: dict, profile: dict) -> dict:
@@ -125,7 +150,7 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
                   profiles_dir: Union[str, Path] = PROFILES_DIR) -> dict:
     """Merge ``profiles/<name>.yaml`` over ``params_path``; return ``{"profile", "changed": {key: [old, new]}}``."""
     from distillery.config import load_params
-    from distillery.config.loading import safe_load
+    from distillery.config.loading import read_utf8, safe_load
 
     params_path = Path(params_path)
     profile = read_profile(name, profiles_dir)
@@ -134,11 +159,14 @@ def apply_profile(name: str, params_path: Union[str, Path] = "params.yaml",
     if not params_path.is_file():
         raise ConfigError(f"{params_path}: params file not found (run from the project root or pass --params)")
     writer = _yaml_writer()
-    text = params_path.read_text(encoding="utf-8")
+    text = read_utf8(params_path)
     document = writer.load(text)
     expected = _over(safe_load(text), profile)  # what the rewritten file must read back as
     changed: dict = {}
-    _merge(document, profile, "", changed)
+    try:
+        _merge(document, profile, "", changed)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name} ({Path(profiles_dir) / f'{name}.yaml'}): {exc}") from None
     if not changed:  # not even rewritten: the writer would still re-indent a list or two
         load_params(params_path)
         return {"profile": name, "params": str(params_path), "changed": changed}

@@ -20,7 +20,7 @@ SPLITS = ("train", "validation", "test")
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are unsigned 32-bit integers
 
 # strict: no silent str -> int or bool -> int coercion (an int is still accepted where a float is expected).
-CONFIG = ConfigDict(extra="forbid", strict=True)
+CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # .inf, .nan: refused
 
 
 def allowed(text: str) -> dict:

@@ -75,8 +75,8 @@ class DistillConfig:
 
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label CE; (1 - alpha) weighs the "
                                                       "distillation term")
-    temperature: float = Field(2.0, gt=0, description="softmax temperature T; the KL term is scaled by T^2. "
-                                                      "Unused by mse")
+    temperature: float = Field(2.0, gt=0, le=1000, description="softmax temperature T; the KL term is scaled by "
+                                                               "T^2. Unused by mse")
     loss: Literal["kl", "mse"] = Field("kl", description="kl: Hinton et al. 2015 | mse: logit regression, "
                                                          "Tang et al. 2019")
     labelled_rows: Optional[int] = Field(

@@ -68,11 +68,22 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a YAML file; ``ConfigError`` naming the file and line when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line} is not valid UTF-8 (byte {data[exc.start]:#04x}); save the file as "
+                          "UTF-8") from None
+
+
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
-        return safe_load(path.read_text(encoding="utf-8")) or {}
+        return safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
 

@@ -138,6 +138,8 @@ def message(error: dict, root: type, prefix: str, raw: Any) -> str:
     if value is None and not rest and not nullable and not element:
         return f"{key}: a value is required, got null (the default is {info.get_default(call_default_factory=True)!r})"
     what = f"a {inner.__name__}" if dataclasses.is_dataclass(inner) and isinstance(value, dict) else _what(inner)
+    if kind == "finite_number":  # .inf, .nan (allow_inf_nan=False)
+        return f"{key} = {value!r} is not allowed; it must be a finite number"
     if kind in _TYPE_ERRORS and not rest and not element and what:
         return f"{key}: expected {what}{' or null' if nullable else ''}, got {value!r}"
     return f"{key} = {value!r} is not allowed; {allowed_text(info, error['msg'])}"

@@ -61,9 +61,9 @@ class SweepConfig:
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1,
         description="distill.alpha values swept (weight of the hard-label CE)",
         json_schema_extra=allowed("list distinct values in [0, 1]"))
-    temperature: list[Annotated[float, Field(gt=0)]] = Field(
+    temperature: list[Annotated[float, Field(gt=0, le=1000)]] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0], min_length=1,
-        description="distill.temperature values swept", json_schema_extra=allowed("list distinct values > 0"))
+        description="distill.temperature values swept", json_schema_extra=allowed("list distinct values in (0, 1000]"))
     seeds: Seeds = Field(default_factory=lambda: [1, 2, 3],
                              description="one labels-only baseline per seed, and one distilled student per seed "
                                          "and setting, all from that seed's initialisation",
@@ -209,6 +209,20 @@ class RegisterConfig:
         return self
 
 
+def _valid_cron(cron: str) -> bool:
+    """Whether Prefect's schedule takes ``cron`` (its own validator; importing it costs about a second, so the
+    default is taken as it is)."""
+    if cron == "0 2 * * *":
+        return True
+    from prefect._internal.schemas.validators import validate_cron_string
+
+    try:
+        validate_cron_string(cron)
+    except ValueError:
+        return False
+    return True
+
+
 @section("schedule")
 class ScheduleConfig:
     """How the Prefect deployment runs the pipeline unattended (``python -m flows.deploy``). No stage reads it."""
@@ -256,9 +270,21 @@ class ScheduleConfig:
     @field_validator("cron")
     @classmethod
     def _cron(cls, cron: Optional[str]) -> Optional[str]:
-        if cron is not None and len(cron.split()) not in (5, 6):
-            raise not_allowed("write a cron expression such as '0 2 * * *' (five fields), or null for no schedule")
+        if cron is not None and (len(cron.split()) not in (5, 6) or not _valid_cron(cron)):
+            raise not_allowed("write a cron expression such as '0 2 * * *' (five fields: minute 0-59, hour 0-23, "
+                              "day 1-31, month 1-12, weekday 0-6), or null for no schedule")
         return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise not_allowed("name an IANA time zone, e.g. UTC or Europe/Berlin") from None
+        return name
 
     def timeout_seconds(self, stage: str) -> float:
         return 60.0 * float(self.stage_timeouts.get(stage, self.stage_timeout_minutes))

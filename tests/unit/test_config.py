@@ -45,7 +45,9 @@ def test_repository_params_cover_every_key():
 @pytest.mark.parametrize("text, key, hint", [
     ("distill:\n  alpha: 1.5\n", "distill.alpha", "[0, 1]"),
     ("distill:\n  alpha: -0.1\n", "distill.alpha", "[0, 1]"),
-    ("distill:\n  temperature: 0\n", "distill.temperature", "> 0"),
+    ("distill:\n  temperature: 0\n", "distill.temperature", "(0, 1000]"),
+    ("distill:\n  temperature: .inf\n", "distill.temperature", "a finite number"),
+    ("distill:\n  train:\n    epochs: .inf\n", "distill.train.epochs", "a finite number"),
     ("distill:\n  loss: cosine\n", "distill.loss", "kl, mse"),
     ("distill:\n  train:\n    epochs: 0\n", "distill.train.epochs", "> 0"),
     ("teacher:\n  train:\n    batch_size: two\n", "teacher.train.batch_size", "integer"),

@@ -411,6 +411,10 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("cron", "every night", "schedule.cron = 'every night' is not allowed"),
+    # five fields, but no minute 61 or hour 25: Prefect's deployment refused it with a traceback
+    ("cron", "61 25 * * *", r"schedule.cron = '61 25 \* \* \*' is not allowed; .*minute 0-59"),
+    ("cron", "a b c d e", "schedule.cron = 'a b c d e' is not allowed"),
+    ("timezone", "Mars/Base", "schedule.timezone = 'Mars/Base' is not allowed; name an IANA time zone"),
     ("stage_timeout_minutes", 0, "schedule.stage_timeout_minutes = 0.0 is not allowed"),
     ("stage_timeouts", {"distill": -1}, "schedule.stage_timeouts.distill = -1 is not allowed"),
     ("crons", "0 2 * * *", "unknown key schedule.crons"),
@@ -440,3 +444,11 @@ def test_two_checkouts_with_the_same_directory_name_get_their_own_deployment_and
     assert len(names) == 2 and all(name.startswith("distillery-project-") for name in names)
     assert resource_id(first) != resource_id(second)
     assert build_deployment(first, name="nightly").name == "nightly"  # --name still sets it
+
+
+def test_a_valid_schedule_of_another_form_is_taken(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["schedule"].update(cron="*/15 9-17 * * mon-fri", timezone="Europe/Berlin")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    schedule = load_schedule(tmp_path / "params.yaml")
+    assert (schedule.cron, schedule.timezone) == ("*/15 9-17 * * mon-fri", "Europe/Berlin")

@@ -141,3 +141,37 @@ def test_a_block_list_and_an_empty_value_are_rewritten_into_a_file_that_reads_ba
     err = capsys.readouterr().err
     assert "profile tweets: rewriting params.yaml with its comments kept went wrong" in err and "unchanged" in err
     assert (project / "params.yaml").read_bytes() == before
+
+
+def test_image_profiles_switch_to_snli_directly(project):
+    """``profile mnist`` then ``profile snli`` was refused as the writer's fault: snli's data.max_samples.test is null,
+    and a key params.yaml left out (the primer's max_samples is {}) read as null already, so it was not written."""
+    for image in ("mnist", "fashion-mnist"):
+        assert main(["profile", image]) == 0
+        assert main(["profile", "snli"]) == 0
+        params = load_params("params.yaml")
+        assert (params.data.source, params.data.max_samples) == ("bundled:snli", {"train": 10000, "validation": 1000,
+                                                                                   "test": None})
+
+
+def test_a_profile_section_left_empty_is_refused_not_a_wipe_of_the_section(project, capsys):
+    """A profile holding ``distill:`` with only a comment under it set params.yaml's whole distill section to
+    null: every distill key fell back to the built-in defaults without a word."""
+    before = (project / "params.yaml").read_bytes()
+    (project / "profiles" / "empty.yaml").write_text("distill:\n  # alpha: 0.3\n")
+    assert main(["profile", "empty"]) == 2
+    assert "profile empty (profiles/empty.yaml): distill is an empty section in the profile" in capsys.readouterr().err
+    (project / "profiles" / "empty.yaml").write_text("distill:\n  train: {}\n")
+    assert main(["profile", "empty"]) == 2
+    assert "distill.train is an empty section" in capsys.readouterr().err
+    assert (project / "params.yaml").read_bytes() == before
+
+
+def test_params_that_are_not_utf8_are_named_with_their_line(project, capsys):
+    for path in (project / "params.yaml", project / "profiles" / "snli.yaml"):
+        original = path.read_bytes()
+        path.write_bytes(original + b"# caf\xe9\n")
+        assert main(["params", "--check"]) == 2 if path.name == "params.yaml" else main(["profile", "snli"]) == 2
+        lines = original.count(b"\n") + 1
+        assert f"{path.relative_to(project)}: line {lines} is not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
+        path.write_bytes(original)
