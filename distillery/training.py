@@ -170,6 +170,23 @@ def _checkpoint_dir():
     return shared()
 
 
+def _finite(compute_metrics: Callable, label: str) -> Callable:
+    """``compute_metrics``, after a check that the model's validation outputs are numbers: a run that diverged (a
+    learning rate or weight decay too large, a loss weight of 1e38) stops with one line, not scikit-learn's
+    "Input contains NaN" traceback, and before the model it would have saved."""
+    def compute(eval_pred) -> dict:
+        predictions = eval_pred.predictions
+        arrays = predictions if isinstance(predictions, (tuple, list)) else [predictions]
+        if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in arrays):
+            from distillery.errors import ModelError
+
+            raise ModelError(f"{label}: training diverged, the model's outputs on the validation split are NaN or "
+                             "infinite; lower the learning rate or weight decay (teacher.train / distill.train), or "
+                             "the loss weights")
+        return compute_metrics(eval_pred)
+    return compute
+
+
 def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
         distill: Optional[dict] = None, label: Optional[str] = None) -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
@@ -194,7 +211,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
             model=model, args=training_arguments(cfg, checkpoints, seed, task.padded_inputs),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset, data_collator=task.collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=task.validation_metrics(eval_dataset), callbacks=[timer, *([progress_callback(label)] if is_main() else [])],
+            compute_metrics=_finite(task.validation_metrics(eval_dataset), label), callbacks=[timer, *([progress_callback(label)] if is_main() else [])],
             task=task, **(distill or {}))
         trainer.remove_callback(PrinterCallback)  # no dict printed per logging step: Progress says it
         started = time.perf_counter()

@@ -169,3 +169,24 @@ def test_onnx_runtime_with_a_bf16_pass_is_refused():
     with pytest.raises(ConfigError, match=r"teacher.logits_runtime = onnxruntime runs the teacher's pass in fp32, "
                                           r"but teacher.logits_precision = bf16"):
         runtime(Params(teacher=TeacherConfig(logits_runtime="onnxruntime", logits_precision="bf16")))
+
+
+def test_training_that_diverges_stops_with_one_line_before_saving(tiny_bert, tmp_path):
+    """A weight decay of 1e6 (allowed: >= 0) drove the weights to NaN, and the first evaluation ended in
+    scikit-learn's "Input contains NaN" traceback."""
+    from distillery.errors import ModelError
+    from distillery.task_types.text_classification.features import tokenize
+    from distillery.training import fit
+
+    tokenizer = load_tokenizer(str(tiny_bert), "t")
+    model = load_classifier(str(tiny_bert), "t", LABELS)
+    frame = make_texts(16)
+    frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(LABELS)})
+    # each step scales every weight by 1 - lr x weight decay = -9999: past float32's range within 10 steps
+    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=1, warmup=0.0, learning_rate=1e-2,
+                              weight_decay=1e6)
+    with pytest.raises(ModelError, match="training diverged, the model's outputs on the validation split are NaN or "
+                                         "infinite; lower the learning rate or weight decay"):
+        fit(TASK, model, tokenizer, tokenize(frame, tokenizer, 32), tokenize(frame, tokenizer, 32), cfg, 0,
+            tmp_path / "out")
+    assert not (tmp_path / "out").exists()
