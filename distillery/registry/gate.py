@@ -48,8 +48,9 @@ def _latency(candidate: dict, gate: dict) -> dict:
     p95, budget, ratio = candidate.get("p95_ms"), gate["max_p95_ms"], gate.get("max_p95_ratio_to_teacher")
     if p95 is None:
         cell = candidate.get("latency_cell") or "b1_s<student.max_length>"
-        return check("latency", False, None, budget, f"no benchmark figure at {cell} or a longer batch-1 cell; add "
-                                                     f"student.max_length to benchmark.sequence_lengths")
+        fix = "add 1 to benchmark.batch_sizes" if candidate.get("batch_sizes") and 1 not in candidate["batch_sizes"] \
+            else "add student.max_length to benchmark.sequence_lengths"
+        return check("latency", False, None, budget, f"no benchmark figure at {cell} or a longer batch-1 cell; {fix}")
     where = f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')})"
     if p95 <= budget:
         return check("latency", True, round(p95, 3), budget, f"{where}, needs <= {budget}")

@@ -54,6 +54,9 @@ def test_figures_and_thresholds_are_recorded_in_each_check():
     assert "p95 2.50 ms at batch 1 (b1_s64)" in _check(decision, "latency")["detail"]
     assert _check(decide({**CANDIDATE, "p95_ms": None}, None, GATE), "latency")["detail"] == \
         "no benchmark figure at b1_s64 or a longer batch-1 cell; add student.max_length to benchmark.sequence_lengths"
+    # a benchmark without batch 1 was told to add a sequence length it already had
+    assert _check(decide({**CANDIDATE, "p95_ms": None, "batch_sizes": [4, 8]}, None, GATE), "latency")["detail"] == \
+        "no benchmark figure at b1_s64 or a longer batch-1 cell; add 1 to benchmark.batch_sizes"
 
 
 def test_latency_may_be_judged_against_the_teacher_measured_in_the_same_run():
