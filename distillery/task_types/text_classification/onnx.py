@@ -11,7 +11,7 @@ import torch
 from distillery.metrics import classification_metrics
 from distillery.onnx_runtime import export_module, int8_gate, run_session, session
 from distillery.prepared import LABEL
-from distillery.task_types.text_classification.features import texts_and_pairs
+from distillery.task_types.text_classification.features import encode_texts, texts_and_pairs
 
 OUTPUT = "logits"
 
@@ -56,8 +56,10 @@ def parity_logits(model, tokenizer, sessions: dict, frame: pd.DataFrame, max_len
     texts, pairs = texts_and_pairs(frame)
     model.eval()
     for start in range(0, len(frame), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], pairs[start:start + batch_size] if pairs else None,
-                          padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        encoded = encode_texts(tokenizer, texts[start:start + batch_size],
+                               pairs[start:start + batch_size] if pairs else None, max_length)
+        rows = [{key: values[i] for key, values in encoded.items()} for i in range(len(encoded["input_ids"]))]
+        batch = dict(tokenizer.pad(rows, padding=True, return_tensors="np"))
         with torch.inference_mode():
             outputs["pytorch"].append(model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy())
         for name, sess in sessions.items():
