@@ -75,7 +75,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         recover(client, name, recorder(reg.experiment, root, uri, name))  # a killed registration's or command's half-done alias move, or pending gate
         tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), **dvc_remote(root), TAG + "kind": PIPELINE_KIND,
                 **run_tags(name)}
-        status = stage_status(tags, _previous_pipeline_tags(client, exp_id))
+        tags.pop("dvc.stage.register", None)  # dvc.lock's entry for this stage is its last execution, not this one
+        status = {**stage_status(tags, _previous_pipeline_tags(client, exp_id)), "register": "ran"}
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
