@@ -7,7 +7,7 @@ import math
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import yaml
@@ -85,14 +85,12 @@ def provenance(tags: dict[str, str]) -> dict[str, str]:
             if key in ("git.commit", "git.dirty") or (key.startswith("dvc.") and not key.startswith("dvc.stage."))}
 
 
-def stage_status(current: dict[str, str], previous: Optional[dict[str, str]]) -> dict[str, str]:
-    """``ran`` or ``cached`` for each stage: cached when its outputs equal those of the last tracked execution."""
-    status = {}
-    for key, digest in current.items():
-        if key.startswith("dvc.stage."):
-            stage = key[len("dvc.stage."):]
-            status[stage] = "cached" if previous and previous.get(key) == digest else "ran"
-    return status
+def stage_status(current: dict[str, str], seen: Callable[[str, str], bool]) -> dict[str, str]:
+    """``ran`` or ``cached`` for each stage: cached when its outputs equal those of an earlier tracked execution
+    (``seen(tag, digest)``): not only the last one, which after DVC experiments is often a sibling's (an
+    experiment that goes back to alpha 0.3 gets the distilled student DVC restores from its run cache)."""
+    return {key[len("dvc.stage."):]: "cached" if seen(key, digest) else "ran"
+            for key, digest in current.items() if key.startswith("dvc.stage.")}
 
 
 def numeric_leaves(tree: Any, prefix: str = "") -> dict[str, float]:

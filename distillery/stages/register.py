@@ -76,7 +76,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), **dvc_remote(root), TAG + "kind": PIPELINE_KIND,
                 **run_tags(name)}
         tags.pop("dvc.stage.register", None)  # dvc.lock's entry for this stage is its last execution, not this one
-        status = {**stage_status(tags, _previous_pipeline_tags(client, exp_id)), "register": "ran"}
+        status = {**stage_status(tags, lambda key, digest: _seen(client, exp_id, key, digest)), "register": "ran"}
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
@@ -232,10 +232,11 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _previous_pipeline_tags(client, exp_id: str) -> Optional[dict]:
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG}kind` = '{PIPELINE_KIND}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags if runs else None
+def _seen(client, exp_id: str, key: str, digest: str) -> bool:
+    """Whether an earlier pipeline run of the experiment recorded ``key`` (``dvc.stage.<stage>``) = ``digest``."""
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG}kind` = '{PIPELINE_KIND}' and "
+                                                      f"tags.`{key}` = '{digest}'", max_results=1)
+    return bool(runs)
 
 
 def _log_params(client, run_id: str, flat: dict) -> None:

@@ -248,9 +248,20 @@ def test_stage_status_and_dvc_tags():
     tags = dvc_tags(lock)
     assert tags["dvc.data/prepared"] == "a.dir" and tags["dvc.models/student"] == "b.dir"
     assert "dvc.reports/x.json" not in tags
-    assert stage_status(tags, None) == {"prepare": "ran", "distill": "ran"}
+    history: list[dict] = []  # the tags of earlier tracked executions
+
+    def seen(key, digest):
+        return any(earlier.get(key) == digest for earlier in history)
+
+    assert stage_status(tags, seen) == {"prepare": "ran", "distill": "ran"}
+    history.append(tags)
     lock["distill"]["outs"][0]["md5"] = "changed.dir"
-    assert stage_status(dvc_tags(lock), tags) == {"prepare": "cached", "distill": "ran"}
+    assert stage_status(dvc_tags(lock), seen) == {"prepare": "cached", "distill": "ran"}
+    history.append(dvc_tags(lock))
+    # back to the first student (an experiment at the first alpha, restored from DVC's run cache): cached, though
+    # the last execution had another
+    lock["distill"]["outs"][0]["md5"] = "b.dir"
+    assert stage_status(dvc_tags(lock), seen) == {"prepare": "cached", "distill": "cached"}
 
 
 def test_numeric_leaves_keep_finite_numbers_only():
