@@ -32,6 +32,7 @@ GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher",)  # the last ones 
 
 
 ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.72 / 0.8 < 0.9)
+TAG_ROUNDING = 5e-7  # half the last digit of a figure stored to 6 decimals
 
 
 def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict:
@@ -142,7 +143,10 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
             if rows and not rows.get("checked") else ")")
     else:
         where = ""
-    return check("champion", ours >= theirs - tolerance - ROUNDING, round(ours, 4), round(theirs, 4),
+    # a champion's figure read back from its tags was stored to 6 decimals by versions before 2026-12-05: a tie
+    # (30/45 = 0.6666...67 against 0.666667) must pass
+    slack = TAG_ROUNDING if not same_rows and not champion.get("rescored") else ROUNDING
+    return check("champion", ours >= theirs - tolerance - slack, round(ours, 4), round(theirs, 4),
                  f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}{where}"
                  f", needs >= champion - {tolerance}")
 

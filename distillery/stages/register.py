@@ -203,8 +203,9 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     # marks it "interrupted"), never a mix of two gate runs' tags that looks complete.
     client.set_model_version_tag(name, version, TAG + "gate", "pending")
     set_tags(client, name, version, {
-        TAG + "test_sha256": test_sha, TAG + f"test_{primary}": round(figures[primary], 6),
-        TAG + f"test_{secondary}": round(figures[secondary], 6), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
+        # full precision: a later gate compares a candidate with these, and a tie must pass
+        TAG + "test_sha256": test_sha, TAG + f"test_{primary}": repr(float(figures[primary])),
+        TAG + f"test_{secondary}": repr(float(figures[secondary])), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
         LABELS_TAG: json.dumps(list(labels)), INPUTS_TAG: json.dumps(candidate["inputs"]),

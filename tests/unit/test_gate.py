@@ -267,3 +267,18 @@ def test_stage_status_and_dvc_tags():
 def test_numeric_leaves_keep_finite_numbers_only():
     flat = numeric_leaves({"a": {"b": 1, "c": [1, 2], "d": "x", "e": True, "f": math.nan, "g/h": 2.5}}, "eval.")
     assert flat == {"eval.a.b": 1.0, "eval.a.e": 1.0, "eval.a.g_h": 2.5}
+
+
+def test_a_tie_with_a_champion_figure_stored_to_6_decimals_passes():
+    """30/45 against the champion's tag 0.666667 (its own 30/45, rounded) was "below the champion"; 15/45 against
+    0.333333 passed: whether a tie passed depended on which way the fraction rounded."""
+    for right in (30, 15):
+        tie = decide({**CANDIDATE, "accuracy": right / 45}, {**CHAMPION, "accuracy": round(right / 45, 6)}, GATE)
+        assert _check(tie, "champion")["passed"], tie
+        # one row fewer is still below the champion
+        worse = decide({**CANDIDATE, "accuracy": (right - 1) / 45}, {**CHAMPION, "accuracy": round(right / 45, 6)},
+                       GATE)
+        assert not _check(worse, "champion")["passed"]
+    # a champion re-scored on the current rows has its figure in full: no slack beyond float rounding
+    rescored = decide({**CANDIDATE, "accuracy": 0.6666665}, {**CHAMPION, "accuracy": 30 / 45, "rescored": True}, GATE)
+    assert not _check(rescored, "champion")["passed"]
