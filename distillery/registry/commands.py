@@ -11,7 +11,7 @@ from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
-from distillery.tracking import experiment_id, redact_uri, sqlite_path, tracking_uri
+from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, sqlite_path, tracking_uri
 
 
 def _recover(client, params: Params, root: Path) -> dict:
@@ -133,6 +133,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 raise RegistryError(
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
+        _require_loadable(name, str(version))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
                 TAG + "promoted_by": getpass.getuser()}
@@ -141,6 +142,22 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                ("promote", {"version": version, "from": current or "none", "reason": reason}),
                                recorder(params.register.experiment, root, tracking_uri(root), name))
     return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id}
+
+
+def _require_loadable(name: str, version: str) -> None:
+    """Refuse a version whose model files cannot be read (its artifacts moved or deleted): as champion it would
+    break every client of ``models:/<name>@champion``, and every later gate could not score it."""
+    import mlflow
+
+    try:
+        with quiet_mlflow():
+            info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+        if info is None or not info.flavors:
+            raise ValueError("no MLmodel file")
+    except Exception as exc:  # noqa: BLE001 - whatever the store says, one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RegistryError(f"v{version} of {name!r} cannot be loaded ({first[:200]}); making it champion would "
+                            f"break models:/{name}@champion: choose another version (`distillery models`)") from None
 
 
 def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> dict:
@@ -171,6 +188,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
             raise RegistryError(f"previous champion v{previous} of {name!r} was itself rolled back (at "
                                 f"{known[previous].tags[ROLLED_BACK]}); choose a version with `distillery promote "
                                 f"<version> --reason ...`")
+        _require_loadable(name, previous)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
         # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.

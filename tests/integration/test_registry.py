@@ -213,6 +213,16 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     assert explored["alias"] == "challenger" and explored["champion_after"] == "1"
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
     assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == "passed"
+    # a version whose model files are gone is never made champion: it would break every client of @champion
+    model_id = _client(project).get_model_version(NAME, "2").source.rstrip("/").split("/")[-1]  # models:/m-...
+    (files,) = [p for p in project.rglob(model_id) if p.is_dir()]
+    moved = files.with_name(files.name + ".moved")
+    files.rename(moved)
+    with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' cannot be loaded \(.*\); making it champion "
+                                            r"would break models:/distillery-student@champion"):
+        commands.promote(_params(project), "2", "the exploration won")
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    moved.rename(files)
     assert main(["promote", "2", "--reason", "the exploration won"]) == 0
     assert _aliases(project) == {"champion": "2"}
 
