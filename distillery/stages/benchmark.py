@@ -23,7 +23,7 @@ from typing import Union
 
 from distillery.config import Params
 from distillery.errors import ConfigError, ModelError
-from distillery.files import read_json, write_json, write_text
+from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.hf import usable_positions
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
@@ -179,6 +179,8 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
 
     plot_benchmark(results, reports_dir / "plots")
     write_text(reports_dir / "benchmark.md", benchmark_table(results))
+    # which deployable file was timed: register refuses the figures of another one (an `export` run by hand since)
+    results["deployable_sha256"] = sha256_files([onnx_dir / deployment["deployable"]])
     write_json(reports_dir / "metrics" / "benchmark.json", results)  # last: the stage's record of success
     return results
 

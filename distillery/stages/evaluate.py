@@ -8,7 +8,7 @@ from typing import Union
 
 from distillery.config import Params
 from distillery.errors import ModelError
-from distillery.files import read_json, write_json, write_text
+from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.logit_cache import teacher_weights_hash
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_labels, load_split
@@ -53,6 +53,8 @@ def evaluate(params: Params, models_dir: Union[str, Path] = "models", prepared_d
             write_text(reports_dir / "plots" / plot / f"{name}.csv", frame.to_csv(index=False))
     # which teacher was scored: kd_gain quotes this teacher only while its weights are the ones cached
     results["teacher_weights"] = teacher_weights_hash(Path(models_dir) / "teacher")
+    # which test split: register refuses figures of another one (a `prepare` run by hand since)
+    results["test_sha256"] = sha256_files([Path(prepared_dir) / "test.parquet"])
     write_json(reports_dir / "metrics" / "eval.json", results)
     write_json(reports_dir / "per_class.json", per_class)
     write_text(reports_dir / "summary.md", results_table(results, primary, secondary))

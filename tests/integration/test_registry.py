@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from conftest import tiny_params, update_params, write_params
 from distillery.cli import main
 from distillery.config import load_params
-from distillery.errors import LockTimeout, RegistryError, TrackingUnavailable
+from distillery.errors import DataError, LockTimeout, RegistryError, TrackingUnavailable
 from distillery.locking import registry_lock
 from distillery.registry import commands
 from distillery.stages import register as stage
@@ -721,3 +721,28 @@ def test_an_early_single_text_champion_logged_with_an_unnamed_column_takes_text(
                                        infer_signature(example, pd.DataFrame({"label": ["positive", "positive"]})))
     version = MlflowClient().get_model_version(NAME, mlflow.register_model(info.model_uri, NAME).version)
     assert version_inputs(NAME, version) == ["text"]
+
+
+def test_reports_of_another_test_split_or_model_file_are_refused_before_anything_is_registered(project):
+    """`prepare` run by hand on a refreshed test file, then `register`: the retention check divided the candidate's
+    accuracy on the new split by the teacher's on the old one (1.48 "of the teacher's accuracy"). The same for a
+    benchmark of the model file export wrote before."""
+    from distillery.files import sha256_files
+
+    metrics = project / "reports/metrics"
+    evaluation, benchmark = (json.loads((metrics / f"{n}.json").read_text()) for n in ("eval", "benchmark"))
+    deployable = project / "models/onnx" / json.loads((project / "models/onnx/deployment.json").read_text())[
+        "deployable"]
+    current = {"eval": {**evaluation, "test_sha256": sha256_files([project / "data/prepared/test.parquet"])},
+               "benchmark": {**benchmark, "deployable_sha256": sha256_files([deployable])}}
+    for report, key in (("eval", "test_sha256"), ("benchmark", "deployable_sha256")):
+        for name, content in current.items():
+            (metrics / f"{name}.json").write_text(json.dumps(content))
+        (metrics / f"{report}.json").write_text(json.dumps({**current[report], key: "0" * 64}))
+        said = "scored another test split" if report == "eval" else "timed another models/onnx/"
+        with pytest.raises(DataError, match=f"reports/metrics/{report}.json {said}.*run `dvc repro`"):
+            stage.register(_params(project))
+        assert not (project / "mlruns").exists() or not _client(project).search_registered_models()
+    for name, content in current.items():
+        (metrics / f"{name}.json").write_text(json.dumps(content))
+    assert stage.register(_params(project))["decision"] == "promoted"
