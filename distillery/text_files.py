@@ -24,7 +24,7 @@ def _utf16(raw: bytes) -> str:
 
 def decode(path: Path, errors: str) -> str:
     raw = path.read_bytes()
-    if errors == "strict" and _utf16(raw):
+    if _utf16(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
         raise DataError(f"{path}: not UTF-8{_utf16(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
