@@ -10,6 +10,7 @@ the fine-tuned teacher on every training batch of the distilled student.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -73,6 +74,11 @@ def labelled_subset(train: pd.DataFrame, size: Union[int, None], seed: int) -> t
         kept, rest = train_test_split(positions, train_size=size, random_state=seed, stratify=train[LABEL])
     except ValueError:  # a class with too few rows to stratify
         kept, rest = train_test_split(positions, train_size=size, random_state=seed)
+    missing = sorted(set(train[LABEL].iloc[rest]) - set(train[LABEL].iloc[kept]))
+    if missing:
+        print(f"distill: warning: the {size} labelled rows (distill.labelled_rows) hold no row of {len(missing)} "
+              f"class(es) (label ids {missing[:10]}); the students learn those classes from the teacher alone, the "
+              "baseline never", file=sys.stderr, flush=True)
     return np.sort(kept), np.sort(rest)
 
 

@@ -357,6 +357,19 @@ def test_labelled_subset_is_stratified_seeded_and_complementary():
     assert len(everything) == 300 and len(none) == 0
 
 
+def test_labelled_rows_fewer_than_the_classes_are_said(capsys):
+    """2 labelled rows of 10 classes fell back to an unstratified sample without a word: the baseline never saw
+    8 of the classes."""
+    from distillery.stages.distill import labelled_subset
+
+    train = pd.DataFrame({"label": np.repeat(np.arange(10), 30)})
+    kept, _ = labelled_subset(train, 2, seed=3)
+    absent = 10 - train["label"].iloc[kept].nunique()
+    assert f"the 2 labelled rows (distill.labelled_rows) hold no row of {absent} class(es)" in capsys.readouterr().err
+    labelled_subset(train, 80, seed=3)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The served pyfunc over a tiny linear model whose answer is easy to state: class 1 iff the mean pixel > 8."""
