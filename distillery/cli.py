@@ -246,7 +246,7 @@ def main(argv: Optional[list] = None) -> int:
         return 0
     if args.stage == "params":
         from distillery.config import describe_params
-        print(describe_params())
+        print(describe_params(args.params if Path(args.params).is_file() else None))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")

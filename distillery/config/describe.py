@@ -29,13 +29,43 @@ def _leaves(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
             yield key, default, f"{text} ({rule})" if rule and rule not in text else text
 
 
-def describe_params() -> str:
-    """Every key, dotted, with its default and description: ``key: default`` then the indented description."""
+def describe_params(params_path=None) -> str:
+    """Every key, dotted, with its default and description: ``key: default`` then the indented description.
+
+    With ``params_path`` (a params file that loads), a key whose value there is not its default says so:
+    ``student.layers: [0, 5]  (params.yaml: [0])``. Deleting that line from the file gives the default."""
+    current: dict = {}
+    if params_path is not None:
+        from distillery.config import load_params
+        from distillery.errors import ConfigError
+
+        try:
+            current = _flat(dataclasses.asdict(load_params(params_path)))
+        except ConfigError:
+            current = {}
     lines = ["Every params.yaml key, its default and what it does. Sections are read as a whole by the stages "
-             "named; a key left out of params.yaml takes its default."]
+             "named; a key left out of params.yaml takes its default" +
+             (f" (a key {params_path} sets otherwise shows its value there)" if current else "") + "."]
     for key, default, text in _leaves(Params):
         if key.startswith("#"):
             lines += ["", f"{key}: {text}"]
         else:
-            lines += [f"{key}: {_yaml(default)}", f"    {text}"]
+            there = current.get(key, default)
+            mark = f"  ({params_path}: {_yaml(there)})" if current and there != default else ""
+            lines += [f"{key}: {_yaml(default)}{mark}", f"    {text}"]
     return "\n".join(lines)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A nested section dict as ``{dotted key: value}`` (leaves only; a dict-valued key stays one leaf)."""
+    out = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and key in _SECTIONS:
+            out.update(_flat(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+_SECTIONS = {key[2:] for key, _, _ in _leaves(Params) if key.startswith("#")}

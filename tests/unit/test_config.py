@@ -298,10 +298,17 @@ def test_describe_params_lists_every_key_of_params_yaml():
     assert described["student.config.hidden_size"] == "student.config.hidden_size: 128"
 
 
-def test_params_command(capsys):
+def test_params_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the defaults alone
     assert main(["params"]) == 0
     out = capsys.readouterr().out
     assert out == describe_params() + "\n" and "schedule.stage_timeouts: {}" in out
+    assert "student.layers: [0, 5]\n" in out
+    # beside a params file, a key it sets otherwise shows its value there: deleting the line gives the default
+    (tmp_path / "params.yaml").write_text("student:\n  layers: [0]\ndistill:\n  temperature: 2.0\n")
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "student.layers: [0, 5]  (params.yaml: [0])\n" in out and "distill.temperature: 2.0\n" in out
 
 
 def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
