@@ -33,7 +33,7 @@ def _set(workdir: Path, tiny_bert, **overrides) -> None:
 
 @pytest.mark.parametrize("key, value, fragment", [
     ("distill.alpha", 1.5, "distill.alpha = 1.5 is not allowed; it must be in [0, 1]"),
-    ("distill.temperature", 0, "distill.temperature = 0.0 is not allowed; it must be > 0"),
+    ("distill.temperature", 0, "distill.temperature = 0.0 is not allowed; it must be in (0, 1000]"),
     # out of numpy's and scikit-learn's seed range: they passed the check, then crashed a stage with a traceback
     ("seed", -1, "seed = -1 is not allowed; it must be in [0, 4294967295]"),
     ("distill.augment.seed", 2**32, "distill.augment.seed = 4294967296 is not allowed; it must be in [0, 4294967295]"),
