@@ -13,4 +13,10 @@ if _missing:
 
 from distillery.cli import main  # noqa: E402
 
-sys.exit(main())
+try:
+    sys.exit(main())
+except BrokenPipeError:  # `python -m distillery params | head`: the reader has what it wanted
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+    sys.exit(0)

@@ -69,6 +69,10 @@ def check_model_limits(params) -> None:
             if value > limit:
                 raise ConfigError(f"{key} = {value} is not allowed; {name} takes at most {limit} tokens "
                                   f"(max_position_embeddings {config['max_position_embeddings']}), so use at most {limit}")
+        too_long = [n for n in params.benchmark.sequence_lengths if n > limit]
+        if too_long and params.task != "image_classification":  # images have no sequence length: not used there
+            raise ConfigError(f"benchmark.sequence_lengths: {too_long[0]} exceeds what {name} takes, at most {limit} "
+                              f"tokens (max_position_embeddings {config['max_position_embeddings']})")
     depth = config.get("num_hidden_layers")
     layers = params.student.layers
     if params.student.source == "layers" and isinstance(depth, int) and isinstance(layers, list):

@@ -54,6 +54,8 @@ def dvc_tags(lock: dict) -> dict[str, str]:
     tags = {}
     for stage, entry in lock.items():
         outs = entry.get("outs", [])
+        if not outs:  # check_params writes nothing: no outputs to compare, "cached" would say nothing
+            continue
         for out in outs:
             if str(out.get("path", "")).startswith(("data/", "models/")) and out.get("md5"):
                 tags[f"dvc.{out['path']}"] = out["md5"]

@@ -7,7 +7,7 @@
 # pip takes the multi-GB CUDA build.
 #
 # The install goes through uv (installed into .venv from PyPI first): the same packages at the same
-# versions as pip resolves, in about 20 s instead of pip's 2-3 minutes on 2 cores. uv does not read pip's
+# versions as pip resolves, in about 50 s instead of pip's 2.5-3.5 minutes on 2 cores (README). uv does not read pip's
 # configuration, so pip's find-links, index URLs and certificate (environment and pip.conf) are handed to
 # it, and it picks the best version over every index as pip does. It compiles the bytecode at install time,
 # as pip does: without it, under PYTHONDONTWRITEBYTECODE=1 every stage process would compile torch and

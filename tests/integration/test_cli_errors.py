@@ -203,3 +203,16 @@ def test_a_sentencepiece_tokenizer_that_cannot_read_a_text_is_counted_too(capsys
     assert "3 of 10 training inputs (30%) are nothing but the unknown token '<unk>'" in capsys.readouterr().out
     # rows past a selection (an indices mapping over the Arrow table) are counted as selected
     assert check_readable(features.select([9, 0, 8]), fast, "teacher.model", "training inputs", "x") == 1
+
+
+def test_the_params_listing_piped_into_head_ends_quietly():
+    """`python -m distillery params | head` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    # `true` reads nothing and is gone before Python has imported enough to write: every write finds the pipe closed
+    result = subprocess.run(f"{sys.executable} -m distillery params | true; echo ${{PIPESTATUS[0]}}", shell=True,
+                            executable="/bin/bash", capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.stdout == "0\n", result.stdout
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -328,6 +328,9 @@ def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
      "teacher.max_length = 1000 is not allowed; bundled:minilm-l6 takes at most 512 tokens"),
     (("  layers: [0]    ", "  layers: [0, 7]"), r"student.layers: index 7 does not exist; bundled:minilm-l6 has 6 encoder "
                                                 r"layers \(0-5\)"),
+    # refused by the benchmark stage, after the whole pipeline had trained
+    (("  sequence_lengths: [16, 64, 128]", "  sequence_lengths: [16, 64, 1024]"),
+     r"benchmark.sequence_lengths: 1024 exceeds what bundled:minilm-l6 takes, at most 512 tokens"),
 ])
 def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs(tmp_path, capsys, edit, message):
     """A length beyond the teacher's positions, or a layer it does not have, was refused by train_teacher or

@@ -243,7 +243,8 @@ def test_latency_uses_the_max_length_cell_else_the_next_longer_batch1_cell_never
 
 
 def test_stage_status_and_dvc_tags():
-    lock = {"prepare": {"outs": [{"path": "data/prepared", "md5": "a.dir"}]},
+    lock = {"check_params": {"deps": [{"path": "distillery/config", "md5": "d.dir"}]},  # no outputs: no status
+            "prepare": {"outs": [{"path": "data/prepared", "md5": "a.dir"}]},
             "distill": {"outs": [{"path": "models/student", "md5": "b.dir"}, {"path": "reports/x.json", "md5": "c"}]}}
     tags = dvc_tags(lock)
     assert tags["dvc.data/prepared"] == "a.dir" and tags["dvc.models/student"] == "b.dir"
