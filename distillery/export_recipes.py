@@ -228,18 +228,19 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
             best = next(c for c in survivors if c["recipe"] == picked[0])
             fastest = min(order, key=lambda key: float(np.median(timings[key])))
             fastest_p50 = float(np.median(timings[fastest]))
+            tied_recipes = list(dict.fromkeys(key[0] for key in ties))  # a recipe is timed under 1 or 2 settings
             for c in survivors:
                 if c is not best:
-                    tied = any(key[0] == c["recipe"] for key in ties)
-                    c["reason"] = (f"as fast within timing noise (p50 {c['latency']['p50_ms']:.3f} ms vs "
+                    tied = next((key for key in ties if key[0] == c["recipe"]), None)
+                    c["reason"] = (f"as fast within timing noise (p50 {float(np.median(timings[tied])):.3f} ms vs "
                                    f"{best['latency']['p50_ms']:.3f} ms), after {best['recipe']} in export.recipes"
                                    if tied else
                                    f"slower: p50 {c['latency']['p50_ms']:.3f} ms vs {fastest_p50:.3f} ms for "
                                    f"{fastest[0]}")
-            best["reason"] = ("fastest that passes the gates" if len(ties) == 1 else
-                              f"passes the gates, and first in export.recipes among the {len(ties)} timings not "
-                              f"measurably slower than the fastest ({fastest_p50:.3f} ms at p50)")
-            best["tied_with"] = sorted({key[0] for key in ties} - {best["recipe"]})
+            best["reason"] = ("fastest that passes the gates" if len(tied_recipes) == 1 else
+                              f"passes the gates, and first in export.recipes among the {len(tied_recipes)} recipes "
+                              f"not measurably slower than the fastest ({fastest_p50:.3f} ms at p50)")
+            best["tied_with"] = [name for name in tied_recipes if name != best["recipe"]]
             shutil.copyfile(best["_path"], target)
             chosen: Optional[str] = best["recipe"]
         else:

@@ -120,6 +120,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 client.delete_model_version_tag(name, current, ROLLED_BACK)
             return {"model_name": name, "champion": current, "changed": False}
+        _require_loadable(name, str(version))
         if current is not None and current in known and not other_inputs:
             theirs, ours = version_inputs(name, known[current]), version_inputs(name, known[str(version)])
             if theirs is None or ours is None:
@@ -133,7 +134,6 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 raise RegistryError(
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
-        _require_loadable(name, str(version))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
                 TAG + "promoted_by": getpass.getuser()}
@@ -149,11 +149,9 @@ def _require_loadable(name: str, version: str) -> None:
     break every client of ``models:/<name>@champion``, and every later gate could not score it."""
     import mlflow
 
-    try:
+    try:  # loaded as a client loads it: the MLmodel file alone can be there without the ONNX model it names
         with quiet_mlflow():
-            info = mlflow.models.get_model_info(f"models:/{name}/{version}")
-        if info is None or not info.flavors:
-            raise ValueError("no MLmodel file")
+            mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True)
     except Exception as exc:  # noqa: BLE001 - whatever the store says, one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RegistryError(f"v{version} of {name!r} cannot be loaded ({first[:200]}); making it champion would "

@@ -50,6 +50,7 @@ def _latency(candidate: dict, gate: dict) -> dict:
     if p95 is None:
         cell = candidate.get("latency_cell") or "b1_s<student.max_length>"
         fix = "add 1 to benchmark.batch_sizes" if candidate.get("batch_sizes") and 1 not in candidate["batch_sizes"] \
+            else "run the benchmark stage again" if candidate.get("sequence_inputs") is False \
             else "add student.max_length to benchmark.sequence_lengths"
         return check("latency", False, None, budget, f"no benchmark figure at {cell} or a longer batch-1 cell; {fix}")
     where = f"p95 {p95:.2f} ms at batch 1 ({candidate.get('latency_cell')})"

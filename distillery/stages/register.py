@@ -182,7 +182,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     p95, cell = latency(benchmark, deployment["deployable"], length)
     candidate = {**figures, "version": version, "retention_metric": primary,
                  "retention": figures[primary] / teacher_accuracy if teacher_accuracy else 0.0, "p95_ms": p95,
-                 "latency_cell": cell, "batch_sizes": list(grid.get("batch_sizes") or []), "labels": list(labels),
+                 "latency_cell": cell, "batch_sizes": list(grid.get("batch_sizes") or []),
+                 "sequence_inputs": grid.get("sequence_inputs", True), "labels": list(labels),
                  "inputs": list(serving.signature_example(test).columns),
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}

@@ -233,7 +233,7 @@ def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(wor
     before = [c for c in kept if every.index(c["recipe"]) < every.index(chosen["recipe"])]
     assert all(c["reason"].startswith("slower: p50") and c["latency"]["p50_ms"] > fastest for c in before), before
     tied = [c["recipe"] for c in kept if c is not chosen and c["reason"].startswith("as fast within timing noise")]
-    assert chosen["tied_with"] == sorted(tied)
+    assert sorted(chosen["tied_with"]) == sorted(tied)
     assert all(every.index(name) > every.index(chosen["recipe"]) for name in tied)
     assert chosen["reason"] == "fastest that passes the gates" if not tied else \
         chosen["reason"].startswith("passes the gates, and first in export.recipes")
@@ -277,6 +277,32 @@ def test_a_tie_within_timing_noise_goes_to_the_first_listed_and_a_clear_win_to_t
     # 3% slower in every round: measurable in 60 paired rounds though the drift between rounds is 30%
     slower = {"a": 1.03 * drift * noise(), "b": drift * noise()}
     assert prefer(["a", "b"], slower) == ("b", ["b"])
+
+
+def test_a_recipe_whose_two_settings_tie_is_still_the_fastest_alone(workspace, tmp_path, monkeypatch):
+    """A recipe is timed as ONNX Runtime loads it and without SkipLayerNormFusion: when those two timings tied and no
+    other recipe did, the ties were counted as 2 "timings" and the winner's reason said it was first among ties."""
+    import distillery.export_recipes as recipes_module
+
+    root, params = workspace
+    rng = np.random.default_rng(0)
+
+    def timed(calls, **_):
+        names, rounds = list(calls), 40
+        noise = 1 + 0.01 * rng.standard_normal((len(names), rounds))
+        first = names[0][0]  # the first survivor's settings: equal; every other recipe 20% slower
+        return {name: (1.0 if name[0] == first else 1.2) * noise[i] for i, name in enumerate(names)}
+
+    monkeypatch.setattr(recipes_module, "time_interleaved", timed)
+    every = ["dynamic", "fused_dynamic"]
+    report = export(replace(params, export=ExportConfig(recipes=every)), root / "models", root / "prepared",
+                    tmp_path / "onnx", tmp_path / "reports")
+    found = {c["recipe"]: c for c in report["student"]["recipes"]["candidates"]}
+    assert set(found["dynamic"]["latency_by_setting"]) == {"onnxruntime_default", "without_SkipLayerNormFusion"}
+    assert found["dynamic"]["chosen"] and found["dynamic"]["tied_with"] == []
+    assert found["dynamic"]["reason"] == "fastest that passes the gates"
+    assert found["dynamic"]["disabled_optimizers"] == []  # of two tied settings, ONNX Runtime's default load
+    assert found["fused_dynamic"]["reason"].startswith("slower: p50")
 
 
 def _add_and_layer_norm(path, hidden=8):

@@ -667,6 +667,17 @@ def test_class_folder_names_are_the_labels_as_they_are(tmp_path):
     assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == ["1", "2", "²"]
 
 
+def test_class_folders_named_in_decomposed_unicode_match_the_labels_declared(tmp_path):
+    """A folder made on macOS is named in NFD ("cafe" + U+0301), a label typed in params.yaml in NFC: kept as they
+    are, "café" had no rows."""
+    import unicodedata
+
+    _class_folders(tmp_path / "nfd", [unicodedata.normalize("NFD", "café"), "thé"], count=10)
+    _prepare(tmp_path, source=str(tmp_path / "nfd"), min_rows_per_class=1, labels=["café", "thé"])
+    names = json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"]
+    assert names == ["café", "thé"] and names[0] == unicodedata.normalize("NFC", "café")
+
+
 def test_a_class_folder_with_no_usable_image_is_named_not_dropped(tmp_path):
     bad = _class_folders(tmp_path / "bad", ["a", "b"])
     (bad / "c").mkdir()

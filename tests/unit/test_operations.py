@@ -415,6 +415,7 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
     ("cron", "61 25 * * *", r"schedule.cron = '61 25 \* \* \*' is not allowed; .*minute 0-59"),
     ("cron", "a b c d e", "schedule.cron = 'a b c d e' is not allowed"),
     ("timezone", "Mars/Base", "schedule.timezone = 'Mars/Base' is not allowed; name an IANA time zone"),
+    ("timezone", "posixrules", "schedule.timezone = 'posixrules' is not allowed"),  # a zoneinfo file, not a zone
     ("stage_timeout_minutes", 0, "schedule.stage_timeout_minutes = 0.0 is not allowed"),
     ("stage_timeouts", {"distill": -1}, "schedule.stage_timeouts.distill = -1 is not allowed"),
     ("crons", "0 2 * * *", "unknown key schedule.crons"),

@@ -8,6 +8,7 @@ training split's pixel statistics to the data report: the models record them as 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Union
 
 import numpy as np
@@ -49,8 +50,9 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
 
 def image_label(value) -> str:
     """A label as the model names it: a name (a class folder's, an array of strings) as it is, "007" and "7"
-    two classes; a number (an array of integer labels) as its text, 7.0 as "7"."""
-    return str(value) if isinstance(value, str) else label_key(value)
+    two classes, but in Unicode NFC and without surrounding spaces (a folder made on macOS is named in NFD, a
+    label typed in params.yaml in NFC); a number (an array of integer labels) as its text, 7.0 as "7"."""
+    return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else label_key(value)
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:

@@ -2,6 +2,7 @@
 cached teacher logits, and batched length-sorted inference over a prepared split."""
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -33,14 +34,8 @@ def encode_texts(tokenizer, texts: list, pairs: Optional[list], max_length: int)
     if pairs is None or backend is None or not texts:
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
         return {key: encoded[key] for key in encoded.keys()}
-    from tokenizers import Tokenizer
-
     direction = getattr(tokenizer, "truncation_side", "right")
-    pairing, sides = Tokenizer.from_str(backend.to_str()), Tokenizer.from_str(backend.to_str())
-    for copy in (pairing, sides):
-        copy.no_padding()
-    pairing.enable_truncation(max_length, strategy="longest_first", direction=direction)
-    sides.enable_truncation(max_length + 1, direction=direction)
+    pairing, sides = _pair_tokenizers(tokenizer, backend, max_length, direction)
     encodings = []
     for first, second in zip(sides.encode_batch(texts, add_special_tokens=False),
                              sides.encode_batch(pairs, add_special_tokens=False)):
@@ -55,6 +50,26 @@ def encode_texts(tokenizer, texts: list, pairs: Optional[list], max_length: int)
               "attention_mask": lambda e: e.attention_mask}
     names = [name for name in fields if name in tokenizer.model_input_names]
     return {name: [fields[name](e) for e in encodings] for name in names}
+
+
+_PAIR_TOKENIZERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _pair_tokenizers(tokenizer, backend, max_length: int, direction: str) -> tuple:
+    """(the backend truncating a pair at ``max_length``, the backend cutting one side at ``max_length + 1``), both
+    without padding: copies made once per tokenizer and setting (a copy of a 250k-word vocabulary takes a while)."""
+    from tokenizers import Tokenizer
+
+    cached = _PAIR_TOKENIZERS.setdefault(tokenizer, {})
+    key = (max_length, direction)
+    if key not in cached:
+        pairing, sides = Tokenizer.from_str(backend.to_str()), Tokenizer.from_str(backend.to_str())
+        for copy in (pairing, sides):
+            copy.no_padding()
+        pairing.enable_truncation(max_length, strategy="longest_first", direction=direction)
+        sides.enable_truncation(max_length + 1, direction=direction)
+        cached[key] = (pairing, sides)
+    return cached[key]
 
 
 def _whole_length(encoding) -> int:
