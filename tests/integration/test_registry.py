@@ -216,10 +216,11 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     # a version whose model files are gone is never made champion: it would break every client of @champion
     model_id = _client(project).get_model_version(NAME, "2").source.rstrip("/").split("/")[-1]  # models:/m-...
     (model_dir,) = [p for p in project.rglob(model_id) if p.is_dir()]
-    files = next(p for p in model_dir.rglob("artifacts") if p.is_dir())  # the ONNX model, tokenizer, config:
-    moved = files.with_name(files.name + ".moved")  # gone, while the MLmodel file naming them stays
+    mlmodel = next(model_dir.rglob("MLmodel"))
+    files = mlmodel.parent / "artifacts"  # the ONNX model, tokenizer, config: gone, while the MLmodel file naming
+    moved = files.with_name(files.name + ".moved")  # them stays
     files.rename(moved)
-    assert next(model_dir.rglob("MLmodel"), None) is not None
+    assert mlmodel.is_file()
     with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' cannot be loaded \(.*\); making it champion "
                                             r"would break models:/distillery-student@champion"):
         commands.promote(_params(project), "2", "the exploration won")
