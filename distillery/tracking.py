@@ -27,6 +27,9 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
 # Set by whatever orchestrates a pipeline run (tasks/stages.py does for Prefect); the core names no orchestrator.
 ORCHESTRATOR_ENV = "DISTILLERY_ORCHESTRATOR"  # e.g. "prefect"
 ORCHESTRATOR_RUN_ENV = "DISTILLERY_ORCHESTRATOR_RUN_ID"  # the orchestrator's id for this run
+# the stages the orchestrator ran in this run so far (comma-separated; empty: none), which register tags as ran and
+# the others as cached: known, where the outputs alone could belong to another clone's identical run
+STAGES_RAN_ENV = "DISTILLERY_STAGES_RAN"
 MODELS = {"teacher": "train_teacher", "student": "distill", "baseline": "distill"}
 
 

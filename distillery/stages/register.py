@@ -36,8 +36,8 @@ from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, lo
 from distillery.task_types.parts import task_part
 from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
                                     numeric_leaves, provenance, stage_status)
-from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, experiment_id, quiet_mlflow,
-                                 redact_uri, tracking_uri)
+from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
+                                 quiet_mlflow, redact_uri, tracking_uri)
 
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
 MODEL_CARD = REPORTS_DIR / "model_card.md"
@@ -78,7 +78,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), **dvc_remote(root), TAG + "kind": PIPELINE_KIND,
                 **run_tags(name)}
         tags.pop("dvc.stage.register", None)  # dvc.lock's entry for this stage is its last execution, not this one
-        status = {**stage_status(tags, lambda key, digest: _seen(client, exp_id, key, digest)), "register": "ran"}
+        told = os.environ.get(STAGES_RAN_ENV) if os.environ.get(ORCHESTRATOR_RUN_ENV) else None
+        seen = (lambda key, digest: key[len("dvc.stage."):] not in told.split(",")) if told is not None else \
+            (lambda key, digest: _seen(client, exp_id, key, digest))
+        status = {**stage_status(tags, seen), "register": "ran"}
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"

@@ -749,3 +749,26 @@ def test_reports_of_another_test_split_or_model_file_are_refused_before_anything
     for name, content in current.items():
         (metrics / f"{name}.json").write_text(json.dumps(content))
     assert stage.register(_params(project))["decision"] == "promoted"
+
+
+def test_an_orchestrator_says_which_stages_ran_and_the_tags_follow_it(project, monkeypatch):
+    """On a shared tracking server a clone's fresh run made the same outputs as another clone's, so its stages were
+    tagged cached though this run ran them (and a first run's cached ones ran). The flow now says what it ran."""
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "prepare": {"cmd": "python -m distillery prepare", "outs": [{"path": "data/prepared", "md5": "a.dir"}]},
+        "distill": {"cmd": "python -m distillery distill", "outs": [{"path": "models/student", "md5": "b.dir"}]}}}))
+
+    def stage_tags(run_id):
+        tags = _client(project).get_run(run_id).data.tags
+        return {k[len("distillery.stage."):]: v for k, v in tags.items() if k.startswith("distillery.stage.")}
+
+    monkeypatch.setenv("DISTILLERY_ORCHESTRATOR", "prefect")
+    monkeypatch.setenv("DISTILLERY_ORCHESTRATOR_RUN_ID", "flow-run-1")
+    monkeypatch.setenv("DISTILLERY_STAGES_RAN", "distill")  # this run found prepare up to date
+    first = stage.register(_params(project))
+    assert stage_tags(first["mlflow_run_id"]) == {"prepare": "cached", "distill": "ran", "register": "ran"}
+    # without an orchestrator's word, a stage whose outputs an earlier execution had is cached
+    for name in ("DISTILLERY_ORCHESTRATOR", "DISTILLERY_ORCHESTRATOR_RUN_ID", "DISTILLERY_STAGES_RAN"):
+        monkeypatch.delenv(name)
+    second = stage.register(_params(project))
+    assert stage_tags(second["mlflow_run_id"]) == {"prepare": "cached", "distill": "cached", "register": "ran"}

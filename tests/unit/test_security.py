@@ -43,6 +43,26 @@ def test_an_override_outside_the_allow_list_is_refused_in_one_line(project, key)
     assert not (project / ".distillery").exists()
 
 
+@pytest.mark.parametrize("overrides", [{"distill.alpha": "${oc.env:PGPASSWORD}"},
+                                       {"distill.transfer_set.hub_config": "${oc.env:MLFLOW_TRACKING_PASSWORD}"},
+                                       {"student.layers": ["${teacher.model}"]}])
+def test_an_override_value_that_would_be_resolved_is_refused_before_it_is(project, monkeypatch, overrides):
+    """DVC's override grammar resolved ${oc.env:VAR}: a flow run could read the worker's secrets, in the run's own
+    error line ("expected a number, got 'LockDbS3cret'") or in the experiment's params.yaml."""
+    from tasks.experiments import set_params
+    from tasks.stages import BadInput
+
+    monkeypatch.setenv("PGPASSWORD", "LockDbS3cret")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "bobPassW0rdS3cret")
+    original = (project / "params.yaml").read_text()
+    with pytest.raises(BadInput) as caught:
+        set_params.fn(str(project), overrides)
+    message = str(caught.value)
+    assert "a value holding '${' is not allowed" in message and "\n" not in message
+    assert "S3cret" not in message
+    assert (project / "params.yaml").read_text() == original and not (project / ".distillery").exists()
+
+
 def test_allowed_overrides_are_prefixes_and_the_list_itself_is_never_overridable(project):
     from tasks.experiments import set_params
     from tasks.stages import BadInput
