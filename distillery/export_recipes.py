@@ -232,7 +232,7 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
             for c in survivors:
                 if c is not best:
                     tied = next((key for key in ties if key[0] == c["recipe"]), None)
-                    c["reason"] = (f"as fast within timing noise (p50 {float(np.median(timings[tied])):.3f} ms vs "
+                    c["reason"] = (f"as fast within timing noise (p50 {c['latency']['p50_ms']:.3f} ms vs "
                                    f"{best['latency']['p50_ms']:.3f} ms), after {best['recipe']} in export.recipes"
                                    if tied else
                                    f"slower: p50 {c['latency']['p50_ms']:.3f} ms vs {fastest_p50:.3f} ms for "

@@ -88,9 +88,10 @@ def provenance(tags: dict[str, str]) -> dict[str, str]:
 
 
 def stage_status(current: dict[str, str], seen: Callable[[str, str], bool]) -> dict[str, str]:
-    """``ran`` or ``cached`` for each stage: cached when its outputs equal those of an earlier tracked execution
-    (``seen(tag, digest)``): not only the last one, which after DVC experiments is often a sibling's (an
-    experiment that goes back to alpha 0.3 gets the distilled student DVC restores from its run cache)."""
+    """``ran`` or ``cached`` for each stage: cached when ``seen(tag, digest)``, which says whether this execution
+    did not run the stage and an earlier tracked one had its outputs: not only the last one, which after DVC
+    experiments is often a sibling's (an experiment that goes back to alpha 0.3 gets the distilled student DVC
+    restores from its run cache)."""
     return {key[len("dvc.stage."):]: "cached" if seen(key, digest) else "ran"
             for key, digest in current.items() if key.startswith("dvc.stage.")}
 

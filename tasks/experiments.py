@@ -51,9 +51,11 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
         if not isinstance(key, str) or not key or "=" in key:
             raise BadInput(f"overrides: {key!r} is not a params key (write dotted keys, e.g. distill.alpha)")
         text = value if isinstance(value, str) else json.dumps(value)
-        if "${" in text:  # the override grammar resolves ${oc.env:VAR} and ${other.key}: the worker's secrets
-            raise BadInput(f"overrides: {key}: a value holding '${{' is not allowed (the override grammar would "
-                           "resolve it, an environment variable or another key, instead of taking it as written)")
+        # The override grammar resolves ${oc.env:VAR} and ${other.key} (the worker's secrets), also when written
+        # with its escapes ($\{...\}): no params value needs a dollar sign, so none is taken
+        if "$" in text:
+            raise BadInput(f"overrides: {key}: a value holding '$' is not allowed (the override grammar would "
+                           "resolve ${...}, an environment variable or another key, instead of taking it as written)")
         args.append(f"{key}={text}")
     return args
 

@@ -120,7 +120,6 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 client.delete_model_version_tag(name, current, ROLLED_BACK)
             return {"model_name": name, "champion": current, "changed": False}
-        _require_loadable(name, str(version))
         if current is not None and current in known and not other_inputs:
             theirs, ours = version_inputs(name, known[current]), version_inputs(name, known[str(version)])
             if theirs is None or ours is None:
@@ -134,6 +133,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 raise RegistryError(
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
+        _require_loadable(name, str(version))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
                 TAG + "promoted_by": getpass.getuser()}
@@ -145,13 +145,26 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
 
 
 def _require_loadable(name: str, version: str) -> None:
-    """Refuse a version whose model files cannot be read (its artifacts moved or deleted): as champion it would
-    break every client of ``models:/<name>@champion``, and every later gate could not score it."""
-    import mlflow
+    """Refuse a version whose model files are not all there (its artifacts moved or deleted): as champion it would
+    break every client of ``models:/<name>@champion``, and every later gate could not score it. The files are
+    fetched into a temporary directory and checked against its MLmodel file; none of its code is run (a rollback
+    must not depend on this machine being able to load an older model)."""
+    import tempfile
 
-    try:  # loaded as a client loads it: the MLmodel file alone can be there without the ONNX model it names
-        with quiet_mlflow():
-            mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True)
+    import mlflow
+    import yaml
+
+    try:
+        with quiet_mlflow(), tempfile.TemporaryDirectory(prefix="distillery-check-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
+            flavor = (yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8")) or {})["flavors"][
+                "python_function"]
+            needed = [item["path"] for item in (flavor.get("artifacts") or {}).values()]
+            if flavor.get("model_code_path"):
+                needed.append(Path(flavor["model_code_path"]).name)
+            missing = [path for path in needed if not (local / path).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{missing[0]} is missing")
     except Exception as exc:  # noqa: BLE001 - whatever the store says, one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RegistryError(f"v{version} of {name!r} cannot be loaded ({first[:200]}); making it champion would "

@@ -78,10 +78,12 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         tags = {**git_tags(root), **dvc_tags(dvc_lock(root)), **dvc_remote(root), TAG + "kind": PIPELINE_KIND,
                 **run_tags(name)}
         tags.pop("dvc.stage.register", None)  # dvc.lock's entry for this stage is its last execution, not this one
+        # cached: this execution did not run the stage (the orchestrator, when it says which it ran) and an earlier
+        # tracked execution had its outputs; ran: run now, or outputs never tracked before (a stage run by hand)
         told = os.environ.get(STAGES_RAN_ENV) if os.environ.get(ORCHESTRATOR_RUN_ENV) else None
-        seen = (lambda key, digest: key[len("dvc.stage."):] not in told.split(",")) if told is not None else \
-            (lambda key, digest: _seen(client, exp_id, key, digest))
-        status = {**stage_status(tags, seen), "register": "ran"}
+        ran_now = set(told.split(",")) if told is not None else set()
+        status = {**stage_status(tags, lambda key, digest: key[len("dvc.stage."):] not in ran_now and
+                                 _seen(client, exp_id, key, digest)), "register": "ran"}
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"

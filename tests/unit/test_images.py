@@ -676,6 +676,10 @@ def test_class_folders_named_in_decomposed_unicode_match_the_labels_declared(tmp
     _prepare(tmp_path, source=str(tmp_path / "nfd"), min_rows_per_class=1, labels=["café", "thé"])
     names = json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"]
     assert names == ["café", "thé"] and names[0] == unicodedata.normalize("NFC", "café")
+    # two folders whose names differ in their Unicode form alone would be one class: refused, naming both
+    _class_folders(tmp_path / "both", [unicodedata.normalize("NFD", "café"), "café", "thé"], count=10)
+    with pytest.raises(DataError, match="the class names 'café' and 'café' are one name in Unicode NFC"):
+        _prepare(tmp_path, source=str(tmp_path / "both"), min_rows_per_class=1)
 
 
 def test_a_class_folder_with_no_usable_image_is_named_not_dropped(tmp_path):

@@ -43,6 +43,14 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
         return [image_label(v) for v in cfg.labels]
     if declared is not None:
         return [image_label(v) for v in declared]
+    raw = {v for frame in frames.values() for v in frame[RAW_LABEL] if isinstance(v, str)}
+    spellings: dict = {}
+    for value in sorted(raw):
+        spellings.setdefault(image_label(value), []).append(value)
+    twice = next((names for names in spellings.values() if len(names) > 1), None)
+    if twice:  # two folders whose names differ only in their Unicode form would be one class
+        raise DataError(f"{cfg.source}: the class names {twice[0]!r} and {twice[1]!r} are one name in Unicode NFC; "
+                        "rename one")
     values = {image_label(v) for frame in frames.values() for v in frame[RAW_LABEL] if v is not None}
     numeric = all(INTEGER.fullmatch(v) for v in values)
     return sorted(values, key=(lambda v: (int(v), v)) if numeric else None)
@@ -50,9 +58,9 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
 
 def image_label(value) -> str:
     """A label as the model names it: a name (a class folder's, an array of strings) as it is, "007" and "7"
-    two classes, but in Unicode NFC and without surrounding spaces (a folder made on macOS is named in NFD, a
-    label typed in params.yaml in NFC); a number (an array of integer labels) as its text, 7.0 as "7"."""
-    return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else label_key(value)
+    two classes, but in Unicode NFC (a folder made on macOS is named in NFD, a label typed in params.yaml in NFC);
+    a number (an array of integer labels) as its text, 7.0 as "7"."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else label_key(value)
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:

@@ -61,7 +61,7 @@ def _pair_tokenizers(tokenizer, backend, max_length: int, direction: str) -> tup
     from tokenizers import Tokenizer
 
     cached = _PAIR_TOKENIZERS.setdefault(tokenizer, {})
-    key = (max_length, direction)
+    key = (max_length, direction, id(backend), len(tokenizer))  # a token added since makes a new copy
     if key not in cached:
         pairing, sides = Tokenizer.from_str(backend.to_str()), Tokenizer.from_str(backend.to_str())
         for copy in (pairing, sides):
