@@ -164,7 +164,8 @@ class OnnxTextClassifier(PythonModel):
         self.pair_task = bool(config.get("text_pair", False))
         self.max_rows = int(config.get("max_rows") or 0)  # 0: no cap (configs written before the cap)
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
-        tokenizer.enable_truncation(int(config["max_length"]), strategy="longest_first")
+        self.direction = config.get("truncation_side", "right")  # models registered before it: the right
+        tokenizer.enable_truncation(int(config["max_length"]), strategy="longest_first", direction=self.direction)
         tokenizer.enable_padding(pad_id=int(config["pad_id"]), pad_token=config["pad_token"],
                                  pad_type_id=int(config.get("pad_type_id", 0)))
         self.tokenizer = tokenizer
@@ -192,14 +193,14 @@ class OnnxTextClassifier(PythonModel):
         The cut keeps what ``longest_first`` keeps: it keeps at most ``max_length`` tokens of a side, and it reads
         only how the two sides' lengths compare (the longer keeps the odd token). So each side is cut to
         ``max_length + 1`` tokens, and of two sides cut to that length, the shorter one (in full) to ``max_length``."""
-        cap = int(self.tokenizer.truncation["max_length"])
+        cap, direction = int(self.tokenizer.truncation["max_length"]), self.tokenizer.truncation["direction"]
         sides = getattr(self, "_sides", None)
         if sides is None:  # the tokenizer cutting at cap + 1, without padding: each side as it is
             from tokenizers import Tokenizer
 
             sides = Tokenizer.from_str(self.tokenizer.to_str())
             sides.no_padding()
-            sides.enable_truncation(cap + 1)
+            sides.enable_truncation(cap + 1, direction=direction)
             self._sides = sides
         encodings = []
         for first, second in zip(sides.encode_batch(texts, add_special_tokens=False),
@@ -207,9 +208,9 @@ class OnnxTextClassifier(PythonModel):
             if len(first.ids) == len(second.ids) == cap + 1:
                 whole_first, whole_second = _whole_length(first), _whole_length(second)
                 if whole_first < whole_second:
-                    first.truncate(cap)
+                    first.truncate(cap, direction=direction)
                 elif whole_second < whole_first:
-                    second.truncate(cap)
+                    second.truncate(cap, direction=direction)
             encodings.append(self.tokenizer.post_process(first, second, add_special_tokens=True))
         padding = self.tokenizer.padding or {}
         longest = max((len(e.ids) for e in encodings), default=0)

@@ -364,12 +364,13 @@ def test_failing_stage_fails_the_run_notifies_and_keeps_earlier_outputs(served, 
                       "--param", 'overrides={"benchmark.sequence_lengths": [16, 512]}')
     run = _latest_manual_run(client, deployment.id, datetime.now(timezone.utc).replace(year=2000))
     assert run.state.is_failed(), (run.state, result.stdout[-2000:])
-    assert "stage benchmark failed" in run.state.message and "512 exceeds" in run.state.message
+    # refused by check_params, before any stage ran (the benchmark stage refused it once the others had run)
+    assert "stage check_params failed" in run.state.message and "512 exceeds" in run.state.message
     deadline = time.monotonic() + 30
     while not received and time.monotonic() < deadline:
         time.sleep(0.5)
     assert received, "the on_failure hook sent no notification"
-    assert "failed at stage benchmark" in received[0]["title"] and "512 exceeds" in received[0]["message"]
+    assert "failed at stage check_params" in received[0]["title"] and "512 exceeds" in received[0]["message"]
     assert {path: _tree_hash(project / path) for path in EARLIER_OUTPUTS} == hashes
     assert (project / "params.yaml").read_bytes() == params_before  # the overrides held for that run only
 

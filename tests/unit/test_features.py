@@ -33,6 +33,9 @@ def test_the_dataset_and_the_logits_are_the_same_chunk_by_chunk_as_all_at_once(f
     monkeypatch.setattr(tokens, "CHUNK_ROWS", 5)  # 23 rows: 5 chunks, the last of 3
     assert features.tokenize(frame, tokenizer, 12, teacher).to_dict() == whole
     np.testing.assert_array_equal(features.predict_logits(model, tokenizer, frame, 12, batch_size=4), logits)
+    monkeypatch.setattr(tokens, "CHUNK_CHARACTERS", 60)  # chunks of a few rows by their characters
+    assert features.tokenize(frame, tokenizer, 12, teacher).to_dict() == whole
+    np.testing.assert_array_equal(features.predict_logits(model, tokenizer, frame, 12, batch_size=4), logits)
     # and both are the rows' own: row i's teacher logits and tokens, in the frame's order
     assert np.allclose(whole[features.TEACHER_LOGITS], teacher)
     texts = frame["text"].tolist()
@@ -107,3 +110,16 @@ def test_long_sentence_pairs_encode_as_the_tokenizer_does_in_linear_time(tiny_be
     started = time.perf_counter()
     long = features.encode_texts(tokenizer, ["good day " * 1500], ["bad news " * 1500], 16)
     assert time.perf_counter() - started < 0.2 and len(long["input_ids"][0]) == 16
+
+
+def test_a_chunk_holds_at_most_its_characters_and_a_longer_row_alone(monkeypatch):
+    """8,192 texts of 50,000 characters would have been one chunk: the tokenizer builds every window of what it
+    cuts, about 170 bytes a token, 13.5 GB at once."""
+    monkeypatch.setattr(tokens, "CHUNK_CHARACTERS", 10)
+    frame = pd.DataFrame({"text": ["a" * n for n in (5, 5, 5, 20, 1)]})
+    # 5 + 5 fit in 10; the third would make 15; 20 is over the budget alone; the last row follows
+    found = [(start, list(chunk.index)) for start, chunk in tokens.chunks(frame, frame["text"].str.len())]
+    assert found == [(0, [0, 1]), (2, [2]), (3, [3]), (4, [4])]
+    monkeypatch.setattr(tokens, "CHUNK_ROWS", 2)  # the rows' cap still holds
+    found = [(start, list(chunk.index)) for start, chunk in tokens.chunks(frame, [0] * 5)]
+    assert found == [(0, [0, 1]), (2, [2, 3]), (4, [4])]

@@ -753,6 +753,10 @@ def test_windows_are_the_same_chunk_by_chunk_as_all_at_once(tiny_bert, tokenizer
     chunked_logits, chunked_columns = features.predict_features(model, tokenizer, frame, 24, 8, batch_size=4)
     np.testing.assert_array_equal(chunked_logits, logits)
     assert chunked_columns == columns
+    # the teacher's pass keeps the logits alone, not every window's offsets
+    alone, none = features.predict_features(model, tokenizer, frame, 24, 8, batch_size=4, columns_too=False)
+    np.testing.assert_array_equal(alone, logits)
+    assert none == {"example_index": [], "offset_mapping": [], "labels": [], "length": []}
     # both are the whole frame's windows, in window order, with their own teacher logits
     for key in ("input_ids", "example_index", "offset_mapping", "labels"):
         assert dataset[key] == whole[key], key

@@ -202,7 +202,9 @@ def test_column_wise_reading_is_the_same_in_the_text_and_qa_pyfuncs():
     assert inspect.getsource(text_classifier.column_wise) == inspect.getsource(question_answerer.column_wise)
 
 
-def test_long_sentence_pairs_encode_as_the_tokenizer_does_without_crossing_their_windows(served, tiny_bert):
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_long_sentence_pairs_encode_as_the_tokenizer_does_without_crossing_their_windows(served, tiny_bert,
+                                                                                         direction):
     """Encoding a pair, the tokenizer built every window of one text beyond max_length crossed with every window of
     the other: two texts of 20,000 words took a served process to 15 GB. Each side is now cut alone, with the same
     tokens, type ids and padding as the tokenizer's own pair encoding gives."""
@@ -211,7 +213,7 @@ def test_long_sentence_pairs_encode_as_the_tokenizer_does_without_crossing_their
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tiny_bert / "tokenizer.json"))
-    tokenizer.enable_truncation(16, strategy="longest_first")
+    tokenizer.enable_truncation(16, strategy="longest_first", direction=direction)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
     model = _model(served, max_rows=100)
     model.tokenizer, model.input_names = tokenizer, ["input_ids", "token_type_ids", "attention_mask"]
@@ -232,3 +234,24 @@ def test_long_sentence_pairs_encode_as_the_tokenizer_does_without_crossing_their
     long = model._encode(["good day " * 1500], ["bad news " * 1500])
     assert time.perf_counter() - started < 0.2
     assert long["input_ids"].shape == (1, 16)
+
+
+def test_the_served_model_cuts_long_texts_on_the_side_training_did(served, tiny_bert, tmp_path, monkeypatch):
+    """A tokenizer that cuts on the left (truncation_side, kept by transformers outside tokenizer.json, recorded in
+    classifier.json) was served cutting on the right: long inputs were answered from other tokens than training and
+    evaluation saw."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert, truncation_side="left")
+    config = {"labels": ["a", "b"], "max_length": 8, "input_names": ["input_ids", "token_type_ids", "attention_mask"],
+              "text_pair": False, "pad_id": 0, "pad_token": "[PAD]", "pad_type_id": 0, "truncation_side": "left"}
+    (tmp_path / "classifier.json").write_text(json.dumps(config))
+    monkeypatch.setattr(served, "onnx_session", lambda path, threads: None)  # no ONNX model needed to tokenise
+    model = served.OnnxTextClassifier()
+    model.load_context(type("Context", (), {"artifacts": {"config": str(tmp_path / "classifier.json"), "onnx": "",
+                                                          "tokenizer": str(tiny_bert / "tokenizer.json")}})())
+    text = "good bad the car drives road today news city report love hate"
+    assert model._encode([text], None)["input_ids"].tolist() == \
+        [tokenizer(text, truncation=True, max_length=8)["input_ids"]]

@@ -145,7 +145,8 @@ def _chunked_features(tokenizer, frame: pd.DataFrame, max_length: int, stride: i
     """(rows, their features' columns) a chunk of rows at a time (:mod:`distillery.task_types.tokens`), the
     example and feature indices counted over the whole frame (its positions)."""
     done = 0
-    for start, rows in chunks(frame):
+    characters = frame[CONTEXT].astype(str).str.len() + frame[QUESTION].astype(str).str.len() if len(frame) else None
+    for start, rows in chunks(frame, characters):
         if not len(rows):
             continue
         columns = features_of(tokenizer, rows.reset_index(drop=True), max_length, stride)
@@ -206,19 +207,21 @@ class Collator:
 
 @torch.inference_mode()
 def predict_features(model, tokenizer, frame: pd.DataFrame, max_length: int, stride: int,
-                     batch_size: int) -> tuple[np.ndarray, dict]:
+                     batch_size: int, columns_too: bool = True) -> tuple[np.ndarray, dict]:
     """Start and end logits ``[features, 2, max_length]`` in feature order (``PAD_LOGIT`` past each
-    feature's tokens), and the feature columns (example index, offsets, labels, length). Length-sorted
+    feature's tokens), and the feature columns (example index, offsets, labels, length; empty unless
+    ``columns_too``). Length-sorted
     batches; the windows' token ids are held in compact arrays (:mod:`distillery.task_types.tokens`)."""
     model.eval()
     frame = frame.reset_index(drop=True)
-    tokens, columns = TokenArrays(), {"example_index": [], "offset_mapping": [], "labels": []}
+    tokens, columns, count = TokenArrays(), {"example_index": [], "offset_mapping": [], "labels": []}, 0
     for _, found in _chunked_features(tokenizer, frame, max_length, stride):
         tokens.add({k: found[k] for k in TOKEN_FIELDS if k in found})
-        for key in columns:
-            columns[key].extend(found[key])
-    columns["length"] = tokens.lengths.tolist()
-    count = len(columns["labels"])
+        count += len(found["labels"])
+        if columns_too:  # the teacher's pass needs the logits alone: no offsets of every window kept
+            for key in columns:
+                columns[key].extend(found[key])
+    columns["length"] = tokens.lengths.tolist() if columns_too else []
     logits = np.full((count, 2, max_length), PAD_LOGIT, dtype=np.float32)
     order = np.argsort(tokens.lengths, kind="stable")
     for start in batches(count, batch_size):

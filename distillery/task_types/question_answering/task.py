@@ -73,7 +73,8 @@ class QuestionAnswering(TaskType):
 
     # --- the teacher's outputs -----------------------------------------------------------------
     def predict(self, model, tokenizer, frame, max_length, batch_size) -> np.ndarray:
-        logits, _ = features.predict_features(model, tokenizer, frame, max_length, self.doc_stride, batch_size)
+        logits, _ = features.predict_features(model, tokenizer, frame, max_length, self.doc_stride, batch_size,
+                                              columns_too=False)
         return logits
 
     def empty_outputs(self, num_labels: int) -> np.ndarray:

@@ -21,6 +21,12 @@ def texts_and_pairs(frame: pd.DataFrame) -> tuple[list, Optional[list]]:
     return frame[TEXT].tolist(), (frame[PAIR].tolist() if PAIR in frame.columns else None)
 
 
+def _characters(frame: pd.DataFrame) -> pd.Series:
+    """Each row's characters, text and pair: what a chunk of rows costs the tokenizer."""
+    size = frame[TEXT].astype(str).str.len() if TEXT in frame.columns else pd.Series(0, index=frame.index)
+    return size + frame[PAIR].astype(str).str.len() if PAIR in frame.columns else size
+
+
 def encode_texts(tokenizer, texts: list, pairs: Optional[list], max_length: int) -> dict:
     """``tokenizer(texts, pairs, truncation=True, max_length=max_length)``'s token fields, one list of ids per row.
 
@@ -86,7 +92,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Op
 
     pieces = []
     logits = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
-    for start, chunk in chunks(frame):
+    for start, chunk in chunks(frame, _characters(frame)):
         texts, pairs = texts_and_pairs(chunk)
         encoded = encode_texts(tokenizer, texts, pairs, max_length) if texts else \
             {name: [] for name in tokenizer.model_input_names}  # a fast tokenizer fails on no texts
@@ -103,7 +109,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Op
 def encode_rows(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenArrays:
     """The token fields of every row of ``frame``, tokenised a chunk at a time into compact arrays."""
     tokens = TokenArrays()
-    for _, chunk in chunks(frame):
+    for _, chunk in chunks(frame, _characters(frame)):
         texts, pairs = texts_and_pairs(chunk)
         if texts:
             tokens.add(encode_texts(tokenizer, texts, pairs, max_length))

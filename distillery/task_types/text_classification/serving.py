@@ -41,7 +41,9 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     config = {"labels": labels, "max_length": max_length, "input_names": inputs, "text_pair": PAIR in frame.columns,
               "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
               "pad_type_id": getattr(tokenizer, "pad_token_type_id", 0) or 0, "batch_size": 32, "threads": 0,
-              "max_rows": int(max_rows)}
+              "max_rows": int(max_rows),
+              # the side a long text is cut on, as in training (transformers keeps it outside tokenizer.json)
+              "truncation_side": getattr(tokenizer, "truncation_side", "right") or "right"}
     write_json(scratch / "classifier.json", config)
     return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "classifier.json")}
 
