@@ -20,7 +20,7 @@ def chunks(frame: pd.DataFrame, characters: "pd.Series | None" = None) -> list[t
     if not len(frame):
         return [(0, frame)]
     sizes = np.zeros(len(frame), dtype=np.int64) if characters is None else \
-        np.asarray(characters, dtype=np.int64)
+        np.nan_to_num(np.asarray(characters, dtype=np.float64)).astype(np.int64)  # a missing text: 0 characters
     out, start = [], 0
     while start < len(frame):
         within = np.cumsum(sizes[start:start + CHUNK_ROWS])

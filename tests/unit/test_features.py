@@ -120,6 +120,9 @@ def test_a_chunk_holds_at_most_its_characters_and_a_longer_row_alone(monkeypatch
     # 5 + 5 fit in 10; the third would make 15; 20 is over the budget alone; the last row follows
     found = [(start, list(chunk.index)) for start, chunk in tokens.chunks(frame, frame["text"].str.len())]
     assert found == [(0, [0, 1]), (2, [2]), (3, [3]), (4, [4])]
+    # a missing text counts as none (its NaN length once turned the running total negative: one chunk of all)
+    found = [list(chunk.index) for _, chunk in tokens.chunks(frame, [5, np.nan, 5, 20, 1])]
+    assert found == [[0, 1, 2], [3], [4]]
     monkeypatch.setattr(tokens, "CHUNK_ROWS", 2)  # the rows' cap still holds
     found = [(start, list(chunk.index)) for start, chunk in tokens.chunks(frame, [0] * 5)]
     assert found == [(0, [0, 1]), (2, [2, 3]), (4, [4])]
