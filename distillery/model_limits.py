@@ -73,6 +73,9 @@ def check_model_limits(params) -> None:
         if too_long and params.task != "image_classification":  # images have no sequence length: not used there
             raise ConfigError(f"benchmark.sequence_lengths: {too_long[0]} exceeds what {name} takes, at most {limit} "
                               f"tokens (max_position_embeddings {config['max_position_embeddings']})")
+    if params.student.source == "layers" and config.get("model_type") == "albert":
+        raise ConfigError(f"student.source = 'layers' is not allowed for {name}: ALBERT shares its layers (their "
+                          "groups are not layers to copy); use student.source: model or config")
     depth = config.get("num_hidden_layers")
     layers = params.student.layers
     if params.student.source == "layers" and isinstance(depth, int) and isinstance(layers, list):

@@ -341,7 +341,8 @@ def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs
     path.write_text(text.replace(edit[0], edit[1], 1))
     assert main(["params", "--check", "--params", str(path)]) == 2
     assert re.search(f"distillery params: error: {re.escape(str(path))}: {message}", capsys.readouterr().err)
-    # a teacher whose config is not at hand (a Hub id not downloaded) is left to the stage that loads it
+    # a teacher whose config is not at hand (a Hub id not downloaded) is left to the stage that loads it (and an
+    # ALBERT teacher's config, at hand, refuses a layers student: its layer groups are not layers)
     path.write_text(text.replace(edit[0], edit[1], 1).replace("model: bundled:minilm-l6", "model: org/not-here", 1))
     assert main(["params", "--check", "--params", str(path)]) == 0
 
@@ -378,3 +379,19 @@ def test_a_split_given_as_a_file_cannot_also_be_carved_from_train():
     carved = DataConfig(source="x.csv", files={"train": "a.csv", "test": "c.csv"},
                         splits={"train": "train", "validation": None, "test": "test"})
     assert carved.splits["validation"] is None
+
+
+def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, capsys):
+    """Refused only by distill, after the teacher had trained: ALBERT's shared layer groups are not layers."""
+    import json
+
+    teacher = tmp_path / "albert"
+    teacher.mkdir()
+    (teacher / "config.json").write_text(json.dumps({"model_type": "albert", "num_hidden_layers": 12,
+                                                     "num_hidden_groups": 1, "max_position_embeddings": 512}))
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", f"model: {teacher}", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert "student.source = 'layers' is not allowed for" in capsys.readouterr().err
+    path.write_text(path.read_text().replace("  source: layers", "  source: config", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 0
