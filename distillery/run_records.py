@@ -12,7 +12,9 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import yaml
 
-from distillery.paths import CURVES_DIR
+from distillery.errors import DataError
+from distillery.files import sha256_files
+from distillery.paths import CURVES_DIR, ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.reports import parameters
 from distillery.tracking import redact_uri
 
@@ -201,3 +203,19 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
         lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]
     return redact_uri("\n".join(lines) + "\n")  # a source or model given as a URI keeps no credentials
+
+
+def check_reports_current(evaluation: dict, benchmark: dict, deployment: dict, test_sha: str, root: Path) -> None:
+    """Refuse reports of other inputs than the ones registered: after a stage run by hand (``prepare``, then
+    ``register``), the gate would judge the teacher's figure of another test split, or the latency of another
+    model file. (Reports written before these hashes were recorded are taken as they are.)"""
+    if evaluation.get("test_sha256") not in (None, test_sha):
+        raise DataError(f"{REPORTS_DIR / 'metrics' / 'eval.json'} scored another test split than "
+                        f"{PREPARED_DIR / 'test.parquet'} holds now; run `dvc repro` (or `python -m distillery evaluate`"
+                        " and the stages after it) before registering")
+    deployable = root / ONNX_DIR / deployment["deployable"]
+    if benchmark.get("deployable_sha256") is not None and deployable.is_file() and \
+            benchmark["deployable_sha256"] != sha256_files([deployable]):
+        raise DataError(f"{REPORTS_DIR / 'metrics' / 'benchmark.json'} timed another {ONNX_DIR / deployment['deployable']}"
+                        " than the one there now; run `dvc repro` (or `python -m distillery benchmark`) before "
+                        "registering")

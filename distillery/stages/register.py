@@ -23,7 +23,6 @@ from typing import Optional
 import pandas as pd
 
 from distillery.config import Params
-from distillery.errors import DataError
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
@@ -34,8 +33,8 @@ from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
-from distillery.run_records import (dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves, model_card,
-                                    numeric_leaves, provenance, stage_status)
+from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves,
+                                    model_card, numeric_leaves, provenance, stage_status)
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
                                  quiet_mlflow, redact_uri, tracking_uri)
 
@@ -63,7 +62,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         check_trained_on(read_json(student_training), root / STUDENT_DIR, root / PREPARED_DIR, "distill")
     test = load_split("test", root / PREPARED_DIR)
     test_sha = sha256_files([root / PREPARED_DIR / "test.parquet"])
-    _check_current(evaluation, benchmark, deployment, test_sha, root)
+    check_reports_current(evaluation, benchmark, deployment, test_sha, root)
     reg = params.register
     name = reg.model_name
     serving = task_part(params.task, "serving")
@@ -141,22 +140,6 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     write_text(root / MODEL_CARD, card)  # atomic writes; the registry already holds the decision
     write_json(root / REGISTER_JSON, decision)
     return decision
-
-
-def _check_current(evaluation: dict, benchmark: dict, deployment: dict, test_sha: str, root: Path) -> None:
-    """Refuse reports of other inputs than the ones registered: after a stage run by hand (``prepare``, then
-    ``register``), the gate would judge the teacher's figure of another test split, or the latency of another
-    model file. (Reports written before these hashes were recorded are taken as they are.)"""
-    if evaluation.get("test_sha256") not in (None, test_sha):
-        raise DataError(f"{REPORTS_DIR / 'metrics' / 'eval.json'} scored another test split than "
-                        f"{PREPARED_DIR / 'test.parquet'} holds now; run `dvc repro` (or `python -m distillery evaluate`"
-                        " and the stages after it) before registering")
-    deployable = root / ONNX_DIR / deployment["deployable"]
-    if benchmark.get("deployable_sha256") is not None and deployable.is_file() and \
-            benchmark["deployable_sha256"] != sha256_files([deployable]):
-        raise DataError(f"{REPORTS_DIR / 'metrics' / 'benchmark.json'} timed another {ONNX_DIR / deployment['deployable']}"
-                        " than the one there now; run `dvc repro` (or `python -m distillery benchmark`) before "
-                        "registering")
 
 
 def summary(result: dict) -> str:

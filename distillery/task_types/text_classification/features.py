@@ -36,8 +36,10 @@ def encode_texts(tokenizer, texts: list, pairs: Optional[list], max_length: int)
     to that length, the shorter in full to ``max_length``: ``longest_first`` reads only how their lengths compare
     and keeps at most ``max_length`` of each), then paired, truncated and given its special tokens: the same ids
     as the tokenizer's own pair encoding, in linear time (the served model does the same)."""
+    if not texts:  # a fast tokenizer fails on no texts
+        return {name: [] for name in tokenizer.model_input_names}
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if pairs is None or backend is None or not texts:
+    if pairs is None or backend is None:
         encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
         return {key: encoded[key] for key in encoded.keys()}
     direction = getattr(tokenizer, "truncation_side", "right")
@@ -94,8 +96,7 @@ def tokenize(frame: pd.DataFrame, tokenizer, max_length: int, teacher_logits: Op
     logits = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
     for start, chunk in chunks(frame, _characters(frame)):
         texts, pairs = texts_and_pairs(chunk)
-        encoded = encode_texts(tokenizer, texts, pairs, max_length) if texts else \
-            {name: [] for name in tokenizer.model_input_names}  # a fast tokenizer fails on no texts
+        encoded = encode_texts(tokenizer, texts, pairs, max_length)
         columns = {key: encoded[key] for key in encoded.keys()}
         columns["labels"] = chunk[LABEL].astype("int64").tolist() if LABEL in chunk.columns \
             else [IGNORE_INDEX] * len(chunk)
