@@ -11,7 +11,9 @@
   cannot answer the requests sent for one that takes ``text``; an unknown set fails the check);
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
-- ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails);
+- ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails, and
+  so does a comparison on fewer test rows than ``gate["min_compare_rows"]``: after a data refresh, the rows the
+  champion did not see may be a handful, too few to tell two models apart);
 - ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
@@ -28,7 +30,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
-GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher",)  # the last ones may be absent (= off)
+GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows")  # the last ones may be absent (= off)
 
 
 ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.72 / 0.8 < 0.9)
@@ -134,6 +136,14 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     same_rows = champion.get("candidate")  # both scored on the test rows the champion did not see
     ours, theirs = (same_rows or candidate)[metric], champion[metric]
     rows = champion.get("rows") or {}
+    compared, floor = rows.get("test_rows", 0) - rows.get("left_out", 0), gate.get("min_compare_rows")
+    if rows and floor and compared < floor:  # at 10 rows one row moves accuracy by 10 points: noise, not a verdict
+        seen = (f" ({rows['left_out']} of the {rows['test_rows']} current test rows were in its training, validation "
+                f"or transfer data)") if rows.get("left_out") else ""
+        return check("champion", False, compared, floor,
+                     f"only {compared} test rows to compare with champion v{champion['version']}{seen}, fewer than "
+                     f"register.gate.min_compare_rows ({floor}): {metric} {ours:.4f} vs {theirs:.4f} cannot replace "
+                     f"it; choose with `distillery promote <version> --reason ...`")
     if same_rows:
         where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
                  f"champion v{champion['version']} did not train, validate or distill on"

@@ -117,6 +117,29 @@ def test_with_rows_left_out_both_sides_are_compared_on_the_same_remaining_rows()
     assert unchecked["passed"] and unchecked["value"] == 0.8 and "overlap is unchecked" in unchecked["detail"]
 
 
+def test_a_comparison_on_fewer_rows_than_min_compare_rows_cannot_replace_the_champion():
+    """After a refresh, 3 of 45 test rows were new to the champion: the candidate's 3/3 against the champion's 1/3
+    is no evidence, so the champion check fails, names the count and the key, and passes again at the floor."""
+    gate = {**GATE, "min_compare_rows": 100}
+    rows = {"test_rows": 45, "left_out": 42, "checked": True}
+    champion = {**CHAMPION, "accuracy": 1 / 3, "rescored": True, "rows": rows,
+                "candidate": {"accuracy": 1.0, "macro_f1": 1.0}}
+    few = _check(decide(CANDIDATE, champion, gate), "champion")
+    assert not few["passed"] and (few["value"], few["threshold"]) == (3, 100)
+    assert "only 3 test rows to compare with champion v3 (42 of the 45 current test rows were in its" in few["detail"]
+    assert "register.gate.min_compare_rows (100)" in few["detail"] and "distillery promote" in few["detail"]
+    # the whole split counts when the champion saw none of it; 99 rows is one short, 100 is enough
+    whole = {**CHAMPION, "rescored": True, "rows": {"test_rows": 99, "left_out": 0, "checked": True}}
+    assert not _check(decide(CANDIDATE, whole, gate), "champion")["passed"]
+    enough = {**whole, "rows": {"test_rows": 100, "left_out": 0, "checked": True}}
+    assert _check(decide(CANDIDATE, enough, gate), "champion")["passed"]
+    assert _check(decide(CANDIDATE, champion, {**gate, "min_compare_rows": 3}), "champion")["passed"]
+    # no champion, or this version is the champion: nothing is replaced, the floor does not apply
+    assert _check(decide(CANDIDATE, None, gate), "champion")["passed"]
+    assert _check(decide(CANDIDATE, champion, gate, is_champion=True), "champion")["passed"]
+    assert Params().register.gate.min_compare_rows == 100
+
+
 def test_no_champion_or_this_version_is_the_champion_pass_the_champion_and_labels_checks():
     for decision, detail in ((decide(CANDIDATE, None, GATE), "no champion yet"),
                              (decide(CANDIDATE, None, GATE, is_champion=True), "this version is the champion")):
@@ -222,7 +245,7 @@ def _params(**gate) -> Params:
 
 @pytest.mark.parametrize("key, value", [("min_retention", -0.1), ("max_p95_ms", 0), ("max_size_mb", -1),
                                         ("metric", "f1"), ("tolerance", 1.0), ("max_p95_ratio_to_teacher", 0),
-                                        ("max_p95_ratio_to_teacher", -1.0)])
+                                        ("max_p95_ratio_to_teacher", -1.0), ("min_compare_rows", 0)])
 def test_bad_gate_params_name_the_key(key, value):
     with pytest.raises(ConfigError, match=f"register.gate.{key}"):
         _params(**{key: value})
