@@ -192,11 +192,11 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                                  "transfer data")
             if fresh is not None and len(test) and not fresh.all():  # both on the rows the champion did not see
                 same = test[fresh].reset_index(drop=True)
-                figures_before = champion_figures(name, current, same, labels, "", serving.score)
+                figures_before = champion_figures(name, current, same, labels, "", serving, scratch)
                 with quiet_mlflow():
                     figures_before["candidate"] = serving.score(served.predict, same, labels)
             else:
-                figures_before = champion_figures(name, current, test, labels, test_sha, serving.score)
+                figures_before = champion_figures(name, current, test, labels, test_sha, serving, scratch)
         except Exception as exc:  # an unscoreable champion (or unreadable rows) fails the check; it never lets a
             # candidate past
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}

@@ -197,6 +197,35 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
         "| version | aliases | created | accuracy | macro_f1 | retention |")
 
 
+def test_the_gate_scores_a_champion_on_its_files_never_running_the_code_the_registry_holds(project, tiny_bert,
+                                                                                           tmp_path):
+    """Whoever can write to the registry's artifact store could change a champion's code file; the gate re-scores the
+    champion on every refresh, in the process that holds this machine's credentials. It must read the champion's
+    files with this Distillery's serving code, and refuse a version whose code is not Distillery's."""
+    assert stage.register(_params(project))["decision"] == "promoted"
+    marker = tmp_path / "ran"
+    (code,) = list((project / "mlruns").rglob("text_classifier.py"))  # v1's code file, as the store holds it
+    code.write_text(code.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)  # new data: A is re-scored
+    result = stage.register(_params(project, min_retention=0.0))
+    check = next(c for c in result["checks"] if c["name"] == "champion")
+    assert not marker.exists()
+    assert result["decision"] == "promoted" and (check["value"], check["threshold"]) == (1.0, 0.0), check
+    assert "re-scored" in check["detail"]
+
+    # a champion whose code file is not a Distillery serving file cannot be scored: the check fails, it stays
+    for mlmodel in (project / "mlruns").rglob("MLmodel"):  # v1's and v2's
+        mlmodel.write_text(mlmodel.read_text().replace("text_classifier.py", "other_model.py"))
+    _export(project, tiny_bert, shift=2)  # a third model (A's files would be v1 again)
+    _write_test_split(project, make_texts(40, seed=6)["text"].tolist(), shift=2)
+    refused = stage.register(_params(project, min_retention=0.0))
+    detail = next(c for c in refused["checks"] if c["name"] == "champion")["detail"]
+    assert refused["decision"] == "rejected" and "its served code is other_model.py, not Distillery's " \
+        "text_classifier.py" in detail, detail
+    assert _aliases(project)["champion"] == "2"
+
+
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
     """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
     champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded

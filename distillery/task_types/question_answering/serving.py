@@ -20,6 +20,7 @@ from distillery.task_types.question_answering.squad import squad_metrics
 
 MODEL_CLASS = "OnnxQuestionAnswerer"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "question_answerer.py"
+CODE_ARTIFACTS = {"postprocess": str(Path(postprocess.__file__).resolve())}  # artifacts that are code: ours, always
 MAX_ROWS = 1000  # questions per predict call (one HTTP request)
 METRICS = ("f1", "exact_match")  # the gate's figures: the primary (retention, champion) first
 INPUTS = [QUESTION, CONTEXT]
@@ -50,7 +51,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
               "max_rows": int(max_rows)}
     write_json(scratch / "qa.json", config)
     return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "qa.json"),
-            "postprocess": str(Path(postprocess.__file__).resolve())}
+            **CODE_ARTIFACTS}
 
 
 def row_key_columns(frame: pd.DataFrame) -> list[str]:
