@@ -8,7 +8,8 @@ Input: a DataFrame with an ``image`` column (or a list of images, called directl
 - nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` (grey: a
   colour model takes it as three equal channels, as it does a grey PNG and as training read a grey image of a
   colour set), ``[channels][height][width]`` or ``[height][width][channels]``; or
-- a base64-encoded PNG (or any format Pillow reads) of ``height`` x ``width`` pixels, as a string or bytes;
+- a base64-encoded PNG (or JPEG, BMP, GIF, TIFF, WebP, PPM) of ``height`` x ``width`` pixels, as a string or bytes
+  (its size is checked before it is decoded);
   its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
   as they are; 65535 for 16-bit ones; 16 for scikit-learn's digits), and a 16-bit grey PNG's values likewise
   from 0-65535.
@@ -22,7 +23,6 @@ more than ``max_rows`` images in one call.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
 
@@ -35,6 +35,7 @@ from mlflow.pyfunc import PythonModel
 
 IMAGE = "image"
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow's raster readers a request may use
 
 
 def _refuse(message: str):
@@ -107,18 +108,25 @@ class OnnxImageClassifier(PythonModel):
         if value is None or (isinstance(value, float) and value != value):
             _refuse(f"{IMAGE!r} of row {row} is null; every row needs an image")
         if isinstance(value, (str, bytes)):
-            from PIL import Image, UnidentifiedImageError
+            from PIL import Image
 
             try:
                 raw = base64.b64decode(value, validate=True)
-                with Image.open(io.BytesIO(raw)) as image:
+                # raster formats only (an EPS would run Ghostscript), and the size read from the header before
+                # a pixel is decoded: a 100 KB PNG of 10,000 x 10,000 pixels would otherwise take gigabytes
+                with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as image:
+                    if image.size != (width, height):
+                        _refuse(f"{IMAGE!r} of row {row} is {image.size[0]} x {image.size[1]} pixels (width x "
+                                f"height); this model takes {width} x {height}")
                     if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grey: 65535 is the top, not cut to 8 bits
                         array = np.asarray(image, dtype=np.float32) * (self.pixel_max / 65535.0)
                         array = np.repeat(array[..., None], channels, axis=-1) if channels > 1 else array
                     else:
                         array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) * \
                             (self.pixel_max / 255.0)
-            except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+            except MlflowException:
+                raise
+            except Exception as exc:  # noqa: BLE001 - binascii, Pillow (DecompressionBombError too): one 400
                 _refuse(f"{IMAGE!r} of row {row} is a string but not a base64-encoded image ({type(exc).__name__})")
             array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
         else:

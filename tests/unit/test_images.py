@@ -424,6 +424,39 @@ def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message)
         served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image]}))
 
 
+def _png_header(width: int, height: int) -> str:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds none: what a decompression bomb's header
+    says, without its megabytes of zeros."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize("image, message", [
+    (_png_header(9400, 9400), r"'image' of row 0 is 9400 x 9400 pixels \(width x height\); this model takes 4 x 4"),
+    (_png_header(14000, 14000), "'image' of row 0 is a string but not a base64-encoded image"),  # Pillow's bomb check
+    (base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n").decode(),
+     r"'image' of row 0 is a string but not a base64-encoded image \(UnidentifiedImageError\)"),  # not Ghostscript
+])
+def test_served_image_size_and_format_are_checked_before_any_pixel_is_decoded(served, image, message):
+    """Refused from the header alone, before Pillow decodes: the 9400 x 9400 PNG took 2.3 GB and 21 s of the
+    served process to be refused for its shape; the 14000 x 14000 one escaped as a 500 with a stack trace."""
+    import resource
+
+    from mlflow.exceptions import MlflowException
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(MlflowException, match=message):
+        served.predict(None, pd.DataFrame({"image": [image]}))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: not the 88 MB of pixels
+
+
 def test_served_pixels_far_outside_the_training_range_are_refused_naming_the_row(served, tmp_path):
     """The fixture's model was trained on 0-16: up to half that range beyond either end is answered (-8 to 24),
     8-bit pixels (255) or a large negative are refused. A model registered before pixel_min was recorded has no
