@@ -23,6 +23,21 @@ def pip_requirements(extra: tuple = ()) -> list[str]:
             *(f"{name}=={version(name)}" for name in extra)]
 
 
+def request_slices(sizes, max_rows: int, max_characters: int) -> list[slice]:
+    """Consecutive slices of rows whose ``sizes`` (characters) make calls the served model takes: at most
+    ``max_rows`` rows and ``max_characters`` characters each (a row alone over it gets a slice of its own, which
+    the model refuses by name)."""
+    slices, start, total = [], 0, 0
+    for row, size in enumerate(sizes):
+        if row > start and (row - start >= max_rows or total + int(size) > max_characters):
+            slices.append(slice(start, row))
+            start, total = row, 0
+        total += int(size)
+    if len(sizes) > start:
+        slices.append(slice(start, len(sizes)))
+    return slices
+
+
 def tokenizer(directory: Path):
     """The student's tokenizer, from its directory. A student of Distillery's own families (BiLSTM, bag of
     embeddings) has a ``config.json`` of a model type transformers does not know: when its tokenizer names its

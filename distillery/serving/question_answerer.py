@@ -14,8 +14,9 @@ Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``cont
 ``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
 Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
 a question or context that is null, empty, not a string or of no tokens (control characters only), a missing
-column, and more than
-``max_rows`` questions in one call. A question too long for a window keeps its first tokens, as in training.
+column, more than
+``max_rows`` questions in one call, and more than ``max_characters`` of questions and contexts in one call (every
+window of a context is read, so a 2 MB context is 1,600 windows). A question too long for a window keeps its first tokens, as in training.
 """
 from __future__ import annotations
 
@@ -116,6 +117,7 @@ class OnnxQuestionAnswerer(PythonModel):
         self.input_names = list(config["input_names"])
         self.batch_size = int(config.get("batch_size", 32))
         self.max_rows = int(config.get("max_rows") or 0)
+        self.max_characters = int(config.get("max_characters") or 0)  # 0: no cap (configs written before it)
         self.n_best_size, self.max_answer_length = int(config["n_best_size"]), int(config["max_answer_length"])
         self.pad_id, self.pad_type_id = int(config["pad_id"]), int(config.get("pad_type_id", 0))
         self.question_tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])  # a question's tokens, whole
@@ -179,6 +181,10 @@ class OnnxQuestionAnswerer(PythonModel):
             _refuse(f"{len(frame)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")
         questions, contexts = _strings(frame[QUESTION].tolist(), QUESTION), _strings(frame[CONTEXT].tolist(), CONTEXT)
+        total = sum(map(len, questions)) + sum(map(len, contexts))
+        if self.max_characters and total > self.max_characters:  # every window of a context is read: no cut
+            _refuse(f"{total:,} characters of questions and contexts in one request; this model takes at most "
+                    f"{self.max_characters:,} (max_characters): split the request")
         windows, owner = [], []
         for row, (question, text) in enumerate(zip(questions, contexts)):
             for window in self._windows(question, text, row):

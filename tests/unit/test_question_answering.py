@@ -769,3 +769,20 @@ def test_windows_are_the_same_chunk_by_chunk_as_all_at_once(tiny_bert, tokenizer
     # a cache of the wrong size is still named with the whole frame's count
     with pytest.raises(Exception, match=rf"cache holds {windows - 1} windows but these rows make {windows}:"):
         features.tokenize(frame, tokenizer, 24, 8, teacher[:-1])
+
+
+def test_more_characters_than_max_characters_in_one_request_are_refused(tiny_bert, tmp_path):
+    """Every window of a context is read: a 2 MB context was 1,600 windows in one request. The served config caps the
+    characters of a request; the gate's scoring slices its split within the cap."""
+    from mlflow.exceptions import MlflowException
+
+    served = _served_token_model(tmp_path, tiny_bert, max_length=12, stride=3)
+    assert served.max_characters == 0  # a qa.json without the key (written before it): no cap
+    served.max_characters = 2 * (len("car?") + len(" ".join(WORDS)))
+    frame = pd.DataFrame({"question": ["car?"] * 3, "context": [" ".join(WORDS)] * 3})
+    assert len(served.predict(None, frame.head(2))) == 2
+    with pytest.raises(MlflowException, match=f"{3 * (4 + len(' '.join(WORDS)))} characters of questions and "
+                                              f"contexts in one request; this model takes at most "
+                                              f"{served.max_characters}") as refused:
+        served.predict(None, frame)
+    assert refused.value.get_http_status_code() == 400

@@ -66,6 +66,7 @@ def test_null_or_non_string_texts_are_refused_never_classified_as_empty(served, 
 def _model(served, max_rows: int):
     model = served.OnnxTextClassifier()  # no load_context: these requests are refused before the model runs
     model.labels, model.max_rows, model.pair_task = ["negative", "positive"], max_rows, False
+    model.text_characters = model.max_characters = 0  # no caps, as in a config written before them
     return model
 
 
@@ -255,3 +256,54 @@ def test_the_served_model_cuts_long_texts_on_the_side_training_did(served, tiny_
     text = "good bad the car drives road today news city report love hate"
     assert model._encode([text], None)["input_ids"].tolist() == \
         [tokenizer(text, truncation=True, max_length=8)["input_ids"]]
+
+
+def _word_model(served, max_length: int, direction: str = "right"):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel(vocab={"<pad>": 0, "<unk>": 1, "good": 2, "day": 3, "bad": 4},
+                                           unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.enable_padding(pad_id=0, pad_token="<pad>")
+    tokenizer.enable_truncation(max_length, direction=direction)
+    model = _model(served, max_rows=100)
+    model.tokenizer, model.input_names, model.batch_size, model.direction = tokenizer, ["input_ids"], 8, direction
+
+    class Session:  # stands in for ONNX Runtime: logits (first id, last id) of each row
+        def run(self, names, batch):
+            return [np.stack([batch["input_ids"][:, 0], batch["input_ids"][:, -1]], axis=1).astype(np.float32)]
+
+    model.session = Session()
+    return model
+
+
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_a_long_text_is_read_up_to_text_characters_on_the_kept_side_with_the_same_tokens(served, direction):
+    """A 10 MB text took the served process 1.4 GB to tokenise, for max_length tokens. It is cut first, on the side
+    the tokenizer keeps, and the ids are those of the whole text (the tokenizer's own truncation, uncut)."""
+    model = _word_model(served, max_length=3, direction=direction)
+    long = "bad good " + "day " * 5000 + "good bad"
+    model.text_characters = 40
+    assert model._cut([long, "good day"]) == [long[:40] if direction == "right" else long[-40:], "good day"]
+    whole = model.tokenizer.encode(long).ids  # truncated by the tokenizer, from the whole text
+    assert whole == ([4, 2, 3] if direction == "right" else [3, 2, 4])
+    assert model._encode(model._cut([long]), None)["input_ids"].tolist() == [whole]
+    assert model.predict(None, [long])["score"].tolist() == model.predict(None, [long[:60] if direction == "right"
+                                                                                 else long[-60:]])["score"].tolist()
+
+
+def test_more_characters_than_max_characters_in_one_request_are_refused(served):
+    model = _word_model(served, max_length=3)
+    model.text_characters, model.max_characters = 40, 100
+    assert len(model.predict(None, ["good day " * 5] * 2)) == 2  # 2 x 40 characters after the cut: 80
+    error = _refused(lambda: model.predict(None, ["good day " * 5] * 3), "120 characters of text in one request")
+    assert "at most 100 (max_characters)" in error.message
+
+
+def test_scoring_slices_a_split_into_calls_within_both_caps():
+    from distillery.registry.pyfunc import request_slices
+
+    assert request_slices([5, 5, 5], max_rows=2, max_characters=100) == [slice(0, 2), slice(2, 3)]
+    assert request_slices([5, 5, 30, 5], max_rows=10, max_characters=12) == [slice(0, 2), slice(2, 3), slice(3, 4)]
+    assert request_slices([12, 12], max_rows=10, max_characters=12) == [slice(0, 1), slice(1, 2)]  # at the cap
+    assert request_slices([], max_rows=10, max_characters=12) == []

@@ -21,6 +21,8 @@ from distillery.registry import pyfunc
 MODEL_CLASS = "OnnxTextClassifier"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
 MAX_ROWS = 1000  # rows per predict call (one HTTP request); more is refused with a 400 naming the cap
+TEXT_CHARACTERS = 100_000  # a longer text is read up to this many characters, on the side the tokenizer keeps
+MAX_CHARACTERS = 2_000_000  # characters of text per predict call (after that cut); more is refused with a 400
 METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
 
 
@@ -41,7 +43,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     config = {"labels": labels, "max_length": max_length, "input_names": inputs, "text_pair": PAIR in frame.columns,
               "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
               "pad_type_id": getattr(tokenizer, "pad_token_type_id", 0) or 0, "batch_size": 32, "threads": 0,
-              "max_rows": int(max_rows),
+              "max_rows": int(max_rows), "text_characters": TEXT_CHARACTERS, "max_characters": MAX_CHARACTERS,
               # the side a long text is cut on, as in training (transformers keeps it outside tokenizer.json)
               "truncation_side": getattr(tokenizer, "truncation_side", "right") or "right"}
     write_json(scratch / "classifier.json", config)
@@ -79,12 +81,13 @@ def load_code_model(artifacts: dict[str, str]):
 def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
     """Accuracy and macro-F1 of a served model on ``frame``, comparing label *names*.
 
-    Scored in slices of ``MAX_ROWS``, the served model's row cap per call."""
+    Scored in slices within the served model's caps per call: ``MAX_ROWS`` rows, ``MAX_CHARACTERS`` characters."""
     from sklearn.metrics import f1_score
 
     inputs = model_input(frame)
-    parts = [predict(inputs.iloc[start:start + MAX_ROWS].reset_index(drop=True))["label"].astype(str).to_numpy()
-             for start in range(0, len(inputs), MAX_ROWS)]
+    sizes = sum(inputs[column].astype(str).str.len().clip(upper=TEXT_CHARACTERS) for column in inputs.columns)
+    parts = [predict(inputs.iloc[part].reset_index(drop=True))["label"].astype(str).to_numpy()
+             for part in pyfunc.request_slices(sizes.to_numpy(), MAX_ROWS, MAX_CHARACTERS)]
     predicted = np.concatenate(parts) if parts else np.asarray([], dtype=str)
     truth = np.asarray([labels[i] for i in frame[LABEL].to_numpy()])
     return {"accuracy": float((predicted == truth).mean()),
