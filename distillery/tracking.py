@@ -48,7 +48,9 @@ def quiet_mlflow() -> Iterator[None]:
 
 
 # ``scheme://user:password@host`` (or ``scheme://token@host``): the part before the last "@" of the authority.
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"]*@)")
+# everything up to the last "@" of the URI: a password may hold "/", "?" or "#" unescaped (base64 has "/"), and
+# redacting an "@" in a path as well costs a misleading host in a message, never a secret
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"]*@)")
 
 
 def redact_uri(text: str) -> str:

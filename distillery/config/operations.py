@@ -251,11 +251,14 @@ class ScheduleConfig:
         json_schema_extra=allowed(f"keys are stages ({', '.join(STAGES)}); values are minutes, > 0"))
 
     allowed_overrides: list[str] = Field(
-        default_factory=lambda: ["distill", "student", "teacher.train", "evaluate.seeds", "benchmark"],
+        default_factory=lambda: ["distill", "student.source", "student.init", "student.layers", "student.config",
+                                 "student.boe", "student.bilstm", "student.mlp", "student.cnn", "evaluate.seeds",
+                                 "benchmark"],
         description="params key prefixes a flow run's `overrides` may set (a key is allowed when it equals a "
-                    "prefix or starts with it and a dot); the gate's register.* keys are not on it by default, so "
-                    "whoever can start a flow run cannot lower the bar for promotion. schedule.allowed_overrides "
-                    "itself can never be overridden",
+                    "prefix or starts with it and a dot); the gate's register.* keys, teacher.* (a weakened teacher "
+                    "passes any retention check), student.model and student.max_length are not on it by default, so "
+                    "whoever can start a flow run cannot lower the bar for promotion or choose the weights that "
+                    "ship. schedule.allowed_overrides itself can never be overridden",
         json_schema_extra=allowed("list dotted params key prefixes, e.g. [distill, student.layers]"))
 
     @field_validator("allowed_overrides")

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from distillery.config import load_schedule
+from distillery.config import Params, load_schedule
 from distillery.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,8 @@ def project(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["register.gate.min_retention", "register.gate", "register", "data.source",
-                                 "schedule.allowed_overrides", "distiller.alpha", "teacher.model"])
+                                 "schedule.allowed_overrides", "distiller.alpha", "teacher.model",
+                                 "teacher.train.learning_rate", "student.model", "student.max_length"])
 def test_an_override_outside_the_allow_list_is_refused_in_one_line(project, key):
     from tasks.experiments import set_params
     from tasks.stages import BadInput
@@ -37,7 +38,7 @@ def test_an_override_outside_the_allow_list_is_refused_in_one_line(project, key)
         set_params.fn(str(project), {"distill.alpha": 0.3, key: 0})
     message = str(caught.value)
     assert message.startswith(f"overrides: {key} may not be set by a flow run; schedule.allowed_overrides in "
-                              "params.yaml allows distill, student, teacher.train, evaluate.seeds, benchmark")
+                              "params.yaml allows distill, student.source, student.init, student.layers, ")
     assert "\n" not in message
     assert (project / "params.yaml").read_text() == original  # nothing written
     assert not (project / ".distillery").exists()
@@ -71,8 +72,8 @@ def test_allowed_overrides_are_prefixes_and_the_list_itself_is_never_overridable
     from tasks.experiments import set_params
     from tasks.stages import BadInput
 
-    assert set_params.fn(str(project), {"teacher.train.epochs": 1, "evaluate.seeds": [4, 5],
-                                        "student.layers": [0, 2]})
+    assert set_params.fn(str(project), {"distill.train.epochs": 1, "evaluate.seeds": [4, 5],
+                                        "student.layers": [0, 2], "student.bilstm.hidden_size": 64})
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["schedule"]["allowed_overrides"] = ["schedule", "register.gate"]
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -89,7 +90,9 @@ def test_allowed_overrides_is_validated(project):
                                           "prefixes"):
         load_schedule(project / "params.yaml")
     assert load_schedule(ROOT / "params.yaml").allowed_overrides == [
-        "distill", "student", "teacher.train", "evaluate.seeds", "benchmark"]
+        "distill", "student.source", "student.init", "student.layers", "student.config", "student.boe",
+        "student.bilstm", "student.mlp", "student.cnn", "evaluate.seeds", "benchmark"]
+    assert load_schedule(ROOT / "params.yaml").allowed_overrides == Params().schedule.allowed_overrides
 
 
 # --- project_dir is the deployment's own -----------------------------------------------------------------
@@ -141,6 +144,8 @@ def test_deploy_pins_the_served_runs_to_its_project_dir(tmp_path, monkeypatch):
     ("https://token@host/api/2.0?x=1", "https://host/api/2.0?x=1"),
     ("postgresql+psycopg://mlflow:p@ss@db:5432/mlflow", "postgresql+psycopg://db:5432/mlflow"),
     ("server http://a:b@h:1/x stopped; retry https://c:d@e", "server http://h:1/x stopped; retry https://e"),
+    ("https://bob:Zx9/Qw+secret@127.0.0.1:9 is unreachable", "https://127.0.0.1:9 is unreachable"),  # "/" in it
+    ("'http://u:a?b#c@h/x' and http://h2", "'http://h/x' and http://h2"),
     ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),
     ("databricks", "databricks"),
 ])
