@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -771,6 +772,22 @@ def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(
     # declared labels that are one number are named
     with pytest.raises(DataError, match=r"names the same label twice: '1.1' and '1.10' are both the label '1.1'"):
         prepare(_params(source, labels=["1.1", "1.10", "2.0"]), tmp_path / "prepared")
+
+
+def test_labels_keep_their_spelling_when_it_is_a_code_and_numbers_their_own_precision(tmp_path):
+    """Lot codes 1E5, 2E5, 3E5 were served as classes '100000', '200000', '300000'; a float32 Parquet column of 0.1,
+    0.2, 0.3 became '0.10000000149011612'...; a 5,000-digit label stopped prepare with a traceback."""
+    from distillery.task_types.text_classification.rows import label_key
+
+    frame = make_texts(90)
+    frame["sentiment"] = frame["sentiment"].map({"negative": "1E5", "neutral": "2E5", "positive": "3e5"})
+    assert prepare(_params(_csv(tmp_path, frame)), tmp_path / "codes")["labels"] == ["1E5", "2E5", "3e5"]
+    frame["sentiment"] = frame["sentiment"].map({"1E5": 0.1, "2E5": 0.2, "3e5": 0.3}).astype(np.float32)
+    frame.to_parquet(tmp_path / "floats.parquet")
+    assert prepare(_params(tmp_path / "floats.parquet"), tmp_path / "floats")["labels"] == ["0.1", "0.2", "0.3"]
+    assert label_key(np.float32(0.1)) == label_key("0.1") == label_key(0.1) == "0.1"
+    assert label_key(100000.0) == "100000" and label_key(1e-7) == "0.0000001"  # numbers read as numbers: by value
+    assert label_key("7" * 5000) == "7" * 5000 and label_key("1e5000") == "1e5000"
 
 
 def test_rows_of_empty_fields_are_skipped_as_blank_lines_and_a_repeated_column_name_is_refused(tmp_path):

@@ -58,6 +58,15 @@ def _missing(value) -> bool:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+def label_keys(column: pd.Series) -> pd.Series:
+    """:func:`label_key` of each value; a float32 (or float16) column's values as numpy scalars (``map`` hands
+    them over as Python floats, whose spelling is float64's: 0.10000000149011612)."""
+    if column.dtype.kind == "f" and column.dtype.itemsize < 8:
+        return pd.Series([label_key(v) for v in column.to_numpy()], index=column.index, dtype=object)
+    return column.map(label_key)
+
+
+_MAX_DIGITS = 4000  # longer digit strings stay text (Python refuses int() of over 4,300 digits)
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
@@ -68,12 +77,17 @@ def label_key(value) -> str:
     "Café" typed with a combining accent is the label "Café" (they look alike in every message)."""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
-    text = unicodedata.normalize("NFC", str(value.item() if hasattr(value, "item") else value)).strip()
+    # a numpy float as numpy writes it: the shortest spelling at its own precision (float32 0.1 is "0.1", where
+    # Python's float of it is 0.10000000149011612)
+    text = unicodedata.normalize("NFC", str(value) if isinstance(value, np.floating) else
+                                 str(value.item() if hasattr(value, "item") else value)).strip()
     if text.lower() in ("true", "false"):
         return text.lower()
     if _INTEGER.fullmatch(text):
-        return str(int(text))
-    if _DECIMAL.fullmatch(text):
+        return str(int(text)) if len(text) <= _MAX_DIGITS else text
+    # a label typed with an exponent ("3E7", a lot or part code) is kept as typed; a number read as one (a float
+    # column) is compared by value
+    if _DECIMAL.fullmatch(text) and not (isinstance(value, str) and "e" in text.lower()) and len(text) <= _MAX_DIGITS:
         number = Decimal(text)
         return str(int(number)) if number == number.to_integral_value() else format(number.normalize(), "f")
     return text
@@ -94,8 +108,8 @@ def check_number_spellings(frames: dict, cfg: DataConfig, where: dict) -> None:
             if not isinstance(value, str):
                 continue
             spelling = unicodedata.normalize("NFC", value).strip()
-            if not _DECIMAL.fullmatch(spelling):
-                continue
+            if not _DECIMAL.fullmatch(spelling) or "e" in spelling.lower() or len(spelling) > _MAX_DIGITS:
+                continue  # not a number, or kept as typed (an exponent: "1E5"; 4,000 digits): compared as text
             first, first_split = seen.setdefault(label_key(spelling), (spelling, split))
             if _WHOLE.sub(r"\1", spelling) != _WHOLE.sub(r"\1", first):
                 places = where[first_split] if first_split == split else f"{where[first_split]} and {where[split]}"
@@ -126,7 +140,7 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
     values = set()
     for frame in frames.values():
         column = frame[cfg.label_column]
-        values.update(column[~not_scalar(column) & ~is_blank(column)].map(label_key))
+        values.update(label_keys(column[~not_scalar(column) & ~is_blank(column)]))
     numeric = all(_DECIMAL.fullmatch(v) for v in values)
     return sorted(values, key=Decimal if numeric else None)  # 2 before 10
 
@@ -157,7 +171,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
         keys = raw_labels.map(lambda v: label_key(source_names[int(v)])
                               if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
     else:
-        keys = raw_labels.map(label_key).where(~is_blank(raw_labels), None)
+        keys = label_keys(raw_labels).where(~is_blank(raw_labels), None)
     reasons = pd.Series("", index=frame.index)
     for column, name in ((cfg.text_column, "text"), (cfg.text_pair_column, "text pair")):
         if not column:
