@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Union
 
 from distillery.config import Params
-from distillery.errors import ConfigError, ModelError
+from distillery.errors import ConfigError, DataError, ModelError
 from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.hf import usable_positions
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
-from distillery.prepared import load_split
+from distillery.prepared import check_trained_on, load_split
 from distillery.roofline import fraction, gemm_peaks, model_flops
 from distillery.reports import benchmark_table
 from distillery.task_types.load import task_type
@@ -69,6 +69,18 @@ def check_grid(params: Params, models_dir: Path) -> None:
         if too_long:
             raise ConfigError(f"benchmark.sequence_lengths: {too_long[0]} exceeds the {model}'s maximum of "
                               f"{limit} tokens (from max_position_embeddings in {models_dir / model / 'config.json'})")
+
+
+def check_inputs_current(models_dir: Path, prepared_dir: Path, reports_dir: Path, evaluation: dict) -> None:
+    """Refuse models trained on other splits, or an ``eval.json`` of another test split, than ``prepare`` wrote
+    last (a stage run by hand after ``prepare``): the report would put old figures beside new ones."""
+    for name in ("teacher", "student"):
+        model_dir, stage = models_dir / name, "train_teacher" if name == "teacher" else "distill"
+        check_trained_on(read_json(model_dir / "training.json", stage), model_dir, prepared_dir, stage)
+    if evaluation.get("test_sha256") not in (None, sha256_files([prepared_dir / "test.parquet"])):
+        raise DataError(f"{reports_dir / 'metrics' / 'eval.json'} scored another test split than "
+                        f"{prepared_dir / 'test.parquet'} holds now; run `python -m distillery evaluate` and `export` "
+                        "(or `dvc repro`) first")
 
 
 def _size_mb(runtime: str, model_dir: Path, onnx_path: Union[Path, None]) -> float:
@@ -136,6 +148,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
     test = load_split("test", prepared_dir)
     evaluation = read_json(reports_dir / "metrics" / "eval.json", "evaluate")
     parity = read_json(reports_dir / "metrics" / "parity.json", "export")
+    check_inputs_current(models_dir, Path(prepared_dir), reports_dir, evaluation)
     deployment = read_json(onnx_dir / "deployment.json", "export")
     results: dict = {"fingerprint": fingerprint(cfg.threads), "grid": {
         "batch_sizes": cfg.batch_sizes, "sequence_lengths": sequence_lengths, "sequence_inputs": task.sequence_inputs,

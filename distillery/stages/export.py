@@ -21,7 +21,7 @@ from distillery.errors import DistilleryError
 from distillery.files import atomic_dir, read_json, write_json
 from distillery.onnx_runtime import disabled_optimizers, quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
-from distillery.prepared import load_labels, load_split
+from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.students.load import student_family
 from distillery.task_types.load import task_type
 
@@ -39,6 +39,9 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
     labels = load_labels(prepared_dir)
     report: dict = {"labels": labels}
     parity_path = Path(reports_dir) / "metrics" / "parity.json"
+    for name in EXPORTED:  # run by hand after `prepare`, it scored old models on new splits (parity 0.0)
+        model_dir, stage = Path(models_dir) / name, "train_teacher" if name == "teacher" else "distill"
+        check_trained_on(read_json(model_dir / "training.json", stage), model_dir, prepared_dir, stage)
     with atomic_dir(out_dir) as scratch:
         for name in EXPORTED:
             model_dir = Path(models_dir) / name

@@ -216,3 +216,23 @@ def test_the_params_listing_piped_into_head_ends_quietly():
                             cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert result.stdout == "0\n", result.stdout
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_export_and_benchmark_refuse_models_or_figures_of_other_prepared_data(workdir, capsys, tiny_bert):
+    """Run by hand after `prepare` (a new label order), export scored the old models on the new splits (parity
+    0.0) and benchmark put the old eval.json's 0.75 beside it: both now refuse, as evaluate and register do."""
+    for stage in ("prepare", "train_teacher", "teacher_logits", "distill", "evaluate", "export"):
+        assert main([stage]) == 0, stage
+    capsys.readouterr()
+    prepared = workdir / "data/prepared"
+    train, test = (prepared / "train.parquet").read_bytes(), (prepared / "test.parquet").read_bytes()
+    onnx = {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir() if p.is_file()}
+    pd.read_parquet(prepared / "train.parquet").head(20).to_parquet(prepared / "train.parquet", index=False)
+    _fails(capsys, "export", "models/student: trained on other prepared data", "data/prepared/train.parquet changed")
+    assert {p.name: p.read_bytes() for p in (workdir / "models/onnx").iterdir() if p.is_file()} == onnx
+    _fails(capsys, "benchmark", "models/teacher: trained on other prepared data")
+    assert not (workdir / "reports/metrics/benchmark.json").exists()
+    (prepared / "train.parquet").write_bytes(train)
+    pd.read_parquet(prepared / "test.parquet").head(3).to_parquet(prepared / "test.parquet", index=False)
+    _fails(capsys, "benchmark", "eval.json scored another test split than", "test.parquet holds now")
+    (prepared / "test.parquet").write_bytes(test)
