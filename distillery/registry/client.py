@@ -12,11 +12,13 @@ import getpass
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pandas as pd
 
+from distillery.errors import RegistryError
 from distillery.locking import registry_lock
 from distillery.tracking import connect, experiment_id, quiet_mlflow, unavailable_as_transient
 
@@ -29,6 +31,9 @@ MOVE_TAG = TAG + "champion_move"
 ROLLED_BACK = TAG + "rolled_back_at"  # the rollback guard: the gate refuses this version until a manual promotion
 
 
+SHARED_STORES = ("http://", "https://", "postgresql", "mysql", "mssql", "databricks")  # stores teammates share
+
+
 @contextlib.contextmanager
 def connected(root: Path, name: str, lock_timeout_s: Optional[float], lock: str = "file") -> Iterator:
     """A connected ``MlflowClient`` under ``name``'s lock; its URI is ``tracking.tracking_uri(root)``.
@@ -39,6 +44,10 @@ def connected(root: Path, name: str, lock_timeout_s: Optional[float], lock: str 
 
     uri = connect(root)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if lock_timeout_s is not None and lock == "file" and uri.startswith(SHARED_STORES):
+        print(f"registry: register.lock is `file`, which orders registrations on this machine only; with a shared "
+              f"tracking server, set it to a postgresql:// URL so that teammates' registrations wait for each other",
+              file=sys.stderr, flush=True)
     with unavailable_as_transient(uri):
         if lock_timeout_s is None:
             yield client
@@ -300,10 +309,20 @@ def recover(client, name: str, record=None) -> dict:
 NOT_PROMOTED = "passed, not promoted (register.promote is false)"  # the decision: the gate passed, the alias stayed
 
 
+def _named(version: Optional[str]) -> str:
+    return f"v{version}" if version else "none"
+
+
 def apply_decision(client, decision: dict) -> None:
     """The only place a pipeline moves an alias; the last registry call of a registration."""
     name, version = decision["model_name"], decision["version"]
     if decision["decision"] == "promoted":
+        now = aliases(client, name).get("champion")
+        if now != decision["champion_before"]:  # another machine's registration, under another lock, moved it
+            raise RegistryError(
+                f"the champion of {name!r} moved from {_named(decision['champion_before'])} to {_named(now)} while v"
+                f"{version} was gated against the first; nothing was moved: run register again to gate it against "
+                f"the new champion (register.lock `file` orders registrations on one machine only)")
         move_champion(client, name, version, decision["champion_before"])
     elif decision["decision"] in ("rejected", NOT_PROMOTED):
         client.set_registered_model_alias(name, "challenger", version)

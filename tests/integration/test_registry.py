@@ -226,6 +226,31 @@ def test_the_gate_scores_a_champion_on_its_files_never_running_the_code_the_regi
     assert _aliases(project)["champion"] == "2"
 
 
+def test_a_champion_moved_elsewhere_during_the_gate_is_not_overwritten(project, tiny_bert, monkeypatch):
+    """register.lock `file` orders one machine's registrations; a teammate's, on a shared server, can move the champion
+    while this one gates against the old one. The move is refused; the next register gates against the new one."""
+    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
+    _export(project, tiny_bert, shift=1)
+    assert stage.register(_params(project))["decision"] == "rejected"  # B: v2, challenger (A's data)
+    _export(project, tiny_bert, shift=2)
+    _write_test_split(project, make_texts(40, seed=9)["text"].tolist(), shift=2)  # C is right here
+    real_gate = stage.gate
+
+    def gate_while_a_teammate_promotes_v2(*args, **kwargs):
+        decision = real_gate(*args, **kwargs)
+        _client(project).set_registered_model_alias(NAME, "champion", "2")
+        return decision
+
+    monkeypatch.setattr(stage, "gate", gate_while_a_teammate_promotes_v2)
+    with pytest.raises(RegistryError, match="the champion of 'distillery-student' moved from v1 to v2 while v3 was "
+                                            "gated against the first; nothing was moved: run register again"):
+        stage.register(_params(project, min_retention=0.0))
+    assert _aliases(project)["champion"] == "2"
+    monkeypatch.setattr(stage, "gate", real_gate)
+    again = stage.register(_params(project, min_retention=0.0))
+    assert (again["version"], again["champion_before"], again["decision"]) == ("3", "2", "promoted")
+
+
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
     """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
     champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded
