@@ -9,6 +9,7 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence, Union
 
+import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
@@ -77,3 +78,29 @@ def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.
     if not path.is_file():
         raise DataError(f"{path}: prepared split not found; run `python -m distillery prepare` first")
     return pd.read_parquet(path)
+
+
+def stratified_positions(labels, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``size`` rows drawn stratified by ``labels`` (seeded), and of the rest. When a class has one
+    row, which no draw can stratify, that row goes to the rest and the other classes stay stratified (one such
+    class used to turn stratification off for every class); plain random only if even that fails."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    positions = np.arange(len(labels))
+    try:
+        kept, rest = train_test_split(positions, train_size=size, random_state=seed, stratify=labels)
+        return kept, rest
+    except ValueError:
+        pass
+    counts = pd.Series(labels).value_counts()
+    single = np.isin(labels, counts.index[counts < 2].to_numpy())
+    others = positions[~single]
+    if single.any() and 0 < size < len(others):
+        try:
+            kept, rest = train_test_split(others, train_size=size, random_state=seed, stratify=labels[others])
+            return kept, np.concatenate([rest, positions[single]])
+        except ValueError:
+            pass
+    kept, rest = train_test_split(positions, train_size=size, random_state=seed)
+    return kept, rest

@@ -25,7 +25,7 @@ from distillery.hf import check_max_length, count_parameters
 from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
-from distillery.prepared import LABEL, TRAINED_ON, load_labels, load_split, trained_on
+from distillery.prepared import LABEL, TRAINED_ON, load_labels, load_split, stratified_positions, trained_on
 from distillery.reports import write_curves
 from distillery.students.load import student_family
 from distillery.task_types.load import task_type
@@ -68,12 +68,7 @@ def labelled_subset(train: pd.DataFrame, size: Union[int, None], seed: int) -> t
     positions = np.arange(len(train))
     if size is None or size >= len(train):
         return positions, positions[:0]
-    from sklearn.model_selection import train_test_split
-
-    try:
-        kept, rest = train_test_split(positions, train_size=size, random_state=seed, stratify=train[LABEL])
-    except ValueError:  # a class with too few rows to stratify
-        kept, rest = train_test_split(positions, train_size=size, random_state=seed)
+    kept, rest = stratified_positions(train[LABEL].to_numpy(), size, seed)
     missing = sorted(set(train[LABEL].iloc[rest]) - set(train[LABEL].iloc[kept]))
     if missing:
         print(f"distill: warning: the {size} labelled rows (distill.labelled_rows) hold no row of {len(missing)} "

@@ -18,7 +18,7 @@ from distillery.config import SPLITS, DataConfig, Params
 from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
-from distillery.prepared import LABEL, match_keys
+from distillery.prepared import LABEL, match_keys, stratified_positions
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -29,14 +29,12 @@ def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) ->
         return frame, frame.iloc[:0]
     if size <= 0:
         return frame.iloc[:0], frame
-    from sklearn.model_selection import train_test_split  # on use: importing the stage stays fast
+    if not stratify:
+        from sklearn.model_selection import train_test_split  # on use: importing the stage stays fast
 
-    labels = frame[LABEL] if stratify else None
-    try:
-        kept, rest = train_test_split(frame, train_size=size, random_state=seed, stratify=labels)
-    except ValueError:  # a class too small to stratify
-        kept, rest = train_test_split(frame, train_size=size, random_state=seed)
-    return kept, rest
+        return tuple(train_test_split(frame, train_size=size, random_state=seed))
+    kept, rest = stratified_positions(frame[LABEL].to_numpy(), size, seed)
+    return frame.iloc[kept], frame.iloc[rest]
 
 
 def split_frames(frames: dict, cfg: DataConfig, seed: int) -> dict:

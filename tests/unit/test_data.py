@@ -825,3 +825,22 @@ def test_the_data_report_names_the_twenty_commonest_reasons_and_counts_the_rest(
     assert next(iter(reasons.items())) == ("unknown label 'checked by reviewer #0'", 5)
     assert reasons["other reasons (see rejected.csv)"] == 21
     assert len(pd.read_csv(tmp_path / "prepared" / "rejected.csv")) == 45
+
+
+def test_a_class_of_one_row_leaves_the_other_classes_stratified_and_is_the_one_named(tmp_path):
+    """One class of a single row turned stratification off for every class: the refusal then named classes of 27
+    and 14 rows that had drawn no validation row, not the class of one row."""
+    from distillery.prepared import stratified_positions
+
+    labels = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10 + ["lone"])
+    kept, rest = stratified_positions(labels, 6, seed=0)
+    assert sorted(labels[kept]) == ["a", "a", "b", "b", "c", "c"] and "lone" in labels[rest]
+    assert sorted(np.concatenate([kept, rest])) == list(range(31))
+
+    frame = make_texts(300)  # 12 classes of 25 rows, and one of one row
+    frame["sentiment"] = [f"class_{i % 12}" for i in range(300)]
+    frame = pd.concat([frame, pd.DataFrame({"text": ["the only sarcastic text"], "sentiment": ["sarcastic"]})])
+    with pytest.raises(DataError) as refused:
+        prepare(_params(_csv(tmp_path, frame), min_rows_per_class=1), tmp_path / "prepared")
+    message = str(refused.value)
+    assert "split 'validation' has too few rows of 1 of 13 classes ('sarcastic' 0)" in message, message
