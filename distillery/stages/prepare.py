@@ -192,7 +192,11 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     if declared is None and hasattr(rows, "check_number_spellings"):  # a Hub ClassLabel's integers index its names
         rows.check_number_spellings(frames, cfg, where)
     if len(names) < 2:
-        raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more")
+        lists = sum(int(rows.not_scalar(f[cfg.label_column]).sum()) for f in frames.values()) \
+            if hasattr(rows, "not_scalar") else 0
+        raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more"
+                        + (f" ({lists} rows hold a list or object, not one label: multi-label data is not a task "
+                           "Distillery trains; give each row one label)" if lists else ""))
     cleaned, rejected, unlabelled_splits = {}, [], []
     for split, frame in frames.items():
         cleaned[split], bad = rows.clean(frame, cfg, names, declared, where[split])

@@ -844,3 +844,12 @@ def test_a_class_of_one_row_leaves_the_other_classes_stratified_and_is_the_one_n
         prepare(_params(_csv(tmp_path, frame), min_rows_per_class=1), tmp_path / "prepared")
     message = str(refused.value)
     assert "split 'validation' has too few rows of 1 of 13 classes ('sarcastic' 0)" in message, message
+
+
+def test_multi_label_rows_are_refused_saying_so(tmp_path):
+    frame = make_texts(60)
+    frame["sentiment"] = [["positive", "neutral"] if i % 2 else ["negative"] for i in range(60)]
+    frame.to_json(tmp_path / "multi.jsonl", orient="records", lines=True)
+    with pytest.raises(DataError, match=r"found 0 label value\(s\) \[\]; classification needs two or more \(60 rows "
+                                        r"hold a list or object, not one label: multi-label data"):
+        prepare(_params(tmp_path / "multi.jsonl"), tmp_path / "prepared")
