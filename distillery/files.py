@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -26,6 +27,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def private_temp() -> Path:
+    """This user's own directory in the system's temporary one, ``distillery-<uid>``, mode 0700: scratch kept there
+    (checkpoints, a registration's files) is not readable by other local users, nor can they take its predictable
+    names first. One that is not this user's private directory is refused in one line."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = Path(tempfile.gettempdir()) / f"distillery-{uid}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or (hasattr(os, "getuid") and (info.st_uid != uid or info.st_mode & 0o077)):
+        from distillery.errors import EnvironmentFailure
+
+        raise EnvironmentFailure(f"{path}: not a directory of this user's alone (owner uid {info.st_uid}, mode "
+                                 f"{stat.S_IMODE(info.st_mode):o}); remove it, or set TMPDIR to a directory of your own")
+    return path
+
+
 def sweep_scratch(directory: PathLike) -> list[Path]:
     """Remove the scratch files and directories in ``directory`` left by processes that no longer run
     (a SIGKILL skips every clean-up); return what was removed."""
@@ -33,9 +53,11 @@ def sweep_scratch(directory: PathLike) -> list[Path]:
     removed = []
     if not directory.is_dir():
         return removed
+    uid = os.getuid() if hasattr(os, "getuid") else None
     for path in directory.iterdir():
         match = SCRATCH.match(path.name)
-        if match and int(match.group(2)) != os.getpid() and not _alive(int(match.group(2))):
+        if match and int(match.group(2)) != os.getpid() and not _alive(int(match.group(2))) and \
+                (uid is None or path.lstat().st_uid == uid):  # never another user's files (as root, in /tmp)
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
 from distillery.config import Params
-from distillery.files import read_json, scratch_dir, write_json
+from distillery.files import private_temp, read_json, scratch_dir, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_split
 from distillery.students.load import student_family
@@ -88,7 +87,7 @@ def train_and_score(params: Params, inputs, model, dataset, options: Union[dict,
     """Train ``model`` on ``dataset`` (distilled when ``options`` is given), keep its best validation epoch, and
     score it on ``frames["test"]`` and ``frames["validation"]``:
     ``{metric, validation_<metric>, train_seconds, train_examples}``."""
-    with scratch_dir(Path(tempfile.gettempdir()) / f"distillery-seed-{seed}-{tag}") as scratch:
+    with scratch_dir(private_temp() / f"distillery-seed-{seed}-{tag}") as scratch:
         summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                       seed, Path(scratch), distill=options)
     scores = {}

@@ -6,7 +6,6 @@ student or baseline, goes through :func:`fit`.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, TextIO
@@ -17,7 +16,7 @@ import torch
 from distillery import precision
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
-from distillery.files import scratch_dir
+from distillery.files import private_temp, scratch_dir
 from distillery.losses import hidden_state_loss
 from distillery.progress import ProgressLine, progress_interval
 
@@ -152,10 +151,10 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_le
 
 def _checkpoint_dir():
     if world_size() == 1:
-        return scratch_dir(Path(tempfile.gettempdir()) / "distillery-checkpoints")
+        return scratch_dir(private_temp() / "distillery-checkpoints")
     import contextlib
 
-    path = Path(tempfile.gettempdir()) / shared_name("distillery-checkpoints")
+    path = private_temp() / shared_name("distillery-checkpoints")
 
     @contextlib.contextmanager
     def shared():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,7 +23,7 @@ import pandas as pd
 
 from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
-from distillery.files import read_json, scratch_dir, sha256_files, write_json, write_text
+from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, champion_figures,
                                         connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
@@ -69,7 +68,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
 
     # scratch_dir, not TemporaryDirectory: one a SIGKILL leaves behind is swept by the next run
     with connected(root, name, reg.lock_timeout_s, reg.lock) as client, \
-            scratch_dir(Path(tempfile.gettempdir()) / "distillery-register") as tmp:
+            scratch_dir(private_temp() / "distillery-register") as tmp:
         uri = tracking_uri(root)
         exp_id = experiment_id(reg.experiment, root, uri)
         end_stale_runs(client, exp_id, name)  # parent and nested runs of a killed registration

@@ -180,3 +180,27 @@ def test_cli_an_unexpected_exception_keeps_its_traceback_and_exit_1(cli_project)
                           cwd=cli_project, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "IndexError" in proc.stderr
+
+
+def test_scratch_in_the_temporary_directory_is_this_users_alone(tmp_path, monkeypatch):
+    """Checkpoints and a registration's files were kept in /tmp under predictable names, world-readable (0755);
+    another local user could read them, or take the names first. They live in distillery-<uid>, mode 0700."""
+    import os
+    import stat
+    import tempfile
+
+    from distillery.errors import EnvironmentFailure
+    from distillery.files import private_temp, scratch_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    private = private_temp()
+    assert private == tmp_path / f"distillery-{os.getuid()}" and stat.S_IMODE(private.stat().st_mode) == 0o700
+    with scratch_dir(private_temp() / "distillery-register") as scratch:
+        assert Path(scratch).parent == private
+    private.chmod(0o755)  # made by someone else, or opened up: refused, never used
+    with pytest.raises(EnvironmentFailure, match="not a directory of this user's alone .*mode 755.*set TMPDIR"):
+        private_temp()
+    private.rmdir()
+    private.symlink_to(tmp_path)
+    with pytest.raises(EnvironmentFailure, match="not a directory of this user's alone"):
+        private_temp()
