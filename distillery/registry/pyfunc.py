@@ -38,6 +38,44 @@ def request_slices(sizes, max_rows: int, max_characters: int) -> list[slice]:
     return slices
 
 
+# settings of the served model that bound a request, not the model: changing them is not a new model
+SERVING_LIMITS = ("max_rows", "text_characters", "max_characters", "batch_size", "threads")
+# keys older Distillery versions did not write into the served config, newest first, with the value their readers
+# assume (None: any value; the key is new with no older meaning)
+ADDED_KEYS = ((("text_characters", None), ("max_characters", None)), (("truncation_side", "right"),),
+              (("max_rows", None),))
+
+
+def model_hashes(artifacts: dict[str, str], code: tuple = (), scratch: Path = None) -> list[str]:
+    """The served model's identity, then the hashes older versions of Distillery registered the same model under.
+
+    The identity covers the model's files (the ONNX model, the tokenizer) and its config without the serving limits
+    (``SERVING_LIMITS``) or code artifacts (``code``: QA's ``postprocess``), so a new request cap or an edited
+    helper is not a new model. Older versions hashed every artifact file as written then; those hashes are
+    rebuilt from today's config by leaving out the keys added since (``ADDED_KEYS``), so a model registered before an
+    upgrade is still recognised (a rolled-back one stays down, an unchanged one is not registered twice)."""
+    import json
+    import tempfile
+
+    from distillery.files import sha256_files
+
+    config_path = Path(artifacts["config"])
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    files = [path for key, path in artifacts.items() if key != "config" and key not in code]
+    canonical = {k: v for k, v in config.items() if k not in SERVING_LIMITS}
+    hashes = [sha256_files(files, extra=json.dumps(canonical, sort_keys=True))]
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="distillery-hash-") as tmp:
+        older = dict(config)
+        for added in ADDED_KEYS:
+            for key, assumed in added:
+                if key in older and (assumed is None or older[key] == assumed):
+                    del older[key]
+            path = Path(tmp) / config_path.name
+            path.write_text(json.dumps(older, indent=2) + "\n", encoding="utf-8")  # as files.write_json writes it
+            hashes.append(sha256_files([path if key == "config" else value for key, value in artifacts.items()]))
+    return list(dict.fromkeys(hashes))
+
+
 def tokenizer(directory: Path):
     """The student's tokenizer, from its directory. A student of Distillery's own families (BiLSTM, bag of
     embeddings) has a ``config.json`` of a model type transformers does not know: when its tokenizer names its

@@ -29,7 +29,7 @@ from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TA
                                         connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
-from distillery.registry.pyfunc import log_pyfunc, served_process_memory
+from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
 from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves,
@@ -87,7 +87,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
             tags[TAG + "orchestrator_run_id"] = os.environ[ORCHESTRATOR_RUN_ENV]
         artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test)
-        model_sha = sha256_files(list(artifacts.values()))
+        # the model's identity first, then the hashes older Distillery versions registered it under
+        model_shas = model_hashes(artifacts, tuple(getattr(serving, "CODE_ARTIFACTS", {})), Path(tmp))
 
         with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
                               tags=tags) as run:  # tagged at creation: a kill never leaves an untagged run
@@ -104,7 +105,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             for path in write_seen(seen_frames, serving.row_key_columns, Path(tmp)):
                 mlflow.log_artifact(str(path), SEEN_ARTIFACT_DIR)
 
-            existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") == model_sha]
+            existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") in model_shas]
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
             if existing:
                 version = str(existing[-1].version)
@@ -116,7 +117,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
-                    TAG + "model_sha256": model_sha, TAG + "gate": "pending", TAG + "run_id": run_id,
+                    TAG + "model_sha256": model_shas[0], TAG + "gate": "pending", TAG + "run_id": run_id,
                     SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
                     INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,

@@ -251,6 +251,49 @@ def test_a_champion_moved_elsewhere_during_the_gate_is_not_overwritten(project, 
     assert (again["version"], again["champion_before"], again["decision"]) == ("3", "2", "promoted")
 
 
+def test_a_model_registered_by_an_older_distillery_is_still_the_same_model(project, tiny_bert, tmp_path):
+    """An older Distillery hashed every served file, its classifier.json without the keys added since; after an
+    upgrade the same model got a new hash, was registered again and promoted, past the guard of its rolled-back
+    version. The old hash is recognised, and a new request cap is not a new model."""
+    import mlflow
+
+    from distillery.files import sha256_files
+
+    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
+    client = _client(project)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/1", dst_path=str(tmp_path)))
+    files = {path.name: path for path in local.rglob("*") if path.name in ("student.onnx", "tokenizer.json",
+                                                                            "classifier.json")}
+    config = json.loads(files["classifier.json"].read_text())
+    older = {k: v for k, v in config.items() if k not in ("text_characters", "max_characters", "truncation_side")}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old/classifier.json").write_text(json.dumps(older, indent=2) + "\n")  # as the older writer did
+    old_hash = sha256_files([files["student.onnx"], files["tokenizer.json"], tmp_path / "old/classifier.json"])
+    client.set_model_version_tag(NAME, "1", "distillery.model_sha256", old_hash)
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # B: v2
+    assert main(["rollback", "--reason", "A came back wrong"]) == 0 and _aliases(project)["champion"] == "1"
+    assert main(["promote", "2", "--reason", "B after all"]) == 0 and _aliases(project)["champion"] == "2"
+    assert main(["rollback", "--reason", "B is bad"]) == 0 and _aliases(project)["champion"] == "1"
+    # B's files again, registered under v2's recorded hash: v2 it is, and it stays down
+    again = stage.register(_params(project, min_retention=0.0))
+    assert again["version"] == "2" and again["decision"] == "rejected"
+    assert [c["name"] for c in again["checks"] if not c["passed"]] == ["not_rolled_back"]
+    # A's files with other serving limits (a new request cap) are still v1
+    _export(project, tiny_bert, shift=0)
+    _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
+    import distillery.task_types.text_classification.serving as text_serving
+
+    original = text_serving.MAX_CHARACTERS
+    try:
+        text_serving.MAX_CHARACTERS = 12_345
+        assert stage.register(_params(project))["version"] == "1"
+    finally:
+        text_serving.MAX_CHARACTERS = original
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{NAME}'")) == ["1", "2"]
+
+
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
     """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
     champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded
