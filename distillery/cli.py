@@ -229,12 +229,18 @@ def main(argv: Optional[list] = None) -> int:
         parser.error("profile needs a name: python -m distillery profile <name> (a file profiles/<name>.yaml)")
     if args.stage == "params" and args.check:
         from distillery.config import load_params
+        from distillery.config.describe import missing_stage_params
         from distillery.errors import ConfigError
 
         from distillery.model_limits import check_model_limits
 
         try:
             params = load_params(args.params)
+            missing = missing_stage_params(args.params)
+            if missing:
+                raise ConfigError(f"{args.params}: dvc.yaml's stages read {len(missing)} key(s) it lacks (a "
+                                  f"params.yaml from before an upgrade?): {'; '.join(missing)}; add them (`python -m "
+                                  "distillery params` describes each), or DVC stops at the first stage that reads one")
             try:
                 check_model_limits(params)
             except ConfigError as exc:

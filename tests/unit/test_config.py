@@ -1,6 +1,7 @@
 """params.yaml validation: bad values fail at load time, naming the key and the allowed range."""
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -321,6 +322,25 @@ def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"distillery params: error: {path}: unknown key evaluation; allowed keys: ")
     assert error.count("\n") == 1
+
+
+def test_params_check_names_the_keys_dvc_yaml_reads_that_params_yaml_lacks(tmp_path, capsys):
+    """A params.yaml from before an upgrade passed the check; `dvc repro` then retrained the teacher and stopped at
+    teacher_logits with DVC's "Parameters 'teacher.logits_runtime' are missing from 'params.yaml'"."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    path = tmp_path / "params.yaml"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["teacher"]["logits_runtime"], raw["seed"]
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"distillery params: error: {path}: dvc.yaml's stages read 2 key(s) it lacks (a params.yaml from "
+                     "before an upgrade?): seed (built-in default: 42); teacher.logits_runtime (built-in default: "
+                     "\"pytorch\"); add them (`python -m distillery params` describes each), or DVC stops at the first "
+                     "stage that reads one\n")
+    raw["teacher"]["logits_runtime"], raw["seed"] = "auto", 7
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["params", "--check", "--params", str(path)]) == 0
 
 
 @pytest.mark.parametrize("edit, message", [
