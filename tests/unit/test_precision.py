@@ -95,6 +95,11 @@ def test_the_teacher_pass_through_onnx_runtime_caches_the_pytorch_logits_and_say
         assert onnx.shape == pytorch.shape and onnx.dtype == np.float32 and len(onnx) > 0, part
         assert np.abs(onnx - pytorch).max() < 1e-4, part
     assert not list(tmp_path.glob("onnx/*.onnx")), "the ONNX teacher is a temporary file, not an output"
+    # the check's tolerance is the pass's own, not export.fp32_atol: tightening (or loosening, to let the student's
+    # export through) that gate neither changes this pass nor, through dvc.yaml, re-runs it
+    strict = dataclasses.replace(onnx_params, export=dataclasses.replace(onnx_params.export, fp32_atol=1e-12))
+    manifest = teacher_logits(strict, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "strict")
+    assert manifest["runtime"] == "onnxruntime" and manifest["check"]["atol"] == 1e-4
 
 
 def test_an_onnx_teacher_off_pytorch_or_not_exportable_leaves_the_pass_to_pytorch(tmp_path, tiny_bert, monkeypatch,
