@@ -120,7 +120,9 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
             raise RegistryError("promote needs a version: distillery promote <version> --reason '...'")
         result = registry.promote(params, version, reason, other_inputs=other_inputs)
         if not result["changed"]:
-            return f"{result['model_name']} v{result['champion']} is already the champion; nothing changed"
+            return f"{result['model_name']} v{result['champion']} is already the champion; " + (
+                "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
+                else "nothing changed")
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
                 f"(manual promotion recorded in MLflow run {result['run_id']})")
     result = registry.rollback(params, reason)

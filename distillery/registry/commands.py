@@ -119,6 +119,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 set_tags(client, name, current, {TAG + "promotion_reason": reason,
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 client.delete_model_version_tag(name, current, ROLLED_BACK)
+                return {"model_name": name, "champion": current, "changed": False, "lifted_guard": True}
             return {"model_name": name, "champion": current, "changed": False}
         if current is not None and current in known and not other_inputs:
             theirs, ours = version_inputs(name, known[current]), version_inputs(name, known[str(version)])

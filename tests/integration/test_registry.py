@@ -353,7 +353,9 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_fl
     client.set_model_version_tag(NAME, "1", "distillery.rolled_back_at", "2026-12-05T00:54:09")
     client.set_model_version_tag(NAME, "1", "distillery.previous_champion", "2")
     assert recover(client, NAME) == {} and _aliases(project)["champion"] == "1"
+    capsys.readouterr()
     assert main(["promote", "1", "--reason", "settled by hand"]) == 0
+    assert "is already the champion; its rollback guard is lifted" in capsys.readouterr().out
     assert "distillery.rolled_back_at" not in client.get_model_version(NAME, "1").tags
     assert client.get_model_version(NAME, "1").tags["distillery.promotion_reason"] == "settled by hand"
 
