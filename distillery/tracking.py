@@ -171,9 +171,23 @@ def store_root(root: Path) -> Path:
     return root.resolve()
 
 
+# what a sqlite:// URI (and MLflow's file:// artifact paths) read as other than a path: "?" starts its query, and
+# "%2F"-style escapes are decoded
+_NOT_IN_A_URI_PATH = re.compile(r"\?|%[0-9A-Fa-f]{2}")
+
+
 def own_store_uri(root: Path) -> str:
-    """The project's own SQLite store (``mlruns/mlflow.db``), whatever ``MLFLOW_TRACKING_URI`` says."""
-    return f"sqlite:///{(store_root(root) / STORE_DIR / DB_NAME).resolve()}"
+    """The project's own SQLite store (``mlruns/mlflow.db``), whatever ``MLFLOW_TRACKING_URI`` says. A project
+    path a URI cannot carry is refused: with a "?" the store was made outside the project, and shared by every
+    project whose path began the same."""
+    path = (store_root(root) / STORE_DIR / DB_NAME).resolve()
+    if _NOT_IN_A_URI_PATH.search(str(path)):
+        from distillery.errors import ConfigError
+
+        raise ConfigError(f"{path.parent.parent}: a project path holding '?' or a %XX escape cannot be a sqlite:// "
+                          "URI (the store would be made elsewhere); move the project, or set MLFLOW_TRACKING_URI "
+                          "to a store of your own")
+    return f"sqlite:///{path}"
 
 
 def _create_once(uri: str) -> None:

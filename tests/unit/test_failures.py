@@ -204,3 +204,20 @@ def test_scratch_in_the_temporary_directory_is_this_users_alone(tmp_path, monkey
     private.symlink_to(tmp_path)
     with pytest.raises(EnvironmentFailure, match="not a directory of this user's alone"):
         private_temp()
+
+
+@pytest.mark.parametrize("name, refused", [("proj #1 50%?", True), ("q %20x", True), ("proj #1 50% ü", False)])
+def test_a_project_path_a_sqlite_uri_cannot_carry_is_refused(tmp_path, monkeypatch, name, refused):
+    """With a "?" in the project's path the store was made as a file outside the project ("/work/p 50%" for
+    "/work/p 50%?/mlruns/mlflow.db"), shared by the next such project, which then moved the first one's champion."""
+    from distillery.errors import ConfigError
+    from distillery.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = tmp_path / name
+    project.mkdir()
+    if refused:
+        with pytest.raises(ConfigError, match="a project path holding '\\?' or a %XX escape cannot be a sqlite:// URI"):
+            tracking_uri(project)
+    else:
+        assert tracking_uri(project) == f"sqlite:///{project.resolve()}/mlruns/mlflow.db"
