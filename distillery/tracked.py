@@ -5,6 +5,7 @@ package) and Hub ids are not local files and are not checked.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -23,15 +24,17 @@ def local_path(value: Optional[str]) -> Optional[Path]:
     return path if path.exists() or value.startswith((".", "/", "~")) else None
 
 
-def stage_deps(stage: str, root: Union[str, Path]) -> Optional[list[Path]]:
-    """The resolved ``deps`` of ``stage`` in ``root``/dvc.yaml, or None when there is no such stage."""
+def stage_deps(stage: str, root: Union[str, Path], resolve: bool = True) -> Optional[list[Path]]:
+    """The ``deps`` of ``stage`` in ``root``/dvc.yaml, absolute (symbolic links resolved, unless ``resolve`` is
+    false), or None when there is no such stage."""
     path = Path(root) / DVC_FILE
     if not path.is_file():
         return None
     spec = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
     if spec is None:
         return None
-    return [(Path(root) / dep).resolve() for dep in spec.get("deps", [])]
+    return [(Path(root) / dep).resolve() if resolve else Path(os.path.abspath(Path(root) / dep))
+            for dep in spec.get("deps", [])]
 
 
 USER_INPUT_DIRS = ("data/raw", "models/pretrained")  # dvc.yaml deps that hold a user's own data and models
@@ -42,12 +45,15 @@ def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[st
     deps = stage_deps(stage, root)
     if deps is None:
         return
+    as_written = stage_deps(stage, root, resolve=False)
     for key, value in inputs.items():
         path = local_path(value)
-        if path is None:
+        if path is None or not (Path(root) / path).exists():  # a missing file: its reader says "not found"
             continue
-        resolved = (Path(root) / path).resolve()
-        if not any(resolved == dep or dep in resolved.parents for dep in deps):
+        resolved, lexical = (Path(root) / path).resolve(), Path(os.path.abspath(Path(root) / path))
+        # under a dep as written (a symbolic link there to data elsewhere: DVC follows it), or where it really is
+        if not any(resolved == dep or dep in resolved.parents for dep in deps) and \
+                not any(lexical == dep or dep in lexical.parents for dep in as_written):
             # the stage's own place for a user's files: data/raw/ for prepare, models/pretrained/ for the models
             home = next((name for name in USER_INPUT_DIRS if (Path(root) / name).resolve() in deps), "data/raw")
             raise ConfigError(f"{key}: {value} is not under any input of the {stage} stage in {DVC_FILE}, so DVC "

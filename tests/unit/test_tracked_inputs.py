@@ -34,6 +34,20 @@ def test_local_data_outside_the_stage_inputs_is_refused(project, tmp_path_factor
     require_tracked("prepare", {"data.source": "data/raw/tweets.csv"}, project)  # relative to the project
 
 
+def test_a_symbolic_link_under_the_stage_inputs_is_tracked_and_a_missing_file_left_to_its_reader(project, tiny_bert,
+                                                                                                  tmp_path_factory,
+                                                                                                  monkeypatch):
+    """data/raw/tweets.csv or models/pretrained/tiny linking to files elsewhere (a large checkpoint, say) was refused
+    as "not under any input", though it is there and DVC follows the link; a missing file got the same message."""
+    outside = make_csv(tmp_path_factory.mktemp("elsewhere") / "tweets.csv")
+    (project / "data" / "raw" / "tweets.csv").symlink_to(outside)
+    (project / "models" / "pretrained" / "tiny").symlink_to(tiny_bert, target_is_directory=True)
+    monkeypatch.chdir(project)  # stages run from the project's root
+    require_tracked("prepare", {"data.source": "data/raw/tweets.csv"}, project)
+    require_tracked("train_teacher", {"teacher.model": "models/pretrained/tiny"}, project)
+    require_tracked("prepare", {"data.source": str(outside.parent / "no-such.csv")}, project)
+
+
 def test_a_local_teacher_outside_models_pretrained_is_refused(project, tiny_bert):
     with pytest.raises(ConfigError, match=r"^teacher.model: .* is not under any input of the train_teacher stage"):
         require_tracked("train_teacher", {"teacher.model": str(tiny_bert)}, project)
