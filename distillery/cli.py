@@ -158,7 +158,9 @@ def _store() -> str:
 def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     """A one-line error of the right class for a few well-known causes of an unexpected exception, else None.
 
-    - no space left on device (``OSError`` ENOSPC): ``EnvironmentFailure`` naming the path (exit 4, not retried);
+    - no space left on device (``OSError`` ENOSPC or EDQUOT, or a library's error saying so), a read-only file
+      system, a file-size limit or a permission refused (EROFS, EFBIG, EACCES, EPERM): ``EnvironmentFailure``
+      naming the path (exit 4, not retried);
     - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
     - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
       (exit 3, retried).
@@ -170,12 +172,21 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     causes = _causes(exc)
     texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)
     for cause in causes:
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            path = cause.filename or cause.filename2
+        full = (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            "No space left on device" in str(cause) or "os error 28" in str(cause)  # safetensors' (Rust) error too
+        if full:
+            path = getattr(cause, "filename", None) or getattr(cause, "filename2", None)
             where = (f"writing {path}" if path else
                      f"writing under {Path.cwd()} ({shutil.disk_usage(Path.cwd()).free / 1e6:.0f} MB free)")
-            return EnvironmentFailure(f"no space left on device {where}; free some space and run the stage again "
-                                      "(nothing was retried)")
+            what = "disk quota exceeded" if getattr(cause, "errno", None) == errno.EDQUOT else "no space left on device"
+            return EnvironmentFailure(f"{what} {where}; free some space and run the stage again (nothing was "
+                                      "retried)")
+        if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM):
+            path = cause.filename or cause.filename2 or Path.cwd()
+            why = {errno.EROFS: "cannot write {}: the file system is read-only",
+                   errno.EFBIG: "cannot write {}: the file grew past this process's size limit (ulimit -f)"}.get(
+                cause.errno, "cannot use {}: permission denied").format(path)
+            return EnvironmentFailure(f"{why}; fix it and run the stage again (nothing was retried)")
     if "database or disk is full" in texts:
         return EnvironmentFailure(f"the SQLite store {_store()} cannot grow (database or disk is full); free some "
                                   "space and run the stage again (nothing was retried)")

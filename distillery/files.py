@@ -117,11 +117,7 @@ def write_json(path: PathLike, payload: Any) -> None:
 
     if not is_main():
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _write_atomically(Path(path), json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -130,11 +126,19 @@ def write_text(path: PathLike, text: str) -> None:
 
     if not is_main():
         return
-    path = Path(path)
+    _write_atomically(Path(path), text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it, which a failed write (a full disk) removes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: PathLike, produced_by: str = "") -> Any:
@@ -144,7 +148,14 @@ def read_json(path: PathLike, produced_by: str = "") -> Any:
         from distillery.errors import DistilleryError
 
         raise DistilleryError(f"{path}: not found; run `dvc repro {produced_by}` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # cut short (a full disk), or edited by hand
+        from distillery.errors import DistilleryError
+
+        raise DistilleryError(f"{path}: not valid JSON ({exc}); " + (
+            f"run `dvc repro {produced_by}` again" if produced_by else "restore it, or run the stage that writes it")
+        ) from None
 
 
 def _json_default(value: Any) -> Any:

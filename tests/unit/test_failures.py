@@ -132,6 +132,26 @@ def test_cli_no_space_left_is_one_line_naming_the_path_exit_4(cli_project, monke
     _cli_fails(monkeypatch, capsys, named, 4, f"no space left on device writing {cli_project / 'models' / 'teacher'}")
 
 
+def test_cli_a_full_disk_in_a_library_a_read_only_tree_and_a_file_size_limit_are_one_line_exit_4(cli_project,
+                                                                                                  monkeypatch, capsys):
+    """safetensors said "No space left on device (os error 28)" in an exception of its own (a traceback, exit 1);
+    a read-only models/ (EROFS) and `ulimit -f` (EFBIG) gave tracebacks too."""
+    class SafetensorError(Exception):
+        pass
+
+    def safetensors_full():
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No "
+                              "space left on device\" })")
+    _cli_fails(monkeypatch, capsys, safetensors_full, 4, "no space left on device writing under")
+    target = str(cli_project / "models" / "student")
+    for number, said in ((30, f"cannot write {target}: the file system is read-only"),
+                         (27, f"cannot write {target}: the file grew past this process's size limit (ulimit -f)"),
+                         (13, f"cannot use {target}: permission denied")):
+        def refused(number=number):
+            raise OSError(number, os.strerror(number), target)
+        _cli_fails(monkeypatch, capsys, refused, 4, said, "nothing was retried")
+
+
 def test_cli_a_store_that_is_not_a_database_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):
     store = cli_project / "mlruns" / "mlflow.db"
 
@@ -221,3 +241,28 @@ def test_a_project_path_a_sqlite_uri_cannot_carry_is_refused(tmp_path, monkeypat
             tracking_uri(project)
     else:
         assert tracking_uri(project) == f"sqlite:///{project.resolve()}/mlruns/mlflow.db"
+
+
+def test_a_failed_report_write_leaves_no_half_file_and_a_cut_json_is_named(tmp_path, monkeypatch):
+    """(ulimit -f 1; evaluate) left reports/metrics/.eval.json.tmp-<pid>, 1 KB of cut JSON, one more each time; and a
+    cut labels.json or benchmark.json stopped the next stage with a JSONDecodeError traceback."""
+    from distillery.errors import DistilleryError
+    from distillery.files import read_json, write_json
+
+    target = tmp_path / "reports" / "eval.json"
+    write_json(target, {"accuracy": 0.5})
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real(self, text[:10], *args, **kwargs)
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        write_json(target, {"accuracy": 0.75, "rows": list(range(100))})
+    monkeypatch.undo()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["eval.json"]
+    assert read_json(target) == {"accuracy": 0.5}
+    target.write_text('{"accuracy": 0.')
+    with pytest.raises(DistilleryError, match=r"eval.json: not valid JSON \(.*\); run `dvc repro evaluate` again"):
+        read_json(target, "evaluate")
