@@ -103,10 +103,21 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
         raise CacheError(f"{logits_dir} is stale: {', '.join(stale)} changed since the teacher logits were cached; "
                          "run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)")
     parts = [*PARTS, AUGMENTED] if AUGMENTED in manifest["rows"] else list(PARTS)
-    cached = {part: np.load(logits_dir / f"{part}.npy") for part in parts}
+    cached = {}
+    for part in parts:
+        path = logits_dir / f"{part}.npy"
+        try:
+            cached[part] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # cut short (a full disk, a kill), or overwritten
+            raise CacheError(f"{path}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+                             "); run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)") from None
     counts = manifest.get("outputs", manifest["rows"])  # outputs per part, when they are not one per row
     for part, logits in cached.items():
         if len(logits) != counts[part]:
             raise CacheError(f"{logits_dir / (part + '.npy')}: {len(logits)} rows, manifest says "
                              f"{counts[part]}; run `dvc repro teacher_logits`")
+        finite = np.isfinite(logits) | (logits <= -1e3) if logits.dtype.kind == "f" else np.ones(1, dtype=bool)
+        if not finite.all():  # QA pads with -1e4, never NaN: a NaN or +inf is a broken teacher or a broken file
+            raise CacheError(f"{logits_dir / (part + '.npy')}: holds values that are not finite numbers (NaN or "
+                             "infinity); the teacher's pass broke or the file did: run `dvc repro teacher_logits`")
     return cached

@@ -77,7 +77,11 @@ def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.
     path = Path(prepared_dir) / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{path}: prepared split not found; run `python -m distillery prepare` first")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: a file cut short or overwritten
+        raise DataError(f"{path}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+                        "run `python -m distillery prepare` (or `dvc repro prepare`) again") from None
 
 
 def stratified_positions(labels, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -76,3 +76,28 @@ def test_the_teacher_pass_reports_progress_per_part(tmp_path, tiny_bert, monkeyp
         f"teacher on {rows['train']} train rows", f"teacher on {rows['transfer']} transfer rows",
         f"teacher on {rows['validation']} validation rows"]
     assert all(": batch 1/1 (100%), " in line for line in lines)
+
+
+def test_a_cut_or_broken_cache_file_and_a_cut_split_are_named_in_one_line(cached):
+    """A truncated train.npy stopped distill with numpy's "Failed to read all data" traceback, NaN logits of the
+    right size as "training diverged ... lower the learning rate", a truncated train.parquet with ArrowInvalid."""
+    from distillery.errors import DataError
+    from distillery.prepared import load_split
+
+    _, root, _ = cached
+    path = root / "logits" / "train.npy"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CacheError, match=r"train.npy: unreadable \(.*\); run `dvc repro teacher_logits`"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+    logits = np.load(root / "logits" / "validation.npy")
+    np.save(path, np.full((60, 3), np.nan, dtype=np.float32))
+    with pytest.raises(CacheError, match=r"train.npy: holds values that are not finite numbers"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+    path.write_bytes(whole)
+    assert len(logits) and load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)["train"].shape \
+        == (60, 3)
+    split = root / "prepared" / "test.parquet"
+    split.write_bytes(split.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"test.parquet: unreadable \(.*\); run `python -m distillery prepare`"):
+        load_split("test", root / "prepared")
