@@ -143,7 +143,8 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
         return check("champion", False, compared, floor,
                      f"only {compared} test rows to compare with champion v{champion['version']}{seen}, fewer than "
                      f"register.gate.min_compare_rows ({floor}): {metric} {ours:.4f} vs {theirs:.4f} cannot replace "
-                     f"it; choose with `distillery promote <version> --reason ...`")
+                     f"it; choose with `distillery promote <version> --reason ...`, or lower the key if so few rows "
+                     f"are enough for you")
     if same_rows:
         where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
                  f"champion v{champion['version']} did not train, validate or distill on"
