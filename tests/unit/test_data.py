@@ -788,6 +788,9 @@ def test_labels_keep_their_spelling_when_it_is_a_code_and_numbers_their_own_prec
     assert label_key(np.float32(0.1)) == label_key("0.1") == label_key(0.1) == "0.1"
     assert label_key(100000.0) == "100000" and label_key(1e-7) == "0.0000001"  # numbers read as numbers: by value
     assert label_key("7" * 5000) == "7" * 5000 and label_key("1e5000") == "1e5000"
+    # invisible characters at either end are not part of a label; a zero-width joiner inside an emoji is
+    assert label_key("pos\u200b") == label_key("\ufeffpos ") == "pos"
+    assert label_key("\U0001F468\u200d\U0001F469") == "\U0001F468\u200d\U0001F469"
 
 
 def test_rows_of_empty_fields_are_skipped_as_blank_lines_and_a_repeated_column_name_is_refused(tmp_path):

@@ -58,6 +58,17 @@ def _missing(value) -> bool:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+def _strip_invisible(text: str) -> str:
+    """``text`` without white space or invisible format characters (a zero-width space, a byte-order mark) at
+    either end: "pos" and "pos\u200b" are one label (inside a label, a zero-width joiner of an emoji stays)."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]
+
+
 def label_keys(column: pd.Series) -> pd.Series:
     """:func:`label_key` of each value; a float32 (or float16) column's values as numpy scalars (``map`` hands
     them over as Python floats, whose spelling is float64's: 0.10000000149011612)."""
@@ -79,8 +90,8 @@ def label_key(value) -> str:
         return "true" if value else "false"
     # a numpy float as numpy writes it: the shortest spelling at its own precision (float32 0.1 is "0.1", where
     # Python's float of it is 0.10000000149011612)
-    text = unicodedata.normalize("NFC", str(value) if isinstance(value, np.floating) else
-                                 str(value.item() if hasattr(value, "item") else value)).strip()
+    text = _strip_invisible(unicodedata.normalize("NFC", str(value) if isinstance(value, np.floating) else
+                                                  str(value.item() if hasattr(value, "item") else value)))
     if text.lower() in ("true", "false"):
         return text.lower()
     if _INTEGER.fullmatch(text):
