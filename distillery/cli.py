@@ -136,8 +136,9 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
                f"models:/{result['model_name']}@champion must change back" if changed else ""))
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (``raise ... from``, the exception being handled, SQLAlchemy's ``orig``)."""
+def _causes(exc: BaseException, context: bool = True) -> list[BaseException]:
+    """``exc`` and what it wraps (``raise ... from``, SQLAlchemy's ``orig`` and, with ``context``, the exception
+    being handled when it was raised)."""
     seen: list[BaseException] = []
     todo = [exc]
     while todo and len(seen) < 20:
@@ -145,7 +146,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
         if item is None or any(item is s for s in seen):
             continue
         seen.append(item)
-        todo += [item.__cause__, item.__context__, getattr(item, "orig", None)]
+        todo += [item.__cause__, item.__context__ if context else None, getattr(item, "orig", None)]
     return [item for item in seen if isinstance(item, BaseException)]
 
 
@@ -172,8 +173,8 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     causes = _causes(exc)
     texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)
     for cause in causes:
-        full = (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or \
-            "No space left on device" in str(cause) or "os error 28" in str(cause)  # safetensors' (Rust) error too
+        full = (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            type(cause).__name__ == "SafetensorError" and "No space left on device" in str(cause))  # Rust's error
         if full:
             path = getattr(cause, "filename", None) or getattr(cause, "filename2", None)
             where = (f"writing {path}" if path else
@@ -181,8 +182,12 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
             what = "disk quota exceeded" if getattr(cause, "errno", None) == errno.EDQUOT else "no space left on device"
             return EnvironmentFailure(f"{what} {where}; free some space and run the stage again (nothing was "
                                       "retried)")
-        if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM):
-            path = cause.filename or cause.filename2 or Path.cwd()
+    # raised by the failure itself or wrapping it (not an unrelated bug raised while handling one), with a path to
+    # name (os.kill's EPERM has none: that stays a traceback)
+    for cause in _causes(exc, context=False):
+        if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM) and \
+                (cause.filename or cause.filename2):
+            path = cause.filename or cause.filename2
             why = {errno.EROFS: "cannot write {}: the file system is read-only",
                    errno.EFBIG: "cannot write {}: the file grew past this process's size limit (ulimit -f)"}.get(
                 cause.errno, "cannot use {}: permission denied").format(path)

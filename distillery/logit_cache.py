@@ -108,6 +108,8 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
         path = logits_dir / f"{part}.npy"
         try:
             cached[part] = np.load(path, allow_pickle=False)
+        except PermissionError:
+            raise  # not a broken file: running the pass again would not help
         except (OSError, ValueError, EOFError) as exc:  # cut short (a full disk, a kill), or overwritten
             raise CacheError(f"{path}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
                              "); run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)") from None

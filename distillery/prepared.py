@@ -79,6 +79,8 @@ def load_split(split: str, prepared_dir: Union[str, Path] = PREPARED_DIR) -> pd.
         raise DataError(f"{path}: prepared split not found; run `python -m distillery prepare` first")
     try:
         return pd.read_parquet(path)
+    except PermissionError:
+        raise  # not a broken file: running prepare again would not help
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: a file cut short or overwritten
         raise DataError(f"{path}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
                         "run `python -m distillery prepare` (or `dvc repro prepare`) again") from None

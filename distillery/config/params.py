@@ -35,7 +35,7 @@ class Params:
                                                                                  "evaluate")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="read by `python -m distillery sweep`, "
                                                                         "not by any DVC stage")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="read by export (opset and fp32_atol also by "
+    export: ExportConfig = Field(default_factory=ExportConfig, description="read by export (opset also by "
                                                                           "teacher_logits)")
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig, description="read by benchmark")
     register: RegisterConfig = Field(default_factory=RegisterConfig, description="read by register")

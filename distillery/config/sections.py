@@ -154,7 +154,7 @@ class TeacherConfig:
                             "bf16 (bfloat16 autocast) | auto (bf16 where the hardware computes it natively)")
     logits_runtime: Literal["pytorch", "onnxruntime", "auto"] = Field(
         "pytorch", description="what runs the teacher's pass in teacher_logits: pytorch | onnxruntime (the teacher "
-                               "exported to ONNX, fp32, checked against PyTorch within export.fp32_atol on the first "
+                               "exported to ONNX, fp32, checked against PyTorch within 1e-4 on the first "
                                "batch) | auto (onnxruntime where the pass is fp32, pytorch where it is bf16)")
     cnn: ImageCnnConfig = Field(default_factory=ImageCnnConfig,
                                 description="with model: scratch:cnn (image_classification); the teacher CNN's sizes")

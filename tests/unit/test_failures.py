@@ -150,6 +150,17 @@ def test_cli_a_full_disk_in_a_library_a_read_only_tree_and_a_file_size_limit_are
         def refused(number=number):
             raise OSError(number, os.strerror(number), target)
         _cli_fails(monkeypatch, capsys, refused, 4, said, "nothing was retried")
+    # no path to name (os.kill's EPERM), or a bug raised while one was handled: not this failure
+    from distillery.cli import known_cause
+
+    assert known_cause(PermissionError(1, "Operation not permitted")) is None
+    try:
+        try:
+            raise PermissionError(13, "Permission denied", target)
+        except PermissionError:
+            {}["missing"]
+    except KeyError as bug:
+        assert known_cause(bug) is None
 
 
 def test_cli_a_store_that_is_not_a_database_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):
