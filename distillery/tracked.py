@@ -50,15 +50,35 @@ def require_tracked(stage: str, inputs: dict[str, Optional[str]], root: Union[st
         path = local_path(value)
         if path is None or not (Path(root) / path).exists():  # a missing file: its reader says "not found"
             continue
-        resolved, lexical = (Path(root) / path).resolve(), Path(os.path.abspath(Path(root) / path))
-        # under a dep as written (a symbolic link there to data elsewhere: DVC follows it), or where it really is
-        if not any(resolved == dep or dep in resolved.parents for dep in deps) and \
-                not any(lexical == dep or dep in lexical.parents for dep in as_written):
+        resolved, given = (Path(root) / path).resolve(), Path(root) / path
+        linked = _linked_file(given, as_written)
+        if linked is not None and not linked.is_file():
+            raise ConfigError(f"{key}: {value} goes through {linked}, a symbolic link to a directory, whose files DVC "
+                              f"does not hash, so it would not notice when they change; copy the directory in (or "
+                              f"link its files one by one)")
+        # where it really is, or a link to a file placed in a dep (DVC follows a link to a file)
+        if not any(resolved == dep or dep in resolved.parents for dep in deps) and linked is None:
             # the stage's own place for a user's files: data/raw/ for prepare, models/pretrained/ for the models
             home = next((name for name in USER_INPUT_DIRS if (Path(root) / name).resolve() in deps), "data/raw")
             raise ConfigError(f"{key}: {value} is not under any input of the {stage} stage in {DVC_FILE}, so DVC "
                               f"would not notice when it changes; move it under {home}/ (or add it to the deps "
                               f"of {stage} in {DVC_FILE})")
+
+
+def _linked_file(given: Path, deps: list[Path]) -> Optional[Path]:
+    """The symbolic link on the way from a dep (as written) down to ``given``, if there is one: the link itself
+    when it is the last part (DVC hashes the file it points to), or the first linked directory on the way (whose
+    files DVC does not hash); None when ``given`` lies under no dep as written, goes up with "..", or has no link."""
+    lexical = Path(os.path.abspath(given))
+    dep = next((d for d in deps if lexical == d or d in lexical.parents), None)
+    if dep is None or ".." in given.parts:
+        return None
+    step = dep
+    for part in lexical.relative_to(dep).parts:
+        step = step / part
+        if step.is_symlink():
+            return step
+    return None
 
 
 UPSTREAM_OF_DISTILL = ("prepare", "train_teacher", "teacher_logits")

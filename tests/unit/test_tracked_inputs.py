@@ -41,11 +41,20 @@ def test_a_symbolic_link_under_the_stage_inputs_is_tracked_and_a_missing_file_le
     as "not under any input", though it is there and DVC follows the link; a missing file got the same message."""
     outside = make_csv(tmp_path_factory.mktemp("elsewhere") / "tweets.csv")
     (project / "data" / "raw" / "tweets.csv").symlink_to(outside)
-    (project / "models" / "pretrained" / "tiny").symlink_to(tiny_bert, target_is_directory=True)
     monkeypatch.chdir(project)  # stages run from the project's root
     require_tracked("prepare", {"data.source": "data/raw/tweets.csv"}, project)
-    require_tracked("train_teacher", {"teacher.model": "models/pretrained/tiny"}, project)
     require_tracked("prepare", {"data.source": str(outside.parent / "no-such.csv")}, project)
+    # a link to a directory: DVC does not hash the files under it, so a changed checkpoint would go unnoticed
+    (project / "models" / "pretrained" / "tiny").symlink_to(tiny_bert, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"^teacher.model: models/pretrained/tiny goes through .*models/pretrained/"
+                                          r"tiny, a symbolic link to a directory, whose files DVC does not hash"):
+        require_tracked("train_teacher", {"teacher.model": "models/pretrained/tiny"}, project)
+    (project / "data" / "raw" / "linked").symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(ConfigError, match="a symbolic link to a directory"):
+        require_tracked("prepare", {"data.source": "data/raw/linked/tweets.csv"}, project)
+    # up and out through a link's "..": judged by where it really is (outside)
+    with pytest.raises(ConfigError, match="is not under any input of the prepare stage"):
+        require_tracked("prepare", {"data.source": f"data/raw/linked/../{outside.parent.name}/tweets.csv"}, project)
 
 
 def test_a_local_teacher_outside_models_pretrained_is_refused(project, tiny_bert):
