@@ -311,6 +311,24 @@ def test_a_negative_answer_start_is_rejected_even_where_a_slice_from_the_end_mat
     assert kept["id"].tolist() == ["end", "start"]
 
 
+def test_a_context_longer_than_the_served_model_takes_is_a_rejected_row(tmp_path, monkeypatch):
+    """The gate scores the test split through the served model, which refuses a request over max_characters: a longer
+    test row passed evaluate, then stopped register with a traceback."""
+    from distillery.task_types.question_answering import columns
+    from distillery.task_types.question_answering import serving as qa_serving
+
+    monkeypatch.setattr(rows, "MAX_CHARACTERS", 100)
+    assert columns.MAX_CHARACTERS == qa_serving.MAX_CHARACTERS == 1_000_000  # the served cap is prepare's
+    long = "The answer is 42. " + "More words follow here. " * 10
+    rows_in = [{"id": "short", "context": long[:60]}, {"id": "long", "context": long}]
+    (tmp_path / "long.jsonl").write_text("\n".join(json.dumps(r | {
+        "title": "t", "question": "What is it?", "answers": {"text": ["42"], "answer_start": [14]}}) for r in rows_in))
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "long.jsonl"), "long")
+    assert [(r["row"], r["reason"]) for r in rejected] == [
+        ("line 2", "question and context longer than 100 characters, more than the served model takes in a request")]
+    assert kept["id"].tolist() == ["short"]
+
+
 def test_squad_json_of_the_wrong_shape_is_named_by_place_and_a_null_answers_is_no_answer(tmp_path):
     document = make_squad_document(articles=2, paragraphs=1, questions=2, seed=4)
     for change, message in (

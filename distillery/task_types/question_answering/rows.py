@@ -21,8 +21,8 @@ import pandas as pd
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
 from distillery.sources import check_training_rows_left, split_source
-from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
-                                                               TITLE)
+from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, MAX_CHARACTERS,
+                                                              QUESTION, TITLE)
 from distillery.task_types.question_answering.reading import WHERE, absent, read_frames
 
 LABELS = ["start", "end"]  # what the model outputs per token; labels.json and the registry's label check
@@ -69,6 +69,9 @@ def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
             reasons.append("empty context")
         elif not isinstance(context, str):
             reasons.append(f"the context is {_json_kind(context)}, not text")
+        elif len(question) + len(context) > MAX_CHARACTERS:  # the served model would refuse it, the gate too
+            reasons.append(f"question and context longer than {MAX_CHARACTERS:,} characters, more than the served "
+                           "model takes in a request")
         elif len(texts) == 0 or len(texts) != len(starts):
             reasons.append("no answer")
         elif not all(isinstance(t, str) for t in texts):

@@ -15,14 +15,13 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.registry import pyfunc
 from distillery.task_types.question_answering import postprocess
-from distillery.task_types.question_answering.columns import ANSWER_TEXTS, CONTEXT, QUESTION
+from distillery.task_types.question_answering.columns import ANSWER_TEXTS, CONTEXT, MAX_CHARACTERS, QUESTION
 from distillery.task_types.question_answering.squad import squad_metrics
 
 MODEL_CLASS = "OnnxQuestionAnswerer"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "question_answerer.py"
 CODE_ARTIFACTS = {"postprocess": str(Path(postprocess.__file__).resolve())}  # artifacts that are code: ours, always
 MAX_ROWS = 1000  # questions per predict call (one HTTP request)
-MAX_CHARACTERS = 4_000_000  # characters of questions and contexts per predict call; more is refused with a 400
 METRICS = ("f1", "exact_match")  # the gate's figures: the primary (retention, champion) first
 INPUTS = [QUESTION, CONTEXT]
 
