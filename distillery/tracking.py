@@ -150,7 +150,7 @@ def connect(root: Path) -> str:
             os.environ.pop(key, None)
     if uri.startswith("sqlite:///"):
         _create_once(uri)
-        if uri == own_store_uri(root):
+        if uri == own_store_uri(root, check=False):
             from distillery.mlflow_store import relocate_store
 
             relocate_store(store_root(root))
@@ -176,12 +176,12 @@ def store_root(root: Path) -> Path:
 _NOT_IN_A_URI_PATH = re.compile(r"\?|%[0-9A-Fa-f]{2}")
 
 
-def own_store_uri(root: Path) -> str:
+def own_store_uri(root: Path, check: bool = True) -> str:
     """The project's own SQLite store (``mlruns/mlflow.db``), whatever ``MLFLOW_TRACKING_URI`` says. A project
-    path a URI cannot carry is refused: with a "?" the store was made outside the project, and shared by every
-    project whose path began the same."""
+    path a URI cannot carry is refused (unless ``check`` is false: to compare with another URI): with a "?" the
+    store was made outside the project, and shared by every project whose path began the same."""
     path = (store_root(root) / STORE_DIR / DB_NAME).resolve()
-    if _NOT_IN_A_URI_PATH.search(str(path)):
+    if check and _NOT_IN_A_URI_PATH.search(str(path)):
         from distillery.errors import ConfigError
 
         raise ConfigError(f"{path.parent.parent}: a project path holding '?' or a %XX escape cannot be a sqlite:// "

@@ -180,6 +180,18 @@ def model_on_own_code(name: str, version: str, serving, scratch: Path):
     return serving.load_code_model({**artifacts, **getattr(serving, "CODE_ARTIFACTS", {})})
 
 
+def guard_of_same_weights(known: list, weights: list[str]) -> dict:
+    """The rollback guard of a version with the same weights (``weights``: their identity, then the hashes older
+    Distillery versions recorded for them), for a new version of that model: rolled back by hand, it stays down
+    when newer code serves it."""
+    for version in known:
+        same = version.tags.get(TAG + "weights_sha256") == weights[0] or \
+            (TAG + "weights_sha256" not in version.tags and version.tags.get(TAG + "model_sha256") in weights[1:])
+        if same and ROLLED_BACK in version.tags:
+            return {ROLLED_BACK: version.tags[ROLLED_BACK]}
+    return {}
+
+
 def set_tags(client, name: str, version: str, tags: dict) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))

@@ -43,17 +43,18 @@ SERVING_LIMITS = ("max_rows", "text_characters", "max_characters", "batch_size",
 # keys older Distillery versions did not write into the served config, newest first, with the value their readers
 # assume (None: any value; the key is new with no older meaning)
 ADDED_KEYS = ((("text_characters", None), ("max_characters", None)), (("truncation_side", "right"),),
-              (("max_rows", None),))
+              (("pixel_min", None),), (("max_rows", None),))
 
 
 def model_hashes(artifacts: dict[str, str], code: tuple = (), scratch: Path = None) -> list[str]:
-    """The served model's identity, then the hashes older versions of Distillery registered the same model under.
+    """The identity of the served model's weights, then the hashes older versions of Distillery registered the same
+    weights under.
 
     The identity covers the model's files (the ONNX model, the tokenizer) and its config without the serving limits
-    (``SERVING_LIMITS``) or code artifacts (``code``: QA's ``postprocess``), so a new request cap or an edited
-    helper is not a new model. Older versions hashed every artifact file as written then; those hashes are
+    (``SERVING_LIMITS``) or code artifacts (``code``: QA's ``postprocess``): a new request cap or newer serving
+    code serves the same weights. Older versions hashed every artifact file as written then; those hashes are
     rebuilt from today's config by leaving out the keys added since (``ADDED_KEYS``), so a model registered before an
-    upgrade is still recognised (a rolled-back one stays down, an unchanged one is not registered twice)."""
+    upgrade is still recognised (a rolled-back one stays down under newer code)."""
     import json
     import tempfile
 
@@ -63,7 +64,7 @@ def model_hashes(artifacts: dict[str, str], code: tuple = (), scratch: Path = No
     config = json.loads(config_path.read_text(encoding="utf-8"))
     files = [path for key, path in artifacts.items() if key != "config" and key not in code]
     canonical = {k: v for k, v in config.items() if k not in SERVING_LIMITS}
-    hashes = [sha256_files(files, extra=json.dumps(canonical, sort_keys=True))]
+    hashes = [sha256_files(files, extra=json.dumps(canonical, sort_keys=True)), sha256_files(list(artifacts.values()))]
     with tempfile.TemporaryDirectory(dir=scratch, prefix="distillery-hash-") as tmp:
         older = dict(config)
         for added in ADDED_KEYS:

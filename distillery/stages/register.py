@@ -25,7 +25,8 @@ from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
-from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, champion_figures,
+from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion,
+                                        champion_figures, guard_of_same_weights, model_on_own_code,
                                         connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
 from distillery.registry.gate import decide, latency, teacher_latency
@@ -87,8 +88,12 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
             tags[TAG + "orchestrator_run_id"] = os.environ[ORCHESTRATOR_RUN_ENV]
         artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test)
-        # the model's identity first, then the hashes older Distillery versions registered it under
-        model_shas = model_hashes(artifacts, tuple(getattr(serving, "CODE_ARTIFACTS", {})), Path(tmp))
+        # the served model, exactly (its files and its code): the same is never registered twice. Its weights'
+        # identity (its ONNX file, tokenizer and settings, not its request limits or code), then the hashes older
+        # Distillery versions registered the same weights under: a rolled-back model served by newer code is
+        # still the rolled-back model
+        served_sha = sha256_files([*artifacts.values(), serving.MODEL_CODE])
+        weights = model_hashes(artifacts, tuple(getattr(serving, "CODE_ARTIFACTS", {})), Path(tmp))
 
         with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
                               tags=tags) as run:  # tagged at creation: a kill never leaves an untagged run
@@ -105,7 +110,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             for path in write_seen(seen_frames, serving.row_key_columns, Path(tmp)):
                 mlflow.log_artifact(str(path), SEEN_ARTIFACT_DIR)
 
-            existing = [v for v in versions(client, name) if v.tags.get(TAG + "model_sha256") in model_shas]
+            known = versions(client, name)
+            existing = [v for v in known if v.tags.get(TAG + "model_sha256") == served_sha]
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
             if existing:
                 version = str(existing[-1].version)
@@ -117,9 +123,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
-                    TAG + "model_sha256": model_shas[0], TAG + "gate": "pending", TAG + "run_id": run_id,
-                    SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
-                    INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
+                    TAG + "model_sha256": served_sha, TAG + "weights_sha256": weights[0], TAG + "gate": "pending",
+                    TAG + "run_id": run_id, SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
+                    INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)),
+                    **guard_of_same_weights(known, weights), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
                             deployment, artifacts, run_id, Path(tmp))
             decision["served_process"] = served_process_memory(
@@ -153,16 +160,15 @@ def summary(result: dict) -> str:
 
 def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
          evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str, scratch: Path) -> dict:
-    """Score the candidate through its registered pyfunc, run the checks and tag the version. The champion
+    """Score the candidate on its registered files, run the checks and tag the version. The champion
     is compared on the test rows it did not see (``distillery/registry/seen.py``), the candidate too.
 
     Moves no alias: ``apply_decision`` does that, last."""
-    import mlflow
-
+    # the registered version's files, read by this Distillery's serving code (never the code file the registry
+    # holds: a version registered before may be scored again, and the store may have been written to since)
+    served = model_on_own_code(name, version, serving, scratch / "candidate")
     with quiet_mlflow():
-        # packaged from this environment a moment ago: the requirement check (~4 s) has nothing to find
-        served = mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True)
-        figures = serving.score(served.predict, test, labels)
+        figures = serving.score(lambda frame: served.predict(None, frame), test, labels)
     primary, secondary = serving.METRICS  # accuracy, macro_f1 for text classification; f1, exact_match for QA
     teacher_accuracy = evaluation["teacher"][primary]
     grid = benchmark.get("grid", {})  # inputs without a sequence length (images): the benchmark's one cell length
@@ -194,7 +200,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                 same = test[fresh].reset_index(drop=True)
                 figures_before = champion_figures(name, current, same, labels, "", serving, scratch)
                 with quiet_mlflow():
-                    figures_before["candidate"] = serving.score(served.predict, same, labels)
+                    figures_before["candidate"] = serving.score(lambda frame: served.predict(None, frame), same, labels)
             else:
                 figures_before = champion_figures(name, current, test, labels, test_sha, serving, scratch)
         except Exception as exc:  # an unscoreable champion (or unreadable rows) fails the check; it never lets a

@@ -206,6 +206,8 @@ def test_the_gate_scores_a_champion_on_its_files_never_running_the_code_the_regi
     marker = tmp_path / "ran"
     (code,) = list((project / "mlruns").rglob("text_classifier.py"))  # v1's code file, as the store holds it
     code.write_text(code.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    again = stage.register(_params(project))  # the same model again: v1 is gated again, on its files
+    assert (again["version"], again["decision"]) == ("1", "already champion") and not marker.exists()
     _export(project, tiny_bert, shift=1)
     _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)  # new data: A is re-scored
     result = stage.register(_params(project, min_retention=0.0))
@@ -251,36 +253,45 @@ def test_a_champion_moved_elsewhere_during_the_gate_is_not_overwritten(project, 
     assert (again["version"], again["champion_before"], again["decision"]) == ("3", "2", "promoted")
 
 
-def test_a_model_registered_by_an_older_distillery_is_still_the_same_model(project, tiny_bert, tmp_path):
-    """An older Distillery hashed every served file, its classifier.json without the keys added since; after an
+def test_a_rolled_back_model_stays_down_when_newer_code_serves_it(project, tiny_bert, tmp_path):
+    """An older Distillery hashed the served files alone, classifier.json without the keys added since; after an
     upgrade the same model got a new hash, was registered again and promoted, past the guard of its rolled-back
-    version. The old hash is recognised, and a new request cap is not a new model."""
+    version. A new version of the same weights (newer serving code, a new request cap) carries that guard now; the
+    same files and code are still one version; and a new request cap reaches what is served."""
     import mlflow
 
     from distillery.files import sha256_files
 
-    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
     client = _client(project)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/1", dst_path=str(tmp_path)))
-    files = {path.name: path for path in local.rglob("*") if path.name in ("student.onnx", "tokenizer.json",
-                                                                            "classifier.json")}
-    config = json.loads(files["classifier.json"].read_text())
-    older = {k: v for k, v in config.items() if k not in ("text_characters", "max_characters", "truncation_side")}
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old/classifier.json").write_text(json.dumps(older, indent=2) + "\n")  # as the older writer did
-    old_hash = sha256_files([files["student.onnx"], files["tokenizer.json"], tmp_path / "old/classifier.json"])
-    client.set_model_version_tag(NAME, "1", "distillery.model_sha256", old_hash)
+
+    def as_an_older_distillery_registered_it(version: str) -> None:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/{version}",
+                                                         dst_path=str(tmp_path / f"v{version}")))
+        files = {path.name: path for path in local.rglob("*") if path.name in ("student.onnx", "tokenizer.json",
+                                                                                "classifier.json")}
+        config = json.loads(files["classifier.json"].read_text())
+        older = {k: v for k, v in config.items() if k not in ("text_characters", "max_characters", "truncation_side")}
+        (tmp_path / f"old{version}").mkdir()
+        written = tmp_path / f"old{version}" / "classifier.json"
+        written.write_text(json.dumps(older, indent=2) + "\n")  # as the older writer did
+        client.set_model_version_tag(NAME, version, "distillery.model_sha256", sha256_files(
+            [files["student.onnx"], files["tokenizer.json"], written]))
+        client.delete_model_version_tag(NAME, version, "distillery.weights_sha256")
+
+    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
+    as_an_older_distillery_registered_it("1")
     _export(project, tiny_bert, shift=1)
     _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
     assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # B: v2
-    assert main(["rollback", "--reason", "A came back wrong"]) == 0 and _aliases(project)["champion"] == "1"
-    assert main(["promote", "2", "--reason", "B after all"]) == 0 and _aliases(project)["champion"] == "2"
+    as_an_older_distillery_registered_it("2")
     assert main(["rollback", "--reason", "B is bad"]) == 0 and _aliases(project)["champion"] == "1"
-    # B's files again, registered under v2's recorded hash: v2 it is, and it stays down
-    again = stage.register(_params(project, min_retention=0.0))
-    assert again["version"] == "2" and again["decision"] == "rejected"
-    assert [c["name"] for c in again["checks"] if not c["passed"]] == ["not_rolled_back"]
-    # A's files with other serving limits (a new request cap) are still v1
+    # B's weights under newer code: a new version, down as v2 is; registered again, the same version
+    for attempt in range(2):
+        again = stage.register(_params(project, min_retention=0.0))
+        assert again["version"] == "3" and again["decision"] == "rejected", again
+        assert [c["name"] for c in again["checks"] if not c["passed"]] == ["not_rolled_back"]
+    assert _aliases(project)["champion"] == "1"
+    # A's weights with another request cap: a new version that serves the cap, the champion's equal, so promoted
     _export(project, tiny_bert, shift=0)
     _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
     import distillery.task_types.text_classification.serving as text_serving
@@ -288,10 +299,12 @@ def test_a_model_registered_by_an_older_distillery_is_still_the_same_model(proje
     original = text_serving.MAX_CHARACTERS
     try:
         text_serving.MAX_CHARACTERS = 12_345
-        assert stage.register(_params(project))["version"] == "1"
+        capped = stage.register(_params(project))
     finally:
         text_serving.MAX_CHARACTERS = original
-    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{NAME}'")) == ["1", "2"]
+    assert (capped["version"], capped["decision"]) == ("4", "promoted"), capped
+    served = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}@champion", dst_path=str(tmp_path / "c")))
+    assert json.loads(next(served.rglob("classifier.json")).read_text())["max_characters"] == 12_345
 
 
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):

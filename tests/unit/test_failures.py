@@ -250,6 +250,12 @@ def test_a_project_path_a_sqlite_uri_cannot_carry_is_refused(tmp_path, monkeypat
     if refused:
         with pytest.raises(ConfigError, match="a project path holding '\\?' or a %XX escape cannot be a sqlite:// URI"):
             tracking_uri(project)
+        # a store of its own elsewhere, as the message says: the project's path is no longer in a URI
+        from distillery.tracking import connect
+
+        elsewhere = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+        assert tracking_uri(project) == connect(project) == elsewhere
     else:
         assert tracking_uri(project) == f"sqlite:///{project.resolve()}/mlruns/mlflow.db"
 
