@@ -206,3 +206,19 @@ def test_the_model_card_carries_no_credentials():
                                                            "detail": f"tracked at {SECRET}"}]})
     assert "http://tracking.example:5000/data/tweets.csv" in card and "tracked at http://tracking.example:5000" in card
     assert "s3cret" not in card and "alice" not in card
+
+
+def test_params_check_warns_of_an_allow_list_that_lets_a_flow_run_lower_the_bar(project, capsys):
+    """The narrower default reaches new projects only: a params.yaml from before lists student and teacher.train."""
+    from distillery.cli import main
+
+    assert main(["params", "--check", "--params", str(project / "params.yaml")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["schedule"]["allowed_overrides"] = ["distill", "student", "teacher.train", "evaluate.seeds", "benchmark"]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["params", "--check", "--params", str(project / "params.yaml")]) == 0
+    assert capsys.readouterr().err == (
+        f"{project / 'params.yaml'}: warning: schedule.allowed_overrides lets whoever starts a flow run set "
+        "teacher.train, student.model, student.max_length: the gate's bar, the teacher it is measured against, or "
+        "the weights that ship (the default list leaves them out)\n")
