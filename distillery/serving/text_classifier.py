@@ -19,7 +19,9 @@ answers with HTTP 400) that says why: a text that is null, not a string or empty
 in one call, more than ``max_characters`` of text in one call, and a text that gives no tokens at all (for a
 tokenizer that adds no start or end token of its own and drops what the text holds). A text longer than
 ``text_characters`` is read up to that many characters on the side the tokenizer keeps (the start, or the end
-when ``truncation_side`` is left): far more than ``max_length`` tokens take.
+when ``truncation_side`` is left): far more than ``max_length`` tokens take. Only such texts can be read otherwise
+than in training: one whose kept 100,000 characters hold fewer than ``max_length`` tokens (mostly white space),
+and a pair of two such texts, whose odd token goes to the side longer before the cut.
 """
 from __future__ import annotations
 
