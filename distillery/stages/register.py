@@ -25,10 +25,10 @@ from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
-from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion,
-                                        champion_figures, guard_of_same_weights, model_on_own_code,
-                                        connected, end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
+from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, connected,
+                                        end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
+from distillery.registry.versions import champion_figures, guard_of_same_weights, model_on_own_code
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
