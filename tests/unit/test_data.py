@@ -782,6 +782,9 @@ def test_labels_keep_their_spelling_when_it_is_a_code_and_numbers_their_own_prec
     frame = make_texts(90)
     frame["sentiment"] = frame["sentiment"].map({"negative": "1E5", "neutral": "2E5", "positive": "3e5"})
     assert prepare(_params(_csv(tmp_path, frame)), tmp_path / "codes")["labels"] == ["1E5", "2E5", "3e5"]
+    # declared in params.yaml without quotes, the codes are numbers there: the data's spellings match them by value
+    declared = prepare(_params(_csv(tmp_path, frame), labels=[1e5, 2e5, 3e5]), tmp_path / "declared")
+    assert declared["labels"] == ["100000", "200000", "300000"] and declared["rows"]["train"] > 0
     frame["sentiment"] = frame["sentiment"].map({"1E5": 0.1, "2E5": 0.2, "3e5": 0.3}).astype(np.float32)
     frame.to_parquet(tmp_path / "floats.parquet")
     assert prepare(_params(tmp_path / "floats.parquet"), tmp_path / "floats")["labels"] == ["0.1", "0.2", "0.3"]

@@ -69,6 +69,11 @@ def _strip_invisible(text: str) -> str:
     return text[start:end]
 
 
+def _value(text: str):
+    """The number a label spells, or None."""
+    return Decimal(text) if _DECIMAL.fullmatch(text) and len(text) <= _MAX_DIGITS else None
+
+
 def label_keys(column: pd.Series) -> pd.Series:
     """:func:`label_key` of each value; a float32 (or float16) column's values as numpy scalars (``map`` hands
     them over as Python floats, whose spelling is float64's: 0.10000000149011612)."""
@@ -183,6 +188,10 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
                               if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
     else:
         keys = label_keys(raw_labels).where(~is_blank(raw_labels), None)
+    if cfg.labels is not None:  # data.labels: [1e5, 2e5] is read as numbers, the data's "1E5" kept as typed
+        by_value = {_value(name): name for name in names if _value(name) is not None}
+        keys = keys.map(lambda k: k if k is None or k in label_ids or "e" not in k.lower()
+                        else by_value.get(_value(k), k))
     reasons = pd.Series("", index=frame.index)
     for column, name in ((cfg.text_column, "text"), (cfg.text_pair_column, "text pair")):
         if not column:
