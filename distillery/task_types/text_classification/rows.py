@@ -190,7 +190,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
         keys = label_keys(raw_labels).where(~is_blank(raw_labels), None)
     if cfg.labels is not None:  # data.labels: [1e5, 2e5] is read as numbers, the data's "1E5" kept as typed
         by_value = {_value(name): name for name in names if _value(name) is not None}
-        keys = keys.map(lambda k: k if k is None or k in label_ids or "e" not in k.lower()
+        keys = keys.map(lambda k: k if not isinstance(k, str) or k in label_ids or "e" not in k.lower()
                         else by_value.get(_value(k), k))
     reasons = pd.Series("", index=frame.index)
     for column, name in ((cfg.text_column, "text"), (cfg.text_pair_column, "text pair")):
