@@ -48,9 +48,17 @@ def quiet_mlflow() -> Iterator[None]:
 
 
 # ``scheme://user:password@host`` (or ``scheme://token@host``): the part before the last "@" of the authority.
-# everything up to the last "@" of the URI: a password may hold "/", "?" or "#" unescaped (base64 has "/"), and
-# redacting an "@" in a path as well costs a misleading host in a message, never a secret
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"]*@)")
+# a URI, and the quote before it if any: its credentials are everything up to the last "@" of the URI (a password may
+# hold "/", "?", "#" or a quote unescaped; base64 has "/"), which ends at white space or at the quote it opened with.
+# Redacting an "@" in a path as well costs a misleading host in a message, never a secret.
+_URI = re.compile(r"(?P<quote>['\"]?)(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S*)")
+
+
+def _without_userinfo(match: re.Match) -> str:
+    quote, rest = match.group("quote"), match.group("rest")
+    end = rest.find(quote) if quote else -1
+    token, tail = (rest[:end], rest[end:]) if end >= 0 else (rest, "")
+    return quote + match.group("scheme") + token[token.rfind("@") + 1:] + tail
 
 
 def redact_uri(text: str) -> str:
@@ -58,7 +66,7 @@ def redact_uri(text: str) -> str:
 
     The one helper for anything that writes or prints a tracking URI (reports, artifacts, logs, CLI output,
     notifications); it takes a bare URI or any text that contains URIs, e.g. an error message."""
-    return _USERINFO.sub(lambda m: m.group("scheme"), str(text))
+    return _URI.sub(_without_userinfo, str(text))
 
 
 class RedactingFilter(logging.Filter):

@@ -146,6 +146,8 @@ def test_deploy_pins_the_served_runs_to_its_project_dir(tmp_path, monkeypatch):
     ("server http://a:b@h:1/x stopped; retry https://c:d@e", "server http://h:1/x stopped; retry https://e"),
     ("https://bob:Zx9/Qw+secret@127.0.0.1:9 is unreachable", "https://127.0.0.1:9 is unreachable"),  # "/" in it
     ("'http://u:a?b#c@h/x' and http://h2", "'http://h/x' and http://h2"),
+    ("https://u:pa'ss@host/x failed", "https://host/x failed"),  # a quote in the password
+    ('url="http://u:p@h:1/x", other', 'url="http://h:1/x", other'),
     ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),
     ("databricks", "databricks"),
 ])
