@@ -267,12 +267,14 @@ def main(argv: Optional[list] = None) -> int:
             print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)
             return exc.exit_code
         print(f"{args.params}: every key is known and every value allowed")
-        risky = [key for key in ("register.gate.min_retention", "teacher.train.learning_rate", "student.model",
-                                 "student.max_length") if params.schedule.override_allowed(key)]
+        roots = ("register", "teacher", "student.model", "student.max_length")
+        risky = [prefix for prefix in params.schedule.allowed_overrides
+                 if any(prefix == root or prefix.startswith(root + ".") or root.startswith(prefix + ".")
+                        for root in roots)]
         if risky:  # allowed by the owner, or a params.yaml from before the narrower default
             print(f"{args.params}: warning: schedule.allowed_overrides lets whoever starts a flow run set "
-                  f"{', '.join(k.rsplit('.', 1)[0] if k.count('.') > 1 else k for k in risky)}: the gate's bar, the "
-                  "teacher it is measured against, or the weights that ship (the default list leaves them out)",
+                  f"{', '.join(risky)}: the gate's bar, the teacher it is measured against, or the weights that "
+                  "ship (the default list leaves out register, teacher, student.model and student.max_length)",
                   file=sys.stderr)
         return 0
     if args.stage == "params":

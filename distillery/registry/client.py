@@ -279,7 +279,7 @@ def apply_decision(client, decision: dict) -> None:
                 f"the champion of {name!r} moved from {_named(decision['champion_before'])} to {_named(now)} while v"
                 f"{version} was gated against the first; nothing was moved: run register again to gate it against "
                 f"the new champion (register.lock `file` orders registrations on one machine only)")
-        move_champion(client, name, version, decision["champion_before"])
+        move_champion(client, name, version, decision.get("rollback_to", decision["champion_before"]))
     elif decision["decision"] in ("rejected", NOT_PROMOTED):
         client.set_registered_model_alias(name, "challenger", version)
     elif decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:

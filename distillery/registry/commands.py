@@ -116,7 +116,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
         if current == str(version):
             if ROLLED_BACK in known[current].tags:  # a champion carrying the guard (an older Distillery could leave
                 # one): promoting it by hand lifts the guard, so the gate stops refusing it
-                set_tags(client, name, current, {TAG + "promotion_reason": reason,
+                set_tags(client, name, current, {TAG + "promoted": "manual", TAG + "promotion_reason": reason,
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 client.delete_model_version_tag(name, current, ROLLED_BACK)
                 return {"model_name": name, "champion": current, "changed": False, "lifted_guard": True}

@@ -22,8 +22,9 @@
 ``{"version", "accuracy", "macro_f1", "rescored", "inputs", "labels"}`` where ``inputs`` and ``labels`` are None
 when unknown, and
 optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a
-``note``) and ``candidate`` (the candidate's figures on the same rows, when test rows the champion saw were
-left out: the comparison uses them).
+``note``), ``candidate`` (the candidate's figures on the same rows, when test rows the champion saw were
+left out: the comparison uses them) and ``same_weights`` (the candidate is the champion's model under other serving
+code or limits: the row floor does not apply).
 """
 from __future__ import annotations
 
@@ -137,7 +138,9 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     ours, theirs = (same_rows or candidate)[metric], champion[metric]
     rows = champion.get("rows") or {}
     compared, floor = rows.get("test_rows", 0) - rows.get("left_out", 0), gate.get("min_compare_rows")
-    if rows and floor and compared < floor:  # at 10 rows one row moves accuracy by 10 points: noise, not a verdict
+    # at 10 rows one row moves accuracy by 10 points: noise, not a verdict between two models (the champion's own
+    # weights under newer serving code need only not do worse)
+    if rows and floor and compared < floor and not champion.get("same_weights"):
         seen = (f" ({rows['left_out']} of the {rows['test_rows']} current test rows were in its training, validation "
                 f"or transfer data)") if rows.get("left_out") else ""
         return check("champion", False, compared, floor,

@@ -3,6 +3,7 @@ the registry holds), and the rollback guard a new version of the same weights in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -52,13 +53,23 @@ def model_on_own_code(name: str, version: str, serving, scratch: Path):
     return serving.load_code_model({**artifacts, **getattr(serving, "CODE_ARTIFACTS", {})})
 
 
-def guard_of_same_weights(known: list, weights: list[str]) -> dict:
-    """The rollback guard of a version with the same weights (``weights``: their identity, then the hashes older
-    Distillery versions recorded for them), for a new version of that model: rolled back by hand, it stays down
-    when newer code serves it."""
-    for version in known:
-        same = version.tags.get(TAG + "weights_sha256") == weights[0] or \
-            (TAG + "weights_sha256" not in version.tags and version.tags.get(TAG + "model_sha256") in weights[1:])
-        if same and ROLLED_BACK in version.tags:
-            return {ROLLED_BACK: version.tags[ROLLED_BACK]}
-    return {}
+def same_weights(version, weights: list[str]) -> bool:
+    """Whether ``version`` holds the weights whose identity, then older hashes, ``weights`` lists: by its weights
+    tag, or, registered before that tag, by the hash an older Distillery recorded for its files."""
+    tags = version.tags
+    if TAG + "weights_sha256" in tags:
+        return tags[TAG + "weights_sha256"] == weights[0]
+    return tags.get(TAG + "model_sha256") in weights
+
+
+def weights_rolled_back(known: list, weights: list[str]) -> Optional[str]:
+    """When these weights were last rolled back by hand, unless a manual promotion of any version of them came after
+    (None then, or if never): the guard belongs to the model, not to the version that carried it, so a version of
+    the same weights served by newer code, registered before or after the rollback, stays down as well."""
+    family = [v for v in known if same_weights(v, weights)]
+    rolled = max((v.tags[ROLLED_BACK] for v in family if ROLLED_BACK in v.tags), default=None)
+    promoted = max((v.tags.get(TAG + "promoted_at", "") for v in family if v.tags.get(TAG + "promoted") == "manual"),
+                   default="")
+    # stamps are to the second: a rollback and a promotion in the same second count as the rollback last (the
+    # champion stays; a promotion by hand again settles it)
+    return rolled if rolled is not None and rolled >= promoted else None

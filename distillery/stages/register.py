@@ -28,7 +28,7 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, connected,
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
-from distillery.registry.versions import champion_figures, guard_of_same_weights, model_on_own_code
+from distillery.registry.versions import champion_figures, model_on_own_code, same_weights, weights_rolled_back
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -125,10 +125,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                 version = str(mlflow.register_model(info.model_uri, name, tags={
                     TAG + "model_sha256": served_sha, TAG + "weights_sha256": weights[0], TAG + "gate": "pending",
                     TAG + "run_id": run_id, SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
-                    INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)),
-                    **guard_of_same_weights(known, weights), **origin}).version)
+                    INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
-                            deployment, artifacts, run_id, Path(tmp))
+                            deployment, artifacts, run_id, Path(tmp), weights)
             decision["served_process"] = served_process_memory(
                 serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
             if "peak_memory_mb" in decision["served_process"]:
@@ -159,7 +158,8 @@ def summary(result: dict) -> str:
 
 
 def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
-         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str, scratch: Path) -> dict:
+         evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str, scratch: Path,
+         weights: list[str]) -> dict:
     """Score the candidate on its registered files, run the checks and tag the version. The champion
     is compared on the test rows it did not see (``distillery/registry/seen.py``), the candidate too.
 
@@ -208,7 +208,12 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
                               rows=rows)
-    rolled_back = client.get_model_version(name, version).tags.get(TAG + "rolled_back_at")
+    known = versions(client, name)
+    # this version's guard, else its weights' under any version that holds them
+    rolled_back = next(v for v in known if str(v.version) == version).tags.get(TAG + "rolled_back_at") or \
+        weights_rolled_back(known, weights)
+    if figures_before is not None and not already and same_weights(current, weights):
+        figures_before["same_weights"] = True  # the champion's own model, under other serving code or limits
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
     checks, passed = verdict["checks"], verdict["passed"]
@@ -239,8 +244,12 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     else:
         outcome, alias = "rejected", "challenger"
     before = None if current is None else str(current.version)
+    # what a rollback returns to: for the champion's own weights under newer code, the model before it (a rollback
+    # to the same weights would change nothing the user can see)
+    rollback_to = current.tags.get(TAG + "previous_champion") or None \
+        if figures_before is not None and figures_before.get("same_weights") else before
     return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
-            "checks": checks, "candidate": candidate, "champion_before": before,
+            "checks": checks, "candidate": candidate, "champion_before": before, "rollback_to": rollback_to,
             "champion_rows": None if figures_before is None else figures_before.get("rows"),
             "champion_after": version if outcome == "promoted" else before,
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

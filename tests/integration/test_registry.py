@@ -253,45 +253,58 @@ def test_a_champion_moved_elsewhere_during_the_gate_is_not_overwritten(project, 
     assert (again["version"], again["champion_before"], again["decision"]) == ("3", "2", "promoted")
 
 
-def test_a_rolled_back_model_stays_down_when_newer_code_serves_it(project, tiny_bert, tmp_path):
-    """An older Distillery hashed the served files alone, classifier.json without the keys added since; after an
-    upgrade the same model got a new hash, was registered again and promoted, past the guard of its rolled-back
-    version. A new version of the same weights (newer serving code, a new request cap) carries that guard now; the
-    same files and code are still one version; and a new request cap reaches what is served."""
+def _as_an_older_distillery_registered_it(project: Path, version: str, tmp_path: Path) -> None:
+    """Version ``version``'s tags as an older Distillery wrote them: the hash of its served files alone, classifier.json
+    without the keys added since, and no weights tag."""
     import mlflow
 
     from distillery.files import sha256_files
 
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/{version}",
+                                                     dst_path=str(tmp_path / f"v{version}")))
+    files = {path.name: path for path in local.rglob("*") if path.name in ("student.onnx", "tokenizer.json",
+                                                                            "classifier.json")}
+    config = json.loads(files["classifier.json"].read_text())
+    older = {k: v for k, v in config.items() if k not in ("text_characters", "max_characters", "truncation_side")}
+    (tmp_path / f"old{version}").mkdir()
+    written = tmp_path / f"old{version}" / "classifier.json"
+    written.write_text(json.dumps(older, indent=2) + "\n")  # as the older writer did
     client = _client(project)
+    client.set_model_version_tag(NAME, version, "distillery.model_sha256", sha256_files(
+        [files["student.onnx"], files["tokenizer.json"], written]))
+    client.delete_model_version_tag(NAME, version, "distillery.weights_sha256")
 
-    def as_an_older_distillery_registered_it(version: str) -> None:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/{version}",
-                                                         dst_path=str(tmp_path / f"v{version}")))
-        files = {path.name: path for path in local.rglob("*") if path.name in ("student.onnx", "tokenizer.json",
-                                                                                "classifier.json")}
-        config = json.loads(files["classifier.json"].read_text())
-        older = {k: v for k, v in config.items() if k not in ("text_characters", "max_characters", "truncation_side")}
-        (tmp_path / f"old{version}").mkdir()
-        written = tmp_path / f"old{version}" / "classifier.json"
-        written.write_text(json.dumps(older, indent=2) + "\n")  # as the older writer did
-        client.set_model_version_tag(NAME, version, "distillery.model_sha256", sha256_files(
-            [files["student.onnx"], files["tokenizer.json"], written]))
-        client.delete_model_version_tag(NAME, version, "distillery.weights_sha256")
+
+def test_a_rolled_back_model_stays_down_when_newer_code_serves_it(project, tiny_bert, tmp_path):
+    """An older Distillery hashed the served files alone; after an upgrade the same model got a new hash, was
+    registered again and promoted, past the guard of its rolled-back version. The guard belongs to the weights now:
+    a version of them served by newer code, registered before or after the rollback, stays down until one of them
+    is promoted by hand; the same files and code are one version; and a new request cap reaches what is served."""
+    import mlflow
 
     assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
-    as_an_older_distillery_registered_it("1")
+    _as_an_older_distillery_registered_it(project, "1", tmp_path)
     _export(project, tiny_bert, shift=1)
     _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
     assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # B: v2
-    as_an_older_distillery_registered_it("2")
+    _as_an_older_distillery_registered_it(project, "2", tmp_path)
+    # B under newer code, registered before the rollback (not promoted), then B rolled back
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["register"]["promote"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert stage.register(_params(project, min_retention=0.0))["version"] == "3"
+    raw["register"]["promote"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
     assert main(["rollback", "--reason", "B is bad"]) == 0 and _aliases(project)["champion"] == "1"
-    # B's weights under newer code: a new version, down as v2 is; registered again, the same version
-    for attempt in range(2):
+    for attempt in range(2):  # B's files and code: v3 again, down as v2 is
         again = stage.register(_params(project, min_retention=0.0))
         assert again["version"] == "3" and again["decision"] == "rejected", again
         assert [c["name"] for c in again["checks"] if not c["passed"]] == ["not_rolled_back"]
     assert _aliases(project)["champion"] == "1"
-    # A's weights with another request cap: a new version that serves the cap, the champion's equal, so promoted
+    assert main(["promote", "2", "--reason", "B after all"]) == 0  # by hand: the model is restored, v3 too
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"
+    assert _aliases(project)["champion"] == "3"
+    # A's weights with another request cap: a new version that serves the cap
     _export(project, tiny_bert, shift=0)
     _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
     import distillery.task_types.text_classification.serving as text_serving
@@ -305,6 +318,27 @@ def test_a_rolled_back_model_stays_down_when_newer_code_serves_it(project, tiny_
     assert (capped["version"], capped["decision"]) == ("4", "promoted"), capped
     served = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}@champion", dst_path=str(tmp_path / "c")))
     assert json.loads(next(served.rglob("classifier.json")).read_text())["max_characters"] == 12_345
+
+
+def test_the_champions_own_weights_under_newer_code_take_its_place(project, tiny_bert, tmp_path):
+    """After an upgrade the unchanged champion is registered again, under the new serving code. On a 40-row split the
+    row floor refused it for good (the champion kept the old code), and a rollback from it landed on the same
+    weights. It is not a new model: the floor does not apply, and a rollback returns to the model before."""
+    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # B: v2
+    _as_an_older_distillery_registered_it(project, "2", tmp_path)
+    upgraded = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))
+    assert (upgraded["version"], upgraded["decision"]) == ("3", "promoted"), upgraded["checks"]
+    assert _client(project).get_model_version(NAME, "3").tags["distillery.previous_champion"] == "1"
+    assert main(["rollback", "--reason", "B is bad"]) == 0 and _aliases(project)["champion"] == "1"
+    # another model on 40 rows is still held to the floor
+    _export(project, tiny_bert, shift=2)
+    _write_test_split(project, make_texts(40, seed=6)["text"].tolist(), shift=2)
+    other = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))
+    assert other["decision"] == "rejected" and "fewer than register.gate.min_compare_rows (100)" in next(
+        c for c in other["checks"] if c["name"] == "champion")["detail"]
 
 
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):

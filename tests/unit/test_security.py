@@ -222,5 +222,9 @@ def test_params_check_warns_of_an_allow_list_that_lets_a_flow_run_lower_the_bar(
     assert main(["params", "--check", "--params", str(project / "params.yaml")]) == 0
     assert capsys.readouterr().err == (
         f"{project / 'params.yaml'}: warning: schedule.allowed_overrides lets whoever starts a flow run set "
-        "teacher.train, student.model, student.max_length: the gate's bar, the teacher it is measured against, or "
-        "the weights that ship (the default list leaves them out)\n")
+        "student, teacher.train: the gate's bar, the teacher it is measured against, or the weights that ship (the "
+        "default list leaves out register, teacher, student.model and student.max_length)\n")
+    raw["schedule"]["allowed_overrides"] = ["distill", "register.gate.tolerance"]  # 1.0 lets any model through
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["params", "--check", "--params", str(project / "params.yaml")]) == 0
+    assert "set register.gate.tolerance:" in capsys.readouterr().err
