@@ -12,8 +12,9 @@
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
 - ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails, and
-  so does a comparison on fewer test rows than ``gate["min_compare_rows"]``: after a data refresh, the rows the
-  champion did not see may be a handful, too few to tell two models apart);
+  so does a comparison on fewer test rows than ``gate["min_compare_rows"]`` unless the candidate wins clearly on
+  them, better on significantly more rows than worse, by a one-sided sign test at ``CLEAR_WIN``: after a data
+  refresh, the rows the champion did not see may be a handful, too few to tell two close models apart);
 - ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
@@ -23,7 +24,8 @@
 when unknown, and
 optionally ``rows`` (``{"test_rows", "left_out", "checked"}``, with ``matched``: exact or normalised, and a
 ``note``), ``candidate`` (the candidate's figures on the same rows, when test rows the champion saw were
-left out: the comparison uses them) and ``same_weights`` (the candidate is the champion's model under other serving
+left out: the comparison uses them), ``paired`` (``{"better", "worse", "metric"}``: the rows the candidate does
+better and worse on, when the comparison rests on fewer rows than the floor) and ``same_weights`` (the candidate is the champion's model under other serving
 code or limits: the row floor does not apply).
 """
 from __future__ import annotations
@@ -141,13 +143,19 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     # at 10 rows one row moves accuracy by 10 points: noise, not a verdict between two models (the champion's own
     # weights under newer serving code need only not do worse)
     if rows and floor and compared < floor and not champion.get("same_weights"):
+        # so few rows replace a champion only with a clear win: better on significantly more of them than worse
         seen = (f" ({rows['left_out']} of the {rows['test_rows']} current test rows were in its training, validation "
                 f"or transfer data)") if rows.get("left_out") else ""
-        return check("champion", False, compared, floor,
-                     f"only {compared} test rows to compare with champion v{champion['version']}{seen}, fewer than "
-                     f"register.gate.min_compare_rows ({floor}): {metric} {ours:.4f} vs {theirs:.4f} cannot replace "
-                     f"it; choose with `distillery promote <version> --reason ...`, or lower the key if so few rows "
-                     f"are enough for you")
+        paired = champion.get("paired")
+        p = sign_test(paired["better"], paired["worse"]) if paired else 1.0
+        won = paired is not None and ours >= theirs - tolerance - ROUNDING and p < CLEAR_WIN
+        evidence = (f"; better on {paired['better']} of them, worse on {paired['worse']} (one-sided sign test on "
+                    f"{paired['metric']}: p = {p:.3g}, {'<' if p < CLEAR_WIN else 'not <'} {CLEAR_WIN})") if paired else ""
+        return check("champion", won, round(ours, 4), round(theirs, 4),
+                     f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f} on only {compared} test rows"
+                     f"{seen}, fewer than register.gate.min_compare_rows ({floor}), so only a clear win replaces it"
+                     f"{evidence}" + ("" if won else "; choose with `distillery promote <version> --reason ...`, or "
+                                                     "lower the key if so few rows are enough for you"))
     if same_rows:
         where = (f" (both on the {rows['test_rows'] - rows['left_out']} of {rows['test_rows']} current test rows "
                  f"champion v{champion['version']} did not train, validate or distill on"
@@ -164,6 +172,18 @@ def _champion(candidate: dict, champion: Optional[dict], gate: dict, is_champion
     return check("champion", ours >= theirs - tolerance - slack, round(ours, 4), round(theirs, 4),
                  f"{metric} {ours:.4f} vs champion v{champion['version']} {theirs:.4f}{where}"
                  f", needs >= champion - {tolerance}")
+
+
+CLEAR_WIN = 0.05  # on fewer than min_compare_rows rows, the sign test's p-value a candidate must beat
+
+
+def sign_test(better: int, worse: int) -> float:
+    """One-sided exact sign test: the chance of ``better`` or more wins out of ``better + worse`` rows where the two
+    models differ, were each row a coin toss (1.0 when they never differ)."""
+    from math import comb
+
+    n = better + worse
+    return sum(comb(n, k) for k in range(better, n + 1)) / 2 ** n if n else 1.0
 
 
 def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: bool = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from distillery.registry.client import ROLLED_BACK, TAG
@@ -73,3 +74,24 @@ def weights_rolled_back(known: list, weights: list[str]) -> Optional[str]:
     # stamps are to the second: a rollback and a promotion in the same second count as the rollback last (the
     # champion stays; a promotion by hand again settles it)
     return rolled if rolled is not None and rolled >= promoted else None
+
+
+def with_paired_rows(before: Optional[dict], candidate_rows: dict, gate, rescore) -> Optional[dict]:
+    """The champion's figures (``before``) without per-row lists, and with ``paired`` when the comparison rests on
+    fewer than ``gate.min_compare_rows`` test rows: on how many of those rows the candidate does better and worse
+    than the champion (``candidate_rows``: the candidate's per-row figures on the whole split; ``rescore()``: the
+    champion's on it, when its figures were read from its tags). With so few rows the gate asks for a clear win."""
+    if before is None or "error" in before:
+        return before
+    theirs = before.pop("per_row", None)
+    same_rows = before.get("candidate")
+    ours = same_rows.pop("per_row", None) if same_rows else candidate_rows
+    rows = before.get("rows") or {}
+    compared = rows.get("test_rows", 0) - rows.get("left_out", 0)
+    if rows and compared < (gate.min_compare_rows or 0) and not before.get("same_weights") and ours:
+        theirs = theirs if theirs is not None else rescore().get("per_row")
+        key = gate.metric if gate.metric in ours and gate.metric in (theirs or {}) else next(iter(ours))
+        if theirs and len(theirs[key]) == len(ours[key]):
+            a, b = np.asarray(ours[key], dtype=float), np.asarray(theirs[key], dtype=float)
+            before["paired"] = {"better": int((a > b).sum()), "worse": int((a < b).sum()), "metric": key}
+    return before

@@ -28,7 +28,8 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, connected,
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
-from distillery.registry.versions import champion_figures, model_on_own_code, same_weights, weights_rolled_back
+from distillery.registry.versions import (champion_figures, model_on_own_code, same_weights, weights_rolled_back,
+                                          with_paired_rows)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -169,6 +170,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     served = model_on_own_code(name, version, serving, scratch / "candidate")
     with quiet_mlflow():
         figures = serving.score(lambda frame: served.predict(None, frame), test, labels)
+    per_row = figures.pop("per_row", {})
     primary, secondary = serving.METRICS  # accuracy, macro_f1 for text classification; f1, exact_match for QA
     teacher_accuracy = evaluation["teacher"][primary]
     grid = benchmark.get("grid", {})  # inputs without a sequence length (images): the benchmark's one cell length
@@ -208,12 +210,13 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
                               rows=rows)
+        figures_before["same_weights"] = same_weights(current, weights)  # the champion's own model, other code
+        figures_before = with_paired_rows(figures_before, per_row, params.register.gate, lambda: champion_figures(
+            name, current, test, labels, "", serving, scratch))
     known = versions(client, name)
     # this version's guard, else its weights' under any version that holds them
     rolled_back = next(v for v in known if str(v.version) == version).tags.get(TAG + "rolled_back_at") or \
         weights_rolled_back(known, weights)
-    if figures_before is not None and not already and same_weights(current, weights):
-        figures_before["same_weights"] = True  # the champion's own model, under other serving code or limits
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
     checks, passed = verdict["checks"], verdict["passed"]

@@ -341,6 +341,32 @@ def test_the_champions_own_weights_under_newer_code_take_its_place(project, tiny
         c for c in other["checks"] if c["name"] == "champion")["detail"]
 
 
+def test_on_fewer_rows_than_the_floor_only_a_clear_win_replaces_the_champion(project, tiny_bert):
+    """With min_compare_rows 100, a small project's champion could never be replaced: 86.7% against 53.3% on 15
+    rows was refused. On few rows the candidate must be better on significantly more rows than worse (a sign test);
+    a near tie stays refused."""
+    b_rows = make_texts(40, seed=5)["text"].tolist()
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, b_rows, shift=1)  # B's labels: A gets none right
+    _export(project, tiny_bert, shift=0)
+    assert stage.register(_params(project, min_retention=0.0, min_compare_rows=100))["decision"] == "promoted"  # A
+    _export(project, tiny_bert, shift=1)
+    clear = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))  # B on the same 40 rows
+    check = next(c for c in clear["checks"] if c["name"] == "champion")
+    assert clear["decision"] == "promoted", check
+    assert "better on 40 of them, worse on 0 (one-sided sign test on accuracy: p = 9.09e-13, < 0.05)" in check["detail"]
+    # C against B on 41 rows: 21 labelled as C answers, 20 as B does
+    _export(project, tiny_bert, shift=2)
+    c_rows = make_texts(21, seed=9)["text"].tolist()
+    labels = np.concatenate([direct_logits(project, c_rows, onnx="shift2.onnx").argmax(-1),
+                             direct_logits(project, b_rows[:20], onnx="shift1.onnx").argmax(-1)])
+    pd.DataFrame({"text": c_rows + b_rows[:20], "label": labels}).to_parquet(project / "data/prepared/test.parquet")
+    close = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))
+    check = next(c for c in close["checks"] if c["name"] == "champion")
+    assert close["decision"] == "rejected" and "better on 21 of them, worse on 20" in check["detail"], check
+    assert "not < 0.05" in check["detail"] and _aliases(project)["champion"] == "2"
+
+
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
     """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
     champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded

@@ -175,6 +175,10 @@ def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
     assert "split 'validation' has too few rows of 1 of 3 classes ('neutral' 0); split 'test' has too few rows " \
            "of 2 of 3 classes ('negative' 0, 'neutral' 0); data.min_rows_per_class = 2; check the data refresh" \
            in message, message
+    # a small dataset (90 + 20 + 4 rows) is told the two keys that fix it for small data (it had only "check the data
+    # refresh")
+    assert message.endswith("; with 114 rows in all , a small dataset, give the smaller splits more rows "
+                            "(data.split_fractions) or lower data.min_rows_per_class"), message
     assert not (tmp_path / "prepared").exists()
 
 

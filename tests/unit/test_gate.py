@@ -117,23 +117,42 @@ def test_with_rows_left_out_both_sides_are_compared_on_the_same_remaining_rows()
     assert unchecked["passed"] and unchecked["value"] == 0.8 and "overlap is unchecked" in unchecked["detail"]
 
 
-def test_a_comparison_on_fewer_rows_than_min_compare_rows_cannot_replace_the_champion():
+def test_a_comparison_on_fewer_rows_than_min_compare_rows_needs_a_clear_win():
     """After a refresh, 3 of 45 test rows were new to the champion: the candidate's 3/3 against the champion's 1/3
-    is no evidence, so the champion check fails, names the count and the key, and passes again at the floor."""
+    is no evidence (better on 2 rows, worse on none: p = 1/4), so the champion check fails, naming the count and the
+    key. A clear win on few rows passes: 28 rows, better on 12 and worse on 1 (p = 14/8192). With the floor met,
+    the plain comparison decides."""
+    from distillery.registry.gate import sign_test
+
     gate = {**GATE, "min_compare_rows": 100}
     rows = {"test_rows": 45, "left_out": 42, "checked": True}
     champion = {**CHAMPION, "accuracy": 1 / 3, "rescored": True, "rows": rows,
-                "candidate": {"accuracy": 1.0, "macro_f1": 1.0}}
+                "candidate": {"accuracy": 1.0, "macro_f1": 1.0}, "paired": {"better": 2, "worse": 0,
+                                                                           "metric": "accuracy"}}
     few = _check(decide(CANDIDATE, champion, gate), "champion")
-    assert not few["passed"] and (few["value"], few["threshold"]) == (3, 100)
-    assert "only 3 test rows to compare with champion v3 (42 of the 45 current test rows were in its" in few["detail"]
-    assert "register.gate.min_compare_rows (100)" in few["detail"] and "distillery promote" in few["detail"]
+    assert not few["passed"] and (few["value"], few["threshold"]) == (1.0, 0.3333)
+    assert "on only 3 test rows (42 of the 45 current test rows were in its" in few["detail"]
+    assert "fewer than register.gate.min_compare_rows (100), so only a clear win replaces it; better on 2 of them, " \
+           "worse on 0 (one-sided sign test on accuracy: p = 0.25, not < 0.05)" in few["detail"]
+    assert "distillery promote" in few["detail"]
+    clear = {**champion, "rows": {"test_rows": 130, "left_out": 102, "checked": True}, "accuracy": 0.4643,
+             "candidate": {"accuracy": 0.8571, "macro_f1": 0.8}, "paired": {"better": 12, "worse": 1,
+                                                                          "metric": "accuracy"}}
+    won = _check(decide(CANDIDATE, clear, gate), "champion")
+    assert won["passed"] and "p = 0.00171, < 0.05" in won["detail"], won["detail"]
+    assert sign_test(12, 1) == 14 / 8192 and sign_test(5, 0) == 1 / 32 and sign_test(0, 0) == 1.0
+    assert sign_test(1, 1) == 3 / 4
+    # no per-row evidence (an older caller): the floor alone, which fails
+    bare = {k: v for k, v in champion.items() if k != "paired"}
+    assert not _check(decide(CANDIDATE, bare, gate), "champion")["passed"]
     # the whole split counts when the champion saw none of it; 99 rows is one short, 100 is enough
     whole = {**CHAMPION, "rescored": True, "rows": {"test_rows": 99, "left_out": 0, "checked": True}}
     assert not _check(decide(CANDIDATE, whole, gate), "champion")["passed"]
     enough = {**whole, "rows": {"test_rows": 100, "left_out": 0, "checked": True}}
     assert _check(decide(CANDIDATE, enough, gate), "champion")["passed"]
     assert _check(decide(CANDIDATE, champion, {**gate, "min_compare_rows": 3}), "champion")["passed"]
+    # the champion's own weights under newer code: no floor
+    assert _check(decide(CANDIDATE, {**bare, "same_weights": True}, gate), "champion")["passed"]
     # no champion, or this version is the champion: nothing is replaced, the floor does not apply
     assert _check(decide(CANDIDATE, None, gate), "champion")["passed"]
     assert _check(decide(CANDIDATE, champion, gate, is_champion=True), "champion")["passed"]

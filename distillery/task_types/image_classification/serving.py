@@ -78,4 +78,5 @@ def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
             # over the classes in the split or the answers, as evaluate averages (a class in neither has no F1)
             "macro_f1": float(f1_score(truth, predicted, labels=[label for label in labels if label in
                                                                  set(truth) | set(predicted)],
-                                       average="macro", zero_division=0))}
+                                       average="macro", zero_division=0)),
+            "per_row": {"accuracy": (predicted == truth).astype(float).tolist()}}  # the gate's paired evidence

@@ -16,7 +16,7 @@ from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.registry import pyfunc
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.columns import ANSWER_TEXTS, CONTEXT, MAX_CHARACTERS, QUESTION
-from distillery.task_types.question_answering.squad import squad_metrics
+from distillery.task_types.question_answering.squad import squad_metrics, squad_scores
 
 MODEL_CLASS = "OnnxQuestionAnswerer"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "question_answerer.py"
@@ -82,4 +82,5 @@ def score(predict, frame: pd.DataFrame, labels: list[str]) -> dict[str, float]:
     predicted = []
     for part in pyfunc.request_slices(sizes.to_numpy(), MAX_ROWS, MAX_CHARACTERS):
         predicted += predict(inputs.iloc[part].reset_index(drop=True))["answer"].astype(str).tolist()
-    return squad_metrics(predicted, [list(g) for g in frame[ANSWER_TEXTS]])
+    golds = [list(g) for g in frame[ANSWER_TEXTS]]
+    return {**squad_metrics(predicted, golds), "per_row": squad_scores(predicted, golds)}  # the gate's paired evidence

@@ -248,5 +248,8 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
             listed = ", ".join(f"{name!r} {n}" for name, n in short[:5]) + (", ..." if len(short) > 5 else "")
             problems.append(f"split {split!r} has too few rows of {len(short)} of {len(names)} classes ({listed})")
     if problems:
+        total = sum(len(frame) for frame in splits.values())
         raise DataError(f"{description}: {'; '.join(problems)}; data.min_rows_per_class = {min_rows}; check the "
-                        "data refresh, or declare only the classes it has in data.labels")
+                        "data refresh, or declare only the classes it has in data.labels" + (
+                            f"; with {total:,} rows in all, a small dataset, give the smaller splits more rows "
+                            "(data.split_fractions) or lower data.min_rows_per_class" if total < 2000 else ""))
