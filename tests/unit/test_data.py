@@ -177,7 +177,7 @@ def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
            in message, message
     # a small dataset (90 + 20 + 4 rows) is told the two keys that fix it for small data (it had only "check the data
     # refresh")
-    assert message.endswith("; with 114 rows in all , a small dataset, give the smaller splits more rows "
+    assert message.endswith("; with 114 rows in all, a small dataset, give the smaller splits more rows "
                             "(data.split_fractions) or lower data.min_rows_per_class"), message
     assert not (tmp_path / "prepared").exists()
 
