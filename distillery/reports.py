@@ -64,7 +64,15 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
     return (f"{lines}\n\nStudent keeps {100 * results['student_accuracy_retention']:.1f}% of the teacher's accuracy; "
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
-            f"(test split, {results['test_rows']} rows).\n")
+            f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}\n")
+
+
+def _few_rows(rows: int) -> str:
+    """A caveat under a table of one seed on a small test split: its differences are mostly noise."""
+    if not rows or rows >= 1000:
+        return ""
+    return (f" One test row is {100 / rows:.2g} points here: one seed's differences on so few rows are mostly noise; "
+            "`python -m distillery kd_gain` measures the gain over seeds, with its interval.")
 
 
 def _scores_table(results: dict, primary: str, secondary: str) -> str:
