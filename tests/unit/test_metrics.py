@@ -55,7 +55,8 @@ def test_the_gates_served_score_averages_macro_f1_over_the_same_classes_as_evalu
     def perfect(inputs):
         return pd.DataFrame({"label": [labels[i] for i in frame["label"].iloc[:len(inputs)]]})
 
-    assert texts.score(perfect, frame, labels) == {"accuracy": 1.0, "macro_f1": 1.0}
+    assert texts.score(perfect, frame, labels) == {"accuracy": 1.0, "macro_f1": 1.0,
+                                                   "per_row": {"accuracy": [1.0, 1.0, 1.0, 1.0]}}
     logits = np.eye(3)[frame["label"].to_numpy()]
     assert classification_metrics(logits, frame["label"].to_numpy())["macro_f1"] == 1.0
 
