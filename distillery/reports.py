@@ -71,7 +71,7 @@ def _few_rows(rows: int) -> str:
     """A caveat under a table of one seed on a small test split: its differences are mostly noise."""
     if not rows or rows >= 1000:
         return ""
-    return (f" One test row is {100 / rows:.2g} points here: one seed's differences on so few rows are mostly noise; "
+    return (f" One test row is {100 / rows:.3g} points here: one seed's differences on so few rows are mostly noise; "
             "`python -m distillery kd_gain` measures the gain over seeds, with its interval.")
 
 

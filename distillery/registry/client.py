@@ -254,7 +254,9 @@ def recover(client, name: str, record=None) -> dict:
     if now is not None and ROLLED_BACK in now.tags and now.tags.get(TAG + "previous_champion"):
         target = now.tags[TAG + "previous_champion"]
         known = {str(v.version): v for v in versions(client, name)}
-        if target in known and ROLLED_BACK not in known[target].tags:
+        from distillery.registry.versions import version_weights, weights_rolled_back  # it imports this module
+
+        if target in known and not weights_rolled_back(list(known.values()), version_weights(known[target]), target):
             if aliases(client, name).get("challenger") == target:
                 client.delete_registered_model_alias(name, "challenger")
             client.set_registered_model_alias(name, "champion", target)

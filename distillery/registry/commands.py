@@ -11,6 +11,7 @@ from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
+from distillery.registry.versions import version_weights, weights_rolled_back
 from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, sqlite_path, tracking_uri
 
 
@@ -114,11 +115,14 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                 f"{', '.join(known) or 'none'}); see `distillery models`")
         current = aliases(client, name).get("champion")
         if current == str(version):
-            if ROLLED_BACK in known[current].tags:  # a champion carrying the guard (an older Distillery could leave
-                # one): promoting it by hand lifts the guard, so the gate stops refusing it
+            if weights_rolled_back(list(known.values()), version_weights(known[current]), current):
+                # a champion whose weights carry the guard (its own, an older Distillery could leave one, or a
+                # sibling's under other serving code): promoting it by hand lifts the guard, so the gate stops
+                # refusing them
                 set_tags(client, name, current, {TAG + "promoted": "manual", TAG + "promotion_reason": reason,
                                                  TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                client.delete_model_version_tag(name, current, ROLLED_BACK)
+                if ROLLED_BACK in known[current].tags:
+                    client.delete_model_version_tag(name, current, ROLLED_BACK)
                 return {"model_name": name, "champion": current, "changed": False, "lifted_guard": True}
             return {"model_name": name, "champion": current, "changed": False}
         if current is not None and current in known and not other_inputs:
@@ -194,11 +198,13 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
         if previous not in known:
             raise RegistryError(f"previous champion v{previous} of {name!r} no longer exists; "
                                 f"use `distillery promote <version> --reason ...`")
-        if ROLLED_BACK in known[previous].tags:
+        guarded = weights_rolled_back(list(known.values()), version_weights(known[previous]), previous)
+        if guarded:
             # A second rollback once went back to the version the first one rolled back, and `recover` then took
-            # that guarded champion for a rollback killed half-way: every command flipped the champion.
-            raise RegistryError(f"previous champion v{previous} of {name!r} was itself rolled back (at "
-                                f"{known[previous].tags[ROLLED_BACK]}); choose a version with `distillery promote "
+            # that guarded champion for a rollback killed half-way: every command flipped the champion. The guard
+            # belongs to the weights: a version of the rolled-back model under other serving code is refused too.
+            raise RegistryError(f"previous champion v{previous} of {name!r} was itself rolled back, or a version of "
+                                f"its weights was (at {guarded}); choose a version with `distillery promote "
                                 f"<version> --reason ...`")
         _require_loadable(name, previous)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")

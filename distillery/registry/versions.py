@@ -63,11 +63,20 @@ def same_weights(version, weights: list[str]) -> bool:
     return tags.get(TAG + "model_sha256") in weights
 
 
-def weights_rolled_back(known: list, weights: list[str]) -> Optional[str]:
+def version_weights(version) -> list[str]:
+    """The weights identity of a registered version as its tags tell it (``weights`` for :func:`same_weights`):
+    its weights tag, or, registered before that tag, its served files' hash."""
+    tags = version.tags
+    return [tags.get(TAG + "weights_sha256", ""), *([] if TAG + "weights_sha256" in tags else
+                                                     [tags.get(TAG + "model_sha256", "")])]
+
+
+def weights_rolled_back(known: list, weights: list[str], version: Optional[str] = None) -> Optional[str]:
     """When these weights were last rolled back by hand, unless a manual promotion of any version of them came after
     (None then, or if never): the guard belongs to the model, not to the version that carried it, so a version of
-    the same weights served by newer code, registered before or after the rollback, stays down as well."""
-    family = [v for v in known if same_weights(v, weights)]
+    the same weights served by newer code, registered before or after the rollback, stays down as well (and
+    ``version``, which holds them, whatever its tags)."""
+    family = [v for v in known if same_weights(v, weights) or str(v.version) == str(version)]
     rolled = max((v.tags[ROLLED_BACK] for v in family if ROLLED_BACK in v.tags), default=None)
     promoted = max((v.tags.get(TAG + "promoted_at", "") for v in family if v.tags.get(TAG + "promoted") == "manual"),
                    default="")
@@ -89,7 +98,10 @@ def with_paired_rows(before: Optional[dict], candidate_rows: dict, gate, rescore
     rows = before.get("rows") or {}
     compared = rows.get("test_rows", 0) - rows.get("left_out", 0)
     if rows and compared < (gate.min_compare_rows or 0) and not before.get("same_weights") and ours:
-        theirs = theirs if theirs is not None else rescore().get("per_row")
+        if theirs is None:  # read from its tags: scored now, on the rows compared, and its means with it
+            fresh = rescore()
+            theirs = fresh.pop("per_row", None)
+            before.update(fresh)
         key = gate.metric if gate.metric in ours and gate.metric in (theirs or {}) else next(iter(ours))
         if theirs and len(theirs[key]) == len(ours[key]):
             a, b = np.asarray(ours[key], dtype=float), np.asarray(theirs[key], dtype=float)

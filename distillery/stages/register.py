@@ -205,18 +205,17 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                     figures_before["candidate"] = serving.score(lambda frame: served.predict(None, frame), same, labels)
             else:
                 figures_before = champion_figures(name, current, test, labels, test_sha, serving, scratch)
+            figures_before.update(rows=rows, same_weights=same_weights(current, weights))  # the champion's own model?
+            figures_before = with_paired_rows(figures_before, per_row, params.register.gate, lambda: champion_figures(
+                name, current, test, labels, "", serving, scratch))  # a failure: an unscoreable champion, below
         except Exception as exc:  # an unscoreable champion (or unreadable rows) fails the check; it never lets a
             # candidate past
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
                               rows=rows)
-        figures_before["same_weights"] = same_weights(current, weights)  # the champion's own model, other code
-        figures_before = with_paired_rows(figures_before, per_row, params.register.gate, lambda: champion_figures(
-            name, current, test, labels, "", serving, scratch))
     known = versions(client, name)
-    # this version's guard, else its weights' under any version that holds them
-    rolled_back = next(v for v in known if str(v.version) == version).tags.get(TAG + "rolled_back_at") or \
-        weights_rolled_back(known, weights)
+    # the guard of these weights, whichever version of them carries it (this one too)
+    rolled_back = weights_rolled_back(known, weights, version)
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
                      rolled_back_at=rolled_back, version=version)
     checks, passed = verdict["checks"], verdict["passed"]

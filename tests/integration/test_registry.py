@@ -367,6 +367,43 @@ def test_on_fewer_rows_than_the_floor_only_a_clear_win_replaces_the_champion(pro
     assert "not < 0.05" in check["detail"] and _aliases(project)["champion"] == "2"
 
 
+def test_a_rollback_never_returns_to_weights_that_were_rolled_back(project, tiny_bert):
+    """A (v1), then B (v2), then A's weights under newer code (v3, another request cap) beat B; a rollback to v2
+    guards A's weights, and a second rollback went to v1, A again, served with no guard."""
+    import distillery.task_types.text_classification.serving as text_serving
+
+    assert stage.register(_params(project))["decision"] == "promoted"  # A: v1
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # B: v2
+    _export(project, tiny_bert, shift=0)
+    _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
+    original = text_serving.MAX_CHARACTERS
+    try:
+        text_serving.MAX_CHARACTERS = 12_345
+        assert stage.register(_params(project, min_retention=0.0))["version"] == "3"  # A's weights, newer limits
+    finally:
+        text_serving.MAX_CHARACTERS = original
+    assert _aliases(project)["champion"] == "3"
+    assert main(["rollback", "--reason", "A is bad"]) == 0 and _aliases(project)["champion"] == "2"
+    assert main(["rollback", "--reason", "again"]) == 2  # v1 is A: its weights were rolled back
+    assert _aliases(project)["champion"] == "2"
+
+
+def test_a_champion_that_cannot_be_scored_for_the_paired_rows_fails_the_check_not_the_stage(project, tiny_bert):
+    """Below min_compare_rows the champion, whose figures were read from its tags, is scored again for the per-row
+    comparison; with its files gone that raised out of register and left the candidate's gate pending."""
+    assert stage.register(_params(project, min_compare_rows=100))["decision"] == "promoted"  # A: v1
+    for path in (project / "mlruns").rglob("student.onnx"):
+        path.unlink()
+    _export(project, tiny_bert, shift=1)
+    result = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))  # the same 40 rows
+    check = next(c for c in result["checks"] if c["name"] == "champion")
+    assert result["decision"] == "rejected" and "could not be scored" in check["detail"], check
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == "failed"
+    assert _aliases(project)["champion"] == "1"
+
+
 def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_champion_stays(project, tiny_bert):
     """An exploratory `dvc exp run -S register.promote=false` registers and gates its student but never moves
     champion, even when it passes (a tie with the champion passes at tolerance 0); promoting it is a recorded
