@@ -115,7 +115,8 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                 f"{', '.join(known) or 'none'}); see `distillery models`")
         current = aliases(client, name).get("champion")
         if current == str(version):
-            if weights_rolled_back(list(known.values()), version_weights(known[current]), current):
+            if ROLLED_BACK in known[current].tags or \
+                    weights_rolled_back(list(known.values()), version_weights(known[current]), current):
                 # a champion whose weights carry the guard (its own, an older Distillery could leave one, or a
                 # sibling's under other serving code): promoting it by hand lifts the guard, so the gate stops
                 # refusing them

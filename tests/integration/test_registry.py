@@ -451,7 +451,8 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_fl
     assert main(["rollback", "--reason", "r1"]) == 0 and _aliases(project)["champion"] == "1"
     capsys.readouterr()
     assert main(["rollback", "--reason", "r2"]) == 2  # v1's previous champion is the rolled-back v2
-    assert "previous champion v2 of 'distillery-student' was itself rolled back (at 20" in capsys.readouterr().err
+    assert "previous champion v2 of 'distillery-student' was itself rolled back, or a version of its weights was (at " \
+           "20" in capsys.readouterr().err
     for _ in range(3):  # nothing moves it: neither the commands' recovery nor a registration
         assert recover(_client(project), NAME) == {} and _aliases(project)["champion"] == "1"
     assert stage.register(_params(project, min_retention=0.0))["checks"][-1]["name"] == "not_rolled_back"
