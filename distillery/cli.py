@@ -246,37 +246,9 @@ def main(argv: Optional[list] = None) -> int:
     if args.stage == PROFILE_COMMAND and args.version is None:
         parser.error("profile needs a name: python -m distillery profile <name> (a file profiles/<name>.yaml)")
     if args.stage == "params" and args.check:
-        from distillery.config import load_params
-        from distillery.config.describe import missing_stage_params
-        from distillery.errors import ConfigError
+        from distillery.params_check import check_params_file
 
-        from distillery.model_limits import check_model_limits
-
-        try:
-            params = load_params(args.params)
-            missing = missing_stage_params(args.params)
-            if missing:
-                raise ConfigError(f"{args.params}: dvc.yaml's stages read {len(missing)} key(s) it lacks (a "
-                                  f"params.yaml from before an upgrade?): {'; '.join(missing)}; add them (`python -m "
-                                  "distillery params` describes each), or DVC stops at the first stage that reads one")
-            try:
-                check_model_limits(params)
-            except ConfigError as exc:
-                raise ConfigError(f"{args.params}: {exc}") from None
-        except ConfigError as exc:
-            print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)
-            return exc.exit_code
-        print(f"{args.params}: every key is known and every value allowed")
-        roots = ("register", "teacher", "student.model", "student.max_length")
-        risky = [prefix for prefix in params.schedule.allowed_overrides
-                 if any(prefix == root or prefix.startswith(root + ".") or root.startswith(prefix + ".")
-                        for root in roots)]
-        if risky:  # allowed by the owner, or a params.yaml from before the narrower default
-            print(f"{args.params}: warning: schedule.allowed_overrides lets whoever starts a flow run set "
-                  f"{', '.join(risky)}: the gate's bar, the teacher it is measured against, or the weights that "
-                  "ship (the default list leaves out register, teacher, student.model and student.max_length)",
-                  file=sys.stderr)
-        return 0
+        return check_params_file(args.params)
     if args.stage == "params":
         from distillery.config import describe_params
         print(describe_params(args.params if Path(args.params).is_file() else None))

@@ -219,3 +219,22 @@ def check_reports_current(evaluation: dict, benchmark: dict, deployment: dict, t
         raise DataError(f"{REPORTS_DIR / 'metrics' / 'benchmark.json'} timed another {ONNX_DIR / deployment['deployable']}"
                         " than the one there now; run `dvc repro` (or `python -m distillery benchmark`) before "
                         "registering")
+
+
+def log_params(client, run_id: str, flat: dict) -> None:
+    """Every params key on the run (MLflow takes 100 a call; values cut to 500 characters)."""
+    from mlflow.entities import Param
+
+    items = [Param(key, str(value)[:500]) for key, value in flat.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
+    """The figures on the run, 900 a call."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    items = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 900):
+        client.log_batch(run_id, metrics=items[start:start + 900])

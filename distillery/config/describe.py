@@ -69,32 +69,3 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 _SECTIONS = {key[2:] for key, _, _ in _leaves(Params) if key.startswith("#")}
-
-
-def missing_stage_params(params_path) -> list[str]:
-    """The keys ``dvc.yaml`` (beside ``params_path``) has its stages read that ``params_path`` leaves out, each
-    with the value to add (its built-in default): DVC stops a stage on a missing key only when it reaches that stage,
-    after the stages before it ran (a params.yaml from before an upgrade of Distillery)."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    from distillery.config import Params
-
-    dvc_file = Path(params_path).resolve().parent / "dvc.yaml"
-    if not dvc_file.is_file():
-        return []
-    stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
-    keys = [entry for stage in stages.values() if isinstance(stage, dict)
-            for entry in stage.get("params") or [] if isinstance(entry, str)]
-    defaults, missing = Params().flat(), []
-    for key in dict.fromkeys(keys):
-        node = raw
-        for part in key.split("."):
-            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
-        if node is KeyError:
-            default = defaults.get(key, {k[len(key) + 1:]: v for k, v in defaults.items() if k.startswith(key + ".")})
-            missing.append(f"{key} (built-in default: {json.dumps(default)})")
-    return missing

@@ -35,7 +35,7 @@ from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
 from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves,
-                                    model_card, numeric_leaves, provenance, stage_status)
+                                    log_metrics, log_params, model_card, numeric_leaves, provenance, stage_status)
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
                                  quiet_mlflow, redact_uri, tracking_uri)
 
@@ -99,8 +99,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         with mlflow.start_run(experiment_id=exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
                               tags=tags) as run:  # tagged at creation: a kill never leaves an untagged run
             run_id = run.info.run_id
-            _log_params(client, run_id, params.flat())
-            _log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
+            log_params(client, run_id, params.flat())
+            log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
                                           **numeric_leaves(benchmark, "benchmark.")})
             children = _nested_runs(client, exp_id, run_id, params, evaluation, status, root)
             _log_reports(root)
@@ -132,12 +132,12 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             decision["served_process"] = served_process_memory(
                 serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
             if "peak_memory_mb" in decision["served_process"]:
-                _log_metrics(client, run_id, {"served.peak_memory_mb": decision["served_process"]["peak_memory_mb"]})
+                log_metrics(client, run_id, {"served.peak_memory_mb": decision["served_process"]["peak_memory_mb"]})
             decision.update({"mlflow_run_id": run_id, "nested_runs": children,
                              "tracking_uri": redact_uri(uri),  # register.json is tracked by git: no credentials
                              "experiment_id": exp_id, "stages": status})
             mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
-            _log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
+            log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
             card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision,
                               list(serving.signature_example(test).columns))
             mlflow.log_text(card, "model_card.md")
@@ -264,23 +264,6 @@ def _seen(client, exp_id: str, key: str, digest: str) -> bool:
     return bool(runs)
 
 
-def _log_params(client, run_id: str, flat: dict) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(key, str(value)[:500]) for key, value in flat.items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start:start + 100])
-
-
-def _log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    items = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
-    for start in range(0, len(items), 900):
-        client.log_batch(run_id, metrics=items[start:start + 900])
-
-
 def _log_reports(root: Path) -> None:
     """``reports/`` as artifacts, without this stage's own outputs from an earlier execution."""
     import mlflow
@@ -303,9 +286,9 @@ def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation
         tags = {**run_tags(params.register.model_name), TAG + "kind": "model", TAG + "model": model,
                 TAG + "stage": stage, TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id}
         with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True, tags=tags) as child:
-            _log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
+            log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
             log_curves(client, child.info.run_id, model, root)
             if model in evaluation:
-                _log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
+                log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
             children[model] = child.info.run_id
     return children
