@@ -160,9 +160,10 @@ class GateConfig:
                                 "(text classification), f1 | exact_match (question answering)")
     tolerance: float = Field(0.0, ge=0, lt=1, description="the candidate may trail the champion by at most this "
                                                           "much of metric")
-    min_compare_rows: int = Field(100, ge=1, description="the champion is replaced only on a comparison over at "
-                                                         "least this many test rows (after a data refresh: rows "
-                                                         "it did not see); fewer fail the champion check",
+    min_compare_rows: int = Field(100, ge=1, description="on fewer test rows than this (after a data refresh: "
+                                                         "rows the champion did not see) only a clear win replaces "
+                                                         "the champion: better on significantly more rows than "
+                                                         "worse (one-sided sign test, p < 0.05)",
                                   json_schema_extra=allowed("it is a count of test rows >= 1, e.g. 100"))
 
 
