@@ -2,6 +2,7 @@
 with one-line errors, padding, parameter counts. Shared by every task type and student family."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Optional
 
@@ -134,3 +135,35 @@ def check_readable(features, tokenizer, key: str, where: str, stage: str) -> int
         raise DataError(f"{what}; choose a {key} whose vocabulary covers the data's language")
     print(f"{stage}: warning: {what}")
     return unreadable
+
+
+# Where architectures keep the dropout on attention probabilities: BERT-likes, DistilBERT / BART / Llama-likes, GPT-2.
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def set_attention_dropout(model: nn.Module, probability: Optional[float], key: str) -> None:
+    """Give ``model`` (in place) ``probability`` of dropout on its attention probabilities while training; ``None``
+    keeps its own. The model is rebuilt from its config with the new value and its weights copied back, because
+    architectures read the value at construction. With 0, PyTorch's fused attention kernel runs on CPU: the
+    probabilities are never materialised, nor a mask drawn for them."""
+    if probability is None:
+        return
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise ModelError(f"{key}: this model ({type(model).__name__}) is not a transformer; set it to null")
+    config = copy.deepcopy(model.config)
+    names = [name for name in ATTENTION_DROPOUT_KEYS if name in config.to_dict()]
+    if not names:
+        raise ModelError(f"{key}: the {config.model_type} architecture has no attention dropout setting (none of "
+                         f"{', '.join(ATTENTION_DROPOUT_KEYS)}); set it to null")
+    if all(getattr(config, name) == probability for name in names):
+        return
+    for name in names:
+        setattr(config, name, probability)
+    rebuilt = type(model)(config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.train(model.training)
+    for name, child in rebuilt.named_children():
+        setattr(model, name, child)
+    model.config = rebuilt.config

@@ -17,6 +17,7 @@ from distillery import precision
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import private_temp, scratch_dir
+from distillery.hf import set_attention_dropout
 from distillery.losses import hidden_state_loss
 from distillery.progress import ProgressLine, progress_interval
 
@@ -187,15 +188,17 @@ def _finite(compute_metrics: Callable, label: str) -> Callable:
 
 
 def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, seed: int, save_dir: Path,
-        distill: Optional[dict] = None, label: Optional[str] = None) -> dict:
+        distill: Optional[dict] = None, label: Optional[str] = None, key: str = "distill.train") -> dict:
     """Train, keep the best epoch on validation, save in HF format to ``save_dir``; return a summary.
 
     ``distill`` (``alpha``, ``temperature``, ``loss_kind``; optionally ``teacher``, ``hidden_weight``
     and ``layer_map`` for the hidden-state loss) switches on the KD loss; rows of ``train_dataset``
     must then carry the task's cached teacher outputs. ``task`` is the task type. ``label`` starts each
-    progress line (default: "training" or "distilling", and the model's size).
+    progress line (default: "training" or "distilling", and the model's size); ``key`` names ``cfg`` in errors.
     """
     from transformers import PrinterCallback, set_seed
+
+    set_attention_dropout(model, cfg.attention_dropout, f"{key}.attention_dropout")  # before the Trainer sees it
 
     _, DistillationTrainer, EpochTimer = _trainer_classes()
     set_seed(seed)

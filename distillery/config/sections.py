@@ -29,6 +29,11 @@ class TrainConfig:
         "fp32", description="fp32 | bf16: the forward and backward passes under bfloat16 autocast (weights, "
                             "optimizer and saved model stay fp32) | auto: bf16 where the hardware computes it "
                             "natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), else fp32")
+    attention_dropout: Optional[float] = Field(
+        None, ge=0, lt=1, description="dropout on the attention probabilities while training; null keeps the "
+                                      "model's own (0.1 in BERT-likes; a student built from the fine-tuned teacher "
+                                      "has the teacher's). 0 lets PyTorch's fused attention kernel run: on 256-token "
+                                      "windows a training step took 1.3x (fp32) to 1.7x (bf16) less time on CPU")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")

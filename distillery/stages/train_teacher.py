@@ -29,7 +29,7 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
     check_readable(train, tokenizer, "teacher.model", "training inputs", "train_teacher")
     validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:
-        summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch)
+        summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch, key="teacher.train")
         summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length,
                        **{TRAINED_ON: data})
         write_json(scratch / "training.json", summary)
