@@ -165,6 +165,9 @@ class GateConfig:
                                                          "the champion: better on significantly more rows than "
                                                          "worse (one-sided sign test, p < 0.05)",
                                   json_schema_extra=allowed("it is a count of test rows >= 1, e.g. 100"))
+    above_one_label: bool = Field(True, description="classification: metric must beat answering the test split's "
+                                                    "most frequent label for every row (a model at chance is never "
+                                                    "promoted); false = off")
 
 
 @section("register")

@@ -11,7 +11,7 @@ from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
-from distillery.registry.versions import version_weights, weights_rolled_back
+from distillery.registry.versions import stamp, version_weights, weights_rolled_back
 from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, sqlite_path, tracking_uri
 
 
@@ -121,7 +121,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 # sibling's under other serving code): promoting it by hand lifts the guard, so the gate stops
                 # refusing them
                 set_tags(client, name, current, {TAG + "promoted": "manual", TAG + "promotion_reason": reason,
-                                                 TAG + "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                                                 TAG + "promoted_at": stamp()})
                 if ROLLED_BACK in known[current].tags:
                     client.delete_model_version_tag(name, current, ROLLED_BACK)
                 return {"model_name": name, "champion": current, "changed": False, "lifted_guard": True}
@@ -140,8 +140,8 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
         _require_loadable(name, str(version))
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": stamp,
+        when = stamp()
+        tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": when,
                 TAG + "promoted_by": getpass.getuser()}
         # The intent first, then the alias, then these tags and the lifted rollback guard: see move_champion.
         run_id = move_champion(client, name, str(version), current, tags,
@@ -208,11 +208,11 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
                                 f"its weights was (at {guarded}); choose a version with `distillery promote "
                                 f"<version> --reason ...`")
         _require_loadable(name, previous)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        when = stamp()
         # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
         # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.
         set_tags(client, name, current_version, {TAG + "rollback_reason": reason or "not given"})
-        client.set_model_version_tag(name, current_version, ROLLED_BACK, stamp)
+        client.set_model_version_tag(name, current_version, ROLLED_BACK, when)
         if aliases(client, name).get("challenger") == previous:
             client.delete_registered_model_alias(name, "challenger")  # never champion and challenger at once
         client.set_registered_model_alias(name, "champion", previous)

@@ -4,6 +4,9 @@
 ``{"checks": [...], "passed": bool}``, each check ``{"name", "passed", "value", "threshold", "detail"}``:
 
 - ``retention``: candidate accuracy / teacher accuracy >= ``gate["min_retention"]``;
+- ``above_one_label`` (classification, unless ``gate["above_one_label"]`` is false): ``gate["metric"]`` above that
+  of answering the most frequent test label for every row (``candidate["one_label"]``): a model at chance is not
+  promoted, champion or none;
 - ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]``, or, when ``gate["max_p95_ratio_to_teacher"]`` is set,
   <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
@@ -18,7 +21,7 @@
 - ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
-``inputs``, ``labels``, and the metric.
+``inputs``, ``labels``, the metric, and ``one_label`` (``{"label", "accuracy", "macro_f1"}``, or None).
 ``champion``: None (no champion yet), ``{"version", "error", "inputs"?, "labels"?}`` (could not be scored), or
 ``{"version", "accuracy", "macro_f1", "rescored", "inputs", "labels"}`` where ``inputs`` and ``labels`` are None
 when unknown, and
@@ -33,7 +36,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
-GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows")  # the last ones may be absent (= off)
+# the last ones may be absent: off (above_one_label: on)
+GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label")
 
 
 ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.72 / 0.8 < 0.9)
@@ -81,6 +85,24 @@ def _latency(candidate: dict, gate: dict) -> dict:
 def _size(candidate: dict, gate: dict) -> dict:
     size, budget = candidate["size_mb"], gate["max_size_mb"]
     return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}")
+
+
+def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:
+    """The candidate's ``gate["metric"]`` above that of answering the test split's most frequent label for every
+    row (``candidate["one_label"]``; classification only): a model at chance, or a teacher at chance that its
+    student kept 100% of, is never promoted, even with no champion to compare with."""
+    one_label = candidate.get("one_label")
+    metric = gate["metric"]
+    if not gate.get("above_one_label", True) or not one_label or metric not in one_label or candidate.get(metric) is None:
+        return None
+    value, floor = candidate[metric], one_label[metric]
+    answer = f"answering {one_label['label']!r} for every test row"
+    if value > floor + ROUNDING:
+        return check("above_one_label", True, round(value, 4), round(floor, 4),
+                     f"{metric} {value:.4f}, above {floor:.4f} for {answer}")
+    return check("above_one_label", False, round(value, 4), round(floor, 4),
+                 f"{metric} {value:.4f} is no better than {answer} ({floor:.4f}): the model has not learnt the task "
+                 "(check the labels, the teacher's figures and the training curves)")
 
 
 def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
@@ -194,6 +216,9 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
         raise KeyError(f"gate settings lack {missing}")
     checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate),
               _inputs(candidate, champion, is_champion), _labels(candidate, champion, is_champion), _champion(candidate, champion, gate, is_champion)]
+    floor = _above_one_label(candidate, gate)
+    if floor is not None:
+        checks.insert(1, floor)
     if rolled_back_at and not is_champion:
         checks.append(check("not_rolled_back", False, rolled_back_at, None,
                             f"rolled back by hand at {rolled_back_at}; only "

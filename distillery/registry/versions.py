@@ -2,14 +2,33 @@
 the registry holds), and the rollback guard a new version of the same weights inherits."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from distillery.prepared import LABEL
 from distillery.registry.client import ROLLED_BACK, TAG
 from distillery.tracking import quiet_mlflow
+
+
+def stamp() -> str:
+    """Now, for the rollback and promotion tags: UTC to the microsecond, with its offset
+    (``2026-12-05T11:58:03.123456+00:00``), so that teammates in other time zones order their actions alike."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def stamp_seconds(value: str) -> float:
+    """A tag's stamp as seconds since the epoch, to order stamps by: one with an offset as written; one without
+    (written in local time by Distillery before 2026-12-05) as this machine's local time, the best reading there
+    is; no stamp or an unreadable one, before any other."""
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return float("-inf")
+    return (when if when.tzinfo else when.astimezone()).timestamp()
 
 
 def champion_figures(name: str, version, test: pd.DataFrame, labels: list[str], test_sha: str, serving,
@@ -77,12 +96,12 @@ def weights_rolled_back(known: list, weights: list[str], version: Optional[str] 
     the same weights served by newer code, registered before or after the rollback, stays down as well (and
     ``version``, which holds them, whatever its tags)."""
     family = [v for v in known if same_weights(v, weights) or str(v.version) == str(version)]
-    rolled = max((v.tags[ROLLED_BACK] for v in family if ROLLED_BACK in v.tags), default=None)
+    rolled = max((v.tags[ROLLED_BACK] for v in family if ROLLED_BACK in v.tags), default=None, key=stamp_seconds)
     promoted = max((v.tags.get(TAG + "promoted_at", "") for v in family if v.tags.get(TAG + "promoted") == "manual"),
-                   default="")
-    # stamps are to the second: a rollback and a promotion in the same second count as the rollback last (the
-    # champion stays; a promotion by hand again settles it)
-    return rolled if rolled is not None and rolled >= promoted else None
+                   default="", key=stamp_seconds)
+    # ordered as instants, not as text (teammates' stamps carry their offsets); a rollback and a promotion stamped
+    # alike count as the rollback last (the champion stays; a promotion by hand again settles it)
+    return rolled if rolled is not None and stamp_seconds(rolled) >= stamp_seconds(promoted) else None
 
 
 def with_paired_rows(before: Optional[dict], candidate_rows: dict, gate, rescore) -> Optional[dict]:
@@ -107,3 +126,15 @@ def with_paired_rows(before: Optional[dict], candidate_rows: dict, gate, rescore
             a, b = np.asarray(ours[key], dtype=float), np.asarray(theirs[key], dtype=float)
             before["paired"] = {"better": int((a > b).sum()), "worse": int((a < b).sum()), "metric": key}
     return before
+
+
+def one_label_figures(serving, test: pd.DataFrame, labels: list) -> Optional[dict]:
+    """The figures of answering the test split's most frequent label for every row, scored as the candidate is
+    (``serving.score``): the floor of the gate's ``above_one_label`` check. None for a task that is not
+    classification (QA)."""
+    if tuple(serving.METRICS) != ("accuracy", "macro_f1") or LABEL not in test.columns or not len(test):
+        return None
+    most = labels[int(test[LABEL].value_counts().idxmax())]
+    figures = serving.score(lambda frame: pd.DataFrame({"label": [most] * len(frame)}), test, labels)
+    figures.pop("per_row", None)
+    return {"label": most, **figures}

@@ -28,8 +28,8 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, connected,
                                         end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
                                         version_labels, versions)
-from distillery.registry.versions import (champion_figures, model_on_own_code, same_weights, weights_rolled_back,
-                                          with_paired_rows)
+from distillery.registry.versions import (champion_figures, model_on_own_code, one_label_figures, same_weights,
+                                          stamp, weights_rolled_back, with_paired_rows)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -182,7 +182,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                  "sequence_inputs": grid.get("sequence_inputs", True), "labels": list(labels),
                  "inputs": list(serving.signature_example(test).columns),
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
-                 "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"]}
+                 "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"],
+                 "one_label": one_label_figures(serving, test, labels)}
     current = champion(client, name)
     already = current is not None and str(current.version) == version
     figures_before = None
@@ -254,7 +255,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             "checks": checks, "candidate": candidate, "champion_before": before, "rollback_to": rollback_to,
             "champion_rows": None if figures_before is None else figures_before.get("rows"),
             "champion_after": version if outcome == "promoted" else before,
-            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "decided_at": stamp()}
 
 
 def _seen(client, exp_id: str, key: str, digest: str) -> bool:

@@ -36,16 +36,29 @@ NAME = "distillery-student"
 
 
 def _classifier(tiny_bert: Path, shift: int):
-    """A fixed random classifier; ``shift`` rolls its head's rows, so its label is (A's label + shift) mod 3."""
+    """A fixed random classifier; ``shift`` rolls its head's rows, so its label is (A's label + shift) mod 3.
+
+    A random tiny BERT's pooled outputs barely differ between texts, so a random head gives one label to every
+    text (and a test split labelled by it would hold one class, where no model beats answering that label). The
+    head instead splits the texts' pooled outputs into three sectors around their mean, in the plane where they
+    vary most: every label comes up."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
     with torch.no_grad():
-        model.classifier.weight.copy_(torch.roll(model.classifier.weight, shift, dims=0))
-        model.classifier.bias.copy_(torch.roll(model.classifier.bias, shift, dims=0))
-    return model.eval()
+        pooled = model.bert(**tokenizer(make_texts(120, seed=0)["text"].tolist(), padding=True,
+                                        return_tensors="pt")).pooler_output.double()
+        mean = pooled.mean(0)
+        directions = torch.linalg.svd(pooled - mean, full_matrices=False).Vh[:2]
+        angles = torch.arange(3, dtype=torch.float64) * 2 * torch.pi / 3
+        weight = 100 * (torch.stack([angles.cos(), angles.sin()], 1) @ directions) / (pooled - mean).norm(dim=1).mean()
+        bias = -weight @ mean
+        model.classifier.weight.copy_(torch.roll(weight, shift, dims=0).float())
+        model.classifier.bias.copy_(torch.roll(bias, shift, dims=0).float())
+    return model
 
 
 def _export(project: Path, tiny_bert: Path, shift: int) -> None:
@@ -146,7 +159,7 @@ def _aliases(root: Path) -> dict:
 def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, tiny_bert):
     first = stage.register(_params(project))
     assert first["decision"] == "promoted" and first["version"] == "1"
-    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 6
+    assert first["candidate"]["accuracy"] == 1.0 and [c["passed"] for c in first["checks"]] == [True] * 7
     assert json.loads((project / "reports/metrics/register.json").read_text())["version"] == "1"
 
     # Same model again: no new version; the gate is re-run on it and it stays champion.
@@ -169,10 +182,10 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
         tag = _client(project).get_model_version(NAME, "2").tags[f"distillery.gate.failed.{failing}"]
         assert tag.startswith("value ") and "threshold" in tag
 
-    # Back on A's data: the champion is better, and only that check fails.
+    # Back on A's data: the champion is better (B answers none right, below answering one label for every row).
     _write_test_split(project, make_texts(40, seed=3)["text"].tolist(), shift=0)
     result = stage.register(_params(project, **loose))
-    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["champion"]
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["above_one_label", "champion"]
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
 
     # New data on which B is right: the champion is re-scored on it, B wins and A is recorded to restore.
@@ -203,6 +216,25 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     assert list(listing["versions"][1]["metrics"]) == ["accuracy", "macro_f1"]  # the gate's metric first
     assert commands.models_table(listing).splitlines()[2].startswith(
         "| version | aliases | created | accuracy | macro_f1 | retention |")
+
+
+def test_a_first_model_no_better_than_answering_one_label_is_not_promoted(project, tiny_bert):
+    # the test split labelled by B: A answers no row right, below answering the split's most frequent label
+    texts = make_texts(40, seed=3)["text"].tolist()
+    _export(project, tiny_bert, shift=1)
+    _export(project, tiny_bert, shift=0)  # A is the candidate
+    _write_test_split(project, texts, shift=1)
+    result = stage.register(_params(project, min_retention=0.0))
+    assert result["decision"] == "rejected" and "champion" not in _aliases(project)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["above_one_label"]
+    check = next(c for c in result["checks"] if c["name"] == "above_one_label")
+    shares = pd.read_parquet(project / "data/prepared/test.parquet")["label"].value_counts(normalize=True)
+    assert check["value"] == 0.0 and check["threshold"] == round(shares.max(), 4) and shares.max() < 0.9
+    assert check["detail"].startswith(f"accuracy 0.0000 is no better than answering '{LABELS[shares.idxmax()]}' for "
+                                      "every test row")
+    # the same model on rows it answers right is promoted
+    _write_test_split(project, texts, shift=0)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"
 
 
 def test_the_gate_scores_a_champion_on_its_files_never_running_the_code_the_registry_holds(project, tiny_bert,
@@ -354,11 +386,10 @@ def test_on_fewer_rows_than_the_floor_only_a_clear_win_replaces_the_champion(pro
     rows was refused. On few rows the candidate must be better on significantly more rows than worse (a sign test);
     a near tie stays refused."""
     b_rows = make_texts(40, seed=5)["text"].tolist()
-    _export(project, tiny_bert, shift=1)
-    _write_test_split(project, b_rows, shift=1)  # B's labels: A gets none right
-    _export(project, tiny_bert, shift=0)
+    _write_test_split(project, b_rows, shift=0)  # A's labels
     assert stage.register(_params(project, min_retention=0.0, min_compare_rows=100))["decision"] == "promoted"  # A
     _export(project, tiny_bert, shift=1)
+    _write_test_split(project, b_rows, shift=1)  # B's labels: A gets none right
     clear = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))  # B on the same 40 rows
     check = next(c for c in clear["checks"] if c["name"] == "champion")
     assert clear["decision"] == "promoted", check
@@ -423,7 +454,7 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     _params(project, min_retention=0.0)
     update_params(project / "params.yaml", **{"register.promote": False})
     explored = stage.register(load_params(project / "params.yaml"))
-    assert explored["passed"] and [c["passed"] for c in explored["checks"]] == [True] * 6, explored["checks"]
+    assert explored["passed"] and [c["passed"] for c in explored["checks"]] == [True] * 7, explored["checks"]
     assert explored["decision"] == "passed, not promoted (register.promote is false)", explored
     assert explored["alias"] == "challenger" and explored["champion_after"] == "1"
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
@@ -504,9 +535,11 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
         direct_logits(project, near + seen_texts[10:30], onnx="shift0.onnx").argmax(-1),
         direct_logits(project, fresh, onnx="shift1.onnx").argmax(-1)])})
     test.to_parquet(project / "data/prepared/test.parquet")
-    result = stage.register(_params(project, min_retention=0.0))
+    # B answers 25% of the whole split right, below answering its most frequent label: that check is off here
+    result = stage.register(_params(project, min_retention=0.0, above_one_label=False))
     check = next(c for c in result["checks"] if c["name"] == "champion")
     assert result["decision"] == "promoted", result["checks"]
+    assert "above_one_label" not in [c["name"] for c in result["checks"]]
     assert (check["value"], check["threshold"]) == (1.0, 0.0) and result["candidate"]["accuracy"] == 0.25
     assert "both on the 10 of 40 current test rows champion v1 did not train, validate or distill on" in check["detail"]
     assert result["champion_rows"] == {"test_rows": 40, "left_out": 30, "checked": True, "matched": "normalised"}
@@ -572,15 +605,16 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     # A champion registered before its inputs were tagged: its logged signature is read instead.
     _client(project).delete_model_version_tag(NAME, "1", "distillery.inputs")
 
-    # Model B on sentence pairs, same labels: the inputs check fails (the champion check too: B scores 0 on A's
-    # labels).
+    # Model B on sentence pairs, same labels: the inputs check fails (the champion check too, and the floor: B
+    # scores 0 on A's labels).
     _export(project, tiny_bert, shift=1)
     test = pd.read_parquet(project / "data/prepared/test.parquet")
     test.insert(1, "text_pair", test["text"].iloc[::-1].tolist())
     test.to_parquet(project / "data/prepared/test.parquet")
     pairs = stage.register(_params(project, min_retention=0.0))
     assert pairs["version"] == "2" and pairs["decision"] == "rejected", pairs["checks"]
-    assert [c["name"] for c in pairs["checks"] if not c["passed"]] == ["inputs", "champion"], pairs["checks"]
+    assert [c["name"] for c in pairs["checks"] if not c["passed"]] == ["above_one_label", "inputs", "champion"], \
+        pairs["checks"]
     check = next(c for c in pairs["checks"] if c["name"] == "inputs")
     assert (check["value"], check["threshold"]) == (["text", "text_pair"], ["text"])
     assert _aliases(project) == {"champion": "1", "challenger": "2"}

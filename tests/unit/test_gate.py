@@ -325,3 +325,38 @@ def test_a_tie_with_a_champion_figure_stored_to_6_decimals_passes():
     # a champion re-scored on the current rows has its figure in full: no slack beyond float rounding
     rescored = decide({**CANDIDATE, "accuracy": 0.6666665}, {**CHAMPION, "accuracy": 30 / 45, "rescored": True}, GATE)
     assert not _check(rescored, "champion")["passed"]
+
+
+ONE_LABEL = {"label": "negative", "accuracy": 0.80, "macro_f1": 0.30}
+
+
+def test_a_model_no_better_than_answering_one_label_fails_even_with_no_champion():
+    at_chance = decide({**CANDIDATE, "one_label": ONE_LABEL}, None, GATE)  # 0.80 = answering 'negative' always
+    assert _failed(at_chance) == ["above_one_label"]
+    check = _check(at_chance, "above_one_label")
+    assert (check["value"], check["threshold"]) == (0.8, 0.8)
+    assert check["detail"].startswith("accuracy 0.8000 is no better than answering 'negative' for every test row "
+                                      "(0.8000)")
+    above = decide({**CANDIDATE, "one_label": {**ONE_LABEL, "accuracy": 0.7999}}, None, GATE)
+    assert _failed(above) == [] and [c["name"] for c in above["checks"]][:2] == ["retention", "above_one_label"]
+    # on the gate's metric: macro-F1 0.70 against the one label's 0.30
+    assert _failed(decide({**CANDIDATE, "one_label": ONE_LABEL}, None, {**GATE, "metric": "macro_f1"})) == []
+    # off by the key, and absent where the task has no such floor (QA)
+    assert _failed(decide({**CANDIDATE, "one_label": ONE_LABEL}, None, {**GATE, "above_one_label": False})) == []
+    assert "above_one_label" not in [c["name"] for c in decide({**CANDIDATE, "one_label": None}, None,
+                                                               GATE)["checks"]]
+
+
+def test_one_label_figures_are_scored_as_the_candidate_is():
+    import pandas as pd
+
+    from distillery.registry.versions import one_label_figures
+    from distillery.task_types.text_classification import serving
+
+    test = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [2, 0, 0, 1]})
+    figures = one_label_figures(serving, test, LABELS)
+    # 'negative' always: right on 2 of 4; its F1 2 x 0.5 x 1 / 1.5 = 2/3, the other two classes 0, over 3 classes
+    assert figures == {"label": "negative", "accuracy": 0.5, "macro_f1": pytest.approx(2 / 9)}
+    from distillery.task_types.question_answering import serving as qa_serving
+
+    assert one_label_figures(qa_serving, test, LABELS) is None

@@ -1,0 +1,68 @@
+"""The rollback guard and manual promotions are ordered as instants: teammates in other time zones (their stamps
+carry offsets) and stamps written in local time by an older Distillery."""
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from distillery.registry.versions import stamp, stamp_seconds, weights_rolled_back
+
+WEIGHTS = ["w" * 64]
+
+
+def _version(number: str, **tags) -> SimpleNamespace:
+    return SimpleNamespace(version=number, tags={"distillery.weights_sha256": WEIGHTS[0], **tags})
+
+
+def _guard(rolled: str, promoted: str):
+    known = [_version("1", **{"distillery.rolled_back_at": rolled}),
+             _version("2", **{"distillery.promoted": "manual", "distillery.promoted_at": promoted})]
+    return weights_rolled_back(known, WEIGHTS)
+
+
+def test_a_promotion_earlier_in_utc_does_not_lift_a_guard_though_its_clock_read_later():
+    # Tokyo's 18:30 is 09:30 UTC: half an hour before the rollback in London
+    assert _guard("2026-12-05T10:00:00+00:00", "2026-12-05T18:30:00+09:00") == "2026-12-05T10:00:00+00:00"
+
+
+def test_a_promotion_later_in_utc_lifts_the_guard_though_its_clock_read_earlier():
+    # New York's 06:00 is 11:00 UTC: an hour after the rollback
+    assert _guard("2026-12-05T10:00:00+00:00", "2026-12-05T06:00:00-05:00") is None
+
+
+def test_the_same_instant_counts_as_the_rollback_last():
+    assert _guard("2026-12-05T10:00:00+00:00", "2026-12-05T11:00:00+01:00") == "2026-12-05T10:00:00+00:00"
+
+
+@pytest.fixture
+def tokyo(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_stamp_without_an_offset_is_read_as_local_time(tokyo):
+    # an older Distillery's promotion on this machine, at 18:30 Tokyo time = 09:30 UTC: before the rollback
+    assert _guard("2026-12-05T10:00:00+00:00", "2026-12-05T18:30:00") == "2026-12-05T10:00:00+00:00"
+    assert _guard("2026-12-05T10:00:00+00:00", "2026-12-05T19:30:01") is None
+    assert stamp_seconds("2026-12-05T09:00:00") == stamp_seconds("2026-12-05T00:00:00+00:00")
+
+
+def test_the_latest_rollback_is_found_across_offsets():
+    known = [_version("1", **{"distillery.rolled_back_at": "2026-12-05T20:00:00+09:00"}),  # 11:00 UTC
+             _version("3", **{"distillery.rolled_back_at": "2026-12-05T09:00:00-05:00"}),  # 14:00 UTC
+             _version("2", **{"distillery.promoted": "manual", "distillery.promoted_at": "2026-12-05T12:00:00+00:00"})]
+    assert weights_rolled_back(known, WEIGHTS) == "2026-12-05T09:00:00-05:00"
+
+
+def test_a_new_stamp_is_utc_now_to_the_microsecond():
+    before = time.time()
+    value = stamp()
+    assert value.endswith("+00:00") and len(value) == len("2026-12-05T11:58:03.123456+00:00")
+    assert before - 1e-3 <= stamp_seconds(value) <= time.time() + 1e-3
+
+
+def test_no_stamp_or_an_unreadable_one_comes_first():
+    assert stamp_seconds("") == stamp_seconds("yesterday") == float("-inf")
