@@ -131,7 +131,8 @@ def project(tmp_path, tiny_bert, monkeypatch) -> Path:
 def build_project(root: Path, tiny_bert: Path) -> Path:
     """What `register` reads, at ``root``: params, prepared labels and test split, model A exported, reports."""
     (root / "data/prepared").mkdir(parents=True)
-    write_params(root / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv")))
+    write_params(root / "params.yaml", tiny_params(tiny_bert, Path("data/raw/tweets.csv"),
+                                                   **{"register.gate.above_one_label": True}))  # the gate under test
     (root / "data/prepared/labels.json").write_text(json.dumps({"names": LABELS}))
     (root / "data/prepared/data_report.json").write_text(json.dumps({"rows": {"test": 40}}))
     _export(root, tiny_bert, shift=0)
