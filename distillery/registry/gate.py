@@ -91,9 +91,9 @@ def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:
     """The candidate's ``gate["metric"]`` above that of answering the test split's most frequent label for every
     row (``candidate["one_label"]``; classification only): a model at chance, or a teacher at chance that its
     student kept 100% of, is never promoted, even with no champion to compare with."""
-    one_label = candidate.get("one_label")
-    metric = gate["metric"]
-    if not gate.get("above_one_label", True) or not one_label or metric not in one_label or candidate.get(metric) is None:
+    one_label, metric = candidate.get("one_label"), gate["metric"]
+    if not gate.get("above_one_label", True) or not one_label or metric not in one_label or \
+            candidate.get(metric) is None:
         return None
     value, floor = candidate[metric], one_label[metric]
     answer = f"answering {one_label['label']!r} for every test row"
