@@ -127,6 +127,9 @@ def fuse_transformer(source: PathLike, target: PathLike, model=None) -> dict:
 # A model file's own ONNX Runtime settings, in its metadata (``metadata_props``), so that every session of it runs
 # the graph that export timed and checked: the served pyfunc reads the same key (distillery/serving/*.py).
 DISABLED_OPTIMIZERS_KEY = "onnxruntime.disabled_optimizers"  # comma-separated names of ONNX Runtime graph optimizers
+# What an exported classifier computes in its last layer, when less than its model: "first_token" (every other
+# position of the last layer is dropped; distillery/task_types/text_classification/first_token.py). Absent: all.
+LAST_LAYER_KEY = "distillery.last_layer"
 # ONNX Runtime's load-time fusion of a residual add and its layer norm. Its CPU kernel took 65-115 us per node on a
 # 64x384 tensor where LayerNormalization took 15 (ONNX Runtime 1.31, AMD EPYC): the default int8 student ran 1.02 ms
 # without it against 1.19 (docs/measurements.md), so export times each candidate with and without it.
@@ -137,24 +140,34 @@ def _optimizer_names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def disabled_optimizers(path: PathLike) -> list[str]:
-    """The ONNX Runtime optimizers ``path`` asks to run without (its metadata; none for most files)."""
+def metadata(path: PathLike, key: str) -> str:
+    """The value of ``key`` in the file's metadata (``metadata_props``), or ""."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return _optimizer_names(next((p.value for p in model.metadata_props if p.key == DISABLED_OPTIMIZERS_KEY), ""))
+    return next((p.value for p in model.metadata_props if p.key == key), "")
+
+
+def set_metadata(source: PathLike, key: str, value: str, target: Optional[PathLike] = None) -> None:
+    """``source`` with ``key`` set to ``value`` in its metadata, written to ``target`` (default: in place)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    kept = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(target if target is not None else source))
+
+
+def disabled_optimizers(path: PathLike) -> list[str]:
+    """The ONNX Runtime optimizers ``path`` asks to run without (its metadata; none for most files)."""
+    return _optimizer_names(metadata(path, DISABLED_OPTIMIZERS_KEY))
 
 
 def without_skip_layer_norm(source: PathLike, target: PathLike) -> None:
     """``source`` copied to ``target``, asking ONNX Runtime not to fuse its residual adds into their layer norms."""
-    import onnx
-
-    model = onnx.load(str(source))
-    kept = [p for p in model.metadata_props if p.key != DISABLED_OPTIMIZERS_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    model.metadata_props.add(key=DISABLED_OPTIMIZERS_KEY, value=SKIP_LAYER_NORM_FUSION)
-    onnx.save(model, str(target))
+    set_metadata(source, DISABLED_OPTIMIZERS_KEY, SKIP_LAYER_NORM_FUSION, target)
 
 
 def fuses_skip_layer_norm(path: PathLike) -> bool:

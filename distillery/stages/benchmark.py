@@ -117,8 +117,11 @@ def _load(task, name: str, models_dir: Path, onnx_dir: Path, test, cells: list, 
         for batch in inputs.values():
             run(batch)
     training = read_json(model_dir / "training.json")
-    # FLOPs per inference, counted on the PyTorch forward pass; an ONNX model does its PyTorch model's work
-    flops = {cell: model_flops(held, batch) for cell, batch in inputs.items()} if runtime == "pytorch" else None
+    # FLOPs per inference, counted on the PyTorch forward pass; an ONNX model does its PyTorch model's work, or
+    # less: a file exported with its last layer on the first token only (its metadata) is counted on that module
+    counted = held if runtime == "pytorch" else task.exported_module(
+        lambda: task.load_model(str(model_dir), str(model_dir)).eval(), tokenizer, onnx_path)
+    flops = {cell: model_flops(counted, batch) for cell, batch in inputs.items()} if counted is not None else None
     return {"run": run, "held": held, "inputs": inputs, "flops": flops, "model": model_name,
             "entry": {"runtime": runtime, "size_mb": _size_mb(runtime, model_dir, onnx_path),
                       "parameters": training["parameters"], "peak_memory_mb": memory.mb}}
@@ -179,13 +182,14 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
             results["models"][name]["cells"][cell] = summarise(timings, batch)
         print(f"benchmark: cell {cell} ({index}/{len(grid)}): {runs} runs per model, stopped by {stop}, "
               f"{results['cells'][cell]['seconds']:.1f}s", file=sys.stderr, flush=True)
-    flops = {m["model"]: m["flops"] for m in loaded.values() if m["flops"] is not None}
+    whole = {m["model"]: m["flops"] for name, m in loaded.items() if MODELS[name][0] == "pytorch"}
+    flops = {name: m["flops"] or whole[m["model"]] for name, m in loaded.items()}
     del loaded
     results["roofline"] = gemm_peaks(cfg.threads, budget_s=cfg.peak_seconds)
     for name, model in results["models"].items():
         peak = results["roofline"]["int8_gops" if "int8" in name else "fp32_gflops"]
         for cell, stats in model["cells"].items():
-            stats.update(fraction(flops[MODELS[name][1]][cell], stats["p50_ms"], peak))
+            stats.update(fraction(flops[name][cell], stats["p50_ms"], peak))
     results["headline"] = headline(results, cfg.batch_sizes, sequence_lengths, raw, params.student.max_length,
                                   task.primary_metric)
     from distillery.plots import plot_benchmark

@@ -19,7 +19,7 @@ from distillery import export_recipes
 from distillery.config import Params
 from distillery.errors import DistilleryError
 from distillery.files import atomic_dir, read_json, write_json
-from distillery.onnx_runtime import disabled_optimizers, quantize_int8
+from distillery.onnx_runtime import LAST_LAYER_KEY, disabled_optimizers, metadata, quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.students.load import student_family
@@ -68,6 +68,8 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             if name == "student":
                 report[name]["recipes"] = recipes
                 report[name]["recipe"] = recipes["chosen"]
+            # "first_token": the file computes its last layer for the position the head reads, and no other
+            report[name]["last_layer"] = metadata(fp32_path, LAST_LAYER_KEY) or "every_position"
             report[name]["size_mb"] = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
         failed = [n for n in EXPORTED if not report[n]["fp32"]["passed"]]
         student_int8 = report["student"]["int8"]
@@ -114,6 +116,8 @@ def summary(result: dict) -> str:
             + (f" (standard error {student['int8'][f'{metric}_drop_standard_error_points']:.2f}, "
                f"{student['int8']['rows']} test rows)"
                if f"{metric}_drop_standard_error_points" in student["int8"] else "")
+            + ("; its last layer computed for the first token only, all the head reads"
+               if student.get("last_layer") == "first_token" else "")
             + f"; deployable: {result['deployable']}"
             + (f" (int8 recipe {student['recipe']}"
                + (f" without ONNX Runtime's {', '.join(student['recipes']['disabled_optimizers'])}"

@@ -156,6 +156,12 @@ class TaskType:
         """ONNX fp32 and int8 against PyTorch on every row of ``frame``: the export gate's evidence."""
         raise NotImplementedError
 
+    def exported_module(self, load_model, tokenizer, onnx_path: Path):
+        """A module computing what the ONNX file ``onnx_path`` computes, inputs by keyword, when that is less than
+        its model's forward pass (the benchmark counts its FLOPs); None: the whole model. ``load_model()`` gives
+        the PyTorch model it was exported from."""
+        return None
+
     def benchmark_inputs(self, tokenizer, frame: pd.DataFrame, batch: int, length: int) -> dict:
         """A numpy batch of ``batch`` real rows padded to ``length``, for latency timing."""
         raise NotImplementedError

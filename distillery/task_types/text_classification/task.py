@@ -95,6 +95,9 @@ class TextClassification(TaskType):
     def export_onnx(self, model, tokenizer, path, opset):
         return onnx.export_onnx(model, tokenizer, path, opset)
 
+    def exported_module(self, load_model, tokenizer, onnx_path):
+        return onnx.exported_module(load_model, tokenizer, onnx_path)
+
     def parity(self, model, tokenizer, fp32_path, int8_path, frame, max_length, export_cfg) -> dict:
         return onnx.parity(model, tokenizer, fp32_path, int8_path, frame, max_length, export_cfg)
 
