@@ -120,3 +120,26 @@ def test_a_model_exported_whole_has_no_first_token_metadata(tiny_bert, tmp_path)
     assert metadata(path, FIRST_TOKEN_KEY) == ""
     assert exported_module(lambda: pytest.fail("no model needed for a whole-model file"), tokenizer, path) is None
     assert onnx.load(str(path)).graph.node  # a real graph was written
+
+
+def test_the_module_comes_in_the_models_mode():
+    model = _model(BertForSequenceClassification, BertConfig, 2).train()
+    wrapper = first_token_classifier(model, NAMES)
+    assert model.training and wrapper.training and wrapper.last.training
+    model.eval()
+    assert not first_token_classifier(model, NAMES).training
+
+
+def test_a_first_token_file_whose_model_fails_the_check_is_an_error(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from distillery.errors import ModelError
+
+    tokenizer = load_tokenizer(str(tiny_bert), "teacher.model")
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, tokenizer, path)
+    other = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=120, dim=32, n_layers=1, n_heads=4,
+                                                                 hidden_dim=64, num_labels=3)).eval()  # not one it knows
+    with pytest.raises(ModelError, match="model.onnx was exported with its last layer on the first token"):
+        exported_module(lambda: other, tokenizer, path)

@@ -122,7 +122,7 @@ def first_token_classifier(model: torch.nn.Module, input_names: list[str]) -> Op
             got = wrapper(*batch.values())
         if got.shape != expected.shape or not torch.allclose(got, expected, atol=CHECK_ATOL, rtol=0):
             return None
-        return wrapper
+        return wrapper.train(was_training)  # in the model's mode, as its shared modules are left
     except Exception:  # an architecture whose modules look alike but work otherwise: export the whole model
         return None
     finally:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distillery.errors import ModelError
 from distillery.metrics import classification_metrics
 from distillery.onnx_runtime import export_module, int8_gate, metadata, run_session, session, set_metadata
 from distillery.prepared import LABEL
@@ -50,7 +51,12 @@ def exported_module(load_model, tokenizer, path: Path):
     None."""
     if metadata(path, FIRST_TOKEN_KEY) != FIRST_TOKEN:
         return None
-    return first_token_classifier(load_model(), input_names(tokenizer))
+    module = first_token_classifier(load_model(), input_names(tokenizer))
+    if module is None:  # the file's FLOPs would be counted on the whole model, silently
+        raise ModelError(f"{path} was exported with its last layer on the first token ({FIRST_TOKEN_KEY} in its "
+                         "metadata), but its model's check of that fails: was it exported from another model? Run "
+                         "`dvc repro export`")
+    return module
 
 
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) -> list[str]:
