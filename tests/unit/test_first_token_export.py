@@ -10,10 +10,10 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
                           DistilBertForSequenceClassification, ElectraConfig, ElectraForSequenceClassification,
                           RobertaConfig, RobertaForSequenceClassification)
 
-from distillery.onnx_runtime import metadata, run_session, session
+from distillery.onnx_runtime import LAST_LAYER_KEY, metadata, run_session, session
 from distillery.roofline import model_flops
-from distillery.task_types.text_classification.first_token import (FIRST_TOKEN, FIRST_TOKEN_KEY,
-                                                                   FirstTokenClassifier, first_token_classifier)
+from distillery.task_types.text_classification.first_token import (FIRST_TOKEN, FirstTokenClassifier,
+                                                                   first_token_classifier)
 from distillery.task_types.text_classification.onnx import export_onnx, exported_module
 from distillery.hf import load_tokenizer
 
@@ -97,7 +97,7 @@ def test_the_onnx_file_says_so_and_matches_pytorch(tiny_bert, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3).eval()
     path = tmp_path / "model.onnx"
     names = export_onnx(model, tokenizer, path)
-    assert metadata(path, FIRST_TOKEN_KEY) == FIRST_TOKEN
+    assert metadata(path, LAST_LAYER_KEY) == FIRST_TOKEN
     texts = ["good great fun", "it was a very boring and sad day today so it was", "the car"]
     encoded = dict(tokenizer(texts, padding=True, return_tensors="np"))
     with torch.inference_mode():
@@ -117,7 +117,7 @@ def test_a_model_exported_whole_has_no_first_token_metadata(tiny_bert, tmp_path)
     model.config.position_embedding_type = "relative_key"  # not one it computes: exported whole
     path = tmp_path / "whole.onnx"
     export_onnx(model, tokenizer, path)
-    assert metadata(path, FIRST_TOKEN_KEY) == ""
+    assert metadata(path, LAST_LAYER_KEY) == ""
     assert exported_module(lambda: pytest.fail("no model needed for a whole-model file"), tokenizer, path) is None
     assert onnx.load(str(path)).graph.node  # a real graph was written
 

@@ -10,8 +10,8 @@ and its query, attention output and feed-forward block on the first token alone.
 Exact, not approximate: :func:`first_token_classifier` builds it only for an architecture it knows
 (``KNOWN``, absolute positions, an encoder) and only when its logits equal the model's on a padded check batch;
 otherwise the export traces the whole model as before. The export's fp32 parity gate then compares the file with
-the whole PyTorch model on every test row. Files exported so say ``FIRST_TOKEN_KEY`` in their metadata: the
-benchmark counts their FLOPs on this module, not on the whole model.
+the whole PyTorch model on every test row. Files exported so say ``FIRST_TOKEN`` under ``LAST_LAYER_KEY`` in their
+metadata: the benchmark counts their FLOPs on this module, not on the whole model.
 """
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ from typing import Optional
 
 import torch
 
-from distillery.onnx_runtime import LAST_LAYER_KEY
-
 KNOWN = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
-FIRST_TOKEN_KEY = LAST_LAYER_KEY  # metadata of an exported file: "first_token" when so exported
-FIRST_TOKEN = "first_token"
+FIRST_TOKEN = "first_token"  # an exported file's LAST_LAYER_KEY metadata (distillery.onnx_runtime) when so exported
 CHECK_ATOL = 1e-4
 
 
@@ -108,8 +105,8 @@ def _check_batch(model: torch.nn.Module, input_names: list[str]) -> dict:
 
 
 def first_token_classifier(model: torch.nn.Module, input_names: list[str]) -> Optional[FirstTokenClassifier]:
-    """The first-token module of ``model`` (in eval mode), or None: an architecture it does not know, or logits
-    that differ from the model's by more than ``CHECK_ATOL`` on the check batch."""
+    """The first-token module of ``model`` (in the model's train/eval mode), or None: an architecture it does not
+    know, or logits that differ from the model's by more than ``CHECK_ATOL`` on the check batch."""
     if not _eligible(model) or "input_ids" not in input_names:
         return None
     was_training = model.training

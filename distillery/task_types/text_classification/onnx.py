@@ -10,10 +10,11 @@ import torch
 
 from distillery.errors import ModelError
 from distillery.metrics import classification_metrics
-from distillery.onnx_runtime import export_module, int8_gate, metadata, run_session, session, set_metadata
+from distillery.onnx_runtime import (LAST_LAYER_KEY, export_module, int8_gate, metadata, run_session, session,
+                                     set_metadata)
 from distillery.prepared import LABEL
 from distillery.task_types.text_classification.features import encode_texts, texts_and_pairs
-from distillery.task_types.text_classification.first_token import FIRST_TOKEN, FIRST_TOKEN_KEY, first_token_classifier
+from distillery.task_types.text_classification.first_token import FIRST_TOKEN, first_token_classifier
 
 OUTPUT = "logits"
 
@@ -40,20 +41,14 @@ def dynamic_axes(names: list[str]) -> dict:
     return axes
 
 
-def export_module_of(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
-    """The module the export traces: the model with its last layer on the first token alone where that is exact
-    (a BERT-style [CLS] head: :mod:`first_token`), else the whole model."""
-    return first_token_classifier(model, names) or _LogitsOnly(model, names)
-
-
 def exported_module(load_model, tokenizer, path: Path):
     """The first-token module of ``load_model()`` when the file at ``path`` was exported so (its metadata), else
     None."""
-    if metadata(path, FIRST_TOKEN_KEY) != FIRST_TOKEN:
+    if metadata(path, LAST_LAYER_KEY) != FIRST_TOKEN:
         return None
     module = first_token_classifier(load_model(), input_names(tokenizer))
     if module is None:  # the file's FLOPs would be counted on the whole model, silently
-        raise ModelError(f"{path} was exported with its last layer on the first token ({FIRST_TOKEN_KEY} in its "
+        raise ModelError(f"{path} was exported with its last layer on the first token ({LAST_LAYER_KEY} in its "
                          "metadata), but its model's check of that fails: was it exported from another model? Run "
                          "`dvc repro export`")
     return module
@@ -64,10 +59,12 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) 
     names = input_names(tokenizer)
     sample = tokenizer(["a short example", "a somewhat longer example sentence to pad against"], padding=True,
                        return_tensors="pt")
-    module = export_module_of(model, names)
+    # the model with its last layer on the first token alone where that is exact (a BERT-style [CLS] head:
+    # first_token.py), else the whole model
+    module = first_token_classifier(model, names) or _LogitsOnly(model, names)
     export_module(module, tuple(sample[n] for n in names), path, names, [OUTPUT], dynamic_axes(names), opset)
     if not isinstance(module, _LogitsOnly):  # the file computes less than the model: the benchmark counts its
-        set_metadata(path, FIRST_TOKEN_KEY, FIRST_TOKEN)  # FLOPs on the module it was traced from
+        set_metadata(path, LAST_LAYER_KEY, FIRST_TOKEN)  # FLOPs on the module it was traced from
     model.eval()
     return names
 
