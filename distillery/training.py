@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from distillery import precision
+from distillery.allocator import keep_freed_blocks
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import private_temp, scratch_dir
@@ -201,6 +202,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     set_attention_dropout(model, cfg.attention_dropout, f"{key}.attention_dropout")  # before the Trainer sees it
 
     _, DistillationTrainer, EpochTimer = _trainer_classes()
+    keep_freed_blocks()  # the step's large tensors (the embedding gradient) reused, not re-mapped each step
     set_seed(seed)
     timer = EpochTimer()
     if label is None:
