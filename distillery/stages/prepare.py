@@ -19,6 +19,7 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
+from distillery.rejected_rows import by_reason, check_rejected_share
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -123,30 +124,6 @@ def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], 
     return out, dropped
 
 
-REASONS_KEPT = 20  # the data report names this many reasons; an unknown label is a reason of its own per label
-OTHER_REASONS = "other reasons (see rejected.csv)"
-
-
-def _by_reason(rejected: list[dict]) -> dict:
-    """Rejected rows per reason, the most frequent first; past ``REASONS_KEPT`` reasons, one count for the rest (a
-    million rows of free-text labels made a 17.7 MB report; rejected.csv keeps every row and its reason)."""
-    counts = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
-    kept = {str(reason): int(n) for reason, n in counts.iloc[:REASONS_KEPT].items()}
-    if len(counts) > REASONS_KEPT:
-        kept[OTHER_REASONS] = int(counts.iloc[REASONS_KEPT:].sum())  # one key whatever the count: metrics diff
-    return kept
-
-
-def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str) -> None:
-    """A refresh that loses most of its rows (labels re-spelled, a column emptied) is a broken refresh."""
-    if not rows_read or len(rejected) / rows_read <= limit:
-        return
-    reasons = pd.Series([r["reason"] for r in rejected]).value_counts()
-    raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.0%}) were "
-                    f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
-                    f"{int(reasons.iloc[0])} rows); fix the data or the declared data.labels")
-
-
 def note_unread_source(cfg: DataConfig) -> None:
     """``data.files`` wins over ``data.source``; say so when the source names something else than the default
     or one of the files (it was read without a word, and the named source silently ignored)."""
@@ -244,7 +221,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "rows_read": {s: int(len(f)) for s, f in frames.items()},
         "unlabelled_source_splits_replaced": unlabelled_splits,
         "rows_rejected": len(rejected),
-        "rejected_by_reason": _by_reason(rejected),
+        "rejected_by_reason": by_reason(rejected),
         "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},
         "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},

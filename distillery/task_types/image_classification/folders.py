@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
-from distillery.task_types.image_classification.images import SPLIT_NAMES, Images, to_16_bits
+from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
+from distillery.task_types.image_classification.pixels import to_16_bits
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 WIDE_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError, ModelError
-from distillery.task_types.image_classification.images import to_arrays
+from distillery.task_types.image_classification.pixels import to_arrays
 
 PROCESSOR_FILE = "pixel_processor.json"
 INPUT = "pixel_values"

@@ -17,8 +17,8 @@ import pandas as pd
 from distillery.config import DataConfig
 from distillery.errors import DataError
 from distillery.prepared import LABEL
-from distillery.task_types.image_classification.images import (PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype,
-                                                               pixel_scale, read_images)
+from distillery.task_types.image_classification.images import read_images
+from distillery.task_types.image_classification.pixels import PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype, pixel_scale
 from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
 
 

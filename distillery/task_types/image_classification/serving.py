@@ -17,7 +17,7 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL
 from distillery.registry import pyfunc
-from distillery.task_types.image_classification.images import PIXELS
+from distillery.task_types.image_classification.pixels import PIXELS
 from distillery.task_types.image_classification.processor import PixelProcessor
 
 MODEL_CLASS = "OnnxImageClassifier"  # the PythonModel in MODEL_CODE
@@ -42,7 +42,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
 
 def _nested(frame: pd.DataFrame) -> list:
     """The frame's images as nested lists (``[height][width]``, or ``[channels][height][width]``)."""
-    from distillery.task_types.image_classification.images import to_arrays
+    from distillery.task_types.image_classification.pixels import to_arrays
 
     arrays = to_arrays(frame)
     return [(a[0] if a.shape[0] == 1 else a).tolist() for a in arrays]

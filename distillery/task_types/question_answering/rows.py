@@ -20,6 +20,7 @@ import pandas as pd
 
 from distillery.config import SPLITS, Params
 from distillery.errors import DataError
+from distillery.rejected_rows import by_reason, check_rejected_share
 from distillery.sources import check_training_rows_left, split_source
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, MAX_CHARACTERS,
                                                               QUESTION, TITLE)
@@ -112,12 +113,8 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         raise DataError(f"{first['source']} {first['row']}: {first['reason']} "
                         f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
     check_training_rows_left(cleaned, rejected, {s: split_source(description, cfg.files, s) for s in cleaned})
-    read = sum(len(f) for f in frames.values())
-    if read and len(rejected) / read > cfg.max_rejected_fraction:
-        reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
-        raise DataError(f"{description}: {len(rejected)} of {read} rows were rejected, more than "
-                        f"data.max_rejected_fraction = {cfg.max_rejected_fraction} (mostly {reasons.index[0]}: "
-                        f"{int(reasons.iloc[0])} rows; SQuAD 2.0's unanswerable questions are 'no answer')")
+    check_rejected_share(rejected, sum(len(f) for f in frames.values()), cfg.max_rejected_fraction, description,
+                         "SQuAD 2.0's unanswerable questions are 'no answer'")
     # A repeated row (the same id, question and context) is dropped; so is a (question, context) pair already in an
     # evaluation split, so no test question is trained on. The same question asked twice within one split stays
     # (SQuAD has a few). An id repeated on another question is not a duplicate: it is numbered apart (~2, ~3).
@@ -162,7 +159,7 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     report = {
         "source": description, "labels": LABELS, "rows_read": {s: int(len(f)) for s, f in frames.items()},
         "rows_rejected": len(rejected),
-        "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=str).value_counts().to_dict(),
+        "rejected_by_reason": by_reason(rejected),
         "duplicates_dropped": {str(k): int(v) for k, v in dropped.items()},
         "repeated_ids_renumbered": renumbered,
         "rows": {s: int(len(splits[s])) for s in SPLITS},
