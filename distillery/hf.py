@@ -9,25 +9,19 @@ from typing import Optional
 from torch import nn
 
 from distillery.errors import DataError, HubUnreachable, ModelError, hub_unreachable
-from distillery.model_limits import BUNDLED_MODELS, usable_positions  # noqa: F401 (re-exported)
+from distillery.model_limits import BUNDLED_MODELS, model_name_problem, usable_positions  # noqa: F401 (re-exported)
 from distillery.sources import package_dir, quiet_hub
 
 def resolve_model(name: str, key: str) -> str:
     """Turn ``bundled:<name>``, a local path or a Hub id into something ``from_pretrained`` accepts."""
+    problem = model_name_problem(name, key)
+    if problem:
+        raise ModelError(problem)
     if name.startswith("bundled:"):
-        short = name.split(":", 1)[1]
-        if short not in BUNDLED_MODELS:
-            raise ModelError(f"{key}: unknown bundled model {short!r}; known: {', '.join(BUNDLED_MODELS)}")
-        package, relative = BUNDLED_MODELS[short]
+        package, relative = BUNDLED_MODELS[name.split(":", 1)[1]]
         return str(package_dir(package) / relative)
     path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{key}: {path} has no config.json; point it at a Hugging Face model directory")
-        return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ModelError(f"{key}: model path {name!r} does not exist")
-    return name  # a Hub id ("org/name"); from_pretrained says whether it can be fetched
+    return str(path) if path.exists() else name  # a Hub id ("org/name"); from_pretrained says whether it can be fetched
 
 
 def from_pretrained(loader, name: str, key: str, **kwargs):

@@ -1,5 +1,6 @@
-"""What a model's ``config.json`` allows, read without loading the model (no torch): how many tokens it takes
-and how many encoder layers it has. ``params --check`` (the pipeline's ``check_params`` stage) checks
+"""What a model's name and ``config.json`` allow, read without loading the model (no torch): whether the name can
+be a model at all, how many tokens it takes and how many encoder layers it has. ``params --check`` (the pipeline's
+``check_params`` stage) refuses an unknown ``bundled:`` name or a path that is no model directory, and checks
 ``teacher.max_length``, ``student.max_length`` and ``student.layers`` against the teacher named in params.yaml
 when its config is at hand (``bundled:``, a local directory): a value it cannot take is refused before
 ``dvc repro`` or ``dvc exp run`` reaches ``train_teacher`` and DVC removes that stage's outputs."""
@@ -37,6 +38,37 @@ def usable_positions(config: dict) -> Optional[int]:
     return int(limit)
 
 
+def model_name_problem(name: str, key: str) -> Optional[str]:
+    """What is wrong with ``name`` as a model of ``key`` (``bundled:<name>``, a local directory or a Hub id), as far
+    as can be told without loading it or asking the Hub; None when nothing is (a Hub id, ``scratch:``)."""
+    if name.startswith("bundled:"):
+        short = name.split(":", 1)[1]
+        return None if short in BUNDLED_MODELS else \
+            f"{key}: unknown bundled model {short!r}; known: {', '.join(BUNDLED_MODELS)}"
+    if name.startswith("scratch:"):
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else \
+            f"{key}: {path} has no config.json; point it at a Hugging Face model directory"
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return f"{key}: model path {name!r} does not exist"
+    return None  # a Hub id ("org/name"): from_pretrained says whether it can be fetched
+
+
+def check_model_names(params) -> None:
+    """``ConfigError`` for a ``teacher.model`` (or a ``student.model`` its student family reads) that is an unknown
+    ``bundled:`` name or a path that is not a model directory: refused before ``dvc repro`` removes the outputs of
+    the stage that would load it."""
+    names = [("teacher.model", params.teacher.model)]
+    if params.student.source == "model" and params.student.model:
+        names.append(("student.model", params.student.model))
+    for key, name in names:
+        problem = model_name_problem(name, key)
+        if problem:
+            raise ConfigError(problem)
+
+
 def local_config(name: str) -> Optional[dict]:
     """The ``config.json`` of ``bundled:<name>`` or of a local model directory; None for anything else (a Hub id,
     ``scratch:``, a path that is not there yet: the stage that loads it says what is wrong)."""
@@ -56,7 +88,9 @@ def local_config(name: str) -> Optional[dict]:
 
 
 def check_model_limits(params) -> None:
-    """``ConfigError`` for a max length or a layer the teacher's config rules out (see the module docstring)."""
+    """``ConfigError`` for a model name that cannot be loaded, or a max length or a layer the teacher's config rules
+    out (see the module docstring)."""
+    check_model_names(params)
     config = local_config(params.teacher.model)
     if config is None:
         return

@@ -27,6 +27,6 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
     if not rows_read or len(rejected) / rows_read <= limit:
         return
     reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
-    raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.0%}) were "
+    raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
                     f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
                     f"{int(reasons.iloc[0])} rows); {hint}")

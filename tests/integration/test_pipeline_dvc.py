@@ -172,7 +172,7 @@ def _bad_refreshes_change_nothing(project, env, uri):
     mostly_unknown = make_texts(150)
     mostly_unknown.loc[mostly_unknown.index % 10 != 0, "sentiment"] = "POS1TIVE"  # re-spelled, then rejected
     for refresh, expected in ((one_class, r"split '(train|validation|test)' has too few rows of 2 of 3 classes \('negative' 0, 'neutral' 0"),
-                              (mostly_unknown, r"135 of 150 rows \(90%\) were rejected, more than "
+                              (mostly_unknown, r"135 of 150 rows \(90.0%\) were rejected, more than "
                                                r"data.max_rejected_fraction")):
         refresh.to_csv(raw, index=False)
         result = dvc(project, "repro", "prepare", env=env)

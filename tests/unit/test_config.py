@@ -415,3 +415,28 @@ def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, ca
     assert "student.source = 'layers' is not allowed for" in capsys.readouterr().err
     path.write_text(path.read_text().replace("  source: layers", "  source: config", 1))
     assert main(["params", "--check", "--params", str(path)]) == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("model: bundled:minilm-l6", "model: bundled:minilm-l12"),
+     "teacher.model: unknown bundled model 'minilm-l12'; known: minilm-l6"),
+    (("model: bundled:minilm-l6", "model: models/pretrained/nothing"),
+     "teacher.model: model path 'models/pretrained/nothing' does not exist"),
+    (("model: bundled:minilm-l6", "model: ./teacher-dir"), "teacher.model: teacher-dir has no config.json; point it at a Hugging Face model directory"),
+    (("  source: layers ", "  source: model  "), "student.model: model path '~/no-such-student' does not exist"),
+])
+def test_params_check_refuses_a_model_name_that_cannot_load_before_any_stage_runs(tmp_path, capsys, monkeypatch,
+                                                                                   edit, message):
+    """A teacher.model of an unknown bundled name or a missing path passed the check: `dvc repro` then removed
+    models/teacher (and its curves) before train_teacher said the name was wrong."""
+    monkeypatch.chdir(tmp_path)  # model paths are read from the project root, where DVC runs the check
+    (tmp_path / "teacher-dir").mkdir()  # a directory, but no model in it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("  model: null ", "  model: ~/no-such-student", 1)
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert capsys.readouterr().err == f"distillery params: error: {path}: {message}\n"
+    path.write_text(text)  # student.model is read only by student.source: model
+    assert main(["params", "--check", "--params", str(path)]) == 0
