@@ -67,11 +67,11 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
             f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}\n")
 
 
-def _few_rows(rows: int) -> str:
+def _few_rows(rows: int, row: str = "One test row is") -> str:
     """A caveat under a table of one seed on a small test split: its differences are mostly noise."""
     if not rows or rows >= 1000:
         return ""
-    return (f" One test row is {100 / rows:.3g} points here: one seed's differences on so few rows are mostly noise; "
+    return (f" {row} {100 / rows:.3g} points here: one seed's differences on so few rows are mostly noise; "
             "`python -m distillery kd_gain` measures the gain over seeds, with its interval.")
 
 
@@ -87,7 +87,8 @@ def _scores_table(results: dict, primary: str, secondary: str) -> str:
             f"teacher's {NAMES.get(primary, primary)}; distillation gain over the baseline: "
             f"{100 * results[f'student_minus_baseline_{primary}']:+.1f} {NAMES.get(primary, primary)} points, "
             f"{100 * results[f'student_minus_baseline_{secondary}']:+.1f} {NAMES.get(secondary, secondary)} points "
-            f"(test split, {results['test_rows']} rows).\n")
+            f"(test split, {results['test_rows']} rows)."
+            f"{_few_rows(results['test_rows'], 'One test row moves a score by up to')}\n")
 
 
 def _percent(value) -> str:

@@ -119,9 +119,16 @@ def summary(result: dict) -> str:
             + ("; its last layer computed for the first token only, all the head reads"
                if student.get("last_layer") == "first_token" else "")
             + f"; deployable: {result['deployable']}"
-            + (f" (int8 recipe {student['recipe']}"
-               + (f" without ONNX Runtime's {', '.join(student['recipes']['disabled_optimizers'])}"
-                  if student["recipes"].get("disabled_optimizers") else "")
-               + f", chosen on validation from {len(student['recipes']['candidates'])} candidates, "
-                 f"{sum(bool(c.get('kept')) for c in student['recipes']['candidates'])} passing the gates)"
-               if "recipes" in student else ""))
+            + (_recipe_note(student) if "recipes" in student else ""))
+
+
+def _recipe_note(student: dict) -> str:
+    recipes = student["recipes"]
+    if not recipes.get("searched", True):  # no candidate passed on validation: the plain recipe, gated on test
+        return (f" (no int8 recipe of {len(recipes['candidates'])} passed the gates on validation: "
+                f"{student['recipe']} written, and the test split's int8 gate decided)")
+    return (f" (int8 recipe {student['recipe']}"
+            + (f" without ONNX Runtime's {', '.join(recipes['disabled_optimizers'])}"
+               if recipes.get("disabled_optimizers") else "")
+            + f", chosen on validation from {len(recipes['candidates'])} candidates, "
+              f"{sum(bool(c.get('kept')) for c in recipes['candidates'])} passing the gates)")

@@ -47,6 +47,13 @@ def test_the_export_summary_says_how_many_int8_recipes_passed_of_those_tried():
         "recipe": "dynamic", "recipes": {"candidates": candidates, "disabled_optimizers": []}}}
     assert export_summary(result).endswith("(int8 recipe dynamic, chosen on validation from 4 candidates, 2 passing "
                                            "the gates)")
+    # none passed on a small validation split: the plain recipe was written and the test split's gate decided; the
+    # line said "int8 recipe dynamic, chosen on validation from 4 candidates, 0 passing the gates"
+    for c in candidates:
+        c.update(kept=False, chosen=False)
+    result["student"]["recipes"]["searched"] = False
+    assert export_summary(result).endswith("; deployable: student.int8.onnx (no int8 recipe of 4 passed the gates on "
+                                           "validation: dynamic written, and the test split's int8 gate decided)")
 
 
 def test_the_results_table_of_a_small_test_split_says_its_differences_are_mostly_noise():
@@ -60,3 +67,11 @@ def test_the_results_table_of_a_small_test_split_says_its_differences_are_mostly
     assert "One test row is 2.5 points here: one seed's differences on so few rows are mostly noise; `python -m " \
            "distillery kd_gain` measures the gain over seeds" in results_table(results)
     assert "noise" not in results_table({**results, "test_rows": 3000})
+    # extractive QA's table (F1 and exact match) says the same of its few questions
+    qa_model = {"f1": 0.5, "exact_match": 0.4, "parameters": 1000, "train_seconds": 1.0}
+    qa = {"teacher": qa_model, "student": qa_model, "baseline": qa_model, "student_f1_retention": 0.75,
+          "student_minus_baseline_f1": 0.1, "student_minus_baseline_exact_match": 0.05, "test_rows": 37}
+    table = results_table(qa, "f1", "exact_match")
+    assert "(test split, 37 rows). One test row moves a score by up to 2.7 points here: one seed's differences on " \
+           "so few rows are mostly noise" in table
+    assert "noise" not in results_table({**qa, "test_rows": 3000}, "f1", "exact_match")
