@@ -204,16 +204,20 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
     splits = split_frames(deduped, cfg, params.seed)
     leftover = splits["train"].iloc[:0]
+    capped = {}  # split -> its rows per label before data.max_samples, where the cap took rows away
     for split in SPLITS:
         cap = cfg.max_samples.get(split)
         if cap is not None:
+            if cap < len(splits[split]):
+                capped[split] = splits[split][LABEL].value_counts().to_dict()
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
     transfer, transfer_rows = _transfer_texts(params, splits, leftover)
     splits, near_copies = _drop_near_copies(splits, transfer, rows.key_columns(cfg), cfg.leak_check)
     transfer = splits.pop("transfer").reset_index(drop=True)
-    rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description)
+    rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description,
+                       class_rows=pd.concat(deduped.values())[LABEL].value_counts().to_dict(), capped=capped)
 
     report = {
         "source": description,

@@ -863,3 +863,36 @@ def test_multi_label_rows_are_refused_saying_so(tmp_path):
     with pytest.raises(DataError, match=r"found 0 label value\(s\) \[\]; classification needs two or more \(60 rows "
                                         r"hold a list or object, not one label: multi-label data"):
         prepare(_params(tmp_path / "multi.jsonl"), tmp_path / "prepared")
+
+
+def test_a_short_class_is_blamed_on_its_cause_a_rare_label_or_the_row_cap(tmp_path):
+    """A new user's errors said "with N rows in all, a small dataset" where the file was large: once for a label
+    mistyped in one row (it read 'Positif' 0 in every split), once for data.max_samples cutting a rare class short."""
+    frame = make_texts(600)
+    typo = frame.copy()
+    typo.iloc[7, typo.columns.get_loc("sentiment")] = "Positif"
+    with pytest.raises(DataError) as refused:
+        prepare(_params(_csv(tmp_path, typo, "typo.csv"), min_rows_per_class=2), tmp_path / "prepared")
+    message = str(refused.value)
+    assert "('Positif' " in message and message.endswith(
+        "; 'Positif' has 1 row in all the data, too few for 3 splits of 2 each: a mistyped label? (declared "
+        "data.labels reject a label outside them, each row named in rejected.csv) or lower data.min_rows_per_class")
+    assert "small dataset" not in message
+
+    rare = make_texts(3000)  # 60 'neutral' rows of 2,060: a validation split of 206 rows holds 6
+    neutral = rare.index[rare["sentiment"] == "neutral"]
+    rare = _csv(tmp_path, rare.drop(index=neutral[60:]), "rare.csv")
+    with pytest.raises(DataError) as refused:  # capped at 40 rows, it keeps 1
+        prepare(_params(rare, min_rows_per_class=3, max_samples={"train": None, "validation": 40, "test": None}),
+                tmp_path / "prepared")
+    message = str(refused.value)
+    assert message.endswith("; data.max_samples caps 'validation' at 40 of its 206 rows: raise the cap (or set it to "
+                            "null), or lower data.min_rows_per_class"), message
+    prepare(_params(rare, min_rows_per_class=3, max_samples={"train": None, "validation": None, "test": None}),
+            tmp_path / "prepared")
+    assert (tmp_path / "prepared" / "test.parquet").is_file()
+    # a split short of the class before its cap too: the cap is not blamed
+    with pytest.raises(DataError) as refused:
+        prepare(_params(rare, min_rows_per_class=7, max_samples={"train": None, "validation": 40, "test": None}),
+                tmp_path / "prepared")
+    assert "data.max_samples" not in str(refused.value)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from decimal import Decimal
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -235,10 +235,15 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
     return frame[~blank].astype(str)
 
 
-def check_classes(splits: dict, names: list[str], min_rows: int, description: str) -> None:
+def check_classes(splits: dict, names: list[str], min_rows: int, description: str,
+                  class_rows: Optional[dict] = None, capped: Optional[dict] = None) -> None:
     """Every class, in every split, has at least ``min_rows`` rows: a one-class refresh cannot train a model
-    that then scores 100% on a one-class test split and wins the promotion gate."""
-    problems = []
+    that then scores 100% on a one-class test split and wins the promotion gate.
+
+    ``class_rows`` (label id -> rows in all the cleaned data) and ``capped`` (split -> label id -> its rows before
+    ``data.max_samples`` took some away) make the hint name the cause: a class too rare to fill the splits (a
+    mistyped label), or a cap that left short a class the split had enough of, rather than a small dataset."""
+    problems, short_names, cut = [], set(), []
     order = ("train", "all", "validation", "test")
     for split in sorted(splits, key=lambda s: order.index(s) if s in order else len(order)):
         frame = splits[split]  # every short split is named at once: one fix, not one run per split
@@ -247,9 +252,27 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
         if short:
             listed = ", ".join(f"{name!r} {n}" for name, n in short[:5]) + (", ..." if len(short) > 5 else "")
             problems.append(f"split {split!r} has too few rows of {len(short)} of {len(names)} classes ({listed})")
-    if problems:
-        total = sum(len(frame) for frame in splits.values())
-        raise DataError(f"{description}: {'; '.join(problems)}; data.min_rows_per_class = {min_rows}; check the "
-                        "data refresh, or declare only the classes it has in data.labels" + (
-                            f"; with {total:,} rows in all, a small dataset, give the smaller splits more rows "
-                            "(data.split_fractions) or lower data.min_rows_per_class" if total < 2000 else ""))
+            short_names.update(name for name, _ in short)
+            before = (capped or {}).get(split)
+            if before and any(before.get(names.index(name), 0) >= min_rows for name, _ in short):
+                cut.append(split)  # the split had enough of a short class before the cap
+    if not problems:
+        return
+    total = sum(len(frame) for frame in splits.values())
+    rare = [(name, int(class_rows.get(i, 0))) for i, name in enumerate(names)  # a class with none: the refresh
+            if name in short_names and 0 < class_rows.get(i, 0) < min_rows * len(splits)] if class_rows else []
+    if rare:  # too few rows in all the data to give every split min_rows: a typo, or a class the data hardly has
+        hint = ("; " + ", ".join(f"{name!r} has {n} row{'s' if n != 1 else ''} in all the data" for name, n in rare[:5])
+                + f", too few for {len(splits)} splits of {min_rows} each: a mistyped label? (declared data.labels "
+                "reject a label outside them, each row named in rejected.csv) or lower data.min_rows_per_class")
+    elif cut:  # the rows are there, the cap took them
+        hint = ("; data.max_samples caps " + ", ".join(f"{s!r} at {len(splits[s]):,} of its "
+                                                       f"{sum(capped[s].values()):,} rows" for s in cut)
+                + ": raise the cap (or set it to null), or lower data.min_rows_per_class")
+    elif total < 2000:
+        hint = (f"; with {total:,} rows in all, a small dataset, give the smaller splits more rows "
+                "(data.split_fractions) or lower data.min_rows_per_class")
+    else:
+        hint = ""
+    raise DataError(f"{description}: {'; '.join(problems)}; data.min_rows_per_class = {min_rows}; check the "
+                    "data refresh, or declare only the classes it has in data.labels" + hint)
