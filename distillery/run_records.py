@@ -199,6 +199,12 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",
         "- Latency was measured on the benchmark machine; see benchmark.json for its fingerprint.",
     ]
+    if gate and gate.get("model_name"):
+        champion = gate.get("champion_after")
+        lines[1:1] = ["", f"**This model:** `{gate['model_name']}` version {gate['version']}, {gate['decision']} "
+                          f"(alias `{gate['alias']}`); "
+                      + ("it is the champion." if str(champion) == str(gate["version"]) else
+                         f"the champion is version {champion}." if champion else "there is no champion yet.")]
     if gate:
         lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
         lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]

@@ -75,3 +75,23 @@ def test_the_results_table_of_a_small_test_split_says_its_differences_are_mostly
     assert "(test split, 37 rows). One test row moves a score by up to 2.7 points here: one seed's differences on " \
            "so few rows are mostly noise" in table
     assert "noise" not in results_table({**qa, "test_rows": 3000}, "f1", "exact_match")
+
+
+def test_the_model_card_names_its_version_and_the_champion():
+    """After `dvc exp run -S distill.alpha=0.3` reports/model_card.md described the rejected version 4 without a word
+    of it, while version 3 stayed the champion."""
+    from distillery.config import Params
+    from distillery.run_records import model_card
+
+    gate = {"model_name": "reviews-student", "version": "4", "decision": "rejected", "alias": "challenger",
+            "champion_after": "3", "checks": []}
+    card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx", gate)
+    lines = card.splitlines()
+    assert lines[0] == "# Model card: Distillery student" and lines[2] == (
+        "**This model:** `reviews-student` version 4, rejected (alias `challenger`); the champion is version 3.")
+    promoted = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                          {**gate, "decision": "promoted", "alias": "champion", "champion_after": "4"})
+    assert promoted.splitlines()[2].endswith("promoted (alias `champion`); it is the champion.")
+    first = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                       {**gate, "version": "1", "champion_after": None})
+    assert first.splitlines()[2].endswith("there is no champion yet.")
