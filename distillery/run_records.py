@@ -207,7 +207,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
                          f"the champion is version {champion}." if champion else "there is no champion yet.")]
     if gate:
         lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
-        lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})" for c in gate["checks"]]
+        lines += [f"- {c['name']}: {'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'FAIL'} "
+                  f"({c['detail']})" for c in gate["checks"]]
     return redact_uri("\n".join(lines) + "\n")  # a source or model given as a URI keeps no credentials
 
 

@@ -214,8 +214,15 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
     missing = [key for key in REQUIRED_GATE_KEYS if key not in gate]
     if missing:
         raise KeyError(f"gate settings lack {missing}")
-    checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate),
-              _inputs(candidate, champion, is_champion), _labels(candidate, champion, is_champion), _champion(candidate, champion, gate, is_champion)]
+    inputs, labels = _inputs(candidate, champion, is_champion), _labels(candidate, champion, is_champion)
+    if inputs["passed"] and labels["passed"]:
+        against = _champion(candidate, champion, gate, is_champion)
+    else:  # a champion reading other columns or answering other labels scores 0 on this split: no comparison
+        failed = "inputs" if not inputs["passed"] else "labels"  # (it read "accuracy 0.8462 vs champion 0.0000")
+        against = {**check("champion", True, None, None,
+                           f"not compared: the {failed} check fails, so champion v{champion['version']}'s score on "
+                           f"this test split would say nothing; the {failed} check decides"), "skipped": True}
+    checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate), inputs, labels, against]
     floor = _above_one_label(candidate, gate)
     if floor is not None:
         checks.insert(1, floor)

@@ -137,7 +137,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                              "tracking_uri": redact_uri(uri),  # register.json is tracked by git: no credentials
                              "experiment_id": exp_id, "stages": status})
             mlflow.set_tags({TAG + "gate": decision["decision"], TAG + "model_version": version})
-            log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]})
+            log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]
+                                         if not c.get("skipped")})
             card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision,
                               list(serving.signature_example(test).columns))
             mlflow.log_text(card, "model_card.md")

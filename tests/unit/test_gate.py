@@ -202,10 +202,17 @@ def test_labels_check_refuses_a_different_label_set_and_says_which():
     duplicated = decide({**CANDIDATE, "labels": ["negative", "neutral", "positive", "positive"]}, CHAMPION, GATE)
     assert _failed(duplicated) == ["labels"]
 
-    # A champion that could not be scored is still compared on its labels.
+    # A champion that could not be scored is still compared on its labels (and its score is not asked for).
     unscoreable = decide({**CANDIDATE, "labels": ["a", "b"]}, {"version": "3", "error": "x", "inputs": ["text"],
                                                                      "labels": LABELS}, GATE)
-    assert _failed(unscoreable) == ["labels", "champion"]
+    assert _failed(unscoreable) == ["labels"]
+    # A champion answering other labels scores ~0 on the candidate's test split: the champion check said "passed,
+    # accuracy 0.8462 vs champion v2 0.0000". It is now skipped, saying why.
+    skipped = _check(decide({**CANDIDATE, "labels": ["neg", "neutral", "positive"]}, {**CHAMPION, "accuracy": 0.0},
+                            GATE), "champion")
+    assert skipped["skipped"] and skipped["value"] is None and skipped["detail"] == (
+        "not compared: the labels check fails, so champion v3's score on this test split would say nothing; the "
+        "labels check decides")
 
 
 def test_labels_check_never_passes_silently_when_a_label_set_is_unknown():
