@@ -161,3 +161,27 @@ def set_attention_dropout(model: nn.Module, probability: Optional[float], key: s
     for name, child in rebuilt.named_children():
         setattr(model, name, child)
     model.config = rebuilt.config
+
+
+TRUNCATION_NOTE_SHARE = 0.05  # above this share of rows filling max_length, the stage says so
+
+
+def note_truncated(features, max_length: int, key: str, where: str, stage: str) -> int:
+    """Count the featurised rows that fill ``max_length`` tokens, cut there (or ending exactly at it); above
+    ``TRUNCATION_NOTE_SHARE`` of them, print a note naming ``key``: texts much longer than ``max_length`` trained
+    without a word (a new user's 400-word reviews against the default 64 tokens). Images and extractive QA's
+    windows (which cover long contexts by their stride) have no such column, or say nothing."""
+    columns = getattr(features, "column_names", ())
+    if "input_ids" not in columns or "example_index" in columns:  # extractive QA: windows with a stride
+        return 0
+    import numpy as np
+
+    column = features.with_format("arrow")["input_ids"]
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    lengths = np.diff(np.asarray(column.offsets, dtype=np.int64))
+    full = int((lengths >= max_length).sum())
+    if lengths.size and full / lengths.size > TRUNCATION_NOTE_SHARE:
+        print(f"{stage}: note: {full:,} of {lengths.size:,} {where} ({full / lengths.size:.0%}) fill {key} = "
+              f"{max_length} tokens: most of them are cut to that many (the rest of each is never seen); raise {key} "
+              "if what is cut matters, at the cost of speed", flush=True)
+    return full

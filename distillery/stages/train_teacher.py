@@ -7,7 +7,7 @@ from typing import Union
 
 from distillery.config import Params
 from distillery.files import atomic_dir, write_json
-from distillery.hf import check_max_length, check_readable, count_parameters
+from distillery.hf import check_max_length, check_readable, count_parameters, note_truncated
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import TRAINED_ON, load_labels, load_split, trained_on
 from distillery.reports import write_curves
@@ -27,11 +27,12 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
     data = trained_on(prepared_dir)  # before reading: the splits this teacher is trained and selected on
     train = task.featurise(load_split("train", prepared_dir), tokenizer, cfg.max_length)
     check_readable(train, tokenizer, "teacher.model", "training inputs", "train_teacher")
+    truncated = note_truncated(train, cfg.max_length, "teacher.max_length", "training inputs", "train_teacher")
     validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:
         summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch, key="teacher.train")
         summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length,
-                       **{TRAINED_ON: data})
+                       rows_filling_max_length=truncated, **{TRAINED_ON: data})
         write_json(scratch / "training.json", summary)
     write_curves("teacher", summary["log_history"], curves_dir)
     return summary

@@ -126,3 +126,24 @@ def test_a_chunk_holds_at_most_its_characters_and_a_longer_row_alone(monkeypatch
     monkeypatch.setattr(tokens, "CHUNK_ROWS", 2)  # the rows' cap still holds
     found = [(start, list(chunk.index)) for start, chunk in tokens.chunks(frame, [0] * 5)]
     assert found == [(0, [0, 1]), (2, [2, 3]), (4, [4])]
+
+
+def test_texts_filling_max_length_are_counted_and_said_when_many(capsys):
+    """A new user's 400-word reviews trained at the default 64 tokens without a word that most of each was cut."""
+    from datasets import Dataset
+
+    from distillery.hf import note_truncated
+
+    rows = [[101] + [7] * 62 + [102]] * 3 + [[101, 7, 102]] * 7  # 3 of 10 rows fill 64 tokens
+    assert note_truncated(Dataset.from_dict({"input_ids": rows}), 64, "teacher.max_length", "training inputs",
+                          "train_teacher") == 3
+    assert capsys.readouterr().out == (
+        "train_teacher: note: 3 of 10 training inputs (30%) fill teacher.max_length = 64 tokens: most of them are cut "
+        "to that many (the rest of each is never seen); raise teacher.max_length if what is cut matters, at the cost "
+        "of speed\n")
+    assert note_truncated(Dataset.from_dict({"input_ids": rows}), 65, "teacher.max_length", "x", "y") == 0
+    few = rows[:1] + [[101, 7, 102]] * 30  # 1 of 31: under 5%, counted but not said
+    assert note_truncated(Dataset.from_dict({"input_ids": few}), 64, "teacher.max_length", "x", "y") == 1
+    windows = Dataset.from_dict({"input_ids": rows, "example_index": list(range(10))})  # QA windows: not counted
+    assert note_truncated(windows, 64, "teacher.max_length", "x", "y") == 0
+    assert capsys.readouterr().out == ""
