@@ -217,7 +217,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     splits, near_copies = _drop_near_copies(splits, transfer, rows.key_columns(cfg), cfg.leak_check)
     transfer = splits.pop("transfer").reset_index(drop=True)
     rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description,
-                       class_rows=pd.concat(deduped.values())[LABEL].value_counts().to_dict(), capped=capped)
+                       class_rows=pd.concat([f[LABEL] for f in deduped.values()]).value_counts().to_dict(),
+                       capped=capped)
 
     report = {
         "source": description,
