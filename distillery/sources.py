@@ -87,6 +87,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         if sha256_files([path]) != before:
             raise _changed(path) from None
         where = bad_json_line(path, encoding_errors) if kind in ("json", "jsonl") else None
+        if kind in ("csv", "tsv") and not raw:
+            record_lines(path, kind, raw)  # an unclosed quote: named by its line, not pandas' "EOF inside string"
         if where:
             raise DataError(f"{path}: {where}") from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None

@@ -175,6 +175,9 @@ def record_lines(path: Path, kind: str, raw: Union[bool, None] = None) -> Union[
                     raise DataError(f"{path}: line {start}: a quote (\") at the start of a field opened a quoted field "
                                     f"that ran to line {reader.line_num} and joined those lines into one row; write such "
                                     "a quote as two quotes (\"\") or quote the whole field") from None
+                if "unexpected end of data" in str(exc):
+                    raise DataError(f"{path}: line {start}: a quote (\") opens a field that no quote closes, to the end "
+                                    "of the file; write such a quote as two quotes (\"\") or quote the whole field") from None
                 return None
     finally:
         csv.field_size_limit(limit)

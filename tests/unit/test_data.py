@@ -303,6 +303,20 @@ def test_a_csv_text_opening_with_a_quote_that_closes_lines_later_is_refused_nami
     assert len(read_file(path)) == 30
 
 
+def test_a_quote_no_quote_closes_is_named_by_its_line_not_pandas_eof_message(tmp_path):
+    """pandas said "Error tokenizing data. C error: EOF inside string starting at row 1" (a record, not a line)."""
+    for suffix, sep in ((".csv", ","), (".tsv", "\t")):
+        lines = ["text" + sep + "sentiment"] + [f"text {i}{sep}{['positive', 'negative'][i % 2]}" for i in range(20)]
+        lines[7] = '"an unclosed quote' + sep + 'positive'
+        path = tmp_path / f"unclosed{suffix}"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with pytest.raises(DataError) as raised:
+            prepare(_params(path, min_rows_per_class=1), tmp_path / "prepared")
+        assert str(raised.value) == (f'{path}: line 8: a quote (") opens a field that no quote closes, to the end of '
+                                     'the file; write such a quote as two quotes ("") or quote the whole field')
+        assert not (tmp_path / "prepared").exists()
+
+
 def test_a_bad_row_after_blank_lines_is_named_by_its_row_as_a_spreadsheet_shows_it(tmp_path):
     """pandas skips blank lines, and the rows after them were named up to 3 too low."""
     for suffix, sep in ((".csv", ","), (".tsv", "\t")):
