@@ -71,6 +71,14 @@ def _pipeline_runs(tiny_project, env):
     assert manifest["runtime"] == "onnxruntime" and manifest["precision"] == "fp32", manifest
     distill = json.loads((tiny_project / "reports/metrics/distill.json").read_text())
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
+    # the teacher's training.json counts the training rows cut at teacher.max_length, counted here by the tokenizer
+    from transformers import AutoTokenizer
+
+    import pandas as pd
+    teacher = json.loads((tiny_project / "models/teacher/training.json").read_text())
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(str(tiny_project / "models/teacher"))(
+        pd.read_parquet(tiny_project / "data/prepared/train.parquet")["text"].tolist())["input_ids"]]
+    assert teacher["rows_filling_max_length"] == sum(n >= teacher["max_length"] for n in lengths), lengths
     assert "| student |" in (tiny_project / "reports/summary.md").read_text()
 
     register = json.loads((tiny_project / "reports/metrics/register.json").read_text())

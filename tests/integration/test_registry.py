@@ -387,14 +387,20 @@ def test_on_fewer_rows_than_the_floor_only_a_clear_win_replaces_the_champion(pro
     rows was refused. On few rows the candidate must be better on significantly more rows than worse (a sign test);
     a near tie stays refused."""
     b_rows = make_texts(40, seed=5)["text"].tolist()
-    _write_test_split(project, b_rows, shift=0)  # A's labels
-    assert stage.register(_params(project, min_retention=0.0, min_compare_rows=100))["decision"] == "promoted"  # A
+    # one split for A and B: 30 rows labelled as B answers, 10 as A does (the two never agree), so B is registered on
+    # the split A was, A's figures are read from its tags, and A's rows are scored afresh for the paired count
     _export(project, tiny_bert, shift=1)
-    _write_test_split(project, b_rows, shift=1)  # B's labels: A gets none right
-    clear = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))  # B on the same 40 rows
+    labels = np.concatenate([direct_logits(project, b_rows[:30], onnx="shift1.onnx").argmax(-1),
+                             direct_logits(project, b_rows[30:], onnx="shift0.onnx").argmax(-1)])
+    pd.DataFrame({"text": b_rows, "label": labels}).to_parquet(project / "data/prepared/test.parquet")
+    _export(project, tiny_bert, shift=0)
+    first = stage.register(_params(project, min_retention=0.0, min_compare_rows=100, above_one_label=False))  # A: 25%
+    assert first["decision"] == "promoted" and first["candidate"]["accuracy"] == 0.25, first
+    _export(project, tiny_bert, shift=1)
+    clear = stage.register(_params(project, min_retention=0.0, min_compare_rows=100))  # B on the same 40 rows: 75%
     check = next(c for c in clear["checks"] if c["name"] == "champion")
     assert clear["decision"] == "promoted", check
-    assert "better on 40 of them, worse on 0 (one-sided sign test on accuracy: p = 9.09e-13, < 0.05)" in check["detail"]
+    assert "better on 30 of them, worse on 10 (one-sided sign test on accuracy: p = 0.00111, < 0.05)" in check["detail"]
     # C against B on 41 rows: 21 labelled as C answers, 20 as B does
     _export(project, tiny_bert, shift=2)
     c_rows = make_texts(21, seed=9)["text"].tolist()
@@ -616,6 +622,10 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     assert pairs["version"] == "2" and pairs["decision"] == "rejected", pairs["checks"]
     assert [c["name"] for c in pairs["checks"] if not c["passed"]] == ["above_one_label", "inputs"], pairs["checks"]
     assert next(c for c in pairs["checks"] if c["name"] == "champion")["skipped"]
+    # the card says "skipped", and the run logs no pass/fail figure for a check that was not made
+    assert "\n- champion: skipped (not compared: " in (project / "reports/model_card.md").read_text()
+    logged = _client(project).get_run(pairs["mlflow_run_id"]).data.metrics
+    assert logged["gate.inputs.passed"] == 0.0 and "gate.champion.passed" not in logged, sorted(logged)
     check = next(c for c in pairs["checks"] if c["name"] == "inputs")
     assert (check["value"], check["threshold"]) == (["text", "text_pair"], ["text"])
     assert _aliases(project) == {"champion": "1", "challenger": "2"}

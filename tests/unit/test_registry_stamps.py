@@ -57,7 +57,8 @@ def test_the_latest_rollback_is_found_across_offsets():
     assert weights_rolled_back(known, WEIGHTS) == "2026-12-05T09:00:00-05:00"
 
 
-def test_a_new_stamp_is_utc_now_to_the_microsecond():
+def test_a_new_stamp_is_utc_now_to_the_microsecond(tokyo):
+    """In Tokyo (UTC+9): a local-time stamp would end +09:00 and read nine hours off."""
     before = time.time()
     value = stamp()
     assert value.endswith("+00:00") and len(value) == len("2026-12-05T11:58:03.123456+00:00")
