@@ -93,11 +93,14 @@ def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[
     copies = stacked[stacked.duplicated(key, keep=False)]
     if copies.empty:
         return
-    labels = copies.groupby(key, sort=False)[LABEL].nunique()
+    groups = copies.groupby(key, sort=False)
+    labels = groups[LABEL].nunique()  # one per group, in the order of groups.ngroup() (sort=False: first seen)
     conflicting = labels[labels > 1]
     if conflicting.empty:
         return
-    first = copies.set_index(key).loc[[conflicting.index[0]]]
+    # the first conflicting input's rows, by group number: looking the key up (.loc) loses an image's trailing
+    # zero bytes (numpy's bytes type strips them), and the lookup failed with a KeyError
+    first = copies[groups.ngroup().to_numpy() == int(np.flatnonzero((labels > 1).to_numpy())[0])]
     example = ", ".join(f"{where.get(s, s)} {'' if isinstance(r, str) else 'row '}{r} as {names[int(l)]!r}"
                         for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
     print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "

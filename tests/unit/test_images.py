@@ -745,3 +745,18 @@ def test_a_16_bit_png_is_served_on_the_16_bit_scale(tmp_path):
     # and scaled up, it was 9 of 255: 2313)
     for row, value in enumerate([9.0, 0.0, 9.0]):
         assert answer["prob_bright"].iloc[row] == pytest.approx(1 / (1 + np.exp(-(value - 8))), rel=1e-5)
+
+
+def test_one_image_in_two_class_folders_ending_in_a_black_pixel_is_reported_not_a_crash(tmp_path, capsys):
+    """prepare's warning looked the image up by its bytes, and numpy's bytes type drops trailing zero bytes: an
+    image whose last pixel is 0 (most MNIST-like images) in two class folders stopped prepare with a KeyError."""
+    root = _class_folders(tmp_path / "dup", ["a", "b", "c"], count=10, shape=(6, 6))
+    both = np.arange(1, 37, dtype=np.uint8).reshape(6, 6)
+    both[-1, -1] = 0
+    for name in ("a", "b"):
+        (root / name / "both.png").write_bytes(_png(both))
+    report = _prepare(tmp_path, source=str(root), min_rows_per_class=1)
+    assert report["rows"]["train"] + report["rows"]["validation"] + report["rows"]["test"] == 31
+    warning = [line for line in capsys.readouterr().out.splitlines() if "different labels" in line]
+    assert len(warning) == 1 and warning[0].startswith("prepare: warning: 1 input(s) appear with different labels")
+    assert "both.png" in warning[0] and "as 'a'" in warning[0] and "as 'b'" in warning[0], warning
