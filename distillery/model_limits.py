@@ -67,6 +67,13 @@ def check_model_names(params) -> None:
         problem = model_name_problem(name, key)
         if problem:
             raise ConfigError(problem)
+    teacher = params.teacher.model
+    if params.task == "image_classification" and not teacher.startswith("scratch:") and \
+            not (Path(teacher).expanduser() / "pixel_processor.json").is_file():
+        # the stage would say so too, but only after `dvc repro` has removed the teacher it replaces
+        raise ConfigError(f"teacher.model = {teacher!r}: an image teacher is scratch:<family> or the directory of an "
+                          "image model trained by Distillery (with its pixel_processor.json); "
+                          f"{'a text model' if teacher.startswith('bundled:') else 'this is not one'}")
 
 
 def local_config(name: str) -> Optional[dict]:

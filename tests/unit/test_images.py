@@ -760,3 +760,21 @@ def test_one_image_in_two_class_folders_ending_in_a_black_pixel_is_reported_not_
     warning = [line for line in capsys.readouterr().out.splitlines() if "different labels" in line]
     assert len(warning) == 1 and warning[0].startswith("prepare: warning: 1 input(s) appear with different labels")
     assert "both.png" in warning[0] and "as 'a'" in warning[0] and "as 'b'" in warning[0], warning
+
+
+def test_a_text_teacher_for_an_image_task_is_refused_by_the_params_check(tmp_path):
+    """`params --check` passed bundled:minilm-l6 for an image task, so `dvc repro` removed the teacher before
+    train_teacher refused it ("no pixel_processor.json")."""
+    from distillery.model_limits import check_model_names
+
+    image = {"task": "image_classification", "student": student("mlp")}
+    with pytest.raises(ConfigError, match=r"^teacher.model = 'bundled:minilm-l6': an image teacher is scratch:<family> "
+                                          r"or the directory of an image model trained by Distillery .*; a text model$"):
+        check_model_names(build(Params, "", {**image, "teacher": teacher("bundled:minilm-l6")}))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"this is not one$"):
+        check_model_names(build(Params, "", {**image, "teacher": teacher(str(tmp_path / "text"))}))
+    (tmp_path / "text" / "pixel_processor.json").write_text("{}")  # a trained image model's directory
+    check_model_names(build(Params, "", {**image, "teacher": teacher(str(tmp_path / "text"))}))
+    check_model_names(build(Params, "", {**image, "teacher": teacher("scratch:cnn")}))
