@@ -148,6 +148,37 @@ def _loss_description(params) -> str:
     return f"{distill.loss} loss, alpha {distill.alpha}, temperature {distill.temperature}"
 
 
+def megabytes(size: float) -> str:
+    """A size in MB to one decimal, or to three significant digits below 1 MB (a small image network is 0.02 MB,
+    not 0.0)."""
+    return f"{size:.1f}" if size >= 1 else f"{size:.3g}"
+
+
+def _transfer_line(params, data_report: dict) -> str:
+    """What the distilled student learnt from beyond the labelled rows: the transfer set's rows as prepared (the
+    cap is only an upper bound), and the training rows whose labels it did not see."""
+    source, rows = params.distill.transfer_set.source, data_report.get("transfer_rows")
+    line = "Transfer set: none." if source == "none" else \
+        f"Transfer set: `{source}`, " + (f"{rows:,} rows." if isinstance(rows, int) else
+                                           f"up to {params.distill.transfer_set.max_rows:,} rows.")
+    if params.distill.labelled_rows:  # the rest join the distillation term with a remainder transfer set only
+        line += (f" The students learnt labels from {params.distill.labelled_rows:,} training rows; " +
+                 ("the distilled student also learnt the teacher's outputs on the rest." if source == "remainder" else
+                  "the rest were not used by the students."))
+    return line
+
+
+def _length_limit(params) -> list[str]:
+    """The card's line on long inputs: texts are cut at the student's max_length; a QA context is read in
+    overlapping windows; an image has one size (the served model says which)."""
+    if params.task == "image_classification":
+        return []
+    if params.task == "question_answering":
+        return [f"- Contexts longer than {params.student.max_length} tokens (with the question) are read in "
+                f"windows overlapping by {params.question_answering.doc_stride} tokens; questions are not cut."]
+    return [f"- Inputs longer than {params.student.max_length} tokens are truncated."]
+
+
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
                deployable: str, gate: Optional[dict] = None, inputs: Optional[list] = None) -> str:
     """A short markdown model card: task, data, teacher, student, how to call it (``inputs``: the served model's
@@ -162,7 +193,9 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         rows = [f"| {name} | {100 * evaluation[name]['accuracy']:.2f}% | {evaluation[name]['macro_f1']:.4f} | "
                 f"{parameters(evaluation[name].get('parameters', 0))} |"
                 for name in ("teacher", "student", "baseline") if name in evaluation]
-        task_line, header = f"text classification into {len(labels)} classes: {', '.join(map(str, labels))}", \
+        kind = "image" if params.task == "image_classification" else \
+            "text-pair" if getattr(params.data, "text_pair_column", None) else "text"
+        task_line, header = f"{kind} classification into {len(labels)} classes: {', '.join(map(str, labels))}", \
             "| model | accuracy | macro-F1 | parameters |"
     else:
         rows = [f"| {name} | {100 * evaluation[name][primary]:.2f} | {100 * evaluation[name][secondary]:.2f} | "
@@ -175,16 +208,16 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     for name, entry in benchmark.get("models", {}).items():
         stats = entry.get("cells", {}).get(cell)
         if stats:
-            latency.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {entry['size_mb']:.1f} |")
+            latency.append(f"| {name} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {megabytes(entry['size_mb'])} |")
     int8 = parity.get("student", {}).get("int8", {})
     splits = data_report.get("splits", data_report.get("rows", {}))
     lines = [
         "# Model card: Distillery student", "",
         f"**Task:** {task_line}.", "",
-        f"**Data:** `{params.data.source}`; rows per split: {splits}. "
-        f"Transfer set: `{params.distill.transfer_set.source}` "
-        f"(up to {params.distill.transfer_set.max_rows} rows).", "",
-        f"**Teacher:** `{params.teacher.model}`, fine-tuned for {params.teacher.train.epochs:g} epochs.", "",
+        f"**Data:** `{params.data.source}`; rows per split: {splits}. {_transfer_line(params, data_report)}", "",
+        f"**Teacher:** `{params.teacher.model}`, "
+        f"{'trained from scratch' if params.teacher.model.startswith('scratch:') else 'fine-tuned'} for "
+        f"{params.teacher.train.epochs:g} epochs.", "",
         f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params)}. "
         f"Served as `{deployable}` (ONNX)" + (f", from a frame with the column{'s' if len(inputs) > 1 else ''} "
                                                 f"{', '.join(f'`{c}`' for c in inputs)} (whatever the data's own "
@@ -193,7 +226,7 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
         *latency, *_served_line(gate), "",
         "## Limits", "",
-        f"- Inputs longer than {params.student.max_length} tokens are truncated.",
+        *_length_limit(params),
         f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "
         f"on the test split ({primary} change {int8.get(f'{primary}_change_points', 0):+.2f} points).",
         "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",

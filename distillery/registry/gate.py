@@ -84,7 +84,7 @@ def _latency(candidate: dict, gate: dict) -> dict:
 
 def _size(candidate: dict, gate: dict) -> dict:
     size, budget = candidate["size_mb"], gate["max_size_mb"]
-    return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}")
+    return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}" if size >= 1 else f"{size:.3g} MB, needs <= {budget}")
 
 
 def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:

@@ -95,3 +95,39 @@ def test_the_model_card_names_its_version_and_the_champion():
     first = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
                        {**gate, "version": "1", "champion_after": None})
     assert first.splitlines()[2].endswith("there is no champion yet.")
+
+
+def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_from(tmp_path):
+    """An image model's card said "text classification", "Inputs longer than 64 tokens are truncated", a teacher
+    "fine-tuned" from scratch, a transfer set of "up to 20000 rows" where none was read, and a 0.02 MB file as 0.0."""
+    from distillery.config import load_params
+    from distillery.run_records import model_card
+
+    image, pairs = tmp_path / "image.yaml", tmp_path / "pairs.yaml"
+    image.write_text("task: image_classification\nstudent: {source: mlp}\nteacher: {model: 'scratch:cnn'}\n"
+                     "distill: {labelled_rows: 800}\n")
+    pairs.write_text("data: {text_pair_column: hypothesis}\ndistill: {transfer_set: {source: remainder}}\n")
+    params = load_params(image)
+    benchmark = {"headline": {"cell": "b1"}, "models": {"student_onnx_int8": {
+        "size_mb": 0.0213, "cells": {"b1": {"p50_ms": 0.01, "p95_ms": 0.02}}}}}
+    card = model_card(params, {"labels": ["0", "1"]}, {}, benchmark, {"rows": {"test": 2}, "transfer_rows": 0},
+                      "student.int8.onnx").splitlines()
+    assert "**Task:** image classification into 2 classes: 0, 1." in card
+    assert "**Teacher:** `scratch:cnn`, trained from scratch for 2 epochs." in card
+    data = next(line for line in card if line.startswith("**Data:**"))
+    assert data.endswith("Transfer set: none. The students learnt labels from 800 training rows; the rest were not "
+                         "used by the students."), data
+    image.write_text(image.read_text().replace("{labelled_rows: 800}", "{labelled_rows: 800, transfer_set: {source: "
+                                                                         "remainder}}"))
+    primer = model_card(load_params(image), {"labels": ["0", "1"]}, {}, {}, {"rows": {"test": 2}, "transfer_rows": 0},
+                        "student.int8.onnx").splitlines()
+    assert next(line for line in primer if line.startswith("**Data:**")).endswith(
+        "Transfer set: `remainder`, 0 rows. The students learnt labels from 800 training rows; the distilled student "
+        "also learnt the teacher's outputs on the rest.")
+    assert "| student_onnx_int8 | 0.01 | 0.02 | 0.0213 |" in card
+    assert not [line for line in card if "tokens" in line], card
+    pairs = model_card(load_params(pairs), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}, "transfer_rows": 12345},
+                       "student.int8.onnx").splitlines()
+    assert "**Task:** text-pair classification into 2 classes: a, b." in pairs
+    assert "- Inputs longer than 64 tokens are truncated." in pairs
+    assert next(line for line in pairs if line.startswith("**Data:**")).endswith("Transfer set: `remainder`, 12,345 rows.")
