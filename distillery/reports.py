@@ -64,7 +64,8 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
     return (f"{lines}\n\nStudent keeps {100 * results['student_accuracy_retention']:.1f}% of the teacher's accuracy; "
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
-            f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}\n")
+            f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}"
+            f"{_below_baseline(100 * results['student_minus_baseline_accuracy'], 'accuracy')}\n")
 
 
 def _few_rows(rows: int, row: str = "One test row is") -> str:
@@ -73,6 +74,21 @@ def _few_rows(rows: int, row: str = "One test row is") -> str:
         return ""
     return (f" {row} {100 / rows:.3g} points here: one seed's differences on so few rows are mostly noise; "
             "`python -m distillery kd_gain` measures the gain over seeds, with its interval.")
+
+
+BELOW_BASELINE_POINTS = 1.0  # a distilled student further below its labels-only twin than this is called out
+
+
+def _below_baseline(gain_points: float, metric: str) -> str:
+    """A warning when the distilled student scores clearly below the same student trained on labels alone: the
+    product's claim failed on this run, and a number with a minus sign in a sentence is easy to miss."""
+    if gain_points >= -BELOW_BASELINE_POINTS:
+        return ""
+    return (f"\n\nWarning: the distilled student is {-gain_points:.1f} {metric} points BELOW its labels-only "
+            "baseline: distillation did not help on this run. `python -m distillery kd_gain` tells whether it holds "
+            "over seeds; the usual causes are distill.train.learning_rate (the boe and bilstm students need about "
+            "1e-3 or more, and more epochs on small data), distill.alpha and distill.temperature "
+            "(`python -m distillery sweep`).")
 
 
 def _scores_table(results: dict, primary: str, secondary: str) -> str:
@@ -88,7 +104,8 @@ def _scores_table(results: dict, primary: str, secondary: str) -> str:
             f"{100 * results[f'student_minus_baseline_{primary}']:+.1f} {NAMES.get(primary, primary)} points, "
             f"{100 * results[f'student_minus_baseline_{secondary}']:+.1f} {NAMES.get(secondary, secondary)} points "
             f"(test split, {results['test_rows']} rows)."
-            f"{_few_rows(results['test_rows'], 'One test row moves a score by up to')}\n")
+            f"{_few_rows(results['test_rows'], 'One test row moves a score by up to')}"
+            f"{_below_baseline(100 * results[f'student_minus_baseline_{primary}'], NAMES.get(primary, primary))}\n")
 
 
 def _percent(value) -> str:

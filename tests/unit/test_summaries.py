@@ -77,6 +77,23 @@ def test_the_results_table_of_a_small_test_split_says_its_differences_are_mostly
     assert "noise" not in results_table({**qa, "test_rows": 3000}, "f1", "exact_match")
 
 
+def test_a_distilled_student_clearly_below_its_baseline_is_called_out():
+    """A bag-of-embeddings student at 38.3% against its baseline's 75.6% was summed up as "distillation gain over the
+    baseline: -37.2 accuracy points" in the middle of a sentence."""
+    from distillery.reports import results_table
+
+    model = {"accuracy": 0.5, "macro_f1": 0.5, "roc_auc": None, "parameters": 1000, "train_seconds": 1.0}
+    results = {"teacher": model, "student": model, "baseline": model, "student_accuracy_retention": 1.0,
+               "student_minus_baseline_accuracy": -0.372, "student_minus_baseline_macro_f1": -0.3, "test_rows": 3000}
+    assert "\n\nWarning: the distilled student is 37.2 accuracy points BELOW its labels-only baseline: distillation " \
+           "did not help on this run." in results_table(results)
+    assert "Warning" not in results_table({**results, "student_minus_baseline_accuracy": -0.009})  # within a point
+    qa_model = {"f1": 0.5, "exact_match": 0.4, "parameters": 1000, "train_seconds": 1.0}
+    qa = {"teacher": qa_model, "student": qa_model, "baseline": qa_model, "student_f1_retention": 0.75,
+          "student_minus_baseline_f1": -0.05, "student_minus_baseline_exact_match": 0.05, "test_rows": 3000}
+    assert "Warning: the distilled student is 5.0 F1 points BELOW" in results_table(qa, "f1", "exact_match")
+
+
 def test_the_model_card_names_its_version_and_the_champion():
     """After `dvc exp run -S distill.alpha=0.3` reports/model_card.md described the rejected version 4 without a word
     of it, while version 3 stayed the champion."""
