@@ -111,6 +111,8 @@ class OnnxImageClassifier(PythonModel):
             from PIL import Image
 
             try:
+                if isinstance(value, str) and value.startswith("data:") and ";base64," in value[:100]:
+                    value = value.split(",", 1)[1]  # a data URI (data:image/png;base64,...), as a browser gives it
                 raw = base64.b64decode(value, validate=True)
                 # raster formats only (an EPS would run Ghostscript), and the size read from the header before
                 # a pixel is decoded: a 100 KB PNG of 10,000 x 10,000 pixels would otherwise take gigabytes
@@ -134,17 +136,31 @@ class OnnxImageClassifier(PythonModel):
                 array = np.asarray(value, dtype=np.float32)
             except (TypeError, ValueError):
                 _refuse(f"{IMAGE!r} of row {row} is neither nested lists of numbers nor a base64 string")
+            sent = list(array.shape)
+            if array.ndim == 0:
+                _refuse(f"{IMAGE!r} of row {row} is one number ({value!r}), not an image; this model takes "
+                        f"{self._shapes()}")
+            if array.ndim == 3 and channels > 1 and array.shape in ((1, height, width), (height, width, 1)):
+                array = array.reshape(height, width)  # one grey channel, first or last
             if array.ndim == 2:  # grey: a colour model gets three equal channels, as from a grey PNG or in training
                 array = np.repeat(array[None], channels, axis=0)
             elif array.shape == (height, width, channels) and array.shape != self.shape:
                 array = np.moveaxis(array, -1, 0)  # channels last, as Pillow and numpy hold an image
-        if array.shape != self.shape:
-            _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes [{height}][{width}] "
-                    f"pixels" + (f" in {channels} channels ([{channels}][{height}][{width}] or "
-                                 f"[{height}][{width}][{channels}])" if channels > 1 else ""))
+            if array.shape != self.shape:
+                _refuse(f"{IMAGE!r} of row {row} is {sent}; this model takes {self._shapes()}")
+        if array.shape != self.shape:  # a PNG whose mode gave another shape
+            _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes {self._shapes()}")
         if not isinstance(value, (str, bytes)):  # a PNG is scaled into the training range above: pixels as sent only
             self._check_range(array, row)
         return array
+
+    def _shapes(self) -> str:
+        """The pixel arrays this model takes, for a refusal."""
+        channels, height, width = self.shape
+        if channels == 1:
+            return f"[{height}][{width}] pixels"
+        return (f"[{height}][{width}] pixels in {channels} channels ([{channels}][{height}][{width}] or "
+                f"[{height}][{width}][{channels}]), or grey [{height}][{width}]")
 
     def _check_range(self, array: np.ndarray, row: int) -> None:
         if not np.all(np.isfinite(array)):

@@ -415,7 +415,7 @@ def test_served_model_reads_nested_lists_and_base64_pngs_scaled_to_the_data_rang
 @pytest.mark.parametrize("image, message", [
     (None, "'image' of row 1 is null"),
     ("bm90IGFuIGltYWdl", "'image' of row 1 is a string but not a base64-encoded image"),
-    ([[1, 2], [3, 4]], r"'image' of row 1 is \[1, 2, 2\]; this model takes \[4\]\[4\] pixels"),
+    ([[1, 2], [3, 4]], r"'image' of row 1 is \[2, 2\]; this model takes \[4\]\[4\] pixels"),
 ])
 def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message):
     from mlflow.exceptions import MlflowException
@@ -669,6 +669,29 @@ def test_served_rgb_model_takes_a_grey_list_as_it_takes_a_grey_png_and_no_images
     assert answer["prob_red"].tolist() == pytest.approx([0.5] * 3)  # equal channels: red and blue tie
     for empty in (np.zeros(0), pd.DataFrame({"image": [[]]}), []):
         assert len(served_rgb.predict(None, empty)) == 0
+
+
+def test_served_rgb_model_names_what_was_sent_takes_one_grey_channel_and_a_data_uri(served_rgb):
+    """{"image": 42} was "is []"; a grey 16 x 16 list was "is [3, 16, 16]" (after its widening to three channels);
+    grey [4][5][1] and [1][4][5] were refused where [4][5] is read; a browser's data URI was "not a base64 image"."""
+    from mlflow.exceptions import MlflowException
+    from PIL import Image
+
+    with pytest.raises(MlflowException, match=r"^'image' of row 0 is one number \(42\), not an image; this model takes "
+                                              r"\[4\]\[5\] pixels in 3 channels .*, or grey \[4\]\[5\]$"):
+        served_rgb.predict(None, pd.DataFrame({"image": [42]}))
+    with pytest.raises(MlflowException, match=r"^'image' of row 1 is \[16, 16\]; this model takes \[4\]\[5\] pixels"):
+        served_rgb.predict(None, pd.DataFrame({"image": [np.zeros((4, 5)).tolist(), np.zeros((16, 16)).tolist()]}))
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    blue = np.zeros((4, 5, 3))
+    blue[..., 2] = 250.0
+    answer = served_rgb.predict(None, pd.DataFrame({"image": [grey[..., None].tolist(), grey[None].tolist(), uri,
+                                                              blue.tolist()]}))
+    assert answer["prob_red"].tolist()[:3] == pytest.approx([0.5] * 3)  # grey: red and blue tie
+    assert answer["label"].tolist()[3] == "blue"
 
 
 def test_channels_last_arrays_are_read_as_channels(tmp_path):
