@@ -216,8 +216,9 @@ def split_source(description: str, files: dict, split: str) -> str:
 
 def check_training_rows_left(cleaned: dict, rejected: list[dict], where: dict) -> None:
     """A source whose training rows were all rejected says so, with the main reason and the first such row (not
-    that it has no train split)."""
-    for split in ("all", "train"):
+    that it has no train split). So does a validation or test split the source gave: left empty, it was carved
+    from the training rows without a word, and the reports called training rows the test split."""
+    for split in ("all", "train", "validation", "test"):
         if split in cleaned and len(cleaned[split]) == 0:
             mine = [r for r in rejected if r["source"] == where[split]]
             detail = ""
@@ -226,7 +227,10 @@ def check_training_rows_left(cleaned: dict, rejected: list[dict], where: dict) -
                 first = mine[0]["row"]
                 detail = (f": {len(mine)} rejected, mostly {reasons.index[0]} ({int(reasons.iloc[0])}); the first, "
                           f"{'row ' if isinstance(first, int) else ''}{first}: {mine[0]['reason']}")
-            raise DataError(f"{where[split]}: no training row is left after cleaning{detail}")
+            what = "training" if split in ("all", "train") else split
+            raise DataError(f"{where[split]}: no {what} row is left after cleaning{detail}"
+                            + ("" if what == "training" else "; fix the file, or leave the split out of data.files "
+                               "(or data.splits) to carve it from train"))
 
 
 def read_source(source: str, files: dict, hub_config: Union[str, None], label_column: str,

@@ -157,6 +157,29 @@ def test_a_training_file_whose_rows_are_all_rejected_says_so(tmp_path):
     assert not (tmp_path / "prepared").exists()
 
 
+def test_a_test_or_validation_file_whose_rows_are_all_rejected_is_an_error_not_carved_from_train(tmp_path):
+    """A test.csv labelled "5 stars" where the labels are 1-5 was replaced by rows carved from train.csv, prepare
+    exited 0, and the reports called training rows the test split."""
+    frame = make_texts(120)
+    files = {"train": str(_csv(tmp_path, frame.iloc[:60], "train.csv")),
+             "validation": str(_csv(tmp_path, frame.iloc[60:90], "valid.csv")),
+             "test": str(_csv(tmp_path, frame.iloc[90:].assign(sentiment="angry"), "test.csv"))}
+    params = _params("unused", files=files, labels=["negative", "neutral", "positive"])
+    with pytest.raises(DataError, match=r"^\S*test.csv: no test row is left after cleaning: 30 rejected, mostly "
+                                        r"unknown label 'angry' \(30\); the first, row 1: unknown label 'angry'; fix the "
+                                        r"file, or leave the split out of data.files \(or data.splits\) to carve it "
+                                        r"from train$"):
+        prepare(params, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+    files["test"] = str(_csv(tmp_path, frame.iloc[90:], "test.csv"))
+    files["validation"] = str(_csv(tmp_path, frame.iloc[:0], "valid.csv"))  # a header and no row
+    with pytest.raises(DataError, match=r"^\S*valid.csv: no validation row is left after cleaning; fix the file"):
+        prepare(params, tmp_path / "prepared")
+    del files["validation"]  # left out: carved from train, as documented
+    assert prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"]),
+                   tmp_path / "prepared")["rows"]["test"] == 30
+
+
 def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
     """It named only the first short split: a fix of that file then failed on the next one."""
     frame = make_texts(150)
