@@ -214,7 +214,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     lines = [
         "# Model card: Distillery student", "",
         f"**Task:** {task_line}.", "",
-        f"**Data:** `{params.data.source}`; rows per split: {splits}. {_transfer_line(params, data_report)}", "",
+        f"**Data:** `{data_report.get('source') or params.data.source}`; rows per split: {splits}. "
+        f"{_transfer_line(params, data_report)}", "",
         f"**Teacher:** `{params.teacher.model}`, "
         f"{'trained from scratch' if params.teacher.model.startswith('scratch:') else 'fine-tuned'} for "
         f"{params.teacher.train.epochs:g} epochs.", "",

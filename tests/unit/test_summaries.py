@@ -143,8 +143,12 @@ def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_fro
         "also learnt the teacher's outputs on the rest.")
     assert "| student_onnx_int8 | 0.01 | 0.02 | 0.0213 |" in card
     assert not [line for line in card if "tokens" in line], card
-    pairs = model_card(load_params(pairs), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}, "transfer_rows": 12345},
+    pairs = model_card(load_params(pairs), {"labels": ["a", "b"]}, {}, {},
+                       {"rows": {"test": 2}, "transfer_rows": 12345, "source": "data.files {train: a.csv, test: b.csv}"},
                        "student.int8.onnx").splitlines()
+    # the data prepare read (data.files here), not data.source's unused default
+    assert next(line for line in pairs if line.startswith("**Data:**")).startswith(
+        "**Data:** `data.files {train: a.csv, test: b.csv}`; rows per split:")
     assert "**Task:** text-pair classification into 2 classes: a, b." in pairs
     assert "- Inputs longer than 64 tokens are truncated." in pairs
     assert next(line for line in pairs if line.startswith("**Data:**")).endswith("Transfer set: `remainder`, 12,345 rows.")
