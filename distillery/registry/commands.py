@@ -147,7 +147,18 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
         run_id = move_champion(client, name, str(version), current, tags,
                                ("promote", {"version": version, "from": current or "none", "reason": reason}),
                                recorder(params.register.experiment, root, tracking_uri(root), name))
-    return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id}
+    return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id,
+            "gate_failed": failed_checks(known[str(version)])}
+
+
+def failed_checks(version) -> list[str]:
+    """The gate checks ``version`` failed when it was last gated ("name: detail"), from its tags; empty when it
+    passed, or was never gated (registered before the tags were written)."""
+    if version.tags.get(TAG + "gate") != "failed":
+        return []
+    prefix = TAG + "gate."
+    return [f"{key[len(prefix):]}: {value[len('fail: '):]}" for key, value in sorted(version.tags.items())
+            if key.startswith(prefix) and not key.startswith(prefix + "failed.") and value.startswith("fail: ")]
 
 
 def _require_loadable(name: str, version: str) -> None:
@@ -220,7 +231,8 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
                                {"version": previous, "from": current_version, "reason": reason or "not given"}, name)
         # never refused (a rollback is the way back), but said: a promote --other-inputs is being undone
         before, after = version_inputs(name, current), version_inputs(name, known[previous])
-    result = {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id}
+    result = {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id,
+              "gate_failed": failed_checks(known[previous])}
     if before is not None and after is not None and before != after:
         result["inputs_changed"] = {"from": before, "to": after}
     return result

@@ -645,7 +645,12 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
             commands.promote(_params(project), "2", "pairs now")
     assert _aliases(project) == {"champion": "1", "challenger": "2"}
     assert main(["promote", "2", "--reason", "pairs now", "--other-inputs"]) == 0
-    assert "champion v1 -> v2" in capsys.readouterr().out and _aliases(project)["champion"] == "2"
+    out = capsys.readouterr().out
+    assert "champion v1 -> v2" in out and _aliases(project)["champion"] == "2"
+    # allowed (the override), never silent: v2 failed its gate
+    warning = out.splitlines()[-1]
+    assert warning.startswith("warning: v2 failed its gate when it was registered, on 2 checks: above_one_label: ") \
+        and "; inputs: " in warning, out
     # the way back is never refused, but said
     assert main(["rollback", "--reason", "clients not ready"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == ("note: v1 takes ['text'], not ['text', 'text_pair']: the "
