@@ -34,6 +34,10 @@ def _count(n: Optional[int], noun: str) -> str:
     return f"{n:,} {noun}" if n is not None else noun
 
 
+
+def _epochs(epochs: float) -> str:
+    return f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+
 def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DIR) -> str:
     """``<stage>: <what it does>``, e.g. "train_teacher: fine-tuning bundled:minilm-l6 on 8,000 rows (bundled:tweets), 2 epochs"."""
     noun = ROW_NOUNS.get(params.task, "rows")
@@ -52,15 +56,16 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DI
     source = ", ".join(f"{split} {path}" for split, path in files.items()) if files else params.data.source
     what = {
         "prepare": f"reading {source} into train, validation and test splits",
-        "train_teacher": f"fine-tuning {params.teacher.model} on {_count(train, noun)} ({source}), "
-                         f"{params.teacher.train.epochs:g} epochs",
+        "train_teacher": f"{'training' if params.teacher.model.startswith('scratch:') else 'fine-tuning'} "
+                         f"{params.teacher.model} on {_count(train, noun)} ({source}), "
+                         f"{_epochs(params.teacher.train.epochs)}",
         "teacher_logits": f"running the teacher on {_count(train, 'training ' + noun)}"
                           + (f" and {transfer:,} transfer {noun}" if transfer else "") + augmenting
                           + "; distill reads its outputs",
         "distill": f"distilling a '{params.student.source}' student on {_count(train, noun)}"
                    + (f" + {transfer:,} transfer {noun}" if transfer else "")
                    + (f" + {augmented:,} augmented {noun}" if augmented else "")
-                   + f", {params.distill.train.epochs:g} epochs, then the same student without the teacher "
+                   + f", {_epochs(params.distill.train.epochs)}, then the same student without the teacher "
                      f"(the baseline) on {_count(labelled, noun)}"
                    + (f" (distill.labelled_rows; the student learns labels from as many)" if labelled != train else "")
                    + (f"; warning: distill.labelled_rows is {rows_cap:,}, more than the {train:,} training {noun}, "

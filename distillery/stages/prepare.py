@@ -287,8 +287,13 @@ def summary(report: dict) -> str:
         balance = ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
         lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})")
     lines.append(f"{'transfer':>10}: {report['transfer_rows']:>6} unlabelled rows")
-    return "\n".join(lines) + f"\nrejected {report['rows_rejected']}, duplicates dropped " \
-                              f"{sum(report['duplicates_dropped'].values())}"
+    reasons = report.get("rejected_by_reason") or {}
+    main = max(reasons.items(), key=lambda item: item[1]) if reasons else None
+    near = sum((report.get("near_copies_dropped") or {}).values())
+    return "\n".join(lines) + f"\nrejected {report['rows_rejected']}" + \
+        (f" (mostly {main[0]}: {main[1]}; every one in rejected.csv)" if main and report["rows_rejected"] else "") + \
+        f", duplicates dropped {sum(report['duplicates_dropped'].values())}" + \
+        (f", near copies dropped {near} (data.leak_check)" if near else "")
 
 
 

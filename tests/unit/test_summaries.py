@@ -152,3 +152,29 @@ def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_fro
     assert "**Task:** text-pair classification into 2 classes: a, b." in pairs
     assert "- Inputs longer than 64 tokens are truncated." in pairs
     assert next(line for line in pairs if line.startswith("**Data:**")).endswith("Transfer set: `remainder`, 12,345 rows.")
+
+
+def test_prepare_summary_names_the_main_rejection_and_the_near_copies():
+    """A forgotten class in data.labels dropped 297 rows (20% of the data) as "rejected 297", and 6 near copies
+    dropped went unsaid beside "duplicates dropped 0"."""
+    from distillery.stages.prepare import summary as prepare_summary
+
+    report = {"rows": {"train": 10}, "class_counts": {"train": {"a": 5, "b": 5}}, "transfer_rows": 0,
+              "rows_rejected": 299, "rejected_by_reason": {"unknown label '5'": 297, "empty text": 2},
+              "duplicates_dropped": {}, "near_copies_dropped": {"train": 3, "transfer": 3}}
+    assert prepare_summary(report).splitlines()[-1] == (
+        "rejected 299 (mostly unknown label '5': 297; every one in rejected.csv), duplicates dropped 0, near copies "
+        "dropped 6 (data.leak_check)")
+    clean = {**report, "rows_rejected": 0, "rejected_by_reason": {}, "near_copies_dropped": {}}
+    assert prepare_summary(clean).splitlines()[-1] == "rejected 0, duplicates dropped 0"
+
+
+def test_one_epoch_is_not_one_epochs(tmp_path):
+    from distillery.announce import describe
+    from distillery.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("teacher: {train: {epochs: 1}}\ndistill: {train: {epochs: 3}}\n")
+    params = load_params(path)
+    assert describe("train_teacher", params, tmp_path).endswith(", 1 epoch")
+    assert ", 3 epochs, then the same student" in describe("distill", params, tmp_path)
