@@ -933,3 +933,25 @@ def test_a_short_class_is_blamed_on_its_cause_a_rare_label_or_the_row_cap(tmp_pa
         prepare(_params(rare, min_rows_per_class=7, max_samples={"train": None, "validation": 40, "test": None}),
                 tmp_path / "prepared")
     assert "data.max_samples" not in str(refused.value)
+
+
+def test_a_declared_class_with_no_row_or_one_spelled_apart_by_one_file_is_named(tmp_path):
+    """data.labels with a class no row has, and a test file spelling its labels apart from train's, were both told
+    "with 1,047 rows in all, a small dataset, give the smaller splits more rows"."""
+    frame = make_texts(300)
+    with pytest.raises(DataError) as refused:
+        prepare(_params(_csv(tmp_path, frame), labels=["negative", "neutral", "positive", "angry"]),
+                tmp_path / "prepared")
+    assert str(refused.value).endswith("; 'angry' is in data.labels but in no row of the data: drop it from "
+                                       "data.labels, or check the spelling against the data's labels"), refused.value
+    test = make_texts(60, seed=1)
+    test["sentiment"] = test["sentiment"].replace({"positive": "pos"})
+    files = {"train": str(_csv(tmp_path, frame, "train.csv")), "test": str(_csv(tmp_path, test, "test.csv"))}
+    with pytest.raises(DataError) as refused:
+        prepare(_params("unused", files=files), tmp_path / "prepared")
+    message = str(refused.value)
+    assert "'positive' has rows in some splits but none in 'test'" in message and \
+        "'pos' has rows in some splits but none in 'train', 'validation'" in message and \
+        message.endswith(": do the split files spell their labels alike (declare data.labels to have every other "
+                         "spelling rejected and named in rejected.csv)?"), message
+    assert "small dataset" not in message and not (tmp_path / "prepared").exists()

@@ -259,9 +259,27 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
     if not problems:
         return
     total = sum(len(frame) for frame in splits.values())
+    absent = [name for i, name in enumerate(names) if name in short_names and class_rows is not None
+              and class_rows.get(i, 0) == 0 and not any((f[LABEL] == i).any() for f in splits.values())]
+    # two classes that no split holds both of, each in some splits: files that spell a label apart ("5" and "five")
+    ordered = sorted(splits, key=lambda s: order.index(s) if s in order else len(order))
+    present = {name: {s for s in ordered if (splits[s][LABEL] == i).any()} for i, name in enumerate(names)
+               if name in short_names}
+    partial = {name: held for name, held in present.items() if held and len(held) < len(splits)}
+    apart = {name: [s for s in ordered if s not in held] for name, held in partial.items()
+             if any(other != name and not (held & theirs) for other, theirs in partial.items())}
     rare = [(name, int(class_rows.get(i, 0))) for i, name in enumerate(names)  # a class with none: the refresh
             if name in short_names and 0 < class_rows.get(i, 0) < min_rows * len(splits)] if class_rows else []
-    if rare:  # too few rows in all the data to give every split min_rows: a typo, or a class the data hardly has
+    if absent and len(absent) < len(names) - 1:  # declared, and in no row at all
+        hint = ("; " + ", ".join(repr(name) for name in absent[:5]) + (" is" if len(absent) == 1 else " are")
+                + " in data.labels but in no row of the data: drop " + ("it" if len(absent) == 1 else "them")
+                + " from data.labels, or check the spelling against the data's labels")
+    elif apart:
+        hint = ("; " + ", ".join(f"{name!r} has rows in some splits but none in {', '.join(map(repr, missing))}"
+                                 for name, missing in list(apart.items())[:3])
+                + ": do the split files spell their labels alike (declare data.labels to have every other spelling "
+                  "rejected and named in rejected.csv)?")
+    elif rare:  # too few rows in all the data to give every split min_rows: a typo, or a class the data hardly has
         hint = ("; " + ", ".join(f"{name!r} has {n} row{'s' if n != 1 else ''} in all the data" for name, n in rare[:5])
                 + f", too few for {len(splits)} splits of {min_rows} each: a mistyped label? (declared data.labels "
                 "reject a label outside them, each row named in rejected.csv) or lower data.min_rows_per_class")
