@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import pandas as pd
 
 from distillery.files import write_text
@@ -65,7 +66,7 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
             f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}"
-            f"{_below_baseline(100 * results['student_minus_baseline_accuracy'], 'accuracy')}\n")
+            f"{_below_baseline(100 * results['student_minus_baseline_accuracy'], 'accuracy')}{_one_answer(results)}\n")
 
 
 def _few_rows(rows: int, row: str = "One test row is") -> str:
@@ -89,6 +90,23 @@ def _below_baseline(gain_points: float, metric: str) -> str:
             "over seeds; the usual causes are distill.train.learning_rate (the boe and bilstm students need about "
             "1e-3 or more, and more epochs on small data), distill.alpha and distill.temperature "
             "(`python -m distillery sweep`).")
+
+
+def _one_answer(results: dict) -> str:
+    """A warning per model that gives one label to every test row (its confusion matrix has one non-empty column):
+    a training that collapsed (too low a learning rate or too few epochs on small data), said before the gate."""
+    labels, lines = results.get("labels") or [], []
+    for name in MODELS:
+        matrix = np.asarray(results.get(name, {}).get("confusion_matrix") or [], dtype=float)
+        if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0:
+            continue
+        answered = np.flatnonzero(matrix.sum(axis=0))
+        if len(answered) == 1:
+            label = labels[answered[0]] if answered[0] < len(labels) else answered[0]
+            lines.append(f"\n\nWarning: the {name} answers {label!r} for every test row: its training collapsed "
+                         f"to the one label (a learning rate too low for the data, or too few epochs: "
+                         f"{'teacher' if name == 'teacher' else 'distill'}.train.learning_rate, .epochs).")
+    return "".join(lines)
 
 
 def _scores_table(results: dict, primary: str, secondary: str) -> str:

@@ -178,3 +178,21 @@ def test_one_epoch_is_not_one_epochs(tmp_path):
     params = load_params(path)
     assert describe("train_teacher", params, tmp_path).endswith(", 1 epoch")
     assert ", 3 epochs, then the same student" in describe("distill", params, tmp_path)
+
+
+def test_a_model_that_gives_every_test_row_one_label_is_called_out():
+    """A student trained at the default learning rate on 600 rows answered "1" for every row, loss stuck at ln 5;
+    evaluate said nothing and only the gate refused it."""
+    from distillery.reports import results_table
+
+    def model(matrix):
+        return {"accuracy": 0.5, "macro_f1": 0.3, "roc_auc": None, "parameters": 1000, "train_seconds": 1.0,
+                "confusion_matrix": matrix}
+
+    results = {"labels": ["1", "2", "3"], "teacher": model([[5, 1, 0], [1, 5, 0], [0, 0, 6]]),
+               "student": model([[6, 0, 0], [6, 0, 0], [6, 0, 0]]), "baseline": model([[0, 6, 0], [0, 6, 0], [0, 6, 0]]),
+               "student_accuracy_retention": 1.0, "student_minus_baseline_accuracy": 0.0,
+               "student_minus_baseline_macro_f1": 0.0, "test_rows": 3000}
+    table = results_table(results)
+    assert "Warning: the student answers '1' for every test row: its training collapsed to the one label" in table
+    assert "Warning: the baseline answers '2' for every test row" in table and "the teacher answers" not in table
