@@ -208,11 +208,13 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     splits = split_frames(deduped, cfg, params.seed)
     leftover = splits["train"].iloc[:0]
     capped = {}  # split -> its rows per label before data.max_samples, where the cap took rows away
+    over_cap = {}  # split -> the rows the cap took away
     for split in SPLITS:
         cap = cfg.max_samples.get(split)
         if cap is not None:
             if cap < len(splits[split]):
                 capped[split] = splits[split][LABEL].value_counts().to_dict()
+                over_cap[split] = int(len(splits[split]) - cap)
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
@@ -233,6 +235,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "duplicates_dropped": {str(k): int(v) for k, v in duplicates_dropped.items()},
         "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},
+        # rows data.max_samples left out of each split it capped (train's may join the transfer set)
+        "rows_over_cap": over_cap,
         "transfer_rows": int(len(transfer)),
         # the transfer source's rows and those left out before the near-copy check (near_copies_dropped)
         "transfer_source_rows": transfer_rows,

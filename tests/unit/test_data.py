@@ -43,6 +43,16 @@ def test_split_sizes_stratified_and_written(tmp_path):
     assert (out / "data_report.json").is_file() and (out / "rejected.csv").is_file()
 
 
+def test_the_rows_a_cap_left_out_are_counted_per_split(tmp_path):
+    """1,199 rows in, 180 + 150 + 600 out and 239 transfer rows: the 30 validation rows over its cap were nowhere."""
+    report = prepare(_params(_csv(tmp_path, make_texts(300)), max_samples={"train": 200, "validation": 25,
+                                                                          "test": None}), tmp_path / "prepared")
+    assert report["rows"] == {"test": 30, "validation": 25, "train": 200}
+    assert report["rows_over_cap"] == {"train": 40, "validation": 5}
+    assert json.loads((tmp_path / "prepared" / "data_report.json").read_text())["rows_over_cap"] == \
+        {"train": 40, "validation": 5}
+
+
 def test_split_is_seeded(tmp_path):
     source = _csv(tmp_path, make_texts(120))
     prepare(_params(source), tmp_path / "a")
