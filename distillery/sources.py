@@ -108,7 +108,7 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         lines = _nonblank_lines(path)
         if len(lines) == len(frame):
             frame["_row"] = lines
-    if kind in ("csv", "tsv") and len(frame.columns) > 2:
+    if kind in ("csv", "tsv") and len(frame.columns) > 2 and len(frame):
         # a row of empty fields only (",,," at the end of a spreadsheet's export) is a blank line, skipped as pandas
         # skips those; one with any field filled is a row, and a bad one is rejected and named (a file of one
         # column has no such rows: a blank text there is counted as one)
