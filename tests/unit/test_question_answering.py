@@ -379,6 +379,27 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
         rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))
 
 
+def test_rows_titled_one_by_one_keep_a_passage_in_one_split(tmp_path):
+    """A CSV export titled each row by its id: splits carved by title put 35 of 73 test passages in train too, and
+    the report said no article was shared."""
+    document = make_squad_document(articles=10, paragraphs=2, questions=4, seed=1)
+    (tmp_path / "squad.json").write_text(json.dumps(document))
+    squad = reading.read_file(tmp_path / "squad.json")
+    # titles that own their passages (SQuAD): each article is its title, so the carving is the one by title
+    assert rows.articles(squad).tolist() == squad["title"].astype(str).tolist()
+    lines = [{"id": qa["id"], "title": qa["id"], "context": paragraph["context"], "question": qa["question"],
+              "answers": {"text": [a["text"] for a in qa["answers"]],
+                          "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+             for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    splits, _, report = rows.prepare_splits(_params(source=str(tmp_path / "rows.jsonl"),
+                                                    split_fractions={"train": 0.6, "validation": 0.2, "test": 0.2}))
+    contexts = {name: set(frame["context"]) for name, frame in splits.items() if name != "transfer"}
+    assert not contexts["train"] & (contexts["validation"] | contexts["test"])
+    assert report["contexts_in_train_and_another_split"] == 0
+    assert len(contexts["test"]) >= 2 and sum(len(f) for n, f in splits.items() if n != "transfer") == 80
+
+
 def test_json_lines_rows_without_a_title_make_one_untitled_article(tmp_path):
     """A line without a title once crashed the split by article (TypeError comparing NaN with a title)."""
     records = _flat(make_squad_document(articles=6, paragraphs=1, questions=2, seed=2))
