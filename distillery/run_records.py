@@ -174,8 +174,9 @@ def _length_limit(params) -> list[str]:
     if params.task == "image_classification":
         return []
     if params.task == "question_answering":
-        return [f"- Contexts longer than {params.student.max_length} tokens (with the question) are read in "
-                f"windows overlapping by {params.question_answering.doc_stride} tokens; questions are not cut."]
+        length, stride = params.student.max_length, params.question_answering.doc_stride
+        return [f"- Contexts longer than {length} tokens (with the question) are read in windows overlapping by "
+                f"{stride} tokens; a question keeps at most its first {length - stride - 4} tokens."]
     return [f"- Inputs longer than {params.student.max_length} tokens are truncated."]
 
 
@@ -228,7 +229,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         *latency, *_served_line(gate), "",
         "## Limits", "",
         *_length_limit(params),
-        f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's labels "
+        f"- int8 changes {100 * (1 - int8.get('label_agreement_vs_fp32', 1.0)):.2f}% of the fp32 student's "
+        f"{'labels' if classification else 'answers'} "
         f"on the test split ({primary} change {int8.get(f'{primary}_change_points', 0):+.2f} points).",
         "- Measured on one test split drawn from the training distribution; expect lower accuracy on other domains.",
         "- Latency was measured on the benchmark machine; see benchmark.json for its fingerprint.",

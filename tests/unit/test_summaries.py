@@ -196,3 +196,20 @@ def test_a_model_that_gives_every_test_row_one_label_is_called_out():
     table = results_table(results)
     assert "Warning: the student answers '1' for every test row: its training collapsed to the one label" in table
     assert "Warning: the baseline answers '2' for every test row" in table and "the teacher answers" not in table
+
+
+def test_a_qa_models_card_says_how_long_questions_and_contexts_are_read(tmp_path):
+    """The card said "questions are not cut" (a question keeps its first max_length - doc_stride - 4 tokens) and
+    called a QA model's answers its labels."""
+    from distillery.config import load_params
+    from distillery.run_records import model_card
+
+    path = tmp_path / "qa.yaml"
+    path.write_text("task: question_answering\nteacher: {max_length: 256, train: {metric_for_best_model: f1}}\n"
+                    "student: {max_length: 256}\ndistill: {train: {metric_for_best_model: f1}}\n"
+                    "question_answering: {doc_stride: 96}\nregister: {gate: {metric: f1}}\n")
+    card = model_card(load_params(path), {}, {"student": {"int8": {"label_agreement_vs_fp32": 0.987}}}, {},
+                      {"rows": {"test": 2}}, "student.onnx").splitlines()
+    assert "- Contexts longer than 256 tokens (with the question) are read in windows overlapping by 96 tokens; a " \
+           "question keeps at most its first 156 tokens." in card
+    assert any(line.startswith("- int8 changes 1.30% of the fp32 student's answers on the test split") for line in card)
