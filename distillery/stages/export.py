@@ -119,7 +119,9 @@ def summary(result: dict) -> str:
             + ("; its last layer computed for the first token only, all the head reads"
                if student.get("last_layer") == "first_token" else "")
             + f"; deployable: {result['deployable']}"
-            + (_recipe_note(student) if "recipes" in student else ""))
+            + (f" (the int8 student is not deployed: {result['int8_not_deployable_reason']})"
+               if result.get("int8_not_deployable_reason") else "")
+            + (_recipe_note(student) if "recipes" in student and result["deployable"].endswith(".int8.onnx") else ""))
 
 
 def _recipe_note(student: dict) -> str:

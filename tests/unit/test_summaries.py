@@ -54,6 +54,11 @@ def test_the_export_summary_says_how_many_int8_recipes_passed_of_those_tried():
     result["student"]["recipes"]["searched"] = False
     assert export_summary(result).endswith("; deployable: student.int8.onnx (no int8 recipe of 4 passed the gates on "
                                            "validation: dynamic written, and the test split's int8 gate decided)")
+    # int8 passed on validation, failed on test: fp32 ships, and the line said "int8 recipe dynamic, chosen ..."
+    result.update(deployable="student.onnx", int8_not_deployable_reason="f1 drop 1.06 points > 1.0")
+    result["student"]["recipes"]["searched"] = True
+    assert export_summary(result).endswith("; deployable: student.onnx (the int8 student is not deployed: f1 drop "
+                                           "1.06 points > 1.0)")
 
 
 def test_the_results_table_of_a_small_test_split_says_its_differences_are_mostly_noise():
