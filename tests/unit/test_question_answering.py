@@ -825,3 +825,15 @@ def test_more_characters_than_max_characters_in_one_request_are_refused(tiny_ber
                                               f"{served.max_characters}") as refused:
         served.predict(None, frame)
     assert refused.value.get_http_status_code() == 400
+
+
+def test_a_jsonl_of_other_column_names_is_told_the_columns_a_qa_row_holds(tmp_path):
+    """"column 'context' not found; the columns are ['title', 'passage', 'query', 'answer_text', 'answer_start']"
+    did not say what a QA row needs."""
+    line = {"title": "t", "passage": "Ada was born in London.", "query": "Where?", "answer_text": "London",
+            "answer_start": 16}
+    (tmp_path / "mine.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(DataError, match=r"mine.jsonl: column 'context' not found; the columns are \['title', 'passage', "
+                                        r"'query', 'answer_text', 'answer_start'\]. A question answering row holds the "
+                                        r"Hugging Face squad columns: 'question', 'context' and 'answers' "):
+        reading.read_file(tmp_path / "mine.jsonl")

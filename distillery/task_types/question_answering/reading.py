@@ -107,7 +107,10 @@ def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = N
     A row without an ``id`` is given its file and place, so ids of two files never collide."""
     missing = [c for c in (CONTEXT, QUESTION, "answers") if c not in frame.columns]
     if missing:
-        raise DataError(f"{where}: column {missing[0]!r} not found; the columns are {list(frame.columns)}")
+        raise DataError(f"{where}: column {missing[0]!r} not found; the columns are {list(frame.columns)}. A question "
+                        "answering row holds the Hugging Face squad columns: 'question', 'context' and 'answers' "
+                        "({\"text\": [...], \"answer_start\": [...]}), with 'id' and 'title' optional; rename "
+                        "your columns to these (data.text_column and data.label_column are not read for this task)")
     places = [f"line {n}" for n in lines] if lines is not None else [f"row {i + 1}" for i in range(len(frame))]
     answers = [_answers(value, f"{where} {place}") for place, value in zip(places, frame["answers"])]
     ids = [f"{where} {place}" for place in places]
