@@ -837,3 +837,17 @@ def test_a_jsonl_of_other_column_names_is_told_the_columns_a_qa_row_holds(tmp_pa
                                         r"'query', 'answer_text', 'answer_start'\]. A question answering row holds the "
                                         r"Hugging Face squad columns: 'question', 'context' and 'answers' "):
         reading.read_file(tmp_path / "mine.jsonl")
+
+
+def test_an_answer_start_that_is_not_a_whole_number_is_refused_naming_its_line(tmp_path):
+    """answer_start 28.9 was cut to 28 and false read as 0, each row kept; 28.0 (a float column) is 28."""
+    context = "Ada was born in London in 1815."
+    for start, message in ((16.9, r"answer_start 16.9 is not a whole number"), (False, r"answer_start False is not")):
+        line = {"question": "Where?", "context": context, "answers": {"text": ["London"], "answer_start": [start]}}
+        (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
+        with pytest.raises(DataError, match=r"q.jsonl line 1: " + message):
+            reading.read_file(tmp_path / "q.jsonl")
+    line = {"question": "Where?", "context": context, "answers": {"text": ["London"], "answer_start": [16.0]}}
+    (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "q.jsonl"), "q")
+    assert rejected == [] and kept["answer_starts"].tolist() == [[16]]

@@ -43,6 +43,18 @@ def _open_text(path: Path) -> str:
         raise DataError(f"{path}: cannot read it: {exc}") from None
 
 
+def _start(value, where: str) -> int:
+    """An ``answer_start`` as an int: a whole number (28, 28.0 from a float column, "28"); 28.9 was cut to 28 and
+    ``false`` read as 0, each row then kept."""
+    if isinstance(value, (bool, np.bool_)):
+        raise DataError(f"{where}: answer_start {value!r} is not a character offset")
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise DataError(f"{where}: answer_start {value!r} is not a whole number of characters")
+        return int(value)
+    return int(value)
+
+
 def _answers(value, where: str) -> tuple[list, list]:
     """``(texts, starts)`` from the HF dict-of-lists form or the SQuAD list-of-dicts form; a null is no answer (its
     row is rejected as "no answer", as one without ``answers`` is)."""
@@ -50,17 +62,18 @@ def _answers(value, where: str) -> tuple[list, list]:
         return [], []
     if isinstance(value, dict):
         texts, starts = value.get("text", []), value.get("answer_start", [])
-        if isinstance(texts, str) and isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
-            return [texts], [int(starts)]  # one answer written as plain values
+        if isinstance(texts, str) and isinstance(starts, (int, np.integer, float, np.floating)) \
+                and not isinstance(starts, bool):
+            return [texts], [_start(starts, where)]  # one answer written as plain values
         if isinstance(texts, (list, tuple, np.ndarray)) and isinstance(starts, (list, tuple, np.ndarray)) \
                 and len(texts) == len(starts):
             try:
-                return list(texts), [int(s) for s in starts]
+                return list(texts), [_start(s, where) for s in starts]
             except (TypeError, ValueError):
                 pass
     if isinstance(value, (list, tuple, np.ndarray)):
         try:
-            return [a["text"] for a in value], [int(a["answer_start"]) for a in value]
+            return [a["text"] for a in value], [_start(a["answer_start"], where) for a in value]
         except (KeyError, TypeError):
             pass
     raise DataError(f"{where}: 'answers' must be {{text: [...], answer_start: [...]}} or a list of "
