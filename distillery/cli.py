@@ -124,7 +124,7 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
                 "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
                 else "nothing changed")
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
-                f"(manual promotion recorded in MLflow run {result['run_id']})" + _gate_warning(result))
+                f"(manual promotion recorded in MLflow run {result['run_id']})" + registry.gate_warning(result))
     result = registry.rollback(params, reason)
     if result.get("finished_interrupted"):
         return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
@@ -134,17 +134,7 @@ def run_registry_command(command: str, params_path: str, version: Optional[str],
             f"(recorded in MLflow run {result['run_id']})"
             + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
                f"models:/{result['model_name']}@champion must change back" if changed else "")
-            + _gate_warning(result))
-
-
-def _gate_warning(result: dict) -> str:
-    """A line under a promotion or rollback to a version that failed its gate: allowed (it is the override), never
-    silent."""
-    failed = result.get("gate_failed") or []
-    if not failed:
-        return ""
-    return (f"\nwarning: v{result['champion']} failed its gate when it was registered, on "
-            f"{len(failed)} check{'s' if len(failed) > 1 else ''}: " + "; ".join(failed))
+            + registry.gate_warning(result))
 
 
 def _causes(exc: BaseException, context: bool = True) -> list[BaseException]:

@@ -1,11 +1,13 @@
-"""Rows ``prepare`` rejects: the data report's count per reason, and the check that a refresh did not lose most
-of its rows. Every task type's rows go through these (text and images in ``distillery/stages/prepare.py``,
+"""Rows ``prepare`` rejects: the data report's count per reason, the check that a refresh did not lose most
+of its rows, and the warning for an input given two labels (only its first copy is kept). Every task type's rows go through these (text and images in ``distillery/stages/prepare.py``,
 extractive QA in its own ``prepare_splits``)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
+from distillery.prepared import LABEL
 
 REASONS_KEPT = 20  # the data report names this many reasons; an unknown label is a reason of its own per label
 OTHER_REASONS = "other reasons (see rejected.csv)"
@@ -30,3 +32,22 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
     raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
                     f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
                     f"{int(reasons.iloc[0])} rows); {hint}")
+
+
+def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:
+    """Say so when one input appears with different labels: only its first copy is kept, label and all."""
+    copies = stacked[stacked.duplicated(key, keep=False)]
+    if copies.empty:
+        return
+    groups = copies.groupby(key, sort=False)
+    labels = groups[LABEL].nunique()  # one per group, in the order of groups.ngroup() (sort=False: first seen)
+    conflicting = labels[labels > 1]
+    if conflicting.empty:
+        return
+    # the first conflicting input's rows, by group number: looking the key up (.loc) loses an image's trailing
+    # zero bytes (numpy's bytes type strips them), and the lookup failed with a KeyError
+    first = copies[groups.ngroup().to_numpy() == int(np.flatnonzero((labels > 1).to_numpy())[0])]
+    example = ", ".join(f"{where.get(s, s)} {'' if isinstance(r, str) else 'row '}{r} as {names[int(l)]!r}"
+                        for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
+    print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
+          f"first copy (an evaluation split's first). First: {example}", flush=True)

@@ -161,6 +161,16 @@ def failed_checks(version) -> list[str]:
             if key.startswith(prefix) and not key.startswith(prefix + "failed.") and value.startswith("fail: ")]
 
 
+def gate_warning(result: dict) -> str:
+    """The line under a promotion or rollback to a version that failed its gate: allowed (it is the override), never
+    silent."""
+    failed = result.get("gate_failed") or []
+    if not failed:
+        return ""
+    return (f"\nwarning: v{result['champion']} failed its gate when it was registered, on "
+            f"{len(failed)} check{'s' if len(failed) > 1 else ''}: " + "; ".join(failed))
+
+
 def _require_loadable(name: str, version: str) -> None:
     """Refuse a version whose model files are not all there (its artifacts moved or deleted): as champion it would
     break every client of ``models:/<name>@champion``, and every later gate could not score it. The files are

@@ -19,7 +19,7 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import by_reason, check_rejected_share
+from distillery.rejected_rows import by_reason, check_rejected_share, warn_conflicting_labels
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -86,25 +86,6 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> tup
         frame = frame.sample(n=transfer.max_rows, random_state=params.seed)
     dropped["over distill.transfer_set.max_rows"] = before - len(frame)
     return frame.reset_index(drop=True), {"read": read, "dropped": dropped}
-
-
-def _warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:
-    """Say so when one input appears with different labels: only its first copy is kept, label and all."""
-    copies = stacked[stacked.duplicated(key, keep=False)]
-    if copies.empty:
-        return
-    groups = copies.groupby(key, sort=False)
-    labels = groups[LABEL].nunique()  # one per group, in the order of groups.ngroup() (sort=False: first seen)
-    conflicting = labels[labels > 1]
-    if conflicting.empty:
-        return
-    # the first conflicting input's rows, by group number: looking the key up (.loc) loses an image's trailing
-    # zero bytes (numpy's bytes type strips them), and the lookup failed with a KeyError
-    first = copies[groups.ngroup().to_numpy() == int(np.flatnonzero((labels > 1).to_numpy())[0])]
-    example = ", ".join(f"{where.get(s, s)} {'' if isinstance(r, str) else 'row '}{r} as {names[int(l)]!r}"
-                        for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
-    print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
-          f"first copy (an evaluation split's first). First: {example}", flush=True)
 
 
 def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], mode: str) -> tuple[dict, dict]:
@@ -201,20 +182,18 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     order = [s for s in ("test", "validation", "train", "all") if s in cleaned]
     stacked = pd.concat([cleaned[s].assign(_split=s) for s in order], ignore_index=True)
     duplicated = stacked.duplicated(key, keep="first")
-    _warn_conflicting_labels(stacked, key, names, where)
+    warn_conflicting_labels(stacked, key, names, where)
     duplicates_dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
     _check_split_not_a_copy(stacked, duplicated, key, order, where)
     deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
     splits = split_frames(deduped, cfg, params.seed)
     leftover = splits["train"].iloc[:0]
     capped = {}  # split -> its rows per label before data.max_samples, where the cap took rows away
-    over_cap = {}  # split -> the rows the cap took away
     for split in SPLITS:
         cap = cfg.max_samples.get(split)
         if cap is not None:
             if cap < len(splits[split]):
                 capped[split] = splits[split][LABEL].value_counts().to_dict()
-                over_cap[split] = int(len(splits[split]) - cap)
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
@@ -236,7 +215,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
         "near_copies_dropped": near_copies,  # data.leak_check
         "rows": {s: int(len(f)) for s, f in splits.items()},
         # rows data.max_samples left out of each split it capped (train's may join the transfer set)
-        "rows_over_cap": over_cap,
+        "rows_over_cap": {s: int(sum(counts.values())) - cfg.max_samples[s] for s, counts in capped.items()},
         "transfer_rows": int(len(transfer)),
         # the transfer source's rows and those left out before the near-copy check (near_copies_dropped)
         "transfer_source_rows": transfer_rows,
