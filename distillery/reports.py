@@ -21,6 +21,12 @@ def parameters(count) -> str:
     return f"{count / 1e3:.1f}K" if count >= 1_000 else str(count)
 
 
+def megabytes(size: float) -> str:
+    """A size in MB to one decimal, or to three significant digits below 1 MB (a small image network is 0.02 MB,
+    not 0.0)."""
+    return f"{size:.1f}" if size >= 1 else f"{size:.3g}"
+
+
 def memory(mb: float) -> str:
     """A model's added peak memory as a table shows it; under 1 MB (a tiny model: the allocator reuses memory
     the process already held) is "<1", not a "0" that reads as not measured."""

@@ -15,7 +15,7 @@ import yaml
 from distillery.errors import DataError
 from distillery.files import sha256_files
 from distillery.paths import CURVES_DIR, ONNX_DIR, PREPARED_DIR, REPORTS_DIR
-from distillery.reports import parameters
+from distillery.reports import megabytes, parameters
 from distillery.tracking import redact_uri
 
 def _git(root: Path, *args: str) -> Optional[str]:
@@ -146,12 +146,6 @@ def _loss_description(params) -> str:
     if distill.loss == "mse":  # on logits: no temperature
         return f"mse loss on logits, alpha {distill.alpha}"
     return f"{distill.loss} loss, alpha {distill.alpha}, temperature {distill.temperature}"
-
-
-def megabytes(size: float) -> str:
-    """A size in MB to one decimal, or to three significant digits below 1 MB (a small image network is 0.02 MB,
-    not 0.0)."""
-    return f"{size:.1f}" if size >= 1 else f"{size:.3g}"
 
 
 def _transfer_line(params, data_report: dict) -> str:

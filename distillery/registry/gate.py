@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from distillery.reports import megabytes
+
 REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
 # the last ones may be absent: off (above_one_label: on)
 GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label")
@@ -84,7 +86,7 @@ def _latency(candidate: dict, gate: dict) -> dict:
 
 def _size(candidate: dict, gate: dict) -> dict:
     size, budget = candidate["size_mb"], gate["max_size_mb"]
-    return check("size", size <= budget, round(size, 3), budget, f"{size:.1f} MB, needs <= {budget}" if size >= 1 else f"{size:.3g} MB, needs <= {budget}")
+    return check("size", size <= budget, round(size, 3), budget, f"{megabytes(size)} MB, needs <= {budget}")
 
 
 def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:
