@@ -165,6 +165,24 @@ def test_a_grey_photo_in_a_colour_set_gets_three_channels_and_16_bit_images_keep
     assert (spec["dtype"], spec["pixel_max"], spec["pixel_max_seen"]) == ("uint16", 65535.0, 51400.0)
 
 
+def test_one_16_bit_image_among_8_bit_ones_is_narrowed_not_every_image_widened(tmp_path, capsys):
+    """One stray 16-bit PNG among 8-bit photos widened every image to 0-65535, so the served model took a request's
+    0-255 values as near black and answered at chance, with HTTP 200."""
+    folder = tmp_path / "mostly8"
+    for label, level in (("low", 20), ("high", 220)):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            (folder / label / f"{i}.png").write_bytes(_png(np.full((4, 5), level)))
+    (folder / "high" / "wide.png").write_bytes(_image_bytes(np.full((4, 5), 51400, dtype=np.uint16), "I;16"))
+    frames, spec = images.read_images(str(folder), {}).frames()
+    values = {name: set(np.frombuffer(p, dtype=np.uint8).tolist())
+              for name, p in zip(frames["all"]["_row"], frames["all"]["pixels"])}
+    assert values["high/wide.png"] == {200} and values["high/0.png"] == {220} and values["low/0.png"] == {20}
+    assert (spec["dtype"], spec["pixel_max"]) == ("uint8", 255.0)
+    assert ("prepare: warning: 1 of 7 images are 16-bit; read on the 8-bit (0-255) scale of the others"
+            in capsys.readouterr().out)
+
+
 def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refused(tmp_path):
     """Folders beside train/validation/test were ignored without a word (a class folder, an unsorted one)."""
     for folder in ("train/cat", "train/dog", "test/cat", "test/dog", "bird", "unsorted"):

@@ -1,7 +1,7 @@
 """Image classification, reading an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or
 ``<dir>/{train,validation,test}/<label>/``. Images are grey unless any image of the set uses colour (then a
-grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits, and
-8-bit ones among them are widened to that scale; an unreadable
+grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits; in a set of both, the fewer are
+brought to the scale of the more (``_one_bit_depth``); an unreadable
 image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
 counts rejections by reason, and ``rejected.csv`` names each file. Hidden folders and files (a notebook's
 ``.ipynb_checkpoints``) are skipped; a class folder without images, or without one readable image of the
@@ -16,7 +16,7 @@ import pandas as pd
 
 from distillery.errors import DataError
 from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
-from distillery.task_types.image_classification.pixels import to_16_bits
+from distillery.task_types.image_classification.pixels import to_8_bits, to_16_bits
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 WIDE_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
@@ -68,6 +68,24 @@ def _colour(image) -> bool:
     return bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
 
 
+def _one_bit_depth(read: dict) -> dict:
+    """8-bit and 16-bit images in one set: the fewer are brought to the scale of the more (8-bit ones widened,
+    255 -> 65535; 16-bit ones narrowed, 65535 -> 255), and prepare says so. The scale is what the served model
+    expects, so one stray 16-bit file among 8-bit photos must not move every request's scale to 0-65535."""
+    depths = [a.dtype for pictures, _ in read.values() for _, a, _ in pictures if a.dtype in (np.uint8, np.uint16)]
+    wide = sum(d == np.uint16 for d in depths)
+    if not wide or wide == len(depths):
+        return read
+    narrow = wide < len(depths) - wide
+    fewer, scale = (wide, "8-bit (0-255)") if narrow else (len(depths) - wide, "16-bit (0-65535)")
+    print(f"prepare: warning: {fewer} of {len(depths)} images are {'16' if narrow else '8'}-bit; read on the "
+          f"{scale} scale of the others, which the served model then expects", flush=True)
+    change = (lambda a: to_8_bits(a) if a.dtype == np.uint16 else a) if narrow else \
+        (lambda a: to_16_bits(a) if a.dtype == np.uint8 else a)
+    return {split: ([(p, change(a), label) for p, a, label in pictures], bad)
+            for split, (pictures, bad) in read.items()}
+
+
 def read_folder(directory: Path) -> Images:
     """``<dir>/<label>/*`` images, or ``<dir>/{train,validation,test}/<label>/``; odd-sized ones rejected."""
     images = Images(str(directory))
@@ -87,10 +105,7 @@ def read_folder(directory: Path) -> Images:
     parts = split_dirs if split_dirs else {"all": directory}
     read = {split: _folder_split(path) for split, path in parts.items()}
     colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
-    if any(a.dtype == np.uint16 for pictures, _ in read.values() for _, a, _ in pictures):
-        # 16-bit images: 8-bit ones among them widened to the 16-bit scale, not left near black on it
-        read = {split: ([(p, to_16_bits(a) if a.dtype == np.uint8 else a, label) for p, a, label in pictures], bad)
-                for split, (pictures, bad) in read.items()}
+    read = _one_bit_depth(read)
     for split, path in parts.items():
         pictures, bad = read[split]
         if not pictures:

@@ -24,6 +24,11 @@ def to_16_bits(array: np.ndarray) -> np.ndarray:
     return array.astype(np.uint16) * np.uint16(257) if array.dtype == np.uint8 else array.astype(np.uint16)
 
 
+def to_8_bits(array: np.ndarray) -> np.ndarray:
+    """A 16-bit image on the 8-bit scale (65535 -> 255, rounded to the nearest)."""
+    return np.rint(array.astype(np.float64) / 257).astype(np.uint8)
+
+
 def pixel_scale(dtype: np.dtype, brightest: float) -> float:
     """The top of the images' scale, what a PNG's 255 (an 8-bit one's) or 65535 (a 16-bit one's) stands for when
     the served model decodes one: 255 for 8-bit images (uint8) and 65535 for 16-bit ones (uint16), however
