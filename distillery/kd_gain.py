@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 
 from distillery.config import Params
-from distillery.files import private_temp, read_json, scratch_dir, write_json
+from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_split
 from distillery.students.load import student_family
@@ -142,13 +142,29 @@ def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[st
     per_seed = [{"seed": s, "student": by_seed[s]["student"], "baseline": by_seed[s]["baseline"]}
                 for s in params.evaluate.seeds]
     return _report(params, per_seed, metrics, load_split("test", prepared_dir), load_split("validation", prepared_dir),
-                   reports_dir, logits_dir)
+                   reports_dir, logits_dir,
+                   data={"task": params.task, "test_sha256": sha256_files([Path(prepared_dir) / "test.parquet"])})
+
+
+def verdict(gain: dict, seeds: int, metric: str = "accuracy") -> str:
+    """What a paired gain over ``seeds`` seeds shows, in words: a minus sign or an interval across 0 is easy to read
+    past in a line of figures."""
+    low, high = gain["diff_ci95"]
+    if seeds < 3:
+        return (f"{seeds} seed{'s' if seeds != 1 else ''} are too few for the interval to mean much (two seeds with "
+                "equal gains give it no width); use 3 or more in evaluate.seeds")
+    if high < 0:
+        return "the distilled student is BELOW its labels-only baseline over these seeds: distillation did not help"
+    if low <= 0:
+        return f"the interval includes 0: these seeds show no {metric} gain from distillation"
+    return "the distilled student beats its labels-only baseline over these seeds"
 
 
 def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validation,
-            reports_dir: Union[str, Path], logits_dir: Union[str, Path]) -> dict:
-    """Summarise the per-seed scores, write kd_gain.json, its kept copy under kd_gain_runs/ and the plot."""
-    result = {"variant": variant(params), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
+            reports_dir: Union[str, Path], logits_dir: Union[str, Path], data: Union[dict, None] = None) -> dict:
+    """Summarise the per-seed scores, write kd_gain.json, its kept copy under kd_gain_runs/ and the plot. ``data``:
+    the task and the test split's hash, so compare sets only runs of one task and one test split side by side."""
+    result = {"variant": variant(params), **(data or {}), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
               "validation_rows": int(len(validation)), "per_seed": per_seed, "metrics": list(metrics),
               **{m: paired_summary([r["student"][m] for r in per_seed], [r["baseline"][m] for r in per_seed])
                  for m in metrics},
@@ -168,7 +184,14 @@ def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validati
         primary = metrics[0]
         result[f"student_{primary}_retention_mean"] = result[primary]["student_mean"] / teacher[primary]
     write_json(Path(reports_dir) / "metrics" / "kd_gain.json", result)
-    write_json(Path(reports_dir) / RUNS_DIR / f"{variant_name(result['variant'])}.json", result)
+    record = Path(reports_dir) / RUNS_DIR / f"{variant_name(result['variant'])}.json"
+    if record.is_file():  # the same recipe measured again: say what the kept record held, as it is replaced
+        earlier = read_json(record)
+        if earlier.get("seeds") != result["seeds"] or earlier.get("test_sha256") != result.get("test_sha256"):
+            print(f"kd_gain: replacing {record} (seeds {earlier.get('seeds')}"
+                  + ("" if earlier.get("test_sha256") == result.get("test_sha256") else ", another test split")
+                  + f") with this run's seeds {result['seeds']}", flush=True)
+    write_json(record, result)
     from distillery.plots import plot_kd_gain
 
     plot_kd_gain(result, Path(reports_dir) / "plots" / "kd_gain.png")

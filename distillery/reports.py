@@ -72,7 +72,7 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
             f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}"
-            f"{_below_baseline(100 * results['student_minus_baseline_accuracy'], 'accuracy')}{_one_answer(results)}\n")
+            f"{_weaker_than_labels(results, 'accuracy', 'accuracy')}{_one_answer(results)}\n")
 
 
 def _few_rows(rows: int, row: str = "One test row is") -> str:
@@ -96,6 +96,19 @@ def _below_baseline(gain_points: float, metric: str) -> str:
             "over seeds; the usual causes are distill.train.learning_rate (the boe and bilstm students need about "
             "1e-3 or more, and more epochs on small data), distill.alpha and distill.temperature "
             "(`python -m distillery sweep`).")
+
+
+def _weaker_than_labels(results: dict, primary: str, metric: str) -> str:
+    """The warnings of a run whose distillation did not pay: a teacher clearly below the labels-only baseline (the
+    student has less to learn from it than from the labels, so the teacher is what to fix, and a retention above
+    100% is no success), else a distilled student clearly below that baseline."""
+    teacher_gap = 100 * (results["baseline"][primary] - results["teacher"][primary])
+    if teacher_gap > BELOW_BASELINE_POINTS:
+        return (f"\n\nWarning: the teacher is {teacher_gap:.1f} {metric} points BELOW the labels-only baseline: it "
+                "has less to teach than the labels, so distillation cannot pay off and the student's retention of "
+                "the teacher means little. Fix the teacher first (teacher.train.learning_rate, .epochs, teacher.model)"
+                "; its curves are in reports/curves/teacher_*.csv.")
+    return _below_baseline(100 * results[f"student_minus_baseline_{primary}"], metric)
 
 
 def _one_answer(results: dict) -> str:
@@ -129,7 +142,7 @@ def _scores_table(results: dict, primary: str, secondary: str) -> str:
             f"{100 * results[f'student_minus_baseline_{secondary}']:+.1f} {NAMES.get(secondary, secondary)} points "
             f"(test split, {results['test_rows']} rows)."
             f"{_few_rows(results['test_rows'], 'One test row moves a score by up to')}"
-            f"{_below_baseline(100 * results[f'student_minus_baseline_{primary}'], NAMES.get(primary, primary))}\n")
+            f"{_weaker_than_labels(results, primary, NAMES.get(primary, primary))}\n")
 
 
 def _percent(value) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 from distillery.config import Params
 from distillery.errors import ConfigError
 from distillery.files import read_json, sha256_files, write_json, write_text
-from distillery.kd_gain import METRICS, paired_summary, train_and_score, variant
+from distillery.kd_gain import METRICS, paired_summary, train_and_score, variant, verdict
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.stages.distill import distill_inputs
@@ -222,7 +222,8 @@ def write_reports(result: dict, reports_dir: Path) -> None:
             + "\n".join(lines) + f"\n\nSelected: α = {chosen['alpha']:g}, T = {chosen['temperature']:g}; test "
             f"{first} {_pm(chosen[first]['student_mean'], chosen[first]['student_std'])}%, paired gain "
             f"{100 * chosen[first]['diff_mean']:+.2f} points (95% CI "
-            f"{100 * chosen[first]['diff_ci95'][0]:+.2f} to {100 * chosen[first]['diff_ci95'][1]:+.2f}).\n")
+            f"{100 * chosen[first]['diff_ci95'][0]:+.2f} to {100 * chosen[first]['diff_ci95'][1]:+.2f}): "
+            f"{verdict(chosen[first], len(result['seeds']), first)}.{_none_gains(result, first)}\n")
     write_text(reports_dir / "sweep.md", text)
     csv_path = reports_dir / "sweep.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
@@ -270,6 +271,14 @@ def plot_heatmap(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _none_gains(result: dict, metric: str) -> str:
+    """Said when no setting of the grid beat the baseline on test, on average over the seeds."""
+    if any(cell[metric]["diff_mean"] > 0 for cell in result["cells"]):
+        return ""
+    return (f" No setting of this grid beat the labels-only baseline on test {metric}, on average over the seeds: "
+            "the selected one is the least bad.")
+
+
 def summary(result: dict) -> str:
     first = result["metrics"][0]
     chosen, base, metric = result["selected"], result["baseline"][first], result["metric"]
@@ -279,4 +288,5 @@ def summary(result: dict) -> str:
             f"{100 * chosen['validation'][f'student_{metric}_mean']:.2f}%); its test {first} "
             f"{_pm(acc['student_mean'], acc['student_std'])}% vs baseline {_pm(base['mean'], base['std'])}%, paired "
             f"gain {100 * acc['diff_mean']:+.2f} points (95% CI {100 * acc['diff_ci95'][0]:+.2f} to "
-            f"{100 * acc['diff_ci95'][1]:+.2f}); reports/sweep.md, reports/plots/sweep_heatmap.png")
+            f"{100 * acc['diff_ci95'][1]:+.2f}): {verdict(acc, len(result['seeds']), first)}; reports/sweep.md, "
+            "reports/plots/sweep_heatmap.png")

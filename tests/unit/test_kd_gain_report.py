@@ -163,3 +163,67 @@ def test_a_long_recipe_gets_a_file_name_a_file_system_takes_and_two_long_recipes
     assert name.startswith("student-bilstm_xxx")
     assert variant_name({"alpha": 0.5}) == "alpha-0.5"  # a short one is as before
     (tmp_path / f"{name}.json").write_text("{}")  # the file system takes it
+
+
+@pytest.mark.parametrize("student, baseline, words", [
+    ([0.70, 0.72, 0.69], [0.80, 0.81, 0.79], "the distilled student is BELOW its labels-only baseline"),
+    ([0.80, 0.70, 0.76], [0.74, 0.75, 0.73], "the interval includes 0: these seeds show no accuracy gain"),
+    ([0.80, 0.81, 0.79], [0.74, 0.75, 0.73], "the distilled student beats its labels-only baseline"),
+    # two seeds with equal gains: a "95% CI -7.41 to -7.41" of no width, read as certainty
+    ([0.60, 0.70], [0.674, 0.774], "2 seeds are too few for the interval to mean much"),
+])
+def test_the_gain_over_seeds_is_said_in_words(student, baseline, words):
+    """kd_gain printed "paired gain -11.11 points (95% CI -29.51 to +7.29)" and the sweep a zero-width interval from
+    two seeds, with nothing saying the student lost or that the interval says nothing."""
+    from distillery.kd_gain import paired_summary, verdict
+
+    assert verdict(paired_summary(student, baseline), len(student)).startswith(words)
+
+
+def test_compare_leaves_out_runs_of_another_task_or_test_split_and_says_when_a_gain_is_not_shown(tmp_path):
+    """An image recipe and a sentence-pair one shared one table (both score accuracy), the pair one marked best and
+    the pair task's teacher quoted as if for both."""
+    from distillery.compare import compare
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "test.parquet").write_bytes(b"this test split")
+    from distillery.files import sha256_files
+
+    current = sha256_files([prepared / "test.parquet"])
+    runs = tmp_path / "reports" / "kd_gain_runs"
+    _run(runs / "pairs.json", {"student": "layers [0]"}, [0.76, 0.765, 0.757], [0.74, 0.741, 0.739],
+         task="text_classification", test_sha256=current)
+    _run(runs / "older_split.json", {"student": "boe"}, [0.9, 0.9, 0.9], [0.5, 0.5, 0.5],
+         task="text_classification", test_sha256="0" * 64)
+    _run(runs / "images.json", {"student": "mlp: hidden [16]"}, [0.95, 0.96, 0.97], [0.9, 0.91, 0.9],
+         task="image_classification", test_sha256=current)
+    _run(runs / "no_gain.json", {"student": "bilstm"}, [0.74, 0.70, 0.76], [0.73, 0.74, 0.72])  # recorded neither
+    result = compare(load_params(ROOT / "params.yaml"), tmp_path / "reports", prepared)
+    assert result["left_out"] == ["images.json", "older_split.json"]
+    assert [r["file"] for r in result["runs"]] == ["no_gain.json", "pairs.json"]
+    assert "Left out, as runs of another task or test split: images.json, older_split.json." in result["table"]
+    assert "student bilstm: the interval includes 0: these seeds show no accuracy gain" in result["table"]
+    assert "student layers [0]:" not in result["table"]  # a clear gain needs no words
+
+    only_other = tmp_path / "other"
+    _run(only_other / "kd_gain_runs" / "images.json", {"student": "mlp"}, [0.9] * 3, [0.8] * 3,
+         task="image_classification")
+    from distillery.errors import DataError
+
+    with pytest.raises(DataError, match=r"every kd_gain run there is of another task or test split than "
+                                        r"text_classification .*\(images.json\)"):
+        compare(load_params(ROOT / "params.yaml"), only_other, prepared)
+
+
+def test_a_kd_gain_over_other_seeds_says_which_record_it_replaces(tmp_path, capsys):
+    """A kd_gain over seeds [1, 2] replaced the 3-seed record of the same recipe without a word."""
+    params = load_params(ROOT / "params.yaml")
+    test, validation = pd.DataFrame({"x": range(4)}), pd.DataFrame({"x": range(2)})
+    three = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, seeds=[1, 2, 3]))
+    per_seed = _per_seed() + [{**_per_seed()[0], "seed": 3}]
+    _report(three, per_seed, ("accuracy", "macro_f1"), test, validation, tmp_path / "reports", tmp_path / "logits")
+    assert "replacing" not in capsys.readouterr().out
+    two = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, seeds=[1, 2]))
+    _report(two, _per_seed(), ("accuracy", "macro_f1"), test, validation, tmp_path / "reports", tmp_path / "logits")
+    assert "(seeds [1, 2, 3]) with this run's seeds [1, 2]" in capsys.readouterr().out

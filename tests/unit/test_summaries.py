@@ -99,6 +99,26 @@ def test_a_distilled_student_clearly_below_its_baseline_is_called_out():
     assert "Warning: the distilled student is 5.0 F1 points BELOW" in results_table(qa, "f1", "exact_match")
 
 
+def test_a_teacher_below_the_labels_only_baseline_is_named_as_the_cause():
+    """A scratch image teacher at 33.3% against the baseline's 81.5%: the card said the student "keeps 177.8% of the
+    teacher's accuracy", and the warning blamed the student's learning rate, alpha and temperature."""
+    from distillery.reports import results_table
+
+    def scored(accuracy):
+        return {"accuracy": accuracy, "macro_f1": accuracy, "roc_auc": None, "parameters": 1000, "train_seconds": 1.0}
+
+    results = {"teacher": scored(0.333), "student": scored(0.593), "baseline": scored(0.815),
+               "student_accuracy_retention": 1.778, "student_minus_baseline_accuracy": -0.222,
+               "student_minus_baseline_macro_f1": -0.222, "test_rows": 3000}
+    table = results_table(results)
+    assert "\n\nWarning: the teacher is 48.2 accuracy points BELOW the labels-only baseline: it has less to teach" \
+           in table and "Fix the teacher first" in table
+    assert "distillation did not help" not in table  # the student's settings are not the cause to chase
+    # a teacher within a point of the baseline leaves the student's own warning
+    fair = {**results, "teacher": scored(0.810), "student_accuracy_retention": 0.732}
+    assert "the teacher is" not in results_table(fair) and "BELOW its labels-only baseline" in results_table(fair)
+
+
 def test_the_model_card_names_its_version_and_the_champion():
     """After `dvc exp run -S distill.alpha=0.3` reports/model_card.md described the rejected version 4 without a word
     of it, while version 3 stayed the champion."""
