@@ -23,12 +23,30 @@ def by_reason(rejected: list[dict]) -> dict:
     return kept
 
 
+OTHER_SIZE = "image is "  # the reason's start for an image of another size than the set's (image folders)
+UNKNOWN_LABEL = "unknown label "  # the reason's start for a label outside data.labels (the label's repr follows)
+
+
+def unknown_labels(rejected: list[dict]) -> dict:
+    """Per source, the labels outside ``data.labels`` that rows were rejected for, and their rows, most first."""
+    found: dict = {}
+    for row in rejected:
+        if row["reason"].startswith(UNKNOWN_LABEL):
+            counts = found.setdefault(str(row["source"]), {})
+            label = row["reason"][len(UNKNOWN_LABEL):]
+            counts[label] = counts.get(label, 0) + 1
+    return {source: dict(sorted(counts.items(), key=lambda kv: -kv[1])) for source, counts in found.items()}
+
+
 def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, description: str,
                          hint: str = "fix the data or the declared data.labels") -> None:
     """A refresh that loses most of its rows (labels re-spelled, a column emptied) is a broken refresh."""
     if not rows_read or len(rejected) / rows_read <= limit:
         return
     reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
+    if str(reasons.index[0]).startswith(OTHER_SIZE):  # images of several sizes: the labels are not the cause
+        hint = ("every image must have one size: resize them to one height and width before prepare (each rejected "
+                "file is named in rejected.csv)")
     raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
                     f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
                     f"{int(reasons.iloc[0])} rows); {hint}")

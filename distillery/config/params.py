@@ -109,6 +109,8 @@ class Params:
                  "image tasks take none or remainder"),
                 ("distill.augment.copies", d.augment.copies, d.augment.copies == 0,
                  "augmentation perturbs texts; set it to 0 for images"),
+                ("data.text_pair_column", self.data.text_pair_column, self.data.text_pair_column is None,
+                 "an image has no second text; set it to null for images"),
             ]
         else:
             checks = [("student.source", self.student.source, not image_source,

@@ -19,7 +19,7 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import by_reason, check_rejected_share, warn_conflicting_labels
+from distillery.rejected_rows import by_reason, check_rejected_share, unknown_labels, warn_conflicting_labels
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -202,7 +202,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     transfer = splits.pop("transfer").reset_index(drop=True)
     rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description,
                        class_rows=pd.concat([f[LABEL] for f in deduped.values()]).value_counts().to_dict(),
-                       capped=capped)
+                       capped=capped, unknown=unknown_labels(rejected))
 
     report = {
         "source": description,

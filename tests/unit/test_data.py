@@ -965,3 +965,11 @@ def test_a_declared_class_with_no_row_or_one_spelled_apart_by_one_file_is_named(
         message.endswith(": do the split files spell their labels alike (declare data.labels to have every other "
                          "spelling rejected and named in rejected.csv)?"), message
     assert "small dataset" not in message and not (tmp_path / "prepared").exists()
+    # declared labels: the test file's spelling is rejected, and the short class's hint names those rejected rows
+    # (it said "a small dataset, give the smaller splits more rows")
+    with pytest.raises(DataError) as refused:
+        prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"]), tmp_path / "prepared")
+    message = str(refused.value)
+    assert "split 'test' has too few rows of 1 of 3 classes ('positive' 0)" in message and message.endswith(
+        f"; rows were rejected for labels outside data.labels ({files['test']}: 'pos' 20): is a declared class spelled "
+        "another way there? Each row is in rejected.csv"), message

@@ -121,6 +121,22 @@ def test_an_image_folders_rejections_are_counted_by_reason_and_named_by_file(tmp
         _prepare(tmp_path / "fail", source=str(folder), labels=["cat", "bird"], on_bad_rows="fail")
 
 
+def test_images_of_equally_common_sizes_are_told_to_be_resized(tmp_path):
+    """Thirds of three sizes: two thirds rejected "not [24, 20, 3] like most" (a tie, not most), and the error
+    said "fix the data or the declared data.labels"."""
+    folder = tmp_path / "thirds"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i, shape in enumerate([(4, 5), (6, 7), (8, 9)] * 4):
+            (folder / label / f"{i}.png").write_bytes(_png(RNG.integers(0, 256, shape)))
+    with pytest.raises(DataError) as refused:
+        _prepare(tmp_path / "out", source=str(folder))
+    message = str(refused.value)
+    assert "(mostly image is [6, 7], not [4, 5], the most common of 3 sizes (8 of 24 images): 8 rows)" in message
+    assert message.endswith("; every image must have one size: resize them to one height and width before prepare "
+                            "(each rejected file is named in rejected.csv)"), message
+
+
 def _image_bytes(array: np.ndarray, mode: str) -> bytes:
     """A PNG of ``array`` (uint8 [h, w, 3] for RGB, uint16 [h, w] for I;16), checked to be of ``mode``."""
     from PIL import Image
@@ -308,6 +324,12 @@ def test_params_keep_image_networks_and_text_models_apart():
         build(Params, "", {"student": student("mlp")})
     with pytest.raises(ConfigError, match="teacher.model.*scratch: teachers are image networks"):
         build(Params, "", {"teacher": teacher("scratch:cnn")})
+    # a text-pair column on an image task was accepted without a word, and never read
+    from distillery.config.sections import DataConfig
+
+    with pytest.raises(ConfigError, match="data.text_pair_column.*an image has no second text; set it to null"):
+        build(Params, "", {"task": "image_classification", "student": student("mlp"), "teacher": teacher("scratch:cnn"),
+                           "data": build(DataConfig, "data", {"text_pair_column": "hypothesis"})})
 
 
 def _spec(height=8, width=8, mean=4.0, std=6.0):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
+from distillery.rejected_rows import OTHER_SIZE
 from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
 from distillery.task_types.image_classification.pixels import to_8_bits, to_16_bits
 
@@ -112,13 +113,17 @@ def read_folder(directory: Path) -> Images:
             raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         if colour:  # any colour image in any split: every image has three channels
             pictures = _as_colour(pictures)
-        common = pd.Series([a.shape for _, a, _ in pictures]).value_counts().index[0]
+        sizes = pd.Series([a.shape for _, a, _ in pictures]).value_counts()
+        common = sizes.index[0]
+        # "like most" only when most share it: a tie (thirds of three sizes) keeps the first, and says so
+        kind = " like most" if sizes.iloc[0] * 2 > len(pictures) else \
+            f", the most common of {len(sizes)} sizes ({int(sizes.iloc[0])} of {len(pictures)} images)"
         kept = [p for p in pictures if p[1].shape == common]
         lost = sorted({label for *_, label in pictures} - {label for *_, label in kept})
         if lost:
             raise DataError(f"{path / lost[0]}: class folder '{lost[0]}' holds no image of the common shape "
                             f"{list(common)}; every one is another size")
-        bad += [(p.relative_to(path).as_posix(), f"image is {list(a.shape)}, not {list(common)} like most")
+        bad += [(p.relative_to(path).as_posix(), f"{OTHER_SIZE}{list(a.shape)}, not {list(common)}{kind}")
                 for p, a, _ in pictures if a.shape != common]
         stacked = np.stack([a if a.ndim == 2 else np.moveaxis(a, -1, 0) for _, a, _ in kept])
         images.add(split, stacked, [label for *_, label in kept], bad,

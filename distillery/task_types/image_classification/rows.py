@@ -17,6 +17,7 @@ import pandas as pd
 from distillery.config import DataConfig
 from distillery.errors import DataError
 from distillery.prepared import LABEL
+from distillery.rejected_rows import UNKNOWN_LABEL
 from distillery.task_types.image_classification.images import read_images
 from distillery.task_types.image_classification.pixels import PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype, pixel_scale
 from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
@@ -86,7 +87,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], declared: Unio
     reasons = frame[REASON].copy()
     reasons[(reasons == "") & keys.isna()] = "missing label"
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
-    reasons[unknown] = "unknown label " + frame.loc[unknown, RAW_LABEL].astype(str).map(repr)
+    reasons[unknown] = UNKNOWN_LABEL + frame.loc[unknown, RAW_LABEL].astype(str).map(repr)
     bad = reasons != ""
     # a row is its position in the source, or, from an image folder, the file (relative to its split's folder)
     rejected = [{"source": where, "row": row if isinstance(row, str) else int(row), "reason": reason}

@@ -16,6 +16,7 @@ import pandas as pd
 from distillery.config import DataConfig
 from distillery.errors import DataError
 from distillery.prepared import LABEL, PAIR, TEXT
+from distillery.rejected_rows import UNKNOWN_LABEL
 
 
 def is_blank(series: pd.Series) -> pd.Series:
@@ -204,7 +205,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
     reasons[odd] = raw_labels[odd].map(lambda v: f"label is not a single value ({_kind(v)})")
     reasons[(reasons == "") & keys.isna()] = "missing label"
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
-    reasons[unknown] = "unknown label " + raw_labels[unknown].astype(str).map(repr)
+    reasons[unknown] = UNKNOWN_LABEL + raw_labels[unknown].astype(str).map(repr)
     bad = reasons != ""
     rejected = [{"source": where, "row": int(row), "reason": reason}
                 for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
@@ -236,13 +237,16 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, text_colu
 
 
 def check_classes(splits: dict, names: list[str], min_rows: int, description: str,
-                  class_rows: Optional[dict] = None, capped: Optional[dict] = None) -> None:
+                  class_rows: Optional[dict] = None, capped: Optional[dict] = None,
+                  unknown: Optional[dict] = None) -> None:
     """Every class, in every split, has at least ``min_rows`` rows: a one-class refresh cannot train a model
     that then scores 100% on a one-class test split and wins the promotion gate.
 
     ``class_rows`` (label id -> rows in all the cleaned data) and ``capped`` (split -> label id -> its rows before
     ``data.max_samples`` took some away) make the hint name the cause: a class too rare to fill the splits (a
-    mistyped label), or a cap that left short a class the split had enough of, rather than a small dataset."""
+    mistyped label), or a cap that left short a class the split had enough of, rather than a small dataset.
+    ``unknown`` (source -> {label as read: rows}) names labels outside the declared ones that rows were rejected for:
+    a file that spells a declared class another way ("Entailment")."""
     problems, short_names, cut = [], set(), []
     order = ("train", "all", "validation", "test")
     for split in sorted(splits, key=lambda s: order.index(s) if s in order else len(order)):
@@ -274,6 +278,11 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
         hint = ("; " + ", ".join(repr(name) for name in absent[:5]) + (" is" if len(absent) == 1 else " are")
                 + " in data.labels but in no row of the data: drop " + ("it" if len(absent) == 1 else "them")
                 + " from data.labels, or check the spelling against the data's labels")
+    elif unknown:  # rows rejected for a label outside data.labels: one file's spelling of a declared class?
+        hint = ("; rows were rejected for labels outside data.labels ("
+                + "; ".join(f"{source}: " + ", ".join(f"{label} {n}" for label, n in list(counts.items())[:3])
+                            for source, counts in list(unknown.items())[:3])
+                + "): is a declared class spelled another way there? Each row is in rejected.csv")
     elif apart:
         hint = ("; " + ", ".join(f"{name!r} has rows in some splits but none in {', '.join(map(repr, missing))}"
                                  for name, missing in list(apart.items())[:3])
