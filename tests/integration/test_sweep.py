@@ -60,6 +60,26 @@ def test_a_question_answering_sweep_selects_on_validation_f1_and_reports_f1_and_
     assert (tmp_path / "plots" / "sweep_heatmap.png").stat().st_size > 0
 
 
+def test_a_grid_whose_every_setting_loses_to_the_baseline_says_so(tmp_path):
+    """A 2 x 2 grid below the baseline in every cell: sweep.md selected the least bad one, reported "paired gain -7.41
+    points (95% CI -7.41 to -7.41)" from two seeds, and gave the baseline's validation score nowhere."""
+    from distillery.sweep import summary, write_reports
+
+    seeds = [1, 2, 3]
+    records = [_record(s, "baseline", None, None, 0.80 + 0.01 * s, 0.75) for s in seeds]
+    records += [_record(s, "student", alpha, 2.0, 0.70 + 0.01 * s - alpha / 10, 0.70 - alpha / 10 + 0.001 * s)
+                for s in seeds for alpha in (0.0, 0.5)]
+    result = summarise(records, seeds, [(0.0, 2.0), (0.5, 2.0)], "accuracy")
+    write_reports(result, tmp_path)
+    table = (tmp_path / "sweep.md").read_text()
+    assert "Selected: α = 0, T = 2 (validation accuracy 70.20%, the baseline's 75.00%); test accuracy" in table
+    assert "the distilled student is BELOW its labels-only baseline over these seeds: distillation did not help. " \
+           "No setting of this grid beat the labels-only baseline on test accuracy" in table, table
+    assert ": the distilled student is BELOW its labels-only baseline" in summary(result)
+    two = summarise([r for r in records if r["seed"] < 3], [1, 2], [(0.0, 2.0), (0.5, 2.0)], "accuracy")
+    assert "2 seeds are too few for the interval to mean much" in summary(two)
+
+
 def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     monkeypatch.chdir(tmp_path)
     make_csv(tmp_path / "tweets.csv", n=120)
