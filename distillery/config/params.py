@@ -113,7 +113,9 @@ class Params:
                  "an image has no second text; set it to null for images"),
             ]
         else:
-            checks = [("student.source", self.student.source, not image_source,
+            checks = [("data.image_size", self.data.image_size, self.data.image_size is None,
+                       f"images only: task {self.task} reads no images; set it to null"),
+                      ("student.source", self.student.source, not image_source,
                        f"{self.student.source} is an image network; task {self.task} needs a text student"),
                       ("teacher.model", self.teacher.model, not scratch,
                        f"scratch: teachers are image networks; task {self.task} needs a text model")]

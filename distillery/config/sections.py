@@ -78,6 +78,11 @@ class DataConfig:
                                                           "in every split")
     max_rejected_fraction: float = Field(0.5, ge=0, le=1, description="prepare fails when a larger share of the "
                                                                        "rows read is rejected")
+    image_size: Optional[list[Annotated[int, Field(ge=1, le=4096)]]] = Field(
+        None, description="image tasks: [height, width] every image is resized to (bilinear) as it is read, and "
+                          "the served model resizes an encoded image it is sent; null = images keep their size, and "
+                          "one of another size than most is rejected",
+        json_schema_extra=allowed("[height, width]: two whole numbers from 1 to 4096, or null"))
     leak_check: Literal["normalised", "exact"] = Field(
         "normalised", description="a train, validation or transfer text that matches a more held-out one is dropped "
                                   "(the held-out copy kept): normalised also matches texts that differ only in case, "
@@ -90,6 +95,13 @@ class DataConfig:
                 and fractions.get("train", 0) > 0):
             raise not_allowed("fractions must be in [0, 1), sum to 1, and train must be > 0")
         return fractions
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, size: Optional[list]) -> Optional[list]:
+        if size is not None and len(size) != 2:
+            raise not_allowed("[height, width]: two whole numbers from 1 to 4096, or null")
+        return size
 
     @field_validator("labels")
     @classmethod

@@ -9,7 +9,8 @@ Input: a DataFrame with an ``image`` column (or a list of images, called directl
   colour model takes it as three equal channels, as it does a grey PNG and as training read a grey image of a
   colour set), ``[channels][height][width]`` or ``[height][width][channels]``; or
 - a base64-encoded PNG (or JPEG, BMP, GIF, TIFF, WebP, PPM) of ``height`` x ``width`` pixels, as a string or bytes
-  (its size is checked before it is decoded);
+  (its size is checked before it is decoded); of any size up to ``MAX_PIXELS`` when the training images were
+  resized (``data.image_size``; ``resize`` in ``image.json``), resized as they were (Pillow, bilinear);
   its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
   as they are; 65535 for 16-bit ones; 16 for scikit-learn's digits), and a 16-bit grey PNG's values likewise
   from 0-65535.
@@ -36,6 +37,7 @@ from mlflow.pyfunc import PythonModel
 IMAGE = "image"
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow's raster readers a request may use
+MAX_PIXELS = 40_000_000  # an encoded image a resizing model decodes: a 40-megapixel photo, not a decompression bomb
 
 
 def _refuse(message: str):
@@ -100,6 +102,7 @@ class OnnxImageClassifier(PythonModel):
         self.accepted = (-np.inf if self.pixel_min is None else low - margin, self.pixel_max + margin)
         self.batch_size = int(config.get("batch_size", 256))
         self.max_rows = int(config.get("max_rows") or 0)
+        self.resize = bool(config.get("resize"))  # the training images were resized to this shape (data.image_size)
         self.session = onnx_session(context.artifacts["onnx"], int(config.get("threads", 0)))
         self.input_name = self.session.get_inputs()[0].name
 
@@ -117,15 +120,18 @@ class OnnxImageClassifier(PythonModel):
                 # raster formats only (an EPS would run Ghostscript), and the size read from the header before
                 # a pixel is decoded: a 100 KB PNG of 10,000 x 10,000 pixels would otherwise take gigabytes
                 with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as image:
-                    if image.size != (width, height):
+                    if image.size != (width, height) and (not self.resize or image.size[0] * image.size[1]
+                                                          > MAX_PIXELS):
                         _refuse(f"{IMAGE!r} of row {row} is {image.size[0]} x {image.size[1]} pixels (width x "
-                                f"height); this model takes {width} x {height}")
+                                f"height); this model takes {width} x {height}"
+                                + (f", or an image of at most {MAX_PIXELS:,} pixels it resizes" if self.resize
+                                   else ""))
                     if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grey: 65535 is the top, not cut to 8 bits
-                        array = np.asarray(image, dtype=np.float32) * (self.pixel_max / 65535.0)
+                        array = np.asarray(self._sized(image), dtype=np.float32) * (self.pixel_max / 65535.0)
                         array = np.repeat(array[..., None], channels, axis=-1) if channels > 1 else array
-                    else:
-                        array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) * \
-                            (self.pixel_max / 255.0)
+                    else:  # the mode first, then the size: as prepare read the training images
+                        array = np.asarray(self._sized(image.convert("L" if channels == 1 else "RGB")),
+                                           dtype=np.float32) * (self.pixel_max / 255.0)
             except MlflowException:
                 raise
             except Exception as exc:  # noqa: BLE001 - binascii, Pillow (DecompressionBombError too): one 400
@@ -153,6 +159,13 @@ class OnnxImageClassifier(PythonModel):
         if not isinstance(value, (str, bytes)):  # a PNG is scaled into the training range above: pixels as sent only
             self._check_range(array, row)
         return array
+
+    def _sized(self, image):
+        """``image`` at this model's size, resized as prepare resized the training images (Pillow, bilinear)."""
+        from PIL import Image
+
+        channels, height, width = self.shape
+        return image if image.size == (width, height) else image.resize((width, height), Image.BILINEAR)
 
     def _shapes(self) -> str:
         """The pixel arrays this model takes, for a refusal."""

@@ -223,7 +223,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
                          for s, f in splits.items()},
     }
     if hasattr(rows, "describe"):  # what the task type adds, e.g. the images' shape and pixel statistics
-        report.update(rows.describe(splits))
+        report.update(rows.describe(splits, cfg))
     _write(out_dir, splits, transfer, names, report, rejected, params.seed)
     return report
 

@@ -644,18 +644,11 @@ def test_a_hub_image_dataset_reads_the_label_column_named_in_data(tmp_path):
         _prepare(tmp_path / "default", source=f"hub:{source}")
 
 
-@pytest.fixture(scope="module")
-def served_rgb(tmp_path_factory):
-    """The served pyfunc over a linear RGB model on 4x5 images: logit(red) - logit(blue) = mean(R) - mean(B)."""
-    import json
-
+def _rgb_model(directory: Path) -> str:
+    """A linear RGB model on 4x5 images, saved in ``directory``: logit(red) - logit(blue) = mean(R) - mean(B)."""
     import onnx
     from onnx import TensorProto, helper
 
-    from distillery.registry import pyfunc
-    from distillery.task_types.image_classification.serving import MODEL_CODE
-
-    directory = tmp_path_factory.mktemp("served-rgb")
     weight = np.zeros((3, 4, 5, 2), dtype=np.float32)  # flattened as the model's input is: channels first
     weight[0, :, :, 0], weight[2, :, :, 1] = 1.0 / 20, 1.0 / 20
     graph = helper.make_graph(
@@ -665,10 +658,23 @@ def served_rgb(tmp_path_factory):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
         [helper.make_tensor("w", TensorProto.FLOAT, [60, 2], weight.reshape(60, 2).flatten())])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
+    return str(directory / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def served_rgb(tmp_path_factory):
+    """The served pyfunc over ``_rgb_model``."""
+    import json
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    directory = tmp_path_factory.mktemp("served-rgb")
+    onnx_path = _rgb_model(directory)
     (directory / "image.json").write_text(json.dumps({"labels": ["red", "blue"], "channels": 3, "height": 4,
                                                       "width": 5, "pixel_max": 255.0}))
     return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier",
-                                  {"onnx": str(directory / "m.onnx"), "config": str(directory / "image.json")})
+                                  {"onnx": onnx_path, "config": str(directory / "image.json")})
 
 
 def test_served_rgb_model_reads_channels_first_channels_last_and_png_alike(served_rgb):
@@ -841,3 +847,61 @@ def test_a_text_teacher_for_an_image_task_is_refused_by_the_params_check(tmp_pat
     (tmp_path / "text" / "pixel_processor.json").write_text("{}")  # a trained image model's directory
     check_model_names(build(Params, "", {**image, "teacher": teacher(str(tmp_path / "text"))}))
     check_model_names(build(Params, "", {**image, "teacher": teacher("scratch:cnn")}))
+
+
+def test_data_image_size_resizes_every_image_as_read_and_the_served_model_resizes_alike(tmp_path, served_rgb):
+    """Images of several sizes had no way in but to resize them by hand: one of another size than most was rejected
+    (a fifth of a user's images), and a tie of sizes refused the whole set."""
+    import json
+
+    from PIL import Image
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.processor import PixelProcessor
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    folder = tmp_path / "sizes"
+    originals = {}
+    for label, hot in (("red", 0), ("blue", 2)):
+        (folder / label).mkdir(parents=True)
+        for i, (height, width) in enumerate([(8, 10), (12, 15), (6, 7)] * 4):
+            pixels = RNG.integers(0, 8, (height, width, 3), dtype=np.uint8)  # small: probabilities far from 0 and 1
+            pixels[..., hot] += 2
+            buffer = io.BytesIO()
+            Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+            (folder / label / f"{i}.png").write_bytes(buffer.getvalue())
+            originals[f"{label}/{i}.png"] = buffer.getvalue()
+    report = _prepare(tmp_path / "out", source=str(folder), image_size=[4, 5], min_rows_per_class=1)
+    assert report["rows_rejected"] == 0
+    spec = report["image"]
+    assert (spec["channels"], spec["height"], spec["width"], spec["resized_to"]) == (3, 4, 5, [4, 5])
+    frame = pd.concat([pd.read_parquet(tmp_path / "out/prepared" / f"{s}.parquet")
+                       for s in ("train", "validation", "test")])
+    assert len(frame) == 24
+    prepared = [np.frombuffer(p, dtype=np.uint8).reshape(3, 4, 5).tolist() for p in frame["pixels"]]
+    # the served model, told to resize (as the processor of these images tells it), reads each original file as
+    # prepare read it: the same pixels, so the same answers as the prepared arrays sent as lists
+    processor = PixelProcessor.from_spec(spec)
+    assert processor.spec()["resize"] is True
+    assert "resize" not in PixelProcessor.from_spec({**spec, "resized_to": None}).spec()  # older files unchanged
+    directory = tmp_path / "served"
+    directory.mkdir()
+    (directory / "image.json").write_text(json.dumps({"labels": ["red", "blue"], **processor.spec()}))
+    model = pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier",
+                                   {"onnx": _rgb_model(directory), "config": str(directory / "image.json")})
+    from_lists = model.predict(None, pd.DataFrame({"image": prepared}))["prob_red"]
+    from_files = model.predict(None, pd.DataFrame({"image": [base64.b64encode(b).decode()
+                                                             for b in originals.values()]}))["prob_red"]
+    assert sorted(from_files) == pytest.approx(sorted(from_lists), rel=1e-6)
+    # and pixel for pixel: the arrays the served model decodes are the prepared ones, as a set
+    decoded = sorted(model._decode(base64.b64encode(b).decode(), 0).astype(np.uint8).tobytes()
+                     for b in originals.values())
+    assert decoded == sorted(np.asarray(a, dtype=np.uint8).tobytes() for a in prepared)
+    assert len(set(decoded)) > 20  # the images differ, so the match is not of a few arrays
+    # a model of images kept at their size still refuses another size, and lists are never resized
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=r"is 10 x 8 pixels \(width x height\); this model takes 5 x 4$"):
+        served_rgb.predict(None, pd.DataFrame({"image": [base64.b64encode(originals["red/0.png"]).decode()]}))
+    with pytest.raises(MlflowException, match=r"'image' of row 0 is \[8, 10, 3\]; this model takes"):
+        model.predict(None, pd.DataFrame({"image": [np.zeros((8, 10, 3)).tolist()]}))

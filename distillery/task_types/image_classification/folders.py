@@ -17,16 +17,16 @@ import pandas as pd
 from distillery.errors import DataError
 from distillery.rejected_rows import OTHER_SIZE
 from distillery.task_types.image_classification.images import SPLIT_NAMES, Images
-from distillery.task_types.image_classification.pixels import to_8_bits, to_16_bits
+from distillery.task_types.image_classification.pixels import resize_image, to_8_bits, to_16_bits
 
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 WIDE_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-def _folder_split(directory: Path) -> tuple[list, list]:
-    """``[(path, array, label)]`` for the images under ``directory/<label>/``, and ``[(file, reason)]`` for
-    the unreadable ones (the file relative to ``directory``)."""
+def _folder_split(directory: Path, size=None) -> tuple[list, list]:
+    """``[(path, array, label)]`` for the images under ``directory/<label>/`` (resized to ``size``, [height, width],
+    if given), and ``[(file, reason)]`` for the unreadable ones (the file relative to ``directory``)."""
     from PIL import Image, UnidentifiedImageError
 
     pictures, bad = [], []
@@ -44,10 +44,11 @@ def _folder_split(directory: Path) -> tuple[list, list]:
             try:
                 with Image.open(path) as image:
                     if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
-                        array = np.asarray(image).astype(np.uint16 if image.mode in SIXTEEN_BIT_MODES else np.float32)
+                        array = np.asarray(resize_image(image, size)).astype(
+                            np.uint16 if image.mode in SIXTEEN_BIT_MODES else np.float32)
                     else:
                         mode = "RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and _colour(image) else "L"
-                        array = np.asarray(image.convert(mode))
+                        array = np.asarray(resize_image(image.convert(mode), size))
                     pictures.append((path, array, folder.name))
             except (OSError, UnidentifiedImageError) as exc:
                 bad.append((path.relative_to(directory).as_posix(), f"unreadable image ({type(exc).__name__})"))
@@ -87,8 +88,9 @@ def _one_bit_depth(read: dict) -> dict:
             for split, (pictures, bad) in read.items()}
 
 
-def read_folder(directory: Path) -> Images:
-    """``<dir>/<label>/*`` images, or ``<dir>/{train,validation,test}/<label>/``; odd-sized ones rejected."""
+def read_folder(directory: Path, size=None) -> Images:
+    """``<dir>/<label>/*`` images, or ``<dir>/{train,validation,test}/<label>/``; each resized to ``size`` ([height,
+    width], ``data.image_size``) if given, else odd-sized ones rejected."""
     images = Images(str(directory))
     subdirs = {p.name: p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     named = [name for name in subdirs if name in SPLIT_NAMES]
@@ -104,7 +106,7 @@ def read_folder(directory: Path) -> Images:
                             f"{SPLIT_NAMES[name]} split; keep one")
         split_dirs[SPLIT_NAMES[name]] = subdirs[name]
     parts = split_dirs if split_dirs else {"all": directory}
-    read = {split: _folder_split(path) for split, path in parts.items()}
+    read = {split: _folder_split(path, size) for split, path in parts.items()}
     colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
     read = _one_bit_depth(read)
     for split, path in parts.items():

@@ -32,7 +32,7 @@ import pandas as pd
 from distillery.errors import DataError
 from distillery.sources import package_dir
 from distillery.task_types.image_classification.pixels import (PIXELS, RAW_LABEL, REASON, image_dtype, pixel_scale,
-                                                               to_16_bits)
+                                                               resize_array, to_16_bits)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -72,6 +72,14 @@ class Images:
             raise DataError(f"{self.description} [{split}]: {len(array)} images but {len(labels)} labels")
         self.arrays[split], self.labels[split], self.bad[split] = array, list(labels), list(bad or [])
         self.files[split] = list(files) if files is not None else None
+
+    def resized(self, size: Optional[list]) -> "Images":
+        """Every split's images at ``size`` ([height, width]); the same object, its arrays replaced."""
+        if size is not None:
+            self.arrays = {split: np.stack([resize_array(a, size) for a in array])
+                           if len(array) and array.shape[-2:] != tuple(size) else array
+                           for split, array in self.arrays.items()}
+        return self
 
     def frames(self) -> tuple[dict[str, pd.DataFrame], dict]:
         """One frame per split (``pixels`` bytes, ``label``, ``_row``, ``_reason``) and the images' spec."""
@@ -200,13 +208,18 @@ def _npz(path: Path) -> Images:
     return images
 
 
-def read_images(source: str, files: dict, hub_config: Optional[str] = None, label_column: str = "label") -> Images:
-    """Every split of ``source`` (or of ``files``: split -> path) as arrays; ``hub_config`` and ``label_column``
-    are for a ``hub:<id>`` source."""
+def read_images(source: str, files: dict, hub_config: Optional[str] = None, label_column: str = "label",
+                size: Optional[list] = None) -> Images:
+    """Every split of ``source`` (or of ``files``: split -> path) as arrays, each image resized to ``size`` ([height,
+    width], ``data.image_size``) if given; ``hub_config`` and ``label_column`` are for a ``hub:<id>`` source."""
+    return _read(source, files, hub_config, label_column, size).resized(size)
+
+
+def _read(source: str, files: dict, hub_config: Optional[str], label_column: str, size: Optional[list]) -> Images:
     if files:
         merged: Optional[Images] = None
         for split, path in files.items():
-            part = read_local(Path(path))
+            part = read_local(Path(path), size)
             if set(part.arrays) - {"all"}:
                 raise DataError(f"data.files.{split}: {path} holds splits of its own {sorted(part.arrays)}; "
                                 "name it in data.source instead")
@@ -220,11 +233,11 @@ def read_images(source: str, files: dict, hub_config: Optional[str] = None, labe
             raise DataError(f"data.source: unknown bundled image set {name!r}; known: {', '.join(readers)}")
         return readers[name]()
     if source.startswith("hub:"):
-        return _hub(source[4:], hub_config, label_column)
-    return read_local(Path(source))
+        return _hub(source[4:], hub_config, label_column, size)
+    return read_local(Path(source), size)
 
 
-def read_local(path: Path) -> Images:
+def read_local(path: Path, size: Optional[list] = None) -> Images:
     if not path.exists():
         raise DataError(f"{path}: not found")
     if path.is_dir():
@@ -232,14 +245,15 @@ def read_local(path: Path) -> Images:
             return _idx_dir(path, str(path))
         from distillery.task_types.image_classification.folders import read_folder
 
-        return read_folder(path)
+        return read_folder(path, size)
     if path.suffix.lower() == ".npz":
         return _npz(path)
     raise DataError(f"{path}: not an image source; give a .npz file, a folder of <label>/ image folders, or a "
                     "directory of IDX files")
 
 
-def _hub(dataset_id: str, config: Optional[str] = None, label_column: str = "label") -> Images:
+def _hub(dataset_id: str, config: Optional[str] = None, label_column: str = "label",
+         size: Optional[list] = None) -> Images:
     """A Hub image dataset with an ``image`` (or ``img``) column and a label column: ``data.label_column`` if the
     dataset has it, else ``label``. A ``ClassLabel``'s integer ids stay ids (``clean`` maps them through its
     names); -1, a split published without labels, is a missing label."""
@@ -260,7 +274,7 @@ def _hub(dataset_id: str, config: Optional[str] = None, label_column: str = "lab
         if hasattr(feature, "names"):
             images.declared = list(feature.names)
         arrays = [np.asarray(image) for image in part[column]]
-        arrays = [a if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in arrays]
+        arrays = [resize_array(a if a.ndim == 2 else np.moveaxis(a, -1, 0), size) for a in arrays]
         labels = [None if hasattr(feature, "names") and value == -1 else value for value in part[label]]
         images.add(SPLIT_NAMES.get(split, split), np.stack(arrays), labels)
     return images

@@ -29,6 +29,30 @@ def to_8_bits(array: np.ndarray) -> np.ndarray:
     return np.rint(array.astype(np.float64) / 257).astype(np.uint8)
 
 
+def resize_image(image, size):
+    """A Pillow image at ``size`` ([height, width]), bilinear; as it is: one of that size, or ``size`` None. The
+    served model resizes an encoded image the same way (``distillery/serving/image_classifier.py``)."""
+    from PIL import Image
+
+    if size is None or image.size == (size[1], size[0]):
+        return image
+    return image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+
+
+def resize_array(array: np.ndarray, size) -> np.ndarray:
+    """An image array (``[height, width]`` or ``[channels, height, width]``) at ``size``, channel by channel as
+    Pillow resizes an image of its type (8-bit, 16-bit or float), the same type back."""
+    from PIL import Image
+
+    if size is None or tuple(array.shape[-2:]) == tuple(size):
+        return array
+    kind = array.dtype if array.dtype in (np.uint8, np.uint16) else np.dtype(np.float32)
+    planes = array[None] if array.ndim == 2 else array
+    out = np.stack([np.asarray(resize_image(Image.fromarray(np.ascontiguousarray(plane, dtype=kind)), size))
+                    for plane in planes])
+    return out[0] if array.ndim == 2 else out
+
+
 def pixel_scale(dtype: np.dtype, brightest: float) -> float:
     """The top of the images' scale, what a PNG's 255 (an 8-bit one's) or 65535 (a 16-bit one's) stands for when
     the served model decodes one: 255 for 8-bit images (uint8) and 65535 for 16-bit ones (uint16), however

@@ -27,16 +27,18 @@ class PixelProcessor:
     needs_padding = False  # nothing is padded: every image has the model's shape
 
     def __init__(self, channels: int, height: int, width: int, pixel_max: float = 255.0,
-                 pixel_min: Optional[float] = None):
+                 pixel_min: Optional[float] = None, resize: bool = False):
         self.channels, self.height, self.width, self.pixel_max = int(channels), int(height), int(width), \
             float(pixel_max)
         self.pixel_min = None if pixel_min is None else float(pixel_min)
+        self.resize = bool(resize)  # data.image_size resized the training images: the served model resizes too
 
     @classmethod
     def from_spec(cls, spec: dict) -> "PixelProcessor":
         # 8-bit images run from 0 to 255, whatever the darkest pixel the training split happened to hold
         return cls(spec["channels"], spec["height"], spec["width"], spec.get("pixel_max", 255.0),
-                   0.0 if spec.get("dtype") in ("uint8", "uint16") else spec.get("pixel_min"))
+                   0.0 if spec.get("dtype") in ("uint8", "uint16") else spec.get("pixel_min"),
+                   resize=spec.get("resized_to") is not None)
 
     @classmethod
     def from_pretrained(cls, directory, key: str = "") -> "PixelProcessor":
@@ -57,7 +59,8 @@ class PixelProcessor:
 
     def spec(self) -> dict:
         spec = {"channels": self.channels, "height": self.height, "width": self.width, "pixel_max": self.pixel_max}
-        return spec if self.pixel_min is None else {**spec, "pixel_min": self.pixel_min}
+        spec = spec if self.pixel_min is None else {**spec, "pixel_min": self.pixel_min}
+        return {**spec, "resize": True} if self.resize else spec  # written only when set: older files unchanged
 
     def arrays(self, frame: pd.DataFrame) -> np.ndarray:
         """The frame's images as float32 ``[rows, channels, height, width]``; refused if another shape."""

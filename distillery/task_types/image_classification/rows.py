@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits: "²" is a digit to str.isdigi
 
 def read(cfg: DataConfig) -> tuple[dict, Union[list, None], str]:
     """``(frames per split, declared label names or None, description)``, as ``sources.read_source`` gives."""
-    images = read_images(cfg.source, cfg.files, cfg.hub_config, cfg.label_column)
+    images = read_images(cfg.source, cfg.files, cfg.hub_config, cfg.label_column, cfg.image_size)
     frames, _ = images.frames()
     return frames, images.declared, images.description
 
@@ -106,9 +106,10 @@ def unlabelled_inputs(raw: pd.DataFrame, cfg: DataConfig, source: str, column: s
     return raw[[PIXELS, *SHAPE]].reset_index(drop=True)
 
 
-def describe(splits: dict) -> dict:
+def describe(splits: dict, cfg: Optional[DataConfig] = None) -> dict:
     """The images' shape and dtype, and the training split's pixel mean and standard deviation (the
-    normalisation every model of the task records)."""
+    normalisation every model of the task records); ``resized_to``, when ``data.image_size`` resized them (the
+    served model then resizes an encoded image it is sent)."""
     train = splits["train"]
     channels, height, width = (int(train[c].iloc[0]) for c in SHAPE)
     dtype = pixel_dtype(len(train[PIXELS].iloc[0]), channels, height, width)
@@ -117,4 +118,5 @@ def describe(splits: dict) -> dict:
     return {"image": {"channels": channels, "height": height, "width": width, "dtype": dtype.name,
                       "pixel_min": float(pixels.min()), "pixel_max": pixel_scale(dtype, pixels.max()),
                       "pixel_max_seen": float(pixels.max()),
-                      "pixel_mean": float(pixels.mean()), "pixel_std": std if std > 0 else 1.0}}
+                      "pixel_mean": float(pixels.mean()), "pixel_std": std if std > 0 else 1.0,
+                      **({"resized_to": list(cfg.image_size)} if cfg is not None and cfg.image_size else {})}}
