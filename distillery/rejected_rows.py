@@ -69,3 +69,18 @@ def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[s
                         for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
     print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
           f"first copy (an evaluation split's first). First: {example}", flush=True)
+
+
+def drop_unkept_labels(splits: dict, names: list[str], inferred: bool) -> tuple[dict, list[str]]:
+    """Labels inferred from the data that no kept row holds (only on rejected rows, an empty text's, or on a later
+    copy of a text kept with another label) are not classes: the kept rows' label ids, renumbered, and the names
+    left. Before, such a label became a class of no rows, and prepare failed blaming data.labels, never set."""
+    held = sorted({int(i) for frame in splits.values() for i in frame[LABEL].dropna().unique()})
+    if not inferred or len(held) == len(names):
+        return splits, names
+    gone = [names[i] for i in range(len(names)) if i not in held]
+    print(f"prepare: warning: the label(s) {', '.join(map(repr, gone[:5]))}{', ...' if len(gone) > 5 else ''} are "
+          "only on rejected or duplicate rows, so not classes (rejected.csv names the rejected rows)", flush=True)
+    renumber = {old: new for new, old in enumerate(held)}
+    return ({split: frame.assign(**{LABEL: frame[LABEL].map(renumber)}) for split, frame in splits.items()},
+            [names[i] for i in held])

@@ -19,7 +19,8 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import by_reason, check_rejected_share, unknown_labels, warn_conflicting_labels
+from distillery.rejected_rows import (by_reason, check_rejected_share, drop_unkept_labels, unknown_labels,
+                                     warn_conflicting_labels)
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -155,7 +156,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     if len(names) < 2:
         lists = sum(int(rows.not_scalar(f[cfg.label_column]).sum()) for f in frames.values()) \
             if hasattr(rows, "not_scalar") else 0
-        raise DataError(f"{description}: found {len(names)} label value(s) {names}; classification needs two or more"
+        raise DataError(f"{description}: found {len(names)} label value(s) {names} in data.label_column "
+                        f"{cfg.label_column!r}; classification needs two or more"
                         + (f" ({lists} rows hold a list or object, not one label: multi-label data is not a task "
                            "Distillery trains; give each row one label)" if lists else ""))
     cleaned, rejected, unlabelled_splits = {}, [], []
@@ -186,6 +188,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     duplicates_dropped = stacked.loc[duplicated, "_split"].value_counts().to_dict()
     _check_split_not_a_copy(stacked, duplicated, key, order, where)
     deduped = {s: g.drop(columns="_split") for s, g in stacked[~duplicated].groupby("_split", sort=False)}
+    deduped, names = drop_unkept_labels(deduped, names, inferred=cfg.labels is None and declared is None)
     splits = split_frames(deduped, cfg, params.seed)
     leftover = splits["train"].iloc[:0]
     capped = {}  # split -> its rows per label before data.max_samples, where the cap took rows away

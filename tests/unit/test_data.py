@@ -907,7 +907,8 @@ def test_multi_label_rows_are_refused_saying_so(tmp_path):
     frame = make_texts(60)
     frame["sentiment"] = [["positive", "neutral"] if i % 2 else ["negative"] for i in range(60)]
     frame.to_json(tmp_path / "multi.jsonl", orient="records", lines=True)
-    with pytest.raises(DataError, match=r"found 0 label value\(s\) \[\]; classification needs two or more \(60 rows "
+    with pytest.raises(DataError, match=r"found 0 label value\(s\) \[\] in data.label_column 'sentiment'; "
+                                        r"classification needs two or more \(60 rows "
                                         r"hold a list or object, not one label: multi-label data"):
         prepare(_params(tmp_path / "multi.jsonl"), tmp_path / "prepared")
 
@@ -973,3 +974,46 @@ def test_a_declared_class_with_no_row_or_one_spelled_apart_by_one_file_is_named(
     assert "split 'test' has too few rows of 1 of 3 classes ('positive' 0)" in message and message.endswith(
         f"; rows were rejected for labels outside data.labels ({files['test']}: 'pos' 20): is a declared class spelled "
         "another way there? Each row is in rejected.csv"), message
+
+
+def test_a_label_only_on_rejected_or_duplicate_rows_is_not_a_class(tmp_path, capsys):
+    """One row of label 12 with an empty text made '12' a class of no rows, and prepare failed: "'12' is in
+    data.labels but in no row of the data" (data.labels was never set). The same for a 12 on a later copy of a text
+    kept with its first label."""
+    frame = make_texts(300)
+    extra = pd.DataFrame([{"text": "", "sentiment": "angry"},  # rejected: empty text
+                          {"text": frame["text"].iloc[5], "sentiment": "furious"}])  # a copy: its first label kept
+    report = prepare(_params(_csv(tmp_path, pd.concat([frame, extra], ignore_index=True))), tmp_path / "prepared")
+    assert report["labels"] == ["negative", "neutral", "positive"]
+    assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == ["negative", "neutral", "positive"]
+    train = pd.read_parquet(tmp_path / "prepared" / "train.parquet")
+    assert sorted(train["label"].unique()) == [0, 1, 2]  # renumbered ids, each its name's
+    assert "prepare: warning: the label(s) 'angry', 'furious' are only on rejected or duplicate rows, so not " \
+           "classes" in capsys.readouterr().out
+    # declared labels are the user's: a declared class with no row is still an error, as before
+    with pytest.raises(DataError, match="'angry' is in data.labels but in no row"):
+        prepare(_params(_csv(tmp_path, frame, "b.csv"), labels=["negative", "neutral", "positive", "angry"]),
+                tmp_path / "prepared_b")
+
+
+def test_an_id_column_named_as_the_labels_is_told_so(tmp_path):
+    """data.label_column naming an id column: "too few rows of 865 of 865 classes", then a hint about data.labels."""
+    frame = make_texts(300).assign(id=range(300))
+    with pytest.raises(DataError) as refused:
+        prepare(_params(_csv(tmp_path, frame), label_column="id", min_rows_per_class=2), tmp_path / "prepared")
+    assert str(refused.value).endswith("; the label column holds 300 distinct labels in 300 rows: is "
+                                       "data.label_column the column of labels (not an id or a text)?"), refused.value
+
+
+def test_missing_value_markers_in_the_label_column_are_missing_labels_unless_declared(tmp_path):
+    """An R export's "NA" in 40 label cells became a 13th class, trained and served."""
+    frame = make_texts(300)
+    frame.loc[:5, "sentiment"] = ["NA", "n/a", "NaN", "null", "#N/A", " None "]
+    report = prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared")
+    assert report["labels"] == ["negative", "neutral", "positive"]
+    assert report["rejected_by_reason"] == {"missing label": 6}
+    # a declared "None" is a label: the user said so
+    frame.loc[:59, "sentiment"] = "None"
+    declared = prepare(_params(_csv(tmp_path, frame, "b.csv"), labels=["negative", "neutral", "positive", "None"]),
+                       tmp_path / "prepared_b")
+    assert declared["labels"] == ["negative", "neutral", "positive", "None"]

@@ -26,6 +26,19 @@ def is_blank(series: pd.Series) -> pd.Series:
     return series.isna() | ~series.astype(str).map(lambda v: isinstance(v, str) and visible(v)).astype(bool)
 
 
+# what spreadsheets, R and pandas write for "no value": a missing label when the labels are inferred (declared
+# data.labels decide for themselves: a declared "None" is a label)
+MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "#n/a", "<na>"})
+
+
+def no_label(series: pd.Series, inferred: bool) -> pd.Series:
+    """Blank, or, when the labels are inferred, a missing-value marker (``NA``, ``NaN``, ``n/a``, ``null``...)."""
+    blank = is_blank(series)
+    if not inferred:
+        return blank
+    return blank | series.map(lambda v: isinstance(v, str) and v.strip().lower() in MISSING_MARKERS).astype(bool)
+
+
 def visible(text: str) -> bool:
     """Whether ``text`` has a character other than white space, control (Cc) and format (Cf) characters."""
     return any(not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")) for ch in text)
@@ -157,7 +170,7 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
     values = set()
     for frame in frames.values():
         column = frame[cfg.label_column]
-        values.update(label_keys(column[~not_scalar(column) & ~is_blank(column)]))
+        values.update(label_keys(column[~not_scalar(column) & ~no_label(column, inferred=True)]))
     numeric = all(_DECIMAL.fullmatch(v) for v in values)
     return sorted(values, key=Decimal if numeric else None)  # 2 before 10
 
@@ -188,7 +201,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
         keys = raw_labels.map(lambda v: label_key(source_names[int(v)])
                               if pd.notna(v) and 0 <= int(v) < len(source_names) else None)
     else:
-        keys = label_keys(raw_labels).where(~is_blank(raw_labels), None)
+        keys = label_keys(raw_labels).where(~no_label(raw_labels, inferred=cfg.labels is None), None)
     if cfg.labels is not None:  # data.labels: [1e5, 2e5] is read as numbers, the data's "1E5" kept as typed
         by_value = {_value(name): name for name in names if _value(name) is not None}
         keys = keys.map(lambda k: k if not isinstance(k, str) or k in label_ids or "e" not in k.lower()
@@ -274,7 +287,10 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
              if any(other != name and not (held & theirs) for other, theirs in partial.items())}
     rare = [(name, int(class_rows.get(i, 0))) for i, name in enumerate(names)  # a class with none: the refresh
             if name in short_names and 0 < class_rows.get(i, 0) < min_rows * len(splits)] if class_rows else []
-    if absent and len(absent) < len(names) - 1:  # declared, and in no row at all
+    if len(names) * 2 > total:  # a label per row or nearly: an id or text column named as the labels
+        hint = (f"; the label column holds {len(names):,} distinct labels in {total:,} rows: is data.label_column "
+                "the column of labels (not an id or a text)?")
+    elif absent and len(absent) < len(names) - 1:  # declared, and in no row at all
         hint = ("; " + ", ".join(repr(name) for name in absent[:5]) + (" is" if len(absent) == 1 else " are")
                 + " in data.labels but in no row of the data: drop " + ("it" if len(absent) == 1 else "them")
                 + " from data.labels, or check the spelling against the data's labels")
