@@ -38,6 +38,11 @@ def usable_positions(config: dict) -> Optional[int]:
     return int(limit)
 
 
+# the files a text model's tokenizer is read from (fast, WordPiece, byte-level BPE, SentencePiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
 def model_name_problem(name: str, key: str) -> Optional[str]:
     """What is wrong with ``name`` as a model of ``key`` (``bundled:<name>``, a local directory or a Hub id), as far
     as can be told without loading it or asking the Hub; None when nothing is (a Hub id, ``scratch:``)."""
@@ -67,6 +72,13 @@ def check_model_names(params) -> None:
         problem = model_name_problem(name, key)
         if problem:
             raise ConfigError(problem)
+    if params.task != "image_classification":  # a text model's directory without its tokenizer: every text
+        for key, name in names:  # became [CLS] [SEP] (transformers builds an empty tokenizer) and training "ran"
+            path = Path(name).expanduser()
+            if not name.startswith(("bundled:", "scratch:")) and path.is_dir() and \
+                    not any((path / file).is_file() for file in TOKENIZER_FILES):
+                raise ConfigError(f"{key}: {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                                  "model's tokenizer beside it (tokenizer.save_pretrained(directory))")
     teacher = params.teacher.model
     if params.task == "image_classification" and not teacher.startswith("scratch:") and \
             not (Path(teacher).expanduser() / "pixel_processor.json").is_file():
@@ -74,6 +86,25 @@ def check_model_names(params) -> None:
         raise ConfigError(f"teacher.model = {teacher!r}: an image teacher is scratch:<family> or the directory of an "
                           "image model trained by Distillery (with its pixel_processor.json); "
                           f"{'a text model' if teacher.startswith('bundled:') else 'this is not one'}")
+
+
+def _check_student_model_limits(params) -> None:
+    """A ``student.source: model`` student's own position limit, for ``student.max_length`` and the benchmark's
+    sequence lengths: found after ``dvc repro`` had removed the students, or after three stages had run."""
+    if params.student.source != "model" or not params.student.model:
+        return
+    config = local_config(params.student.model)
+    limit = usable_positions(config) if config else None
+    if limit is None:
+        return
+    why = f"{params.student.model} takes at most {limit} tokens (max_position_embeddings " \
+          f"{config['max_position_embeddings']})"
+    if params.student.max_length > limit:
+        raise ConfigError(f"student.max_length = {params.student.max_length} is not allowed; {why}, so use at most "
+                          f"{limit}")
+    too_long = [n for n in params.benchmark.sequence_lengths if n > limit]
+    if too_long:
+        raise ConfigError(f"benchmark.sequence_lengths: {too_long[0]} exceeds what the student {why}")
 
 
 def local_config(name: str) -> Optional[dict]:
@@ -98,13 +129,14 @@ def check_model_limits(params) -> None:
     """``ConfigError`` for a model name that cannot be loaded, or a max length or a layer the teacher's config rules
     out (see the module docstring)."""
     check_model_names(params)
+    _check_student_model_limits(params)
     config = local_config(params.teacher.model)
     if config is None:
         return
     limit, name = usable_positions(config), params.teacher.model
     if limit is not None:
         lengths = [("teacher.max_length", params.teacher.max_length)]
-        if params.student.source == "layers":
+        if params.student.source in ("layers", "config"):  # layers of the teacher, or its architecture's positions
             lengths.append(("student.max_length", params.student.max_length))
         for key, value in lengths:
             if value > limit:

@@ -409,11 +409,59 @@ def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, ca
     teacher.mkdir()
     (teacher / "config.json").write_text(json.dumps({"model_type": "albert", "num_hidden_layers": 12,
                                                      "num_hidden_groups": 1, "max_position_embeddings": 512}))
+    (teacher / "spiece.model").write_bytes(b"")  # its tokenizer's file: the check looks for one, not inside it
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", f"model: {teacher}", 1))
     assert main(["params", "--check", "--params", str(path)]) == 2
     assert "student.source = 'layers' is not allowed for" in capsys.readouterr().err
     path.write_text(path.read_text().replace("  source: layers", "  source: config", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 0
+
+
+def test_params_check_refuses_a_text_model_directory_without_its_tokenizer(tmp_path, capsys, monkeypatch):
+    """A RoBERTa directory of config.json and weights only: transformers built an empty tokenizer, every text became
+    [CLS] [SEP], and every stage "succeeded" (the teacher at one label for every row)."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "roberta-notok"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 130,
+                                                   "num_hidden_layers": 2}))
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", "model: roberta-notok", 1)
+    path.write_text(text)
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"distillery params: error: {path}: teacher.model: roberta-notok has no tokenizer (none of tokenizer.json, "
+        "vocab.txt, vocab.json, spiece.model, sentencepiece.bpe.model, tokenizer.model); save the model's tokenizer "
+        "beside it (tokenizer.save_pretrained(directory))\n")
+    (model / "vocab.json").write_text("{}")
+    assert main(["params", "--check", "--params", str(path)]) == 0
+
+
+def test_params_check_holds_a_model_or_config_student_to_its_position_limit(tmp_path, capsys, monkeypatch):
+    """A DistilBERT student of 64 positions with student.max_length 100 passed the check; `dvc repro` removed the
+    students before distill refused it, and a benchmark length of 100 failed only after three stages had run."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    student = tmp_path / "tiny-distilbert"
+    student.mkdir()
+    (student / "config.json").write_text(json.dumps({"model_type": "distilbert", "max_position_embeddings": 64}))
+    (student / "vocab.txt").write_text("[PAD]\n")
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("  source: layers ", "  source: model  ", 1) \
+        .replace("  model: null ", "  model: tiny-distilbert", 1)
+    path.write_text(text)
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert "student.max_length = 64" not in text and capsys.readouterr().err.endswith(
+        "benchmark.sequence_lengths: 128 exceeds what the student tiny-distilbert takes at most 64 tokens "
+        "(max_position_embeddings 64)\n")
+    path.write_text(text.replace("  max_length: 64\n", "  max_length: 100\n").replace("[16, 64, 128]", "[16, 64]"))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert "student.max_length = 100 is not allowed; tiny-distilbert takes at most 64 tokens" in capsys.readouterr().err
+    path.write_text(text.replace("[16, 64, 128]", "[16, 64]"))
     assert main(["params", "--check", "--params", str(path)]) == 0
 
 
