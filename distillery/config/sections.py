@@ -106,8 +106,11 @@ class DataConfig:
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: Optional[list]) -> Optional[list]:
-        if labels is not None and (len(labels) < 2 or len(set(map(str, labels))) != len(labels)):
+        if labels is not None and len(labels) < 2:
             raise not_allowed("list at least two distinct labels, or null to infer")
+        if labels is not None and len(set(map(str, labels))) != len(labels):
+            twice = next(label for i, label in enumerate(labels) if str(label) in map(str, labels[:i]))
+            raise not_allowed(f"{twice!r} is listed twice; list each label once")
         if labels is not None and not all(isinstance(label, (str, int, float)) for label in labels):
             raise not_allowed("each label is a name or a number (a null or a list is no label)")
         return labels

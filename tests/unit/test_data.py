@@ -97,6 +97,18 @@ def test_missing_column_is_named(tmp_path):
         prepare(_params(source), tmp_path / "prepared")
     with pytest.raises(DataError, match="data.text_column 'body' not found"):
         prepare(_params(source, text_column="body"), tmp_path / "prepared")
+    # a name spelled in another case gets the data's spelling
+    with pytest.raises(DataError, match=r"data.label_column 'Label' not found; the columns are \['text', 'label'\] "
+                                        r"\(did you mean 'label'\? column names are matched exactly\)$"):
+        prepare(_params(source, label_column="Label"), tmp_path / "prepared")
+
+
+def test_a_label_declared_twice_is_named():
+    """data.labels [0, 1, 1, 2, ...] was told "list at least two distinct labels", though it listed twelve."""
+    from distillery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.labels.*1 is listed twice; list each label once"):
+        DataConfig(labels=[0, 1, 1, 2, 3])
 
 
 def test_missing_file(tmp_path):

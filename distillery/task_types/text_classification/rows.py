@@ -182,7 +182,9 @@ def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     columns = [c for c in frame.columns if c != "_row"]
     for key, column in needed:
         if column not in frame.columns:
-            raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}")
+            alike = [c for c in columns if str(c).strip().lower() == column.strip().lower()]
+            raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}"
+                            + (f" (did you mean {alike[0]!r}? column names are matched exactly)" if alike else ""))
         if f"{column}.1" in frame.columns:  # pandas reads a repeated header name as "text", "text.1", ...
             raise DataError(f"{where}: two columns are named {column!r} (pandas read the second as '{column}.1'); "
                             f"rename one, so that {key} names a single column")
