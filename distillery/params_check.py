@@ -24,6 +24,7 @@ def check_params_file(path: str) -> int:
                               "describes each), or DVC stops at the first stage that reads one")
         try:
             check_model_limits(params)
+            check_data_files(params)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     except ConfigError as exc:
@@ -67,3 +68,61 @@ def missing_stage_params(params_path) -> list[str]:
             default = defaults.get(key, {k[len(key) + 1:]: v for k, v in defaults.items() if k.startswith(key + ".")})
             missing.append(f"{key} (built-in default: {json.dumps(default)})")
     return missing
+
+
+def check_data_files(params) -> None:
+    """A local data file that is not there, or (text classification) whose header lacks a column ``data`` names:
+    found here, before ``dvc repro`` removes ``data/prepared`` to run ``prepare``, which would say the same. Only
+    the header is read, and a header this cannot read is left to ``prepare``."""
+    from pathlib import Path
+
+    cfg = params.data
+    named = {f"data.files.{split}": value for split, value in cfg.files.items()} or {"data.source": cfg.source}
+    for key, value in named.items():
+        if value.startswith(("bundled:", "hub:")):
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():  # neither bundled: nor hub:, so a local file or folder
+            raise ConfigError(f"{key}: {value} does not exist (a Hub dataset is named hub:<id>)")
+        if params.task != "text_classification" or not path.is_file():
+            continue
+        columns = _header(path)
+        needed = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
+        if cfg.text_pair_column:
+            needed["data.text_pair_column"] = cfg.text_pair_column
+        for column_key, column in needed.items():
+            if columns is not None and column not in columns:
+                alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
+                raise ConfigError(f"{column_key} {column!r} is not a column of {value} (its columns are "
+                                  f"{columns})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
+
+
+def _header(path) -> "list[str] | None":
+    """The column names of a CSV/TSV/JSON-lines/Parquet file from its first line or schema; None when they cannot
+    be read cheaply (a JSON array, an unreadable first line)."""
+    import itertools
+    import json
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet
+
+            return [str(name) for name in pyarrow.parquet.read_schema(path).names]
+        if suffix in (".csv", ".tsv"):
+            import pandas as pd
+
+            return [str(c) for c in pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0,
+                                                encoding="utf-8-sig", encoding_errors="replace").columns]
+        if suffix == ".jsonl":  # a record may leave out a key others hold: the keys of the first 1,000 records
+            keys: dict = {}
+            with open(path, encoding="utf-8-sig", errors="replace") as lines:
+                for line in itertools.islice((line for line in lines if line.strip()), 1000):
+                    record = json.loads(line)
+                    if not isinstance(record, dict):
+                        return None
+                    keys.update(dict.fromkeys(map(str, record)))
+            return list(keys) or None
+    except Exception:  # noqa: BLE001 - a header this cannot read is prepare's to name
+        return None
+    return None

@@ -488,3 +488,37 @@ def test_params_check_refuses_a_model_name_that_cannot_load_before_any_stage_run
     assert capsys.readouterr().err == f"distillery params: error: {path}: {message}\n"
     path.write_text(text)  # student.model is read only by student.source: model
     assert main(["params", "--check", "--params", str(path)]) == 0
+
+
+def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the_prepared_data(tmp_path, capsys,
+                                                                                               monkeypatch):
+    """A wrong label column or a missing data file passed the check: `dvc repro` removed data/prepared, then prepare
+    said what was wrong."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data/raw/topics.csv").write_text("body,topic\nchess moves,1\nlava flows,2\n", encoding="utf-8")
+    with open(tmp_path / "data/raw/topics.jsonl", "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"body": "chess"}) + "\n")  # a record without its label: the keys of many count
+        handle.write(json.dumps({"body": "lava", "topic": 2}) + "\n")
+    path = tmp_path / "params.yaml"
+    base = (ROOT / "params.yaml").read_text()
+
+    def check(source, label="topic", text="body"):
+        path.write_text(base.replace("source: bundled:tweets", f"source: {source}", 1)
+                        .replace("  text_column: text\n", f"  text_column: {text}\n", 1)
+                        .replace("  label_column: sentiment\n", f"  label_column: {label}\n", 1))
+        code = main(["params", "--check", "--params", str(path)])
+        return code, capsys.readouterr().err
+
+    assert check("data/raw/topics.csv") == (0, "")
+    assert check("data/raw/topics.jsonl") == (0, "")
+    assert check("data/raw/topics.csv", label="Topic") == (2, (
+        f"distillery params: error: {path}: data.label_column 'Topic' is not a column of data/raw/topics.csv (its "
+        "columns are ['body', 'topic']); did you mean 'topic'?\n"))
+    assert check("data/raw/topics.jsonl", text="text")[1].endswith(
+        "data.text_column 'text' is not a column of data/raw/topics.jsonl (its columns are ['body', 'topic'])\n")
+    assert check("data/raw/topic.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/topic.csv "
+                                              "does not exist (a Hub dataset is named hub:<id>)\n")
+    assert check("hub:org/some-dataset")[0] == 0  # prepare says whether it loads
