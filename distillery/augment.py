@@ -35,8 +35,7 @@ def replacement_vocabulary(tokenizer) -> list[str]:
     marked tokens, the rest being pieces of words (``errible``); WordPiece gives its tokens without ``##``."""
     special = set(getattr(tokenizer, "all_special_tokens", []) or [])
     vocabulary = [t for t in tokenizer.get_vocab() if t not in special and not t.startswith(("[", "<"))]
-    marked = sum(t.startswith(_PREFIXES) for t in vocabulary)
-    marks_starts = 4 * marked > len(vocabulary)  # over a quarter (RoBERTa's: about 60%); WordPiece: a stray one
+    marks_starts = _marks_word_starts(tokenizer, vocabulary)
     words = set()
     for token in vocabulary:
         if token.startswith("##") or (marks_starts and not token.startswith(_PREFIXES)):
@@ -46,6 +45,20 @@ def replacement_vocabulary(tokenizer) -> list[str]:
         if _WORD.match(token):
             words.add(token)
     return sorted(words)
+
+
+def _marks_word_starts(tokenizer, vocabulary: list[str]) -> bool:
+    """Does the vocabulary mark the tokens that start a word? A fast tokenizer's model says: a BPE or Unigram model
+    with marked tokens does (a small byte-level BPE may mark under a quarter of its tokens, and its unmarked ones,
+    ``rummer``, ``ption``, are pieces of words); WordPiece does not (a stray ``Ġ`` token is a word). Else: more than
+    a quarter of the tokens marked (RoBERTa's: about 60%)."""
+    marked = sum(t.startswith(_PREFIXES) for t in vocabulary)
+    kind = type(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)).__name__
+    if kind == "WordPiece":
+        return False
+    if kind in ("BPE", "Unigram") and marked:
+        return True
+    return 4 * marked > len(vocabulary)
 
 
 def _augment_text(text: str, rng: np.random.Generator, cfg: AugmentConfig, mask_token: str,

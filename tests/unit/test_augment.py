@@ -168,3 +168,22 @@ def test_a_vocabulary_that_marks_word_starts_gives_only_whole_words():
     assert replacement_vocabulary(bpe) == ["day", "happy", "terrible"]
     wordpiece = Vocabulary(["[CLS]", "terrible", "##ible", "happy", "##py", "day", "\u2581"])
     assert replacement_vocabulary(wordpiece) == ["day", "happy", "terrible"]
+
+
+def test_a_small_byte_level_bpe_marking_few_tokens_still_gives_only_whole_words():
+    """A user's small byte-level BPE marked 113 of its 600 tokens with "Ġ" (under a quarter), so its pieces were
+    drawn as words: 'and concert this as drummer this quite on rummer'. The tokenizer's model decides now."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["rummer", "ption", "ipe", "ot", "ing", "er", "ed", "ly", "al"]
+    vocab = {token: i for i, token in enumerate(["<s>", "</s>", "\u0120drum", "\u0120concert", *pieces])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+    assert replacement_vocabulary(bpe) == ["concert", "drum"]
+    # a WordPiece model: its tokens are words unless marked "##", whatever else they start with
+    wordpiece_backend = Tokenizer(models.WordPiece(vocab={"[UNK]": 0, "day": 1, "##s": 2, "\u0120odd": 3},
+                                                   unk_token="[UNK]"))
+    wordpiece = PreTrainedTokenizerFast(tokenizer_object=wordpiece_backend, unk_token="[UNK]")
+    assert replacement_vocabulary(wordpiece) == ["day", "odd"]
