@@ -1,4 +1,5 @@
-"""Benchmark plots as PNG files: latency vs accuracy (the Pareto front) and latency per grid cell."""
+"""Plots as PNG files: the benchmark's latency vs accuracy (the Pareto front) and latency per grid cell, kd_gain's
+per-seed scores, and the sweep's α × T heatmap."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,3 +91,50 @@ def plot_kd_gain(result: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def colour_scale(grid, gain: bool) -> dict:
+    """A panel's colours: a gain on a diverging scale centred on 0 (red below, blue above, white at 0), so the least
+    bad of all-negative gains is not drawn bright; other figures on viridis over their range."""
+    import numpy as np
+
+    if not gain:
+        return {"cmap": "viridis"}
+    reach = max(float(np.nanmax(np.abs(grid))), 1e-9)
+    return {"cmap": "RdBu", "vmin": -reach, "vmax": reach}
+
+
+def plot_sweep_heatmap(result: dict, path: Path) -> None:
+    """Three panels over α (rows) × T (columns): validation metric, test primary metric, its paired test gain."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+
+    alphas = sorted({r["alpha"] for r in result["cells"]})
+    temperatures = sorted({r["temperature"] for r in result["cells"]})
+    metric, first = result["metric"], result["metrics"][0]
+    panels = [(f"validation {metric} % (selects)", lambda r: 100 * r["validation"][f"student_{metric}_mean"]),
+              (f"test {first} %", lambda r: 100 * r[first]["student_mean"]),
+              (f"test {first} gain over baseline, points", lambda r: 100 * r[first]["diff_mean"])]
+    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.7 * len(alphas) + 2.2))
+    for ax, (title, value) in zip(axes, panels):
+        grid = np.full((len(alphas), len(temperatures)), np.nan)
+        for row in result["cells"]:
+            i, j = alphas.index(row["alpha"]), temperatures.index(row["temperature"])
+            grid[i, j] = value(row)
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=9)
+            if row.get("selected"):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2.5, edgecolor="black"))
+        image = ax.imshow(grid, aspect="auto", **colour_scale(grid, gain="gain" in title))
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
+        ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_xlabel("temperature T")
+        ax.set_ylabel("alpha")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"α × T over seeds {result['seeds']} (mean); boxed: selected on validation", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

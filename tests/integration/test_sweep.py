@@ -76,6 +76,11 @@ def test_a_grid_whose_every_setting_loses_to_the_baseline_says_so(tmp_path):
     assert "the distilled student is BELOW its labels-only baseline over these seeds: distillation did not help. " \
            "No setting of this grid beat the labels-only baseline on test accuracy" in table, table
     assert ": the distilled student is BELOW its labels-only baseline" in summary(result)
+    # the gain panel is centred on 0: both gains here are below it, so both are drawn on its red side
+    from distillery.plots import colour_scale
+
+    scale = colour_scale(np.array([[-10.0, -5.0]]), gain=True)
+    assert scale == {"cmap": "RdBu", "vmin": -10.0, "vmax": 10.0}
     two = summarise([r for r in records if r["seed"] < 3], [1, 2], [(0.0, 2.0), (0.5, 2.0)], "accuracy")
     assert "2 seeds are too few for the interval to mean much" in summary(two)
 
