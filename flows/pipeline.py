@@ -179,8 +179,18 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
     print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(ran, seconds)}")
-    return {"stages": ran, "table": table, "experiment": experiment, "registry": decision,
-            "accuracy": {m: results[m]["accuracy"] for m in ("teacher", "student", "baseline") if m in results}}
+    metric, scores = model_scores(results)
+    return {"stages": ran, "table": table, "experiment": experiment, "registry": decision, "metric": metric,
+            "scores": scores, "accuracy": scores if metric == "accuracy" else {}}
+
+
+def model_scores(results: dict) -> tuple[str, dict]:
+    """The task's primary test metric (accuracy; F1 for extractive QA) and each model's score in ``eval.json``'s
+    ``results``. Every QA flow run failed at its very end on ``results[m]["accuracy"]``, after registering."""
+    metric = next((key[len("student_"):-len("_retention")] for key in results
+                   if key.startswith("student_") and key.endswith("_retention")), "accuracy")
+    return metric, {m: results[m][metric] for m in ("teacher", "student", "baseline")
+                    if isinstance(results.get(m), dict) and metric in results[m]}
 
 
 def main(argv: Sequence[str] = ()) -> int:
