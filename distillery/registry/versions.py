@@ -38,10 +38,10 @@ def champion_figures(name: str, version, test: pd.DataFrame, labels: list[str], 
     serving part, whose ``score(predict, frame, labels)`` it uses). The registry's own copy of the code is never
     run: whoever can write to the registry or its artifact store would otherwise run code, with this machine's
     credentials, in every later registration."""
-    tags = version.tags
-    if tags.get(TAG + "test_sha256") == test_sha and TAG + "test_accuracy" in tags:
-        return {"version": str(version.version), "accuracy": float(tags[TAG + "test_accuracy"]),
-                "macro_f1": float(tags[TAG + "test_macro_f1"]), "rescored": False}
+    tags, metrics = version.tags, serving.METRICS  # the task's figures: accuracy and macro-F1, or QA's F1 and EM
+    if tags.get(TAG + "test_sha256") == test_sha and all(TAG + f"test_{m}" in tags for m in metrics):
+        return {"version": str(version.version), **{m: float(tags[TAG + f"test_{m}"]) for m in metrics},
+                "rescored": False}
     model = model_on_own_code(name, str(version.version), serving, scratch)
     with quiet_mlflow():
         figures = serving.score(lambda frame: model.predict(None, frame), test, labels)

@@ -67,3 +67,21 @@ def test_a_new_stamp_is_utc_now_to_the_microsecond(tokyo):
 
 def test_no_stamp_or_an_unreadable_one_comes_first():
     assert stamp_seconds("") == stamp_seconds("yesterday") == float("-inf")
+
+
+def test_a_qa_champion_on_the_same_test_split_is_read_from_its_tags_not_re_scored(tmp_path):
+    """A QA champion was re-scored on every registration ("re-scored on the current test split", though the split
+    had not changed): only a test_accuracy tag counted as recorded figures, and QA versions carry test_f1."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from distillery.registry.client import TAG
+    from distillery.registry.versions import champion_figures
+    from distillery.task_types.question_answering import serving
+
+    version = SimpleNamespace(version="2", tags={TAG + "test_sha256": "abc", TAG + "test_f1": "0.1181",
+                                                 TAG + "test_exact_match": "0.05"})
+    # re-scoring would download the version from a registry; there is none here, so it would raise
+    figures = champion_figures("qa-student", version, pd.DataFrame(), [], "abc", serving, tmp_path)
+    assert figures == {"version": "2", "f1": 0.1181, "exact_match": 0.05, "rescored": False}
