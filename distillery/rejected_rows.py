@@ -45,11 +45,12 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
         return
     reasons = pd.Series([r["reason"] for r in rejected], dtype=str).value_counts()
     if str(reasons.index[0]).startswith(OTHER_SIZE):  # images of several sizes: the labels are not the cause
-        hint = ("every image must have one size: set data.image_size: [height, width] to resize each as it is read "
-                "(each rejected file is named in rejected.csv)")
+        hint = "every image must have one size: set data.image_size: [height, width] to resize each as it is read"
+    first = [r for r in rejected if r["reason"] == reasons.index[0]][:3]  # rejected.csv is not written: name some
+    named = ", ".join(f"{r['source']} {'row ' if isinstance(r['row'], int) else ''}{r['row']}" for r in first)
     raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
                     f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
-                    f"{int(reasons.iloc[0])} rows); {hint}")
+                    f"{int(reasons.iloc[0])} rows, the first {named}); {hint}")
 
 
 def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:

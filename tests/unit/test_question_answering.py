@@ -712,7 +712,9 @@ def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main
         qa["answers"] = []
     (tmp_path / "mostly.json").write_text(json.dumps(document))
     with pytest.raises(DataError, match=r"mostly.json: 23 of 24 rows \(95.8%\) were rejected, more than "
-                                        r"data.max_rejected_fraction = 0.5 \(mostly no answer: 23 rows\); SQuAD 2.0"):
+                                        r"data.max_rejected_fraction = 0.5 \(mostly no answer: 23 rows, the first "
+                                        r"\S*mostly.json \[all\] data\[0\].paragraphs\[0\].qas\[0\] \(id s3-0-0-0\), "
+                                        r".*\); SQuAD 2.0"):
         rows.prepare_splits(_params(source=str(tmp_path / "mostly.json")))
 
 

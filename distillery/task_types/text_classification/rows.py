@@ -300,7 +300,7 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
         hint = ("; rows were rejected for labels outside data.labels ("
                 + "; ".join(f"{source}: " + ", ".join(f"{label} {n}" for label, n in list(counts.items())[:3])
                             for source, counts in list(unknown.items())[:3])
-                + "): is a declared class spelled another way there? Each row is in rejected.csv")
+                + "): is a declared class spelled another way there?")
     elif apart:
         hint = ("; " + ", ".join(f"{name!r} has rows in some splits but none in {', '.join(map(repr, missing))}"
                                  for name, missing in list(apart.items())[:3])
