@@ -37,7 +37,7 @@ from distillery.task_types.parts import task_part
 from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves,
                                     log_metrics, log_params, model_card, numeric_leaves, provenance, stage_status)
 from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
-                                 quiet_mlflow, redact_uri, tracking_uri)
+                                 quiet_mlflow, redact_uri, sqlite_path, tracking_uri)
 
 REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
 MODEL_CARD = REPORTS_DIR / "model_card.md"
@@ -68,6 +68,10 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     name = reg.model_name
     serving = task_part(params.task, "serving")
 
+    store = sqlite_path(tracking_uri(root))
+    if store is not None and not store.is_file():  # a mistyped MLFLOW_TRACKING_URI starts an empty registry too
+        print(f"register: no MLflow store at {store}: creating one, with no champion to compare against (if yours is "
+              "elsewhere, check MLFLOW_TRACKING_URI)", flush=True)
     # scratch_dir, not TemporaryDirectory: one a SIGKILL leaves behind is swept by the next run
     with connected(root, name, reg.lock_timeout_s, reg.lock) as client, \
             scratch_dir(private_temp() / "distillery-register") as tmp:

@@ -608,6 +608,8 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
 def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_asked(project, tiny_bert, capsys,
                                                                                    monkeypatch):
     assert stage.register(_params(project))["decision"] == "promoted"
+    # the first registration creates the store, and says so (a mistyped MLFLOW_TRACKING_URI did it unannounced)
+    assert "register: no MLflow store at " in capsys.readouterr().out
     assert json.loads(_client(project).get_model_version(NAME, "1").tags["distillery.inputs"]) == ["text"]
     # A champion registered before its inputs were tagged: its logged signature is read instead.
     _client(project).delete_model_version_tag(NAME, "1", "distillery.inputs")
@@ -619,6 +621,7 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     test.insert(1, "text_pair", test["text"].iloc[::-1].tolist())
     test.to_parquet(project / "data/prepared/test.parquet")
     pairs = stage.register(_params(project, min_retention=0.0))
+    assert "no MLflow store" not in capsys.readouterr().out  # the store is there now
     assert pairs["version"] == "2" and pairs["decision"] == "rejected", pairs["checks"]
     assert [c["name"] for c in pairs["checks"] if not c["passed"]] == ["above_one_label", "inputs"], pairs["checks"]
     assert next(c for c in pairs["checks"] if c["name"] == "champion")["skipped"]
