@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from distillery.errors import TrackingUnavailable
+from distillery.errors import ConfigError, TrackingUnavailable
 
 STORE_DIR = Path("mlruns")
 DB_NAME = "mlflow.db"
@@ -241,6 +241,11 @@ def unavailable_as_transient(uri: str) -> Iterator[None]:
         raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering ({type(exc).__name__}); "
                                   f"the champion was not moved") from None
     except MlflowException as exc:
+        if is_remote(uri) and "API request to" in str(exc) and "error code 404 " in str(exc):
+            # a server that answers, at the wrong address: a mistake to fix, never retried as a lost server
+            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST API: "
+                              "set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
+                              "only if the server is mounted under one); the champion was not moved") from None
         if is_remote(uri) and "API request to" in str(exc):
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
                                       f"({redact_uri(str(exc).splitlines()[0])[:160]}); the champion was not moved") from None

@@ -170,6 +170,40 @@ def test_an_unreachable_server_with_credentials_is_reported_without_them(tmp_pat
     assert "s3cret" not in out.err + out.out and "alice" not in out.err + out.out
 
 
+def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, monkeypatch, capsys):
+    """MLFLOW_TRACKING_URI at a path the server does not serve (http://host:port/mlflow): "transient error: ... stopped
+    answering", exit 3 and retried by the flow, though the server had answered."""
+    import http.server
+    import threading
+
+    from distillery.cli import main
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>404</title>")
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{server.server_port}/mlflow")
+        assert main(["models"]) == 2
+        err = capsys.readouterr().err
+        assert f"MLflow tracking server http://127.0.0.1:{server.server_port}/mlflow answered 404 (not found) to " \
+               "MLflow's REST API: set MLFLOW_TRACKING_URI to the server's own address" in err, err
+        assert "transient" not in err and "s3cret" not in err
+    finally:
+        server.shutdown()
+
+
 def test_the_failure_notification_and_log_carry_no_credentials(caplog):
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
