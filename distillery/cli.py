@@ -39,15 +39,9 @@ def _describe(command: str, result: dict) -> str:
 
         return summary(result)
     if command == "kd_gain":
-        from distillery.kd_gain import verdict
+        from distillery.kd_gain import summary
 
-        metric = result.get("metrics", ["accuracy"])[0]  # f1 for extractive QA
-        gain = result[metric]
-        return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
-                f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
-                f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
-                f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}): "
-                f"{verdict(gain, len(result['seeds']), metric)}")
+        return summary(result)
     return result["table"]  # compare
 
 

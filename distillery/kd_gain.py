@@ -146,6 +146,17 @@ def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[st
                    data={"task": params.task, "test_sha256": sha256_files([Path(prepared_dir) / "test.parquet"])})
 
 
+def summary(result: dict) -> str:
+    """The command's line: both models over the seeds, the paired gain with its interval, and the verdict."""
+    metric = result.get("metrics", ["accuracy"])[0]  # f1 for extractive QA
+    gain = result[metric]
+    return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
+            f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
+            f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
+            f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}): "
+            f"{verdict(gain, len(result['seeds']), metric)}")
+
+
 def verdict(gain: dict, seeds: int, metric: str = "accuracy") -> str:
     """What a paired gain over ``seeds`` seeds shows, in words: a minus sign or an interval across 0 is easy to read
     past in a line of figures."""
