@@ -32,7 +32,7 @@ from flows.operations import notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from distillery.tracking import STAGES_RAN_ENV  # noqa: E402
-from tasks.stages import STAGE_TASKS, BadInput, repro  # noqa: E402
+from tasks.stages import STAGE_TASKS, BadInput, repro, stale_stages  # noqa: E402
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
 # dvc.yaml's stage that checks every key of params.yaml; the flow checks the file itself before any stage,
@@ -149,11 +149,14 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             _check_params(root)
             repro(CHECK_STAGE, project_dir, CHECK_TIMEOUT_S)  # recorded in dvc.lock, so `dvc repro` finds it done
             timeouts = _timeouts(root, stages)
+            stale = stale_stages(project_dir)  # one DVC process for the up-to-date stages before the first stale one
             for stage in stages:
+                unchanged = stale is not None and stage not in stale
+                stale = stale if unchanged else None
                 # register tags what ran in this run from this, not from outputs another clone may have made too
                 os.environ[STAGES_RAN_ENV] = ",".join(s for s, state in ran.items() if state == "ran")
                 started = time.perf_counter()
-                result = STAGE_TASKS[stage](project_dir, timeouts[stage])
+                result = STAGE_TASKS[stage](project_dir, timeouts[stage], up_to_date=unchanged)
                 ran[stage] = "ran" if result["ran"] else "up to date"
                 # the wall time, retries and waits for a lock included: where the run's time went
                 seconds[stage] = time.perf_counter() - started

@@ -164,6 +164,33 @@ def _pump(pipe: TextIO, sink: list, emit: Callable[[str], None]) -> None:
     pipe.close()
 
 
+def _dvc_env() -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stage cmds use this python
+    return env
+
+
+def stale_stages(project_dir: str = ".") -> Optional[set[str]]:
+    """The stages ``dvc status`` finds stale (changed deps, params, outs or command, or never run), in one DVC
+    process; None when it cannot say (then every stage is left to its own ``dvc repro``).
+
+    A flow run uses it to pass over the stages before the first stale one without starting a ``dvc repro``
+    for each: those are exactly the ones ``dvc repro --single-item`` would find up to date, as nothing before
+    them changes. From the first stale stage on, each stage asks DVC again, since a stage that runs can make
+    the next one stale."""
+    import json
+
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project_dir, env=_dvc_env(),
+                                capture_output=True, text=True, timeout=600)
+        changed = json.loads(result.stdout) if result.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if not isinstance(changed, dict):
+        return None
+    return {name.rsplit(":", 1)[-1] for name in changed}  # "stage", or "path/dvc.yaml:stage" elsewhere
+
+
 def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] = None) -> dict:
     """Run ``dvc repro --single-item <stage>``; report whether the stage ran or was up to date.
 
@@ -171,8 +198,7 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     classification. After ``timeout_seconds`` the DVC process and the stage command are killed. DVC notices
     the dead process's entry in its lock file and removes it, so the next run is not blocked.
     """
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stage cmds use this python
+    env = _dvc_env()
     for key, value in STREAMING_ENV.items():
         env.setdefault(key, value)
     flow_run_id = _flow_run_id()
@@ -221,8 +247,10 @@ STAGE_RETRIES = 2  # a transient failure (exit code 3) is tried again 10 s, then
 
 def stage_task(stage: str):
     """The Prefect task for ``stage``, named after it."""
-    def run(project_dir: str = ".", timeout_seconds: Optional[float] = None) -> dict:
-        return repro(stage, project_dir, timeout_seconds)
+    def run(project_dir: str = ".", timeout_seconds: Optional[float] = None, up_to_date: bool = False) -> dict:
+        # up_to_date: the flow's one `dvc status` found this stage and every one before it up to date
+        return {"stage": stage, "ran": False, "seconds": 0.0} if up_to_date else \
+            repro(stage, project_dir, timeout_seconds)
 
     run.__name__ = run.__qualname__ = stage
     # DVC decides what is stale, so Prefect's own result cache stays off.

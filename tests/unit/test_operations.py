@@ -190,6 +190,33 @@ def dvc_repo(tmp_path):
     return tmp_path
 
 
+def test_one_dvc_status_names_the_stale_stages_as_dvc_repro_would_find_them(tmp_path):
+    """The flow passes over the stages before the first one this set names, without a `dvc repro` each."""
+    from tasks.stages import repro, stale_stages
+
+    copy = "python -c \"import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])\""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "first": {"cmd": f"{copy} raw.txt a.txt", "deps": ["raw.txt"], "outs": ["a.txt"]},
+        "second": {"cmd": f"{copy} a.txt b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
+        "third": {"cmd": f"{copy} other.txt c.txt", "deps": ["other.txt"], "outs": ["c.txt"]}}}))
+    (tmp_path / "raw.txt").write_text("1")
+    (tmp_path / "other.txt").write_text("x")
+    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+    assert stale_stages(str(tmp_path)) == {"first", "second", "third"}  # never run
+    for stage in ("first", "second", "third"):
+        assert repro(stage, str(tmp_path))["ran"]
+    assert stale_stages(str(tmp_path)) == set()
+    (tmp_path / "other.txt").write_text("y")
+    assert stale_stages(str(tmp_path)) == {"third"}
+    (tmp_path / "raw.txt").write_text("2")
+    # `second` is not stale until `first` has run: the flow asks DVC again from the first stale stage on
+    assert stale_stages(str(tmp_path)) == {"first", "third"}
+    assert [repro(stage, str(tmp_path))["ran"] for stage in ("first", "second", "third")] == [True, True, True]
+    (tmp_path / "dvc.yaml").write_text("stages: [")  # DVC cannot read it: no answer, every stage asks DVC itself
+    assert stale_stages(str(tmp_path)) is None
+
+
 def test_a_stage_past_its_timeout_is_killed_and_the_next_run_is_not_blocked(dvc_repo, monkeypatch):
     from tasks import stages
     from tasks.stages import StageTimedOut, repro
