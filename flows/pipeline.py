@@ -83,8 +83,10 @@ def stage_times(ran: dict, seconds: dict) -> str:
     """One line per stage (status, seconds, share of the whole) and the total, aligned for a terminal."""
     total = sum(seconds.values())
     width = max(len(stage) for stage in [*seconds, "total"])
+    shares = round(total, 1) > 0  # no shares of a run whose stages were all passed over in milliseconds
     lines = [f"  {stage:<{width}}  {ran.get(stage, 'failed'):<10}  {value:7.1f}s  "
-             f"{100 * value / total if total else 0:5.1f}%" for stage, value in seconds.items()]
+             + (f"{100 * value / total:5.1f}%" if shares else "") for stage, value in seconds.items()]
+    lines = [line.rstrip() for line in lines]
     return "\n".join([*lines, f"  {'total':<{width}}  {'':<10}  {total:7.1f}s"])
 
 

@@ -148,6 +148,11 @@ def test_the_flow_ends_with_every_stage_time_and_the_total():
     assert text.splitlines() == ["  prepare        up to date      1.0s   25.0%",
                                  "  train_teacher  ran             3.0s   75.0%",
                                  "  total                          4.0s"]
+    # a run with nothing to do: every stage passed over in milliseconds, so no shares of a zero total
+    text = stage_times({"prepare": "up to date", "train_teacher": "up to date"},
+                       {"prepare": 0.012, "train_teacher": 0.004})
+    assert text.splitlines() == ["  prepare        up to date      0.0s", "  train_teacher  up to date      0.0s",
+                                 "  total                          0.0s"]
 
 
 def test_inference_batches_report_only_when_a_stage_labels_the_pass(monkeypatch):
