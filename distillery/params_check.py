@@ -87,10 +87,7 @@ def check_data_files(params) -> None:
         if params.task != "text_classification" or not path.is_file():
             continue
         columns = _header(path)
-        needed = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
-        if cfg.text_pair_column:
-            needed["data.text_pair_column"] = cfg.text_pair_column
-        for column_key, column in needed.items():
+        for column_key, column in cfg.named_columns().items():
             if columns is not None and column not in columns:
                 alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
                 raise ConfigError(f"{column_key} {column!r} is not a column of {value} (its columns are "

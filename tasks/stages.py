@@ -10,6 +10,7 @@ left on device" in any output, and a stage that ran past its timeout.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -178,8 +179,6 @@ def stale_stages(project_dir: str = ".") -> Optional[set[str]]:
     for each: those are exactly the ones ``dvc repro --single-item`` would find up to date, as nothing before
     them changes. From the first stale stage on, each stage asks DVC again, since a stage that runs can make
     the next one stale."""
-    import json
-
     try:
         result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project_dir, env=_dvc_env(),
                                 capture_output=True, text=True, timeout=600)

@@ -125,6 +125,13 @@ class DataConfig:
                               f"splits.{carved[0]}", None)
         return self
 
+    def named_columns(self) -> dict[str, str]:
+        """The columns a text task's rows need, by the key that names each: text, label, and the pair's second text."""
+        named = {"data.text_column": self.text_column, "data.label_column": self.label_column}
+        if self.text_pair_column:
+            named["data.text_pair_column"] = self.text_pair_column
+        return named
+
     @model_validator(mode="after")
     def _distinct_columns(self) -> "DataConfig":
         named = {"label_column": self.label_column, "text_column": self.text_column}

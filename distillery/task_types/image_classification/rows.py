@@ -20,7 +20,8 @@ from distillery.prepared import LABEL
 from distillery.rejected_rows import UNKNOWN_LABEL
 from distillery.task_types.image_classification.images import read_images
 from distillery.task_types.image_classification.pixels import PIXELS, RAW_LABEL, REASON, SHAPE, pixel_dtype, pixel_scale
-from distillery.task_types.text_classification.rows import check_classes, label_key  # noqa: F401 (check_classes: prepare calls it)
+from distillery.class_checks import check_classes  # noqa: F401 (prepare calls rows.check_classes)
+from distillery.task_types.text_classification.rows import label_key
 
 
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits: "²" is a digit to str.isdigit, not to int()

@@ -177,11 +177,8 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
-    needed = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
-    if cfg.text_pair_column:
-        needed.append(("data.text_pair_column", cfg.text_pair_column))
     columns = [c for c in frame.columns if c != "_row"]
-    for key, column in needed:
+    for key, column in cfg.named_columns().items():
         if column not in frame.columns:
             alike = [c for c in columns if str(c).strip().lower() == column.strip().lower()]
             raise DataError(f"{where}: {key} {column!r} not found; the columns are {columns}"
