@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -157,6 +158,58 @@ def make_project(project: Path, tiny_bert: Path) -> Path:
     _git("commit", "-q", "-m", "tiny project", cwd=project)
     assert data.is_file()
     return project
+
+
+def run_stages_in_process(project: Path, through: str) -> None:
+    """Run the pipeline's stages up to ``through`` in this process, as ``python -m distillery <stage>`` runs
+    them, and record them in ``dvc.lock`` with ``dvc commit``, as ``dvc repro`` would have (``register`` after
+    the commit of the stages before it: it reads their hashes there). ``dvc status`` then finds them up to date.
+
+    For fixtures that need a project part or wholly built: a tiny stage process spends 4.5-5.3 s of its 6-10 s
+    importing torch, transformers and MLflow, which this process has already imported.
+    ``tests/integration/test_pipeline_dvc.py`` and ``test_pipeline_prefect.py`` run the stages as processes."""
+    from distillery.cli import main
+    from distillery.stages import STAGES
+
+    stages = STAGES[:STAGES.index(through) + 1]
+    last = stages[-1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        for stage in stages:
+            if stage == "register":
+                _committed(dvc(project, "commit", "--force", "--with-deps", stages[-2]))
+            assert main([stage]) == 0, f"{stage} failed in {project}"
+    _committed(dvc(project, "commit", "--force", *(["--with-deps"] if last != "register" else []), last,
+                   "check_params"))  # check_params is no stage's upstream
+
+
+def _committed(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+_EMPTY_STORE: list[Path] = []  # this process's empty MLflow store, made on first use
+
+
+def seed_store(project: Path) -> Path:
+    """Give ``project`` the empty MLflow store its first registration would make (``mlruns/mlflow.db``, the
+    Default experiment's artifacts under ``mlruns/0`` as MLflow places them), copied from one made once in this
+    process: MLflow's schema migrations take about 1 s for each new store. ``test_registry`` tests the making."""
+    import sqlite3
+
+    if not _EMPTY_STORE:
+        from mlflow import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="distillery-empty-store-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments(max_results=1)
+        _EMPTY_STORE.append(template)
+    store = project / "mlruns" / "mlflow.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_EMPTY_STORE[0], store)
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE name = 'Default'",
+                   (str(store.parent.resolve() / "0"),))
+    return store
 
 
 def dvc(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

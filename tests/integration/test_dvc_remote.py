@@ -3,11 +3,9 @@ and ``dvc repro`` runs no stage; a directory remote (a team's shared disk) and a
 through ``dvc-s3``). The registered model names the DVC remote and the hashes it came from.
 
 The module runs the (smaller still) tiny pipeline once, in the first clone, with MLflow on the project's own
-SQLite store; moto is started once and stopped at the end. The stages run in this process, as
-``python -m distillery <stage>`` would, and ``dvc commit`` records them in ``dvc.lock`` (after ``benchmark``,
-so ``register`` reads the hashes ``dvc repro`` would have left it): a ``dvc repro`` of eight processes each
-importing torch took 105 s of the module's 150 s, and ``tests/integration/test_pipeline_dvc.py`` runs that
-path already.
+SQLite store; moto is started once and stopped at the end. The stages run in this process and ``dvc commit``
+records them (conftest's ``run_stages_in_process``): a ``dvc repro`` of eight processes each importing torch
+took 105 s of the module's 150 s, and ``tests/integration/test_pipeline_dvc.py`` runs that path already.
 """
 from __future__ import annotations
 
@@ -20,8 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import dvc, make_project, write_params
-from distillery.cli import main
+from conftest import dvc, make_project, run_stages_in_process, write_params
 from distillery.stages import STAGES
 from servers import S3_KEYS, moto_s3, s3_keys
 
@@ -79,13 +76,7 @@ def pushed(tmp_path_factory, tiny_bert):
         _git(first, "commit", "-qm", "remotes: a shared directory (default) and S3")
         commit_before_run = _git(first, "rev-parse", "HEAD")
 
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(first)
-            for stage in STAGES[:-1]:
-                assert main([stage]) == 0, stage
-            _ok(dvc(first, "commit", "--force", "--with-deps", STAGES[-2]))
-            assert main([STAGES[-1]]) == 0  # register
-        _ok(dvc(first, "commit", "--force", STAGES[-1], "check_params"))  # check_params: no stage's upstream
+        run_stages_in_process(first, through=STAGES[-1])
         status = _ok(dvc(first, "status"))
         assert "Data and pipelines are up to date" in status.stdout, status.stdout
         _git(first, "add", "-A")  # dvc.lock, metrics and reports; DVC's .gitignore files keep data and models out

@@ -20,7 +20,7 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from conftest import tiny_params, update_params, write_params
+from conftest import seed_store, tiny_params, update_params, write_params
 from distillery.cli import main
 from distillery.config import load_params
 from distillery.errors import DataError, LockTimeout, RegistryError, TrackingUnavailable
@@ -120,10 +120,20 @@ def _served_memory_not_measured(monkeypatch):
     monkeypatch.setattr(stage, "served_process_memory", lambda *args, **kwargs: {"error": "not measured in this test"})
 
 
+@pytest.fixture(scope="session")
+def _built(tmp_path_factory, tiny_bert) -> Path:
+    """``build_project``'s files, made once: each test's project is a copy (the export took ~0.6 s a test)."""
+    return build_project(tmp_path_factory.mktemp("registry-template") / "project", tiny_bert)
+
+
 @pytest.fixture
-def project(tmp_path, tiny_bert, monkeypatch) -> Path:
-    """A project directory holding what `register` reads, with model A exported."""
-    root = build_project(tmp_path / "project", tiny_bert)
+def project(request, tmp_path, _built, monkeypatch) -> Path:
+    """A project directory holding what `register` reads, with model A exported, and an empty MLflow store (a
+    copy of one made once: a new store's schema migrations take ~1 s) unless the test is marked ``no_store``."""
+    root = tmp_path / "project"
+    shutil.copytree(_built, root)
+    if request.node.get_closest_marker("no_store") is None:
+        seed_store(root)
     monkeypatch.chdir(root)
     return root
 
@@ -605,6 +615,7 @@ def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_
     assert "overlap is unchecked" in next(c for c in unchecked["checks"] if c["name"] == "champion")["detail"]
 
 
+@pytest.mark.no_store
 def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_asked(project, tiny_bert, capsys,
                                                                                    monkeypatch):
     assert stage.register(_params(project))["decision"] == "promoted"
@@ -687,6 +698,7 @@ def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels
     assert stage.register(_params(project))["decision"] == "already champion"
 
 
+@pytest.mark.no_store
 def test_registry_commands_reject_bad_requests(project, capsys):
     params = _params(project)
     store = project / "mlruns" / "mlflow.db"
@@ -862,6 +874,7 @@ def test_mlflow_models_serve_answers_like_direct_onnx(project, tmp_path):
         assert at_cap.status_code == 200 and len(at_cap.json()["predictions"]) == 1000
 
 
+@pytest.mark.no_store
 def test_concurrent_first_use_creates_the_store_once(project):
     """Three processes at once connect to a project with no store yet, as registrations starting together do:
     MLflow's migration must not run twice, and the store they leave is one a listing reads."""
@@ -925,6 +938,7 @@ def test_a_copied_checkout_writes_into_its_own_store_after_the_original_is_gone(
     assert _aliases(copy) == {"champion": "2"}
 
 
+@pytest.mark.no_store
 def test_a_dvc_experiments_temporary_copy_registers_into_the_projects_store(project, tiny_bert, monkeypatch):
     """`dvc exp run --queue` and `--temp` run the pipeline in <project>/.dvc/tmp/exps/<tmp>, deleted afterwards:
     its registrations went to a store inside the copy, and went with it; with MLFLOW_TRACKING_URI at the project's

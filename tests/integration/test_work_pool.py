@@ -20,11 +20,12 @@ import yaml
 
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from conftest import dvc, make_project, write_params
+from conftest import dvc, make_project, run_stages_in_process, write_params
 from flows.deploy import deployment_name, resource_id
 from servers import BIN, env_with_venv, free_port, running
 
 POOL = "distillery-test-pool"
+BUILT_HERE = "benchmark"  # the project fixture runs the stages up to this one in the test process
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,8 @@ def project(tmp_path_factory, tiny_bert):
     params["sweep"] = {"alpha": [0.5], "temperature": [2.0, 4.0], "seeds": [1, 2], "metric": "accuracy"}
     write_params(project / "params.yaml", params)
     subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)
+    # every stage but register runs here, in the test process; the pool's first run registers
+    run_stages_in_process(project, through=BUILT_HERE)
     return project
 
 
@@ -119,8 +122,17 @@ def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_run
     assert "AwaitingConcurrencySlot" in [s.name for s in client.read_flow_run_states(later.id)]
     assert f"flow-run/{first.id}" in logs and f"flow-run/{second.id}" in logs  # the workers ran them, not we
     assert json.loads((project / "reports/metrics/eval.json").read_text())["test_rows"] > 0
-    print(f"\n[measure] two pipeline runs through the pool's workers (tiny pipeline from scratch, then up to date): "
-          f"{elapsed:.1f}s")
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from distillery.stages import STAGES
+
+    done = STAGES.index(BUILT_HERE) + 1
+    for run, ran in ((earlier, STAGES[done:]), (later, ())):  # the first run made the rest; the second, nothing
+        summary = next(a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))) if a.key == "distillery-summary").data
+        assert all(f"- `{stage}`: {'ran' if stage in ran else 'up to date'}" in summary for stage in STAGES), summary
+    print(f"\n[measure] two pipeline runs through the pool's workers (tiny pipeline from {BUILT_HERE} on, then up "
+          f"to date): {elapsed:.1f}s")
 
     # The event trigger starts a run in the pool.
     import httpx
@@ -140,7 +152,7 @@ def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_run
 
 
 def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, workers):
-    # the teacher and its cached logits: already there after the test above (nothing runs), made here otherwise
+    # the teacher and its cached logits, which the runs below read: the project fixture made them
     assert dvc(project, "repro", "teacher_logits", env=server).returncode == 0
     started = time.perf_counter()
     fanned = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL,
