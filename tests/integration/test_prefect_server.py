@@ -96,6 +96,8 @@ def prefect_env(tmp_path_factory):
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                PREFECT_SERVER_EPHEMERAL_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2",
+               # a run waiting for the deployment's slot is tried again after this, not Prefect's 30 s
+               PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",
                PREFECT_LOGGING_TO_API_ENABLED="false", DVC_NO_ANALYTICS="1",
                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     log = open(home / "server.log", "w")

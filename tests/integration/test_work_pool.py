@@ -35,6 +35,8 @@ def server(tmp_path_factory):
     env = env_with_venv(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
                         PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                         PREFECT_SERVER_EPHEMERAL_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1",
+                        # a run waiting for the deployment's slot is tried again after this, not Prefect's 30 s
+                        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",
                         PREFECT_WORKER_PREFETCH_SECONDS="1", PREFECT_LOGGING_TO_API_ENABLED="false",
                         DVC_NO_ANALYTICS="1")
     with running([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
