@@ -192,14 +192,16 @@ def run_stages_in_process(project: Path, through: str) -> None:
         patch.chdir(project)
         for stage in stages:
             if stage == "register":
-                _committed(dvc(project, "commit", "--force", "--with-deps", stages[-2]))
+                ok(dvc(project, "commit", "--force", "--with-deps", stages[-2]))
             assert main([stage]) == 0, f"{stage} failed in {project}"
-    _committed(dvc(project, "commit", "--force", *(["--with-deps"] if last != "register" else []), last,
+    ok(dvc(project, "commit", "--force", *(["--with-deps"] if last != "register" else []), last,
                    "check_params"))  # check_params is no stage's upstream
 
 
-def _committed(result: subprocess.CompletedProcess) -> None:
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result``, once it is known to have exited 0 (else its output's ends are the failure message)."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 _EMPTY_STORE: list[Path] = []  # this process's empty MLflow store, made on first use

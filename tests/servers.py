@@ -230,3 +230,12 @@ def json_receiver() -> Iterator[tuple[str, list]]:
         yield f"json://127.0.0.1:{server.server_address[1]}/hook", received
     finally:
         server.shutdown()
+
+
+def run_summary(client, run_id) -> str:
+    """The markdown of a pipeline flow run's ``distillery-summary`` artifact, read from the Prefect server."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+        any_=[run_id])))
+    return next(a for a in artifacts if a.key == "distillery-summary").data

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import dvc, make_project, run_stages_in_process, write_params
+from conftest import dvc, make_project, ok, run_stages_in_process, write_params
 from distillery.stages import STAGES
 from servers import S3_KEYS, moto_s3, s3_keys
 
@@ -35,11 +35,6 @@ def _ran(output: str) -> list[str]:
 
 def _git(project: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _sha(path: Path) -> str:
@@ -67,23 +62,23 @@ def pushed(tmp_path_factory, tiny_bert):
         params["distill"]["transfer_set"]["max_rows"] = 30
         write_params(first / "params.yaml", params)
         # A local checkpoint is git-ignored (models/pretrained/.gitignore): a team shares it through DVC too.
-        _ok(dvc(first, "add", "models/pretrained/tiny-bert"))
+        ok(dvc(first, "add", "models/pretrained/tiny-bert"))
         directory = work / "shared-disk" / "dvc"
-        _ok(dvc(first, "remote", "add", "--default", "shared", str(directory)))
-        _ok(dvc(first, "remote", "add", "s3", f"s3://{BUCKET}/store"))
-        _ok(dvc(first, "remote", "modify", "s3", "endpointurl", endpoint))
+        ok(dvc(first, "remote", "add", "--default", "shared", str(directory)))
+        ok(dvc(first, "remote", "add", "s3", f"s3://{BUCKET}/store"))
+        ok(dvc(first, "remote", "modify", "s3", "endpointurl", endpoint))
         _git(first, "add", "-A")
         _git(first, "commit", "-qm", "remotes: a shared directory (default) and S3")
         commit_before_run = _git(first, "rev-parse", "HEAD")
 
         run_stages_in_process(first, through=STAGES[-1])
-        status = _ok(dvc(first, "status"))
+        status = ok(dvc(first, "status"))
         assert "Data and pipelines are up to date" in status.stdout, status.stdout
         _git(first, "add", "-A")  # dvc.lock, metrics and reports; DVC's .gitignore files keep data and models out
         _git(first, "commit", "-qm", "pipeline results")
         assert not _git(first, "ls-files", "models/onnx", "data/prepared", "mlruns")  # in DVC's cache, not git
-        _ok(dvc(first, "push"))  # to the default remote
-        _ok(dvc(first, "push", "-r", "s3", env=s3_env))
+        ok(dvc(first, "push"))  # to the default remote
+        ok(dvc(first, "push", "-r", "s3", env=s3_env))
         yield {"first": first, "work": work, "directory": directory, "endpoint": endpoint, "s3_env": s3_env,
                "commit_before_run": commit_before_run}
 
@@ -93,12 +88,12 @@ def _clone_pull_repro(pushed: dict, name: str, *pull_args: str, env: dict | None
     clone = pushed["work"] / name
     subprocess.run(["git", "clone", "-q", str(pushed["first"]), str(clone)], check=True, capture_output=True)
     assert not (clone / "models/onnx/student.onnx").exists()  # nothing came with git
-    _ok(dvc(clone, "pull", *pull_args, env=env))
+    ok(dvc(clone, "pull", *pull_args, env=env))
     for path in FETCHED:
         assert _sha(clone / path) == _sha(pushed["first"] / path), path
-    repro = _ok(dvc(clone, "repro"))
+    repro = ok(dvc(clone, "repro"))
     assert _ran(repro.stdout) == [], repro.stdout
-    status = _ok(dvc(clone, "status"))
+    status = ok(dvc(clone, "status"))
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     return clone
 

@@ -27,6 +27,7 @@ import yaml
 
 from conftest import dvc, make_project, run_stages_in_process, write_params
 from flows.deploy import deployment_name, resource_id
+from servers import run_summary
 
 BIN = Path(sys.executable).parent
 BUILT_HERE = "benchmark"  # the served fixture runs the stages up to this one in the test process
@@ -230,8 +231,7 @@ def test_deployment_run_completes_the_pipeline(served, client):
     print(f"\n[measure] `prefect deployment run --watch` to completion, tiny pipeline from {BUILT_HERE} on: "
           f"{elapsed:.1f}s (flow run {run.total_run_time.total_seconds():.1f}s)")
 
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
-                                                FlowRunFilterId)
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tasks.stages import STAGES
 
@@ -240,17 +240,15 @@ def test_deployment_run_completes_the_pipeline(served, client):
     assert set(STAGES) <= set(task_runs) and all(task_runs[s].state.is_completed() for s in STAGES)
     assert json.loads((project / "reports/metrics/eval.json").read_text())["test_rows"] > 0
     assert (project / "reports/metrics/benchmark.json").is_file() and (project / "models/onnx").is_dir()
-    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
-        any_=[run.id])))
-    summary = next(a for a in artifacts if a.key == "distillery-summary")
-    assert "| teacher |" in summary.data and "gate decision:" in summary.data and "MLflow run id:" in summary.data
-    assert str(run.id) in summary.data
+    summary = run_summary(client, run.id)
+    assert "| teacher |" in summary and "gate decision:" in summary and "MLflow run id:" in summary
+    assert str(run.id) in summary
     # the stages made in the fixture were found up to date; the deployment's flow run ran the rest
     done = STAGES.index(BUILT_HERE) + 1
-    assert all(f"- `{stage}`: up to date" in summary.data for stage in STAGES[:done]), summary.data
-    assert all(f"- `{stage}`: ran" in summary.data for stage in STAGES[done:]), summary.data
+    assert all(f"- `{stage}`: up to date" in summary for stage in STAGES[:done]), summary
+    assert all(f"- `{stage}`: ran" in summary for stage in STAGES[done:]), summary
     registered = json.loads((project / "reports/metrics/register.json").read_text())  # this run's registration
-    assert f"MLflow run id: `{registered['mlflow_run_id']}`" in summary.data, summary.data
+    assert f"MLflow run id: `{registered['mlflow_run_id']}`" in summary, summary
 
 
 def test_data_event_starts_a_run(served, client):
@@ -353,11 +351,7 @@ def test_second_run_waits_for_the_first_and_overrides_become_an_experiment(serve
     # workspace's register.json, put back after the overrides, is the run before (the summary once showed that one)
     import re
 
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
-        any_=[earlier.id])))
-    summary = next(a for a in artifacts if a.key == "distillery-summary").data
+    summary = run_summary(client, earlier.id)
     workspace_run = json.loads((project / "reports/metrics/register.json").read_text())["mlflow_run_id"]
     shown_run = re.search(r"MLflow run id: `([0-9a-f]+)`", summary)
     assert shown_run and shown_run.group(1) != workspace_run, summary

@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from conftest import dvc, make_project, run_stages_in_process, write_params
 from flows.deploy import deployment_name, resource_id
-from servers import BIN, env_with_venv, free_port, running
+from servers import BIN, env_with_venv, free_port, run_summary, running
 
 POOL = "distillery-test-pool"
 BUILT_HERE = "benchmark"  # the project fixture runs the stages up to this one in the test process
@@ -124,14 +124,11 @@ def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_run
     assert "AwaitingConcurrencySlot" in [s.name for s in client.read_flow_run_states(later.id)]
     assert f"flow-run/{first.id}" in logs and f"flow-run/{second.id}" in logs  # the workers ran them, not we
     assert json.loads((project / "reports/metrics/eval.json").read_text())["test_rows"] > 0
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     from distillery.stages import STAGES
 
     done = STAGES.index(BUILT_HERE) + 1
     for run, ran in ((earlier, STAGES[done:]), (later, ())):  # the first run made the rest; the second, nothing
-        summary = next(a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))) if a.key == "distillery-summary").data
+        summary = run_summary(client, run.id)
         assert all(f"- `{stage}`: {'ran' if stage in ran else 'up to date'}" in summary for stage in STAGES), summary
     print(f"\n[measure] two pipeline runs through the pool's workers (tiny pipeline from {BUILT_HERE} on, then up "
           f"to date): {elapsed:.1f}s")
