@@ -16,7 +16,10 @@ def load_metric():
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")  # evaluate does not read HF_HUB_OFFLINE
     import evaluate
 
-    return evaluate.load(str(METRIC_DIR))
+    # keep_in_memory: no arrow file and file lock per compute() in the shared cache (~/.cache/huggingface/metrics),
+    # which every process computing metrics on this machine would otherwise take turns on: the processes of a
+    # multi-process run, parallel stages, other users
+    return evaluate.load(str(METRIC_DIR), keep_in_memory=True)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -151,12 +151,19 @@ def training_arguments(cfg: TrainConfig, output_dir: str, seed: int, group_by_le
     )
 
 
+_FITS = 0  # fits so far in this process (multi-process runs: the checkpoint directory of each)
+
+
 def _checkpoint_dir():
     if world_size() == 1:
         return scratch_dir(private_temp() / "distillery-checkpoints")
     import contextlib
 
-    path = private_temp() / shared_name("distillery-checkpoints")
+    # one directory per fit of the launch (every process fits in the same order, so they agree on its name): rank
+    # 0 removes a fit's checkpoints after the others have loaded the best one, never while a later fit runs there
+    global _FITS
+    _FITS += 1
+    path = private_temp() / f"{shared_name('distillery-checkpoints')}-{_FITS}"
 
     @contextlib.contextmanager
     def shared():

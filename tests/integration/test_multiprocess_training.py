@@ -3,6 +3,7 @@ stages under torchrun (DDP, gloo on CPU) from the same ``dvc repro``, with the s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,13 @@ def _outputs(project) -> dict:
             for stage, spec in yaml.safe_load((project / "dvc.lock").read_text())["stages"].items()}
 
 
+def _failure(result) -> str:
+    """What a failed launch printed: first the traceback of each process other than rank 0 (torch prefixes its
+    lines with ``[rankN]:``; rank 0 mostly reports only that a peer went away), then the ends of the outputs."""
+    others = [line for line in result.stderr.splitlines() if re.match(r"\[rank[1-9][0-9]*\]:", line)]
+    return "\n".join(others[-80:]) + "\n...\n" + result.stderr[-2500:] + result.stdout[-2000:]
+
+
 def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny_bert):
     project = make_project(tmp_path / "project", tiny_bert)
     run_stages_in_process(project, through="distill")  # one process: the figures to compare with
@@ -25,8 +33,10 @@ def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny
     outputs = _outputs(project)
 
     update_params(project / "params.yaml", **{"teacher.train.processes": 2, "distill.train.processes": 2})
-    result = dvc(project, "repro", "distill")
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    temp = tmp_path / "tmp"  # the processes' own temporary directory: the shared checkpoints are kept there
+    temp.mkdir()
+    result = dvc(project, "repro", "distill", env={"TMPDIR": str(temp)})
+    assert result.returncode == 0, _failure(result)
     assert "train_teacher: training in 2 processes" in result.stdout and "distill: training in 2 processes" in \
         result.stdout
     for name, before in one.items():
@@ -41,6 +51,8 @@ def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny
 
     leftovers = [p.name for p in (project / "models").iterdir() if SCRATCH.match(p.name)]
     assert leftovers == []  # no scratch directory of either process is left behind
+    checkpoints = [p.name for p in temp.glob("distillery-*/*")]
+    assert checkpoints == []  # nor the checkpoints of any of the three fits
     evaluated = subprocess.run([sys.executable, "-m", "distillery", "evaluate"], cwd=project, capture_output=True,
                                text=True)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]  # the 2-process models load and score as any
