@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -189,15 +190,24 @@ def fuses_skip_layer_norm(path: PathLike) -> bool:
     return any(node.op_type == "SkipLayerNormalization" for node in graph.node)
 
 
+def environment_threads() -> int:
+    """``OMP_NUM_THREADS`` as a thread count when it is one, else 0 (ONNX Runtime's own default, a thread per
+    physical core). ONNX Runtime does not read it; torch does, and a process given a share of the machine's cores
+    (a pool worker, a test worker, a torchrun process) is told it there."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def session(path: PathLike, threads: int = 0, spin: bool = True):
     """An ONNX Runtime CPU session; a file that fails to load raises ModelError naming it. The optimizers the
-    file's metadata disables (``DISABLED_OPTIMIZERS_KEY``) stay off.
+    file's metadata disables (``DISABLED_OPTIMIZERS_KEY``) stay off. ``threads`` 0 is :func:`environment_threads`.
 
     ``spin=False``: its threads sleep between runs instead of spinning (ONNX Runtime's default spins), so a
     model timed right after it gets the cores; the benchmark times several models in interleaved rounds."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    threads = threads or environment_threads()
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -26,6 +26,7 @@ and a pair of two such texts, whose odd token goes to the side longer before the
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 
 import numpy as np
@@ -137,14 +138,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def _environment_threads() -> int:
+    """``OMP_NUM_THREADS`` as a thread count when it is one (the cores a process sharing the machine may use, as
+    torch reads it), else 0: ONNX Runtime's own default, a thread per physical core."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def onnx_session(path: str, threads: int):
     """The model's ONNX Runtime session, without the graph optimizers its metadata names (export timed the
     model with and without ONNX Runtime's SkipLayerNormFusion, and keeps the faster). The same in the three
-    pyfunc files, each standalone; a test checks each of them."""
+    pyfunc files, each standalone; a test checks each of them. ``threads`` 0 is ``OMP_NUM_THREADS`` when set."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or _environment_threads()  # 0: OMP_NUM_THREADS, else ONNX Runtime's
     session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
     names = session.get_modelmeta().custom_metadata_map.get("onnxruntime.disabled_optimizers", "")
     disabled = [name.strip() for name in names.split(",") if name.strip()]

@@ -759,11 +759,16 @@ def test_a_failure_before_the_alias_move_leaves_the_champion(project, tiny_bert,
 
 def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    waits, sleep = [], time.sleep  # check_reachable's back-off between attempts: recorded, not slept
+
+    def backoff(seconds):
+        waits.append(seconds) if sys._getframe(1).f_code.co_name == "check_reachable" else sleep(seconds)
+    monkeypatch.setattr(time, "sleep", backoff)
     started = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match=r"unreachable after 3 attempts \(ConnectionError: \[Errno 111\] "
                                                   r"Connection refused\); start it, or unset MLFLOW_TRACKING_URI"):
         stage.register(_params(project))  # the reason, not a message cut mid-word ("port=599")
-    assert time.perf_counter() - started < 30
+    assert time.perf_counter() - started < 30 and waits == [1, 2]
     assert main(["register"]) == 3  # transient: the Prefect flow retries it
     assert "distillery register: transient error: MLflow tracking server" in capsys.readouterr().err
     assert not (project / "reports/metrics/register.json").exists()

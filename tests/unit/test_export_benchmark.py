@@ -333,6 +333,26 @@ def _loaded_ops(path, disabled) -> list:
 
 
 @pytest.mark.parametrize("opener", ["distillery", "text_classifier", "question_answerer", "image_classifier"])
+def test_sessions_take_their_threads_from_omp_num_threads_unless_given(tmp_path, monkeypatch, opener):
+    """ONNX Runtime does not read OMP_NUM_THREADS: a session in a process given a share of the cores (a pool
+    worker with OMP_NUM_THREADS=1, a torchrun process) took a thread per core and spun on them. A session with
+    no thread count of its own now takes OMP_NUM_THREADS; a count given wins; anything else is ONNX Runtime's."""
+    import importlib
+
+    _add_and_layer_norm(tmp_path / "plain.onnx")
+    if opener == "distillery":
+        open_session = session
+    else:
+        open_session = importlib.import_module(f"distillery.serving.{opener}").onnx_session
+    threads = {}
+    for value, given in (("3", 0), ("3", 2), ("", 0), ("2,1", 0), ("none", 0)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        opened = open_session(str(tmp_path / "plain.onnx"), given)
+        threads[value, given] = opened.get_session_options().intra_op_num_threads
+    assert threads == {("3", 0): 3, ("3", 2): 2, ("", 0): 0, ("2,1", 0): 0, ("none", 0): 0}
+
+
+@pytest.mark.parametrize("opener", ["distillery", "text_classifier", "question_answerer", "image_classifier"])
 def test_sessions_run_without_the_optimizers_the_model_file_names(tmp_path, monkeypatch, opener):
     """A file marked by ``without_skip_layer_norm`` opens, in Distillery's sessions and in every served pyfunc,
     without ONNX Runtime's SkipLayerNormFusion (the residual add and layer norm stay two kernels); an unmarked
