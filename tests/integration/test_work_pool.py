@@ -62,7 +62,7 @@ def project(tmp_path_factory, tiny_bert):
         params[section]["train"]["epochs"] = 1
     params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
     params["evaluate"]["seeds"] = [1, 2]
-    params["sweep"] = {"alpha": [0.5], "temperature": [2.0, 4.0], "seeds": [1, 2], "metric": "accuracy"}
+    params["sweep"] = {"alpha": [0.5], "temperature": [2.0], "seeds": [1, 2], "metric": "accuracy"}
     write_params(project / "params.yaml", params)
     subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)
     # every stage but register runs here, in the test process; the pool's first run registers
@@ -153,53 +153,56 @@ def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_run
 def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, workers):
     # the teacher and its cached logits, which the runs below read: the project fixture made them
     assert dvc(project, "repro", "teacher_logits", env=server).returncode == 0
+    # kd_gain's four runs (a baseline and a student for each of 2 seeds), first in one process: the figures the
+    # pool must give
+    local = subprocess.run([sys.executable, "-m", "distillery", "kd_gain"], cwd=project, env=server,
+                           capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr[-3000:]
+    here = json.loads((project / "reports/metrics/kd_gain.json").read_text())
+    runs_dir = project / "reports/sweep_runs"
+    assert sorted(p.name for p in runs_dir.glob("*.json")) == [
+        "seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json", "seed-2_alpha-0.5_T-2.json", "seed-2_baseline.json"]
+
+    # seed 1's two runs are set aside: the pool trains them again, one on each worker, and keeps seed 2's
+    aside = project / "reports/sweep_runs_local"
+    aside.mkdir()
+    seed_1 = ("seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json")
+    for name in seed_1:
+        (runs_dir / name).rename(aside / name)
+    kept = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
     started = time.perf_counter()
     fanned = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL,
                              "--kd-gain"], cwd=project, env=server, capture_output=True, text=True, timeout=900)
     pool_seconds = time.perf_counter() - started
     logs = [log.read_text() for log in workers]
     assert fanned.returncode == 0, fanned.stdout[-3000:] + fanned.stderr[-3000:] + logs[0][-2000:] + logs[1][-2000:]
-    pooled = json.loads((project / "reports/metrics/kd_gain.json").read_text())
-    runs = sorted((project / "reports/sweep_runs").glob("*.json"))
-    assert [p.name for p in runs] == ["seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json",
-                                      "seed-2_alpha-0.5_T-2.json", "seed-2_baseline.json"]
-    # the four runs were flow runs of the sweep-run deployment, and each worker ran at least one
+    assert "2 runs kept from earlier, 2 run on work pool" in fanned.stdout + fanned.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name in kept} == kept
+    # the two runs were flow runs of the sweep-run deployment, one on each worker
     deployment = client.read_deployment_by_name(f"distillery-sweep-run/{deployment_name(project)}")
     flow_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
-    assert sorted(r.name for r in flow_runs) == ["seed-1_alpha-0.5_T-2", "seed-1_baseline", "seed-2_alpha-0.5_T-2",
-                                                 "seed-2_baseline"]
+    assert sorted(r.name for r in flow_runs) == ["seed-1_alpha-0.5_T-2", "seed-1_baseline"]
     assert all(r.state.is_completed() for r in flow_runs)
     # a flow run's own process logs "View at .../flow-run/<id>" in the output of the worker that started it
     ran_by = [[r.name for r in flow_runs if f"flow-run/{r.id}" in log] for log in logs]
     assert all(ran_by) and sorted(sum(ran_by, [])) == sorted(r.name for r in flow_runs), ran_by
-
-    # The same runs in one process give the same figures: seed 1's two runs are set aside and trained again here,
-    # seed 2's are kept (kd_gain reuses a kept run rather than train it again)
-    aside = project / "reports/sweep_runs_pooled"
-    aside.mkdir()
-    seed_1 = ("seed-1_alpha-0.5_T-2.json", "seed-1_baseline.json")
-    for name in seed_1:
-        (project / "reports/sweep_runs" / name).rename(aside / name)
-    local = subprocess.run([sys.executable, "-m", "distillery", "kd_gain"], cwd=project, env=server,
-                           capture_output=True, text=True)
-    assert local.returncode == 0, local.stderr[-3000:]
-    assert "seed-2_baseline kept from an earlier run" in local.stdout and \
-        "seed-1_baseline kept" not in local.stdout, local.stdout[-3000:]
-    here = json.loads((project / "reports/metrics/kd_gain.json").read_text())
+    # and the same figures as in one process
+    pooled = json.loads((project / "reports/metrics/kd_gain.json").read_text())
     assert [s["seed"] for s in here["per_seed"]] == [s["seed"] for s in pooled["per_seed"]] == [1, 2]
+    for name in seed_1:
+        assert json.loads((runs_dir / name).read_text())["accuracy"] == pytest.approx(
+            json.loads((aside / name).read_text())["accuracy"], abs=1e-9), name
     for who in ("student", "baseline"):
         assert pooled["per_seed"][0][who]["accuracy"] == pytest.approx(here["per_seed"][0][who]["accuracy"],
                                                                        abs=1e-9), who
-    print(f"\n[measure] kd_gain, 2 seeds, on the pool's 2 workers: {pool_seconds:.1f}s")
-    for name in seed_1:
-        (aside / name).replace(project / "reports/sweep_runs" / name)
-    aside.rmdir()
+    print(f"\n[measure] kd_gain, 2 of its 4 runs on the pool's 2 workers: {pool_seconds:.1f}s")
 
-    # The sweep reuses the two baselines and the (0.5, 2) students kept above; only the T = 4 runs go out.
+    # The sweep over the pool: its grid (α 0.5, T 2, seeds 1 and 2) is kd_gain's runs, all kept; none goes out
     swept = subprocess.run([sys.executable, "-m", "flows.sweep", "--project-dir", str(project), "--pool", POOL],
                            cwd=project, env=server, capture_output=True, text=True, timeout=900)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
-    assert "4 runs kept from earlier, 2 run on work pool" in swept.stdout + swept.stderr
+    assert "4 runs kept from earlier, 0 run on work pool" in swept.stdout + swept.stderr
     result = json.loads((project / "reports/metrics/sweep.json").read_text())
-    assert [(c["alpha"], c["temperature"]) for c in result["cells"]] == [(0.5, 2.0), (0.5, 4.0)]
-    assert (project / "reports/plots/sweep_heatmap.png").is_file()
+    assert [(c["alpha"], c["temperature"]) for c in result["cells"]] == [(0.5, 2.0)]
+    assert len(client.read_flow_runs(deployment_filter=DeploymentFilter(
+        id=DeploymentFilterId(any_=[deployment.id])))) == 2  # no new run of the sweep-run deployment
