@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
+import pytest
 import yaml
 
 from conftest import dvc, make_project, run_stages_in_process, update_params
@@ -53,6 +52,8 @@ def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny
     assert leftovers == []  # no scratch directory of either process is left behind
     checkpoints = [p.name for p in temp.glob("distillery-*/*")]
     assert checkpoints == []  # nor the checkpoints of any of the three fits
-    evaluated = subprocess.run([sys.executable, "-m", "distillery", "evaluate"], cwd=project, capture_output=True,
-                               text=True)
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]  # the 2-process models load and score as any
+    from distillery.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        assert main(["evaluate"]) == 0  # the 2-process models load and score as any
