@@ -762,7 +762,10 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch
     waits, sleep = [], time.sleep  # check_reachable's back-off between attempts: recorded, not slept
 
     def backoff(seconds):
-        waits.append(seconds) if sys._getframe(1).f_code.co_name == "check_reachable" else sleep(seconds)
+        if sys._getframe(1).f_code.co_name == "check_reachable":
+            waits.append(seconds)
+        else:
+            sleep(seconds)
     monkeypatch.setattr(time, "sleep", backoff)
     started = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match=r"unreachable after 3 attempts \(ConnectionError: \[Errno 111\] "
