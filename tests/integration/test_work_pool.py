@@ -2,9 +2,9 @@
 
 The pipeline's deployment registered in a pool (`python -m flows.deploy --pool`) keeps the served
 deployment's schedule, event trigger and concurrency limit of one, and its runs are run by a worker;
-kd_gain's seeds and the sweep's runs fan out over two workers (`python -m flows.sweep --pool`) and
-give the figures the same runs give in one process. One server and two workers are shared by the
-module; everything started here is stopped at the end.
+kd_gain's runs fan out over two workers (`python -m flows.sweep --pool`), keeping those already made, and
+give the figures the same runs give in one process; the sweep over the pool keeps them too. One server
+and two workers are shared by the module; everything started here is stopped at the end.
 """
 from __future__ import annotations
 
