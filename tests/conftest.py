@@ -36,8 +36,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
-# The test files that take longest, longest first (seconds of one xdist worker on the 2-core Intel Xeon, 2026-12-06:
-# 146, 140, 126, 125, 114, 51, 49, 37, 31, 30, 27). pyproject's addopts keep xdist from reordering the files by their
+# The test files that take longest, longest first (seconds of one xdist worker on the 2-core Intel Xeon, 2026-12-06
+# morning: 146, 140, 126, 125, 114, 51, 49, 37, 31, 30, 27; at b923b25: 135, 139, 139, 112, 112, 52, 48, 34, 30, 27,
+# 27, and test_work_pool 116 s alone since 39201a4). pyproject's addopts keep xdist from reordering the files by their
 # number of tests (--no-loadscope-reorder), which started these last and left one core idle for the last minute;
 # handed out first, they finish while the many short files fill both cores.
 LONGEST_FIRST = ("test_pipeline_dvc.py", "test_prefect_server.py", "test_work_pool.py", "test_pipeline_prefect.py",
