@@ -175,3 +175,16 @@ def test_params_that_are_not_utf8_are_named_with_their_line(project, capsys):
         lines = original.count(b"\n") + 1
         assert f"{path.relative_to(project)}: line {lines} is not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "qa", "snli", "tweets"])
+def test_every_profiles_split_caps_can_be_set_one_by_one_with_dvc_exp_run(project, name):
+    """The image profiles wrote ``data.max_samples: {}``, which `dvc exp run -S data.max_samples.train=600` (and
+    even the whole mapping given with -S) refused: "Invalid --set-param value". Every profile now names each split."""
+    from dvc.utils.hydra import apply_overrides
+
+    assert main(["profile", name]) == 0
+    apply_overrides("params.yaml", ["data.max_samples.train=600"])
+    assert load_params("params.yaml").data.max_samples["train"] == 600
+    apply_overrides("params.yaml", ["data.max_samples={train: 60, validation: 10, test: 20}"])
+    assert load_params("params.yaml").data.max_samples == {"train": 60, "validation": 10, "test": 20}
