@@ -168,6 +168,12 @@ class GateConfig:
     above_one_label: bool = Field(True, description="classification: metric must beat answering the test split's "
                                                     "most frequent label for every row (a model at chance is never "
                                                     "promoted); false = off")
+    min_metric: Optional[float] = Field(None, ge=0, le=1, description="the candidate's metric on the test split "
+                                                                      "must be at least this, whatever its teacher "
+                                                                      "(a student keeping 100% of a useless "
+                                                                      "teacher's score is not promoted); null = off",
+                                        json_schema_extra=allowed("it is a score in [0, 1], e.g. 0.7, or null for "
+                                                                  "off"))
 
 
 @section("register")

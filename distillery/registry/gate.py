@@ -7,6 +7,8 @@
 - ``above_one_label`` (classification, unless ``gate["above_one_label"]`` is false): ``gate["metric"]`` above that
   of answering the most frequent test label for every row (``candidate["one_label"]``): a model at chance is not
   promoted, champion or none;
+- ``min_metric`` (when ``gate["min_metric"]`` is set): ``gate["metric"]`` >= that absolute floor, any task: a
+  student that keeps all of a useless teacher's score passes ``retention``, and QA has no one-label floor;
 - ``latency``: p95 at batch 1 <= ``gate["max_p95_ms"]``, or, when ``gate["max_p95_ratio_to_teacher"]`` is set,
   <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
@@ -39,7 +41,7 @@ from distillery.reports import megabytes
 
 REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
 # the last ones may be absent: off (above_one_label: on)
-GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label")
+GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label", "min_metric")
 
 
 ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.72 / 0.8 < 0.9)
@@ -105,6 +107,21 @@ def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:
     return check("above_one_label", False, round(value, 4), round(floor, 4),
                  f"{metric} {value:.4f} is no better than {answer} ({floor:.4f}): the model has not learnt the task "
                  "(check the labels, the teacher's figures and the training curves)")
+
+
+def _min_metric(candidate: dict, gate: dict) -> Optional[dict]:
+    """The candidate's ``gate["metric"]`` at least ``gate["min_metric"]`` (when set): an absolute floor, whatever the
+    teacher scored. A candidate without that figure fails: no figure, no pass."""
+    floor, metric = gate.get("min_metric"), gate["metric"]
+    if floor is None:
+        return None
+    value = candidate.get(metric)
+    if value is None:
+        return check("min_metric", False, None, floor, f"the candidate has no {metric} figure to hold against "
+                                                       f"register.gate.min_metric {floor}")
+    verdict = "needs" if value >= floor - ROUNDING else "is below register.gate.min_metric, needs"
+    return check("min_metric", value >= floor - ROUNDING, round(value, 4), floor,
+                 f"{metric} {value:.4f} on the test split {verdict} >= {floor}")
 
 
 def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
@@ -225,9 +242,8 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
                            f"not compared: the {failed} check fails, so champion v{champion['version']}'s score on "
                            f"this test split would say nothing; the {failed} check decides"), "skipped": True}
     checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate), inputs, labels, against]
-    floor = _above_one_label(candidate, gate)
-    if floor is not None:
-        checks.insert(1, floor)
+    floors = [c for c in (_above_one_label(candidate, gate), _min_metric(candidate, gate)) if c is not None]
+    checks[1:1] = floors
     if rolled_back_at and not is_champion:
         checks.append(check("not_rolled_back", False, rolled_back_at, None,
                             f"rolled back by hand at {rolled_back_at}; only "

@@ -354,6 +354,33 @@ def test_a_model_no_better_than_answering_one_label_fails_even_with_no_champion(
                                                                GATE)["checks"]]
 
 
+def test_a_floor_on_the_metric_fails_a_student_that_kept_a_weak_teachers_score_on_any_task():
+    """A QA trial on a tiny teacher (F1 0.109) promoted a student at F1 0.078 as the first champion: ``retention``
+    passed and QA has no one-label floor. ``min_metric`` is an absolute floor on the gate's metric."""
+    qa = {**CANDIDATE, "f1": 0.078, "exact_match": 0.03, "retention": 1.0, "one_label": None}
+    qa_gate = {**GATE, "metric": "f1"}
+    assert _failed(decide(qa, None, qa_gate)) == []  # off by default: the trial's promotion
+    floored = decide(qa, None, {**qa_gate, "min_metric": 0.5})
+    assert _failed(floored) == ["min_metric"]
+    check = _check(floored, "min_metric")
+    assert (check["value"], check["threshold"]) == (0.078, 0.5)
+    assert check["detail"] == "f1 0.0780 on the test split is below register.gate.min_metric, needs >= 0.5"
+    # at the floor passes; it reads the gate's metric, so exact_match 0.03 fails the same floor
+    assert _failed(decide({**qa, "f1": 0.5}, None, {**qa_gate, "min_metric": 0.5})) == []
+    assert _failed(decide(qa, None, {**qa_gate, "metric": "exact_match", "min_metric": 0.05})) == ["min_metric"]
+    # a classifier: beside the one-label floor, after retention; no figure for the metric, no pass
+    both = decide({**CANDIDATE, "one_label": ONE_LABEL}, None, {**GATE, "min_metric": 0.9})
+    assert [c["name"] for c in both["checks"]][:3] == ["retention", "above_one_label", "min_metric"]
+    assert _failed(both) == ["above_one_label", "min_metric"]
+    missing = decide({k: v for k, v in CANDIDATE.items() if k != "accuracy"}, None, {**GATE, "min_metric": 0.5})
+    assert _check(missing, "min_metric")["passed"] is False
+    # the params key: in [0, 1] or null, and in the gate's keys
+    assert "min_metric" in GATE_KEYS
+    with pytest.raises(ConfigError, match="register.gate.min_metric"):
+        _params(min_metric=70)  # a percentage for a score in [0, 1]
+    assert (Params().register.gate.min_metric, _params(min_metric=0.7).register.gate.min_metric) == (None, 0.7)
+
+
 def test_one_label_figures_are_scored_as_the_candidate_is():
     import pandas as pd
 
