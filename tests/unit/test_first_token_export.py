@@ -143,3 +143,36 @@ def test_a_first_token_file_whose_model_fails_the_check_is_an_error(tiny_bert, t
                                                                  hidden_dim=64, num_labels=3)).eval()  # not one it knows
     with pytest.raises(ModelError, match="model.onnx was exported with its last layer on the first token"):
         exported_module(lambda: other, tokenizer, path)
+
+
+@pytest.mark.parametrize("task", ["text_classification", "question_answering"])
+def test_a_tokenizer_that_makes_long_samples_still_exports_a_model_of_few_positions(tiny_bert, tmp_path, task):
+    """A trial's student had 40 positions and its own character-level tokenizer: the export's sample sentence made
+    44 tokens, and the export failed after the whole training ("The expanded size of the tensor (44) must match the
+    existing size (40)"). The trace input is now cut to the model's positions, and the graph still takes padding."""
+    from transformers import BertForQuestionAnswering
+
+    from distillery.task_types.question_answering.onnx import export_onnx as export_qa
+
+    tokenizer = load_tokenizer(str(tiny_bert), "student.model")
+    assert len(tokenizer("a somewhat longer example sentence to pad against")["input_ids"]) > 24  # the old sample
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=24,
+                        num_labels=3 if task == "text_classification" else 2)  # QA: a start and an end logit
+    if task == "text_classification":
+        model, export, output = BertForSequenceClassification(config).eval(), export_onnx, "logits"
+        batch = tokenizer(["good day", "a very long text that is cut to twenty tokens by the tokenizer"],
+                          padding=True, truncation=True, max_length=20, return_tensors="pt")
+    else:
+        model, export, output = BertForQuestionAnswering(config).eval(), export_qa, "start_logits"
+        batch = tokenizer(["which day?", "what is the first number that comes"], ["the day", "one two three four"],
+                          padding=True, truncation=True, max_length=20, return_tensors="pt")
+    path = tmp_path / "model.onnx"
+    names = export(model, tokenizer, path)
+    assert bool((batch["attention_mask"] == 0).any())  # a padded row: the graph must honour the mask
+    found = run_session(session(path), {n: batch[n].numpy() for n in names})
+    with torch.no_grad():
+        expected = getattr(model(**{n: batch[n] for n in names}), output).numpy()
+    keep = batch["attention_mask"].numpy().astype(bool) if task == "question_answering" else slice(None)
+    np.testing.assert_allclose(found[keep], expected[keep], atol=1e-4)

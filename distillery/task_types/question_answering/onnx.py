@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distillery.onnx_runtime import export_module, int8_gate, run_outputs, session
+from distillery.onnx_runtime import export_module, int8_gate, run_outputs, session, trace_sample
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, TOKEN_FIELDS, features_of
 from distillery.task_types.question_answering.squad import squad_metrics, squad_scores
@@ -36,8 +36,8 @@ def input_names(tokenizer) -> list[str]:
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) -> list[str]:
     """A single-file ONNX model with dynamic batch and sequence axes on inputs and both outputs."""
     names = input_names(tokenizer)
-    sample = tokenizer(["what is it?", "and where?"], ["a short context", "a somewhat longer context to pad"],
-                       padding=True, return_tensors="pt")
+    sample = trace_sample(tokenizer, model, ["what is it?", "and where?"], ["a short context",
+                                                                          "a somewhat longer context to pad"])
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, *OUTPUTS]}
     export_module(_SpanLogits(model, names), tuple(sample[n] for n in names), path, names, OUTPUTS, axes, opset)
     model.eval()

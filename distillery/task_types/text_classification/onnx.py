@@ -11,7 +11,7 @@ import torch
 from distillery.errors import ModelError
 from distillery.metrics import classification_metrics
 from distillery.onnx_runtime import (LAST_LAYER_KEY, export_module, int8_gate, metadata, run_session, session,
-                                     set_metadata)
+                                     set_metadata, trace_sample)
 from distillery.prepared import LABEL
 from distillery.task_types.text_classification.features import encode_texts, texts_and_pairs
 from distillery.task_types.text_classification.first_token import FIRST_TOKEN, first_token_classifier
@@ -57,8 +57,7 @@ def exported_module(load_model, tokenizer, path: Path):
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) -> list[str]:
     """Export to a single-file ONNX model with dynamic batch and sequence axes; return its input names."""
     names = input_names(tokenizer)
-    sample = tokenizer(["a short example", "a somewhat longer example sentence to pad against"], padding=True,
-                       return_tensors="pt")
+    sample = trace_sample(tokenizer, model, ["a short example", "a somewhat longer example sentence to pad against"])
     # the model with its last layer on the first token alone where that is exact (a BERT-style [CLS] head:
     # first_token.py), else the whole model
     module = first_token_classifier(model, names) or _LogitsOnly(model, names)
