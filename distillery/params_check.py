@@ -71,27 +71,48 @@ def missing_stage_params(params_path) -> list[str]:
 
 
 def check_data_files(params) -> None:
-    """A local data file that is not there, or (text classification) whose header lacks a column ``data`` names:
-    found here, before ``dvc repro`` removes ``data/prepared`` to run ``prepare``, which would say the same. Only
-    the header is read, and a header this cannot read is left to ``prepare``."""
+    """A local data file that is not there, or (text classification) one that is a folder, of a type ``prepare``
+    cannot read, or whose header lacks a column ``data`` (or ``distill.transfer_set``) names, or one outside
+    ``prepare``'s inputs in dvc.yaml: found here, before ``dvc repro`` removes ``data/prepared`` to run ``prepare``,
+    which would say the same. Only the header is read, and a header this cannot read is left to ``prepare``."""
     from pathlib import Path
 
-    cfg = params.data
+    from distillery.sources import SUFFIXES
+    from distillery.tracked import require_tracked
+
+    cfg, transfer = params.data, params.distill.transfer_set
+    text = params.task == "text_classification"
     named = {f"data.files.{split}": value for split, value in cfg.files.items()} or {"data.source": cfg.source}
+    columns_of = {key: cfg.named_columns() for key in named}
+    if transfer.source not in ("none", "remainder") and transfer.max_rows != 0:
+        named["distill.transfer_set.source"] = transfer.source
+        wanted = {"distill.transfer_set.text_column": transfer.text_column or cfg.text_column}
+        if cfg.text_pair_column:
+            wanted["distill.transfer_set.text_pair_column"] = transfer.text_pair_column or cfg.text_pair_column
+        columns_of["distill.transfer_set.source"] = wanted
     for key, value in named.items():
         if value.startswith(("bundled:", "hub:")):
             continue
         path = Path(value).expanduser()
         if not path.exists():  # neither bundled: nor hub:, so a local file or folder
             raise ConfigError(f"{key}: {value} does not exist (a Hub dataset is named hub:<id>)")
-        if params.task != "text_classification" or not path.is_file():
+        if not text:
             continue
+        if path.is_dir():
+            raise ConfigError(f"{key}: {value} is a directory; a text data source is one file "
+                              f"({', '.join(SUFFIXES)})" + (", and files already split go in data.files: "
+                                                            "{train: ..., test: ...}" if key == "data.source" else ""))
+        if path.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"{key}: {value} is of a type prepare cannot read ({path.suffix or 'no suffix'!r}); "
+                              f"use one of {', '.join(SUFFIXES)}")
         columns = _header(path)
-        for column_key, column in cfg.named_columns().items():
+        for column_key, column in columns_of[key].items():
             if columns is not None and column not in columns:
                 alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
                 raise ConfigError(f"{column_key} {column!r} is not a column of {value} (its columns are "
                                   f"{columns})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
+    # a local input outside prepare's deps: prepare refuses it too, but only after DVC removed data/prepared
+    require_tracked("prepare", {key: value for key, value in named.items()})
 
 
 def _header(path) -> "list[str] | None":

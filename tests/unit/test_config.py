@@ -522,3 +522,49 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
     assert check("data/raw/topic.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/topic.csv "
                                               "does not exist (a Hub dataset is named hub:<id>)\n")
     assert check("hub:org/some-dataset")[0] == 0  # prepare says whether it loads
+
+
+def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_source_before_dvc_runs_it(
+        tmp_path, capsys, monkeypatch):
+    """A trial's check passed five settings that prepare then refused, after `dvc repro` had removed data/prepared:
+    a transfer file that is not there, one outside data/raw, one without the text column, a source of a type prepare
+    cannot read, and a source that is a folder."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")  # prepare's deps: data/raw for a user's files
+    (tmp_path / "data" / "raw" / "more").mkdir(parents=True)
+    (tmp_path / "data/raw/topics.csv").write_text("body,topic\nchess moves,1\nlava flows,2\n", encoding="utf-8")
+    (tmp_path / "data/raw/unlabelled.csv").write_text("body\nknights and rooks\n", encoding="utf-8")
+    (tmp_path / "data/raw/other.csv").write_text("sentence\nknights and rooks\n", encoding="utf-8")
+    (tmp_path / "data/raw/topics.xlsx").write_bytes(b"PK")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("body\nknights\n", encoding="utf-8")
+    path = tmp_path / "params.yaml"
+    base = (ROOT / "params.yaml").read_text()
+
+    def check(source="data/raw/topics.csv", transfer="remainder", transfer_column="null"):
+        path.write_text(base.replace("source: bundled:tweets", f"source: {source}", 1)
+                        .replace("  text_column: text\n", "  text_column: body\n", 1)
+                        .replace("  label_column: sentiment\n", "  label_column: topic\n", 1)
+                        .replace("    source: remainder ", f"    source: {transfer} ", 1)
+                        .replace("    text_column: null ", f"    text_column: {transfer_column} ", 1))
+        code = main(["params", "--check", "--params", str(path)])
+        return code, capsys.readouterr().err.removeprefix(f"distillery params: error: {path}: ").strip()
+
+    assert check() == (0, "")
+    assert check(transfer="data/raw/unlabelled.csv") == (0, "")
+    assert check(transfer="data/raw/other.csv", transfer_column="sentence") == (0, "")
+    assert check(transfer="data/raw/nope.csv") == (2, "distill.transfer_set.source: data/raw/nope.csv does not exist "
+                                                      "(a Hub dataset is named hub:<id>)")
+    assert check(transfer="data/raw/other.csv") == (2, "distill.transfer_set.text_column 'body' is not a column of "
+                                                       "data/raw/other.csv (its columns are ['sentence'])")
+    code, message = check(transfer=str(outside))
+    assert code == 2 and message.startswith(f"distill.transfer_set.source: {outside} is not under any input of the "
+                                            "prepare stage in dvc.yaml") and "move it under data/raw/" in message
+    assert check(source="data/raw/topics.xlsx") == (2, "data.source: data/raw/topics.xlsx is of a type prepare cannot "
+                                                       "read ('.xlsx'); use one of .csv, .tsv, .json, .jsonl, "
+                                                       ".parquet, .pq")
+    assert check(source="data/raw/more")[1].startswith("data.source: data/raw/more is a directory; a text data source "
+                                                       "is one file")
+    assert check(transfer="none") == (0, "")
