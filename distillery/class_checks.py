@@ -11,7 +11,7 @@ from distillery.prepared import LABEL
 
 def check_classes(splits: dict, names: list[str], min_rows: int, description: str,
                   class_rows: Optional[dict] = None, capped: Optional[dict] = None,
-                  unknown: Optional[dict] = None) -> None:
+                  unknown: Optional[dict] = None, given: Optional[set] = None) -> None:
     """Every class, in every split, has at least ``min_rows`` rows: a one-class refresh cannot train a model
     that then scores 100% on a one-class test split and wins the promotion gate.
 
@@ -19,8 +19,9 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
     ``data.max_samples`` took some away) make the hint name the cause: a class too rare to fill the splits (a
     mistyped label), or a cap that left short a class the split had enough of, rather than a small dataset.
     ``unknown`` (source -> {label as read: rows}) names labels outside the declared ones that rows were rejected for:
-    a file that spells a declared class another way ("Entailment")."""
-    problems, short_names, cut = [], set(), []
+    a file that spells a declared class another way ("Entailment"). ``given``: the splits read as the data gave
+    them (``data.files``, a source's own splits), which ``data.split_fractions`` does not size."""
+    problems, short_names, cut, short_splits = [], set(), [], []
     order = ("train", "all", "validation", "test")
     for split in sorted(splits, key=lambda s: order.index(s) if s in order else len(order)):
         frame = splits[split]  # every short split is named at once: one fix, not one run per split
@@ -30,6 +31,7 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
             listed = ", ".join(f"{name!r} {n}" for name, n in short[:5]) + (", ..." if len(short) > 5 else "")
             problems.append(f"split {split!r} has too few rows of {len(short)} of {len(names)} classes ({listed})")
             short_names.update(name for name, _ in short)
+            short_splits.append(split)
             before = (capped or {}).get(split)
             if before and any(before.get(names.index(name), 0) >= min_rows for name, _ in short):
                 cut.append(split)  # the split had enough of a short class before the cap
@@ -72,6 +74,11 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
         hint = ("; data.max_samples caps " + ", ".join(f"{s!r} at {len(splits[s]):,} of its "
                                                        f"{sum(capped[s].values()):,} rows" for s in cut)
                 + ": raise the cap (or set it to null), or lower data.min_rows_per_class")
+    elif given and all(split in given for split in short_splits):  # data.split_fractions does not size them
+        hint = (f"; {', '.join(map(repr, short_splits))} {'is' if len(short_splits) == 1 else 'are'} read as the data "
+                "gives {} (data.files, or the source's own splits), not carved by data.split_fractions: add rows of "
+                "those classes there, or lower data.min_rows_per_class".format(
+                    "it" if len(short_splits) == 1 else "them"))
     elif total < 2000:
         hint = (f"; with {total:,} rows in all, a small dataset, give the smaller splits more rows "
                 "(data.split_fractions) or lower data.min_rows_per_class")

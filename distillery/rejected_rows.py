@@ -66,8 +66,11 @@ def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[s
     # the first conflicting input's rows, by group number: looking the key up (.loc) loses an image's trailing
     # zero bytes (numpy's bytes type strips them), and the lookup failed with a KeyError
     first = copies[groups.ngroup().to_numpy() == int(np.flatnonzero((labels > 1).to_numpy())[0])]
+    shown = 5  # a text copied on thousands of rows made a warning line as long as the file
     example = ", ".join(f"{where.get(s, s)} {'' if isinstance(r, str) else 'row '}{r} as {names[int(l)]!r}"
-                        for s, r, l in zip(first["_split"], first["_row"], first[LABEL]))
+                        for s, r, l in zip(first["_split"][:shown], first["_row"][:shown], first[LABEL][:shown]))
+    if len(first) > shown:
+        example += f" and {len(first) - shown:,} more copies"
     print(f"prepare: warning: {len(conflicting)} input(s) appear with different labels; each keeps the label of its "
           f"first copy (an evaluation split's first). First: {example}", flush=True)
 

@@ -109,6 +109,13 @@ def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], 
     return out, dropped
 
 
+def _given_splits(read: dict) -> set:
+    """The splits the data gave as they are (``data.files``, a source's own splits), which ``data.split_fractions``
+    does not size: not one carved from the rows, nor train when another split is carved from it."""
+    given = set(read) - {"all"}
+    return given if given >= set(SPLITS) else given - {"train"}
+
+
 def note_unread_source(cfg: DataConfig) -> None:
     """``data.files`` wins over ``data.source``; say so when the source names something else than the default
     or one of the files (it was read without a word, and the named source silently ignored)."""
@@ -205,7 +212,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     transfer = splits.pop("transfer").reset_index(drop=True)
     rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description,
                        class_rows=pd.concat([f[LABEL] for f in deduped.values()]).value_counts().to_dict(),
-                       capped=capped, unknown=unknown_labels(rejected))
+                       capped=capped, unknown=unknown_labels(rejected), given=_given_splits(deduped))
 
     report = {
         "source": description,

@@ -220,11 +220,20 @@ def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
     assert "split 'validation' has too few rows of 1 of 3 classes ('neutral' 0); split 'test' has too few rows " \
            "of 2 of 3 classes ('negative' 0, 'neutral' 0); data.min_rows_per_class = 2; check the data refresh" \
            in message, message
-    # a small dataset (90 + 20 + 4 rows) is told the two keys that fix it for small data (it had only "check the data
-    # refresh")
-    assert message.endswith("; with 114 rows in all, a small dataset, give the smaller splits more rows "
-                            "(data.split_fractions) or lower data.min_rows_per_class"), message
+    # splits given as files are not sized by data.split_fractions: a trial was told to change that key, which does
+    # nothing to data.files (before it: only "check the data refresh")
+    assert message.endswith("; 'validation', 'test' are read as the data gives them (data.files, or the source's own "
+                            "splits), not carved by data.split_fractions: add rows of those classes there, or lower "
+                            "data.min_rows_per_class"), message
     assert not (tmp_path / "prepared").exists()
+    # a validation split carved from train is: a small dataset (90 + 4 rows) is told the two keys that fix it
+    del files["validation"]
+    with pytest.raises(DataError) as raised:
+        prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"], min_rows_per_class=5),
+                tmp_path / "prepared")
+    assert "split 'validation' has too few rows" in str(raised.value)
+    assert str(raised.value).endswith("a small dataset, give the smaller splits more rows (data.split_fractions) or "
+                                      "lower data.min_rows_per_class"), str(raised.value)
 
 
 def test_a_source_that_data_files_overrides_is_named_as_not_read(tmp_path, capsys):
@@ -576,6 +585,14 @@ def test_an_input_with_two_labels_keeps_its_first_and_is_reported(tmp_path, caps
     kept = pd.concat([load_split(s, out) for s in ("train", "validation", "test")])
     names = load_labels(out)
     assert [names[i] for i in kept.loc[kept["text"] == frame.loc[3, "text"], "label"]] == ["positive"]
+
+    # one text on 60 rows under 3 labels: the line names its first 5 copies, then counts the rest (it named all 60)
+    copies = pd.DataFrame({"text": ["same text for all"] * 60, "sentiment": ["negative", "neutral", "positive"] * 20})
+    prepare(_params(_csv(tmp_path, pd.concat([make_texts(60), copies], ignore_index=True), "copies.csv")),
+            tmp_path / "copies")
+    warning = [line for line in capsys.readouterr().out.splitlines() if "different labels" in line]
+    assert len(warning) == 1 and warning[0].count(" as '") == 5, warning
+    assert warning[0].endswith(f"{tmp_path / 'copies.csv'} [all] row 65 as 'neutral' and 55 more copies"), warning
 
 
 def _variant(text: str) -> str:
