@@ -57,6 +57,12 @@ def model_name_problem(name: str, key: str) -> Optional[str]:
         return None if (path / "config.json").is_file() else \
             f"{key}: {path} has no config.json; point it at a Hugging Face model directory"
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        from distillery.paths import experiment_origin
+
+        origin = experiment_origin(Path.cwd())
+        if origin is not None and not path.is_absolute() and (origin / path).exists():
+            return (f"{key}: model path {name!r} does not exist in this `dvc exp run --temp`/`--queue` copy of "
+                    f"{origin}, which holds only what git and DVC track: `dvc add {name}`, commit, and run again")
         return f"{key}: model path {name!r} does not exist"
     return None  # a Hub id ("org/name"): from_pretrained says whether it can be fetched
 

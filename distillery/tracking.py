@@ -170,13 +170,9 @@ def store_root(root: Path) -> Path:
     (``dvc exp run --queue`` or ``--temp`` run in ``<project>/.dvc/tmp/exps/...``), the project it was copied from.
     The copy is deleted after its run, and a store inside it went with it: its registrations and the
     ``register.json`` an ``exp apply`` brings back pointed at nothing."""
-    parts = root.resolve().parts
-    for i in range(1, len(parts) - 2):
-        # the project that owns the copy has its pipeline (a checkout that merely lives under such a folder is
-        # its own project)
-        if parts[i:i + 3] == (".dvc", "tmp", "exps") and (Path(*parts[:i]) / "dvc.yaml").is_file():
-            return Path(*parts[:i])
-    return root.resolve()
+    from distillery.paths import experiment_origin
+
+    return experiment_origin(root) or root.resolve()
 
 
 # what a sqlite:// URI (and MLflow's file:// artifact paths) read as other than a path: "?" starts its query, and

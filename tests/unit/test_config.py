@@ -490,6 +490,26 @@ def test_params_check_refuses_a_model_name_that_cannot_load_before_any_stage_run
     assert main(["params", "--check", "--params", str(path)]) == 0
 
 
+def test_a_local_model_missing_from_a_temporary_experiment_copy_is_named_with_the_fix(tmp_path, capsys, monkeypatch):
+    """`dvc exp run --temp` runs in a copy holding only what git and DVC track: a checkpoint that was neither said
+    only "model path ... does not exist", though the user could see it in the project."""
+    project = tmp_path / "project"
+    (project / "models/pretrained/tiny").mkdir(parents=True)
+    (project / "models/pretrained/tiny/config.json").write_text("{}")
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    copy = project / ".dvc/tmp/exps/tmpa1b2c3"
+    copy.mkdir(parents=True)
+    text = (ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", "model: models/pretrained/tiny", 1)
+    for where, message in ((copy, f"teacher.model: model path 'models/pretrained/tiny' does not exist in this `dvc exp "
+                                  f"run --temp`/`--queue` copy of {project}, which holds only what git and DVC track: "
+                                  "`dvc add models/pretrained/tiny`, commit, and run again"),
+                           (tmp_path, "teacher.model: model path 'models/pretrained/tiny' does not exist")):
+        monkeypatch.chdir(where)
+        (where / "params.yaml").write_text(text)
+        assert main(["params", "--check"]) == 2
+        assert capsys.readouterr().err == f"distillery params: error: params.yaml: {message}\n"
+
+
 def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the_prepared_data(tmp_path, capsys,
                                                                                                monkeypatch):
     """A wrong label column or a missing data file passed the check: `dvc repro` removed data/prepared, then prepare
