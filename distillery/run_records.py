@@ -141,24 +141,42 @@ def _served_line(gate: Optional[dict]) -> list[str]:
     return ["", f"Served process memory: not measured ({served['error']})."] if "error" in served else []
 
 
-def _loss_description(params) -> str:
+def _loss_description(params, trained: Optional[dict] = None) -> str:
+    """The distilled student's recipe: its loss, and the augmented copies and hidden-state loss when they were on
+    (``trained``: the student's training.json, for the rows actually augmented)."""
     distill = params.distill
     if distill.loss == "mse":  # on logits: no temperature
-        return f"mse loss on logits, alpha {distill.alpha}"
-    return f"{distill.loss} loss, alpha {distill.alpha}, temperature {distill.temperature}"
+        recipe = f"mse loss on logits, alpha {distill.alpha}"
+    else:
+        recipe = f"{distill.loss} loss, alpha {distill.alpha}, temperature {distill.temperature}"
+    augmented = (trained or {}).get("augmented_rows")
+    if distill.augment.copies:
+        recipe += (f", on {distill.augment.copies} augmented cop{'y' if distill.augment.copies == 1 else 'ies'} per "
+                   "training text" + (" and transfer text" if distill.augment.include_transfer else "")
+                   + (f" ({augmented:,} rows labelled by the teacher)" if isinstance(augmented, int) else ""))
+    if distill.hidden_loss.weight:
+        recipe += f", with a hidden-state MSE of weight {distill.hidden_loss.weight:g} against the teacher's layers"
+    return recipe
 
 
-def _transfer_line(params, data_report: dict) -> str:
+def _transfer_line(params, data_report: dict, trained: Optional[dict] = None) -> str:
     """What the distilled student learnt from beyond the labelled rows: the transfer set's rows as prepared (the
-    cap is only an upper bound), and the training rows whose labels it did not see."""
+    cap is only an upper bound), and the training rows whose labels it did not see (``trained``: the student's
+    training.json, with the labelled rows it really had: a cap above the split's rows caps nothing)."""
     source, rows = params.distill.transfer_set.source, data_report.get("transfer_rows")
     line = "Transfer set: none." if source == "none" else \
         f"Transfer set: `{source}`, " + (f"{rows:,} rows." if isinstance(rows, int) else
                                            f"up to {params.distill.transfer_set.max_rows:,} rows.")
-    if params.distill.labelled_rows:  # the rest join the distillation term with a remainder transfer set only
-        line += (f" The students learnt labels from {params.distill.labelled_rows:,} training rows; " +
-                 ("the distilled student also learnt the teacher's outputs on the rest." if source == "remainder" else
-                  "the rest were not used by the students."))
+    cap = params.distill.labelled_rows
+    labelled = (trained or {}).get("labelled_rows")
+    train_rows = (data_report.get("rows") or {}).get("train")
+    if cap and isinstance(labelled, int) and isinstance(train_rows, int) and labelled >= train_rows:
+        line += (f" The students learnt labels from all {labelled:,} training rows (distill.labelled_rows {cap:,} is "
+                 "no fewer).")
+    elif cap:  # the rest join the distillation term with a remainder transfer set only
+        line += (f" The students learnt labels from {labelled if isinstance(labelled, int) else cap:,} training "
+                 "rows; " + ("the distilled student also learnt the teacher's outputs on the rest."
+                             if source == "remainder" else "the rest were not used by the students."))
     return line
 
 
@@ -175,13 +193,15 @@ def _length_limit(params) -> list[str]:
 
 
 def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_report: dict,
-               deployable: str, gate: Optional[dict] = None, inputs: Optional[list] = None) -> str:
+               deployable: str, gate: Optional[dict] = None, inputs: Optional[list] = None,
+               trained: Optional[dict] = None) -> str:
     """A short markdown model card: task, data, teacher, student, how to call it (``inputs``: the served model's
-    input columns), metrics, latency, limits."""
+    input columns), metrics, latency, limits. ``trained``: the student's training.json, for the recipe as it ran."""
     from distillery.students.load import student_family
     from distillery.task_types import TASK_TYPES, VALIDATION_METRICS
 
     labels = evaluation.get("labels", [])
+    student = trained or {}
     primary, secondary = VALIDATION_METRICS.get(params.task, ("accuracy", "macro_f1"))
     classification = (primary, secondary) == ("accuracy", "macro_f1")
     if classification:
@@ -210,11 +230,11 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         "# Model card: Distillery student", "",
         f"**Task:** {task_line}.", "",
         f"**Data:** `{data_report.get('source') or params.data.source}`; rows per split: {splits}. "
-        f"{_transfer_line(params, data_report)}", "",
+        f"{_transfer_line(params, data_report, student)}", "",
         f"**Teacher:** `{params.teacher.model}`, "
         f"{'trained from scratch' if params.teacher.model.startswith('scratch:') else 'fine-tuned'} for "
         f"{params.teacher.train.epochs:g} epoch{'' if params.teacher.train.epochs == 1 else 's'}.", "",
-        f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params)}. "
+        f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params, student)}. "
         f"Served as `{deployable}` (ONNX)" + (f", from a frame with the column{'s' if len(inputs) > 1 else ''} "
                                                 f"{', '.join(f'`{c}`' for c in inputs)} (whatever the data's own "
                                                 f"column names were)." if inputs else "."), "",
@@ -231,10 +251,12 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
     ]
     if gate and gate.get("model_name"):
         champion = gate.get("champion_after")
+        # the registry as this run left it: a later run (or `dvc exp apply` of an earlier one) may have moved it since
         lines[1:1] = ["", f"**This model:** `{gate['model_name']}` version {gate['version']}, {gate['decision']} "
-                          f"(alias `{gate['alias']}`); "
-                      + ("it is the champion." if str(champion) == str(gate["version"]) else
-                         f"the champion is version {champion}." if champion else "there is no champion yet.")]
+                          f"(alias `{gate['alias']}`) when registered; "
+                      + ("it was then the champion." if str(champion) == str(gate["version"]) else
+                         f"the champion was then version {champion}." if champion else "there was no champion yet.")
+                      + " `python -m distillery models` gives the registry as it is now."]
     if gate:
         lines += ["", "## Promotion gate", "", f"Decision: **{gate['decision']}**", ""]
         lines += [f"- {c['name']}: {'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'FAIL'} "

@@ -59,8 +59,9 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
     labels = load_labels(root / PREPARED_DIR)
     # the rows this registration records as the model's own must be the ones it was trained on
     student_training = root / STUDENT_DIR / "training.json"
-    if student_training.is_file():
-        check_trained_on(read_json(student_training), root / STUDENT_DIR, root / PREPARED_DIR, "distill")
+    trained = read_json(student_training) if student_training.is_file() else None
+    if trained is not None:
+        check_trained_on(trained, root / STUDENT_DIR, root / PREPARED_DIR, "distill")
     test = load_split("test", root / PREPARED_DIR)
     test_sha = sha256_files([root / PREPARED_DIR / "test.parquet"])
     check_reports_current(evaluation, benchmark, deployment, test_sha, root)
@@ -144,7 +145,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             log_metrics(client, run_id, {f"gate.{c['name']}.passed": float(c["passed"]) for c in decision["checks"]
                                          if not c.get("skipped")})
             card = model_card(params, evaluation, parity, benchmark, data_report, deployment["deployable"], decision,
-                              list(serving.signature_example(test).columns))
+                              list(serving.signature_example(test).columns), trained)
             mlflow.log_text(card, "model_card.md")
             mlflow.log_dict(decision, "gate_decision.json")
             # Last: everything above succeeded, so moving the alias cannot leave a half-recorded decision.

@@ -129,14 +129,50 @@ def test_the_model_card_names_its_version_and_the_champion():
             "champion_after": "3", "checks": []}
     card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx", gate)
     lines = card.splitlines()
+    now = " `python -m distillery models` gives the registry as it is now."
     assert lines[0] == "# Model card: Distillery student" and lines[2] == (
-        "**This model:** `reviews-student` version 4, rejected (alias `challenger`); the champion is version 3.")
+        "**This model:** `reviews-student` version 4, rejected (alias `challenger`) when registered; the champion was "
+        "then version 3." + now)
+    # a card is what its run left: after `dvc exp apply` of an earlier experiment, a trial read "it is the champion"
+    # of a version a later run had replaced, so it says "then" and where to look now
     promoted = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
                           {**gate, "decision": "promoted", "alias": "champion", "champion_after": "4"})
-    assert promoted.splitlines()[2].endswith("promoted (alias `champion`); it is the champion.")
+    assert promoted.splitlines()[2].endswith("promoted (alias `champion`) when registered; it was then the champion."
+                                             + now)
     first = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
                        {**gate, "version": "1", "champion_after": None})
-    assert first.splitlines()[2].endswith("there is no champion yet.")
+    assert first.splitlines()[2].endswith("there was no champion yet." + now)
+
+
+def test_the_model_card_gives_the_recipe_that_ran_augmentation_hidden_loss_and_labelled_rows_included(tmp_path):
+    """A trial's card left out the augmented copies and the hidden-state loss the student trained with, and said
+    "learnt labels from 100,000 training rows; ... the teacher's outputs on the rest" of a 120-row split."""
+    from distillery.config import load_params
+    from distillery.run_records import model_card
+
+    path = tmp_path / "params.yaml"
+    path.write_text("distill: {labelled_rows: 100000, augment: {copies: 2}, hidden_loss: {weight: 1.5}, "
+                    "transfer_set: {source: remainder}}\n")
+    report = {"rows": {"train": 120, "test": 2}, "transfer_rows": 30}
+
+    def card(trained):
+        lines = model_card(load_params(path), {"labels": ["a", "b"]}, {}, {}, report, "student.int8.onnx",
+                           trained=trained).splitlines()
+        return next(line for line in lines if line.startswith("**Data:**")), \
+            next(line for line in lines if line.startswith("**Student:**"))
+
+    data, student = card({"labelled_rows": 120, "augmented_rows": 240})
+    assert data.endswith("Transfer set: `remainder`, 30 rows. The students learnt labels from all 120 training rows "
+                         "(distill.labelled_rows 100,000 is no fewer)."), data
+    assert "distilled with kl loss, alpha 0.5, temperature 2.0, on 2 augmented copies per training text (240 rows "\
+           "labelled by the teacher), with a hidden-state MSE of weight 1.5 against the teacher's layers." in student
+    # a cap below the split: the rows the students had, and the rest in the KD term
+    data, _ = card({"labelled_rows": 100, "augmented_rows": 200})
+    assert data.endswith("The students learnt labels from 100 training rows; the distilled student also learnt the "
+                         "teacher's outputs on the rest."), data
+    path.write_text("distill: {loss: mse}\n")
+    assert card(None)[1].startswith("**Student:** layers [0, 5] from pretrained, distilled with mse loss on logits, "
+                                    "alpha 0.5. Served"), card(None)[1]
 
 
 def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_from(tmp_path):
