@@ -66,9 +66,9 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
             announcement = describe(stage, params)
         except Exception:  # a courtesy line: never the reason a stage fails
             announcement = f"{stage}: starting"
-        from distillery.distributed import is_main, launch, report_result, world_size
+        from distillery.distributed import launch, report_result, speaks, world_size
 
-        if is_main():  # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
+        if speaks():  # stdout: tasks/stages.py reads the stage's error from stderr, which this line must not change
             print(announcement, flush=True)  # what it does, before the wait
         processes = getattr(_stage_module(stage), "processes", lambda _: 1)(params)
         if processes > 1 and world_size() == 1:  # train.processes: re-launched under torchrun
@@ -287,9 +287,9 @@ def main(argv: Optional[list] = None) -> int:
             raise  # unexpected: the traceback, exit code 1, not retried
         print(f"distillery {args.stage}: {mapped.label}: {mapped}", file=sys.stderr)
         return mapped.exit_code
-    from distillery.distributed import is_main
+    from distillery.distributed import speaks
 
-    if is_main():  # one summary from a multi-process run
+    if speaks():  # one summary and one time from a multi-process run: the launching CLI's
         print(redact_uri(_describe(args.stage, result)))
-    print(f"distillery {args.stage}: done in {time.perf_counter() - started:.1f}s")
+        print(f"distillery {args.stage}: done in {time.perf_counter() - started:.1f}s")
     return 0

@@ -36,6 +36,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def speaks() -> bool:
+    """The process that prints a stage's own lines (what it does, its summary, its time): the main process, unless a
+    CLI launched it under torchrun and prints them itself (each line came twice, "done in" once per process)."""
+    return is_main() and not os.environ.get(RESULT_ENV)
+
+
 def shared_name(prefix: str) -> str:
     """A name every process of one launch agrees on (checkpoints the Trainer saves on rank 0 and loads on all)."""
     if world_size() == 1:

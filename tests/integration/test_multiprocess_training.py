@@ -38,6 +38,10 @@ def test_two_processes_train_the_same_steps_into_the_same_outputs(tmp_path, tiny
     assert result.returncode == 0, _failure(result)
     assert "train_teacher: training in 2 processes" in result.stdout and "distill: training in 2 processes" in \
         result.stdout
+    # the stage's own lines once, from the launching process (rank 0 said them again, "done in" every rank)
+    for stage in ("train_teacher", "distill"):
+        assert result.stdout.count(f"distillery {stage}: done in") == 1, _failure(result)
+    assert result.stdout.count("distill: distilling ") == 1, _failure(result)
     for name, before in one.items():
         after = json.loads((project / f"models/{name}/training.json").read_text())
         assert (before["processes"], after["processes"]) == (1, 2)
