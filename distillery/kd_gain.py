@@ -76,7 +76,10 @@ def paired_summary(student: list[float], baseline: list[float]) -> dict:
         "baseline_mean": float(baseline_arr.mean()),
         "baseline_std": float(baseline_arr.std(ddof=1)) if n > 1 else 0.0,
         "diff_mean": float(diff.mean()), "diff_std": std,
-        "diff_ci95": [float(diff.mean() - half), float(diff.mean() + half)],
+        # a t-interval on few seeds can run past what a difference of two scores in [0, 1] can be (a trial's 2 seeds:
+        # -48 to +121 points): bounded to [-1, 1], and said so
+        "diff_ci95": [max(-1.0, float(diff.mean() - half)), min(1.0, float(diff.mean() + half))],
+        "diff_ci95_bounded": bool(n > 1 and (diff.mean() - half < -1.0 or diff.mean() + half > 1.0)),
         "diff_over_baseline_std": float(diff.mean() / baseline_arr.std(ddof=1))
         if n > 1 and baseline_arr.std(ddof=1) > 0 else None,
     }
@@ -90,15 +93,52 @@ def train_and_score(params: Params, inputs, model, dataset, options: Union[dict,
     with scratch_dir(private_temp() / f"distillery-seed-{seed}-{tag}") as scratch:
         summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
                       seed, Path(scratch), distill=options)
-    scores = {}
+    scores, one_label = {}, None
     for split in ("test", "validation"):
         outputs = inputs.task.answers(model, inputs.tokenizer, frames[split], params.student.max_length,
                                       params.evaluate.batch_size)
         scores[split] = inputs.task.metrics(outputs, frames[split], labels)
+        if split == "test":
+            one_label = only_label(outputs, labels)
     metrics = (inputs.task.primary_metric, inputs.task.secondary_metric)  # accuracy, macro_f1 | f1, exact_match
     return {m: scores["test"][m] for m in metrics} | \
         {f"validation_{m}": scores["validation"][m] for m in metrics} | \
-        {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"]}
+        {"train_seconds": summary["train_seconds"], "train_examples": summary["train_examples"],
+         "one_label": one_label}
+
+
+def only_label(outputs, labels: list):
+    """The label a classifier gave every test row, when it gave them all one (its training collapsed), else None;
+    None too for outputs that are not class scores (extractive QA's answers)."""
+    scores = np.asarray(outputs) if isinstance(outputs, np.ndarray) else None
+    if scores is None or scores.ndim != 2 or scores.shape[1] != len(labels) or len(scores) < 2:
+        return None
+    answered = np.unique(scores.argmax(axis=1))
+    return str(labels[int(answered[0])]) if len(answered) == 1 else None
+
+
+def collapsed(records: list[dict]) -> list[dict]:
+    """The runs (kd_gain's or the sweep's records) whose model gave one label to every test row."""
+    return [{"seed": r["seed"], "model": r["model"], "alpha": r.get("alpha"), "temperature": r.get("temperature"),
+             "label": r["one_label"]} for r in records if r.get("one_label") is not None]
+
+
+def collapse_warning(runs: list[dict]) -> str:
+    """A sentence on the collapsed runs, or "": a gain over a baseline that answers one label, or a student that
+    does, says little about distillation (evaluate warns of the pipeline's own models the same way)."""
+    if not runs:
+        return ""
+    named = []
+    for who in ("baseline", "student"):
+        mine = [r for r in runs if r["model"] == who]
+        if mine:
+            seeds = sorted({r["seed"] for r in mine})
+            answers = sorted({r["label"] for r in mine})
+            named.append(f"the {who} answered {' or '.join(map(repr, answers))} for every test row in "
+                         f"{len(mine)} run{'s' if len(mine) != 1 else ''} (seed{'s' if len(seeds) != 1 else ''} "
+                         f"{', '.join(map(str, seeds))})")
+    return (" Warning: " + "; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, "
+            ".epochs), so a gain measured against it says little about distillation.")
 
 
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -133,8 +173,9 @@ def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[st
     metrics = (task.primary_metric, task.secondary_metric)
     keys = (*metrics, *(f"validation_{m}" for m in metrics), "train_seconds", "train_examples")
     by_seed: dict = {}
-    for record in records:
-        by_seed.setdefault(record["seed"], {})[record["model"]] = {k: record[k] for k in keys}
+    for record in records:  # one_label: absent from a record kept before it was recorded
+        by_seed.setdefault(record["seed"], {})[record["model"]] = {**{k: record[k] for k in keys},
+                                                                   "one_label": record.get("one_label")}
     missing = [f"seed {s} {who}" for s in params.evaluate.seeds for who in ("student", "baseline")
                if who not in by_seed.get(s, {})]
     if missing:
@@ -153,17 +194,18 @@ def summary(result: dict) -> str:
     return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
             f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
             f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
-            f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}): "
-            f"{verdict(gain, len(result['seeds']), metric)}")
+            f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}"
+            f"{', bounded to possible values' if gain.get('diff_ci95_bounded') else ''}): "
+            f"{verdict(gain, len(result['seeds']), metric)}" + collapse_warning(result.get("collapsed", [])))
 
 
-def verdict(gain: dict, seeds: int, metric: str = "accuracy") -> str:
+def verdict(gain: dict, seeds: int, metric: str = "accuracy", key: str = "evaluate.seeds") -> str:
     """What a paired gain over ``seeds`` seeds shows, in words: a minus sign or an interval across 0 is easy to read
-    past in a line of figures."""
+    past in a line of figures. ``key``: the params key of those seeds (the sweep's are sweep.seeds)."""
     low, high = gain["diff_ci95"]
     if seeds < 3:
         return (f"{seeds} seed{'s' if seeds != 1 else ''} are too few for the interval to mean much (two seeds with "
-                "equal gains give it no width); use 3 or more in evaluate.seeds")
+                f"equal gains give it no width); use 3 or more in {key}")
     if high < 0:
         return "the distilled student is BELOW its labels-only baseline over these seeds: distillation did not help"
     if low <= 0:
@@ -175,7 +217,9 @@ def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validati
             reports_dir: Union[str, Path], logits_dir: Union[str, Path], data: Union[dict, None] = None) -> dict:
     """Summarise the per-seed scores, write kd_gain.json, its kept copy under kd_gain_runs/ and the plot. ``data``:
     the task and the test split's hash, so compare sets only runs of one task and one test split side by side."""
+    runs = [{"seed": r["seed"], "model": who, **r[who]} for r in per_seed for who in ("baseline", "student")]
     result = {"variant": variant(params), **(data or {}), "seeds": params.evaluate.seeds, "test_rows": int(len(test)),
+              "collapsed": collapsed(runs),
               "validation_rows": int(len(validation)), "per_seed": per_seed, "metrics": list(metrics),
               **{m: paired_summary([r["student"][m] for r in per_seed], [r["baseline"][m] for r in per_seed])
                  for m in metrics},

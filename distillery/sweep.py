@@ -31,7 +31,8 @@ import numpy as np
 from distillery.config import Params
 from distillery.errors import ConfigError
 from distillery.files import read_json, sha256_files, write_json, write_text
-from distillery.kd_gain import METRICS, paired_summary, train_and_score, variant, verdict
+from distillery.kd_gain import (METRICS, collapse_warning, collapsed, paired_summary, train_and_score, variant,
+                                verdict)
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_labels, load_split
 from distillery.stages.distill import distill_inputs
@@ -52,7 +53,9 @@ def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
     """What a run depends on besides its seed, α and T (the recipe, the data, the cached teacher outputs and the
     code); a kept run with another fingerprint is not reused."""
     recipe = {k: v for k, v in variant(params).items() if k not in ("alpha", "temperature")}
-    settings = json.dumps({"recipe": recipe, "train": dataclasses.asdict(params.distill.train),
+    # processes: these runs train in one process whatever it says, so it changes no figure (it retrained every run)
+    train = {k: v for k, v in dataclasses.asdict(params.distill.train).items() if k != "processes"}
+    settings = json.dumps({"recipe": recipe, "train": train,
                            "student_max_length": params.student.max_length,
                            # which training rows keep their labels (a stratified sample seeded by `seed`)
                            "labelled_rows": params.distill.labelled_rows,
@@ -94,6 +97,10 @@ class _Runs:
         self.labels = load_labels(prepared_dir)
         self.key = fingerprint(params, Path(prepared_dir), Path(logits_dir))
         self.seed, self.inputs, self.initial = None, None, None
+        if params.distill.train.processes > 1:  # it trained in one process without a word
+            print(f"note: distill.train.processes is {params.distill.train.processes}, but these runs train one at a "
+                  "time in this process (the setting is the distill stage's; a work pool runs them side by side)",
+                  flush=True)
 
     def kept(self, seed: int, cell: Union[tuple, None]) -> Union[dict, None]:
         """The kept record of this run when it has the current fingerprint, else None."""
@@ -143,7 +150,7 @@ def report(params: Params, records: list[dict], prepared_dir: Union[str, Path] =
     metrics = VALIDATION_METRICS[params.task]
     result = summarise(records, params.sweep.seeds, grid(params), params.sweep.metric or metrics[0], metrics)
     result.update(variant=variant(params), test_rows=int(len(load_split("test", prepared_dir))),
-                  validation_rows=int(len(load_split("validation", prepared_dir))))
+                  validation_rows=int(len(load_split("validation", prepared_dir))), collapsed=collapsed(records))
     write_reports(result, Path(reports_dir))
     return result
 
@@ -224,8 +231,10 @@ def write_reports(result: dict, reports_dir: Path) -> None:
             f"{100 * chosen['validation'][f'baseline_{metric}_mean']:.2f}%); test "
             f"{first} {_pm(chosen[first]['student_mean'], chosen[first]['student_std'])}%, paired gain "
             f"{100 * chosen[first]['diff_mean']:+.2f} points (95% CI "
-            f"{100 * chosen[first]['diff_ci95'][0]:+.2f} to {100 * chosen[first]['diff_ci95'][1]:+.2f}): "
-            f"{verdict(chosen[first], len(result['seeds']), first)}.{_none_gains(result, first)}\n")
+            f"{100 * chosen[first]['diff_ci95'][0]:+.2f} to {100 * chosen[first]['diff_ci95'][1]:+.2f}"
+            f"{_bounded(chosen[first])}): "
+            f"{verdict(chosen[first], len(result['seeds']), first, 'sweep.seeds')}.{_none_gains(result, first)}"
+            f"{collapse_warning(result.get('collapsed', []))}\n")
     write_text(reports_dir / "sweep.md", text)
     csv_path = reports_dir / "sweep.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
@@ -236,6 +245,10 @@ def write_reports(result: dict, reports_dir: Path) -> None:
     from distillery.plots import plot_sweep_heatmap
 
     plot_sweep_heatmap(result, reports_dir / "plots" / "sweep_heatmap.png")
+
+
+def _bounded(gain: dict) -> str:
+    return ", bounded to possible values" if gain.get("diff_ci95_bounded") else ""
 
 
 def _none_gains(result: dict, metric: str) -> str:
@@ -255,5 +268,6 @@ def summary(result: dict) -> str:
             f"{100 * chosen['validation'][f'student_{metric}_mean']:.2f}%); its test {first} "
             f"{_pm(acc['student_mean'], acc['student_std'])}% vs baseline {_pm(base['mean'], base['std'])}%, paired "
             f"gain {100 * acc['diff_mean']:+.2f} points (95% CI {100 * acc['diff_ci95'][0]:+.2f} to "
-            f"{100 * acc['diff_ci95'][1]:+.2f}): {verdict(acc, len(result['seeds']), first)}; reports/sweep.md, "
-            "reports/plots/sweep_heatmap.png")
+            f"{100 * acc['diff_ci95'][1]:+.2f}{_bounded(acc)}): "
+            f"{verdict(acc, len(result['seeds']), first, 'sweep.seeds')}; "
+            "reports/sweep.md, reports/plots/sweep_heatmap.png" + collapse_warning(result.get("collapsed", [])))

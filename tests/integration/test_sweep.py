@@ -82,7 +82,18 @@ def test_a_grid_whose_every_setting_loses_to_the_baseline_says_so(tmp_path):
     scale = colour_scale(np.array([[-10.0, -5.0]]), gain=True)
     assert scale == {"cmap": "RdBu", "vmin": -10.0, "vmax": 10.0}
     two = summarise([r for r in records if r["seed"] < 3], [1, 2], [(0.0, 2.0), (0.5, 2.0)], "accuracy")
-    assert "2 seeds are too few for the interval to mean much" in summary(two)
+    # the sweep's seeds are sweep.seeds (it told a trial to add seeds to evaluate.seeds, which held 3 already)
+    assert "2 seeds are too few for the interval to mean much (two seeds with equal gains give it no width); use 3 " \
+           "or more in sweep.seeds" in summary(two)
+    # a collapsed run is named in the line and in sweep.md
+    from distillery.kd_gain import collapsed
+
+    two["collapsed"] = collapsed([{**records[0], "one_label": "positive"}])
+    assert summary(two).endswith("Warning: the baseline answered 'positive' for every test row in 1 run (seed 1): its "
+                                 "training collapsed to one label (distill.train.learning_rate, .epochs), so a gain "
+                                 "measured against it says little about distillation.")
+    write_reports(two, tmp_path)
+    assert "Warning: the baseline answered 'positive'" in (tmp_path / "sweep.md").read_text()
 
 
 def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
@@ -116,7 +127,10 @@ def test_sweep_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
                                                  and r["seed"] == s) for s in (0, 1)]
         assert row["accuracy"]["diff_mean"] == pytest.approx(np.mean(diffs))
         half = 12.706205 * abs(diffs[0] - diffs[1]) / 2  # two seeds: t(0.975, 1) · std / sqrt(2)
-        assert row["accuracy"]["diff_ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], abs=1e-6)
+        # bounded to what a difference of two accuracies can be
+        assert row["accuracy"]["diff_ci95"] == pytest.approx([max(-1.0, np.mean(diffs) - half),
+                                                              min(1.0, np.mean(diffs) + half)], abs=1e-6)
+        assert row["accuracy"]["diff_ci95_bounded"] == (abs(np.mean(diffs)) + half > 1.0)
     table = (tmp_path / "reports/sweep.md").read_text()
     assert table.count("**selected**") == 1 and "baseline (labels only, trained once per seed)" in table
     with open(tmp_path / "reports/sweep.csv", newline="") as handle:

@@ -88,6 +88,13 @@ def test_a_kept_run_is_not_reused_by_other_code(tmp_path, monkeypatch):
     params, prepared, logits = Params(), tmp_path / "prepared", tmp_path / "logits"
     key = sweep_module.fingerprint(params, prepared, logits)
     assert sweep_module.fingerprint(params, prepared, logits) == key
+    # the runs train in one process whatever distill.train.processes says: a trial's kd_gain retrained every run for
+    # it, to the same figures; the epochs do change them
+    train = params.distill.train
+    for change, same in (({"processes": 2}, True), ({"epochs": 5}, False)):
+        changed = dataclasses.replace(params, distill=dataclasses.replace(
+            params.distill, train=dataclasses.replace(train, **change)))
+        assert (sweep_module.fingerprint(changed, prepared, logits) == key) is same, change
     monkeypatch.setattr(sweep_module, "code_fingerprint", lambda: "other code")
     assert sweep_module.fingerprint(params, prepared, logits) != key
 
@@ -227,3 +234,40 @@ def test_a_kd_gain_over_other_seeds_says_which_record_it_replaces(tmp_path, caps
     two = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, seeds=[1, 2]))
     _report(two, _per_seed(), ("accuracy", "macro_f1"), test, validation, tmp_path / "reports", tmp_path / "logits")
     assert "(seeds [1, 2, 3]) with this run's seeds [1, 2]" in capsys.readouterr().out
+
+
+def test_a_collapsed_baseline_is_named_and_an_interval_stays_within_possible_gains(tmp_path):
+    """A trial's kd_gain: "distilled 70.00 ± 9.43%, baseline 33.33 ± 0.00%, paired gain +36.67 points (95% CI -48.04
+    to +121.37)", the baseline answering one label for every test row in both seeds, and not a word of it."""
+    import numpy as np
+
+    from distillery.kd_gain import only_label, paired_summary, summary
+
+    gain = paired_summary([0.6, 0.8], [1 / 3, 1 / 3])
+    # t(0.975, 1) 12.706 x std 0.1414 / sqrt(2) = 1.2706 about a mean of 0.3667: the upper end bounded to +1
+    assert gain["diff_ci95"] == pytest.approx([0.36667 - 1.27062, 1.0], abs=1e-4) and gain["diff_ci95_bounded"]
+    assert paired_summary([0.80, 0.81, 0.79], [0.74, 0.75, 0.73])["diff_ci95_bounded"] is False
+
+    labels = ["negative", "neutral", "positive"]
+    one = np.array([[0.1, 0.2, 0.9], [0.3, 0.1, 0.5], [0.0, 0.0, 1.0]])
+    assert only_label(one, labels) == "positive"
+    assert only_label(np.array([[0.1, 0.2, 0.9], [0.9, 0.1, 0.5]]), labels) is None
+    assert only_label(["an answer", "an answer"], labels) is None  # QA answers: not class scores
+
+    params = load_params(ROOT / "params.yaml")
+    per_seed = [{"seed": seed, "student": {"accuracy": s, "macro_f1": s, "validation_accuracy": s,
+                                           "validation_macro_f1": s, "train_seconds": 1.0, "train_examples": 10,
+                                           "one_label": None},
+                 "baseline": {"accuracy": 1 / 3, "macro_f1": 1 / 6, "validation_accuracy": 1 / 3,
+                              "validation_macro_f1": 1 / 6, "train_seconds": 1.0, "train_examples": 10,
+                              "one_label": "positive"}}
+                for seed, s in ((1, 0.6), (2, 0.8))]
+    result = _report(params, per_seed, ("accuracy", "macro_f1"), pd.DataFrame({"x": range(4)}),
+                     pd.DataFrame({"x": range(2)}), tmp_path / "reports", tmp_path / "logits")
+    assert result["collapsed"] == [{"seed": s, "model": "baseline", "alpha": None, "temperature": None,
+                                    "label": "positive"} for s in (1, 2)]
+    line = summary({**result, "seeds": [1, 2]})
+    assert "paired gain +36.67 points (95% CI -90.40 to +100.00, bounded to possible values)" in line, line
+    assert line.endswith("Warning: the baseline answered 'positive' for every test row in 2 runs (seeds 1, 2): its "
+                         "training collapsed to one label (distill.train.learning_rate, .epochs), so a gain measured "
+                         "against it says little about distillation."), line
