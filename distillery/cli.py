@@ -100,8 +100,24 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
         print(f"distillery {stage}: waiting up to {stage_lock_wait():g}s for the pipeline run holding {path} "
               f"({holder})", file=sys.stderr, flush=True)
 
-    with repository_lock(".", f"python -m distillery {stage}", timeout_s=stage_lock_wait(), on_wait=waiting):
+    with repository_lock(".", f"python -m distillery {stage}", timeout_s=stage_lock_wait(), on_wait=waiting) as mine:
+        if mine is not None:  # this stage holds the lock: no flow run is live here (its children pass with None)
+            refuse_leftover_overrides(stage)
         return run()
+
+
+def refuse_leftover_overrides(stage: str) -> None:
+    """A flow run with overrides writes them into params.yaml and puts the file back when it ends; one that was
+    killed first leaves them, with the file's earlier text beside it. A stage run then (`dvc repro`) trained and
+    registered under the dead run's overrides, and promoted the result: refused, in one line, naming the fix."""
+    from distillery.errors import ConfigError
+    from distillery.paths import OVERRIDES_BACKUP
+
+    if OVERRIDES_BACKUP.is_file():
+        raise ConfigError(f"params.yaml still holds the overrides of a flow run that was stopped before it could put "
+                          f"the file back ({OVERRIDES_BACKUP} is its earlier text), so {stage} would run with them: "
+                          "`python -m flows.recover` puts back params.yaml and the outputs that run replaced (the next "
+                          "flow run does it first too); then run again")
 
 
 def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str,

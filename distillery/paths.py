@@ -10,6 +10,9 @@ BASELINE_DIR = Path("models/baseline")
 ONNX_DIR = Path("models/onnx")
 REPORTS_DIR = Path("reports")
 CURVES_DIR = REPORTS_DIR / "curves"
+# params.yaml as it was before a flow run's overrides (tasks/experiments.py): there only while such a run is live, or
+# after one was killed before it could put the file back
+OVERRIDES_BACKUP = Path(".distillery") / "params.yaml.before-overrides"
 
 
 def experiment_origin(root: Path) -> Optional[Path]:

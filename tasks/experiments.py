@@ -34,9 +34,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from distillery.paths import OVERRIDES_BACKUP as BACKUP  # params.yaml as it was before a run's overrides
 from tasks.stages import BadInput, StageFailed
 
-BACKUP = Path(".distillery") / "params.yaml.before-overrides"  # params.yaml as it was before a run's overrides
 SNAPSHOT = Path(".distillery") / "before-overrides"  # dvc.lock and the uncached outputs as they were before
 
 

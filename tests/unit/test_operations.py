@@ -81,6 +81,39 @@ def test_recover_params_removes_the_scratch_of_a_run_killed_while_setting_params
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
 
 
+def test_a_stage_refuses_a_killed_flow_runs_overrides_until_they_are_put_back(tmp_path, monkeypatch, capsys):
+    """A flow run with overrides was killed mid-run; `dvc repro` then ran export, benchmark and register under its
+    override (distill.alpha 0.9) and promoted the result. A stage now refuses, unless it is the live flow's own."""
+    from distillery.cli import run_locked
+    from distillery.locking import repository_lock
+    from flows.recover import main as recover
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".distillery").mkdir()
+    (tmp_path / "params.yaml").write_text("distill:\n  alpha: 0.9\n")
+    (tmp_path / ".distillery/params.yaml.before-overrides").write_text("distill:\n  alpha: 0.5\n")
+    ran = []
+    with pytest.raises(ConfigError, match=r"^params.yaml still holds the overrides of a flow run that was stopped "
+                                          r"before it could put the file back .* so export would run with them: "
+                                          r"`python -m flows.recover` puts back"):
+        run_locked("export", run=lambda: ran.append("export"))
+    assert ran == []
+    # the live flow's own dvc repro: its stages carry the holder's token and go through
+    code = "from distillery.cli import run_locked; run_locked('export', run=lambda: print('ran'))"
+    with repository_lock(".", "the flow"):
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (child.returncode, child.stdout.strip()) == (0, "ran"), child.stderr[-2000:]
+    assert recover([]) == 0
+    assert "put back from before a killed run's overrides" in capsys.readouterr().out
+    assert (tmp_path / "params.yaml").read_text() == "distill:\n  alpha: 0.5\n"
+    assert not (tmp_path / ".distillery/params.yaml.before-overrides").exists()
+    run_locked("export", run=lambda: ran.append("export"))
+    assert ran == ["export"]
+    assert recover([]) == 0 and "nothing to recover" in capsys.readouterr().out
+
+
 # --- the data watcher ------------------------------------------------------------------------
 
 def test_watcher_emits_only_when_the_content_changes(tmp_path):
