@@ -277,6 +277,8 @@ def main(argv: Optional[list] = None) -> int:
         # which is after this), or they steal the cores of the ONNX Runtime model timed next.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # a lost tracking server: one line says so at the end, not a urllib3 "Retrying ..." warning per attempt before it
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from distillery.tracking import RedactingFilter, redact_uri
 
     for handler in logging.getLogger().handlers:  # no credentials of a tracking URI in any log line

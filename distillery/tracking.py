@@ -244,5 +244,18 @@ def unavailable_as_transient(uri: str) -> Iterator[None]:
                               "only if the server is mounted under one); the champion was not moved") from None
         if is_remote(uri) and "API request to" in str(exc):
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
-                                      f"({redact_uri(str(exc).splitlines()[0])[:160]}); the champion was not moved") from None
+                                      f"({lost_cause(str(exc))}); the champion was not moved") from None
         raise
+
+
+def lost_cause(message: str) -> str:
+    """Why MLflow's request failed, in a few words: the socket's error ("[Errno 111] Connection refused") where the
+    message has one. It was the message's first 160 characters, cut mid-sentence ("Max retries exceeded with )")."""
+    found = re.search(r"\[Errno -?\d+\][^'\")\]]*", message)
+    if found:
+        return found.group(0).strip()
+    for known in ("Read timed out", "Max retries exceeded"):
+        if known in message:
+            return known.lower() if known.startswith("Max") else known
+    first = redact_uri(message.splitlines()[0] if message else "")
+    return first if len(first) <= 160 else first[:157].rstrip() + "..."

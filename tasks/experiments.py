@@ -60,6 +60,19 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
+def flatten_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"distill": {"alpha": 0.1}}`` -> ``{"distill.alpha": 0.1}``: a nested mapping sets the keys it names. Given
+    to DVC as it was, it failed in the override grammar ("no viable alternative at input '{"alpha"'"), and a mapping
+    the grammar took would have replaced the whole section, every key it left out lost. An empty mapping stays one."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value and isinstance(key, str):
+            flat.update({f"{key}.{inner}": leaf for inner, leaf in flatten_overrides(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def check_allowed(overrides: dict[str, Any], params_path: Path) -> None:
     """Refuse, in one line, an override key that ``schedule.allowed_overrides`` in params.yaml does not allow."""
     from distillery.config import load_schedule
@@ -104,6 +117,7 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
 
     params_path = Path(project_dir) / "params.yaml"
     original = params_path.read_text(encoding="utf-8")
+    overrides = flatten_overrides(overrides)
     override_args(overrides)  # the keys are keys
     check_allowed(overrides, params_path)  # and ones a flow run may set (schedule.allowed_overrides)
     check_known(overrides, original)  # and keys params.yaml has (DVC's message would say to add one with +)

@@ -283,3 +283,20 @@ def test_a_failed_report_write_leaves_no_half_file_and_a_cut_json_is_named(tmp_p
     target.write_text('{"accuracy": 0.')
     with pytest.raises(DistilleryError, match=r"eval.json: not valid JSON \(.*\); run `dvc repro evaluate` again"):
         read_json(target, "evaluate")
+
+
+def test_a_lost_tracking_servers_cause_is_said_in_a_few_whole_words():
+    """A trial's register ended "...Max retries exceeded with ); the champion was not moved": the first 160
+    characters of MLflow's message, cut mid-sentence."""
+    from distillery.tracking import lost_cause
+
+    refused = ("API request to http://127.0.0.1:5000/api/2.0/mlflow/model-versions/set-tag failed with exception "
+               "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "
+               "/api/2.0/mlflow/model-versions/set-tag (Caused by NewConnectionError('<urllib3.connection."
+               "HTTPConnection object at 0x7f2b>: Failed to establish a new connection: [Errno 111] Connection "
+               "refused'))")
+    assert lost_cause(refused) == "[Errno 111] Connection refused"
+    assert lost_cause(refused.replace("NewConnectionError", "ReadTimeoutError").split(" (Caused")[0]) == \
+        "max retries exceeded"
+    assert lost_cause("x" * 200).endswith("...") and len(lost_cause("x" * 200)) == 160
+    assert lost_cause("API request to http://h/api failed") == "API request to http://h/api failed"
