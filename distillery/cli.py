@@ -266,6 +266,10 @@ def main(argv: Optional[list] = None) -> int:
         return check_params_file(args.params)
     if args.stage == "params":
         from distillery.config import describe_params
+
+        if args.params != parser.get_default("params") and not Path(args.params).is_file():  # it listed silently
+            print(f"distillery params: error: {args.params}: no such params file", file=sys.stderr)
+            return 2
         print(describe_params(args.params if Path(args.params).is_file() else None))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -290,8 +294,9 @@ def main(argv: Optional[list] = None) -> int:
             print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason, args.other_inputs)))
             return 0
         if args.stage == PROFILE_COMMAND:  # rewrites params.yaml: never while a pipeline run holds the lock
-            from distillery.profiles import apply_profile, summary
+            from distillery.profiles import apply_profile, read_profile, summary
 
+            read_profile(args.version)  # a mistyped name is said at once, not after waiting for a pipeline's lock
             result = run_locked(args.stage, args.params, lambda: apply_profile(args.version, args.params))
             print(summary(result))
             return 0

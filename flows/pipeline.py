@@ -83,7 +83,9 @@ def stage_times(ran: dict, seconds: dict) -> str:
     """One line per stage (status, seconds, share of the whole) and the total, aligned for a terminal."""
     total = sum(seconds.values())
     width = max(len(stage) for stage in [*seconds, "total"])
-    shares = round(total, 1) > 0  # no shares of a run whose stages were all passed over in milliseconds
+    # no shares of a run that ran no stage: its total is milliseconds of DVC's checks (a trial's 0.1 s read as
+    # "31.8%, 8.9%, ...")
+    shares = round(total, 1) > 0 and any(state == "ran" for state in ran.values())
     lines = [f"  {stage:<{width}}  {ran.get(stage, 'failed'):<10}  {value:7.1f}s  "
              + (f"{100 * value / total:5.1f}%" if shares else "") for stage, value in seconds.items()]
     lines = [line.rstrip() for line in lines]

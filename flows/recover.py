@@ -17,7 +17,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from distillery.paths import OVERRIDES_BACKUP
     from tasks.experiments import recover_params
 
-    if argv if argv is not None else sys.argv[1:]:
+    args = argv if argv is not None else sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        print(f"usage: python -m flows.recover\n\n{__doc__.strip()}")
+        return 0
+    if args:
         print("python -m flows.recover takes no arguments; run it from the project root", file=sys.stderr)
         return 2
     try:

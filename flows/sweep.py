@@ -131,7 +131,7 @@ def run(project_dir: str = ".", max_workers: int = 1, pool: Optional[str] = None
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--project-dir", default=".")
     parser.add_argument("--max-workers", type=int, default=1, help="runs trained at once here (default 1)")
     parser.add_argument("--pool", help="a Prefect process work pool: its workers train the runs (needs a Prefect "

@@ -522,3 +522,31 @@ def test_a_valid_schedule_of_another_form_is_taken(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     schedule = load_schedule(tmp_path / "params.yaml")
     assert (schedule.cron, schedule.timezone) == ("*/15 9-17 * * mon-fri", "Europe/Berlin")
+
+
+def test_the_recovery_command_has_help_and_profile_and_params_name_a_missing_file_at_once(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A trial: `flows.recover --help` was an error; `profile nope` waited for a running pipeline's lock before saying
+    the profile does not exist; `params --params nope.yaml` listed every key and exited 0."""
+    from distillery.cli import main
+    from flows.recover import main as recover
+
+    assert recover(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: python -m flows.recover")
+    assert recover(["now"]) == 2 and "takes no arguments" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    from distillery.locking import repository_lock
+
+    code = "from distillery.cli import main; import sys; sys.exit(main(['profile', 'nope']))"
+    with repository_lock(".", "a pipeline run"):  # held by another process's view: the child has no token
+        monkeypatch.delenv("DISTILLERY_REPO_LOCK_TOKEN", raising=False)
+        started = time.monotonic()
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               env={k: v for k, v in {**os.environ, "PYTHONPATH": str(ROOT)}.items()
+                                    if k != "DISTILLERY_REPO_LOCK_TOKEN"})
+    assert child.returncode == 2 and "profiles/nope.yaml not found" in child.stderr, child.stderr
+    assert "waiting" not in child.stderr and time.monotonic() - started < 9  # the lock's wait is 10 s
+    assert main(["params", "--params", "nope.yaml"]) == 2
+    assert capsys.readouterr().err == "distillery params: error: nope.yaml: no such params file\n"

@@ -153,6 +153,8 @@ def test_the_flow_ends_with_every_stage_time_and_the_total():
                        {"prepare": 0.012, "train_teacher": 0.004})
     assert text.splitlines() == ["  prepare        up to date      0.0s", "  train_teacher  up to date      0.0s",
                                  "  total                          0.0s"]
+    text = stage_times({"prepare": "up to date", "train_teacher": "up to date"}, {"prepare": 0.06, "train_teacher": 0.05})
+    assert "%" not in text and text.splitlines()[-1] == "  total                          0.1s"
 
 
 def test_inference_batches_report_only_when_a_stage_labels_the_pass(monkeypatch):
