@@ -64,7 +64,34 @@ def model_name_problem(name: str, key: str) -> Optional[str]:
             return (f"{key}: model path {name!r} does not exist in this `dvc exp run --temp`/`--queue` copy of "
                     f"{origin}, which holds only what git and DVC track: `dvc add {name}`, commit, and run again")
         return f"{key}: model path {name!r} does not exist"
-    return None  # a Hub id ("org/name"): from_pretrained says whether it can be fetched
+    return _hub_id_problem(name, key)
+
+
+def _hub_id_problem(name: str, key: str) -> Optional[str]:
+    """What is wrong with ``name`` as a Hub id, as far as can be told offline: a folder here that its first part
+    names (``models/tiny``: a mistyped local path, which became a Hub request and a transient "did not answer" after
+    50 s), a name the Hub cannot hold (``acme/tiny teacher``, ``acme/x@main``, ``hub:acme/x``), or one missing from
+    the cache when ``HF_HUB_OFFLINE`` is set. None when nothing is: from_pretrained then says whether it loads."""
+    first = name.split("/", 1)[0]
+    if "/" in name and first and Path(first).is_dir():
+        return (f"{key}: model path {name!r} does not exist ({first}/ is a folder here; a Hub id is "
+                "<organisation>/<name>)")
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "not a repository id"
+        return f"{key}: {name!r} is neither a local model directory nor a Hub id ({reason})"
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return (f"{key}: {name!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is "
+                "set, so it cannot be fetched: download it where the Hub is reachable (same HF_HOME), or give a "
+                "local directory")
+    return None
 
 
 def check_model_names(params) -> None:

@@ -179,8 +179,10 @@ def quiet_hub() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def read_hub(dataset_id: str, config: Union[str, None], label_column: str) -> tuple[dict, Union[list, None]]:
-    """Load every split of a Hub dataset. Needs network access or a warm HF cache."""
+def read_hub(dataset_id: str, config: Union[str, None], label_column: str,
+             key: str = "data.source") -> tuple[dict, Union[list, None]]:
+    """Load every split of a Hub dataset. Needs network access or a warm HF cache. ``key``: the params key that
+    named it, for its errors (a transfer set's failure was blamed on data.source)."""
     import datasets
 
     try:
@@ -189,10 +191,11 @@ def read_hub(dataset_id: str, config: Union[str, None], label_column: str) -> tu
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if hub_unreachable(exc):
-            raise HubUnreachable(f"data.source: the Hugging Face Hub did not answer for dataset {dataset_id!r} "
+            raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for dataset {dataset_id!r} "
                                  f"({first}); retry once it does, or use a local file (or the dataset in the HF cache "
                                  "with HF_HUB_OFFLINE=1)") from None
-        raise DataError(f"data.source: cannot load Hub dataset {dataset_id!r} (config {config!r}): {first}") from None
+        config_key = f"{key.rsplit('.', 1)[0]}.hub_config"
+        raise DataError(f"{key}: cannot load Hub dataset {dataset_id!r} ({config_key} {config!r}): {first}") from None
     frames, label_names = {}, None
     for split, dataset in dataset_dict.items():
         feature = dataset.features.get(label_column)
@@ -260,7 +263,7 @@ def read_texts(source: str, text_column: str, split: str, hub_config: Union[str,
                encoding_errors: str) -> pd.DataFrame:
     """Texts of an unlabelled transfer-set source (a local file or ``hub:<id>``)."""
     if source.startswith("hub:"):
-        frames, _, _ = read_source(source, {}, hub_config, "", encoding_errors)
+        frames, _ = read_hub(source.split(":", 1)[1], hub_config, "", key="distill.transfer_set.source")
         if split not in frames:
             raise DataError(f"distill.transfer_set.split: {source} has no split {split!r}; it has {sorted(frames)}")
         frame = frames[split]

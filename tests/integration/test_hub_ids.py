@@ -60,6 +60,12 @@ def test_hub_ids_for_the_teacher_and_a_model_student_load_from_the_cache_and_a_m
     capsys.readouterr()
     assert main(["distill"]) != 0
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("distillery distill: error: student.model: cannot load 'distillery-test/no-such-model' "
-                            "(it is not a local directory, and the Hugging Face Hub could not provide it)"), error
+    # offline, the cache's miss is found before anything loads (it was from_pretrained's "cannot load ... could not
+    # provide it"), and `params --check` says the same before DVC removes an output
+    assert error.startswith("distillery distill: error: student.model: 'distillery-test/no-such-model' is not in the "
+                            "Hugging Face cache ("), error
+    assert error.endswith("and HF_HUB_OFFLINE is set, so it cannot be fetched: download it where the Hub is "
+                          "reachable (same HF_HOME), or give a local directory"), error
+    assert main(["params", "--check"]) == 2 and "'distillery-test/no-such-model' is not in the Hugging Face cache" in \
+        capsys.readouterr().err
     assert (tmp_path / "models/student/model.safetensors").read_bytes() == kept

@@ -352,7 +352,8 @@ def test_params_check_names_the_keys_dvc_yaml_reads_that_params_yaml_lacks(tmp_p
     (("  sequence_lengths: [16, 64, 128]", "  sequence_lengths: [16, 64, 1024]"),
      r"benchmark.sequence_lengths: 1024 exceeds what bundled:minilm-l6 takes, at most 512 tokens"),
 ])
-def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs(tmp_path, capsys, edit, message):
+def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs(tmp_path, capsys, monkeypatch, edit,
+                                                                                   message):
     """A length beyond the teacher's positions, or a layer it does not have, was refused by train_teacher or
     distill: under `dvc exp run -S`, after DVC had removed the stage's outputs."""
     path = tmp_path / "params.yaml"
@@ -363,8 +364,15 @@ def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs
     assert re.search(f"distillery params: error: {re.escape(str(path))}: {message}", capsys.readouterr().err)
     # a teacher whose config is not at hand (a Hub id not downloaded) is left to the stage that loads it (and an
     # ALBERT teacher's config, at hand, refuses a layers student: its layer groups are not layers)
+    from huggingface_hub import constants
+
     path.write_text(text.replace(edit[0], edit[1], 1).replace("model: bundled:minilm-l6", "model: org/not-here", 1))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the Hub may have it
     assert main(["params", "--check", "--params", str(path)]) == 0
+    # offline (HF_HUB_OFFLINE, as the tests run), a Hub id the cache lacks cannot load: refused here, not in the stage
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert "teacher.model: 'org/not-here' is not in the Hugging Face cache" in capsys.readouterr().err
 
 
 
@@ -588,3 +596,27 @@ def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_so
     assert check(source="data/raw/more")[1].startswith("data.source: data/raw/more is a directory; a text data source "
                                                        "is one file")
     assert check(transfer="none") == (0, "")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("acme/tiny teacher", "teacher.model: 'acme/tiny teacher' is neither a local model directory nor a Hub id (Repo id "
+                          "must use alphanumeric chars"),
+    ("acme/", "teacher.model: 'acme/' is neither a local model directory nor a Hub id"),
+    ("acme/tiny-teacher@main", "teacher.model: 'acme/tiny-teacher@main' is neither a local model directory nor a Hub id"),
+    ("hub:acme/tiny-teacher", "teacher.model: 'hub:acme/tiny-teacher' is neither a local model directory nor a Hub id"),
+    ("models/tiny", "teacher.model: model path 'models/tiny' does not exist (models/ is a folder here; a Hub id is "
+                    "<organisation>/<name>)"),
+])
+def test_a_model_name_that_is_no_hub_id_or_a_mistyped_local_path_is_refused_by_the_check(tmp_path, monkeypatch, capsys,
+                                                                                       name, message):
+    """A trial: these passed `params --check`, then failed in train_teacher after DVC had removed its outputs, and
+    `models/tiny` (one slash: read as a Hub id) as a transient "the Hub did not answer" after 50 s, retried."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # online or not, these are wrong
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace(
+        "model: bundled:minilm-l6", f"model: '{name}'", 1))
+    assert main(["params", "--check"]) == 2
+    assert capsys.readouterr().err.startswith(f"distillery params: error: params.yaml: {message}")

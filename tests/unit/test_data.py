@@ -741,6 +741,12 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_one_line_naming_data_source(tmp_
                 tmp_path / "prepared")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "prepared").exists()
+    # a transfer set's Hub dataset is named by its own keys (a trial's error blamed data.source)
+    from distillery.sources import read_texts
+
+    with pytest.raises(DataError, match=r"^distill.transfer_set.source: cannot load Hub dataset '.*no-such-unl' "
+                                        r"\(distill.transfer_set.hub_config 'en'\): "):
+        read_texts(f"hub:{tmp_path / 'no-such-unl'}", "text", "train", "en", "strict")
 
 
 def test_an_unreachable_hub_is_a_transient_one_line_error_and_a_bad_id_or_offline_is_not(tmp_path, monkeypatch):
