@@ -24,10 +24,51 @@ def resolve_model(name: str, key: str) -> str:
     return str(path) if path.exists() else name  # a Hub id ("org/name"); from_pretrained says whether it can be fetched
 
 
+REVISIONS: dict[str, str] = {}  # Hub id -> the commit this process loaded it at (local paths have none)
+
+
+def hub_revisions() -> dict[str, str]:
+    """The Hub ids this process loaded, each with the commit of the snapshot it read: recorded in training.json, so
+    a run names the exact upstream model, and a later stage can tell when the Hub (or the cache) has moved on."""
+    return dict(REVISIONS)
+
+
+def check_same_revisions(recorded: Optional[dict], key: str, stage: str) -> None:
+    """A Hub id loaded here at another commit than ``recorded`` (the teacher's training.json) loaded it: a student
+    whose layers come from ``teacher.model`` would start from another model than the teacher was trained from, and
+    DVC, which hashes no Hub model, calls the teacher up to date."""
+    for name, commit in (recorded or {}).items():
+        now = REVISIONS.get(name)
+        if now is not None and commit and now != commit:
+            raise ModelError(f"{key}: {name!r} is at commit {now[:12]} on the Hub (or in the cache) now, but the "
+                             f"teacher was trained from {commit[:12]}: retrain it (`dvc repro -f train_teacher`), or "
+                             f"{stage} would mix two models")
+
+
+def _cached_commit(name: str) -> Optional[str]:
+    """The commit of the snapshot of Hub id ``name`` that the Hugging Face cache serves now (what from_pretrained
+    just read, online or off), or None. transformers 5 no longer sets a config's ``_commit_hash``."""
+    import re
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a record, never the reason a load fails
+        return None
+    found = re.search(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]", path) if isinstance(path, str) else None
+    return found.group(1) if found else None
+
+
 def from_pretrained(loader, name: str, key: str, **kwargs):
     try:
         with quiet_hub():
-            return loader.from_pretrained(name, **kwargs)
+            loaded = loader.from_pretrained(name, **kwargs)
+        if not Path(name).exists():
+            commit = _cached_commit(name)
+            if commit:
+                REVISIONS[name] = commit
+        return loaded
     except (OSError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not Path(name).exists() and hub_unreachable(exc):

@@ -20,8 +20,8 @@ import pandas as pd
 
 from distillery.config import Params
 from distillery.errors import ModelError
-from distillery.files import atomic_dir, write_json
-from distillery.hf import check_max_length, count_parameters
+from distillery.files import atomic_dir, read_json, write_json
+from distillery.hf import check_max_length, check_same_revisions, count_parameters
 from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
@@ -87,6 +87,9 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     labels = load_labels(prepared_dir)
     student, tokenizer = student_family(student_cfg.source).build(params, task, labels, Path(teacher_dir),
                                                                   params.seed if seed is None else seed)
+    teacher_training = Path(teacher_dir) / "training.json"
+    if teacher_training.is_file():  # a layers student of teacher.model: the commit the teacher was trained from
+        check_same_revisions(read_json(teacher_training).get("hub_revisions"), "teacher.model", "distill")
     train, transfer = load_split("train", prepared_dir), load_split("transfer", prepared_dir)
     kept, rest = labelled_subset(train, cfg.labelled_rows, params.seed)
     unlabelled = rest if cfg.transfer_set.source == "remainder" else rest[:0]

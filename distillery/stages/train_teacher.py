@@ -7,7 +7,7 @@ from typing import Union
 
 from distillery.config import Params
 from distillery.files import atomic_dir, write_json
-from distillery.hf import check_max_length, check_readable, count_parameters, note_truncated
+from distillery.hf import check_max_length, check_readable, count_parameters, hub_revisions, note_truncated
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
 from distillery.prepared import TRAINED_ON, load_labels, load_split, trained_on
 from distillery.reports import write_curves
@@ -32,7 +32,7 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
     with atomic_dir(out_dir) as scratch:
         summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch, key="teacher.train")
         summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length,
-                       rows_filling_max_length=truncated, **{TRAINED_ON: data})
+                       rows_filling_max_length=truncated, hub_revisions=hub_revisions(), **{TRAINED_ON: data})
         write_json(scratch / "training.json", summary)
     write_curves("teacher", summary["log_history"], curves_dir)
     return summary

@@ -69,3 +69,21 @@ def test_hub_ids_for_the_teacher_and_a_model_student_load_from_the_cache_and_a_m
     assert main(["params", "--check"]) == 2 and "'distillery-test/no-such-model' is not in the Hugging Face cache" in \
         capsys.readouterr().err
     assert (tmp_path / "models/student/model.safetensors").read_bytes() == kept
+
+    # the teacher records the commit it was trained from; a layers student of a teacher.model that has moved on
+    # since (a new snapshot behind refs/main) is refused: DVC hashes no Hub model, so it called the teacher current
+    # and the student took its layers from another model
+    assert json.loads((tmp_path / "models/teacher/training.json").read_text())["hub_revisions"] == \
+        {"distillery-test/tiny-bert": REVISION}
+    repo = hub_cache / "models--distillery-test--tiny-bert"
+    moved = "fedcba9876543210fedcba9876543210fedcba98"
+    shutil.copytree(repo / "snapshots" / REVISION, repo / "snapshots" / moved)
+    (repo / "refs" / "main").write_text(moved)
+    update_params(tmp_path / "params.yaml", **{"student.source": "layers"})
+    capsys.readouterr()
+    assert main(["distill"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "teacher.model: 'distillery-test/tiny-bert' is at commit fedcba987654 on the Hub (or in the cache) now, but the "
+        "teacher was trained from 0123456789ab: retrain it (`dvc repro -f train_teacher`), or distill would mix two "
+        "models")
+    assert (tmp_path / "models/student/model.safetensors").read_bytes() == kept
