@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from distillery.errors import DistilleryError, EnvironmentFailure, RegistryError, TransientError
+from distillery.errors import DistilleryError, EnvironmentFailure, TransientError
 from distillery.stages import STAGES, stage_function, stage_summary
 
 # Commands outside the DVC pipeline: name -> (module, function); imported on demand so `--help` stays fast.
@@ -88,7 +88,7 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
     a ``dvc repro`` in a shell never runs while a pipeline run (which may have overridden params.yaml) holds
     it: it waits ``$DISTILLERY_REPO_LOCK_WAIT_SECONDS`` (10) and then refuses (exit code 3). The pipeline's
     own ``dvc repro`` children go through. Outside a DVC repository nothing else can run stages: no lock."""
-    from distillery.locking import repository_lock, stage_lock_wait
+    from distillery.locking import refuse_leftover_overrides, repository_lock, stage_lock_wait
 
     from distillery.distributed import world_size
 
@@ -104,51 +104,6 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
         if mine is not None:  # this stage holds the lock: no flow run is live here (its children pass with None)
             refuse_leftover_overrides(stage)
         return run()
-
-
-def refuse_leftover_overrides(stage: str) -> None:
-    """A flow run with overrides writes them into params.yaml and puts the file back when it ends; one that was
-    killed first leaves them, with the file's earlier text beside it. A stage run then (`dvc repro`) trained and
-    registered under the dead run's overrides, and promoted the result: refused, in one line, naming the fix."""
-    from distillery.errors import ConfigError
-    from distillery.paths import OVERRIDES_BACKUP
-
-    if OVERRIDES_BACKUP.is_file():
-        raise ConfigError(f"params.yaml still holds the overrides of a flow run that was stopped before it could put "
-                          f"the file back ({OVERRIDES_BACKUP} is its earlier text), so {stage} would run with them: "
-                          "`python -m flows.recover` puts back params.yaml and the outputs that run replaced (the next "
-                          "flow run does it first too); then run again")
-
-
-def run_registry_command(command: str, params_path: str, version: Optional[str], reason: str,
-                         other_inputs: bool = False) -> str:
-    """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
-    from distillery.config import load_params
-    from distillery.registry import commands as registry
-
-    params = load_params(params_path)
-    if command == "models":
-        return registry.models_table(registry.list_models(params))
-    if command == "promote":
-        if version is None:
-            raise RegistryError("promote needs a version: distillery promote <version> --reason '...'")
-        result = registry.promote(params, version, reason, other_inputs=other_inputs)
-        if not result["changed"]:
-            return f"{result['model_name']} v{result['champion']} is already the champion; " + (
-                "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
-                else "nothing changed")
-        return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
-                f"(manual promotion recorded in MLflow run {result['run_id']})" + registry.gate_warning(result))
-    result = registry.rollback(params, reason)
-    if result.get("finished_interrupted"):
-        return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
-                f"v{result['champion']}")
-    changed = result.get("inputs_changed")
-    return (f"{result['model_name']}: champion rolled back v{result['previous']} -> v{result['champion']} "
-            f"(recorded in MLflow run {result['run_id']})"
-            + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
-               f"models:/{result['model_name']}@champion must change back" if changed else "")
-            + registry.gate_warning(result))
 
 
 def _causes(exc: BaseException, context: bool = True) -> list[BaseException]:
@@ -291,7 +246,9 @@ def main(argv: Optional[list] = None) -> int:
     started = time.perf_counter()
     try:
         if args.stage in REGISTRY_COMMANDS:
-            print(redact_uri(run_registry_command(args.stage, args.params, args.version, args.reason, args.other_inputs)))
+            from distillery.registry.commands import run_command
+
+            print(redact_uri(run_command(args.stage, args.params, args.version, args.reason, args.other_inputs)))
             return 0
         if args.stage == PROFILE_COMMAND:  # rewrites params.yaml: never while a pipeline run holds the lock
             from distillery.profiles import apply_profile, read_profile, summary

@@ -155,3 +155,17 @@ def stage_lock_wait() -> float:
         return max(0.0, float(os.environ.get(WAIT_ENV, DEFAULT_STAGE_WAIT_S)))
     except ValueError:
         return DEFAULT_STAGE_WAIT_S
+
+
+def refuse_leftover_overrides(stage: str) -> None:
+    """A flow run with overrides writes them into params.yaml and puts the file back when it ends; one that was
+    killed first leaves them, with the file's earlier text beside it. A stage run then (`dvc repro`) trained and
+    registered under the dead run's overrides, and promoted the result: refused, in one line, naming the fix."""
+    from distillery.errors import ConfigError
+    from distillery.paths import OVERRIDES_BACKUP
+
+    if OVERRIDES_BACKUP.is_file():
+        raise ConfigError(f"params.yaml still holds the overrides of a flow run that was stopped before it could put "
+                          f"the file back ({OVERRIDES_BACKUP} is its earlier text), so {stage} would run with them: "
+                          "`python -m flows.recover` puts back params.yaml and the outputs that run replaced (the next "
+                          "flow run does it first too); then run again")

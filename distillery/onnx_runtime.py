@@ -37,25 +37,6 @@ def _eager_attention(module: torch.nn.Module) -> Iterator[None]:
             module.set_attn_implementation(previous)
 
 
-TRACE_TOKENS = 16  # the longest trace input: every model takes this many positions, whatever its tokenizer
-
-
-def trace_sample(tokenizer, model, texts: list[str], pairs: Optional[list[str]] = None) -> dict:
-    """The tokenized batch an export traces: ``texts`` (and ``pairs``) cut to ``TRACE_TOKENS`` tokens, or to the
-    model's positions if fewer, and padded, so the traced graph takes a mask with padding in it. Uncut, a
-    character-level tokenizer made 44 tokens of a sample sentence for a model of 40 positions, and the export
-    failed after the whole training. Where both rows came out at the cap, the first is a single word."""
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    limit = TRACE_TOKENS if not positions else max(4, min(TRACE_TOKENS, int(positions) - 2))
-    kwargs = dict(padding=True, truncation=True, max_length=limit, return_tensors="pt")
-    sample = tokenizer(texts, pairs, **kwargs) if pairs else tokenizer(texts, **kwargs)
-    if "attention_mask" in sample and bool(sample["attention_mask"].all()):
-        texts = ["a", *texts[1:]]
-        sample = tokenizer(texts, [pairs[0].split()[0], *pairs[1:]], **kwargs) if pairs else \
-            tokenizer(texts, **kwargs)
-    return sample
-
-
 def export_module(wrapper: torch.nn.Module, sample: tuple, path: PathLike, input_names: list[str],
                   output_names: list[str], dynamic_axes: dict, opset: int) -> None:
     """Export a module taking positional tensors to a single-file ONNX model (the legacy exporter,

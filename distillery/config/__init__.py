@@ -9,8 +9,8 @@ from distillery.config.base import SPLITS
 from distillery.config.describe import describe_params
 from distillery.config.distill import AugmentConfig, DistillConfig, HiddenLossConfig, TransferSetConfig
 from distillery.config.loading import load_params, load_schedule, validate
-from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, GateConfig,
-                                          RegisterConfig, ScheduleConfig, SweepConfig)
+from distillery.config.operations import BenchmarkConfig, EvaluateConfig, ExportConfig, ScheduleConfig, SweepConfig
+from distillery.config.register import GateConfig, RegisterConfig
 from distillery.config.params import Params
 from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import (DataConfig, StudentArchConfig, StudentBiLSTMConfig, StudentBoeConfig,

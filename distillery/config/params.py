@@ -8,8 +8,8 @@ from pydantic import Field, model_validator
 
 from distillery.config.base import SEED_MAX, not_allowed, section
 from distillery.config.distill import DistillConfig
-from distillery.config.operations import (BenchmarkConfig, EvaluateConfig, ExportConfig, RegisterConfig,
-                                          ScheduleConfig, SweepConfig)
+from distillery.config.operations import BenchmarkConfig, EvaluateConfig, ExportConfig, ScheduleConfig, SweepConfig
+from distillery.config.register import RegisterConfig
 from distillery.config.question_answering import QuestionAnsweringConfig
 from distillery.config.sections import DataConfig, StudentConfig, TeacherConfig
 

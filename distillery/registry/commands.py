@@ -246,3 +246,33 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     if before is not None and after is not None and before != after:
         result["inputs_changed"] = {"from": before, "to": after}
     return result
+
+
+def run_command(command: str, params_path: str, version: Optional[str], reason: str,
+                other_inputs: bool = False) -> str:
+    """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
+    from distillery.config import load_params
+
+    params = load_params(params_path)
+    if command == "models":
+        return models_table(list_models(params))
+    if command == "promote":
+        if version is None:
+            raise RegistryError("promote needs a version: distillery promote <version> --reason '...'")
+        result = promote(params, version, reason, other_inputs=other_inputs)
+        if not result["changed"]:
+            return f"{result['model_name']} v{result['champion']} is already the champion; " + (
+                "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
+                else "nothing changed")
+        return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
+                f"(manual promotion recorded in MLflow run {result['run_id']})" + gate_warning(result))
+    result = rollback(params, reason)
+    if result.get("finished_interrupted"):
+        return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
+                f"v{result['champion']}")
+    changed = result.get("inputs_changed")
+    return (f"{result['model_name']}: champion rolled back v{result['previous']} -> v{result['champion']} "
+            f"(recorded in MLflow run {result['run_id']})"
+            + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
+               f"models:/{result['model_name']}@champion must change back" if changed else "")
+            + gate_warning(result))

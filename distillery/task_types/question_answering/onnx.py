@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distillery.onnx_runtime import export_module, int8_gate, run_outputs, session, trace_sample
+from distillery.hf import trace_sample
+from distillery.onnx_runtime import export_module, int8_gate, run_outputs, session
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.features import ANSWER_TEXTS, CONTEXT, TOKEN_FIELDS, features_of
 from distillery.task_types.question_answering.squad import squad_metrics, squad_scores

@@ -9,9 +9,10 @@ import pandas as pd
 import torch
 
 from distillery.errors import ModelError
+from distillery.hf import trace_sample
 from distillery.metrics import classification_metrics
 from distillery.onnx_runtime import (LAST_LAYER_KEY, export_module, int8_gate, metadata, run_session, session,
-                                     set_metadata, trace_sample)
+                                     set_metadata)
 from distillery.prepared import LABEL
 from distillery.task_types.text_classification.features import encode_texts, texts_and_pairs
 from distillery.task_types.text_classification.first_token import FIRST_TOKEN, first_token_classifier
