@@ -146,7 +146,7 @@ def test_a_python_without_the_packages_gets_one_line_naming_the_fix():
 def test_other_inputs_is_refused_outside_promote(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["rollback", "--other-inputs"])
-    assert stopped.value.code == 2 and "--other-inputs is for promote" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "--other-inputs is for promote, not rollback" in capsys.readouterr().err
 
 
 def test_texts_the_teachers_tokenizer_cannot_read_stop_train_teacher_or_are_warned_of(workdir, capsys, tiny_bert):

@@ -1,0 +1,49 @@
+"""`python -m distillery <command> --help` describes that command; an option another command takes is refused.
+
+A trial found one global usage for every command: `promote --help` listed `--check`, `distill --reason x` ran
+the stage, and `promote abc` without `--reason` complained only of the reason."""
+import pytest
+
+from distillery.cli import main
+
+
+def _stopped(capsys, argv: list) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    out = capsys.readouterr()
+    return stopped.value.code, out.out, out.err
+
+
+def test_each_command_has_its_own_help(capsys):
+    code, out, _ = _stopped(capsys, ["promote", "--help"])
+    assert code == 0 and out.startswith("usage: python -m distillery promote")
+    assert "--reason" in out and "--other-inputs" in out and "--check" not in out
+    code, out, _ = _stopped(capsys, ["distill", "--help"])
+    assert code == 0 and "--params" in out and "--reason" not in out and "--other-inputs" not in out
+    assert "baseline" in out  # what the stage does, not only its name
+    code, out, _ = _stopped(capsys, ["--help"])
+    assert code == 0 and all(name in out for name in ("train_teacher", "kd_gain", "rollback", "params"))
+
+
+def test_an_option_of_another_command_is_refused_naming_its_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may run: no params.yaml here
+    code, _, err = _stopped(capsys, ["distill", "--reason", "x"])
+    assert code == 2 and "--reason is for promote and rollback, not distill" in err
+    code, _, err = _stopped(capsys, ["models", "3"])
+    assert code == 2 and "models does not take 3" in err
+
+
+def test_promote_says_what_is_wrong_with_the_version_and_the_reason(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _stopped(capsys, ["promote", "abc"])
+    assert code == 2 and "'abc' is not a model version" in err
+    code, _, err = _stopped(capsys, ["promote", "v2"])  # a version as `models` prints it is understood
+    assert code == 2 and "required: --reason" in err and "not a model version" not in err
+    code, _, err = _stopped(capsys, ["promote", "0", "--reason", "x"])
+    assert code == 2 and "'0' is not a model version" in err
+
+
+@pytest.mark.parametrize("argv", [["--params", "elsewhere.yaml", "models"], ["models", "--params", "elsewhere.yaml"]])
+def test_params_may_come_before_or_after_the_command(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2 and "elsewhere.yaml: params file not found" in capsys.readouterr().err
