@@ -32,15 +32,14 @@ from distillery.registry.versions import (champion_figures, model_on_own_code, o
                                           stamp, weights_rolled_back, with_paired_rows)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
+from distillery.registry.pipeline_runs import MODEL_CARD, REGISTER_JSON, log_reports, nested_runs, seen_before
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
-from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags, log_curves,
+from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags,
                                     log_metrics, log_params, model_card, numeric_leaves, provenance, stage_status)
-from distillery.tracking import (MODELS, ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
+from distillery.tracking import (ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
                                  quiet_mlflow, redact_uri, sqlite_path, tracking_uri)
 
-REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
-MODEL_CARD = REPORTS_DIR / "model_card.md"
 PIPELINE_KIND = "pipeline"
 SERVED_BATCH = 32  # rows in the served-process memory measurement's one call (the throughput batch)
 
@@ -88,7 +87,7 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         told = os.environ.get(STAGES_RAN_ENV) if os.environ.get(ORCHESTRATOR_RUN_ENV) else None
         ran_now = set(told.split(",")) if told is not None else set()
         status = {**stage_status(tags, lambda key, digest: key[len("dvc.stage."):] not in ran_now and
-                                 _seen(client, exp_id, key, digest)), "register": "ran"}
+                                 seen_before(client, exp_id, key, digest, PIPELINE_KIND)), "register": "ran"}
         tags.update({f"{TAG}stage.{stage}": state for stage, state in status.items()})
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
@@ -107,8 +106,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             log_params(client, run_id, params.flat())
             log_metrics(client, run_id, {**numeric_leaves(evaluation, "eval."), **numeric_leaves(parity, "parity."),
                                           **numeric_leaves(benchmark, "benchmark.")})
-            children = _nested_runs(client, exp_id, run_id, params, evaluation, status, root)
-            _log_reports(root)
+            children = nested_runs(client, exp_id, run_id, params, evaluation, status, root)
+            log_reports(root, REGISTER_JSON, MODEL_CARD)
             mlflow.log_artifact(str(data_report_path), "data")
             # the rows this model trained, validated or distilled on: a later gate leaves them out of its comparison
             seen_frames = [load_split(split, root / PREPARED_DIR) for split in ("train", "validation", "transfer")
@@ -262,40 +261,3 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             "champion_rows": None if figures_before is None else figures_before.get("rows"),
             "champion_after": version if outcome == "promoted" else before,
             "decided_at": stamp()}
-
-
-def _seen(client, exp_id: str, key: str, digest: str) -> bool:
-    """Whether an earlier pipeline run of the experiment recorded ``key`` (``dvc.stage.<stage>``) = ``digest``."""
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG}kind` = '{PIPELINE_KIND}' and "
-                                                      f"tags.`{key}` = '{digest}'", max_results=1)
-    return bool(runs)
-
-
-def _log_reports(root: Path) -> None:
-    """``reports/`` as artifacts, without this stage's own outputs from an earlier execution."""
-    import mlflow
-
-    own = {(root / REGISTER_JSON).resolve(), (root / MODEL_CARD).resolve()}
-    for path in sorted((root / REPORTS_DIR).rglob("*")):
-        if path.is_file() and path.resolve() not in own:
-            mlflow.log_artifact(str(path), str(Path("reports") / path.parent.relative_to(root / REPORTS_DIR)))
-
-
-def _nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation: dict, status: dict,
-                 root: Path) -> dict[str, str]:
-    """One nested run per trained model, with its Trainer curves and test metrics."""
-    import mlflow
-
-    train_cfg = {"teacher": params.teacher.train, "student": params.distill.train, "baseline": params.distill.train}
-    children = {}
-    for model, stage in MODELS.items():
-        state = status.get(stage, "ran")
-        tags = {**run_tags(params.register.model_name), TAG + "kind": "model", TAG + "model": model,
-                TAG + "stage": stage, TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id}
-        with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True, tags=tags) as child:
-            log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
-            log_curves(client, child.info.run_id, model, root)
-            if model in evaluation:
-                log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
-            children[model] = child.info.run_id
-    return children

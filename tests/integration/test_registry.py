@@ -717,7 +717,10 @@ def test_registry_commands_reject_bad_requests(project, capsys):
         commands.rollback(params)
     assert main(["promote", "7", "--reason", "x"]) == 2
     assert "has no version '7'" in capsys.readouterr().err
-    assert main(["promote", "1"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["promote", "1"])
+    assert stopped.value.code == 2 and "required: --reason" in capsys.readouterr().err
+    assert main(["promote", "1", "--reason", " "]) == 2  # a blank reason is no reason
     assert "needs --reason" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "| 1 | champion |" in capsys.readouterr().out

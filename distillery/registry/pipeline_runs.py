@@ -1,0 +1,52 @@
+"""The register stage's MLflow runs: a nested run per trained model, ``reports/`` as artifacts, and whether an
+earlier pipeline run recorded a stage's DVC hash (``distillery/stages/register.py`` uses them)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distillery.config import Params
+from distillery.paths import REPORTS_DIR
+from distillery.registry.client import TAG, run_tags
+from distillery.run_records import log_curves, log_metrics, log_params, numeric_leaves
+from distillery.tracking import MODELS
+
+REGISTER_JSON = REPORTS_DIR / "metrics" / "register.json"
+MODEL_CARD = REPORTS_DIR / "model_card.md"
+
+
+def seen_before(client, exp_id: str, key: str, digest: str, kind: str) -> bool:
+    """Whether an earlier pipeline run of the experiment recorded ``key`` (``dvc.stage.<stage>``) = ``digest``."""
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG}kind` = '{kind}' and "
+                                                      f"tags.`{key}` = '{digest}'", max_results=1)
+    return bool(runs)
+
+
+def log_reports(root: Path, *own_outputs: Path) -> None:
+    """``reports/`` as artifacts, without the register stage's own outputs (``own_outputs``) from an earlier
+    execution."""
+    import mlflow
+
+    own = {(root / path).resolve() for path in own_outputs}
+    for path in sorted((root / REPORTS_DIR).rglob("*")):
+        if path.is_file() and path.resolve() not in own:
+            mlflow.log_artifact(str(path), str(Path("reports") / path.parent.relative_to(root / REPORTS_DIR)))
+
+
+def nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation: dict, status: dict,
+                 root: Path) -> dict[str, str]:
+    """One nested run per trained model, with its Trainer curves and test metrics."""
+    import mlflow
+
+    train_cfg = {"teacher": params.teacher.train, "student": params.distill.train, "baseline": params.distill.train}
+    children = {}
+    for model, stage in MODELS.items():
+        state = status.get(stage, "ran")
+        tags = {**run_tags(params.register.model_name), TAG + "kind": "model", TAG + "model": model,
+                TAG + "stage": stage, TAG + "cached": str(state == "cached").lower(), "mlflow.parentRunId": parent_id}
+        with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True, tags=tags) as child:
+            log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
+            log_curves(client, child.info.run_id, model, root)
+            if model in evaluation:
+                log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
+            children[model] = child.info.run_id
+    return children
