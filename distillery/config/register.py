@@ -16,9 +16,10 @@ LOCK_RULE = ("write file (an OS file lock, this machine only) or postgresql://[u
 class GateConfig:
     """What a candidate student must show before it becomes the registry's ``champion``."""
 
-    min_retention: float = Field(0.97, ge=0, le=1.5, description="candidate accuracy / teacher accuracy, on the "
-                                                                 "test split",
-                                 json_schema_extra=allowed("it is a ratio of accuracies, e.g. 0.97"))
+    min_retention: float = Field(0.97, ge=0, le=1.5, description="the candidate's score / the teacher's, on "
+                                                                 "the test split, in the task's first metric "
+                                                                 "(accuracy; F1 for QA)",
+                                 json_schema_extra=allowed("it is a ratio of two scores, e.g. 0.97"))
     max_p95_ms: float = Field(10.0, gt=0, description="p95 latency at batch 1, sequence student.max_length "
                                                       "(benchmark cell b1_s<max_length>), deployable model")
     max_p95_ratio_to_teacher: Optional[float] = Field(

@@ -3,7 +3,8 @@
 ``decide(candidate, champion, gate, is_champion=..., rolled_back_at=...)`` returns
 ``{"checks": [...], "passed": bool}``, each check ``{"name", "passed", "value", "threshold", "detail"}``:
 
-- ``retention``: candidate accuracy / teacher accuracy >= ``gate["min_retention"]``;
+- ``retention``: the candidate's score / the teacher's >= ``gate["min_retention"]``, in the task's first metric
+  (``retention_metric``: accuracy; F1 for QA);
 - ``above_one_label`` (classification, unless ``gate["above_one_label"]`` is false): ``gate["metric"]`` above that
   of answering the most frequent test label for every row (``candidate["one_label"]``): a model at chance is not
   promoted, champion or none;
