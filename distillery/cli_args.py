@@ -26,7 +26,7 @@ HELP = {
     "export": "export the student (and teacher) to ONNX, fp32 and int8, checked for parity; pick the int8 recipe",
     "benchmark": "time every model in interleaved rounds per batch size and sequence length, against the GEMM peak",
     "register": "log the run to MLflow, register the student and move `champion` only if the gate passes",
-    "kd_gain": "distilled against baseline student over evaluate.seeds: the gain with a 95%% interval",
+    "kd_gain": "distilled against baseline student over evaluate.seeds: the gain with a 95% interval",
     "compare": "the recipes kd_gain measured, side by side",
     "sweep": "distill over sweep.alpha x sweep.temperature x sweep.seeds, the best cell chosen on validation",
     PROFILE_COMMAND: "merge profiles/<name>.yaml over params.yaml (e.g. qa, snli, mnist)",
@@ -57,7 +57,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parsers = {}
     for name in [*STAGES, *COMMANDS, PROFILE_COMMAND, *REGISTRY_COMMANDS, *INFO_COMMANDS]:
         kind = "stage" if name in STAGES else "command"
-        command = parsers[name] = commands.add_parser(name, help=HELP[name], description=f"{name}: {HELP[name]} ({kind})")
+        command = parsers[name] = commands.add_parser(name, help=HELP[name].replace("%", "%%"),  # help is %-formatted
+                                                      description=f"{name}: {HELP[name]} ({kind})")
         # given after the command, it wins; else the one before it (or the default) stays
         command.add_argument("--params", default=argparse.SUPPRESS, help="params file (default: params.yaml)")
         if name == "promote":

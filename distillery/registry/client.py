@@ -23,6 +23,7 @@ from distillery.tracking import connect, experiment_id, quiet_mlflow, unavailabl
 TAG = "distillery."  # prefix of every tag Distillery sets on runs and model versions
 LABELS_TAG = TAG + "labels"  # the version's label names, as a JSON list
 INPUTS_TAG = TAG + "inputs"  # the served model's input columns (its signature's), as a JSON list
+INPUT_SPEC_TAG = TAG + "input_spec"  # what else its requests must be (an image model's shape), as JSON
 # Written on a version before ``champion`` moves to it, deleted after the move is fully recorded: a prefix of a
 # promotion never claims a move that did not happen (``previous_champion`` is written only after the alias).
 MOVE_TAG = TAG + "champion_move"

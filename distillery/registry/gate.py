@@ -14,7 +14,10 @@
   <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
 - ``inputs``: the candidate's input columns are the champion's (a model that takes ``question`` and ``context``
-  cannot answer the requests sent for one that takes ``text``; an unknown set fails the check);
+  cannot answer the requests sent for one that takes ``text``; an unknown set fails the check), and for an image
+  model (``champion["input_narrowing"]``: what requests the champion took that the candidate refuses or reads
+  otherwise, from ``serving.narrowing``) nothing narrowed: the same image size, no fewer channels, resizing kept,
+  the same pixel range;
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
 - ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails, and
@@ -137,9 +140,21 @@ def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dic
         return check("inputs", False, ours, theirs, f"{whose} input columns are not known, so a model that answers "
                      f"other requests cannot be ruled out; check them and use `distillery promote <version> --reason ...`")
     theirs = list(theirs)
+    if ours == theirs and "input_narrowing" in champion:  # an image model: the same column, its images compared
+        narrowed = champion["input_narrowing"]
+        if narrowed is None:
+            return check("inputs", False, ours, theirs, f"champion v{champion['version']}'s image shape and pixel "
+                         f"range could not be read ({champion.get('input_spec_error', 'unknown')}), so a model that "
+                         "refuses its requests cannot be ruled out; check them and use `distillery promote <version> "
+                         "--reason ...`")
+        if narrowed:
+            return check("inputs", False, ours, theirs, f"same input column as champion v{champion['version']}, but "
+                         f"{'; '.join(narrowed)}: requests it answers would be refused or read otherwise; a model "
+                         "taking other images goes under another register.model_name")
     if ours == theirs:
         return check("inputs", True, ours, theirs, f"same input columns as champion v{champion['version']}: "
-                     f"{', '.join(ours)}")
+                     f"{', '.join(ours)}" + (" (images of the same shape and pixel range)"
+                                             if "input_narrowing" in champion else ""))
     return check("inputs", False, ours, theirs,
                  f"input columns {ours} are not champion v{champion['version']}'s {theirs}: the requests sent to "
                  f"this name would not fit; a model with other inputs goes under another register.model_name")

@@ -2,6 +2,7 @@
 the registry holds), and the rollback guard a new version of the same weights inherits."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.prepared import LABEL
-from distillery.registry.client import ROLLED_BACK, TAG
+from distillery.registry.client import INPUT_SPEC_TAG, ROLLED_BACK, TAG
 from distillery.tracking import quiet_mlflow
 
 
@@ -49,10 +50,15 @@ def champion_figures(name: str, version, test: pd.DataFrame, labels: list[str], 
 
 
 def model_on_own_code(name: str, version: str, serving, scratch: Path):
-    """Version ``version``'s served model: its files (ONNX, tokenizer, settings), fetched into ``scratch``, loaded
-    by this Distillery's class for the task type. Its code file must be that class's file by name (a version of
-    another task type, or not made by Distillery, is refused); files that are code (QA's ``postprocess``) are
-    this Distillery's too."""
+    """Version ``version``'s served model: its files (:func:`served_files`), loaded by this Distillery's class for
+    the task type."""
+    return serving.load_code_model(served_files(name, version, serving, scratch))
+
+
+def served_files(name: str, version: str, serving, scratch: Path) -> dict[str, str]:
+    """Version ``version``'s served files (ONNX, tokenizer, settings), fetched into ``scratch``, by artifact name.
+    Its code file must be the task type's class's file by name (a version of another task type, or not made by
+    Distillery, is refused); files that are code (QA's ``postprocess``) are this Distillery's."""
     import mlflow
     import yaml
 
@@ -70,7 +76,19 @@ def model_on_own_code(name: str, version: str, serving, scratch: Path):
     missing = [key for key, path in artifacts.items() if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"its {missing[0]} file is missing")
-    return serving.load_code_model({**artifacts, **getattr(serving, "CODE_ARTIFACTS", {})})
+    return {**artifacts, **getattr(serving, "CODE_ARTIFACTS", {})}
+
+
+def version_input_spec(version, name: str, serving, scratch: Path) -> Optional[dict]:
+    """What a version's served model takes beyond its input columns (an image model's shape, pixel range and
+    resizing: ``serving.input_spec``): its ``distillery.input_spec`` tag, else read from its files; None for a
+    task whose requests are their columns alone."""
+    if not hasattr(serving, "input_spec"):
+        return None
+    recorded = version.tags.get(INPUT_SPEC_TAG)
+    if recorded:
+        return json.loads(recorded)
+    return serving.input_spec(served_files(name, str(version.version), serving, scratch))
 
 
 def same_weights(version, weights: list[str]) -> bool:

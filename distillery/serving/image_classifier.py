@@ -142,6 +142,10 @@ class OnnxImageClassifier(PythonModel):
                                            dtype=np.float32) * (self.pixel_max / 255.0)
             except MlflowException:
                 raise
+            except Image.DecompressionBombError:  # Pillow's guard, before the size check above could say it
+                _refuse(f"{IMAGE!r} of row {row} is an image of more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; this "
+                        f"model takes {width} x {height}" + (f", or an image of at most {MAX_PIXELS:,} pixels it "
+                                                            "resizes" if self.resize else ""))
             except Exception as exc:  # noqa: BLE001 - binascii, Pillow (DecompressionBombError too): one 400
                 _refuse(f"{IMAGE!r} of row {row} is a string but not a base64-encoded image ({type(exc).__name__})")
             array = np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]

@@ -25,11 +25,11 @@ from distillery.config import Params
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json, write_text
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
-from distillery.registry.client import (INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision, champion, connected,
-                                        end_stale_runs, recorder, recover, run_tags, set_tags, version_inputs,
-                                        version_labels, versions)
-from distillery.registry.versions import (champion_figures, model_on_own_code, one_label_figures, same_weights,
-                                          stamp, weights_rolled_back, with_paired_rows)
+from distillery.registry.client import (INPUT_SPEC_TAG, INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision,
+                                        champion, connected, end_stale_runs, recorder, recover, run_tags, set_tags,
+                                        version_inputs, version_labels, versions)
+from distillery.registry.versions import (champion_figures, one_label_figures, same_weights, served_files, stamp,
+                                          version_input_spec, weights_rolled_back, with_paired_rows)
 from distillery.registry.gate import decide, latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.pipeline_runs import MODEL_CARD, REGISTER_JSON, log_reports, nested_runs, seen_before
@@ -172,7 +172,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     Moves no alias: ``apply_decision`` does that, last."""
     # the registered version's files, read by this Distillery's serving code (never the code file the registry
     # holds: a version registered before may be scored again, and the store may have been written to since)
-    served = model_on_own_code(name, version, serving, scratch / "candidate")
+    files = served_files(name, version, serving, scratch / "candidate")
+    served = serving.load_code_model(files)
     with quiet_mlflow():
         figures = serving.score(lambda frame: served.predict(None, frame), test, labels)
     per_row = figures.pop("per_row", {})
@@ -188,7 +189,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                  "inputs": list(serving.signature_example(test).columns),
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"],
-                 "one_label": one_label_figures(serving, test, labels)}
+                 "one_label": one_label_figures(serving, test, labels),
+                 "input_spec": serving.input_spec(files) if hasattr(serving, "input_spec") else None}
     current = champion(client, name)
     already = current is not None and str(current.version) == version
     figures_before = None
@@ -219,6 +221,12 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
                               rows=rows)
+        if candidate["input_spec"] is not None:  # an image model: the same column, but of what shape and range?
+            try:
+                spec = version_input_spec(current, name, serving, scratch / "champion-spec")
+                figures_before["input_narrowing"] = serving.narrowing(candidate["input_spec"], spec)
+            except Exception as exc:  # unknown: the check fails, never passes a model the requests may not fit
+                figures_before.update(input_narrowing=None, input_spec_error=f"{type(exc).__name__}: {str(exc)[:200]}")
     known = versions(client, name)
     # the guard of these weights, whichever version of them carries it (this one too)
     rolled_back = weights_rolled_back(known, weights, version)
@@ -235,6 +243,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
         LABELS_TAG: json.dumps(list(labels)), INPUTS_TAG: json.dumps(candidate["inputs"]),
+        **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
         **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"

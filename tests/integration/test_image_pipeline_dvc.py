@@ -134,3 +134,20 @@ def test_mnist_profile_on_digits_through_every_stage_then_served_over_http(tmp_p
         refused = requests.post(url, json={"dataframe_records": [{"image": [[1, 2], [3, 4]]}]}, timeout=120)
         assert refused.status_code == 400 and "'image' of row 0 is [2, 2]" in refused.json()["message"], \
             refused.text
+
+    # Images of another size under the same name: the column is the same `image`, but the 8 x 8 pixel arrays
+    # clients send would be refused. A trial's grey, unresized v2 was promoted over an RGB, resizing champion.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(project))
+    assert json.loads(client.get_model_version(NAME, "1").tags["distillery.input_spec"]) == {
+        "channels": 1, "height": 8, "width": 8, "pixel_min": 0.0, "pixel_max": 16.0, "resize": False}
+    client.delete_model_version_tag(NAME, "1", "distillery.input_spec")  # as registered before it: read from its files
+    write_params(project / "params.yaml", _merge(yaml.safe_load((project / "params.yaml").read_text()),
+                                                 {"data": {"image_size": [6, 6]}}))
+    run_stages_in_process(project, through=STAGES[-1])
+    register = json.loads((project / "reports/metrics/register.json").read_text())
+    inputs = next(c for c in register["checks"] if c["name"] == "inputs")
+    assert register["decision"] != "promoted" and not inputs["passed"], register
+    assert "it takes images of 6 x 6 pixels (width x height), the champion 8 x 8" in inputs["detail"], inputs
+    assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()}["champion"] == "1"

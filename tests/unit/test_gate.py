@@ -238,6 +238,41 @@ def test_inputs_check_refuses_a_model_that_takes_other_columns_and_never_passes_
     assert _failed(decide(CANDIDATE, {**CHAMPION, "inputs": ["text"]}, GATE)) == []
 
 
+RGB_RESIZING = {"channels": 3, "height": 24, "width": 32, "pixel_min": 0.0, "pixel_max": 255.0, "resize": True}
+
+
+@pytest.mark.parametrize("candidate, said", [
+    # a trial's v2: grey and unresized, promoted over an RGB champion that resized any PNG
+    ({**RGB_RESIZING, "channels": 1, "resize": False}, ["it takes 1 channel, the champion 3: colour pixel arrays are "
+                                                         "refused", "the champion resized an encoded image of any size, "
+                                                                    "it does not"]),
+    ({**RGB_RESIZING, "height": 28, "width": 28}, ["it takes images of 28 x 28 pixels (width x height), the champion "
+                                                   "32 x 24"]),
+    ({**RGB_RESIZING, "pixel_max": 1.0}, ["it reads pixel arrays on 0-1, the champion on 0-255"]),
+    ({**RGB_RESIZING, "pixel_min": None}, []),  # a bound not recorded is no difference
+    (RGB_RESIZING, []),
+])
+def test_an_image_candidate_that_would_refuse_the_champion_s_requests_fails_inputs(candidate, said):
+    from distillery.task_types.image_classification.serving import narrowing
+
+    assert narrowing(candidate, RGB_RESIZING) == said
+    decision = decide({**CANDIDATE, "inputs": ["image"]}, {**CHAMPION, "inputs": ["image"], "input_narrowing": said},
+                      GATE)
+    assert _failed(decision) == (["inputs"] if said else []), decision
+    assert all(phrase in _check(decision, "inputs")["detail"] for phrase in said)
+
+
+def test_widening_an_image_model_s_inputs_passes_and_an_unreadable_champion_fails():
+    from distillery.task_types.image_classification.serving import narrowing
+
+    grey = {**RGB_RESIZING, "channels": 1, "resize": False}
+    assert narrowing({**grey, "channels": 3, "resize": True}, grey) == []  # colour takes grey; resizing takes any
+    unknown = decide({**CANDIDATE, "inputs": ["image"]}, {**CHAMPION, "inputs": ["image"], "input_narrowing": None,
+                                                          "input_spec_error": "KeyError: 'height'"}, GATE)
+    assert _failed(unknown) == ["inputs"] and "could not be read (KeyError: 'height')" in \
+        _check(unknown, "inputs")["detail"]
+
+
 def test_a_rolled_back_version_fails_unless_it_is_the_champion():
     down = decide(CANDIDATE, CHAMPION, GATE, rolled_back_at="2026-11-30T10:00:00", version="4")
     assert _failed(down) == ["not_rolled_back"]

@@ -40,6 +40,40 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     return {"onnx": str(onnx_path), "config": str(scratch / "image.json")}
 
 
+SPEC_KEYS = ("channels", "height", "width", "pixel_min", "pixel_max", "resize")  # image.json's request contract
+
+
+def input_spec(artifacts: dict[str, str]) -> dict:
+    """What a served image model's requests must be beyond its ``image`` column: its ``image.json``'s shape,
+    pixel range and whether it resizes an encoded image (``pixel_min`` None: registered before it was recorded)."""
+    config = read_json(Path(artifacts["config"]))
+    return {key: (bool(config.get(key)) if key == "resize" else config.get(key)) for key in SPEC_KEYS}
+
+
+def narrowing(candidate: dict, champion: dict) -> list[str]:
+    """What requests the champion (``input_spec``) answered that the candidate refuses or reads otherwise, one
+    phrase each; none when every request the champion took means the same to the candidate. Pixel arrays are
+    never resized, so any other height or width refuses them; a grey model refuses colour arrays (a colour model
+    takes grey ones); an encoded image of another size is refused unless the candidate resizes; pixel arrays on
+    another range would be refused or, worse, read on the wrong scale."""
+    ours, theirs = candidate, champion
+    said = []
+    if (ours["height"], ours["width"]) != (theirs["height"], theirs["width"]):
+        said.append(f"it takes images of {ours['width']} x {ours['height']} pixels (width x height), the champion "
+                    f"{theirs['width']} x {theirs['height']}")
+    if int(ours["channels"]) < int(theirs["channels"]):
+        said.append(f"it takes {ours['channels']} channel, the champion {theirs['channels']}: colour pixel arrays "
+                    "are refused")
+    if theirs["resize"] and not ours["resize"]:
+        said.append("the champion resized an encoded image of any size, it does not")
+    ranges = [(None if spec["pixel_min"] is None else float(spec["pixel_min"]), float(spec["pixel_max"] or 255))
+              for spec in (ours, theirs)]
+    if ranges[0][1] != ranges[1][1] or None not in (ranges[0][0], ranges[1][0]) and ranges[0][0] != ranges[1][0]:
+        shown = [f"{low:g}-{high:g}" if low is not None else f"up to {high:g}" for low, high in ranges]
+        said.append(f"it reads pixel arrays on {shown[0]}, the champion on {shown[1]}")
+    return said
+
+
 def _nested(frame: pd.DataFrame) -> list:
     """The frame's images as nested lists (``[height][width]``, or ``[channels][height][width]``)."""
     from distillery.task_types.image_classification.pixels import to_arrays
