@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import getpass
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +10,9 @@ from distillery.errors import RegistryError
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
-from distillery.registry.versions import stamp, version_weights, weights_rolled_back
-from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, sqlite_path, tracking_uri
+from distillery.registry.listing import no_store, list_models, models_table  # noqa: F401 (commands.list_models)
+from distillery.registry.versions import stamp, version_input_spec, version_weights, weights_rolled_back
+from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, tracking_uri
 
 
 def _recover(client, params: Params, root: Path) -> dict:
@@ -22,77 +22,11 @@ def _recover(client, params: Params, root: Path) -> dict:
     return recover(client, name, recorder(params.register.experiment, root, uri, name))
 
 
-def _no_store(uri: str) -> bool:
-    """A SQLite store whose file is not there: a mistyped ``MLFLOW_TRACKING_URI``, or no run registered yet.
-    The registry commands create nothing there (connecting would make an empty store)."""
-    path = sqlite_path(uri)
-    return path is not None and not path.is_file()
-
-
 def _require_store(root: Path) -> None:
     uri = tracking_uri(root)
-    if _no_store(uri):
+    if no_store(uri):
         raise RegistryError(f"no store at {redact_uri(uri)} (nothing registered yet, or a mistyped "
                             f"MLFLOW_TRACKING_URI); nothing was created")
-
-
-def list_models(params: Params, root: Optional[Path] = None) -> dict:
-    """Every registered version with its key metrics, gate result and aliases."""
-    root = (root or Path.cwd()).resolve()
-    name = params.register.model_name
-    uri = tracking_uri(root)
-    if _no_store(uri):
-        return {"model_name": name, "tracking_uri": redact_uri(uri), "store": "missing", "versions": []}
-    by_version: dict[str, list[str]] = {}
-    with connected(root, name, lock_timeout_s=None) as client:  # a listing never waits for a registration
-        found = versions(client, name)
-        for alias, version in aliases(client, name).items():
-            by_version.setdefault(version, []).append(alias)
-    rows = []
-    for v in found:
-        t = v.tags
-        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
-                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
-                     "metrics": _test_metrics(t),
-                     "retention": t.get(TAG + "retention"), "p95_ms": t.get(TAG + "p95_ms"),
-                     "size_mb": t.get(TAG + "size_mb"),
-                     "gate": f"{t.get(TAG + 'gate')}, rolled back {t[TAG + 'rolled_back_at']}"
-                     if TAG + "rolled_back_at" in t else t.get(TAG + "gate"),
-                     "previous_champion": t.get(TAG + "previous_champion"), "run_id": v.run_id})
-    return {"model_name": name, "tracking_uri": redact_uri(uri), "versions": rows}
-
-
-def _test_metrics(tags: dict) -> dict:
-    """A version's test-split scores, as its task scores them (``accuracy``, ``macro_f1``; ``f1``,
-    ``exact_match``), the gate's metric first: ``{name: value}`` from its ``test_<metric>`` tags."""
-    names = [key[len(TAG + "test_"):] for key in tags if key.startswith(TAG + "test_") and key != TAG + "test_sha256"]
-    primary = [key[len(TAG + "teacher_"):] for key in tags if key.startswith(TAG + "teacher_")]
-    return {name: tags[TAG + "test_" + name] for name in sorted(names, key=lambda n: (n not in primary, n))}
-
-
-def models_table(listing: dict) -> str:
-    def cell(value, fmt: str) -> str:
-        try:
-            return format(float(value), fmt)
-        except (TypeError, ValueError):
-            return "-"
-
-    metrics = list(dict.fromkeys(name for row in listing["versions"] for name in row["metrics"])) or ["accuracy"]
-    lines = [f"registered model {listing['model_name']} in {listing['tracking_uri']}", "",
-             f"| version | aliases | created | {' | '.join(metrics)} | retention | p95 ms | MB | gate |",
-             f"|---|---|---|{'---:|' * len(metrics)}---:|---:|---:|---|"]
-    for row in listing["versions"]:
-        scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
-        lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
-                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], '.1f')} "
-                     f"| {row['gate'] or '-'} |")
-    if listing.get("store") == "missing":
-        lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"
-                     + " |" * (len(metrics) + 7))
-    elif not listing["versions"]:
-        lines.append(f"| (no versions of {listing['model_name']} in this store: run the pipeline, or check "
-                     "register.model_name) |" + " |" * (len(metrics) + 7))
-    return "\n".join(lines)
 
 
 def promote(params: Params, version: str, reason: str, root: Optional[Path] = None,
@@ -139,6 +73,12 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 raise RegistryError(
                     f"v{version} of {name!r} takes {ours}, champion v{current} takes {theirs}: the requests sent to "
                     f"models:/{name}@champion would not fit; add --other-inputs if the clients change with it")
+            said = _narrowed(params, name, known[str(version)], known[current])
+            if said:
+                raise RegistryError(
+                    f"v{version} of {name!r} takes {ours} as champion v{current} does, but {'; '.join(said)}: "
+                    f"requests sent to models:/{name}@champion would be refused or read otherwise; add "
+                    f"--other-inputs if the clients change with it")
         _require_loadable(name, str(version))
         when = stamp()
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": when,
@@ -149,6 +89,28 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                recorder(params.register.experiment, root, tracking_uri(root), name))
     return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id,
             "gate_failed": failed_checks(known[str(version)])}
+
+
+def _narrowed(params: Params, name: str, version, current) -> list[str]:
+    """What requests ``current`` answers that ``version`` would refuse or read otherwise, beyond their columns
+    (an image model's size, channels, resizing and pixel range: the task's ``serving.narrowing``), from their
+    ``distillery.input_spec`` tags, or their files for one registered before it; empty for other tasks."""
+    from distillery.task_types.parts import task_part
+
+    serving = task_part(params.task, "serving")
+    if not hasattr(serving, "narrowing"):
+        return []
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="distillery-promote-") as scratch:
+        try:
+            ours, theirs = (version_input_spec(v, name, serving, Path(scratch) / str(v.version))
+                            for v in (version, current))
+        except Exception as exc:
+            raise RegistryError(f"cannot tell whether v{version.version} of {name!r} takes the images champion "
+                                f"v{current.version} takes ({type(exc).__name__}: {str(exc)[:200]}); add "
+                                "--other-inputs to promote it anyway") from exc
+    return serving.narrowing(ours, theirs)
 
 
 def failed_checks(version) -> list[str]:

@@ -151,3 +151,14 @@ def test_mnist_profile_on_digits_through_every_stage_then_served_over_http(tmp_p
     assert register["decision"] != "promoted" and not inputs["passed"], register
     assert "it takes images of 6 x 6 pixels (width x height), the champion 8 x 8" in inputs["detail"], inputs
     assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()}["champion"] == "1"
+    # by hand too: promote refuses it unless told the clients change with it
+    from distillery.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        capfd.readouterr()
+        assert main(["promote", "2", "--reason", "smaller images"]) == 2
+        assert "it takes images of 6 x 6 pixels (width x height), the champion 8 x 8: requests sent to " \
+               f"models:/{NAME}@champion would be refused or read otherwise" in capfd.readouterr().err
+        assert main(["promote", "2", "--reason", "the clients send 6 x 6 now", "--other-inputs"]) == 0
+    assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()}["champion"] == "2"
