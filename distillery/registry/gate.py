@@ -24,7 +24,10 @@
   so does a comparison on fewer test rows than ``gate["min_compare_rows"]`` unless the candidate wins clearly on
   them, better on significantly more rows than worse, by a one-sided sign test at ``CLEAR_WIN``: after a data
   refresh, the rows the champion did not see may be a handful, too few to tell two close models apart);
-- ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion.
+- ``not_rolled_back``: only when ``rolled_back_at`` is given and the version is not the champion;
+- ``not_passed_over``: only when ``passed_over`` is given (``{"version", "at", "reason"}``: the champion was promoted
+  by hand after this version was registered, so a person chose it over this one): a re-gated version never undoes
+  that choice; a version registered after it may beat the champion as any other.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
 ``inputs``, ``labels``, the metric, and ``one_label`` (``{"label", "accuracy", "macro_f1"}``, or None).
@@ -244,7 +247,8 @@ def sign_test(better: int, worse: int) -> float:
 
 
 def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: bool = False,
-           rolled_back_at: Optional[str] = None, version: Optional[str] = None) -> dict:
+           rolled_back_at: Optional[str] = None, version: Optional[str] = None,
+           passed_over: Optional[dict] = None) -> dict:
     """Every check and whether all passed. ``gate`` holds the keys of ``GATE_KEYS``."""
     missing = [key for key in REQUIRED_GATE_KEYS if key not in gate]
     if missing:
@@ -264,29 +268,13 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
         checks.append(check("not_rolled_back", False, rolled_back_at, None,
                             f"rolled back by hand at {rolled_back_at}; only "
                             f"`distillery promote {version or '<version>'}` restores it"))
+    if passed_over and not is_champion:
+        checks.append(check("not_passed_over", False, passed_over["at"], None,
+                            f"champion v{passed_over['version']} was promoted by hand at {passed_over['at']} "
+                            f"({passed_over.get('reason') or 'no reason recorded'!r}), after this version was "
+                            f"registered: the gate does not undo that choice; `distillery promote "
+                            f"{version or '<version>'} --reason ...` does"))
     return {"checks": checks, "passed": all(c["passed"] for c in checks)}
-
-
-def latency(benchmark: dict, deployable: str, max_length: int) -> tuple[Optional[float], Optional[str]]:
-    """p95 at batch 1 for the deployable model: the cell at ``max_length``, else the shortest batch-1 cell longer
-    than it (inputs as long as the served model takes, or longer: never a shorter cell, which would understate the
-    latency), else none (the latency check then fails, naming the missing cell)."""
-    key = "student_onnx_int8" if deployable.endswith(".int8.onnx") else "student_onnx_fp32"
-    cells = benchmark.get("models", {}).get(key, {}).get("cells", {})
-    if f"b1_s{max_length}" in cells:
-        return cells[f"b1_s{max_length}"]["p95_ms"], f"b1_s{max_length}"
-    longer = {int(name[4:]): name for name in cells if name.startswith("b1_s") and name[4:].isdigit()
-              and int(name[4:]) > max_length}
-    if not longer:
-        return None, f"b1_s{max_length}"
-    name = longer[min(longer)]
-    return cells[name]["p95_ms"], name
-
-
-def teacher_latency(benchmark: dict, cell: Optional[str]) -> Optional[float]:
-    """The teacher's PyTorch p95 in ``cell`` of the same benchmark run, or None."""
-    stats = benchmark.get("models", {}).get("teacher_pytorch_fp32", {}).get("cells", {}).get(cell or "")
-    return None if not stats or stats.get("p95_ms") is None else float(stats["p95_ms"])
 
 
 def _first_line(message: str) -> str:

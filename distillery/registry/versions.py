@@ -156,3 +156,18 @@ def one_label_figures(serving, test: pd.DataFrame, labels: list) -> Optional[dic
     figures = serving.score(lambda frame: pd.DataFrame({"label": [most] * len(frame)}), test, labels)
     figures.pop("per_row", None)
     return {"label": most, **figures}
+
+
+def passed_over(current, known: list, version: str, weights: list[str]) -> Optional[dict]:
+    """``{"version", "at", "reason"}`` when the champion ``current`` was promoted by hand after ``version`` (one of
+    ``known``, of ``weights``) was registered: a person chose the champion over it, and re-gating it (a
+    ``register`` re-run with only a gate setting changed, or after a refresh of the same model) must not undo
+    that. Else None, and for the champion's own weights (under other serving code: they were the person's choice)."""
+    if current is None or str(current.version) == str(version) or current.tags.get(TAG + "promoted") != "manual" \
+            or same_weights(current, weights):
+        return None
+    mine = next((v for v in known if str(v.version) == str(version)), None)
+    at = current.tags.get(TAG + "promoted_at", "")
+    if mine is None or stamp_seconds(at) <= mine.creation_timestamp / 1000:
+        return None
+    return {"version": str(current.version), "at": at, "reason": current.tags.get(TAG + "promotion_reason")}

@@ -28,9 +28,10 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR
 from distillery.registry.client import (INPUT_SPEC_TAG, INPUTS_TAG, LABELS_TAG, NOT_PROMOTED, TAG, apply_decision,
                                         champion, connected, end_stale_runs, recorder, recover, run_tags, set_tags,
                                         version_inputs, version_labels, versions)
-from distillery.registry.versions import (champion_figures, one_label_figures, same_weights, served_files, stamp,
-                                          version_input_spec, weights_rolled_back, with_paired_rows)
-from distillery.registry.gate import decide, latency, teacher_latency
+from distillery.registry.versions import (champion_figures, one_label_figures, passed_over, same_weights, served_files,
+                                          stamp, version_input_spec, weights_rolled_back, with_paired_rows)
+from distillery.registry.gate import decide
+from distillery.registry.latency import latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.pipeline_runs import MODEL_CARD, REGISTER_JSON, log_reports, nested_runs, seen_before
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
@@ -231,7 +232,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     # the guard of these weights, whichever version of them carries it (this one too)
     rolled_back = weights_rolled_back(known, weights, version)
     verdict = decide(candidate, figures_before, dataclasses.asdict(params.register.gate), is_champion=already,
-                     rolled_back_at=rolled_back, version=version)
+                     rolled_back_at=rolled_back, version=version,
+                     passed_over=passed_over(current, known, version, weights))
     checks, passed = verdict["checks"], verdict["passed"]
     # "pending" first and the verdict last: a kill in between leaves a version marked as half-gated (``recover``
     # marks it "interrupted"), never a mix of two gate runs' tags that looks complete.

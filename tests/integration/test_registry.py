@@ -511,7 +511,9 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_fl
            "20" in capsys.readouterr().err
     for _ in range(3):  # nothing moves it: neither the commands' recovery nor a registration
         assert recover(_client(project), NAME) == {} and _aliases(project)["champion"] == "1"
-    assert stage.register(_params(project, min_retention=0.0))["checks"][-1]["name"] == "not_rolled_back"
+    # refused as rolled back (and as passed over: v1 was promoted by hand after v2 was registered)
+    assert [c["name"] for c in stage.register(_params(project, min_retention=0.0))["checks"]][-2:] == [
+        "not_rolled_back", "not_passed_over"]
     assert _aliases(project)["champion"] == "1"
 
     # The state the old rollback left: both guarded, each the other's previous champion. Recovery leaves it; a
@@ -525,6 +527,26 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_fl
     assert "is already the champion; its rollback guard is lifted" in capsys.readouterr().out
     assert "distillery.rolled_back_at" not in client.get_model_version(NAME, "1").tags
     assert client.get_model_version(NAME, "1").tags["distillery.promotion_reason"] == "settled by hand"
+
+
+def test_re_gating_a_version_never_undoes_a_manual_promotion_made_after_it_was_registered(project, tiny_bert):
+    """A trial: v2 promoted by the gate, v1 promoted back by hand, then a `register` re-run with only a gate setting
+    changed re-gated v2 and made it champion again, saying nothing of the person's choice it undid."""
+    stage.register(_params(project))
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)
+    assert stage.register(_params(project, min_retention=0.0))["decision"] == "promoted"  # v2
+    assert main(["promote", "1", "--reason", "v2 misreads sarcasm"]) == 0 and _aliases(project)["champion"] == "1"
+    again = stage.register(_params(project, min_retention=0.0, max_size_mb=999.0))  # the same v2, gated again
+    assert again["version"] == "2" and again["decision"] != "promoted" and _aliases(project)["champion"] == "1"
+    failed = [c for c in again["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["not_passed_over"], again["checks"]
+    assert "champion v1 was promoted by hand at 20" in failed[0]["detail"] and "'v2 misreads sarcasm'" in \
+        failed[0]["detail"]
+    # a model registered after that choice is gated as any other: it may beat the champion
+    _export(project, tiny_bert, shift=2)
+    newer = stage.register(_params(project, min_retention=0.0))
+    assert newer["version"] == "3" and not any(c["name"] == "not_passed_over" for c in newer["checks"]), newer
 
 
 def test_after_a_data_refresh_the_champion_is_compared_only_on_test_rows_it_did_not_train_on(project, tiny_bert,

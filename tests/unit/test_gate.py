@@ -8,7 +8,8 @@ import pytest
 
 from distillery.config import Params, validate
 from distillery.errors import ConfigError
-from distillery.registry.gate import GATE_KEYS, decide, latency, teacher_latency
+from distillery.registry.gate import GATE_KEYS, decide
+from distillery.registry.latency import latency, teacher_latency
 from distillery.run_records import dvc_tags, numeric_leaves, stage_status
 
 GATE = {"min_retention": 0.98, "max_p95_ms": 2.0, "max_size_mb": 15.0, "metric": "accuracy", "tolerance": 0.0}
