@@ -77,7 +77,7 @@ def check_data_files(params) -> None:
     which would say the same. Only the header is read, and a header this cannot read is left to ``prepare``."""
     from pathlib import Path
 
-    from distillery.sources import SUFFIXES
+    from distillery.sources import SUFFIXES, shown_columns
     from distillery.tracked import require_tracked
 
     cfg, transfer = params.data, params.distill.transfer_set
@@ -105,24 +105,69 @@ def check_data_files(params) -> None:
         if path.suffix.lower() not in SUFFIXES:
             raise ConfigError(f"{key}: {value} is of a type prepare cannot read ({path.suffix or 'no suffix'!r}); "
                               f"use one of {', '.join(SUFFIXES)}")
+        if cfg.encoding_errors == "strict":  # else a header not in UTF-8 reads as a missing column
+            _check_first_line(path, key)
         columns = _header(path)
         for column_key, column in columns_of[key].items():
             if columns is not None and column not in columns:
                 alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
                 raise ConfigError(f"{column_key} {column!r} is not a column of {value} (its columns are "
-                                  f"{columns})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
+                                  f"{shown_columns(columns)})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
     # a local input outside prepare's deps: prepare refuses it too, but only after DVC removed data/prepared
     require_tracked("prepare", {key: value for key, value in named.items()})
 
 
+JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left to prepare (it reads it whole)
+
+
+def _check_first_line(path, key: str) -> None:
+    """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``)."""
+    from distillery.text_files import BOM
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return
+    with open(path, "rb") as handle:
+        first = handle.readline(1_000_000)
+    bom = len(BOM) if first.startswith(BOM) else 0
+    try:
+        first[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(first) - bom - 4:  # not a character cut by the read's end
+            raise ConfigError(f"{key}: {path}: line 1 is not valid UTF-8 (byte {first[bom + exc.start]:#04x} at "
+                              f"offset {bom + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: "
+                              "replace") from None
+
+
+def _json_keys(records) -> "list[str] | None":
+    """The keys of the first 1,000 records, in order of appearance; None if one is not a mapping."""
+    keys: dict = {}
+    for record in records:
+        if not isinstance(record, dict):
+            return None
+        keys.update(dict.fromkeys(map(str, record)))
+    return list(keys) or None
+
+
 def _header(path) -> "list[str] | None":
-    """The column names of a CSV/TSV/JSON-lines/Parquet file from its first line or schema; None when they cannot
-    be read cheaply (a JSON array, an unreadable first line)."""
+    """The column names of a CSV/TSV/JSON/JSON-lines/Parquet file from its first line, first records or schema, as
+    ``prepare`` reads them (a JSON object is pandas' ``orient="columns"``: its keys); None when they cannot be read
+    cheaply (an unreadable first line, a JSON file over ``JSON_READ_LIMIT``)."""
     import itertools
     import json
 
     suffix = path.suffix.lower()
     try:
+        if suffix == ".json" and path.stat().st_size <= JSON_READ_LIMIT:
+            with open(path, encoding="utf-8-sig", errors="replace") as handle:
+                text = handle.read()
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:  # JSON lines in a .json file, as prepare reads it then
+                lines = (line for line in text.splitlines() if line.strip())
+                return _json_keys(json.loads(line) for line in itertools.islice(lines, 1000))
+            if isinstance(data, list):
+                return _json_keys(data[:1000])
+            return [str(key) for key in data] if isinstance(data, dict) else None
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet
 
@@ -133,14 +178,9 @@ def _header(path) -> "list[str] | None":
             return [str(c) for c in pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0,
                                                 encoding="utf-8-sig", encoding_errors="replace").columns]
         if suffix == ".jsonl":  # a record may leave out a key others hold: the keys of the first 1,000 records
-            keys: dict = {}
             with open(path, encoding="utf-8-sig", errors="replace") as lines:
-                for line in itertools.islice((line for line in lines if line.strip()), 1000):
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        return None
-                    keys.update(dict.fromkeys(map(str, record)))
-            return list(keys) or None
+                return _json_keys(json.loads(line) for line in
+                                  itertools.islice((line for line in lines if line.strip()), 1000))
     except Exception:  # noqa: BLE001 - a header this cannot read is prepare's to name
         return None
     return None

@@ -36,6 +36,19 @@ CHUNK_ROWS = 50_000
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
+def shown_columns(columns: list, limit: int = 20) -> str:
+    """A file's columns for a one-line error: the first ``limit``, the count when there are more, and a hint when
+    they are the keys of another JSON layout than records (pandas' ``orient="index"`` gives row numbers,
+    ``"split"`` gives columns/index/data)."""
+    names = [str(c) for c in columns]
+    shown = repr(names[:limit])[:-1] + (f", ...] ({len(names)} in all)" if len(names) > limit else "]")
+    digits = len(names) > 1 and all(name.isdigit() for name in names)
+    if digits or {"columns", "data"} <= set(names) or names == ["data"] or set(names) == {"version", "data"}:
+        shown += ("; a .json source must be an array of records, [{column: value, ...}, ...], or JSON lines: "
+                  "pandas writes it with to_json(path, orient='records')")
+    return shown
+
+
 def package_dir(package: str) -> Path:
     """Directory of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)

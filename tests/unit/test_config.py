@@ -551,6 +551,26 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
                                               "does not exist (a Hub dataset is named hub:<id>)\n")
     assert check("hub:org/some-dataset")[0] == 0  # prepare says whether it loads
 
+    # A trial: a .json source (any layout) and a header not in UTF-8 passed the check; prepare then refused them
+    # after `dvc repro` had removed data/prepared
+    records = [{"body": "chess", "topic": 1}, {"body": "lava", "topic": 2}]
+    (tmp_path / "data/raw/topics.json").write_text(json.dumps(records), encoding="utf-8")
+    assert check("data/raw/topics.json") == (0, "")
+    assert check("data/raw/topics.json", text="text")[1].endswith(
+        "data.text_column 'text' is not a column of data/raw/topics.json (its columns are ['body', 'topic'])\n")
+    (tmp_path / "data/raw/lines.json").write_text("\n".join(map(json.dumps, records)), encoding="utf-8")
+    assert check("data/raw/lines.json") == (0, "")  # JSON lines in a .json file, as prepare reads them
+    by_row = {str(i): {"body": f"text {i}", "topic": i % 2} for i in range(25)}  # pandas' orient="index"
+    (tmp_path / "data/raw/index.json").write_text(json.dumps(by_row), encoding="utf-8")
+    assert check("data/raw/index.json")[1].endswith(
+        "(its columns are ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12', '13', '14', '15', '16', "
+        "'17', '18', '19', ...] (25 in all); a .json source must be an array of records, [{column: value, ...}, "
+        "...], or JSON lines: pandas writes it with to_json(path, orient='records'))\n")
+    (tmp_path / "data/raw/latin.csv").write_bytes("body,Catégorie\nchess,1\n".encode("latin-1"))
+    assert check("data/raw/latin.csv", label="Catégorie") == (2, (
+        f"distillery params: error: {path}: data.source: data/raw/latin.csv: line 1 is not valid UTF-8 (byte 0xe9 "
+        "at offset 8); re-encode the file as UTF-8 or set data.encoding_errors: replace\n"))
+
 
 def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_source_before_dvc_runs_it(
         tmp_path, capsys, monkeypatch):
