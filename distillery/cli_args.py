@@ -19,7 +19,7 @@ INFO_COMMANDS = ("params",)  # print every params.yaml key with its default and 
 HELP = {
     "prepare": "read data.source, split it, drop bad and leaked rows, write data/prepared (and the transfer set)",
     "train_teacher": "fine-tune teacher.model on the training split (models/teacher)",
-    "teacher_logits": "run the fine-tuned teacher once over every split and the transfer set (data/logits)",
+    "teacher_logits": "run the fine-tuned teacher once over every split and the transfer set (data/teacher_logits)",
     "distill": "train the student from the teacher's cached outputs, and the same student without them (the "
                "baseline)",
     "evaluate": "score the teacher, the student and the baseline on the test split (reports/metrics)",

@@ -137,7 +137,7 @@ def collapse_warning(runs: list[dict]) -> str:
             named.append(f"the {who} answered {' or '.join(map(repr, answers))} for every test row in "
                          f"{len(mine)} run{'s' if len(mine) != 1 else ''} (seed{'s' if len(seeds) != 1 else ''} "
                          f"{', '.join(map(str, seeds))})")
-    return (" Warning: " + "; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, "
+    return ("\nWarning: " + "; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, "
             ".epochs), so a gain measured against it says little about distillation.")
 
 
@@ -190,13 +190,13 @@ def report_from_runs(params: Params, records: list[dict], prepared_dir: Union[st
 def summary(result: dict) -> str:
     """The command's line: both models over the seeds, the paired gain with its interval, and the verdict."""
     metric = result.get("metrics", ["accuracy"])[0]  # f1 for extractive QA
-    gain = result[metric]
+    gain, warning = result[metric], collapse_warning(result.get("collapsed", []))  # on a line of its own
     return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
             f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
             f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
             f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}"
             f"{', bounded to possible values' if gain.get('diff_ci95_bounded') else ''}): "
-            f"{verdict(gain, len(result['seeds']), metric)}" + collapse_warning(result.get("collapsed", [])))
+            f"{verdict(gain, len(result['seeds']), metric)}" + (f".{warning}" if warning else ""))
 
 
 def verdict(gain: dict, seeds: int, metric: str = "accuracy", key: str = "evaluate.seeds") -> str:

@@ -227,7 +227,8 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
                 "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
                 else "nothing changed")
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
-                f"(manual promotion recorded in MLflow run {result['run_id']})" + gate_warning(result))
+                f"(manual promotion recorded in MLflow run {result['run_id']})" + gate_warning(result)
+                + _restart_note(result))
     result = rollback(params, reason)
     if result.get("finished_interrupted"):
         return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
@@ -237,4 +238,10 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
             f"(recorded in MLflow run {result['run_id']})"
             + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
                f"models:/{result['model_name']}@champion must change back" if changed else "")
-            + gate_warning(result))
+            + gate_warning(result) + _restart_note(result))
+
+
+def _restart_note(result: dict) -> str:
+    """A server started before the move keeps answering with the version it loaded."""
+    return (f"\nnote: a running `mlflow models serve -m models:/{result['model_name']}@champion` keeps the version it "
+            f"loaded at its start: restart it to serve v{result['champion']}")

@@ -47,3 +47,17 @@ def test_promote_says_what_is_wrong_with_the_version_and_the_reason(capsys, tmp_
 def test_params_may_come_before_or_after_the_command(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2 and "elsewhere.yaml: params file not found" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_stage_is_one_line_and_exit_code_130(capsys, monkeypatch):
+    """A trial's Ctrl-C during `register` printed a 30-line KeyboardInterrupt traceback."""
+    import distillery.cli as cli
+
+    def interrupted(stage, params_path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_locked", interrupted)
+    assert main(["register"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("distillery register: interrupted; it stopped where it was") \
+        and "Traceback" not in err

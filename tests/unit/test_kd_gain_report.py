@@ -268,6 +268,7 @@ def test_a_collapsed_baseline_is_named_and_an_interval_stays_within_possible_gai
                                     "label": "positive"} for s in (1, 2)]
     line = summary({**result, "seeds": [1, 2]})
     assert "paired gain +36.67 points (95% CI -90.40 to +100.00, bounded to possible values)" in line, line
-    assert line.endswith("Warning: the baseline answered 'positive' for every test row in 2 runs (seeds 1, 2): its "
+    assert line.endswith("use 3 or more in evaluate.seeds.\nWarning: the baseline answered 'positive' for every test "
+                         "row in 2 runs (seeds 1, 2): its "
                          "training collapsed to one label (distill.train.learning_rate, .epochs), so a gain measured "
                          "against it says little about distillation."), line
