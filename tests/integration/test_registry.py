@@ -684,12 +684,14 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     out = capsys.readouterr().out
     assert "champion v1 -> v2" in out and _aliases(project)["champion"] == "2"
     # allowed (the override), never silent: v2 failed its gate
-    warning = out.splitlines()[-1]
+    warning, note = out.splitlines()[-2:]
+    assert note == ("note: a running `mlflow models serve -m models:/distillery-student@champion` keeps the version it "
+                    "loaded at its start: restart it to serve v2")
     assert warning.startswith("warning: v2 failed its gate when it was registered, on 2 checks: above_one_label: ") \
         and "; inputs: " in warning, out
     # the way back is never refused, but said
     assert main(["rollback", "--reason", "clients not ready"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == ("note: v1 takes ['text'], not ['text', 'text_pair']: the "
+    assert capsys.readouterr().out.splitlines()[-2] == ("note: v1 takes ['text'], not ['text', 'text_pair']: the "
                                                         "clients of models:/distillery-student@champion must change "
                                                         "back")
 
