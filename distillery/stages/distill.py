@@ -127,6 +127,7 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     baseline = copy.deepcopy(student)  # identical initialisation
     train_cfg, tokenizer = params.distill.train, inputs.tokenizer
     parameters = count_parameters(student)
+    _warn_if_not_smaller(parameters, params, teacher_dir)
     with atomic_dir(student_dir) as student_scratch, atomic_dir(baseline_dir) as baseline_scratch:
         summaries = {
             "student": fit(inputs.task, student, tokenizer, inputs.kd_dataset, inputs.validation_dataset, train_cfg, params.seed,
@@ -154,6 +155,20 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     }
     write_json(Path(reports_dir) / "metrics" / "distill.json", metrics)
     return metrics
+
+
+def _warn_if_not_smaller(parameters: int, params: Params, teacher_dir: Union[str, Path]) -> None:
+    """A student with as many parameters as its teacher, or more (a ``config`` or ``bilstm`` student at its default
+    sizes under a small teacher), is no cheaper to serve: said before the training, not found in the report."""
+    path = Path(teacher_dir) / "training.json"
+    teacher = read_json(path).get("parameters") if path.is_file() else None
+    if teacher and parameters >= teacher:
+        from distillery.distributed import speaks
+
+        if speaks():
+            print(f"distill: warning: the student has {parameters:,} parameters, {parameters / teacher:.1f}x the "
+                  f"teacher's {teacher:,} (student.source {params.student.source}): it is no cheaper to serve than the "
+                  f"teacher; see student.{params.student.source} for its sizes", file=sys.stderr, flush=True)
 
 
 def summary(result: dict) -> str:

@@ -148,3 +148,26 @@ def test_the_model_card_names_the_student_that_was_built():
     assert "bilstm: " in line and f"BiLSTM {params.student.bilstm.hidden_size} per direction" in line
     assert "layers" not in line and "mse loss on logits, alpha 0.0" in line
     assert "temperature" not in line
+
+
+def test_distill_warns_of_a_student_with_as_many_parameters_as_its_teacher(tiny_bert, tmp_path, capsys):
+    """A trial's default-sized config and bilstm students were 6-10x a tiny teacher, and the report said only
+    "the student keeps 126% of the teacher's accuracy"."""
+    import json
+
+    from distillery.hf import count_parameters
+    from distillery.stages.distill import _warn_if_not_smaller
+
+    params = _params(tiny_bert)  # student.config at its default sizes: 128 wide, 2 layers, under a 32-wide teacher
+    student, _ = student_family("config").build(params, TASK, LABELS, tmp_path / "s", seed=0)
+    teacher = count_parameters(load_classifier(str(tiny_bert), "t", LABELS))
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "training.json").write_text(json.dumps({"parameters": teacher}))
+    _warn_if_not_smaller(count_parameters(student), params, tmp_path / "teacher")
+    err = capsys.readouterr().err
+    assert err.startswith(f"distill: warning: the student has {count_parameters(student):,} parameters, ") and \
+        f"the teacher's {teacher:,} (student.source config): it is no cheaper to serve" in err
+    small = _params(tiny_bert, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=24)
+    student, _ = student_family("config").build(small, TASK, LABELS, tmp_path / "small", seed=0)
+    _warn_if_not_smaller(count_parameters(student), small, tmp_path / "teacher")
+    assert capsys.readouterr().err == ""
