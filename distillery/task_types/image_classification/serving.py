@@ -40,6 +40,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     return {"onnx": str(onnx_path), "config": str(scratch / "image.json")}
 
 
+RANGE_SLACK = 0.1  # a pixel range within this share of the champion's span of it is the same range
 SPEC_KEYS = ("channels", "height", "width", "pixel_min", "pixel_max", "resize")  # image.json's request contract
 
 
@@ -55,7 +56,8 @@ def narrowing(candidate: dict, champion: dict) -> list[str]:
     phrase each; none when every request the champion took means the same to the candidate. Pixel arrays are
     never resized, so any other height or width refuses them; a grey model refuses colour arrays (a colour model
     takes grey ones); an encoded image of another size is refused unless the candidate resizes; pixel arrays on
-    another range would be refused or, worse, read on the wrong scale."""
+    another range (beyond ``RANGE_SLACK`` of the champion's) would be refused or, worse, read on the
+    wrong scale."""
     ours, theirs = candidate, champion
     said = []
     if (ours["height"], ours["width"]) != (theirs["height"], theirs["width"]):
@@ -68,7 +70,11 @@ def narrowing(candidate: dict, champion: dict) -> list[str]:
         said.append("the champion resized an encoded image of any size, it does not")
     ranges = [(None if spec["pixel_min"] is None else float(spec["pixel_min"]), float(spec["pixel_max"] or 255))
               for spec in (ours, theirs)]
-    if ranges[0][1] != ranges[1][1] or None not in (ranges[0][0], ranges[1][0]) and ranges[0][0] != ranges[1][0]:
+    # float pixels' range is the one the training data showed: a refresh moves it a little (0-16 to 0-15.9), which
+    # the in-graph normalisation absorbs; another scale (0-1 against 0-255) is what breaks a request
+    slack = RANGE_SLACK * (ranges[1][1] - (ranges[1][0] or 0.0))
+    if abs(ranges[0][1] - ranges[1][1]) > slack or None not in (ranges[0][0], ranges[1][0]) and \
+            abs(ranges[0][0] - ranges[1][0]) > slack:
         shown = [f"{low:g}-{high:g}" if low is not None else f"up to {high:g}" for low, high in ranges]
         said.append(f"it reads pixel arrays on {shown[0]}, the champion on {shown[1]}")
     return said
