@@ -46,7 +46,37 @@ def nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation:
         with mlflow.start_run(experiment_id=exp_id, run_name=model, nested=True, tags=tags) as child:
             log_params(client, child.info.run_id, {f"train.{k}": v for k, v in vars(train_cfg[model]).items()})
             log_curves(client, child.info.run_id, model, root)
+            log_metrics(client, child.info.run_id, best_epoch(model, root))
             if model in evaluation:
                 log_metrics(client, child.info.run_id, numeric_leaves(evaluation[model], "test."))
             children[model] = child.info.run_id
     return children
+
+
+def best_epoch(model: str, root: Path) -> dict[str, float]:
+    """The validation figures of the epoch whose weights were kept (``best_eval_<metric>`` and ``best_epoch``), from
+    the model's curves and its ``training.json``: the ``eval_*`` series end at the last epoch, which is not the saved
+    model when an earlier epoch scored better. Empty when either file is missing."""
+    import json
+    import math
+
+    import pandas as pd
+
+    from distillery.paths import BASELINE_DIR, CURVES_DIR, STUDENT_DIR, TEACHER_DIR
+
+    summary = root / {"teacher": TEACHER_DIR, "student": STUDENT_DIR, "baseline": BASELINE_DIR}[model] / "training.json"
+    curves = root / CURVES_DIR / f"{model}_eval.csv"
+    if not summary.is_file() or not curves.is_file():
+        return {}
+    best = json.loads(summary.read_text(encoding="utf-8")).get("best_validation") or {}
+    rows = pd.read_csv(curves)
+    for metric, value in best.items():
+        if value is None or metric not in rows.columns:
+            continue
+        match = rows[(rows[metric] - float(value)).abs() <= 1e-9 * max(1.0, abs(float(value)))]
+        if len(match):
+            row = match.iloc[0]
+            return {"best_epoch": float(row["epoch"]), **{f"best_eval_{key}": float(row[key]) for key in rows.columns
+                                                          if key not in ("epoch", "step") and
+                                                          math.isfinite(float(row[key]))}}
+    return {}

@@ -274,3 +274,22 @@ def test_a_qa_models_card_says_how_long_questions_and_contexts_are_read(tmp_path
     assert "- Contexts longer than 256 tokens (with the question) are read in windows overlapping by 96 tokens; a " \
            "question keeps at most its first 156 tokens." in card
     assert any(line.startswith("- int8 changes 1.30% of the fp32 student's answers on the test split") for line in card)
+
+
+def test_a_model_run_logs_the_validation_figures_of_the_epoch_it_kept(tmp_path):
+    """A trial: a nested run's eval_* metrics were the last epoch's (MLflow shows a series' last value), while the
+    saved baseline was epoch 2's, scoring 0.6957 where the run said 0.6522."""
+    import json
+
+    from distillery.registry.pipeline_runs import best_epoch
+
+    (tmp_path / "reports/curves").mkdir(parents=True)
+    (tmp_path / "reports/curves/baseline_eval.csv").write_text(
+        "epoch,step,loss,accuracy,roc_auc\n1.0,10,0.9,0.5,0.7\n2.0,20,0.8,0.6957,0.8333\n3.0,30,0.7,0.6957,0.9\n"
+        "4.0,40,0.6,0.6522,1.0\n")
+    (tmp_path / "models/baseline").mkdir(parents=True)
+    (tmp_path / "models/baseline/training.json").write_text(json.dumps({"best_validation": {"accuracy": 0.6957}}))
+    # the first of two equal epochs: the Trainer keeps an epoch only when it beats the best so far
+    assert best_epoch("baseline", tmp_path) == {"best_epoch": 2.0, "best_eval_loss": 0.8, "best_eval_accuracy": 0.6957,
+                                                "best_eval_roc_auc": 0.8333}
+    assert best_epoch("student", tmp_path) == {}  # no files: nothing claimed
