@@ -185,6 +185,16 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     args = parse(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the cleanup ran as the exception unwound)
+        print(f"distillery {args.stage}: interrupted; it stopped where it was: its files are written whole or not at "
+              "all, and a registry change cut short is finished or undone by the next registry command; run it "
+              "again", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
     if args.stage == "params" and args.check:
         from distillery.params_check import check_params_file
 
@@ -228,11 +238,6 @@ def main(argv: Optional[list] = None) -> int:
             print(summary(result))
             return 0
         result = run_locked(args.stage, args.params)
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the cleanup ran as the exception unwound)
-        print(f"distillery {args.stage}: interrupted; it stopped where it was: its files are written whole or not at "
-              "all, and a registry change cut short is finished or undone by the next registry command; run it "
-              "again", file=sys.stderr)
-        return 130
     except DistilleryError as exc:
         print(f"distillery {args.stage}: {exc.label}: {redact_uri(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -65,7 +65,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             command.add_argument("version", type=_version, help="the version to make champion (see models)")
             command.add_argument("--reason", required=True, help="why: recorded with the promotion")
             command.add_argument("--other-inputs", action="store_true",
-                                 help="allow a version whose input columns differ from the champion's")
+                                 help="allow a version whose inputs differ from the champion's: other columns, or "
+                                      "for an image model another size, fewer channels, no resizing or another pixel "
+                                      "range")
         elif name == "rollback":
             command.add_argument("--reason", default="", help="why: recorded with the rollback")
         elif name == PROFILE_COMMAND:
@@ -85,6 +87,8 @@ def parse(argv: Optional[list]) -> argparse.Namespace:
         option = next((e.split("=")[0] for e in extra if e.startswith("--")), None)
         owners = [name for name, p in parsers.items() if option and any(
             option in action.option_strings for action in p._actions if action.dest != "params")]
+        if args.stage in owners:  # given before the command, where only --params goes
+            parsers[args.stage].error(f"{option} goes after the command: python -m distillery {args.stage} ... {option}")
         parsers[args.stage].error(f"{option} is for {' and '.join(owners)}, not {args.stage}" if owners else
                                   f"{args.stage} does not take {' '.join(extra)} (see its --help)")
     for option, default in (("version", None), ("reason", ""), ("other_inputs", False), ("check", False)):

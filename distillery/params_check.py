@@ -107,7 +107,10 @@ def check_data_files(params) -> None:
                               f"use one of {', '.join(SUFFIXES)}")
         if cfg.encoding_errors == "strict":  # else a header not in UTF-8 reads as a missing column
             _check_first_line(path, key)
-        columns = _header(path)
+        try:
+            columns = _header(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
         for column_key, column in columns_of[key].items():
             if columns is not None and column not in columns:
                 alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
@@ -162,9 +165,18 @@ def _header(path) -> "list[str] | None":
                 text = handle.read()
             try:
                 data = json.loads(text)
-            except json.JSONDecodeError:  # JSON lines in a .json file, as prepare reads it then
+            except json.JSONDecodeError as whole:  # JSON lines in a .json file, as prepare reads it then
                 lines = (line for line in text.splitlines() if line.strip())
-                return _json_keys(json.loads(line) for line in itertools.islice(lines, 1000))
+                try:
+                    return _json_keys(json.loads(line) for line in itertools.islice(lines, 1000))
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{path}: not valid JSON (line {whole.lineno}, column {whole.colno}: "
+                                      f"{whole.msg}), nor JSON lines") from None
+            if isinstance(data, list) and (not data or not all(isinstance(r, dict) for r in data[:1000])):
+                raise ConfigError(f"{path}: " + ("holds no records" if not data else "is an array of arrays or "
+                                                 "values, not of records") + "; a .json source must be an array of "
+                                  "records, [{column: value, ...}, ...], or JSON lines: pandas writes it with "
+                                  "to_json(path, orient='records')")
             if isinstance(data, list):
                 return _json_keys(data[:1000])
             return [str(key) for key in data] if isinstance(data, dict) else None
@@ -181,6 +193,8 @@ def _header(path) -> "list[str] | None":
             with open(path, encoding="utf-8-sig", errors="replace") as lines:
                 return _json_keys(json.loads(line) for line in
                                   itertools.islice((line for line in lines if line.strip()), 1000))
+    except ConfigError:
+        raise
     except Exception:  # noqa: BLE001 - a header this cannot read is prepare's to name
         return None
     return None

@@ -55,7 +55,8 @@ def plot_benchmark(results: dict, plots_dir: Path) -> list[Path]:
     ax.set_xticks(range(len(cells)), [c.replace("_", "\n") for c in cells])
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency, ms (log)")
-    ax.set_title(f"Latency per batch size and sequence length ({results['fingerprint']['threads']} threads)")
+    threads = results["fingerprint"]["threads"]
+    ax.set_title(f"Latency per batch size and sequence length ({threads} thread{'' if threads == 1 else 's'})")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -12,6 +12,9 @@ from distillery.files import write_text
 MODELS = ("teacher", "student", "baseline")
 
 
+def _threads(count) -> str:
+    return f"{count} thread{'' if count == 1 else 's'}"
+
 
 def parameters(count) -> str:
     """A parameter count as a table shows it: 22.7M, 15.6M, 3.2K (an image primer's MLP), 850."""
@@ -182,7 +185,7 @@ def roofline_text(results: dict) -> str:
                          f"{100 * stats['fraction_of_peak']:.1f}% of the {'int8' if 'int8' in unit else 'fp32'} peak")
     return (f"\n\nDistance to the hardware's limit: a {peaks['size']}x{peaks['size']} matrix product reaches "
             f"{peaks['fp32_gflops']:.1f} GFLOP/s in fp32 ({_fp32_peak_source(peaks)}) and "
-            f"{peaks['int8_gops']:.1f} GOP/s in int8 (ONNX Runtime) with {peaks['threads']} threads on this machine; "
+            f"{peaks['int8_gops']:.1f} GOP/s in int8 (ONNX Runtime) with {_threads(peaks['threads'])} on this machine; "
             f"at {cell}: " + "; ".join(parts) + ".")
 
 
@@ -240,7 +243,7 @@ def benchmark_table(results: dict) -> str:
     else:
         boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
                 f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
-    return (f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
+    return (f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
@@ -265,7 +268,7 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
             rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
                         f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
-        lines.append(f"Latency at {cell} ({fp['threads']} threads, {fp['cpu']}, torch {fp['torch']}, "
+        lines.append(f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "
                      f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))
     return ("\n\n".join(lines) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "

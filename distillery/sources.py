@@ -43,7 +43,8 @@ def shown_columns(columns: list, limit: int = 20) -> str:
     names = [str(c) for c in columns]
     shown = repr(names[:limit])[:-1] + (f", ...] ({len(names)} in all)" if len(names) > limit else "]")
     digits = len(names) > 1 and all(name.isdigit() for name in names)
-    if digits or {"columns", "data"} <= set(names) or names == ["data"] or set(names) == {"version", "data"}:
+    if digits or {"columns", "data"} <= set(names) or names == ["data"] or set(names) in ({"version", "data"},
+                                                                                          {"schema", "data"}):
         shown += ("; a .json source must be an array of records, [{column: value, ...}, ...], or JSON lines: "
                   "pandas writes it with to_json(path, orient='records')")
     return shown

@@ -61,3 +61,8 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_code_130(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("distillery register: interrupted; it stopped where it was") \
         and "Traceback" not in err
+
+
+def test_an_option_before_its_own_command_is_told_to_go_after_it(capsys):
+    code, _, err = _stopped(capsys, ["--check", "params"])
+    assert code == 2 and "--check goes after the command: python -m distillery params ... --check" in err

@@ -566,6 +566,14 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
         "(its columns are ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12', '13', '14', '15', '16', "
         "'17', '18', '19', ...] (25 in all); a .json source must be an array of records, [{column: value, ...}, "
         "...], or JSON lines: pandas writes it with to_json(path, orient='records'))\n")
+    (tmp_path / "data/raw/values.json").write_text(json.dumps([["chess", 1], ["lava", 2]]), encoding="utf-8")
+    assert check("data/raw/values.json")[1] == (
+        f"distillery params: error: {path}: data.source: data/raw/values.json: is an array of arrays or values, not of "
+        "records; a .json source must be an array of records, [{column: value, ...}, ...], or JSON lines: pandas "
+        "writes it with to_json(path, orient='records')\n")
+    (tmp_path / "data/raw/cut.json").write_text('[{"body": "chess", "topic": ', encoding="utf-8")
+    assert check("data/raw/cut.json")[1].endswith("data.source: data/raw/cut.json: not valid JSON (line 1, column 29: "
+                                                  "Expecting value), nor JSON lines\n")
     (tmp_path / "data/raw/latin.csv").write_bytes("body,Catégorie\nchess,1\n".encode("latin-1"))
     assert check("data/raw/latin.csv", label="Catégorie") == (2, (
         f"distillery params: error: {path}: data.source: data/raw/latin.csv: line 1 is not valid UTF-8 (byte 0xe9 "
