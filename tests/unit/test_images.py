@@ -907,3 +907,26 @@ def test_data_image_size_resizes_every_image_as_read_and_the_served_model_resize
         served_rgb.predict(None, pd.DataFrame({"image": [base64.b64encode(originals["red/0.png"]).decode()]}))
     with pytest.raises(MlflowException, match=r"'image' of row 0 is \[8, 10, 3\]; this model takes"):
         model.predict(None, pd.DataFrame({"image": [np.zeros((8, 10, 3)).tolist()]}))
+
+
+@pytest.mark.parametrize("trained_resizing, resized_to, served_resizing", [
+    (False, [8, 8], True), (True, None, False), (False, None, False), (True, [8, 8], True)])
+def test_the_served_model_resizes_as_the_prepared_data_says_though_no_stage_between_re_ran(
+        tmp_path, trained_resizing, resized_to, served_resizing):
+    """A trial: data.image_size set to the images' own size (or back to null) changes no pixel, so only prepare and
+    register re-ran, and the served model kept the student's old flag: it refused the other sizes params.yaml said
+    it would resize."""
+    import json
+
+    from distillery.task_types.image_classification.processor import PixelProcessor
+    from distillery.task_types.image_classification.serving import served_artifacts
+
+    PixelProcessor(1, 8, 8, 16.0, 0.0, resize=trained_resizing).save_pretrained(tmp_path / "models/student")
+    (tmp_path / "models/onnx").mkdir(parents=True)
+    (tmp_path / "models/onnx/student.int8.onnx").write_bytes(b"not read here")
+    (tmp_path / "models/onnx/deployment.json").write_text(json.dumps({"deployable": "student.int8.onnx"}))
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    image = {"channels": 1, "height": 8, "width": 8, **({"resized_to": resized_to} if resized_to else {})}
+    (tmp_path / "data/prepared/data_report.json").write_text(json.dumps({"image": image}))
+    artifacts = served_artifacts(tmp_path, tmp_path, ["a", "b"], 64, pd.DataFrame())
+    assert json.loads(Path(artifacts["config"]).read_text()).get("resize", False) is served_resizing

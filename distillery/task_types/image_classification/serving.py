@@ -14,7 +14,7 @@ import pandas as pd
 
 from distillery.errors import RegistryError
 from distillery.files import read_json, write_json
-from distillery.paths import ONNX_DIR, STUDENT_DIR
+from distillery.paths import ONNX_DIR, PREPARED_DIR, STUDENT_DIR
 from distillery.prepared import LABEL
 from distillery.registry import pyfunc
 from distillery.task_types.image_classification.pixels import PIXELS
@@ -35,7 +35,15 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     if not onnx_path.is_file():
         raise RegistryError(f"{onnx_path}: not found; run `dvc repro export` first")
     processor = PixelProcessor.from_pretrained(root / deployment.get("tokenizer", str(STUDENT_DIR)))
-    write_json(scratch / "image.json", {"labels": labels, **processor.spec(), "batch_size": 256, "threads": 0,
+    spec = processor.spec()
+    # Whether the served model resizes is the prepared data's (data.image_size): setting it to the images' own size,
+    # or back to null, leaves the pixels, and so every stage between, as they were
+    report = root / PREPARED_DIR / "data_report.json"
+    image = read_json(report).get("image", {}) if report.is_file() else {}
+    if "channels" in image and [image.get("height"), image.get("width")] == [spec["height"], spec["width"]]:
+        spec = {key: value for key, value in spec.items() if key != "resize"}
+        spec.update({"resize": True} if image.get("resized_to") is not None else {})
+    write_json(scratch / "image.json", {"labels": labels, **spec, "batch_size": 256, "threads": 0,
                                         "max_rows": int(max_rows)})
     return {"onnx": str(onnx_path), "config": str(scratch / "image.json")}
 
