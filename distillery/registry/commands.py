@@ -91,7 +91,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
             "gate_failed": failed_checks(known[str(version)])}
 
 
-def _narrowed(params: Params, name: str, version, current) -> list[str]:
+def _narrowed(params: Params, name: str, version, current, named: str = "the champion") -> list[str]:
     """What requests ``current`` answers that ``version`` would refuse or read otherwise, beyond their columns
     (an image model's size, channels, resizing and pixel range: the task's ``serving.narrowing``), from their
     ``distillery.input_spec`` tags, or their files for one registered before it; empty for other tasks."""
@@ -110,7 +110,7 @@ def _narrowed(params: Params, name: str, version, current) -> list[str]:
             raise RegistryError(f"cannot tell whether v{version.version} of {name!r} takes the images champion "
                                 f"v{current.version} takes ({type(exc).__name__}: {str(exc)[:200]}); add "
                                 "--other-inputs to promote it anyway") from exc
-    return serving.narrowing(ours, theirs)
+    return serving.narrowing(ours, theirs, named)
 
 
 def failed_checks(version) -> list[str]:
@@ -203,10 +203,18 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
                                {"version": previous, "from": current_version, "reason": reason or "not given"}, name)
         # never refused (a rollback is the way back), but said: a promote --other-inputs is being undone
         before, after = version_inputs(name, current), version_inputs(name, known[previous])
+        narrowed = []
+        if before is not None and before == after:  # an image model: the same column, but the same images?
+            try:
+                narrowed = _narrowed(params, name, known[previous], current, f"v{current_version}")
+            except RegistryError:
+                pass  # unknown: a rollback is never refused, and is not warned of on a guess
     result = {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id,
               "gate_failed": failed_checks(known[previous])}
     if before is not None and after is not None and before != after:
         result["inputs_changed"] = {"from": before, "to": after}
+    if narrowed:
+        result["images_changed"] = narrowed
     return result
 
 
@@ -238,6 +246,9 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
             f"(recorded in MLflow run {result['run_id']})"
             + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
                f"models:/{result['model_name']}@champion must change back" if changed else "")
+            + (f"\nnote: v{result['champion']} takes other images: {'; '.join(result['images_changed'])}; the "
+               f"clients of models:/{result['model_name']}@champion must change back"
+               if result.get("images_changed") else "")
             + gate_warning(result) + _restart_note(result))
 
 

@@ -161,4 +161,11 @@ def test_mnist_profile_on_digits_through_every_stage_then_served_over_http(tmp_p
         assert "it takes images of 6 x 6 pixels (width x height), the champion 8 x 8: requests sent to " \
                f"models:/{NAME}@champion would be refused or read otherwise" in capfd.readouterr().err
         assert main(["promote", "2", "--reason", "the clients send 6 x 6 now", "--other-inputs"]) == 0
-    assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()}["champion"] == "2"
+        assert {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()}["champion"] == "2"
+        # the way back is never refused, but said: the 6 x 6 clients must go back to 8 x 8
+        capfd.readouterr()
+        assert main(["rollback", "--reason", "clients not ready"]) == 0
+        out = capfd.readouterr().out
+        assert "note: v1 takes other images: it takes images of 8 x 8 pixels (width x height), v2 6 x 6; v2 resized " \
+               f"an encoded image of any size, it does not; the clients of models:/{NAME}@champion must change " \
+               "back" in out, out

@@ -59,7 +59,7 @@ def input_spec(artifacts: dict[str, str]) -> dict:
     return {key: (bool(config.get(key)) if key == "resize" else config.get(key)) for key in SPEC_KEYS}
 
 
-def narrowing(candidate: dict, champion: dict) -> list[str]:
+def narrowing(candidate: dict, champion: dict, named: str = "the champion") -> list[str]:
     """What requests the champion (``input_spec``) answered that the candidate refuses or reads otherwise, one
     phrase each; none when every request the champion took means the same to the candidate. Pixel arrays are
     never resized, so any other height or width refuses them; a grey model refuses colour arrays (a colour model
@@ -69,13 +69,13 @@ def narrowing(candidate: dict, champion: dict) -> list[str]:
     ours, theirs = candidate, champion
     said = []
     if (ours["height"], ours["width"]) != (theirs["height"], theirs["width"]):
-        said.append(f"it takes images of {ours['width']} x {ours['height']} pixels (width x height), the champion "
+        said.append(f"it takes images of {ours['width']} x {ours['height']} pixels (width x height), {named} "
                     f"{theirs['width']} x {theirs['height']}")
     if int(ours["channels"]) < int(theirs["channels"]):
-        said.append(f"it takes {ours['channels']} channel, the champion {theirs['channels']}: colour pixel arrays "
+        said.append(f"it takes {ours['channels']} channel, {named} {theirs['channels']}: colour pixel arrays "
                     "are refused")
     if theirs["resize"] and not ours["resize"]:
-        said.append("the champion resized an encoded image of any size, it does not")
+        said.append(f"{named} resized an encoded image of any size, it does not")
     ranges = [(None if spec["pixel_min"] is None else float(spec["pixel_min"]), float(spec["pixel_max"] or 255))
               for spec in (ours, theirs)]
     # float pixels' range is the one the training data showed: a refresh moves it a little (0-16 to 0-15.9), which
@@ -84,7 +84,7 @@ def narrowing(candidate: dict, champion: dict) -> list[str]:
     if abs(ranges[0][1] - ranges[1][1]) > slack or None not in (ranges[0][0], ranges[1][0]) and \
             abs(ranges[0][0] - ranges[1][0]) > slack:
         shown = [f"{low:g}-{high:g}" if low is not None else f"up to {high:g}" for low, high in ranges]
-        said.append(f"it reads pixel arrays on {shown[0]}, the champion on {shown[1]}")
+        said.append(f"it reads pixel arrays on {shown[0]}, {named} on {shown[1]}")
     return said
 
 
