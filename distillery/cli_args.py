@@ -88,7 +88,8 @@ def parse(argv: Optional[list]) -> argparse.Namespace:
         owners = [name for name, p in parsers.items() if option and any(
             option in action.option_strings for action in p._actions if action.dest != "params")]
         if args.stage in owners:  # given before the command, where only --params goes
-            parsers[args.stage].error(f"{option} goes after the command: python -m distillery {args.stage} ... {option}")
+            parsers[args.stage].error(f"{option} goes after the command: python -m distillery {args.stage} ... "
+                                      f"{option}")
         parsers[args.stage].error(f"{option} is for {' and '.join(owners)}, not {args.stage}" if owners else
                                   f"{args.stage} does not take {' '.join(extra)} (see its --help)")
     for option, default in (("version", None), ("reason", ""), ("other_inputs", False), ("check", False)):

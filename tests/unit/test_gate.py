@@ -244,9 +244,9 @@ RGB_RESIZING = {"channels": 3, "height": 24, "width": 32, "pixel_min": 0.0, "pix
 
 @pytest.mark.parametrize("candidate, said", [
     # a trial's v2: grey and unresized, promoted over an RGB champion that resized any PNG
-    ({**RGB_RESIZING, "channels": 1, "resize": False}, ["it takes 1 channel, the champion 3: colour pixel arrays are "
-                                                         "refused", "the champion resized an encoded image of any size, "
-                                                                    "it does not"]),
+    ({**RGB_RESIZING, "channels": 1, "resize": False},
+     ["it takes 1 channel, the champion 3: colour pixel arrays are refused",
+      "the champion resized an encoded image of any size, it does not"]),
     ({**RGB_RESIZING, "height": 28, "width": 28}, ["it takes images of 28 x 28 pixels (width x height), the champion "
                                                    "32 x 24"]),
     ({**RGB_RESIZING, "pixel_max": 1.0}, ["it reads pixel arrays on 0-1, the champion on 0-255"]),

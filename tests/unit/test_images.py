@@ -482,7 +482,8 @@ def _png_header(width: int, height: int) -> str:
 @pytest.mark.parametrize("image, message", [
     (_png_header(9400, 9400), r"'image' of row 0 is 9400 x 9400 pixels \(width x height\); this model takes 4 x 4"),
     # Pillow's bomb check, before ours: it said "not a base64-encoded image (DecompressionBombError)" of a valid PNG
-    (_png_header(20000, 20000), r"'image' of row 0 is an image of more than 178,956,970 pixels; this model takes 4 x 4$"),
+    (_png_header(20000, 20000),
+     r"'image' of row 0 is an image of more than 178,956,970 pixels; this model takes 4 x 4$"),
     (base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n").decode(),
      r"'image' of row 0 is a string but not a base64-encoded image \(UnidentifiedImageError\)"),  # not Ghostscript
 ])
