@@ -125,7 +125,7 @@ JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left t
 
 def _check_first_line(path, key: str) -> None:
     """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``)."""
-    from distillery.text_files import BOM
+    from distillery.text_files import BOM, not_utf8
 
     if path.suffix.lower() in (".parquet", ".pq"):
         return
@@ -136,9 +136,7 @@ def _check_first_line(path, key: str) -> None:
         first[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
         if exc.start < len(first) - bom - 4:  # not a character cut by the read's end
-            raise ConfigError(f"{key}: {path}: line 1 is not valid UTF-8 (byte {first[bom + exc.start]:#04x} at "
-                              f"offset {bom + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: "
-                              "replace") from None
+            raise ConfigError(f"{key}: {not_utf8(path, 1, first[bom + exc.start], bom + exc.start)}") from None
 
 
 def _json_keys(records) -> "list[str] | None":

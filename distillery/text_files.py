@@ -32,10 +32,14 @@ def decode(path: Path, errors: str) -> str:
     except UnicodeDecodeError as exc:
         start = bom + exc.start
         line = raw[:start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte {raw[start]:#04x} at offset {start}); "
-            "re-encode the file as UTF-8 or set data.encoding_errors: replace"
-        ) from None
+        raise not_utf8(path, line, raw[start], start) from None
+
+
+def not_utf8(path: Path, line: int, byte: int, offset: int) -> DataError:
+    """The one error for a byte of a data file that is not UTF-8, wherever it is found (``prepare``, the params
+    check)."""
+    return DataError(f"{path}: line {line} is not valid UTF-8 (byte {byte:#04x} at offset {offset}); re-encode the "
+                     "file as UTF-8 or set data.encoding_errors: replace")
 
 
 class DecodedLines:
@@ -58,10 +62,7 @@ class DecodedLines:
         try:
             text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{self.path}: line {self.line} is not valid UTF-8 (byte {raw[start + exc.start]:#04x} at offset "
-                f"{self.offset + start + exc.start}); re-encode the file as UTF-8 or set data.encoding_errors: replace"
-            ) from None
+            raise not_utf8(self.path, self.line, raw[start + exc.start], self.offset + start + exc.start) from None
         self.offset += len(raw)
         return text
 
