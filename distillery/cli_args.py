@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional
 
 from distillery.stages import STAGES
@@ -82,17 +83,49 @@ def parse(argv: Optional[list]) -> argparse.Namespace:
     """The arguments; an option the command does not take is an error in the command's own usage, naming the
     command that takes it."""
     parser, parsers = build_parser()
+    _check_options(argv, parser, parsers)
     args, extra = parser.parse_known_args(argv)
     if extra:
         option = next((e.split("=")[0] for e in extra if e.startswith("--")), None)
-        owners = [name for name, p in parsers.items() if option and any(
-            option in action.option_strings for action in p._actions if action.dest != "params")]
-        if args.stage in owners:  # given before the command, where only --params goes
-            parsers[args.stage].error(f"{option} goes after the command: python -m distillery {args.stage} ... "
-                                      f"{option}")
-        parsers[args.stage].error(f"{option} is for {' and '.join(owners)}, not {args.stage}" if owners else
-                                  f"{args.stage} does not take {' '.join(extra)} (see its --help)")
+        _refuse(option, args.stage, parsers, f"{args.stage} does not take {' '.join(extra)} (see its --help)")
     for option, default in (("version", None), ("reason", ""), ("other_inputs", False), ("check", False)):
         if not hasattr(args, option):
             setattr(args, option, default)
     return args
+
+
+def _owners(option: Optional[str], parsers: dict) -> list:
+    """The commands that take ``option`` (``--params`` aside: every command takes it)."""
+    return [name for name, p in parsers.items() if option and any(
+        option in action.option_strings for action in p._actions if action.dest != "params")]
+
+
+def _refuse(option: Optional[str], stage: str, parsers: dict, otherwise: str) -> None:
+    """Stop in ``stage``'s usage: ``option`` goes after the command, or belongs to other commands."""
+    owners = _owners(option, parsers)
+    if stage in owners:  # given before the command, where only --params goes
+        parsers[stage].error(f"{option} goes after the command: python -m distillery {stage} ... {option}")
+    parsers[stage].error(f"{option} is for {' and '.join(owners)}, not {stage}" if owners else otherwise)
+
+
+def _check_options(argv: Optional[list], parser: argparse.ArgumentParser, parsers: dict) -> None:
+    """Before argparse: an option of a command's given before it (``--reason x promote 1``, where argparse would
+    take ``x`` for the command), and an option given twice on one side of the command (argparse keeps the last
+    silently: ``--params a --params b`` ran with b)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        return
+    at = next((i for i, token in enumerate(argv) if token in parsers and (i == 0 or argv[i - 1] != "--params")),
+              None)
+    if at is None:
+        return  # no command: argparse says so
+    stage = argv[at]
+    for side in (argv[:at], argv[at + 1:]):
+        options = [token.split("=")[0] for token in side if token.startswith("--")]
+        for option in options:
+            if options.count(option) > 1:
+                parsers[stage].error(f"{option} is given {options.count(option)} times: give it once")
+    for token in argv[:at]:
+        option = token.split("=")[0]
+        if token.startswith("-") and option != "--params":
+            _refuse(option, stage, parsers, f"{option} is not an option of python -m distillery (see --help)")

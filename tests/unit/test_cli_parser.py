@@ -66,3 +66,20 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_code_130(capsys, monkeypatch):
 def test_an_option_before_its_own_command_is_told_to_go_after_it(capsys):
     code, _, err = _stopped(capsys, ["--check", "params"])
     assert code == 2 and "--check goes after the command: python -m distillery params ... --check" in err
+
+
+def test_an_option_before_its_command_is_named_even_when_it_takes_a_value(capsys):
+    """A trial's `--reason x promote 1` got argparse's "invalid choice: 'x'": the value was taken for the command."""
+    code, _, err = _stopped(capsys, ["--reason", "x", "promote", "1"])
+    assert code == 2 and "--reason goes after the command: python -m distillery promote ... --reason" in err
+    code, _, err = _stopped(capsys, ["--other-inputs", "rollback"])
+    assert code == 2 and "--other-inputs is for promote, not rollback" in err
+
+
+@pytest.mark.parametrize("argv, option", [(["--params", "a.yaml", "--params", "b.yaml", "models"], "--params"),
+                                          (["promote", "1", "--reason", "a", "--reason=b"], "--reason")])
+def test_an_option_given_twice_is_refused(argv, option, capsys, tmp_path, monkeypatch):
+    """argparse keeps the last of two: `--params a --params b` ran with b, saying nothing."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _stopped(capsys, argv)
+    assert code == 2 and f"{option} is given 2 times: give it once" in err
