@@ -91,11 +91,16 @@ def check_data_files(params) -> None:
             wanted["distill.transfer_set.text_pair_column"] = transfer.text_pair_column or cfg.text_pair_column
         columns_of["distill.transfer_set.source"] = wanted
     for key, value in named.items():
+        if value.startswith("bundled:") and params.task == "question_answering":
+            raise ConfigError(f"{key}: {value} is a text-classification corpus; question answering reads SQuAD-format "
+                              "JSON, JSON lines or hub:<id>")
         if value.startswith(("bundled:", "hub:")):
             continue
         path = Path(value).expanduser()
         if not path.exists():  # neither bundled: nor hub:, so a local file or folder
             raise ConfigError(f"{key}: {value} does not exist (a Hub dataset is named hub:<id>)")
+        if params.task == "question_answering":
+            _check_qa_file(path, key, value)
         if not text:
             continue
         if path.is_dir():
@@ -118,6 +123,15 @@ def check_data_files(params) -> None:
                                   f"{shown_columns(columns)})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
     # a local input outside prepare's deps: prepare refuses it too, but only after DVC removed data/prepared
     require_tracked("prepare", {key: value for key, value in named.items()})
+
+
+def _check_qa_file(path, key: str, value: str) -> None:
+    """A question-answering source of a type ``prepare`` cannot read (a CSV, a folder), as ``prepare`` would say it."""
+    from distillery.task_types.question_answering.columns import SUFFIXES
+    from distillery.task_types.question_answering.reading import UNSUPPORTED
+
+    if path.is_dir() or not path.name.lower().endswith(SUFFIXES):
+        raise ConfigError(f"{key}: {value}: " + ("a directory; " if path.is_dir() else "") + UNSUPPORTED)
 
 
 JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left to prepare (it reads it whole)

@@ -22,8 +22,11 @@ def _utf16(raw: bytes) -> str:
         if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""
 
 
-def decode(path: Path, errors: str) -> str:
-    raw = path.read_bytes()
+def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
+    """The text of ``path`` (or of its bytes ``raw``, e.g. decompressed) read as UTF-8: ``errors`` ``strict`` or
+    ``replace`` (data.encoding_errors); a byte that is not UTF-8 under ``strict`` is a ``DataError`` naming its
+    line."""
+    raw = path.read_bytes() if raw is None else raw
     if _utf16(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
         raise DataError(f"{path}: not UTF-8{_utf16(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data

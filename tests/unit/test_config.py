@@ -648,3 +648,41 @@ def test_a_model_name_that_is_no_hub_id_or_a_mistyped_local_path_is_refused_by_t
         "model: bundled:minilm-l6", f"model: '{name}'", 1))
     assert main(["params", "--check"]) == 2
     assert capsys.readouterr().err.startswith(f"distillery params: error: params.yaml: {message}")
+
+
+def test_params_check_refuses_a_question_answering_source_prepare_cannot_read(tmp_path, capsys, monkeypatch):
+    """A trial's QA CSV passed the check; prepare then refused it, after `dvc repro` had removed data/prepared."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    assert main(["profile", "qa"]) == 0
+    capsys.readouterr()
+    (tmp_path / "data" / "raw" / "squad").mkdir(parents=True)
+    (tmp_path / "data/raw/squad/squad_v1.1_heldout.json.gz").write_bytes(b"")
+    (tmp_path / "data/raw/qa.csv").write_text("question,context\nwho?,me\n", encoding="utf-8")
+    (tmp_path / "data/raw/qa.jsonl.gz").write_bytes(b"")
+    base = (tmp_path / "params.yaml").read_text()
+    train = "train: data/raw/squad/squad_v1.1_subset.json.gz"
+    assert train in base
+
+    def check(source):
+        (tmp_path / "params.yaml").write_text(base.replace(train, f"train: {source}", 1))
+        code = main(["params", "--check"])
+        return code, capsys.readouterr().err
+
+    unsupported = ("unsupported file type for question answering; use a SQuAD-format .json or a .jsonl file (either "
+                   "may be gzipped: .json.gz, .jsonl.gz)\n")
+    assert check("data/raw/qa.csv") == (2, "distillery params: error: params.yaml: data.files.train: data/raw/qa.csv: "
+                                           + unsupported)
+    assert check("data/raw/squad") == (2, "distillery params: error: params.yaml: data.files.train: data/raw/squad: a "
+                                          "directory; " + unsupported)
+    assert check("data/raw/qa.jsonl.gz") == (0, "")  # what is inside is prepare's to read
+    params = yaml.safe_load(base)
+    params["data"].update(files={}, source="bundled:tweets")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["params", "--check"]) == 2 and capsys.readouterr().err == (
+        "distillery params: error: params.yaml: data.source: bundled:tweets is a text-classification corpus; question "
+        "answering reads SQuAD-format JSON, JSON lines or hub:<id>\n")

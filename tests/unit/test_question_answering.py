@@ -853,3 +853,21 @@ def test_an_answer_start_that_is_not_a_whole_number_is_refused_naming_its_line(t
     (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
     kept, rejected = rows.clean(reading.read_file(tmp_path / "q.jsonl"), "q")
     assert rejected == [] and kept["answer_starts"].tolist() == [[16]]
+
+
+def test_a_file_that_is_not_utf8_is_named_by_line_or_read_with_replacement_as_data_encoding_errors_says(tmp_path):
+    """A trial's Latin-1 ``é`` in a QA file gave "cannot read it: 'utf-8' codec can't decode byte 0xe9" under both
+    settings: data.encoding_errors was not read for question answering."""
+    context = "The café is open, said the computer."
+    good = {"id": "q1", "context": context, "question": "What is open?", "answers": {"text": ["café"],
+                                                                                     "answer_start": [4]}}
+    text = json.dumps(good, ensure_ascii=False) + "\n" + json.dumps(good | {"id": "q2"}, ensure_ascii=False)
+    (tmp_path / "latin1.jsonl").write_bytes(text.encode("latin-1"))
+    with gzip.open(tmp_path / "latin1.jsonl.gz", "wb") as handle:
+        handle.write(text.encode("latin-1"))
+    for name in ("latin1.jsonl", "latin1.jsonl.gz"):
+        with pytest.raises(DataError, match=rf"{name}: line 1 is not valid UTF-8 \(byte 0xe9 at offset 32\); "
+                                            "re-encode the file as UTF-8 or set data.encoding_errors: replace"):
+            reading.read_file(tmp_path / name)
+        rows = reading.read_file(tmp_path / name, "replace")
+        assert rows["context"].tolist() == ["The caf\ufffd is open, said the computer."] * 2

@@ -24,23 +24,27 @@ from distillery.config import Params
 from distillery.errors import DataError
 from distillery.sources import files_description
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
-                                                               TITLE)
-from distillery.text_files import json_objects, json_problem
+                                                               SUFFIXES, TITLE)
+from distillery.text_files import decode, json_objects, json_problem
 
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
+UNSUPPORTED = ("unsupported file type for question answering; use a SQuAD-format .json or a .jsonl file (either may "
+               "be gzipped: .json.gz, .jsonl.gz)")
 WHERE = "_where"  # a row's place in its file ("line 12", "data[0].paragraphs[1].qas[2] (id q7)"): messages only
 
 
-def _open_text(path: Path) -> str:
+def _open_text(path: Path, errors: str) -> str:
+    """The file's text, gunzipped for ``.gz``; ``errors``: data.encoding_errors (a byte that is not UTF-8 is an error
+    naming its line, or becomes U+FFFD)."""
     try:
+        raw = path.read_bytes()
         if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is dropped
-                return handle.read()
-        return path.read_text(encoding="utf-8-sig")
+            raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read it: {exc}") from None
+    return decode(path, errors, raw)
 
 
 def _start(value, where: str) -> int:
@@ -138,11 +142,12 @@ def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = N
                          WHERE: places})
 
 
-def read_file(path: Union[str, Path]) -> pd.DataFrame:
-    """A local SQuAD-format ``.json`` or JSON-lines ``.jsonl`` file, either gzipped or not."""
+def read_file(path: Union[str, Path], errors: str = "strict") -> pd.DataFrame:
+    """A local SQuAD-format ``.json`` or JSON-lines ``.jsonl`` file, either gzipped or not; ``errors`` as
+    data.encoding_errors."""
     path = Path(path)
     name = path.name.lower().removesuffix(".gz")
-    text = _open_text(path)
+    text = _open_text(path, errors)
     if name.endswith(".jsonl"):
         # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
         numbered = list(json_objects(text.split("\n"), str(path)))
@@ -152,8 +157,7 @@ def read_file(path: Union[str, Path]) -> pd.DataFrame:
             return squad_rows(json.loads(text), str(path))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {json_problem(exc)})") from None
-    raise DataError(f"{path}: unsupported file type for question answering; use a SQuAD-format .json or a "
-                    ".jsonl file (either may be gzipped: .json.gz, .jsonl.gz)")
+    raise DataError(f"{path}: {UNSUPPORTED}")
 
 
 def read_hub(dataset_id: str, config: Union[str, None]) -> dict[str, pd.DataFrame]:
@@ -173,7 +177,8 @@ def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
     """``({split: rows}, description)``; a single file comes back as ``{"all": rows}``."""
     cfg = params.data
     if cfg.files:
-        return {split: read_file(path) for split, path in cfg.files.items()}, files_description(cfg.files)
+        frames = {split: read_file(path, cfg.encoding_errors) for split, path in cfg.files.items()}
+        return frames, files_description(cfg.files)
     if cfg.source.startswith("hub:"):
         frames = read_hub(cfg.source.split(":", 1)[1], cfg.hub_config)
         ours = {mine: frames[theirs] for mine, theirs in cfg.splits.items() if theirs and theirs in frames}
@@ -184,7 +189,7 @@ def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
     if cfg.source.startswith("bundled:"):
         raise DataError(f"data.source: {cfg.source} is a text-classification corpus; question answering reads "
                         "SQuAD-format JSON, JSON lines or hub:<id>")
-    return {"all": read_file(cfg.source)}, cfg.source
+    return {"all": read_file(cfg.source, cfg.encoding_errors)}, cfg.source
 
 
 def absent(value) -> bool:
