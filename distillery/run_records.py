@@ -159,6 +159,19 @@ def _loss_description(params, trained: Optional[dict] = None) -> str:
     return recipe
 
 
+def _own_names(params) -> str:
+    """How the served columns relate to the data's own names of them (text classification: read first)."""
+    if params.task != "text_classification":
+        return "(whatever the data's own column names were)"
+    from distillery.task_types.text_classification.serving import source_columns
+
+    own = list(source_columns(params.data).values())
+    if not own:
+        return "(the data's own names)"
+    return (f"or the data's own name{'s' if len(own) > 1 else ''} {', '.join(f'`{c}`' for c in own)}, read first "
+            f"when a request holds {'them all' if len(own) > 1 else 'it'}")
+
+
 def _transfer_line(params, data_report: dict, trained: Optional[dict] = None) -> str:
     """What the distilled student learnt from beyond the labelled rows: the transfer set's rows as prepared (the
     cap is only an upper bound), and the training rows whose labels it did not see (``trained``: the student's
@@ -174,9 +187,11 @@ def _transfer_line(params, data_report: dict, trained: Optional[dict] = None) ->
         line += (f" The students learnt labels from all {labelled:,} training rows (distill.labelled_rows {cap:,} is "
                  "no fewer).")
     elif cap:  # the rest join the distillation term with a remainder transfer set only
+        taught = (trained or {}).get("transfer_rows")  # the transfer set and the training rows beyond the cap
         line += (f" The students learnt labels from {labelled if isinstance(labelled, int) else cap:,} training "
-                 "rows; " + ("the distilled student also learnt the teacher's outputs on the rest."
-                             if source == "remainder" else "the rest were not used by the students."))
+                 "rows; " + ("the distilled student also learnt the teacher's outputs on the rest" +
+                             (f" ({taught:,} unlabelled rows in all, with the transfer set's)" if isinstance(taught, int)
+                              else "") + "." if source == "remainder" else "the rest were not used by the students."))
     return line
 
 
@@ -236,8 +251,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"{params.teacher.train.epochs:g} epoch{'' if params.teacher.train.epochs == 1 else 's'}.", "",
         f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params, student)}. "
         f"Served as `{deployable}` (ONNX)" + (f", from a frame with the column{'s' if len(inputs) > 1 else ''} "
-                                                f"{', '.join(f'`{c}`' for c in inputs)} (whatever the data's own "
-                                                f"column names were)." if inputs else "."), "",
+                                                f"{', '.join(f'`{c}`' for c in inputs)} {_own_names(params)}."
+                                                if inputs else "."), "",
         "## Test-split metrics", "", header, "|---|---:|---:|---:|", *rows, "",
         f"## Latency ({cell}, ms) and size (MB)", "", "| model | p50 | p95 | MB |", "|---|---:|---:|---:|",
         *latency, *_served_line(gate), "",

@@ -142,6 +142,11 @@ class DataConfig:
             if others:
                 raise not_allowed(f"it is also data.{others[0]}; each column has one role: change one of the two", key,
                                   column)
+        if self.text_column == "text_pair" and self.text_pair_column == "text":
+            # the served model's columns are text and text_pair: a request could not say which naming it uses
+            raise not_allowed("with data.text_pair_column 'text', the two are the served model's input names the "
+                              "other way round (it takes text, then text_pair), so a request's columns would be "
+                              "ambiguous: rename the two columns in the data", "text_column", self.text_column)
         return self
 
 

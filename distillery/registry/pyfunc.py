@@ -2,6 +2,7 @@
 model takes and returns, and its artifacts, come from the task type's ``serving`` part."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,11 @@ def request_slices(sizes, max_rows: int, max_characters: int) -> list[slice]:
 
 
 # settings of the served model that bound a request, not the model: changing them is not a new model
-SERVING_LIMITS = ("max_rows", "text_characters", "max_characters", "batch_size", "threads")
+SERVING_LIMITS = ("max_rows", "text_characters", "max_characters", "batch_size", "threads", "source_columns")
 # keys older Distillery versions did not write into the served config, newest first, with the value their readers
 # assume (None: any value; the key is new with no older meaning)
-ADDED_KEYS = ((("text_characters", None), ("max_characters", None)), (("truncation_side", "right"),),
+ADDED_KEYS = ((("source_columns", None),), (("text_characters", None), ("max_characters", None)),
+              (("truncation_side", "right"),),
               (("pixel_min", None),), (("max_rows", None),))
 
 
@@ -167,8 +169,9 @@ def load_code_model(code: Path, class_name: str, artifacts: dict[str, str]):
     return model
 
 
-def signature(example: pd.DataFrame, output: pd.DataFrame):
-    """The example's columns in, named and required; the answer's columns out.
+def signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple = ()):
+    """The example's columns in, named and required, then the ``optional`` ones (the data's own names of the
+    served columns: MLflow hands the model only the columns its signature names); the answer's columns out.
 
     The input columns are typed ``any``, not ``string``: for a string column, MLflow's scoring server turns
     every value of an ``{"inputs": [...]}`` request into a string before the model sees it (null becomes
@@ -178,7 +181,8 @@ def signature(example: pd.DataFrame, output: pd.DataFrame):
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns])
+    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns] +
+                    [ColSpec(AnyType(), column, required=False) for column in optional if column not in example])
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
 
 
@@ -189,6 +193,8 @@ def log_pyfunc(serving, artifacts: dict[str, str], example: pd.DataFrame):
 
     with quiet_mlflow():
         output = serving.load_code_model(artifacts).predict(None, example)
+        config = json.loads(Path(artifacts["config"]).read_text(encoding="utf-8"))
+        optional = tuple((config.get("source_columns") or {}).values())
         return mlflow.pyfunc.log_model(name="student", python_model=str(serving.MODEL_CODE), artifacts=artifacts,
-                                       signature=signature(example, output), input_example=example,
+                                       signature=signature(example, output, optional), input_example=example,
                                        pip_requirements=pip_requirements(getattr(serving, "REQUIREMENTS", ())))

@@ -8,7 +8,10 @@ so ``mlflow models serve`` can serve it from the registry on a machine without D
 Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
 column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
 column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
-matched by name; other columns (an ``id``, say) are ignored. Called directly (without MLflow's
+matched by name; other columns (an ``id``, say) are ignored. A model trained on columns named otherwise
+(``source_columns`` in ``classifier.json``: ``{"text": "review"}``) reads a request that holds every one of those
+names from them, whatever its ``text`` column holds: records sent as they are in the data file, where ``text`` may
+be another column (a title), are answered from the column the model learnt. Called directly (without MLflow's
 signature check), a list of texts, a list of ``[text, text_pair]`` pairs and a one-column DataFrame
 are read too.
 Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
@@ -174,6 +177,7 @@ class OnnxTextClassifier(PythonModel):
         self.input_names = list(config["input_names"])
         self.batch_size = int(config.get("batch_size", 32))
         self.pair_task = bool(config.get("text_pair", False))
+        self.source_columns = dict(config.get("source_columns") or {})  # served name -> the data's own name
         self.max_rows = int(config.get("max_rows") or 0)  # 0: no cap (configs written before the cap)
         # a text is read up to its first (or, cut on the left, last) text_characters, far more than max_length
         # tokens take; a request holds at most max_characters of text after that (0: no cap, older configs)
@@ -235,7 +239,24 @@ class OnnxTextClassifier(PythonModel):
                          pad_type_id=padding.get("pad_type_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
         return encodings
 
+    def _as_served(self, model_input):
+        """A request that names every column by the data's own name (``review``), with those renamed to the served
+        names and any column already so named (an unrelated ``text``) left out; any other request as it is."""
+        source_columns = getattr(self, "source_columns", None)
+        if not source_columns:
+            return model_input
+        frame = model_input
+        if isinstance(frame, dict) or (isinstance(frame, (list, tuple)) and frame and
+                                       all(isinstance(row, dict) for row in frame)):
+            frame = pd.DataFrame(frame)
+        own = set(source_columns.values())
+        if not isinstance(frame, pd.DataFrame) or not own <= set(frame.columns):
+            return model_input
+        served = [column for column in source_columns if column in frame.columns and column not in own]
+        return frame.drop(columns=served).rename(columns={v: k for k, v in source_columns.items()})
+
     def logits(self, model_input) -> np.ndarray:
+        model_input = self._as_served(model_input)
         texts, pairs = _columns(model_input)
         if self.max_rows and len(texts) > self.max_rows:
             _refuse(f"{len(texts)} rows in one request; this model takes at most {self.max_rows} rows per request "

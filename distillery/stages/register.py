@@ -93,7 +93,8 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
         if os.environ.get(ORCHESTRATOR_RUN_ENV):  # set by whatever orchestrates the run (tasks/ for Prefect)
             tags[TAG + "orchestrator"] = os.environ.get(ORCHESTRATOR_ENV) or "unknown"
             tags[TAG + "orchestrator_run_id"] = os.environ[ORCHESTRATOR_RUN_ENV]
-        artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test)
+        settings = serving.served_settings(params) if hasattr(serving, "served_settings") else {}
+        artifacts = serving.served_artifacts(root, Path(tmp), labels, params.student.max_length, test, **settings)
         # the served model, exactly (its files and its code): the same is never registered twice. Its weights'
         # identity (its ONNX file, tokenizer and settings, not its request limits or code), then the hashes older
         # Distillery versions registered the same weights under: a rolled-back model served by newer code is

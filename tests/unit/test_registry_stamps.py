@@ -85,3 +85,24 @@ def test_a_qa_champion_on_the_same_test_split_is_read_from_its_tags_not_re_score
     # re-scoring would download the version from a registry; there is none here, so it would raise
     figures = champion_figures("qa-student", version, pd.DataFrame(), [], "abc", serving, tmp_path)
     assert figures == {"version": "2", "f1": 0.1181, "exact_match": 0.05, "rescored": False}
+
+
+def test_the_datas_own_column_names_are_not_part_of_the_weights_identity(tmp_path):
+    """``source_columns`` is a request setting: the same weights served under it are the same model, and a version
+    registered before it was written (every artifact hashed as it was) is recognised."""
+    import json
+
+    from distillery.files import sha256_files
+    from distillery.registry.pyfunc import model_hashes
+
+    (tmp_path / "model.onnx").write_bytes(b"weights")
+    config = {"labels": ["a", "b"], "max_length": 8, "max_rows": 1000}
+    artifacts = {}
+    for name, written in (("old", config), ("new", config | {"source_columns": {"text": "review"}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "classifier.json").write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+        artifacts[name] = {"onnx": str(tmp_path / "model.onnx"), "config": str(tmp_path / name / "classifier.json")}
+    old, new = artifacts["old"], artifacts["new"]
+    assert model_hashes(new, (), tmp_path)[0] == model_hashes(old, (), tmp_path)[0]
+    assert sha256_files(list(old.values())) in model_hashes(new, (), tmp_path)
+    assert sha256_files(list(new.values())) != sha256_files(list(old.values()))

@@ -307,3 +307,45 @@ def test_scoring_slices_a_split_into_calls_within_both_caps():
     assert request_slices([5, 5, 30, 5], max_rows=10, max_characters=12) == [slice(0, 2), slice(2, 3), slice(3, 4)]
     assert request_slices([12, 12], max_rows=10, max_characters=12) == [slice(0, 1), slice(1, 2)]  # at the cap
     assert request_slices([], max_rows=10, max_characters=12) == []
+
+
+def test_records_as_in_the_data_file_are_read_from_the_column_the_model_learnt(served):
+    """A trial trained on `review` from a file that also held an unrelated `text` (a title). Sent the file's own
+    records, the served model answered from the title: 9.5% accuracy, HTTP 200. A request holding the data's own
+    names (source_columns) is now read from them; one in the served names alone as before."""
+    model = _word_model(served, max_length=3)  # logits: (first id, last id), "good" 2, "day" 3, "bad" 4
+    model.source_columns = {"text": "review"}
+    expected = model.predict(None, ["good day", "bad"])
+    as_in_file = pd.DataFrame({"id": [1, 2], "text": ["bad", "good day"], "review": ["good day", "bad"]})
+    assert model.predict(None, as_in_file).equals(expected)
+    assert model.predict(None, as_in_file.to_dict("records")).equals(expected)
+    assert model.predict(None, pd.DataFrame({"text": ["good day", "bad"]})).equals(expected)  # the served name
+    model.pair_task, model.source_columns = True, {"text": "premise", "text_pair": "hypothesis"}
+    pairs = model.predict(None, pd.DataFrame({"text": ["good", "bad"], "text_pair": ["day", "good"]}))
+    assert model.predict(None, pd.DataFrame({"premise": ["good", "bad"], "hypothesis": ["day", "good"],
+                                             "text": ["bad", "bad"], "text_pair": ["bad", "bad"]})).equals(pairs)
+    # one of the two own names is not a naming of the request: the served names are read
+    assert model.predict(None, pd.DataFrame({"text": ["good", "bad"], "text_pair": ["day", "good"],
+                                             "premise": ["bad", "bad"]})).equals(pairs)
+
+
+def test_the_signature_hands_the_model_the_datas_own_column_names_and_still_requires_the_served_ones(tmp_path):
+    """MLflow passes a model only the columns its signature names: the data's own names are in it, optional."""
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from distillery.registry.pyfunc import signature
+
+    class Columns(PythonModel):  # answers with the columns MLflow handed over
+        def predict(self, context, model_input, params=None):
+            return pd.DataFrame({"columns": [",".join(sorted(model_input.columns))] * len(model_input)})
+
+    example = pd.DataFrame({"text": ["a"]})
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=Columns(),
+                             signature=signature(example, pd.DataFrame({"columns": ["text"]}), ("review",)))
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    answer = model.predict(pd.DataFrame({"id": [1], "text": ["a title"], "review": ["the body"]}))
+    assert answer["columns"].tolist() == ["review,text"]  # id is not in the signature: left out
+    assert model.predict(pd.DataFrame({"text": ["a"]}))["columns"].tolist() == ["text"]
+    with pytest.raises(MlflowException, match=r"Model is missing inputs \['text'\]"):
+        model.predict(pd.DataFrame({"review": ["the body"]}))

@@ -22,17 +22,24 @@ def test_register_summary_without_a_champion_says_so():
     assert "champion is v3;" in summary(dict(result, champion_after="3"))
 
 
-def test_the_model_card_says_which_columns_the_served_model_reads():
+def test_the_model_card_says_which_columns_the_served_model_reads(tmp_path):
     """A user whose data had a `body` column asked the served model with `body` and was refused: the card now
-    says the served model reads `text`."""
-    from distillery.config import Params
+    says the served model reads `text`, and the data's own names of its columns where they differ."""
+    from distillery.config import Params, load_params
     from distillery.run_records import model_card
 
     card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                      inputs=["text"])
+    line = next(line for line in card.splitlines() if line.startswith("**Student:**"))
+    assert line.endswith("Served as `student.int8.onnx` (ONNX), from a frame with the column `text` (the data's own "
+                         "names).")
+    (tmp_path / "pairs.yaml").write_text("data: {text_column: body, text_pair_column: text_pair}\n")
+    pairs = load_params(tmp_path / "pairs.yaml")
+    card = model_card(pairs, {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
                       inputs=["text", "text_pair"])
     line = next(line for line in card.splitlines() if line.startswith("**Student:**"))
-    assert line.endswith("Served as `student.int8.onnx` (ONNX), from a frame with the columns `text`, `text_pair` "
-                         "(whatever the data's own column names were).")
+    assert line.endswith("Served as `student.int8.onnx` (ONNX), from a frame with the columns `text`, `text_pair` or "
+                         "the data's own name `body`, read first when a request holds it.")
 
 
 def test_the_export_summary_says_how_many_int8_recipes_passed_of_those_tried():
@@ -202,6 +209,12 @@ def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_fro
     assert next(line for line in primer if line.startswith("**Data:**")).endswith(
         "Transfer set: `remainder`, 0 rows. The students learnt labels from 800 training rows; the distilled student "
         "also learnt the teacher's outputs on the rest.")
+    # a trial read "0 rows" beside a student that learnt from 72 unlabelled rows: the training rows beyond the cap
+    primer = model_card(load_params(image), {"labels": ["0", "1"]}, {}, {}, {"rows": {"test": 2}, "transfer_rows": 0},
+                        "student.int8.onnx", trained={"labelled_rows": 800, "transfer_rows": 72}).splitlines()
+    assert next(line for line in primer if line.startswith("**Data:**")).endswith(
+        "the distilled student also learnt the teacher's outputs on the rest (72 unlabelled rows in all, with the "
+        "transfer set's).")
     assert "| student_onnx_int8 | 0.01 | 0.02 | 0.0213 |" in card
     assert not [line for line in card if "tokens" in line], card
     pairs = model_card(load_params(pairs), {"labels": ["a", "b"]}, {}, {},

@@ -3,7 +3,8 @@
 
 The served model's code is ``distillery/serving/text_classifier.py``; MLflow logs that file by path
 ("models from code"), so the registered model never imports Distillery. Its input is NAMED ``text``
-(and ``text_pair``) columns; its answer is ``label``, ``score`` and ``prob_<label>`` per row.
+(and ``text_pair``) columns, or the data's own names of them where they differ; its answer is ``label``, ``score``
+and ``prob_<label>`` per row.
 """
 from __future__ import annotations
 
@@ -26,9 +27,23 @@ MAX_CHARACTERS = 2_000_000  # characters of text per predict call (after that cu
 METRICS = ("accuracy", "macro_f1")  # the gate's figures: the primary (retention, champion) first
 
 
+def served_settings(params) -> dict:
+    """What ``served_artifacts`` takes from params.yaml: the data's own names of the served columns."""
+    return {"source_columns": source_columns(params.data)}
+
+
+def source_columns(data) -> dict[str, str]:
+    """The data's own name of each served column where it is another (``{"text": "review"}``): a request holding it
+    is read from it (the served model's ``source_columns``), so records sent as they are in the data file, which
+    may hold an unrelated column named ``text``, are answered from the column the model was trained on."""
+    named = {TEXT: data.text_column, **({PAIR: data.text_pair_column} if data.text_pair_column else {})}
+    return {served: own for served, own in named.items() if own != served}
+
+
 def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: int, frame: pd.DataFrame,
-                     max_rows: int = MAX_ROWS) -> dict[str, str]:
-    """The pyfunc's artifacts: the deployable ONNX model, ``tokenizer.json`` and ``classifier.json``."""
+                     max_rows: int = MAX_ROWS, source_columns: dict | None = None) -> dict[str, str]:
+    """The pyfunc's artifacts: the deployable ONNX model, ``tokenizer.json`` and ``classifier.json``
+    (``source_columns``: see :func:`source_columns`)."""
     import onnxruntime as ort
 
     deployment = read_json(root / ONNX_DIR / "deployment.json", "export")
@@ -46,6 +61,8 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
               "max_rows": int(max_rows), "text_characters": TEXT_CHARACTERS, "max_characters": MAX_CHARACTERS,
               # the side a long text is cut on, as in training (transformers keeps it outside tokenizer.json)
               "truncation_side": getattr(tokenizer, "truncation_side", "right") or "right"}
+    if source_columns:  # only where the data's names differ: the default's config stays as it was
+        config["source_columns"] = dict(source_columns)
     write_json(scratch / "classifier.json", config)
     return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "classifier.json")}
 
