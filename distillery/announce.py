@@ -47,6 +47,8 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DI
     cells = len(bench.batch_sizes) * (1 if params.task in NO_SEQUENCE else len(bench.sequence_lengths))
     rows_cap = getattr(params.distill, "labelled_rows", None)
     labelled = min(train, rows_cap) if train is not None and rows_cap is not None else train  # the labels the students see
+    # the training rows the distilled student learns from: beyond the labelled ones only with a remainder transfer set
+    distilled_on = train if params.distill.transfer_set.source == "remainder" else labelled
     copies = params.distill.augment.copies
     augmented = (_rows("augmented", logits_dir) or 0) if copies else 0
     augmenting = (f"; then {copies} augmented {'copy' if copies == 1 else 'copies'} of each training "
@@ -62,7 +64,7 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DI
         "teacher_logits": f"running the teacher on {_count(train, 'training ' + noun)}"
                           + (f" and {transfer:,} transfer {noun}" if transfer else "") + augmenting
                           + "; distill reads its outputs",
-        "distill": f"distilling a '{params.student.source}' student on {_count(train, noun)}"
+        "distill": f"distilling a '{params.student.source}' student on {_count(distilled_on, noun)}"
                    + (f" + {transfer:,} transfer {noun}" if transfer else "")
                    + (f" + {augmented:,} augmented {noun}" if augmented else "")
                    + f", {_epochs(params.distill.train.epochs)}, then the same student without the teacher "

@@ -7,9 +7,11 @@ onnxruntime, Pillow and mlflow, never Distillery, so ``mlflow models serve`` ser
 Input: a DataFrame with an ``image`` column (or a list of images, called directly). An image is
 - nested lists of pixel intensities in the training data's range (0-255 for MNIST), ``[height][width]`` (grey: a
   colour model takes it as three equal channels, as it does a grey PNG and as training read a grey image of a
-  colour set), ``[channels][height][width]`` or ``[height][width][channels]``; or
+  colour set; a four-channel model with an opaque alpha, as Pillow converts one), ``[channels][height][width]`` or
+  ``[height][width][channels]``; or
 - a base64-encoded PNG (or JPEG, BMP, GIF, TIFF, WebP, PPM) of ``height`` x ``width`` pixels, as a string or bytes
-  (its size is checked before it is decoded); of any size up to ``MAX_PIXELS`` when the training images were
+  (its size is checked before it is decoded), read as grey, RGB or RGBA by the model's 1, 3 or 4 channels (a model of
+  other channels takes pixel lists only); of any size up to ``MAX_PIXELS`` when the training images were
   resized (``data.image_size``; ``resize`` in ``image.json``), resized as they were (Pillow, bilinear);
   its 8-bit values are scaled to the training data's range (``pixel_max``: 255 for 8-bit images, so taken
   as they are; 65535 for 16-bit ones; 16 for scikit-learn's digits), and a 16-bit grey PNG's values likewise
@@ -38,6 +40,7 @@ from mlflow.pyfunc import PythonModel
 IMAGE = "image"
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow's raster readers a request may use
+IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # the Pillow mode an encoded image is read in, by the model's channels
 MAX_PIXELS = 40_000_000  # an encoded image a resizing model decodes: a 40-megapixel photo, not a decompression bomb
 
 
@@ -134,11 +137,15 @@ class OnnxImageClassifier(PythonModel):
                                 f"height); this model takes {width} x {height}"
                                 + (f", or an image of at most {MAX_PIXELS:,} pixels it resizes" if self.resize
                                    else ""))
+                    if channels not in IMAGE_MODES:
+                        _refuse(f"{IMAGE!r} of row {row} is an encoded image, but this model takes {channels} "
+                                f"channels, which no image file holds; send the pixels as nested lists "
+                                f"({self._shapes()})")
                     if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grey: 65535 is the top, not cut to 8 bits
-                        array = np.asarray(self._sized(image), dtype=np.float32) * (self.pixel_max / 65535.0)
-                        array = np.repeat(array[..., None], channels, axis=-1) if channels > 1 else array
+                        array = self._from_grey(np.asarray(self._sized(image), dtype=np.float32)
+                                                * (self.pixel_max / 65535.0))
                     else:  # the mode first, then the size: as prepare read the training images
-                        array = np.asarray(self._sized(image.convert("L" if channels == 1 else "RGB")),
+                        array = np.asarray(self._sized(image.convert(IMAGE_MODES[channels])),
                                            dtype=np.float32) * (self.pixel_max / 255.0)
             except MlflowException:
                 raise
@@ -158,10 +165,10 @@ class OnnxImageClassifier(PythonModel):
             if array.ndim == 0:
                 _refuse(f"{IMAGE!r} of row {row} is one number ({value!r}), not an image; this model takes "
                         f"{self._shapes()}")
-            if array.ndim == 3 and channels > 1 and array.shape in ((1, height, width), (height, width, 1)):
+            if array.ndim == 3 and channels in (3, 4) and array.shape in ((1, height, width), (height, width, 1)):
                 array = array.reshape(height, width)  # one grey channel, first or last
-            if array.ndim == 2:  # grey: a colour model gets three equal channels, as from a grey PNG or in training
-                array = np.repeat(array[None], channels, axis=0)
+            if array.ndim == 2 and channels in (1, 3, 4):  # grey: a colour model gets three equal channels, as from
+                array = np.moveaxis(self._from_grey(array), -1, 0) if channels > 1 else array[None]  # a grey PNG
             elif array.shape == (height, width, channels) and array.shape != self.shape:
                 array = np.moveaxis(array, -1, 0)  # channels last, as Pillow and numpy hold an image
             if array.shape != self.shape:
@@ -171,6 +178,15 @@ class OnnxImageClassifier(PythonModel):
         if not isinstance(value, (str, bytes)):  # a PNG is scaled into the training range above: pixels as sent only
             self._check_range(array, row)
         return array
+
+    def _from_grey(self, grey: np.ndarray) -> np.ndarray:
+        """A grey ``[height, width]`` image in this model's channels, last: as Pillow converts one (three equal
+        channels, and for four an opaque alpha, at the top of the pixel range)."""
+        channels = self.shape[0]
+        if channels == 1:
+            return grey
+        planes = [grey] * 3 + ([np.full_like(grey, self.pixel_max)] if channels == 4 else [])
+        return np.stack(planes, axis=-1)
 
     def _sized(self, image):
         """``image`` at this model's size, resized as prepare resized the training images (Pillow, bilinear)."""
@@ -185,7 +201,7 @@ class OnnxImageClassifier(PythonModel):
         if channels == 1:
             return f"[{height}][{width}] pixels"
         return (f"[{height}][{width}] pixels in {channels} channels ([{channels}][{height}][{width}] or "
-                f"[{height}][{width}][{channels}]), or grey [{height}][{width}]")
+                f"[{height}][{width}][{channels}])" + (f", or grey [{height}][{width}]" if channels in (3, 4) else ""))
 
     def _check_range(self, array: np.ndarray, row: int) -> None:
         if not np.all(np.isfinite(array)):

@@ -245,8 +245,13 @@ RGB_RESIZING = {"channels": 3, "height": 24, "width": 32, "pixel_min": 0.0, "pix
 @pytest.mark.parametrize("candidate, said", [
     # a trial's v2: grey and unresized, promoted over an RGB champion that resized any PNG
     ({**RGB_RESIZING, "channels": 1, "resize": False},
-     ["it takes 1 channel, the champion 3: colour pixel arrays are refused",
+     ["it takes 1 channel, the champion 3: 3-channel pixel arrays are refused",
       "the champion resized an encoded image of any size, it does not"]),
+    # a trial's 4-channel v2 passed as "the same shape" over an RGB champion, refused every RGB array once promoted
+    ({**RGB_RESIZING, "channels": 4}, ["it takes 4 channels, the champion 3: 3-channel pixel arrays are refused"]),
+    ({**RGB_RESIZING, "channels": 2}, ["it takes 2 channels, the champion 3: 3-channel pixel arrays are refused",
+                                       "it takes no encoded images (PNG, JPEG), the champion did: 2 channels are "
+                                       "pixel lists only"]),
     ({**RGB_RESIZING, "height": 28, "width": 28}, ["it takes images of 28 x 28 pixels (width x height), the champion "
                                                    "32 x 24"]),
     ({**RGB_RESIZING, "pixel_max": 1.0}, ["it reads pixel arrays on 0-1, the champion on 0-255"]),
@@ -269,6 +274,7 @@ def test_widening_an_image_model_s_inputs_passes_and_an_unreadable_champion_fail
 
     grey = {**RGB_RESIZING, "channels": 1, "resize": False}
     assert narrowing({**grey, "channels": 3, "resize": True}, grey) == []  # colour takes grey; resizing takes any
+    assert narrowing({**grey, "channels": 4}, grey) == []  # so does RGBA, with an opaque alpha
     unknown = decide({**CANDIDATE, "inputs": ["image"]}, {**CHAMPION, "inputs": ["image"], "input_narrowing": None,
                                                           "input_spec_error": "KeyError: 'height'"}, GATE)
     assert _failed(unknown) == ["inputs"] and "could not be read (KeyError: 'height')" in \

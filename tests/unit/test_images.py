@@ -931,3 +931,76 @@ def test_the_served_model_resizes_as_the_prepared_data_says_though_no_stage_betw
     (tmp_path / "data/prepared/data_report.json").write_text(json.dumps({"image": image}))
     artifacts = served_artifacts(tmp_path, tmp_path, ["a", "b"], 64, pd.DataFrame())
     assert json.loads(Path(artifacts["config"]).read_text()).get("resize", False) is served_resizing
+
+
+def _channels_model(directory: Path, channels: int):
+    """The served pyfunc over a model of ``channels`` channels of 2 x 2 pixels (its logits: each channel's mean)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from distillery.registry import pyfunc
+    from distillery.task_types.image_classification.serving import MODEL_CODE
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["pixel_values"], ["logits"], axes=[2, 3], keepdims=0)], "means",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", channels, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", channels])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
+    (directory / "image.json").write_text(json.dumps({"labels": [f"c{i}" for i in range(channels)], "channels": channels,
+                                                      "height": 2, "width": 2, "pixel_max": 255.0, "pixel_min": 0.0}))
+    return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", {"onnx": str(directory / "m.onnx"),
+                                                                        "config": str(directory / "image.json")})
+
+
+def _encoded(array: np.ndarray, mode: str) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8), mode=mode).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_four_channel_model_reads_images_as_rgba_and_grey_with_an_opaque_alpha(tmp_path):
+    """A trial's model trained on a 4-channel .npz refused every PNG (read as RGB, then "[3, 16, 16]; this model
+    takes ... 4 channels") and put a grey array's values into its alpha channel."""
+    from mlflow.exceptions import MlflowException
+
+    model = _channels_model(tmp_path, 4)
+    rgba = np.array([[[10, 20, 30, 40]] * 2] * 2)
+    assert model._decode(_encoded(rgba, "RGBA"), 0).tolist() == np.moveaxis(rgba, -1, 0).tolist()
+    rgb = _encoded(rgba[..., :3], "RGB")  # an RGB image gets Pillow's opaque alpha
+    assert model._decode(rgb, 0)[:, 0, 0].tolist() == [10, 20, 30, 255]
+    assert model._decode([[7, 7], [7, 7]], 0)[:, 0, 0].tolist() == [7, 7, 7, 255]
+    assert model._decode(_encoded(np.full((2, 2), 7), "L"), 0)[:, 0, 0].tolist() == [7, 7, 7, 255]
+    with pytest.raises(MlflowException, match=r"'image' of row 0 is \[3, 2, 2\]; this model takes \[2\]\[2\] pixels "
+                                              r"in 4 channels \(\[4\]\[2\]\[2\] or \[2\]\[2\]\[4\]\), or grey \[2\]\[2\]"):
+        model._decode(np.moveaxis(rgba[..., :3], -1, 0).tolist(), 0)
+
+
+def test_a_model_of_channels_no_image_file_holds_takes_pixel_lists_only(tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    model = _channels_model(tmp_path, 2)
+    pixels = [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]
+    assert model._decode(pixels, 0).tolist() == pixels
+    with pytest.raises(MlflowException, match=r"'image' of row 0 is an encoded image, but this model takes 2 channels, "
+                                              r"which no image file holds; send the pixels as nested lists"):
+        model._decode(_encoded(np.full((2, 2), 7), "L"), 0)
+    with pytest.raises(MlflowException, match=r"is \[2, 2\]; this model takes \[2\]\[2\] pixels in 2 channels "
+                                              r"\(\[2\]\[2\]\[2\] or \[2\]\[2\]\[2\]\)$"):  # grey: no copies
+        model._decode([[1, 2], [3, 4]], 0)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty; a .npz file is a zip archive of numpy arrays"),
+    (bytes(range(100)), "not a .npz file: numpy.savez writes a zip archive of arrays, and this file is not one"),
+    (b"PK\x03\x04 and then nothing", r"cannot read it as .npz \(BadZipFile: File is not a zip file\); is the file "
+                                      r"whole\?")])
+def test_a_npz_file_that_is_empty_cut_short_or_not_one_is_named_in_one_line(tmp_path, content, message):
+    """A trial's empty, truncated and fake .npz files stopped prepare with a traceback (BadZipFile, EOFError), and
+    100 random bytes were said to hold "pickled (object) data"."""
+    (tmp_path / "x.npz").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        images.read_images(str(tmp_path / "x.npz"), {})

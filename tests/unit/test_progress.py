@@ -91,6 +91,13 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
         "then the same student without the teacher (the baseline) on 800 rows (distill.labelled_rows; the student "
         "learns labels from as many)")
     assert describe("distill", params, tmp_path).endswith("(the baseline) on 1,234 rows")
+    # the rows beyond the labelled ones join the distillation with a remainder transfer set only: a trial read "on
+    # 217 images" of a student that learnt from 60
+    for source, rows in (("remainder", "1,234"), ("none", "800")):
+        primer_from = dataclasses.replace(primer, distill=dataclasses.replace(
+            primer.distill, transfer_set=dataclasses.replace(primer.distill.transfer_set, source=source)))
+        assert describe("distill", primer_from, tmp_path).startswith(f"distill: distilling a 'layers' student on {rows} "
+                                                                     "rows, "), source
     # more labelled rows asked for than the split holds: said, not silently capped
     greedy = dataclasses.replace(params, distill=dataclasses.replace(params.distill, labelled_rows=5000))
     assert describe("distill", greedy, tmp_path).endswith(

@@ -184,11 +184,19 @@ def _fashion() -> Images:
 
 
 def _npz(path: Path) -> Images:
+    import zipfile
+
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start:
+        raise DataError(f"{path}: the file is empty; a .npz file is a zip archive of numpy arrays (numpy.savez)")
+    if not start.startswith(b"PK"):  # else numpy reads it as a pickle, and says it holds "pickled (object) data"
+        raise DataError(f"{path}: not a .npz file: numpy.savez writes a zip archive of arrays, and this file is not one")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read it as .npz: {exc}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # cut short, or not a zip at all
+        raise DataError(f"{path}: cannot read it as .npz ({type(exc).__name__}: {exc}); is the file whole?") from None
     images = Images(str(path))
     pairs = [("x", "y"), ("images", "labels"), ("X", "y")]
     for x, y in pairs:

@@ -49,6 +49,7 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
 
 
 RANGE_SLACK = 0.1  # a pixel range within this share of the champion's span of it is the same range
+ENCODED_CHANNELS = (1, 3, 4)  # the channels an encoded image is read in (grey, RGB, RGBA): the served model's
 SPEC_KEYS = ("channels", "height", "width", "pixel_min", "pixel_max", "resize")  # image.json's request contract
 
 
@@ -62,18 +63,21 @@ def input_spec(artifacts: dict[str, str]) -> dict:
 def narrowing(candidate: dict, champion: dict, named: str = "the champion") -> list[str]:
     """What requests the champion (``input_spec``) answered that the candidate refuses or reads otherwise, one
     phrase each; none when every request the champion took means the same to the candidate. Pixel arrays are
-    never resized, so any other height or width refuses them; a grey model refuses colour arrays (a colour model
-    takes grey ones); an encoded image of another size is refused unless the candidate resizes; pixel arrays on
-    another range (beyond ``RANGE_SLACK`` of the champion's) would be refused or, worse, read on the
-    wrong scale."""
+    never resized, so any other height or width refuses them; a model takes arrays of its own channels only (and a
+    3- or 4-channel one grey arrays too); an encoded image is read by a 1-, 3- or 4-channel model only, and one of
+    another size is refused unless the candidate resizes; pixel arrays on another range (beyond ``RANGE_SLACK`` of
+    the champion's) would be refused or, worse, read on the wrong scale."""
     ours, theirs = candidate, champion
     said = []
     if (ours["height"], ours["width"]) != (theirs["height"], theirs["width"]):
         said.append(f"it takes images of {ours['width']} x {ours['height']} pixels (width x height), {named} "
                     f"{theirs['width']} x {theirs['height']}")
-    if int(ours["channels"]) < int(theirs["channels"]):
-        said.append(f"it takes {ours['channels']} channel, {named} {theirs['channels']}: colour pixel arrays "
-                    "are refused")
+    mine, yours = int(ours["channels"]), int(theirs["channels"])
+    if mine != yours and not (yours == 1 and mine in (3, 4)):  # a 3- or 4-channel model takes grey arrays too
+        said.append(f"it takes {mine} channel{'s' if mine != 1 else ''}, {named} {yours}: {yours}-channel pixel "
+                    "arrays are refused")
+    if yours in ENCODED_CHANNELS and mine not in ENCODED_CHANNELS:
+        said.append(f"it takes no encoded images (PNG, JPEG), {named} did: {mine} channels are pixel lists only")
     if theirs["resize"] and not ours["resize"]:
         said.append(f"{named} resized an encoded image of any size, it does not")
     ranges = [(None if spec["pixel_min"] is None else float(spec["pixel_min"]), float(spec["pixel_max"] or 255))
