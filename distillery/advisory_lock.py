@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Iterator
 
-from distillery.errors import EnvironmentFailure, LockTimeout, TransientError
+from distillery.errors import ConfigError, EnvironmentFailure, LockTimeout, TransientError
 from distillery.tracking import redact_uri
 
 KEY_PREFIX = "distillery.register\n"
@@ -30,6 +30,14 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
 _HOLDER = ("SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1")
+
+
+# what PostgreSQL says when it answers and refuses: a wrong password, role or database (never retried)
+REFUSALS = (("password authentication failed", "set PGPASSWORD (or ~/.pgpass) to the role's password"),
+            ("no password supplied", "set PGPASSWORD (or ~/.pgpass) to the role's password"),
+            ("does not exist", "the role or database in register.lock does not exist on that server: create it (README: "
+                               "Running it for a team) or fix the URL"),
+            ("no pg_hba.conf entry", "the server's pg_hba.conf admits no such connection: ask its admin"))
 
 
 class LockUnavailable(TransientError):
@@ -67,8 +75,13 @@ def _connect(url: str, name: str):
         connection = psycopg2.connect(url, application_name=who, connect_timeout=10, **KEEPALIVES)
     except psycopg2.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        refused = next((why for marker, why in REFUSALS if marker in str(exc)), None)
+        if refused:  # the server answered: a setting to fix, not an outage to retry
+            raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection "
+                              f"({redact_uri(first)[:160]}): {refused}") from None
         raise LockUnavailable(f"register.lock: PostgreSQL at {redact_uri(url)} is unavailable "
-                              f"({redact_uri(first)[:160]}); start it, or set register.lock: file") from None
+                              f"({redact_uri(first)[:160]}); start it, or set register.lock: file on one machine "
+                              "only") from None
     connection.autocommit = True  # a session lock outlives transactions; no transaction is left open
     return connection
 

@@ -127,11 +127,20 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
       naming the path (exit 4, not retried);
     - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
     - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
-      (exit 3, retried).
+      (exit 3, retried);
+    - a tracking URI of a scheme MLflow has no store for (``htp://``): ``ConfigError`` naming it (exit 2).
     """
     import sqlite3
 
     from distillery.tracking import redact_uri
+
+    if type(exc).__name__ in ("UnsupportedModelRegistryStoreURIException", "UnsupportedTrackingStoreURIException"):
+        from distillery.errors import ConfigError
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+        return ConfigError(f"MLFLOW_TRACKING_URI {redact_uri(uri)!r} names no store MLflow knows: use http:// or "
+                           "https:// (a tracking server), sqlite:/// or postgresql:// (a database), or unset it for the "
+                           "project's own store")
 
     causes = _causes(exc)
     texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)

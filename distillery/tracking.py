@@ -242,10 +242,27 @@ def unavailable_as_transient(uri: str) -> Iterator[None]:
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST API: "
                               "set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
                               "only if the server is mounted under one); the champion was not moved") from None
+        if is_remote(uri) and "API request to" in str(exc) and "error code 401 " in str(exc):
+            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} refused the credentials (401 Unauthorized): "
+                              "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to "
+                              "an account of the server; the champion was not moved") from None
+        if is_remote(uri) and "API request to" in str(exc) and "error code 403 " in str(exc):
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} denied permission (403) to "
+                              f"{'account ' + repr(user) if user else 'this account'} for {_endpoint(str(exc))}: an "
+                              "admin grants EDIT on the experiment and MANAGE on the registered model (README: Running "
+                              "shared servers safely), or MLFLOW_TRACKING_URI's path is wrong; the champion was not "
+                              "moved") from None
         if is_remote(uri) and "API request to" in str(exc):
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
                                       f"({lost_cause(str(exc))}); the champion was not moved") from None
         raise
+
+
+def _endpoint(message: str) -> str:
+    """The REST endpoint an MLflow error names ("API request to endpoint /api/2.0/mlflow/runs/create failed")."""
+    found = re.search(r"endpoint (\S+)", message) or re.search(r"API request to (\S+)", message)
+    return redact_uri(found.group(1)) if found else "its request"
 
 
 def lost_cause(message: str) -> str:

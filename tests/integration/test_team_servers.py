@@ -249,7 +249,18 @@ def test_the_advisory_lock_waits_names_its_holder_and_dies_with_it(team, tiny_be
     # A lock database that does not answer: one line naming register.lock, exit code 3.
     closed = f"postgresql://distillery@127.0.0.1:{free_port()}/locks"
     with pytest.raises(LockUnavailable, match=r"^register\.lock: PostgreSQL at postgresql://127\.0\.0\.1:\d+/locks is "
-                                              r"unavailable \(.*\); start it, or set register\.lock: file$") as error:
+                                              r"unavailable \(.*\); start it, or set register\.lock: file on one "
+                                              r"machine only$") as error:
         with advisory_lock(closed, "m", timeout_s=1):
             pass
     assert error.value.exit_code == 3 and "\n" not in str(error.value)
+    # A server that answers and refuses (a database or role that is not there, a wrong password): a setting to fix,
+    # exit code 2, never retried as an outage (a trial's wrong password and missing database were exit 3)
+    from distillery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^register\.lock: PostgreSQL at .*/nodb refused the connection \(.*"
+                                          r"database \"nodb\" does not exist\): the role or database in register\.lock "
+                                          r"does not exist on that server") as error:
+        with advisory_lock(url.rsplit("/", 1)[0] + "/nodb", "m", timeout_s=1):
+            pass
+    assert error.value.exit_code == 2

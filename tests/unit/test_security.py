@@ -204,6 +204,45 @@ def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, m
         server.shutdown()
 
 
+@pytest.mark.parametrize("code, said", [
+    (401, "refused the credentials (401 Unauthorized): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    (403, "denied permission (403) to account 'alice' for /api/2.0/mlflow/model-versions/search: an admin grants "
+          "EDIT on the experiment and MANAGE on the registered model")])
+def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp_path, monkeypatch, capsys, code, said):
+    """A trial's wrong password (401) and a teammate without permission on the basic-auth server (403) were "transient
+    error: ... stopped answering", exit 3, retried by the flow for nothing."""
+    import http.server
+    import threading
+
+    from distillery.cli import main
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            self.send_response(200 if self.path == "/health" else code)
+            self.end_headers()
+            self.wfile.write(b"OK" if self.path == "/health" else b"Permission denied")
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+        assert main(["models"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"MLflow tracking server http://127.0.0.1:{server.server_port} {said}" in err, err
+        assert "transient" not in err and "s3cret" not in err
+    finally:
+        server.shutdown()
+
+
 def test_the_failure_notification_and_log_carry_no_credentials(caplog):
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
