@@ -106,3 +106,32 @@ def test_the_datas_own_column_names_are_not_part_of_the_weights_identity(tmp_pat
     assert model_hashes(new, (), tmp_path)[0] == model_hashes(old, (), tmp_path)[0]
     assert sha256_files(list(old.values())) in model_hashes(new, (), tmp_path)
     assert sha256_files(list(new.values())) != sha256_files(list(old.values()))
+
+
+def test_a_server_lost_while_a_versions_files_are_checked_is_transient_not_a_broken_version(monkeypatch):
+    """A trial killed the tracking server during `promote 4`: "v4 ... cannot be loaded; making it champion would
+    break ...: choose another version", exit 2, of a version that was fine."""
+    import mlflow
+    import requests
+
+    from distillery.errors import RegistryError, TrackingUnavailable
+    from distillery.registry.commands import _require_loadable
+
+    def lost(**kwargs):
+        raise requests.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=55000): Max retries exceeded with url: "
+                                       "/api/2.0/mlflow-artifacts/artifacts (Caused by NewConnectionError(': Failed to "
+                                       "establish a new connection: [Errno 111] Connection refused'))")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lost)
+    with pytest.raises(TrackingUnavailable, match=r"^the tracking server stopped answering while v4's files were "
+                                                  r"fetched \(\[Errno 111\] Connection refused\); the champion was not "
+                                                  r"moved") as error:
+        _require_loadable("m", "4")
+    assert error.value.exit_code == 3
+
+    def gone(**kwargs):
+        raise OSError("No such file or directory: 'artifacts/student/MLmodel'")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", gone)
+    with pytest.raises(RegistryError, match=r"^v4 of 'm' cannot be loaded \(No such file"):
+        _require_loadable("m", "4")
