@@ -93,7 +93,26 @@ def require_server(timeout_s: float = 5.0) -> str:
     except httpx.HTTPError as exc:
         raise ServerUnavailable(f"the Prefect server at {url} does not answer ({type(exc).__name__}: {exc}); "
                                 "start it or fix PREFECT_API_URL", exit_code=3) from None
+    _require_access(url)
     return url
+
+
+def _require_access(url: str) -> None:
+    """A server that answers its (open) health check but refuses this client's credentials: said before the first
+    look records a hash (a trial's wrong PREFECT_API_AUTH_STRING was found only at the first change, as "the
+    server did not accept the event")."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            status = client._client.get("/admin/version").status_code
+    except Exception as exc:  # noqa: BLE001 - the client raises on an error status
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is None:
+            return  # not a refusal: the event's own send says what went wrong
+    if status in (401, 403):
+        raise ServerUnavailable(f"the Prefect server at {url} refused this client ({status}): set "
+                                "PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) to the server's", exit_code=2)
 
 
 def _emit(event: str, resource: dict, payload: dict) -> Optional[str]:

@@ -247,7 +247,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
         LABELS_TAG: json.dumps(list(labels)), INPUTS_TAG: json.dumps(candidate["inputs"]),
         **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
-        **{f"{TAG}gate.{c['name']}": f"{'pass' if c['passed'] else 'fail'}: {c['detail']}" for c in checks}})
+        **{f"{TAG}gate.{c['name']}": f"{'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'fail'}: "
+           f"{c['detail']}" for c in checks}})
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"
         if not item["passed"]:

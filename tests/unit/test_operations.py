@@ -474,6 +474,13 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
                        "since: python -m distillery models")
     assert _registration(tmp_path, None)[0].startswith("register was not among this run's stages; the last "
                                                        "registration, at 2026-12-05T03:00:00, was promoted: ")
+    # a check the gate did not run is said to be skipped: a trial read "champion passed" of a comparison never made
+    (tmp_path / "reports" / "metrics" / "register.json").write_text(json.dumps({
+        "model_name": "distillery-student", "version": "4", "decision": "rejected", "passed": False,
+        "alias": "challenger", "checks": [{"name": "labels", "passed": False}, {"name": "champion", "passed": True,
+                                                                              "skipped": True}]}))
+    assert _registration(tmp_path)[0] == ("rejected: distillery-student version 4 as @challenger (labels failed, "
+                                          "champion skipped)")
 
 
 # --- the schedule section of params.yaml -----------------------------------------------------
