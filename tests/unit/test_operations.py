@@ -557,3 +557,38 @@ def test_the_recovery_command_has_help_and_profile_and_params_name_a_missing_fil
     assert "waiting" not in child.stderr and time.monotonic() - started < 9  # the lock's wait is 10 s
     assert main(["params", "--params", "nope.yaml"]) == 2
     assert capsys.readouterr().err == "distillery params: error: nope.yaml: no such params file\n"
+
+
+def test_watch_names_a_server_that_refuses_its_credentials_before_its_first_look(tmp_path):
+    """A trial's wrong PREFECT_API_AUTH_STRING: the first look recorded the hash and exited 0; the first change then
+    said only "the Prefect server did not accept the event", exit 1."""
+    import http.server
+
+    from flows.watch import STATE_PATH
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            health = self.path.endswith("/health")  # open, as Prefect's is
+            self.send_response(200 if health else 401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"true" if health else b'{"exception_message": "Unauthorized"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", tmp_path / "params.yaml")
+        result = subprocess.run([sys.executable, "-m", "flows.watch", "--once", "--project-dir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+                                env={**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{server.server_port}/api",
+                                     "PREFECT_API_AUTH_STRING": "admin:wrong"})
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (f"flows.watch: error: the Prefect server at http://127.0.0.1:{server.server_port}"
+                                     "/api refused this client (401): set PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) "
+                                     "to the server's")
+    assert not (tmp_path / STATE_PATH).exists(), "a hash was recorded"
