@@ -10,6 +10,7 @@ from distillery.errors import RegistryError, TrackingUnavailable
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
+from distillery.registry.notes import failed_checks, gate_warning, labels_changed, labels_note, restart_note
 from distillery.registry.listing import no_store, list_models, models_table  # noqa: F401 (commands.list_models)
 from distillery.registry.versions import stamp, version_input_spec, version_weights, weights_rolled_back
 from distillery.tracking import experiment_id, lost_cause, quiet_mlflow, redact_uri, tracking_uri
@@ -80,6 +81,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                     f"requests sent to models:/{name}@champion would be refused or read otherwise; add "
                     f"--other-inputs if the clients change with it")
         _require_loadable(name, str(version))
+        relabelled = labels_changed(client, name, known[str(version)], known.get(current) if current else None)
         when = stamp()
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": when,
                 TAG + "promoted_by": getpass.getuser()}
@@ -88,7 +90,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                                ("promote", {"version": version, "from": current or "none", "reason": reason}),
                                recorder(params.register.experiment, root, tracking_uri(root), name))
     return {"model_name": name, "champion": str(version), "previous": current, "changed": True, "run_id": run_id,
-            "gate_failed": failed_checks(known[str(version)])}
+            "gate_failed": failed_checks(known[str(version)]), **relabelled}
 
 
 def _narrowed(params: Params, name: str, version, current, named: str = "the champion") -> list[str]:
@@ -111,26 +113,6 @@ def _narrowed(params: Params, name: str, version, current, named: str = "the cha
                                 f"v{current.version} takes ({type(exc).__name__}: {str(exc)[:200]}); add "
                                 "--other-inputs to promote it anyway") from exc
     return serving.narrowing(ours, theirs, named)
-
-
-def failed_checks(version) -> list[str]:
-    """The gate checks ``version`` failed when it was last gated ("name: detail"), from its tags; empty when it
-    passed, or was never gated (registered before the tags were written)."""
-    if version.tags.get(TAG + "gate") != "failed":
-        return []
-    prefix = TAG + "gate."
-    return [f"{key[len(prefix):]}: {value[len('fail: '):]}" for key, value in sorted(version.tags.items())
-            if key.startswith(prefix) and not key.startswith(prefix + "failed.") and value.startswith("fail: ")]
-
-
-def gate_warning(result: dict) -> str:
-    """The line under a promotion or rollback to a version that failed its gate: allowed (it is the override), never
-    silent."""
-    failed = result.get("gate_failed") or []
-    if not failed:
-        return ""
-    return (f"\nwarning: v{result['champion']} failed its gate when it was registered, on "
-            f"{len(failed)} check{'s' if len(failed) > 1 else ''}: " + "; ".join(failed))
 
 
 def _require_loadable(name: str, version: str) -> None:
@@ -227,7 +209,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
             except RegistryError:
                 pass  # unknown: a rollback is never refused, and is not warned of on a guess
     result = {"model_name": name, "champion": previous, "previous": current_version, "run_id": run_id,
-              "gate_failed": failed_checks(known[previous])}
+              "gate_failed": failed_checks(known[previous]), **labels_changed(client, name, known[previous], current)}
     if before is not None and after is not None and before != after:
         result["inputs_changed"] = {"from": before, "to": after}
     if narrowed:
@@ -252,8 +234,8 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
                 "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")
                 else "nothing changed")
         return (f"{result['model_name']}: champion v{result['previous'] or '-'} -> v{result['champion']} "
-                f"(manual promotion recorded in MLflow run {result['run_id']})" + gate_warning(result)
-                + _restart_note(result))
+                f"(manual promotion recorded in MLflow run {result['run_id']})" + labels_note(result)
+                + gate_warning(result) + restart_note(result))
     result = rollback(params, reason)
     if result.get("finished_interrupted"):
         return (f"{result['model_name']}: finished an interrupted rollback v{result['previous']} -> "
@@ -266,10 +248,4 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
             + (f"\nnote: v{result['champion']} takes other images: {'; '.join(result['images_changed'])}; the "
                f"clients of models:/{result['model_name']}@champion must change back"
                if result.get("images_changed") else "")
-            + gate_warning(result) + _restart_note(result))
-
-
-def _restart_note(result: dict) -> str:
-    """A server started before the move keeps answering with the version it loaded."""
-    return (f"\nnote: a running `mlflow models serve -m models:/{result['model_name']}@champion` keeps the version it "
-            f"loaded at its start: restart it to serve v{result['champion']}")
+            + labels_note(result) + gate_warning(result) + restart_note(result))

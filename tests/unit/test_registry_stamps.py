@@ -135,3 +135,23 @@ def test_a_server_lost_while_a_versions_files_are_checked_is_transient_not_a_bro
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", gone)
     with pytest.raises(RegistryError, match=r"^v4 of 'm' cannot be loaded \(No such file"):
         _require_loadable("m", "4")
+
+
+def test_a_move_to_a_version_of_other_labels_says_what_the_clients_lose_and_gain():
+    """A trial promoted a 3-label version over a 4-label champion: the only line named the champion at its
+    registration (v2), not the one it replaced (v4), and not that `food` and `prob_food` were gone."""
+    import json
+
+    from distillery.registry.notes import labels_changed, labels_note
+
+    four = _version("4", **{"distillery.labels": json.dumps(["sports", "politics", "tech", "food"])})
+    three = _version("3", **{"distillery.labels": json.dumps(["sports", "politics", "tech"])})
+    changed = labels_changed(None, "m", three, four)
+    assert changed == {"labels_changed": {"from": ["sports", "politics", "tech", "food"],
+                                          "to": ["sports", "politics", "tech"]}}
+    note = labels_note({"model_name": "m", "champion": "3", "previous": "4", **changed})
+    assert note == ("\nnote: v3 answers the labels ['sports', 'politics', 'tech'], v4 answered ['sports', 'politics', "
+                    "'tech', 'food'] (no longer ['food']): the clients of models:/m@champion read other prob_<label> "
+                    "columns")
+    assert labels_changed(None, "m", four, four) == {} and labels_changed(None, "m", three, None) == {}
+    assert labels_note({"model_name": "m", "champion": "4", "previous": "3"}) == ""
