@@ -123,6 +123,10 @@ def check_data_files(params) -> None:
                                   f"{shown_columns(columns)})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
     # a local input outside prepare's deps: prepare refuses it too, but only after DVC removed data/prepared
     require_tracked("prepare", {key: value for key, value in named.items()})
+    # and a local model outside the training stages' deps: they refuse it after DVC removed models/teacher (a trial's
+    # teacher.model outside models/pretrained passed this check and prepare, then failed in train_teacher)
+    require_tracked("train_teacher", {"teacher.model": params.teacher.model})
+    require_tracked("distill", {"teacher.model": params.teacher.model, "student.model": params.student.model})
 
 
 def _check_qa_file(path, key: str, value: str) -> None:

@@ -686,3 +686,27 @@ def test_params_check_refuses_a_question_answering_source_prepare_cannot_read(tm
     assert main(["params", "--check"]) == 2 and capsys.readouterr().err == (
         "distillery params: error: params.yaml: data.source: bundled:tweets is a text-classification corpus; question "
         "answering reads SQuAD-format JSON, JSON lines or hub:<id>\n")
+
+
+def test_params_check_refuses_a_local_model_outside_the_training_stages_inputs(tmp_path, capsys, monkeypatch,
+                                                                             tiny_bert):
+    """A trial's teacher.model outside models/pretrained passed the check and prepare, then train_teacher refused
+    it, after DVC had removed models/teacher."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(tiny_bert, tmp_path / "elsewhere" / "teacher")
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("model: bundled:minilm-l6", "model: elsewhere/teacher", 1))
+    assert main(["params", "--check"]) == 2
+    assert capsys.readouterr().err == (
+        "distillery params: error: params.yaml: teacher.model: elsewhere/teacher is not under any input of the "
+        "train_teacher stage in dvc.yaml, so DVC would not notice when it changes; move it under models/pretrained/ "
+        "(or add it to the deps of train_teacher in dvc.yaml)\n")
+    (tmp_path / "models" / "pretrained").mkdir(parents=True)
+    shutil.move(tmp_path / "elsewhere" / "teacher", tmp_path / "models" / "pretrained" / "teacher")
+    (tmp_path / "params.yaml").write_text(text.replace("model: bundled:minilm-l6", "model: models/pretrained/teacher",
+                                                       1))
+    assert main(["params", "--check"]) == 0, capsys.readouterr().err
