@@ -3,6 +3,7 @@ tracking-server credentials in anything written or printed. The register stage's
 tracking server are checked in tests/integration/test_registry.py."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -170,38 +171,45 @@ def test_an_unreachable_server_with_credentials_is_reported_without_them(tmp_pat
     assert "s3cret" not in out.err + out.out and "alice" not in out.err + out.out
 
 
-def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, monkeypatch, capsys):
-    """MLFLOW_TRACKING_URI at a path the server does not serve (http://host:port/mlflow): "transient error: ... stopped
-    answering", exit 3 and retried by the flow, though the server had answered."""
+@contextlib.contextmanager
+def _answering(status: int, body: bytes):
+    """A local HTTP server that answers every request but ``/health`` with ``status`` and ``body``; its port."""
     import http.server
     import threading
 
-    from distillery.cli import main
-
-    class NotFound(http.server.BaseHTTPRequestHandler):
+    class Answering(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the handler's name
-            self.send_response(404)
+            self.send_response(200 if self.path == "/health" else status)
             self.end_headers()
-            self.wfile.write(b"<!doctype html><title>404</title>")
+            self.wfile.write(b"OK" if self.path == "/health" else body)
 
         do_POST = do_GET  # noqa: N815
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{server.server_port}/mlflow")
-        assert main(["models"]) == 2
-        err = capsys.readouterr().err
-        assert f"MLflow tracking server http://127.0.0.1:{server.server_port}/mlflow answered 404 (not found) to " \
-               "MLflow's REST API: set MLFLOW_TRACKING_URI to the server's own address" in err, err
-        assert "transient" not in err and "s3cret" not in err
+        yield server.server_port
     finally:
         server.shutdown()
+
+
+def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, monkeypatch, capsys):
+    """MLFLOW_TRACKING_URI at a path the server does not serve (http://host:port/mlflow): "transient error: ... stopped
+    answering", exit 3 and retried by the flow, though the server had answered."""
+    from distillery.cli import main
+
+    with _answering(404, b"<!doctype html><title>404</title>") as port:
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}/mlflow")
+        assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert f"MLflow tracking server http://127.0.0.1:{port}/mlflow answered 404 (not found) to " \
+           "MLflow's REST API: set MLFLOW_TRACKING_URI to the server's own address" in err, err
+    assert "transient" not in err and "s3cret" not in err
 
 
 @pytest.mark.parametrize("code, said", [
@@ -211,36 +219,18 @@ def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, m
 def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp_path, monkeypatch, capsys, code, said):
     """A trial's wrong password (401) and a teammate without permission on the basic-auth server (403) were "transient
     error: ... stopped answering", exit 3, retried by the flow for nothing."""
-    import http.server
-    import threading
-
     from distillery.cli import main
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the handler's name
-            self.send_response(200 if self.path == "/health" else code)
-            self.end_headers()
-            self.wfile.write(b"OK" if self.path == "/health" else b"Permission denied")
-
-        do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with _answering(code, b"Permission denied") as port:
         shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
         assert main(["models"]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"MLflow tracking server http://127.0.0.1:{server.server_port} {said}" in err, err
-        assert "transient" not in err and "s3cret" not in err
-    finally:
-        server.shutdown()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"MLflow tracking server http://127.0.0.1:{port} {said}" in err, err
+    assert "transient" not in err and "s3cret" not in err
 
 
 def test_the_failure_notification_and_log_carry_no_credentials(caplog):
