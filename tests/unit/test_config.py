@@ -409,12 +409,15 @@ def test_a_split_given_as_a_file_cannot_also_be_carved_from_train():
     assert carved.splits["validation"] is None
 
 
-def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, capsys):
+def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, capsys, monkeypatch):
     """Refused only by distill, after the teacher had trained: ALBERT's shared layer groups are not layers."""
     import json
+    import shutil
 
-    teacher = tmp_path / "albert"
-    teacher.mkdir()
+    monkeypatch.chdir(tmp_path)  # a project whose models/pretrained holds the teacher, as the stages require
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    teacher = tmp_path / "models" / "pretrained" / "albert"
+    teacher.mkdir(parents=True)
     (teacher / "config.json").write_text(json.dumps({"model_type": "albert", "num_hidden_layers": 12,
                                                      "num_hidden_groups": 1, "max_position_embeddings": 512}))
     (teacher / "spiece.model").write_bytes(b"")  # its tokenizer's file: the check looks for one, not inside it
