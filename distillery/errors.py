@@ -63,7 +63,24 @@ class HubUnreachable(TransientError):
 
 _UNREACHABLE = ("couldn't reach", "couldn't connect", "could not connect", "name or service not known",
                 "temporary failure in name resolution", "failed to resolve", "max retries exceeded",
-                "connection refused", "network is unreachable", "timed out", "connectionerror")
+                "connection refused", "connection reset", "connection aborted", "network is unreachable", "timed out",
+                "connectionerror")
+
+
+def connection_lost(exc: BaseException, unless: tuple = ()) -> bool:
+    """Did this request fail for want of a connection (refused, reset, timed out, a name that does not resolve),
+    not for what it asked? The error and the errors it was raised from are read; one naming any of ``unless``
+    answers no."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if any(marker in text for marker in unless):
+            return False
+        if any(marker in text for marker in _UNREACHABLE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def hub_unreachable(exc: BaseException) -> bool:
@@ -77,15 +94,4 @@ def hub_unreachable(exc: BaseException) -> bool:
         offline = bool(constants.HF_HUB_OFFLINE)
     except ImportError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline:
-        return False
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:  # the error and the errors it was raised from
-        seen.add(id(exc))
-        text = f"{type(exc).__name__}: {exc}".lower()
-        if "offlinemode" in text:
-            return False
-        if any(marker in text for marker in _UNREACHABLE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return not offline and connection_lost(exc, unless=("offlinemode",))

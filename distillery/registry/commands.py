@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from distillery.config import Params
-from distillery.errors import RegistryError, TrackingUnavailable
+from distillery.errors import RegistryError, TrackingUnavailable, connection_lost
 from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
                                         move_champion, record_action, recorder, recover, set_tags, version_inputs,
                                         versions)
@@ -138,25 +138,12 @@ def _require_loadable(name: str, version: str) -> None:
                 raise FileNotFoundError(f"{missing[0]} is missing")
     except Exception as exc:  # noqa: BLE001 - whatever the store says, one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if _lost_server(exc):  # a trial killed the server mid-promote: v4 was called broken, exit 2
+        if connection_lost(exc):  # a trial killed the server mid-promote: v4 was called broken, exit 2
             raise TrackingUnavailable(f"the tracking server stopped answering while v{version}'s files were fetched "
                                       f"({lost_cause(str(exc))}); the champion was not moved: run it again when the "
                                       "server is back") from None
         raise RegistryError(f"v{version} of {name!r} cannot be loaded ({first[:200]}); making it champion would "
                             f"break models:/{name}@champion: choose another version (`distillery models`)") from None
-
-
-def _lost_server(exc: BaseException) -> bool:
-    """Whether ``exc`` is a connection to the store lost or refused (not a version's files missing)."""
-    seen, cause = set(), exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if type(cause).__name__ in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError",
-                                    "NewConnectionError", "ConnectionRefusedError", "ConnectionResetError"):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return any(marker in str(exc) for marker in ("Max retries exceeded", "Connection refused", "Read timed out",
-                                                 "Connection aborted"))
 
 
 def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> dict:
