@@ -35,8 +35,8 @@ _HOLDER = ("SELECT a.application_name, a.client_addr, a.backend_start FROM pg_lo
 # what PostgreSQL says when it answers and refuses: a wrong password, role or database (never retried)
 REFUSALS = (("password authentication failed", "set PGPASSWORD (or ~/.pgpass) to the role's password"),
             ("no password supplied", "set PGPASSWORD (or ~/.pgpass) to the role's password"),
-            ("does not exist", "the role or database in register.lock does not exist on that server: create it (README: "
-                               "Running it for a team) or fix the URL"),
+            ("does not exist", "the role or database in register.lock does not exist on that server: create it "
+                               "(README: Running it for a team) or fix the URL"),
             ("no pg_hba.conf entry", "the server's pg_hba.conf admits no such connection: ask its admin"))
 
 

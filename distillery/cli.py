@@ -139,8 +139,8 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
 
         uri = os.environ.get("MLFLOW_TRACKING_URI", "")
         return ConfigError(f"MLFLOW_TRACKING_URI {redact_uri(uri)!r} names no store MLflow knows: use http:// or "
-                           "https:// (a tracking server), sqlite:/// or postgresql:// (a database), or unset it for the "
-                           "project's own store")
+                           "https:// (a tracking server), sqlite:/// or postgresql:// (a database), or unset it for "
+                           "the project's own store")
 
     causes = _causes(exc)
     texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)

@@ -92,8 +92,9 @@ def check_data_files(params) -> None:
         columns_of["distill.transfer_set.source"] = wanted
     for key, value in named.items():
         if value.startswith("bundled:") and params.task == "question_answering":
-            raise ConfigError(f"{key}: {value} is a text-classification corpus; question answering reads SQuAD-format "
-                              "JSON, JSON lines or hub:<id>")
+            from distillery.task_types.question_answering.reading import NOT_A_QA_CORPUS
+
+            raise ConfigError(f"{key}: {value} {NOT_A_QA_CORPUS}")
         if value.startswith(("bundled:", "hub:")):
             continue
         path = Path(value).expanduser()

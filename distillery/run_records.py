@@ -190,8 +190,9 @@ def _transfer_line(params, data_report: dict, trained: Optional[dict] = None) ->
         taught = (trained or {}).get("transfer_rows")  # the transfer set and the training rows beyond the cap
         line += (f" The students learnt labels from {labelled if isinstance(labelled, int) else cap:,} training "
                  "rows; " + ("the distilled student also learnt the teacher's outputs on the rest" +
-                             (f" ({taught:,} unlabelled rows in all, with the transfer set's)" if isinstance(taught, int)
-                              else "") + "." if source == "remainder" else "the rest were not used by the students."))
+                             (f" ({taught:,} unlabelled rows in all, with the transfer set's)"
+                              if isinstance(taught, int) else "") + "."
+                             if source == "remainder" else "the rest were not used by the students."))
     return line
 
 

@@ -948,8 +948,9 @@ def _channels_model(directory: Path, channels: int):
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", channels, 2, 2])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", channels])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), directory / "m.onnx")
-    (directory / "image.json").write_text(json.dumps({"labels": [f"c{i}" for i in range(channels)], "channels": channels,
-                                                      "height": 2, "width": 2, "pixel_max": 255.0, "pixel_min": 0.0}))
+    (directory / "image.json").write_text(json.dumps({"labels": [f"c{i}" for i in range(channels)],
+                                                      "channels": channels, "height": 2, "width": 2, "pixel_max": 255.0,
+                                                      "pixel_min": 0.0}))
     return pyfunc.load_code_model(MODEL_CODE, "OnnxImageClassifier", {"onnx": str(directory / "m.onnx"),
                                                                         "config": str(directory / "image.json")})
 
@@ -975,7 +976,8 @@ def test_a_four_channel_model_reads_images_as_rgba_and_grey_with_an_opaque_alpha
     assert model._decode([[7, 7], [7, 7]], 0)[:, 0, 0].tolist() == [7, 7, 7, 255]
     assert model._decode(_encoded(np.full((2, 2), 7), "L"), 0)[:, 0, 0].tolist() == [7, 7, 7, 255]
     with pytest.raises(MlflowException, match=r"'image' of row 0 is \[3, 2, 2\]; this model takes \[2\]\[2\] pixels "
-                                              r"in 4 channels \(\[4\]\[2\]\[2\] or \[2\]\[2\]\[4\]\), or grey \[2\]\[2\]"):
+                                              r"in 4 channels \(\[4\]\[2\]\[2\] or \[2\]\[2\]\[4\]\), "
+                                              r"or grey \[2\]\[2\]"):
         model._decode(np.moveaxis(rgba[..., :3], -1, 0).tolist(), 0)
 
 

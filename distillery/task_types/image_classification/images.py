@@ -191,7 +191,8 @@ def _npz(path: Path) -> Images:
     if not start:
         raise DataError(f"{path}: the file is empty; a .npz file is a zip archive of numpy arrays (numpy.savez)")
     if not start.startswith(b"PK"):  # else numpy reads it as a pickle, and says it holds "pickled (object) data"
-        raise DataError(f"{path}: not a .npz file: numpy.savez writes a zip archive of arrays, and this file is not one")
+        raise DataError(f"{path}: not a .npz file: numpy.savez writes a zip archive of arrays, and this file is not "
+                        "one")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -30,6 +30,7 @@ from distillery.text_files import decode, json_objects, json_problem
 COLUMNS = [ID, TITLE, CONTEXT, QUESTION, ANSWER_TEXTS, ANSWER_STARTS]
 UNSUPPORTED = ("unsupported file type for question answering; use a SQuAD-format .json or a .jsonl file (either may "
                "be gzipped: .json.gz, .jsonl.gz)")
+NOT_A_QA_CORPUS = "is a text-classification corpus; question answering reads SQuAD-format JSON, JSON lines or hub:<id>"
 WHERE = "_where"  # a row's place in its file ("line 12", "data[0].paragraphs[1].qas[2] (id q7)"): messages only
 
 
@@ -187,8 +188,7 @@ def read_frames(params: Params) -> tuple[dict[str, pd.DataFrame], str]:
                             f"{sorted(frames)}")
         return ours, cfg.source
     if cfg.source.startswith("bundled:"):
-        raise DataError(f"data.source: {cfg.source} is a text-classification corpus; question answering reads "
-                        "SQuAD-format JSON, JSON lines or hub:<id>")
+        raise DataError(f"data.source: {cfg.source} {NOT_A_QA_CORPUS}")
     return {"all": read_file(cfg.source, cfg.encoding_errors)}, cfg.source
 
 
