@@ -8,12 +8,9 @@ so ``mlflow models serve`` can serve it from the registry on a machine without D
 Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
 column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
 column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
-matched by name; other columns (an ``id``, say) are ignored. A model trained on columns named otherwise
-(``source_columns`` in ``classifier.json``: ``{"text": "review"}``) reads a request that holds every one of those
-names from them, whatever its ``text`` column holds: records sent as they are in the data file, where ``text`` may
-be another column (a title), are answered from the column the model learnt. Called directly (without MLflow's
-signature check), a list of texts, a list of ``[text, text_pair]`` pairs and a one-column DataFrame
-are read too.
+matched by name; other columns (an ``id``, say) are ignored. A model trained on other column names (``source_columns``
+in ``classifier.json``: ``{"text": "review"}``) reads a request holding all of them from them, as in the data file.
+Called directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
 Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
 one row per input row, in order; no rows in, no rows out.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
@@ -240,20 +237,15 @@ class OnnxTextClassifier(PythonModel):
         return encodings
 
     def _as_served(self, model_input):
-        """A request that names every column by the data's own name (``review``), with those renamed to the served
-        names and any column already so named (an unrelated ``text``) left out; any other request as it is."""
-        source_columns = getattr(self, "source_columns", None)
-        if not source_columns:
+        """A request naming every column by the data's own name (``review``): those renamed to the served names, and a
+        column already so named (an unrelated ``text``) left out; any other request as it is."""
+        own, given = getattr(self, "source_columns", None), model_input
+        listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
+        frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given
+        if not own or not isinstance(frame, pd.DataFrame) or not set(own.values()) <= set(frame.columns):
             return model_input
-        frame = model_input
-        if isinstance(frame, dict) or (isinstance(frame, (list, tuple)) and frame and
-                                       all(isinstance(row, dict) for row in frame)):
-            frame = pd.DataFrame(frame)
-        own = set(source_columns.values())
-        if not isinstance(frame, pd.DataFrame) or not own <= set(frame.columns):
-            return model_input
-        served = [column for column in source_columns if column in frame.columns and column not in own]
-        return frame.drop(columns=served).rename(columns={v: k for k, v in source_columns.items()})
+        served = [column for column in own if column in frame.columns and column not in own.values()]
+        return frame.drop(columns=served).rename(columns={v: k for k, v in own.items()})
 
     def logits(self, model_input) -> np.ndarray:
         model_input = self._as_served(model_input)

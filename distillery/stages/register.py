@@ -36,8 +36,9 @@ from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_
 from distillery.registry.pipeline_runs import MODEL_CARD, REGISTER_JSON, log_reports, nested_runs, seen_before
 from distillery.registry.seen import SEEN_ARTIFACT_DIR, SEEN_TAG, fresh_rows, load_seen, write_seen
 from distillery.task_types.parts import task_part
+from distillery.model_card import model_card
 from distillery.run_records import (check_reports_current, dvc_lock, dvc_remote, dvc_tags, git_tags,
-                                    log_metrics, log_params, model_card, numeric_leaves, provenance, stage_status)
+                                    log_metrics, log_params, numeric_leaves, provenance, stage_status)
 from distillery.tracking import (ORCHESTRATOR_ENV, ORCHESTRATOR_RUN_ENV, STAGES_RAN_ENV, experiment_id,
                                  quiet_mlflow, redact_uri, sqlite_path, tracking_uri)
 

@@ -260,7 +260,7 @@ def test_the_failure_notification_and_log_carry_no_credentials(caplog):
 
 def test_the_model_card_carries_no_credentials():
     from distillery.config import load_params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     import dataclasses
 

@@ -125,7 +125,7 @@ def test_stages_never_name_a_task_type_or_a_student_family(stage):
 
 
 def _card_student_line(params) -> str:
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     card = model_card(params, {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx")
     return next(line for line in card.splitlines() if line.startswith("**Student:**"))

@@ -26,7 +26,7 @@ def test_the_model_card_says_which_columns_the_served_model_reads(tmp_path):
     """A user whose data had a `body` column asked the served model with `body` and was refused: the card now
     says the served model reads `text`, and the data's own names of its columns where they differ."""
     from distillery.config import Params, load_params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
                       inputs=["text"])
@@ -130,7 +130,7 @@ def test_the_model_card_names_its_version_and_the_champion():
     """After `dvc exp run -S distill.alpha=0.3` reports/model_card.md described the rejected version 4 without a word
     of it, while version 3 stayed the champion."""
     from distillery.config import Params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     gate = {"model_name": "reviews-student", "version": "4", "decision": "rejected", "alias": "challenger",
             "champion_after": "3", "checks": []}
@@ -155,7 +155,7 @@ def test_the_model_card_gives_the_recipe_that_ran_augmentation_hidden_loss_and_l
     """A trial's card left out the augmented copies and the hidden-state loss the student trained with, and said
     "learnt labels from 100,000 training rows; ... the teacher's outputs on the rest" of a 120-row split."""
     from distillery.config import load_params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     path = tmp_path / "params.yaml"
     path.write_text("distill: {labelled_rows: 100000, augment: {copies: 2}, hidden_loss: {weight: 1.5}, "
@@ -186,7 +186,7 @@ def test_the_model_card_describes_an_image_model_and_what_its_student_learnt_fro
     """An image model's card said "text classification", "Inputs longer than 64 tokens are truncated", a teacher
     "fine-tuned" from scratch, a transfer set of "up to 20000 rows" where none was read, and a 0.02 MB file as 0.0."""
     from distillery.config import load_params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     image, pairs = tmp_path / "image.yaml", tmp_path / "pairs.yaml"
     image.write_text("task: image_classification\nstudent: {source: mlp}\nteacher: {model: 'scratch:cnn'}\n"
@@ -276,7 +276,7 @@ def test_a_qa_models_card_says_how_long_questions_and_contexts_are_read(tmp_path
     """The card said "questions are not cut" (a question keeps its first max_length - doc_stride - 4 tokens) and
     called a QA model's answers its labels."""
     from distillery.config import load_params
-    from distillery.run_records import model_card
+    from distillery.model_card import model_card
 
     path = tmp_path / "qa.yaml"
     path.write_text("task: question_answering\nteacher: {max_length: 256, train: {metric_for_best_model: f1}}\n"
