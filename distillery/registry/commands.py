@@ -95,7 +95,8 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
 
 def _narrowed(params: Params, name: str, version, current, named: str = "the champion") -> list[str]:
     """What requests ``current`` answers that ``version`` would refuse or read otherwise, beyond their columns
-    (an image model's size, channels, resizing and pixel range: the task's ``serving.narrowing``), from their
+    (an image model's size, channels, resizing and pixel range, a text model's own column names: the task's
+    ``serving.narrowing``), from their
     ``distillery.input_spec`` tags, or their files for one registered before it; empty for other tasks."""
     from distillery.task_types.parts import task_part
 
@@ -109,7 +110,7 @@ def _narrowed(params: Params, name: str, version, current, named: str = "the cha
             ours, theirs = (version_input_spec(v, name, serving, Path(scratch) / str(v.version))
                             for v in (version, current))
         except Exception as exc:
-            raise RegistryError(f"cannot tell whether v{version.version} of {name!r} takes the images champion "
+            raise RegistryError(f"cannot tell whether v{version.version} of {name!r} takes the requests champion "
                                 f"v{current.version} takes ({type(exc).__name__}: {str(exc)[:200]}); add "
                                 "--other-inputs to promote it anyway") from exc
     return serving.narrowing(ours, theirs, named)
@@ -190,7 +191,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
         # never refused (a rollback is the way back), but said: a promote --other-inputs is being undone
         before, after = version_inputs(name, current), version_inputs(name, known[previous])
         narrowed = []
-        if before is not None and before == after:  # an image model: the same column, but the same images?
+        if before is not None and before == after:  # the same columns, but the same requests?
             try:
                 narrowed = _narrowed(params, name, known[previous], current, f"v{current_version}")
             except RegistryError:
@@ -200,7 +201,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
     if before is not None and after is not None and before != after:
         result["inputs_changed"] = {"from": before, "to": after}
     if narrowed:
-        result["images_changed"] = narrowed
+        result["requests_changed"] = narrowed
     return result
 
 
@@ -232,7 +233,7 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
             f"(recorded in MLflow run {result['run_id']})"
             + (f"\nnote: v{result['champion']} takes {changed['to']}, not {changed['from']}: the clients of "
                f"models:/{result['model_name']}@champion must change back" if changed else "")
-            + (f"\nnote: v{result['champion']} takes other images: {'; '.join(result['images_changed'])}; the "
+            + (f"\nnote: v{result['champion']} takes other requests: {'; '.join(result['requests_changed'])}; the "
                f"clients of models:/{result['model_name']}@champion must change back"
-               if result.get("images_changed") else "")
+               if result.get("requests_changed") else "")
             + labels_note(result) + gate_warning(result) + restart_note(result))

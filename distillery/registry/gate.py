@@ -14,10 +14,10 @@
   <= that ratio x the teacher's PyTorch p95 in the same benchmark cell and run (no figure, no pass);
 - ``size``: deployable file <= ``gate["max_size_mb"]``;
 - ``inputs``: the candidate's input columns are the champion's (a model that takes ``question`` and ``context``
-  cannot answer the requests sent for one that takes ``text``; an unknown set fails the check), and for an image
-  model (``champion["input_narrowing"]``: what requests the champion took that the candidate refuses or reads
-  otherwise, from ``serving.narrowing``) nothing narrowed: the same image size, no fewer channels, resizing kept,
-  the same pixel range;
+  cannot answer the requests sent for one that takes ``text``; an unknown set fails the check), and nothing
+  narrowed (``champion["input_narrowing"]``: what requests the champion took that the candidate refuses or reads
+  otherwise, from ``serving.narrowing``): for an image model the same image size, no fewer channels, resizing
+  kept, the same pixel range; for a text model every own column name of the data the champion read;
 - ``labels``: the candidate's label names are the champion's (a different set is never served under
   the same name; a champion whose labels are unknown fails the check too);
 - ``champion``: ``gate["metric"]`` >= the champion's, less ``gate["tolerance"]`` (an unscoreable champion fails, and
@@ -143,20 +143,21 @@ def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dic
         return check("inputs", False, ours, theirs, f"{whose} input columns are not known, so a model that answers "
                      f"other requests cannot be ruled out; check them and use `distillery promote <version> --reason ...`")
     theirs = list(theirs)
-    if ours == theirs and "input_narrowing" in champion:  # an image model: the same column, its images compared
+    if ours == theirs and "input_narrowing" in champion:  # the same columns: what else its requests may be
         narrowed = champion["input_narrowing"]
         if narrowed is None:
-            return check("inputs", False, ours, theirs, f"champion v{champion['version']}'s image shape and pixel "
-                         f"range could not be read ({champion.get('input_spec_error', 'unknown')}), so a model that "
+            return check("inputs", False, ours, theirs, f"what champion v{champion['version']}'s requests may be "
+                         f"beyond their columns (an image model's shape and pixel range, a text model's own column "
+                         f"names) could not be read ({champion.get('input_spec_error', 'unknown')}), so a model that "
                          "refuses its requests cannot be ruled out; check them and use `distillery promote <version> "
                          "--reason ...`")
         if narrowed:
-            return check("inputs", False, ours, theirs, f"same input column as champion v{champion['version']}, but "
-                         f"{'; '.join(narrowed)}: requests it answers would be refused or read otherwise; a model "
-                         "taking other images goes under another register.model_name")
+            return check("inputs", False, ours, theirs, f"same input columns as champion v{champion['version']}, "
+                         f"but {'; '.join(narrowed)}: requests it answers would be refused or read otherwise; a "
+                         "model taking other requests goes under another register.model_name")
     if ours == theirs:
         return check("inputs", True, ours, theirs, f"same input columns as champion v{champion['version']}: "
-                     f"{', '.join(ours)}" + (" (images of the same shape and pixel range)"
+                     f"{', '.join(ours)}" + (" (and every request it takes beyond them)"
                                              if "input_narrowing" in champion else ""))
     return check("inputs", False, ours, theirs,
                  f"input columns {ours} are not champion v{champion['version']}'s {theirs}: the requests sent to "

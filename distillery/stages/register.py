@@ -224,7 +224,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             figures_before = {"version": str(current.version), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         figures_before.update(labels=version_labels(client, name, current), inputs=version_inputs(name, current),
                               rows=rows)
-        if candidate["input_spec"] is not None:  # an image model: the same column, but of what shape and range?
+        if candidate["input_spec"] is not None:  # the same columns, but what else may the requests be?
             try:
                 spec = version_input_spec(current, name, serving, scratch / "champion-spec")
                 figures_before["input_narrowing"] = serving.narrowing(candidate["input_spec"], spec)

@@ -166,6 +166,6 @@ def test_mnist_profile_on_digits_through_every_stage_then_served_over_http(tmp_p
         capfd.readouterr()
         assert main(["rollback", "--reason", "clients not ready"]) == 0
         out = capfd.readouterr().out
-        assert "note: v1 takes other images: it takes images of 8 x 8 pixels (width x height), v2 6 x 6; v2 resized " \
+        assert "note: v1 takes other requests: it takes images of 8 x 8 pixels (width x height), v2 6 x 6; v2 resized " \
                f"an encoded image of any size, it does not; the clients of models:/{NAME}@champion must change " \
                "back" in out, out

@@ -696,6 +696,38 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
                                                         "back")
 
 
+def test_a_refresh_that_no_longer_reads_the_champion_s_own_column_name_is_not_promoted(project, tiny_bert):
+    """v1 was trained on the data's ``review`` column, and its clients send records in that name (beside an
+    unrelated ``text``); v2, trained under the served name, takes the same ``text`` column but would answer those
+    records from ``text``: the gate fails ``inputs`` with the column named, and a promotion by hand needs
+    ``--other-inputs``."""
+    def with_text_column(column: str, **gate):
+        raw = yaml.safe_load((project / "params.yaml").read_text())
+        raw["data"]["text_column"] = column
+        (project / "params.yaml").write_text(yaml.safe_dump(raw))
+        return _params(project, **gate)
+
+    assert stage.register(with_text_column("review"))["decision"] == "promoted"
+    assert json.loads(_client(project).get_model_version(NAME, "1").tags["distillery.input_spec"]) == {
+        "source_columns": {"text": "review"}}
+    _client(project).delete_model_version_tag(NAME, "1", "distillery.input_spec")  # as registered before: its files
+    _export(project, tiny_bert, shift=1)
+    _write_test_split(project, make_texts(40, seed=5)["text"].tolist(), shift=1)  # B is right, A is not
+    result = stage.register(with_text_column("text", min_retention=0.0))
+    assert result["version"] == "2" and result["decision"] == "rejected", result["checks"]
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["inputs"], result["checks"]
+    assert "the champion read text from a request's 'review' column, it reads 'text' only" in next(
+        c for c in result["checks"] if c["name"] == "inputs")["detail"]
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' takes \['text'\] as champion v1 does, but the "
+                                            r"champion read text from a request's 'review' column.*--other-inputs"):
+        commands.promote(_params(project), "2", "new data")
+    assert main(["promote", "2", "--reason", "clients moved", "--other-inputs"]) == 0
+    assert _aliases(project)["champion"] == "2"
+    undone = commands.rollback(_params(project), "clients stayed")
+    assert undone["champion"] == "1" and "requests_changed" not in undone  # v1 reads every name v2 read
+
+
 def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels_tag(project):
     first = stage.register(_params(project))
     assert first["decision"] == "promoted"

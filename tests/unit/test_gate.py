@@ -281,6 +281,33 @@ def test_widening_an_image_model_s_inputs_passes_and_an_unreadable_champion_fail
         _check(unknown, "inputs")["detail"]
 
 
+@pytest.mark.parametrize("candidate, said", [
+    ({}, ["the champion read text from a request's 'review' column, it reads 'text' only: a request holding it "
+          "would be answered from another column"]),
+    ({"text": "body"}, ["the champion read text from a request's 'review' column, it reads 'body': a request holding "
+                        "it would be answered from another column"]),
+    ({"text": "review"}, []),
+    ({"text": "review", "text_pair": "summary"}, []),  # reading one name more refuses nothing
+])
+def test_a_text_candidate_that_no_longer_reads_the_champion_s_own_column_names_fails_inputs(tmp_path, candidate,
+                                                                                          said):
+    """A champion trained on ``review`` answered requests sent in that name (trial L: a file's records, with an
+    unrelated ``text`` column beside it); a refresh trained under another name would refuse them or answer from
+    ``text``, with the same ``text`` input column: the gate compares the names each reads, from classifier.json."""
+    from distillery.task_types.text_classification.serving import input_spec, narrowing
+
+    (tmp_path / "classifier.json").write_text('{"labels": ["a", "b"], "source_columns": {"text": "review"}}')
+    (tmp_path / "old.json").write_text('{"labels": ["a", "b"]}')  # registered before it was recorded: none
+    champion = input_spec({"config": str(tmp_path / "classifier.json")})
+    assert champion == {"source_columns": {"text": "review"}}
+    assert input_spec({"config": str(tmp_path / "old.json")}) == {"source_columns": {}}
+    assert narrowing({"source_columns": candidate}, champion) == said
+    assert narrowing(champion, {"source_columns": {}}) == []  # reading the data's names widens
+    decision = decide(CANDIDATE, {**CHAMPION, "input_narrowing": said}, GATE)
+    assert _failed(decision) == (["inputs"] if said else []), decision
+    assert all(phrase in _check(decision, "inputs")["detail"] for phrase in said)
+
+
 def test_a_rolled_back_version_fails_unless_it_is_the_champion():
     down = decide(CANDIDATE, CHAMPION, GATE, rolled_back_at="2026-11-30T10:00:00", version="4")
     assert _failed(down) == ["not_rolled_back"]

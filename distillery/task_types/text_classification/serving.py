@@ -67,6 +67,23 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "classifier.json")}
 
 
+def input_spec(artifacts: dict[str, str]) -> dict:
+    """What a served text model's requests may be beyond its ``text`` (and ``text_pair``) columns: the data's own
+    names it also reads them from (``classifier.json``'s ``source_columns``; none for one registered before them)."""
+    return {"source_columns": dict(read_json(Path(artifacts["config"])).get("source_columns") or {})}
+
+
+def narrowing(candidate: dict, champion: dict, named: str = "the champion") -> list[str]:
+    """What requests the champion (``input_spec``) answered that the candidate reads otherwise: a record holding the
+    champion's own column name (``review``) beside an unrelated ``text`` column, answered from ``review`` by the
+    champion, would be answered from ``text`` (or the candidate's own name). Reading more names narrows nothing."""
+    ours, theirs = candidate.get("source_columns") or {}, champion.get("source_columns") or {}
+    return [f"{named} read {served} from a request's '{own}' column, it "
+            + (f"reads '{ours[served]}'" if ours.get(served) else f"reads '{served}' only")
+            + ": a request holding it would be answered from another column"
+            for served, own in theirs.items() if ours.get(served) != own]
+
+
 def input_columns(frame: pd.DataFrame) -> list[str]:
     """``text``, and ``text_pair`` for pair tasks (a split with a ``text_pair`` column)."""
     return [TEXT, PAIR] if PAIR in frame.columns else [TEXT]
