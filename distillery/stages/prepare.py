@@ -286,8 +286,10 @@ def summary(report: dict) -> str:
     return "\n".join(lines) + f"\nrejected {report['rows_rejected']}" + \
         (f" (mostly {main[0]}: {main[1]}; every one in rejected.csv)" if main and report["rows_rejected"] else "") + \
         f", duplicates dropped {sum(report['duplicates_dropped'].values())}" + \
-        (f", near copies dropped {near} (data.leak_check)" if near else "")
-
+        (f", near copies dropped {near} (data.leak_check)" if near else "") + \
+        (f"; {dropped['count']} misplaced gold answer(s) left out of questions that keep others (first: "
+         f"{dropped['first'][0]}; data_report.json lists {len(dropped['first'])})"
+         if (dropped := report.get("answers_dropped") or {}).get("count") else "")
 
 
 def tracked_inputs(params: Params) -> dict:

@@ -311,6 +311,24 @@ def test_a_negative_answer_start_is_rejected_even_where_a_slice_from_the_end_mat
     assert kept["id"].tolist() == ["end", "start"]
 
 
+def test_one_misplaced_reference_answer_drops_that_answer_not_the_question(tmp_path):
+    """A question with three gold answers, one a converter's offset slip, was rejected whole: the answers at their
+    starts are kept (training takes the first of them, scoring all), the slip is listed with its place; a question
+    with no answer where it says is still rejected, and with data.on_bad_rows: fail a slip stops prepare."""
+    context = "The answer is 42, said the old computer."
+    rows_in = [{"id": "slip", "answers": {"text": ["old computer", "42", "computer"], "answer_start": [27, 10, 31]}},
+               {"id": "none", "answers": {"text": ["42", "old"], "answer_start": [0, 1]}},
+               {"id": "fine", "answers": {"text": ["42"], "answer_start": [14]}}]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(r | {"title": "t", "context": context,
+                                                                "question": "Who said it?"}) for r in rows_in))
+    dropped = []
+    kept, rejected = rows.clean(reading.read_file(tmp_path / "q.jsonl"), "q.jsonl", dropped)
+    assert [(r["row"], r["reason"]) for r in rejected] == [("line 2", "answer not at its answer_start in the context")]
+    assert kept["id"].tolist() == ["slip", "fine"]
+    assert list(kept["answer_texts"][0]) == ["old computer", "computer"] and list(kept["answer_starts"][0]) == [27, 31]
+    assert [(d["source"], d["row"]) for d in dropped] == [("q.jsonl", "line 1 (answer 2 of 3)")]
+
+
 def test_a_context_longer_than_the_served_model_takes_is_a_rejected_row(tmp_path, monkeypatch):
     """The gate scores the test split through the served model, which refuses a request over max_characters: a longer
     test row passed evaluate, then stopped register with a traceback."""
@@ -361,8 +379,11 @@ def test_squad_json_of_the_wrong_shape_is_named_by_place_and_a_null_answers_is_n
 def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
     document = make_squad_document(articles=10, paragraphs=2, questions=2, seed=1)
     bad = document["data"][0]["paragraphs"][0]["qas"]
-    bad[0]["answers"][0]["answer_start"] += 1  # no longer where the text is
+    for answer in bad[0]["answers"]:
+        answer["answer_start"] += 1  # no longer where the text is
     bad[1]["question"] = "  "
+    slipped = document["data"][1]["paragraphs"][0]["qas"][0]
+    slipped["answers"].append({**slipped["answers"][0], "answer_start": slipped["answers"][0]["answer_start"] + 1})
     (tmp_path / "all.json").write_text(json.dumps(document))
     splits, rejected, report = rows.prepare_splits(_params(source=str(tmp_path / "all.json"),
                                                            split_fractions={"train": 0.6, "validation": 0.2,
@@ -374,6 +395,9 @@ def test_splits_are_by_article_and_bad_rows_are_named(tmp_path):
     assert [len(titles[s]) for s in ("train", "validation", "test")] == [6, 2, 2]  # 20% of 10 articles = 2
     assert not (titles["train"] & titles["validation"]) and not (titles["train"] & titles["test"])
     assert sum(len(f) for f in splits.values()) == 40 - 2 and report["articles_in_train_and_another_split"] == []
+    n = len(slipped["answers"])  # the last one, the slip
+    assert report["answers_dropped"] == {"count": 1, "first": [
+        f"{tmp_path / 'all.json'} [all] data[1].paragraphs[0].qas[0] (id {slipped['id']}) (answer {n} of {n})"]}
     with pytest.raises(DataError, match=r"all.json \[all\] data\[0\].paragraphs\[0\].qas\[0\] \(id s1-0-0-0\): "
                                         r"answer not at its answer_start"):
         rows.prepare_splits(_params(source=str(tmp_path / "all.json"), on_bad_rows="fail"))

@@ -50,15 +50,38 @@ def _without_empty_answers(texts, starts) -> tuple[list, list]:
     return [t for t, _ in kept], [s for _, s in kept]
 
 
-def clean(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, list[dict]]:
+def _at_their_starts(context, texts, starts) -> list[int]:
+    """The indices of the gold answers found at their ``answer_start`` in the context (all of them when the row is
+    malformed otherwise: its own check rejects it). A negative start would slice from the end (context[-30:-15])
+    and could match there."""
+    if not isinstance(context, str) or len(texts) != len(starts) or not all(isinstance(t, str) for t in texts) or \
+            not all(isinstance(s, (int, np.integer)) for s in starts):
+        return list(range(len(texts)))
+    return [i for i, (t, s) in enumerate(zip(texts, starts)) if s >= 0 and context[s:s + len(t)] == t]
+
+
+def clean(frame: pd.DataFrame, where: str, dropped: list | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Keep the rows a model can learn from and be scored on; return the others with the reason and their place
-    in the file (``row``: "line 12" in JSON lines, "data[0].paragraphs[1].qas[2] (id q7)" in SQuAD JSON)."""
+    in the file (``row``: "line 12" in JSON lines, "data[0].paragraphs[1].qas[2] (id q7)" in SQuAD JSON).
+
+    A question with several gold answers keeps the ones at their ``answer_start``: one misplaced reference (a
+    converter's offset slip) drops that answer, listed in ``dropped`` with its place, not the question; a question
+    none of whose answers is where it says is rejected."""
     frame = frame.copy()
-    if len(frame):
-        answers = [_without_empty_answers(t, s) for t, s in zip(frame[ANSWER_TEXTS], frame[ANSWER_STARTS])]
-        frame[ANSWER_TEXTS], frame[ANSWER_STARTS] = [a[0] for a in answers], [a[1] for a in answers]
     places = frame[WHERE] if WHERE in frame.columns else pd.Series([f"row {i + 1}" for i in range(len(frame))],
                                                                     index=frame.index)
+    if len(frame):
+        answers = [_without_empty_answers(t, s) for t, s in zip(frame[ANSWER_TEXTS], frame[ANSWER_STARTS])]
+        texts, starts = [a[0] for a in answers], [a[1] for a in answers]
+        for i, (context, place) in enumerate(zip(frame[CONTEXT], places)):
+            found = _at_their_starts(context, texts[i], starts[i])
+            if found and len(found) < len(texts[i]):
+                if dropped is not None:
+                    dropped += [{"source": where, "row": f"{place} (answer {j + 1} of {len(texts[i])})",
+                                 "reason": "answer not at its answer_start in the context"}
+                                for j in range(len(texts[i])) if j not in found]
+                texts[i], starts[i] = [texts[i][j] for j in found], [starts[i][j] for j in found]
+        frame[ANSWER_TEXTS], frame[ANSWER_STARTS] = texts, starts
     reasons = []
     for question, context, texts, starts in zip(frame[QUESTION], frame[CONTEXT], frame[ANSWER_TEXTS],
                                                 frame[ANSWER_STARTS]):
@@ -131,14 +154,15 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     """Read, clean, de-duplicate and split by article: ``(splits, rejected rows, report)``."""
     cfg = params.data
     frames, description = read_frames(params)
-    cleaned, rejected = {}, []
+    cleaned, rejected, slipped = {}, [], []
     for split, frame in frames.items():
-        cleaned[split], bad = clean(frame, split_source(description, cfg.files, split))
+        cleaned[split], bad = clean(frame, split_source(description, cfg.files, split), slipped)
         rejected += bad
-    if rejected and cfg.on_bad_rows == "fail":
-        first = rejected[0]
+    if (rejected or slipped) and cfg.on_bad_rows == "fail":
+        first = (rejected or slipped)[0]
         raise DataError(f"{first['source']} {first['row']}: {first['reason']} "
-                        f"({len(rejected)} bad row(s) in all; data.on_bad_rows is fail)")
+                        f"({len(rejected)} bad row(s) and {len(slipped)} misplaced answer(s) of kept questions in "
+                        "all; data.on_bad_rows is fail)")
     check_training_rows_left(cleaned, rejected, {s: split_source(description, cfg.files, s) for s in cleaned})
     check_rejected_share(rejected, sum(len(f) for f in frames.values()), cfg.max_rejected_fraction, description,
                          "SQuAD 2.0's unanswerable questions are 'no answer'")
@@ -187,6 +211,8 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
         "source": description, "labels": LABELS, "rows_read": {s: int(len(f)) for s, f in frames.items()},
         "rows_rejected": len(rejected),
         "rejected_by_reason": by_reason(rejected),
+        # gold answers left out of a question that keeps others: where they are, the first few
+        "answers_dropped": {"count": len(slipped), "first": [f"{d['source']} {d['row']}" for d in slipped[:5]]},
         "duplicates_dropped": {str(k): int(v) for k, v in dropped.items()},
         "repeated_ids_renumbered": renumbered,
         "rows": {s: int(len(splits[s])) for s in SPLITS},
