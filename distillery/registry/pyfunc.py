@@ -171,7 +171,9 @@ def load_code_model(code: Path, class_name: str, artifacts: dict[str, str]):
 
 def signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple = ()):
     """The example's columns in, named and required, then the ``optional`` ones (the data's own names of the
-    served columns: MLflow hands the model only the columns its signature names); the answer's columns out.
+    served columns: MLflow hands the model only the columns its signature names); the answer's columns out. With
+    ``optional`` names the example's are optional too: a request in either set of names is answered (MLflow
+    refused one in the data's names alone, missing the served ones), and one in neither is refused by the model.
 
     The input columns are typed ``any``, not ``string``: for a string column, MLflow's scoring server turns
     every value of an ``{"inputs": [...]}`` request into a string before the model sees it (null becomes
@@ -181,7 +183,8 @@ def signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple = ())
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    inputs = Schema([ColSpec(AnyType(), column) for column in example.columns] +
+    either = any(column not in example for column in optional)
+    inputs = Schema([ColSpec(AnyType(), column, required=not either) for column in example.columns] +
                     [ColSpec(AnyType(), column, required=False) for column in optional if column not in example])
     return ModelSignature(inputs=inputs, outputs=infer_signature(example, output).outputs)
 

@@ -107,3 +107,11 @@ def test_pairs_train_export_and_serve(tmp_path, monkeypatch, tiny_bert):
         alone = requests.post(f"http://127.0.0.1:{port}/invocations",
                               json={"dataframe_records": [{"text": "a premise"}]}, timeout=120)
         assert alone.status_code == 400 and "text_pair" in alone.json()["message"]  # refused, naming the column
+        # in the data's own names alone, as the model card says (MLflow refused them: "missing inputs ['text', ...")
+        own = requests.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": [
+            {"sentence2": r["text_pair"], "sentence1": r["text"]} for r in records]}, timeout=120)
+        assert own.status_code == 200, own.text[:300]
+        assert pd.DataFrame(own.json()["predictions"])["label"].tolist() == list(direct["label"])
+        neither = requests.post(f"http://127.0.0.1:{port}/invocations",
+                                json={"dataframe_records": [{"id": 1, "premise": "a", "hypothesis": "b"}]}, timeout=120)
+        assert neither.status_code == 400 and "'text'" in neither.json()["message"], neither.text[:300]
