@@ -137,6 +137,8 @@ def _require_loadable(name: str, version: str) -> None:
             missing = [path for path in needed if not (local / path).is_file()]
             if missing:
                 raise FileNotFoundError(f"{missing[0]} is missing")
+            for path in needed:  # there, but whole? (a cut-short ONNX file was promoted, and the server died on it)
+                _require_whole(local / path, path)
     except Exception as exc:  # noqa: BLE001 - whatever the store says, one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if connection_lost(exc):  # a trial killed the server mid-promote: v4 was called broken, exit 2
@@ -145,6 +147,23 @@ def _require_loadable(name: str, version: str) -> None:
                                       "server is back") from None
         raise RegistryError(f"v{version} of {name!r} cannot be loaded ({first[:200]}); making it champion would "
                             f"break models:/{name}@champion: choose another version (`distillery models`)") from None
+
+
+def _require_whole(path: Path, name: str) -> None:
+    """A served file that cannot be read as what it is: an ONNX model that is no protobuf (parsed, never run: its
+    opset need not be this machine's), a JSON file that is not JSON."""
+    import json
+
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            onnx.load_model(str(path), load_external_data=False)
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, UnicodeDecodeError, JSONDecodeError
+        raise ValueError(f"{name} is damaged: it does not read as {path.suffix[1:].upper()} "
+                         f"({type(exc).__name__}: {str(exc)[:120] or 'cut short?'})") from None
 
 
 def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> dict:

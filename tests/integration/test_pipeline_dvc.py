@@ -174,6 +174,7 @@ def _bad_refreshes_change_nothing(project, env, uri):
     params["data"]["labels"] = ["negative", "neutral", "positive"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     lock = (project / "dvc.lock").read_bytes()
+    prepared = {path.name: path.read_bytes() for path in (project / "data/prepared").iterdir()}
     raw = project / "data/raw/tweets.csv"
     one_class = make_texts(150)
     one_class["sentiment"] = "positive"
@@ -188,6 +189,8 @@ def _bad_refreshes_change_nothing(project, env, uri):
         assert re.search(r"distillery prepare: error: .*" + expected, result.stderr), result.stderr
         assert "exited with 2" in result.stderr, result.stderr
         assert (project / "dvc.lock").read_bytes() == lock
+        # a targeted `dvc repro prepare` runs no check_params: DVC removed data/prepared before prepare refused
+        assert {path.name: path.read_bytes() for path in (project / "data/prepared").iterdir()} == prepared
         assert client.get_registered_model("distillery-student").aliases == champion
     assert (pd.read_csv(raw)["sentiment"] == "POS1TIVE").sum() == 135  # the last refresh really was on disk
 

@@ -88,6 +88,8 @@ def test_every_stage_is_wired(dvc_stages):
     check = dvc_stages[CHECK]
     assert check["cmd"] == "python -m distillery params --check" and check["params"] == [{"params.yaml": None}]
     assert "outs" not in check  # it writes nothing, so no stage waits for it or re-runs after it
+    # so a targeted `dvc repro prepare` does not run it: DVC must not remove the prepared data before prepare refuses
+    assert dvc_stages["prepare"]["outs"] == [{"data/prepared": {"persist": True}}]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -1,6 +1,7 @@
 """The rollback guard and manual promotions are ordered as instants: teammates in other time zones (their stamps
 carry offsets) and stamps written in local time by an older Distillery."""
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -134,6 +135,45 @@ def test_a_server_lost_while_a_versions_files_are_checked_is_transient_not_a_bro
 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", gone)
     with pytest.raises(RegistryError, match=r"^v4 of 'm' cannot be loaded \(No such file"):
+        _require_loadable("m", "4")
+
+
+def test_a_version_whose_model_file_is_cut_short_or_not_json_is_refused_not_made_champion(tmp_path, monkeypatch):
+    """Trial S: a truncated student.int8.onnx passed the check (the file was there), `promote` moved the champion to
+    it, and `mlflow models serve` then died: "INVALID_PROTOBUF ... Protobuf parsing failed"."""
+    import mlflow
+    import onnx
+    from onnx import TensorProto, helper
+
+    from distillery.errors import RegistryError
+    from distillery.registry.commands import _require_loadable
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    whole = onnx.helper.make_model(graph).SerializeToString()
+
+    def version(onnx_bytes: bytes, config: str):
+        def download(artifact_uri, dst_path):
+            root = Path(dst_path) / "student"
+            (root / "artifacts").mkdir(parents=True, exist_ok=True)
+            (root / "artifacts/student.int8.onnx").write_bytes(onnx_bytes)
+            (root / "artifacts/classifier.json").write_text(config)
+            (root / "text_classifier.py").write_text("")
+            (root / "MLmodel").write_text(
+                "flavors:\n  python_function:\n    model_code_path: /x/text_classifier.py\n    artifacts:\n"
+                "      onnx: {path: artifacts/student.int8.onnx}\n      config: {path: artifacts/classifier.json}\n")
+            return str(root)
+        monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+
+    version(whole, '{"labels": ["a"]}')
+    _require_loadable("m", "4")  # whole: passes
+    version(whole[:len(whole) // 2], '{"labels": ["a"]}')
+    with pytest.raises(RegistryError, match=r"^v4 of 'm' cannot be loaded \(artifacts/student.int8.onnx is damaged: "
+                                            r"it does not read as ONNX \(DecodeError"):
+        _require_loadable("m", "4")
+    version(whole, '{"labels": ["a"')
+    with pytest.raises(RegistryError, match=r"artifacts/classifier.json is damaged: it does not read as JSON"):
         _require_loadable("m", "4")
 
 
