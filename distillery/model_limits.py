@@ -38,6 +38,9 @@ def usable_positions(config: dict) -> Optional[int]:
     return int(limit)
 
 
+# the files a model's weights are read from (whole, or an index of shards)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+DEPTH_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")  # a config's layer count (DistilBERT: n_layers)
 # the files a text model's tokenizer is read from (fast, WordPiece, byte-level BPE, SentencePiece)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
@@ -54,8 +57,10 @@ def model_name_problem(name: str, key: str) -> Optional[str]:
         return None
     path = Path(name).expanduser()
     if path.exists():
-        return None if (path / "config.json").is_file() else \
-            f"{key}: {path} has no config.json; point it at a Hugging Face model directory"
+        if not (path / "config.json").is_file():
+            return f"{key}: {path} has no config.json; point it at a Hugging Face model directory"
+        return None if any((path / weights).is_file() for weights in WEIGHT_FILES) else \
+            f"{key}: {path} has no weights ({' or '.join(WEIGHT_FILES[::2])}); save the model there with its weights"
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         from distillery.paths import experiment_origin
 
@@ -182,7 +187,7 @@ def check_model_limits(params) -> None:
     if params.student.source == "layers" and config.get("model_type") == "albert":
         raise ConfigError(f"student.source = 'layers' is not allowed for {name}: ALBERT shares its layers (their "
                           "groups are not layers to copy); use student.source: model or config")
-    depth = config.get("num_hidden_layers")
+    depth = next((config[key] for key in DEPTH_KEYS if isinstance(config.get(key), int)), None)
     layers = params.student.layers
     if params.student.source == "layers" and isinstance(depth, int) and isinstance(layers, list):
         bad = [i for i in layers if i >= depth]

@@ -250,11 +250,13 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
         **{f"{TAG}gate.{c['name']}": f"{'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'fail'}: "
            f"{c['detail']}" for c in checks}})
+    ran = {f"{TAG}gate.{c['name']}" for c in checks} | {f"{TAG}gate.failed.{c['name']}" for c in checks if not c["passed"]}
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"
         if not item["passed"]:
             client.set_model_version_tag(name, version, key, f"value {item['value']} threshold {item['threshold']}")
-        elif key in client.get_model_version(name, version).tags:
+    for key in client.get_model_version(name, version).tags:  # a passed check's failure, or one switched off since
+        if key.startswith(f"{TAG}gate.") and key not in ran:  # (above_one_label): this gate's verdict alone
             client.delete_model_version_tag(name, version, key)
     client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")
     if already:

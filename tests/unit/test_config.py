@@ -421,11 +421,43 @@ def test_params_check_refuses_a_layers_student_of_an_albert_teacher(tmp_path, ca
     (teacher / "config.json").write_text(json.dumps({"model_type": "albert", "num_hidden_layers": 12,
                                                      "num_hidden_groups": 1, "max_position_embeddings": 512}))
     (teacher / "spiece.model").write_bytes(b"")  # its tokenizer's file: the check looks for one, not inside it
+    (teacher / "model.safetensors").write_bytes(b"")  # and its weights' file, likewise
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", f"model: {teacher}", 1))
     assert main(["params", "--check", "--params", str(path)]) == 2
     assert "student.source = 'layers' is not allowed for" in capsys.readouterr().err
     path.write_text(path.read_text().replace("  source: layers", "  source: config", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 0
+
+
+def test_params_check_refuses_a_model_directory_without_weights_and_reads_distilbert_s_depth(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """Trial R: a directory of config.json and tokenizer alone passed the check, and so did student.layers [5] of a
+    2-layer DistilBERT teacher (its config says n_layers): both failed only after the teacher had trained."""
+    import json
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    teacher = tmp_path / "models" / "pretrained" / "distilbert"
+    teacher.mkdir(parents=True)
+    (teacher / "config.json").write_text(json.dumps({"model_type": "distilbert", "n_layers": 2,
+                                                     "max_position_embeddings": 512}))
+    (teacher / "vocab.txt").write_text("[PAD]\n")
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", f"model: {teacher}", 1)
+    path.write_text(text)
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"distillery params: error: {path}: teacher.model: {teacher} has no weights (model.safetensors or "
+        "pytorch_model.bin); save the model there with its weights\n")
+    (teacher / "pytorch_model.bin.index.json").write_text("{}")  # sharded weights count
+    path.write_text(text.replace("  layers: [0] ", "  layers: [5] ", 1))
+    assert main(["params", "--check", "--params", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"distillery params: error: {path}: student.layers: index 5 does not exist; {teacher} has 2 encoder layers "
+        "(0-1)\n")
+    path.write_text(text.replace("  layers: [0] ", "  layers: [1] ", 1))
     assert main(["params", "--check", "--params", str(path)]) == 0
 
 
@@ -439,6 +471,7 @@ def test_params_check_refuses_a_text_model_directory_without_its_tokenizer(tmp_p
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 130,
                                                    "num_hidden_layers": 2}))
+    (model / "model.safetensors").write_bytes(b"")
     path = tmp_path / "params.yaml"
     text = (ROOT / "params.yaml").read_text().replace("model: bundled:minilm-l6", "model: roberta-notok", 1)
     path.write_text(text)
@@ -461,6 +494,7 @@ def test_params_check_holds_a_model_or_config_student_to_its_position_limit(tmp_
     student.mkdir()
     (student / "config.json").write_text(json.dumps({"model_type": "distilbert", "max_position_embeddings": 64}))
     (student / "vocab.txt").write_text("[PAD]\n")
+    (student / "model.safetensors").write_bytes(b"")
     path = tmp_path / "params.yaml"
     text = (ROOT / "params.yaml").read_text().replace("  source: layers ", "  source: model  ", 1) \
         .replace("  model: null ", "  model: tiny-distilbert", 1)

@@ -845,6 +845,7 @@ def test_a_text_teacher_for_an_image_task_is_refused_by_the_params_check(tmp_pat
         check_model_names(build(Params, "", {**image, "teacher": teacher("bundled:minilm-l6")}))
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "config.json").write_text("{}")
+    (tmp_path / "text" / "model.safetensors").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"this is not one$"):
         check_model_names(build(Params, "", {**image, "teacher": teacher(str(tmp_path / "text"))}))
     (tmp_path / "text" / "pixel_processor.json").write_text("{}")  # a trained image model's directory
