@@ -91,6 +91,10 @@ class ExportConfig:
     int8_max_accuracy_drop: float = Field(1.0, ge=0, description="accuracy points below the fp32 student; above it "
                                                                  "int8 is marked not deployable",
                                           json_schema_extra=allowed("it is in accuracy points and must be >= 0"))
+    int8_min_label_agreement: float = Field(
+        0.95, ge=0, le=1, description="classification: share of rows where int8 gives the fp32 student's label; below "
+                                      "it int8 is marked not deployable (its accuracy alone can hide flipped labels)",
+        json_schema_extra=allowed("it is a share of rows in [0, 1]"))
     parity_batch_size: int = Field(32, ge=1, description="test rows per batch, padded to the batch's longest row, "
                                                          "as when served")
     recipes: Annotated[list[Recipe], Field(min_length=1)] = Field(

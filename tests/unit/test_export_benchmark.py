@@ -178,9 +178,9 @@ def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_in
     root, params = workspace
     # int8 passes its gate (a 100-point allowance: how far int8 drifts on this tiny model depends on the CPU's
     # int8 kernels), but fp32 is asked for
-    report = export(replace(params, export=ExportConfig(recipes=["dynamic"], deploy="fp32",
-                                                        int8_max_accuracy_drop=100.0)), root / "models",
-                    root / "prepared", tmp_path / "a" / "onnx", tmp_path / "a" / "reports")
+    loose = ExportConfig(recipes=["dynamic"], deploy="fp32", int8_max_accuracy_drop=100.0, int8_min_label_agreement=0.0)
+    report = export(replace(params, export=loose), root / "models", root / "prepared", tmp_path / "a" / "onnx",
+                    tmp_path / "a" / "reports")
     assert report["student"]["int8"]["deployable"] is True and report["deployable"] == "student.onnx"
     deployment = json.loads((tmp_path / "a/onnx/deployment.json").read_text())
     assert (deployment["deployable"], deployment["int8_deployable"]) == ("student.onnx", True)
@@ -471,6 +471,30 @@ def test_int8_gate_function():
     # one row of 100 at a 1-point limit: 100 * (0.45 - 0.44) is 1.0000000000000009, at the limit, not over it
     assert 100 * (0.45 - 0.44) > 1.0 and int8_gate(0.45, 0.44, 1.0)["deployable"] is True
     assert int8_gate(0.45, 0.4399, 1.0)["deployable"] is False
+
+
+def test_int8_that_flips_labels_both_ways_is_not_deployable_though_its_accuracy_holds():
+    """Trials Q and R: a near-tied student's int8 labels differed from fp32's on 18% of rows, its accuracy 18 points
+    UP, and it shipped: the served model was not the one evaluate reported. Agreement below
+    export.int8_min_label_agreement makes it not deployable, whatever the accuracy did."""
+    from distillery.task_types.text_classification.onnx import parity_report
+
+    references = np.array([0, 1] * 50)
+    fp32 = np.eye(2)[references].astype(np.float32)
+    fp32[:10] = fp32[:10, ::-1]  # fp32 wrong on rows 0-9: 90% accuracy
+    int8 = fp32.copy()
+    int8[:10] = int8[:10, ::-1]  # int8 right there...
+    int8[10:16] = int8[10:16, ::-1]  # ...and wrong on rows 10-15: 94%, agreeing with fp32 on 84 of 100 rows
+    logits = {"pytorch": fp32, "fp32": fp32, "int8": int8}
+    report = parity_report(logits, references, ExportConfig())
+    assert report["int8"]["accuracy_change_points"] == pytest.approx(4.0)
+    assert report["int8"]["label_agreement_vs_fp32"] == pytest.approx(0.84) and not report["int8"]["deployable"]
+    assert report["int8"]["reason"] == ("int8 gives the fp32 student's label on 84.00% of 100 rows, below "
+                                        "export.int8_min_label_agreement = 0.95")
+    assert parity_report(logits, references, ExportConfig(int8_min_label_agreement=0.84))["int8"]["deployable"]
+    logits["int8"] = fp32.copy()
+    logits["int8"][:4] = logits["int8"][:4, ::-1]  # int8 right on 4 more rows: 96 of 100 agree, passes
+    assert parity_report(logits, references, ExportConfig())["int8"]["deployable"]
 
 
 def test_int8_gate_reports_the_paired_standard_error_of_the_drop():

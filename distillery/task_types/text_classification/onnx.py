@@ -101,6 +101,13 @@ def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) ->
     labels = {name: value.argmax(-1) for name, value in logits.items()}
     metrics = {name: classification_metrics(value, references, value.shape[1]) for name, value in logits.items()}
     max_diff = float(np.abs(logits["fp32"] - logits["pytorch"]).max())
+    gate = int8_gate(metrics["pytorch"]["accuracy"], metrics["int8"]["accuracy"], cfg.int8_max_accuracy_drop,
+                     row_drops=(labels["pytorch"] == references).astype(float) - (labels["int8"] == references))
+    agreement = float((labels["int8"] == labels["fp32"]).mean()) if len(references) else 1.0
+    floor = getattr(cfg, "int8_min_label_agreement", 0.0)
+    if gate["deployable"] and agreement < floor:  # a near-tied model: int8 flipped labels both ways, the mean hid it
+        gate.update(deployable=False, reason=f"int8 gives the fp32 student's label on {agreement:.2%} of "
+                                             f"{len(references)} rows, below export.int8_min_label_agreement = {floor}")
     return {
         "rows": int(len(references)),
         "fp32": {"max_abs_logit_diff": max_diff, "atol": cfg.fp32_atol, "passed": max_diff <= cfg.fp32_atol,
@@ -111,10 +118,7 @@ def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) ->
                  "accuracy": metrics["int8"]["accuracy"], "macro_f1": metrics["int8"]["macro_f1"],
                  "accuracy_change_points": 100 * (metrics["int8"]["accuracy"] - metrics["pytorch"]["accuracy"]),
                  "macro_f1_change": metrics["int8"]["macro_f1"] - metrics["pytorch"]["macro_f1"],
-                 **int8_gate(metrics["pytorch"]["accuracy"], metrics["int8"]["accuracy"],
-                             cfg.int8_max_accuracy_drop,
-                             row_drops=(labels["pytorch"] == references).astype(float)
-                             - (labels["int8"] == references))},
+                 **gate},
         "pytorch": {"accuracy": metrics["pytorch"]["accuracy"], "macro_f1": metrics["pytorch"]["macro_f1"]},
         "fp32_onnx": {"accuracy": metrics["fp32"]["accuracy"], "macro_f1": metrics["fp32"]["macro_f1"]},
     }
