@@ -39,7 +39,8 @@ def usable_positions(config: dict) -> Optional[int]:
 
 
 # the files a model's weights are read from (whole, or an index of shards)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 DEPTH_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")  # a config's layer count (DistilBERT: n_layers)
 # the files a text model's tokenizer is read from (fast, WordPiece, byte-level BPE, SentencePiece)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",

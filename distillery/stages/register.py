@@ -250,7 +250,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
         **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
         **{f"{TAG}gate.{c['name']}": f"{'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'fail'}: "
            f"{c['detail']}" for c in checks}})
-    ran = {f"{TAG}gate.{c['name']}" for c in checks} | {f"{TAG}gate.failed.{c['name']}" for c in checks if not c["passed"]}
+    ran = {f"{TAG}gate.{c['name']}" for c in checks} | {f"{TAG}gate.failed.{c['name']}" for c in checks
+                                                          if not c["passed"]}
     for item in checks:
         key = f"{TAG}gate.failed.{item['name']}"
         if not item["passed"]:

@@ -36,13 +36,11 @@ def parity(model, processor, fp32_path: Path, int8_path: Path, frame: pd.DataFra
     """The fp32 and int8 ONNX models against PyTorch on every row of ``frame``, in batches as served."""
     sessions = {"fp32": session(fp32_path), "int8": session(int8_path)}
     pixels = processor.arrays(frame)
-    outputs: dict[str, list] = {"pytorch": [], **{name: [] for name in sessions}}
+    batches = [{INPUT: pixels[start:start + cfg.parity_batch_size]}
+               for start in range(0, len(frame), cfg.parity_batch_size)]
     model.eval()
-    for start in range(0, len(frame), cfg.parity_batch_size):
-        batch = {INPUT: pixels[start:start + cfg.parity_batch_size]}
-        with torch.inference_mode():
-            outputs["pytorch"].append(model(pixel_values=torch.from_numpy(batch[INPUT])).logits.numpy())
-        for name, sess in sessions.items():
-            outputs[name].append(run_session(sess, batch))
+    with torch.inference_mode():  # one runtime over every batch, then the next (text_classification/onnx.py)
+        outputs = {"pytorch": [model(pixel_values=torch.from_numpy(b[INPUT])).logits.numpy() for b in batches]}
+    outputs.update({name: [run_session(sess, batch) for batch in batches] for name, sess in sessions.items()})
     logits = {name: np.concatenate(parts) for name, parts in outputs.items()}
     return parity_report(logits, frame[LABEL].to_numpy(), cfg)

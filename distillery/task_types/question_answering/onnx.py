@@ -55,18 +55,20 @@ def window_logits(model, tokenizer, sessions: dict, columns: dict, batch_size: i
     model.eval()
     count = len(columns["labels"])
     order = np.argsort([len(ids) for ids in columns["input_ids"]], kind="stable") if by_length else np.arange(count)
-    for start in range(0, count, batch_size):
-        rows = order[start:start + batch_size]
-        batch = dict(tokenizer.pad([{k: columns[k][i] for k in keys} for i in rows], padding=True, return_tensors="np"))
-        results = {}
-        if pytorch:
-            with torch.inference_mode():
-                out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
-            results["pytorch"] = (out.start_logits.numpy(), out.end_logits.numpy())
-        results.update({name: tuple(run_outputs(sess, batch)[:2]) for name, sess in sessions.items()})
-        lengths = batch["attention_mask"].sum(axis=1)
-        for name, (starts, ends) in results.items():
-            outputs[name] += [(starts[r, :n], ends[r, :n]) for r, n in enumerate(lengths)]
+    batches = [dict(tokenizer.pad([{k: columns[k][i] for k in keys} for i in order[start:start + batch_size]],
+                                  padding=True, return_tensors="np")) for start in range(0, count, batch_size)]
+
+    def run(name: str, batch: dict) -> tuple:
+        if name != "pytorch":
+            return tuple(run_outputs(sessions[name], batch)[:2])
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        return out.start_logits.numpy(), out.end_logits.numpy()
+
+    for name in outputs:  # one runtime over every batch, then the next (text_classification/onnx.py)
+        for batch in batches:
+            starts, ends = run(name, batch)
+            outputs[name] += [(starts[r, :n], ends[r, :n]) for r, n in enumerate(batch["attention_mask"].sum(axis=1))]
     back = np.argsort(order, kind="stable")  # position of each window in the run order
     return {name: [found[k] for k in back] for name, found in outputs.items()}
 

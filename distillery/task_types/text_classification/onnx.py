@@ -71,19 +71,22 @@ def export_onnx(model: torch.nn.Module, tokenizer, path: Path, opset: int = 17) 
 
 def parity_logits(model, tokenizer, sessions: dict, frame: pd.DataFrame, max_length: int,
                   batch_size: int) -> dict[str, np.ndarray]:
-    """PyTorch and ONNX logits for every row, in batches padded to their longest row, as served."""
-    outputs: dict[str, list] = {"pytorch": [], **{name: [] for name in sessions}}
+    """PyTorch and ONNX logits for every row, in batches padded to their longest row, as served.
+
+    One runtime over every batch, then the next: taking turns batch by batch, each found the cores still held by
+    the other's spinning threads (the teacher's parity on the default test split: 40-42 s against 32 s)."""
     texts, pairs = texts_and_pairs(frame)
-    model.eval()
+    batches = []
     for start in range(0, len(frame), batch_size):
         encoded = encode_texts(tokenizer, texts[start:start + batch_size],
                                pairs[start:start + batch_size] if pairs else None, max_length)
         rows = [{key: values[i] for key, values in encoded.items()} for i in range(len(encoded["input_ids"]))]
-        batch = dict(tokenizer.pad(rows, padding=True, return_tensors="np"))
-        with torch.inference_mode():
-            outputs["pytorch"].append(model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy())
-        for name, sess in sessions.items():
-            outputs[name].append(run_session(sess, batch))
+        batches.append(dict(tokenizer.pad(rows, padding=True, return_tensors="np")))
+    model.eval()
+    with torch.inference_mode():
+        outputs = {"pytorch": [model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+                               for batch in batches]}
+    outputs.update({name: [run_session(sess, batch) for batch in batches] for name, sess in sessions.items()})
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
