@@ -207,9 +207,15 @@ def _header(path) -> "list[str] | None":
             return [str(c) for c in pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0,
                                                 encoding="utf-8-sig", encoding_errors="replace").columns]
         if suffix == ".jsonl":  # a record may leave out a key others hold: the keys of the first 1,000 records
+            from distillery.text_files import json_line
+
             with open(path, encoding="utf-8-sig", errors="replace") as lines:
-                return _json_keys(json.loads(line) for line in
-                                  itertools.islice((line for line in lines if line.strip()), 1000))
+                records = [json_line(number, line) for number, line in
+                           itertools.islice(((n, line) for n, line in enumerate(lines, 1) if line.strip()), 1000)]
+            bad = next((record for record in records if isinstance(record, str)), None)
+            if bad:  # prepare stops on it too; unsaid, it hid the columns from this check (a trial's typo passed)
+                raise ConfigError(f"{path}: {bad}")
+            return _json_keys(records)
     except ConfigError:
         raise
     except Exception:  # noqa: BLE001 - a header this cannot read is prepare's to name

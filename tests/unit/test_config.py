@@ -584,6 +584,12 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
         "columns are ['body', 'topic']); did you mean 'topic'?\n"))
     assert check("data/raw/topics.jsonl", text="text")[1].endswith(
         "data.text_column 'text' is not a column of data/raw/topics.jsonl (its columns are ['body', 'topic'])\n")
+    # trial Q: a bad line among the first 1,000 made the header unreadable, and the check passed a label typo
+    with open(tmp_path / "data/raw/broken.jsonl", "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"body": "chess", "topic": 1}) + "\n\n" + '{"body": "lava, "topic": 2}\n')
+    assert check("data/raw/broken.jsonl", label="lable") == (2, (
+        f"distillery params: error: {path}: data.source: data/raw/broken.jsonl: line 3 is not valid JSON (Expecting "
+        "',' delimiter at column 18)\n"))
     assert check("data/raw/topic.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/topic.csv "
                                               "does not exist (a Hub dataset is named hub:<id>)\n")
     assert check("hub:org/some-dataset")[0] == 0  # prepare says whether it loads
