@@ -74,7 +74,7 @@ def parity_logits(model, tokenizer, sessions: dict, frame: pd.DataFrame, max_len
     """PyTorch and ONNX logits for every row, in batches padded to their longest row, as served.
 
     One runtime over every batch, then the next: taking turns batch by batch, each found the cores still held by
-    the other's spinning threads (the teacher's parity on the default test split: 40-42 s against 32 s)."""
+    the other's spinning threads (the teacher's parity on the default test split: 43-47 s against 37-38 s)."""
     texts, pairs = texts_and_pairs(frame)
     batches = []
     for start in range(0, len(frame), batch_size):
