@@ -141,6 +141,11 @@ def check_reports_current(evaluation: dict, benchmark: dict, deployment: dict, t
                         f"{PREPARED_DIR / 'test.parquet'} holds now; run `dvc repro` (or `python -m distillery evaluate`"
                         " and the stages after it) before registering")
     deployable = root / ONNX_DIR / deployment["deployable"]
+    if deployment.get("deployable_sha256") is not None and deployable.is_file() and \
+            deployment["deployable_sha256"] != sha256_files([deployable]):
+        raise DataError(f"{ONNX_DIR / deployment['deployable']} is not the file export wrote and checked for parity "
+                        "(it changed since); run `dvc repro` (or `python -m distillery export` and the stages after "
+                        "it) before registering")
     if benchmark.get("deployable_sha256") is not None and deployable.is_file() and \
             benchmark["deployable_sha256"] != sha256_files([deployable]):
         raise DataError(f"{REPORTS_DIR / 'metrics' / 'benchmark.json'} timed another {ONNX_DIR / deployment['deployable']}"

@@ -18,7 +18,7 @@ from typing import Union
 from distillery import export_recipes
 from distillery.config import Params
 from distillery.errors import DistilleryError
-from distillery.files import atomic_dir, read_json, write_json
+from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.onnx_runtime import LAST_LAYER_KEY, disabled_optimizers, metadata, quantize_int8
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_labels, load_split
@@ -102,6 +102,8 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"],
             # the ONNX Runtime optimizers the deployed file runs without (also in its metadata, which sessions read)
             "onnxruntime_disabled_optimizers": disabled_optimizers(scratch / report["deployable"]),
+            # the file this stage checked: register refuses another in its place (changed by hand, then benchmarked)
+            "deployable_sha256": sha256_files([scratch / report["deployable"]]),
             **task.settings()})
     return report
 

@@ -1106,6 +1106,15 @@ def test_reports_of_another_test_split_or_model_file_are_refused_before_anything
         assert not (project / "mlruns").exists() or not _client(project).search_registered_models()
     for name, content in current.items():
         (metrics / f"{name}.json").write_text(json.dumps(content))
+    # trial S: the file changed by hand after export, then benchmarked by hand, was registered with the provenance
+    # of the file export wrote: export's own record of it refuses that
+    written = (project / "models/onnx/deployment.json").read_text()
+    (project / "models/onnx/deployment.json").write_text(json.dumps({**json.loads(written),
+                                                                    "deployable_sha256": "0" * 64}))
+    with pytest.raises(DataError, match=r"models/onnx/student\S*.onnx is not the file export wrote and checked for "
+                                        r"parity \(it changed since\); run `dvc repro`"):
+        stage.register(_params(project))
+    (project / "models/onnx/deployment.json").write_text(written)
     assert stage.register(_params(project))["decision"] == "promoted"
 
 

@@ -185,6 +185,9 @@ def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_in
     deployment = json.loads((tmp_path / "a/onnx/deployment.json").read_text())
     assert (deployment["deployable"], deployment["int8_deployable"]) == ("student.onnx", True)
     assert deployment["reason"] == "export.deploy is fp32"
+    from distillery.files import sha256_files  # the file it checked, for register to hold the file there to it
+
+    assert deployment["deployable_sha256"] == sha256_files([tmp_path / "a/onnx/student.onnx"])
     assert (tmp_path / "a/onnx/student.int8.onnx").is_file()  # built and reported all the same
 
     # int8 required but wrecked: the stage fails, names the setting, and writes no model
