@@ -237,7 +237,8 @@ def _run(args) -> int:
         if args.stage in REGISTRY_COMMANDS:
             from distillery.registry.commands import run_command
 
-            print(redact_uri(run_command(args.stage, args.params, args.version, args.reason, args.other_inputs)))
+            print(redact_uri(run_command(args.stage, args.params, args.version, args.reason, args.other_inputs,
+                                         args.other_labels)))
             return 0
         if args.stage == PROFILE_COMMAND:  # rewrites params.yaml: never while a pipeline run holds the lock
             from distillery.profiles import apply_profile, read_profile, summary

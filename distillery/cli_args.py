@@ -69,6 +69,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                  help="allow a version whose inputs differ from the champion's: other columns, or "
                                       "for an image model another size, fewer channels, no resizing or another pixel "
                                       "range")
+            command.add_argument("--other-labels", action="store_true",
+                                 help="allow a version answering other labels than the champion (its clients read "
+                                      "other prob_<label> columns)")
         elif name == "rollback":
             command.add_argument("--reason", default="", help="why: recorded with the rollback")
         elif name == PROFILE_COMMAND:
@@ -88,7 +91,8 @@ def parse(argv: Optional[list]) -> argparse.Namespace:
     if extra:
         option = next((e.split("=")[0] for e in extra if e.startswith("--")), None)
         _refuse(option, args.stage, parsers, f"{args.stage} does not take {' '.join(extra)} (see its --help)")
-    for option, default in (("version", None), ("reason", ""), ("other_inputs", False), ("check", False)):
+    for option, default in (("version", None), ("reason", ""), ("other_inputs", False), ("other_labels", False),
+                            ("check", False)):
         if not hasattr(args, option):
             setattr(args, option, default)
     return args

@@ -31,12 +31,13 @@ def _require_store(root: Path) -> None:
 
 
 def promote(params: Params, version: str, reason: str, root: Optional[Path] = None,
-            other_inputs: bool = False) -> dict:
+            other_inputs: bool = False, other_labels: bool = False) -> dict:
     """Manual override: make ``version`` the champion, recording who, when and why.
 
     A version whose input columns differ from the champion's (a QA model over a text classifier) would answer
     none of the requests sent to the served name: it is refused unless ``other_inputs`` says that is meant, and so
-    is a version when either side's columns are unknown."""
+    is a version when either side's columns are unknown. One answering other labels (its clients read other
+    ``prob_<label>`` columns) is refused unless ``other_labels`` says so."""
     root = (root or Path.cwd()).resolve()
     if not reason or not reason.strip():
         raise RegistryError("promote needs --reason: a manual override is recorded with its reason")
@@ -80,8 +81,13 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                     f"v{version} of {name!r} takes {ours} as champion v{current} does, but {'; '.join(said)}: "
                     f"requests sent to models:/{name}@champion would be refused or read otherwise; add "
                     f"--other-inputs if the clients change with it")
-        _require_loadable(name, str(version))
         relabelled = labels_changed(client, name, known[str(version)], known.get(current) if current else None)
+        if relabelled and not other_labels:
+            changed = relabelled["labels_changed"]
+            raise RegistryError(f"v{version} of {name!r} answers the labels {changed['to']}, champion v{current} "
+                                f"{changed['from']}: the clients of models:/{name}@champion would read other "
+                                "prob_<label> columns; add --other-labels if they change with it")
+        _require_loadable(name, str(version))
         when = stamp()
         tags = {TAG + "promoted": "manual", TAG + "promotion_reason": reason, TAG + "promoted_at": when,
                 TAG + "promoted_by": getpass.getuser()}
@@ -225,7 +231,7 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
 
 
 def run_command(command: str, params_path: str, version: Optional[str], reason: str,
-                other_inputs: bool = False) -> str:
+                other_inputs: bool = False, other_labels: bool = False) -> str:
     """``models``, ``promote <version> --reason ...`` or ``rollback``; return what to print."""
     from distillery.config import load_params
 
@@ -235,7 +241,7 @@ def run_command(command: str, params_path: str, version: Optional[str], reason: 
     if command == "promote":
         if version is None:
             raise RegistryError("promote needs a version: distillery promote <version> --reason '...'")
-        result = promote(params, version, reason, other_inputs=other_inputs)
+        result = promote(params, version, reason, other_inputs=other_inputs, other_labels=other_labels)
         if not result["changed"]:
             return f"{result['model_name']} v{result['champion']} is already the champion; " + (
                 "its rollback guard is lifted, so the gate no longer refuses it" if result.get("lifted_guard")

@@ -755,6 +755,15 @@ def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels
     assert again["version"] == "2" and [c["name"] for c in again["checks"] if not c["passed"]] == ["labels"]
     assert "missing ['negative', 'positive']" in next(c for c in again["checks"] if c["name"] == "labels")["detail"]
 
+    # By hand: refused in one line unless asked for (trial S: promoted with a note, and prob_neutral was gone)
+    with pytest.raises(RegistryError, match=r"v2 of 'distillery-student' answers the labels \['neg', 'neutral', 'pos'\], "
+                                            r"champion v1 \['negative', 'neutral', 'positive'\]: .*--other-labels"):
+        commands.promote(_params(project), "2", "renamed")
+    assert _aliases(project) == {"champion": "1", "challenger": "2"}
+    assert main(["promote", "2", "--reason", "clients renamed too", "--other-labels"]) == 0
+    assert _aliases(project)["champion"] == "2"
+    assert main(["rollback", "--reason", "back"]) == 0  # the way back is never refused
+
     # Back to the champion's labels: the same files, so the same version, still the champion.
     (project / "data/prepared/labels.json").write_text(json.dumps({"names": LABELS}))
     assert stage.register(_params(project))["decision"] == "already champion"
