@@ -37,8 +37,11 @@ def list_models(params: Params, root: Optional[Path] = None) -> dict:
                      "metrics": _test_metrics(t),
                      "retention": t.get(TAG + "retention"), "p95_ms": t.get(TAG + "p95_ms"),
                      "size_mb": t.get(TAG + "size_mb"),
-                     "gate": f"{t.get(TAG + 'gate')}, rolled back {t[TAG + 'rolled_back_at']}"
-                     if TAG + "rolled_back_at" in t else t.get(TAG + "gate"),
+                     "gate": ", ".join(filter(None, (
+                         t.get(TAG + "gate"), "promoted by hand" if t.get(TAG + "promoted") == "manual" else "",
+                         f"rolled back {t[TAG + 'rolled_back_at']}" if TAG + "rolled_back_at" in t else ""))) or None,
+                     # which test split its figures are on: versions of one split compare, of two do not
+                     "test_split": (t.get(TAG + "test_sha256") or "")[:8] or None,
                      "previous_champion": t.get(TAG + "previous_champion"), "run_id": v.run_id})
     return {"model_name": name, "tracking_uri": redact_uri(uri), "versions": rows}
 
@@ -60,17 +63,17 @@ def models_table(listing: dict) -> str:
 
     metrics = list(dict.fromkeys(name for row in listing["versions"] for name in row["metrics"])) or ["accuracy"]
     lines = [f"registered model {listing['model_name']} in {listing['tracking_uri']}", "",
-             f"| version | aliases | created | {' | '.join(metrics)} | retention | p95 ms | MB | gate |",
-             f"|---|---|---|{'---:|' * len(metrics)}---:|---:|---:|---|"]
+             f"| version | aliases | created | {' | '.join(metrics)} | retention | p95 ms | MB | gate | test split |",
+             f"|---|---|---|{'---:|' * len(metrics)}---:|---:|---:|---|---|"]
     for row in listing["versions"]:
         scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
         lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
                      f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], '.1f')} "
-                     f"| {row['gate'] or '-'} |")
+                     f"| {row['gate'] or '-'} | {row.get('test_split') or '-'} |")
     if listing.get("store") == "missing":
         lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"
-                     + " |" * (len(metrics) + 7))
+                     + " |" * (len(metrics) + 8))
     elif not listing["versions"]:
         lines.append(f"| (no versions of {listing['model_name']} in this store: run the pipeline, or check "
-                     "register.model_name) |" + " |" * (len(metrics) + 7))
+                     "register.model_name) |" + " |" * (len(metrics) + 8))
     return "\n".join(lines)

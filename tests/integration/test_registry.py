@@ -225,6 +225,12 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     assert [row["version"] for row in listing["versions"]] == ["1", "2"]
     assert listing["versions"][1]["aliases"] == ["champion"]
     assert list(listing["versions"][1]["metrics"]) == ["accuracy", "macro_f1"]  # the gate's metric first
+    # the champion by hand is said so, and each version's test split is named: v1's figures are of its first split
+    assert listing["versions"][1]["gate"] == "failed, promoted by hand"  # its last gate: rolled back
+    from distillery.files import sha256_files
+
+    first, now = (row["test_split"] for row in listing["versions"])
+    assert now == sha256_files([project / "data/prepared/test.parquet"])[:8] and len(first) == 8 and first != now
     assert commands.models_table(listing).splitlines()[2].startswith(
         "| version | aliases | created | accuracy | macro_f1 | retention |")
 
