@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pandas as pd
-import yaml
 
 from distillery.errors import DataError
 from distillery.files import sha256_files
