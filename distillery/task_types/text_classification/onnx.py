@@ -106,8 +106,8 @@ def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) ->
     max_diff = float(np.abs(logits["fp32"] - logits["pytorch"]).max())
     gate = int8_gate(metrics["pytorch"]["accuracy"], metrics["int8"]["accuracy"], cfg.int8_max_accuracy_drop,
                      row_drops=(labels["pytorch"] == references).astype(float) - (labels["int8"] == references))
-    agreement = float((labels["int8"] == labels["fp32"]).mean()) if len(references) else 1.0
-    floor = getattr(cfg, "int8_min_label_agreement", 0.0)
+    agreement = float((labels["int8"] == labels["fp32"]).mean())
+    floor = cfg.int8_min_label_agreement
     if gate["deployable"] and agreement < floor:  # a near-tied model: int8 flipped labels both ways, the mean hid it
         gate.update(deployable=False, reason=f"int8 gives the fp32 student's label on {agreement:.2%} of "
                                              f"{len(references)} rows, below export.int8_min_label_agreement = {floor}")
@@ -115,7 +115,7 @@ def parity_report(logits: dict[str, np.ndarray], references: np.ndarray, cfg) ->
         "rows": int(len(references)),
         "fp32": {"max_abs_logit_diff": max_diff, "atol": cfg.fp32_atol, "passed": max_diff <= cfg.fp32_atol,
                  "label_agreement_vs_pytorch": float((labels["fp32"] == labels["pytorch"]).mean())},
-        "int8": {"label_agreement_vs_fp32": float((labels["int8"] == labels["fp32"]).mean()),
+        "int8": {"label_agreement_vs_fp32": agreement,
                  "label_agreement_vs_pytorch": float((labels["int8"] == labels["pytorch"]).mean()),
                  "max_abs_logit_diff_vs_pytorch": float(np.abs(logits["int8"] - logits["pytorch"]).max()),
                  "accuracy": metrics["int8"]["accuracy"], "macro_f1": metrics["int8"]["macro_f1"],
