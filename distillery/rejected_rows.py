@@ -23,6 +23,15 @@ def by_reason(rejected: list[dict]) -> dict:
     return kept
 
 
+def main_reason(counts: dict) -> str:
+    """The most frequent rejection reason in words, with its count: "all <reason>" when it is every one,
+    "mostly <reason>" when it is more than half, else "most often <reason>" (one of each reason is not "mostly")."""
+    reason, n = max(counts.items(), key=lambda item: item[1])
+    total = sum(counts.values())
+    share = "all" if n == total else "mostly" if 2 * n > total else "most often"
+    return f"{share} {reason}: {n}"
+
+
 OTHER_SIZE = "image is "  # the reason's start for an image of another size than the set's (image folders)
 UNKNOWN_LABEL = "unknown label "  # the reason's start for a label outside data.labels (the label's repr follows)
 
@@ -49,8 +58,8 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
     first = [r for r in rejected if r["reason"] == reasons.index[0]][:3]  # rejected.csv is not written: name some
     named = ", ".join(f"{r['source']} {'row ' if isinstance(r['row'], int) else ''}{r['row']}" for r in first)
     raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
-                    f"rejected, more than data.max_rejected_fraction = {limit} (mostly {reasons.index[0]}: "
-                    f"{int(reasons.iloc[0])} rows, the first {named}); {hint}")
+                    f"rejected, more than data.max_rejected_fraction = {limit} ({main_reason(reasons.to_dict())} rows, the first "
+                    f"{named}); {hint}")
 
 
 def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:

@@ -15,6 +15,7 @@ out of the training split feed the transfer set. A JSON array (``.json``) and Pa
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import importlib.util
 import logging
 from pathlib import Path
@@ -24,6 +25,7 @@ import pandas as pd
 
 from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable
 from distillery.files import sha256_files
+from distillery.rejected_rows import main_reason
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
                                    is_raw_tsv, record_lines, table_options)
 
@@ -240,9 +242,8 @@ def check_training_rows_left(cleaned: dict, rejected: list[dict], where: dict) -
             mine = [r for r in rejected if r["source"] == where[split]]
             detail = ""
             if mine:
-                reasons = pd.Series([r["reason"] for r in mine], dtype=str).value_counts()
                 first = mine[0]["row"]
-                detail = (f": {len(mine)} rejected, mostly {reasons.index[0]} ({int(reasons.iloc[0])}); the first, "
+                detail = (f": {len(mine)} rejected, {main_reason(Counter(str(r['reason']) for r in mine))}; the first, "
                           f"{'row ' if isinstance(first, int) else ''}{first}: {mine[0]['reason']}")
             what = "training" if split in ("all", "train") else split
             raise DataError(f"{where[split]}: no {what} row is left after cleaning{detail}"

@@ -19,8 +19,8 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import (by_reason, check_rejected_share, drop_unkept_labels, unknown_labels,
-                                     warn_conflicting_labels)
+from distillery.rejected_rows import (by_reason, check_rejected_share, drop_unkept_labels, main_reason,
+                                     unknown_labels, warn_conflicting_labels)
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -281,10 +281,9 @@ def summary(report: dict) -> str:
         lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})")
     lines.append(f"{'transfer':>10}: {report['transfer_rows']:>6} unlabelled rows")
     reasons = report.get("rejected_by_reason") or {}
-    main = max(reasons.items(), key=lambda item: item[1]) if reasons else None
     near = sum((report.get("near_copies_dropped") or {}).values())
     return "\n".join(lines) + f"\nrejected {report['rows_rejected']}" + \
-        (f" (mostly {main[0]}: {main[1]}; every one in rejected.csv)" if main and report["rows_rejected"] else "") + \
+        (f" ({main_reason(reasons)}; every one in rejected.csv)" if reasons and report["rows_rejected"] else "") + \
         f", duplicates dropped {sum(report['duplicates_dropped'].values())}" + \
         (f", near copies dropped {near} (data.leak_check)" if near else "") + \
         (f"; {dropped['count']} misplaced gold answer(s) left out of questions that keep others (first: "

@@ -110,7 +110,7 @@ def test_max_length_beyond_the_model_positions_fails_before_training(workdir, ca
     ("one class", "has too few rows of 2 of 3 classes ('negative' 0, 'neutral' 0); split 'validation' has too few "
                   "rows of 2 of 3 classes ('negative' 0, 'neutral' 0); split 'test' has too few rows of 2 of 3 "
                   "classes ('negative' 0, 'neutral' 0); data.min_rows_per_class = 2; check the data refresh"),
-    ("mostly unknown", "108 of 120 rows (90.0%) were rejected, more than data.max_rejected_fraction = 0.5 (mostly "
+    ("mostly unknown", "108 of 120 rows (90.0%) were rejected, more than data.max_rejected_fraction = 0.5 (all "
                        "unknown label 'upbeat': 108 rows, the first tweets.csv [all] row 2, tweets.csv [all] row 3, "
                        "tweets.csv [all] row 4)"),
 ])

@@ -173,8 +173,8 @@ def test_a_training_file_whose_rows_are_all_rejected_says_so(tmp_path):
     frame = make_texts(90)
     train = frame.iloc[:60].assign(sentiment="angry")
     files = {"train": str(_csv(tmp_path, train, "train.csv")), "test": str(_csv(tmp_path, frame.iloc[60:], "test.csv"))}
-    with pytest.raises(DataError, match=r"^\S*train.csv: no training row is left after cleaning: 60 rejected, mostly "
-                                        r"unknown label 'angry' \(60\); the first, row 1: unknown label 'angry'$"):
+    with pytest.raises(DataError, match=r"^\S*train.csv: no training row is left after cleaning: 60 rejected, all "
+                                        r"unknown label 'angry': 60; the first, row 1: unknown label 'angry'$"):
         prepare(_params("unused", files=files, labels=["negative", "neutral", "positive"]), tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
 
@@ -187,8 +187,8 @@ def test_a_test_or_validation_file_whose_rows_are_all_rejected_is_an_error_not_c
              "validation": str(_csv(tmp_path, frame.iloc[60:90], "valid.csv")),
              "test": str(_csv(tmp_path, frame.iloc[90:].assign(sentiment="angry"), "test.csv"))}
     params = _params("unused", files=files, labels=["negative", "neutral", "positive"])
-    with pytest.raises(DataError, match=r"^\S*test.csv: no test row is left after cleaning: 30 rejected, mostly "
-                                        r"unknown label 'angry' \(30\); the first, row 1: unknown label 'angry'; fix the "
+    with pytest.raises(DataError, match=r"^\S*test.csv: no test row is left after cleaning: 30 rejected, all "
+                                        r"unknown label 'angry': 30; the first, row 1: unknown label 'angry'; fix the "
                                         r"file, or leave the split out of data.files \(or data.splits\) to carve it "
                                         r"from train$"):
         prepare(params, tmp_path / "prepared")

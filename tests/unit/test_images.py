@@ -132,7 +132,7 @@ def test_images_of_equally_common_sizes_are_told_to_be_resized(tmp_path):
     with pytest.raises(DataError) as refused:
         _prepare(tmp_path / "out", source=str(folder))
     message = str(refused.value)
-    assert "(mostly image is [6, 7], not [4, 5], the most common of 3 sizes (8 of 24 images): 8 rows, the first " in message
+    assert "(most often image is [6, 7], not [4, 5], the most common of 3 sizes (8 of 24 images): 8 rows, the first " in message
     assert "thirds [all] cat/1.png, " in message, message  # rejected.csv is not written: the first rows are named
     assert message.endswith("; every image must have one size: set data.image_size: [height, width] to resize each "
                             "as it is read"), message

@@ -446,8 +446,8 @@ def test_a_training_file_whose_questions_are_all_rejected_says_so(tmp_path):
     train, test = {"data": document["data"][:2]}, {"data": document["data"][2:]}
     (tmp_path / "train.json").write_text(json.dumps(train))
     (tmp_path / "test.json").write_text(json.dumps(test))
-    with pytest.raises(DataError, match=r"train.json: no training row is left after cleaning: 4 rejected, mostly the "
-                                        r"context is a number, not text \(4\); the first, data\[0\]"):
+    with pytest.raises(DataError, match=r"train.json: no training row is left after cleaning: 4 rejected, all the "
+                                        r"context is a number, not text: 4; the first, data\[0\]"):
         rows.prepare_splits(_params(source="unused", files={"train": str(tmp_path / "train.json"),
                                                             "test": str(tmp_path / "test.json")}))
 
@@ -736,7 +736,7 @@ def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main
         qa["answers"] = []
     (tmp_path / "mostly.json").write_text(json.dumps(document))
     with pytest.raises(DataError, match=r"mostly.json: 23 of 24 rows \(95.8%\) were rejected, more than "
-                                        r"data.max_rejected_fraction = 0.5 \(mostly no answer: 23 rows, the first "
+                                        r"data.max_rejected_fraction = 0.5 \(all no answer: 23 rows, the first "
                                         r"\S*mostly.json \[all\] data\[0\].paragraphs\[0\].qas\[0\] \(id s3-0-0-0\), "
                                         r".*\); SQuAD 2.0"):
         rows.prepare_splits(_params(source=str(tmp_path / "mostly.json")))
