@@ -17,6 +17,28 @@ PathLike = Union[str, Path]
 SCRATCH = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
 
 
+OWNER = ".distillery-owner"  # in a scratch directory a multi-process run shares: "<host> <pid>" of its main process
+
+
+def mark_owner(directory: PathLike) -> None:
+    """Name this process the owner of ``directory`` (shared by the processes of a launch, so not named after one
+    of them): once it is dead, :func:`sweep_scratch` removes the directory as it removes ``.tmp-<pid>`` ones."""
+    import socket
+
+    (Path(directory) / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}", encoding="utf-8")
+
+
+def _dead_owner(path: Path) -> bool:
+    """Was ``path`` marked by :func:`mark_owner` by a process of this machine that no longer runs?"""
+    import socket
+
+    try:
+        host, pid = (path / OWNER).read_text(encoding="utf-8").split()
+        return host == socket.gethostname() and int(pid) != os.getpid() and not _alive(int(pid))
+    except (OSError, ValueError):
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,8 +78,9 @@ def sweep_scratch(directory: PathLike) -> list[Path]:
     uid = os.getuid() if hasattr(os, "getuid") else None
     for path in directory.iterdir():
         match = SCRATCH.match(path.name)
-        if match and int(match.group(2)) != os.getpid() and not _alive(int(match.group(2))) and \
-                (uid is None or path.lstat().st_uid == uid):  # never another user's files (as root, in /tmp)
+        dead = (match and int(match.group(2)) != os.getpid() and not _alive(int(match.group(2)))) or \
+            (not match and path.is_dir() and not path.is_symlink() and _dead_owner(path))
+        if dead and (uid is None or path.lstat().st_uid == uid):  # never another user's files (as root, in /tmp)
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -95,7 +118,7 @@ def atomic_dir(target: PathLike) -> Iterator[Path]:
     from distillery.distributed import is_main
 
     if not is_main():  # another process of a multi-process run: it writes nothing (distillery/distributed.py)
-        with tempfile.TemporaryDirectory(prefix=f"distillery-rank-{target.name}-") as throwaway:
+        with scratch_dir(private_temp() / f"distillery-rank-{target.name}") as throwaway:  # swept if killed
             yield Path(throwaway)
         return
     scratch = _fresh_scratch(target)

@@ -17,7 +17,7 @@ from distillery import precision
 from distillery.allocator import keep_freed_blocks
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
-from distillery.files import private_temp, scratch_dir
+from distillery.files import mark_owner, private_temp, scratch_dir, sweep_scratch
 from distillery.hf import set_attention_dropout
 from distillery.losses import hidden_state_loss
 from distillery.progress import ProgressLine, progress_interval
@@ -167,7 +167,11 @@ def _checkpoint_dir():
 
     @contextlib.contextmanager
     def shared():
+        if is_main():
+            sweep_scratch(path.parent)  # the checkpoints of a killed launch
         path.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            mark_owner(path)  # one this launch leaves, killed, goes in the next sweep
         try:
             yield str(path)
         finally:
@@ -206,6 +210,11 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     """
     from transformers import PrinterCallback, set_seed
 
+    if cfg.batch_size % world_size():  # launched by hand under torchrun: params did not know the process count
+        from distillery.errors import ConfigError
+
+        raise ConfigError(f"{key}.batch_size = {cfg.batch_size} is not a multiple of this launch's {world_size()} "
+                          "processes, which share each batch: the global batch and the steps would change")
     set_attention_dropout(model, cfg.attention_dropout, f"{key}.attention_dropout")  # before the Trainer sees it
 
     _, DistillationTrainer, EpochTimer = _trainer_classes()

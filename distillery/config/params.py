@@ -54,6 +54,17 @@ class Params:
         return self
 
     @model_validator(mode="after")
+    def _batch_shared_evenly(self) -> "Params":
+        """Each of ``processes`` takes ``batch_size / processes`` rows a step: a remainder changed the global batch
+        and the steps without a word (9 over 2 processes trained at 8)."""
+        for key, cfg in (("teacher.train", self.teacher.train), ("distill.train", self.distill.train)):
+            if cfg.batch_size % cfg.processes:
+                raise not_allowed(f"the {cfg.processes} processes share the batch, so it must be a multiple of "
+                                  f"{cfg.processes} (e.g. {cfg.batch_size - cfg.batch_size % cfg.processes or cfg.processes})",
+                                  f"{key}.batch_size", cfg.batch_size)
+        return self
+
+    @model_validator(mode="after")
     def _metrics_of_the_task(self) -> "Params":
         from distillery.task_types import VALIDATION_METRICS  # names only; importing it loads no task type
 

@@ -148,6 +148,10 @@ def test_values_are_typed_and_frozen(tmp_path):
     ("register:\n  lock: postgresql:///locks\n", "register.lock = 'postgresql:///locks'", "postgresql://[user@]host"),
     ("register:\n  lock: postgresql://db:port/locks\n", "register.lock", "postgresql://[user@]host"),
     ("register:\n  lock: 5432\n", "register.lock", "expected a string"),
+    # each process takes batch_size / processes rows: 9 over 2 trained at a global batch of 8, unsaid
+    ("teacher:\n  train:\n    batch_size: 9\n    processes: 2\n", "teacher.train.batch_size = 9",
+     "the 2 processes share the batch, so it must be a multiple of 2 (e.g. 8)"),
+    ("distill:\n  train:\n    batch_size: 2\n    processes: 4\n", "distill.train.batch_size = 2", "(e.g. 4)"),
     # a password is refused, and the message does not repeat it
     ("register:\n  lock: postgresql://alice:s3cret@db:5432/locks\n", "register.lock = 'postgresql://db:5432/locks'",
      "PGPASSWORD"),

@@ -237,6 +237,62 @@ def test_scratch_in_the_temporary_directory_is_this_users_alone(tmp_path, monkey
         private_temp()
 
 
+def test_a_killed_multi_process_launchs_checkpoints_are_swept_by_the_next_run(tmp_path):
+    """Their shared directory is named after the torchrun launch, not a process, so no sweep matched it: a killed
+    2-process run left its full checkpoints in the temporary directory for good."""
+    import socket
+
+    from distillery.files import OWNER, mark_owner, sweep_scratch
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead, host = ended.pid, socket.gethostname()
+    for name, owner in (("killed", f"{host} {dead}"), ("running", f"{host} {os.getppid()}"),
+                        ("elsewhere", f"other-{host} {dead}"), ("unmarked", None)):
+        (tmp_path / name / "checkpoint-8").mkdir(parents=True)
+        if owner:
+            (tmp_path / name / OWNER).write_text(owner)
+    (tmp_path / "mine").mkdir()
+    mark_owner(tmp_path / "mine")
+    assert (tmp_path / "mine" / OWNER).read_text() == f"{host} {os.getpid()}"
+    assert sweep_scratch(tmp_path) == [tmp_path / "killed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "mine", "running", "unmarked"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_torchrun_launched_by_a_stage_dies_with_it(tmp_path):
+    """A SIGKILLed `python -m distillery train_teacher` freed the repository lock while the torchrun it launched
+    kept training; the next run took the lock and both wrote models/teacher."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    middle = subprocess.Popen([sys.executable, "-c", f"""
+import os, subprocess, sys, time
+from distillery.distributed import dies_with
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], preexec_fn=dies_with(os.getpid()))
+open({str(pid_file)!r}, "w").write(str(child.pid))
+time.sleep(120)
+"""], cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 30
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)  # running
+    middle.send_signal(signal.SIGKILL)
+    middle.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the launched process outlived the killed launcher")
+
+
 @pytest.mark.parametrize("name, refused", [("proj #1 50%?", True), ("q %20x", True), ("proj #1 50% ü", False)])
 def test_a_project_path_a_sqlite_uri_cannot_carry_is_refused(tmp_path, monkeypatch, name, refused):
     """With a "?" in the project's path the store was made as a file outside the project ("/work/p 50%" for
