@@ -1,27 +1,22 @@
 """The registered student: an MLflow pyfunc that takes raw text and returns label names and probabilities.
 
-MLflow logs this file as the model's code ("models from code") next to three artifacts: the ONNX
-model, the tokenizer's ``tokenizer.json`` and a small ``classifier.json`` (labels, max length, input
-names, padding). It imports only numpy, pandas, onnxruntime, tokenizers and mlflow, never Distillery,
-so ``mlflow models serve`` can serve it from the registry on a machine without Distillery.
+MLflow logs this file as the model's code ("models from code") next to the ONNX model, ``tokenizer.json`` and
+``classifier.json`` (labels, max length, input names, padding). It imports only numpy, pandas, onnxruntime,
+tokenizers and mlflow, never Distillery, so ``mlflow models serve`` serves it on a machine without Distillery.
 
 Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
 column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
 column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
-matched by name; other columns (an ``id``, say) are ignored. A model trained on other column names (``source_columns``
-in ``classifier.json``: ``{"text": "review"}``) reads a request holding all of them from them, as in the data file.
+matched by name; other columns (an ``id``) are ignored. A model trained on other column names (``source_columns``:
+``{"text": "review"}``) reads a request holding all of them from them.
 Called directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
-Output: a DataFrame with ``label``, ``score`` (its probability) and ``prob_<label>`` for every label,
-one row per input row, in order; no rows in, no rows out.
+Output: a DataFrame of ``label``, ``score`` (its probability), ``prob_<label>`` per label; a row per input row.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
 answers with HTTP 400) that says why: a text that is null, not a string or empty (only white space:
 ``prepare`` rejects such rows, so the model never saw one), more rows than ``max_rows`` (``classifier.json``)
 in one call, more than ``max_characters`` of text in one call, and a text that gives no tokens at all (for a
-tokenizer that adds no start or end token of its own and drops what the text holds). A text longer than
-``text_characters`` is read up to that many characters on the side the tokenizer keeps (the start, or the end
-when ``truncation_side`` is left): far more than ``max_length`` tokens take. Only such texts can be read otherwise
-than in training: one whose kept 100,000 characters hold fewer than ``max_length`` tokens (mostly white space),
-and a pair of two such texts, whose odd token goes to the side longer before the cut.
+tokenizer that adds no start or end token of its own and drops what the text holds). A text is read up to
+``text_characters`` (``classifier.json``) on the side the tokenizer keeps, far more than ``max_length`` tokens take.
 """
 from __future__ import annotations
 
@@ -238,10 +233,15 @@ class OnnxTextClassifier(PythonModel):
 
     def _as_served(self, model_input):
         """A request naming every column by the data's own name (``review``): those renamed to the served names, and a
-        column already so named (an unrelated ``text``) left out; any other request as it is."""
+        column already so named (an unrelated ``text``) left out; any other request as it is. MLflow hands a bare list
+        of texts (``{"inputs": [...]}``) to a model of two names as rows without a column: refused, naming them."""
         own, given = getattr(self, "source_columns", None), model_input
         listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
         frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given
+        if own and isinstance(frame, pd.DataFrame) and len(frame) and not len(frame.columns):
+            _refuse(f"the request names none of the columns this model reads ({', '.join(map(repr, [*own, *own.values()]))}); "
+                    f"a bare list of texts is not enough for a model of two names: name the column, e.g. "
+                    f"{{\"inputs\": {{\"{TEXT}\": [...]}}}}")
         if not own or not isinstance(frame, pd.DataFrame) or not set(own.values()) <= set(frame.columns):
             return model_input
         served = [column for column in own if column in frame.columns and column not in own.values()]

@@ -327,6 +327,13 @@ def test_records_as_in_the_data_file_are_read_from_the_column_the_model_learnt(s
     # one of the two own names is not a naming of the request: the served names are read
     assert model.predict(None, pd.DataFrame({"text": ["good", "bad"], "text_pair": ["day", "good"],
                                              "premise": ["bad", "bad"]})).equals(pairs)
+    # MLflow hands over a bare list ({"inputs": ["...", ...]}) to a model of two names as rows without a column: it
+    # said "input has columns []; name the text column 'text'", when the README's bare list was the request
+    model.pair_task, model.source_columns = False, {"text": "body"}
+    with pytest.raises(MlflowException, match=r"^the request names none of the columns this model reads \('text', "
+                                              r"'body'\); a bare list of texts is not enough for a model of two names: "
+                                              r"name the column, e.g. \{\"inputs\": \{\"text\": \[\.\.\.\]\}\}$"):
+        model.predict(None, pd.DataFrame(index=range(2)))
 
 
 def test_the_signature_hands_the_model_the_datas_own_column_names_or_the_served_ones(tmp_path):
