@@ -134,8 +134,11 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
                     TAG + "model_sha256": served_sha, TAG + "weights_sha256": weights[0], TAG + "gate": "pending",
                     TAG + "run_id": run_id, SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
                     INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
+            # an exploratory run (register.promote: false) of weights already registered leaves their record as it
+            # was: its gate, with other benchmark cells say, once marked the champion as failing (trial T)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
-                            deployment, artifacts, run_id, Path(tmp), weights)
+                            deployment, artifacts, run_id, Path(tmp), weights,
+                            record=params.register.promote or not existing)
             decision["served_process"] = served_process_memory(
                 serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
             if "peak_memory_mb" in decision["served_process"]:
@@ -168,9 +171,10 @@ def summary(result: dict) -> str:
 
 def gate(client, serving, params: Params, name: str, version: str, test: pd.DataFrame, labels: list[str], test_sha: str,
          evaluation: dict, benchmark: dict, deployment: dict, artifacts: dict, run_id: str, scratch: Path,
-         weights: list[str]) -> dict:
-    """Score the candidate on its registered files, run the checks and tag the version. The champion
-    is compared on the test rows it did not see (``distillery/registry/seen.py``), the candidate too.
+         weights: list[str], record: bool = True) -> dict:
+    """Score the candidate on its registered files, run the checks and tag the version (unless not ``record``:
+    the decision is then the run's alone). The champion is compared on the test rows it did not see
+    (``distillery/registry/seen.py``), the candidate too.
 
     Moves no alias: ``apply_decision`` does that, last."""
     # the registered version's files, read by this Distillery's serving code (never the code file the registry
@@ -237,29 +241,9 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                      rolled_back_at=rolled_back, version=version,
                      passed_over=passed_over(current, known, version, weights))
     checks, passed = verdict["checks"], verdict["passed"]
-    # "pending" first and the verdict last: a kill in between leaves a version marked as half-gated (``recover``
-    # marks it "interrupted"), never a mix of two gate runs' tags that looks complete.
-    client.set_model_version_tag(name, version, TAG + "gate", "pending")
-    set_tags(client, name, version, {
-        # full precision: a later gate compares a candidate with these, and a tie must pass
-        TAG + "test_sha256": test_sha, TAG + f"test_{primary}": repr(float(figures[primary])),
-        TAG + f"test_{secondary}": repr(float(figures[secondary])), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
-        TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
-        round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
-        LABELS_TAG: json.dumps(list(labels)), INPUTS_TAG: json.dumps(candidate["inputs"]),
-        **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
-        **{f"{TAG}gate.{c['name']}": f"{'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'fail'}: "
-           f"{c['detail']}" for c in checks}})
-    ran = {f"{TAG}gate.{c['name']}" for c in checks} | {f"{TAG}gate.failed.{c['name']}" for c in checks
-                                                          if not c["passed"]}
-    for item in checks:
-        key = f"{TAG}gate.failed.{item['name']}"
-        if not item["passed"]:
-            client.set_model_version_tag(name, version, key, f"value {item['value']} threshold {item['threshold']}")
-    for key in client.get_model_version(name, version).tags:  # a passed check's failure, or one switched off since
-        if key.startswith(f"{TAG}gate.") and key not in ran:  # (above_one_label): this gate's verdict alone
-            client.delete_model_version_tag(name, version, key)
-    client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")
+    if record:
+        record_gate(client, name, version, test_sha, figures, teacher_accuracy, candidate, deployment, run_id, checks,
+                    passed, serving.METRICS)
     if already:
         outcome, alias = ("already champion" if passed else "already champion (fails the gate now; kept)"), "champion"
     elif passed and params.register.promote:
@@ -278,3 +262,33 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
             "champion_rows": None if figures_before is None else figures_before.get("rows"),
             "champion_after": version if outcome == "promoted" else before,
             "decided_at": stamp()}
+
+
+def record_gate(client, name: str, version: str, test_sha: str, figures: dict, teacher_accuracy: float, candidate: dict,
+                deployment: dict, run_id: str, checks: list, passed: bool, metrics: tuple) -> None:
+    """Tag the version with this gate's figures and verdict. "pending" first and the verdict last: a kill in between
+    leaves a version marked as half-gated (``recover`` marks it "interrupted"), never a mix of two gate runs' tags
+    that looks complete."""
+    primary, secondary = metrics
+    p95 = candidate["p95_ms"]
+    client.set_model_version_tag(name, version, TAG + "gate", "pending")
+    set_tags(client, name, version, {
+        # full precision: a later gate compares a candidate with these, and a tie must pass
+        TAG + "test_sha256": test_sha, TAG + f"test_{primary}": repr(float(figures[primary])),
+        TAG + f"test_{secondary}": repr(float(figures[secondary])), TAG + f"teacher_{primary}": round(teacher_accuracy, 6),
+        TAG + "retention": round(candidate["retention"], 6), TAG + "p95_ms": p95, TAG + "size_mb":
+        round(candidate["size_mb"], 3), TAG + "deployable": deployment["deployable"], TAG + "run_id": run_id,
+        LABELS_TAG: json.dumps(candidate["labels"]), INPUTS_TAG: json.dumps(candidate["inputs"]),
+        **({INPUT_SPEC_TAG: json.dumps(candidate["input_spec"])} if candidate["input_spec"] is not None else {}),
+        **{f"{TAG}gate.{c['name']}": f"{'skipped' if c.get('skipped') else 'pass' if c['passed'] else 'fail'}: "
+           f"{c['detail']}" for c in checks}})
+    ran = {f"{TAG}gate.{c['name']}" for c in checks} | {f"{TAG}gate.failed.{c['name']}" for c in checks
+                                                          if not c["passed"]}
+    for item in checks:
+        key = f"{TAG}gate.failed.{item['name']}"
+        if not item["passed"]:
+            client.set_model_version_tag(name, version, key, f"value {item['value']} threshold {item['threshold']}")
+    for key in client.get_model_version(name, version).tags:  # a passed check's failure, or one switched off since
+        if key.startswith(f"{TAG}gate.") and key not in ran:  # (above_one_label): this gate's verdict alone
+            client.delete_model_version_tag(name, version, key)
+    client.set_model_version_tag(name, version, TAG + "gate", "passed" if passed else "failed")

@@ -503,6 +503,17 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     moved.rename(files)
     assert main(["promote", "2", "--reason", "the exploration won"]) == 0
     assert _aliases(project) == {"champion": "2"}
+    # an exploration of the champion's own weights whose gate fails (another benchmark cell, a stricter budget)
+    # leaves the champion's record as it was: it once marked it failed, and `rollback` then said it had failed
+    recorded = _client(project).get_model_version(NAME, "2").tags
+    explored = stage.register(_params(project, max_p95_ms=1e-6))
+    assert (explored["version"], explored["decision"]) == ("2", "already champion (fails the gate now; kept)")
+    assert [c["name"] for c in explored["checks"] if not c["passed"]] == ["latency"]
+    assert _client(project).get_model_version(NAME, "2").tags == recorded and _aliases(project) == {"champion": "2"}
+    update_params(project / "params.yaml", **{"register.promote": True})  # a real run records its gate
+    assert stage.register(load_params(project / "params.yaml"))["decision"] == \
+        "already champion (fails the gate now; kept)"
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.gate"] == "failed"
 
 
 def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_flips_the_champion(project, tiny_bert,
