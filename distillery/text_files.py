@@ -233,10 +233,11 @@ def check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
 
 def check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
     """A TSV field holds a tab only inside quotes. A text that merely starts with a quote opens such a field,
-    which runs to the next quote, lines later: those lines would become one row, silently."""
+    which runs to the next quote, lines later: those lines would become one row, silently. Such a field holds a
+    tab and a line break; one quoted whole on its line (pandas writes a text with a tab so) is read as written."""
     for column in frame.columns:
-        values = frame[column]
-        joined = values[values.astype(str).str.contains("\t", regex=False) & values.notna()]
+        values = frame[column].astype(str)
+        joined = values[values.str.contains("\t", regex=False) & values.str.contains("[\r\n]") & frame[column].notna()]
         if len(joined):
             row = int(joined.index[0]) + 1
             raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "

@@ -502,6 +502,11 @@ def test_a_tsv_text_opening_with_a_quote_is_named_not_joined_to_the_next_lines(t
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"quotes.tsv: row 2 \(column 'text'\) holds a tab: a quote"):
         sources.read_file(path)
+    # a text holding a tab, quoted whole as pandas and spreadsheets write it, is read as written (it was refused)
+    frame = pd.DataFrame({"text": ["broken screen\tdefect", "fine"], "sentiment": ["negative", "positive"]})
+    frame.to_csv(path, sep="\t", index=False)
+    assert '"broken screen\tdefect"' in path.read_text(encoding="utf-8")
+    assert sources.read_file(path)["text"].tolist() == ["broken screen\tdefect", "fine"]
 
 
 @pytest.mark.parametrize("suffix, separator", [(".csv", ","), (".tsv", "\t")])
