@@ -7,7 +7,7 @@
   deployment also has a concurrency limit of one (see flows/deploy.py), so a second run requested
   through Prefect waits in ``AwaitingConcurrencySlot`` before it starts; the lock covers runs
   started any other way (a second deployment, ``python -m flows.pipeline`` in a shell).
-- ``notify_failure``: the flow's ``on_failure`` hook. It logs the failed stage and its error and,
+- ``notify_failure``: the flow's ``on_failure`` hook (``notify_crash``, its ``on_crashed`` one). It logs the failed stage and its error and,
   when ``DISTILLERY_APPRISE_URL`` is set, sends them through Apprise (any of its URL schemes:
   ``slack://``, ``mailto://``, ``json://`` ...).
 """
@@ -68,14 +68,27 @@ def send_notification(url: str, title: str, body: str) -> bool:
 
 def notify_failure(flow, flow_run, state, apprise_url: Optional[str] = None) -> None:
     """``on_failure`` hook: log the failed stage and its error; notify through Apprise if configured."""
+    stage, error = failed_stage(state)
+    _notify(flow, flow_run, state, f"Distillery run {flow_run.name} failed at stage {stage}", error, apprise_url)
+
+
+def notify_crash(flow, flow_run, state, apprise_url: Optional[str] = None) -> None:
+    """``on_crashed`` hook, which the worker runs when the flow run's process is gone (killed for memory, the
+    machine restarted): the run failed without a failed stage, and nobody was told."""
+    _notify(flow, flow_run, state, f"Distillery run {flow_run.name} crashed",
+            f"{(state.message or 'the flow run process ended without a result').rstrip('.')}; its logs say which stage was "
+            "running. The next run puts back params.yaml and the outputs if the run had overrides "
+            "(python -m flows.recover does it without a run)", apprise_url)
+
+
+def _notify(flow, flow_run, state, title: str, error: str, apprise_url: Optional[str]) -> None:
     from prefect.logging.loggers import flow_run_logger
 
     from distillery.tracking import redact_uri
 
     logger = flow_run_logger(flow_run, flow)
-    stage, error = failed_stage(state)
     error = redact_uri(error)  # a tracking URI's credentials never reach a log line or a notification
-    title = redact_uri(f"Distillery run {flow_run.name} failed at stage {stage}")
+    title = redact_uri(title)
     logger.error("%s: %s", title, error)
     url = apprise_url or os.environ.get(APPRISE_URL_ENV)
     if not url:

@@ -28,7 +28,7 @@ from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
 from distillery.config import load_params, load_schedule  # noqa: E402
 from distillery.errors import ConfigError, DistilleryError  # noqa: E402
-from flows.operations import notify_failure, repository_lock  # noqa: E402
+from flows.operations import notify_crash, notify_failure, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from distillery.tracking import STAGES_RAN_ENV  # noqa: E402
@@ -131,7 +131,7 @@ def _timeouts(root: Path, stages: list[str]) -> dict[str, float]:
     return {stage: schedule.timeout_seconds(stage) for stage in stages}
 
 
-@flow(name="distillery-pipeline", log_prints=True, on_failure=[notify_failure])
+@flow(name="distillery-pipeline", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_crash])
 def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
              overrides: Optional[dict[str, Any]] = None) -> dict:
     """Bring every stage up to date, in order, and summarise the run.

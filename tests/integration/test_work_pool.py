@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from conftest import dvc, make_project, run_stages_in_process, write_params
 from flows.deploy import deployment_name, resource_id
-from servers import BIN, env_with_venv, free_port, run_summary, running
+from servers import BIN, env_with_venv, free_port, json_receiver, run_summary, running
 
 POOL = "distillery-test-pool"
 BUILT_HERE = "benchmark"  # the project fixture runs the stages up to this one in the test process
@@ -71,7 +71,14 @@ def project(tmp_path_factory, tiny_bert):
 
 
 @pytest.fixture(scope="module")
-def workers(server, project):
+def receiver():
+    """Where the workers' flow runs send their failure notifications: (a json:// URL, the bodies received)."""
+    with json_receiver() as received:
+        yield received
+
+
+@pytest.fixture(scope="module")
+def workers(server, project, receiver):
     """Two workers polling the pool, one flow run at a time each; yields their log files."""
     with contextlib.ExitStack() as stack:
         logs = []
@@ -79,7 +86,7 @@ def workers(server, project):
             log = project.parent / f"{name}.log"
             stack.enter_context(running(
                 [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--limit", "1",
-                 "--name", name], None, log, env=dict(server), ready_text="started",
+                 "--name", name], None, log, env={**server, "DISTILLERY_APPRISE_URL": receiver[0]}, ready_text="started",
                 stop_grace_s=3))  # an idle worker waits out 20 s of SIGTERM: its runs are over, nothing to keep
             logs.append(log)
         yield logs
@@ -206,3 +213,36 @@ def test_kd_gain_and_sweep_fan_out_over_two_workers(server, client, project, wor
     assert [(c["alpha"], c["temperature"]) for c in result["cells"]] == [(0.5, 2.0)]
     assert len(client.read_flow_runs(deployment_filter=DeploymentFilter(
         id=DeploymentFilterId(any_=[deployment.id])))) == 2  # no new run of the sweep-run deployment
+
+
+def test_a_run_whose_process_is_killed_is_notified_as_crashed(server, client, project, workers, receiver):
+    """The worker marked a run Crashed when its process was killed (for memory, say), and no notification was sent:
+    the flow had an on_failure hook only. The worker runs on_crashed hooks."""
+    import psutil
+
+    deployment = client.read_deployment_by_name(f"distillery-pipeline/{deployment_name(project)}")
+    receiver[1].clear()
+    run = client.create_flow_run_from_deployment(deployment.id, parameters={
+        "project_dir": str(project), "overrides": {"benchmark.runs": 11}})  # benchmark and register run again
+    engine, deadline = None, time.monotonic() + 120
+    while engine is None and time.monotonic() < deadline:
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("PREFECT__FLOW_RUN_ID") == str(run.id) and \
+                        any("repro" in child.cmdline() for child in process.children(recursive=True)):  # dvc repro
+                    engine = process
+                    break
+        time.sleep(0.5)
+    assert engine is not None, "the flow run never reached a stage"
+    for process in [*engine.children(recursive=True), engine]:  # as the kernel's OOM killer would, the lot
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert _wait_final(client, run.id, timeout=120).state.is_crashed()
+    deadline = time.monotonic() + 60
+    while not receiver[1] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert receiver[1], "no notification of the crashed run"
+    assert receiver[1][0]["title"] == f"Distillery run {client.read_flow_run(run.id).name} crashed", receiver[1]
+    recovered = subprocess.run([sys.executable, "-m", "flows.recover"], cwd=project, env=server, capture_output=True,
+                               text=True, timeout=120)
+    assert recovered.returncode == 0 and "put back" in recovered.stdout, recovered.stdout + recovered.stderr

@@ -433,6 +433,27 @@ def test_failure_hook_sends_an_apprise_notification():
     assert "tracking server unreachable" in received[0]["message"]
 
 
+def test_a_crashed_run_is_notified_too():
+    """A flow run whose process was killed (for memory, say) was marked Crashed by the worker, and nobody was told:
+    only on_failure had a hook. The worker runs the flow's on_crashed hooks."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from flows.operations import notify_crash
+    from flows.pipeline import pipeline
+    from servers import json_receiver
+
+    assert pipeline.on_crashed_hooks == [notify_crash]
+    flow_run = FlowRun(name="calm-fox", flow_id=uuid4())
+    with json_receiver() as (url, received), temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+        notify_crash(SimpleNamespace(name="distillery-pipeline"), flow_run,
+                     _state(None, "Flow run process exited with non-zero status code -9.", "Crashed"), apprise_url=url)
+    assert received and received[0]["title"] == "Distillery run calm-fox crashed"
+    assert received[0]["message"].startswith("Flow run process exited with non-zero status code -9; its logs say")
+
+
 # --- the deployment and the summary ----------------------------------------------------------
 
 def test_deployment_has_schedule_trigger_and_a_concurrency_limit_of_one(tmp_path):
