@@ -80,8 +80,10 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
                 "those classes there, or lower data.min_rows_per_class".format(
                     "it" if len(short_splits) == 1 else "them"))
     elif total < 2000:
-        hint = (f"; with {total:,} rows in all, a small dataset, give the smaller splits more rows "
-                "(data.split_fractions) or lower data.min_rows_per_class")
+        over = sum(sum(counts.values()) - len(splits[s]) for s, counts in (capped or {}).items() if s in splits)
+        hint = (f"; with {total:,} rows in all" + (f" ({over:,} more before data.max_samples)" if over > 0
+                                                   else ", a small dataset") +
+                ", give the smaller splits more rows (data.split_fractions) or lower data.min_rows_per_class")
     else:
         hint = ""
     raise DataError(f"{description}: {'; '.join(problems)}; data.min_rows_per_class = {min_rows}; check the "

@@ -1,10 +1,8 @@
-"""The ``prepare`` stage: read the source, check rows through the task type, drop duplicates, split,
-and write Parquet splits.
+"""The ``prepare`` stage: read the source, check rows through the task type, drop duplicates, split, write Parquet.
 
-Outputs (``data/prepared/``): ``{train,validation,test}.parquet`` in the task type's columns (for
-text classification ``text`` (, ``text_pair``), ``label`` as an int id); ``transfer.parquet``
-(unlabelled inputs, maybe empty); ``labels.json``; ``data_report.json``; ``rejected.csv`` (every
-dropped row and why).
+Outputs (``data/prepared/``): ``{train,validation,test}.parquet`` in the task type's columns (text classification:
+``text`` (, ``text_pair``), ``label`` as an int id); ``transfer.parquet`` (unlabelled inputs, maybe empty);
+``labels.json``; ``data_report.json``; ``rejected.csv`` (every dropped row and why).
 """
 from __future__ import annotations
 
@@ -161,6 +159,8 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
     if declared is None and hasattr(rows, "check_number_spellings"):  # a Hub ClassLabel's integers index its names
         rows.check_number_spellings(frames, cfg, where)
     if len(names) < 2:
+        if not any(len(frame) for frame in frames.values()):  # it said "found 0 label value(s) []"
+            raise DataError(f"{description}: no data rows (an empty file, or a header alone)")
         lists = sum(int(rows.not_scalar(f[cfg.label_column]).sum()) for f in frames.values()) \
             if hasattr(rows, "not_scalar") else 0
         raise DataError(f"{description}: found {len(names)} label value(s) {names} in data.label_column "
@@ -270,15 +270,16 @@ def _write(out_dir: Union[str, Path], splits: dict, transfer: pd.DataFrame, name
 
 def summary(report: dict) -> str:
     """One line per split: row count and class balance, for the CLI."""
-    lines = []
-    if "class_counts" not in report:  # a task without classes (extractive QA): rows and articles per split
-        articles = report.get("articles", {})
-        lines = [f"{split:>10}: {n:>6} rows" + (f" ({articles[split]} articles)" if split in articles else "")
-                 for split, n in report["rows"].items()]
+    articles = report.get("articles", {})  # a task without classes (extractive QA): rows and articles per split
+    lines = [] if "class_counts" in report else [
+        f"{split:>10}: {n:>6} rows" + (f" ({articles[split]} articles)" if split in articles else "")
+        for split, n in report["rows"].items()]
     for split, counts in report.get("class_counts", {}).items():
         total = sum(counts.values()) or 1
         balance = ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
-        lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})")
+        over = (report.get("rows_over_cap") or {}).get(split)  # a file of the user's own cut short: say so
+        lines.append(f"{split:>10}: {report['rows'][split]:>6} rows ({balance})" +
+                     (f", capped by data.max_samples.{split} ({over:,} more)" if over else ""))
     lines.append(f"{'transfer':>10}: {report['transfer_rows']:>6} unlabelled rows")
     reasons = report.get("rejected_by_reason") or {}
     near = sum((report.get("near_copies_dropped") or {}).values())

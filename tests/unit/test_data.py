@@ -234,6 +234,17 @@ def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
     assert "split 'validation' has too few rows" in str(raised.value)
     assert str(raised.value).endswith("a small dataset, give the smaller splits more rows (data.split_fractions) or "
                                       "lower data.min_rows_per_class"), str(raised.value)
+    # small only because data.max_samples cut it: said so (a trial's 3,020 rows were called "1,800 rows in all, a
+    # small dataset")
+    from distillery.class_checks import check_classes
+    from distillery.prepared import LABEL
+
+    splits = {"train": pd.DataFrame({LABEL: [0] * 10 + [1]}), "test": pd.DataFrame({LABEL: [0, 0, 1]})}
+    with pytest.raises(DataError) as raised:
+        check_classes(splits, ["a", "b"], 2, "data.csv", capped={"train": {0: 500, 1: 1}})
+    assert str(raised.value).endswith("; with 14 rows in all (490 more before data.max_samples), give the smaller "
+                                      "splits more rows (data.split_fractions) or lower data.min_rows_per_class"), \
+        str(raised.value)
 
 
 def test_a_source_that_data_files_overrides_is_named_as_not_read(tmp_path, capsys):
@@ -943,6 +954,15 @@ def test_a_class_of_one_row_leaves_the_other_classes_stratified_and_is_the_one_n
     assert "split 'validation' has too few rows of 1 of 13 classes ('sarcastic' 0)" in message, message
 
 
+def test_a_file_of_a_header_alone_is_said_to_have_no_rows(tmp_path):
+    """It said "found 0 label value(s) [] in data.label_column 'sentiment'; classification needs two or more"."""
+    path = tmp_path / "empty.csv"
+    path.write_text("text,sentiment\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^\S*empty.csv: no data rows \(an empty file, or a header alone\)$"):
+        prepare(_params(path), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
 def test_multi_label_rows_are_refused_saying_so(tmp_path):
     frame = make_texts(60)
     frame["sentiment"] = [["positive", "neutral"] if i % 2 else ["negative"] for i in range(60)]
@@ -983,7 +1003,7 @@ def test_a_short_class_is_blamed_on_its_cause_a_rare_label_or_the_row_cap(tmp_pa
     with pytest.raises(DataError) as refused:
         prepare(_params(rare, min_rows_per_class=7, max_samples={"train": None, "validation": 40, "test": None}),
                 tmp_path / "prepared")
-    assert "data.max_samples" not in str(refused.value)
+    assert "data.max_samples caps" not in str(refused.value) and "raise" not in str(refused.value)
 
 
 def test_a_declared_class_with_no_row_or_one_spelled_apart_by_one_file_is_named(tmp_path):

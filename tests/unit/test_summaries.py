@@ -239,7 +239,10 @@ def test_prepare_summary_names_the_main_rejection_and_the_near_copies():
     assert prepare_summary(report).splitlines()[-1] == (
         "rejected 299 (mostly unknown label '5': 297; every one in rejected.csv), duplicates dropped 0, near copies "
         "dropped 6 (data.leak_check)")
-    spread = {**report, "rows_rejected": 3, "near_copies_dropped": {},
+    capped = {**report, "rows_over_cap": {"train": 1200}}  # a user's own file cut short is said
+    assert prepare_summary(capped).splitlines()[0] == "     train:     10 rows (a 50%, b 50%), capped by " \
+        "data.max_samples.train (1,200 more)"
+    spread = {**report, "rows_over_cap": {}, "rows_rejected": 3, "near_copies_dropped": {},
               "rejected_by_reason": {"empty text": 1, "missing label": 1, "unknown label '5'": 1}}
     assert prepare_summary(spread).splitlines()[-1] == (  # one of each reason is not "mostly" one of them
         "rejected 3 (most often empty text: 1; every one in rejected.csv), duplicates dropped 0")
