@@ -954,6 +954,18 @@ def test_a_class_of_one_row_leaves_the_other_classes_stratified_and_is_the_one_n
     assert "split 'validation' has too few rows of 1 of 13 classes ('sarcastic' 0)" in message, message
 
 
+def test_labels_that_differ_only_in_case_are_two_classes_and_a_warning(tmp_path, capsys):
+    """A trial's "Billing issue" and "billing issue" became 24 classes of 12 without a word."""
+    frame = make_texts(90)
+    frame["sentiment"] = frame["sentiment"].replace({"positive": "Positive"})
+    frame.loc[frame.index % 9 == 0, "sentiment"] = "positive"
+    prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared")
+    assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == \
+        ["Positive", "negative", "neutral", "positive"]
+    assert "prepare: warning: labels that differ only in case or spacing are separate classes: 'Positive' and " \
+        "'positive'; if they are one class" in capsys.readouterr().err
+
+
 def test_a_file_of_a_header_alone_is_said_to_have_no_rows(tmp_path):
     """It said "found 0 label value(s) [] in data.label_column 'sentiment'; classification needs two or more"."""
     path = tmp_path / "empty.csv"

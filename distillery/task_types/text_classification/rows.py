@@ -6,6 +6,7 @@ the prepared splits come out identical, nothing after it.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from decimal import Decimal
 from typing import Union
@@ -173,7 +174,17 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
         column = frame[cfg.label_column]
         values.update(label_keys(column[~not_scalar(column) & ~no_label(column, inferred=True)]))
     numeric = all(_DECIMAL.fullmatch(v) for v in values)
-    return sorted(values, key=Decimal if numeric else None)  # 2 before 10
+    names = sorted(values, key=Decimal if numeric else None)  # 2 before 10
+    twins: dict = {}
+    for name in names:  # "Billing issue" and "billing issue": two classes, as documented, but likely one meant
+        twins.setdefault(" ".join(name.casefold().split()), []).append(name)
+    alike = [spellings for spellings in twins.values() if len(spellings) > 1]
+    if alike:
+        print(f"prepare: warning: labels that differ only in case or spacing are separate classes: "
+              f"{'; '.join(' and '.join(map(repr, s)) for s in alike[:3])}{' ...' if len(alike) > 3 else ''}; if they "
+              "are one class, write them alike in the data (or declare data.labels, which rejects the other "
+              "spellings, each row named in rejected.csv)", file=sys.stderr, flush=True)
+    return names
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
