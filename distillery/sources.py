@@ -287,4 +287,7 @@ def read_texts(source: str, text_column: str, split: str, hub_config: Union[str,
     if text_column not in frame.columns:
         raise DataError(f"{source}: transfer-set text column {text_column!r} not found; columns: "
                         f"{[c for c in frame.columns if c != '_row']}")
+    if not len(frame):  # a broken export: the distilled student would have trained on labels alone, unsaid
+        raise DataError(f"{source}: the transfer set (distill.transfer_set.source) has no rows (an empty file, or "
+                        "a header alone); give it rows, or set the source to none")
     return frame

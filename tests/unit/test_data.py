@@ -301,6 +301,13 @@ def test_transfer_set_from_file_excludes_labelled_texts(tmp_path):
     # a blank line, which CSV readers skip: 31 rows read, one of them blank text
     assert report["transfer_source_rows"] == {"read": 31, "dropped": {
         "empty or not text": 1, "repeated": 1, "also in a labelled split": 10, "over distill.transfer_set.max_rows": 2}}
+    # a transfer file of a header alone (a broken export): "transfer: 0 unlabelled rows", the student distilled on
+    # its labels alone, without a word
+    extra.iloc[:0].to_csv(transfer_file, index=False)
+    with pytest.raises(DataError, match=r"extra.csv: the transfer set \(distill.transfer_set.source\) has no rows \(an "
+                                        r"empty file, or a header alone\); give it rows, or set the source to none$"):
+        prepare(_params(source, transfer=TransferSetConfig(source=str(transfer_file), text_column="body")),
+                tmp_path / "prepared-again")
 
 
 def test_single_class_is_refused(tmp_path):
