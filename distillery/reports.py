@@ -217,7 +217,7 @@ def benchmark_table(results: dict) -> str:
         ci = c.get("p50_ci95_ms")
         ci_text = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"
         rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
-                    f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {m['size_mb']:.1f} | "
+                    f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {megabytes(m['size_mb'])} | "
                     f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
     grid = results["grid"]
     method = ""
@@ -265,7 +265,7 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in results["models"].items():
             c = m["cells"][cell]
-            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {m['size_mb']:.1f} | "
+            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {megabytes(m['size_mb'])} | "
                         f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
         lines.append(f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "

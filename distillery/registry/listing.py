@@ -61,6 +61,14 @@ def models_table(listing: dict) -> str:
         except (TypeError, ValueError):
             return "-"
 
+    def mb(value) -> str:
+        from distillery.reports import megabytes
+
+        try:
+            return megabytes(float(value))
+        except (TypeError, ValueError):
+            return "-"
+
     metrics = list(dict.fromkeys(name for row in listing["versions"] for name in row["metrics"])) or ["accuracy"]
     lines = [f"registered model {listing['model_name']} in {listing['tracking_uri']}", "",
              f"| version | aliases | created | {' | '.join(metrics)} | retention | p95 ms | MB | gate | test split |",
@@ -68,7 +76,7 @@ def models_table(listing: dict) -> str:
     for row in listing["versions"]:
         scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
         lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
-                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], '.1f')} "
+                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {mb(row['size_mb'])} "
                      f"| {row['gate'] or '-'} | {row.get('test_split') or '-'} |")
     if listing.get("store") == "missing":
         lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"

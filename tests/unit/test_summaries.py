@@ -13,6 +13,17 @@ def test_a_tiny_models_added_memory_is_under_one_mb_not_zero():
     assert [memory(mb) for mb in (0.0, 0.4, 1.0, 412.6)] == ["<1", "<1", "1", "413"]
 
 
+def test_the_registry_listing_gives_a_tiny_models_size_not_zero():
+    """`distillery models` printed a 0.0175 MB model as 0.0 MB (the benchmark table too)."""
+    from distillery.registry.listing import models_table
+
+    rows = [{"version": str(i), "aliases": [], "created": "-", "metrics": {"accuracy": 0.5}, "retention": 1.0,
+             "p95_ms": 1.0, "size_mb": size, "gate": "passed", "test_split": "abcd1234"}
+            for i, size in enumerate((0.0175, 55.43, None), 1)]
+    table = models_table({"model_name": "m", "tracking_uri": "sqlite:///x.db", "versions": rows})
+    assert [line.split(" | ")[6] for line in table.splitlines()[4:]] == ["0.0175", "55.4", "-"]
+
+
 def test_register_summary_without_a_champion_says_so():
     result = {"checks": [{"passed": False, "detail": "retention 0.90 < 0.97"}], "model_name": "students",
               "version": "1", "decision": "rejected", "alias": "challenger", "champion_after": None,
