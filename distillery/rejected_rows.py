@@ -58,8 +58,8 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
     first = [r for r in rejected if r["reason"] == reasons.index[0]][:3]  # rejected.csv is not written: name some
     named = ", ".join(f"{r['source']} {'row ' if isinstance(r['row'], int) else ''}{r['row']}" for r in first)
     raise DataError(f"{description}: {len(rejected)} of {rows_read} rows ({len(rejected) / rows_read:.1%}) were "
-                    f"rejected, more than data.max_rejected_fraction = {limit} ({main_reason(reasons.to_dict())} rows, the first "
-                    f"{named}); {hint}")
+                    f"rejected, more than data.max_rejected_fraction = {limit} ({main_reason(reasons.to_dict())} "
+                    f"rows, the first {named}); {hint}")
 
 
 def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:

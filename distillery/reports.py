@@ -265,7 +265,8 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in results["models"].items():
             c = m["cells"][cell]
-            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | {megabytes(m['size_mb'])} | "
+            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | "
+                        f"{megabytes(m['size_mb'])} | "
                         f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
         lines.append(f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "

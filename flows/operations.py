@@ -7,7 +7,8 @@
   deployment also has a concurrency limit of one (see flows/deploy.py), so a second run requested
   through Prefect waits in ``AwaitingConcurrencySlot`` before it starts; the lock covers runs
   started any other way (a second deployment, ``python -m flows.pipeline`` in a shell).
-- ``notify_failure``: the flow's ``on_failure`` hook (``notify_crash``, its ``on_crashed`` one). It logs the failed stage and its error and,
+- ``notify_failure``: the flow's ``on_failure`` hook (``notify_crash``: its ``on_crashed`` one, run by the worker
+  when the run's process is gone). It logs the failed stage and its error and,
   when ``DISTILLERY_APPRISE_URL`` is set, sends them through Apprise (any of its URL schemes:
   ``slack://``, ``mailto://``, ``json://`` ...).
 """
@@ -75,9 +76,9 @@ def notify_failure(flow, flow_run, state, apprise_url: Optional[str] = None) -> 
 def notify_crash(flow, flow_run, state, apprise_url: Optional[str] = None) -> None:
     """``on_crashed`` hook, which the worker runs when the flow run's process is gone (killed for memory, the
     machine restarted): the run failed without a failed stage, and nobody was told."""
+    ended = (state.message or "the flow run process ended without a result").rstrip(".")
     _notify(flow, flow_run, state, f"Distillery run {flow_run.name} crashed",
-            f"{(state.message or 'the flow run process ended without a result').rstrip('.')}; its logs say which stage was "
-            "running. The next run puts back params.yaml and the outputs if the run had overrides "
+            f"{ended}; its logs say which stage was running. The next run puts back params.yaml and the outputs if the run had overrides "
             "(python -m flows.recover does it without a run)", apprise_url)
 
 

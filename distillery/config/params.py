@@ -59,9 +59,9 @@ class Params:
         and the steps without a word (9 over 2 processes trained at 8)."""
         for key, cfg in (("teacher.train", self.teacher.train), ("distill.train", self.distill.train)):
             if cfg.batch_size % cfg.processes:
+                near = cfg.batch_size - cfg.batch_size % cfg.processes or cfg.processes
                 raise not_allowed(f"the {cfg.processes} processes share the batch, so it must be a multiple of "
-                                  f"{cfg.processes} (e.g. {cfg.batch_size - cfg.batch_size % cfg.processes or cfg.processes})",
-                                  f"{key}.batch_size", cfg.batch_size)
+                                  f"{cfg.processes} (e.g. {near})", f"{key}.batch_size", cfg.batch_size)
         return self
 
     @model_validator(mode="after")

@@ -239,9 +239,9 @@ class OnnxTextClassifier(PythonModel):
         listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
         frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given
         if own and isinstance(frame, pd.DataFrame) and len(frame) and not len(frame.columns):
-            _refuse(f"the request names none of the columns this model reads ({', '.join(map(repr, [*own, *own.values()]))}); "
-                    f"a bare list of texts is not enough for a model of two names: name the column, e.g. "
-                    f"{{\"inputs\": {{\"{TEXT}\": [...]}}}}")
+            names = ", ".join(map(repr, [*own, *own.values()]))
+            _refuse(f"the request names none of the columns this model reads ({names}); a bare list of texts is not "
+                    f"enough for a model of two names: name the column, e.g. {{\"inputs\": {{\"{TEXT}\": [...]}}}}")
         if not own or not isinstance(frame, pd.DataFrame) or not set(own.values()) <= set(frame.columns):
             return model_input
         served = [column for column in own if column in frame.columns and column not in own.values()]

@@ -86,7 +86,8 @@ def workers(server, project, receiver):
             log = project.parent / f"{name}.log"
             stack.enter_context(running(
                 [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--limit", "1",
-                 "--name", name], None, log, env={**server, "DISTILLERY_APPRISE_URL": receiver[0]}, ready_text="started",
+                 "--name", name], None, log, env={**server, "DISTILLERY_APPRISE_URL": receiver[0]},
+                ready_text="started",
                 stop_grace_s=3))  # an idle worker waits out 20 s of SIGTERM: its runs are over, nothing to keep
             logs.append(log)
         yield logs
