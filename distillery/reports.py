@@ -215,7 +215,7 @@ def benchmark_table(results: dict) -> str:
         c = m["cells"][cell]
         f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
         ci = c.get("p50_ci95_ms")
-        ci_text = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"
+        ci_text = (f"{ci[0]:.2f}-{ci[1]:.2f}" + ("*" if c["runs"] < 6 else "")) if ci else "n/a"
         rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
                     f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {megabytes(m['size_mb'])} | "
                     f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
@@ -233,7 +233,10 @@ def benchmark_table(results: dict) -> str:
                   f"interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
                   f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait policy "
                   f"{grid.get('omp_wait_policy', 'unset')}). Runs per model by cell: {'; '.join(stops)}. "
-                  "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100: a tail of one or two runs.")
+                  "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100 (a tail of one or two runs), "
+                  "and a p50 interval from fewer than 6 runs: their range, which holds the median with probability "
+                  "1 - 2/2^runs, under 95%. The intervals take the runs as they came; a cell stopped once they were "
+                  "narrow enough, so they are a guide, not an exact 95%.")
     runs = head.get("bootstrap", {}).get("runs")
     if runs and head["bootstrap"].get("unit") == "rounds":
         boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of the "

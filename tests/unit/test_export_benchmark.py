@@ -628,6 +628,9 @@ def test_benchmark_structure_on_tiny_models(workspace, monkeypatch):
     assert "student_onnx_int8" in table and "95% CI" in table
     assert f"| {max(len(t) for t in recorded[1].values())} |" in table  # the runs column
     assert f"{results['models']['student_onnx_int8']['cells']['b1_s32']['p99_ms']:.2f}*" in table  # < 100 runs
+    int8 = results["models"]["student_onnx_int8"]["cells"]["b1_s32"]  # under 6 runs the interval is their range,
+    low, high = int8["p50_ci95_ms"]  # which holds the median with probability 1 - 2/2^n only: marked
+    assert (f"| {low:.2f}-{high:.2f}* |" in table) == (int8["runs"] < 6), (int8["runs"], table)
 
 
 def test_benchmark_sessions_sleep_between_runs(workspace):
