@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from distillery.errors import DataError
+from distillery.sources import main_reason
 from distillery.prepared import LABEL
 
 REASONS_KEPT = 20  # the data report names this many reasons; an unknown label is a reason of its own per label
@@ -21,15 +22,6 @@ def by_reason(rejected: list[dict]) -> dict:
     if len(counts) > REASONS_KEPT:
         kept[OTHER_REASONS] = int(counts.iloc[REASONS_KEPT:].sum())  # one key whatever the count: metrics diff
     return kept
-
-
-def main_reason(counts: dict) -> str:
-    """The most frequent rejection reason in words, with its count: "all <reason>" when it is every one,
-    "mostly <reason>" when it is more than half, else "most often <reason>" (one of each reason is not "mostly")."""
-    reason, n = max(counts.items(), key=lambda item: item[1])
-    total = sum(counts.values())
-    share = "all" if n == total else "mostly" if 2 * n > total else "most often"
-    return f"{share} {reason}: {n}"
 
 
 OTHER_SIZE = "image is "  # the reason's start for an image of another size than the set's (image folders)

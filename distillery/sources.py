@@ -25,7 +25,6 @@ import pandas as pd
 
 from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable
 from distillery.files import sha256_files
-from distillery.rejected_rows import main_reason
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
                                    is_raw_tsv, record_lines, table_options)
 
@@ -36,6 +35,13 @@ BUNDLED_CORPORA = {
 STREAM_THRESHOLD_BYTES = 64 * 2**20  # larger CSV/TSV/JSONL files are streamed in chunks
 CHUNK_ROWS = 50_000
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def main_reason(counts: dict) -> str:
+    """The most frequent rejection reason with its count: "all", "mostly" (over half) or "most often" <reason>."""
+    reason, n = max(counts.items(), key=lambda item: item[1])
+    share = "all" if n == sum(counts.values()) else "mostly" if 2 * n > sum(counts.values()) else "most often"
+    return f"{share} {reason}: {n}"
 
 
 def shown_columns(columns: list, limit: int = 20) -> str:
@@ -243,8 +249,8 @@ def check_training_rows_left(cleaned: dict, rejected: list[dict], where: dict) -
             detail = ""
             if mine:
                 first = mine[0]["row"]
-                detail = (f": {len(mine)} rejected, {main_reason(Counter(str(r['reason']) for r in mine))}; the first, "
-                          f"{'row ' if isinstance(first, int) else ''}{first}: {mine[0]['reason']}")
+                detail = (f": {len(mine)} rejected, {main_reason(Counter(str(r['reason']) for r in mine))}; the "
+                          f"first, {'row ' if isinstance(first, int) else ''}{first}: {mine[0]['reason']}")
             what = "training" if split in ("all", "train") else split
             raise DataError(f"{where[split]}: no {what} row is left after cleaning{detail}"
                             + ("" if what == "training" else "; fix the file, or leave the split out of data.files "

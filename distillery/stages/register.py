@@ -124,10 +124,11 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             if existing:
                 version = str(existing[-1].version)
                 # the rows it saw are recorded once, by the run that registered it (or, for a version from before
-                # they were recorded, by this one: check_trained_on above says they are the model's own)
+                # they were recorded, by this one: check_trained_on above says they are the model's own); an
+                # exploratory run (register.promote: false) leaves its record, provenance included, as it was
                 seen = {} if existing[-1].tags.get(SEEN_TAG) else {SEEN_TAG: run_id}
                 set_tags(client, name, version, {k: v for k, v in {**origin, **seen}.items()
-                                                 if existing[-1].tags.get(k) != v})
+                                                 if existing[-1].tags.get(k) != v and params.register.promote})
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
@@ -256,7 +257,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     # what a rollback returns to: for the champion's own weights under newer code, the model before it (a rollback
     # to the same weights would change nothing the user can see)
     rollback_to = current.tags.get(TAG + "previous_champion") or None \
-        if figures_before is not None and figures_before.get("same_weights") else before
+        if already or (figures_before is not None and figures_before.get("same_weights")) else before
     return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
             "checks": checks, "candidate": candidate, "champion_before": before, "rollback_to": rollback_to,
             "champion_rows": None if figures_before is None else figures_before.get("rows"),

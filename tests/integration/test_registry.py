@@ -506,8 +506,11 @@ def test_with_promote_false_a_passing_candidate_is_recorded_as_passed_and_the_ch
     # an exploration of the champion's own weights whose gate fails (another benchmark cell, a stricter budget)
     # leaves the champion's record as it was: it once marked it failed, and `rollback` then said it had failed
     recorded = _client(project).get_model_version(NAME, "2").tags
-    explored = stage.register(_params(project, max_p95_ms=1e-6))
+    with pytest.MonkeyPatch.context() as patch:  # a later commit: its provenance tags are not the version's
+        patch.setattr(stage, "provenance", lambda tags: {"distillery.git.commit": "a-later-commit"})
+        explored = stage.register(_params(project, max_p95_ms=1e-6))
     assert (explored["version"], explored["decision"]) == ("2", "already champion (fails the gate now; kept)")
+    assert explored["rollback_to"] == recorded["distillery.previous_champion"] == "1"  # it said "2", itself
     assert [c["name"] for c in explored["checks"] if not c["passed"]] == ["latency"]
     assert _client(project).get_model_version(NAME, "2").tags == recorded and _aliases(project) == {"champion": "2"}
     update_params(project / "params.yaml", **{"register.promote": True})  # a real run records its gate
