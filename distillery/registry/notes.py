@@ -21,7 +21,7 @@ def gate_warning(result: dict) -> str:
     failed = result.get("gate_failed") or []
     if not failed:
         return ""
-    return (f"\nwarning: v{result['champion']} failed its gate when it was registered, on "
+    return (f"\nwarning: v{result['champion']} failed the last gate recorded on it, on "
             f"{len(failed)} check{'s' if len(failed) > 1 else ''}: " + "; ".join(failed))
 
 

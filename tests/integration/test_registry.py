@@ -713,7 +713,7 @@ def test_a_model_with_other_inputs_fails_the_gate_and_is_promoted_only_when_aske
     warning, note = out.splitlines()[-2:]
     assert note == ("note: a running `mlflow models serve -m models:/distillery-student@champion` keeps the version it "
                     "loaded at its start: restart it to serve v2")
-    assert warning.startswith("warning: v2 failed its gate when it was registered, on 2 checks: above_one_label: ") \
+    assert warning.startswith("warning: v2 failed the last gate recorded on it, on 2 checks: above_one_label: ") \
         and "; inputs: " in warning, out
     # the way back is never refused, but said
     assert main(["rollback", "--reason", "clients not ready"]) == 0
