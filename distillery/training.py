@@ -167,11 +167,10 @@ def _checkpoint_dir():
 
     @contextlib.contextmanager
     def shared():
-        if is_main():
-            sweep_scratch(path.parent)  # the checkpoints of a killed launch
         path.mkdir(parents=True, exist_ok=True)
-        if is_main():
-            mark_owner(path)  # one this launch leaves, killed, goes in the next sweep
+        if is_main():  # a killed launch's checkpoints go (never this one's: not yet marked); this one's, killed, next
+            sweep_scratch(path.parent)
+            mark_owner(path)
         try:
             yield str(path)
         finally:

@@ -55,17 +55,12 @@ def _test_metrics(tags: dict) -> dict:
 
 
 def models_table(listing: dict) -> str:
-    def cell(value, fmt: str) -> str:
-        try:
-            return format(float(value), fmt)
-        except (TypeError, ValueError):
-            return "-"
+    from distillery.reports import megabytes
 
-    def mb(value) -> str:
-        from distillery.reports import megabytes
-
+    def cell(value, fmt) -> str:
+        """``value`` as a number in ``fmt`` (a format spec, or a function of the number); "-" when it is none."""
         try:
-            return megabytes(float(value))
+            return fmt(float(value)) if callable(fmt) else format(float(value), fmt)
         except (TypeError, ValueError):
             return "-"
 
@@ -76,7 +71,7 @@ def models_table(listing: dict) -> str:
     for row in listing["versions"]:
         scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
         lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
-                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {mb(row['size_mb'])} "
+                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], megabytes)} "
                      f"| {row['gate'] or '-'} | {row.get('test_split') or '-'} |")
     if listing.get("store") == "missing":
         lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"

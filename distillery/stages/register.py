@@ -121,25 +121,24 @@ def register(params: Params, root: Optional[Path] = None) -> dict:
             known = versions(client, name)
             existing = [v for v in known if v.tags.get(TAG + "model_sha256") == served_sha]
             origin = provenance(tags)  # git commit, DVC remote and output hashes: where the version came from
+            # an exploratory run (register.promote: false) of weights already registered leaves their record as it
+            # was, gate and provenance: its gate, with other benchmark cells say, once marked the champion failing
+            record = params.register.promote or not existing
             if existing:
                 version = str(existing[-1].version)
                 # the rows it saw are recorded once, by the run that registered it (or, for a version from before
-                # they were recorded, by this one: check_trained_on above says they are the model's own); an
-                # exploratory run (register.promote: false) leaves its record, provenance included, as it was
+                # they were recorded, by this one: check_trained_on above says they are the model's own)
                 seen = {} if existing[-1].tags.get(SEEN_TAG) else {SEEN_TAG: run_id}
                 set_tags(client, name, version, {k: v for k, v in {**origin, **seen}.items()
-                                                 if existing[-1].tags.get(k) != v and params.register.promote})
+                                                 if existing[-1].tags.get(k) != v and record})
             else:
                 info = log_pyfunc(serving, artifacts, serving.signature_example(test))
                 version = str(mlflow.register_model(info.model_uri, name, tags={
                     TAG + "model_sha256": served_sha, TAG + "weights_sha256": weights[0], TAG + "gate": "pending",
                     TAG + "run_id": run_id, SEEN_TAG: run_id, LABELS_TAG: json.dumps(labels),
                     INPUTS_TAG: json.dumps(list(serving.signature_example(test).columns)), **origin}).version)
-            # an exploratory run (register.promote: false) of weights already registered leaves their record as it
-            # was: its gate, with other benchmark cells say, once marked the champion as failing (trial T)
             decision = gate(client, serving, params, name, version, test, labels, test_sha, evaluation, benchmark,
-                            deployment, artifacts, run_id, Path(tmp), weights,
-                            record=params.register.promote or not existing)
+                            deployment, artifacts, run_id, Path(tmp), weights, record=record)
             decision["served_process"] = served_process_memory(
                 serving.MODEL_CODE, serving.MODEL_CLASS, artifacts, serving.model_input(test.head(SERVED_BATCH)))
             if "peak_memory_mb" in decision["served_process"]:
