@@ -94,4 +94,71 @@ def hub_unreachable(exc: BaseException) -> bool:
         offline = bool(constants.HF_HUB_OFFLINE)
     except ImportError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if hub_out_of_reach():  # offline because this process found no route to the Hub: a miss may pass
+        return connection_lost(exc)
     return not offline and connection_lost(exc, unless=("offlinemode",))
+
+
+PROBED: dict[str, bool] = {}  # Hub endpoint -> whether this process could connect to it (asked once)
+
+
+def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
+    """Before ``name`` is loaded: when it is no local path and this process cannot open a connection to the Hub's
+    host within ``timeout`` seconds, load Hub ids from the Hugging Face cache alone (as ``HF_HUB_OFFLINE=1`` does);
+    whether the Hub is out of reach. Asked once per process, and never when HF_HUB_OFFLINE is set or a proxy is (the
+    proxy reaches the Hub, not a direct connection). Without it, every load of a Hub id on a machine with no
+    network retried for 25 s: 4 min 50 s for one stage before it failed, or before it loaded the model the cache
+    held all along."""
+    import os
+    import socket
+    import sys
+    import threading
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    if Path(name).expanduser().exists():
+        return False
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return False
+    endpoint = constants.ENDPOINT
+    if endpoint not in PROBED:
+        if constants.HF_HUB_OFFLINE or any(os.environ.get(variable) for variable in (
+                "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+            return False
+        parts = urlsplit(endpoint)
+        answered: list[bool] = []
+
+        def connect() -> None:  # in a thread: a name lookup has no timeout of its own
+            try:
+                socket.create_connection((parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)),
+                                         timeout=timeout).close()
+                answered.append(True)
+            except (OSError, ValueError):
+                answered.append(False)
+
+        probe = threading.Thread(target=connect, daemon=True)
+        probe.start()
+        probe.join(timeout + 1.0)
+        PROBED[endpoint] = bool(answered and answered[0])
+        if not PROBED[endpoint]:
+            print(f"note: the Hugging Face Hub ({endpoint}) cannot be reached from this machine (no connection within "
+                  f"{timeout:g} s): Hub ids load from the local Hugging Face cache only, as with HF_HUB_OFFLINE=1",
+                  file=sys.stderr, flush=True)
+    if PROBED[endpoint]:
+        return False
+    constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub and transformers
+    if "datasets.config" in sys.modules:  # datasets copies it when imported
+        sys.modules["datasets.config"].HF_HUB_OFFLINE = True
+    return True
+
+
+def hub_out_of_reach() -> bool:
+    """Did this process find the Hub out of reach (``offline_unless_hub_reachable``)? A cache miss is then a network
+    failure that may pass (exit 3, retried), not an offline choice."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        return False
+    return PROBED.get(constants.ENDPOINT) is False

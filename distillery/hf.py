@@ -62,7 +62,7 @@ def _cached_commit(name: str) -> Optional[str]:
 
 def from_pretrained(loader, name: str, key: str, **kwargs):
     try:
-        with quiet_hub():
+        with quiet_hub(name):
             loaded = loader.from_pretrained(name, **kwargs)
         if not Path(name).exists():
             commit = _cached_commit(name)

@@ -93,7 +93,15 @@ def _hub_id_problem(name: str, key: str) -> Optional[str]:
         return f"{key}: {name!r} is neither a local model directory nor a Hub id ({reason})"
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+    from distillery.errors import HubUnreachable, offline_unless_hub_reachable
+
+    out_of_reach = offline_unless_hub_reachable(name)  # a cached id then loads at once, without retries
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if out_of_reach and not cached:  # exit 3: the flow retries it, the network may come back
+        raise HubUnreachable(f"{key}: {name!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the "
+                             f"Hub ({constants.ENDPOINT}) cannot be reached from this machine: retry once it can, "
+                             "or give a local directory")
+    if constants.HF_HUB_OFFLINE and not cached:
         return (f"{key}: {name!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is "
                 "set, so it cannot be fetched: download it where the Hub is reachable (same HF_HOME), or give a "
                 "local directory")

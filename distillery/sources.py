@@ -23,7 +23,7 @@ from typing import Iterator, Union
 
 import pandas as pd
 
-from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable
+from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable, offline_unless_hub_reachable
 from distillery.files import sha256_files
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
                                    is_raw_tsv, record_lines, table_options)
@@ -188,9 +188,10 @@ def _parse_text(text: str, kind: str, path: Path, raw: bool = False) -> pd.DataF
 
 
 @contextlib.contextmanager
-def quiet_hub() -> Iterator[None]:
-    """A Hub request without huggingface_hub's warning per retry (23 lines before the one that says it failed)."""
-    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+def quiet_hub(name: str) -> Iterator[None]:
+    """A request for ``name`` without huggingface_hub's 23 retry warnings; with no retry, the Hub out of reach."""
+    offline_unless_hub_reachable(name)  # then the cache alone serves a Hub id
+    loggers = [logging.getLogger(logger) for logger in ("huggingface_hub", "datasets")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -208,7 +209,7 @@ def read_hub(dataset_id: str, config: Union[str, None], label_column: str,
     import datasets
 
     try:
-        with quiet_hub():
+        with quiet_hub(dataset_id):
             dataset_dict = datasets.load_dataset(dataset_id, config)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -87,3 +87,49 @@ def test_hub_ids_for_the_teacher_and_a_model_student_load_from_the_cache_and_a_m
         "teacher was trained from 0123456789ab: retrain it (`dvc repro -f train_teacher`), or distill would mix two "
         "models")
     assert (tmp_path / "models/student/model.safetensors").read_bytes() == kept
+
+
+def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_miss_is_transient(
+        monkeypatch, capsys, hub_cache):
+    """No network and no HF_HUB_OFFLINE: every load of a Hub id retried for 25 s (4 min 50 s for one stage), then
+    failed, or found the model the cache held all along. One connection attempt now decides, for the process."""
+    import socket
+
+    from huggingface_hub import constants
+    from transformers import AutoConfig
+
+    from distillery import errors
+    from distillery.hf import from_pretrained, resolve_model
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: the connection is refused at once
+    attempts = []
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a[0]) or connect(*a, **k))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(errors, "PROBED", {})
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+
+    name = resolve_model("distillery-test/tiny-bert", "teacher.model")
+    assert from_pretrained(AutoConfig, name, "teacher.model").hidden_size == 32  # from the cache
+    assert constants.HF_HUB_OFFLINE is True and attempts == [("127.0.0.1", port)]
+    assert capsys.readouterr().err.count(f"the Hugging Face Hub (http://127.0.0.1:{port}) cannot be reached") == 1
+
+    with pytest.raises(errors.HubUnreachable) as error:  # exit 3: the flow retries it later
+        resolve_model("distillery-test/no-such-model", "student.model")
+    assert str(error.value) == (f"student.model: 'distillery-test/no-such-model' is not in the Hugging Face cache "
+                                f"({hub_cache}), and the Hub (http://127.0.0.1:{port}) cannot be reached from this "
+                                "machine: retry once it can, or give a local directory")
+    assert len(attempts) == 1  # asked once per process
+
+    # a local directory never asks, nor does a process behind a proxy (the proxy, not this host, reaches the Hub)
+    monkeypatch.setattr(errors, "PROBED", {})
+    assert not errors.offline_unless_hub_reachable(str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert not errors.offline_unless_hub_reachable("distillery-test/tiny-bert")
+    assert len(attempts) == 1 and constants.HF_HUB_OFFLINE is False

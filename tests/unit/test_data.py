@@ -777,6 +777,7 @@ def test_an_unreachable_hub_is_a_transient_one_line_error_and_a_bad_id_or_offlin
     import datasets
     from huggingface_hub import constants
 
+    from distillery import errors
     from distillery.errors import HubUnreachable, hub_unreachable
 
     def unreachable(*args, **kwargs):
@@ -786,6 +787,7 @@ def test_an_unreachable_hub_is_a_transient_one_line_error_and_a_bad_id_or_offlin
             raise FileNotFoundError("Couldn't reach 'someone/reviews' on the Hub (LocalEntryNotFoundError)") from cause
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(errors, "PROBED", {constants.ENDPOINT: True})  # the Hub answered this process's first call
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
     with pytest.raises(HubUnreachable) as error:
         prepare(_params("hub:someone/reviews"), tmp_path / "prepared")
@@ -795,6 +797,7 @@ def test_an_unreachable_hub_is_a_transient_one_line_error_and_a_bad_id_or_offlin
     assert not (tmp_path / "prepared").exists()
     assert not hub_unreachable(OSError("someone/reviews is not a valid model identifier listed on the Hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline by choice: a retry cannot help
+    monkeypatch.setattr(errors, "PROBED", {})
     with pytest.raises(DataError) as error:
         prepare(_params("hub:someone/reviews"), tmp_path / "prepared")
     assert not isinstance(error.value, HubUnreachable) and error.value.exit_code == 2
