@@ -87,6 +87,9 @@ def compare(params: Params, reports_dir: Union[str, Path] = REPORTS_DIR,
     caution = (f"\n\n**These runs are not all comparable:** they differ in {', '.join(differ)}. Their figures are "
                f"not on one footing, and the recommendation compares them as they are." if differ else "")
     caution += (f"\n\nLeft out, as runs of another task or test split: {', '.join(left_out)}." if left_out else "")
+    collapsed = sorted({repr(r["teacher_one_label"]) for r in runs if r.get("teacher_one_label") is not None})
+    caution += (f"\n\n**The teacher answers {' or '.join(collapsed)} for every test row:** its training collapsed, "
+                "so what the students keep of its score means nothing." if collapsed else "")
     caution += "".join(f"\n\n{_label(r['variant'])}: {verdict(r[primary], len(r['seeds']), primary)}." for r in runs
                        if r[primary]["diff_ci95"][0] <= 0 or len(r["seeds"]) < 3)
     text = (f"# Distillation recipes compared\n\nTest scores are mean ± sample standard deviation over the seeds; "

@@ -191,6 +191,9 @@ def summary(result: dict) -> str:
     """The command's line: both models over the seeds, the paired gain with its interval, and the verdict."""
     metric = result.get("metrics", ["accuracy"])[0]  # f1 for extractive QA
     gain, warning = result[metric], collapse_warning(result.get("collapsed", []))  # on a line of its own
+    if result.get("teacher_one_label") is not None:
+        warning += (f"\nWarning: the teacher answers {result['teacher_one_label']!r} for every test row (evaluate): "
+                    "its training collapsed, so the students' retention of its score means nothing.")
     return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
             f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
             f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
@@ -238,6 +241,9 @@ def _report(params: Params, per_seed: list[dict], metrics: tuple, test, validati
         result["teacher"] = {m: teacher[m] for m in metrics}
         primary = metrics[0]
         result[f"student_{primary}_retention_mean"] = result[primary]["student_mean"] / teacher[primary]
+        from distillery.reports import one_answer
+
+        result["teacher_one_label"] = one_answer(scored, "teacher")  # a retention of a collapsed teacher: none
     write_json(Path(reports_dir) / "metrics" / "kd_gain.json", result)
     record = Path(reports_dir) / RUNS_DIR / f"{variant_name(result['variant'])}.json"
     if record.is_file():  # the same recipe measured again: say what the kept record held, as it is replaced

@@ -114,17 +114,26 @@ def _weaker_than_labels(results: dict, primary: str, metric: str) -> str:
     return _below_baseline(100 * results[f"student_minus_baseline_{primary}"], metric)
 
 
+def one_answer(results: dict, name: str):
+    """The label model ``name`` of evaluate's ``results`` (eval.json) gave every test row, when it gave them all one
+    (its confusion matrix has one non-empty column), else None."""
+    labels = results.get("labels") or []
+    matrix = np.asarray(results.get(name, {}).get("confusion_matrix") or [], dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0:
+        return None
+    answered = np.flatnonzero(matrix.sum(axis=0))
+    if len(answered) != 1:
+        return None
+    return labels[answered[0]] if answered[0] < len(labels) else int(answered[0])
+
+
 def _one_answer(results: dict) -> str:
     """A warning per model that gives one label to every test row (its confusion matrix has one non-empty column):
     a training that collapsed (too low a learning rate or too few epochs on small data), said before the gate."""
-    labels, lines = results.get("labels") or [], []
+    lines = []
     for name in MODELS:
-        matrix = np.asarray(results.get(name, {}).get("confusion_matrix") or [], dtype=float)
-        if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0:
-            continue
-        answered = np.flatnonzero(matrix.sum(axis=0))
-        if len(answered) == 1:
-            label = labels[answered[0]] if answered[0] < len(labels) else answered[0]
+        label = one_answer(results, name)
+        if label is not None:
             lines.append(f"\n\nWarning: the {name} answers {label!r} for every test row: its training collapsed "
                          f"to the one label (a learning rate too low for the data, or too few epochs: "
                          f"{'teacher' if name == 'teacher' else 'distill'}.train.learning_rate, .epochs).")

@@ -272,3 +272,27 @@ def test_a_collapsed_baseline_is_named_and_an_interval_stays_within_possible_gai
                          "row in 2 runs (seeds 1, 2): its "
                          "training collapsed to one label (distill.train.learning_rate, .epochs), so a gain measured "
                          "against it says little about distillation."), line
+
+
+def test_a_collapsed_teacher_is_named_beside_its_retention_in_kd_gain_and_compare(tmp_path):
+    """A teacher that answers one label for every test row: the students "kept 100% of it", and not a word said."""
+    from distillery.compare import compare
+    from distillery.kd_gain import summary
+
+    params = load_params(ROOT / "params.yaml")
+    labels = ["negative", "neutral", "positive"]
+    one_column = [[0, 0, 2], [0, 0, 1], [0, 0, 1]]
+    for matrix, collapsed in (([[2, 0, 0], [0, 0, 1], [0, 0, 1]], None), (one_column, "positive")):
+        write_json(tmp_path / "reports/metrics/eval.json",
+                   {"test_rows": 4, "teacher_weights": "a" * 64, "labels": labels,
+                    "teacher": {"accuracy": 0.25, "macro_f1": 0.13, "confusion_matrix": matrix}})
+        write_json(tmp_path / "logits/manifest.json", {"teacher_weights": "a" * 64})
+        result = _report(params, _per_seed(), ("accuracy", "macro_f1"), pd.DataFrame({"x": range(4)}),
+                         pd.DataFrame({"x": range(2)}), tmp_path / "reports", tmp_path / "logits")
+        assert result["teacher_one_label"] == collapsed
+        warning = ("\nWarning: the teacher answers 'positive' for every test row (evaluate): its training collapsed, "
+                   "so the students' retention of its score means nothing.")
+        assert summary({**result, "seeds": [1, 2]}).endswith(warning) is (collapsed is not None)
+    compare(params, tmp_path / "reports", tmp_path / "prepared")
+    assert "**The teacher answers 'positive' for every test row:** its training collapsed" in \
+        (tmp_path / "reports/compare.md").read_text()
