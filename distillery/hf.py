@@ -233,6 +233,23 @@ def note_truncated(features, max_length: int, key: str, where: str, stage: str) 
     return full
 
 
+def note_beyond_teacher(features, student_length: int, teacher_length: int) -> int:
+    """The distilled rows longer than ``teacher.max_length`` in the student's tokens, when ``student.max_length`` is
+    longer: the teacher's cached outputs saw only the start of those texts, so the student is taught, for the whole
+    text, the teacher's answer to its start. Said, not refused: the longer reading can still help the labels."""
+    columns = getattr(features, "column_names", ())
+    if student_length <= teacher_length or "input_ids" not in columns:
+        return 0
+    import numpy as np
+
+    beyond = int((np.diff(_input_ids(features)[1]) > teacher_length).sum())
+    if beyond:
+        print(f"distill: note: student.max_length ({student_length}) is above teacher.max_length ({teacher_length}): "
+              f"{beyond:,} of {len(features):,} distilled rows are longer than {teacher_length} tokens, and the "
+              f"teacher's outputs for them came from their first {teacher_length} only", flush=True)
+    return beyond
+
+
 TRACE_TOKENS = 16  # the longest trace input: every model takes this many positions, whatever its tokenizer
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from distillery.config import Params
 from distillery.errors import ModelError
 from distillery.files import atomic_dir, read_json, write_json
-from distillery.hf import check_max_length, check_same_revisions, count_parameters
+from distillery.hf import check_max_length, check_same_revisions, count_parameters, note_beyond_teacher
 from distillery.logit_cache import augment_settings, load_augmented, load_cached_logits
 from distillery.losses import IGNORE_INDEX
 from distillery.paths import BASELINE_DIR, LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, STUDENT_DIR, TEACHER_DIR
@@ -109,9 +109,10 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     kd_options = dict(alpha=cfg.alpha, temperature=cfg.temperature, loss_kind=cfg.loss)
     if cfg.hidden_loss.weight > 0:
         kd_options.update(hidden_options(params, task, student, teacher_dir))
+    kd_dataset = task.featurise(kd_rows, tokenizer, max_length, kd_logits)
+    note_beyond_teacher(kd_dataset, max_length, params.teacher.max_length)
     return DistillInputs(
-        task=task, student=student, tokenizer=tokenizer,
-        kd_dataset=task.featurise(kd_rows, tokenizer, max_length, kd_logits),
+        task=task, student=student, tokenizer=tokenizer, kd_dataset=kd_dataset,
         baseline_dataset=task.featurise(train, tokenizer, max_length),
         validation_dataset=task.featurise(load_split("validation", prepared_dir), tokenizer, max_length),
         kd_options=kd_options,

@@ -147,3 +147,19 @@ def test_texts_filling_max_length_are_counted_and_said_when_many(capsys):
     windows = Dataset.from_dict({"input_ids": rows, "example_index": list(range(10))})  # QA windows: not counted
     assert note_truncated(windows, 64, "teacher.max_length", "x", "y") == 0
     assert capsys.readouterr().out == ""
+
+
+def test_a_student_reading_further_than_the_teacher_is_told_how_many_rows_it_was_taught_from_their_start(capsys):
+    from datasets import Dataset
+
+    from distillery.hf import note_beyond_teacher
+
+    rows = [[101] + [7] * 70 + [102]] * 2 + [[101] + [7] * 62 + [102]] + [[101, 7, 102]] * 5  # 72, 72, 64, 3 tokens
+    assert note_beyond_teacher(Dataset.from_dict({"input_ids": rows}), 128, 64) == 2
+    assert capsys.readouterr().out == (
+        "distill: note: student.max_length (128) is above teacher.max_length (64): 2 of 8 distilled rows are longer "
+        "than 64 tokens, and the teacher's outputs for them came from their first 64 only\n")
+    assert note_beyond_teacher(Dataset.from_dict({"input_ids": rows}), 64, 64) == 0  # the same length: nothing
+    assert note_beyond_teacher(Dataset.from_dict({"input_ids": rows[2:]}), 128, 64) == 0  # none longer: nothing
+    assert note_beyond_teacher(Dataset.from_dict({"pixel_values": [[0.0]]}), 128, 64) == 0  # images
+    assert capsys.readouterr().out == ""
