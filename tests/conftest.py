@@ -53,6 +53,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _each_test_asks_for_the_hub_afresh(monkeypatch):
+    """Whether the Hub could be reached is asked once per process (``distillery.errors.PROBED``): a test that found
+    it out of reach must not decide that for the next test on the same worker."""
+    from distillery import errors
+
+    monkeypatch.setattr(errors, "PROBED", {})
+
+
+@pytest.fixture(autouse=True)
 def _log_handlers_outlive_the_test_streams():
     """A log handler set up during a test keeps the stream it found: Prefect's console handler, configured by
     the first flow run in a process, holds the ``sys.stderr`` of that test, which ``capsys`` closes at the

@@ -371,7 +371,10 @@ def test_params_check_refuses_what_the_teacher_cannot_take_before_any_stage_runs
     from huggingface_hub import constants
 
     path.write_text(text.replace(edit[0], edit[1], 1).replace("model: bundled:minilm-l6", "model: org/not-here", 1))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the Hub may have it
+    from distillery import errors
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the Hub may have it (and answers this process)
+    monkeypatch.setattr(errors, "PROBED", {constants.ENDPOINT: True})
     assert main(["params", "--check", "--params", str(path)]) == 0
     # offline (HF_HUB_OFFLINE, as the tests run), a Hub id the cache lacks cannot load: refused here, not in the stage
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
