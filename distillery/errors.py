@@ -100,21 +100,18 @@ def hub_unreachable(exc: BaseException) -> bool:
 
 
 PROBED: dict[str, bool] = {}  # Hub endpoint -> whether this process could connect to it (asked once)
+OUT_OF_REACH = "DISTILLERY_HUB_OUT_OF_REACH"  # set for the processes this one starts (torchrun's): no second probe
 
 
 def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
     """Before ``name`` is loaded: when it is no local path and this process cannot open a connection to the Hub's
-    host within ``timeout`` seconds, load Hub ids from the Hugging Face cache alone (as ``HF_HUB_OFFLINE=1`` does);
-    whether the Hub is out of reach. Asked once per process, and never when HF_HUB_OFFLINE is set or a proxy is (the
-    proxy reaches the Hub, not a direct connection). Without it, every load of a Hub id on a machine with no
-    network retried for 25 s: 4 min 50 s for one stage before it failed, or before it loaded the model the cache
-    held all along."""
+    host (or to the proxy that reaches it) within ``timeout`` seconds, load Hub ids from the Hugging Face cache
+    alone (as ``HF_HUB_OFFLINE=1`` does); whether the Hub is out of reach. Asked once per process, and never when
+    HF_HUB_OFFLINE is set. Without it, every load of a Hub id on a machine with no network retried for 25 s: 4 min
+    50 s for one stage before it failed, or before it loaded the model the cache held all along."""
     import os
-    import socket
     import sys
-    import threading
     from pathlib import Path
-    from urllib.parse import urlsplit
 
     if Path(name).expanduser().exists():
         return False
@@ -124,34 +121,55 @@ def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
         return False
     endpoint = constants.ENDPOINT
     if endpoint not in PROBED:
-        if constants.HF_HUB_OFFLINE or any(os.environ.get(variable) for variable in (
-                "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        if constants.HF_HUB_OFFLINE:
             return False
-        parts = urlsplit(endpoint)
-        answered: list[bool] = []
-
-        def connect() -> None:  # in a thread: a name lookup has no timeout of its own
-            try:
-                socket.create_connection((parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)),
-                                         timeout=timeout).close()
-                answered.append(True)
-            except (OSError, ValueError):
-                answered.append(False)
-
-        probe = threading.Thread(target=connect, daemon=True)
-        probe.start()
-        probe.join(timeout + 1.0)
-        PROBED[endpoint] = bool(answered and answered[0])
-        if not PROBED[endpoint]:
-            print(f"note: the Hugging Face Hub ({endpoint}) cannot be reached from this machine (no connection within "
-                  f"{timeout:g} s): Hub ids load from the local Hugging Face cache only, as with HF_HUB_OFFLINE=1",
-                  file=sys.stderr, flush=True)
+        if os.environ.get(OUT_OF_REACH) == endpoint:  # the launching process found it so a moment ago
+            PROBED[endpoint] = False
+        else:
+            failure = _connection_failure(endpoint, timeout)
+            PROBED[endpoint] = failure is None
+            if failure is not None:
+                os.environ[OUT_OF_REACH] = endpoint
+                print(f"note: the Hugging Face Hub ({endpoint}) cannot be reached from this machine ({failure}): "
+                      "Hub ids load from the local Hugging Face cache only, as with HF_HUB_OFFLINE=1",
+                      file=sys.stderr, flush=True)
     if PROBED[endpoint]:
         return False
     constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub and transformers
     if "datasets.config" in sys.modules:  # datasets copies it when imported
         sys.modules["datasets.config"].HF_HUB_OFFLINE = True
     return True
+
+
+def _connection_failure(endpoint: str, timeout: float):
+    """Why a TCP connection to ``endpoint``'s host, or to the proxy the environment names for it (``https_proxy``,
+    ``all_proxy``, unless ``no_proxy`` covers the host), could not be opened within ``timeout`` seconds; None when
+    it could."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    proxies = urllib.request.getproxies()
+    proxy = None if urllib.request.proxy_bypass(parts.hostname or "") else \
+        proxies.get(parts.scheme) or proxies.get("all")
+    target = urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else parts
+    port = target.port or (80 if target.scheme == "http" else 443)
+    where = f"{'proxy ' if proxy else ''}{target.hostname}:{port}"
+    failures: list = []
+
+    def connect() -> None:  # in a thread: a name lookup has no timeout of its own
+        try:
+            socket.create_connection((target.hostname or "", port), timeout=timeout).close()
+            failures.append(None)
+        except (OSError, ValueError) as exc:
+            failures.append(f"{where}: {exc}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout + 1.0)
+    return failures[0] if failures else f"{where}: no answer within {timeout:g} s"
 
 
 def hub_out_of_reach() -> bool:

@@ -8,7 +8,7 @@ from typing import Optional
 
 from torch import nn
 
-from distillery.errors import DataError, HubUnreachable, ModelError, hub_unreachable
+from distillery.errors import DataError, HubUnreachable, ModelError, hub_out_of_reach, hub_unreachable
 from distillery.model_limits import BUNDLED_MODELS, model_name_problem, usable_positions  # noqa: F401 (re-exported)
 from distillery.sources import package_dir, quiet_hub
 
@@ -72,9 +72,9 @@ def from_pretrained(loader, name: str, key: str, **kwargs):
     except (OSError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not Path(name).exists() and hub_unreachable(exc):
+            cache = "" if hub_out_of_reach() else " (or the model in the HF cache with HF_HUB_OFFLINE=1)"
             raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for {name!r} ({message}); retry once it "
-                                 "does, or use a local directory (or the model in the HF cache with "
-                                 "HF_HUB_OFFLINE=1)") from None
+                                 f"does, or use a local directory{cache}") from None
         hint = "" if Path(name).exists() else " (it is not a local directory, and the Hugging Face Hub could not provide it)"
         raise ModelError(f"{key}: cannot load {name!r}{hint}: {message}") from None
 
@@ -236,7 +236,8 @@ def note_truncated(features, max_length: int, key: str, where: str, stage: str) 
 def note_beyond_teacher(features, student_length: int, teacher_length: int) -> int:
     """The distilled rows longer than ``teacher.max_length`` in the student's tokens, when ``student.max_length`` is
     longer: the teacher's cached outputs saw only the start of those texts, so the student is taught, for the whole
-    text, the teacher's answer to its start. Said, not refused: the longer reading can still help the labels."""
+    text, the teacher's answer to its start. Said, not refused: the longer reading can still help the labels. (A
+    student with a tokenizer of its own counts in its tokens, not the teacher's: near enough for a note.)"""
     columns = getattr(features, "column_names", ())
     if student_length <= teacher_length or "input_ids" not in columns:
         return 0

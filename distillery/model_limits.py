@@ -1,5 +1,6 @@
-"""What a model's name and ``config.json`` allow, read without loading the model (no torch): whether the name can
-be a model at all, how many tokens it takes and how many encoder layers it has. ``params --check`` (the pipeline's
+"""What a model's name and ``config.json`` allow, read without loading the model (no torch; a Hub id asks only
+whether the Hub can be reached at all, one connection per process): whether the name can be a model at all, how
+many tokens it takes and how many encoder layers it has. ``params --check`` (the pipeline's
 ``check_params`` stage) refuses an unknown ``bundled:`` name or a path that is no model directory, and checks
 ``teacher.max_length``, ``student.max_length`` and ``student.layers`` against the teacher named in params.yaml
 when its config is at hand (``bundled:``, a local directory): a value it cannot take is refused before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, DistilleryError
 
 RISKY_OVERRIDES = ("register", "teacher", "student.model", "student.max_length")
 
@@ -25,9 +25,9 @@ def check_params_file(path: str) -> int:
         try:
             check_model_limits(params)
             check_data_files(params)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    except ConfigError as exc:
+        except DistilleryError as exc:  # a Hub id the cache lacks, the Hub out of reach: transient (exit 3)
+            raise type(exc)(f"{path}: {exc}") from None
+    except DistilleryError as exc:
         print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     print(f"{path}: every key is known and every value allowed")

@@ -23,7 +23,8 @@ from typing import Iterator, Union
 
 import pandas as pd
 
-from distillery.errors import DataError, HubUnreachable, TransientError, hub_unreachable, offline_unless_hub_reachable
+from distillery.errors import (DataError, HubUnreachable, TransientError, hub_out_of_reach, hub_unreachable,
+                               offline_unless_hub_reachable)
 from distillery.files import sha256_files
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
                                    is_raw_tsv, record_lines, table_options)
@@ -204,8 +205,7 @@ def quiet_hub(name: str) -> Iterator[None]:
 
 def read_hub(dataset_id: str, config: Union[str, None], label_column: str,
              key: str = "data.source") -> tuple[dict, Union[list, None]]:
-    """Load every split of a Hub dataset. Needs network access or a warm HF cache. ``key``: the params key that
-    named it, for its errors (a transfer set's failure was blamed on data.source)."""
+    """Every split of a Hub dataset (the network or a warm HF cache); ``key``, the params key naming it, in errors."""
     import datasets
 
     try:
@@ -214,9 +214,9 @@ def read_hub(dataset_id: str, config: Union[str, None], label_column: str,
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if hub_unreachable(exc):
-            raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for dataset {dataset_id!r} "
-                                 f"({first}); retry once it does, or use a local file (or the dataset in the HF cache "
-                                 "with HF_HUB_OFFLINE=1)") from None
+            raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for dataset {dataset_id!r} ({first}); "
+                                 "retry once it does, or use a local file" + ("" if hub_out_of_reach() else
+                                 " (or the dataset in the HF cache with HF_HUB_OFFLINE=1)")) from None
         config_key = f"{key.rsplit('.', 1)[0]}.hub_config"
         raise DataError(f"{key}: cannot load Hub dataset {dataset_id!r} ({config_key} {config!r}): {first}") from None
     frames, label_names = {}, None

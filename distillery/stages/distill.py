@@ -110,7 +110,10 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     if cfg.hidden_loss.weight > 0:
         kd_options.update(hidden_options(params, task, student, teacher_dir))
     kd_dataset = task.featurise(kd_rows, tokenizer, max_length, kd_logits)
-    note_beyond_teacher(kd_dataset, max_length, params.teacher.max_length)
+    from distillery.distributed import speaks
+
+    if speaks():  # one process of a multi-process run says it
+        note_beyond_teacher(kd_dataset, max_length, params.teacher.max_length)
     return DistillInputs(
         task=task, student=student, tokenizer=tokenizer, kd_dataset=kd_dataset,
         baseline_dataset=task.featurise(train, tokenizer, max_length),

@@ -90,7 +90,7 @@ def test_hub_ids_for_the_teacher_and_a_model_student_load_from_the_cache_and_a_m
 
 
 def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_miss_is_transient(
-        monkeypatch, capsys, hub_cache):
+        tmp_path, monkeypatch, capsys, hub_cache):
     """No network and no HF_HUB_OFFLINE: every load of a Hub id retried for 25 s (4 min 50 s for one stage), then
     failed, or found the model the cache held all along. One connection attempt now decides, for the process."""
     import socket
@@ -111,7 +111,8 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(errors, "PROBED", {})
-    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                     "no_proxy"):
         monkeypatch.delenv(variable, raising=False)
 
     name = resolve_model("distillery-test/tiny-bert", "teacher.model")
@@ -126,10 +127,32 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
                                 "machine: retry once it can, or give a local directory")
     assert len(attempts) == 1  # asked once per process
 
-    # a local directory never asks, nor does a process behind a proxy (the proxy, not this host, reaches the Hub)
+    # the processes this one starts (torchrun's ranks) inherit the answer: no second attempt, no second note
     monkeypatch.setattr(errors, "PROBED", {})
-    assert not errors.offline_unless_hub_reachable(str(hub_cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert not errors.offline_unless_hub_reachable("distillery-test/tiny-bert")
-    assert len(attempts) == 1 and constants.HF_HUB_OFFLINE is False
+    assert errors.offline_unless_hub_reachable("distillery-test/tiny-bert") and len(attempts) == 1
+    assert capsys.readouterr().err == ""
+
+    # the flow's first stage, `params --check`, exits 3 (retried) with one line, not a traceback (exit 1)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params("distillery-test/no-such-model", make_csv(tmp_path / "d.csv")))
+    assert main(["params", "--check"]) == 3
+    assert capsys.readouterr().err.startswith("distillery params: transient error: params.yaml: teacher.model: "
+                                              "'distillery-test/no-such-model' is not in the Hugging Face cache")
+
+    # a local directory never asks; behind a proxy, the proxy is what is asked for (no_proxy hosts: the host)
+    monkeypatch.setattr(errors, "PROBED", {})
+    monkeypatch.setenv(errors.OUT_OF_REACH, "")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert not errors.offline_unless_hub_reachable(str(hub_cache)) and len(attempts) == 1
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:3128")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3129")
+    assert errors.offline_unless_hub_reachable("distillery-test/tiny-bert")  # the endpoint is http: the http proxy
+    assert attempts[1:] == [("127.0.0.1", 3129)]
+    assert "cannot be reached from this machine (proxy 127.0.0.1:3129: " in capsys.readouterr().err
+    monkeypatch.setattr(errors, "PROBED", {})
+    monkeypatch.setenv(errors.OUT_OF_REACH, "")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    errors.offline_unless_hub_reachable("distillery-test/tiny-bert")
+    assert attempts[2:] == [("127.0.0.1", port)]
