@@ -211,6 +211,21 @@ def set_attention_dropout(model: nn.Module, probability: Optional[float], key: s
     model.config = rebuilt.config
 
 
+def freeze_embeddings(model: nn.Module, freeze: bool, key: str) -> None:
+    """Take ``model``'s input word-embedding matrix out of training (in place), when ``freeze``: no gradient is
+    computed for it and the optimizer keeps no state for it. A model without one is refused."""
+    if not freeze:
+        return
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # an image model
+        embeddings = None
+    if not isinstance(embeddings, nn.Embedding):
+        raise ModelError(f"{key}: this model ({type(model).__name__}) has no input word embeddings to freeze; set "
+                         "it to false")
+    embeddings.weight.requires_grad_(False)
+
+
 TRUNCATION_NOTE_SHARE = 0.05  # above this share of rows filling max_length, the stage says so
 
 

@@ -48,7 +48,10 @@ def variant(params: Params) -> dict:
             "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
             "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature,
             # two recipes that differ only in training are two runs (one file each), and compare names it
-            "train": f"{d.train.epochs:g} epochs, lr {d.train.learning_rate:g}, batch {d.train.batch_size}"}
+            "train": f"{d.train.epochs:g} epochs, lr {d.train.learning_rate:g}, batch {d.train.batch_size}"
+                     + ("" if d.train.attention_dropout is None else
+                        f", attention dropout {d.train.attention_dropout:g}")
+                     + (", embeddings frozen" if d.train.freeze_embeddings else "")}
 
 
 NAME_LIMIT = 150  # a file name holds at most 255 bytes; a long recipe keeps its start and a hash of the whole

@@ -18,7 +18,7 @@ from distillery.allocator import keep_freed_blocks
 from distillery.config import TrainConfig
 from distillery.distributed import is_main, shared_name, world_size
 from distillery.files import mark_owner, private_temp, scratch_dir, sweep_scratch
-from distillery.hf import set_attention_dropout
+from distillery.hf import freeze_embeddings, set_attention_dropout
 from distillery.losses import hidden_state_loss
 from distillery.progress import ProgressLine, progress_interval
 
@@ -215,6 +215,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         raise ConfigError(f"{key}.batch_size = {cfg.batch_size} is not a multiple of this launch's {world_size()} "
                           "processes, which share each batch: the global batch and the steps would change")
     set_attention_dropout(model, cfg.attention_dropout, f"{key}.attention_dropout")  # before the Trainer sees it
+    freeze_embeddings(model, cfg.freeze_embeddings, f"{key}.freeze_embeddings")  # after: that rebuilds the model
 
     _, DistillationTrainer, EpochTimer = _trainer_classes()
     keep_freed_blocks()  # the step's large tensors (the embedding gradient) reused, not re-mapped each step

@@ -122,6 +122,9 @@ class Params:
                  "augmentation perturbs texts; set it to 0 for images"),
                 ("data.text_pair_column", self.data.text_pair_column, self.data.text_pair_column is None,
                  "an image has no second text; set it to null for images"),
+                *((f"{key}.freeze_embeddings", True, not frozen, "image networks have no word embeddings; set it to "
+                   "false") for key, frozen in (("teacher.train", self.teacher.train.freeze_embeddings),
+                                                ("distill.train", d.train.freeze_embeddings))),
             ]
         else:
             checks = [("data.image_size", self.data.image_size, self.data.image_size is None,
@@ -133,6 +136,17 @@ class Params:
         for key, value, ok, text in checks:
             if not ok:
                 raise not_allowed(text, key, value)
+        return self
+
+    @model_validator(mode="after")
+    def _frozen_embeddings_were_trained(self) -> "Params":
+        source = self.student.source
+        why = {"config": ""} if source == "config" else \
+            {source: f" (student.{source}.init_from_teacher is false)"} if source in ("boe", "bilstm") and \
+            not getattr(self.student, source).init_from_teacher else {}
+        if self.distill.train.freeze_embeddings and source in why:
+            raise not_allowed(f"this {source} student's word embeddings start random{why[source]}, and would stay "
+                              "so; set it to false", "distill.train.freeze_embeddings", True)
         return self
 
     @model_validator(mode="after")

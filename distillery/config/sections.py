@@ -34,6 +34,10 @@ class TrainConfig:
                                       "model's own (0.1 in BERT-likes; a student built from the fine-tuned teacher "
                                       "has the teacher's). 0 lets PyTorch's fused attention kernel run: on 256-token "
                                       "windows a training step took 1.3x (fp32) to 1.7x (bf16) less time on CPU")
+    freeze_embeddings: bool = Field(
+        False, description="keep the input word-embedding matrix as the model starts (no gradient, no optimizer "
+                           "state): most of a small text student's parameters are its embeddings, so its steps "
+                           "take less time; transformer, boe and bilstm models")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")

@@ -296,3 +296,15 @@ def test_a_collapsed_teacher_is_named_beside_its_retention_in_kd_gain_and_compar
     compare(params, tmp_path / "reports", tmp_path / "prepared")
     assert "**The teacher answers 'positive' for every test row:** its training collapsed" in \
         (tmp_path / "reports/compare.md").read_text()
+
+
+def test_the_recipe_name_tells_apart_the_training_settings_that_change_a_run():
+    """Two kd_gain runs that differed only in attention dropout or frozen embeddings shared one record file, and the
+    second replaced the first; the default's name is the one it always had."""
+    from distillery.kd_gain import variant
+
+    params = load_params(ROOT / "params.yaml")
+    assert variant(params)["train"] == "4 epochs, lr 0.0001, batch 32"
+    train = dataclasses.replace(params.distill.train, attention_dropout=0.0, freeze_embeddings=True)
+    changed = dataclasses.replace(params, distill=dataclasses.replace(params.distill, train=train))
+    assert variant(changed)["train"] == "4 epochs, lr 0.0001, batch 32, attention dropout 0, embeddings frozen"
