@@ -100,17 +100,21 @@ def hub_unreachable(exc: BaseException) -> bool:
 
 
 PROBED: dict[str, bool] = {}  # Hub endpoint -> whether this process could connect to it (asked once)
+PROBED_AT: dict[str, float] = {}  # Hub endpoint -> when it was found out of reach (time.monotonic())
+ASK_AGAIN_S = 300.0  # a long-lived process (a kd_gain flow run) asks again this long after finding it out of reach
 OUT_OF_REACH = "DISTILLERY_HUB_OUT_OF_REACH"  # set for the processes this one starts (torchrun's): no second probe
 
 
 def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
     """Before ``name`` is loaded: when it is no local path and this process cannot open a connection to the Hub's
     host (or to the proxy that reaches it) within ``timeout`` seconds, load Hub ids from the Hugging Face cache
-    alone (as ``HF_HUB_OFFLINE=1`` does); whether the Hub is out of reach. Asked once per process, and never when
-    HF_HUB_OFFLINE is set. Without it, every load of a Hub id on a machine with no network retried for 25 s: 4 min
+    alone (as ``HF_HUB_OFFLINE=1`` does); whether the Hub is out of reach. Asked once per process (again
+    ``ASK_AGAIN_S`` after an answer of no, so a long-lived process sees the network come back), and never when
+    HF_HUB_OFFLINE is set by the user. Without it, every load of a Hub id on a machine with no network retried for 25 s: 4 min
     50 s for one stage before it failed, or before it loaded the model the cache held all along."""
     import os
     import sys
+    import time
     from pathlib import Path
 
     if Path(name).expanduser().exists():
@@ -120,6 +124,10 @@ def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
     except ImportError:  # pragma: no cover - a dependency of transformers
         return False
     endpoint = constants.ENDPOINT
+    if PROBED.get(endpoint) is False and time.monotonic() - PROBED_AT.get(endpoint, 0.0) > ASK_AGAIN_S:
+        del PROBED[endpoint]  # ask again, online as the process began
+        os.environ.pop(OUT_OF_REACH, None)
+        _set_offline(constants, False)
     if endpoint not in PROBED:
         if constants.HF_HUB_OFFLINE:
             return False
@@ -133,12 +141,19 @@ def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
                 print(f"note: the Hugging Face Hub ({endpoint}) cannot be reached from this machine ({failure}): "
                       "Hub ids load from the local Hugging Face cache only, as with HF_HUB_OFFLINE=1",
                       file=sys.stderr, flush=True)
+        PROBED_AT[endpoint] = time.monotonic()
     if PROBED[endpoint]:
         return False
-    constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub and transformers
-    if "datasets.config" in sys.modules:  # datasets copies it when imported
-        sys.modules["datasets.config"].HF_HUB_OFFLINE = True
+    _set_offline(constants, True)
     return True
+
+
+def _set_offline(constants, offline: bool) -> None:
+    import sys
+
+    constants.HF_HUB_OFFLINE = offline  # read at each call by huggingface_hub and transformers
+    if "datasets.config" in sys.modules:  # datasets copies it when imported
+        sys.modules["datasets.config"].HF_HUB_OFFLINE = offline
 
 
 def _connection_failure(endpoint: str, timeout: float):

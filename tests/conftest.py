@@ -59,6 +59,7 @@ def _each_test_asks_for_the_hub_afresh(monkeypatch):
     from distillery import errors
 
     monkeypatch.setattr(errors, "PROBED", {})
+    monkeypatch.setattr(errors, "PROBED_AT", {})
     monkeypatch.setenv(errors.OUT_OF_REACH, "")  # undone after the test, whatever the code under test set
 
 

@@ -37,7 +37,8 @@ class TrainConfig:
     freeze_embeddings: bool = Field(
         False, description="keep the input word-embedding matrix as the model starts (no gradient, no optimizer "
                            "state): most of a small text student's parameters are its embeddings, so its steps "
-                           "take less time; transformer, boe and bilstm models")
+                           "take less time (19% on the default student, which lost 0.3 points, its baseline 3.2: "
+                           "README, Frozen word embeddings); transformer, boe and bilstm models")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")

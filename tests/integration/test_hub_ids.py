@@ -156,3 +156,18 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     errors.offline_unless_hub_reachable("distillery-test/tiny-bert")
     assert attempts[2:] == [("127.0.0.1", port)]
+
+    # a long-lived process (a kd_gain flow run) asks again after errors.ASK_AGAIN_S: the Hub is back, and it is online
+    import time
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", port))
+    listening.listen()
+    try:
+        assert errors.offline_unless_hub_reachable("distillery-test/tiny-bert")  # asked too soon: still out of reach
+        assert constants.HF_HUB_OFFLINE is True and len(attempts) == 3
+        errors.PROBED_AT[constants.ENDPOINT] = time.monotonic() - errors.ASK_AGAIN_S - 1
+        assert not errors.offline_unless_hub_reachable("distillery-test/tiny-bert")
+        assert constants.HF_HUB_OFFLINE is False and len(attempts) == 4 and not errors.hub_out_of_reach()
+    finally:
+        listening.close()
