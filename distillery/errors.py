@@ -110,8 +110,8 @@ def offline_unless_hub_reachable(name: str, timeout: float = 5.0) -> bool:
     host (or to the proxy that reaches it) within ``timeout`` seconds, load Hub ids from the Hugging Face cache
     alone (as ``HF_HUB_OFFLINE=1`` does); whether the Hub is out of reach. Asked once per process (again
     ``ASK_AGAIN_S`` after an answer of no, so a long-lived process sees the network come back), and never when
-    HF_HUB_OFFLINE is set by the user. Without it, every load of a Hub id on a machine with no network retried for 25 s: 4 min
-    50 s for one stage before it failed, or before it loaded the model the cache held all along."""
+    HF_HUB_OFFLINE is set by the user. Without it, every load of a Hub id on a machine with no network retried for
+    25 s: 4 min 50 s for one stage before it failed, or before it loaded the model the cache held all along."""
     import os
     import sys
     import time
