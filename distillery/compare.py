@@ -16,7 +16,7 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import DataError
 from distillery.files import read_json, sha256_files, write_json
-from distillery.kd_gain import METRICS, RUNS_DIR, verdict
+from distillery.kd_gain import METRICS, RUNS_DIR, collapse_warning, verdict
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 
 # what must be equal for two runs' figures to be compared, and how a difference is named
@@ -68,12 +68,15 @@ def compare(params: Params, reports_dir: Union[str, Path] = REPORTS_DIR,
         raise DataError(f"{runs_dir}: the runs score different tasks ({named}); keep one task's runs there")
     primary, secondary = next(iter(kinds))
     best = max(runs, key=lambda r: r["validation"][f"student_{primary}_mean"])
+    tied = [r for r in runs if r is not best and
+            r["validation"][f"student_{primary}_mean"] == best["validation"][f"student_{primary}_mean"]]
     lines = [f"| recipe | seeds | test {primary} % | test {secondary} ×100 | its baseline, test {primary} % | "
              f"gain over that baseline, {primary} points (95% CI) | validation {primary} % | distill s / seed |",
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         one, two = run[primary], run[secondary]
-        mark = " **(best on validation)**" if run is best else ""
+        mark = "" if run is not best else " **(best on validation)**" if not tied else \
+            f" **(best on validation, tied with {len(tied)} more: the first listed)**"
         lines.append(f"| {_label(run['variant'])}{mark} | {run['seeds']} | {_pm(one, 'student')} | "
                      f"{_pm(two, 'student')} | {_pm(one, 'baseline')} | "
                      f"{100 * one['diff_mean']:+.2f} ({100 * one['diff_ci95'][0]:+.2f} to "
@@ -90,6 +93,8 @@ def compare(params: Params, reports_dir: Union[str, Path] = REPORTS_DIR,
     collapsed = sorted({repr(r["teacher_one_label"]) for r in runs if r.get("teacher_one_label") is not None})
     caution += (f"\n\n**The teacher answers {' or '.join(collapsed)} for every test row:** its training collapsed, "
                 "so what the students keep of its score means nothing." if collapsed else "")
+    caution += "".join(f"\n\n{_label(r['variant'])}: {collapse_warning(r['collapsed']).split('Warning: ', 1)[1]}"
+                       for r in runs if r.get("collapsed"))  # kd_gain said it; the table repeats it
     caution += "".join(f"\n\n{_label(r['variant'])}: {verdict(r[primary], len(r['seeds']), primary)}." for r in runs
                        if r[primary]["diff_ci95"][0] <= 0 or len(r["seeds"]) < 3)
     text = (f"# Distillation recipes compared\n\nTest scores are mean ± sample standard deviation over the seeds; "

@@ -64,7 +64,7 @@ class HubUnreachable(TransientError):
 _UNREACHABLE = ("couldn't reach", "couldn't connect", "could not connect", "name or service not known",
                 "temporary failure in name resolution", "failed to resolve", "max retries exceeded",
                 "connection refused", "connection reset", "connection aborted", "network is unreachable", "timed out",
-                "connectionerror")
+                "connectionerror", "proxyerror")
 
 
 def connection_lost(exc: BaseException, unless: tuple = ()) -> bool:
@@ -176,7 +176,10 @@ def _connection_failure(endpoint: str, timeout: float):
 
     def connect() -> None:  # in a thread: a name lookup has no timeout of its own
         try:
-            socket.create_connection((target.hostname or "", port), timeout=timeout).close()
+            with socket.create_connection((target.hostname or "", port), timeout=timeout) as connection:
+                if proxy and parts.scheme == "https" and target.scheme == "http":  # will it tunnel to the Hub?
+                    failures.append(_tunnel_refused(connection, parts, target))
+                    return
             failures.append(None)
         except (OSError, ValueError) as exc:
             failures.append(f"{where}: {exc}")
@@ -185,6 +188,22 @@ def _connection_failure(endpoint: str, timeout: float):
     probe.start()
     probe.join(timeout + 1.0)
     return failures[0] if failures else f"{where}: no answer within {timeout:g} s"
+
+
+def _tunnel_refused(connection, hub, proxy):
+    """Why the HTTP proxy on ``connection`` will not tunnel to ``hub`` (its answer to CONNECT: a proxy that blocks
+    the Hub accepts the connection and answers 403 or 404), or None when it answers 200."""
+    import base64
+
+    address = f"{hub.hostname}:{hub.port or 443}"
+    request = f"CONNECT {address} HTTP/1.1\r\nHost: {address}\r\n"
+    if proxy.username:
+        credentials = base64.b64encode(f"{proxy.username}:{proxy.password or ''}".encode()).decode()
+        request += f"Proxy-Authorization: Basic {credentials}\r\n"
+    connection.sendall(f"{request}\r\n".encode())
+    status = connection.recv(512).split(b"\r\n", 1)[0].decode("latin-1").strip()
+    return None if status.split()[1:2] == ["200"] else \
+        f"proxy {proxy.hostname}:{proxy.port or 80} answered {status or 'nothing'!r} to CONNECT {address}"
 
 
 def hub_out_of_reach() -> bool:

@@ -69,7 +69,9 @@ def from_pretrained(loader, name: str, key: str, **kwargs):
             if commit:
                 REVISIONS[name] = commit
         return loaded
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - httpx's ProxyError is no OSError: a proxy refusing the Hub is an outage
+        if not isinstance(exc, (OSError, ValueError)) and (Path(name).exists() or not hub_unreachable(exc)):
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not Path(name).exists() and hub_unreachable(exc):
             cache = "" if hub_out_of_reach() else " (or the model in the HF cache with HF_HUB_OFFLINE=1)"

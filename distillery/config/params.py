@@ -150,6 +150,18 @@ class Params:
         return self
 
     @model_validator(mode="after")
+    def _attention_dropout_needs_attention(self) -> "Params":
+        """Refused when params.yaml is read: ``fit`` refused it only after DVC had removed the stage's outputs."""
+        without = ("boe", "bilstm", *IMAGE_FAMILIES)
+        if self.distill.train.attention_dropout is not None and self.student.source in without:
+            raise not_allowed(f"a {self.student.source} student has no attention; set it to null",
+                              "distill.train.attention_dropout", self.distill.train.attention_dropout)
+        if self.teacher.train.attention_dropout is not None and self.task == "image_classification":
+            raise not_allowed("image networks have no attention; set it to null", "teacher.train.attention_dropout",
+                              self.teacher.train.attention_dropout)
+        return self
+
+    @model_validator(mode="after")
     def _hidden_loss_needs_layers(self) -> "Params":
         weight = self.distill.hidden_loss.weight
         if weight and self.student.source != "layers":

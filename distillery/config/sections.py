@@ -36,9 +36,10 @@ class TrainConfig:
                                       "windows a training step took 1.3x (fp32) to 1.7x (bf16) less time on CPU")
     freeze_embeddings: bool = Field(
         False, description="keep the input word-embedding matrix as the model starts (no gradient, no optimizer "
-                           "state): most of a small text student's parameters are its embeddings, so its steps "
-                           "take less time (19% on the default student, which lost 0.3 points, its baseline 3.2: "
-                           "README, Frozen word embeddings); transformer, boe and bilstm models")
+                           "state): the steps take less time, the more so the larger the vocabulary's share of the "
+                           "parameters (19% for the default student, which lost 0.3 points and its baseline 3.2: "
+                           "README, Frozen word embeddings). Text models; refused by images and by students whose "
+                           "embeddings start random (config; boe, bilstm without init_from_teacher)")
     metric_for_best_model: Literal["accuracy", "macro_f1", "f1", "exact_match", "loss"] = Field(
         "accuracy", description="the checkpoint kept is the best by this, on the validation split: accuracy | "
                                 "macro_f1 (text classification), f1 | exact_match (question answering), or loss")

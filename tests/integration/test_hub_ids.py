@@ -171,3 +171,59 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
         assert constants.HF_HUB_OFFLINE is False and len(attempts) == 4 and not errors.hub_out_of_reach()
     finally:
         listening.close()
+
+
+@pytest.mark.parametrize("answer, reachable", [(b"HTTP/1.1 404 Not Found\r\n\r\n", False),
+                                                (b"HTTP/1.1 200 Connection established\r\n\r\n", True)])
+def test_a_proxy_that_will_not_tunnel_to_the_hub_is_out_of_reach_and_its_refusal_is_transient(monkeypatch, capsys,
+                                                                                              answer, reachable):
+    """A trial: a proxy that accepts the connection but answers 404 to CONNECT (one that blocks huggingface.co) passed
+    the probe; a cached id then failed with a 98-line httpx ProxyError traceback (exit 1), never used the cache."""
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    from distillery import errors
+    from distillery.hf import from_pretrained
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    requests = []
+
+    def proxy():
+        connection, _ = server.accept()
+        with connection:
+            requests.append(connection.recv(1024))
+            connection.sendall(answer)
+
+    thread = threading.Thread(target=proxy, daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("https_proxy", f"http://user:secret@127.0.0.1:{server.getsockname()[1]}")
+    try:
+        assert errors.offline_unless_hub_reachable("acme/tiny") is not reachable
+    finally:
+        thread.join(5)
+        server.close()
+    assert requests[0].startswith(b"CONNECT huggingface.co:443 HTTP/1.1\r\nHost: huggingface.co:443\r\n"
+                                  b"Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=\r\n\r\n")
+    said = capsys.readouterr().err
+    assert ("answered 'HTTP/1.1 404 Not Found' to CONNECT huggingface.co:443): Hub ids load from the local Hugging "
+            "Face cache only" in said) is not reachable
+
+    class ProxyError(Exception):  # httpx's: no OSError
+        pass
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(name, **kwargs):
+            raise ProxyError("404 Not Found")
+
+    with pytest.raises(errors.HubUnreachable, match=r"^teacher\.model: the Hugging Face Hub did not answer for "
+                                                    r"'acme/tiny' \(404 Not Found\); retry once it does"):
+        from_pretrained(Loader, "acme/tiny", "teacher.model")

@@ -111,3 +111,24 @@ def test_the_key_is_checked_at_load(tmp_path):
     path.write_text("distill:\n  train:\n    attention_dropout: 1.5\n")
     with pytest.raises(ConfigError, match=r"distill\.train\.attention_dropout = 1\.5 is not allowed"):
         load_params(path)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("student:\n  source: bilstm\ndistill:\n  train:\n    attention_dropout: 0.0\n",
+     r"distill\.train\.attention_dropout = 0\.0 is not allowed; a bilstm student has no attention; set it to null"),
+    ("student:\n  source: boe\ndistill:\n  train:\n    attention_dropout: 0.0\n", "a boe student has no attention"),
+    ("task: image_classification\nteacher:\n  model: scratch:cnn\n  train:\n    attention_dropout: 0.0\nstudent:\n"
+     "  source: cnn\n", r"teacher\.train\.attention_dropout = 0\.0 is not allowed; image networks have no attention"),
+])
+def test_a_model_without_attention_is_refused_when_params_are_read(tmp_path, yaml_text, message):
+    """A trial: `distill` refused a bilstm student's attention_dropout only after `dvc repro` had removed
+    models/student and models/baseline."""
+    from distillery.config import load_params
+    from distillery.errors import ConfigError
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+    path.write_text(yaml_text.replace("attention_dropout: 0.0", "attention_dropout: null"))
+    load_params(path)

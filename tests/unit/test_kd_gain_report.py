@@ -308,3 +308,24 @@ def test_the_recipe_name_tells_apart_the_training_settings_that_change_a_run():
     train = dataclasses.replace(params.distill.train, attention_dropout=0.0, freeze_embeddings=True)
     changed = dataclasses.replace(params, distill=dataclasses.replace(params.distill, train=train))
     assert variant(changed)["train"] == "4 epochs, lr 0.0001, batch 32, attention dropout 0, embeddings frozen"
+
+
+def test_compare_repeats_a_collapse_and_says_when_the_best_on_validation_is_a_tie(tmp_path):
+    """A trial: both recipes' runs collapsed to one label (25.00 ± 0.00 everywhere); kd_gain warned, compare said
+    nothing and marked one of the two tied recipes the best."""
+    from distillery.compare import compare
+
+    params = load_params(ROOT / "params.yaml")
+    one_label = {"accuracy": 0.25, "macro_f1": 0.1, "validation_accuracy": 0.25, "validation_macro_f1": 0.1,
+                 "train_seconds": 1.0, "train_examples": 10, "one_label": "positive"}
+    per_seed = [{"seed": s, "student": one_label, "baseline": one_label} for s in (1, 2)]
+    for frozen in (False, True):
+        train = dataclasses.replace(params.distill.train, freeze_embeddings=frozen)
+        recipe = dataclasses.replace(params, distill=dataclasses.replace(params.distill, train=train))
+        _report(recipe, per_seed, ("accuracy", "macro_f1"), pd.DataFrame({"x": range(4)}),
+                pd.DataFrame({"x": range(2)}), tmp_path / "reports", tmp_path / "logits")
+    compare(params, tmp_path / "reports", tmp_path / "prepared")
+    table = (tmp_path / "reports/compare.md").read_text()
+    assert table.count("**(best on validation, tied with 1 more: the first listed)**") == 1
+    assert table.count("the baseline answered 'positive' for every test row in 2 runs (seeds 1, 2); the student "
+                       "answered 'positive' for every test row in 2 runs (seeds 1, 2): its training collapsed") == 2
