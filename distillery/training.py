@@ -247,6 +247,8 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         "train_examples": len(train_dataset),
         "processes": world_size(),
         "precision": resolved_precision(cfg),
+        # fewer than all with train.freeze_embeddings: the word-embedding matrix did not train
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "steps": int(result.global_step),
         "steps_per_epoch": steps_per_epoch,
         "seconds_per_1k_examples": round(1000 * sum(timer.epoch_seconds) /

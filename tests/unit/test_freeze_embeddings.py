@@ -42,9 +42,10 @@ def test_a_transformer_trains_all_but_its_word_embeddings(tiny_bert, tmp_path, d
     word = "bert.embeddings.word_embeddings.weight"
     assert word in before
 
-    _fit(model, tokenizer, tmp_path, freeze=True, distill=distill, attention_dropout=attention_dropout)
+    summary = _fit(model, tokenizer, tmp_path, freeze=True, distill=distill, attention_dropout=attention_dropout)
 
     after = dict(model.named_parameters())
+    assert summary["trainable_parameters"] == sum(p.numel() for p in before.values()) - before[word].numel()
     assert torch.equal(after[word], before[word])
     assert not after[word].requires_grad and after[word].grad is None  # no gradient was ever computed for it
     changed = [name for name in before if not torch.equal(after[name], before[name])]
@@ -57,8 +58,9 @@ def test_without_it_the_word_embeddings_train(tiny_bert, tmp_path):
     tokenizer = load_tokenizer(str(tiny_bert), "t")
     model = load_classifier(str(tiny_bert), "t", LABELS)
     before = model.get_input_embeddings().weight.detach().clone()
-    _fit(model, tokenizer, tmp_path, freeze=False, distill=False)
+    summary = _fit(model, tokenizer, tmp_path, freeze=False, distill=False)
     assert not torch.equal(model.get_input_embeddings().weight, before)
+    assert summary["trainable_parameters"] == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("family", ["boe", "bilstm"])
