@@ -152,6 +152,19 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
+def refused_when_read(path: Path, text: str, message: str, allowed: tuple) -> None:
+    """params.yaml ``text`` at ``path`` is refused when read, with ``message`` (a regular expression); with the
+    replacement ``allowed`` (old, new) made, it loads."""
+    from distillery.config import load_params
+    from distillery.errors import ConfigError
+
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+    path.write_text(text.replace(*allowed))
+    load_params(path)
+
+
 def _git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 

@@ -6,6 +6,7 @@ from torch import nn
 from transformers import (BertConfig, BertForQuestionAnswering, DistilBertConfig,
                           DistilBertForSequenceClassification, T5Config, T5EncoderModel)
 
+from conftest import refused_when_read
 from distillery.errors import ModelError
 from distillery.hf import set_attention_dropout
 
@@ -123,12 +124,5 @@ def test_the_key_is_checked_at_load(tmp_path):
 def test_a_model_without_attention_is_refused_when_params_are_read(tmp_path, yaml_text, message):
     """A trial: `distill` refused a bilstm student's attention_dropout only after `dvc repro` had removed
     models/student and models/baseline."""
-    from distillery.config import load_params
-    from distillery.errors import ConfigError
-
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=message):
-        load_params(path)
-    path.write_text(yaml_text.replace("attention_dropout: 0.0", "attention_dropout: null"))
-    load_params(path)
+    refused_when_read(tmp_path / "params.yaml", yaml_text, message,
+                      ("attention_dropout: 0.0", "attention_dropout: null"))

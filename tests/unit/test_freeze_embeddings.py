@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import refused_when_read
 from distillery.config import TrainConfig
 from distillery.errors import ModelError
 from distillery.hf import freeze_embeddings, load_tokenizer
@@ -89,16 +90,10 @@ def test_a_model_without_word_embeddings_is_refused_naming_the_key():
      "    freeze_embeddings: true\n",
      r"this bilstm student's word embeddings start random \(student.bilstm.init_from_teacher is false\)"),
     ("task: image_classification\nteacher:\n  model: scratch:cnn\n  train:\n    freeze_embeddings: true\nstudent:\n"
-     "  source: cnn\n", "teacher.train.freeze_embeddings = True is not allowed; image networks have no word embeddings"),
+     "  source: cnn\n",
+     "teacher.train.freeze_embeddings = True is not allowed; image networks have no word embeddings"),
 ])
 def test_what_has_no_trained_word_embeddings_to_keep_is_refused_at_load(tmp_path, yaml_text, message):
     """Refused when params.yaml is read: `fit` would refuse an image model only after DVC removed the outputs."""
-    from distillery.config import load_params
-    from distillery.errors import ConfigError
-
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=message):
-        load_params(path)
-    path.write_text(yaml_text.replace("freeze_embeddings: true", "freeze_embeddings: false"))
-    load_params(path)
+    refused_when_read(tmp_path / "params.yaml", yaml_text, message,
+                      ("freeze_embeddings: true", "freeze_embeddings: false"))
