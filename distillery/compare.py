@@ -16,7 +16,7 @@ from typing import Union
 from distillery.config import Params
 from distillery.errors import DataError
 from distillery.files import read_json, sha256_files, write_json
-from distillery.kd_gain import METRICS, RUNS_DIR, collapse_warning, verdict
+from distillery.kd_gain import METRICS, RUNS_DIR, collapse_sentence, verdict
 from distillery.paths import PREPARED_DIR, REPORTS_DIR
 
 # what must be equal for two runs' figures to be compared, and how a difference is named
@@ -93,7 +93,7 @@ def compare(params: Params, reports_dir: Union[str, Path] = REPORTS_DIR,
     collapsed = sorted({repr(r["teacher_one_label"]) for r in runs if r.get("teacher_one_label") is not None})
     caution += (f"\n\n**The teacher answers {' or '.join(collapsed)} for every test row:** its training collapsed, "
                 "so what the students keep of its score means nothing." if collapsed else "")
-    caution += "".join(f"\n\n{_label(r['variant'])}: {collapse_warning(r['collapsed']).split('Warning: ', 1)[1]}"
+    caution += "".join(f"\n\n{_label(r['variant'])}: {collapse_sentence(r['collapsed'])}"
                        for r in runs if r.get("collapsed"))  # kd_gain said it; the table repeats it
     caution += "".join(f"\n\n{_label(r['variant'])}: {verdict(r[primary], len(r['seeds']), primary)}." for r in runs
                        if r[primary]["diff_ci95"][0] <= 0 or len(r["seeds"]) < 3)

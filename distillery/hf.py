@@ -61,23 +61,25 @@ def _cached_commit(name: str) -> Optional[str]:
 
 
 def from_pretrained(loader, name: str, key: str, **kwargs):
+    local = Path(name).exists()
     try:
         with quiet_hub(name):
             loaded = loader.from_pretrained(name, **kwargs)
-        if not Path(name).exists():
+        if not local:
             commit = _cached_commit(name)
             if commit:
                 REVISIONS[name] = commit
         return loaded
     except Exception as exc:  # noqa: BLE001 - httpx's ProxyError is no OSError: a proxy refusing the Hub is an outage
-        if not isinstance(exc, (OSError, ValueError)) and (Path(name).exists() or not hub_unreachable(exc)):
+        unreachable = not local and hub_unreachable(exc)
+        if not isinstance(exc, (OSError, ValueError)) and not unreachable:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not Path(name).exists() and hub_unreachable(exc):
+        if unreachable:
             cache = "" if hub_out_of_reach() else " (or the model in the HF cache with HF_HUB_OFFLINE=1)"
             raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for {name!r} ({message}); retry once it "
                                  f"does, or use a local directory{cache}") from None
-        hint = "" if Path(name).exists() else " (it is not a local directory, and the Hugging Face Hub could not provide it)"
+        hint = "" if local else " (it is not a local directory, and the Hugging Face Hub could not provide it)"
         raise ModelError(f"{key}: cannot load {name!r}{hint}: {message}") from None
 
 

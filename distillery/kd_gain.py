@@ -127,10 +127,13 @@ def collapsed(records: list[dict]) -> list[dict]:
 
 
 def collapse_warning(runs: list[dict]) -> str:
-    """A sentence on the collapsed runs, or "": a gain over a baseline that answers one label, or a student that
-    does, says little about distillation (evaluate warns of the pipeline's own models the same way)."""
-    if not runs:
-        return ""
+    """A warning line on the collapsed runs, or "": a gain over a baseline that answers one label, or a student
+    that does, says little about distillation (evaluate warns of the pipeline's own models the same way)."""
+    return f"\nWarning: {collapse_sentence(runs)}" if runs else ""
+
+
+def collapse_sentence(runs: list[dict]) -> str:
+    """Which collapsed runs answered which label, and what that means (compare repeats it per recipe)."""
     named = []
     for who in ("baseline", "student"):
         mine = [r for r in runs if r["model"] == who]
@@ -140,8 +143,8 @@ def collapse_warning(runs: list[dict]) -> str:
             named.append(f"the {who} answered {' or '.join(map(repr, answers))} for every test row in "
                          f"{len(mine)} run{'s' if len(mine) != 1 else ''} (seed{'s' if len(seeds) != 1 else ''} "
                          f"{', '.join(map(str, seeds))})")
-    return ("\nWarning: " + "; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, "
-            ".epochs), so a gain measured against it says little about distillation.")
+    return ("; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, .epochs), so a "
+            "gain measured against it says little about distillation.")
 
 
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,

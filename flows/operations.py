@@ -78,8 +78,8 @@ def notify_crash(flow, flow_run, state, apprise_url: Optional[str] = None) -> No
     machine restarted): the run failed without a failed stage, and nobody was told."""
     ended = (state.message or "the flow run process ended without a result").rstrip(".")
     _notify(flow, flow_run, state, f"Distillery run {flow_run.name} crashed",
-            f"{ended}; its logs say which stage was running. The next run puts back params.yaml and the outputs if the run had overrides "
-            "(python -m flows.recover does it without a run)", apprise_url)
+            f"{ended}; its logs say which stage was running. The next run puts back params.yaml and the outputs if "
+            "the run had overrides (python -m flows.recover does it without a run)", apprise_url)
 
 
 def _notify(flow, flow_run, state, title: str, error: str, apprise_url: Optional[str]) -> None:

@@ -71,7 +71,8 @@ def models_table(listing: dict) -> str:
     for row in listing["versions"]:
         scores = " | ".join(cell(row["metrics"].get(name), ".4f") for name in metrics)
         lines.append(f"| {row['version']} | {', '.join(row['aliases']) or '-'} | {row['created']} | {scores} | "
-                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | {cell(row['size_mb'], megabytes)} "
+                     f"{cell(row['retention'], '.4f')} | {cell(row['p95_ms'], '.2f')} | "
+                     f"{cell(row['size_mb'], megabytes)} "
                      f"| {row['gate'] or '-'} | {row.get('test_split') or '-'} |")
     if listing.get("store") == "missing":
         lines.append("| (no store there: nothing registered yet, or a mistyped MLFLOW_TRACKING_URI) |"
