@@ -25,6 +25,7 @@ def check_params_file(path: str) -> int:
         try:
             check_model_limits(params)
             check_data_files(params)
+            check_gate_cell(params)
         except DistilleryError as exc:  # a Hub id the cache lacks, the Hub out of reach: transient (exit 3)
             raise type(exc)(f"{path}: {exc}") from None
     except DistilleryError as exc:
@@ -128,6 +129,19 @@ def check_data_files(params) -> None:
     # teacher.model outside models/pretrained passed this check and prepare, then failed in train_teacher)
     require_tracked("train_teacher", {"teacher.model": params.teacher.model})
     require_tracked("distill", {"teacher.model": params.teacher.model, "student.model": params.student.model})
+
+
+def check_gate_cell(params) -> None:
+    """``register``'s latency check reads the deployable student's p95 at batch 1 and ``student.max_length`` (or a
+    longer length): a benchmark grid without that cell failed only there, after every model had trained and been
+    timed (a trial). Checked after the models' limits, which may refuse the length itself."""
+    sizes, lengths, length = params.benchmark.batch_sizes, params.benchmark.sequence_lengths, params.student.max_length
+    if 1 not in sizes:
+        raise ConfigError(f"benchmark.batch_sizes = {sizes} is not allowed; register's latency gate reads the "
+                          "batch-1 cell; add 1")
+    if params.task != "image_classification" and max(lengths) < length:
+        raise ConfigError(f"benchmark.sequence_lengths = {lengths} is not allowed; register's latency gate reads "
+                          f"batch 1 at student.max_length ({length}) or longer; add {length}")
 
 
 def _check_qa_file(path, key: str, value: str) -> None:

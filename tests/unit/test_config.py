@@ -760,3 +760,23 @@ def test_params_check_refuses_a_local_model_outside_the_training_stages_inputs(t
     (tmp_path / "params.yaml").write_text(text.replace("model: bundled:minilm-l6", "model: models/pretrained/teacher",
                                                        1))
     assert main(["params", "--check"]) == 0, capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("edit, message, allowed", [
+    (("[1, 8, 32]", "[8, 32]"), "benchmark.batch_sizes = [8, 32] is not allowed; register's latency gate reads the "
+                                "batch-1 cell; add 1", "[8, 1]"),
+    (("[16, 64, 128]", "[16, 32]"), "benchmark.sequence_lengths = [16, 32] is not allowed; register's latency gate "
+                                    "reads batch 1 at student.max_length (64) or longer; add 64", "[16, 100]"),
+])
+def test_params_check_refuses_a_benchmark_grid_without_the_gates_cell(tmp_path, capsys, monkeypatch, edit, message,
+                                                                      allowed):
+    """A trial: `register` failed on it ("no benchmark figure at b1_s64"), after every model had trained."""
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "params.yaml").read_text()
+    assert edit[0] in text
+    (tmp_path / "params.yaml").write_text(text.replace(*edit, 1))
+    assert main(["params", "--check", "--params", "params.yaml"]) == 2
+    assert capsys.readouterr().err == f"distillery params: error: params.yaml: {message}\n"
+    (tmp_path / "params.yaml").write_text(text.replace(edit[0], allowed, 1))  # a longer cell is read instead
+    assert main(["params", "--check", "--params", "params.yaml"]) == 0
