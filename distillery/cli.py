@@ -17,6 +17,15 @@ from distillery.errors import DistilleryError, EnvironmentFailure, TransientErro
 from distillery.stages import STAGES, stage_function, stage_summary
 
 
+def _ask_the_hub(params) -> None:
+    """Whether the Hub is reachable, asked once for the Hub ids among the models (``errors``' probe)."""
+    from distillery.errors import offline_unless_hub_reachable
+
+    for name in (params.teacher.model, params.student.model):
+        if name and not name.startswith(("bundled:", "scratch:")):
+            offline_unless_hub_reachable(name)
+
+
 def _command_function(command: str) -> Callable:
     if command in STAGES:
         return stage_function(command)
@@ -65,6 +74,7 @@ def run_stage(stage: str, params_path: str = "params.yaml") -> dict:
             print(announcement, flush=True)  # what it does, before the wait
         processes = getattr(_stage_module(stage), "processes", lambda _: 1)(params)
         if processes > 1 and world_size() == 1:  # train.processes: re-launched under torchrun
+            _ask_the_hub(params)  # here, so its processes inherit the answer: one note, not one per process
             return launch(stage, processes, params_path)
         result = _command_function(stage)(params)
         report_result(result)

@@ -227,3 +227,35 @@ def test_a_proxy_that_will_not_tunnel_to_the_hub_is_out_of_reach_and_its_refusal
     with pytest.raises(errors.HubUnreachable, match=r"^teacher\.model: the Hugging Face Hub did not answer for "
                                                     r"'acme/tiny' \(404 Not Found\); retry once it does"):
         from_pretrained(Loader, "acme/tiny", "teacher.model")
+
+
+def test_a_multi_process_stage_asks_the_hub_before_it_launches_so_its_processes_say_nothing(
+        hub_cache, tmp_path, monkeypatch, capsys):
+    """A trial: with `distill.train.processes: 2` the note that the Hub is out of reach came once per process, as
+    the launcher re-launched under torchrun before loading any model, leaving its processes nothing to inherit."""
+    import os
+    import socket
+
+    from huggingface_hub import constants
+
+    from distillery import distributed, errors
+    from distillery.cli import run_stage
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    launched = []
+    monkeypatch.setattr(distributed, "launch", lambda stage, processes, path: launched.append(
+        (stage, processes, os.environ.get(errors.OUT_OF_REACH))) or {"launched": True})
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params("distillery-test/tiny-bert", make_csv(tmp_path / "d.csv"))
+    params["teacher"]["train"]["processes"] = 2
+    write_params(tmp_path / "params.yaml", params)
+    assert run_stage("train_teacher") == {"launched": True}
+    assert launched == [("train_teacher", 2, constants.ENDPOINT)]  # what torchrun's processes inherit
+    assert capsys.readouterr().err.count("cannot be reached") == 1
