@@ -175,10 +175,17 @@ def _warn_if_not_smaller(parameters: int, params: Params, teacher_dir: Union[str
                   f"teacher; see student.{params.student.source} for its sizes", file=sys.stderr, flush=True)
 
 
+# below this many seconds a training's time per example is mostly start-up and noise: a trial saw the ratio of two
+# tiny trainings swing from 0.14 to 40.9, so it is not printed (distill.json still records it)
+RATIO_MIN_SECONDS = 30.0
+
+
 def summary(result: dict) -> str:
-    return (f"distilled student {result['student']['train_seconds']:.0f}s, baseline "
-            f"{result['baseline']['train_seconds']:.0f}s; time per example, distilled / baseline: "
-            f"{result['time_ratio_per_example']:.2f}")
+    student, baseline = result["student"]["train_seconds"], result["baseline"]["train_seconds"]
+    ratio = (f"time per example, distilled / baseline: {result['time_ratio_per_example']:.2f}"
+             if min(student, baseline) >= RATIO_MIN_SECONDS else
+             f"too short to compare their time per example (under {RATIO_MIN_SECONDS:.0f}s)")
+    return f"distilled student {student:.0f}s, baseline {baseline:.0f}s; {ratio}"
 
 
 def tracked_inputs(params: Params) -> dict:

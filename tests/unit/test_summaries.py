@@ -1,4 +1,6 @@
 """What the CLI and the tables print for small models and for a registry without a champion."""
+import pytest
+
 from distillery.reports import memory, parameters
 from distillery.stages.register import summary
 
@@ -324,3 +326,16 @@ def test_a_model_run_logs_the_validation_figures_of_the_epoch_it_kept(tmp_path):
     assert best_epoch("baseline", tmp_path) == {"best_epoch": 2.0, "best_eval_loss": 0.8, "best_eval_accuracy": 0.6957,
                                                 "best_eval_roc_auc": 0.8333}
     assert best_epoch("student", tmp_path) == {}  # no files: nothing claimed
+
+
+@pytest.mark.parametrize("seconds, said", [
+    ((2.0, 0.4), "distilled student 2s, baseline 0s; too short to compare their time per example (under 30s)"),
+    ((120.0, 40.0), "distilled student 120s, baseline 40s; time per example, distilled / baseline: 0.98"),
+])
+def test_the_distill_summary_gives_the_time_ratio_only_for_trainings_long_enough_to_time(seconds, said):
+    """A trial: on tiny data the printed ratio swung from 0.14 to 40.9 between runs of the same settings."""
+    from distillery.stages.distill import summary as distill_summary
+
+    result = {"student": {"train_seconds": seconds[0]}, "baseline": {"train_seconds": seconds[1]},
+              "time_ratio_per_example": 0.98}
+    assert distill_summary(result) == said
