@@ -187,17 +187,33 @@ class TeacherConfig:
                                                          "at teacher.cnn / teacher.mlp's sizes)")
     max_length: int = Field(64, ge=2, description="tokens per text; longer texts are truncated (images: unused)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the teacher's training hyperparameters")
-    logits_precision: Literal["fp32", "bf16", "auto"] = Field(
+    logits_precision: Literal["fp32", "bf16", "int8", "auto"] = Field(
         "fp32", description="the teacher's pass in teacher_logits (the outputs the students learn from): fp32 | "
-                            "bf16 (bfloat16 autocast) | auto (bf16 where the hardware computes it natively)")
+                            "bf16 (bfloat16 autocast) | int8 (ONNX Runtime, the teacher's weights quantized per "
+                            "channel; used when its labels agree with the fp32 teacher's on >= 97% of the "
+                            "validation rows, else the pass is fp32) | auto (bf16 where the hardware computes it "
+                            "natively, else fp32)")
     logits_runtime: Literal["pytorch", "onnxruntime", "auto"] = Field(
         "pytorch", description="what runs the teacher's pass in teacher_logits: pytorch | onnxruntime (the teacher "
                                "exported to ONNX, fp32, checked against PyTorch within 1e-4 on the first "
-                               "batch) | auto (onnxruntime where the pass is fp32, pytorch where it is bf16)")
+                               "batch) | auto (onnxruntime where the pass is fp32 or int8, pytorch where it is bf16)")
     cnn: ImageCnnConfig = Field(default_factory=ImageCnnConfig,
                                 description="with model: scratch:cnn (image_classification); the teacher CNN's sizes")
     mlp: ImageMlpConfig = Field(default_factory=ImageMlpConfig,
                                 description="with model: scratch:mlp (image_classification); the teacher MLP's sizes")
+
+    @model_validator(mode="after")
+    def _runtime_runs_the_precision(self) -> "TeacherConfig":
+        """A pass PyTorch cannot run in int8, or ONNX Runtime in bf16: refused when params.yaml is read."""
+        conflicts = {("onnxruntime", "bf16"): "ONNX Runtime runs the teacher's pass in fp32 or int8; set the "
+                                              "precision to fp32, int8 or auto, or the runtime to pytorch",
+                     ("pytorch", "int8"): "the int8 pass runs in ONNX Runtime; set the runtime to onnxruntime or "
+                                          "auto, or the precision to fp32, bf16 or auto"}
+        why = conflicts.get((self.logits_runtime, self.logits_precision))
+        if why:
+            raise not_allowed(f"{why} (teacher.logits_runtime = {self.logits_runtime})", "logits_precision",
+                              self.logits_precision)
+        return self
 
 
 @section("student.config")

@@ -155,7 +155,7 @@ def test_an_onnx_teacher_off_pytorch_or_not_exportable_leaves_the_pass_to_pytorc
 @pytest.mark.parametrize("runtime, precision, native, expected", [
     ("auto", "fp32", True, "onnxruntime"), ("auto", "auto", False, "onnxruntime"), ("auto", "auto", True, "pytorch"),
     ("auto", "bf16", False, "pytorch"), ("pytorch", "fp32", False, "pytorch"),
-    ("onnxruntime", "auto", True, "onnxruntime")])
+    ("onnxruntime", "auto", True, "onnxruntime"), ("auto", "int8", True, "onnxruntime")])
 def test_the_logits_runtime_follows_the_pass_s_precision(monkeypatch, runtime, precision, native, expected):
     from distillery import precision as precisions
     from distillery.config import Params, TeacherConfig
@@ -166,14 +166,71 @@ def test_the_logits_runtime_follows_the_pass_s_precision(monkeypatch, runtime, p
     assert resolve(params) == expected
 
 
-def test_onnx_runtime_with_a_bf16_pass_is_refused():
-    from distillery.config import Params, TeacherConfig
-    from distillery.errors import ConfigError
-    from distillery.stages.teacher_logits import runtime
+@pytest.mark.parametrize("runtime, precision, message", [
+    ("onnxruntime", "bf16", r"teacher\.logits_precision = 'bf16' is not allowed; ONNX Runtime runs the teacher's pass in "
+                            r"fp32 or int8; .* \(teacher\.logits_runtime = onnxruntime\)"),
+    ("pytorch", "int8", r"teacher\.logits_precision = 'int8' is not allowed; the int8 pass runs in ONNX Runtime; .* "
+                        r"\(teacher\.logits_runtime = pytorch\)")])
+def test_a_runtime_that_cannot_run_the_pass_s_precision_is_refused_when_params_are_read(tmp_path, runtime, precision,
+                                                                                       message):
+    from conftest import refused_when_read
 
-    with pytest.raises(ConfigError, match=r"teacher.logits_runtime = onnxruntime runs the teacher's pass in fp32, "
-                                          r"but teacher.logits_precision = bf16"):
-        runtime(Params(teacher=TeacherConfig(logits_runtime="onnxruntime", logits_precision="bf16")))
+    text = f"teacher:\n  logits_runtime: {runtime}\n  logits_precision: {precision}\n"
+    refused_when_read(tmp_path / "params.yaml", text, message, (f"logits_runtime: {runtime}", "logits_runtime: auto"))
+
+
+@pytest.mark.parametrize("minimum", [0.0, 1.01])
+def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_validation(tmp_path, tiny_bert,
+                                                                                         monkeypatch, capsys, minimum):
+    """teacher.logits_precision: int8 halved the default pass (32 s against 64.5 s in fp32). Its check compares top
+    answers on the validation rows with the fp32 ONNX teacher's; below the share it runs the fp32 pass, and says so."""
+    import numpy as np
+
+    from distillery.stages import teacher_logits as stage
+    from tiny import cache_teacher_logits
+
+    params, _ = cache_teacher_logits(tmp_path, tiny_bert)
+    int8_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_precision="int8",
+                                                                          logits_runtime="auto"))
+    monkeypatch.setattr(stage, "TEACHER_INT8_MIN_AGREEMENT", minimum)
+    manifest = stage.teacher_logits(int8_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "int8")
+    fp32 = {part: np.load(tmp_path / "logits" / f"{part}.npy") for part in ("train", "validation", "transfer")}
+    int8 = {part: np.load(tmp_path / "int8" / f"{part}.npy") for part in fp32}
+    checked = manifest["int8_check"]
+    assert manifest["runtime"] == "onnxruntime" and checked["rows"] == len(fp32["validation"]) > 0
+    assert checked["agreement_with_fp32"] == pytest.approx(
+        float((np.load(tmp_path / "logits" / "validation.npy").argmax(1) == _int8_answers(tmp_path, params)).mean()),
+        abs=1e-4)
+    if minimum == 0.0:
+        assert manifest["precision"] == "int8" and "int8_refused" not in manifest
+        for part in fp32:  # int8 weights move every logit
+            assert int8[part].shape == fp32[part].shape and not np.allclose(int8[part], fp32[part], atol=1e-4), part
+        assert "(int8)" in stage.summary(manifest)
+    else:
+        assert manifest["precision"] == "fp32" and manifest["int8_refused"] == "agreement"
+        assert f"validation rows (< 101%); the teacher's pass runs in fp32" in capsys.readouterr().out
+        for part in fp32:
+            assert np.abs(int8[part] - fp32[part]).max() < 1e-4, part
+    assert not list(tmp_path.glob("int8/*.onnx"))
+
+
+def _int8_answers(root, params):
+    """The validation rows' labels from the tiny teacher quantized as the stage does, computed apart from it."""
+    import tempfile
+    from pathlib import Path
+
+    from distillery.onnx_runtime import SessionModel, quantize_int8, session
+    from distillery.prepared import load_split
+    from distillery.task_types.load import task_type
+
+    task = task_type(params.task, params)
+    model = task.load_model(str(root / "teacher"), "t")
+    tokenizer = task.load_featuriser(str(root / "teacher"), "t")
+    with tempfile.TemporaryDirectory() as directory:
+        task.export_onnx(model, tokenizer, Path(directory) / "t.onnx", params.export.opset)
+        quantize_int8(Path(directory) / "t.onnx", Path(directory) / "t8.onnx", per_channel=True)
+        served = SessionModel(session(Path(directory) / "t8.onnx", threads=1), model.config)
+        return task.predict(served, tokenizer, load_split("validation", root / "prepared"), 32, 128).argmax(1)
 
 
 def test_training_that_diverges_stops_with_one_line_before_saving(tiny_bert, tmp_path):
