@@ -17,8 +17,8 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import (by_reason, check_rejected_share, drop_unkept_labels, main_reason,
-                                     unknown_labels, warn_conflicting_labels)
+from distillery.rejected_rows import (by_reason, check_rejected_share, check_transfer_share, drop_unkept_labels,
+                                     main_reason, unknown_labels, warn_conflicting_labels)
 from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
 from distillery.task_types.parts import task_rows
 
@@ -74,6 +74,7 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> tup
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
         read = len(raw)
         frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column, transfer.text_pair_column)
+        check_transfer_share(transfer.source, read, len(frame), cfg.max_rejected_fraction)
     dropped = {"empty or not text": read - len(frame)}
     labelled = pd.concat([s[columns] for s in splits.values()])
     before = len(frame)

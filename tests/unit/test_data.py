@@ -1,5 +1,6 @@
 """The prepare stage on tiny local files: validation, bad rows, duplicates, splits and outputs."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -855,6 +856,28 @@ def test_a_pair_transfer_file_names_its_own_columns(tmp_path):
                                         r"'claim'\]"):
         prepare(_params(source, text_pair_column="hypothesis", transfer=TransferSetConfig(
             source=str(transfer_file), text_column="premise")), tmp_path / "refused")
+
+
+def test_a_transfer_file_of_mostly_blank_rows_is_refused_as_labelled_data_is(tmp_path):
+    """A trial: a JSON-lines transfer file whose records lacked the pair key gave `transfer: 0 unlabelled rows`, and
+    prepare exited 0: the student was distilled on labels alone without a word."""
+    frame = make_texts(90)
+    frame["hypothesis"] = make_texts(90, seed=1)["text"].values
+    source = _csv(tmp_path, frame)
+    records = [{"premise": f"an unlabelled premise {i}", **({"claim": f"a claim {i}"} if i < 4 else {})}
+               for i in range(10)]
+    transfer_file = tmp_path / "unlabelled.jsonl"
+    transfer_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    transfer = TransferSetConfig(source=str(transfer_file), text_column="premise", text_pair_column="claim")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(transfer_file))}: 6 of 10 transfer-set rows \(60\.0%\) have "
+                                        r"an empty or missing text \(or text pair\), more than "
+                                        r"data\.max_rejected_fraction = 0\.5; fix the file"):
+        prepare(_params(source, text_pair_column="hypothesis", transfer=transfer), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    records[4]["claim"] = "a claim 4"  # 5 of 10 blank: at the limit, kept, and the report counts them
+    transfer_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = prepare(_params(source, text_pair_column="hypothesis", transfer=transfer), tmp_path / "prepared")
+    assert report["transfer_rows"] == 5
 
 
 def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(tmp_path):
