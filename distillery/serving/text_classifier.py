@@ -233,15 +233,17 @@ class OnnxTextClassifier(PythonModel):
 
     def _as_served(self, model_input):
         """A request naming every column by the data's own name (``review``): those renamed to the served names, and a
-        column already so named (an unrelated ``text``) left out; any other request as it is. MLflow hands a bare list
-        of texts (``{"inputs": [...]}``) to a model of two names as rows without a column: refused, naming them."""
+        column already so named (an unrelated ``text``) left out; any other request as it is. MLflow's schema check
+        hands a model of two names a bare list of texts (``{"inputs": [...]}``), or columns of other names, as a frame
+        of no columns and no rows: refused, naming the columns it reads (it answered "input has columns []")."""
         own, given = getattr(self, "source_columns", None), model_input
         listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
         frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given
-        if own and isinstance(frame, pd.DataFrame) and len(frame) and not len(frame.columns):
+        if own and isinstance(frame, pd.DataFrame) and not len(frame.columns):
             names = ", ".join(map(repr, [*own, *own.values()]))
-            _refuse(f"the request names none of the columns this model reads ({names}); a bare list of texts is not "
-                    f"enough for a model of two names: name the column, e.g. {{\"inputs\": {{\"{TEXT}\": [...]}}}}")
+            _refuse(f"the request names none of the columns this model reads ({names}); a bare list of texts, or "
+                    f"columns of other names, reach a model of two names as no columns at all: name the column, e.g. "
+                    f"{{\"inputs\": {{\"{TEXT}\": [...]}}}}")
         if not own or not isinstance(frame, pd.DataFrame) or not set(own.values()) <= set(frame.columns):
             return model_input
         served = [column for column in own if column in frame.columns and column not in own.values()]

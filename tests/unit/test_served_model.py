@@ -327,13 +327,22 @@ def test_records_as_in_the_data_file_are_read_from_the_column_the_model_learnt(s
     # one of the two own names is not a naming of the request: the served names are read
     assert model.predict(None, pd.DataFrame({"text": ["good", "bad"], "text_pair": ["day", "good"],
                                              "premise": ["bad", "bad"]})).equals(pairs)
-    # MLflow hands over a bare list ({"inputs": ["...", ...]}) to a model of two names as rows without a column: it
-    # said "input has columns []; name the text column 'text'", when the README's bare list was the request
+    # MLflow's schema check hands a bare list ({"inputs": ["...", ...]}), or columns of other names, to a model of two
+    # names as a frame of no columns and no rows (trial Y): it said "input has columns []; name the text column 'text'"
+    from mlflow.models.utils import _enforce_schema
+
+    from distillery.registry.pyfunc import signature
+
     model.pair_task, model.source_columns = False, {"text": "body"}
-    with pytest.raises(MlflowException, match=r"^the request names none of the columns this model reads \('text', "
-                                              r"'body'\); a bare list of texts is not enough for a model of two names: "
-                                              r"name the column, e.g. \{\"inputs\": \{\"text\": \[\.\.\.\]\}\}$"):
-        model.predict(None, pd.DataFrame(index=range(2)))
+    schema = signature(pd.DataFrame({"text": ["a"]}), pd.DataFrame({"label": ["x"]}), ("body",)).inputs
+    for request in (["good day", "bad"], pd.DataFrame({"message": ["good day"]}), pd.DataFrame(index=range(2))):
+        with pytest.raises(MlflowException, match=r"^the request names none of the columns this model reads "
+                                                  r"\('text', 'body'\); a bare list of texts, or columns of other "
+                                                  r"names, reach a model of two names as no columns at all: name the "
+                                                  r"column, e.g. \{\"inputs\": \{\"text\": \[\.\.\.\]\}\}$"):
+            model.predict(None, _enforce_schema(request, schema) if isinstance(request, list) or len(request.columns)
+                          else request)
+    assert model.predict(None, _enforce_schema(pd.DataFrame({"body": ["good day"]}), schema)).equals(expected.iloc[:1])
 
 
 def test_the_signature_hands_the_model_the_datas_own_column_names_or_the_served_ones(tmp_path):
