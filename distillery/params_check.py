@@ -158,12 +158,14 @@ JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left t
 
 def _check_first_line(path, key: str) -> None:
     """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``)."""
-    from distillery.text_files import BOM, not_utf8
+    from distillery.text_files import BOM, _utf16, not_utf8
 
     if path.suffix.lower() in (".parquet", ".pq"):
         return
     with open(path, "rb") as handle:
         first = handle.readline(1_000_000)
+    if _utf16(first):  # encoding_errors: replace would not help (a trial followed that advice to a garbled header)
+        raise ConfigError(f"{key}: {path}: not UTF-8{_utf16(first)}")
     bom = len(BOM) if first.startswith(BOM) else 0
     try:
         first[bom:].decode("utf-8")

@@ -628,6 +628,10 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
     assert check("data/raw/latin.csv", label="Catégorie") == (2, (
         f"distillery params: error: {path}: data.source: data/raw/latin.csv: line 1 is not valid UTF-8 (byte 0xe9 "
         "at offset 8); re-encode the file as UTF-8 or set data.encoding_errors: replace\n"))
+    # UTF-16 (Excel's "Unicode text"): data.encoding_errors: replace would read a garbled header (trial Y)
+    (tmp_path / "data/raw/wide.csv").write_bytes("body,topic\nchess,1\n".encode("utf-16"))
+    assert check("data/raw/wide.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/wide.csv: not "
+                                             "UTF-8 (it starts with a UTF-16 byte-order mark: save it as UTF-8)\n")
 
 
 def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_source_before_dvc_runs_it(
