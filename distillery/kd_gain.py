@@ -218,7 +218,9 @@ def verdict(gain: dict, seeds: int, metric: str = "accuracy", key: str = "evalua
     if high < 0:
         return "the distilled student is BELOW its labels-only baseline over these seeds: distillation did not help"
     if low <= 0:
-        return f"the interval includes 0: these seeds show no {metric} gain from distillation"
+        below = " (the distilled student is below its baseline on average: look at the recipe)" \
+            if gain["diff_mean"] < 0 else ""
+        return f"the interval includes 0: these seeds show no {metric} gain from distillation{below}"
     return "the distilled student beats its labels-only baseline over these seeds"
 
 
