@@ -99,3 +99,25 @@ def _notify(flow, flow_run, state, title: str, error: str, apprise_url: Optional
         logger.info("failure notification sent through Apprise")
     else:
         logger.warning("could not send the failure notification through Apprise (%s)", APPRISE_URL_ENV)
+
+
+class OneLineFailures(logging.Filter):
+    """A stage's failure (``StageFailed``) or the flow's own check (``DistilleryError``) is already one line that
+    names what went wrong: Prefect's task and flow run loggers printed it again with some 60 lines of its engine's
+    traceback each time the stage was tried (a trial). Their records keep the message, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distillery.errors import DistilleryError
+        from tasks.stages import StageFailed
+
+        if record.exc_info and isinstance(record.exc_info[1], (StageFailed, DistilleryError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def one_line_failures() -> None:
+    """Install :class:`OneLineFailures` on Prefect's run loggers (once)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineFailures) for f in logger.filters):
+            logger.addFilter(OneLineFailures())

@@ -28,11 +28,13 @@ from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
 from distillery.config import load_params, load_schedule  # noqa: E402
 from distillery.errors import ConfigError, DistilleryError  # noqa: E402
-from flows.operations import notify_crash, notify_failure, repository_lock  # noqa: E402
+from flows.operations import notify_crash, notify_failure, one_line_failures, repository_lock  # noqa: E402
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from distillery.tracking import STAGES_RAN_ENV  # noqa: E402
 from tasks.stages import STAGE_TASKS, BadInput, repro, stale_stages  # noqa: E402
+
+one_line_failures()  # a failed stage's traceback from Prefect's engine is not logged: its error is one line already
 
 SUMMARY_ARTIFACT_KEY = "distillery-summary"
 # dvc.yaml's stage that checks every key of params.yaml; the flow checks the file itself before any stage,
@@ -144,14 +146,18 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     logger = get_run_logger()
     stages = list(stages or STAGES)
     ran, experiment, seconds = {}, None, {}
+    checked: dict = {}  # the params check's status and seconds, in the stage table (not among the stages run)
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
         if recover_params(project_dir):
             logger.warning("params.yaml restored from %s: an earlier run with overrides was killed before it "
                            "could restore it", root / ".distillery" / "params.yaml.before-overrides")
         original_params = set_params(project_dir, overrides) if overrides else None
         try:
+            started = time.perf_counter()
             _check_params(root)
-            repro(CHECK_STAGE, project_dir, CHECK_TIMEOUT_S)  # recorded in dvc.lock, so `dvc repro` finds it done
+            check = repro(CHECK_STAGE, project_dir, CHECK_TIMEOUT_S)  # in dvc.lock, so `dvc repro` finds it done
+            checked = {"ran": {CHECK_STAGE: "ran" if check["ran"] else "up to date"},
+                       "seconds": {CHECK_STAGE: time.perf_counter() - started}}
             timeouts = _timeouts(root, stages)
             stale = stale_stages(project_dir)  # one DVC process for the up-to-date stages before the first stale one
             for stage in stages:
@@ -176,8 +182,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         except BaseException:
-            if seconds:  # how long the stages before the failure took
-                logger.info("stage times:\n%s", stage_times(ran, seconds))
+            if seconds or checked:  # how long the stages before the failure took
+                logger.info("stage times:\n%s", stage_times({**checked.get("ran", {}), **ran},
+                                                             {**checked.get("seconds", {}), **seconds}))
             raise
         finally:
             os.environ.pop(STAGES_RAN_ENV, None)
@@ -185,7 +192,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 restore_params(project_dir, original_params)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(ran, seconds)}")
+    times = stage_times({**checked["ran"], **ran}, {**checked["seconds"], **seconds})
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{times}")
     metric, scores = model_scores(results)
     return {"stages": ran, "table": table, "experiment": experiment, "registry": decision, "metric": metric,
             "scores": scores, "accuracy": scores if metric == "accuracy" else {}}

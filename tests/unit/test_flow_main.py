@@ -113,3 +113,34 @@ def test_the_flow_reports_the_tasks_own_metric_for_question_answering():
             "student_accuracy_retention": 1.01}
     assert model_scores(text) == ("accuracy", {"teacher": 0.76, "student": 0.77, "baseline": 0.73})
     assert model_scores({}) == ("accuracy", {})  # no eval.json yet
+
+
+def test_prefect_logs_a_stage_failure_without_its_engines_traceback_and_other_errors_with_it():
+    """A trial: a transient register failure printed some 65 lines of Prefect's traceback per attempt before the
+    one-line error, for a failure the stage had already put in one line."""
+    import logging
+
+    import flows.pipeline  # noqa: F401  importing the flow installs it (a deployment's worker runs no main())
+    from flows.operations import one_line_failures
+    from tasks.stages import TransientStageFailure
+
+    one_line_failures()  # once, however often it is called
+    logger = logging.getLogger("prefect.task_runs")
+    assert sum(type(f).__name__ == "OneLineFailures" for f in logger.filters) == 1
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(logging.Formatter().format(record))
+    logger.addHandler(handler)
+    try:
+        for failure in (TransientStageFailure("stage register failed: the server stopped answering", "register"),
+                        KeyError("a bug")):
+            try:
+                raise failure
+            except Exception as exc:
+                logger.error("Task run failed with exception: %r - Retry 1/2 will start 10 second(s) from now", exc,
+                             exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    assert records[0] == ("Task run failed with exception: TransientStageFailure('stage register failed: the server "
+                          "stopped answering') - Retry 1/2 will start 10 second(s) from now")
+    assert "Traceback (most recent call last)" in records[1] and "KeyError: 'a bug'" in records[1]
