@@ -73,7 +73,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                  help="allow a version answering other labels than the champion (its clients read "
                                       "other prob_<label> columns)")
         elif name == "rollback":
-            command.add_argument("--reason", default="", help="why: recorded with the rollback")
+            command.add_argument("--reason", required=True, help="why: recorded with the rollback (as with promote: "
+                                                                 "a champion never moves unexplained)")
         elif name == PROFILE_COMMAND:
             command.add_argument("version", metavar="name", help="a profile: profiles/<name>.yaml")
         elif name == "params":

@@ -41,6 +41,9 @@ def test_promote_says_what_is_wrong_with_the_version_and_the_reason(capsys, tmp_
     assert code == 2 and "required: --reason" in err and "not a model version" not in err
     code, _, err = _stopped(capsys, ["promote", "0", "--reason", "x"])
     assert code == 2 and "'0' is not a model version" in err
+    # a trial: rollback moved the champion with no reason recorded, where promote required one
+    code, _, err = _stopped(capsys, ["rollback"])
+    assert code == 2 and "required: --reason" in err
 
 
 @pytest.mark.parametrize("argv", [["--params", "elsewhere.yaml", "models"], ["models", "--params", "elsewhere.yaml"]])
