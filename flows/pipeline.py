@@ -15,6 +15,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -145,7 +146,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     project_dir = str(root)
     logger = get_run_logger()
     stages = list(stages or STAGES)
-    ran, experiment, seconds = {}, None, {}
+    ran, experiment, seconds, running = {}, None, {}, None
     checked: dict = {}  # the params check's status and seconds, in the stage table (not among the stages run)
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
         if recover_params(project_dir):
@@ -165,8 +166,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 stale = stale if unchanged else None
                 # register tags what ran in this run from this, not from outputs another clone may have made too
                 os.environ[STAGES_RAN_ENV] = ",".join(s for s, state in ran.items() if state == "ran")
-                started = time.perf_counter()
+                started, running = time.perf_counter(), stage
                 result = STAGE_TASKS[stage](project_dir, timeouts[stage], up_to_date=unchanged)
+                running = None
                 ran[stage] = "ran" if result["ran"] else "up to date"
                 # the wall time, retries and waits for a lock included: where the run's time went
                 seconds[stage] = time.perf_counter() - started
@@ -181,8 +183,11 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             decision, mlflow_run_id = _registration(root, ran.get("register"))
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
-        except BaseException:
-            if seconds or checked:  # how long the stages before the failure took
+        except BaseException as exc:
+            if running:  # the stage that failed, or was stopped, and for how long it ran
+                seconds[running] = time.perf_counter() - started
+                ran[running] = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if seconds or checked:  # how long the stages up to the failure took
                 logger.info("stage times:\n%s", stage_times({**checked.get("ran", {}), **ran},
                                                              {**checked.get("seconds", {}), **seconds}))
             raise
@@ -269,6 +274,9 @@ def _on_ctrl_c(signum, frame) -> None:
     """Ctrl-C: KeyboardInterrupt as always (the running stage is stopped, the flow's ``finally`` blocks put
     params.yaml back and let go of the lock), and an exit ``INTERRUPT_GRACE_S`` later whatever Prefect is still
     doing: its crash report retries, without end, a temporary server the same Ctrl-C stopped."""
+    # Prefect's event client and its services then fail to reach the temporary server this stops: lines of noise
+    for name in ("prefect.events.clients", "prefect._internal.concurrency"):
+        logging.getLogger(name).disabled = True  # (the internal one takes no level: its own setting decides)
     timer = threading.Timer(INTERRUPT_GRACE_S, _exit_interrupted)
     timer.daemon = True
     timer.start()

@@ -88,17 +88,26 @@ def test_after_ctrl_c_prefect_gets_a_grace_period_then_the_command_exits(monkeyp
 
     import flows.pipeline as module
 
+    import logging
+
     exited = threading.Event()
     monkeypatch.setattr(module, "INTERRUPT_GRACE_S", 0.2)
     monkeypatch.setattr(module, "_exit_interrupted", exited.set)
     previous = signal.getsignal(signal.SIGINT)
+    noisy = {name: logging.getLogger(name).disabled for name in ("prefect.events.clients",
+                                                                 "prefect._internal.concurrency")}
     try:
         with pytest.raises(KeyboardInterrupt):
             module._on_ctrl_c(signal.SIGINT, None)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert not exited.is_set() and exited.wait(timeout=10)
+        # a trial: "Unable to connect to 'ws://127.0.0.1:8109/api/events/in'" and "Service 'EventsWorker' failed to
+        # process item" followed the one-line message: the temporary server had stopped with the flow
+        assert all(logging.getLogger(name).disabled for name in noisy)
     finally:
         signal.signal(signal.SIGINT, previous)
+        for name, disabled in noisy.items():
+            logging.getLogger(name).disabled = disabled
 
 
 def test_the_flow_reports_the_tasks_own_metric_for_question_answering():
