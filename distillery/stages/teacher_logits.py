@@ -128,7 +128,7 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
     return int8, {"runtime": "onnxruntime", "check": check, "int8_check": int8_check, "precision": "int8"}
 
 
-def _to_fp32(check: dict, reason: str, int8_check: dict | None = None, said: str | None = None) -> tuple:
+def _to_fp32(check: dict, reason: str, int8_check: dict | None = None, said: str | None = None) -> dict:
     """Say why the teacher's pass runs in fp32 (ONNX Runtime) although int8 was asked for; the manifest's record."""
     print(f"teacher_logits: {said or reason}; the teacher's pass runs in fp32", flush=True)
     return {"runtime": "onnxruntime", "check": check, "int8_refused": reason,
