@@ -18,10 +18,12 @@ from distillery.stages import STAGES, stage_function, stage_summary
 
 
 def _ask_the_hub(params) -> None:
-    """Whether the Hub is reachable, asked once for the Hub ids among the models (``errors``' probe)."""
+    """Whether the Hub is reachable, asked once for the Hub ids among the models the stages load (``errors``'
+    probe): the teacher's (a ``layers`` student is cut from it), and a ``model`` student's."""
     from distillery.errors import offline_unless_hub_reachable
 
-    for name in (params.teacher.model, params.student.model):
+    names = [params.teacher.model] + ([params.student.model] if params.student.source == "model" else [])
+    for name in names:
         if name and not name.startswith(("bundled:", "scratch:")):
             offline_unless_hub_reachable(name)
 

@@ -112,8 +112,7 @@ def check_data_files(params) -> None:
         if path.suffix.lower() not in SUFFIXES:
             raise ConfigError(f"{key}: {value} is of a type prepare cannot read ({path.suffix or 'no suffix'!r}); "
                               f"use one of {', '.join(SUFFIXES)}")
-        if cfg.encoding_errors == "strict":  # else a header not in UTF-8 reads as a missing column
-            _check_first_line(path, key)
+        _check_first_line(path, key, strict=cfg.encoding_errors == "strict")
         try:
             columns = _header(path)
         except ConfigError as exc:
@@ -135,11 +134,13 @@ def check_gate_cell(params) -> None:
     """``register``'s latency check reads the deployable student's p95 at batch 1 and ``student.max_length`` (or a
     longer length): a benchmark grid without that cell failed only there, after every model had trained and been
     timed (a trial). Checked after the models' limits, which may refuse the length itself."""
+    from distillery.announce import NO_SEQUENCE
+
     sizes, lengths, length = params.benchmark.batch_sizes, params.benchmark.sequence_lengths, params.student.max_length
     if 1 not in sizes:
         raise ConfigError(f"benchmark.batch_sizes = {sizes} is not allowed; register's latency gate reads the "
                           "batch-1 cell; add 1")
-    if params.task != "image_classification" and max(lengths) < length:
+    if params.task not in NO_SEQUENCE and max(lengths) < length:
         raise ConfigError(f"benchmark.sequence_lengths = {lengths} is not allowed; register's latency gate reads "
                           f"batch 1 at student.max_length ({length}) or longer; add {length}")
 
@@ -156,16 +157,19 @@ def _check_qa_file(path, key: str, value: str) -> None:
 JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left to prepare (it reads it whole)
 
 
-def _check_first_line(path, key: str) -> None:
-    """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``)."""
-    from distillery.text_files import BOM, _utf16, not_utf8
+def _check_first_line(path, key: str, strict: bool) -> None:
+    """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``). Under
+    ``encoding_errors: replace`` (not ``strict``) only a UTF-16 file, which ``prepare`` refuses either way."""
+    from distillery.text_files import BOM, not_utf8, utf16_hint
 
     if path.suffix.lower() in (".parquet", ".pq"):
         return
     with open(path, "rb") as handle:
         first = handle.readline(1_000_000)
-    if _utf16(first):  # encoding_errors: replace would not help (a trial followed that advice to a garbled header)
-        raise ConfigError(f"{key}: {path}: not UTF-8{_utf16(first)}")
+    if utf16_hint(first):  # encoding_errors: replace does not help (a trial followed that advice to a garbled header)
+        raise ConfigError(f"{key}: {path}: not UTF-8{utf16_hint(first)}")
+    if not strict:  # else a header not in UTF-8 reads as a missing column
+        return
     bom = len(BOM) if first.startswith(BOM) else 0
     try:
         first[bom:].decode("utf-8")

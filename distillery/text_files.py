@@ -16,7 +16,7 @@ from distillery.errors import DataError
 BOM = codecs.BOM_UTF8
 
 
-def _utf16(raw: bytes) -> str:
+def utf16_hint(raw: bytes) -> str:
     """A hint for a file that starts with a UTF-16 byte-order mark (Excel's "Unicode text")."""
     return " (it starts with a UTF-16 byte-order mark: save it as UTF-8)" \
         if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""
@@ -27,8 +27,8 @@ def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
     ``replace`` (data.encoding_errors); a byte that is not UTF-8 under ``strict`` is a ``DataError`` naming its
     line."""
     raw = path.read_bytes() if raw is None else raw
-    if _utf16(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
-        raise DataError(f"{path}: not UTF-8{_utf16(raw)}")
+    if utf16_hint(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
+        raise DataError(f"{path}: not UTF-8{utf16_hint(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
         return raw[bom:].decode("utf-8", errors=errors)
@@ -60,8 +60,8 @@ class DecodedLines:
             return ""
         self.line += 1
         start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
-        if self.line == 1 and _utf16(raw):
-            raise DataError(f"{self.path}: not UTF-8{_utf16(raw)}")
+        if self.line == 1 and utf16_hint(raw):
+            raise DataError(f"{self.path}: not UTF-8{utf16_hint(raw)}")
         try:
             text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:

@@ -179,7 +179,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 experiment = save_experiment(project_dir, f"prefect-{current_flow_run.name or 'run'}")
             # This run's reports, read before the overrides' restore puts back the workspace's own (the summary
             # of a run with overrides once showed the run before it: its table, gate decision and MLflow run)
-            table, markdown = _summary(root, ran, experiment, overrides, seconds)
+            table, markdown = _summary(root, {**checked["ran"], **ran}, experiment, overrides,
+                                       {**checked["seconds"], **seconds})
             decision, mlflow_run_id = _registration(root, ran.get("register"))
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
@@ -197,11 +198,12 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 restore_params(project_dir, original_params)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    times = stage_times({**checked["ran"], **ran}, {**checked["seconds"], **seconds})
-    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{times}")
+    timed = {**checked["seconds"], **seconds}  # the params check first: every run starts with it
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n"
+          f"{stage_times({**checked['ran'], **ran}, timed)}")
     metric, scores = model_scores(results)
-    return {"stages": ran, "table": table, "experiment": experiment, "registry": decision, "metric": metric,
-            "scores": scores, "accuracy": scores if metric == "accuracy" else {}}
+    return {"stages": ran, "seconds": timed, "table": table, "experiment": experiment, "registry": decision,
+            "metric": metric, "scores": scores, "accuracy": scores if metric == "accuracy" else {}}
 
 
 def model_scores(results: dict) -> tuple[str, dict]:

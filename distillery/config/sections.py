@@ -205,11 +205,11 @@ class TeacherConfig:
     @model_validator(mode="after")
     def _runtime_runs_the_precision(self) -> "TeacherConfig":
         """A pass PyTorch cannot run in int8, or ONNX Runtime in bf16: refused when params.yaml is read."""
-        conflicts = {("onnxruntime", "bf16"): "ONNX Runtime runs the teacher's pass in fp32 or int8; set the "
-                                              "precision to fp32, int8 or auto, or the runtime to pytorch",
-                     ("pytorch", "int8"): "the int8 pass runs in ONNX Runtime; set the runtime to onnxruntime or "
-                                          "auto, or the precision to fp32, bf16 or auto"}
-        why = conflicts.get((self.logits_runtime, self.logits_precision))
+        pair = (self.logits_runtime, self.logits_precision)
+        why = {("onnxruntime", "bf16"): "ONNX Runtime runs the teacher's pass in fp32 or int8; set the precision to "
+                                        "fp32, int8 or auto, or the runtime to pytorch",
+               ("pytorch", "int8"): "the int8 pass runs in ONNX Runtime; set the runtime to onnxruntime or auto, or "
+                                    "the precision to fp32, bf16 or auto"}.get(pair)
         if why:
             raise not_allowed(f"{why} (teacher.logits_runtime = {self.logits_runtime})", "logits_precision",
                               self.logits_precision)

@@ -172,9 +172,11 @@ def _require_whole(path: Path, name: str) -> None:
                          f"({type(exc).__name__}: {str(exc)[:120] or 'cut short?'})") from None
 
 
-def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> dict:
+def rollback(params: Params, reason: str, root: Optional[Path] = None) -> dict:
     """Move ``champion`` back to the version it replaced."""
     root = (root or Path.cwd()).resolve()
+    if not reason or not reason.strip():
+        raise RegistryError("rollback needs --reason: the champion's move is recorded with its reason")
     name = params.register.model_name
     _require_store(root)
     with connected(root, name, params.register.lock_timeout_s, params.register.lock) as client:
@@ -206,13 +208,13 @@ def rollback(params: Params, reason: str = "", root: Optional[Path] = None) -> d
         when = stamp()
         # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
         # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.
-        set_tags(client, name, current_version, {TAG + "rollback_reason": reason or "not given"})
+        set_tags(client, name, current_version, {TAG + "rollback_reason": reason})
         client.set_model_version_tag(name, current_version, ROLLED_BACK, when)
         if aliases(client, name).get("challenger") == previous:
             client.delete_registered_model_alias(name, "challenger")  # never champion and challenger at once
         client.set_registered_model_alias(name, "champion", previous)
         run_id = record_action(params.register.experiment, root, tracking_uri(root), "rollback",
-                               {"version": previous, "from": current_version, "reason": reason or "not given"}, name)
+                               {"version": previous, "from": current_version, "reason": reason}, name)
         # never refused (a rollback is the way back), but said: a promote --other-inputs is being undone
         before, after = version_inputs(name, current), version_inputs(name, known[previous])
         narrowed = []

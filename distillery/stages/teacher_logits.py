@@ -26,7 +26,7 @@ import pandas as pd
 from distillery import precision
 from distillery.augment import augment
 from distillery.config import Params
-from distillery.errors import ConfigError, DistilleryError, ModelError
+from distillery.errors import DistilleryError, ModelError
 from distillery.files import atomic_dir, read_json, sha256_files, write_json
 from distillery.logit_cache import AUGMENTED, PARTS, augment_seed, augment_settings, fingerprint
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, TEACHER_DIR
@@ -118,13 +118,16 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
         raise
     except Exception as exc:
         return served, _to_fp32(check, _failure(exc))
-    agreement = float((reference.argmax(-1) == found.argmax(-1)).mean()) if len(rows) else 0.0
-    int8_check = {"rows": int(len(rows)), "agreement_with_fp32": round(agreement, 4),
+    same = reference.argmax(-1) == found.argmax(-1)  # a class; a QA window's start and its end, both
+    same = same.reshape(len(same), -1).all(axis=1)
+    agreement = float(same.mean()) if len(same) else 0.0
+    what = "rows" if len(same) == len(rows) else "windows"
+    int8_check = {what: int(len(same)), "agreement_with_fp32": round(agreement, 4),
                   "min_agreement": TEACHER_INT8_MIN_AGREEMENT, "weights": "int8, per channel (dynamic)"}
     if not agreement >= TEACHER_INT8_MIN_AGREEMENT:
         return served, _to_fp32(check, "agreement", int8_check,
-                                f"the int8 teacher gives the fp32 teacher's answer on {agreement:.1%} of {len(rows)} "
-                                f"validation rows (< {TEACHER_INT8_MIN_AGREEMENT:.0%})")
+                                f"the int8 teacher gives the fp32 teacher's answer on {agreement:.1%} of {len(same)} "
+                                f"validation {what} (< {TEACHER_INT8_MIN_AGREEMENT:.0%})")
     return int8, {"runtime": "onnxruntime", "check": check, "int8_check": int8_check, "precision": "int8"}
 
 

@@ -145,7 +145,7 @@ def test_a_python_without_the_packages_gets_one_line_naming_the_fix():
 
 def test_other_inputs_is_refused_outside_promote(capsys):
     with pytest.raises(SystemExit) as stopped:
-        main(["rollback", "--other-inputs"])
+        main(["rollback", "--reason", "x", "--other-inputs"])
     assert stopped.value.code == 2 and "--other-inputs is for promote, not rollback" in capsys.readouterr().err
 
 

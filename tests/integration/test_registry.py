@@ -793,7 +793,7 @@ def test_a_different_label_set_is_refused_even_for_a_champion_without_the_labels
 def test_registry_commands_reject_bad_requests(project, capsys):
     params = _params(project)
     store = project / "mlruns" / "mlflow.db"
-    for command in (lambda: commands.rollback(params), lambda: commands.promote(params, "1", "first")):
+    for command in (lambda: commands.rollback(params, "back"), lambda: commands.promote(params, "1", "first")):
         with pytest.raises(RegistryError, match=r"^no store at sqlite:///.*mlruns/mlflow.db "
                                                 r"\(nothing registered yet"):
             command()
@@ -802,10 +802,12 @@ def test_registry_commands_reject_bad_requests(project, capsys):
 
     connect(project)  # a store with nothing registered in it
     with pytest.raises(RegistryError, match="no champion to roll back"):
-        commands.rollback(params)
+        commands.rollback(params, "back")
     stage.register(params)
     with pytest.raises(RegistryError, match="replaced no earlier champion"):
-        commands.rollback(params)
+        commands.rollback(params, "back")
+    with pytest.raises(RegistryError, match=r"^rollback needs --reason"):  # a blank one too, as promote's
+        commands.rollback(params, "  ")
     assert main(["promote", "7", "--reason", "x"]) == 2
     assert "has no version '7'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
@@ -821,7 +823,7 @@ def test_registry_commands_reject_bad_requests(project, capsys):
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
         assert main(["models"]) == 0
         out = capsys.readouterr().out
-        assert main(["promote", "1", "--reason", "x"]) == 2 and main(["rollback"]) == 2
+        assert main(["promote", "1", "--reason", "x"]) == 2 and main(["rollback", "--reason", "x"]) == 2
     assert f"in sqlite:///{missing}" in out and "no store there" in out and not missing.parent.exists()
     assert [line for line in capsys.readouterr().err.splitlines() if "no store at" in line] == [
         f"distillery {command}: error: no store at sqlite:///{missing} (nothing registered yet, or a "

@@ -630,8 +630,11 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
         "at offset 8); re-encode the file as UTF-8 or set data.encoding_errors: replace\n"))
     # UTF-16 (Excel's "Unicode text"): data.encoding_errors: replace would read a garbled header (trial Y)
     (tmp_path / "data/raw/wide.csv").write_bytes("body,topic\nchess,1\n".encode("utf-16"))
-    assert check("data/raw/wide.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/wide.csv: not "
-                                             "UTF-8 (it starts with a UTF-16 byte-order mark: save it as UTF-8)\n")
+    utf16 = (2, f"distillery params: error: {path}: data.source: data/raw/wide.csv: not UTF-8 (it starts with a "
+                "UTF-16 byte-order mark: save it as UTF-8)\n")
+    assert check("data/raw/wide.csv") == utf16
+    base = base.replace("  encoding_errors: strict ", "  encoding_errors: replace ", 1)  # which reads no UTF-16
+    assert "encoding_errors: replace" in base and check("data/raw/wide.csv") == utf16
 
 
 def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_source_before_dvc_runs_it(
@@ -764,7 +767,6 @@ def test_params_check_refuses_a_local_model_outside_the_training_stages_inputs(t
     (tmp_path / "params.yaml").write_text(text.replace("model: bundled:minilm-l6", "model: models/pretrained/teacher",
                                                        1))
     assert main(["params", "--check"]) == 0, capsys.readouterr().err
-
 
 
 @pytest.mark.parametrize("edit, message, allowed", [

@@ -146,10 +146,9 @@ def test_prefect_logs_a_stage_failure_without_its_engines_traceback_and_other_er
             try:
                 raise failure
             except Exception as exc:
-                logger.error("Task run failed with exception: %r - Retry 1/2 will start 10 second(s) from now", exc,
-                             exc_info=True)
+                logger.error("Task run failed with exception: %r - Retries are exhausted", exc, exc_info=True)
     finally:
         logger.removeHandler(handler)
     assert records[0] == ("Task run failed with exception: TransientStageFailure('stage register failed: the server "
-                          "stopped answering') - Retry 1/2 will start 10 second(s) from now")
+                          "stopped answering') - Retries are exhausted")
     assert "Traceback (most recent call last)" in records[1] and "KeyError: 'a bug'" in records[1]

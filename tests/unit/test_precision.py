@@ -167,8 +167,8 @@ def test_the_logits_runtime_follows_the_pass_s_precision(monkeypatch, runtime, p
 
 
 @pytest.mark.parametrize("runtime, precision, message", [
-    ("onnxruntime", "bf16", r"teacher\.logits_precision = 'bf16' is not allowed; ONNX Runtime runs the teacher's pass in "
-                            r"fp32 or int8; .* \(teacher\.logits_runtime = onnxruntime\)"),
+    ("onnxruntime", "bf16", r"teacher\.logits_precision = 'bf16' is not allowed; ONNX Runtime runs the teacher's pass "
+                            r"in fp32 or int8; .* \(teacher\.logits_runtime = onnxruntime\)"),
     ("pytorch", "int8", r"teacher\.logits_precision = 'int8' is not allowed; the int8 pass runs in ONNX Runtime; .* "
                         r"\(teacher\.logits_runtime = pytorch\)")])
 def test_a_runtime_that_cannot_run_the_pass_s_precision_is_refused_when_params_are_read(tmp_path, runtime, precision,
@@ -208,7 +208,7 @@ def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_v
         assert "(int8)" in stage.summary(manifest)
     else:
         assert manifest["precision"] == "fp32" and manifest["int8_refused"] == "agreement"
-        assert f"validation rows (< 101%); the teacher's pass runs in fp32" in capsys.readouterr().out
+        assert "validation rows (< 101%); the teacher's pass runs in fp32" in capsys.readouterr().out
         for part in fp32:
             assert np.abs(int8[part] - fp32[part]).max() < 1e-4, part
     assert not list(tmp_path.glob("int8/*.onnx"))
