@@ -22,7 +22,8 @@ def native_bf16() -> bool:
 
 
 def resolve(setting: str) -> str:
-    """``fp32`` or ``bf16``: what ``setting`` (fp32 | bf16 | auto) means on this machine."""
+    """``fp32`` or ``bf16``: what ``setting`` (fp32 | bf16 | auto) means on this machine; any other setting
+    (``teacher.logits_precision: int8``) as it is."""
     if setting == "auto":
         return "bf16" if native_bf16() else "fp32"
     return setting
