@@ -127,6 +127,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         starts = record_lines(path, kind, raw)
         if starts is not None and len(starts) == len(frame):
             frame["_row"] = starts
+        if starts is not None and len(frame.columns) <= 3:  # a text (and pair) column: "records" counts the lines
+            frame.attrs["records"] = len(starts)  # of white space pandas skipped, blank texts (prepare's transfer set)
     if kind == "jsonl":  # a JSON-lines row is named by its line: blank lines (which pandas skips) count too
         lines = _nonblank_lines(path)
         if len(lines) == len(frame):
@@ -294,7 +296,7 @@ def read_texts(source: str, text_column: str, split: str, hub_config: Union[str,
     if text_column not in frame.columns:
         raise DataError(f"{source}: transfer-set text column {text_column!r} not found; columns: "
                         f"{[c for c in frame.columns if c != '_row']}")
-    if not len(frame):  # a broken export: the distilled student would have trained on labels alone, unsaid
+    if not len(frame) and not frame.attrs.get("records"):  # a broken export (lines of white space: prepare's check)
         raise DataError(f"{source}: the transfer set (distill.transfer_set.source) has no rows (an empty file, or "
                         "a header alone); give it rows, or set the source to none")
     return frame

@@ -72,7 +72,7 @@ def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> tup
     else:
         column = transfer.text_column or cfg.text_column
         raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
-        read = len(raw)
+        read = max(len(raw), raw.attrs.get("records", 0))  # pandas skips lines of white space: blank texts too
         frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column, transfer.text_pair_column)
         check_transfer_share(transfer.source, read, len(frame), cfg.max_rejected_fraction)
     dropped = {"empty or not text": read - len(frame)}

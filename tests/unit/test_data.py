@@ -298,10 +298,10 @@ def test_transfer_set_from_file_excludes_labelled_texts(tmp_path):
     report = prepare(_params(source, transfer=TransferSetConfig(source=str(transfer_file), text_column="body",
                                                                 max_rows=17)), tmp_path / "prepared")
     assert report["transfer_rows"] == 17
-    # what was left out of the rows read, and why (the report counted none of it); the "" of a one-column CSV is
-    # a blank line, which CSV readers skip: 31 rows read, one of them blank text
-    assert report["transfer_source_rows"] == {"read": 31, "dropped": {
-        "empty or not text": 1, "repeated": 1, "also in a labelled split": 10, "over distill.transfer_set.max_rows": 2}}
+    # what was left out of the rows read, and why (the report counted none of it); pandas skips the "" of a
+    # one-column CSV as a blank line, but it is a row of the file, with a blank text, as "   " is: 32 rows read
+    assert report["transfer_source_rows"] == {"read": 32, "dropped": {
+        "empty or not text": 2, "repeated": 1, "also in a labelled split": 10, "over distill.transfer_set.max_rows": 2}}
     # a transfer file of a header alone (a broken export): "transfer: 0 unlabelled rows", the student distilled on
     # its labels alone, without a word
     extra.iloc[:0].to_csv(transfer_file, index=False)
@@ -878,6 +878,16 @@ def test_a_transfer_file_of_mostly_blank_rows_is_refused_as_labelled_data_is(tmp
     transfer_file.write_text("".join(json.dumps(r) + "\n" for r in records))
     report = prepare(_params(source, text_pair_column="hypothesis", transfer=transfer), tmp_path / "prepared")
     assert report["transfer_rows"] == 5
+    # trial AA: in a CSV, lines of white space, which pandas skips, are blank texts too (20 of 30 rows here)
+    single = _csv(tmp_path, make_texts(90))
+    lines = [f"an unlabelled text {i}" if i < 10 else ("   ", "\t", "  ")[i % 3] for i in range(30)]
+    (tmp_path / "spaces.csv").write_text("text\n" + "\n".join(lines) + "\n")
+    spaced = TransferSetConfig(source=str(tmp_path / "spaces.csv"))
+    with pytest.raises(DataError, match=r"spaces\.csv: 20 of 30 transfer-set rows \(66\.7%\) have an empty or missing"):
+        prepare(_params(single, transfer=spaced), tmp_path / "spaces")
+    (tmp_path / "spaces.csv").write_text("text\n" + "\n".join(lines[10:]) + "\n")
+    with pytest.raises(DataError, match=r"spaces\.csv: each of its 20 transfer-set rows has an empty or missing text"):
+        prepare(_params(single, transfer=spaced), tmp_path / "spaces")
 
 
 def test_two_spellings_of_one_number_among_text_labels_stop_prepare_naming_both(tmp_path):
