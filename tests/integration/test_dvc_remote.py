@@ -58,7 +58,7 @@ def pushed(tmp_path_factory, tiny_bert):
         params = yaml.safe_load((first / "params.yaml").read_text())  # smaller still: the module runs in CI
         for section in ("teacher", "distill"):
             params[section]["train"]["epochs"] = 1
-        params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 5, "min_runs": 5})
+        params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [32], "warmup": 1, "runs": 5, "min_runs": 5})
         params["distill"]["transfer_set"]["max_rows"] = 30
         write_params(first / "params.yaml", params)
         # A local checkpoint is git-ignored (models/pretrained/.gitignore): a team shares it through DVC too.

@@ -176,7 +176,7 @@ def _reference(base: Path, tiny_bert: Path, stages: list[str]) -> tuple[Path, di
     """An uninterrupted flow run on a fresh tiny project: its directory and its outputs' hashes."""
     project = make_project(base / "project", tiny_bert)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [32], "warmup": 1, "runs": 10})
     # the cases override keys read by the stage they kill, outside the default allow-list
     params.setdefault("schedule", {})["allowed_overrides"] = ["data", "distill", "evaluate", "export", "benchmark"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -160,7 +160,7 @@ def served(prefect_env, client, receiver, tmp_path_factory, tiny_bert):
     params = yaml.safe_load((project / "params.yaml").read_text())  # smaller still: the module runs in CI
     for section in ("teacher", "distill"):
         params[section]["train"]["epochs"] = 1
-    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [32], "warmup": 1, "runs": 10})
     params["schedule"]["debounce_seconds"] = 5  # the tests below send events a whole run apart
     write_params(project / "params.yaml", params)
     subprocess.run(["git", "commit", "-qam", "smaller"], cwd=project, check=True, capture_output=True)

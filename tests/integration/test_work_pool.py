@@ -60,7 +60,7 @@ def project(tmp_path_factory, tiny_bert):
     params = yaml.safe_load((project / "params.yaml").read_text())
     for section in ("teacher", "distill"):
         params[section]["train"]["epochs"] = 1
-    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [16], "warmup": 1, "runs": 10})
+    params["benchmark"].update({"batch_sizes": [1], "sequence_lengths": [32], "warmup": 1, "runs": 10})
     params["evaluate"]["seeds"] = [1, 2]
     params["sweep"] = {"alpha": [0.5], "temperature": [2.0], "seeds": [1, 2], "metric": "accuracy"}
     write_params(project / "params.yaml", params)
