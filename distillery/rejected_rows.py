@@ -54,18 +54,6 @@ def check_rejected_share(rejected: list[dict], rows_read: int, limit: float, des
                     f"rows, the first {named}); {hint}")
 
 
-def check_transfer_share(source: str, read: int, kept: int, limit: float) -> None:
-    """A transfer file whose rows are mostly blank (a text column emptied, a pair key missing from each JSON line) is
-    refused as the labelled data is: it gave an empty transfer set, and a student distilled on labels alone, unsaid."""
-    if read and not kept:
-        raise DataError(f"{source}: each of its {read} transfer-set rows has an empty or missing text (or text pair); "
-                        "fix the file or its columns in distill.transfer_set, or set its source to none")
-    if read and (read - kept) / read > limit:
-        raise DataError(f"{source}: {read - kept} of {read} transfer-set rows ({(read - kept) / read:.1%}) have an "
-                        f"empty or missing text (or text pair), more than data.max_rejected_fraction = {limit}; fix "
-                        "the file or its columns in distill.transfer_set")
-
-
 def warn_conflicting_labels(stacked: pd.DataFrame, key: list[str], names: list[str], where: dict) -> None:
     """Say so when one input appears with different labels: only its first copy is kept, label and all."""
     copies = stacked[stacked.duplicated(key, keep=False)]

@@ -283,20 +283,3 @@ def read_source(source: str, files: dict, hub_config: Union[str, None], label_co
     return {"all": read_file(source, encoding_errors)}, None, source
 
 
-def read_texts(source: str, text_column: str, split: str, hub_config: Union[str, None],
-               encoding_errors: str) -> pd.DataFrame:
-    """Texts of an unlabelled transfer-set source (a local file or ``hub:<id>``)."""
-    if source.startswith("hub:"):
-        frames, _ = read_hub(source.split(":", 1)[1], hub_config, "", key="distill.transfer_set.source")
-        if split not in frames:
-            raise DataError(f"distill.transfer_set.split: {source} has no split {split!r}; it has {sorted(frames)}")
-        frame = frames[split]
-    else:
-        frame = read_file(source, encoding_errors)
-    if text_column not in frame.columns:
-        raise DataError(f"{source}: transfer-set text column {text_column!r} not found; columns: "
-                        f"{[c for c in frame.columns if c != '_row']}")
-    if not len(frame) and not frame.attrs.get("records"):  # a broken export (lines of white space: prepare's check)
-        raise DataError(f"{source}: the transfer set (distill.transfer_set.source) has no rows (an empty file, or "
-                        "a header alone); give it rows, or set the source to none")
-    return frame

@@ -147,7 +147,11 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     logger = get_run_logger()
     stages = list(stages or STAGES)
     ran, experiment, seconds, running = {}, None, {}, None
-    checked: dict = {}  # the params check's status and seconds, in the stage table (not among the stages run)
+    checked: dict = {"ran": {}, "seconds": {}}  # the params check's status and time: not a stage, but timed
+
+    def timed() -> tuple[dict, dict]:  # every status and time, the params check first (every run starts with it)
+        return {**checked["ran"], **ran}, {**checked["seconds"], **seconds}
+
     with repository_lock(root, logger):  # one pipeline run per repository, whoever started it
         if recover_params(project_dir):
             logger.warning("params.yaml restored from %s: an earlier run with overrides was killed before it "
@@ -179,8 +183,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 experiment = save_experiment(project_dir, f"prefect-{current_flow_run.name or 'run'}")
             # This run's reports, read before the overrides' restore puts back the workspace's own (the summary
             # of a run with overrides once showed the run before it: its table, gate decision and MLflow run)
-            table, markdown = _summary(root, {**checked["ran"], **ran}, experiment, overrides,
-                                       {**checked["seconds"], **seconds})
+            statuses, times = timed()
+            table, markdown = _summary(root, statuses, experiment, overrides, times)
             decision, mlflow_run_id = _registration(root, ran.get("register"))
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
@@ -188,9 +192,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             if running:  # the stage that failed, or was stopped, and for how long it ran
                 seconds[running] = time.perf_counter() - started
                 ran[running] = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
-            if seconds or checked:  # how long the stages up to the failure took
-                logger.info("stage times:\n%s", stage_times({**checked.get("ran", {}), **ran},
-                                                             {**checked.get("seconds", {}), **seconds}))
+            if seconds or checked["ran"]:  # how long the stages up to the failure took
+                logger.info("stage times:\n%s", stage_times(*timed()))
             raise
         finally:
             os.environ.pop(STAGES_RAN_ENV, None)
@@ -198,11 +201,9 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 restore_params(project_dir, original_params)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    timed = {**checked["seconds"], **seconds}  # the params check first: every run starts with it
-    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n"
-          f"{stage_times({**checked['ran'], **ran}, timed)}")
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(statuses, times)}")
     metric, scores = model_scores(results)
-    return {"stages": ran, "seconds": timed, "table": table, "experiment": experiment, "registry": decision,
+    return {"stages": ran, "seconds": times, "table": table, "experiment": experiment, "registry": decision,
             "metric": metric, "scores": scores, "accuracy": scores if metric == "accuracy" else {}}
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from distillery.config.base import SPLITS, allowed, not_allowed, section
+from distillery.config.images import ImageCnnConfig, ImageMlpConfig
 
 Split = Literal[SPLITS]  # type: ignore[valid-type]
 _SPLIT_NAMES = ", ".join(SPLITS)
@@ -154,27 +155,6 @@ class DataConfig:
                               "other way round (it takes text, then text_pair), so a request's columns would be "
                               "ambiguous: rename the two columns in the data", "text_column", self.text_column)
         return self
-
-
-@section("student.mlp")
-class ImageMlpConfig:
-    """An MLP over an image's pixels (task image_classification): flattened pixels, ReLU layers, the classes."""
-
-    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [64], description="units of each ReLU layer; [] is a linear model (the primer's "
-                                                  "student: [4], 3.2K parameters on 28x28)")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each ReLU layer")
-
-
-@section("student.cnn")
-class ImageCnnConfig:
-    """A small CNN (task image_classification): conv + ReLU + 2x2 max-pool blocks, a ReLU layer, the classes."""
-
-    channels: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [8, 16], min_length=1, description="output channels of each conv block")
-    kernel_size: int = Field(3, ge=1, description="conv kernel size (odd keeps the map's size: same padding)")
-    hidden_size: int = Field(32, ge=0, description="units of the ReLU layer before the classes; 0 = none")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after the ReLU layer")
 
 
 @section("teacher")

@@ -232,10 +232,8 @@ class OnnxTextClassifier(PythonModel):
         return encodings
 
     def _as_served(self, model_input):
-        """A request naming every column by the data's own name (``review``): those renamed to the served names, and a
-        column already so named (an unrelated ``text``) left out; any other request as it is. MLflow's schema check
-        hands a model of two names a bare list of texts (``{"inputs": [...]}``), or columns of other names, as a frame
-        of no columns and no rows: refused, naming the columns it reads (it answered "input has columns []")."""
+        """A request in the data's own names (``review``) renamed to the served ones; any other as it is. A frame of
+        no columns (MLflow's make of a bare list, or other columns, for a model of two names) is refused."""
         own, given = getattr(self, "source_columns", None), model_input
         listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
         frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given

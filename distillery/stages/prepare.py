@@ -17,10 +17,11 @@ from distillery.errors import DataError
 from distillery.files import atomic_dir, write_json
 from distillery.paths import PREPARED_DIR
 from distillery.prepared import LABEL, match_keys, stratified_positions
-from distillery.rejected_rows import (by_reason, check_rejected_share, check_transfer_share, drop_unkept_labels,
-                                     main_reason, unknown_labels, warn_conflicting_labels)
-from distillery.sources import check_training_rows_left, read_source, read_texts, split_source
+from distillery.rejected_rows import (by_reason, check_rejected_share, drop_unkept_labels, main_reason,
+                                     unknown_labels, warn_conflicting_labels)
+from distillery.sources import check_training_rows_left, read_source, split_source
 from distillery.task_types.parts import task_rows
+from distillery.transfer_set import transfer_texts
 
 
 def _sample(frame: pd.DataFrame, size: int, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,36 +57,6 @@ def split_frames(frames: dict, cfg: DataConfig, seed: int) -> dict:
             raise DataError(f"data: split {split!r} is empty after cleaning and splitting; "
                             "add rows or raise data.split_fractions")
     return result
-
-
-def _transfer_texts(params: Params, splits: dict, leftover: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Unlabelled texts for the KD term, minus any text that is in a labelled split; and how many rows read were
-    left out, by reason (for the data report)."""
-    transfer, cfg = params.distill.transfer_set, params.data
-    rows = task_rows(params.task)
-    columns = rows.key_columns(cfg)
-    if transfer.source == "none" or transfer.max_rows == 0:
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in columns}), {}
-    if transfer.source == "remainder":
-        read = len(leftover)
-        frame = rows.unlabelled_inputs(leftover, cfg, "remainder", columns[0], columns[-1])
-    else:
-        column = transfer.text_column or cfg.text_column
-        raw = read_texts(transfer.source, column, transfer.split, transfer.hub_config, cfg.encoding_errors)
-        read = max(len(raw), raw.attrs.get("records", 0))  # pandas skips lines of white space: blank texts too
-        frame = rows.unlabelled_inputs(raw, cfg, transfer.source, column, transfer.text_pair_column)
-        check_transfer_share(transfer.source, read, len(frame), cfg.max_rejected_fraction)
-    dropped = {"empty or not text": read - len(frame)}
-    labelled = pd.concat([s[columns] for s in splits.values()])
-    before = len(frame)
-    frame = frame.drop_duplicates(columns)
-    dropped["repeated"], before = before - len(frame), len(frame)
-    frame = frame[~frame.set_index(columns).index.isin(labelled.set_index(columns).index)]
-    dropped["also in a labelled split"], before = before - len(frame), len(frame)
-    if len(frame) > transfer.max_rows:
-        frame = frame.sample(n=transfer.max_rows, random_state=params.seed)
-    dropped["over distill.transfer_set.max_rows"] = before - len(frame)
-    return frame.reset_index(drop=True), {"read": read, "dropped": dropped}
 
 
 def _drop_near_copies(splits: dict, transfer: pd.DataFrame, columns: list[str], mode: str) -> tuple[dict, dict]:
@@ -208,7 +179,7 @@ def prepare(params: Params, out_dir: Union[str, Path] = PREPARED_DIR) -> dict:
             splits[split], rest = _sample(splits[split], cap, params.seed)
             if split == "train":
                 leftover = rest
-    transfer, transfer_rows = _transfer_texts(params, splits, leftover)
+    transfer, transfer_rows = transfer_texts(params, splits, leftover)
     splits, near_copies = _drop_near_copies(splits, transfer, rows.key_columns(cfg), cfg.leak_check)
     transfer = splits.pop("transfer").reset_index(drop=True)
     rows.check_classes(splits, names, getattr(cfg, "min_rows_per_class", 1), description,

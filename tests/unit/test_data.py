@@ -766,7 +766,7 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_one_line_naming_data_source(tmp_
     assert "\n" not in str(error.value)
     assert not (tmp_path / "prepared").exists()
     # a transfer set's Hub dataset is named by its own keys (a trial's error blamed data.source)
-    from distillery.sources import read_texts
+    from distillery.transfer_set import read_texts
 
     with pytest.raises(DataError, match=r"^distill.transfer_set.source: cannot load Hub dataset '.*no-such-unl' "
                                         r"\(distill.transfer_set.hub_config 'en'\): "):

@@ -16,7 +16,7 @@ import torch
 
 from distillery.config import Params
 from distillery.config.base import build
-from distillery.config.sections import ImageCnnConfig, ImageMlpConfig
+from distillery.config.images import ImageCnnConfig, ImageMlpConfig
 from distillery.errors import ConfigError, DataError, ModelError
 from distillery.task_types.image_classification import images
 from distillery.task_types.image_classification.features import PixelProcessor
