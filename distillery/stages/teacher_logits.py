@@ -65,10 +65,10 @@ TEACHER_INT8_MIN_AGREEMENT = 0.97
 
 def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, validation: pd.DataFrame,
                   directory: Path):
-    """(the model the pass runs, what ran it): the teacher as an ONNX Runtime session that answers as the
-    PyTorch model does, once its outputs on ``sample`` match PyTorch's within ``TEACHER_PASS_ATOL``;
-    else the PyTorch model, with the reason. With ``teacher.logits_precision: int8``, its int8 copy when that
-    passes ``_int8_teacher``'s check on ``validation``."""
+    """(the model the pass runs, what ran it, the fp32 session or None, outputs already computed by part): the
+    teacher as an ONNX Runtime session that answers as the PyTorch model does, once its outputs on ``sample`` match
+    PyTorch's within ``TEACHER_PASS_ATOL``; else the PyTorch model, with the reason. With
+    ``teacher.logits_precision: int8``, its int8 copy when that passes ``_int8_teacher``'s check on ``validation``."""
     import torch
 
     from distillery.onnx_runtime import SessionModel, session
@@ -78,7 +78,7 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
         task.export_onnx(model, tokenizer, path, params.export.opset)
         served = SessionModel(session(path, threads=torch.get_num_threads()), model.config)
     except ModelError as exc:
-        return model, _to_pytorch(str(exc))
+        return model, _to_pytorch(str(exc)), None, {}
     max_length, batch = params.teacher.max_length, params.evaluate.batch_size
     with torch.inference_mode():
         reference = task.predict(model, tokenizer, sample, max_length, batch)
@@ -87,22 +87,24 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
     except DistilleryError:
         raise
     except Exception as exc:  # a graph that runs for the export's sample and not for these rows
-        return model, _to_pytorch(_failure(exc))
+        return model, _to_pytorch(_failure(exc)), None, {}
     difference = float(np.abs(reference - found).max()) if len(sample) else 0.0
     check = {"rows": int(len(sample)), "max_abs_diff_vs_pytorch": difference, "atol": TEACHER_PASS_ATOL}
     if not difference <= TEACHER_PASS_ATOL:
         return model, _to_pytorch("parity", check, f"the ONNX teacher's outputs are {difference:.2e} off PyTorch's "
-                                                   f"on {len(sample)} training rows (> {TEACHER_PASS_ATOL})")
+                                                   f"on {len(sample)} training rows (> {TEACHER_PASS_ATOL})"), None, {}
     if precision.resolve(params.teacher.logits_precision) == "int8":
-        return _int8_teacher(params, task, model.config, tokenizer, served, validation if len(validation) else sample,
-                             path, check)
-    return served, {"runtime": "onnxruntime", "check": check}
+        rows = validation if len(validation) else sample
+        runner, ran, outputs = _int8_teacher(params, task, model.config, tokenizer, served, rows, path, check)
+        return runner, ran, served, {"validation": outputs} if rows is validation and outputs is not None else {}
+    return served, {"runtime": "onnxruntime", "check": check}, None, {}
 
 
 def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.DataFrame, path: Path, check: dict):
-    """(the model the pass runs, what ran it): the ONNX teacher at ``path`` with its weights quantized to int8
-    (dynamic, per channel), when its top answers on ``rows`` are those of the fp32 ONNX teacher ``served`` (within
-    1e-4 of PyTorch) on at least ``TEACHER_INT8_MIN_AGREEMENT`` of them; else ``served``, with the reason."""
+    """(the model the pass runs, what ran it, its outputs on ``rows`` or None): the ONNX teacher at ``path`` with its
+    weights quantized to int8 (dynamic, per channel), when its top answers on ``rows`` are those of the fp32 ONNX
+    teacher ``served`` (within 1e-4 of PyTorch) on at least ``TEACHER_INT8_MIN_AGREEMENT`` of them; else ``served``,
+    with the reason."""
     import torch
 
     from distillery.onnx_runtime import SessionModel, quantize_int8, session
@@ -117,18 +119,18 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
     except DistilleryError:
         raise
     except Exception as exc:
-        return served, _to_fp32(check, _failure(exc))
+        return served, _to_fp32(check, _failure(exc)), None
     same = reference.argmax(-1) == found.argmax(-1)  # a class; a QA window's start and its end, both
     same = same.reshape(len(same), -1).all(axis=1)
     agreement = float(same.mean()) if len(same) else 0.0
-    what = "rows" if len(same) == len(rows) else "windows"
+    what = "windows" if params.task == "question_answering" else "rows"
     int8_check = {what: int(len(same)), "agreement_with_fp32": round(agreement, 4),
                   "min_agreement": TEACHER_INT8_MIN_AGREEMENT, "weights": "int8, per channel (dynamic)"}
     if not agreement >= TEACHER_INT8_MIN_AGREEMENT:
         return served, _to_fp32(check, "agreement", int8_check,
                                 f"the int8 teacher gives the fp32 teacher's answer on {agreement:.1%} of {len(same)} "
-                                f"validation {what} (< {TEACHER_INT8_MIN_AGREEMENT:.0%})")
-    return int8, {"runtime": "onnxruntime", "check": check, "int8_check": int8_check, "precision": "int8"}
+                                f"validation {what} (< {TEACHER_INT8_MIN_AGREEMENT:.0%})"), reference
+    return int8, {"runtime": "onnxruntime", "check": check, "int8_check": int8_check, "precision": "int8"}, found
 
 
 def _to_fp32(check: dict, reason: str, int8_check: dict | None = None, said: str | None = None) -> dict:
@@ -167,20 +169,26 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     rows, outputs = {}, {}
     frames = {part: load_split(part, prepared_dir) for part in PARTS}
     frames[AUGMENTED] = _augmented_texts(params, tokenizer, frames, load_split("test", prepared_dir))
-    runner, ran = model, {"runtime": "pytorch"}
+    runner, ran, fp32, known = model, {"runtime": "pytorch"}, None, {}
     with atomic_dir(out_dir) as scratch, tempfile.TemporaryDirectory(prefix="distillery-teacher-onnx-") as onnx_dir:
         if wanted == "onnxruntime":
             sample = next((f for f in frames.values() if len(f)), frames["train"]).head(params.evaluate.batch_size)
-            runner, ran = _onnx_teacher(params, task, model, tokenizer, sample, frames["validation"], Path(onnx_dir))
-        try:
-            cached = _pass(params, task, runner, tokenizer, frames, ran["runtime"])
-        except DistilleryError:  # the data's or the configuration's fault: PyTorch would fail on it too
-            raise
-        except Exception as exc:
-            if ran["runtime"] != "onnxruntime":
+            runner, ran, fp32, known = _onnx_teacher(params, task, model, tokenizer, sample, frames["validation"],
+                                                     Path(onnx_dir))
+        cached = None
+        while cached is None:
+            try:
+                cached = _pass(params, task, runner, tokenizer, frames, ran["runtime"], known)
+            except DistilleryError:  # the data's or the configuration's fault: PyTorch would fail on it too
                 raise
-            runner, ran = model, _to_pytorch(_failure(exc), ran.get("check"))  # the whole pass again, in PyTorch
-            cached = _pass(params, task, runner, tokenizer, frames, "pytorch")
+            except Exception as exc:  # ONNX Runtime failing part-way: the whole pass again, int8 -> fp32 -> PyTorch
+                if ran["runtime"] != "onnxruntime":
+                    raise
+                known = {}
+                if ran.get("precision") == "int8":
+                    runner, ran = fp32, _to_fp32(ran["check"], _failure(exc), ran["int8_check"])
+                else:
+                    runner, ran = model, _to_pytorch(_failure(exc), ran.get("check"))
         for part, logits in cached.items():
             np.save(scratch / f"{part}.npy", logits)
             rows[part], outputs[part] = int(len(frames[part])), int(len(logits))
@@ -196,10 +204,14 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
     return manifest
 
 
-def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str) -> dict:
-    """The teacher's outputs for every part, run by ``runner`` (the model, or its ONNX Runtime session)."""
+def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str, known: dict) -> dict:
+    """The teacher's outputs for every part, run by ``runner`` (the model, or its ONNX Runtime session); ``known``:
+    the parts whose outputs by that runner are already computed (the int8 check's validation rows)."""
     cached = {}
     for part, frame in frames.items():
+        if part in known:
+            cached[part] = known[part]
+            continue
         with reporting(f"teacher on {len(frame):,} {part} rows" + (" (ONNX Runtime)" if ran == "onnxruntime" else "")):
             with precision.autocast(_autocast(params, ran)):
                 cached[part] = task.predict(runner, tokenizer, frame, params.teacher.max_length,

@@ -214,6 +214,56 @@ def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_v
     assert not list(tmp_path.glob("int8/*.onnx"))
 
 
+def test_an_int8_teacher_failing_part_way_falls_back_to_the_fp32_session_and_keeps_its_check(tmp_path, tiny_bert,
+                                                                                             monkeypatch, capsys):
+    """ONNX Runtime failing in the int8 session after its check passed: the pass runs again in the fp32 ONNX
+    session (not PyTorch), the manifest keeps the check and says why; the validation rows, already run by the
+    check, are not run again by the int8 session."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from distillery import onnx_runtime
+    from distillery.stages import teacher_logits as stage
+    from tiny import cache_teacher_logits
+
+    params, _ = cache_teacher_logits(tmp_path, tiny_bert)
+    int8_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_precision="int8",
+                                                                          logits_runtime="auto"))
+    monkeypatch.setattr(stage, "TEACHER_INT8_MIN_AGREEMENT", 0.0)
+    real, rows_by_file = onnx_runtime.run_outputs, {}
+
+    def count(sess, batch):
+        name = Path(sess._model_path).name
+        rows_by_file[name] = rows_by_file.get(name, 0) + len(next(iter(batch.values())))
+        return real(sess, batch)
+
+    monkeypatch.setattr(onnx_runtime, "run_outputs", count)
+    stage.teacher_logits(int8_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "int8")
+    parts = {part: len(np.load(tmp_path / "logits" / f"{part}.npy")) for part in ("train", "validation", "transfer")}
+    assert rows_by_file["teacher.int8.onnx"] == sum(parts.values()), rows_by_file  # validation once: by the check
+    sample = min(params.evaluate.batch_size, parts["train"])  # the rows checked against PyTorch
+    assert rows_by_file["teacher.onnx"] == parts["validation"] + sample, rows_by_file
+
+    def fail_int8_after_check(sess, batch, seen=[]):
+        if Path(sess._model_path).name == "teacher.int8.onnx":
+            seen.append(1)
+            if len(seen) > 1:  # the check's validation rows fit one batch; then the training rows
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : int8 kernel")
+        return real(sess, batch)
+
+    assert parts["validation"] <= params.evaluate.batch_size
+    monkeypatch.setattr(onnx_runtime, "run_outputs", fail_int8_after_check)
+    manifest = stage.teacher_logits(int8_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "fell")
+    assert manifest["runtime"] == "onnxruntime" and manifest["precision"] == "fp32", manifest
+    assert manifest["int8_refused"] == "ONNX Runtime failed: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : int8 kernel"
+    assert manifest["int8_check"]["rows"] == parts["validation"] and "onnxruntime_refused" not in manifest
+    assert "int8 kernel; the teacher's pass runs in fp32" in capsys.readouterr().out
+    for part in parts:
+        assert np.abs(np.load(tmp_path / "fell" / f"{part}.npy") - np.load(tmp_path / "logits" / f"{part}.npy")).max() \
+            < 1e-4, part
+
+
 def _int8_answers(root, params):
     """The validation rows' labels from the tiny teacher quantized as the stage does, computed apart from it."""
     import tempfile
