@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from distillery.errors import ConfigError, DistilleryError
+from distillery.errors import ConfigError, DistilleryError, TransientError
 
 RISKY_OVERRIDES = ("register", "teacher", "student.model", "student.max_length")
 
@@ -23,10 +23,16 @@ def check_params_file(path: str) -> int:
                               f"before an upgrade?): {'; '.join(missing)}; add them (`python -m distillery params` "
                               "describes each), or DVC stops at the first stage that reads one")
         try:
-            check_model_limits(params)
+            try:
+                check_model_limits(params)
+                later = None
+            except TransientError as exc:  # a Hub id the cache lacks, the Hub out of reach (exit 3): said after
+                later = exc                # the local checks, so that it hides none of their errors
             check_data_files(params)
             check_gate_cell(params)
-        except DistilleryError as exc:  # a Hub id the cache lacks, the Hub out of reach: transient (exit 3)
+            if later is not None:
+                raise later
+        except DistilleryError as exc:
             raise type(exc)(f"{path}: {exc}") from None
     except DistilleryError as exc:
         print(f"distillery params: {exc.label}: {exc}", file=sys.stderr)

@@ -139,6 +139,11 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
     assert main(["params", "--check"]) == 3
     assert capsys.readouterr().err.startswith("distillery params: transient error: params.yaml: teacher.model: "
                                               "'distillery-test/no-such-model' is not in the Hugging Face cache")
+    # ...but a local error in the same file is said first (exit 2): a retry would meet it anyway
+    update_params(tmp_path / "params.yaml", **{"benchmark.batch_sizes": [8]})
+    assert main(["params", "--check"]) == 2
+    assert "benchmark.batch_sizes = [8] is not allowed; register's latency gate reads the batch-1 cell" in \
+        capsys.readouterr().err
 
     # a local directory never asks; behind a proxy, the proxy is what is asked for (no_proxy hosts: the host)
     monkeypatch.setattr(errors, "PROBED", {})
