@@ -13,10 +13,10 @@ which MLflow hands over as one row holding the lists, read as rows when every co
 Output: a DataFrame with ``answer``, ``start`` and ``end`` (the answer is ``context[start:end]``) and
 ``score`` (P(start) x P(end) within the chosen window), one row per question, in order.
 Refused with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``: HTTP 400 from ``mlflow models serve``):
-a question or context that is null, empty, not a string or of no tokens (control characters only), a missing
-column, more than
-``max_rows`` questions in one call, and more than ``max_characters`` of questions and contexts in one call (every
-window of a context is read, so a 2 MB context is 1,600 windows). A question too long for a window keeps its first tokens, as in training.
+a question or context that is null, empty, not a string, not valid Unicode (a lone surrogate) or of no tokens
+(control characters only), a missing column, more than ``max_rows`` questions in one call, and more than
+``max_characters`` of questions and contexts in one call (every window of a context is read, so a 2 MB context is
+1,600 windows). A question too long for a window keeps its first tokens, as in training.
 """
 from __future__ import annotations
 
@@ -87,6 +87,8 @@ def _strings(values: list, column: str) -> list[str]:
             what = "null" if value is None or (isinstance(value, float) and value != value) else \
                 ("empty" if isinstance(value, str) else f"not a string ({type(value).__name__})")
             _refuse(f"{column!r} of row {row} is {what}; every row needs a non-empty string {column!r}")
+        if not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value):  # JSON's lone "\ud800"
+            _refuse(f"{column!r} of row {row} holds a lone surrogate, not valid Unicode: {value[:40]!r}")
     return list(values)
 
 
@@ -184,7 +186,10 @@ class OnnxQuestionAnswerer(PythonModel):
         return out
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        frame = _frame(model_input)
+        try:
+            frame = _frame(model_input)
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON's "\ud800") in a frame of pandas' arrow strings
+            _refuse(f"a text holds a lone surrogate, not valid Unicode: {exc.object[max(exc.start - 20, 0):][:40]!r}")
         if self.max_rows and len(frame) > self.max_rows:
             _refuse(f"{len(frame)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")

@@ -12,11 +12,11 @@ matched by name; other columns (an ``id``) are ignored. A model trained on other
 Called directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
 Output: a DataFrame of ``label``, ``score`` (its probability), ``prob_<label>`` per label; a row per input row.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
-answers with HTTP 400) that says why: a text that is null, not a string or empty (only white space:
-``prepare`` rejects such rows, so the model never saw one), more rows than ``max_rows`` (``classifier.json``)
-in one call, more than ``max_characters`` of text in one call, and a text that gives no tokens at all (for a
-tokenizer that adds no start or end token of its own and drops what the text holds). A text is read up to
-``text_characters`` (``classifier.json``) on the side the tokenizer keeps, far more than ``max_length`` tokens take.
+answers with HTTP 400) that says why: a text that is null, not a string, empty (only white space:
+``prepare`` rejects such rows, so the model never saw one) or not valid Unicode (a lone surrogate), more rows than
+``max_rows`` (``classifier.json``) in one call, more than ``max_characters`` of text in one call, and a text that
+gives no tokens at all (for a tokenizer that adds no start or end token of its own and drops what the text holds).
+A text is read up to ``text_characters`` on the side the tokenizer keeps (far past ``max_length`` tokens).
 """
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def _is_sequence(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
+def _records(given) -> bool:
+    return isinstance(given, (list, tuple)) and bool(given) and all(isinstance(row, dict) for row in given)
+
+
 def column_wise(frame: pd.DataFrame, what: str) -> dict:
     """The one row of column-wise input, ``{column: list}``, when every column holds a list and all have one
     length. Else refused: a record whose text is a list (``{"id": 7, "text": ["a", "b"]}``) would be answered
@@ -111,16 +115,17 @@ def _strings(values: list, column: str) -> list[str]:
                 f"not a string ({type(value).__name__} {str(value)[:40]!r})"
             _refuse(f"{column!r} of row {row} is {what}; every row needs a string {column!r} "
                     f"({bad} of {len(values)} rows are not strings)")
-    blank = next((row for row, value in enumerate(values) if not _visible(value)), None)
-    if blank is not None:  # prepare rejects such rows: the model never learnt what an empty text means
-        _refuse(f"{column!r} of row {blank} is empty ({values[blank]!r}); every row needs a non-empty {column!r}, "
-                f"as every training row had")
+    for row, value in enumerate(values):
+        if not _visible(value):  # prepare rejects such rows: the model never learnt what an empty text means
+            _refuse(f"{column!r} of row {row} is empty ({value!r}); every row needs a non-empty {column!r}, as every "
+                    "training row had")
+        if not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value):  # JSON's lone "\ud800"
+            _refuse(f"{column!r} of row {row} holds a lone surrogate, not valid Unicode: {value[:40]!r}")
     return list(values)
 
 
 def _texts_and_pairs(model_input) -> tuple[list[str], list[str] | None]:
-    texts, pairs = _columns(model_input)
-    return _strings(texts, TEXT), None if pairs is None else _strings(pairs, PAIR)
+    return tuple(None if v is None else _strings(v, c) for v, c in zip(_columns(model_input), (TEXT, PAIR)))
 
 
 def _whole_length(encoding) -> int:
@@ -171,8 +176,7 @@ class OnnxTextClassifier(PythonModel):
         self.pair_task = bool(config.get("text_pair", False))
         self.source_columns = dict(config.get("source_columns") or {})  # served name -> the data's own name
         self.max_rows = int(config.get("max_rows") or 0)  # 0: no cap (configs written before the cap)
-        # a text is read up to its first (or, cut on the left, last) text_characters, far more than max_length
-        # tokens take; a request holds at most max_characters of text after that (0: no cap, older configs)
+        # a text is read up to its first (cut on the left, last) text_characters; max_characters a request (0: none)
         self.text_characters = int(config.get("text_characters") or 0)
         self.max_characters = int(config.get("max_characters") or 0)
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
@@ -184,10 +188,7 @@ class OnnxTextClassifier(PythonModel):
         self.session = onnx_session(context.artifacts["onnx"], int(config.get("threads", 0)))
 
     def _encode(self, texts: list, pairs: list | None, first_row: int = 0) -> dict:
-        if pairs is None:
-            encodings = self.tokenizer.encode_batch(texts)
-        else:
-            encodings = self._encode_pairs(texts, pairs)
+        encodings = self.tokenizer.encode_batch(texts) if pairs is None else self._encode_pairs(texts, pairs)
         empty = next((i for i, e in enumerate(encodings) if not any(e.attention_mask)), None)
         if empty is not None:  # a tokenizer without start/end tokens (GPT-2 style) and an empty text
             _refuse(f"{TEXT!r} of row {first_row + empty} gives no tokens ({texts[empty]!r}); this model's tokenizer "
@@ -235,8 +236,7 @@ class OnnxTextClassifier(PythonModel):
         """A request in the data's own names (``review``) renamed to the served ones; any other as it is. A frame of
         no columns (MLflow's make of a bare list, or other columns, for a model of two names) is refused."""
         own, given = getattr(self, "source_columns", None), model_input
-        listed = isinstance(given, (list, tuple)) and given and all(isinstance(row, dict) for row in given)
-        frame = pd.DataFrame(given) if own and (isinstance(given, dict) or listed) else given
+        frame = pd.DataFrame(given) if own and (isinstance(given, dict) or _records(given)) else given
         if own and isinstance(frame, pd.DataFrame) and not len(frame.columns):
             names = ", ".join(map(repr, [*own, *own.values()]))
             _refuse(f"the request names none of the columns this model reads ({names}); a bare list of texts, or "
@@ -262,10 +262,7 @@ class OnnxTextClassifier(PythonModel):
         if not texts:  # no rows in, no rows out
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.pair_task and pairs is None:
-            given = model_input
-            if isinstance(given, dict) or (isinstance(given, (list, tuple)) and given and
-                                           all(isinstance(row, dict) for row in given)):
-                given = pd.DataFrame(given)
+            given = pd.DataFrame(model_input) if isinstance(model_input, dict) or _records(model_input) else model_input
             if isinstance(given, pd.DataFrame) and PAIR in given.columns:
                 _strings(given[PAIR].tolist(), PAIR)  # the column is there, all null: name the first row
             _refuse(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
@@ -288,7 +285,10 @@ class OnnxTextClassifier(PythonModel):
         return [t if len(t) <= keep else (t[-keep:] if self.direction == "left" else t[:keep]) for t in texts]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        probabilities = _softmax(self.logits(model_input).astype(np.float64))
+        try:
+            probabilities = _softmax(self.logits(model_input).astype(np.float64))
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON's "\ud800") in a frame of pandas' arrow strings
+            _refuse(f"a text holds a lone surrogate, not valid Unicode: {exc.object[max(exc.start - 20, 0):][:40]!r}")
         best = probabilities.argmax(axis=-1) if len(probabilities) else np.zeros(0, dtype=int)
         frame = pd.DataFrame({"label": [self.labels[i] for i in best],
                               "score": probabilities.max(axis=-1) if len(probabilities) else []})

@@ -633,14 +633,17 @@ def test_a_question_too_long_for_a_window_keeps_its_first_tokens_in_training_and
 
 @pytest.mark.parametrize("question, context, said", [
     ("car?", "\x00\x01", "'context' of row 1 gives no tokens ('\\x00\\x01'); there is nothing to answer from"),
-    ("\x00", "w0 w1", "'question' of row 1 gives no tokens")])
+    ("\x00", "w0 w1", "'question' of row 1 gives no tokens"),
+    # a lone surrogate (JSON's "\\ud800"): pandas' arrow strings refuse it, the model says so in one line
+    ("car?", "w0 \ud800 w1", "a text holds a lone surrogate, not valid Unicode: 'w0 \\ud800 w1'"),
+    ("why\udc00?", "w0 w1", "a text holds a lone surrogate, not valid Unicode: 'why\\udc00?'")])
 def test_a_question_or_context_of_no_tokens_is_refused_naming_its_row(tiny_bert, tmp_path, question, context, said):
     """A context of control characters only (not empty, so not refused as empty) was answered with "" at 0-0."""
     from mlflow.exceptions import MlflowException
 
     served = _served_token_model(tmp_path, tiny_bert, max_length=12, stride=3)
     with pytest.raises(MlflowException, match=re.escape(said)) as refused:
-        served.predict(None, pd.DataFrame({"question": ["car?", question], "context": [" ".join(WORDS), context]}))
+        served.predict(None, {"question": ["car?", question], "context": [" ".join(WORDS), context]})
     assert refused.value.get_http_status_code() == 400
 
 

@@ -169,6 +169,20 @@ def test_an_empty_text_or_text_pair_is_refused_as_prepare_rejects_it_for_trainin
     assert "every row needs a non-empty" in error.message
 
 
+@pytest.mark.parametrize("rows, pair_task, what", [
+    (["good", "bad \ud800 day"], False, r"'text' of row 1 holds a lone surrogate, not valid Unicode: 'bad \\ud800"),
+    # as `mlflow models serve` hands a request over: a frame of Python strings (pandas' arrow strings refuse one)
+    (pd.DataFrame({"text": pd.Series(["a", "b"], dtype=object), "text_pair": pd.Series(["c", "\udfff"], dtype=object)}),
+     True, "'text_pair' of row 1 holds a lone surrogate")])
+def test_a_lone_surrogate_is_refused_naming_its_row_not_left_to_the_tokenizer(served, rows, pair_task, what):
+    """JSON's "\\ud800" decodes to a lone surrogate, which no UTF-8 holds: the tokenizer failed on the whole batch
+    with a TypeError, which MLflow answered with its stack trace (trial DD)."""
+    model = _model(served, max_rows=10)
+    model.pair_task = pair_task
+    _refused(lambda: model.predict(None, rows), what)
+    assert served._strings(["bad \U0001F600 day"], "text") == ["bad \U0001F600 day"]  # a pair that makes one character
+
+
 def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warning(tiny_bert, tmp_path):
     """The student directory of a BiLSTM or bag-of-embeddings student has a config.json of a model type
     transformers does not know; registering it used to print transformers' "model of type" warning. A fresh
