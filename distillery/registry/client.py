@@ -28,6 +28,7 @@ INPUT_SPEC_TAG = TAG + "input_spec"  # what else its requests must be (an image 
 # promotion never claims a move that did not happen (``previous_champion`` is written only after the alias).
 MOVE_TAG = TAG + "champion_move"
 ROLLED_BACK = TAG + "rolled_back_at"  # the rollback guard: the gate refuses this version until a manual promotion
+ROLLBACK_REASON = TAG + "rollback_reason"  # the guard's reason: lifted with it (the rollback's MLflow run keeps it)
 
 
 SHARED_STORES = ("http://", "https://", "postgresql", "mysql", "mssql", "databricks")  # stores teammates share
@@ -220,8 +221,7 @@ def finish_move(client, name: str, version, record=None) -> Optional[str]:
     elif TAG + "previous_champion" in version.tags:
         client.delete_model_version_tag(name, number, TAG + "previous_champion")
     set_tags(client, name, number, intent["tags"])
-    if ROLLED_BACK in version.tags:  # lifted only now that the alias has moved
-        client.delete_model_version_tag(name, number, ROLLED_BACK)
+    lift_rollback_guard(client, name, version)  # only now that the alias has moved
     run_id = record(intent["action"], intent["action_tags"]) if record is not None and intent.get("action") else None
     client.delete_model_version_tag(name, number, MOVE_TAG)
     return run_id
@@ -287,3 +287,11 @@ def apply_decision(client, decision: dict) -> None:
         client.set_registered_model_alias(name, "challenger", version)
     elif decision["alias"] == "champion" and aliases(client, name).get("challenger") == version:
         client.delete_registered_model_alias(name, "challenger")  # a state older versions of Distillery could leave
+
+
+def lift_rollback_guard(client, name: str, version) -> None:
+    """Delete a version's rollback guard and its reason, when it has them: a stale reason on a champion promoted
+    back by hand read as if it were rolled back (trial DD)."""
+    for tag in (ROLLED_BACK, ROLLBACK_REASON):
+        if tag in version.tags:
+            client.delete_model_version_tag(name, str(version.version), tag)

@@ -7,9 +7,9 @@ from typing import Optional
 
 from distillery.config import Params
 from distillery.errors import RegistryError, TrackingUnavailable, connection_lost
-from distillery.registry.client import (ROLLED_BACK, TAG, aliases, champion, connected, end_stale_runs,
-                                        move_champion, record_action, recorder, recover, set_tags, version_inputs,
-                                        versions)
+from distillery.registry.client import (ROLLBACK_REASON, ROLLED_BACK, TAG, aliases, champion, connected,
+                                        end_stale_runs, lift_rollback_guard, move_champion, record_action, recorder,
+                                        recover, set_tags, version_inputs, versions)
 from distillery.registry.notes import failed_checks, gate_warning, labels_changed, labels_note, restart_note
 from distillery.registry.listing import no_store, list_models, models_table  # noqa: F401 (commands.list_models)
 from distillery.registry.versions import stamp, version_input_spec, version_weights, weights_rolled_back
@@ -58,8 +58,7 @@ def promote(params: Params, version: str, reason: str, root: Optional[Path] = No
                 # refusing them
                 set_tags(client, name, current, {TAG + "promoted": "manual", TAG + "promotion_reason": reason,
                                                  TAG + "promoted_at": stamp()})
-                if ROLLED_BACK in known[current].tags:
-                    client.delete_model_version_tag(name, current, ROLLED_BACK)
+                lift_rollback_guard(client, name, known[current])
                 return {"model_name": name, "champion": current, "changed": False, "lifted_guard": True}
             return {"model_name": name, "champion": current, "changed": False}
         if current is not None and current in known and not other_inputs:
@@ -208,7 +207,7 @@ def rollback(params: Params, reason: str, root: Optional[Path] = None) -> dict:
         when = stamp()
         # The guard before the alias move, so the rolled-back version can never lose it while not champion; a
         # champion carrying the guard is a rollback killed half-way, which ``recover`` finishes.
-        set_tags(client, name, current_version, {TAG + "rollback_reason": reason})
+        set_tags(client, name, current_version, {ROLLBACK_REASON: reason})
         client.set_model_version_tag(name, current_version, ROLLED_BACK, when)
         if aliases(client, name).get("challenger") == previous:
             client.delete_registered_model_alias(name, "challenger")  # never champion and challenger at once

@@ -210,6 +210,7 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     # rollback; re-registering the rolled-back model does not undo it; then a recorded manual promotion.
     assert main(["rollback", "--reason", "bad reviews"]) == 0
     assert _aliases(project)["champion"] == "1"
+    assert _client(project).get_model_version(NAME, "2").tags["distillery.rollback_reason"] == "bad reviews"
     rolled = commands.list_models(load_params(project / "params.yaml"))["versions"][1]
     assert rolled["version"] == "2" and rolled["gate"].startswith("passed, rolled back 20")
     again = stage.register(_params(project, min_retention=0.0))
@@ -221,6 +222,7 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
     tags = _client(project).get_model_version(NAME, "2").tags
     assert tags["distillery.promoted"] == "manual" and tags["distillery.promotion_reason"] == "reviewed by hand"
     assert "distillery.rolled_back_at" not in tags and "challenger" not in _aliases(project)
+    assert "distillery.rollback_reason" not in tags  # lifted with the guard: the rollback's MLflow run keeps it
     listing = commands.list_models(load_params(project / "params.yaml"))
     assert [row["version"] for row in listing["versions"]] == ["1", "2"]
     assert listing["versions"][1]["aliases"] == ["champion"]
@@ -546,12 +548,13 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version_and_nothing_fl
     # manual promotion of the champion lifts its guard.
     client = _client(project)
     client.set_model_version_tag(NAME, "1", "distillery.rolled_back_at", "2026-12-05T00:54:09")
+    client.set_model_version_tag(NAME, "1", "distillery.rollback_reason", "old")
     client.set_model_version_tag(NAME, "1", "distillery.previous_champion", "2")
     assert recover(client, NAME) == {} and _aliases(project)["champion"] == "1"
     capsys.readouterr()
     assert main(["promote", "1", "--reason", "settled by hand"]) == 0
     assert "is already the champion; its rollback guard is lifted" in capsys.readouterr().out
-    assert "distillery.rolled_back_at" not in client.get_model_version(NAME, "1").tags
+    assert not {"distillery.rolled_back_at", "distillery.rollback_reason"} & set(client.get_model_version(NAME, "1").tags)
     assert client.get_model_version(NAME, "1").tags["distillery.promotion_reason"] == "settled by hand"
 
 
