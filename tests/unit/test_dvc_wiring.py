@@ -90,6 +90,13 @@ def test_every_stage_is_wired(dvc_stages):
     assert "outs" not in check  # it writes nothing, so no stage waits for it or re-runs after it
     # so a targeted `dvc repro prepare` does not run it: DVC must not remove the prepared data before prepare refuses
     assert dvc_stages["prepare"]["outs"] == [{"data/prepared": {"persist": True}}]
+    # the user's inputs outside git (data files, local checkpoints) are its deps too: a checkpoint missing from a
+    # fresh clone re-runs the check, which refuses it, before DVC removes models/teacher to run train_teacher (trial BB)
+    outs = [next(iter(out)) if isinstance(out, dict) else out for stage in STAGES
+            for kind in ("outs", "metrics", "plots") for out in dvc_stages[stage].get(kind, [])]
+    inputs = {dep for stage in STAGES for dep in dvc_stages[stage].get("deps", []) if not dep.startswith("distillery/")
+              and not any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in outs)}
+    assert inputs == {"data/raw", "models/pretrained"} and inputs <= set(check["deps"]), inputs
 
 
 @pytest.mark.parametrize("stage", STAGES)
