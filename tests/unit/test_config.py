@@ -145,6 +145,8 @@ def test_values_are_typed_and_frozen(tmp_path):
      "[fused_](dynamic|static)[_per_channel]"),
     ("sweep:\n  metric: f1\n", "sweep.metric = 'f1' is not allowed", "task text_classification is scored by"),
     ("export:\n  recipes: []\n", "export.recipes = [] is not allowed", "[fused_](dynamic|static)[_per_channel]"),
+    # opset 9 passed the check, then export failed with the exporter's graph dump after every model trained
+    ("export:\n  opset: 9\n", "export.opset = 9 is not allowed", "use an opset in [11, 20]"),
     ("register:\n  lock: postgresql:///locks\n", "register.lock = 'postgresql:///locks'", "postgresql://[user@]host"),
     ("register:\n  lock: postgresql://db:port/locks\n", "register.lock", "postgresql://[user@]host"),
     ("register:\n  lock: 5432\n", "register.lock", "expected a string"),
