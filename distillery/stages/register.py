@@ -260,8 +260,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
     return {"model_name": name, "version": version, "decision": outcome, "passed": passed, "alias": alias,
             "checks": checks, "candidate": candidate, "champion_before": before, "rollback_to": rollback_to,
             "champion_rows": None if figures_before is None else figures_before.get("rows"),
-            "champion_after": version if outcome == "promoted" else before,
-            "decided_at": stamp()}
+            "champion_after": version if outcome == "promoted" else before, "decided_at": stamp(),
+            "as_of": "this registration; `python -m distillery models` gives the registry as it is now"}
 
 
 def record_gate(client, name: str, version: str, test_sha: str, figures: dict, teacher_accuracy: float, candidate: dict,
