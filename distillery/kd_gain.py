@@ -23,7 +23,7 @@ from typing import Union
 
 import numpy as np
 
-from distillery.config import Params
+from distillery.config import Params, train_settings
 from distillery.files import private_temp, read_json, scratch_dir, sha256_files, write_json
 from distillery.paths import LOGITS_DIR, PREPARED_DIR, REPORTS_DIR, TEACHER_DIR
 from distillery.prepared import load_split
@@ -48,7 +48,8 @@ def variant(params: Params) -> dict:
             "augment_copies": d.augment.copies, "hidden_loss_weight": d.hidden_loss.weight,
             "loss": d.loss, "alpha": d.alpha, "temperature": d.temperature,
             # two recipes that differ only in training are two runs (one file each), and compare names it
-            "train": f"{d.train.epochs:g} epochs, lr {d.train.learning_rate:g}, batch {d.train.batch_size}"
+            "train": f"{d.train.epochs:g} epochs, lr {train_settings(params, 'distill').learning_rate:g}, "
+                     f"batch {d.train.batch_size}"
                      + ("" if d.train.attention_dropout is None else
                         f", attention dropout {d.train.attention_dropout:g}")
                      + (", embeddings frozen" if d.train.freeze_embeddings else "")}
@@ -94,7 +95,8 @@ def train_and_score(params: Params, inputs, model, dataset, options: Union[dict,
     score it on ``frames["test"]`` and ``frames["validation"]``:
     ``{metric, validation_<metric>, train_seconds, train_examples}``."""
     with scratch_dir(private_temp() / f"distillery-seed-{seed}-{tag}") as scratch:
-        summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset, params.distill.train,
+        summary = fit(inputs.task, model, inputs.tokenizer, dataset, inputs.validation_dataset,
+                      train_settings(params, "distill"),
                       seed, Path(scratch), distill=options)
     scores, one_label = {}, None
     for split in ("test", "validation"):

@@ -28,7 +28,7 @@ from typing import Union
 
 import numpy as np
 
-from distillery.config import Params
+from distillery.config import Params, train_settings
 from distillery.errors import ConfigError
 from distillery.files import read_json, sha256_files, write_json, write_text
 from distillery.kd_gain import (METRICS, collapse_warning, collapsed, paired_summary, train_and_score, variant,
@@ -54,7 +54,7 @@ def fingerprint(params: Params, prepared_dir: Path, logits_dir: Path) -> str:
     code); a kept run with another fingerprint is not reused."""
     recipe = {k: v for k, v in variant(params).items() if k not in ("alpha", "temperature")}
     # processes: these runs train in one process whatever it says, so it changes no figure (it retrained every run)
-    train = {k: v for k, v in dataclasses.asdict(params.distill.train).items() if k != "processes"}
+    train = {k: v for k, v in dataclasses.asdict(train_settings(params, "distill")).items() if k != "processes"}
     settings = json.dumps({"recipe": recipe, "train": train,
                            "student_max_length": params.student.max_length,
                            # which training rows keep their labels (a stratified sample seeded by `seed`)

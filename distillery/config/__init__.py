@@ -13,6 +13,7 @@ from distillery.config.operations import BenchmarkConfig, EvaluateConfig, Export
 from distillery.config.register import GateConfig, RegisterConfig
 from distillery.config.params import Params
 from distillery.config.question_answering import QuestionAnsweringConfig
+from distillery.config.rates import train_settings
 from distillery.config.sections import (DataConfig, StudentArchConfig, StudentBiLSTMConfig, StudentBoeConfig,
                                         StudentConfig, TeacherConfig, TrainConfig)
 
@@ -20,4 +21,4 @@ __all__ = ["SPLITS", "AugmentConfig", "BenchmarkConfig", "DataConfig", "DistillC
            "ExportConfig", "GateConfig", "HiddenLossConfig", "Params", "QuestionAnsweringConfig", "RegisterConfig",
            "ScheduleConfig", "StudentArchConfig", "StudentBiLSTMConfig", "StudentBoeConfig", "StudentConfig",
            "SweepConfig", "TeacherConfig", "TrainConfig", "TransferSetConfig",
-           "describe_params", "load_params", "load_schedule", "validate"]
+           "describe_params", "load_params", "load_schedule", "train_settings", "validate"]

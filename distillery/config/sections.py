@@ -19,7 +19,11 @@ class TrainConfig:
     epochs: float = Field(2.0, gt=0, description="training epochs (a fraction is allowed)")
     batch_size: int = Field(32, ge=1, description="training batch size")
     eval_batch_size: int = Field(128, ge=1, description="batch size on the validation split")
-    learning_rate: float = Field(5e-5, gt=0, lt=1, description="peak learning rate (AdamW, linear decay)")
+    learning_rate: Union[Annotated[float, Field(gt=0, lt=1)], Literal["auto"]] = Field(
+        5e-5, description="peak learning rate (AdamW, linear decay), or auto: by the model trained (the student's "
+                          "family: 1e-4 layers and model, 5e-4 config, 1e-3 boe and bilstm, 5e-3 mlp and cnn; a "
+                          "pretrained teacher 5e-5, a scratch: one 2e-3)",
+        json_schema_extra=allowed("a number in (0, 1), or auto"))
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     warmup: float = Field(0.06, ge=0, lt=1, description="fraction of the training steps spent warming up",
                           json_schema_extra=allowed("it is a fraction of the steps, in [0, 1)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distillery.config import Params
+from distillery.config import Params, train_settings
 from distillery.paths import REPORTS_DIR
 from distillery.registry.client import TAG, run_tags
 from distillery.run_records import log_curves, log_metrics, log_params, numeric_leaves
@@ -37,7 +37,8 @@ def nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation:
     """One nested run per trained model, with its Trainer curves and test metrics."""
     import mlflow
 
-    train_cfg = {"teacher": params.teacher.train, "student": params.distill.train, "baseline": params.distill.train}
+    train_cfg = {"teacher": train_settings(params, "teacher"), "student": train_settings(params, "distill"),
+                 "baseline": train_settings(params, "distill")}
     children = {}
     for model, stage in MODELS.items():
         state = status.get(stage, "ran")

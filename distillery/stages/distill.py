@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 import pandas as pd
 
-from distillery.config import Params
+from distillery.config import Params, train_settings
 from distillery.errors import ModelError
 from distillery.files import atomic_dir, read_json, write_json
 from distillery.hf import check_max_length, check_same_revisions, count_parameters, note_beyond_teacher
@@ -129,7 +129,7 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     inputs = distill_inputs(params, prepared_dir, teacher_dir, logits_dir)
     student = inputs.student
     baseline = copy.deepcopy(student)  # identical initialisation
-    train_cfg, tokenizer = params.distill.train, inputs.tokenizer
+    train_cfg, tokenizer = train_settings(params, "distill"), inputs.tokenizer
     parameters = count_parameters(student)
     _warn_if_not_smaller(parameters, params, teacher_dir)
     with atomic_dir(student_dir) as student_scratch, atomic_dir(baseline_dir) as baseline_scratch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
-from distillery.config import Params
+from distillery.config import Params, train_settings
 from distillery.files import atomic_dir, write_json
 from distillery.hf import check_max_length, check_readable, count_parameters, hub_revisions, note_truncated
 from distillery.paths import CURVES_DIR, PREPARED_DIR, TEACHER_DIR
@@ -30,7 +30,8 @@ def train_teacher(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR,
     truncated = note_truncated(train, cfg.max_length, "teacher.max_length", "training inputs", "train_teacher")
     validation = task.featurise(load_split("validation", prepared_dir), tokenizer, cfg.max_length)
     with atomic_dir(out_dir) as scratch:
-        summary = fit(task, model, tokenizer, train, validation, cfg.train, params.seed, scratch, key="teacher.train")
+        summary = fit(task, model, tokenizer, train, validation, train_settings(params, "teacher"), params.seed,
+                      scratch, key="teacher.train")
         summary.update(model=cfg.model, parameters=count_parameters(model), max_length=cfg.max_length,
                        rows_filling_max_length=truncated, hub_revisions=hub_revisions(), **{TRAINED_ON: data})
         write_json(scratch / "training.json", summary)

@@ -72,7 +72,7 @@ def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
     set_params.fn(str(tmp_path), {"distill": {"alpha": 0.1, "train": {"epochs": 3}}})
     nested = load_params(tmp_path / "params.yaml")
     assert (nested.distill.alpha, nested.distill.train.epochs) == (0.1, 3)
-    assert (nested.distill.temperature, nested.distill.train.learning_rate) == (2.0, 1e-4)
+    assert (nested.distill.temperature, nested.distill.train.learning_rate) == (2.0, "auto")
     restore_params(str(tmp_path), original)
     with pytest.raises(BadInput, match=r"^overrides: distill.alphaa is not a key of params.yaml"):
         set_params.fn(str(tmp_path), {"distill": {"alphaa": 0.3}})
