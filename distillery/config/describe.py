@@ -36,13 +36,17 @@ def describe_params(params_path=None) -> str:
     ``student.layers: [0, 5]  (params.yaml: [0])``. Deleting that line from the file gives the default."""
     current: dict = {}
     if params_path is not None:
-        from distillery.config import load_params
+        from distillery.config import load_params, train_settings
         from distillery.errors import ConfigError
 
         try:
-            current = _flat(dataclasses.asdict(load_params(params_path)))
+            loaded = load_params(params_path)
+            current = _flat(dataclasses.asdict(loaded))
         except ConfigError:
             current = {}
+        for which in ("teacher", "distill"):  # auto: the rate it means for this file's models
+            if current.get(f"{which}.train.learning_rate") == "auto":
+                current[f"{which}.train.learning_rate"] = f"auto, {train_settings(loaded, which).learning_rate:g} here"
     lines = ["Every params.yaml key, its default and what it does. Sections are read as a whole by the stages "
              "named; a key left out of params.yaml takes its default" +
              (f" (a key {params_path} sets otherwise shows its value there)" if current else "") + "."]

@@ -339,6 +339,10 @@ def test_params_command(capsys, tmp_path, monkeypatch):
     assert main(["params"]) == 0
     out = capsys.readouterr().out
     assert "student.layers: [0, 5]  (params.yaml: [0])\n" in out and "distill.temperature: 2.0\n" in out
+    # auto says what rate it is for this file's models
+    (tmp_path / "params.yaml").write_text("student:\n  source: bilstm\ndistill:\n  train:\n    learning_rate: auto\n")
+    assert main(["params"]) == 0
+    assert "distill.train.learning_rate: 5.0e-05  (params.yaml: auto, 0.001 here)\n" in capsys.readouterr().out
 
 
 def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
