@@ -96,8 +96,8 @@ def _below_baseline(gain_points: float, metric: str) -> str:
         return ""
     return (f"\n\nWarning: the distilled student is {-gain_points:.1f} {metric} points BELOW its labels-only "
             "baseline: distillation did not help on this run. `python -m distillery kd_gain` tells whether it holds "
-            "over seeds; the usual causes are distill.train.learning_rate (the boe and bilstm students need about "
-            "1e-3 or more, and more epochs on small data), distill.alpha and distill.temperature "
+            "over seeds; the usual causes are distill.train.learning_rate (set by hand below the student family's "
+            "own: learning_rate: auto takes it; more epochs on small data), distill.alpha and distill.temperature "
             "(`python -m distillery sweep`).")
 
 

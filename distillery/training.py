@@ -209,6 +209,8 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     """
     from transformers import PrinterCallback, set_seed
 
+    if not isinstance(cfg.learning_rate, float):  # AdamW would fail on "auto" only at its first step
+        raise TypeError(f"{key}.learning_rate {cfg.learning_rate!r}: pass distillery.config.train_settings(...)")
     if cfg.batch_size % world_size():  # launched by hand under torchrun: params did not know the process count
         from distillery.errors import ConfigError
 
@@ -247,6 +249,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
         "train_examples": len(train_dataset),
         "processes": world_size(),
         "precision": resolved_precision(cfg),
+        "learning_rate": cfg.learning_rate,  # the number a learning_rate: auto became
         # fewer than all with train.freeze_embeddings: the word-embedding matrix did not train
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "steps": int(result.global_step),

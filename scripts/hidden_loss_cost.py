@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from distillery.config import load_params
+from distillery.config import load_params, train_settings
 from distillery.stages.distill import distill_inputs, hidden_options
 from distillery.training import fit
 
@@ -32,7 +32,7 @@ def main() -> None:
     inputs = distill_inputs(params)
     train = inputs.kd_dataset.shuffle(seed=0).select(range(min(args.rows, len(inputs.kd_dataset))))
     validation = inputs.validation_dataset.select(range(min(256, len(inputs.validation_dataset))))
-    cfg = dataclasses.replace(params.distill.train, epochs=1)
+    cfg = dataclasses.replace(train_settings(params, "distill"), epochs=1)
     hidden_params = dataclasses.replace(params, distill=dataclasses.replace(
         params.distill, hidden_loss=dataclasses.replace(params.distill.hidden_loss, weight=args.weight)))
     seconds = {"logits only": [], "logits + hidden states": []}

@@ -20,7 +20,7 @@ class TrainConfig:
     batch_size: int = Field(32, ge=1, description="training batch size")
     eval_batch_size: int = Field(128, ge=1, description="batch size on the validation split")
     learning_rate: Union[Annotated[float, Field(gt=0, lt=1)], Literal["auto"]] = Field(
-        5e-5, description="peak learning rate (AdamW, linear decay), or auto: by the model trained (the student's "
+        "auto", description="peak learning rate (AdamW, linear decay), or auto: by the model trained (the student's "
                           "family: 1e-4 layers and model, 5e-4 config, 1e-3 boe and bilstm, 5e-3 mlp and cnn; a "
                           "pretrained teacher 5e-5, a scratch: one 2e-3)",
         json_schema_extra=allowed("a number in (0, 1), or auto"))

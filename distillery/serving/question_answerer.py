@@ -40,11 +40,12 @@ def _refuse(message: str):
 
 def _frame(model_input) -> pd.DataFrame:
     if isinstance(model_input, dict):
-        model_input = pd.DataFrame(model_input)
+        model_input = pd.DataFrame(model_input, dtype=object)  # Python strings: pandas' arrow ones refuse a surrogate
     if isinstance(model_input, (list, tuple)):
         if not all(isinstance(row, dict) for row in model_input):
             _refuse(f"expected records with {QUESTION!r} and {CONTEXT!r}")
-        model_input = pd.DataFrame(list(model_input), columns=None if model_input else [QUESTION, CONTEXT])
+        model_input = pd.DataFrame(list(model_input), columns=None if model_input else [QUESTION, CONTEXT],
+                                   dtype=object)
     if not isinstance(model_input, pd.DataFrame):
         _refuse(f"expected a DataFrame with {QUESTION!r} and {CONTEXT!r} columns, got {type(model_input).__name__}")
     missing = [c for c in (QUESTION, CONTEXT) if c not in model_input.columns]
@@ -54,7 +55,7 @@ def _frame(model_input) -> pd.DataFrame:
     if len(frame) == 1 and any(_is_sequence(frame[c].iloc[0]) for c in (QUESTION, CONTEXT)):
         # column-wise ({"inputs": {"question": [...], "context": [...]}}): MLflow hands it over as one row
         cells = column_wise(frame, "question")
-        frame = pd.DataFrame({QUESTION: list(cells[QUESTION]), CONTEXT: list(cells[CONTEXT])})
+        frame = pd.DataFrame({QUESTION: list(cells[QUESTION]), CONTEXT: list(cells[CONTEXT])}, dtype=object)
     return frame
 
 
@@ -87,8 +88,10 @@ def _strings(values: list, column: str) -> list[str]:
             what = "null" if value is None or (isinstance(value, float) and value != value) else \
                 ("empty" if isinstance(value, str) else f"not a string ({type(value).__name__})")
             _refuse(f"{column!r} of row {row} is {what}; every row needs a non-empty string {column!r}")
-        if not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value):  # JSON's lone "\ud800"
-            _refuse(f"{column!r} of row {row} holds a lone surrogate, not valid Unicode: {value[:40]!r}")
+        at = -1 if value.isascii() else next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), -1)
+        if at >= 0:  # JSON's lone "\ud800": no UTF-8 holds it, and the tokenizer failed on the whole batch
+            _refuse(f"{column!r} of row {row} holds a lone surrogate at character {at}, not valid Unicode: "
+                    f"{value[max(at - 20, 0):at + 20]!r}")
     return list(values)
 
 
@@ -186,10 +189,7 @@ class OnnxQuestionAnswerer(PythonModel):
         return out
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        try:
-            frame = _frame(model_input)
-        except UnicodeEncodeError as exc:  # a lone surrogate (JSON's "\ud800") in a frame of pandas' arrow strings
-            _refuse(f"a text holds a lone surrogate, not valid Unicode: {exc.object[max(exc.start - 20, 0):][:40]!r}")
+        frame = _frame(model_input)
         if self.max_rows and len(frame) > self.max_rows:
             _refuse(f"{len(frame)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")

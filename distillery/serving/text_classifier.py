@@ -42,7 +42,7 @@ def _refuse(message: str):
 def _columns(model_input) -> tuple[list, list | None]:
     """The raw ``text`` values, and the ``text_pair`` values or None, as lists (not yet checked)."""
     if isinstance(model_input, dict):
-        model_input = pd.DataFrame(model_input)
+        model_input = pd.DataFrame(model_input, dtype=object)  # Python strings: pandas' arrow ones refuse a surrogate
     if isinstance(model_input, pd.Series):
         model_input = model_input.to_frame(TEXT)
     if isinstance(model_input, np.ndarray):
@@ -52,7 +52,7 @@ def _columns(model_input) -> tuple[list, list | None]:
         if rows and all(isinstance(row, (list, tuple)) and len(row) == 2 for row in rows):
             return [a for a, _ in rows], [b for _, b in rows]
         if rows and all(isinstance(row, dict) for row in rows):
-            return _columns(pd.DataFrame(rows))
+            return _columns(pd.DataFrame(rows, dtype=object))
         return rows, None
     if not isinstance(model_input, pd.DataFrame):
         _refuse(f"expected texts, text pairs or a DataFrame with a {TEXT!r} column, got {type(model_input).__name__}")
@@ -119,8 +119,10 @@ def _strings(values: list, column: str) -> list[str]:
         if not _visible(value):  # prepare rejects such rows: the model never learnt what an empty text means
             _refuse(f"{column!r} of row {row} is empty ({value!r}); every row needs a non-empty {column!r}, as every "
                     "training row had")
-        if not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value):  # JSON's lone "\ud800"
-            _refuse(f"{column!r} of row {row} holds a lone surrogate, not valid Unicode: {value[:40]!r}")
+        at = -1 if value.isascii() else next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), -1)
+        if at >= 0:  # JSON's lone "\ud800": no UTF-8 holds it, and the tokenizer failed on the whole batch
+            _refuse(f"{column!r} of row {row} holds a lone surrogate at character {at}, not valid Unicode: "
+                    f"{value[max(at - 20, 0):at + 20]!r}")
     return list(values)
 
 
@@ -236,7 +238,7 @@ class OnnxTextClassifier(PythonModel):
         """A request in the data's own names (``review``) renamed to the served ones; any other as it is. A frame of
         no columns (MLflow's make of a bare list, or other columns, for a model of two names) is refused."""
         own, given = getattr(self, "source_columns", None), model_input
-        frame = pd.DataFrame(given) if own and (isinstance(given, dict) or _records(given)) else given
+        frame = pd.DataFrame(given, dtype=object) if own and (isinstance(given, dict) or _records(given)) else given
         if own and isinstance(frame, pd.DataFrame) and not len(frame.columns):
             names = ", ".join(map(repr, [*own, *own.values()]))
             _refuse(f"the request names none of the columns this model reads ({names}); a bare list of texts, or "
@@ -262,7 +264,8 @@ class OnnxTextClassifier(PythonModel):
         if not texts:  # no rows in, no rows out
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.pair_task and pairs is None:
-            given = pd.DataFrame(model_input) if isinstance(model_input, dict) or _records(model_input) else model_input
+            given = pd.DataFrame(model_input, dtype=object) if isinstance(model_input, dict) or _records(model_input) \
+                else model_input
             if isinstance(given, pd.DataFrame) and PAIR in given.columns:
                 _strings(given[PAIR].tolist(), PAIR)  # the column is there, all null: name the first row
             _refuse(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
@@ -285,10 +288,7 @@ class OnnxTextClassifier(PythonModel):
         return [t if len(t) <= keep else (t[-keep:] if self.direction == "left" else t[:keep]) for t in texts]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        try:
-            probabilities = _softmax(self.logits(model_input).astype(np.float64))
-        except UnicodeEncodeError as exc:  # a lone surrogate (JSON's "\ud800") in a frame of pandas' arrow strings
-            _refuse(f"a text holds a lone surrogate, not valid Unicode: {exc.object[max(exc.start - 20, 0):][:40]!r}")
+        probabilities = _softmax(self.logits(model_input).astype(np.float64))
         best = probabilities.argmax(axis=-1) if len(probabilities) else np.zeros(0, dtype=int)
         frame = pd.DataFrame({"label": [self.labels[i] for i in best],
                               "score": probabilities.max(axis=-1) if len(probabilities) else []})

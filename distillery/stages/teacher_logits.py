@@ -123,7 +123,7 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
     same = reference.argmax(-1) == found.argmax(-1)  # a class; a QA window's start and its end, both
     same = same.reshape(len(same), -1).all(axis=1)
     agreement = float(same.mean()) if len(same) else 0.0
-    what = "windows" if params.task == "question_answering" else "rows"
+    what = task.model_input_unit
     int8_check = {what: int(len(same)), "agreement_with_fp32": round(agreement, 4),
                   "min_agreement": TEACHER_INT8_MIN_AGREEMENT, "weights": "int8, per channel (dynamic)"}
     if not agreement >= TEACHER_INT8_MIN_AGREEMENT:
@@ -187,8 +187,9 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                 known = {}
                 if ran.get("precision") == "int8":
                     runner, ran = fp32, _to_fp32(ran["check"], _failure(exc), ran["int8_check"])
-                else:
-                    runner, ran = model, _to_pytorch(_failure(exc), ran.get("check"))
+                else:  # an int8 refusal before this one stays on record
+                    kept = {key: ran[key] for key in ("int8_refused", "int8_check") if key in ran}
+                    runner, ran = model, {**_to_pytorch(_failure(exc), ran.get("check")), **kept}
         for part, logits in cached.items():
             np.save(scratch / f"{part}.npy", logits)
             rows[part], outputs[part] = int(len(frames[part])), int(len(logits))

@@ -38,6 +38,8 @@ class TaskType:
     secondary_metric: str = "macro_f1"
     # the arrays the teacher-output cache stores per row, e.g. ("logits",); stages never look inside
     teacher_outputs: tuple[str, ...] = ()
+    # what the model reads one of at a time: a row, or (extractive QA) a window of a row
+    model_input_unit: str = "rows"
     # inputs of varying length, padded per batch (text): training groups them by length; images are not
     padded_inputs: bool = True
     # inputs with a sequence length the benchmark varies (benchmark.sequence_lengths); images have none

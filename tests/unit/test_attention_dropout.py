@@ -97,7 +97,8 @@ def test_fit_trains_and_saves_the_model_with_the_keys_dropout(tiny_bert, tmp_pat
     assert model.config.attention_probs_dropout_prob == 0.1
     frame = make_texts(16)
     frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(labels)})
-    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8, warmup=0.0, attention_dropout=0.0)
+    cfg = dataclasses.replace(TrainConfig(learning_rate=5e-5), epochs=1, batch_size=8, warmup=0.0,
+                              attention_dropout=0.0)
     fit(task_type("text_classification"), model, tokenizer, tokenize(frame, tokenizer, 32),
         tokenize(frame, tokenizer, 32), cfg, 0, tmp_path / "out")
     assert model.config.attention_probs_dropout_prob == 0.0

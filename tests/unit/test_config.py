@@ -254,6 +254,10 @@ def test_learning_rate_auto_is_the_rate_each_student_family_was_measured_with():
         student = dataclasses.replace(default.student, source=source, model="m" if source == "model" else None)
         chosen = train_settings(dataclasses.replace(default, student=student), "distill")
         assert chosen.learning_rate == rate and chosen.epochs == default.distill.train.epochs, source
+    from distillery.config.rates import STUDENT_RATES
+    from distillery.students import FAMILIES
+
+    assert set(STUDENT_RATES) == set(FAMILIES)  # a family added without its rate would fail only in training
     images = Params(task="image_classification", teacher=TeacherConfig(model="scratch:cnn", train=TrainConfig(
         learning_rate="auto")), student=StudentConfig(source="mlp"), distill=DistillConfig(train=TrainConfig(
             learning_rate="auto")), data=DataConfig(source="x.parquet", text_pair_column=None))
@@ -264,7 +268,7 @@ def test_learning_rate_auto_is_the_rate_each_student_family_was_measured_with():
 def test_code_defaults_are_unchanged():
     params = Params()
     assert (params.data.label_column, params.data.max_samples, params.distill.train.learning_rate,
-            params.distill.transfer_set.source, params.teacher.train.epochs) == ("label", {}, 5e-05, "none", 2.0)
+            params.distill.transfer_set.source, params.teacher.train.epochs) == ("label", {}, "auto", "none", 2.0)
     assert params.data.splits == {"train": "train", "validation": "validation", "test": "test"}
     assert params.data.splits is not Params().data.splits  # a fresh mapping per object
 
@@ -324,7 +328,7 @@ def test_describe_params_lists_every_key_of_params_yaml():
             description = lines[i + 1].strip()
             assert lines[i + 1].startswith("    ") and len(description) > 10 and not description.startswith("("), line
     assert described["data.min_rows_per_class"] == "data.min_rows_per_class: 5"
-    assert described["distill.train.learning_rate"] == "distill.train.learning_rate: 5.0e-05"
+    assert described["distill.train.learning_rate"] == "distill.train.learning_rate: auto"
     assert described["student.config.hidden_size"] == "student.config.hidden_size: 128"
 
 
@@ -342,7 +346,7 @@ def test_params_command(capsys, tmp_path, monkeypatch):
     # auto says what rate it is for this file's models
     (tmp_path / "params.yaml").write_text("student:\n  source: bilstm\ndistill:\n  train:\n    learning_rate: auto\n")
     assert main(["params"]) == 0
-    assert "distill.train.learning_rate: 5.0e-05  (params.yaml: auto, 0.001 here)\n" in capsys.readouterr().out
+    assert "distill.train.learning_rate: auto  (params.yaml: auto, 0.001 here)\n" in capsys.readouterr().out
 
 
 def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):

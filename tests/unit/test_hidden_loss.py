@@ -42,8 +42,8 @@ def _trainer(model, tokenizer, tmp_path, task=TASK, **options):
     from distillery.training import _trainer_classes, training_arguments
 
     _, DistillationTrainer, _ = _trainer_classes()
-    args = dataclasses.replace(training_arguments(TrainConfig(), str(tmp_path / "ckpt"), 0), eval_strategy="no",
-                               save_strategy="no", load_best_model_at_end=False)
+    args = dataclasses.replace(training_arguments(TrainConfig(learning_rate=5e-5), str(tmp_path / "ckpt"), 0),
+                               eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
     return DistillationTrainer(model=model, args=args, data_collator=Collator(tokenizer), processing_class=tokenizer,
                                task=task, **options)
 
@@ -124,7 +124,7 @@ def test_distilled_training_with_the_hidden_loss_runs(teacher_dir, tmp_path):
     student = select_layers(TASK, teacher, [0, 3])
     before = [p.detach().clone() for p in student.parameters()]
     params = Params(student=StudentConfig(layers=[0, 3]), distill=DistillConfig(hidden_loss=HiddenLossConfig(0.5)))
-    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8, logging_steps=1, warmup=0.0)
+    cfg = dataclasses.replace(TrainConfig(learning_rate=5e-5), epochs=1, batch_size=8, logging_steps=1, warmup=0.0)
     summary = fit(TASK, student, tokenizer, tokenize(frame, tokenizer, 32, torch.randn(24, 3).numpy()),
                   tokenize(frame, tokenizer, 32), cfg, 0, tmp_path / "out",
                   distill=dict(alpha=0.5, temperature=2.0, loss_kind="kl", **hidden_options(params, TASK, student,

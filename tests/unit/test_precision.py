@@ -50,7 +50,7 @@ def test_training_runs_its_matrix_products_in_the_precision_and_saves_fp32(tiny_
     model.classifier.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
     frame = make_texts(16)
     frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(LABELS)})
-    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=8, warmup=0.0, precision=precision)
+    cfg = dataclasses.replace(TrainConfig(learning_rate=5e-5), epochs=1, batch_size=8, warmup=0.0, precision=precision)
     summary = fit(TASK, model, tokenizer, tokenize(frame, tokenizer, 32), tokenize(frame, tokenizer, 32), cfg, 0,
                   tmp_path / "out")
     assert summary["precision"] == precision and summary["steps"] == 2
@@ -295,7 +295,7 @@ def test_training_that_diverges_stops_with_one_line_before_saving(tiny_bert, tmp
     frame = make_texts(16)
     frame["label"] = frame["sentiment"].map({n: i for i, n in enumerate(LABELS)})
     # each step scales every weight by 1 - lr x weight decay = -9999: past float32's range within 10 steps
-    cfg = dataclasses.replace(TrainConfig(), epochs=1, batch_size=1, warmup=0.0, learning_rate=1e-2,
+    cfg = dataclasses.replace(TrainConfig(learning_rate=5e-5), epochs=1, batch_size=1, warmup=0.0, learning_rate=1e-2,
                               weight_decay=1e6)
     with pytest.raises(ModelError, match="training diverged, the model's outputs on the validation split are NaN or "
                                          "infinite; lower the learning rate or weight decay"):

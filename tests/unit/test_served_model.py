@@ -170,8 +170,14 @@ def test_an_empty_text_or_text_pair_is_refused_as_prepare_rejects_it_for_trainin
 
 
 @pytest.mark.parametrize("rows, pair_task, what", [
-    (["good", "bad \ud800 day"], False, r"'text' of row 1 holds a lone surrogate, not valid Unicode: 'bad \\ud800"),
-    # as `mlflow models serve` hands a request over: a frame of Python strings (pandas' arrow strings refuse one)
+    (["good", "bad \ud800 day"], False, r"'text' of row 1 holds a lone surrogate at character 4, not valid Unicode: "
+                                        r"'bad \\ud800 day'"),
+    ([["a", "c"], ["b", "x" * 30 + "\udfff" + "y" * 30]], True,
+     r"'text_pair' of row 1 holds a lone surrogate at character 30, not valid Unicode: '" + "x" * 20 + r"\\udfff"
+     + "y" * 19 + "'"),
+    # columns or records: made a frame of Python strings (pandas' arrow strings refuse a surrogate as it is made)
+    ({"text": ["a", "b"], "text_pair": ["c", "\udfff"]}, True, "'text_pair' of row 1 holds a lone surrogate"),
+    ([{"text": "fine"}, {"text": "x \ud800"}], False, "'text' of row 1 holds a lone surrogate at character 2"),
     (pd.DataFrame({"text": pd.Series(["a", "b"], dtype=object), "text_pair": pd.Series(["c", "\udfff"], dtype=object)}),
      True, "'text_pair' of row 1 holds a lone surrogate")])
 def test_a_lone_surrogate_is_refused_naming_its_row_not_left_to_the_tokenizer(served, rows, pair_task, what):
@@ -180,7 +186,7 @@ def test_a_lone_surrogate_is_refused_naming_its_row_not_left_to_the_tokenizer(se
     model = _model(served, max_rows=10)
     model.pair_task = pair_task
     _refused(lambda: model.predict(None, rows), what)
-    assert served._strings(["bad \U0001F600 day"], "text") == ["bad \U0001F600 day"]  # a pair that makes one character
+    assert served._strings(["bad \U0001F600 day"], "text") == ["bad \U0001F600 day"]  # one code point, not a surrogate
 
 
 def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warning(tiny_bert, tmp_path):

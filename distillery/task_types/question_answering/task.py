@@ -33,6 +33,7 @@ class QuestionAnswering(TaskType):
     name = "question_answering"
     primary_metric, secondary_metric = "f1", "exact_match"
     teacher_outputs = ("start_logits", "end_logits")
+    model_input_unit = "windows"
     teacher_key = features.TEACHER_LOGITS
 
     def __init__(self, doc_stride: int = 128, max_answer_length: int = 30, n_best_size: int = 20,
