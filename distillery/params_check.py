@@ -23,12 +23,12 @@ def check_params_file(path: str) -> int:
                               f"before an upgrade?): {'; '.join(missing)}; add them (`python -m distillery params` "
                               "describes each), or DVC stops at the first stage that reads one")
         try:
+            check_data_files(params)  # the local files first: a Hub id the cache lacks must not hide them
             try:
                 check_model_limits(params)
                 later = None
-            except TransientError as exc:  # a Hub id the cache lacks, the Hub out of reach (exit 3): said after
-                later = exc                # the local checks, so that it hides none of their errors
-            check_data_files(params)
+            except TransientError as exc:  # the Hub out of reach (exit 3): said after the gate's cell, so that a
+                later = exc                # retry does not meet that error next
             check_gate_cell(params)
             if later is not None:
                 raise later

@@ -35,6 +35,7 @@ def describe_params(params_path=None) -> str:
     With ``params_path`` (a params file that loads), a key whose value there is not its default says so:
     ``student.layers: [0, 5]  (params.yaml: [0])``. Deleting that line from the file gives the default."""
     current: dict = {}
+    rates: dict = {}  # what learning_rate: auto means for the file's models
     if params_path is not None:
         from distillery.config import load_params, train_settings
         from distillery.errors import ConfigError
@@ -44,9 +45,8 @@ def describe_params(params_path=None) -> str:
             current = _flat(dataclasses.asdict(loaded))
         except ConfigError:
             current = {}
-        for which in ("teacher", "distill"):  # auto: the rate it means for this file's models
-            if current.get(f"{which}.train.learning_rate") == "auto":
-                current[f"{which}.train.learning_rate"] = f"auto, {train_settings(loaded, which).learning_rate:g} here"
+        rates = {f"{which}.train.learning_rate": train_settings(loaded, which).learning_rate
+                 for which in ("teacher", "distill") if current.get(f"{which}.train.learning_rate") == "auto"}
     lines = ["Every params.yaml key, its default and what it does. Sections are read as a whole by the stages "
              "named; a key left out of params.yaml takes its default" +
              (f" (a key {params_path} sets otherwise shows its value there)" if current else "") + "."]
@@ -55,7 +55,8 @@ def describe_params(params_path=None) -> str:
             lines += ["", f"{key}: {text}"]
         else:
             there = current.get(key, default)
-            mark = f"  ({params_path}: {_yaml(there)})" if current and there != default else ""
+            mark = f"  ({params_path}: {_yaml(there)})" if current and there != default else \
+                f"  (auto: {rates[key]:g} for {params_path}'s models)" if key in rates else ""
             lines += [f"{key}: {_yaml(default)}{mark}", f"    {text}"]
     return "\n".join(lines)
 

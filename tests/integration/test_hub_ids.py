@@ -144,6 +144,8 @@ def test_a_hub_out_of_reach_is_found_once_then_the_cache_serves_at_once_and_a_mi
     assert main(["params", "--check"]) == 2
     assert "benchmark.batch_sizes = [8] is not allowed; register's latency gate reads the batch-1 cell" in \
         capsys.readouterr().err
+    update_params(tmp_path / "params.yaml", **{"data.source": "data/raw/gone.csv"})  # and a data file first of all
+    assert main(["params", "--check"]) == 2 and "gone.csv" in capsys.readouterr().err
 
     # a local directory never asks; behind a proxy, the proxy is what is asked for (no_proxy hosts: the host)
     monkeypatch.setattr(errors, "PROBED", {})

@@ -346,7 +346,7 @@ def test_params_command(capsys, tmp_path, monkeypatch):
     # auto says what rate it is for this file's models
     (tmp_path / "params.yaml").write_text("student:\n  source: bilstm\ndistill:\n  train:\n    learning_rate: auto\n")
     assert main(["params"]) == 0
-    assert "distill.train.learning_rate: auto  (params.yaml: auto, 0.001 here)\n" in capsys.readouterr().out
+    assert "distill.train.learning_rate: auto  (auto: 0.001 for params.yaml's models)\n" in capsys.readouterr().out
 
 
 def test_params_check_names_a_key_no_stage_reads(tmp_path, capsys):
