@@ -8,8 +8,8 @@ Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair t
 column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
 column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
 matched by name; other columns (an ``id``) are ignored. A model trained on other column names (``source_columns``:
-``{"text": "review"}``) reads a request holding all of them from them.
-Called directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
+``{"text": "review"}``) reads a request holding all of them from them, and names them in its refusals. Called
+directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
 Output: a DataFrame of ``label``, ``score`` (its probability), ``prob_<label>`` per label; a row per input row.
 Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
 answers with HTTP 400) that says why: a text that is null, not a string, empty (only white space:
@@ -255,7 +255,8 @@ class OnnxTextClassifier(PythonModel):
         if self.max_rows and len(texts) > self.max_rows:
             _refuse(f"{len(texts)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")
-        texts, pairs = _strings(texts, TEXT), None if pairs is None else _strings(pairs, PAIR)
+        named = {**{TEXT: TEXT, PAIR: PAIR}, **(getattr(self, "source_columns", None) or {})}  # the data's names
+        texts, pairs = _strings(texts, named[TEXT]), None if pairs is None else _strings(pairs, named[PAIR])
         texts, pairs = self._cut(texts), None if pairs is None else self._cut(pairs)
         total = sum(map(len, texts)) + (sum(map(len, pairs)) if pairs is not None else 0)
         if self.max_characters and total > self.max_characters:
@@ -267,10 +268,10 @@ class OnnxTextClassifier(PythonModel):
             given = pd.DataFrame(model_input, dtype=object) if isinstance(model_input, dict) or _records(model_input) \
                 else model_input
             if isinstance(given, pd.DataFrame) and PAIR in given.columns:
-                _strings(given[PAIR].tolist(), PAIR)  # the column is there, all null: name the first row
-            _refuse(f"this model classifies text pairs: give {TEXT!r} and {PAIR!r} columns")
+                _strings(given[PAIR].tolist(), named[PAIR])  # the column is there, all null: name the first row
+            _refuse(f"this model classifies text pairs: give {named[TEXT]!r} and {named[PAIR]!r} columns")
         if not self.pair_task and pairs is not None:
-            _refuse(f"this model classifies single texts, but {PAIR!r} values were given: send {TEXT!r} alone "
+            _refuse(f"this model classifies single texts, but {PAIR!r} values were given: send {named[TEXT]!r} alone "
                     f"(a second text would be read as part of the input and change the answer)")
         parts = []
         for start in range(0, len(texts), self.batch_size):
@@ -280,8 +281,7 @@ class OnnxTextClassifier(PythonModel):
         return np.concatenate(parts)
 
     def _cut(self, texts: list) -> list:
-        """Each text cut to ``text_characters`` on the side the tokenizer cuts: its tokens past ``max_length`` are
-        dropped anyway, and tokenising a 10 MB text took 1.4 GB and 13 s."""
+        """Each text cut to ``text_characters`` where the tokenizer cuts (tokenising 10 MB took 1.4 GB and 13 s)."""
         keep = self.text_characters
         if not keep:
             return texts

@@ -363,6 +363,11 @@ def test_records_as_in_the_data_file_are_read_from_the_column_the_model_learnt(s
             model.predict(None, _enforce_schema(request, schema) if isinstance(request, list) or len(request.columns)
                           else request)
     assert model.predict(None, _enforce_schema(pd.DataFrame({"body": ["good day"]}), schema)).equals(expected.iloc[:1])
+    # its refusals name the columns as the data named them (trial CC: "'text' of row 3 is empty" to a `txt` user)
+    _refused(lambda: model.predict(None, pd.DataFrame({"body": ["good", " "]})), "^'body' of row 1 is empty")
+    model.pair_task, model.source_columns = True, {"text": "premise", "text_pair": "hypothesis"}
+    _refused(lambda: model.predict(None, pd.DataFrame({"premise": ["good"]})),
+             "^this model classifies text pairs: give 'premise' and 'hypothesis' columns$")
 
 
 def test_the_signature_hands_the_model_the_datas_own_column_names_or_the_served_ones(tmp_path):
