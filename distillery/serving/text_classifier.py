@@ -269,7 +269,8 @@ class OnnxTextClassifier(PythonModel):
                 else model_input
             if isinstance(given, pd.DataFrame) and PAIR in given.columns:
                 _strings(given[PAIR].tolist(), named[PAIR])  # the column is there, all null: name the first row
-            _refuse(f"this model classifies text pairs: give {named[TEXT]!r} and {named[PAIR]!r} columns")
+            also = f" (or {TEXT!r} and {PAIR!r})" if named[PAIR] != PAIR else ""  # the served names work too
+            _refuse(f"this model classifies text pairs: give {named[TEXT]!r} and {named[PAIR]!r} columns{also}")
         if not self.pair_task and pairs is not None:
             _refuse(f"this model classifies single texts, but {PAIR!r} values were given: send {named[TEXT]!r} alone "
                     f"(a second text would be read as part of the input and change the answer)")
@@ -282,10 +283,9 @@ class OnnxTextClassifier(PythonModel):
 
     def _cut(self, texts: list) -> list:
         """Each text cut to ``text_characters`` where the tokenizer cuts (tokenising 10 MB took 1.4 GB and 13 s)."""
-        keep = self.text_characters
-        if not keep:
-            return texts
-        return [t if len(t) <= keep else (t[-keep:] if self.direction == "left" else t[:keep]) for t in texts]
+        keep = self.text_characters  # 0: no cut (configs written before it)
+        return [t if not keep or len(t) <= keep else t[-keep:] if self.direction == "left" else t[:keep]
+                for t in texts]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         probabilities = _softmax(self.logits(model_input).astype(np.float64))

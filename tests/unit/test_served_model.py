@@ -367,7 +367,8 @@ def test_records_as_in_the_data_file_are_read_from_the_column_the_model_learnt(s
     _refused(lambda: model.predict(None, pd.DataFrame({"body": ["good", " "]})), "^'body' of row 1 is empty")
     model.pair_task, model.source_columns = True, {"text": "premise", "text_pair": "hypothesis"}
     _refused(lambda: model.predict(None, pd.DataFrame({"premise": ["good"]})),
-             "^this model classifies text pairs: give 'premise' and 'hypothesis' columns$")
+             r"^this model classifies text pairs: give 'premise' and 'hypothesis' columns \(or 'text' and "
+             r"'text_pair'\)$")
 
 
 def test_the_signature_hands_the_model_the_datas_own_column_names_or_the_served_ones(tmp_path):
