@@ -42,11 +42,12 @@ def describe_params(params_path=None) -> str:
 
         try:
             loaded = load_params(params_path)
-            current = _flat(dataclasses.asdict(loaded))
         except ConfigError:
-            current = {}
-        rates = {f"{which}.train.learning_rate": train_settings(loaded, which).learning_rate
-                 for which in ("teacher", "distill") if current.get(f"{which}.train.learning_rate") == "auto"}
+            loaded = None
+        if loaded is not None:
+            current = _flat(dataclasses.asdict(loaded))
+            rates = {f"{which}.train.learning_rate": train_settings(loaded, which).learning_rate
+                     for which in ("teacher", "distill") if current[f"{which}.train.learning_rate"] == "auto"}
     lines = ["Every params.yaml key, its default and what it does. Sections are read as a whole by the stages "
              "named; a key left out of params.yaml takes its default" +
              (f" (a key {params_path} sets otherwise shows its value there)" if current else "") + "."]

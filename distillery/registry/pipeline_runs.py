@@ -37,8 +37,8 @@ def nested_runs(client, exp_id: str, parent_id: str, params: Params, evaluation:
     """One nested run per trained model, with its Trainer curves and test metrics."""
     import mlflow
 
-    train_cfg = {"teacher": train_settings(params, "teacher"), "student": train_settings(params, "distill"),
-                 "baseline": train_settings(params, "distill")}
+    students = train_settings(params, "distill")  # the distilled student and its baseline train alike
+    train_cfg = {"teacher": train_settings(params, "teacher"), "student": students, "baseline": students}
     children = {}
     for model, stage in MODELS.items():
         state = status.get(stage, "ran")
