@@ -13,8 +13,15 @@ if _missing:
 
 from distillery.cli import main  # noqa: E402
 
+import signal  # noqa: E402
+
 try:
-    sys.exit(main())
+    code = main()
+    # done, or failed with its one line: a Ctrl-C or SIGTERM while Python shuts down (after the stage's files are
+    # whole) would only turn the exit code into a signal's, and a finished stage into a failed one for DVC
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    sys.exit(code)
 except BrokenPipeError:  # `python -m distillery params | head`: the reader has what it wanted
     import os
 

@@ -76,9 +76,12 @@ def _connect(url: str, name: str):
     except psycopg2.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         refused = next((why for marker, why in REFUSALS if marker in str(exc)), None)
-        if refused:  # the server answered: a setting to fix, not an outage to retry
-            raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection "
-                              f"({redact_uri(first)[:160]}): {refused}") from None
+        if refused:  # the server answered: a setting to fix, not an outage to retry (the role named: the URL's
+            from urllib.parse import urlsplit  # user name, which redaction removes with the password)
+
+            role = urlsplit(url).username
+            raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection"
+                              f"{f' of role {role!r}' if role else ''} ({redact_uri(first)[:160]}): {refused}") from None
         raise LockUnavailable(f"register.lock: PostgreSQL at {redact_uri(url)} is unavailable "
                               f"({redact_uri(first)[:160]}); start it, or set register.lock: file on one machine "
                               "only") from None

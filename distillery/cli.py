@@ -198,21 +198,26 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     return None
 
 
+class Terminated(SystemExit):
+    """SIGTERM's exit, 143: raised in the main thread by :func:`_terminated`."""
+
+
 def _terminated(signum, frame) -> None:
     """SIGTERM (a stage timeout, a cancelled flow run) unwinds like Ctrl-C, so every scratch directory and
     checkpoint is cleaned up and the previous outputs stay in place."""
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def main(argv: Optional[list] = None) -> int:
     args = parse(argv)
     try:
         return _run(args)
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the cleanup ran as the exception unwound)
-        print(f"distillery {args.stage}: interrupted; it stopped where it was: its files are written whole or not at "
+    except (KeyboardInterrupt, Terminated) as exc:  # one line, not a traceback (the cleanup ran as it unwound)
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"distillery {args.stage}: {how}; it stopped where it was: its files are written whole or not at "
               "all, and a registry change cut short is finished or undone by the next registry command; run it "
               "again", file=sys.stderr)
-        return 130
+        return exc.code if isinstance(exc, Terminated) else 130
 
 
 def _run(args) -> int:

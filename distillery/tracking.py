@@ -226,37 +226,50 @@ def experiment_id(name: str, root: Path, uri: str) -> str:
 
 
 @contextlib.contextmanager
-def unavailable_as_transient(uri: str) -> Iterator[None]:
-    """A tracking server lost mid-way becomes one ``TrackingUnavailable`` line (exit 3, retried), not a traceback."""
+def unavailable_as_transient(uri: str, moves_champion: bool = True) -> Iterator[None]:
+    """A tracking server lost mid-way becomes one ``TrackingUnavailable`` line (exit 3, retried), not a traceback.
+    ``moves_champion``: the lines end by saying the champion was not moved (not for a read-only listing)."""
     import requests
     from mlflow.exceptions import MlflowException
+
+    kept = "; the champion was not moved" if moves_champion else ""
 
     try:
         yield
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering ({type(exc).__name__}); "
-                                  f"the champion was not moved") from None
+        raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering ({type(exc).__name__})"
+                                  f"{kept}") from None
     except MlflowException as exc:
         if is_remote(uri) and "API request to" in str(exc) and "error code 404 " in str(exc):
             # a server that answers, at the wrong address: a mistake to fix, never retried as a lost server
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST API: "
                               "set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
-                              "only if the server is mounted under one); the champion was not moved") from None
+                              f"only if the server is mounted under one){kept}") from None
         if is_remote(uri) and "API request to" in str(exc) and "error code 401 " in str(exc):
-            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} refused the credentials (401 Unauthorized): "
-                              "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to "
-                              "an account of the server; the champion was not moved") from None
+            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} refused the credentials (401 Unauthorized"
+                              f"{_unset_credentials(uri)}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                              f"(or MLFLOW_TRACKING_TOKEN) to an account of the server{kept}") from None
         if is_remote(uri) and "API request to" in str(exc) and "error code 403 " in str(exc):
             user = os.environ.get("MLFLOW_TRACKING_USERNAME")
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} denied permission (403) to "
                               f"{'account ' + repr(user) if user else 'this account'} for {_endpoint(str(exc))}: an "
                               "admin grants EDIT on the experiment and MANAGE on the registered model (README: Running "
-                              "shared servers safely), or MLFLOW_TRACKING_URI's path is wrong; the champion was not "
-                              "moved") from None
+                              f"shared servers safely), or MLFLOW_TRACKING_URI's path is wrong{kept}") from None
         if is_remote(uri) and "API request to" in str(exc):
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
-                                      f"({lost_cause(str(exc))}); the champion was not moved") from None
+                                      f"({lost_cause(str(exc))}){kept}") from None
         raise
+
+
+def _unset_credentials(uri: str) -> str:
+    """"; MLFLOW_TRACKING_PASSWORD is not set" where a 401 came with no token, no credentials in the URI and a
+    credential variable unset (a trial's user had set the name only); else ""."""
+    from urllib.parse import urlsplit
+
+    if os.environ.get("MLFLOW_TRACKING_TOKEN") or urlsplit(uri).username:
+        return ""
+    unset = [name for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if not os.environ.get(name)]
+    return f"; {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set" if unset else ""
 
 
 def _endpoint(message: str) -> str:

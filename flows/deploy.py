@@ -137,6 +137,14 @@ def main(argv: Optional[list] = None) -> int:
         print("flows.deploy: warning: PREFECT_API_URL is not set; schedules do not run on the ephemeral API "
               "(start `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api)",
               file=sys.stderr)
+    else:  # a server that is down or refuses this client's auth string: one line, not the client's traceback
+        from flows.watch import ServerUnavailable, require_server
+
+        try:
+            require_server()
+        except ServerUnavailable as exc:
+            print(f"flows.deploy: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     cron = None if args.no_schedule or args.interval else (args.cron or schedule.cron)
     options = dict(name=args.name, cron=cron, timezone=schedule.timezone, interval=args.interval,
                    event=None if args.no_trigger else schedule.event, resource=args.resource_id,

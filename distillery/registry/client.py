@@ -48,7 +48,7 @@ def connected(root: Path, name: str, lock_timeout_s: Optional[float], lock: str 
         print(f"registry: register.lock is `file`, which orders registrations on this machine only; with a shared "
               f"tracking server, set it to a postgresql:// URL so that teammates' registrations wait for each other",
               file=sys.stderr, flush=True)
-    with unavailable_as_transient(uri):
+    with unavailable_as_transient(uri, moves_champion=lock_timeout_s is not None):
         if lock_timeout_s is None:
             yield client
         else:

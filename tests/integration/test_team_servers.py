@@ -258,9 +258,9 @@ def test_the_advisory_lock_waits_names_its_holder_and_dies_with_it(team, tiny_be
     # exit code 2, never retried as an outage (a trial's wrong password and missing database were exit 3)
     from distillery.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^register\.lock: PostgreSQL at .*/nodb refused the connection \(.*"
-                                          r"database \"nodb\" does not exist\): the role or database in register\.lock "
-                                          r"does not exist on that server") as error:
+    with pytest.raises(ConfigError, match=r"^register\.lock: PostgreSQL at .*/nodb refused the connection of role "
+                                          r"'\w+' \(.*database \"nodb\" does not exist\): the role or database in "
+                                          r"register\.lock does not exist on that server") as error:
         with advisory_lock(url.rsplit("/", 1)[0] + "/nodb", "m", timeout_s=1):
             pass
     assert error.value.exit_code == 2

@@ -66,6 +66,28 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_code_130(capsys, monkeypatch):
         and "Traceback" not in err
 
 
+def test_sigterm_in_a_stage_is_one_line_and_exit_code_143(capsys, monkeypatch):
+    """A trial's SIGTERM to `distill` (a cancelled run) ended it with exit code 143 and not a word."""
+    import os
+    import signal
+
+    import distillery.cli as cli
+
+    def terminated(stage, params_path):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler main installed raises in this thread
+        raise AssertionError("SIGTERM did not stop the stage")
+
+    monkeypatch.setattr(cli, "run_locked", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["distill"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("distillery distill: terminated (SIGTERM); it stopped where it "
+                                                    "was") and "Traceback" not in err
+
+
 def test_an_option_before_its_own_command_is_told_to_go_after_it(capsys):
     code, _, err = _stopped(capsys, ["--check", "params"])
     assert code == 2 and "--check goes after the command: python -m distillery params ... --check" in err
@@ -86,3 +108,17 @@ def test_an_option_given_twice_is_refused(argv, option, capsys, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     code, _, err = _stopped(capsys, argv)
     assert code == 2 and f"{option} is given 2 times: give it once" in err
+
+
+def test_a_ctrl_c_after_the_stage_is_done_leaves_its_exit_code_alone(tmp_path):
+    """A trial's Ctrl-C landed as `export` exited, its files whole: the process died of SIGINT and DVC failed the
+    stage. Once main has returned, SIGINT and SIGTERM are ignored (here: SIGINT sent from an exit handler)."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, os, runpy, signal, sys\n"
+              "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+              "sys.argv = ['distillery', 'params']\n"
+              "runpy.run_module('distillery', run_name='__main__', alter_sys=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "KeyboardInterrupt" not in done.stderr, done.stderr[-2000:]

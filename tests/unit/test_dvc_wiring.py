@@ -90,6 +90,10 @@ def test_every_stage_is_wired(dvc_stages):
     assert "outs" not in check  # it writes nothing, so no stage waits for it or re-runs after it
     # so a targeted `dvc repro prepare` does not run it: DVC must not remove the prepared data before prepare refuses
     assert dvc_stages["prepare"]["outs"] == [{"data/prepared": {"persist": True}}]
+    # a failed register left `git status` showing its two git-tracked reports deleted (a trial)
+    assert [out for kind in ("metrics", "outs") for out in dvc_stages["register"][kind]] == [
+        {"reports/metrics/register.json": {"cache": False, "persist": True}},
+        {"reports/model_card.md": {"cache": False, "persist": True}}]
     # the user's inputs outside git (data files, local checkpoints) are its deps too: a checkpoint missing from a
     # fresh clone re-runs the check, which refuses it, before DVC removes models/teacher to run train_teacher (trial BB)
     outs = [next(iter(out)) if isinstance(out, dict) else out for stage in STAGES

@@ -580,9 +580,12 @@ def test_the_recovery_command_has_help_and_profile_and_params_name_a_missing_fil
     assert capsys.readouterr().err == "distillery params: error: nope.yaml: no such params file\n"
 
 
-def test_watch_names_a_server_that_refuses_its_credentials_before_its_first_look(tmp_path):
+@pytest.mark.parametrize("command", [["flows.watch", "--once"], ["flows.deploy", "--pool", "team"],
+                                     ["flows.deploy"]])
+def test_watch_and_deploy_name_a_server_that_refuses_their_credentials(tmp_path, command):
     """A trial's wrong PREFECT_API_AUTH_STRING: the first look recorded the hash and exited 0; the first change then
-    said only "the Prefect server did not accept the event", exit 1."""
+    said only "the Prefect server did not accept the event", exit 1. Another's `flows.deploy` without it: a 28-line
+    traceback ending in 401 Unauthorized (45 lines serving)."""
     import http.server
 
     from flows.watch import STATE_PATH
@@ -602,14 +605,14 @@ def test_watch_names_a_server_that_refuses_its_credentials_before_its_first_look
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", tmp_path / "params.yaml")
-        result = subprocess.run([sys.executable, "-m", "flows.watch", "--once", "--project-dir", str(tmp_path)],
+        result = subprocess.run([sys.executable, "-m", *command, "--project-dir", str(tmp_path)],
                                 capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
                                 env={**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{server.server_port}/api",
                                      "PREFECT_API_AUTH_STRING": "admin:wrong"})
     finally:
         server.shutdown()
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.strip() == (f"flows.watch: error: the Prefect server at http://127.0.0.1:{server.server_port}"
+    assert result.stderr.strip() == (f"{command[0]}: error: the Prefect server at http://127.0.0.1:{server.server_port}"
                                      "/api refused this client (401): set PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) "
                                      "to the server's")
     assert not (tmp_path / STATE_PATH).exists(), "a hash was recorded"

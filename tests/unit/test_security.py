@@ -212,13 +212,18 @@ def test_a_server_answering_404_is_a_wrong_address_not_a_lost_server(tmp_path, m
     assert "transient" not in err and "s3cret" not in err
 
 
-@pytest.mark.parametrize("code, said", [
-    (401, "refused the credentials (401 Unauthorized): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-    (403, "denied permission (403) to account 'alice' for /api/2.0/mlflow/model-versions/search: an admin grants "
-          "EDIT on the experiment and MANAGE on the registered model")])
-def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp_path, monkeypatch, capsys, code, said):
+@pytest.mark.parametrize("code, password, said", [
+    (401, "s3cret", "refused the credentials (401 Unauthorized): set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD"),
+    (401, None, "refused the credentials (401 Unauthorized; MLFLOW_TRACKING_PASSWORD is not set): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    (403, "s3cret", "denied permission (403) to account 'alice' for /api/2.0/mlflow/model-versions/search: an admin "
+                    "grants EDIT on the experiment and MANAGE on the registered model")])
+def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp_path, monkeypatch, capsys, code,
+                                                                             password, said):
     """A trial's wrong password (401) and a teammate without permission on the basic-auth server (403) were "transient
-    error: ... stopped answering", exit 3, retried by the flow for nothing."""
+    error: ... stopped answering", exit 3, retried by the flow for nothing. Another's user name without a password
+    was not told which variable was missing, and `models`, which moves nothing, said the champion was not moved."""
     from distillery.cli import main
 
     with _answering(code, b"Permission denied") as port:
@@ -226,11 +231,15 @@ def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+        if password:
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        else:
+            monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
         assert main(["models"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"MLflow tracking server http://127.0.0.1:{port} {said}" in err, err
-    assert "transient" not in err and "s3cret" not in err
+    assert "transient" not in err and "s3cret" not in err and "champion" not in err
 
 
 def test_the_failure_notification_and_log_carry_no_credentials(caplog):
