@@ -80,8 +80,9 @@ def _connect(url: str, name: str):
             from urllib.parse import urlsplit  # user name, which redaction removes with the password)
 
             role = urlsplit(url).username
-            raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection"
-                              f"{f' of role {role!r}' if role else ''} ({redact_uri(first)[:160]}): {refused}") from None
+            of_role = f" of role {role!r}" if role else ""
+            raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection{of_role} "
+                              f"({redact_uri(first)[:160]}): {refused}") from None
         raise LockUnavailable(f"register.lock: PostgreSQL at {redact_uri(url)} is unavailable "
                               f"({redact_uri(first)[:160]}); start it, or set register.lock: file on one machine "
                               "only") from None

@@ -29,6 +29,22 @@ def resolve(setting: str) -> str:
     return setting
 
 
+def teacher_pass(setting: str, runtime: str) -> str:
+    """``fp32``, ``bf16`` or ``int8``: what ``teacher.logits_precision`` means for the teacher's pass in
+    ``teacher_logits`` on this machine, with ``teacher.logits_runtime`` = ``runtime``. ``auto`` is bf16 where the
+    hardware computes it natively (unless the runtime is ONNX Runtime, which has no bf16 pass); on a CPU without it,
+    int8 (ONNX Runtime; used only when its answers agree with fp32's, else the pass is fp32) unless the runtime is
+    PyTorch; else fp32. Int8 dynamic quantization gave bit-identical teacher logits with AMX-INT8 and AVX-512 VNNI
+    kernels (reports/evidence/int8_teacher_pass_vnni.json)."""
+    if setting != "auto":
+        return setting
+    if runtime != "onnxruntime" and native_bf16():
+        return "bf16"
+    import torch
+
+    return "int8" if runtime != "pytorch" and not torch.cuda.is_available() else "fp32"
+
+
 def autocast(setting: str, device: str = "cpu"):
     """A context running its operations in ``setting``'s precision (a no-op for fp32)."""
     if resolve(setting) != "bf16":

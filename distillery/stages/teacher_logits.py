@@ -7,8 +7,9 @@ or ONNX Runtime, the teacher exported to ONNX fp32 in a temporary directory and 
 the first batch of training rows within ``TEACHER_PASS_ATOL`` (1e-4; else the pass runs in PyTorch, and the
 manifest says why). ``auto`` takes ONNX Runtime where the pass is fp32: on a 2-core AMD EPYC its fp32 matrix products
 run at 2.2-2.4 times torch's, and the QA teacher's pass took 5.1 s against 9.4 s on 437 windows.
-``teacher.logits_precision: int8`` runs a copy of that ONNX teacher with int8 weights (per channel), once its top
-answers on the validation rows are the fp32 teacher's on ``TEACHER_INT8_MIN_AGREEMENT`` of them; else the fp32 one.
+``teacher.logits_precision: int8`` (and ``auto`` on a CPU without native bf16) runs a copy of that ONNX teacher with
+int8 weights (per channel), once its top answers on the validation rows are the fp32 teacher's on
+``TEACHER_INT8_MIN_AGREEMENT`` of them; else the fp32 one.
 
 With ``distill.augment.copies > 0`` the stage first draws Tang-style augmented texts from the
 training texts (:mod:`distillery.augment`, with the teacher's tokenizer), stores them as
@@ -44,14 +45,19 @@ def _augmented_texts(params: Params, tokenizer, frames: dict, test: pd.DataFrame
                    augment_seed(params), known, columns, perturbed)
 
 
+def pass_precision(params: Params) -> str:
+    """``fp32``, ``bf16`` or ``int8``: the precision asked of the teacher's pass on this machine
+    (:func:`distillery.precision.teacher_pass`)."""
+    return precision.teacher_pass(params.teacher.logits_precision, params.teacher.logits_runtime)
+
+
 def runtime(params: Params) -> str:
     """``pytorch`` or ``onnxruntime``: what ``teacher.logits_runtime`` means here (``auto``: ONNX Runtime
     where the pass is fp32 or int8, PyTorch where it is bf16). A runtime that cannot run the precision is refused
     when params.yaml is read."""
-    setting, wanted = params.teacher.logits_runtime, params.teacher.logits_precision
-    if setting == "auto":
-        return "onnxruntime" if precision.resolve(wanted) in ("fp32", "int8") else "pytorch"
-    return setting
+    if params.teacher.logits_runtime == "auto":
+        return "onnxruntime" if pass_precision(params) in ("fp32", "int8") else "pytorch"
+    return params.teacher.logits_runtime
 
 
 # how far the ONNX teacher's outputs may be from PyTorch's for the pass to run in ONNX Runtime: a constant, not
@@ -93,7 +99,7 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
     if not difference <= TEACHER_PASS_ATOL:
         return model, _to_pytorch("parity", check, f"the ONNX teacher's outputs are {difference:.2e} off PyTorch's "
                                                    f"on {len(sample)} training rows (> {TEACHER_PASS_ATOL})"), None, {}
-    if precision.resolve(params.teacher.logits_precision) == "int8":
+    if pass_precision(params) == "int8":
         rows = validation if len(validation) else sample
         runner, ran, outputs = _int8_teacher(params, task, model.config, tokenizer, served, rows, path, check)
         return runner, ran, served, {"validation": outputs} if rows is validation and outputs is not None else {}
@@ -153,7 +159,7 @@ def _to_pytorch(reason: str, check: dict | None = None, said: str | None = None)
 def _autocast(params: Params, ran: str) -> str:
     """The autocast setting the pass runs under: none in ONNX Runtime (its graph is fp32 or int8), nor for a
     PyTorch pass that int8 fell back to."""
-    wanted = params.teacher.logits_precision
+    wanted = pass_precision(params)
     return wanted if ran == "pytorch" and wanted != "int8" else "fp32"
 
 

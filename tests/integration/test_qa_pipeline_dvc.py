@@ -31,7 +31,8 @@ TINY = {
     "seed": 0,
     "data": {"files": {"train": "data/raw/squad/train.json.gz", "test": "data/raw/squad/test.json"},
              "max_samples": {"train": 30, "validation": None, "test": None}},
-    # the teacher's pass through ONNX Runtime whatever the machine (the profile's auto is bf16 on some)
+    # the teacher's pass through ONNX Runtime whatever the machine: with the profile's logits_precision auto, int8
+    # when its answers agree with the fp32 teacher's on the validation windows
     "teacher": {"model": "models/pretrained/tiny-bert", "max_length": 32, "train": TRAIN,
                 "logits_runtime": "onnxruntime"},
     "student": {"layers": [0, 3], "max_length": 32},
@@ -96,6 +97,8 @@ def test_qa_profile_through_every_stage_then_served_over_http(tmp_path, tiny_ber
     manifest = json.loads((project / "data/teacher_logits/manifest.json").read_text())
     assert manifest["rows"]["train"] == 30 and manifest["outputs"]["train"] > 30  # long paragraphs: more windows
     assert manifest["runtime"] == "onnxruntime" and manifest["check"]["max_abs_diff_vs_pytorch"] <= 1e-4, manifest
+    assert manifest["int8_check"]["windows"] > 0 and manifest["precision"] == (  # checked on windows, then kept or not
+        "int8" if manifest["int8_check"]["agreement_with_fp32"] >= 0.97 else "fp32"), manifest
     assert manifest["rows"]["transfer"] == 12 and manifest["outputs"]["transfer"] > 12
     assert np.load(project / "data/teacher_logits/train.npy").shape == (manifest["outputs"]["train"], 2, 32)
     # augmented questions keep their context; the teacher labels their windows; with include_transfer, the transfer

@@ -179,18 +179,43 @@ def test_a_runtime_that_cannot_run_the_pass_s_precision_is_refused_when_params_a
     refused_when_read(tmp_path / "params.yaml", text, message, (f"logits_runtime: {runtime}", "logits_runtime: auto"))
 
 
-@pytest.mark.parametrize("minimum", [0.0, 1.01])
+@pytest.mark.parametrize("setting, runtime, native, cuda, expected", [
+    ("auto", "auto", True, False, "bf16"), ("auto", "auto", False, False, "int8"),
+    ("auto", "onnxruntime", False, False, "int8"), ("auto", "onnxruntime", True, False, "int8"),
+    ("auto", "pytorch", False, False, "fp32"), ("auto", "pytorch", True, False, "bf16"),
+    ("auto", "auto", False, True, "fp32"), ("auto", "auto", True, True, "bf16"),
+    ("fp32", "auto", False, False, "fp32"), ("bf16", "pytorch", False, False, "bf16"),
+    ("int8", "auto", True, False, "int8")])
+def test_the_teacher_pass_s_auto_is_bf16_where_native_else_int8_on_a_cpu(monkeypatch, setting, runtime, native, cuda,
+                                                                        expected):
+    """auto: bf16 where the hardware computes it, int8 on a CPU without it (ONNX Runtime runs it; not PyTorch, which
+    then runs fp32), fp32 on a GPU without bf16. An explicit setting is kept."""
+    from distillery import precision as precisions
+    from distillery.config import Params, TeacherConfig
+    from distillery.stages.teacher_logits import pass_precision
+
+    monkeypatch.setattr(precisions, "native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    params = Params(teacher=TeacherConfig(logits_runtime=runtime, logits_precision=setting))
+    assert pass_precision(params) == expected
+
+
+@pytest.mark.parametrize("setting, minimum", [("int8", 0.0), ("int8", 1.01), ("auto", 0.0)])
 def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_validation(tmp_path, tiny_bert,
-                                                                                         monkeypatch, capsys, minimum):
-    """teacher.logits_precision: int8 halved the default pass (32 s against 64.5 s in fp32). Its check compares top
-    answers on the validation rows with the fp32 ONNX teacher's; below the share it runs the fp32 pass, and says so."""
+                                                                                         monkeypatch, capsys, setting,
+                                                                                         minimum):
+    """teacher.logits_precision: int8 (and auto on a CPU without native bf16) halved the default pass (42-46 s against
+    80-89 s in fp32). Its check compares top answers on the validation rows with the fp32 ONNX teacher's; below the
+    share it runs the fp32 pass, and says so."""
     import numpy as np
 
+    from distillery import precision as precisions
     from distillery.stages import teacher_logits as stage
     from tiny import cache_teacher_logits
 
     params, _ = cache_teacher_logits(tmp_path, tiny_bert)
-    int8_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_precision="int8",
+    monkeypatch.setattr(precisions, "native_bf16", lambda: False)
+    int8_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_precision=setting,
                                                                           logits_runtime="auto"))
     monkeypatch.setattr(stage, "TEACHER_INT8_MIN_AGREEMENT", minimum)
     manifest = stage.teacher_logits(int8_params, tmp_path / "teacher", tmp_path / "prepared", tmp_path / "int8")
