@@ -142,11 +142,14 @@ def collapse_sentence(runs: list[dict]) -> str:
         if mine:
             seeds = sorted({r["seed"] for r in mine})
             answers = sorted({r["label"] for r in mine})
-            named.append(f"the {who} answered {' or '.join(map(repr, answers))} for every test row in "
+            name = "distilled student" if who == "student" else who  # as the summary line names it: "distilled"
+            named.append(f"the {name} answered {' or '.join(map(repr, answers))} for every test row in "
                          f"{len(mine)} run{'s' if len(mine) != 1 else ''} (seed{'s' if len(seeds) != 1 else ''} "
                          f"{', '.join(map(str, seeds))})")
-    return ("; ".join(named) + ": its training collapsed to one label (distill.train.learning_rate, .epochs), so a "
-            "gain measured against it says little about distillation.")
+    both = len(named) > 1
+    return ("; ".join(named) + f": {'their trainings' if both else 'its training'} collapsed to one label "
+            f"(distill.train.learning_rate, .epochs), so a gain measured against {'them' if both else 'it'} says "
+            "little about distillation.")
 
 
 def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,

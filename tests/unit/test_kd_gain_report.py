@@ -331,5 +331,6 @@ def test_compare_repeats_a_collapse_and_says_when_the_best_on_validation_is_a_ti
     compare(params, tmp_path / "reports", tmp_path / "prepared")
     table = (tmp_path / "reports/compare.md").read_text()
     assert table.count("**(best on validation, tied with 1 more: the first listed)**") == 1
-    assert table.count("the baseline answered 'positive' for every test row in 2 runs (seeds 1, 2); the student "
-                       "answered 'positive' for every test row in 2 runs (seeds 1, 2): its training collapsed") == 2
+    assert table.count("the baseline answered 'positive' for every test row in 2 runs (seeds 1, 2); the distilled "
+                       "student answered 'positive' for every test row in 2 runs (seeds 1, 2): their trainings "
+                       "collapsed") == 2
