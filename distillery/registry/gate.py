@@ -29,6 +29,9 @@
   by hand after this version was registered, so a person chose it over this one): a re-gated version never undoes
   that choice; a version registered after it may beat the champion as any other.
 
+``retention`` fails whatever its value when the teacher answers one label for every test row
+(``candidate["teacher_one_label"]``).
+
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
 ``inputs``, ``labels``, the metric, and ``one_label`` (``{"label", "accuracy", "macro_f1"}``, or None).
 ``champion``: None (no champion yet), ``{"version", "error", "inputs"?, "labels"?}`` (could not be scored), or
@@ -61,8 +64,13 @@ def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> d
 
 def _retention(candidate: dict, gate: dict) -> dict:
     retention, needed = candidate["retention"], gate["min_retention"]
+    metric, collapsed = candidate.get("retention_metric", "accuracy"), candidate.get("teacher_one_label")
+    if collapsed is not None:  # a trial's broken data: the teacher at chance, a student "keeping" 140% of it
+        return check("retention", False, round(retention, 4), needed,
+                     f"{retention:.4f} of the teacher's {metric}, but the teacher answers {collapsed!r} for every test "
+                     "row (its training collapsed), so keeping its score means nothing")
     return check("retention", retention >= needed - ROUNDING, round(retention, 4), needed,
-                 f"{retention:.4f} of the teacher's {candidate.get('retention_metric', 'accuracy')}, needs >= {needed}")
+                 f"{retention:.4f} of the teacher's {metric}, needs >= {needed}")
 
 
 def _latency(candidate: dict, gate: dict) -> dict:

@@ -119,6 +119,7 @@ class OnnxImageClassifier(PythonModel):
 
     def _decode(self, value, row: int) -> np.ndarray:
         channels, height, width = self.shape
+        as_sent = not isinstance(value, (str, bytes))  # pixels as sent, not read on an image format's scale
         if value is None or (isinstance(value, float) and value != value):
             _refuse(f"{IMAGE!r} of row {row} is null; every row needs an image")
         if isinstance(value, (str, bytes)):
@@ -144,6 +145,9 @@ class OnnxImageClassifier(PythonModel):
                     if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grey: 65535 is the top, not cut to 8 bits
                         array = self._from_grey(np.asarray(self._sized(image), dtype=np.float32)
                                                 * (self.pixel_max / 65535.0))
+                    elif image.mode in ("I", "F"):  # 32-bit grey, of no fixed scale: its values as sent, checked as
+                        array = self._from_grey(np.asarray(self._sized(image), dtype=np.float32))  # nested lists
+                        as_sent = True  # are (a trial's float TIFFs of 0-1e6 and of NaN were clipped and answered)
                     else:  # the mode first, then the size: as prepare read the training images
                         array = np.asarray(self._sized(image.convert(IMAGE_MODES[channels])),
                                            dtype=np.float32) * (self.pixel_max / 255.0)
@@ -175,7 +179,7 @@ class OnnxImageClassifier(PythonModel):
                 _refuse(f"{IMAGE!r} of row {row} is {sent}; this model takes {self._shapes()}")
         if array.shape != self.shape:  # a PNG whose mode gave another shape
             _refuse(f"{IMAGE!r} of row {row} is {list(array.shape)}; this model takes {self._shapes()}")
-        if not isinstance(value, (str, bytes)):  # a PNG is scaled into the training range above: pixels as sent only
+        if as_sent:  # a PNG is scaled into the training range above: pixels as sent only
             self._check_range(array, row)
         return array
 

@@ -31,6 +31,7 @@ from distillery.registry.client import (INPUT_SPEC_TAG, INPUTS_TAG, LABELS_TAG, 
 from distillery.registry.versions import (champion_figures, one_label_figures, passed_over, same_weights, served_files,
                                           stamp, version_input_spec, weights_rolled_back, with_paired_rows)
 from distillery.registry.gate import decide
+from distillery.reports import one_answer
 from distillery.registry.latency import latency, teacher_latency
 from distillery.registry.pyfunc import log_pyfunc, model_hashes, served_process_memory
 from distillery.registry.pipeline_runs import MODEL_CARD, REGISTER_JSON, log_reports, nested_runs, seen_before
@@ -197,6 +198,7 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                  "teacher_p95_ms": teacher_latency(benchmark, cell),
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"],
                  "one_label": one_label_figures(serving, test, labels),
+                 "teacher_one_label": one_answer(evaluation, "teacher"),  # a collapsed teacher: retention fails
                  "input_spec": serving.input_spec(files) if hasattr(serving, "input_spec") else None}
     current = champion(client, name)
     already = current is not None and str(current.version) == version

@@ -237,6 +237,22 @@ def test_gate_pass_then_each_failure_then_better_champion_then_rescore(project, 
         "| version | aliases | created | accuracy | macro_f1 | retention |")
 
 
+def test_a_student_of_a_teacher_that_answers_one_label_is_not_promoted(project, tiny_bert):
+    """A trial's stray float TIFF collapsed the teacher to one label; its student "kept 140%" of that score, and with
+    no champion yet would have been promoted."""
+    texts = make_texts(40, seed=3)["text"].tolist()
+    _export(project, tiny_bert, shift=0)
+    _write_test_split(project, texts, shift=0)
+    results = json.loads((project / "reports/metrics/eval.json").read_text())
+    results["teacher"]["confusion_matrix"] = [[0, 4, 0], [0, 7, 0], [0, 9, 0]]  # every row answered 'neutral'
+    (project / "reports/metrics/eval.json").write_text(json.dumps(results))
+    result = stage.register(_params(project, min_retention=0.0))
+    assert result["decision"] == "rejected" and "champion" not in _aliases(project)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["retention"]
+    assert "the teacher answers 'neutral' for every test row" in \
+        next(c for c in result["checks"] if c["name"] == "retention")["detail"]
+
+
 def test_a_first_model_no_better_than_answering_one_label_is_not_promoted(project, tiny_bert):
     # the test split labelled by B: A answers no row right, below answering the split's most frequent label
     texts = make_texts(40, seed=3)["text"].tolist()

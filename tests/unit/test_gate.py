@@ -48,6 +48,17 @@ def test_each_check_fails_alone(change, failing):
     assert _failed(decision) == [failing] and decision["passed"] is False
 
 
+def test_retention_fails_whatever_its_value_when_the_teacher_answers_one_label():
+    """A trial's stray float TIFF broke the teacher (one label for every test row) and not the student: 'retention
+    1.40' passed, and with no champion yet the gate would have promoted it."""
+    decision = decide({**CANDIDATE, "retention": 1.4, "teacher_one_label": "circle"}, None, GATE)
+    assert _failed(decision) == ["retention"] and decision["passed"] is False
+    assert _check(decision, "retention")["detail"] == (
+        "1.4000 of the teacher's accuracy, but the teacher answers 'circle' for every test row (its training "
+        "collapsed), so keeping its score means nothing")
+    assert _failed(decide({**CANDIDATE, "retention": 1.4, "teacher_one_label": None}, None, GATE)) == []
+
+
 def test_figures_and_thresholds_are_recorded_in_each_check():
     decision = decide({**CANDIDATE, "p95_ms": 2.5, "size_mb": 20.0}, CHAMPION, GATE)
     assert (_check(decision, "latency")["value"], _check(decision, "latency")["threshold"]) == (2.5, 2.0)

@@ -200,6 +200,46 @@ def test_one_16_bit_image_among_8_bit_ones_is_narrowed_not_every_image_widened(t
             in capsys.readouterr().out)
 
 
+def _tiff(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.float32), mode="F").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def test_a_float_tiff_among_8_bit_images_is_rejected_not_the_sets_scale(tmp_path, capsys):
+    """A trial's one float TIFF of values up to 1e6 among 600 8-bit PNGs made the set float32 on 0-996878: the
+    teacher collapsed, and the served model would have read every PNG's 255 as near black. A float-only set keeps
+    its floats; a class of float images only among 8-bit ones is named."""
+    folder = tmp_path / "mostly8"
+    for label, level in (("low", 20), ("high", 220)):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            (folder / label / f"{i}.png").write_bytes(_png(np.full((4, 5), level)))
+    (folder / "high" / "float.tif").write_bytes(_tiff(np.full((4, 5), 996878.0)))
+    frames, spec = images.read_images(str(folder), {}).frames()
+    frame = frames["all"]
+    assert (spec["dtype"], spec["pixel_max"]) == ("uint8", 255.0)
+    reasons = dict(zip(frame["_row"], frame["_reason"]))
+    assert reasons["high/float.tif"].startswith("32-bit image (Pillow mode I or F) among 8- or 16-bit ones")
+    assert [name for name, reason in reasons.items() if reason] == ["high/float.tif"]
+    assert "prepare: warning: 1 of 7 images are 32-bit, the others not: rejected" in capsys.readouterr().out
+
+    floats = tmp_path / "floats"
+    for label, level in (("low", 0.1), ("high", 0.9)):
+        (floats / label).mkdir(parents=True)
+        for i in range(2):
+            (floats / label / f"{i}.tif").write_bytes(_tiff(np.full((4, 5), level)))
+    frames, spec = images.read_images(str(floats), {}).frames()
+    assert spec["dtype"] == "float32" and (frames["all"]["_reason"] == "").all()
+
+    (folder / "odd").mkdir()
+    (folder / "odd" / "only.tif").write_bytes(_tiff(np.full((4, 5), 0.5)))
+    with pytest.raises(DataError, match=r"odd: class folder 'odd' holds only 32-bit images, unlike most of the set"):
+        images.read_images(str(folder), {})
+
+
 def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refused(tmp_path):
     """Folders beside train/validation/test were ignored without a word (a class folder, an unsorted one)."""
     for folder in ("train/cat", "train/dog", "test/cat", "test/dog", "bird", "unsorted"):
@@ -463,6 +503,23 @@ def test_served_model_refuses_a_bad_image_naming_its_row(served, image, message)
 
     with pytest.raises(MlflowException, match=message):
         served.predict(None, pd.DataFrame({"image": [np.zeros((4, 4)).tolist(), image]}))
+
+
+def test_served_32_bit_images_are_read_as_sent_and_range_checked_as_nested_lists_are(served):
+    """A trial's float TIFFs: one of values up to 1e6 was clipped to 0-255 and answered, one of NaN answered too,
+    where the same values as nested lists were refused."""
+    from mlflow.exceptions import MlflowException
+
+    def tiff(value: float) -> str:
+        return base64.b64encode(_tiff(np.full((4, 4), value))).decode()
+
+    answer = served.predict(None, pd.DataFrame({"image": [tiff(2.0), tiff(12.0)]}))
+    assert answer["label"].tolist() == ["dark", "bright"]  # 2 and 12 on the model's 0-16 scale, as lists would be
+    with pytest.raises(MlflowException, match=r"'image' of row 0 has pixels from 996878 to 996878; this model was "
+                                              r"trained on 0-16"):
+        served.predict(None, pd.DataFrame({"image": [tiff(996878.0)]}))
+    with pytest.raises(MlflowException, match=r"'image' of row 0 holds a value that is not a finite number"):
+        served.predict(None, pd.DataFrame({"image": [tiff(float("nan"))]}))
 
 
 def _png_header(width: int, height: int) -> str:

@@ -1,7 +1,8 @@
 """Image classification, reading an image folder: ``<dir>/<label>/*.png`` (any format Pillow reads), or
 ``<dir>/{train,validation,test}/<label>/``. Images are grey unless any image of the set uses colour (then a
 grey one gets three equal channels); 16-bit grey images keep their values (0-65535), not cut to 8 bits; in a set of both, the fewer are
-brought to the scale of the more (``_one_bit_depth``); an unreadable
+brought to the scale of the more (``_one_bit_depth``); 32-bit ones among 8- or 16-bit ones, or the other way round, the
+fewer are rejected (``_one_number_kind``); an unreadable
 image, or one of another size than most, becomes a rejected row: its file is the row, so the data report
 counts rejections by reason, and ``rejected.csv`` names each file. Hidden folders and files (a notebook's
 ``.ipynb_checkpoints``) are skipped; a class folder without images, or without one readable image of the
@@ -88,6 +89,33 @@ def _one_bit_depth(read: dict) -> dict:
             for split, (pictures, bad) in read.items()}
 
 
+def _one_number_kind(read: dict, parts: dict) -> dict:
+    """32-bit images (Pillow's modes I and F: integers or floats on any scale) in a set of 8- or 16-bit ones, or
+    the other way round: the fewer become rejected rows (a tie rejects the 32-bit ones), and prepare says so. A
+    trial's one float TIFF of values up to 1e6 among 8-bit PNGs moved the set's scale, and every served PNG's,
+    to 0-1e6, and the teacher collapsed."""
+    kinds = [a.dtype == np.float32 for pictures, _ in read.values() for _, a, _ in pictures]
+    wide = sum(kinds)
+    if not wide or wide == len(kinds):
+        return read
+    drop_wide = wide * 2 <= len(kinds)
+    reason = ("32-bit image (Pillow mode I or F) among 8- or 16-bit ones; save it as an 8- or 16-bit PNG"
+              if drop_wide else "8- or 16-bit image among 32-bit ones (Pillow mode I or F); save it as those are")
+    print(f"prepare: warning: {wide if drop_wide else len(kinds) - wide} of {len(kinds)} images are "
+          f"{'32-bit' if drop_wide else '8- or 16-bit'}, the others not: rejected (rejected.csv names them)",
+          flush=True)
+    out = {}
+    for split, (pictures, bad) in read.items():
+        kept = [p for p in pictures if (p[1].dtype == np.float32) != drop_wide]
+        lost = sorted({label for *_, label in pictures} - {label for *_, label in kept})
+        if lost:  # a class would vanish without a word
+            raise DataError(f"{parts[split] / lost[0]}: class folder '{lost[0]}' holds only "
+                            f"{'32-bit' if drop_wide else '8- or 16-bit'} images, unlike most of the set: {reason}")
+        out[split] = (kept, bad + [(p.relative_to(parts[split]).as_posix(), reason)
+                                   for p, a, _ in pictures if (a.dtype == np.float32) == drop_wide])
+    return out
+
+
 def read_folder(directory: Path, size=None) -> Images:
     """``<dir>/<label>/*`` images, or ``<dir>/{train,validation,test}/<label>/``; each resized to ``size`` ([height,
     width], ``data.image_size``) if given, else odd-sized ones rejected."""
@@ -108,7 +136,7 @@ def read_folder(directory: Path, size=None) -> Images:
     parts = split_dirs if split_dirs else {"all": directory}
     read = {split: _folder_split(path, size) for split, path in parts.items()}
     colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
-    read = _one_bit_depth(read)
+    read = _one_bit_depth(_one_number_kind(read, parts))
     for split, path in parts.items():
         pictures, bad = read[split]
         if not pictures:
