@@ -122,6 +122,8 @@ class OnnxImageClassifier(PythonModel):
         as_sent = not isinstance(value, (str, bytes))  # pixels as sent, not read on an image format's scale
         if value is None or (isinstance(value, float) and value != value):
             _refuse(f"{IMAGE!r} of row {row} is null; every row needs an image")
+        if isinstance(value, (str, bytes)) and not value.strip():
+            _refuse(f"{IMAGE!r} of row {row} is an empty string; every row needs an image")
         if isinstance(value, (str, bytes)):
             from PIL import Image
 
@@ -138,6 +140,9 @@ class OnnxImageClassifier(PythonModel):
                                 f"height); this model takes {width} x {height}"
                                 + (f", or an image of at most {MAX_PIXELS:,} pixels it resizes" if self.resize
                                    else ""))
+                    if getattr(image, "n_frames", 1) > 1:  # a trial's two-page TIFF was answered from its first
+                        _refuse(f"{IMAGE!r} of row {row} holds {image.n_frames} images (frames or pages); send one "
+                                "per row")
                     if channels not in IMAGE_MODES:
                         _refuse(f"{IMAGE!r} of row {row} is an encoded image, but this model takes {channels} "
                                 f"channels, which no image file holds; send the pixels as nested lists "

@@ -522,6 +522,22 @@ def test_served_32_bit_images_are_read_as_sent_and_range_checked_as_nested_lists
         served.predict(None, pd.DataFrame({"image": [tiff(float("nan"))]}))
 
 
+def test_served_model_refuses_an_empty_string_and_an_image_of_several_pages(served):
+    """A trial's two-page TIFF was answered from its first page without a word, and "" was "not a base64-encoded
+    image (UnidentifiedImageError)"."""
+    from PIL import Image
+    from mlflow.exceptions import MlflowException
+
+    pages = [Image.fromarray(np.full((4, 4), level, dtype=np.uint8)) for level in (10, 250)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:])
+    with pytest.raises(MlflowException, match=r"'image' of row 0 holds 2 images \(frames or pages\); send one "
+                                              r"per row"):
+        served.predict(None, pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode()]}))
+    with pytest.raises(MlflowException, match=r"'image' of row 0 is an empty string; every row needs an image"):
+        served.predict(None, pd.DataFrame({"image": [""]}))
+
+
 def _png_header(width: int, height: int) -> str:
     """A PNG that declares ``width`` x ``height`` grey pixels and holds none: what a decompression bomb's header
     says, without its megabytes of zeros."""
