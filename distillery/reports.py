@@ -110,8 +110,16 @@ def _weaker_than_labels(results: dict, primary: str, metric: str) -> str:
         return (f"\n\nWarning: the teacher is {teacher_gap:.1f} {metric} points BELOW the labels-only baseline: it "
                 "has less to teach than the labels, so distillation cannot pay off and the student's retention of "
                 "the teacher means little. Fix the teacher first (teacher.train.learning_rate, .epochs, teacher.model)"
-                "; its curves are in reports/curves/teacher_*.csv.")
+                "; its curves are in reports/curves/teacher_*.csv." + _student_too(results, primary, metric))
     return _below_baseline(100 * results[f"student_minus_baseline_{primary}"], metric)
+
+
+def _student_too(results: dict, primary: str, metric: str) -> str:
+    """The distilled student's own gap, said beside the teacher's warning (a trial's was only a number in the table;
+    the gate's above_baseline refuses it)."""
+    gap = -100 * results[f"student_minus_baseline_{primary}"]
+    return f" The distilled student is {gap:.1f} {metric} points below the baseline too." \
+        if gap > BELOW_BASELINE_POINTS else ""
 
 
 def one_answer(results: dict, name: str):

@@ -117,7 +117,7 @@ def tiny_params(model: Path, data: Path, **overrides) -> dict:
         # tests/unit/test_gate.py and tests/integration/test_registry.py.
         "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0,
                               "tolerance": 0.999,
-                              "min_compare_rows": 1, "above_one_label": False}},
+                              "min_compare_rows": 1, "above_one_label": False, "above_baseline": False}},
     }
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), params)  # DVC wants every key present
     return set_dotted(params, overrides)

@@ -40,6 +40,9 @@ class GateConfig:
     above_one_label: bool = Field(True, description="classification: metric must beat answering the test split's "
                                                     "most frequent label for every row (a model at chance is never "
                                                     "promoted); false = off")
+    above_baseline: bool = Field(True, description="the distilled student's metric in this run's evaluate must be "
+                                                   "at least its labels-only baseline's (a student distillation made "
+                                                   "worse is not promoted); false = off")
     min_metric: Optional[float] = Field(None, ge=0, le=1, description="the candidate's metric on the test split "
                                                                       "must be at least this, whatever its teacher "
                                                                       "(a student keeping 100% of a useless "

@@ -30,7 +30,10 @@
   that choice; a version registered after it may beat the champion as any other.
 
 ``retention`` fails whatever its value when the teacher answers one label for every test row
-(``candidate["teacher_one_label"]``).
+(``candidate["teacher_one_label"]``), unless ``gate["above_one_label"]`` is false. ``above_baseline`` (unless
+``gate["above_baseline"]`` is false): the distilled student's ``gate["metric"]`` in this run's ``evaluate`` is at
+least its labels-only baseline's (``candidate["evaluated"]``: ``{"student": {...}, "baseline": {...}}``): a student
+that distillation made worse than training on the labels alone is not promoted.
 
 ``candidate``: ``retention``, ``p95_ms`` (or None), ``latency_cell``, ``teacher_p95_ms`` (or None), ``size_mb``,
 ``inputs``, ``labels``, the metric, and ``one_label`` (``{"label", "accuracy", "macro_f1"}``, or None).
@@ -45,32 +48,18 @@ code or limits: the row floor does not apply).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
+from distillery.registry.floors import ROUNDING, above_baseline, above_one_label, check, min_metric, retention
 from distillery.reports import megabytes
 
 REQUIRED_GATE_KEYS = ("min_retention", "max_p95_ms", "max_size_mb", "metric", "tolerance")
 # the last ones may be absent: off (above_one_label: on)
-GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label", "min_metric")
+GATE_KEYS = REQUIRED_GATE_KEYS + ("max_p95_ratio_to_teacher", "min_compare_rows", "above_one_label", "min_metric",
+                                  "above_baseline")
 
 
-ROUNDING = 1e-9  # a figure equal to its threshold passes, whatever float rounding did to it (0.72 / 0.8 < 0.9)
 TAG_ROUNDING = 5e-7  # half the last digit of a figure stored to 6 decimals
-
-
-def check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict:
-    return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "detail": detail}
-
-
-def _retention(candidate: dict, gate: dict) -> dict:
-    retention, needed = candidate["retention"], gate["min_retention"]
-    metric, collapsed = candidate.get("retention_metric", "accuracy"), candidate.get("teacher_one_label")
-    if collapsed is not None:  # a trial's broken data: the teacher at chance, a student "keeping" 140% of it
-        return check("retention", False, round(retention, 4), needed,
-                     f"{retention:.4f} of the teacher's {metric}, but the teacher answers {collapsed!r} for every test "
-                     "row (its training collapsed), so keeping its score means nothing")
-    return check("retention", retention >= needed - ROUNDING, round(retention, 4), needed,
-                 f"{retention:.4f} of the teacher's {metric}, needs >= {needed}")
 
 
 def _latency(candidate: dict, gate: dict) -> dict:
@@ -104,39 +93,6 @@ def _latency(candidate: dict, gate: dict) -> dict:
 def _size(candidate: dict, gate: dict) -> dict:
     size, budget = candidate["size_mb"], gate["max_size_mb"]
     return check("size", size <= budget, round(size, 3), budget, f"{megabytes(size)} MB, needs <= {budget}")
-
-
-def _above_one_label(candidate: dict, gate: dict) -> Optional[dict]:
-    """The candidate's ``gate["metric"]`` above that of answering the test split's most frequent label for every
-    row (``candidate["one_label"]``; classification only): a model at chance, or a teacher at chance that its
-    student kept 100% of, is never promoted, even with no champion to compare with."""
-    one_label, metric = candidate.get("one_label"), gate["metric"]
-    if not gate.get("above_one_label", True) or not one_label or metric not in one_label or \
-            candidate.get(metric) is None:
-        return None
-    value, floor = candidate[metric], one_label[metric]
-    answer = f"answering {one_label['label']!r} for every test row"
-    if value > floor + ROUNDING:
-        return check("above_one_label", True, round(value, 4), round(floor, 4),
-                     f"{metric} {value:.4f}, above {floor:.4f} for {answer}")
-    return check("above_one_label", False, round(value, 4), round(floor, 4),
-                 f"{metric} {value:.4f} is no better than {answer} ({floor:.4f}): the model has not learnt the task "
-                 "(check the labels, the teacher's figures and the training curves)")
-
-
-def _min_metric(candidate: dict, gate: dict) -> Optional[dict]:
-    """The candidate's ``gate["metric"]`` at least ``gate["min_metric"]`` (when set): an absolute floor, whatever the
-    teacher scored. A candidate without that figure fails: no figure, no pass."""
-    floor, metric = gate.get("min_metric"), gate["metric"]
-    if floor is None:
-        return None
-    value = candidate.get(metric)
-    if value is None:
-        return check("min_metric", False, None, floor, f"the candidate has no {metric} figure to hold against "
-                                                       f"register.gate.min_metric {floor}")
-    verdict = "needs" if value >= floor - ROUNDING else "is below register.gate.min_metric, needs"
-    return check("min_metric", value >= floor - ROUNDING, round(value, 4), floor,
-                 f"{metric} {value:.4f} on the test split {verdict} >= {floor}")
 
 
 def _inputs(candidate: dict, champion: Optional[dict], is_champion: bool) -> dict:
@@ -270,8 +226,9 @@ def decide(candidate: dict, champion: Optional[dict], gate: dict, is_champion: b
         against = {**check("champion", True, None, None,
                            f"not compared: the {failed} check fails, so champion v{champion['version']}'s score on "
                            f"this test split would say nothing; the {failed} check decides"), "skipped": True}
-    checks = [_retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate), inputs, labels, against]
-    floors = [c for c in (_above_one_label(candidate, gate), _min_metric(candidate, gate)) if c is not None]
+    checks = [retention(candidate, gate), _latency(candidate, gate), _size(candidate, gate), inputs, labels, against]
+    floors = [c for c in (above_one_label(candidate, gate), min_metric(candidate, gate),
+                          above_baseline(candidate, gate)) if c is not None]
     checks[1:1] = floors
     if rolled_back_at and not is_champion:
         checks.append(check("not_rolled_back", False, rolled_back_at, None,

@@ -44,7 +44,7 @@ TINY = {
     "benchmark": {"sequence_lengths": [16, 32], "warmup": 2, "runs": 20, "threads": 1},
     # a random tiny model passes every gate check: the registry state is deterministic
     "register": {"gate": {"min_retention": 0.0, "max_p95_ms": 1000.0, "max_size_mb": 1000.0, "tolerance": 0.999,
-                              "min_compare_rows": 1}},
+                              "min_compare_rows": 1, "above_baseline": False}},
 }
 
 

@@ -253,6 +253,20 @@ def test_a_student_of_a_teacher_that_answers_one_label_is_not_promoted(project, 
         next(c for c in result["checks"] if c["name"] == "retention")["detail"]
 
 
+def test_a_student_below_its_labels_only_baseline_in_evaluate_is_not_promoted(project, tiny_bert):
+    """A trial's QA student, 8.9 F1 points under its baseline in evaluate, was promoted on its retention."""
+    texts = make_texts(40, seed=3)["text"].tolist()
+    _export(project, tiny_bert, shift=0)
+    _write_test_split(project, texts, shift=0)
+    results = json.loads((project / "reports/metrics/eval.json").read_text())
+    results["baseline"]["accuracy"] = results["student"]["accuracy"] + 0.089
+    (project / "reports/metrics/eval.json").write_text(json.dumps(results))
+    result = stage.register(_params(project, min_retention=0.0, above_baseline=True))
+    assert result["decision"] == "rejected" and "champion" not in _aliases(project)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["above_baseline"]
+    assert stage.register(_params(project, min_retention=0.0, above_baseline=False))["decision"] == "promoted"
+
+
 def test_a_first_model_no_better_than_answering_one_label_is_not_promoted(project, tiny_bert):
     # the test split labelled by B: A answers no row right, below answering the split's most frequent label
     texts = make_texts(40, seed=3)["text"].tolist()

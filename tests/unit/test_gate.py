@@ -59,6 +59,20 @@ def test_retention_fails_whatever_its_value_when_the_teacher_answers_one_label()
     assert _failed(decide({**CANDIDATE, "retention": 1.4, "teacher_one_label": None}, None, GATE)) == []
 
 
+def test_a_student_below_its_labels_only_baseline_fails_above_baseline():
+    """A trial's QA student was promoted 8.9 F1 points below its labels-only baseline."""
+    evaluated = {"student": {"accuracy": 0.70, "macro_f1": 0.6}, "baseline": {"accuracy": 0.7001, "macro_f1": 0.5}}
+    decision = decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, GATE)
+    assert _failed(decision) == ["above_baseline"] and decision["passed"] is False
+    assert _check(decision, "above_baseline")["detail"].startswith(
+        "distilled student accuracy 0.7000 in evaluate, labels-only baseline 0.7001: distillation made this student "
+        "worse than training on the labels alone")
+    assert _failed(decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, {**GATE, "metric": "macro_f1"})) == []
+    assert _failed(decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, {**GATE, "above_baseline": False})) == []
+    tie = {"student": {"accuracy": 0.7}, "baseline": {"accuracy": 0.7}}
+    assert _check(decide({**CANDIDATE, "evaluated": tie}, CHAMPION, GATE), "above_baseline")["passed"] is True
+
+
 def test_figures_and_thresholds_are_recorded_in_each_check():
     decision = decide({**CANDIDATE, "p95_ms": 2.5, "size_mb": 20.0}, CHAMPION, GATE)
     assert (_check(decision, "latency")["value"], _check(decision, "latency")["threshold"]) == (2.5, 2.0)

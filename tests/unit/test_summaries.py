@@ -134,6 +134,7 @@ def test_a_teacher_below_the_labels_only_baseline_is_named_as_the_cause():
     assert "\n\nWarning: the teacher is 48.2 accuracy points BELOW the labels-only baseline: it has less to teach" \
            in table and "Fix the teacher first" in table
     assert "distillation did not help" not in table  # the student's settings are not the cause to chase
+    assert "teacher_*.csv. The distilled student is 22.2 accuracy points below the baseline too." in table
     # a teacher within a point of the baseline leaves the student's own warning
     fair = {**results, "teacher": scored(0.810), "student_accuracy_retention": 0.732}
     assert "the teacher is" not in results_table(fair) and "BELOW its labels-only baseline" in results_table(fair)
