@@ -199,7 +199,8 @@ def gate(client, serving, params: Params, name: str, version: str, test: pd.Data
                  "size_mb": Path(artifacts["onnx"]).stat().st_size / 1e6, "deployable": deployment["deployable"],
                  "one_label": one_label_figures(serving, test, labels),
                  "teacher_one_label": one_answer(evaluation, "teacher"),  # a collapsed teacher: retention fails
-                 "evaluated": {who: evaluation.get(who, {}) for who in ("student", "baseline")},
+                 "evaluated": {who: {m: evaluation.get(who, {}).get(m) for m in serving.METRICS}
+                               for who in ("student", "baseline")},  # this run's, for the gate's above_baseline
                  "input_spec": serving.input_spec(files) if hasattr(serving, "input_spec") else None}
     current = champion(client, name)
     already = current is not None and str(current.version) == version
