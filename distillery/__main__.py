@@ -17,10 +17,10 @@ import signal  # noqa: E402
 
 try:
     code = main()
-    # done, or failed with its one line: a Ctrl-C or SIGTERM while Python shuts down (after the stage's files are
-    # whole) would only turn the exit code into a signal's, and a finished stage into a failed one for DVC
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
+    # done, or failed with its one line: a Ctrl-C while Python shuts down (after the stage's files are whole) would
+    # only turn the exit code into a signal's, and a finished stage into a failed one for DVC; SIGTERM ends it as is
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.exit(code)
 except BrokenPipeError:  # `python -m distillery params | head`: the reader has what it wanted
     import os

@@ -77,9 +77,9 @@ def _connect(url: str, name: str):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         refused = next((why for marker, why in REFUSALS if marker in str(exc)), None)
         if refused:  # the server answered: a setting to fix, not an outage to retry (the role named: the URL's
-            from urllib.parse import urlsplit  # user name, which redaction removes with the password)
+            from urllib.parse import unquote, urlsplit  # user name, which redaction removes with the password)
 
-            role = urlsplit(url).username
+            role = unquote(urlsplit(url).username or "")
             of_role = f" of role {role!r}" if role else ""
             raise ConfigError(f"register.lock: PostgreSQL at {redact_uri(url)} refused the connection{of_role} "
                               f"({redact_uri(first)[:160]}): {refused}") from None

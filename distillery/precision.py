@@ -29,20 +29,29 @@ def resolve(setting: str) -> str:
     return setting
 
 
+def native_int8() -> bool:
+    """Whether this CPU computes int8 products without saturating (AVX-512 VNNI or AMX tiles): there the int8
+    teacher's logits were measured to be bit for bit the same (reports/evidence/int8_teacher_pass_vnni.json); AVX2
+    without VNNI may saturate."""
+    import torch
+
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in ("_is_vnni_supported",
+                                                                              "_is_amx_tile_supported"))
+
+
 def teacher_pass(setting: str, runtime: str) -> str:
     """``fp32``, ``bf16`` or ``int8``: what ``teacher.logits_precision`` means for the teacher's pass in
     ``teacher_logits`` on this machine, with ``teacher.logits_runtime`` = ``runtime``. ``auto`` is bf16 where the
-    hardware computes it natively (unless the runtime is ONNX Runtime, which has no bf16 pass); on a CPU without it,
-    int8 (ONNX Runtime; used only when its answers agree with fp32's, else the pass is fp32) unless the runtime is
-    PyTorch; else fp32. Int8 dynamic quantization gave bit-identical teacher logits with AMX-INT8 and AVX-512 VNNI
-    kernels (reports/evidence/int8_teacher_pass_vnni.json)."""
+    hardware computes it natively (fp32 if the runtime is ONNX Runtime, which has no bf16 pass); on a CPU without it
+    that computes int8 natively (VNNI or AMX), int8 (ONNX Runtime; used only when its answers agree with fp32's,
+    else the pass is fp32) unless the runtime is PyTorch; else fp32."""
     if setting != "auto":
         return setting
-    if runtime != "onnxruntime" and native_bf16():
-        return "bf16"
+    if native_bf16():
+        return "bf16" if runtime != "onnxruntime" else "fp32"
     import torch
 
-    return "int8" if runtime != "pytorch" and not torch.cuda.is_available() else "fp32"
+    return "int8" if runtime != "pytorch" and not torch.cuda.is_available() and native_int8() else "fp32"
 
 
 def autocast(setting: str, device: str = "cpu"):

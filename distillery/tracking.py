@@ -266,9 +266,13 @@ def _unset_credentials(uri: str) -> str:
     credential variable unset (a trial's user had set the name only); else ""."""
     from urllib.parse import urlsplit
 
+    from mlflow.utils.credentials import read_mlflow_creds  # the variables, else ~/.mlflow/credentials
+
     if os.environ.get("MLFLOW_TRACKING_TOKEN") or urlsplit(uri).username:
         return ""
-    unset = [name for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if not os.environ.get(name)]
+    creds = read_mlflow_creds()
+    unset = [name for name, value in (("MLFLOW_TRACKING_USERNAME", creds.username),
+                                      ("MLFLOW_TRACKING_PASSWORD", creds.password)) if not value]
     return f"; {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set" if unset else ""
 
 

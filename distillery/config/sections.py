@@ -176,7 +176,8 @@ class TeacherConfig:
                             "bf16 (bfloat16 autocast) | int8 (ONNX Runtime, the teacher's weights quantized per "
                             "channel; used when its labels agree with the fp32 teacher's on >= 97% of the "
                             "validation rows, else the pass is fp32) | auto (bf16 where the hardware computes it "
-                            "natively; on a CPU without it int8, unless logits_runtime is pytorch; else fp32)")
+                            "natively (fp32 with logits_runtime onnxruntime); on a CPU without it that has VNNI or AMX, "
+                            "int8 unless logits_runtime is pytorch; else fp32)")
     logits_runtime: Literal["pytorch", "onnxruntime", "auto"] = Field(
         "pytorch", description="what runs the teacher's pass in teacher_logits: pytorch | onnxruntime (the teacher "
                                "exported to ONNX, fp32, checked against PyTorch within 1e-4 on the first "

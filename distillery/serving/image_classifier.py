@@ -140,7 +140,8 @@ class OnnxImageClassifier(PythonModel):
                                 f"height); this model takes {width} x {height}"
                                 + (f", or an image of at most {MAX_PIXELS:,} pixels it resizes" if self.resize
                                    else ""))
-                    if getattr(image, "n_frames", 1) > 1:  # a trial's two-page TIFF was answered from its first
+                    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":  # a trial's two-page TIFF was
+                        # answered from its first page (a phone's JPEG holds a gain map as a second picture: MPO)
                         _refuse(f"{IMAGE!r} of row {row} holds {image.n_frames} images (frames or pages); send one "
                                 "per row")
                     if channels not in IMAGE_MODES:

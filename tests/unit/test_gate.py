@@ -61,16 +61,18 @@ def test_retention_fails_whatever_its_value_when_the_teacher_answers_one_label()
 
 def test_a_student_below_its_labels_only_baseline_fails_above_baseline():
     """A trial's QA student was promoted 8.9 F1 points below its labels-only baseline."""
-    evaluated = {"student": {"accuracy": 0.70, "macro_f1": 0.6}, "baseline": {"accuracy": 0.7001, "macro_f1": 0.5}}
+    evaluated = {"student": {"accuracy": 0.70, "macro_f1": 0.6}, "baseline": {"accuracy": 0.7101, "macro_f1": 0.5}}
     decision = decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, GATE)
     assert _failed(decision) == ["above_baseline"] and decision["passed"] is False
     assert _check(decision, "above_baseline")["detail"].startswith(
-        "distilled student accuracy 0.7000 in evaluate, labels-only baseline 0.7001: distillation made this student "
-        "worse than training on the labels alone")
+        "distilled student accuracy 0.7000 in evaluate, labels-only baseline 0.7101: more than 0.01 below it, "
+        "distillation made this student worse than training on the labels alone")
     assert _failed(decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, {**GATE, "metric": "macro_f1"})) == []
     assert _failed(decide({**CANDIDATE, "evaluated": evaluated}, CHAMPION, {**GATE, "above_baseline": False})) == []
-    tie = {"student": {"accuracy": 0.7}, "baseline": {"accuracy": 0.7}}
-    assert _check(decide({**CANDIDATE, "evaluated": tie}, CHAMPION, GATE), "above_baseline")["passed"] is True
+    # within a point (one run's noise; evaluate's warning starts there too), and a tie, pass
+    for baseline in (0.7, 0.71):
+        close = {"student": {"accuracy": 0.7}, "baseline": {"accuracy": baseline}}
+        assert _check(decide({**CANDIDATE, "evaluated": close}, CHAMPION, GATE), "above_baseline")["passed"] is True
 
 
 def test_figures_and_thresholds_are_recorded_in_each_check():

@@ -233,6 +233,10 @@ def test_a_float_tiff_among_8_bit_images_is_rejected_not_the_sets_scale(tmp_path
             (floats / label / f"{i}.tif").write_bytes(_tiff(np.full((4, 5), level)))
     frames, spec = images.read_images(str(floats), {}).frames()
     assert spec["dtype"] == "float32" and (frames["all"]["_reason"] == "").all()
+    # a colour PNG rejected among grey float TIFFs does not make the kept grey images three-channel (a review)
+    (floats / "high" / "colour.png").write_bytes(_image_bytes(RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8), "RGB"))
+    frames, spec = images.read_images(str(floats), {}).frames()
+    assert spec["channels"] == 1 and spec["dtype"] == "float32", spec
 
     (folder / "odd").mkdir()
     (folder / "odd" / "only.tif").write_bytes(_tiff(np.full((4, 5), 0.5)))

@@ -179,22 +179,24 @@ def test_a_runtime_that_cannot_run_the_pass_s_precision_is_refused_when_params_a
     refused_when_read(tmp_path / "params.yaml", text, message, (f"logits_runtime: {runtime}", "logits_runtime: auto"))
 
 
-@pytest.mark.parametrize("setting, runtime, native, cuda, expected", [
-    ("auto", "auto", True, False, "bf16"), ("auto", "auto", False, False, "int8"),
-    ("auto", "onnxruntime", False, False, "int8"), ("auto", "onnxruntime", True, False, "int8"),
-    ("auto", "pytorch", False, False, "fp32"), ("auto", "pytorch", True, False, "bf16"),
-    ("auto", "auto", False, True, "fp32"), ("auto", "auto", True, True, "bf16"),
-    ("fp32", "auto", False, False, "fp32"), ("bf16", "pytorch", False, False, "bf16"),
-    ("int8", "auto", True, False, "int8")])
-def test_the_teacher_pass_s_auto_is_bf16_where_native_else_int8_on_a_cpu(monkeypatch, setting, runtime, native, cuda,
-                                                                        expected):
-    """auto: bf16 where the hardware computes it, int8 on a CPU without it (ONNX Runtime runs it; not PyTorch, which
-    then runs fp32), fp32 on a GPU without bf16. An explicit setting is kept."""
+@pytest.mark.parametrize("setting, runtime, native, int8, cuda, expected", [
+    ("auto", "auto", True, True, False, "bf16"), ("auto", "auto", False, True, False, "int8"),
+    ("auto", "auto", False, False, False, "fp32"),  # AVX2 without VNNI: its int8 products may saturate
+    ("auto", "onnxruntime", False, True, False, "int8"), ("auto", "onnxruntime", True, True, False, "fp32"),
+    ("auto", "pytorch", False, True, False, "fp32"), ("auto", "pytorch", True, True, False, "bf16"),
+    ("auto", "auto", False, True, True, "fp32"), ("auto", "auto", True, True, True, "bf16"),
+    ("fp32", "auto", False, True, False, "fp32"), ("bf16", "pytorch", False, False, False, "bf16"),
+    ("int8", "auto", True, False, False, "int8")])
+def test_the_teacher_pass_s_auto_is_bf16_where_native_else_int8_where_native(monkeypatch, setting, runtime, native,
+                                                                             int8, cuda, expected):
+    """auto: bf16 where the hardware computes it (fp32 if ONNX Runtime is asked for), else int8 on a CPU with VNNI or
+    AMX (ONNX Runtime runs it; not PyTorch, which then runs fp32), else fp32. An explicit setting is kept."""
     from distillery import precision as precisions
     from distillery.config import Params, TeacherConfig
     from distillery.stages.teacher_logits import pass_precision
 
     monkeypatch.setattr(precisions, "native_bf16", lambda: native)
+    monkeypatch.setattr(precisions, "native_int8", lambda: int8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     params = Params(teacher=TeacherConfig(logits_runtime=runtime, logits_precision=setting))
     assert pass_precision(params) == expected
@@ -215,6 +217,7 @@ def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_v
 
     params, _ = cache_teacher_logits(tmp_path, tiny_bert)
     monkeypatch.setattr(precisions, "native_bf16", lambda: False)
+    monkeypatch.setattr(precisions, "native_int8", lambda: True)
     int8_params = dataclasses.replace(params, teacher=dataclasses.replace(params.teacher, logits_precision=setting,
                                                                           logits_runtime="auto"))
     monkeypatch.setattr(stage, "TEACHER_INT8_MIN_AGREEMENT", minimum)

@@ -134,9 +134,9 @@ def read_folder(directory: Path, size=None) -> Images:
                             f"{SPLIT_NAMES[name]} split; keep one")
         split_dirs[SPLIT_NAMES[name]] = subdirs[name]
     parts = split_dirs if split_dirs else {"all": directory}
-    read = {split: _folder_split(path, size) for split, path in parts.items()}
-    colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)
-    read = _one_bit_depth(_one_number_kind(read, parts))
+    read = _one_number_kind({split: _folder_split(path, size) for split, path in parts.items()}, parts)
+    colour = any(a.ndim == 3 for pictures, _ in read.values() for _, a, _ in pictures)  # of the images kept
+    read = _one_bit_depth(read)
     for split, path in parts.items():
         pictures, bad = read[split]
         if not pictures:
