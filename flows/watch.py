@@ -89,9 +89,8 @@ def require_server(timeout_s: float = 5.0) -> str:
     url = api_url()
     try:
         response = httpx.get(f"{url}/health", timeout=timeout_s)
-        if response.status_code in (401, 403):  # a server (or its proxy) that guards /health too: it answers
-            return _require_access(url) or url
-        response.raise_for_status()
+        if response.status_code not in (401, 403):  # a server (or its proxy) guarding /health too answers: the
+            response.raise_for_status()              # access check below says whether it takes this client
     except httpx.HTTPError as exc:
         raise ServerUnavailable(f"the Prefect server at {url} does not answer ({type(exc).__name__}: {exc}); "
                                 "start it or fix PREFECT_API_URL", exit_code=3) from None
