@@ -162,15 +162,14 @@ def kd_gain(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     from distillery.sweep import RUNS_DIR as SWEEP_RUNS, _Runs, run_name
 
     cell = (float(params.distill.alpha), float(params.distill.temperature))
-    runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir)
-    records = []
-    for seed in params.evaluate.seeds:
-        for one in (None, cell):
-            kept = runs.kept(seed, one)
-            if kept is not None:
-                print(f"kd_gain: {run_name(seed, one)} kept from an earlier run "
-                      f"({Path(reports_dir) / SWEEP_RUNS / run_name(seed, one)}.json)", flush=True)
-            records.append(kept or runs.run(seed, one))
+    runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir, "kd_gain")
+    records, todo = [], [(seed, one) for seed in params.evaluate.seeds for one in (None, cell)]
+    for n, (seed, one) in enumerate(todo, 1):
+        kept = runs.kept(seed, one)
+        if kept is not None:
+            print(f"kd_gain: {run_name(seed, one)} kept from an earlier run "
+                  f"({Path(reports_dir) / SWEEP_RUNS / run_name(seed, one)}.json)", flush=True)
+        records.append(kept or runs.run(seed, one, f"run {n} of {len(todo)}"))
     return report_from_runs(params, records, prepared_dir, reports_dir, logits_dir)
 
 

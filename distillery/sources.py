@@ -114,6 +114,9 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
             record_lines(path, kind, raw)  # an unclosed quote: named by its line, not pandas' "EOF inside string"
         if where:
             raise DataError(f"{path}: {where}") from None
+        if kind == "jsonl" and _first_character(path) == "[":
+            raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix "
+                            ".json") from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
     if sha256_files([path]) != before:
         raise _changed(path)
@@ -142,6 +145,12 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         if empty.any():
             frame = frame.loc[~empty].reset_index(drop=True)
     return frame
+
+
+def _first_character(path: Path) -> str:
+    """The first character of ``path`` that is not white space (or a byte order mark), as bytes read."""
+    with open(path, "rb") as handle:
+        return handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
 
 
 def _nonblank_lines(path: Path) -> list[int]:

@@ -90,8 +90,9 @@ def grid(params: Params) -> list[tuple]:
 class _Runs:
     """Trains (or reuses) single runs; a seed's student and datasets are built once, on first need."""
 
-    def __init__(self, params: Params, prepared_dir, teacher_dir, logits_dir, reports_dir):
-        self.params, self.dirs = params, (Path(prepared_dir), Path(teacher_dir), Path(logits_dir))
+    def __init__(self, params: Params, prepared_dir, teacher_dir, logits_dir, reports_dir, command: str = "sweep"):
+        self.command, self.params = command, params
+        self.dirs = (Path(prepared_dir), Path(teacher_dir), Path(logits_dir))
         self.runs_dir = Path(reports_dir) / RUNS_DIR
         self.frames = {s: load_split(s, prepared_dir) for s in ("test", "validation")}
         self.labels = load_labels(prepared_dir)
@@ -106,10 +107,13 @@ class _Runs:
         """The kept record of this run when it has the current fingerprint, else None."""
         return _kept(self.runs_dir, seed, cell, self.key)
 
-    def run(self, seed: int, cell: Union[tuple, None]) -> dict:
+    def run(self, seed: int, cell: Union[tuple, None], place: str = "") -> dict:
+        """One run; ``place``: where it is in the caller's list ("3 of 6"), said as it starts."""
         kept = self.kept(seed, cell)
         if kept is not None:
             return kept
+        who = "the baseline" if cell is None else f"the distilled student (alpha {cell[0]:g}, T {cell[1]:g})"
+        print(f"{self.command}: training {who}, seed {seed}" + (f" ({place})" if place else ""), flush=True)
         path = self.runs_dir / f"{run_name(seed, cell)}.json"
         if self.seed != seed:
             self.inputs = distill_inputs(self.params, *self.dirs, seed=seed)
@@ -160,7 +164,8 @@ def sweep(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher
     """The whole grid in this process, seed by seed (the baseline first: it does not depend on α or T)."""
     cells = grid(params)
     runs = _Runs(params, prepared_dir, teacher_dir, logits_dir, reports_dir)
-    records = [runs.run(seed, cell) for seed in params.sweep.seeds for cell in [None, *cells]]
+    todo = [(seed, cell) for seed in params.sweep.seeds for cell in [None, *cells]]
+    records = [runs.run(seed, cell, f"run {n} of {len(todo)}") for n, (seed, cell) in enumerate(todo, 1)]
     return report(params, records, prepared_dir, reports_dir)
 
 

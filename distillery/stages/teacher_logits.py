@@ -204,7 +204,8 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         counts = {"outputs": outputs} if outputs != rows else {}
         manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
-                    **ran, "precision": ran.get("precision") or precision.resolve(_autocast(params, ran["runtime"])),
+                    "asked": {"logits_precision": params.teacher.logits_precision,  # auto: what it chose is below
+                              "logits_runtime": params.teacher.logits_runtime}, **ran, "precision": ran.get("precision") or precision.resolve(_autocast(params, ran["runtime"])),
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)
@@ -230,4 +231,5 @@ def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str, known
 def summary(result: dict) -> str:
     windows = f" (outputs: {result['outputs']})" if "outputs" in result else ""
     ran = " through ONNX Runtime" if result.get("runtime") == "onnxruntime" else ""
-    return f"cached teacher logits for {result['rows']}{windows}{ran} ({result['precision']})"
+    chose = " chosen by auto" if result.get("asked", {}).get("logits_precision") == "auto" else ""
+    return f"cached teacher logits for {result['rows']}{windows}{ran} ({result['precision']}{chose})"

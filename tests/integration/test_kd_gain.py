@@ -50,7 +50,14 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
         half = 12.706205 * abs(d1 - d2) / 2
         assert summary["diff_ci95"] == pytest.approx([(d1 + d2) / 2 - half, (d1 + d2) / 2 + half], abs=1e-6)
     assert "teacher" in result and (tmp_path / "reports/plots/kd_gain.png").stat().st_size > 0
-    assert "paired gain" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "paired gain" in out
+    # each training says what it trains, as it starts
+    assert [line for line in out.splitlines() if line.startswith("kd_gain: training")] == [
+        "kd_gain: training the baseline, seed 0 (run 1 of 4)",
+        "kd_gain: training the distilled student (alpha 0.5, T 2), seed 0 (run 2 of 4)",
+        "kd_gain: training the baseline, seed 1 (run 3 of 4)",
+        "kd_gain: training the distilled student (alpha 0.5, T 2), seed 1 (run 4 of 4)"]
     per_seed = result["per_seed"][0]
     assert {"validation_accuracy", "validation_macro_f1"} <= set(per_seed["student"])
 
@@ -71,6 +78,7 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     monkeypatch.setattr(sweep_module, "train_and_score", stopped_at_seed_1_student)
     with pytest.raises(KeyboardInterrupt):
         kd_gain_module.kd_gain(load_params(tmp_path / "params.yaml"))
+    capsys.readouterr()
     assert sorted(p.name for p in runs_dir.glob("*.json")) == [
         "seed-0_alpha-0.5_T-2.json", "seed-0_baseline.json", "seed-1_baseline.json"]
     kept = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
@@ -83,7 +91,10 @@ def test_kd_gain_on_tiny_model(tmp_path, monkeypatch, tiny_bert, capsys):
     assert main(["kd_gain"]) == 0
     assert trained == [(1, True)]
     assert {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name in kept} == kept
-    assert "seed-0_baseline kept from an earlier run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "seed-0_baseline kept from an earlier run" in out
+    assert [line for line in out.splitlines() if line.startswith("kd_gain: training")] == [
+        "kd_gain: training the distilled student (alpha 0.5, T 2), seed 1 (run 4 of 4)"]
     resumed = json.loads((tmp_path / "reports/metrics/kd_gain.json").read_text())
     for again, before in zip(resumed["per_seed"], result["per_seed"]):
         for who in ("student", "baseline"):

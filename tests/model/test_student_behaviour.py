@@ -79,10 +79,9 @@ def _cases(texts: list[str]) -> list:
 
 
 @pytest.mark.parametrize("text", [b.format(x="").strip() for b in BASES])
-def test_trailing_whitespace_does_not_matter(classify, text):
-    before, after = classify([text])[0], classify([text + " \n\t  "])[0]
-    for name in before:  # the tokenizer drops surrounding whitespace: the same tokens, the same output
-        assert after[name] == pytest.approx(before[name], abs=1e-5), (name, before, after)
+def test_a_closing_full_stop_does_not_matter(classify, text):
+    # (trailing white space was the check here: the tokenizer drops it, so it held for any model)
+    _assert_invariant(classify, text, text + ".")
 
 
 @pytest.mark.parametrize("base", _cases(BASES))

@@ -136,6 +136,44 @@ def test_only_the_distilled_student_sees_augmented_rows(cached):
     assert len(kd_labels) == 60 + inputs.transfer_rows + inputs.augmented_rows
     assert (kd_labels[60:] == -100).all() and (kd_labels[:60] >= 0).all()
     assert len(inputs.baseline_dataset) == 60
+    # each row with its own label, text and teacher logits: train, transfer, augmented, in that order
+    train = pd.read_parquet(root / "prepared" / "train.parquet")
+    transfer = pd.read_parquet(root / "prepared" / "transfer.parquet")
+    assert kd_labels[:60].tolist() == train["label"].tolist() == list(inputs.baseline_dataset["labels"])
+    cached = {part: np.load(root / "logits" / f"{part}.npy") for part in ("train", "transfer", "augmented")}
+    np.testing.assert_array_equal(np.array(inputs.kd_dataset["teacher_logits"], dtype=np.float32),
+                                  np.concatenate([cached["train"], cached["transfer"], cached["augmented"]]))
+    texts = pd.concat([train["text"], transfer["text"], load_augmented(root / "logits")["text"]]).tolist()
+    tokenizer = load_tokenizer(str(root / "teacher"), "t")
+    for row in (0, 59, 60, len(kd_labels) - inputs.augmented_rows, len(kd_labels) - 1):
+        assert inputs.kd_dataset[row]["input_ids"] == tokenizer(texts[row], truncation=True, max_length=32)[
+            "input_ids"], row
+
+
+def test_labelled_rows_keep_each_train_row_with_its_label_and_logits_and_the_rest_join_unlabelled(tmp_path, tiny_bert):
+    """distill.labelled_rows with a remainder transfer set: the kept rows (stratified) keep their labels, the other
+    train rows join the KD term unlabelled, each with its own cached teacher logits."""
+    from distillery.stages.distill import distill_inputs, labelled_subset
+
+    params, _ = cache_teacher_logits(tmp_path, tiny_bert, labelled_rows=21)
+    inputs = distill_inputs(params, tmp_path / "prepared", tmp_path / "teacher", tmp_path / "logits")
+    train = pd.read_parquet(tmp_path / "prepared" / "train.parquet")
+    kept, rest = labelled_subset(train, 21, params.seed)
+    assert len(kept) == 21 and len(rest) == 39 and not set(kept) & set(rest)
+    assert sorted(train["label"].iloc[kept].value_counts().tolist()) == [7, 7, 7]  # stratified: 20 rows per class
+    kd_labels = np.array(inputs.kd_dataset["labels"])
+    assert kd_labels[:21].tolist() == train["label"].iloc[kept].tolist() == list(inputs.baseline_dataset["labels"])
+    transfer = pd.read_parquet(tmp_path / "prepared" / "transfer.parquet")
+    assert inputs.transfer_rows == 39 + len(transfer)  # the unlabelled train rows count as transfer rows
+    assert (kd_labels[21:] == -100).all() and len(kd_labels) == 21 + inputs.transfer_rows
+    cached = {part: np.load(tmp_path / "logits" / f"{part}.npy") for part in ("train", "transfer")}
+    np.testing.assert_array_equal(np.array(inputs.kd_dataset["teacher_logits"], dtype=np.float32),
+                                  np.concatenate([cached["train"][kept], cached["train"][rest], cached["transfer"]]))
+    tokenizer = load_tokenizer(str(tmp_path / "teacher"), "t")
+    order = train["text"].iloc[np.concatenate([kept, rest])].tolist()
+    for row in (0, 20, 21, 59):
+        assert inputs.kd_dataset[row]["input_ids"] == tokenizer(order[row], truncation=True, max_length=32)[
+            "input_ids"], row
 
 
 def test_augment_settings_are_validated(tmp_path):

@@ -698,6 +698,19 @@ def test_a_broken_json_line_is_named_by_its_line(tmp_path, suffix, broken, messa
     assert not (tmp_path / "prepared").exists()
 
 
+def test_a_json_array_saved_as_jsonl_is_refused_with_the_suffix_it_needs_and_json_lines_as_json_are_read(tmp_path):
+    rows = make_texts(30).to_dict("records")
+    (tmp_path / "array.jsonl").write_text("\ufeff [\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'array.jsonl'}: one JSON array, not JSON lines \(one object "
+                                        r"per line\): give it the suffix .json$"):
+        prepare(_params(tmp_path / "array.jsonl"), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    prepare(_params(tmp_path / "lines.json"), tmp_path / "prepared")
+    kept = pd.concat([load_split(part, tmp_path / "prepared") for part in ("train", "validation", "test")])
+    assert sorted(kept["text"]) == sorted(r["text"] for r in rows)
+
+
 def test_an_empty_text_column_of_the_string_dtype_is_checked_without_error():
     """Series.map on an EMPTY column of pandas' string dtype keeps that dtype: the "is it a string" masks were
     strings, and `&` on them failed prepare whenever the transfer set had no rows."""

@@ -93,12 +93,15 @@ def test_build_student_is_deterministic(tiny_bert, tmp_path):
     a, _ = build_student(StudentConfig(layers=[0, 3]), str(tiny_bert), tmp_path, LABELS, seed=3)
     b, _ = build_student(StudentConfig(layers=[0, 3]), str(tiny_bert), tmp_path, LABELS, seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    c, _ = build_student(StudentConfig(layers=[0, 3]), str(tiny_bert), tmp_path, LABELS, seed=4)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)  # the seed is the one given, not a fixed one
 
 
 def test_student_from_another_model_with_its_own_tokenizer(tiny_bert_other, tmp_path):
     student, tokenizer = build_student(StudentConfig(source="model", model=str(tiny_bert_other)), "", tmp_path,
                                        LABELS, seed=0)
     assert student.config.num_labels == 3 and student.config.hidden_size == 16
+    assert tokenizer.name_or_path == str(tiny_bert_other)  # its own tokenizer, not the teacher's
 
 
 def test_model_paths_that_do_not_exist(tmp_path):

@@ -233,7 +233,9 @@ def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_v
         assert manifest["precision"] == "int8" and "int8_refused" not in manifest
         for part in fp32:  # int8 weights move every logit
             assert int8[part].shape == fp32[part].shape and not np.allclose(int8[part], fp32[part], atol=1e-4), part
-        assert "(int8)" in stage.summary(manifest)
+        # the manifest and the stage's line say whether auto chose the precision or it was asked for
+        assert manifest["asked"] == {"logits_precision": setting, "logits_runtime": "auto"}
+        assert ("(int8 chosen by auto)" if setting == "auto" else "(int8)") in stage.summary(manifest)
     else:
         assert manifest["precision"] == "fp32" and manifest["int8_refused"] == "agreement"
         assert "validation rows (< 101%); the teacher's pass runs in fp32" in capsys.readouterr().out

@@ -264,6 +264,28 @@ def test_one_answer_as_plain_values_and_a_byte_order_mark_are_read_and_mixed_for
             reading.read_file(tmp_path / "mixed.jsonl")
 
 
+def test_json_lines_saved_as_json_are_read_and_a_document_saved_as_jsonl_is_refused_naming_the_suffix(tmp_path):
+    """A .json of JSON lines was "not valid JSON (line 2: Extra data)"; a SQuAD document or an array in a .jsonl
+    file was refused without a word about the suffix."""
+    document = make_squad_document(1, 1, 2, seed=3)
+    (tmp_path / "squad.json").write_text(json.dumps(document))
+    expected = reading.read_file(tmp_path / "squad.json")
+    records = [{"id": i, "title": t, "context": c, "question": q, "answers": {"text": list(a), "answer_start": list(s)}}
+               for i, t, c, q, a, s in expected[reading.COLUMNS].itertuples(index=False)]
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert reading.read_file(tmp_path / "lines.json")[reading.COLUMNS].map(
+        lambda v: list(v) if isinstance(v, (list, np.ndarray)) else v).equals(expected[reading.COLUMNS])
+    (tmp_path / "other.json").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n')
+    with pytest.raises(DataError, match=r"other.json: column 'context' not found; the columns are \['text', 'label'\]"):
+        reading.read_file(tmp_path / "other.json")
+    for name, text in (("squad.jsonl", json.dumps(document, indent=1)), ("one.jsonl", json.dumps(document)),
+                       ("array.jsonl", json.dumps(records))):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}: one JSON document \(a SQuAD-format .*not JSON lines \(one "
+                                            r"object per line\): give it the suffix .json$"):
+            reading.read_file(tmp_path / name)
+
+
 def test_a_jsonl_line_that_is_not_an_object_is_named_and_a_value_that_is_not_text_is_a_rejected_row(tmp_path):
     context = "The answer is 42, said the computer."
     row = {"title": "t", "context": context, "question": "What is the answer?",
@@ -879,6 +901,11 @@ def test_an_answer_start_that_is_not_a_whole_number_is_refused_naming_its_line(t
         (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
         with pytest.raises(DataError, match=r"q.jsonl line 1: " + message):
             reading.read_file(tmp_path / "q.jsonl")
+    line = {"id": "ada-7", "question": "Where?", "context": context,  # with an id, the line names it too
+            "answers": {"text": ["London"], "answer_start": [16.9]}}
+    (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(DataError, match=r"q.jsonl line 1 \(id ada-7\): answer_start 16.9 is not a whole number"):
+        reading.read_file(tmp_path / "q.jsonl")
     line = {"question": "Where?", "context": context, "answers": {"text": ["London"], "answer_start": [16.0]}}
     (tmp_path / "q.jsonl").write_text(json.dumps(line) + "\n")
     kept, rejected = rows.clean(reading.read_file(tmp_path / "q.jsonl"), "q")

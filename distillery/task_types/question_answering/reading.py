@@ -130,7 +130,9 @@ def flat_rows(frame: pd.DataFrame, where: str, lines: Union[list[int], None] = N
                         "({\"text\": [...], \"answer_start\": [...]}), with 'id' and 'title' optional; rename "
                         "your columns to these (data.text_column and data.label_column are not read for this task)")
     places = [f"line {n}" for n in lines] if lines is not None else [f"row {i + 1}" for i in range(len(frame))]
-    answers = [_answers(value, f"{where} {place}") for place, value in zip(places, frame["answers"])]
+    named = [f"{place} (id {given})" if not absent(given) else place  # an error names the row's id too
+             for place, given in zip(places, frame[ID] if ID in frame.columns else [None] * len(frame))]
+    answers = [_answers(value, f"{where} {place}") for place, value in zip(named, frame["answers"])]
     ids = [f"{where} {place}" for place in places]
     if ID in frame.columns:
         ids = [given if not absent(given) else made for given, made in zip(frame[ID], ids)]
@@ -150,15 +152,41 @@ def read_file(path: Union[str, Path], errors: str = "strict") -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     text = _open_text(path, errors)
     if name.endswith(".jsonl"):
-        # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
-        numbered = list(json_objects(text.split("\n"), str(path)))
-        return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
+        if text.lstrip().startswith("[") or (text.lstrip().startswith("{") and _squad_document(text)):
+            raise DataError(f"{path}: one JSON document (a SQuAD-format {{\"data\": [...]}} or an array), not JSON "
+                            "lines (one object per line): give it the suffix .json")
+        return _json_lines(text, path)
     if name.endswith(".json"):
         try:
             return squad_rows(json.loads(text), str(path))
         except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data":  # JSON lines saved as .json: read as such (text classification does too)
+                try:
+                    numbered = list(json_objects(text.split("\n"), str(path)))
+                except DataError:
+                    numbered = None
+                if numbered:
+                    return _flat(numbered, path)
             raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {json_problem(exc)})") from None
     raise DataError(f"{path}: {UNSUPPORTED}")
+
+
+def _json_lines(text: str, path: Path) -> pd.DataFrame:
+    # split at newlines only: splitlines() also splits at U+2028 and U+0085, which JSON allows raw in a string
+    return _flat(list(json_objects(text.split("\n"), str(path))), path)
+
+
+def _flat(numbered: list, path: Path) -> pd.DataFrame:
+    return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
+
+
+def _squad_document(text: str) -> bool:
+    """Whether ``text`` is one JSON object with a ``data`` list: a SQuAD-format file, whatever its lines."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("data"), list)
 
 
 def read_hub(dataset_id: str, config: Union[str, None]) -> dict[str, pd.DataFrame]:
