@@ -259,15 +259,21 @@ def test_split_folders_beside_other_folders_or_two_folders_of_one_split_are_refu
         images.read_images(str(tmp_path / "b"), {})
 
 
-def test_an_empty_class_folder_is_refused_and_hidden_folders_are_not_classes(tmp_path):
+def test_an_empty_class_folder_is_refused_and_hidden_folders_are_not_classes(tmp_path, capsys):
     """An empty class folder vanished from the label set without a word; a hidden folder (a notebook's
-    .ipynb_checkpoints) became a class of its own."""
+    .ipynb_checkpoints) became a class of its own. Files that are not images are skipped, and counted."""
     for folder in ("cat", "dog", ".ipynb_checkpoints", "cat/.thumbnails"):
         (tmp_path / "a" / folder).mkdir(parents=True)
         (tmp_path / "a" / folder / "0.png").write_bytes(_png(RNG.integers(0, 256, (4, 4))))
     read = images.read_images(str(tmp_path / "a"), {})
     assert sorted(set(read.labels["all"])) == ["cat", "dog"]
     assert read.files["all"] == ["cat/0.png", "dog/0.png"]  # cat/.thumbnails/0.png is not an image of cat
+    assert "skipped" not in capsys.readouterr().err
+    for name in ("cat/labels.csv", "dog/readme.md", "dog/.DS_Store"):  # the hidden one is not counted
+        (tmp_path / "a" / name).write_text("x")
+    assert images.read_images(str(tmp_path / "a"), {}).files["all"] == ["cat/0.png", "dog/0.png"]
+    assert f"{tmp_path / 'a'}: skipped 2 file(s) that are not images by their suffix (e.g. cat/labels.csv)" in \
+        capsys.readouterr().err
     (tmp_path / "a" / "bird").mkdir()
     (tmp_path / "a" / "bird" / "notes.txt").write_text("to do")
     with pytest.raises(DataError, match=r"a/bird: class folder 'bird' holds no images \(looked for .bmp, "):

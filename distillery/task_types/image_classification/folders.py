@@ -34,9 +34,12 @@ def _folder_split(directory: Path, size=None) -> tuple[list, list]:
     classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{directory}: no class folders; put each label's images in <dir>/<label>/")
+    others = []  # files whose suffix is not an image's: skipped, and counted
     for folder in classes:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        visible = [p for p in folder.rglob("*")
+                   if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        files = sorted(p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES)
+        others += sorted(p for p in visible if p.suffix.lower() not in IMAGE_SUFFIXES and p.is_file())
         if not files:  # a class of no rows would vanish from the label set without a word
             raise DataError(f"{folder}: class folder '{folder.name}' holds no images (looked for "
                             f"{', '.join(sorted(IMAGE_SUFFIXES))}); add its images or remove the folder")
@@ -56,6 +59,12 @@ def _folder_split(directory: Path, size=None) -> tuple[list, list]:
         if len(pictures) == readable:  # every file of the class rejected: the class would vanish without a word
             raise DataError(f"{folder}: class folder '{folder.name}' holds {len(files)} image file(s) and none is "
                             f"readable ({bad[-1][0]}: {bad[-1][1]}); fix or remove them")
+    if others:
+        import sys
+
+        print(f"prepare: note: {directory}: skipped {len(others)} file(s) that are not images by their suffix (e.g. "
+              f"{others[0].relative_to(directory).as_posix()}); read: {', '.join(sorted(IMAGE_SUFFIXES))}",
+              file=sys.stderr, flush=True)
     return pictures, bad
 
 
