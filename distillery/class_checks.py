@@ -47,6 +47,7 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
     partial = {name: held for name, held in present.items() if held and len(held) < len(splits)}
     apart = {name: [s for s in ordered if s not in held] for name, held in partial.items()
              if any(other != name and not (held & theirs) for other, theirs in partial.items())}
+    untrained = {name: held for name, held in partial.items() if "train" in splits and "train" not in held}
     rare = [(name, int(class_rows.get(i, 0))) for i, name in enumerate(names)  # a class with none: the refresh
             if name in short_names and 0 < class_rows.get(i, 0) < min_rows * len(splits)] if class_rows else []
     if len(names) * 2 > total:  # a label per row or nearly: an id or text column named as the labels
@@ -66,6 +67,10 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
                                  for name, missing in list(apart.items())[:3])
                 + ": do the split files spell their labels alike (declare data.labels to have every other spelling "
                   "rejected and named in rejected.csv)?")
+    elif untrained:  # a class of the test (or validation) file only: no model can learn it
+        hint = ("; " + ", ".join(f"{name!r} has rows in {', '.join(map(repr, sorted(held, key=ordered.index)))} but "
+                                 "none in 'train'" for name, held in list(untrained.items())[:3])
+                + ": no model learns a class it never trains on; add training rows of it, or remove its rows")
     elif rare:  # too few rows in all the data to give every split min_rows: a typo, or a class the data hardly has
         hint = ("; " + ", ".join(f"{name!r} has {n} row{'s' if n != 1 else ''} in all the data" for name, n in rare[:5])
                 + f", too few for {len(splits)} splits of {min_rows} each: a mistyped label? (declared data.labels "

@@ -85,6 +85,7 @@ def check_data_files(params) -> None:
     from pathlib import Path
 
     from distillery.sources import SUFFIXES, shown_columns
+    from distillery.text_files import column_hint
     from distillery.tracked import require_tracked
 
     cfg, transfer = params.data, params.distill.transfer_set
@@ -125,9 +126,9 @@ def check_data_files(params) -> None:
             raise ConfigError(f"{key}: {exc}") from None
         for column_key, column in columns_of[key].items():
             if columns is not None and column not in columns:
-                alike = [c for c in columns if c.strip().lower() == column.strip().lower()]
+                hint = column_hint(column, columns)
                 raise ConfigError(f"{column_key} {column!r} is not a column of {value} (its columns are "
-                                  f"{shown_columns(columns)})" + (f"; did you mean {alike[0]!r}?" if alike else ""))
+                                  f"{shown_columns(columns)})" + (f"; {hint}" if hint else ""))
     # a local input outside prepare's deps: prepare refuses it too, but only after DVC removed data/prepared
     require_tracked("prepare", {key: value for key, value in named.items()})
     # and a local model outside the training stages' deps: they refuse it after DVC removed models/teacher (a trial's

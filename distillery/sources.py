@@ -27,7 +27,8 @@ from distillery.errors import (DataError, HubUnreachable, TransientError, hub_ou
                                offline_unless_hub_reachable)
 from distillery.files import sha256_files
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
-                                   is_raw_tsv, record_lines, table_options)
+                                   first_character, is_raw_tsv, note_replaced, record_lines,
+                                   table_options)
 
 BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
@@ -114,7 +115,7 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
             record_lines(path, kind, raw)  # an unclosed quote: named by its line, not pandas' "EOF inside string"
         if where:
             raise DataError(f"{path}: {where}") from None
-        if kind == "jsonl" and _first_character(path) == "[":
+        if kind == "jsonl" and first_character(path) == "[":
             raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix "
                             ".json") from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
@@ -147,12 +148,6 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
     return frame
 
 
-def _first_character(path: Path) -> str:
-    """The first character of ``path`` that is not white space (or a byte order mark), as bytes read."""
-    with open(path, "rb") as handle:
-        return handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
-
-
 def _nonblank_lines(path: Path) -> list[int]:
     """The numbers of the lines of ``path`` that hold more than whitespace, counted from 1 at each newline."""
     numbers = []
@@ -180,6 +175,7 @@ def _read_chunked(path: Path, kind: str, errors: str, raw: bool = False) -> pd.D
             reader = pd.read_csv(lines, **table_options(kind, raw), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
+        note_replaced(path, lines.replaced, lines.replaced_lines)
     if not chunks:
         return pd.DataFrame()
     check_header_fields(chunks[0], path, kind)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -31,11 +32,27 @@ def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
         raise DataError(f"{path}: not UTF-8{utf16_hint(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
-        return raw[bom:].decode("utf-8", errors=errors)
+        text = raw[bom:].decode("utf-8", errors=errors)
+        if errors == "replace":
+            replaced = text.count(REPLACEMENT) - raw.count(REPLACEMENT.encode())
+            note_replaced(path, replaced, sum(REPLACEMENT in line for line in text.split("\n")) if replaced else 0)
+        return text
     except UnicodeDecodeError as exc:
         start = bom + exc.start
         line = raw[:start].count(b"\n") + 1
         raise not_utf8(path, line, raw[start], start) from None
+
+
+REPLACEMENT = "\ufffd"  # what data.encoding_errors: replace puts for a byte sequence that is not UTF-8
+
+
+def note_replaced(path: Path, replaced: int, lines: int) -> None:
+    """Say how much of ``path`` data.encoding_errors: replace changed: a Windows-1252 export loses every accent."""
+    if replaced > 0:
+        print(f"prepare: note: {path}: {replaced:,} byte sequence(s) that are not UTF-8, on {lines:,} line(s), became "
+              f"{REPLACEMENT} (data.encoding_errors: replace); a file in another encoding (Windows-1252, Latin-1) "
+              "keeps its letters when re-encoded as UTF-8 first (iconv -f cp1252 -t utf-8)", file=sys.stderr,
+              flush=True)
 
 
 def not_utf8(path: Path, line: int, byte: int, offset: int) -> DataError:
@@ -53,6 +70,7 @@ class DecodedLines:
     def __init__(self, handle, path: Path, errors: str):
         self.handle, self.path, self.errors = handle, path, errors
         self.line, self.offset = 0, 0
+        self.replaced, self.replaced_lines = 0, 0  # with errors="replace": byte sequences replaced, on how many lines
 
     def readline(self, size: int = -1) -> str:
         raw = self.handle.readline()
@@ -67,6 +85,9 @@ class DecodedLines:
         except UnicodeDecodeError as exc:
             raise not_utf8(self.path, self.line, raw[start + exc.start], self.offset + start + exc.start) from None
         self.offset += len(raw)
+        if self.errors == "replace" and REPLACEMENT in text:
+            here = text.count(REPLACEMENT) - raw.count(REPLACEMENT.encode())
+            self.replaced, self.replaced_lines = self.replaced + max(here, 0), self.replaced_lines + (here > 0)
         return text
 
     def read(self, size: int = -1) -> str:
@@ -243,3 +264,37 @@ def check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
             raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "
                             "field opened a quoted field that joined the lines up to the next quote into one row; "
                             "write such a quote as two quotes (\"\") or quote the whole field")
+
+
+def column_hint(column: str, columns: list) -> str:
+    """A hint for a configured column the file lacks: a column differing only in case or spacing, or spelt with other
+    Unicode code points (a macOS export writes accents decomposed, NFD), which look alike in an error line."""
+    import unicodedata
+
+    def plain(name, form=None):
+        name = unicodedata.normalize(form, str(name)) if form else str(name)
+        return " ".join(name.casefold().split())
+
+    if len(columns) == 1 and str(columns[0]).lower().startswith("sep="):
+        return (f"the first line {str(columns[0])!r} is Excel's delimiter line, not a header: remove it and save the "
+                "file comma-separated")
+    separators = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+    found = [word for mark, word in separators.items() if len(columns) == 1 and mark in str(columns[0])]
+    if found:
+        return (f"the header was read as one column: its fields look separated by {found[0]}, not commas; save the "
+                "file comma-separated" + (" or name it .tsv" if found[0] == "tabs" else ""))
+    for name in columns:
+        if plain(name) == plain(column):
+            return f"did you mean {name!r}? column names are matched exactly"
+    for name in columns:
+        if plain(name, "NFKC") == plain(column, "NFKC"):
+            return (f"did you mean {name!r}? It looks alike but is spelt with other Unicode code points (accents as "
+                    "separate marks, as macOS exports write them): copy the name from the file, or save its header "
+                    "in NFC form")
+    return ""
+
+
+def first_character(path: Path) -> str:
+    """The first character of ``path`` that is not white space (or a byte order mark), as bytes read."""
+    with open(path, "rb") as handle:
+        return handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]

@@ -621,7 +621,7 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
     assert check("data/raw/topics.jsonl") == (0, "")
     assert check("data/raw/topics.csv", label="Topic") == (2, (
         f"distillery params: error: {path}: data.label_column 'Topic' is not a column of data/raw/topics.csv (its "
-        "columns are ['body', 'topic']); did you mean 'topic'?\n"))
+        "columns are ['body', 'topic']); did you mean 'topic'? column names are matched exactly\n"))
     assert check("data/raw/topics.jsonl", text="text")[1].endswith(
         "data.text_column 'text' is not a column of data/raw/topics.jsonl (its columns are ['body', 'topic'])\n")
     # trial Q: a bad line among the first 1,000 made the header unreadable, and the check passed a label typo

@@ -102,6 +102,23 @@ def test_missing_column_is_named(tmp_path):
     with pytest.raises(DataError, match=r"data.label_column 'Label' not found; the columns are \['text', 'label'\] "
                                         r"\(did you mean 'label'\? column names are matched exactly\)$"):
         prepare(_params(source, label_column="Label"), tmp_path / "prepared")
+    # a .csv of other separators (a European Excel's semicolons, tabs) or with Excel's "sep=" line first
+    one_column = r"the header was read as one column: its fields look separated by {}, not commas; save the file " \
+        r"comma-separated"
+    for name, text, hint in (
+            ("semi.csv", "text;sentiment\ngood day;positive\n", one_column.format("semicolons") + r"\)$"),
+            ("tabs.csv", "text\tsentiment\ngood day\tpositive\n", one_column.format("tabs") + r" or name it .tsv\)$"),
+            ("excel.csv", "sep=;\ntext;sentiment\ngood day;positive\n", r"the first line 'sep=;' is Excel's delimiter "
+                                                                        r"line, not a header: remove it")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=r"data.text_column 'text' not found; the columns are \[.*\] \(" + hint):
+            prepare(_params(tmp_path / name), tmp_path / "prepared")
+    # a header a macOS export wrote in NFD ("E" + U+0301) against params.yaml's NFC: the two look alike in the line
+    source = _csv(tmp_path, make_texts(30).rename(columns={"sentiment": "E\u0301tiquette"}))
+    with pytest.raises(DataError, match=r"data.label_column '\u00c9tiquette' not found; .* \(did you mean "
+                                        r"'E\u0301tiquette'\? It looks alike but is spelt with other Unicode code "
+                                        r"points .* save its header in NFC form\)$"):
+        prepare(_params(source, label_column="\u00c9tiquette"), tmp_path / "prepared")
 
 
 def test_a_label_declared_twice_is_named():
@@ -472,11 +489,25 @@ def test_a_file_over_the_threshold_is_read_in_chunks_with_the_same_result(tmp_pa
     assert len(whole) == 2000 and whole["_row"].tolist() == list(range(1, 2001))
 
 
-def test_a_streamed_file_that_is_not_utf8_still_names_the_line(tmp_path, monkeypatch):
+def test_a_streamed_file_that_is_not_utf8_still_names_the_line(tmp_path, monkeypatch, capsys):
     from distillery import sources
 
     path = tmp_path / "big.csv"
     path.write_bytes(b"text,sentiment\n" + b"good day,positive\n" * 500 + b"na\xefve take,neutral\n")
+    # data.encoding_errors: replace says how much it replaced, read whole or streamed (a U+FFFD in the file is not
+    # counted)
+    line = "caf\xe9 na\xefve ".encode("cp1252") + "\ufffd".encode() + b",positive\n"  # two cp1252 bytes, one U+FFFD
+    (tmp_path / "cp1252.csv").write_bytes(b"text,sentiment\n" + line * 3)
+    (tmp_path / "clean.csv").write_bytes(b"text,sentiment\n" + "good \ufffd".encode() + b",positive\n")
+    for streamed in (False, True):
+        monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10 if streamed else 10 ** 9)
+        assert sources.read_file(tmp_path / "cp1252.csv", "replace")["text"].tolist() == \
+            ["caf\ufffd na\ufffdve \ufffd"] * 3
+        assert f"{tmp_path / 'cp1252.csv'}: 6 byte sequence(s) that are not UTF-8, on 3 line(s), became \ufffd " \
+               "(data.encoding_errors: replace)" in capsys.readouterr().err, streamed
+        assert sources.read_file(tmp_path / "clean.csv", "replace")["text"].tolist() == ["good \ufffd"]
+        assert "byte sequence" not in capsys.readouterr().err, streamed
+    monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10 ** 9)
     with pytest.raises(DataError) as whole:
         sources.read_file(path)
     monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 100)
@@ -1094,6 +1125,14 @@ def test_a_declared_class_with_no_row_or_one_spelled_apart_by_one_file_is_named(
         message.endswith(": do the split files spell their labels alike (declare data.labels to have every other "
                          "spelling rejected and named in rejected.csv)?"), message
     assert "small dataset" not in message and not (tmp_path / "prepared").exists()
+    # a class in the test file only: it said "give the smaller splits more rows (data.split_fractions)"
+    test = make_texts(60, seed=1)
+    test.loc[test.index[:20], "sentiment"] = "mixed"
+    files_extra = {"train": str(_csv(tmp_path, frame, "train.csv")), "test": str(_csv(tmp_path, test, "extra.csv"))}
+    with pytest.raises(DataError) as refused:
+        prepare(_params("unused", files=files_extra), tmp_path / "prepared")
+    assert str(refused.value).endswith("; 'mixed' has rows in 'test' but none in 'train': no model learns a class it "
+                                       "never trains on; add training rows of it, or remove its rows"), refused.value
     # declared labels: the test file's spelling is rejected, and the short class's hint names those rejected rows
     # (it said "a small dataset, give the smaller splits more rows")
     with pytest.raises(DataError) as refused:

@@ -189,13 +189,14 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     from distillery.sources import shown_columns
+    from distillery.text_files import column_hint
 
     columns = [c for c in frame.columns if c != "_row"]
     for key, column in cfg.named_columns().items():
         if column not in frame.columns:
-            alike = [c for c in columns if str(c).strip().lower() == column.strip().lower()]
+            hint = column_hint(column, columns)
             raise DataError(f"{where}: {key} {column!r} not found; the columns are {shown_columns(columns)}"
-                            + (f" (did you mean {alike[0]!r}? column names are matched exactly)" if alike else ""))
+                            + (f" ({hint})" if hint else ""))
         if f"{column}.1" in frame.columns:  # pandas reads a repeated header name as "text", "text.1", ...
             raise DataError(f"{where}: two columns are named {column!r} (pandas read the second as '{column}.1'); "
                             f"rename one, so that {key} names a single column")
