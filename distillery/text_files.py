@@ -248,6 +248,9 @@ def check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
         return
     fields, header = frame.index.nlevels + len(frame.columns), len(frame.columns)
     separator = "tab" if kind == "tsv" else "comma"
+    if fields == header + 1 and len(frame) and frame[frame.columns[-1]].isna().all():  # shifted: the extra is last
+        raise DataError(f"{path}: every row has {fields} fields but the header has {header}: each line ends with a "
+                        f"{separator} (an empty last field); remove it, or name that column in the header")
     raise DataError(f"{path}: line 2 has {fields} fields but the header has {header}: a text holding a {separator} "
                     f"must be quoted (\"...\")")
 

@@ -575,6 +575,14 @@ def test_an_extra_field_on_the_first_data_line_is_named_not_read_as_an_index(tmp
     with pytest.raises(DataError, match=rf"^.*shifted{suffix}: line 2 has 3 fields but the header has 2: a text "
                                         rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
         sources.read_file(path)
+    # every line ending in a separator (a spreadsheet's empty last column) is named as that, not as a missing quote
+    rows = ["so that wonderful", "positive"], ["bad", "negative"], ["fine", "neutral"]
+    path.write_text(f"text{separator}sentiment\n" + "".join(separator.join(r) + separator + "\n" for r in rows),
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: every row has 3 fields but the header has 2: each line "
+                                        rf"ends with a {'tab' if suffix == '.tsv' else 'comma'} \(an empty last "
+                                        r"field\); remove it, or name that column in the header$"):
+        sources.read_file(path)
 
 
 @pytest.mark.parametrize("streamed", [False, True])
