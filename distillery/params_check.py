@@ -167,14 +167,14 @@ JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left t
 def _check_first_line(path, key: str, strict: bool) -> None:
     """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``). Under
     ``encoding_errors: replace`` (not ``strict``) only a UTF-16 file, which ``prepare`` refuses either way."""
-    from distillery.text_files import BOM, not_utf8, utf16_hint
+    from distillery.text_files import BOM, not_text_hint, not_utf8
 
     if path.suffix.lower() in (".parquet", ".pq"):
         return
     with open(path, "rb") as handle:
         first = handle.readline(1_000_000)
-    if utf16_hint(first):  # encoding_errors: replace does not help (a trial followed that advice to a garbled header)
-        raise ConfigError(f"{key}: {path}: not UTF-8{utf16_hint(first)}")
+    if not_text_hint(first):  # encoding_errors: replace does not help (a trial followed it to a garbled header)
+        raise ConfigError(f"{key}: {path}: not UTF-8{not_text_hint(first)}")
     if not strict:  # else a header not in UTF-8 reads as a missing column
         return
     bom = len(BOM) if first.startswith(BOM) else 0

@@ -18,6 +18,7 @@ import contextlib
 from collections import Counter
 import importlib.util
 import logging
+import re
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -115,6 +116,11 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
             record_lines(path, kind, raw)  # an unclosed quote: named by its line, not pandas' "EOF inside string"
         if where:
             raise DataError(f"{path}: {where}") from None
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if kind in ("csv", "tsv") and fields:  # pandas counts records: the row as a spreadsheet numbers it
+            expected, row, saw = fields.groups()
+            raise DataError(f"{path}: row {row} has {saw} fields but the header has {expected}: a text holding a "
+                            f"{'tab' if kind == 'tsv' else 'comma'} must be quoted (\"...\")") from None
         if kind == "jsonl" and first_character(path) == "[":
             raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix "
                             ".json") from None

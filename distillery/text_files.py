@@ -17,10 +17,22 @@ from distillery.errors import DataError
 BOM = codecs.BOM_UTF8
 
 
-def utf16_hint(raw: bytes) -> str:
-    """A hint for a file that starts with a UTF-16 byte-order mark (Excel's "Unicode text")."""
-    return " (it starts with a UTF-16 byte-order mark: save it as UTF-8)" \
-        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""
+NOT_TEXT = ((b"PAR1", "it is a Parquet file: give it the suffix .parquet"),
+            (b"PK\x03\x04", "it is a ZIP archive, as an Excel workbook (.xlsx) is: save the sheet as CSV UTF-8"),
+            (b"\x1f\x8b", "it is gzip-compressed: decompress it first (gunzip)"),
+            (b"\xd0\xcf\x11\xe0", "it is an old Excel workbook (.xls): save the sheet as CSV UTF-8"))
+
+
+def not_text_hint(raw: bytes) -> str:
+    """A hint for a data file that is not UTF-8 text whatever its errors setting: UTF-16 (Excel's "Unicode text",
+    by its byte-order mark), or a binary file by its first bytes (Parquet, a workbook, gzip) or a NUL byte."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return " (it starts with a UTF-16 byte-order mark: save it as UTF-8)"
+    for magic, hint in NOT_TEXT:
+        if raw.startswith(magic):
+            return f" ({hint})"
+    head = raw[:4096]  # a stray NUL in a text is that row's problem (rejected); many are a binary file's
+    return " (a binary file, not text: a tenth of its first bytes are NUL)" if head.count(0) * 10 > len(head) > 0 else ""
 
 
 def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
@@ -28,8 +40,8 @@ def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
     ``replace`` (data.encoding_errors); a byte that is not UTF-8 under ``strict`` is a ``DataError`` naming its
     line."""
     raw = path.read_bytes() if raw is None else raw
-    if utf16_hint(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
-        raise DataError(f"{path}: not UTF-8{utf16_hint(raw)}")
+    if not_text_hint(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
+        raise DataError(f"{path}: not UTF-8{not_text_hint(raw)}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
         text = raw[bom:].decode("utf-8", errors=errors)
@@ -78,8 +90,8 @@ class DecodedLines:
             return ""
         self.line += 1
         start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
-        if self.line == 1 and utf16_hint(raw):
-            raise DataError(f"{self.path}: not UTF-8{utf16_hint(raw)}")
+        if self.line == 1 and not_text_hint(raw):
+            raise DataError(f"{self.path}: not UTF-8{not_text_hint(raw)}")
         try:
             text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:

@@ -158,6 +158,28 @@ def test_non_utf8_names_the_line(tmp_path):
         with pytest.raises(DataError, match=r"excel.csv: not UTF-8 \(it starts with a UTF-16 byte-order mark: save "
                                             r"it as UTF-8\)$"):
             prepare(_params(utf16, encoding_errors=errors), tmp_path / "prepared")
+    # a binary file under a text suffix is named for what it is (a Parquet file was "line 1 is not valid UTF-8 ...;
+    # or set data.encoding_errors: replace", and with replace "Expected 3 fields in line 103, saw 32")
+    import gzip
+    import zipfile
+
+    make_texts(30).to_parquet(tmp_path / "data.parquet")
+    with zipfile.ZipFile(tmp_path / "book.zip", "w") as book:
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    binaries = {"parquet.csv": (tmp_path / "data.parquet").read_bytes(),
+                "book.csv": (tmp_path / "book.zip").read_bytes(),
+                "packed.csv": gzip.compress("\n".join(lines).encode()),
+                "array.csv": b"\x93NUMPY\x01\x00v\x00" + bytes(200)}
+    hints = {"parquet.csv": r"it is a Parquet file: give it the suffix .parquet",
+             "book.csv": r"it is a ZIP archive, as an Excel workbook \(.xlsx\) is: save the sheet as CSV UTF-8",
+             "packed.csv": r"it is gzip-compressed: decompress it first \(gunzip\)",
+             "array.csv": r"a binary file, not text: a tenth of its first bytes are NUL"}
+    for name, raw in binaries.items():
+        (tmp_path / name).write_bytes(raw)
+        for errors in ("strict", "replace"):
+            with pytest.raises(DataError, match=rf"{name}: not UTF-8 \({hints[name]}\)$"):
+                prepare(_params(tmp_path / name, encoding_errors=errors), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
@@ -573,6 +595,14 @@ def test_an_extra_field_on_the_first_data_line_is_named_not_read_as_an_index(tmp
     if streamed:
         monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10)
     with pytest.raises(DataError, match=rf"^.*shifted{suffix}: line 2 has 3 fields but the header has 2: a text "
+                                        rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
+        sources.read_file(path)
+    # a comma in a text further down, after a text over two lines: named by its row as a spreadsheet shows it (it
+    # was pandas' "Error tokenizing data. C error: Expected 2 fields in line 6, saw 3")
+    rows = ["good", "positive"], ["bad", "negative"], ['"two\nlines"', "neutral"], ["ok", "positive"], \
+        [f"so{separator} that", "positive"]
+    path.write_text(f"text{separator}sentiment\n" + "".join(separator.join(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: row 6 has 3 fields but the header has 2: a text "
                                         rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
         sources.read_file(path)
     # every line ending in a separator (a spreadsheet's empty last column) is named as that, not as a missing quote
