@@ -77,6 +77,16 @@ def test_bad_rows_dropped_and_counted(tmp_path):
     assert sorted(rejected["row"]) == [4, 8, 12]  # 1-based data rows
 
 
+def test_an_undeclared_label_is_counted_once_however_it_is_spelt(tmp_path):
+    """Ratings 1-4 declared and a 5 in the data, some rows "5" and some "5.0": the summary counted 51 "unknown label
+    '5'" and 9 "unknown label '5.0'", though labels compare by value and it is one label."""
+    frame = pd.DataFrame({"text": [f"review number {i}" for i in range(90)],
+                          "stars": [1, 2, 3, 4, 5, 1, 2, 3, 4] * 10}).astype({"stars": object})
+    frame.loc[frame.index[frame["stars"] == 5][:3], "stars"] = "5.0"
+    report = prepare(_params(_csv(tmp_path, frame), label_column="stars", labels=[1, 2, 3, 4]), tmp_path / "prepared")
+    assert report["rejected_by_reason"] == {"unknown label '5'": 10}
+
+
 @pytest.mark.parametrize("column, value, reason", [("text", "", "empty text"),
                                                    # no visible character: zero-width space, NUL, no-break space
                                                    ("text", "\u200b \x00\u00a0", "empty text"),

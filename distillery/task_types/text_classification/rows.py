@@ -232,7 +232,7 @@ def clean(frame: pd.DataFrame, cfg: DataConfig, names: list[str], source_names: 
     reasons[odd] = raw_labels[odd].map(lambda v: f"label is not a single value ({_kind(v)})")
     reasons[(reasons == "") & keys.isna()] = "missing label"
     unknown = (reasons == "") & keys.notna() & ~keys.isin(list(label_ids))
-    reasons[unknown] = UNKNOWN_LABEL + raw_labels[unknown].astype(str).map(repr)
+    reasons[unknown] = UNKNOWN_LABEL + keys[unknown].astype(str).map(repr)  # as compared: 5 and 5.0 are one
     bad = reasons != ""
     rejected = [{"source": where, "row": int(row), "reason": reason}
                 for row, reason in zip(frame.loc[bad, "_row"], reasons[bad])]
