@@ -47,7 +47,9 @@ def check_classes(splits: dict, names: list[str], min_rows: int, description: st
     partial = {name: held for name, held in present.items() if held and len(held) < len(splits)}
     apart = {name: [s for s in ordered if s not in held] for name, held in partial.items()
              if any(other != name and not (held & theirs) for other, theirs in partial.items())}
-    untrained = {name: held for name, held in partial.items() if "train" in splits and "train" not in held}
+    # a class no train row holds, before data.max_samples took its rows too (that is the cap's hint, below)
+    untrained = {name: held for name, held in partial.items() if "train" in splits and "train" not in held
+                 and not (capped or {}).get("train", {}).get(names.index(name), 0)}
     rare = [(name, int(class_rows.get(i, 0))) for i, name in enumerate(names)  # a class with none: the refresh
             if name in short_names and 0 < class_rows.get(i, 0) < min_rows * len(splits)] if class_rows else []
     if len(names) * 2 > total:  # a label per row or nearly: an id or text column named as the labels

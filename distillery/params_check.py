@@ -85,7 +85,7 @@ def check_data_files(params) -> None:
     from pathlib import Path
 
     from distillery.sources import SUFFIXES, shown_columns
-    from distillery.text_files import column_hint
+    from distillery.file_hints import column_hint
     from distillery.tracked import require_tracked
 
     cfg, transfer = params.data, params.distill.transfer_set
@@ -167,7 +167,8 @@ JSON_READ_LIMIT = 200_000_000  # bytes: a larger JSON array's columns are left t
 def _check_first_line(path, key: str, strict: bool) -> None:
     """A text file's first line that is not UTF-8: the line ``prepare`` would give (``text_files.decode``). Under
     ``encoding_errors: replace`` (not ``strict``) only a UTF-16 file, which ``prepare`` refuses either way."""
-    from distillery.text_files import BOM, not_text_hint, not_utf8
+    from distillery.file_hints import not_text_hint
+    from distillery.text_files import BOM, not_utf8
 
     if path.suffix.lower() in (".parquet", ".pq"):
         return

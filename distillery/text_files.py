@@ -6,65 +6,35 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 import pandas as pd
 
 from distillery.errors import DataError
+from distillery.file_hints import REPLACEMENT, not_text_hint, note_replaced, replaced_counts
 
 BOM = codecs.BOM_UTF8
 
 
-NOT_TEXT = ((b"PAR1", "it is a Parquet file: give it the suffix .parquet"),
-            (b"PK\x03\x04", "it is a ZIP archive, as an Excel workbook (.xlsx) is: save the sheet as CSV UTF-8"),
-            (b"\x1f\x8b", "it is gzip-compressed: decompress it first (gunzip)"),
-            (b"\xd0\xcf\x11\xe0", "it is an old Excel workbook (.xls): save the sheet as CSV UTF-8"))
-
-
-def not_text_hint(raw: bytes) -> str:
-    """A hint for a data file that is not UTF-8 text whatever its errors setting: UTF-16 (Excel's "Unicode text",
-    by its byte-order mark), or a binary file by its first bytes (Parquet, a workbook, gzip) or a NUL byte."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return " (it starts with a UTF-16 byte-order mark: save it as UTF-8)"
-    for magic, hint in NOT_TEXT:
-        if raw.startswith(magic):
-            return f" ({hint})"
-    head = raw[:4096]  # a stray NUL in a text is that row's problem (rejected); many are a binary file's
-    return " (a binary file, not text: a tenth of its first bytes are NUL)" if head.count(0) * 10 > len(head) > 0 else ""
-
-
-def decode(path: Path, errors: str, raw: Union[bytes, None] = None) -> str:
+def decode(path: Path, errors: str, raw: Union[bytes, None] = None, note: bool = True) -> str:
     """The text of ``path`` (or of its bytes ``raw``, e.g. decompressed) read as UTF-8: ``errors`` ``strict`` or
     ``replace`` (data.encoding_errors); a byte that is not UTF-8 under ``strict`` is a ``DataError`` naming its
-    line."""
+    line. ``note``: say what ``replace`` replaced (not for a bundled corpus, which the user cannot re-encode)."""
     raw = path.read_bytes() if raw is None else raw
-    if not_text_hint(raw):  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
-        raise DataError(f"{path}: not UTF-8{not_text_hint(raw)}")
+    hint = not_text_hint(raw.split(b"\n", 1)[0])  # the first line, as a streamed read sees it
+    if hint:  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
+        raise DataError(f"{path}: not UTF-8{hint}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
     try:
         text = raw[bom:].decode("utf-8", errors=errors)
-        if errors == "replace":
-            replaced = text.count(REPLACEMENT) - raw.count(REPLACEMENT.encode())
-            note_replaced(path, replaced, sum(REPLACEMENT in line for line in text.split("\n")) if replaced else 0)
+        if errors == "replace" and note and REPLACEMENT in text:
+            note_replaced(path, *replaced_counts(text.split("\n"), raw[bom:].split(b"\n")))
         return text
     except UnicodeDecodeError as exc:
         start = bom + exc.start
         line = raw[:start].count(b"\n") + 1
         raise not_utf8(path, line, raw[start], start) from None
-
-
-REPLACEMENT = "\ufffd"  # what data.encoding_errors: replace puts for a byte sequence that is not UTF-8
-
-
-def note_replaced(path: Path, replaced: int, lines: int) -> None:
-    """Say how much of ``path`` data.encoding_errors: replace changed: a Windows-1252 export loses every accent."""
-    if replaced > 0:
-        print(f"prepare: note: {path}: {replaced:,} byte sequence(s) that are not UTF-8, on {lines:,} line(s), became "
-              f"{REPLACEMENT} (data.encoding_errors: replace); a file in another encoding (Windows-1252, Latin-1) "
-              "keeps its letters when re-encoded as UTF-8 first (iconv -f cp1252 -t utf-8)", file=sys.stderr,
-              flush=True)
 
 
 def not_utf8(path: Path, line: int, byte: int, offset: int) -> DataError:
@@ -98,8 +68,8 @@ class DecodedLines:
             raise not_utf8(self.path, self.line, raw[start + exc.start], self.offset + start + exc.start) from None
         self.offset += len(raw)
         if self.errors == "replace" and REPLACEMENT in text:
-            here = text.count(REPLACEMENT) - raw.count(REPLACEMENT.encode())
-            self.replaced, self.replaced_lines = self.replaced + max(here, 0), self.replaced_lines + (here > 0)
+            replaced, lines = replaced_counts([text], [raw[start:]])
+            self.replaced, self.replaced_lines = self.replaced + replaced, self.replaced_lines + lines
         return text
 
     def read(self, size: int = -1) -> str:
@@ -260,11 +230,21 @@ def check_header_fields(frame: pd.DataFrame, path: Path, kind: str) -> None:
         return
     fields, header = frame.index.nlevels + len(frame.columns), len(frame.columns)
     separator = "tab" if kind == "tsv" else "comma"
-    if fields == header + 1 and len(frame) and frame[frame.columns[-1]].isna().all():  # shifted: the extra is last
+    if fields == header + 1 and len(frame) and frame[frame.columns[-1]].isna().all() and _every_line_ends_with(
+            path, "\t" if kind == "tsv" else ","):  # shifted, the extra field empty on every line: not a quote missing
         raise DataError(f"{path}: every row has {fields} fields but the header has {header}: each line ends with a "
                         f"{separator} (an empty last field); remove it, or name that column in the header")
     raise DataError(f"{path}: line 2 has {fields} fields but the header has {header}: a text holding a {separator} "
                     f"must be quoted (\"...\")")
+
+
+def _every_line_ends_with(path: Path, separator: str) -> bool:
+    """Whether every record of ``path`` after its header has one field more than the header, and that one empty."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        records = csv.reader(handle, delimiter=separator)
+        header = len(next(records, []))
+        rows = [row for row in records if any(field.strip() for field in row)]
+    return bool(rows) and all(len(row) == header + 1 and row[-1] == "" for row in rows)
 
 
 def check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
@@ -279,37 +259,3 @@ def check_tsv_rows(frame: pd.DataFrame, path: Path) -> None:
             raise DataError(f"{path}: row {row} (column {column!r}) holds a tab: a quote (\") at the start of a "
                             "field opened a quoted field that joined the lines up to the next quote into one row; "
                             "write such a quote as two quotes (\"\") or quote the whole field")
-
-
-def column_hint(column: str, columns: list) -> str:
-    """A hint for a configured column the file lacks: a column differing only in case or spacing, or spelt with other
-    Unicode code points (a macOS export writes accents decomposed, NFD), which look alike in an error line."""
-    import unicodedata
-
-    def plain(name, form=None):
-        name = unicodedata.normalize(form, str(name)) if form else str(name)
-        return " ".join(name.casefold().split())
-
-    if len(columns) == 1 and str(columns[0]).lower().startswith("sep="):
-        return (f"the first line {str(columns[0])!r} is Excel's delimiter line, not a header: remove it and save the "
-                "file comma-separated")
-    separators = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
-    found = [word for mark, word in separators.items() if len(columns) == 1 and mark in str(columns[0])]
-    if found:
-        return (f"the header was read as one column: its fields look separated by {found[0]}, not commas; save the "
-                "file comma-separated" + (" or name it .tsv" if found[0] == "tabs" else ""))
-    for name in columns:
-        if plain(name) == plain(column):
-            return f"did you mean {name!r}? column names are matched exactly"
-    for name in columns:
-        if plain(name, "NFKC") == plain(column, "NFKC"):
-            return (f"did you mean {name!r}? It looks alike but is spelt with other Unicode code points (accents as "
-                    "separate marks, as macOS exports write them): copy the name from the file, or save its header "
-                    "in NFC form")
-    return ""
-
-
-def first_character(path: Path) -> str:
-    """The first character of ``path`` that is not white space (or a byte order mark), as bytes read."""
-    with open(path, "rb") as handle:
-        return handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]

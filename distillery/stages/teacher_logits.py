@@ -205,7 +205,8 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
         manifest = {**fingerprint(teacher_dir, prepared_dir, max_length, task.settings()), "rows": rows, **counts,
                     "num_labels": int(model.config.num_labels), "max_length": max_length,
                     "asked": {"logits_precision": params.teacher.logits_precision,  # auto: what it chose is below
-                              "logits_runtime": params.teacher.logits_runtime}, **ran, "precision": ran.get("precision") or precision.resolve(_autocast(params, ran["runtime"])),
+                              "logits_runtime": params.teacher.logits_runtime},
+                    **ran, "precision": ran.get("precision") or precision.resolve(_autocast(params, ran["runtime"])),
                     "augment": {"settings": augment_settings(params),
                                 "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
         write_json(scratch / "manifest.json", manifest)

@@ -668,6 +668,12 @@ def test_params_check_finds_a_missing_data_file_or_column_before_dvc_removes_the
     assert check("data/raw/wide.csv") == utf16
     base = base.replace("  encoding_errors: strict ", "  encoding_errors: replace ", 1)  # which reads no UTF-16
     assert "encoding_errors: replace" in base and check("data/raw/wide.csv") == utf16
+    # a Parquet file under a .csv name is named as one, by the check too
+    import pandas as pd
+
+    pd.DataFrame({"body": ["chess"], "topic": [1]}).to_parquet(tmp_path / "data/raw/table.csv")
+    assert check("data/raw/table.csv") == (2, f"distillery params: error: {path}: data.source: data/raw/table.csv: not "
+                                              "UTF-8 (it is a Parquet file: give it the suffix .parquet)\n")
 
 
 def test_params_check_finds_what_prepare_would_refuse_in_a_transfer_file_or_a_source_before_dvc_runs_it(

@@ -113,17 +113,28 @@ def test_missing_column_is_named(tmp_path):
                                         r"\(did you mean 'label'\? column names are matched exactly\)$"):
         prepare(_params(source, label_column="Label"), tmp_path / "prepared")
     # a .csv of other separators (a European Excel's semicolons, tabs) or with Excel's "sep=" line first
-    one_column = r"the header was read as one column: its fields look separated by {}, not commas; save the file " \
-        r"comma-separated"
-    for name, text, hint in (
-            ("semi.csv", "text;sentiment\ngood day;positive\n", one_column.format("semicolons") + r"\)$"),
-            ("tabs.csv", "text\tsentiment\ngood day\tpositive\n", one_column.format("tabs") + r" or name it .tsv\)$"),
-            ("excel.csv", "sep=;\ntext;sentiment\ngood day;positive\n", r"the first line 'sep=;' is Excel's delimiter "
-                                                                        r"line, not a header: remove it")):
+    one_column = r"the header was read as one column: its fields look separated by {}; save the file with commas " \
+        r"as .csv or with tabs as .tsv\)$"
+    excel = r"the first line \(sep=...\) is Excel's separator line, not a header: remove it and save the file with " \
+        r"commas as .csv or with tabs as .tsv\)$"
+    for name, text, hint in (("semi.csv", "text;sentiment\ngood day;positive\n", one_column.format("semicolons")),
+                             ("semi.tsv", "text;sentiment\ngood day;positive\n", one_column.format("semicolons")),
+                             ("tabs.csv", "text\tsentiment\ngood day\tpositive\n", one_column.format("tabs")),
+                             ("bars.csv", "text|sentiment\ngood day|positive\n", one_column.format("vertical bars")),
+                             ("excel.csv", "sep=;\ntext;sentiment\ngood day;positive\n", excel),
+                             ("comma.csv", "sep=,\ntext,sentiment\ngood day,positive\n", excel)):  # 2 columns
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=r"data.text_column 'text' not found; the columns are \[.*\] \(" + hint):
             prepare(_params(tmp_path / name), tmp_path / "prepared")
+    # a first column named PAR1 is a CSV's, not a Parquet file's magic number
+    (tmp_path / "par.csv").write_text("PAR1,text,sentiment\n" + "".join(f"{i},good day {i},positive\n"
+                                                                       for i in range(3)))
+    assert read_file(tmp_path / "par.csv")["text"].tolist() == ["good day 0", "good day 1", "good day 2"]
     # a header a macOS export wrote in NFD ("E" + U+0301) against params.yaml's NFC: the two look alike in the line
+    # (full-width letters are another matter: no hint that would not fix them)
+    source = _csv(tmp_path, make_texts(30).rename(columns={"sentiment": "\uff4c\uff41\uff42\uff45\uff4c"}))
+    with pytest.raises(DataError, match=r"data.label_column 'label' not found; the columns are \[.*\]$"):
+        prepare(_params(source, label_column="label"), tmp_path / "prepared")
     source = _csv(tmp_path, make_texts(30).rename(columns={"sentiment": "E\u0301tiquette"}))
     with pytest.raises(DataError, match=r"data.label_column '\u00c9tiquette' not found; .* \(did you mean "
                                         r"'E\u0301tiquette'\? It looks alike but is spelt with other Unicode code "
@@ -184,11 +195,17 @@ def test_non_utf8_names_the_line(tmp_path):
              "book.csv": r"it is a ZIP archive, as an Excel workbook \(.xlsx\) is: save the sheet as CSV UTF-8",
              "packed.csv": r"it is gzip-compressed: decompress it first \(gunzip\)",
              "array.csv": r"a binary file, not text: a tenth of its first bytes are NUL"}
+    from distillery import sources
+
     for name, raw in binaries.items():
         (tmp_path / name).write_bytes(raw)
-        for errors in ("strict", "replace"):
-            with pytest.raises(DataError, match=rf"{name}: not UTF-8 \({hints[name]}\)$"):
-                prepare(_params(tmp_path / name, encoding_errors=errors), tmp_path / "prepared")
+        for errors, streamed in (("strict", False), ("replace", False), ("strict", True)):
+            sources.STREAM_THRESHOLD_BYTES, threshold = (10 if streamed else 10 ** 9), sources.STREAM_THRESHOLD_BYTES
+            try:
+                with pytest.raises(DataError, match=rf"{name}: not UTF-8 \({hints[name]}\)$"):
+                    prepare(_params(tmp_path / name, encoding_errors=errors), tmp_path / "prepared")
+            finally:
+                sources.STREAM_THRESHOLD_BYTES = threshold
     assert not (tmp_path / "prepared").exists()
 
 
@@ -294,6 +311,18 @@ def test_every_split_short_of_a_class_is_named_in_one_error(tmp_path):
         check_classes(splits, ["a", "b"], 2, "data.csv", capped={"train": {0: 500, 1: 1}})
     assert str(raised.value).endswith("; with 14 rows in all (490 more before data.max_samples), give the smaller "
                                       "splits more rows (data.split_fractions) or lower data.min_rows_per_class"), \
+        str(raised.value)
+    # a class the cap took out of train entirely is the cap's doing, not a class the data has no train rows of
+    splits = {"train": pd.DataFrame({LABEL: [0] * 50 + [1] * 50}), "validation": pd.DataFrame({LABEL: [0, 1, 2] * 2}),
+              "test": pd.DataFrame({LABEL: [0, 1, 2] * 2})}
+    with pytest.raises(DataError) as raised:
+        check_classes(splits, ["a", "b", "c"], 2, "data.csv", capped={"train": {0: 5000, 1: 4997, 2: 3}})
+    assert str(raised.value).endswith("; data.max_samples caps 'train' at 100 of its 10,000 rows: raise the cap (or "
+                                      "set it to null), or lower data.min_rows_per_class"), str(raised.value)
+    with pytest.raises(DataError) as raised:  # without rows of it before the cap either: it is never trained on
+        check_classes(splits, ["a", "b", "c"], 2, "data.csv", capped={"train": {0: 5000, 1: 5000}})
+    assert str(raised.value).endswith("; 'c' has rows in 'validation', 'test' but none in 'train': no model learns a "
+                                      "class it never trains on; add training rows of it, or remove its rows"), \
         str(raised.value)
 
 
@@ -529,12 +558,13 @@ def test_a_streamed_file_that_is_not_utf8_still_names_the_line(tmp_path, monkeyp
     # data.encoding_errors: replace says how much it replaced, read whole or streamed (a U+FFFD in the file is not
     # counted)
     line = "caf\xe9 na\xefve ".encode("cp1252") + "\ufffd".encode() + b",positive\n"  # two cp1252 bytes, one U+FFFD
-    (tmp_path / "cp1252.csv").write_bytes(b"text,sentiment\n" + line * 3)
+    literal = "good \ufffd,positive\n".encode()  # a U+FFFD of the file's own: its line is not counted
+    (tmp_path / "cp1252.csv").write_bytes(b"text,sentiment\n" + literal + line * 3 + literal)
     (tmp_path / "clean.csv").write_bytes(b"text,sentiment\n" + "good \ufffd".encode() + b",positive\n")
     for streamed in (False, True):
         monkeypatch.setattr(sources, "STREAM_THRESHOLD_BYTES", 10 if streamed else 10 ** 9)
         assert sources.read_file(tmp_path / "cp1252.csv", "replace")["text"].tolist() == \
-            ["caf\ufffd na\ufffdve \ufffd"] * 3
+            ["good \ufffd"] + ["caf\ufffd na\ufffdve \ufffd"] * 3 + ["good \ufffd"]
         assert f"{tmp_path / 'cp1252.csv'}: 6 byte sequence(s) that are not UTF-8, on 3 line(s), became \ufffd " \
                "(data.encoding_errors: replace)" in capsys.readouterr().err, streamed
         assert sources.read_file(tmp_path / "clean.csv", "replace")["text"].tolist() == ["good \ufffd"]
@@ -612,7 +642,22 @@ def test_an_extra_field_on_the_first_data_line_is_named_not_read_as_an_index(tmp
     rows = ["good", "positive"], ["bad", "negative"], ['"two\nlines"', "neutral"], ["ok", "positive"], \
         [f"so{separator} that", "positive"]
     path.write_text(f"text{separator}sentiment\n" + "".join(separator.join(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: row 6 has 3 fields but the header has 2: a text "
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: row 5 has 3 fields but the header has 2: a text "
+                                        rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
+        sources.read_file(path)  # row 5 as prepare numbers rows (from 1 after the header), in rejected.csv too
+    # an extra field on line 2 and more on a later line: pandas expected the header's fields and one (it took the
+    # first for an index); the first problem is line 2, and the header's count is the header's
+    rows = [f"so{separator} that", "positive"], ["good", "positive"], \
+        [f"very{separator} very{separator} bad", "negative"]
+    path.write_text(f"text{separator}sentiment\n" + "".join(separator.join(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: line 2 has 3 fields but the header has 2: a text "
+                                        rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
+        sources.read_file(path)
+    # trailing commas on some lines only, and a comma in a text: not "each line ends with a comma"
+    rows = [f"so{separator} that", "positive", ""], ["good", "positive", ""], ["bad", "negative", ""]
+    path.write_text(f"text{separator}sentiment{separator}note\n" + "".join(separator.join(r) + "\n" for r in rows),
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^.*shifted{suffix}: line 2 has 4 fields but the header has 3: a text "
                                         rf"holding a {'tab' if suffix == '.tsv' else 'comma'} must be quoted"):
         sources.read_file(path)
     # every line ending in a separator (a spreadsheet's empty last column) is named as that, not as a missing quote
@@ -649,6 +694,12 @@ def test_a_tsv_written_without_quoting_keeps_the_quotes_of_its_texts(tmp_path, m
     monkeypatch.setattr(sources, "is_raw_tsv", scan)
     monkeypatch.setattr(text_files, "is_raw_tsv", scan)
     assert read["text"].tolist() == ["so great", '"we lost" he said', '"fine"', 'he said "hi"', '""']
+    # such a TSV cannot quote a tab: a row with one more field is told so, not to quote it
+    path.write_text(path.read_text(encoding="utf-8") + '"so\tthat"\tpositive\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 6 has 3 fields but the header has 2: this TSV is read without quoting \("
+                                        r"a text of it opens with a quote that closes before the field ends\), so a "
+                                        r"text cannot hold a tab; replace the tabs in its texts$"):
+        sources.read_file(path)
     assert read["sentiment"].tolist() == ["positive", "negative", "neutral", "positive", "neutral"]
     # A TSV written with quoting (pandas, Python's csv module) is still read with it: quotes and newlines
     frame = pd.DataFrame({"text": ['say ""hi""', '"quoted whole"', '"a" b', "two\nlines", "plain"],
@@ -780,9 +831,11 @@ def test_a_broken_json_line_is_named_by_its_line(tmp_path, suffix, broken, messa
 def test_a_json_array_saved_as_jsonl_is_refused_with_the_suffix_it_needs_and_json_lines_as_json_are_read(tmp_path):
     rows = make_texts(30).to_dict("records")
     (tmp_path / "array.jsonl").write_text("\ufeff [\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
-    with pytest.raises(DataError, match=rf"^{tmp_path / 'array.jsonl'}: one JSON array, not JSON lines \(one object "
-                                        r"per line\): give it the suffix .json$"):
-        prepare(_params(tmp_path / "array.jsonl"), tmp_path / "prepared")
+    (tmp_path / "line.jsonl").write_text(json.dumps(rows))  # on one line, which pandas reads as one row of objects
+    for name in ("array.jsonl", "line.jsonl"):
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: one JSON array, not JSON lines \(one object per "
+                                            r"line\): give it the suffix .json$"):
+            prepare(_params(tmp_path / name), tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
     (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     prepare(_params(tmp_path / "lines.json"), tmp_path / "prepared")

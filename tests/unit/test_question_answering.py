@@ -275,6 +275,14 @@ def test_json_lines_saved_as_json_are_read_and_a_document_saved_as_jsonl_is_refu
     (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert reading.read_file(tmp_path / "lines.json")[reading.COLUMNS].map(
         lambda v: list(v) if isinstance(v, (list, np.ndarray)) else v).equals(expected[reading.COLUMNS])
+    # one broken line among them is named, as in a .jsonl file (it was "line 2: Extra data")
+    (tmp_path / "broken.json").write_text("\n".join([json.dumps(r) for r in records] + ['{"id": "b" "question": 1}']))
+    with pytest.raises(DataError, match=rf"broken.json: line {len(records) + 1} is not valid JSON \(Expecting ',' "):
+        reading.read_file(tmp_path / "broken.json")
+    # a .jsonl of arrays, one a line, is named by its first line, not sent to .json (where it would fail again)
+    (tmp_path / "arrays.jsonl").write_text('["q", "c"]\n["q2", "c2"]\n')
+    with pytest.raises(DataError, match=r"arrays.jsonl: line 1 is a JSON list, not an object of columns"):
+        reading.read_file(tmp_path / "arrays.jsonl")
     (tmp_path / "other.json").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n')
     with pytest.raises(DataError, match=r"other.json: column 'context' not found; the columns are \['text', 'label'\]"):
         reading.read_file(tmp_path / "other.json")

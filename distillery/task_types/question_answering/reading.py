@@ -152,7 +152,7 @@ def read_file(path: Union[str, Path], errors: str = "strict") -> pd.DataFrame:
     name = path.name.lower().removesuffix(".gz")
     text = _open_text(path, errors)
     if name.endswith(".jsonl"):
-        if text.lstrip().startswith("[") or (text.lstrip().startswith("{") and _squad_document(text)):
+        if text.lstrip().startswith(("[", "{")) and _one_document(text):  # lines of arrays are named by line
             raise DataError(f"{path}: one JSON document (a SQuAD-format {{\"data\": [...]}} or an array), not JSON "
                             "lines (one object per line): give it the suffix .json")
         return _json_lines(text, path)
@@ -161,12 +161,13 @@ def read_file(path: Union[str, Path], errors: str = "strict") -> pd.DataFrame:
             return squad_rows(json.loads(text), str(path))
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # JSON lines saved as .json: read as such (text classification does too)
+                lines = text.split("\n")
+                first = next((line for line in lines if line.strip()), "")
                 try:
-                    numbered = list(json_objects(text.split("\n"), str(path)))
+                    return _flat(list(json_objects(lines, str(path))), path)
                 except DataError:
-                    numbered = None
-                if numbered:
-                    return _flat(numbered, path)
+                    if isinstance(_parsed(first), dict):  # JSON lines, one of them broken: that line is named
+                        raise
             raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {json_problem(exc)})") from None
     raise DataError(f"{path}: {UNSUPPORTED}")
 
@@ -180,13 +181,19 @@ def _flat(numbered: list, path: Path) -> pd.DataFrame:
     return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
 
 
-def _squad_document(text: str) -> bool:
-    """Whether ``text`` is one JSON object with a ``data`` list: a SQuAD-format file, whatever its lines."""
+def _parsed(text: str):
+    """``text`` as JSON, or None where it is not."""
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return False
-    return isinstance(document, dict) and isinstance(document.get("data"), list)
+        return None
+
+
+def _one_document(text: str) -> bool:
+    """Whether ``text`` is one JSON array, or one object with a ``data`` list (a SQuAD-format file), whatever its
+    lines: a .json file's content under a .jsonl name."""
+    document = _parsed(text)
+    return isinstance(document, list) or (isinstance(document, dict) and isinstance(document.get("data"), list))
 
 
 def read_hub(dataset_id: str, config: Union[str, None]) -> dict[str, pd.DataFrame]:
