@@ -1,11 +1,9 @@
 """``python -m distillery <stage>``: the same stage functions ``dvc.yaml`` and the Prefect tasks call."""
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -13,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from distillery.cli_args import COMMANDS, PROFILE_COMMAND, REGISTRY_COMMANDS, parse
-from distillery.errors import DistilleryError, EnvironmentFailure, TransientError
+from distillery.errors import DistilleryError
+from distillery.known_causes import known_cause
 from distillery.stages import STAGES, stage_function, stage_summary
 
 
@@ -109,93 +108,6 @@ def run_locked(stage: str, params_path: str = "params.yaml", run: Optional[Calla
         if mine is not None:  # this stage holds the lock: no flow run is live here (its children pass with None)
             refuse_leftover_overrides(stage)
         return run()
-
-
-def _causes(exc: BaseException, context: bool = True) -> list[BaseException]:
-    """``exc`` and what it wraps (``raise ... from``, SQLAlchemy's ``orig`` and, with ``context``, the exception
-    being handled when it was raised)."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo and len(seen) < 20:
-        item = todo.pop(0)
-        if item is None or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo += [item.__cause__, item.__context__ if context else None, getattr(item, "orig", None)]
-    return [item for item in seen if isinstance(item, BaseException)]
-
-
-def _store() -> str:
-    from distillery.tracking import redact_uri, tracking_uri
-
-    return redact_uri(tracking_uri(Path.cwd()))
-
-
-def known_cause(exc: BaseException) -> Optional[DistilleryError]:
-    """A one-line error of the right class for a few well-known causes of an unexpected exception, else None.
-
-    - no space left on device (``OSError`` ENOSPC or EDQUOT, or a library's error saying so), a read-only file
-      system, a file-size limit or a permission refused (EROFS, EFBIG, EACCES, EPERM): ``EnvironmentFailure``
-      naming the path (exit 4, not retried);
-    - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
-    - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
-      (exit 3, retried);
-    - a tracking URI of a scheme MLflow has no store for (``htp://``): ``ConfigError`` naming it (exit 2).
-    """
-    import sqlite3
-
-    from distillery.tracking import redact_uri
-
-    if type(exc).__name__ in ("UnsupportedModelRegistryStoreURIException", "UnsupportedTrackingStoreURIException"):
-        from distillery.errors import ConfigError
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-        return ConfigError(f"MLFLOW_TRACKING_URI {redact_uri(uri)!r} names no store MLflow knows: use http:// or "
-                           "https:// (a tracking server), sqlite:/// or postgresql:// (a database), or unset it for "
-                           "the project's own store")
-
-    causes = _causes(exc)
-    texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)
-    for cause in causes:
-        full = (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-            type(cause).__name__ == "SafetensorError" and "No space left on device" in str(cause))  # Rust's error
-        if full:
-            path = getattr(cause, "filename", None) or getattr(cause, "filename2", None)
-            where = (f"writing {path}" if path else
-                     f"writing under {Path.cwd()} ({shutil.disk_usage(Path.cwd()).free / 1e6:.0f} MB free)")
-            what = "disk quota exceeded" if getattr(cause, "errno", None) == errno.EDQUOT else "no space left on device"
-            return EnvironmentFailure(f"{what} {where}; free some space and run the stage again (nothing was "
-                                      "retried)")
-    # raised by the failure itself or wrapping it (not an unrelated bug raised while handling one), with a path to
-    # name (os.kill's EPERM has none: that stays a traceback)
-    for cause in _causes(exc, context=False):
-        if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM) and \
-                (cause.filename or cause.filename2):
-            path = cause.filename or cause.filename2
-            why = {errno.EROFS: "cannot write {}: the file system is read-only",
-                   errno.EFBIG: "cannot write {}: the file grew past this process's size limit (ulimit -f)"}.get(
-                cause.errno, "cannot use {}: permission denied").format(path)
-            return EnvironmentFailure(f"{why}; fix it and run the stage again (nothing was retried)")
-    if "database or disk is full" in texts:
-        return EnvironmentFailure(f"the SQLite store {_store()} cannot grow (database or disk is full); free some "
-                                  "space and run the stage again (nothing was retried)")
-    for marker in ("file is not a database", "database disk image is malformed"):
-        if marker in texts and any(isinstance(c, sqlite3.DatabaseError) or "sqlite" in type(c).__module__ + str(c)
-                                   for c in causes):
-            return EnvironmentFailure(f"the SQLite store {_store()} is unreadable ({marker}); restore it from a "
-                                      "backup or point MLFLOW_TRACKING_URI at another store")
-    if "database is locked" in texts:
-        return TransientError(f"the SQLite store {_store()} is locked by another process (database is locked); "
-                              "run the stage again")
-    import socket
-
-    for cause in causes:
-        if isinstance(cause, (ConnectionError, socket.timeout, TimeoutError)) or type(cause).__name__ in (
-                "ConnectionError", "ConnectTimeout", "ReadTimeout", "NewConnectionError", "MaxRetryError"):
-            return TransientError(f"a connection failed ({type(cause).__name__}: "
-                                  f"{redact_uri(str(cause)).splitlines()[0][:200] if str(cause) else 'no detail'}); "
-                                  f"tracking store {_store()}")
-    return None
 
 
 class Terminated(SystemExit):

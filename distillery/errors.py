@@ -1,7 +1,7 @@
 """Errors the CLI prints as one line. Bad input exits with code 2 (never retried); a transient failure
 (``TransientError``) exits with code 3, which the Prefect flow retries; a broken environment
 (``EnvironmentFailure``: a full disk, a corrupt store) exits with code 4, never retried. An unexpected
-exception prints its traceback and exits with code 1, never retried either (see ``distillery.cli.known_cause``
+exception prints its traceback and exits with code 1, never retried either (see ``distillery.known_causes.known_cause``
 for the few well-known causes that get a one-line error instead)."""
 from __future__ import annotations
 

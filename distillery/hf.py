@@ -72,9 +72,13 @@ def from_pretrained(loader, name: str, key: str, **kwargs):
         return loaded
     except Exception as exc:  # noqa: BLE001 - httpx's ProxyError is no OSError: a proxy refusing the Hub is an outage
         unreachable = not local and hub_unreachable(exc)
-        if not isinstance(exc, (OSError, ValueError)) and not unreachable:
+        damaged = type(exc).__name__ == "SafetensorError"  # a weights file cut short or overwritten
+        if not isinstance(exc, (OSError, ValueError)) and not unreachable and not damaged:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if damaged:
+            raise ModelError(f"{key}: cannot load {name!r}: its weights file is damaged ({message}); run the stage "
+                             "that wrote it again (dvc repro)") from None
         if unreachable:
             cache = "" if hub_out_of_reach() else " (or the model in the HF cache with HF_HUB_OFFLINE=1)"
             raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for {name!r} ({message}); retry once it "

@@ -111,8 +111,11 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
         except PermissionError:
             raise  # not a broken file: running the pass again would not help
         except (OSError, ValueError, EOFError) as exc:  # cut short (a full disk, a kill), or overwritten
-            raise CacheError(f"{path}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
-                             "); run `dvc repro teacher_logits` (or `python -m distillery teacher_logits`)") from None
+            import textwrap
+
+            said = textwrap.shorten(str(exc).splitlines()[0], 120, placeholder=" ...") if str(exc) else ""
+            raise CacheError(f"{path}: unreadable ({said or type(exc).__name__}); run `dvc repro teacher_logits` (or "
+                             "`python -m distillery teacher_logits`)") from None
     counts = manifest.get("outputs", manifest["rows"])  # outputs per part, when they are not one per row
     for part, logits in cached.items():
         if len(logits) != counts[part]:
@@ -122,4 +125,9 @@ def load_cached_logits(logits_dir: Union[str, Path], teacher_dir: Union[str, Pat
         if not finite.all():  # QA pads with -1e4, never NaN: a NaN or +inf is a broken teacher or a broken file
             raise CacheError(f"{logits_dir / (part + '.npy')}: holds values that are not finite numbers (NaN or "
                              "infinity); the teacher's pass broke or the file did: run `dvc repro teacher_logits`")
+    for part in cached:  # a well-formed file of the right shape that is not the pass's (older caches: not recorded)
+        path = logits_dir / f"{part}.npy"
+        if part in manifest.get("files", {}) and sha256_files([path]) != manifest["files"][part]:
+            raise CacheError(f"{path}: not the file teacher_logits wrote (its sha256 is not the manifest's); run "
+                             "`dvc repro teacher_logits` (or `python -m distillery teacher_logits`)")
     return cached

@@ -208,7 +208,8 @@ def teacher_logits(params: Params, teacher_dir: Union[str, Path] = TEACHER_DIR,
                               "logits_runtime": params.teacher.logits_runtime},
                     **ran, "precision": ran.get("precision") or precision.resolve(_autocast(params, ran["runtime"])),
                     "augment": {"settings": augment_settings(params),
-                                "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])}}
+                                "texts": sha256_files([scratch / f"{AUGMENTED}.parquet"])},
+                    "files": {part: sha256_files([scratch / f"{part}.npy"]) for part in cached}}
         write_json(scratch / "manifest.json", manifest)
     return manifest
 

@@ -150,6 +150,20 @@ def test_cli_a_full_disk_in_a_library_a_read_only_tree_and_a_file_size_limit_are
         def refused(number=number):
             raise OSError(number, os.strerror(number), target)
         _cli_fails(monkeypatch, capsys, refused, 4, said, "nothing was retried")
+    # a size limit met where no file is named (pyarrow's OSError, safetensors' Rust error): a trial's traceback
+    for failure in (OSError(27, "Error writing bytes to file. Detail: [errno 27] File too large"),
+                    SafetensorError("Error while serializing: I/O error: File too large (os error 27)")):
+        def limited(failure=failure):
+            raise failure
+        _cli_fails(monkeypatch, capsys, limited, 4, f"a file written under {cli_project} grew past this process's "
+                   "size limit (ulimit -f ", "); raise the limit", "nothing was retried")
+    # a HOME that is a file (its ~/.cache cannot be made): the path and HOME named
+    monkeypatch.setenv("HOME", str(cli_project / "params.yaml"))
+
+    def not_a_directory():
+        (Path.home() / ".cache" / "distillery").mkdir(parents=True)
+    _cli_fails(monkeypatch, capsys, not_a_directory, 4, f"cannot use {cli_project / 'params.yaml'}", "a part of that "
+               f"path is a file, not a directory (HOME is {cli_project / 'params.yaml'})")
     # no path to name (os.kill's EPERM), or a bug raised while one was handled: not this failure
     from distillery.cli import known_cause
 
@@ -161,6 +175,29 @@ def test_cli_a_full_disk_in_a_library_a_read_only_tree_and_a_file_size_limit_are
             {}["missing"]
     except KeyError as bug:
         assert known_cause(bug) is None
+
+
+def test_cli_a_failure_on_a_nearly_full_disk_and_a_store_that_cannot_write_are_one_line(cli_project, monkeypatch,
+                                                                                          capsys):
+    """A full disk that a library masks (ONNX Runtime read back its own cut-short file: "Wire format was corrupt"),
+    and SQLite's "disk I/O error" at a size limit, were tracebacks of 40 to 200 lines (a trial)."""
+    from distillery import known_causes
+
+    class DecodeError(Exception):
+        pass
+
+    def masked():
+        raise DecodeError("Error parsing message with type 'onnx.ModelProto': Wire format was corrupt")
+    monkeypatch.setattr(known_causes.shutil, "disk_usage", lambda place: SimpleNamespace(free=450_000))
+    _cli_fails(monkeypatch, capsys, masked, 4, f"DecodeError while {cli_project} has 0.5 MB free: the disk is full, "
+               "most likely")
+    monkeypatch.setattr(known_causes.shutil, "disk_usage", lambda place: SimpleNamespace(free=50_000_000_000))
+    assert known_causes.known_cause(DecodeError("Wire format was corrupt")) is None  # with room: not the disk
+
+    def io_error():
+        raise sqlite3.OperationalError("disk I/O error")
+    _cli_fails(monkeypatch, capsys, io_error, 4, f"the SQLite store sqlite:///{cli_project / 'mlruns'}",
+               "could not write (disk I/O error): its disk may be full or a size limit (ulimit -f) reached")
 
 
 def test_cli_a_store_that_is_not_a_database_is_one_line_naming_the_store_exit_4(cli_project, monkeypatch, capsys):

@@ -94,6 +94,12 @@ def test_a_cut_or_broken_cache_file_and_a_cut_split_are_named_in_one_line(cached
     np.save(path, np.full((60, 3), np.nan, dtype=np.float32))
     with pytest.raises(CacheError, match=r"train.npy: holds values that are not finite numbers"):
         load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
+    # well formed, the right shape, finite, but not the pass's: zeros (a trial's hand-run distill trained on them)
+    np.save(path, np.zeros((60, 3), dtype=np.float32))
+    assert len(path.read_bytes()) == len(whole)
+    with pytest.raises(CacheError, match=r"train.npy: not the file teacher_logits wrote \(its sha256 is not the "
+                                         r"manifest's\); run `dvc repro teacher_logits`"):
+        load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)
     path.write_bytes(whole)
     assert len(logits) and load_cached_logits(root / "logits", root / "teacher", root / "prepared", 32)["train"].shape \
         == (60, 3)

@@ -1,4 +1,6 @@
 """Student construction: layer selection copies the source's weights exactly; bad names fail clearly."""
+import shutil
+
 import pytest
 import torch
 
@@ -173,3 +175,17 @@ def test_layers_of_a_teacher_whose_tokenizer_has_no_pad_token(tmp_path):
     assert batch["input_ids"].tolist() == [[2, 4], [3, 0]]
     with torch.no_grad():
         assert student(**batch).logits.shape == (2, 3)
+
+
+def test_a_cut_short_weights_file_is_one_line_naming_the_model(tiny_bert, tmp_path):
+    """A truncated model.safetensors was safetensors' traceback ("incomplete metadata, file not fully covered")."""
+    from distillery.errors import ModelError
+    from distillery.hf import from_pretrained
+    from transformers import AutoModel
+
+    shutil.copytree(tiny_bert, tmp_path / "student")
+    weights = tmp_path / "student" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ModelError, match=rf"^models/student: cannot load '{tmp_path / 'student'}': its weights file is "
+                                         r"damaged \(.*\); run the stage that wrote it again \(dvc repro\)$"):
+        from_pretrained(AutoModel, str(tmp_path / "student"), "models/student")
