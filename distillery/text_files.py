@@ -22,7 +22,8 @@ def decode(path: Path, errors: str, raw: Union[bytes, None] = None, note: bool =
     ``replace`` (data.encoding_errors); a byte that is not UTF-8 under ``strict`` is a ``DataError`` naming its
     line. ``note``: say what ``replace`` replaced (not for a bundled corpus, which the user cannot re-encode)."""
     raw = path.read_bytes() if raw is None else raw
-    hint = not_text_hint(raw.split(b"\n", 1)[0])  # the first line, as a streamed read sees it
+    end = raw.find(b"\n", 0, 8192)
+    hint = not_text_hint(raw[:end if end >= 0 else 8192])  # the first line, as a streamed read sees it
     if hint:  # with errors=replace too: UTF-16 read as UTF-8 is NUL bytes between letters, not text
         raise DataError(f"{path}: not UTF-8{hint}")
     bom = len(BOM) if raw.startswith(BOM) else 0  # a byte-order mark (Excel, Notepad) is not part of the data
