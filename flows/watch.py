@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from distillery.errors import ConfigError, DataError
 from distillery.files import write_json
+from distillery.tracking import redact_uri
 
 STATE_PATH = Path(".distillery") / "watch_state.json"
 
@@ -92,8 +93,8 @@ def require_server(timeout_s: float = 5.0) -> str:
         if response.status_code not in (401, 403):  # a server (or its proxy) guarding /health too answers: the
             response.raise_for_status()              # access check below says whether it takes this client
     except httpx.HTTPError as exc:
-        raise ServerUnavailable(f"the Prefect server at {url} does not answer ({type(exc).__name__}: {exc}); "
-                                "start it or fix PREFECT_API_URL", exit_code=3) from None
+        raise ServerUnavailable(f"the Prefect server at {redact_uri(url)} does not answer ({type(exc).__name__}: "
+                                f"{redact_uri(str(exc))}); start it or fix PREFECT_API_URL", exit_code=3) from None
     _require_access(url)
     return url
 
@@ -112,7 +113,7 @@ def _require_access(url: str) -> None:
         if status is None:
             return  # not a refusal: the event's own send says what went wrong
     if status in (401, 403):
-        raise ServerUnavailable(f"the Prefect server at {url} refused this client ({status}): set "
+        raise ServerUnavailable(f"the Prefect server at {redact_uri(url)} refused this client ({status}): set "
                                 "PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) to the server's", exit_code=2)
 
 

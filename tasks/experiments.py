@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,33 @@ def check_allowed(overrides: dict[str, Any], params_path: Path) -> None:
                            "(change it there, in a reviewed commit)")
 
 
+def check_paths(overrides: dict[str, Any]) -> None:
+    """Refuse an override value that names a place outside the project: an absolute path, a path leaving the project
+    (``..``), a home path (``~``), or ``hub:`` naming a local directory (datasets reads one as data). A flow run that
+    may set distill.transfer_set.source could otherwise read any file the worker can (a security audit). Symbolic
+    links the project itself holds are its operator's choice: checked lexically, not resolved."""
+    import posixpath
+
+    def values(value):
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                yield from values(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from values(item)
+        elif isinstance(value, str):
+            yield value
+
+    for key, value in overrides.items():
+        for text in values(value):
+            place = text[len("hub:"):] if text.startswith("hub:") else text
+            normal = posixpath.normpath(place.replace("\\", "/")) if place else place
+            if place.startswith(("/", "~", "\\")) or re.match(r"[A-Za-z]:[\\/]", place) or \
+                    normal == ".." or normal.startswith("../") or (text.startswith("hub:") and place.startswith(".")):
+                raise BadInput(f"overrides: {key} = {text!r} names a place outside the project; a flow run may name "
+                               "files inside it (relative paths) and Hub ids, nothing else")
+
+
 def check_known(overrides: dict[str, Any], params_text: str) -> None:
     """Refuse, in one line naming the keys there are, an override of a key params.yaml does not have."""
     from distillery.config.loading import safe_load
@@ -121,6 +149,7 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     override_args(overrides)  # the keys are keys
     check_allowed(overrides, params_path)  # and ones a flow run may set (schedule.allowed_overrides)
     check_known(overrides, original)  # and keys params.yaml has (DVC's message would say to add one with +)
+    check_paths(overrides)  # and no file outside the project
     scratch = params_path.with_name(f".params-overrides.tmp-{os.getpid()}.yaml")  # same suffix: same format
     scratch.write_text(original, encoding="utf-8")
     try:

@@ -42,6 +42,7 @@ SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey 
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow's raster readers a request may use
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # the Pillow mode an encoded image is read in, by the model's channels
 MAX_PIXELS = 40_000_000  # an encoded image a resizing model decodes: a 40-megapixel photo, not a decompression bomb
+MAX_REQUEST_PIXELS = 200_000_000  # all a request's images that a resizing model decodes: five such photos (the CPU)
 
 
 def _refuse(message: str):
@@ -117,7 +118,9 @@ class OnnxImageClassifier(PythonModel):
         self.session = onnx_session(context.artifacts["onnx"], int(config.get("threads", 0)))
         self.input_name = self.session.get_inputs()[0].name
 
-    def _decode(self, value, row: int) -> np.ndarray:
+    def _decode(self, value, row: int, spent: "list | None" = None) -> np.ndarray:
+        """One row's pixels; ``spent``: the pixels this request's images decoded so far, to resize (one item)."""
+        spent = [0] if spent is None else spent
         channels, height, width = self.shape
         as_sent = not isinstance(value, (str, bytes))  # pixels as sent, not read on an image format's scale
         if value is None or (isinstance(value, float) and value != value):
@@ -140,6 +143,11 @@ class OnnxImageClassifier(PythonModel):
                                 f"height); this model takes {width} x {height}"
                                 + (f", or an image of at most {MAX_PIXELS:,} pixels it resizes" if self.resize
                                    else ""))
+                    if image.size != (width, height):  # 39 KB of PNG is 40 megapixels: the CPU a request may take
+                        spent[0] += image.size[0] * image.size[1]
+                        if spent[0] > MAX_REQUEST_PIXELS:
+                            _refuse(f"the images up to row {row} hold {spent[0]:,} pixels to resize, over "
+                                    f"{MAX_REQUEST_PIXELS:,} in one request; send fewer or smaller images a request")
                     if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":  # a trial's two-page TIFF was
                         # answered from its first page (a phone's JPEG holds a gain map as a second picture: MPO)
                         _refuse(f"{IMAGE!r} of row {row} holds {image.n_frames} images (frames or pages); send one "
@@ -229,7 +237,8 @@ class OnnxImageClassifier(PythonModel):
                     "(max_rows): split the request")
         if not images:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        pixels = np.stack([self._decode(value, row) for row, value in enumerate(images)])
+        spent = [0]
+        pixels = np.stack([self._decode(value, row, spent) for row, value in enumerate(images)])
         parts = [self.session.run(None, {self.input_name: pixels[start:start + self.batch_size]})[0]
                  for start in range(0, len(pixels), self.batch_size)]
         return np.concatenate(parts)

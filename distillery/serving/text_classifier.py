@@ -117,8 +117,8 @@ def _strings(values: list, column: str) -> list[str]:
                     f"({bad} of {len(values)} rows are not strings)")
     for row, value in enumerate(values):
         if not _visible(value):  # prepare rejects such rows: the model never learnt what an empty text means
-            _refuse(f"{column!r} of row {row} is empty ({value!r}); every row needs a non-empty {column!r}, as every "
-                    "training row had")
+            _refuse(f"{column!r} of row {row} is empty ({value[:40]!r}{' ...' if len(value) > 40 else ''}); every "
+                    f"row needs a non-empty {column!r}, as every training row had")
         at = -1 if value.isascii() else next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), -1)
         if at >= 0:  # JSON's lone "\ud800": no UTF-8 holds it, and the tokenizer failed on the whole batch
             _refuse(f"{column!r} of row {row} holds a lone surrogate at character {at}, not valid Unicode: "

@@ -87,15 +87,18 @@ def test_image_folder_rejects_unreadable_and_odd_sized_images_by_name(tmp_path):
             (tmp_path / label / f"{i}.png").write_bytes(_png(RNG.integers(0, 256, (6, 7))))
     (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
     (tmp_path / "dog" / "big.png").write_bytes(_png(np.zeros((9, 9))))
+    # an EPS under a .png name: not opened as EPS (Pillow would run Ghostscript to draw it), as the served model
+    (tmp_path / "dog" / "vector.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 7 6\nshowpage\n")
     source = images.read_images(str(tmp_path), {})
     frames, spec = source.frames()
     assert (spec["height"], spec["width"]) == (6, 7)
     frame = frames["all"]
     assert sorted(frame.loc[frame["_reason"] == "", "label"]) == ["cat", "cat", "cat", "dog", "dog"]
-    rejected = frame.loc[frame["_reason"] != ""].sort_values("_reason")
+    rejected = frame.loc[frame["_reason"] != ""].sort_values(["_reason", "_row"])
     # the file is the row; the reason names no file, so the data report counts rejections by kind
-    assert rejected["_row"].tolist() == ["dog/big.png", "dog/broken.png"]
-    assert rejected["_reason"].tolist() == ["image is [9, 9], not [6, 7] like most", "unreadable image (UnidentifiedImageError)"]
+    assert rejected["_row"].tolist() == ["dog/big.png", "dog/broken.png", "dog/vector.png"]
+    assert rejected["_reason"].tolist() == ["image is [9, 9], not [6, 7] like most"] + \
+        ["unreadable image (UnidentifiedImageError)"] * 2
 
 
 def test_an_image_folders_rejections_are_counted_by_reason_and_named_by_file(tmp_path):
@@ -992,6 +995,21 @@ def test_data_image_size_resizes_every_image_as_read_and_the_served_model_resize
         served_rgb.predict(None, pd.DataFrame({"image": [base64.b64encode(originals["red/0.png"]).decode()]}))
     with pytest.raises(MlflowException, match=r"'image' of row 0 is \[8, 10, 3\]; this model takes"):
         model.predict(None, pd.DataFrame({"image": [np.zeros((8, 10, 3)).tolist()]}))
+    # the pixels a request's images decode to be resized have a budget: a 39 KB PNG is 40 megapixels, and a
+    # thousand of them took minutes of CPU (a security audit)
+    served_code = type(model)._decode.__globals__  # the served code file's own module
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 2000)).save(big, format="PNG")  # 8 megapixels, 25 KB
+    budget = served_code["MAX_REQUEST_PIXELS"]
+    try:
+        served_code["MAX_REQUEST_PIXELS"] = 20_000_000
+        encoded = base64.b64encode(big.getvalue()).decode()
+        assert len(model.predict(None, pd.DataFrame({"image": [encoded] * 2}))) == 2  # 16 megapixels: answered
+        with pytest.raises(MlflowException, match=r"the images up to row 2 hold 24,000,000 pixels to resize, over "
+                                                  r"20,000,000 in one request; send fewer or smaller images"):
+            model.predict(None, pd.DataFrame({"image": [encoded] * 3}))
+    finally:
+        served_code["MAX_REQUEST_PIXELS"] = budget
 
 
 @pytest.mark.parametrize("trained_resizing, resized_to, served_resizing", [

@@ -192,10 +192,12 @@ def test_watcher_refuses_to_run_without_a_reachable_prefect_server(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert unset.returncode == 2 and unset.stderr.strip().splitlines() == [
         unset.stderr.strip()] and "PREFECT_API_URL is not set" in unset.stderr, unset.stderr
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"
+    port = _free_port()
+    env["PREFECT_API_URL"] = f"http://admin:s3cretPW@127.0.0.1:{port}/api"  # a long-running watcher's log keeps it
     down = subprocess.run([sys.executable, "-m", "flows.watch", "--once"], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert down.returncode == 3 and "does not answer" in down.stderr, down.stderr
+    assert down.returncode == 3 and f"the Prefect server at http://127.0.0.1:{port}/api does not answer" in \
+        down.stderr and "s3cretPW" not in down.stderr + down.stdout, down.stderr
     assert not (project / ".distillery").exists()  # nothing recorded
 
 

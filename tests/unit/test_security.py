@@ -69,6 +69,38 @@ def test_an_override_value_that_would_be_resolved_is_refused_before_it_is(projec
     assert (project / "params.yaml").read_text() == original and not (project / ".distillery").exists()
 
 
+@pytest.mark.parametrize("overrides", [{"distill.transfer_set.source": "/tmp/creds.csv"},
+                                       {"distill.transfer_set.source": "../../secrets/keys.csv"},
+                                       {"distill.transfer_set.source": "data/../../outside.csv"},
+                                       {"distill.transfer_set.source": "~/.aws/credentials.csv"},
+                                       {"distill.transfer_set.source": "hub:/tmp/notes"},
+                                       {"distill.transfer_set.source": "hub:./data"},
+                                       {"distill.transfer_set.source": "C:\\Users\\x\\a.csv"},
+                                       {"distill.transfer_set": {"source": "/etc/hosts.csv"}}])
+def test_an_override_naming_a_file_outside_the_project_is_refused(project, overrides):
+    """distill is on the default allow-list, and distill.transfer_set.source took any path: a flow run read a file of
+    the worker's (its header reached the run's error line, its lines the transfer set), or a local directory through
+    hub: (a security audit). Relative paths inside the project and Hub ids are still taken."""
+    from tasks.experiments import set_params
+    from tasks.stages import BadInput
+
+    original = (project / "params.yaml").read_text()
+    with pytest.raises(BadInput) as caught:
+        set_params.fn(str(project), overrides)
+    assert "names a place outside the project; a flow run may name files inside it (relative paths) and Hub ids" \
+        in str(caught.value) and "\n" not in str(caught.value)
+    assert (project / "params.yaml").read_text() == original and not (project / ".distillery").exists()
+    (project / "data").mkdir(exist_ok=True)
+    (project / "data" / "more.csv").write_text("text\nsome tweet\n")
+    for value in ("data/more.csv", "./data/more.csv", "hub:acme/tweets"):
+        set_params.fn(str(project), {"distill.transfer_set.source": value})
+        assert load_params_file(project)["distill"]["transfer_set"]["source"] == value
+
+
+def load_params_file(project):
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
 def test_allowed_overrides_are_prefixes_and_the_list_itself_is_never_overridable(project):
     from tasks.experiments import set_params
     from tasks.stages import BadInput
@@ -151,6 +183,15 @@ def test_deploy_pins_the_served_runs_to_its_project_dir(tmp_path, monkeypatch):
     ('url="http://u:p@h:1/x", other', 'url="http://h:1/x", other'),
     ("sqlite:////abs/mlruns/mlflow.db", "sqlite:////abs/mlruns/mlflow.db"),
     ("databricks", "databricks"),
+    # secrets in the query string: a token, an S3 presigned URL, an Azure SAS (a DVC remote's url), ?password=
+    ("https://host/api?token=SECRETTOK&x=1", "https://host/api?token=***&x=1"),
+    ("https://b/k?X-Amz-Credential=AKIA1&X-Amz-Signature=ab12&X-Amz-Security-Token=t0&v=2",
+     "https://b/k?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Security-Token=***&v=2"),
+    ("https://acct.blob.core.windows.net/dvc?sv=2020-08&sig=SAS%3D",
+     "https://acct.blob.core.windows.net/dvc?sv=2020-08&sig=***"),
+    ("postgresql://mlflow@db/x?password=PG&sslmode=require", "postgresql://db/x?password=***&sslmode=require"),
+    ("'https://h/x?access_token=zz' failed; https://h/?monkey=1&key=K",
+     "'https://h/x?access_token=***' failed; https://h/?monkey=1&key=***"),
 ])
 def test_redact_uri_strips_credentials_only(text, clean):
     from distillery.tracking import redact_uri
@@ -242,7 +283,9 @@ def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp
     assert "transient" not in err and "s3cret" not in err and "champion" not in err
 
 
-def test_the_failure_notification_and_log_carry_no_credentials(caplog):
+def test_the_failure_notification_and_log_carry_no_credentials():
+    import logging
+
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     from flows.operations import notify_failure
@@ -257,13 +300,22 @@ def test_the_failure_notification_and_log_carry_no_credentials(caplog):
 
     from prefect.client.schemas.objects import FlowRun
 
-    with json_receiver() as (url, received), temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
-        notify_failure(SimpleNamespace(name="distillery-pipeline"), FlowRun(name="calm-fox", flow_id=uuid4()),
-                       SimpleNamespace(result=lambda raise_on_failure=True: error, message="", name="Failed"),
-                       apprise_url=url)
-    assert received and "MLflow tracking server http://tracking.example:5000 stopped answering" in \
-        received[0]["message"]
-    sent = json.dumps(received) + caplog.text
+    logged = []  # the flow run logger's records (it does not propagate to the root logger, so caplog sees none)
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        with json_receiver() as (url, received), temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+            notify_failure(SimpleNamespace(name="distillery-pipeline"), FlowRun(name="calm-fox", flow_id=uuid4()),
+                           SimpleNamespace(result=lambda raise_on_failure=True: error, message="", name="Failed"),
+                           apprise_url=url)
+    finally:
+        logger.removeHandler(handler)
+    said = "MLflow tracking server http://tracking.example:5000 stopped answering"
+    assert received and said in received[0]["message"]
+    assert any(said in line for line in logged), logged  # the log line was written, redacted
+    sent = json.dumps(received) + "\n".join(logged)
     assert "s3cret" not in sent and "alice" not in sent
 
 

@@ -158,7 +158,9 @@ def test_a_text_that_gives_no_tokens_is_refused_naming_its_row(served):
     # no visible character: a zero-width space (format, Cf), NUL bytes (control, Cc), beside white space
     (["good", "\u200b"], False, r"'text' of row 1 is empty \('\\u200b'\)"),
     (["good", "day", " \x00\x00 "], False, "'text' of row 2 is empty"),
-    (pd.DataFrame({"text": ["a"], "text_pair": ["\ufeff\u200d"]}), True, "'text_pair' of row 0 is empty")])
+    (pd.DataFrame({"text": ["a"], "text_pair": ["\ufeff\u200d"]}), True, "'text_pair' of row 0 is empty"),
+    # a megabyte of white space is not echoed whole (it was, into a 1,000,092-character message)
+    (["good", " " * 1_000_000], False, r"'text' of row 1 is empty \(' {40}' \.\.\.\); every row needs")])
 def test_an_empty_text_or_text_pair_is_refused_as_prepare_rejects_it_for_training(served, rows, pair_task, what):
     """A pair with an empty second text was classified (BERT's tokenizer still gives [CLS] [SEP]), while prepare
     rejects such a row as "empty text pair": the model never saw one. A text of invisible characters only (a

@@ -23,6 +23,8 @@ from distillery.task_types.image_classification.pixels import resize_image, to_8
 SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's 16-bit grey modes
 WIDE_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # Pillow's modes of more than 8 bits per (grey) pixel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# the readers a file is opened with, whatever its bytes say (an EPS named .png would run Ghostscript), as served
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 def _folder_split(directory: Path, size=None) -> tuple[list, list]:
@@ -46,7 +48,7 @@ def _folder_split(directory: Path, size=None) -> tuple[list, list]:
         readable = len(pictures)
         for path in files:
             try:
-                with Image.open(path) as image:
+                with Image.open(path, formats=RASTER_FORMATS) as image:
                     if image.mode in WIDE_MODES:  # 16-bit or 32-bit grey: the values as they are, not cut to 8 bits
                         array = np.asarray(resize_image(image, size)).astype(
                             np.uint16 if image.mode in SIXTEEN_BIT_MODES else np.float32)
