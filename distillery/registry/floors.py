@@ -22,6 +22,14 @@ def retention(candidate: dict, gate: dict) -> dict:
         return check("retention", False, round(retention, 4), needed,
                      f"{retention:.4f} of the teacher's {metric}, but the teacher answers {collapsed!r} for every test "
                      "row (its training collapsed), so keeping its score means nothing")
+    one_label = candidate.get("one_label") or {}
+    teacher = candidate[metric] / retention if retention > 0 and candidate.get(metric) is not None else None
+    if teacher is not None and metric in one_label and teacher <= one_label[metric] + ROUNDING and \
+            gate.get("above_one_label", True):  # a trial's SNLI teacher at 31.7% under answering one label's 34.3%
+        return check("retention", False, round(retention, 4), needed,
+                     f"{retention:.4f} of the teacher's {metric}, but the teacher's {teacher:.4f} is no better than "
+                     f"answering {one_label['label']!r} for every test row ({one_label[metric]:.4f}), so keeping its "
+                     "score means nothing")
     return check("retention", retention >= needed - ROUNDING, round(retention, 4), needed,
                  f"{retention:.4f} of the teacher's {metric}, needs >= {needed}")
 

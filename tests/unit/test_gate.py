@@ -59,6 +59,22 @@ def test_retention_fails_whatever_its_value_when_the_teacher_answers_one_label()
     assert _failed(decide({**CANDIDATE, "retention": 1.4, "teacher_one_label": None}, None, GATE)) == []
 
 
+def test_retention_fails_when_the_teacher_is_no_better_than_answering_one_label():
+    """A trial's SNLI teacher scored 31.7% where answering 'neutral' for every row scored 34.3%: its student (38.0%)
+    passed retention at 1.21 and became the first champion."""
+    one_label = {"label": "neutral", "accuracy": 0.343, "macro_f1": 0.17}
+    weak = {**CANDIDATE, "accuracy": 0.38, "retention": 0.38 / 0.317, "one_label": one_label}
+    decision = decide(weak, None, GATE)
+    assert "retention" in _failed(decision) and decision["passed"] is False
+    assert _check(decision, "retention")["detail"] == (
+        "1.1987 of the teacher's accuracy, but the teacher's 0.3170 is no better than answering 'neutral' for every "
+        "test row (0.3430), so keeping its score means nothing")
+    # a teacher above that line is held to retention as before; above_one_label: false (tiny test models) lets it by
+    able = {**weak, "retention": 0.38 / 0.37}
+    assert "retention" not in _failed(decide(able, None, GATE))
+    assert "retention" not in _failed(decide(weak, None, {**GATE, "above_one_label": False}))
+
+
 def test_a_student_below_its_labels_only_baseline_fails_above_baseline():
     """A trial's QA student was promoted 8.9 F1 points below its labels-only baseline."""
     evaluated = {"student": {"accuracy": 0.70, "macro_f1": 0.6}, "baseline": {"accuracy": 0.7101, "macro_f1": 0.5}}
