@@ -30,7 +30,8 @@
   that choice; a version registered after it may beat the champion as any other.
 
 ``retention`` fails whatever its value when the teacher answers one label for every test row
-(``candidate["teacher_one_label"]``), unless ``gate["above_one_label"]`` is false. ``above_baseline`` (unless
+(``candidate["teacher_one_label"]``) or scores no better than doing so (``candidate["one_label"]``), unless
+``gate["above_one_label"]`` is false. ``above_baseline`` (unless
 ``gate["above_baseline"]`` is false): the distilled student's ``gate["metric"]`` in this run's ``evaluate`` is at
 least its labels-only baseline's (``candidate["evaluated"]``: ``{"student": {...}, "baseline": {...}}``): a student
 that distillation made worse than training on the labels alone is not promoted.
