@@ -9,9 +9,14 @@ COLOURS = {"teacher_pytorch_fp32": "#d62728", "student_pytorch_fp32": "#ff7f0e",
 
 
 def _pyplot():
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
+    # a machine without the STIX fonts its mathtext asks for: 21 lines of "findfont: ... Falling back to DejaVu Sans"
+    # in the benchmark's output, for a plot drawn the same either way
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib.pyplot as plt
 
     return plt

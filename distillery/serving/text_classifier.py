@@ -11,13 +11,12 @@ matched by name; other columns (an ``id``) are ignored. A model trained on other
 ``{"text": "review"}``) reads a request holding all of them from them, and names them in its refusals. Called
 directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
 Output: a DataFrame of ``label``, ``score`` (its probability), ``prob_<label>`` per label; a row per input row.
-Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve``
-answers with HTTP 400) that says why: a text that is null, not a string, empty (only white space:
+Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve`` answers with HTTP
+400) that says why, naming the columns as the request did: a text that is null, not a string, empty (only white space:
 ``prepare`` rejects such rows, so the model never saw one) or not valid Unicode (a lone surrogate), more rows than
 ``max_rows`` (``classifier.json``) in one call, more than ``max_characters`` of text in one call, and a text that
-gives no tokens at all (for a tokenizer that adds no start or end token of its own and drops what the text holds).
-A text is read up to ``text_characters`` on the side the tokenizer keeps (far past ``max_length`` tokens).
-"""
+gives no tokens (a tokenizer with no start or end token of its own, dropping all it holds). A text is read up to
+``text_characters`` on the side the tokenizer keeps (far past ``max_length`` tokens)."""
 from __future__ import annotations
 
 import json
@@ -250,13 +249,14 @@ class OnnxTextClassifier(PythonModel):
         return frame.drop(columns=served).rename(columns={v: k for k, v in own.items()})
 
     def logits(self, model_input) -> np.ndarray:
-        model_input = self._as_served(model_input)
+        sent, model_input = model_input, self._as_served(model_input)
         texts, pairs = _columns(model_input)
         if self.max_rows and len(texts) > self.max_rows:
             _refuse(f"{len(texts)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")
-        named = {**{TEXT: TEXT, PAIR: PAIR}, **(getattr(self, "source_columns", None) or {})}  # the data's names
-        texts, pairs = _strings(texts, named[TEXT]), None if pairs is None else _strings(pairs, named[PAIR])
+        named = {TEXT: TEXT, PAIR: PAIR, **(getattr(self, "source_columns", None) or {})}  # the data's names
+        shown = named if model_input is not sent else {TEXT: TEXT, PAIR: PAIR}  # as the request named the columns
+        texts, pairs = _strings(texts, shown[TEXT]), None if pairs is None else _strings(pairs, shown[PAIR])
         texts, pairs = self._cut(texts), None if pairs is None else self._cut(pairs)
         total = sum(map(len, texts)) + (sum(map(len, pairs)) if pairs is not None else 0)
         if self.max_characters and total > self.max_characters:
@@ -268,7 +268,7 @@ class OnnxTextClassifier(PythonModel):
             given = pd.DataFrame(model_input, dtype=object) if isinstance(model_input, dict) or _records(model_input) \
                 else model_input
             if isinstance(given, pd.DataFrame) and PAIR in given.columns:
-                _strings(given[PAIR].tolist(), named[PAIR])  # the column is there, all null: name the first row
+                _strings(given[PAIR].tolist(), shown[PAIR])  # the column is there, all null: name the first row
             also = f" (or {TEXT!r} and {PAIR!r})" if named[PAIR] != PAIR else ""  # the served names work too
             _refuse(f"this model classifies text pairs: give {named[TEXT]!r} and {named[PAIR]!r} columns{also}")
         if not self.pair_task and pairs is not None:

@@ -182,9 +182,11 @@ RATIO_MIN_SECONDS = 30.0
 
 def summary(result: dict) -> str:
     student, baseline = result["student"]["train_seconds"], result["baseline"]["train_seconds"]
+    short = "both trainings were" if max(student, baseline) < RATIO_MIN_SECONDS else \
+        f"the {'baseline' if baseline < student else 'distilled'} training was"
     ratio = (f"time per example, distilled / baseline: {result['time_ratio_per_example']:.2f}"
              if min(student, baseline) >= RATIO_MIN_SECONDS else
-             f"too short to compare their time per example (under {RATIO_MIN_SECONDS:.0f}s)")
+             f"{short} too short to compare their time per example (under {RATIO_MIN_SECONDS:.0f}s)")
     return f"distilled student {student:.0f}s, baseline {baseline:.0f}s; {ratio}"
 
 

@@ -90,6 +90,15 @@ def test_the_wrong_number_of_texts_for_the_model_is_refused_naming_the_column(se
     _refused(lambda: _model(served, max_rows=10).predict(None, pd.DataFrame({"text": ["a"], "text_pair": ["b"]})),
              "this model classifies single texts, but 'text_pair' values were given")
     _refused(lambda: _model(served, max_rows=10).predict(None, [["a", "b"]]), "classifies single texts")
+    # a model of the data's own names (SNLI's sentence1, sentence2) names the columns as the request named them: a
+    # request in the served names was told of 'sentence2', a column it never sent (a trial)
+    pair_model.source_columns = {"text": "sentence1", "text_pair": "sentence2"}
+    _refused(lambda: pair_model.predict(None, [{"text": "A man.", "text_pair": None}]), "'text_pair' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, [{"text": 5, "text_pair": "b"}]), "'text' of row 0 is not a string")
+    _refused(lambda: pair_model.predict(None, [{"sentence1": "A man.", "sentence2": None}]),
+             "'sentence2' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a"]})),
+             r"give 'sentence1' and 'sentence2' columns \(or 'text' and 'text_pair'\)")
 
 
 def test_no_rows_in_no_rows_out(served):

@@ -330,7 +330,10 @@ def test_a_model_run_logs_the_validation_figures_of_the_epoch_it_kept(tmp_path):
 
 
 @pytest.mark.parametrize("seconds, said", [
-    ((2.0, 0.4), "distilled student 2s, baseline 0s; too short to compare their time per example (under 30s)"),
+    ((2.0, 0.4), "distilled student 2s, baseline 0s; both trainings were too short to compare their time per "
+                 "example (under 30s)"),
+    ((104.0, 7.0), "distilled student 104s, baseline 7s; the baseline training was too short to compare their time "
+                   "per example (under 30s)"),  # a trial's QA run: "too short" of the 104 s one too, it read
     ((120.0, 40.0), "distilled student 120s, baseline 40s; time per example, distilled / baseline: 0.98"),
 ])
 def test_the_distill_summary_gives_the_time_ratio_only_for_trainings_long_enough_to_time(seconds, said):
