@@ -76,9 +76,10 @@ def from_pretrained(loader, name: str, key: str, **kwargs):
         if not isinstance(exc, (OSError, ValueError)) and not unreachable and not damaged:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if damaged:
-            raise ModelError(f"{key}: cannot load {name!r}: its weights file is damaged ({message}); run the stage "
-                             "that wrote it again (dvc repro)") from None
+        if damaged:  # the fix depends on who wrote it: a stage, the Hub's download, the user
+            fix = "run the stage that wrote it again (dvc repro)" if key.startswith("models/") else (
+                "replace it" if local else "delete its copy in the Hugging Face cache (HF_HOME) to download it again")
+            raise ModelError(f"{key}: cannot load {name!r}: its weights file is damaged ({message}); {fix}") from None
         if unreachable:
             cache = "" if hub_out_of_reach() else " (or the model in the HF cache with HF_HUB_OFFLINE=1)"
             raise HubUnreachable(f"{key}: the Hugging Face Hub did not answer for {name!r} ({message}); retry once it "

@@ -80,12 +80,12 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
                 cause.errno, "cannot use {}: permission denied").format(path)
             return EnvironmentFailure(f"{why}; fix it and run the stage again (nothing was retried)")
     # a size limit met by a library that names no file (pyarrow's OSError, safetensors' Rust error)
-    if any(isinstance(c, OSError) and c.errno == errno.EFBIG for c in causes) or \
-            "File too large (os error 27)" in texts:
+    own = _causes(exc, context=False)  # not a bug raised while one of these was handled
+    if any(isinstance(c, OSError) and c.errno == errno.EFBIG or "File too large (os error 27)" in str(c) for c in own):
         return EnvironmentFailure(f"a file written under {Path.cwd()} grew past this process's size limit (ulimit -f "
                                   f"{_ulimit()}); raise the limit and run the stage again (nothing was retried)")
-    if "disk I/O error" in texts and any(isinstance(c, sqlite3.Error) or "sqlite" in (type(c).__module__ + str(c))
-                                         for c in causes):
+    if any("disk I/O error" in str(c) and (isinstance(c, sqlite3.Error) or "sqlite" in type(c).__module__ + str(c))
+           for c in own):
         return EnvironmentFailure(f"the SQLite store {_store()} could not write (disk I/O error): its disk may be full "
                                   "or a size limit (ulimit -f) reached; fix it and run the stage again (nothing was "
                                   "retried)")
@@ -110,8 +110,9 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
                                   f"tracking store {_store()}")
     place, free = _fullest()
     if free < LOW_SPACE_MB:  # a library that masks the full disk (ONNX Runtime reads back its own cut-short file)
-        return EnvironmentFailure(f"{type(exc).__name__} while {place} has {free:.1f} MB free: the disk is full, most "
-                                  "likely; free some space and run the stage again (nothing was retried)")
+        said = redact_uri(str(exc)).splitlines()[0][:200] if str(exc) else "no detail"
+        return EnvironmentFailure(f"{type(exc).__name__} ({said}) while {place} has {free:.1f} MB free: the disk is "
+                                  "full, most likely; free some space and run the stage again (nothing was retried)")
     return None
 
 
@@ -119,21 +120,24 @@ LOW_SPACE_MB = 16.0  # under this much free space, any failure is most likely th
 
 
 def _fullest() -> tuple[str, float]:
-    """(directory, MB free) of the fullest of the places the stages write: the project, the scratch directory and
-    a local MLflow store."""
-    import tempfile
+    """(directory, MB free) of the fullest of the places the stages write: the project, the scratch directory, a
+    local MLflow store and the Hugging Face cache. Never raises: it is asked while an error is being reported."""
+    places = [Path.cwd()]
+    try:
+        from distillery.tracking import sqlite_path, tracking_uri
 
-    from distillery.tracking import sqlite_path, tracking_uri
-
-    places = [Path.cwd(), Path(tempfile.gettempdir())]
-    store = sqlite_path(tracking_uri(Path.cwd()))
-    if store is not None:
-        places.append(store.parent if store.parent.is_dir() else Path.cwd())
+        places.append(Path(os.environ.get("TMPDIR") or "/tmp"))
+        places.append(Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"))
+        store = sqlite_path(tracking_uri(Path.cwd()))
+        if store is not None:
+            places.append(store.parent)
+    except Exception:  # noqa: BLE001 - an unusual project path or HOME: the project alone
+        pass
     free = {}
     for place in places:
         try:
             free[str(place)] = shutil.disk_usage(place).free / 1e6
-        except OSError:
+        except Exception:  # noqa: BLE001 - a place not made yet, or not ours to read
             continue
     return min(free.items(), key=lambda item: item[1]) if free else (str(Path.cwd()), float("inf"))
 

@@ -84,8 +84,8 @@ def check_data_files(params) -> None:
     which would say the same. Only the header is read, and a header this cannot read is left to ``prepare``."""
     from pathlib import Path
 
-    from distillery.sources import SUFFIXES, shown_columns
     from distillery.file_hints import column_hint
+    from distillery.sources import SUFFIXES, shown_columns
     from distillery.tracked import require_tracked
 
     cfg, transfer = params.data, params.distill.transfer_set

@@ -26,8 +26,8 @@ import pandas as pd
 
 from distillery.errors import (DataError, HubUnreachable, TransientError, hub_out_of_reach, hub_unreachable,
                                offline_unless_hub_reachable)
-from distillery.files import sha256_files
 from distillery.file_hints import first_character, json_array, note_replaced, too_many_fields
+from distillery.files import sha256_files
 from distillery.text_files import (DecodedLines, bad_json_line, check_header_fields, check_tsv_rows, decode,
                                    is_raw_tsv, record_lines, table_options)
 

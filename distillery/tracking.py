@@ -47,30 +47,30 @@ def quiet_mlflow() -> Iterator[None]:
         logger.setLevel(level)
 
 
-# a URI, and the quote before it if any: its credentials (``scheme://user:password@host``, ``scheme://token@host``)
-# are everything up to the last "@" of the URI (a password may hold "/", "?", "#" or a quote unescaped; base64 has
-# "/"), which ends at white space or at the quote it opened with. An "@" in a path costs a misleading host, not a secret.
+# a URI, and the quote before it if any: its credentials (scheme://user:password@host, scheme://token@host) are all
+# up to the URI's last "@" (a password may hold "/", "?", "#" or a quote unescaped; base64 has "/"), which ends at white
+# space or at the quote it opened with. An "@" in a path costs a misleading host, not a secret. Then the query (or
+# fragment) parameters that carry a secret, by name: a token (not a tokenizer), a password, an S3 presigned URL's
+# credential and signature, an Azure SAS signature or function key; the value ends before trailing punctuation.
 _URI = re.compile(r"(?P<quote>['\"]?)(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S*)")
-# query parameters that carry a secret: a token, an S3 presigned URL's credential and signature, an Azure SAS
-# signature (sig), a password given as ?password=
-_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[a-z0-9_\-]*(?:token|secret|password|passwd|pwd|signature|credential|apikey|"
-                           r"api_key|access_key)[a-z0-9_\-]*|sig|key|x-amz-[a-z0-9\-]+)=)[^&;#\s'\"]*")
+_SECRET_QUERY = re.compile(r"(?i)([?&;#](?:[a-z0-9_\-]*(?:token|secret|password|passwd|credential|signature|"
+                           r"api[_\-]?key|access[_\-]key|subscription[_\-]key)|sig|key|code|pwd|x-amz-[a-z0-9\-]+)=)"
+                           r"([^&;#\s'\"]*?)(?=[,.;:)\]]*(?:[&;#\s'\"]|$))")
 
 
 def _without_userinfo(match: re.Match) -> str:
     quote, rest = match.group("quote"), match.group("rest")
     end = rest.find(quote) if quote else -1
     token, tail = (rest[:end], rest[end:]) if end >= 0 else (rest, "")
-    token = token[token.rfind("@") + 1:]
-    return quote + match.group("scheme") + _SECRET_QUERY.sub(r"\1***", token) + tail
+    hidden = _SECRET_QUERY.sub(lambda m: m.group(1) + "***" * bool(m.group(2)), token[token.rfind("@") + 1:])
+    return quote + match.group("scheme") + hidden + tail
 
 
 def redact_uri(text: str) -> str:
     """``text`` with the credentials of every URI in it removed: ``https://alice:s3cret@host/x`` -> ``https://host/x``,
     and the values of its secret query parameters (``?token=``, ``sig=``, ``X-Amz-Signature=``, ...) -> ``***``.
-
-    The one helper for anything that writes or prints a tracking URI (reports, artifacts, logs, CLI output,
-    notifications); it takes a bare URI or any text that contains URIs, e.g. an error message."""
+    The one helper for anything that writes or prints a URI (reports, artifacts, logs, CLI output, notifications);
+    it takes a bare URI or any text that contains URIs, e.g. an error message."""
     return _URI.sub(_without_userinfo, str(text))
 
 

@@ -117,6 +117,19 @@ def check_paths(overrides: dict[str, Any]) -> None:
                                "files inside it (relative paths) and Hub ids, nothing else")
 
 
+def _written(overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Each override key's value in the params file at ``path`` (written by DVC's override grammar)."""
+    from distillery.config.loading import safe_load
+
+    document, written = safe_load(path.read_text(encoding="utf-8")) or {}, {}
+    for key in overrides:
+        node = document
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        written[key] = node
+    return written
+
+
 def check_known(overrides: dict[str, Any], params_text: str) -> None:
     """Refuse, in one line naming the keys there are, an override of a key params.yaml does not have."""
     from distillery.config.loading import safe_load
@@ -155,11 +168,15 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     try:
         apply_overrides(scratch, override_args(overrides))
         load_params(scratch)
+        check_paths(_written(overrides, scratch))  # as DVC's grammar read them: quotes and spaces gone
     except (InvalidArgumentError, ConfigError) as exc:
         scratch.unlink(missing_ok=True)
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise BadInput(f"overrides {overrides}: {str(exc).replace(str(scratch), 'params.yaml')}{cause}"
                        .replace("\n", " ")) from None
+    except BadInput:
+        scratch.unlink(missing_ok=True)
+        raise
     snapshot_workspace(project_dir)  # first the ways back (outputs, then params), then the change
     write_text(Path(project_dir) / BACKUP, original)
     os.replace(scratch, params_path)

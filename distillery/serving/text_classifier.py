@@ -1,22 +1,21 @@
 """The registered student: an MLflow pyfunc that takes raw text and returns label names and probabilities.
 
 MLflow logs this file as the model's code ("models from code") next to the ONNX model, ``tokenizer.json`` and
-``classifier.json`` (labels, max length, input names, padding). It imports only numpy, pandas, onnxruntime,
-tokenizers and mlflow, never Distillery, so ``mlflow models serve`` serves it on a machine without Distillery.
+``classifier.json`` (labels, max length, input names, padding). It imports only numpy, pandas, onnxruntime, tokenizers
+and mlflow, never Distillery, so ``mlflow models serve`` serves it on a machine without Distillery.
 
-Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same
-column-wise (``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every
-column holds a list of one length: a record with a list for its text beside an ``id`` is refused). Columns are
-matched by name; other columns (an ``id``) are ignored. A model trained on other column names (``source_columns``:
-``{"text": "review"}``) reads a request holding all of them from them, and names them in its refusals. Called
-directly (without MLflow's signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too.
-Output: a DataFrame of ``label``, ``score`` (its probability), ``prob_<label>`` per label; a row per input row.
-Refused, with an ``MlflowException`` (``INVALID_PARAMETER_VALUE``, which ``mlflow models serve`` answers with HTTP
-400) that says why, naming the columns as the request did: a text that is null, not a string, empty (only white space:
-``prepare`` rejects such rows, so the model never saw one) or not valid Unicode (a lone surrogate), more rows than
-``max_rows`` (``classifier.json``) in one call, more than ``max_characters`` of text in one call, and a text that
-gives no tokens (a tokenizer with no start or end token of its own, dropping all it holds). A text is read up to
-``text_characters`` on the side the tokenizer keeps (far past ``max_length`` tokens)."""
+Input: a DataFrame with a ``text`` column (and ``text_pair`` for sentence-pair tasks), or the same column-wise
+(``{"text": [...]}``; MLflow hands that over as one row holding the lists, read as rows when every column holds a list
+of one length: a record with a list for its text beside an ``id`` is refused). Columns are matched by name; other
+columns (an ``id``) are ignored. A model trained on other column names (``source_columns``: ``{"text": "review"}``)
+reads a request holding all of them from them, and names them in its refusals. Called directly (without MLflow's
+signature check), texts, ``[text, text_pair]`` pairs and a one-column DataFrame too. Output: a DataFrame of ``label``,
+``score`` (its probability), ``prob_<label>`` per label; a row per input row. Refused, with an ``MlflowException``
+(``INVALID_PARAMETER_VALUE``, which ``mlflow models serve`` answers with HTTP 400) that says why, naming the columns
+as the request did: a text that is null, not a string, empty (only white space: ``prepare`` rejects such rows, so the
+model never saw one) or not valid Unicode (a lone surrogate), more rows than ``max_rows`` (``classifier.json``) in one
+call, more than ``max_characters`` of text in one call, and a text that gives no tokens (a tokenizer with no start or
+end token of its own, dropping all it holds). A text is read up to ``text_characters``, on the side kept."""
 from __future__ import annotations
 
 import json
@@ -180,12 +179,11 @@ class OnnxTextClassifier(PythonModel):
         # a text is read up to its first (cut on the left, last) text_characters; max_characters a request (0: none)
         self.text_characters = int(config.get("text_characters") or 0)
         self.max_characters = int(config.get("max_characters") or 0)
-        tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
+        self.tokenizer = tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
         self.direction = config.get("truncation_side", "right")  # models registered before it: the right
         tokenizer.enable_truncation(int(config["max_length"]), strategy="longest_first", direction=self.direction)
         tokenizer.enable_padding(pad_id=int(config["pad_id"]), pad_token=config["pad_token"],
                                  pad_type_id=int(config.get("pad_type_id", 0)))
-        self.tokenizer = tokenizer
         self.session = onnx_session(context.artifacts["onnx"], int(config.get("threads", 0)))
 
     def _encode(self, texts: list, pairs: list | None, first_row: int = 0) -> dict:
@@ -255,7 +253,9 @@ class OnnxTextClassifier(PythonModel):
             _refuse(f"{len(texts)} rows in one request; this model takes at most {self.max_rows} rows per request "
                     f"(max_rows): split the request")
         named = {TEXT: TEXT, PAIR: PAIR, **(getattr(self, "source_columns", None) or {})}  # the data's names
-        shown = named if model_input is not sent else {TEXT: TEXT, PAIR: PAIR}  # as the request named the columns
+        keys = sent.columns if isinstance(sent, pd.DataFrame) else sent if isinstance(sent, dict) else \
+            sent[0] if _records(sent) else ()  # the columns the request named: its refusals name them so
+        shown = {c: named[c] if named[c] in set(keys) else c for c in (TEXT, PAIR)}
         texts, pairs = _strings(texts, shown[TEXT]), None if pairs is None else _strings(pairs, shown[PAIR])
         texts, pairs = self._cut(texts), None if pairs is None else self._cut(pairs)
         total = sum(map(len, texts)) + (sum(map(len, pairs)) if pairs is not None else 0)

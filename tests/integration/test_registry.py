@@ -95,7 +95,8 @@ def _write_test_split(project: Path, texts: list[str], shift: int) -> None:
     pd.DataFrame({"text": texts, "label": labels}).to_parquet(project / "data/prepared/test.parquet")
 
 
-def _write_reports(project: Path, teacher_accuracy: float = 0.5, p95_ms: float = 2.0) -> None:
+def _write_reports(project: Path, teacher_accuracy: float = 0.95, p95_ms: float = 2.0) -> None:
+    """Stand-in reports of the stages before register; the teacher (0.95) above answering one label, as a real one."""
     metrics = project / "reports/metrics"
     metrics.mkdir(parents=True, exist_ok=True)
     model = {"accuracy": 0.5, "macro_f1": 0.5, "parameters": 1000}

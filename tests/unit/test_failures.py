@@ -189,8 +189,8 @@ def test_cli_a_failure_on_a_nearly_full_disk_and_a_store_that_cannot_write_are_o
     def masked():
         raise DecodeError("Error parsing message with type 'onnx.ModelProto': Wire format was corrupt")
     monkeypatch.setattr(known_causes.shutil, "disk_usage", lambda place: SimpleNamespace(free=450_000))
-    _cli_fails(monkeypatch, capsys, masked, 4, f"DecodeError while {cli_project} has 0.5 MB free: the disk is full, "
-               "most likely")
+    _cli_fails(monkeypatch, capsys, masked, 4, "DecodeError (Error parsing message with type 'onnx.ModelProto': Wire "
+               f"format was corrupt) while {cli_project} has 0.5 MB free: the disk is full, most likely")
     monkeypatch.setattr(known_causes.shutil, "disk_usage", lambda place: SimpleNamespace(free=50_000_000_000))
     assert known_causes.known_cause(DecodeError("Wire format was corrupt")) is None  # with room: not the disk
 

@@ -97,6 +97,8 @@ def test_the_wrong_number_of_texts_for_the_model_is_refused_naming_the_column(se
     _refused(lambda: pair_model.predict(None, [{"text": 5, "text_pair": "b"}]), "'text' of row 0 is not a string")
     _refused(lambda: pair_model.predict(None, [{"sentence1": "A man.", "sentence2": None}]),
              "'sentence2' of row 0 is null")
+    _refused(lambda: pair_model.predict(None, {"sentence1": [None]}), "'sentence1' of row 0 is null")  # one of them
+    _refused(lambda: pair_model.predict(None, [{"sentence1": 5}]), "'sentence1' of row 0 is not a string")
     _refused(lambda: pair_model.predict(None, pd.DataFrame({"text": ["a"]})),
              r"give 'sentence1' and 'sentence2' columns \(or 'text' and 'text_pair'\)")
 

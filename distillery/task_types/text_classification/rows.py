@@ -188,8 +188,8 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
 
 
 def check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
-    from distillery.sources import shown_columns
     from distillery.file_hints import column_hint
+    from distillery.sources import shown_columns
 
     columns = [c for c in frame.columns if c != "_row"]
     for key, column in cfg.named_columns().items():
