@@ -36,9 +36,12 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
     """A one-line error of the right class for a few well-known causes of an unexpected exception, else None.
 
     - no space left on device (``OSError`` ENOSPC or EDQUOT, or a library's error saying so), a read-only file
-      system, a file-size limit or a permission refused (EROFS, EFBIG, EACCES, EPERM): ``EnvironmentFailure``
-      naming the path (exit 4, not retried);
-    - a SQLite file that is not a database, is corrupt or full: ``EnvironmentFailure`` naming the store (exit 4);
+      system, a file-size limit, a permission refused or a path through a file (EROFS, EFBIG, EACCES, EPERM,
+      ENOTDIR): ``EnvironmentFailure`` naming the path, or the fullest place written (exit 4, not retried);
+    - a SQLite file that is not a database, is corrupt or full, or cannot write (disk I/O error):
+      ``EnvironmentFailure`` naming the store (exit 4);
+    - any other failure while a place the stages write has under ``LOW_SPACE_MB`` free: ``EnvironmentFailure``
+      saying so, with the failure's own message (a library that masks the full disk);
     - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
       (exit 3, retried);
     - a tracking URI of a scheme MLflow has no store for (``htp://``): ``ConfigError`` naming it (exit 2).
@@ -122,11 +125,11 @@ LOW_SPACE_MB = 16.0  # under this much free space, any failure is most likely th
 def _fullest() -> tuple[str, float]:
     """(directory, MB free) of the fullest of the places the stages write: the project, the scratch directory, a
     local MLflow store and the Hugging Face cache. Never raises: it is asked while an error is being reported."""
-    places = [Path.cwd()]
+    places = []
     try:
         from distillery.tracking import sqlite_path, tracking_uri
 
-        places.append(Path(os.environ.get("TMPDIR") or "/tmp"))
+        places += [Path.cwd(), Path(os.environ.get("TMPDIR") or "/tmp")]
         places.append(Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"))
         store = sqlite_path(tracking_uri(Path.cwd()))
         if store is not None:
@@ -139,7 +142,7 @@ def _fullest() -> tuple[str, float]:
             free[str(place)] = shutil.disk_usage(place).free / 1e6
         except Exception:  # noqa: BLE001 - a place not made yet, or not ours to read
             continue
-    return min(free.items(), key=lambda item: item[1]) if free else (str(Path.cwd()), float("inf"))
+    return min(free.items(), key=lambda item: item[1]) if free else (".", float("inf"))
 
 
 def _ulimit() -> str:
