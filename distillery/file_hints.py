@@ -103,12 +103,17 @@ def first_character(path: Path) -> str:
         return handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
 
 
+def parsed_json(text: str):
+    """``text`` as one JSON document, or None where it is not one."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def json_array(path: Path) -> bool:
     """Whether ``path`` holds one JSON array (a .json file's content under a .jsonl name)."""
-    try:
-        return isinstance(json.loads(path.read_bytes().decode("utf-8", errors="replace").lstrip("\ufeff")), list)
-    except ValueError:
-        return False
+    return isinstance(parsed_json(path.read_bytes().decode("utf-8", errors="replace").lstrip("\ufeff")), list)
 
 
 def too_many_fields(path: Path, kind: str, raw: bool, expected: int, record: int, saw: int) -> DataError:

@@ -71,7 +71,8 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
                                       "retried)")
     # raised by the failure itself or wrapping it (not an unrelated bug raised while handling one), with a path to
     # name (os.kill's EPERM has none: that stays a traceback)
-    for cause in _causes(exc, context=False):
+    own = _causes(exc, context=False)
+    for cause in own:
         if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM,
                                                           errno.ENOTDIR) and (cause.filename or cause.filename2):
             path = cause.filename or cause.filename2
@@ -83,7 +84,6 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
                 cause.errno, "cannot use {}: permission denied").format(path)
             return EnvironmentFailure(f"{why}; fix it and run the stage again (nothing was retried)")
     # a size limit met by a library that names no file (pyarrow's OSError, safetensors' Rust error)
-    own = _causes(exc, context=False)  # not a bug raised while one of these was handled
     if any(isinstance(c, OSError) and c.errno == errno.EFBIG or "File too large (os error 27)" in str(c) for c in own):
         return EnvironmentFailure(f"a file written under {Path.cwd()} grew past this process's size limit (ulimit -f "
                                   f"{_ulimit()}); raise the limit and run the stage again (nothing was retried)")

@@ -174,8 +174,9 @@ def _check_first_line(path, key: str, strict: bool) -> None:
         return
     with open(path, "rb") as handle:
         first = handle.readline(1_000_000)
-    if not_text_hint(first):  # encoding_errors: replace does not help (a trial followed it to a garbled header)
-        raise ConfigError(f"{key}: {path}: not UTF-8{not_text_hint(first)}")
+    hint = not_text_hint(first)
+    if hint:  # encoding_errors: replace does not help (a trial followed that advice to a garbled header)
+        raise ConfigError(f"{key}: {path}: not UTF-8{hint}")
     if not strict:  # else a header not in UTF-8 reads as a missing column
         return
     bom = len(BOM) if first.startswith(BOM) else 0

@@ -61,8 +61,9 @@ class DecodedLines:
             return ""
         self.line += 1
         start = len(BOM) if self.line == 1 and raw.startswith(BOM) else 0
-        if self.line == 1 and not_text_hint(raw):
-            raise DataError(f"{self.path}: not UTF-8{not_text_hint(raw)}")
+        hint = not_text_hint(raw) if self.line == 1 else ""
+        if hint:
+            raise DataError(f"{self.path}: not UTF-8{hint}")
         try:
             text = raw[start:].decode("utf-8", errors=self.errors)
         except UnicodeDecodeError as exc:

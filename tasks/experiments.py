@@ -162,13 +162,13 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
     override_args(overrides)  # the keys are keys
     check_allowed(overrides, params_path)  # and ones a flow run may set (schedule.allowed_overrides)
     check_known(overrides, original)  # and keys params.yaml has (DVC's message would say to add one with +)
-    check_paths(overrides)  # and no file outside the project
+    check_paths(overrides)  # and no file outside the project, said before the grammar's own errors (a "~")
     scratch = params_path.with_name(f".params-overrides.tmp-{os.getpid()}.yaml")  # same suffix: same format
     scratch.write_text(original, encoding="utf-8")
     try:
         apply_overrides(scratch, override_args(overrides))
         load_params(scratch)
-        check_paths(_written(overrides, scratch))  # as DVC's grammar read them: quotes and spaces gone
+        check_paths(_written(overrides, scratch))  # again as DVC's grammar read them: a quoted 'hub:/abs' passed
     except (InvalidArgumentError, ConfigError) as exc:
         scratch.unlink(missing_ok=True)
         cause = f": {exc.__cause__}" if exc.__cause__ else ""

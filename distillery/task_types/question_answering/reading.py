@@ -22,6 +22,7 @@ import pandas as pd
 
 from distillery.config import Params
 from distillery.errors import DataError
+from distillery.file_hints import parsed_json
 from distillery.sources import files_description
 from distillery.task_types.question_answering.columns import (ANSWER_STARTS, ANSWER_TEXTS, CONTEXT, ID, QUESTION,
                                                                SUFFIXES, TITLE)
@@ -166,7 +167,7 @@ def read_file(path: Union[str, Path], errors: str = "strict") -> pd.DataFrame:
                 try:
                     return _flat(list(json_objects(lines, str(path))), path)
                 except DataError:
-                    if isinstance(_parsed(first), dict):  # JSON lines, one of them broken: that line is named
+                    if isinstance(parsed_json(first), dict):  # JSON lines, one of them broken: that line is named
                         raise
             raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {json_problem(exc)})") from None
     raise DataError(f"{path}: {UNSUPPORTED}")
@@ -181,18 +182,10 @@ def _flat(numbered: list, path: Path) -> pd.DataFrame:
     return flat_rows(pd.DataFrame([record for _, record in numbered]), str(path), [n for n, _ in numbered])
 
 
-def _parsed(text: str):
-    """``text`` as JSON, or None where it is not."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
 def _one_document(text: str) -> bool:
     """Whether ``text`` is one JSON array, or one object with a ``data`` list (a SQuAD-format file), whatever its
     lines: a .json file's content under a .jsonl name."""
-    document = _parsed(text)
+    document = parsed_json(text)
     return isinstance(document, list) or (isinstance(document, dict) and isinstance(document.get("data"), list))
 
 
