@@ -150,6 +150,9 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
     the default recipe (``dynamic``) is written, and the test split's int8 gate decides as before."""
     recipes = list(dict.fromkeys(export_cfg.recipes))
     length = min(export_cfg.selection_length, max_length)
+    if length < export_cfg.selection_length:
+        log(f"export: export.selection_length {export_cfg.selection_length} is above the student's max_length "
+            f"{max_length}: the recipes are timed at {length} tokens")
     cell = {"batch": export_cfg.selection_batch, "length": length}
     calibration_cache: list = []
     fusions: dict = {}

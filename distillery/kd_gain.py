@@ -204,9 +204,10 @@ def summary(result: dict) -> str:
     if result.get("teacher_one_label") is not None:
         warning += (f"\nWarning: the teacher answers {result['teacher_one_label']!r} for every test row (evaluate): "
                     "its training collapsed, so the students' retention of its score means nothing.")
-    return (f"over seeds {result['seeds']}: distilled {100 * gain['student_mean']:.2f} ± "
-            f"{100 * gain['student_std']:.2f}%, baseline {100 * gain['baseline_mean']:.2f} ± "
-            f"{100 * gain['baseline_std']:.2f}%, paired gain {100 * gain['diff_mean']:+.2f} points "
+    name, unit = ("", "%") if metric == "accuracy" else (f"{metric.upper()} ", "")  # F1 on 0-100, as SQuAD's
+    return (f"over seeds {result['seeds']}: distilled {name}{100 * gain['student_mean']:.2f} ± "
+            f"{100 * gain['student_std']:.2f}{unit}, baseline {name}{100 * gain['baseline_mean']:.2f} ± "
+            f"{100 * gain['baseline_std']:.2f}{unit}, paired gain {100 * gain['diff_mean']:+.2f} points "
             f"(95% CI {100 * gain['diff_ci95'][0]:+.2f} to {100 * gain['diff_ci95'][1]:+.2f}"
             f"{', bounded to possible values' if gain.get('diff_ci95_bounded') else ''}): "
             f"{verdict(gain, len(result['seeds']), metric)}" + (f".{warning}" if warning else ""))

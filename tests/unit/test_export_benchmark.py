@@ -209,7 +209,7 @@ def _operators(path) -> set:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(workspace, tmp_path):
+def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(workspace, tmp_path, capsys):
     root, params = workspace
     every = ["dynamic", "dynamic_per_channel", "static", "fused_dynamic", "fused_dynamic_per_channel", "fused_static"]
     report = export(replace(params, export=ExportConfig(recipes=every)), root / "models", root / "prepared",
@@ -221,6 +221,8 @@ def test_recipe_search_ships_the_fastest_candidate_that_passes_on_validation(wor
     rows = len(load_split("validation", root / "prepared"))
     assert recipes["pytorch_batches"] == -(-rows // ExportConfig().parity_batch_size)
     assert recipes["cell"] == {"batch": 1, "length": 32}  # selection_length 64 capped at the student's max_length
+    assert ("export.selection_length 64 is above the student's max_length 32: the recipes are timed at 32 tokens"
+            in capsys.readouterr().out)  # and the cap is said
     # the export traces eager attention, so ONNX Runtime fuses the Attention of the 2-layer student's first layer;
     # the last computes its attention for the first token alone (first_token.py), which no fusion matches
     fused = by_name["fused_dynamic"]["fused_ops"]

@@ -7,7 +7,7 @@ import pytest
 
 from distillery.config import load_params
 from distillery.files import write_json
-from distillery.kd_gain import _report
+from distillery.kd_gain import _report, paired_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -276,6 +276,18 @@ def test_a_collapsed_baseline_is_named_and_an_interval_stays_within_possible_gai
                          "row in 2 runs (seeds 1, 2): its "
                          "training collapsed to one label (distill.train.learning_rate, .epochs), so a gain measured "
                          "against it says little about distillation."), line
+
+
+def test_a_qa_summary_names_f1_and_gives_it_no_percent_sign():
+    """SQuAD's F1 is a mean of per-question overlaps, reported on 0-100: not a percentage of questions (trial NN)."""
+    from distillery.kd_gain import summary
+
+    gain = paired_summary([0.41, 0.44, 0.43], [0.30, 0.33, 0.31])
+    line = summary({"metrics": ["f1", "exact_match"], "f1": gain, "seeds": [1, 2, 3]})
+    assert line.startswith("over seeds [1, 2, 3]: distilled F1 42.67 ± 1.53, baseline F1 31.33 ± 1.53, paired gain "
+                           "+11.33 points"), line
+    accuracy = summary({"metrics": ["accuracy"], "accuracy": gain, "seeds": [1, 2, 3]})
+    assert accuracy.startswith("over seeds [1, 2, 3]: distilled 42.67 ± 1.53%, baseline 31.33 ± 1.53%"), accuracy
 
 
 def test_a_collapsed_teacher_is_named_beside_its_retention_in_kd_gain_and_compare(tmp_path):
