@@ -99,7 +99,7 @@ def advisory_lock(url: str, name: str, timeout_s: float, poll_s: float = 0.5) ->
 
     try:
         with connection.cursor() as cursor:
-            deadline = time.monotonic() + timeout_s
+            deadline, waited = time.monotonic() + timeout_s, False
             while True:
                 try:
                     cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
@@ -112,6 +112,11 @@ def advisory_lock(url: str, name: str, timeout_s: float, poll_s: float = 0.5) ->
                     raise LockTimeout(f"another registration of {name!r} holds the advisory lock {key} on "
                                       f"{redact_uri(url)} ({_holder(cursor, key)}); waited {timeout_s:g}s "
                                       f"(register.lock_timeout_s)")
+                if not waited:
+                    from distillery.locking import say_waiting
+
+                    waited = say_waiting(name, f"advisory lock {key} on {redact_uri(url)}: {_holder(cursor, key)}",
+                                          timeout_s)
                 time.sleep(poll_s)
             try:
                 yield key

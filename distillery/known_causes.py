@@ -44,7 +44,9 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
       saying so, with the failure's own message (a library that masks the full disk);
     - SQLite "database is locked" and a refused or timed-out connection (the tracking server): ``TransientError``
       (exit 3, retried);
-    - a tracking URI of a scheme MLflow has no store for (``htp://``): ``ConfigError`` naming it (exit 2).
+    - a tracking URI of a scheme MLflow has no store for (``htp://``): ``ConfigError`` naming it (exit 2);
+    - a database as the tracking URI: a refused login or a server's ``mlflow-artifacts`` (``ConfigError``), or no
+      answer (``TransientError``): :func:`_database_store`.
     """
     import sqlite3
 
@@ -60,6 +62,9 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
 
     causes = _causes(exc)
     texts = " | ".join(f"{type(c).__name__}: {c}" for c in causes)
+    database = _database_store(causes, texts)
+    if database is not None:
+        return database
     for cause in causes:
         full = (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
             type(cause).__name__ == "SafetensorError" and "No space left on device" in str(cause))  # Rust's error
@@ -120,6 +125,34 @@ def known_cause(exc: BaseException) -> Optional[DistilleryError]:
 
 
 LOW_SPACE_MB = 16.0  # under this much free space, any failure is most likely the disk's
+
+
+def _database_store(causes: list[BaseException], texts: str) -> Optional[DistilleryError]:
+    """With a database as the tracking URI (``postgresql://``, ``mysql://``, ``mssql://``): the tracking server's
+    database given to a client whose artifacts that server serves (``mlflow-artifacts:``), a login refused
+    (``ConfigError``, exit 2) or a database not answering (``TransientError``, exit 3). Else None."""
+    import re
+
+    from distillery.errors import ConfigError
+    from distillery.tracking import redact_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not re.match(r"(?i)(postgresql|postgres|mysql|mssql)(\+\w+)?://", uri):
+        return None
+    shown = redact_uri(uri)
+    if "When an mlflow-artifacts URI was supplied" in texts:
+        return ConfigError(f"MLFLOW_TRACKING_URI {shown!r} is a tracking server's database, and the experiment's "
+                           "artifacts are served by that server (mlflow-artifacts:): set MLFLOW_TRACKING_URI to the "
+                           "server's own http(s):// address (README: Running it for a team)")
+    for cause in causes:
+        if type(cause).__name__ == "OperationalError" and type(cause).__module__.startswith("sqlalchemy"):
+            said = " ".join(redact_uri(str(getattr(cause, "orig", None) or cause)).split())[:200]
+            if re.search(r"(?i)authentication failed|access denied|login failed|no password supplied", said):
+                return ConfigError(f"the tracking database {shown} refused the login ({said}): fix the role or "
+                                   "password in MLFLOW_TRACKING_URI (or PGPASSWORD)")
+            return TransientError(f"the tracking database {shown} did not answer ({said}); run the stage again "
+                                  "when it does")
+    return None
 
 
 def _fullest() -> tuple[str, float]:

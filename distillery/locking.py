@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -56,17 +57,19 @@ def registry_lock(uri: str, name: str, timeout_s: float, poll_s: float = 0.5, lo
     path = lock_path(uri, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
-        deadline = time.monotonic() + timeout_s
+        deadline, waited = time.monotonic() + timeout_s, False
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
                 if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
                     raise LockTimeout(f"another registration of {name!r} holds {path} ({holder}); waited "
                                       f"{timeout_s:g}s (register.lock_timeout_s)") from None
+                if not waited:
+                    waited = say_waiting(name, f"{path}: {_readable(holder)}", timeout_s)
                 time.sleep(poll_s)
         try:
             handle.seek(0)
@@ -79,6 +82,22 @@ def registry_lock(uri: str, name: str, timeout_s: float, poll_s: float = 0.5, lo
             handle.truncate()
             handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def say_waiting(name: str, holder: str, timeout_s: float) -> bool:
+    """The line a registration prints once when another holds its lock (it may wait a while, silent otherwise)."""
+    print(f"register: waiting up to {timeout_s:g}s (register.lock_timeout_s) for another registration of {name!r} "
+          f"({holder})", file=sys.stderr, flush=True)
+    return True
+
+
+def _readable(holder: str) -> str:
+    """A registration lock file's holder record ({"pid", "host", "since"}) as words; anything else as it is."""
+    try:
+        record = json.loads(holder)
+    except ValueError:
+        return holder
+    return _describe({"what": "a registration", **record}) if isinstance(record, dict) else holder
 
 
 def _holder(handle) -> dict:

@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 
 from distillery.errors import RegistryError
 from distillery.locking import registry_lock
-from distillery.tracking import connect, experiment_id, quiet_mlflow, unavailable_as_transient
+from distillery.tracking import connect, experiment_id, quiet_mlflow
+from distillery.tracking_errors import unavailable_as_transient
 
 TAG = "distillery."  # prefix of every tag Distillery sets on runs and model versions
 LABELS_TAG = TAG + "labels"  # the version's label names, as a JSON list

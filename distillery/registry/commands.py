@@ -13,7 +13,8 @@ from distillery.registry.client import (ROLLBACK_REASON, ROLLED_BACK, TAG, alias
 from distillery.registry.notes import failed_checks, gate_warning, labels_changed, labels_note, restart_note
 from distillery.registry.listing import no_store, list_models, models_table  # noqa: F401 (commands.list_models)
 from distillery.registry.versions import stamp, version_input_spec, version_weights, weights_rolled_back
-from distillery.tracking import experiment_id, lost_cause, quiet_mlflow, redact_uri, tracking_uri
+from distillery.tracking import experiment_id, quiet_mlflow, redact_uri, tracking_uri
+from distillery.tracking_errors import lost_cause
 
 
 def _recover(client, params: Params, root: Path) -> dict:

@@ -7,6 +7,8 @@ and the other 0%, which makes "a champion that is better" deterministic.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -907,13 +909,18 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch
     assert not (project / "reports/metrics/register.json").exists()
 
 
-def test_registrations_of_one_model_never_overlap(tmp_path):
+def test_registrations_of_one_model_never_overlap(tmp_path, capsys):
     with registry_lock("sqlite:///x.db", NAME, timeout_s=1):
         started = time.perf_counter()
         with pytest.raises(LockTimeout, match='"pid"'):
-            with registry_lock("sqlite:///x.db", NAME, timeout_s=0.5):
+            with registry_lock("sqlite:///x.db", NAME, timeout_s=0.5, poll_s=0.1):
                 pass
         assert time.perf_counter() - started >= 0.5
+        # said once as the wait began (a trial's registration waited in silence), with the holder in words
+        waits = [line for line in capsys.readouterr().err.splitlines() if line.startswith("register: waiting")]
+        assert len(waits) == 1 and re.fullmatch(
+            rf"register: waiting up to 0.5s \(register.lock_timeout_s\) for another registration of '{NAME}' \(\S+: "
+            rf"pid {os.getpid()} on \S+, a registration, since \d\d:\d\d:\d\d\)", waits[0]), waits
         with registry_lock("sqlite:///x.db", "another-model", timeout_s=0):
             pass  # other names are not blocked
     with registry_lock("sqlite:///x.db", NAME, timeout_s=0):

@@ -204,7 +204,7 @@ def test_two_workspaces_registering_at_once_keep_one_champion(team, tiny_bert, t
 
 @pytest.mark.skipif(NO_POSTGRES is not None, reason=f"PostgreSQL tests skipped: {NO_POSTGRES}")
 def test_the_advisory_lock_waits_names_its_holder_and_dies_with_it(team, tiny_bert, tmp_path, monkeypatch, capsys):
-    from distillery.advisory_lock import LockUnavailable, advisory_lock
+    from distillery.advisory_lock import LockUnavailable, advisory_lock, lock_key
     from distillery.errors import LockTimeout
 
     url = team["lock"]
@@ -214,6 +214,10 @@ def test_the_advisory_lock_waits_names_its_holder_and_dies_with_it(team, tiny_be
                                               rf"pid {os.getpid()} on "):
             with advisory_lock(url, "held-model", timeout_s=0.5, poll_s=0.1):
                 pass
+        assert capsys.readouterr().err.startswith(  # said once as the wait began, the holder named
+            f"register: waiting up to 0.5s (register.lock_timeout_s) for another registration of 'held-model' "
+            f"(advisory lock {lock_key('held-model')} on {redact_uri(url)}: distillery register held-model pid "
+            f"{os.getpid()} on ")
         with advisory_lock(url, "another-model", timeout_s=0):  # one model's registration never blocks another's
             pass
         # The register command, waiting for it, fails with one line and exit code 3 (retried by the flow).
@@ -224,8 +228,8 @@ def test_the_advisory_lock_waits_names_its_holder_and_dies_with_it(team, tiny_be
         capsys.readouterr()
         assert main(["register"]) == 3
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("distillery register: transient error: another registration of "
-                                                   "'held-model' holds the advisory lock"), err
+        assert len(err) == 2 and err[0].startswith("register: waiting up to 1s") and err[1].startswith(
+            "distillery register: transient error: another registration of 'held-model' holds the advisory lock"), err
     assert not (project / "reports/metrics/register.json").exists()
 
     # A holder killed by SIGKILL frees the lock: PostgreSQL ends its session when the socket closes.

@@ -381,7 +381,7 @@ def test_a_failed_report_write_leaves_no_half_file_and_a_cut_json_is_named(tmp_p
 def test_a_lost_tracking_servers_cause_is_said_in_a_few_whole_words():
     """A trial's register ended "...Max retries exceeded with ); the champion was not moved": the first 160
     characters of MLflow's message, cut mid-sentence."""
-    from distillery.tracking import lost_cause
+    from distillery.tracking_errors import lost_cause
 
     refused = ("API request to http://127.0.0.1:5000/api/2.0/mlflow/model-versions/set-tag failed with exception "
                "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "

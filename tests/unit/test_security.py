@@ -293,6 +293,67 @@ def test_a_server_refusing_the_account_is_a_setting_to_fix_not_a_lost_server(tmp
     assert "transient" not in err and "s3cret" not in err and "champion" not in err
 
 
+def test_a_server_failing_inside_is_said_with_its_status_not_as_a_lost_server(tmp_path, monkeypatch, capsys):
+    """A trial's server with a missing artifact bucket answered 500 to every upload: "transient error: ... stopped
+    answering (max retries exceeded)", exit 3, retried by the flow, though the server was up and its log said why."""
+    from distillery.cli import main
+
+    with _answering(500, b"NoSuchBucket") as port:
+        shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # MLflow's own retries, quickly
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+        assert main(["models"]) == 4  # EnvironmentFailure: someone fixes the server; the flow does not retry it
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        f"MLflow tracking server http://127.0.0.1:{port} answered HTTP 500 to /api/2.0/mlflow/model-versions/search, "
+        "again after MLflow's retries: the server's own log says why") in err, err
+    assert "transient" not in err and "s3cret" not in err and "champion" not in err
+
+
+def test_a_database_as_the_tracking_uri_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """A trial set MLFLOW_TRACKING_URI to the team server's PostgreSQL (the mistake the README warns of): a closed
+    port, a refused password and the server's mlflow-artifacts each ended in a traceback of 40 to 208 lines."""
+    import socket
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    import mlflow.store.db.utils
+    from distillery.cli import main
+    from distillery.known_causes import known_cause
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    uri = f"postgresql://mlflow:s3cret@127.0.0.1:{port}/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)  # MLflow's own 100 s of retries, once
+    assert main(["models"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"distillery models: transient error: the tracking database postgresql://127.0.0.1:{port}"
+                          f"/mlflow did not answer (connection to server at \"127.0.0.1\", port {port} failed: "
+                          "Connection refused"), err
+    assert "s3cret" not in err
+
+    refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(
+        'connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication failed for user '
+        '"mlflow"'))  # as psycopg2 said it to the trial
+    said = known_cause(refused)
+    assert type(said).__name__ == "ConfigError" and str(said).startswith(
+        f"the tracking database postgresql://127.0.0.1:{port}/mlflow refused the login (connection to server at "), said
+    proxied = MlflowException("When an mlflow-artifacts URI was supplied, the tracking URI must be a valid http or "
+                              "https URI, but it was currently set to postgresql://127.0.0.1:5432/mlflow.")
+    said = known_cause(proxied)
+    assert type(said).__name__ == "ConfigError" and "set MLFLOW_TRACKING_URI to the server's own http(s):// address" \
+        in str(said) and "s3cret" not in str(said), said
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # the same errors under a server: not these
+    assert known_cause(proxied) is None
+
+
 def test_the_failure_notification_and_log_carry_no_credentials():
     import logging
 
