@@ -47,9 +47,10 @@ def unavailable_as_transient(uri: str, moves_champion: bool = True) -> Iterator[
         failing = re.search(r"too many (50[01]) error responses", str(exc))
         if is_remote(uri) and "API request to" in str(exc) and failing:
             # the server answers but fails inside (a missing bucket, its database down): every retry failed alike
+            endpoint = urlsplit(_endpoint(str(exc))).path or "its request"
             raise EnvironmentFailure(f"MLflow tracking server {redact_uri(uri)} answered HTTP {failing.group(1)} to "
-                                     f"{urlsplit(_endpoint(str(exc))).path or 'its request'}, again after MLflow's retries: the server's own log says "
-                                     f"why (its artifact store or its database, most likely){kept}") from None
+                                     f"{endpoint}, again after MLflow's retries: the server's own log says why (its "
+                                     f"artifact store or its database, most likely){kept}") from None
         if is_remote(uri) and "API request to" in str(exc):
             raise TrackingUnavailable(f"MLflow tracking server {redact_uri(uri)} stopped answering "
                                       f"({lost_cause(str(exc))}){kept}") from None
