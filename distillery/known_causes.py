@@ -147,9 +147,12 @@ def _database_store(causes: list[BaseException], texts: str) -> Optional[Distill
     for cause in causes:
         if type(cause).__name__ == "OperationalError" and type(cause).__module__.startswith("sqlalchemy"):
             said = " ".join(redact_uri(str(getattr(cause, "orig", None) or cause)).split())[:200]
-            if re.search(r"(?i)authentication failed|access denied|login failed|no password supplied", said):
-                return ConfigError(f"the tracking database {shown} refused the login ({said}): fix the role or "
-                                   "password in MLFLOW_TRACKING_URI (or PGPASSWORD)")
+            if re.search(r"(?i)authentication failed|access denied|login failed|no password supplied|does not "
+                         r"exist|unknown database|no pg_hba\.conf entry|ssl", said):  # it answered: a setting
+                password = " (or PGPASSWORD)" if uri.lower().startswith("postgres") else ""
+                return ConfigError(f"the tracking database {shown} refused the connection ({said}): fix the role, "
+                                   f"password or database in MLFLOW_TRACKING_URI{password}, or point it at the "
+                                   "tracking server")
             return TransientError(f"the tracking database {shown} did not answer ({said}); run the stage again "
                                   "when it does")
     return None

@@ -66,7 +66,7 @@ def registry_lock(uri: str, name: str, timeout_s: float, poll_s: float = 0.5, lo
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"another registration of {name!r} holds {path} ({holder}); waited "
+                    raise LockTimeout(f"another registration of {name!r} holds {path} ({_readable(holder)}); waited "
                                       f"{timeout_s:g}s (register.lock_timeout_s)") from None
                 if not waited:
                     waited = say_waiting(name, f"{path}: {_readable(holder)}", timeout_s)

@@ -31,8 +31,8 @@ def unavailable_as_transient(uri: str, moves_champion: bool = True) -> Iterator[
     except MlflowException as exc:
         if is_remote(uri) and "API request to" in str(exc) and "error code 404 " in str(exc):
             # a server that answers, at the wrong address: a mistake to fix, never retried as a lost server
-            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST API: "
-                              "set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
+            raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST "
+                              "API: set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
                               f"only if the server is mounted under one){kept}") from None
         if is_remote(uri) and "API request to" in str(exc) and "error code 401 " in str(exc):
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} refused the credentials (401 Unauthorized"
@@ -44,7 +44,7 @@ def unavailable_as_transient(uri: str, moves_champion: bool = True) -> Iterator[
                               f"{'account ' + repr(user) if user else 'this account'} for {_endpoint(str(exc))}: an "
                               "admin grants EDIT on the experiment and MANAGE on the registered model (README: Running "
                               f"shared servers safely), or MLFLOW_TRACKING_URI's path is wrong{kept}") from None
-        failing = re.search(r"too many (50[01]) error responses", str(exc))
+        failing = re.search(r"too many (500) error responses", str(exc))
         if is_remote(uri) and "API request to" in str(exc) and failing:
             # the server answers but fails inside (a missing bucket, its database down): every retry failed alike
             endpoint = urlsplit(_endpoint(str(exc))).path or "its request"

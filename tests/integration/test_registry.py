@@ -912,7 +912,7 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(project, monkeypatch
 def test_registrations_of_one_model_never_overlap(tmp_path, capsys):
     with registry_lock("sqlite:///x.db", NAME, timeout_s=1):
         started = time.perf_counter()
-        with pytest.raises(LockTimeout, match='"pid"'):
+        with pytest.raises(LockTimeout, match=rf"\(pid {os.getpid()} on \S+, a registration, since "):
             with registry_lock("sqlite:///x.db", NAME, timeout_s=0.5, poll_s=0.1):
                 pass
         assert time.perf_counter() - started >= 0.5

@@ -33,6 +33,9 @@ def _fit(model, tokenizer, out, distill: bool, kept: bool, monkeypatch, used: li
             yield swapped
 
     monkeypatch.setattr(training, "row_gradients", spy)
+    arguments = training.training_arguments  # every step's weights kept, not the best epoch's (ties keep the first)
+    monkeypatch.setattr(training, "training_arguments", lambda *a, **k: dataclasses.replace(
+        arguments(*a, **k), load_best_model_at_end=False))
     cfg = dataclasses.replace(TrainConfig(), epochs=2, batch_size=8, learning_rate=1e-2, warmup=0.0)
     options = dict(alpha=0.5, temperature=2.0, loss_kind="kl") if distill else None
     training.fit(TASK, model, tokenizer, tokenize(frame, tokenizer, 32, logits), tokenize(frame, tokenizer, 32), cfg,
@@ -113,7 +116,53 @@ def test_only_a_large_trainable_plain_embedding_is_swapped(monkeypatch):
     with row_gradients(model) as swapped:
         assert swapped == 1 and type(model["plain"]) is RowGradientEmbedding
         assert [type(m) for m in model.values()][1:] == [nn.Embedding, nn.Embedding, nn.Embedding, Scaled]
-        with torch.no_grad():  # evaluation inside training: the plain lookup, no graph
+        monkeypatch.setattr(row_module._Lookup, "apply", None)  # evaluation inside training: the plain lookup
+        with torch.no_grad():
             assert torch.equal(model["plain"](torch.tensor([3])), model["plain"].weight[3:4])
     with row_gradients(model, enabled=False) as swapped:  # a multi-process run: DDP needs autograd's own hooks
         assert swapped == 0
+
+
+def _steps(model, lookup, ids, steps: int = 4):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        lookup(model, ids).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model
+
+
+def test_a_weight_used_outside_the_lookup_gets_all_its_gradient_and_a_tied_one_is_left_alone(monkeypatch):
+    """A review's case: the matrix read directly as well as looked up. Autograd's own gradient then lands in the
+    kept buffer, in rows the lookup never wrote: they must be zeroed before the next step, or each step leaks
+    into the next. A matrix tied to an output layer is not swapped at all."""
+    monkeypatch.setattr(row_module, "MIN_ELEMENTS", 0)
+    ids = torch.tensor([[1, 2, 2, 3]])
+    twice = lambda m, ids: m.weight.square().sum() + m(ids).sum()  # noqa: E731  (the direct use first)
+    torch.manual_seed(0)
+    start = nn.Embedding(50, 4)
+    dense = _steps(copy.deepcopy(start), twice, ids)
+    with row_gradients(kept := copy.deepcopy(start)) as swapped:
+        assert swapped == 1
+        _steps(kept, twice, ids)
+    assert torch.allclose(kept.weight, dense.weight, atol=1e-6, rtol=0)
+
+    tied = nn.ModuleDict({"embed": nn.Embedding(50, 4), "head": nn.Linear(4, 50, bias=False)})
+    tied["head"].weight = tied["embed"].weight
+    with row_gradients(tied) as swapped:
+        assert swapped == 0
+
+
+def test_int32_ids_copies_and_pickles(monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(row_module, "MIN_ELEMENTS", 0)
+    torch.manual_seed(0)
+    start = nn.Embedding(50, 4)
+    ids = torch.tensor([[1, 2, 2, 3]], dtype=torch.int32)
+    dense = _steps(copy.deepcopy(start), lambda m, i: m(i).square().sum(), ids)
+    with row_gradients(kept := copy.deepcopy(start)):
+        _steps(kept, lambda m, i: m(i).square().sum(), ids)  # int32 ids, as the dense backward takes them
+        for twin in (copy.deepcopy(kept), pickle.loads(pickle.dumps(kept))):  # plain, without the 47 MB buffer
+            assert type(twin) is nn.Embedding and "_rows" not in vars(twin) and torch.equal(twin.weight, kept.weight)
+    assert torch.equal(kept.weight, dense.weight)

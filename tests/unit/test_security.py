@@ -344,7 +344,10 @@ def test_a_database_as_the_tracking_uri_fails_in_one_line(tmp_path, monkeypatch,
         '"mlflow"'))  # as psycopg2 said it to the trial
     said = known_cause(refused)
     assert type(said).__name__ == "ConfigError" and str(said).startswith(
-        f"the tracking database postgresql://127.0.0.1:{port}/mlflow refused the login (connection to server at "), said
+        f"the tracking database postgresql://127.0.0.1:{port}/mlflow refused the connection (connection to server "
+        "at "), said
+    missing = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception('FATAL:  database "mlflow" does not exist'))
+    assert type(known_cause(missing)).__name__ == "ConfigError"  # the server answered: not retried
     proxied = MlflowException("When an mlflow-artifacts URI was supplied, the tracking URI must be a valid http or "
                               "https URI, but it was currently set to postgresql://127.0.0.1:5432/mlflow.")
     said = known_cause(proxied)
