@@ -96,8 +96,8 @@ def _below_baseline(gain_points: float, metric: str) -> str:
         return ""
     return (f"\n\nWarning: the distilled student is {-gain_points:.1f} {metric} points BELOW its labels-only "
             "baseline: distillation did not help on this run. `python -m distillery kd_gain` tells whether it holds "
-            "over seeds; the usual causes are distill.train.learning_rate (set by hand below the student family's "
-            "own: learning_rate: auto takes it; more epochs on small data), distill.alpha and distill.temperature "
+            "over seeds; the usual causes are distill.train.learning_rate (a rate set by hand, too low or too high "
+            "for the student family: learning_rate: auto takes the family's own; more epochs on small data), distill.alpha and distill.temperature "
             "(`python -m distillery sweep`).")
 
 
@@ -215,28 +215,18 @@ def _deployed(head: dict) -> str:
             f"{_interval(mine.get('p50_speedup_ci95'))}, {mine['p95_speedup']:.1f}x at p95)")
 
 
-def benchmark_table(results: dict) -> str:
-    """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
-    size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed.
+def _latency_cells(c: dict) -> str:
+    """A cell's p50, its 95% interval, p95, p99 and runs, each tail marked ``*`` when too few runs back it."""
+    ci = c.get("p50_ci95_ms")
+    ci_text = (f"{ci[0]:.2f}-{ci[1]:.2f}" + ("*" if c["runs"] < 6 else "")) if ci else "n/a"
+    return (f"{c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
+            f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']}")
 
-    A task scored by other metrics (extractive QA: ``f1``, ``exact_match``) shows those instead."""
-    head = results["headline"]
-    metrics = results.get("metrics", ["accuracy", "macro_f1"])
-    if metrics != ["accuracy", "macro_f1"]:
-        return _benchmark_scores_table(results, metrics)
-    cell = head["cell"]
-    fp = results["fingerprint"]
-    rows = ["| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs | size MB | parameters | added peak memory MB | "
-            "accuracy | macro-F1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, m in results["models"].items():
-        c = m["cells"][cell]
-        f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
-        ci = c.get("p50_ci95_ms")
-        ci_text = (f"{ci[0]:.2f}-{ci[1]:.2f}" + ("*" if c["runs"] < 6 else "")) if ci else "n/a"
-        rows.append(f"| {name} | {c['p50_ms']:.2f} | {ci_text} | {_percentile(c['p95_ms'], c['runs'], 20)} | "
-                    f"{_percentile(c['p99_ms'], c['runs'], 100)} | {c['runs']} | {megabytes(m['size_mb'])} | "
-                    f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
-    grid = results["grid"]
+
+def _how_timed(results: dict) -> str:
+    """How the cells were timed (the interleaved rounds, their stopping rule, what ``*`` marks) and how the
+    intervals were drawn."""
+    head, grid = results["headline"], results["grid"]
     method = ""
     if "min_runs" in grid:
         stops = [f"{name} {c['runs']} runs ({c['stopped_by']}" + (
@@ -263,14 +253,36 @@ def benchmark_table(results: dict) -> str:
     else:
         boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
                 f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
+    return boot + method
+
+
+LATENCY_HEADER = "| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs |"
+
+
+def benchmark_table(results: dict) -> str:
+    """Markdown: per model, latency at the headline cell (p50 with its 95% interval, the runs behind it),
+    size, parameters, accuracy; then the ratios with their bootstrap intervals and how each cell was timed.
+
+    A task scored by other metrics (extractive QA: ``f1``, ``exact_match``) shows those instead."""
+    head = results["headline"]
+    metrics = results.get("metrics", ["accuracy", "macro_f1"])
+    if metrics != ["accuracy", "macro_f1"]:
+        return _benchmark_scores_table(results, metrics)
+    cell = head["cell"]
+    fp = results["fingerprint"]
+    rows = [LATENCY_HEADER + " size MB | parameters | added peak memory MB | accuracy | macro-F1 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in results["models"].items():
+        f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
+        rows.append(f"| {name} | {_latency_cells(m['cells'][cell])} | {megabytes(m['size_mb'])} | "
+                    f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
     return (f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"
             f"{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95"
             f"{_interval(head.get('p95_speedup_ci95'))}, {head['size_ratio']:.1f}x smaller; accuracy "
             f"{head['accuracy_change_points']:+.1f} points. Deployable student model: {results['deployable']}"
-            f"{_deployed(head)}.{boot}"
-            f"{method}{roofline_text(results)}\n")
+            f"{_deployed(head)}.{_how_timed(results)}{roofline_text(results)}\n")
 
 
 def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
@@ -281,19 +293,16 @@ def _benchmark_scores_table(results: dict, metrics: list[str]) -> str:
     grid = results["grid"]
     batch = 1 if 1 in grid["batch_sizes"] else min(grid["batch_sizes"])
     for cell in [f"b{batch}_s{length}" for length in grid["sequence_lengths"]]:
-        rows = [f"| model | p50 ms | p95 ms | p99 ms | size MB | parameters | added peak memory MB | {names[0]} | {names[1]} |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        rows = [LATENCY_HEADER + f" size MB | parameters | added peak memory MB | {names[0]} | {names[1]} |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in results["models"].items():
-            c = m["cells"][cell]
-            rows.append(f"| {name} | {c['p50_ms']:.2f} | {c['p95_ms']:.2f} | {c['p99_ms']:.2f} | "
-                        f"{megabytes(m['size_mb'])} | "
+            rows.append(f"| {name} | {_latency_cells(m['cells'][cell])} | {megabytes(m['size_mb'])} | "
                         f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m[primary])} | "
                         f"{_percent(m[secondary])} |")
         lines.append(f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "
                      f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows))
     return ("\n\n".join(lines) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32 at {head['cell']}, same run: {head['p50_speedup']:.1f}x "
-            f"faster at p50{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95, {head['size_ratio']:.1f}x smaller; {names[0]} "
-            f"{head[f'{primary}_change_points']:+.1f} points. Deployable student model: {results['deployable']}"
-            f"{_deployed(head)}."
-            f"{roofline_text(results)}\n")
+            f"faster at p50{_interval(head.get('p50_speedup_ci95'))}, {head['p95_speedup']:.1f}x at p95, "
+            f"{head['size_ratio']:.1f}x smaller; {names[0]} {head[f'{primary}_change_points']:+.1f} points. Deployable "
+            f"student model: {results['deployable']}{_deployed(head)}.{_how_timed(results)}{roofline_text(results)}\n")

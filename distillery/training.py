@@ -21,7 +21,6 @@ from distillery.files import mark_owner, private_temp, scratch_dir, sweep_scratc
 from distillery.hf import freeze_embeddings, set_attention_dropout
 from distillery.losses import hidden_state_loss
 from distillery.progress import ProgressLine, progress_interval
-from distillery.row_gradients import row_gradients
 
 def _last_loss(log_history: list) -> Optional[float]:
     for entry in reversed(log_history):
@@ -238,8 +237,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
             task=task, **(distill or {}))
         trainer.remove_callback(PrinterCallback)  # no dict printed per logging step: Progress says it
         started = time.perf_counter()
-        with row_gradients(model, enabled=world_size() == 1):  # the same weights, without a dense fill a step
-            result = trainer.train()
+        result = trainer.train()
         train_seconds = time.perf_counter() - started
         best_metric = trainer.state.best_metric
         trainer.save_model(str(save_dir))

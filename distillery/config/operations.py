@@ -108,7 +108,8 @@ class ExportConfig:
                                                         "max_length)")
     selection_seconds: float = Field(10.0, gt=0, description="time cap on timing the candidates")
     deploy: Literal["auto", "fp32", "int8"] = Field(
-        "auto", description="which student file ships: auto = int8 when it passes its gate, else fp32; fp32 = "
+        "auto", description="which student file ships: auto = int8 when a recipe passes the gates on validation "
+                            "and the chosen one its gate on test, else fp32; fp32 = "
                             "always fp32 (int8 still built and reported); int8 = int8 or the stage fails",
         json_schema_extra=allowed("use auto, fp32 or int8"))
 

@@ -73,11 +73,15 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             report[name]["size_mb"] = {"fp32": fp32_path.stat().st_size / 1e6, "int8": int8_path.stat().st_size / 1e6}
         failed = [n for n in EXPORTED if not report[n]["fp32"]["passed"]]
         student_int8 = report["student"]["int8"]
-        ships_int8 = student_int8["deployable"] and params.export.deploy != "fp32"
+        # auto ships no int8 that failed on validation: the test split checks the chosen model, never overrules
+        unchosen = params.export.deploy == "auto" and not report["student"]["recipes"].get("searched", True)
+        ships_int8 = student_int8["deployable"] and params.export.deploy != "fp32" and not unchosen
         report["deployable"] = "student.int8.onnx" if ships_int8 else "student.onnx"
         report["deploy"] = params.export.deploy
         reason = student_int8["reason"] if not student_int8["deployable"] else (
-            "export.deploy is fp32" if not ships_int8 else None)
+            "export.deploy is fp32" if params.export.deploy == "fp32" else
+            f"no int8 recipe of {len(report['student']['recipes']['candidates'])} passed the gates on validation "
+            "(export.deploy: int8 ships it on the test split's gate alone)" if unchosen else None)
         report["int8_not_deployable_reason"] = reason
         report["fp32_parity_passed"] = not failed
         # a failed export leaves the last good parity.json beside the last good models (it describes them) and

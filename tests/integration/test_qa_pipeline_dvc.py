@@ -150,6 +150,10 @@ def test_qa_profile_through_every_stage_then_served_over_http(tmp_path, tiny_ber
     benchmark = json.loads((project / "reports/metrics/benchmark.json").read_text())
     assert set(benchmark["models"]["student_onnx_int8"]["cells"]) == {"b1_s16", "b1_s32"}
     assert benchmark["metrics"] == ["f1", "exact_match"]
+    table = (project / "reports/benchmark.md").read_text()  # each p50 with its interval and runs, tails marked
+    runs = benchmark["models"]["student_onnx_int8"]["cells"]["b1_s16"]["runs"]
+    assert table.count("| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs |") == 2, table
+    assert f"| {runs} |" in table and "\\* marks a p95 from fewer than 20 runs" in table, table
 
     register = json.loads((project / "reports/metrics/register.json").read_text())
     assert register["decision"] == "promoted", register

@@ -1154,6 +1154,19 @@ def test_labels_that_differ_only_in_case_are_two_classes_and_a_warning(tmp_path,
         "'positive'; if they are one class" in capsys.readouterr().err
 
 
+def test_labels_mixing_numbers_and_words_are_said(tmp_path, capsys):
+    """A trial's sentence pairs coded 0/1 in one source and no/yes in another made 4 classes without a word."""
+    frame = make_texts(120)
+    frame["sentiment"] = [["0", 1, "no", "yes"][i % 4] for i in range(120)]
+    prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared")
+    assert json.loads((tmp_path / "prepared" / "labels.json").read_text())["names"] == ["0", "1", "no", "yes"]
+    assert "prepare: warning: the labels mix numbers and words: '0', '1' and 'no', 'yes' are 4 separate classes; " \
+        "if a number and a word name one class" in capsys.readouterr().err
+    frame["sentiment"] = [["negative", "neutral", "positive"][i % 3] for i in range(120)]  # words alone: no word
+    prepare(_params(_csv(tmp_path, frame)), tmp_path / "prepared2")
+    assert "mix numbers and words" not in capsys.readouterr().err
+
+
 def test_a_file_of_a_header_alone_is_said_to_have_no_rows(tmp_path):
     """It said "found 0 label value(s) [] in data.label_column 'sentiment'; classification needs two or more"."""
     path = tmp_path / "empty.csv"

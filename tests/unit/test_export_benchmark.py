@@ -177,6 +177,32 @@ def test_int8_gate_fail_branch_keeps_fp32_deployable(workspace, tmp_path, monkey
     assert json.loads((tmp_path / "onnx" / "deployment.json").read_text())["int8_deployable"] is False
 
 
+def test_auto_ships_no_int8_that_failed_on_validation_though_it_passes_on_test(workspace, tmp_path, monkeypatch):
+    """A trial's QA student: every recipe failed on 30 validation questions, and the plain one shipped because the
+    test split's gate passed it: test data deciding what validation had refused. Now the test split only checks."""
+    import distillery.export_recipes as export_recipes
+
+    root, params = workspace
+    real = export_recipes.search
+
+    def none_passed(*args, **kwargs):
+        result = real(*args, **kwargs)
+        for candidate in result["candidates"]:
+            candidate.update(kept=False, chosen=False, reason="validation: refused (stand-in)")
+        return {**result, "searched": False, "chosen": "dynamic"}
+
+    monkeypatch.setattr(export_recipes, "search", none_passed)
+    loose = dict(recipes=["dynamic"], int8_max_accuracy_drop=100.0, int8_min_label_agreement=0.0)  # test: passes
+    report = export(replace(params, export=ExportConfig(**loose)), root / "models", root / "prepared",
+                    tmp_path / "a" / "onnx", tmp_path / "a" / "reports")
+    assert report["student"]["int8"]["deployable"] is True and report["deployable"] == "student.onnx"
+    assert report["int8_not_deployable_reason"] == ("no int8 recipe of 1 passed the gates on validation "
+                                                    "(export.deploy: int8 ships it on the test split's gate alone)")
+    required = export(replace(params, export=ExportConfig(**loose, deploy="int8")), root / "models",
+                      root / "prepared", tmp_path / "b" / "onnx", tmp_path / "b" / "reports")
+    assert required["deployable"] == "student.int8.onnx"  # asked for: the test split's gate alone decides
+
+
 def test_deploy_setting_ships_fp32_on_request_and_refuses_a_failing_int8_when_int8_is_required(workspace, tmp_path,
                                                                                                   monkeypatch):
     root, params = workspace

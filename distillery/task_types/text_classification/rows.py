@@ -184,6 +184,14 @@ def label_names(frames: dict, cfg: DataConfig, declared: Union[list, None]) -> l
               f"{'; '.join(' and '.join(map(repr, s)) for s in alike[:3])}{' ...' if len(alike) > 3 else ''}; if they "
               "are one class, write them alike in the data (or declare data.labels, which rejects the other "
               "spellings, each row named in rejected.csv)", file=sys.stderr, flush=True)
+    numbers = [name for name in names if _DECIMAL.fullmatch(name)]
+    words = [name for name in names if not _DECIMAL.fullmatch(name)]
+    if numbers and words:  # two sources joined: one codes its labels 0/1, the other writes no/yes
+        print(f"prepare: warning: the labels mix numbers and words: {', '.join(map(repr, numbers[:3]))} and "
+              f"{', '.join(map(repr, words[:3]))}{' ...' if len(numbers) > 3 or len(words) > 3 else ''} are "
+              f"{len(names)} separate classes; if a number and a word name one class, write them alike in the data "
+              "(or declare data.labels, which rejects the other spellings, each row named in rejected.csv)",
+              file=sys.stderr, flush=True)
     return names
 
 
