@@ -97,8 +97,8 @@ def _below_baseline(gain_points: float, metric: str) -> str:
     return (f"\n\nWarning: the distilled student is {-gain_points:.1f} {metric} points BELOW its labels-only "
             "baseline: distillation did not help on this run. `python -m distillery kd_gain` tells whether it holds "
             "over seeds; the usual causes are distill.train.learning_rate (a rate set by hand, too low or too high "
-            "for the student family: learning_rate: auto takes the family's own; more epochs on small data), distill.alpha and distill.temperature "
-            "(`python -m distillery sweep`).")
+            "for the student family: learning_rate: auto takes the family's own; more epochs on small data), "
+            "distill.alpha and distill.temperature (`python -m distillery sweep`).")
 
 
 def _weaker_than_labels(results: dict, primary: str, metric: str) -> str:
@@ -235,11 +235,11 @@ def _how_timed(results: dict) -> str:
                  for name, c in results.get("cells", {}).items()]
         cap = (f", or fewer once they have taken {grid['max_warmup_seconds']:g}s (never none)"
                if "max_warmup_seconds" in grid else "")
-        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds{cap}: at "
-                  f"least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's 95% "
-                  f"interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
-                  f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait policy "
-                  f"{grid.get('omp_wait_policy', 'unset')}). Runs per model by cell: {'; '.join(stops)}. "
+        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds{cap}: "
+                  f"at least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's "
+                  f"95% interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
+                  f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait "
+                  f"policy {grid.get('omp_wait_policy', 'unset')}). Runs per model by cell: {'; '.join(stops)}. "
                   "\\* marks a p95 from fewer than 20 runs or a p99 from fewer than 100 (a tail of one or two runs), "
                   "and a p50 interval from fewer than 6 runs: their range, which holds the median with probability "
                   "1 - 2/2^runs, under 95%. The intervals take the runs as they came; a cell stopped once they were "
@@ -251,8 +251,9 @@ def _how_timed(results: dict) -> str:
                 f"between rounds cancels in a ratio; seed {head['bootstrap']['seed']}); they cover this run's timing "
                 f"noise, not how another run or host would differ.")
     else:
-        boot = (f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
-                f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']})." if runs else "")
+        boot = "" if not runs else (
+            f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
+            f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']}).")
     return boot + method
 
 
@@ -275,7 +276,8 @@ def benchmark_table(results: dict) -> str:
     for name, m in results["models"].items():
         f1 = "n/a" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
         rows.append(f"| {name} | {_latency_cells(m['cells'][cell])} | {megabytes(m['size_mb'])} | "
-                    f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | {f1} |")
+                    f"{parameters(m['parameters'])} | {memory(m['peak_memory_mb'])} | {_percent(m['accuracy'])} | "
+                    f"{f1} |")
     return (f"Latency at {cell} ({_threads(fp['threads'])}, {fp['cpu']}, torch {fp['torch']}, "
             f"onnxruntime {fp['onnxruntime']}):\n\n" + "\n".join(rows) +
             f"\n\nStudent ONNX int8 vs teacher PyTorch fp32, same run: {head['p50_speedup']:.1f}x faster at p50"

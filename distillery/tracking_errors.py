@@ -32,8 +32,8 @@ def unavailable_as_transient(uri: str, moves_champion: bool = True) -> Iterator[
         if is_remote(uri) and "API request to" in str(exc) and "error code 404 " in str(exc):
             # a server that answers, at the wrong address: a mistake to fix, never retried as a lost server
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} answered 404 (not found) to MLflow's REST "
-                              "API: set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the path "
-                              f"only if the server is mounted under one){kept}") from None
+                              "API: set MLFLOW_TRACKING_URI to the server's own address (http://host:port, with the "
+                              f"path only if the server is mounted under one){kept}") from None
         if is_remote(uri) and "API request to" in str(exc) and "error code 401 " in str(exc):
             raise ConfigError(f"MLflow tracking server {redact_uri(uri)} refused the credentials (401 Unauthorized"
                               f"{_unset_credentials(uri)}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
