@@ -147,7 +147,8 @@ def search(task, model, tokenizer, fp32_path: Path, target: Path, validation: pd
 
     Returns the report: every candidate with its validation quality, its parity, its latency at the
     selection cell and why it was kept or dropped; ``chosen`` names the deployed recipe. With no survivor
-    the default recipe (``dynamic``) is written, and the test split's int8 gate decides as before."""
+    the default recipe (``dynamic``) is written and reported; export ships it only under ``export.deploy: int8``, on
+    the test split's gate alone."""
     recipes = list(dict.fromkeys(export_cfg.recipes))
     length = min(export_cfg.selection_length, max_length)
     if length < export_cfg.selection_length:

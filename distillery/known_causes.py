@@ -147,8 +147,9 @@ def _database_store(causes: list[BaseException], texts: str) -> Optional[Distill
     for cause in causes:
         if type(cause).__name__ == "OperationalError" and type(cause).__module__.startswith("sqlalchemy"):
             said = " ".join(redact_uri(str(getattr(cause, "orig", None) or cause)).split())[:200]
-            if re.search(r"(?i)authentication failed|access denied|login failed|no password supplied|does not "
-                         r"exist|unknown database|no pg_hba\.conf entry|ssl", said):  # it answered: a setting
+            answered = (r"(?i)authentication failed|access denied|login failed|no password supplied|does not exist|"
+                        r"unknown database|no pg_hba\.conf entry|ssl(mode)? (is )?required|does not support ssl")
+            if re.search(answered, said):  # the database answered: a setting to fix, not an outage to retry
                 password = " (or PGPASSWORD)" if uri.lower().startswith("postgres") else ""
                 return ConfigError(f"the tracking database {shown} refused the connection ({said}): fix the role, "
                                    f"password or database in MLFLOW_TRACKING_URI{password}, or point it at the "
