@@ -279,7 +279,8 @@ def test_a_collapsed_baseline_is_named_and_an_interval_stays_within_possible_gai
 
 
 def test_a_qa_summary_names_f1_and_gives_it_no_percent_sign():
-    """SQuAD's F1 is a mean of per-question overlaps, reported on 0-100: not a percentage of questions (a black-box trial)."""
+    """SQuAD's F1 is a mean of per-question overlaps, reported on 0-100: not a percentage of questions (a black-box
+    trial)."""
     from distillery.kd_gain import summary
 
     gain = paired_summary([0.41, 0.44, 0.43], [0.30, 0.33, 0.31])

@@ -348,6 +348,8 @@ def test_a_database_as_the_tracking_uri_fails_in_one_line(tmp_path, monkeypatch,
         "at "), said
     missing = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception('FATAL:  database "mlflow" does not exist'))
     assert type(known_cause(missing)).__name__ == "ConfigError"  # the server answered: not retried
+    dropped = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("SSL SYSCALL error: EOF detected"))
+    assert type(known_cause(dropped)).__name__ == "TransientError"  # a connection lost mid-way: retried
     proxied = MlflowException("When an mlflow-artifacts URI was supplied, the tracking URI must be a valid http or "
                               "https URI, but it was currently set to postgresql://127.0.0.1:5432/mlflow.")
     said = known_cause(proxied)
