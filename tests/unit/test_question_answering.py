@@ -755,7 +755,7 @@ def test_questions_without_ids_or_with_ids_reused_per_paragraph_are_all_kept_and
     assert ids.is_unique and {"q0", "q1", "q0~2", "q1~18"} <= set(ids)
 
 
-def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main_reason(tmp_path):
+def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main_reason(tmp_path, capsys):
     document = make_squad_document(articles=4, seed=3)
     qas = [qa for article in document["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     qas[0]["answers"] = [{"text": "", "answer_start": -1}]  # SQuAD 2.0 converters' unanswerable question
@@ -768,6 +768,9 @@ def test_an_empty_gold_answer_is_no_answer_and_the_rejected_share_names_its_main
         ("data[0].paragraphs[1].qas[0] (id s3-0-1-0)", "no answer")]
     second = kept.set_index("id").loc["s3-0-0-1"]
     assert "" not in second["answer_texts"] and len(second["answer_texts"]) == len(second["answer_starts"]) == 2
+    rows.prepare_splits(_params(source=str(tmp_path / "v2.json")))  # a few: kept going, and said why (a trial)
+    assert "prepare: note: 2 question(s) have no answer (SQuAD 2.0's unanswerable questions, is_impossible, are " \
+        "such): extractive QA here always answers" in capsys.readouterr().err
     for qa in qas[3:]:  # most of the file unanswerable: the error says why
         qa["answers"] = []
     (tmp_path / "mostly.json").write_text(json.dumps(document))

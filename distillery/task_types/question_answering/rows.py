@@ -165,6 +165,14 @@ def prepare_splits(params: Params) -> tuple[dict[str, pd.DataFrame], list[dict],
     check_training_rows_left(cleaned, rejected, {s: split_source(description, cfg.files, s) for s in cleaned})
     check_rejected_share(rejected, sum(len(f) for f in frames.values()), cfg.max_rejected_fraction, description,
                          "SQuAD 2.0's unanswerable questions are 'no answer'")
+    unanswered = sum(row["reason"] == "no answer" for row in rejected)
+    if unanswered:  # a SQuAD 2.0 file loses its unanswerable third under a reason that does not say why
+        import sys
+
+        print(f"prepare: note: {unanswered:,} question(s) have no answer (SQuAD 2.0's unanswerable questions, "
+              "is_impossible, are such): extractive QA here always answers with a span of the context, so they are "
+              "rejected (rejected.csv), and the served model answers every question it is sent",
+              file=sys.stderr, flush=True)
     # A repeated row (the same id, question and context) is dropped; so is a (question, context) pair already in an
     # evaluation split, so no test question is trained on. The same question asked twice within one split stays
     # (SQuAD has a few). An id repeated on another question is not a duplicate: it is numbered apart (~2, ~3).
