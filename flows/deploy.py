@@ -83,6 +83,44 @@ def deployment_options(project_dir: Path, name: Optional[str] = None, cron: Opti
                 tags=["distillery"], description=f"Distillery pipeline in {project_dir}: every stage through DVC")
 
 
+HEARTBEAT_SECONDS = 60  # a deployment's flow run tells the server it is alive this often (Prefect's default: 180)
+UNRESPONSIVE_AFTER = 3 * HEARTBEAT_SECONDS  # no heartbeat and no final state for this long: marked Crashed
+AUTOMATION = "distillery: mark unresponsive runs Crashed"
+
+
+def crash_unresponsive_runs() -> bool:
+    """Create, once per server, the automation that marks a Distillery flow run (tag ``distillery``) Crashed when
+    its heartbeats stop without a final state (Prefect's recipe, "detect zombie flows"). A worker killed with its
+    flow run (a machine lost) left the run Running for good, with no notification, and the next run waited for
+    the concurrency slot's lease to run out (a trial). Whether it created it."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=AUTOMATION)
+        return False
+    except ValueError:  # not on this server yet
+        pass
+    ends = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+    Automation(
+        name=AUTOMATION, description=f"A Distillery flow run silent for {UNRESPONSIVE_AFTER} s (its process and "
+                                     "worker gone) is marked Crashed: flows.deploy made this",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *ends},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "tag",
+                                                 "prefect.resource.id": "prefect.tag.distillery"}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=datetime.timedelta(seconds=UNRESPONSIVE_AFTER)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=(
+            f"no heartbeat for {UNRESPONSIVE_AFTER} s: its process and its worker are gone (a machine lost or "
+            "killed); `python -m flows.recover` in the project puts back what it left half-done"))]).create()
+    return True
+
+
 def build_deployment(project_dir: Path, **options):
     """The RunnerDeployment that ``serve`` registers with the server (``options``: see deployment_options)."""
     from prefect.deployments.runner import EntrypointType
@@ -153,6 +191,7 @@ def main(argv: Optional[list] = None) -> int:
     if args.pool:
         try:
             name = deploy_to_pool(project_dir, args.pool, **options)
+            crash_unresponsive_runs()
         except DistilleryError as exc:
             print(f"flows.deploy: error: {exc}", file=sys.stderr)
             return 2
@@ -167,6 +206,9 @@ def main(argv: Optional[list] = None) -> int:
     from flows.pipeline import PROJECT_DIR_ENV
 
     os.environ[PROJECT_DIR_ENV] = str(project_dir)  # the flow runs served here refuse any other project_dir
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # its runs' processes
+    if os.environ.get("PREFECT_API_URL"):
+        crash_unresponsive_runs()
     print(f"flows.deploy: serving distillery-pipeline/{deployment.name}; events for resource "
           f"{args.resource_id or resource_id(project_dir)} start a run", flush=True)
     serve(deployment)

@@ -46,13 +46,15 @@ def deploy(flow_obj, entrypoint: str, project_dir: Path, pool: str, name: str, *
     """Register ``flow_obj`` (``entrypoint``: ``flows/<file>.py:<function>`` in this repository) in ``pool``
     under ``name``, run in ``project_dir``; return ``<flow name>/<name>``. ``options`` go to ``deploy``
     (schedules, triggers, concurrency_limit, parameters, tags, description)."""
+    from flows.deploy import HEARTBEAT_SECONDS
     from flows.pipeline import PROJECT_DIR_ENV
 
     project_dir = Path(project_dir).resolve()
     ensure_pool(pool)
     remote = flow_obj.from_source(source=str(project_dir), entrypoint=entrypoint)
     remote.deploy(name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False,
-                  job_variables={"working_dir": str(project_dir), "env": {PROJECT_DIR_ENV: str(project_dir)}},
+                  job_variables={"working_dir": str(project_dir), "env": {
+                      PROJECT_DIR_ENV: str(project_dir), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}},
                   **options)
     return f"{flow_obj.name}/{name}"
 

@@ -118,6 +118,22 @@ def test_pool_deployment_keeps_schedule_trigger_and_concurrency_and_a_worker_run
     assert deployment.global_concurrency_limit.limit == 1
     assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
     assert deployment.parameters == {"project_dir": str(project)}
+    # a run whose worker dies with it (a machine lost) is marked Crashed once its heartbeats stop (a trial's stayed
+    # Running for good): the runs beat every HEARTBEAT_SECONDS, and one automation per server watches them
+    from prefect.automations import Automation
+
+    from flows.deploy import AUTOMATION, HEARTBEAT_SECONDS, UNRESPONSIVE_AFTER
+
+    assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
+    assert _deploy(server, project, "--cron", "0 3 * * *").returncode == 0  # deployed again: still one automation
+    watching = [a for a in client.read_automations() if a.name == AUTOMATION]
+    assert len(watching) == 1 and watching[0].enabled, watching
+    trigger, action = watching[0].trigger, watching[0].actions[0]
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and trigger.posture == "Proactive"
+    assert trigger.within.total_seconds() == UNRESPONSIVE_AFTER > HEARTBEAT_SECONDS
+    assert trigger.match_related.get("prefect.resource.id") in ("prefect.tag.distillery", ["prefect.tag.distillery"])
+    assert action.type == "change-flow-run-state" and action.state == "CRASHED"
+    assert "distillery" in deployment.tags
 
     # Two runs at once: the worker runs both, one after the other (the second waits for the slot).
     started = time.perf_counter()
