@@ -58,13 +58,25 @@ def failed_stage(state) -> tuple[str, str]:
     return stage, text
 
 
-def send_notification(url: str, title: str, body: str) -> bool:
+def send_notification(url: str, title: str, body: str, kind: str = "failure") -> bool:
     import apprise
 
     notifier = apprise.Apprise()
     if not notifier.add(url):
         return False
-    return bool(notifier.notify(title=title, body=body, notify_type=apprise.NotifyType.FAILURE))
+    return bool(notifier.notify(title=title, body=body, notify_type=apprise.NotifyType(kind)))
+
+
+def notify_rejected(logger: logging.Logger, run_name: str, decision: str, apprise_url: Optional[str] = None) -> None:
+    """A run that ended well whose candidate the gate refused: a scheduled retrain on worse data looked like one
+    that succeeded, and nobody was told (a trial). A warning in the run's log, and through Apprise if configured."""
+    from distillery.tracking import redact_uri
+
+    title, decision = f"Distillery run {run_name}: the gate rejected the new model", redact_uri(decision)
+    logger.warning("%s: %s", title, decision)
+    url = apprise_url or os.environ.get(APPRISE_URL_ENV)
+    if url and not send_notification(url, title, f"{decision}\n\nThe champion did not move.", kind="warning"):
+        logger.warning("could not send the notification through Apprise (%s)", APPRISE_URL_ENV)
 
 
 def notify_failure(flow, flow_run, state, apprise_url: Optional[str] = None) -> None:

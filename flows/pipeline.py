@@ -29,7 +29,8 @@ from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
 from distillery.config import load_params, load_schedule  # noqa: E402
 from distillery.errors import ConfigError, DistilleryError  # noqa: E402
-from flows.operations import notify_crash, notify_failure, one_line_failures, repository_lock  # noqa: E402
+from flows.operations import (notify_crash, notify_failure, notify_rejected, one_line_failures,  # noqa: E402
+                              repository_lock)
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from distillery.tracking import STAGES_RAN_ENV  # noqa: E402
@@ -186,6 +187,8 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             statuses, times = timed()
             table, markdown = _summary(root, statuses, experiment, overrides, times)
             decision, mlflow_run_id = _registration(root, ran.get("register"))
+            if ran.get("register") == "ran" and decision.startswith("rejected"):
+                notify_rejected(logger, current_flow_run.name or "run", decision)
             results_path = root / "reports" / "metrics" / "eval.json"
             results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         except BaseException as exc:

@@ -56,7 +56,20 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project):
             and path.suffix != ".db"}
     # (a benchmark key: two stages to run again, where distill.alpha would re-run five; `dvc exp run -S
     # distill.alpha=0.3` is test_pipeline_dvc's)
-    experiment = pipeline(project_dir=str(tiny_project), overrides={"benchmark.warmup": 3})
+    from servers import json_receiver
+
+    import flows.pipeline
+
+    real = flows.pipeline._registration  # this run's candidate refused by the gate: said, though the run completes
+    with json_receiver() as (url, received), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILLERY_APPRISE_URL", url)
+        patch.setattr(flows.pipeline, "_registration", lambda root, status: (
+            f"rejected: {real(root, status)[0].split(': ', 1)[1]}", real(root, status)[1]))
+        experiment = pipeline(project_dir=str(tiny_project), overrides={"benchmark.warmup": 3})
+    assert [(r["title"], r["type"]) for r in received] == [
+        (f"Distillery run {received[0]['title'].split()[2].rstrip(':')}: the gate rejected the new model",
+         "warning")], received
+    assert received[0]["message"].startswith("rejected: ") and "The champion did not move." in received[0]["message"]
     assert experiment["stages"]["distill"] == "up to date" and experiment["stages"]["benchmark"] == "ran"
     assert experiment["stages"]["register"] == "ran"
     assert experiment["experiment"] in dvc(tiny_project, "exp", "list", "--name-only").stdout
