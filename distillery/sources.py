@@ -93,6 +93,8 @@ def read_file(path: Union[str, Path], encoding_errors: str = "strict", note: boo
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"{path}: data file does not exist")
+    if path.stat().st_size == 0:  # pandas said "No columns to parse from file"
+        raise DataError(f"{path}: an empty file (0 bytes): no header and no data rows")
     if kind == "jsonl" and first_character(path) == "[" and json_array(path):
         raise DataError(f"{path}: one JSON array, not JSON lines (one object per line): give it the suffix .json")
     before = sha256_files([path])

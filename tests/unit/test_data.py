@@ -1174,6 +1174,12 @@ def test_a_file_of_a_header_alone_is_said_to_have_no_rows(tmp_path):
     with pytest.raises(DataError, match=r"^\S*empty.csv: no data rows \(an empty file, or a header alone\)$"):
         prepare(_params(path), tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+    for suffix in ("csv", "tsv", "jsonl", "json", "parquet"):  # 0 bytes: pandas' "No columns to parse from file"
+        (tmp_path / f"zero.{suffix}").write_bytes(b"")
+        with pytest.raises(DataError, match=rf"^\S*zero.{suffix}: an empty file \(0 bytes\): no header and no "
+                                            r"data rows$"):
+            prepare(_params(tmp_path / f"zero.{suffix}"), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
 
 
 def test_multi_label_rows_are_refused_saying_so(tmp_path):
