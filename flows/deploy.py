@@ -121,6 +121,17 @@ def crash_unresponsive_runs() -> bool:
     return True
 
 
+def _watch_for_unresponsive_runs() -> None:
+    try:
+        crash_unresponsive_runs()
+    except Exception as exc:  # a server without automations (or refusing them): the deployment still works
+        from distillery.tracking import redact_uri
+
+        said = redact_uri(str(exc).splitlines()[0])[:160] if str(exc) else "no detail"
+        print(f"flows.deploy: warning: could not create the automation {AUTOMATION!r} ({type(exc).__name__}: "
+              f"{said}); a run killed with its worker stays Running until marked by hand", file=sys.stderr)
+
+
 def build_deployment(project_dir: Path, **options):
     """The RunnerDeployment that ``serve`` registers with the server (``options``: see deployment_options)."""
     from prefect.deployments.runner import EntrypointType
@@ -191,10 +202,10 @@ def main(argv: Optional[list] = None) -> int:
     if args.pool:
         try:
             name = deploy_to_pool(project_dir, args.pool, **options)
-            crash_unresponsive_runs()
         except DistilleryError as exc:
             print(f"flows.deploy: error: {exc}", file=sys.stderr)
             return 2
+        _watch_for_unresponsive_runs()
         print(f"flows.deploy: {name} is in work pool {args.pool!r}; its workers run it. Start one (or one per "
               f"machine) in this project's environment: prefect worker start --pool {args.pool} --limit 1",
               flush=True)
@@ -208,7 +219,7 @@ def main(argv: Optional[list] = None) -> int:
     os.environ[PROJECT_DIR_ENV] = str(project_dir)  # the flow runs served here refuse any other project_dir
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # its runs' processes
     if os.environ.get("PREFECT_API_URL"):
-        crash_unresponsive_runs()
+        _watch_for_unresponsive_runs()
     print(f"flows.deploy: serving distillery-pipeline/{deployment.name}; events for resource "
           f"{args.resource_id or resource_id(project_dir)} start a run", flush=True)
     serve(deployment)
