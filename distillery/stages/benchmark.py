@@ -29,7 +29,7 @@ from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_split
 from distillery.roofline import fraction, gemm_peaks, model_flops
-from distillery.reports import benchmark_table
+from distillery.benchmark_report import benchmark_table
 from distillery.task_types.load import task_type
 from distillery.timing import PeakRSS, bootstrap_ratio, fingerprint, precise, summarise, time_interleaved
 
