@@ -147,9 +147,12 @@ def _database_store(causes: list[BaseException], texts: str) -> Optional[Distill
     for cause in causes:
         if type(cause).__name__ == "OperationalError" and type(cause).__module__.startswith("sqlalchemy"):
             said = " ".join(redact_uri(str(getattr(cause, "orig", None) or cause)).split())[:200]
-            answered = (r"(?i)authentication failed|access denied|login failed|no password supplied|does not exist|"
-                        r"unknown database|no pg_hba\.conf entry|ssl(mode)? (is )?required|does not support ssl")
-            if re.search(answered, said):  # the database answered: a setting to fix, not an outage to retry
+            from distillery.advisory_lock import REFUSALS  # PostgreSQL's answers that are settings to fix
+
+            answered = [marker for marker, _ in REFUSALS] + [  # and MySQL's, SQL Server's, SSL's
+                "authentication failed", "access denied", "login failed", "unknown database", "ssl is required",
+                "sslmode", "does not support ssl"]
+            if any(marker in said.lower() for marker in answered):  # it answered: a setting, not an outage
                 password = " (or PGPASSWORD)" if uri.lower().startswith("postgres") else ""
                 return ConfigError(f"the tracking database {shown} refused the connection ({said}): fix the role, "
                                    f"password or database in MLFLOW_TRACKING_URI{password}, or point it at the "
