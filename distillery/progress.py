@@ -31,19 +31,25 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressLine:
-    """At most one line every ``interval`` seconds: steps done of the total, epoch, elapsed and time left
-    (from the mean time per step so far), and the last training loss. Written to ``stream`` (stderr), so
-    the terminal and a Prefect run's logs see training move without one line per step."""
+    """At most one line every ``interval`` seconds: steps done of the total, epoch, elapsed and time left, and the
+    last training loss. Written to ``stream`` (stderr), so the terminal and a Prefect run's logs see training move
+    without one line per step. The time left is from the mean time per step since the first step ended: the first
+    one also holds the set-up (the first batch, memory) and made the first line's estimate minutes too long."""
 
     def __init__(self, label: str, interval: float, stream: Optional[TextIO] = None,
                  clock: Callable[[], float] = time.monotonic, unit: str = "step"):
         self.label, self.interval, self.stream, self.clock, self.unit = label, interval, stream, clock, unit
         self.started = self.last = clock()
         self.last_step: Optional[int] = None
+        self.first: Optional[tuple[int, float]] = None  # the first step seen, and when
 
     def line(self, step: int, total: int, epoch: Optional[float], epochs: float, loss: Optional[float]) -> str:
-        elapsed = self.clock() - self.started
-        left = elapsed / step * (total - step) if step else 0.0
+        now = self.clock()
+        elapsed = now - self.started
+        first, at = self.first or (0, self.started)
+        if step <= first:  # nothing since the first step: the mean over it
+            first, at = 0, self.started
+        left = (now - at) / (step - first) * (total - step) if step > first else 0.0
         parts = [f"{self.label}: {self.unit} {step:,}/{total:,} ({100 * step / max(total, 1):.0f}%)"]
         if epoch is not None:
             parts.append(f"epoch {epoch:.2f}/{epochs:g}")
@@ -57,6 +63,8 @@ class ProgressLine:
         """The line, written, if ``interval`` seconds have passed since the last one (or ``force``) and the
         step is not the one the last line showed; else None."""
         now = self.clock()
+        if self.first is None:
+            self.first = (step, now)
         if step == self.last_step or (not force and now - self.last < self.interval):
             return None
         self.last, self.last_step = now, step
