@@ -243,7 +243,7 @@ def fit(task, model, tokenizer, train_dataset, eval_dataset, cfg: TrainConfig, s
     if label is None:
         size = sum(p.numel() for p in model.parameters()) / 1e6
         label = f"{'distilling' if distill else 'training'} the {size:.3g}M-parameter model" + \
-            (" in bf16" if resolved_precision(cfg) == "bf16" else "")
+            f" in {resolved_precision(cfg)}"  # fp32 said too: README says the lines name the precision
     # every process of a multi-process run must see rank 0's checkpoints (the best one is loaded on all)
     with _checkpoint_dir() as checkpoints:
         trainer = DistillationTrainer(

@@ -144,6 +144,7 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                                    labelled_rows=inputs.labelled_rows,
                                    transfer_rows=inputs.transfer_rows if name == "student" else 0,
                                    augmented_rows=inputs.augmented_rows if name == "student" else 0,
+                                   **({"teacher_pass": teacher_pass(logits_dir)} if name == "student" else {}),
                                    **{TRAINED_ON: data})
             write_json(scratch / "training.json", summaries[name])
     for name, summary in summaries.items():
@@ -159,6 +160,13 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     }
     write_json(Path(reports_dir) / "metrics" / "distill.json", metrics)
     return metrics
+
+
+def teacher_pass(logits_dir: Union[str, Path]) -> dict:
+    """What computed the teacher outputs the student learnt from (the cache's manifest): its precision (an int8 pass
+    on a CPU without bf16) and runtime, so the reports say it, not the cache's manifest alone."""
+    manifest = read_json(Path(logits_dir) / "manifest.json")
+    return {"precision": manifest.get("precision"), "runtime": manifest.get("runtime")}
 
 
 def _warn_if_not_smaller(parameters: int, params: Params, teacher_dir: Union[str, Path]) -> None:

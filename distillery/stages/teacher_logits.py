@@ -126,10 +126,9 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
         raise
     except Exception as exc:
         return served, _to_fp32(check, _failure(exc)), None
-    same = reference.argmax(-1) == found.argmax(-1)  # a class; a QA window's start and its end, both
-    same = same.reshape(len(same), -1).all(axis=1)
+    same = task.same_answers(tokenizer, rows, max_length, reference, found)  # a row's class; a question's answer
     agreement = float(same.mean()) if len(same) else 0.0
-    what = task.model_input_unit
+    what = task.answer_unit
     int8_check = {what: int(len(same)), "agreement_with_fp32": round(agreement, 4),
                   "min_agreement": TEACHER_INT8_MIN_AGREEMENT, "weights": "int8, per channel (dynamic)"}
     if not agreement >= TEACHER_INT8_MIN_AGREEMENT:
@@ -230,8 +229,23 @@ def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str, known
     return cached
 
 
+def _agreement(check: dict) -> str:
+    """"99.7% of 300 validation rows": the int8 check's agreement with fp32, and what it was measured on."""
+    unit, count = next(((k, v) for k, v in check.items() if type(v) is int), ("rows", 0))  # {task's unit: count}
+    return f"{check.get('agreement_with_fp32', 0):.1%} of {count:,} validation {unit}"
+
+
 def summary(result: dict) -> str:
+    """The stage's last line: what it cached, what ran the pass and in what precision. An int8 pass says how
+    closely it matched fp32; one refused says why, so "fp32" does not read as what auto chose."""
     windows = f" (outputs: {result['outputs']})" if "outputs" in result else ""
     ran = " through ONNX Runtime" if result.get("runtime") == "onnxruntime" else ""
     chose = " chosen by auto" if result.get("asked", {}).get("logits_precision") == "auto" else ""
-    return f"cached teacher logits for {result['rows']}{windows}{ran} ({result['precision']}{chose})"
+    check, refused = result.get("int8_check"), result.get("int8_refused")
+    if refused:  # int8 asked for (or chosen by auto) and refused by its check or by ONNX Runtime
+        why = f"it gave fp32's answers on {_agreement(check)}, under {check['min_agreement']:.0%}" \
+            if refused == "agreement" and check else refused
+        how = f"{result['precision']}; the int8 pass was refused: {why}"
+    else:
+        how = f"{result['precision']}{chose}" + (f"; it gave fp32's answers on {_agreement(check)}" if check else "")
+    return f"cached teacher logits for {result['rows']}{windows}{ran} ({how})"

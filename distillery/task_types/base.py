@@ -124,6 +124,14 @@ class TaskType:
         raise NotImplementedError
 
     # --- post-processing and metrics -------------------------------------------------------------
+    answer_unit: str = "rows"  # what ``same_answers`` compares: one entry per ...
+
+    def same_answers(self, tokenizer, frame: pd.DataFrame, max_length: int, reference: np.ndarray,
+                     found: np.ndarray) -> np.ndarray:
+        """Whether two models' raw outputs on ``frame`` (``predict``'s) give the same answer, one bool per
+        ``answer_unit`` (here, a row: its top class). The int8 teacher's check against fp32."""
+        return reference.argmax(-1) == found.argmax(-1)
+
     def answers(self, model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int):
         """What ``metrics`` and ``evaluation_report`` score, one entry per row. By default the raw outputs
         (``predict``); a task whose model sees other units than rows (extractive QA: windows of a context)

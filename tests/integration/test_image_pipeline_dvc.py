@@ -73,6 +73,11 @@ def test_mnist_profile_on_digits_through_every_stage_then_served_over_http(tmp_p
     assert distill["student"]["labelled_rows"] == distill["baseline"]["labelled_rows"] == 200
     assert distill["student"]["transfer_rows"] == train_rows - 200 and distill["baseline"]["transfer_rows"] == 0
     assert distill["student"]["train_examples"] == train_rows and distill["baseline"]["train_examples"] == 200
+    # what computed the teacher outputs the student learnt from (the profile pins the pass to PyTorch fp32)
+    logits = json.loads((project / "data/teacher_logits/manifest.json").read_text())
+    assert distill["student"]["teacher_pass"] == {"precision": "fp32", "runtime": "pytorch"} == \
+        {key: logits[key] for key in ("precision", "runtime")}
+    assert "teacher_pass" not in distill["baseline"]
     evaluation = json.loads((project / "reports/metrics/eval.json").read_text())
     assert evaluation["teacher"]["accuracy"] > 0.85, evaluation["teacher"]  # a CNN learns 8x8 digits in 4 epochs
     teacher_config = json.loads((project / "models/teacher/config.json").read_text())

@@ -55,13 +55,15 @@ def test_a_transformer_trains_all_but_its_word_embeddings(tiny_bert, tmp_path, d
     assert torch.equal(saved.get_input_embeddings().weight, before[word])
 
 
-def test_without_it_the_word_embeddings_train(tiny_bert, tmp_path):
+def test_without_it_the_word_embeddings_train(tiny_bert, tmp_path, capfd):
     tokenizer = load_tokenizer(str(tiny_bert), "t")
     model = load_classifier(str(tiny_bert), "t", LABELS)
     before = model.get_input_embeddings().weight.detach().clone()
     summary = _fit(model, tokenizer, tmp_path, freeze=False, distill=False)
     assert not torch.equal(model.get_input_embeddings().weight, before)
     assert summary["trainable_parameters"] == sum(p.numel() for p in model.parameters())
+    # the progress lines name the precision, fp32 as well as bf16 (TrainConfig's default here is fp32)
+    assert f"M-parameter model in {summary['precision']}: step 2/2" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("family", ["boe", "bilstm"])

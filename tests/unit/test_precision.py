@@ -235,10 +235,16 @@ def test_an_int8_teacher_pass_is_used_only_when_its_answers_agree_with_fp32_on_v
             assert int8[part].shape == fp32[part].shape and not np.allclose(int8[part], fp32[part], atol=1e-4), part
         # the manifest and the stage's line say whether auto chose the precision or it was asked for
         assert manifest["asked"] == {"logits_precision": setting, "logits_runtime": "auto"}
-        assert ("(int8 chosen by auto)" if setting == "auto" else "(int8)") in stage.summary(manifest)
+        agreed = f"it gave fp32's answers on {checked['agreement_with_fp32']:.1%} of {checked['rows']} validation rows"
+        assert f"({'int8 chosen by auto' if setting == 'auto' else 'int8'}; {agreed})" in stage.summary(manifest)
     else:
         assert manifest["precision"] == "fp32" and manifest["int8_refused"] == "agreement"
         assert "validation rows (< 101%); the teacher's pass runs in fp32" in capsys.readouterr().out
+        # the last line does not read as though fp32 were what auto chose
+        assert stage.summary(manifest).endswith(
+            f"(fp32; the int8 pass was refused: it gave fp32's answers on {checked['agreement_with_fp32']:.1%} of "
+            f"{checked['rows']} validation rows, under 101%)")
+        assert "chosen by auto" not in stage.summary(manifest)
         for part in fp32:
             assert np.abs(int8[part] - fp32[part]).max() < 1e-4, part
     assert not list(tmp_path.glob("int8/*.onnx"))

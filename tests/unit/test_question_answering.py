@@ -939,3 +939,27 @@ def test_a_file_that_is_not_utf8_is_named_by_line_or_read_with_replacement_as_da
             reading.read_file(tmp_path / name)
         rows = reading.read_file(tmp_path / name, "replace")
         assert rows["context"].tolist() == ["The caf\ufffd is open, said the computer."] * 2
+
+
+def test_the_int8_teachers_check_compares_each_questions_answer_not_each_windows_top_tokens(tokenizer):
+    """Two models whose every window points at CLS agree window by window (the check before: 100%), but the answers
+    post-processing takes from the context tokens differ, so they do not agree; the same outputs do."""
+    from distillery.task_types.question_answering.task import QuestionAnswering
+
+    task = QuestionAnswering(doc_stride=3)
+    context = " ".join(WORDS)
+    frame = pd.DataFrame({"question": ["good", "car"], "context": [context, context]})
+    windows = len(features.features_of(tokenizer, frame, max_length=12, stride=3)["example_index"])
+    assert windows == 6  # three windows a question (the counting of the first test)
+    reference = np.full((windows, 2, 12), -5.0, dtype=np.float32)
+    reference[:, :, 0] = 10.0  # CLS on top in every window: "no answer here"
+    found = reference.copy()
+    reference[:, :, 3] = 1.0  # of the context: each window's first word for one model, its second for the other
+    found[:, :, 4] = 1.0
+    assert (reference.argmax(-1) == found.argmax(-1)).all()  # the windows' top tokens agree everywhere
+    assert task.answer_unit == "questions"
+    assert task.same_answers(tokenizer, frame, 12, reference, found).tolist() == [False, False]
+    assert task.same_answers(tokenizer, frame, 12, reference, reference.copy()).tolist() == [True, True]
+    near = reference.copy()
+    near[:, :, 3] += 0.01  # other logits, the same answers
+    assert task.same_answers(tokenizer, frame, 12, reference, near).tolist() == [True, True]

@@ -96,6 +96,24 @@ class QuestionAnswering(TaskType):
         return loss.span_distillation_loss(student_outputs, teacher_outputs, labels, alpha, temperature)
 
     # --- post-processing and metrics -------------------------------------------------------------
+    answer_unit = "questions"
+
+    def same_answers(self, tokenizer, frame, max_length, reference, found) -> np.ndarray:
+        """Whether two models' window outputs (``predict``'s, in ``frame``'s windows) give each question the same
+        answer text, post-processed as ``answers`` does. Not each window's top start and end: a window without the
+        answer points both at CLS, which post-processing never chooses, so most windows agreed whatever the
+        model (a teacher that had learnt nothing passed the int8 check with 100%)."""
+        frame = frame.reset_index(drop=True)
+        offsets, examples = [], []
+        for _, columns in features._chunked_features(tokenizer, frame, max_length, self.doc_stride):
+            offsets.extend(columns["offset_mapping"])
+            examples.extend(columns["example_index"])
+        contexts = frame[CONTEXT].astype(str).tolist()
+        texts = [[answer["text"] for answer in postprocess.answers(
+            logits[:, 0], logits[:, 1], offsets, examples, contexts, self.n_best_size, self.max_answer_length)]
+            for logits in (reference, found)]
+        return np.asarray([a == b for a, b in zip(*texts)], dtype=bool)
+
     def answers(self, model, tokenizer, frame, max_length, batch_size) -> np.ndarray:
         """The predicted answer text of every row (object array), in the frame's order."""
         frame = frame.reset_index(drop=True)
