@@ -75,7 +75,8 @@ def results_table(results: dict, primary: str = "accuracy", secondary: str = "ma
             f"distillation gain over the baseline: {100 * results['student_minus_baseline_accuracy']:+.1f} accuracy "
             f"points, {results['student_minus_baseline_macro_f1']:+.3f} macro-F1 "
             f"(test split, {results['test_rows']} rows).{_few_rows(results['test_rows'])}"
-            f"{_weaker_than_labels(results, 'accuracy', 'accuracy')}{_one_answer(results)}\n")
+            f"{_weaker_than_labels(results, 'accuracy', 'accuracy')}{_one_answer(results)}"
+            f"{_teacher_near_one_label(results)}\n")
 
 
 def _few_rows(rows: int, row: str = "One test row is") -> str:
@@ -133,6 +134,27 @@ def one_answer(results: dict, name: str):
     if len(answered) != 1:
         return None
     return labels[answered[0]] if answered[0] < len(labels) else int(answered[0])
+
+
+def _teacher_near_one_label(results: dict) -> str:
+    """A warning when the teacher is not clearly better than answering the most frequent test label for every row
+    (within two standard errors of its accuracy): it has barely learnt the task, so what it teaches and the students'
+    retention of it mean little. A teacher giving one label to every row has its own warning (``_one_answer``)."""
+    matrix = np.asarray(results.get("teacher", {}).get("confusion_matrix") or [], dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0 or one_answer(results, "teacher") is not None:
+        return ""
+    rows, counts = matrix.sum(), matrix.sum(axis=1)
+    accuracy, floor = np.trace(matrix) / rows, counts.max() / rows
+    margin = 2 * np.sqrt(accuracy * (1 - accuracy) / rows)
+    if accuracy - floor >= margin:
+        return ""
+    labels = results.get("labels") or []
+    top = int(counts.argmax())
+    label = labels[top] if top < len(labels) else top
+    return (f"\n\nWarning: the teacher's accuracy ({accuracy:.1%}) is within {100 * margin:.1f} points (two standard "
+            f"errors on {rows:,.0f} rows) of answering {label!r} for every test row ({floor:.1%}): it has barely "
+            "learnt the task, so what it teaches and the students' retention of it mean little. Fix the teacher first "
+            "(teacher.train.learning_rate, .epochs, more training rows, teacher.model).")
 
 
 def _one_answer(results: dict) -> str:

@@ -1,4 +1,5 @@
 """What the CLI and the tables print for small models and for a registry without a champion."""
+import numpy as np
 import pytest
 
 from distillery.reports import memory, parameters
@@ -343,3 +344,26 @@ def test_the_distill_summary_gives_the_time_ratio_only_for_trainings_long_enough
     result = {"student": {"train_seconds": seconds[0]}, "baseline": {"train_seconds": seconds[1]},
               "time_ratio_per_example": 0.98}
     assert distill_summary(result) == said
+
+
+def test_a_teacher_barely_better_than_one_label_for_every_row_is_called_out():
+    """SNLI at a trial's tiny size: the teacher scored 35.0% on 200 rows of three classes where one label alone
+    scores 34.0%, and evaluate said "Student keeps 101.4% of the teacher's accuracy" without a word."""
+    from distillery.reports import results_table
+
+    def model(matrix):
+        return {"accuracy": np.trace(np.asarray(matrix)) / np.sum(matrix), "macro_f1": 0.3, "roc_auc": None,
+                "parameters": 1000, "train_seconds": 1.0, "confusion_matrix": matrix}
+
+    students = {"student": model([[40, 14, 14], [40, 16, 10], [40, 10, 16]]),
+                "baseline": model([[40, 14, 14], [40, 14, 12], [40, 12, 14]]),
+                "student_accuracy_retention": 1.0, "student_minus_baseline_accuracy": 0.0,
+                "student_minus_baseline_macro_f1": 0.0, "test_rows": 200}
+    weak = {"labels": ["entailment", "neutral", "contradiction"],
+            "teacher": model([[40, 14, 14], [40, 15, 11], [40, 11, 15]]), **students}
+    assert weak["teacher"]["accuracy"] == 0.35
+    assert ("Warning: the teacher's accuracy (35.0%) is within 6.7 points (two standard errors on 200 rows) of "
+            "answering 'entailment' for every test row (34.0%): it has barely learnt the task") in results_table(weak)
+    # a teacher clearly above that floor: 45.0% against 34.0%, 7.0 points of margin
+    clear = dict(weak, teacher=model([[40, 14, 14], [30, 25, 11], [30, 11, 25]]))
+    assert clear["teacher"]["accuracy"] == 0.45 and "barely learnt" not in results_table(clear)
