@@ -146,15 +146,17 @@ def _teacher_near_one_label(results: dict) -> str:
     rows, counts = matrix.sum(), matrix.sum(axis=1)
     accuracy, floor = np.trace(matrix) / rows, counts.max() / rows
     margin = 2 * np.sqrt(accuracy * (1 - accuracy) / rows)
-    if accuracy - floor >= margin:
+    if accuracy - floor >= margin or np.count_nonzero(counts) < 2:  # a test split of one label has no such floor
         return ""
     labels = results.get("labels") or []
     top = int(counts.argmax())
     label = labels[top] if top < len(labels) else top
-    return (f"\n\nWarning: the teacher's accuracy ({accuracy:.1%}) is within {100 * margin:.1f} points (two standard "
-            f"errors on {rows:,.0f} rows) of answering {label!r} for every test row ({floor:.1%}): it has barely "
-            "learnt the task, so what it teaches and the students' retention of it mean little. Fix the teacher first "
-            "(teacher.train.learning_rate, .epochs, more training rows, teacher.model).")
+    where = f"{100 * (floor - accuracy):.1f} points BELOW" if accuracy < floor else \
+        f"within {100 * margin:.1f} points (two standard errors on {rows:,.0f} rows) of"
+    return (f"\n\nWarning: the teacher's accuracy ({accuracy:.1%}) is {where} answering {label!r} for every test row "
+            f"({floor:.1%}): by accuracy it has barely learnt the task, so what it teaches and the students' "
+            "retention of it mean little. Fix the teacher first (teacher.train.learning_rate, .epochs, more training "
+            "rows, teacher.model); on imbalanced classes, also read its macro-F1.")
 
 
 def _one_answer(results: dict) -> str:

@@ -13,7 +13,7 @@ import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,7 @@ class DistillInputs:
     labelled_rows: int
     transfer_rows: int
     augmented_rows: int
+    teacher_pass: Optional[dict] = None  # what computed the cached teacher outputs: precision, runtime
 
 
 def hidden_options(params: Params, task, student, teacher_dir: Union[str, Path]) -> dict:
@@ -84,6 +85,7 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
     task = task_type(params.task, params)
     cached = load_cached_logits(logits_dir, teacher_dir, prepared_dir, params.teacher.max_length,
                                 augment_settings(params), task.settings())
+    passed = teacher_pass(logits_dir)  # read with the cache, before the trainings
     labels = load_labels(prepared_dir)
     student, tokenizer = student_family(student_cfg.source).build(params, task, labels, Path(teacher_dir),
                                                                   params.seed if seed is None else seed)
@@ -119,7 +121,8 @@ def distill_inputs(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR
         baseline_dataset=task.featurise(train, tokenizer, max_length),
         validation_dataset=task.featurise(load_split("validation", prepared_dir), tokenizer, max_length),
         kd_options=kd_options,
-        labelled_rows=len(train), transfer_rows=len(transfer) + len(unlabelled), augmented_rows=len(augmented))
+        labelled_rows=len(train), transfer_rows=len(transfer) + len(unlabelled), augmented_rows=len(augmented),
+        teacher_pass=passed)
 
 
 def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teacher_dir: Union[str, Path] = TEACHER_DIR,
@@ -144,7 +147,7 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                                    labelled_rows=inputs.labelled_rows,
                                    transfer_rows=inputs.transfer_rows if name == "student" else 0,
                                    augmented_rows=inputs.augmented_rows if name == "student" else 0,
-                                   **({"teacher_pass": teacher_pass(logits_dir)} if name == "student" else {}),
+                                   **({"teacher_pass": inputs.teacher_pass} if name == "student" else {}),
                                    **{TRAINED_ON: data})
             write_json(scratch / "training.json", summaries[name])
     for name, summary in summaries.items():
@@ -164,9 +167,10 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
 
 def teacher_pass(logits_dir: Union[str, Path]) -> dict:
     """What computed the teacher outputs the student learnt from (the cache's manifest): its precision (an int8 pass
-    on a CPU without bf16) and runtime, so the reports say it, not the cache's manifest alone."""
+    on a CPU without bf16) and runtime, so the reports say it, not the cache's manifest alone. A manifest written
+    before these keys was a PyTorch pass (fp32, or under the bf16 autocast it did not record): "unrecorded"."""
     manifest = read_json(Path(logits_dir) / "manifest.json")
-    return {"precision": manifest.get("precision"), "runtime": manifest.get("runtime")}
+    return {"precision": manifest.get("precision", "unrecorded"), "runtime": manifest.get("runtime", "pytorch")}
 
 
 def _warn_if_not_smaller(parameters: int, params: Params, teacher_dir: Union[str, Path]) -> None:

@@ -101,16 +101,18 @@ def _onnx_teacher(params: Params, task, model, tokenizer, sample: pd.DataFrame, 
                                                    f"on {len(sample)} training rows (> {TEACHER_PASS_ATOL})"), None, {}
     if pass_precision(params) == "int8":
         rows = validation if len(validation) else sample
-        runner, ran, outputs = _int8_teacher(params, task, model.config, tokenizer, served, rows, path, check)
+        runner, ran, outputs = _int8_teacher(params, task, model.config, tokenizer, served, rows, path, check,
+                                             "validation" if rows is validation else "training")
         return runner, ran, served, {"validation": outputs} if rows is validation and outputs is not None else {}
     return served, {"runtime": "onnxruntime", "check": check}, None, {}
 
 
-def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.DataFrame, path: Path, check: dict):
+def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.DataFrame, path: Path, check: dict,
+                  split: str = "validation"):
     """(the model the pass runs, what ran it, its outputs on ``rows`` or None): the ONNX teacher at ``path`` with its
-    weights quantized to int8 (dynamic, per channel), when its top answers on ``rows`` are those of the fp32 ONNX
-    teacher ``served`` (within 1e-4 of PyTorch) on at least ``TEACHER_INT8_MIN_AGREEMENT`` of them; else ``served``,
-    with the reason."""
+    weights quantized to int8 (dynamic, per channel), when its answers on ``rows`` (of ``split``: the training rows'
+    first batch when there is no validation split) are those of the fp32 ONNX teacher ``served`` (within 1e-4 of
+    PyTorch) on at least ``TEACHER_INT8_MIN_AGREEMENT`` of them; else ``served``, with the reason."""
     import torch
 
     from distillery.onnx_runtime import SessionModel, quantize_int8, session
@@ -129,12 +131,12 @@ def _int8_teacher(params: Params, task, config, tokenizer, served, rows: pd.Data
     same = task.same_answers(tokenizer, rows, max_length, reference, found)  # a row's class; a question's answer
     agreement = float(same.mean()) if len(same) else 0.0
     what = task.answer_unit
-    int8_check = {what: int(len(same)), "agreement_with_fp32": round(agreement, 4),
+    int8_check = {what: int(len(same)), "split": split, "agreement_with_fp32": round(agreement, 4),
                   "min_agreement": TEACHER_INT8_MIN_AGREEMENT, "weights": "int8, per channel (dynamic)"}
     if not agreement >= TEACHER_INT8_MIN_AGREEMENT:
         return served, _to_fp32(check, "agreement", int8_check,
                                 f"the int8 teacher gives the fp32 teacher's answer on {agreement:.1%} of {len(same)} "
-                                f"validation {what} (< {TEACHER_INT8_MIN_AGREEMENT:.0%})"), reference
+                                f"{split} {what} (< {TEACHER_INT8_MIN_AGREEMENT:.0%})"), reference
     return int8, {"runtime": "onnxruntime", "check": check, "int8_check": int8_check, "precision": "int8"}, found
 
 
@@ -232,7 +234,7 @@ def _pass(params: Params, task, runner, tokenizer, frames: dict, ran: str, known
 def _agreement(check: dict) -> str:
     """"99.7% of 300 validation rows": the int8 check's agreement with fp32, and what it was measured on."""
     unit, count = next(((k, v) for k, v in check.items() if type(v) is int), ("rows", 0))  # {task's unit: count}
-    return f"{check.get('agreement_with_fp32', 0):.1%} of {count:,} validation {unit}"
+    return f"{check.get('agreement_with_fp32', 0):.1%} of {count:,} {check.get('split', 'validation')} {unit}"
 
 
 def summary(result: dict) -> str:
@@ -242,7 +244,11 @@ def summary(result: dict) -> str:
     ran = " through ONNX Runtime" if result.get("runtime") == "onnxruntime" else ""
     chose = " chosen by auto" if result.get("asked", {}).get("logits_precision") == "auto" else ""
     check, refused = result.get("int8_check"), result.get("int8_refused")
-    if refused:  # int8 asked for (or chosen by auto) and refused by its check or by ONNX Runtime
+    if result.get("onnxruntime_refused"):  # the export or its check against PyTorch failed: no int8, no fp32 session
+        reason = result["onnxruntime_refused"]
+        how = f"{result['precision']} in PyTorch; ONNX Runtime was refused: " + \
+            ("its outputs were off PyTorch's" if reason == "parity" else reason)
+    elif refused:  # int8 asked for (or chosen by auto) and refused by its check or by ONNX Runtime
         why = f"it gave fp32's answers on {_agreement(check)}, under {check['min_agreement']:.0%}" \
             if refused == "agreement" and check else refused
         how = f"{result['precision']}; the int8 pass was refused: {why}"

@@ -338,3 +338,20 @@ def test_training_that_diverges_stops_with_one_line_before_saving(tiny_bert, tmp
         fit(TASK, model, tokenizer, tokenize(frame, tokenizer, 32), tokenize(frame, tokenizer, 32), cfg, 0,
             tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_stage_s_last_line_says_why_the_pass_is_not_what_auto_chose():
+    """A pass that fell back to PyTorch (the ONNX export off PyTorch's outputs) read "(fp32 chosen by auto)" while
+    auto had chosen int8; an int8 check run on training rows (no validation split) said "validation"."""
+    from distillery.stages.teacher_logits import summary
+
+    asked = {"logits_precision": "auto", "logits_runtime": "auto"}
+    fell_back = {"rows": {"train": 9}, "asked": asked, "runtime": "pytorch", "onnxruntime_refused": "parity",
+                 "precision": "fp32"}
+    assert summary(fell_back) == ("cached teacher logits for {'train': 9} (fp32 in PyTorch; ONNX Runtime was "
+                                  "refused: its outputs were off PyTorch's)")
+    on_training_rows = {"rows": {"train": 9}, "asked": asked, "runtime": "onnxruntime", "precision": "int8",
+                        "int8_check": {"rows": 8, "split": "training", "agreement_with_fp32": 1.0,
+                                       "min_agreement": 0.97}}
+    assert summary(on_training_rows).endswith("(int8 chosen by auto; it gave fp32's answers on 100.0% of 8 training "
+                                              "rows)")

@@ -363,7 +363,15 @@ def test_a_teacher_barely_better_than_one_label_for_every_row_is_called_out():
             "teacher": model([[40, 14, 14], [40, 15, 11], [40, 11, 15]]), **students}
     assert weak["teacher"]["accuracy"] == 0.35
     assert ("Warning: the teacher's accuracy (35.0%) is within 6.7 points (two standard errors on 200 rows) of "
-            "answering 'entailment' for every test row (34.0%): it has barely learnt the task") in results_table(weak)
+            "answering 'entailment' for every test row (34.0%): by accuracy it has barely learnt the task") \
+        in results_table(weak)
     # a teacher clearly above that floor: 45.0% against 34.0%, 7.0 points of margin
     clear = dict(weak, teacher=model([[40, 14, 14], [30, 25, 11], [30, 11, 25]]))
     assert clear["teacher"]["accuracy"] == 0.45 and "barely learnt" not in results_table(clear)
+    # below that floor, said as below; a test split of one label has no floor to be near
+    below = dict(weak, teacher=model([[20, 24, 24], [30, 15, 21], [30, 21, 15]]))
+    assert below["teacher"]["accuracy"] == 0.25
+    assert "the teacher's accuracy (25.0%) is 9.0 points BELOW answering 'entailment' for every test row (34.0%)" \
+        in results_table(below)
+    one_label = dict(weak, teacher=model([[190, 6, 4], [0, 0, 0], [0, 0, 0]]))
+    assert "barely learnt" not in results_table(one_label)
