@@ -120,9 +120,9 @@ def _trainer_classes():
 
 def listed_lengths(sampler):
     """``sampler`` with its ``lengths`` (a length-grouped sampler's) as a list of ints. The ``Trainer`` hands it the
-    dataset's ``length`` column, which datasets (4 and 5) gives as a lazy ``Column``: the sampler sorts by ``lengths[i]`` at
-    every epoch and evaluation, and each such read took 0.4 ms, 7-8 s an epoch of the default transfer set's 28,000
-    rows on a 2-core Intel Xeon. The same values, so the same order: the figures do not change."""
+    dataset's ``length`` column, which datasets (4 and 5) gives as a lazy ``Column``: the sampler sorts by
+    ``lengths[i]`` at every epoch and evaluation, and each such read took 0.4 ms, 7-8 s an epoch of the default
+    transfer set's 28,000 rows on a 2-core Intel Xeon. The same values, so the same order: the figures do not change."""
     lengths = getattr(sampler, "lengths", None)
     if lengths is not None and not isinstance(lengths, list):
         sampler.lengths = [int(length) for length in lengths[:]]
