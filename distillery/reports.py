@@ -123,12 +123,19 @@ def _student_too(results: dict, primary: str, metric: str) -> str:
         if gap > BELOW_BASELINE_POINTS else ""
 
 
+def _confusion(results: dict, name: str):
+    """Model ``name``'s test confusion matrix from evaluate's ``results`` (rows: the true labels), or None when
+    there is none to read (QA, or a matrix of fewer than two labels or no rows)."""
+    matrix = np.asarray(results.get(name, {}).get("confusion_matrix") or [], dtype=float)
+    return None if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0 else matrix
+
+
 def one_answer(results: dict, name: str):
     """The label model ``name`` of evaluate's ``results`` (eval.json) gave every test row, when it gave them all one
     (its confusion matrix has one non-empty column), else None."""
     labels = results.get("labels") or []
-    matrix = np.asarray(results.get(name, {}).get("confusion_matrix") or [], dtype=float)
-    if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0:
+    matrix = _confusion(results, name)
+    if matrix is None:
         return None
     answered = np.flatnonzero(matrix.sum(axis=0))
     if len(answered) != 1:
@@ -140,8 +147,8 @@ def _teacher_near_one_label(results: dict) -> str:
     """A warning when the teacher is not clearly better than answering the most frequent test label for every row
     (within two standard errors of its accuracy): it has barely learnt the task, so what it teaches and the students'
     retention of it mean little. A teacher giving one label to every row has its own warning (``_one_answer``)."""
-    matrix = np.asarray(results.get("teacher", {}).get("confusion_matrix") or [], dtype=float)
-    if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.sum() == 0 or one_answer(results, "teacher") is not None:
+    matrix = _confusion(results, "teacher")
+    if matrix is None or one_answer(results, "teacher") is not None:
         return ""
     rows, counts = matrix.sum(), matrix.sum(axis=1)
     accuracy, floor = np.trace(matrix) / rows, counts.max() / rows
