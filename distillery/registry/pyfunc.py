@@ -79,26 +79,6 @@ def model_hashes(artifacts: dict[str, str], code: tuple = (), scratch: Path = No
     return list(dict.fromkeys(hashes))
 
 
-def tokenizer(directory: Path):
-    """The student's tokenizer, from its directory. A student of Distillery's own families (BiLSTM, bag of
-    embeddings) has a ``config.json`` of a model type transformers does not know: when its tokenizer names its
-    own class, that config is not read (reading it only prints transformers' "model of type" warning). Any
-    other directory loads as transformers loads it, config and all (the config can decide the class)."""
-    import json
-
-    from transformers import AutoTokenizer, PretrainedConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    def read(name: str) -> dict:
-        path = Path(directory) / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    unknown = read("config.json").get("model_type") not in (None, *CONFIG_MAPPING_NAMES)
-    named = isinstance(read("tokenizer_config.json").get("tokenizer_class"), str)
-    return AutoTokenizer.from_pretrained(str(directory), **({"config": PretrainedConfig()} if unknown and named
-                                                            else {}))
-
-
 # Run by a fresh interpreter: loads the served model as MLflow's scoring server does (the code file and its
 # artifacts, no Distillery import), answers the rows once, and reports its peak resident memory.
 _SERVED_PROCESS = """

@@ -24,6 +24,7 @@ from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_labels, load_split
 from distillery.students.load import student_family
 from distillery.task_types.load import task_type
+from distillery.tokenizer_padding import padding
 
 EXPORTED = ("student", "teacher")
 
@@ -100,6 +101,7 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
                               + ("; export.deploy: auto ships fp32 instead" if not failed else ""))
         write_json(parity_path, report)
         failed_path.unlink(missing_ok=True)
+        student_dir = Path(models_dir) / "student"
         write_json(scratch / "deployment.json", {
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
             "reason": reason, "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
@@ -108,6 +110,8 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
             "onnxruntime_disabled_optimizers": disabled_optimizers(scratch / report["deployable"]),
             # the file this stage checked: register refuses another in its place (changed by hand, then benchmarked)
             "deployable_sha256": sha256_files([scratch / report["deployable"]]),
+            # read here, where transformers is loaded already: register serves them without loading it (and torch)
+            **({"tokenizer_padding": padding(student_dir)} if (student_dir / "tokenizer.json").is_file() else {}),
             **task.settings()})
     return report
 

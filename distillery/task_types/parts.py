@@ -1,7 +1,7 @@
 """A stage's own part of a task type, by name, without the task type's class (and its torch): ``prepare``
 loads ``rows`` and ``register`` loads ``serving`` from here, so editing the task type's model code re-runs
-neither of them, and ``prepare`` imports no torch. (``register`` still does at run time: the text and QA
-serving parts read the tokenizer's padding through transformers' ``AutoTokenizer``.)"""
+neither of them, and neither imports torch (``register`` takes the tokenizer's padding from ``export``'s record:
+``distillery/tokenizer_padding.py``)."""
 from __future__ import annotations
 
 import importlib

@@ -131,6 +131,13 @@ def test_export_stage_passes_and_reports(workspace):
     assert student["size_mb"]["int8"] < student["size_mb"]["fp32"]
     deployment = json.loads((root / "onnx" / "deployment.json").read_text())
     assert deployment["deployable"] == ("student.int8.onnx" if student["int8"]["deployable"] else "student.onnx")
+    # what the served model takes from the tokenizer, recorded for register (which then loads no transformers)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "models" / "student"))
+    recorded = deployment["tokenizer_padding"]
+    assert (recorded["pad_id"], recorded["pad_token"], recorded["truncation_side"]) == \
+        (tokenizer.pad_token_id, tokenizer.pad_token, tokenizer.truncation_side)
 
 
 def test_fp32_parity_failure_stops_the_stage(workspace, tmp_path):

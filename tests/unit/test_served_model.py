@@ -214,7 +214,7 @@ def test_a_bilstm_students_tokenizer_loads_without_transformers_model_type_warni
     student = tmp_path / "student"
     shutil.copytree(tiny_bert, student)
     (student / "config.json").write_text(json.dumps({"model_type": "distillery_bilstm", "hidden_size": 8}))
-    code = ("import sys; from transformers import AutoTokenizer; from distillery.registry.pyfunc import tokenizer; "
+    code = ("import sys; from transformers import AutoTokenizer; from distillery.tokenizer_padding import tokenizer; "
             "loaded, plain = tokenizer(sys.argv[1]), AutoTokenizer.from_pretrained(sys.argv[2]); "
             "print(type(loaded) is type(plain), loaded.pad_token_id == plain.pad_token_id, "
             "loaded('a b c').input_ids == plain('a b c').input_ids, "

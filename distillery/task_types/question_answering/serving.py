@@ -14,6 +14,7 @@ from distillery.errors import RegistryError
 from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.registry import pyfunc
+from distillery.tokenizer_padding import recorded_padding
 from distillery.task_types.question_answering import postprocess
 from distillery.task_types.question_answering.columns import ANSWER_TEXTS, CONTEXT, MAX_CHARACTERS, QUESTION
 from distillery.task_types.question_answering.squad import squad_metrics, squad_scores
@@ -42,12 +43,12 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     if missing:
         raise RegistryError(f"{root / ONNX_DIR / 'deployment.json'}: no {missing[0]}; it was not exported for "
                             "question answering: run `dvc repro export`")
-    tokenizer = pyfunc.tokenizer(tokenizer_dir)
+    padding = recorded_padding(tokenizer_dir, deployment.get("tokenizer_padding"))
     inputs = [i.name for i in ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
     config = {"max_length": int(deployment.get("max_length", max_length)), "doc_stride": deployment["doc_stride"],
               "max_answer_length": deployment["max_answer_length"], "n_best_size": deployment["n_best_size"],
-              "input_names": inputs, "pad_id": tokenizer.pad_token_id,
-              "pad_type_id": getattr(tokenizer, "pad_token_type_id", 0) or 0, "batch_size": 32, "threads": 0,
+              "input_names": inputs, "pad_id": padding["pad_id"],
+              "pad_type_id": padding["pad_type_id"], "batch_size": 32, "threads": 0,
               "max_rows": int(max_rows), "max_characters": MAX_CHARACTERS}
     write_json(scratch / "qa.json", config)
     return {"onnx": str(onnx_path), "tokenizer": str(tokenizer_json), "config": str(scratch / "qa.json"),

@@ -18,6 +18,7 @@ from distillery.files import read_json, write_json
 from distillery.paths import ONNX_DIR, STUDENT_DIR
 from distillery.prepared import LABEL, PAIR, TEXT
 from distillery.registry import pyfunc
+from distillery.tokenizer_padding import recorded_padding
 
 MODEL_CLASS = "OnnxTextClassifier"  # the PythonModel in MODEL_CODE
 MODEL_CODE = Path(__file__).resolve().parents[2] / "serving" / "text_classifier.py"
@@ -53,14 +54,13 @@ def served_artifacts(root: Path, scratch: Path, labels: list[str], max_length: i
     if not onnx_path.is_file() or not tokenizer_json.is_file():
         raise RegistryError(f"{onnx_path if not onnx_path.is_file() else tokenizer_json}: not found; run "
                             f"`dvc repro export` first (the served model needs a fast tokenizer's tokenizer.json)")
-    tokenizer = pyfunc.tokenizer(tokenizer_dir)
+    padding = recorded_padding(tokenizer_dir, deployment.get("tokenizer_padding"))
     inputs = [i.name for i in ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
     config = {"labels": labels, "max_length": max_length, "input_names": inputs, "text_pair": PAIR in frame.columns,
-              "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token,
-              "pad_type_id": getattr(tokenizer, "pad_token_type_id", 0) or 0, "batch_size": 32, "threads": 0,
+              "pad_id": padding["pad_id"], "pad_token": padding["pad_token"],
+              "pad_type_id": padding["pad_type_id"], "batch_size": 32, "threads": 0,
               "max_rows": int(max_rows), "text_characters": TEXT_CHARACTERS, "max_characters": MAX_CHARACTERS,
-              # the side a long text is cut on, as in training (transformers keeps it outside tokenizer.json)
-              "truncation_side": getattr(tokenizer, "truncation_side", "right") or "right"}
+              "truncation_side": padding["truncation_side"]}
     if source_columns:  # only where the data's names differ: the default's config stays as it was
         config["source_columns"] = dict(source_columns)
     write_json(scratch / "classifier.json", config)
