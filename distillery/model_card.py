@@ -125,7 +125,8 @@ def model_card(params, evaluation: dict, parity: dict, benchmark: dict, data_rep
         f"**Teacher:** `{params.teacher.model}`, "
         f"{'trained from scratch' if params.teacher.model.startswith('scratch:') else 'fine-tuned'} for "
         f"{params.teacher.train.epochs:g} epoch{'' if params.teacher.train.epochs == 1 else 's'}.", "",
-        f"**Student:** {student_family(params.student.source).describe(params)}, distilled with {_loss_description(params, student)}. "
+        f"**Student:** {student.get('description') or student_family(params.student.source).describe(params)}, "
+        f"distilled with {_loss_description(params, student)}. "
         f"Served as `{deployable}` (ONNX)" + (f", from a frame with the column{'s' if len(inputs) > 1 else ''} "
                                                 f"{', '.join(f'`{c}`' for c in inputs)} {_own_names(params)}."
                                                 if inputs else "."), "",

@@ -135,6 +135,7 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
     train_cfg, tokenizer = train_settings(params, "distill"), inputs.tokenizer
     parameters = count_parameters(student)
     _warn_if_not_smaller(parameters, params, teacher_dir)
+    description = student_family(params.student.source).describe(params)  # the model card's, read without torch
     with atomic_dir(student_dir) as student_scratch, atomic_dir(baseline_dir) as baseline_scratch:
         summaries = {
             "student": fit(inputs.task, student, tokenizer, inputs.kd_dataset, inputs.validation_dataset, train_cfg, params.seed,
@@ -143,7 +144,8 @@ def distill(params: Params, prepared_dir: Union[str, Path] = PREPARED_DIR, teach
                             params.seed, baseline_scratch),
         }
         for name, scratch in (("student", student_scratch), ("baseline", baseline_scratch)):
-            summaries[name].update(parameters=parameters, family=params.student.source, max_length=params.student.max_length,
+            summaries[name].update(parameters=parameters, family=params.student.source, description=description,
+                                   max_length=params.student.max_length,
                                    labelled_rows=inputs.labelled_rows,
                                    transfer_rows=inputs.transfer_rows if name == "student" else 0,
                                    augmented_rows=inputs.augmented_rows if name == "student" else 0,

@@ -71,6 +71,9 @@ def _pipeline_runs(tiny_project, env):
     assert manifest["runtime"] == "onnxruntime" and manifest["precision"] == "fp32", manifest
     distill = json.loads((tiny_project / "reports/metrics/distill.json").read_text())
     assert distill["student"]["transfer_rows"] > 0 and distill["baseline"]["transfer_rows"] == 0
+    # the student as trained (conftest: layers 0 and 3 of the tiny BERT), recorded for the model card
+    assert json.loads((tiny_project / "models/student/training.json").read_text())["description"] == \
+        "layers [0, 3] from pretrained"
     # the teacher's training.json counts the training rows cut at teacher.max_length, counted here by the tokenizer
     from transformers import AutoTokenizer
 
@@ -85,6 +88,7 @@ def _pipeline_runs(tiny_project, env):
     assert register["decision"] == "promoted" and register["version"] == "1", register
     assert register["tracking_uri"].startswith("http://127.0.0.1:")
     assert "# Model card" in (tiny_project / "reports/model_card.md").read_text()
+    assert "**Student:** layers [0, 3] from pretrained, distilled" in (tiny_project / "reports/model_card.md").read_text()
     # the served model in a process of its own: it answered the rows, and without torch or Distillery
     served = register["served_process"]
     assert served["rows"] == served["batch"] == 15, served  # the tiny test split: 15 rows (the batch is 32)

@@ -375,3 +375,31 @@ def test_a_teacher_barely_better_than_one_label_for_every_row_is_called_out():
         in results_table(below)
     one_label = dict(weak, teacher=model([[190, 6, 4], [0, 0, 0], [0, 0, 0]]))
     assert "barely learnt" not in results_table(one_label)
+
+
+def test_the_model_card_describes_the_student_as_trained_without_importing_its_family():
+    """register wrote the card's student line through the family's module, and so imported torch (about 4 s of a
+    13 s register) for one line of text: distill records it in training.json, and the card reads it from there. A
+    training.json from before the record still gets the line, from params.yaml."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from distillery.config import Params
+from distillery.model_card import model_card
+card = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                  trained={"description": "layers [0, 5] from pretrained, as trained"})
+print(next(line for line in card.splitlines() if line.startswith("**Student:**")))
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line, loaded = result.stdout.strip().splitlines()[-2:]
+    assert line.startswith("**Student:** layers [0, 5] from pretrained, as trained, distilled with") and loaded == "[]"
+    from distillery.config import Params
+    from distillery.model_card import model_card
+
+    older = model_card(Params(), {"labels": ["a", "b"]}, {}, {}, {"rows": {"test": 2}}, "student.int8.onnx",
+                       trained={})
+    assert f"**Student:** layers {list(Params().student.layers)} from {Params().student.init}, distilled" in older
