@@ -104,7 +104,7 @@ def export(params: Params, models_dir: Union[str, Path] = "models", prepared_dir
         student_dir = Path(models_dir) / "student"
         write_json(scratch / "deployment.json", {
             "deployable": report["deployable"], "int8_deployable": student_int8["deployable"],
-            "reason": reason, "labels": labels, "tokenizer": str(Path(models_dir) / "student"),
+            "reason": reason, "labels": labels, "tokenizer": str(student_dir),
             "max_length": read_json(Path(models_dir) / "student" / "training.json")["max_length"],
             # the ONNX Runtime optimizers the deployed file runs without (also in its metadata, which sessions read)
             "onnxruntime_disabled_optimizers": disabled_optimizers(scratch / report["deployable"]),
