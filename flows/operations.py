@@ -11,6 +11,8 @@
   when the run's process is gone). It logs the failed stage and its error and,
   when ``DISTILLERY_APPRISE_URL`` is set, sends them through Apprise (any of its URL schemes:
   ``slack://``, ``mailto://``, ``json://`` ...).
+- ``git_add_hint``: DVC's advice after each stage that wrote ``dvc.lock`` ("git add", "dvc push"), said once at
+  the end of a run (tasks/stages.py leaves it out of each stage's output).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -41,6 +44,17 @@ def repository_lock(project_dir: Path, logger: logging.Logger | logging.LoggerAd
     with lock.repository_lock(project_dir, "a Prefect flow run", timeout_s=None, poll_s=poll_seconds,
                               on_wait=waiting) as token:
         yield token
+
+
+def git_add_hint(project_dir: Path, files: list[str]) -> Optional[str]:
+    """One line for the end of a run whose stages DVC asked to ``git add`` ``files`` (None: it asked nothing);
+    ``dvc push`` is named when the project has a DVC remote (``.dvc/config``, ``.dvc/config.local``)."""
+    if not files:
+        return None
+    remote = any('remote "' in path.read_text(encoding="utf-8", errors="replace")
+                 for path in (project_dir / ".dvc" / "config", project_dir / ".dvc" / "config.local") if path.is_file())
+    return (f"DVC recorded this run in dvc.lock: `git add {' '.join(map(shlex.quote, files))}` keeps the record with "
+            "your code" + ("; `dvc push` sends its outputs to your DVC remote" if remote else ""))
 
 
 def failed_stage(state) -> tuple[str, str]:

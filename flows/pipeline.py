@@ -29,8 +29,8 @@ from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 
 from distillery.config import load_params, load_schedule  # noqa: E402
 from distillery.errors import ConfigError, DistilleryError  # noqa: E402
-from flows.operations import (notify_crash, notify_failure, notify_rejected, one_line_failures,  # noqa: E402
-                              repository_lock)
+from flows.operations import (git_add_hint, notify_crash, notify_failure, notify_rejected,  # noqa: E402
+                              one_line_failures, repository_lock)
 from tasks.experiments import recover_params, restore_params, save_experiment, set_params  # noqa: E402
 from distillery.stages import STAGES  # noqa: E402
 from distillery.tracking import STAGES_RAN_ENV  # noqa: E402
@@ -147,7 +147,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
     project_dir = str(root)
     logger = get_run_logger()
     stages = list(stages or STAGES)
-    ran, experiment, seconds, running = {}, None, {}, None
+    ran, experiment, seconds, running, to_add = {}, None, {}, None, []
     checked: dict = {"ran": {}, "seconds": {}}  # the params check's status and time: not a stage, but timed
 
     def timed() -> tuple[dict, dict]:  # every status and time, the params check first (every run starts with it)
@@ -162,6 +162,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
             started = time.perf_counter()
             _check_params(root)
             check = repro(CHECK_STAGE, project_dir, CHECK_TIMEOUT_S)  # in dvc.lock, so `dvc repro` finds it done
+            to_add += check.get("git_add", [])
             checked = {"ran": {CHECK_STAGE: "ran" if check["ran"] else "up to date"},
                        "seconds": {CHECK_STAGE: time.perf_counter() - started}}
             timeouts = _timeouts(root, stages)
@@ -174,6 +175,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 started, running = time.perf_counter(), stage
                 result = STAGE_TASKS[stage](project_dir, timeouts[stage], up_to_date=unchanged)
                 running = None
+                to_add += [name for name in result.get("git_add", []) if name not in to_add]
                 ran[stage] = "ran" if result["ran"] else "up to date"
                 # the wall time, retries and waits for a lock included: where the run's time went
                 seconds[stage] = time.perf_counter() - started
@@ -204,7 +206,10 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
                 restore_params(project_dir, original_params)
     create_markdown_artifact(markdown, key=SUMMARY_ARTIFACT_KEY,
                              description="Teacher vs distilled student vs baseline, gate decision, MLflow run id")
-    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(statuses, times)}")
+    # (a run with overrides is an experiment: DVC keeps it, and the workspace is as the run found it)
+    hint = None if experiment else git_add_hint(root, to_add)
+    print(f"\n{table}\nRegistry: {decision}; MLflow run {mlflow_run_id}\nStage times:\n{stage_times(statuses, times)}"
+          + (f"\n{hint}" if hint else ""))
     metric, scores = model_scores(results)
     return {"stages": ran, "seconds": times, "table": table, "experiment": experiment, "registry": decision,
             "metric": metric, "scores": scores, "accuracy": scores if metric == "accuracy" else {}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,6 +154,28 @@ def _emitter(stage: str) -> Callable[[str], None]:
     return lambda line: logger.info("%s", line)  # the task run is named after the stage
 
 
+# DVC's advice after each stage that wrote dvc.lock (five lines, nine times a run): a flow run says it once, at its
+# end (flows/pipeline.py: git_add_hint), with the files DVC asked to add
+GIT_HINT = "To track the changes with git, run:"
+DVC_HINTS = (GIT_HINT, "To enable auto staging, run:", "dvc config core.autostage true",
+             "Use `dvc push` to send your updates to remote storage.")
+
+
+class _HintFilter:
+    """Passes a stage's output on to ``emit``, less DVC's advice; keeps the files its ``git add`` line names."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit, self.files, self._add_next = emit, [], False
+
+    def __call__(self, line: str) -> None:
+        text = line.strip()
+        if self._add_next and text.startswith("git add "):
+            self.files.extend(name for name in shlex.split(text[len("git add "):]) if name not in self.files)
+        elif text not in DVC_HINTS:
+            self.emit(line)
+        self._add_next = text == GIT_HINT
+
+
 def _pump(pipe: TextIO, sink: list, emit: Callable[[str], None]) -> None:
     """Read ``pipe`` line by line until it closes: keep every line, pass each non-blank one on at once."""
     for line in iter(pipe.readline, ""):
@@ -208,8 +231,9 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     emit, out, err = _emitter(stage), [], []
-    readers = [threading.Thread(target=_pump, args=(pipe, sink, emit), daemon=True)
-               for pipe, sink in ((proc.stdout, out), (proc.stderr, err))]
+    filters = [_HintFilter(emit), _HintFilter(emit)]  # one a pipe: each reads its own lines in order
+    readers = [threading.Thread(target=_pump, args=(pipe, sink, hints), daemon=True)
+               for (pipe, sink), hints in zip(((proc.stdout, out), (proc.stderr, err)), filters)]
     for reader in readers:
         reader.start()
     try:
@@ -238,7 +262,8 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
             else "not retried"
         raise kind(redact_uri(f"stage {stage} failed ({retry}): {error}"), stage)
     return {"stage": stage, "ran": f"Running stage '{stage}'" in output,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1),
+            "git_add": list(dict.fromkeys(filters[0].files + filters[1].files))}
 
 
 STAGE_RETRIES = 2  # a transient failure (exit code 3) is tried again 10 s, then 60 s, later
@@ -248,7 +273,7 @@ def stage_task(stage: str):
     """The Prefect task for ``stage``, named after it."""
     def run(project_dir: str = ".", timeout_seconds: Optional[float] = None, up_to_date: bool = False) -> dict:
         # up_to_date: the flow's one `dvc status` found this stage and every one before it up to date
-        return {"stage": stage, "ran": False, "seconds": 0.0} if up_to_date else \
+        return {"stage": stage, "ran": False, "seconds": 0.0, "git_add": []} if up_to_date else \
             repro(stage, project_dir, timeout_seconds)
 
     run.__name__ = run.__qualname__ = stage

@@ -39,6 +39,10 @@ def test_lines_arrive_while_the_stage_runs(printing_repo, monkeypatch):
     assert returned - lines["first line"] > 3 and returned - lines["to stderr"] > 3
     assert returned - lines["last line"] < 3
     assert any("Running stage 'slow'" in line for line in lines)  # DVC's own lines are streamed too
+    # ...but not its advice to `git add` and `dvc push` after each stage: a flow run says that once, at its end,
+    # with the files DVC named (the lock file, and the .gitignore it added slow.out to)
+    assert not [line for line in lines if "git add" in line or "autostage" in line or "dvc push" in line], lines
+    assert result["git_add"] == ["dvc.lock", ".gitignore"], result
 
 
 def test_a_streamed_failure_is_still_classified_with_its_error_line(printing_repo, monkeypatch, capsys):
@@ -68,3 +72,16 @@ def test_inside_a_prefect_run_the_lines_go_to_the_run_logger(printing_repo, monk
     lines = {line: at for at, line in logged}
     assert returned - lines["first line"] > 3 and "last line" in lines, logged
     assert "first line" not in capsys.readouterr().err  # not printed twice: Prefect's console handler shows it
+
+
+def test_the_git_add_advice_is_one_line_naming_dvc_push_only_with_a_remote(tmp_path):
+    from flows.operations import git_add_hint
+
+    (tmp_path / ".dvc").mkdir()
+    assert git_add_hint(tmp_path, []) is None  # nothing ran: nothing to say
+    hint = git_add_hint(tmp_path, ["dvc.lock", "reports/my plots/.gitignore"])
+    assert hint == ("DVC recorded this run in dvc.lock: `git add dvc.lock 'reports/my plots/.gitignore'` keeps the "
+                    "record with your code")
+    (tmp_path / ".dvc" / "config.local").write_text("[core]\n    remote = shared\n['remote \"shared\"']\n"
+                                                    "    url = /mnt/dvc\n")
+    assert git_add_hint(tmp_path, ["dvc.lock"]).endswith("; `dvc push` sends its outputs to your DVC remote")
