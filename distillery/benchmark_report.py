@@ -74,7 +74,9 @@ def _how_timed(results: dict) -> str:
                  for name, c in results.get("cells", {}).items()]
         cap = (f", or fewer once they have taken {grid['max_warmup_seconds']:g}s (never none)"
                if "max_warmup_seconds" in grid else "")
-        method = (f"\n\nModels timed in interleaved rounds in each cell, after {grid['warmup']} warm-up rounds{cap}: "
+        warm = (f"after {grid['warmup']} warm-up rounds{cap}" if grid["warmup"] else
+                "with no warm-up round (benchmark.warmup: 0; loading ran each model once on each cell, untimed)")
+        method = (f"\n\nModels timed in interleaved rounds in each cell, {warm}: "
                   f"at least {grid['min_runs']} and at most {grid['runs']} runs per model, stopping once every p50's "
                   f"95% interval (order statistics) is within ±{100 * grid['target_precision']:g}% or after "
                   f"{grid['max_seconds_per_cell']:g}s; thread pools sleep between runs (no spinning; OpenMP wait "
@@ -93,7 +95,12 @@ def _how_timed(results: dict) -> str:
         boot = "" if not runs else (
             f" Intervals: percentile bootstrap, {head['bootstrap']['resamples']} resamples of each model's "
             f"{' and '.join(str(n) for n in runs.values())} runs (seed {head['bootstrap']['seed']}).")
-    return boot + method
+    memory_note = "" if "runtime_startup_mb" not in results else (
+        " Added peak memory: the growth of this process's resident memory while each model was loaded and run once "
+        f"on every cell, after the runtimes' start-up ({results['runtime_startup_mb']:.0f} MB: the modules that load "
+        "a model and a first run of each runtime, on throwaway tiny models), which no model's figure carries; memory "
+        "one model frees may serve the next.")
+    return boot + method + memory_note
 
 
 LATENCY_HEADER = "| model | p50 ms | p50 95% CI ms | p95 ms | p99 ms | runs |"

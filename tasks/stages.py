@@ -101,9 +101,10 @@ _retry_unless_bad_input = _retry_if_transient  # the earlier name
 
 def _error_line(output: str) -> str:
     """The line that says what went wrong: the CLI's one-line error, else the exception line of a traceback,
-    else the first line that mentions an error."""
+    else the first line that mentions an error. The CLI's "done" line is none of them: DVC can fail after the
+    stage's command succeeded (an output already tracked by git), and its own ERROR line says why."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for pattern, flags, pick in ((r"^distillery \w+: ", 0, -1),
+    for pattern, flags, pick in ((r"^distillery \w+: (?!done in [\d.]+s$)", 0, -1),
                                  (r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", 0, -1),
                                  (r"error", re.IGNORECASE, 0)):
         hits = [line for line in lines if re.search(pattern, line, flags)]

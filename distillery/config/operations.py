@@ -23,6 +23,12 @@ def _two_distinct(seeds: list[int]) -> list[int]:
 
 Seeds = Annotated[list[int], AfterValidator(_two_distinct)]  # a spread over seeds needs two distinct ones
 
+
+def _each_once(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):  # a cell timed twice: the second timing replaced the first (a trial)
+        raise not_allowed("list positive integers, each once (each makes cells of the grid)")
+    return values
+
 # an export recipe (distillery/export_recipes.py): fusion, quantization mode, per-channel weight scales
 RECIPE_PATTERN = re.compile(r"(fused_)?(dynamic|static)(_per_channel)?")
 _RECIPE_RULE = "list recipes of the form [fused_](dynamic|static)[_per_channel], e.g. [dynamic, fused_dynamic]"
@@ -118,10 +124,10 @@ class ExportConfig:
 class BenchmarkConfig:
     """Read by ``benchmark``."""
 
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(_each_once)] = Field(
         default_factory=lambda: [1, 8, 32], min_length=1, description="batch sizes timed",
         json_schema_extra=_POSITIVE_INTS)
-    sequence_lengths: list[Annotated[int, Field(ge=1)]] = Field(
+    sequence_lengths: Annotated[list[Annotated[int, Field(ge=1)]], AfterValidator(_each_once)] = Field(
         default_factory=lambda: [16, 64, 128], min_length=1,
         description="sequence lengths timed; each must be <= the model's max_position_embeddings",
         json_schema_extra=_POSITIVE_INTS)

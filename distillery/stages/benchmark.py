@@ -28,6 +28,7 @@ from distillery.hf import usable_positions
 from distillery.onnx_runtime import run_session, session
 from distillery.paths import ONNX_DIR, PREPARED_DIR, REPORTS_DIR
 from distillery.prepared import check_trained_on, load_split
+from distillery.registry.latency import served_length
 from distillery.roofline import fraction, gemm_peaks, model_flops
 from distillery.benchmark_report import benchmark_table
 from distillery.task_types.load import task_type
@@ -59,6 +60,48 @@ def _runner(task, runtime: str, model_dir: Path, onnx_path: Union[Path, None], t
         return run, model
     sess = session(onnx_path, threads, spin=False)  # a spinning pool slowed the next model timed 2x (see session)
     return (lambda batch: run_session(sess, batch)), sess
+
+
+def runtime_startup(task, models_dir: Path, threads: int) -> float:
+    """MB of resident memory the first model of each runtime would otherwise carry in its figure: the modules that
+    load a model (transformers' and each PyTorch model's architecture: about 160 MB on the default task; a trial
+    found 152 MB charged to a 0.2 MB teacher) and a first run of each runtime, on throwaway tiny models."""
+    import importlib
+
+    import numpy as np
+    import torch
+
+    with PeakRSS() as startup:  # the imports too: the first model's load would make them
+        import onnxruntime as ort
+        import torch.nn.functional as F
+        import transformers.modeling_utils  # noqa: F401 - from_pretrained's module
+        from onnx import TensorProto, helper
+        from transformers import AutoConfig
+
+        getattr(task, "auto_model", lambda: None)()  # registers Distillery's own architectures (boe, bilstm, cnn)
+        for name in sorted({model for runtime, model, _ in MODELS.values() if runtime == "pytorch"}):
+            try:  # the architecture's modeling module, e.g. transformers.models.bert.modeling_bert
+                module = type(AutoConfig.from_pretrained(str(models_dir / name))).__module__
+                importlib.import_module(module.replace(".configuration_", ".modeling_"))
+            except Exception:  # an accounting aid only: loading the model itself says what is wrong
+                pass
+        with torch.inference_mode():
+            x = F.layer_norm(F.embedding(torch.randint(0, 64, (2, 8)), torch.randn(64, 32)), (32,))
+            q = F.linear(x, torch.randn(32, 32)).view(2, 8, 2, 16).transpose(1, 2)
+            F.gelu(F.scaled_dot_product_attention(q, q, q)).softmax(-1).sum()
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Softmax", ["y"], ["s"]),
+                 helper.make_node("DynamicQuantizeLinear", ["s"], ["q", "scale", "zero"]),
+                 helper.make_node("MatMulInteger", ["q", "wq"], ["z"])]
+        graph = helper.make_graph(nodes, "startup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                                  [helper.make_tensor_value_info("z", TensorProto.INT32, [2, 8])],
+                                  [helper.make_tensor("w", TensorProto.FLOAT, [8, 8], np.ones(64, np.float32)),
+                                   helper.make_tensor("wq", TensorProto.UINT8, [8, 8], np.ones(64, np.uint8))])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.log_severity_level = threads, 3
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.ones((2, 8), np.float32)})
+    return startup.mb
 
 
 def check_grid(params: Params, models_dir: Path) -> None:
@@ -162,6 +205,7 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         "deployable": deployment["deployable"], "metrics": [task.primary_metric, task.secondary_metric],
         "models": {}, "cells": {}}
     grid = [(batch, length) for batch in cfg.batch_sizes for length in sequence_lengths]
+    results["runtime_startup_mb"] = runtime_startup(task, models_dir, cfg.threads)  # in no model's figure
     loaded = {name: _load(task, name, models_dir, onnx_dir, test, grid, cfg.threads) for name in MODELS}
     for name, model in loaded.items():
         results["models"][name] = {**model["entry"], **_quality(name, evaluation, parity, (task.primary_metric, task.secondary_metric)),
@@ -190,7 +234,9 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
         peak = results["roofline"]["int8_gops" if "int8" in name else "fp32_gflops"]
         for cell, stats in model["cells"].items():
             stats.update(fraction(flops[name][cell], stats["p50_ms"], peak))
-    results["headline"] = headline(results, cfg.batch_sizes, sequence_lengths, raw, params.student.max_length,
+    # the gate's cell (register): the student's max length; inputs without one (images), the benchmark's one length
+    served = params.student.max_length if task.sequence_inputs else sequence_lengths[0]
+    results["headline"] = headline(results, cfg.batch_sizes, sequence_lengths, raw, served,
                                   task.primary_metric)
     from distillery.plots import plot_benchmark
 
@@ -204,10 +250,11 @@ def benchmark(params: Params, models_dir: Union[str, Path] = "models", onnx_dir:
 
 def headline(results: dict, batch_sizes: list, lengths: list, raw: Union[dict, None] = None,
              target_length: int = 64, metric: str = "accuracy") -> dict:
-    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, sequence ``target_length`` (the student's max
-    length; or the nearest cell), each speed-up with a bootstrap 95% interval when the raw timings are given."""
+    """Teacher PyTorch fp32 over student ONNX int8 at batch 1, in the cell the gate reads its latency from
+    (``served_length``: sequence ``target_length``, the student's max length, else the shortest longer one; the
+    longest when none is as long), each speed-up with a bootstrap 95% interval when the raw timings are given."""
     batch = 1 if 1 in batch_sizes else min(batch_sizes)
-    length = min(lengths, key=lambda n: abs(n - target_length))
+    length = served_length(lengths, target_length) or max(lengths)
     cell = f"b{batch}_s{length}"
     slow, fast = (results["models"][m] for m in HEADLINE)
     head = {"cell": cell,

@@ -813,9 +813,14 @@ def test_params_check_refuses_a_local_model_outside_the_training_stages_inputs(t
                                 "batch-1 cell; add 1", "[8, 1]"),
     (("[16, 64, 128]", "[16, 32]"), "benchmark.sequence_lengths = [16, 32] is not allowed; register's latency gate "
                                     "reads batch 1 at student.max_length (64) or longer; add 64", "[16, 100]"),
+    # a cell listed twice was timed twice, the second replacing the first (a trial)
+    (("[1, 8, 32]", "[1, 1]"), "benchmark.batch_sizes = [1, 1] is not allowed; list positive integers, each once "
+                               "(each makes cells of the grid)", "[1]"),
+    (("[16, 64, 128]", "[64, 16, 64]"), "benchmark.sequence_lengths = [64, 16, 64] is not allowed; list positive "
+                                        "integers, each once (each makes cells of the grid)", "[64, 16]"),
 ])
-def test_params_check_refuses_a_benchmark_grid_without_the_gates_cell(tmp_path, capsys, monkeypatch, edit, message,
-                                                                      allowed):
+def test_params_check_refuses_a_benchmark_grid_without_the_gates_cell_or_a_cell_twice(tmp_path, capsys, monkeypatch,
+                                                                                      edit, message, allowed):
     """A trial: `register` failed on it ("no benchmark figure at b1_s64"), after every model had trained."""
     monkeypatch.chdir(tmp_path)
     text = (ROOT / "params.yaml").read_text()

@@ -93,6 +93,10 @@ def test_error_line_prefers_the_cli_line_then_the_exception_line():
                  "IndexError: list index out of range\nERROR: failed to reproduce 'x': exited with 1\n")
     assert _error_line(traceback) == "IndexError: list index out of range"
     assert _error_line("distillery prepare: error: bad\nERROR: failed") == "distillery prepare: error: bad"
+    # the stage's command succeeded and DVC then failed (a trial: the flow's error was the stage's "done" line)
+    dvc_failed = ("distillery export: done in 10.3s\nERROR: failed to reproduce 'export': output 'models/onnx' is "
+                  "already tracked by SCM (e.g. Git).")
+    assert _error_line(dvc_failed) == dvc_failed.splitlines()[1]
 
 
 # --- the CLI maps well-known causes to one line of the right class -----------------------------------------

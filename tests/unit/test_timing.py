@@ -156,4 +156,22 @@ def test_headline_is_at_the_students_length_with_intervals_from_the_raw_runs():
                                 "p50_speedup_ci95": {"low": 4.0, "high": 4.0}}
     results["deployable"] = "student.int8.onnx"
     assert "deployed" not in headline(results, [1, 8], [16, 64, 128], raw, target_length=128)
-    assert headline(results, [1, 8], [16, 64, 128], target_length=100)["cell"] == "b1_s128"  # the nearest
+    assert headline(results, [1, 8], [16, 64, 128], target_length=100)["cell"] == "b1_s128"
+    # the cell the gate reads its latency from (registry/latency.py): never a shorter one than the student's max
+    # length, though nearer (a trial: 24 tokens gave "Latency at b1_s16" while the gate read b1_s64)
+    assert headline(results, [1, 8], [16, 64, 128], target_length=24)["cell"] == "b1_s64"
+    assert headline(results, [1, 8], [16, 64, 128], target_length=200)["cell"] == "b1_s128"  # none as long
+
+
+def test_the_method_says_no_warm_up_round_when_warmup_is_0():
+    """A trial: `benchmark.warmup: 0` gave "after 0 warm-up rounds, or fewer once they have taken 2s (never none)"."""
+    from distillery.benchmark_report import _how_timed
+
+    grid = {"warmup": 10, "max_warmup_seconds": 2.0, "min_runs": 20, "runs": 100, "target_precision": 0.05,
+            "max_seconds_per_cell": 20.0}
+    cells = {"b1_s64": {"runs": 20, "stopped_by": "time cap", "warmup_rounds": 10}}
+    assert "after 10 warm-up rounds, or fewer once they have taken 2s (never none): at least 20" in _how_timed(
+        {"headline": {}, "grid": grid, "cells": cells})
+    text = _how_timed({"headline": {}, "grid": {**grid, "warmup": 0}, "cells": {"b1_s64": {**cells["b1_s64"],
+                                                                                            "warmup_rounds": 0}}})
+    assert "with no warm-up round (benchmark.warmup: 0;" in text and "never none" not in text, text
