@@ -11,6 +11,8 @@
   when the run's process is gone). It logs the failed stage and its error and,
   when ``DISTILLERY_APPRISE_URL`` is set, sends them through Apprise (any of its URL schemes:
   ``slack://``, ``mailto://``, ``json://`` ...).
+- ``temporary_server_in_own_session``: a run that ignores SIGINT (a script's background job) keeps Prefect's
+  temporary server out of a Ctrl-C's reach too.
 - ``git_add_hint``: DVC's advice after each stage that wrote ``dvc.lock`` ("git add", "dvc push"), said once at
   the end of a run (tasks/stages.py leaves it out of each stage's output).
 """
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -47,10 +50,18 @@ def repository_lock(project_dir: Path, logger: logging.Logger | logging.LoggerAd
 
 
 def git_add_hint(project_dir: Path, files: list[str]) -> Optional[str]:
-    """One line for the end of a run whose stages DVC asked to ``git add`` ``files`` (None: it asked nothing);
-    ``dvc push`` is named when the project has a DVC remote (``.dvc/config``, ``.dvc/config.local``)."""
+    """One line for the end of a run whose stages DVC asked to ``git add`` ``files`` (None: it asked nothing), and
+    ``reports`` when git sees it changed: the metrics, plots' data and summaries are outputs git tracks (``cache:
+    false`` in dvc.yaml), which DVC does not name. ``dvc push`` is named when the project has a DVC remote
+    (``.dvc/config``, ``.dvc/config.local``)."""
     if not files:
         return None
+    try:
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "reports"], cwd=project_dir, text=True,
+                                 capture_output=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git: DVC's own list
+        changed = ""
+    files = files + (["reports"] if changed and "reports" not in files else [])
     remote = any('remote "' in path.read_text(encoding="utf-8", errors="replace")
                  for path in (project_dir / ".dvc" / "config", project_dir / ".dvc" / "config.local") if path.is_file())
     return (f"DVC recorded this run in dvc.lock: `git add {' '.join(map(shlex.quote, files))}` keeps the record with "
@@ -147,3 +158,21 @@ def one_line_failures() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, OneLineFailures) for f in logger.filters):
             logger.addFilter(OneLineFailures())
+
+
+def temporary_server_in_own_session() -> None:
+    """For a run that ignores SIGINT (``python -m flows.pipeline &`` in a script: its shell means it to outlive a
+    Ctrl-C): Prefect's temporary server, which installs its own SIGINT handler, starts in a session of its own, out
+    of the Ctrl-C's reach. It died of it, and the run went on without it to tracebacks and no summary (a trial).
+    Prefect still stops it when the run ends."""
+    from prefect.server.api import server
+
+    class OwnSession:  # the server module's view of subprocess
+        def __getattr__(self, name):
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(*args, **kwargs):
+            return subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+
+    server.subprocess = OwnSession()

@@ -243,6 +243,10 @@ def main(argv: Sequence[str] = ()) -> int:
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     if handlers[signal.SIGINT] is signal.default_int_handler:  # not ignored (a background job's is)
         signal.signal(signal.SIGINT, _on_ctrl_c)
+    elif handlers[signal.SIGINT] is signal.SIG_IGN:
+        from flows.operations import temporary_server_in_own_session
+
+        temporary_server_in_own_session()
     if handlers[signal.SIGTERM] is signal.SIG_DFL:
         # `kill`, `docker stop`: as Ctrl-C, so the running stage and the temporary Prefect server stop with the
         # flow (SIGTERM ended the process alone, and the server ran on, orphaned)

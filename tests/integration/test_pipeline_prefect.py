@@ -30,7 +30,7 @@ def test_flow_runs_pipeline_then_reuses_dvc_state(tiny_project, capsys):
     # DVC's advice to `git add` the lock file comes once, at the end, not after each stage that ran
     printed = "".join(capsys.readouterr())
     assert printed.count("git add dvc.lock") == 1 and "To track the changes with git" not in printed, printed
-    assert "DVC recorded this run in dvc.lock: `git add dvc.lock` keeps the record with your code" in printed
+    assert "DVC recorded this run in dvc.lock: `git add dvc.lock reports` keeps the record with your code" in printed
     assert first["stages"] == {**{s: "up to date" for s in ("prepare", "train_teacher", "teacher_logits", "distill",
                                                                "evaluate", "export")},
                                **{s: "ran" for s in ("benchmark", "register")}}

@@ -152,3 +152,33 @@ def test_prefect_logs_a_stage_failure_without_its_engines_traceback_and_other_er
     assert records[0] == ("Task run failed with exception: TransientStageFailure('stage register failed: the server "
                           "stopped answering') - Retries are exhausted")
     assert "Traceback (most recent call last)" in records[1] and "KeyError: 'a bug'" in records[1]
+
+
+SERVER_UNDER_CTRL_C = """
+import os, signal, time
+import httpx
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a script's background job: `python -m flows.pipeline &`
+if {patched}:
+    from flows.operations import temporary_server_in_own_session
+    temporary_server_in_own_session()  # what main() does for such a run
+from prefect.server.api.server import SubprocessASGIServer
+server = SubprocessASGIServer()
+server.start()
+os.killpg(os.getpgid(0), signal.SIGINT)  # Ctrl-C on the script's terminal: its whole process group
+time.sleep(3)
+try:
+    print(httpx.get(server.api_url + "/health", timeout=10).status_code)
+except httpx.ConnectError:
+    print("server gone")
+server.stop()
+"""
+
+
+@pytest.mark.parametrize("patched, answer", [(True, "200"), (False, "server gone")])
+def test_a_run_that_ignores_sigint_keeps_its_temporary_server_out_of_a_ctrl_c(patched, answer):
+    """A trial: a flow started in a script's background ignored the Ctrl-C, as its shell meant, but Prefect's
+    temporary server installs its own SIGINT handler and died of it; the run went on to tracebacks, exit 1 and no
+    summary. (The unpatched case shows the test can tell.)"""
+    proc = subprocess.run([sys.executable, "-c", SERVER_UNDER_CTRL_C.format(patched=patched)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, start_new_session=True)
+    assert proc.stdout.strip().splitlines()[-1:] == [answer], proc.stdout + proc.stderr[-2000:]

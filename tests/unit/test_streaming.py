@@ -78,6 +78,7 @@ def test_the_git_add_advice_is_one_line_naming_dvc_push_only_with_a_remote(tmp_p
     from flows.operations import git_add_hint
 
     (tmp_path / ".dvc").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     assert git_add_hint(tmp_path, []) is None  # nothing ran: nothing to say
     hint = git_add_hint(tmp_path, ["dvc.lock", "reports/my plots/.gitignore"])
     assert hint == ("DVC recorded this run in dvc.lock: `git add dvc.lock 'reports/my plots/.gitignore'` keeps the "
@@ -85,3 +86,8 @@ def test_the_git_add_advice_is_one_line_naming_dvc_push_only_with_a_remote(tmp_p
     (tmp_path / ".dvc" / "config.local").write_text("[core]\n    remote = shared\n['remote \"shared\"']\n"
                                                     "    url = /mnt/dvc\n")
     assert git_add_hint(tmp_path, ["dvc.lock"]).endswith("; `dvc push` sends its outputs to your DVC remote")
+    # the reports git tracks (metrics, summaries: cache: false in dvc.yaml), which DVC does not name (a trial)
+    (tmp_path / "reports" / "metrics").mkdir(parents=True)
+    (tmp_path / "reports" / "metrics" / "eval.json").write_text("{}")
+    assert git_add_hint(tmp_path, ["dvc.lock"]).startswith("DVC recorded this run in dvc.lock: `git add dvc.lock "
+                                                           "reports` keeps")
