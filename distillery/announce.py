@@ -77,7 +77,8 @@ def describe(stage: str, params, prepared_dir=PREPARED_DIR, logits_dir=LOGITS_DI
         "export": f"exporting teacher and student to ONNX (fp32, int8), parity on {_count(test, 'test ' + noun)}",
         "benchmark": f"timing 5 models in {cells} cells (batch {bench.batch_sizes}"
                      + (")" if params.task in NO_SEQUENCE else f" x sequence {bench.sequence_lengths})")
-                     + f", {min(bench.min_runs, bench.runs)}-{bench.runs} interleaved runs "
+                     + (f", {bench.runs}" if bench.min_runs >= bench.runs else
+                        f", {bench.min_runs}-{bench.runs}") + " interleaved runs "
                      f"per model and cell, up to {bench.max_seconds_per_cell:g}s per cell",
         "register": "logging the run to MLflow and registering the deployable student (champion if the gate passes)",
     }

@@ -159,7 +159,10 @@ def _emitter(stage: str) -> Callable[[str], None]:
 # end (flows/pipeline.py: git_add_hint), with the files DVC asked to add
 GIT_HINT = "To track the changes with git, run:"
 DVC_HINTS = (GIT_HINT, "To enable auto staging, run:", "dvc config core.autostage true",
-             "Use `dvc push` to send your updates to remote storage.")
+             "Use `dvc push` to send your updates to remote storage.",
+             # said of the one stage asked for, it read as "nothing to do" before the next stages ran (a trial);
+             # the flow's own "<stage>: up to date" line follows
+             "Data and pipelines are up to date.")
 
 
 class _HintFilter:
@@ -264,7 +267,8 @@ def repro(stage: str, project_dir: str = ".", timeout_seconds: Optional[float] =
         raise kind(redact_uri(f"stage {stage} failed ({retry}): {error}"), stage)
     return {"stage": stage, "ran": f"Running stage '{stage}'" in output,
             "seconds": round(time.perf_counter() - started, 1),
-            "git_add": list(dict.fromkeys(filters[0].files + filters[1].files))}
+            # DVC keeps them in a set: the lock file first, then by name, the same every run
+            "git_add": sorted(set(filters[0].files + filters[1].files), key=lambda name: (name != "dvc.lock", name))}
 
 
 STAGE_RETRIES = 2  # a transient failure (exit code 3) is tried again 10 s, then 60 s, later

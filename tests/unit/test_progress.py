@@ -99,6 +99,9 @@ def test_each_stage_announces_what_it_does_from_params_and_the_prepared_data(tmp
                                                             "rows; distill reads its outputs")
     assert describe("evaluate", params, tmp_path) == "evaluate: scoring teacher, student and baseline on 56 test rows"
     assert describe("benchmark", params, tmp_path).startswith("benchmark: timing 5 models in 9 cells")
+    assert ", 20-100 interleaved runs per model" in describe("benchmark", params, tmp_path)
+    fixed = dataclasses.replace(params, benchmark=dataclasses.replace(params.benchmark, min_runs=20, runs=20))
+    assert ", 20 interleaved runs per model" in describe("benchmark", fixed, tmp_path)  # not "20-20" (a trial)
     assert describe("train_teacher", params, tmp_path / "missing").startswith("train_teacher: fine-tuning "
                                                                               "bundled:minilm-l6 on rows")
     for stage in STAGES:
