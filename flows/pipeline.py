@@ -72,7 +72,9 @@ def _registration(root: Path, status: str = "ran") -> tuple[str, str]:
     if not path.is_file():
         return "not registered", "none"
     report = json.loads(path.read_text(encoding="utf-8"))
-    checks = ", ".join(f"{c.get('name')} {'skipped' if c.get('skipped') else 'passed' if c.get('passed') else 'failed'}"
+    # a failed check says why, with its figure and threshold (a trial's "retention failed" said neither)
+    checks = ", ".join(f"{c.get('name')} " + ("skipped" if c.get("skipped") else "passed" if c.get("passed") else
+                                               "failed" + (f" [{c['detail']}]" if c.get("detail") else ""))
                        for c in report.get("checks", []))
     decision = (f"{report.get('decision', 'unknown')}: {report.get('model_name', '?')} version "
                 f"{report.get('version', '?')} as @{report.get('alias', '?')}" + (f" ({checks})" if checks else ""))

@@ -504,6 +504,15 @@ def test_summary_reports_the_gate_decision_or_not_registered(tmp_path):
                                                                               "skipped": True}]}))
     assert _registration(tmp_path)[0] == ("rejected: distillery-student version 4 as @challenger (labels failed, "
                                           "champion skipped)")
+    # a failed check says why: its figure and threshold (a trial's "retention failed" said neither)
+    (tmp_path / "reports" / "metrics" / "register.json").write_text(json.dumps({
+        "model_name": "distillery-student", "version": "5", "decision": "rejected", "passed": False,
+        "alias": "challenger", "checks": [
+            {"name": "retention", "passed": False, "value": 0.3621, "threshold": 0.7,
+             "detail": "0.3621 of the teacher's accuracy, needs >= 0.7"},
+            {"name": "latency", "passed": True, "detail": "p95 0.2 ms at b1_s784, needs <= 10.0"}]}))
+    assert _registration(tmp_path)[0] == ("rejected: distillery-student version 5 as @challenger (retention failed "
+                                          "[0.3621 of the teacher's accuracy, needs >= 0.7], latency passed)")
 
 
 # --- the schedule section of params.yaml -----------------------------------------------------
