@@ -214,7 +214,7 @@ def pipeline(project_dir: str = ".", stages: Optional[list[str]] = None,
           + (f"\n{hint}" if hint else ""))
     metric, scores = model_scores(results)
     return {"stages": ran, "seconds": times, "table": table, "experiment": experiment, "registry": decision,
-            "metric": metric, "scores": scores, "accuracy": scores if metric == "accuracy" else {}}
+            "metric": metric, "scores": scores, "accuracy": scores if metric == "accuracy" else {}, "advice": hint}
 
 
 def model_scores(results: dict) -> tuple[str, dict]:
