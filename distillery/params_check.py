@@ -55,15 +55,15 @@ def missing_stage_params(params_path) -> list[str]:
     import json
     from pathlib import Path
 
-    import yaml
-
     from distillery.config import Params
+    from distillery.config.loading import safe_load
+    from distillery.tracked import load_dvc_yaml
 
     dvc_file = Path(params_path).resolve().parent / "dvc.yaml"
     if not dvc_file.is_file():
         return []
-    stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
+    stages = load_dvc_yaml(dvc_file).get("stages") or {}
+    raw = safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
     keys = [entry for stage in stages.values() if isinstance(stage, dict)
             for entry in stage.get("params") or [] if isinstance(entry, str)]
     defaults, missing = Params().flat(), []

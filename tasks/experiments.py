@@ -185,9 +185,9 @@ def set_params(project_dir: str, overrides: dict[str, Any]) -> str:
 
 def uncached_outputs(project_dir: str) -> list[str]:
     """The outputs, metrics and plots that dvc.yaml keeps out of DVC's cache (``cache: false``)."""
-    import yaml
+    from distillery.tracked import load_dvc_yaml
 
-    spec = yaml.safe_load((Path(project_dir) / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    spec = load_dvc_yaml(Path(project_dir) / "dvc.yaml")
     paths = []
     for stage in (spec.get("stages") or {}).values():
         for kind in ("outs", "metrics", "plots"):

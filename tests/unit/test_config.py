@@ -431,6 +431,25 @@ def test_params_read_booleans_and_integers_as_dvc_does(tmp_path):
     assert load_params(tmp_path / "params.yaml").data.labels == ["yes", "no", "maybe"]
 
 
+def test_libyaml_reads_params_as_the_python_loader_does_and_errors_are_the_python_loaders(tmp_path):
+    """params.yaml goes through libyaml (a tenth of the time); the one-line errors quote PyYAML's own parser."""
+    import yaml
+
+    from distillery.config import loading
+
+    assert issubclass(loading._FastLoader, yaml.CSafeLoader)  # PyYAML's wheels carry libyaml
+    text = "values: [yes, no, on, off, y, n, true, False, 010, 2:30, 0x1f, 0o17, -5, 20_000, 5.0e-5, 1e-3, null]\n" \
+           "nested: {a: [1, {b: '2'}], c: ~}\n"
+    for doc in [text, *(path.read_text() for path in [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*"))]
+                        if path.suffix == ".yaml")]:
+        assert yaml.load(doc, Loader=loading._FastLoader) == yaml.load(doc, Loader=loading.YamlLoader)
+    (tmp_path / "params.yaml").write_text("distill:\n  alpha: b: c\n")
+    # libyaml says "mapping values are not allowed in this context"
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML: line 2, column 11: mapping values are not "
+                                          r"allowed here$"):
+        load_params(tmp_path / "params.yaml")
+
+
 @pytest.mark.parametrize("labels", [[1, 2, None], [[1], 2], ["a", {"b": 1}]])
 def test_a_declared_label_that_is_null_or_a_list_is_refused(labels):
     """[1, 2, null] made a class 'None' that then had no rows in any split."""
