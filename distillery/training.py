@@ -218,9 +218,9 @@ def _finite(compute_metrics: Callable, label: str) -> Callable:
 
 def _freeze_survivors() -> None:
     """Every ``Trainer.train`` starts with a full garbage collection (accelerate's ``free_memory``): 0.2 s over
-    the ~540k objects of a stage process's imported modules, and 1 s or more in a process that lives on and trains
-    again (kd_gain's seeds, a sweep; the test suite spent 59 CPU-s in them). The first training of a process collects
-    once and then leaves what survived, its modules and the data it holds, out of later collections
+    the ~540k objects of a stage process's imported modules, more in a process that lives on and trains again
+    (kd_gain's seeds, a sweep; the test suite's two workers spent 59 CPU-s in them). The first training of a process
+    collects once and then leaves what survived, its modules and the data it holds, out of later collections
     (``gc.freeze``); what trainings leave behind is still collected."""
     if gc.get_freeze_count() == 0:
         gc.collect()
